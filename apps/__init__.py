@@ -1,0 +1,1 @@
+"""Front ends over the medvit library (viewer, batch inference, fine-tuning CLI): no domain logic here."""

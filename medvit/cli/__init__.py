@@ -1,0 +1,1 @@
+"""The ``medvit`` command line: one console script, one module per subcommand group."""

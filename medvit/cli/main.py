@@ -1,0 +1,63 @@
+"""``medvit`` entry point. Each module in :data:`COMMANDS` adds its subcommand(s) with ``add_parser``.
+
+Command modules must import heavy libraries inside their handlers, so ``medvit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: modules providing subcommands; each defines ``add_parser(subparsers)`` setting ``func``.
+COMMANDS = [
+    "medvit.cli.list_cmd",
+    "medvit.cli.run_cmd",
+    "medvit.cli.convert_cmd",
+    "medvit.cli.demo_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medvit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="medvit",
+        description="medvit: Vision Transformers for medical imaging (I/O, training, tuning, inference, viewer).",
+    )
+    parser.add_argument("--version", action="version", version=f"medvit {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMANDS:
+        importlib.import_module(mod).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)  # noqa: T201
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+        if args.verbose >= 2:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"medvit {args.command}: error: {msg}", file=sys.stderr)  # noqa: T201
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

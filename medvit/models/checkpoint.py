@@ -1,0 +1,242 @@
+"""Safe checkpoints: ``model.safetensors`` + ``config.json`` (architecture, arguments, contract).
+
+Nothing is unpickled: weights are read with safetensors. Foreign PyTorch ``.pth`` files (the released
+chest-X-ray MAE weights) are read only through ``torch.load(weights_only=True)``, torch's restricted
+unpickler that refuses arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medvit.models.contract import WeightContract
+from medvit.models.convert import to_medvit
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "medvit-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names file and reason."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    model: nn.Module,
+    out_dir: str | Path,
+    contract: WeightContract | None = None,
+    extra: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``out_dir/model.safetensors`` and ``out_dir/config.json``; returns ``out_dir``.
+
+    The model must come from :func:`medvit.models.create_model` (it records ``arch_name`` and
+    ``model_args``). ``extra`` is stored under ``"extra"`` in the config (e.g. training metadata).
+    """
+    from safetensors.torch import save_file
+
+    arch = getattr(model, "arch_name", None)
+    if arch is None:
+        raise ValueError("save_checkpoint needs a model made by medvit.create_model (no arch_name recorded)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = state_dict if state_dict is not None else model.state_dict()
+    sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    tmp = out / (WEIGHTS_NAME + ".tmp")
+    save_file(sd, str(tmp), metadata={"format": FORMAT, "architecture": arch})
+    os.replace(tmp, out / WEIGHTS_NAME)
+    contract = contract or getattr(model, "contract", None)
+    cfg = {
+        "format": FORMAT,
+        "architecture": arch,
+        "model_args": _jsonable(model.model_args),
+        "contract": contract.to_dict() if contract else None,
+        "sha256": sha256_file(out / WEIGHTS_NAME),
+        "medvit_version": _version(),
+        "extra": extra or {},
+    }
+    _atomic_write_bytes(out / CONFIG_NAME, json.dumps(cfg, indent=2).encode())
+    logger.info("saved checkpoint %s (%s)", out, arch)
+    return out
+
+
+def _version() -> str:
+    from medvit import __version__
+
+    return __version__
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; any problem becomes a :class:`CheckpointError` naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{p} is a pickled PyTorch checkpoint, not safetensors; medvit never unpickles checkpoints "
+            f"implicitly. Convert it once with `medvit convert {p} OUT_DIR --arch ARCH`."
+        )
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{p} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
+
+
+def read_pickled_weights(path: str | Path) -> dict[str, Any]:
+    """Read a PyTorch ``.pth`` with torch's restricted unpickler (tensors and plain containers only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise CheckpointError(
+            f"{p} could not be read as a tensors-only PyTorch checkpoint ({type(e).__name__}: {e})"
+        ) from e
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint directory (or of the directory holding a weights file)."""
+    p = Path(path)
+    cfg_path = p / CONFIG_NAME if p.is_dir() else p.with_name(CONFIG_NAME)
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} beside {p}; a medvit checkpoint is a directory with "
+                                f"{WEIGHTS_NAME} and {CONFIG_NAME}")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from e
+    for key in ("architecture", "model_args"):
+        if key not in cfg:
+            raise CheckpointError(f"{cfg_path} lacks required key {key!r}")
+    return cfg
+
+
+def load_state_dict_checked(
+    model: nn.Module,
+    sd: dict[str, torch.Tensor],
+    source: str,
+    allow_missing: tuple[str, ...] = (),
+    allow_unexpected: tuple[str, ...] = (),
+) -> None:
+    """Load ``sd`` into ``model``; raise :class:`CheckpointError` naming missing/unexpected/mis-shaped keys.
+
+    Keys starting with an ``allow_missing`` / ``allow_unexpected`` prefix are tolerated and logged.
+    """
+    target = model.state_dict()
+    missing = [k for k in target if k not in sd]
+    unexpected = [k for k in sd if k not in target]
+    shape = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+             for k in sd if k in target and sd[k].shape != target[k].shape]
+    bad_missing = [k for k in missing if not k.startswith(allow_missing)]
+    bad_unexp = [k for k in unexpected if not k.startswith(allow_unexpected)]
+    if bad_missing or bad_unexp or shape:
+        parts = []
+        if bad_missing:
+            parts.append(f"missing keys {_few(bad_missing)}")
+        if bad_unexp:
+            parts.append(f"unexpected keys {_few(bad_unexp)}")
+        if shape:
+            parts.append(f"shape mismatches {shape[:5]}")
+        raise CheckpointError(
+            f"{source} does not fit {getattr(model, 'arch_name', type(model).__name__)}: " + "; ".join(parts)
+            + ". Check the architecture arguments (embed_dim, depth, qkv_bias, global_pool) match the weights."
+        )
+    if missing:
+        logger.info("%s: left freshly initialised: %s", source, missing)
+    if unexpected:
+        logger.info("%s: ignored keys: %s", source, unexpected)
+    model.load_state_dict(sd, strict=False)
+
+
+def _few(keys: list[str], n: int = 10) -> str:
+    return f"{keys[:n]}" + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _resolve_source(src: str | Path) -> tuple[Path, bool]:
+    """(weights file, is_medvit_dir) for a directory, file, or registered weight tag."""
+    p = Path(src)
+    if p.is_dir():
+        return p / WEIGHTS_NAME, (p / CONFIG_NAME).is_file()
+    if p.is_file():
+        return p, False
+    from medvit.registry import REGISTRY
+
+    if isinstance(src, str) and ("weights", src) in REGISTRY:
+        from medvit.models.pretrained import resolve_weight_file
+
+        f = resolve_weight_file(src)
+        return f, f.name == WEIGHTS_NAME and (f.parent / CONFIG_NAME).is_file()
+    raise FileNotFoundError(f"{src} is neither a checkpoint directory, a weights file, nor a registered "
+                            "weight tag (see `medvit list weights`)")
+
+
+def load_weights_into(model: nn.Module, src: str | Path) -> nn.Module:
+    """Load weights from a medvit checkpoint, a timm/MAE or HF file, or a weight tag into ``model``.
+
+    medvit checkpoints load strictly. Foreign layouts are converted; a missing head / fc_norm
+    (fine-tuning from a pretrained encoder) and an unused final ``norm`` are tolerated and logged.
+    """
+    f, native = _resolve_source(src)
+    raw = read_pickled_weights(f) if f.suffix in (".pth", ".pt", ".bin") else read_safetensors(f)
+    if native:
+        load_state_dict_checked(model, raw, str(f))
+    else:
+        sd = to_medvit(raw, model)
+        load_state_dict_checked(model, sd, str(f), allow_missing=("head.", "fc_norm.", "norm."),
+                                allow_unexpected=("norm.", "fc_norm."))
+    return model
+
+
+def load_model(path: str | Path, **overrides: Any) -> nn.Module:
+    """Rebuild a model from a medvit checkpoint directory; ``model.contract`` holds its contract.
+
+    ``overrides`` replace saved architecture arguments that do not change weight shapes (e.g.
+    ``drop_path_rate``).
+    """
+    from medvit.models.factory import create_model
+
+    p = Path(path)
+    cfg = read_config(p)
+    args = dict(cfg["model_args"])
+    args.update(overrides)
+    model = create_model(cfg["architecture"], **args)
+    f = p / WEIGHTS_NAME if p.is_dir() else p
+    load_state_dict_checked(model, read_safetensors(f), str(f))
+    model.contract = WeightContract.from_dict(cfg["contract"]) if cfg.get("contract") else None
+    model.checkpoint_sha256 = cfg.get("sha256") or sha256_file(f)
+    model.checkpoint_config = cfg
+    return model

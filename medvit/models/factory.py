@@ -1,0 +1,67 @@
+"""Create backbones by registered name; every model remembers how it was built."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from torch import nn
+
+from medvit.registry import REGISTRY
+
+logger = logging.getLogger(__name__)
+
+
+def register_backbone(name: str, cls: type[nn.Module], description: str = "", **defaults: Any) -> None:
+    """Register ``name`` as ``cls(**defaults)``; ``create_model`` may override any default."""
+    sig = inspect.signature(cls.__init__)
+    bad = [k for k in defaults if k not in sig.parameters]
+    if bad:
+        raise TypeError(f"backbone {name!r}: {cls.__name__} has no arguments {bad}")
+    REGISTRY.add("backbone", name, cls, defaults=dict(defaults), description=description)
+
+
+def backbone_args(name: str, **overrides: Any) -> dict[str, Any]:
+    """Resolved constructor arguments for a registered backbone plus overrides."""
+    entry = REGISTRY.entry("backbone", name)
+    cls = entry.obj
+    sig = inspect.signature(cls.__init__)
+    bad = sorted(k for k in overrides if k not in sig.parameters)
+    if bad:
+        import difflib
+
+        valid = [p for p in sig.parameters if p != "self"]
+        hints = {b: difflib.get_close_matches(b, valid, n=1) for b in bad}
+        msg = ", ".join(f"{b!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for b, h in hints.items())
+        raise TypeError(f"backbone {name!r} does not accept {msg}; accepted: {', '.join(valid)}")
+    args = dict(entry.meta["defaults"])
+    args.update(overrides)
+    return args
+
+
+def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered backbone.
+
+    Args:
+        name: registered backbone name (``medvit list backbone``) or weight tag ``arch.tag``.
+        pretrained: a checkpoint directory / ``.safetensors`` file, or a registered weight tag; its
+            weights are loaded (converted, position embeddings resized, channels adapted as needed).
+        **overrides: constructor arguments replacing the registered defaults (e.g. ``in_chans=1``,
+            ``num_classes=14``, ``drop_path_rate=0.2``).
+    Returns:
+        the model, with ``arch_name`` and ``model_args`` attributes recording how it was built.
+    """
+    if "." in name and ("weights", name) in REGISTRY:
+        pretrained = pretrained or name
+        name = name.split(".", 1)[0]
+    args = backbone_args(name, **overrides)
+    cls = REGISTRY.get("backbone", name)
+    model = cls(**args)
+    model.arch_name = name
+    model.model_args = args
+    if pretrained:
+        from medvit.models.checkpoint import load_weights_into
+
+        load_weights_into(model, pretrained)
+    return model

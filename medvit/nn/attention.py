@@ -1,0 +1,57 @@
+"""Multi-head self-attention on fused SDPA, with an explicit path that returns probabilities."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused ``qkv`` projection (timm / MAE weight layout).
+
+    ``forward(x)`` uses ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels).
+    ``forward(x, return_attention=True)`` computes softmax(QKᵀ/√d) explicitly and also returns the
+    attention probabilities (B, H, T, T) — the input of attention rollout and other explanations.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, T, D) -> (B, T, D); with ``return_attention`` also (B, H, T, T) probabilities."""
+        B, T, D = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, T, hd)
+        if return_attention:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = attn.softmax(dim=-1)
+            probs = attn
+            if self.training and self.attn_drop > 0:
+                attn = F.dropout(attn, self.attn_drop)
+            out = attn @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_drop if self.training else 0.0
+            )
+        out = out.transpose(1, 2).reshape(B, T, D)
+        out = self.proj_drop(self.proj(out))
+        return (out, probs) if return_attention else out

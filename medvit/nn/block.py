@@ -1,0 +1,60 @@
+"""Pre-norm transformer block: x + DropPath(LS(Attn(LN(x)))), x + DropPath(LS(MLP(LN(x))))."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medvit.nn.attention import Attention
+from medvit.nn.drop_path import DropPath
+from medvit.nn.mlp import Mlp
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scale (CaiT): (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(init_value * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """One ViT encoder block (timm parameter names: norm1, attn, ls1, norm2, mlp, ls2)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        init_values: float | None = None,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D)."""
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, T, D) -> ((B, T, D), attention probabilities (B, H, T, T))."""
+        a, probs = self.attn(self.norm1(x), return_attention=True)
+        x = x + self.drop_path1(self.ls1(a))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x, probs

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the Debian tools medvit's tests use as external references, when missing:
+#   dcmtk (dcm2pnm: reference DICOM renderer), dicom3tools (dciodvfy: DICOM validator),
+#   chromium + chromium-driver (end-to-end viewer test).
+# Without root or apt the tests that need them are skipped with a message saying so.
+set -u
+need=()
+command -v dcm2pnm >/dev/null 2>&1 || need+=(dcmtk)
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install_sysdeps: cannot install ${need[*]} (need root and apt-get); tests needing them will be skipped" >&2
+  exit 0
+fi
+echo "install_sysdeps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null 2>&1 || true
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+  || echo "install_sysdeps: apt-get install ${need[*]} failed; dependent tests will be skipped" >&2
+exit 0

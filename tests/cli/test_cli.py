@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from medvit.cli.main import main
+
+
+def test_list_backbones(capsys):
+    assert main(["list", "backbone"]) == 0
+    out = capsys.readouterr().out
+    assert "vit_small_patch16_224" in out and "backbone (" in out
+
+
+def test_list_unknown_kind(capsys):
+    assert main(["list", "backbones"]) == 2
+    assert "unknown registry kind" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [[], ["list"], ["run"], ["convert"], ["demo"]])
+def test_help_everywhere(cmd):
+    r = subprocess.run([sys.executable, "-m", "medvit.cli.main", *cmd, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_run_pipeline_with_overrides(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.random.rand(40, 40).astype("float32"))
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    cfg = {"task": "extract_features", "inputs": [str(tmp_path / "a.npy"), str(tmp_path / "bad.npy")],
+           "backbone": "vit_tiny_patch16_224", "image_size": 32, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(tmp_path / "p.yaml"), "batch_size=2", "precision=bf16"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_images"] == 1 and summary["feature_dim"] == 192
+    assert summary["failed"][0]["file"].endswith("bad.npy")
+    resolved = yaml.safe_load((tmp_path / "out" / "config.resolved.yaml").read_text())
+    assert resolved["batch_size"] == 2 and resolved["precision"] == "bf16"
+
+
+def test_run_rejects_unknown_key(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("task: extract_features\ninputs: [x]\nbatchsize: 3\n")
+    assert main(["run", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "batchsize" in err and "batch_size" in err
+
+
+def test_run_unknown_task(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("task: extract_feature\n")
+    assert main(["run", str(tmp_path / "p.yaml")]) == 2
+    assert "extract_features" in capsys.readouterr().err

@@ -1,0 +1,33 @@
+"""Shared test fixtures: deterministic seeds, offline HF, tiny model configs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+#: overrides that make any registered backbone tiny enough for unit tests
+TINY = dict(embed_dim=48, depth=2, num_heads=4)
+
+
+def tiny_args(name: str) -> dict:
+    """Tiny overrides for registered backbone ``name`` (small image, small width)."""
+    from medvit.models import backbone_args
+
+    args = backbone_args(name)
+    kw = dict(TINY)
+    if args.get("spatial_dims", 2) == 3:
+        kw.update(img_size=32, patch_size=16)
+    else:
+        kw.update(img_size=32, patch_size=16)
+    return kw
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
