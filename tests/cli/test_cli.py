@@ -19,10 +19,37 @@ def test_list_unknown_kind(capsys):
     assert "unknown registry kind" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", [[], ["list"], ["run"], ["convert"], ["demo"]])
-def test_help_everywhere(cmd):
-    r = subprocess.run([sys.executable, "-m", "medvit.cli.main", *cmd, "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "usage:" in r.stdout
+def _all_commands() -> list[list[str]]:
+    """Every subcommand path of the parser (nested groups included), plus the bare command."""
+    import argparse
+
+    from medvit.cli.main import build_parser
+
+    out: list[list[str]] = [[]]
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    out.append(prefix + [name])
+                    walk(sub, prefix + [name])
+
+    walk(build_parser(), [])
+    return out
+
+
+def test_help_everywhere():
+    cmds = _all_commands()
+    assert ["list"] in cmds and ["run"] in cmds
+    for cmd in cmds:
+        with pytest.raises(SystemExit) as e:
+            main([*cmd, "--help"])
+        assert e.value.code == 0, cmd
+
+
+def test_console_script_help():
+    r = subprocess.run([sys.executable, "-m", "medvit.cli.main", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage: medvit" in r.stdout
 
 
 def test_run_pipeline_with_overrides(tmp_path, capsys):
