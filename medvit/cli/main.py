@@ -16,6 +16,7 @@ COMMANDS = [
     "medvit.cli.run_cmd",
     "medvit.cli.convert_cmd",
     "medvit.cli.demo_cmd",
+    "medvit.cli.viewer_cmd",
 ]
 
 

@@ -1,0 +1,94 @@
+"""``medvit viewer``: start the clinician viewer (a Streamlit app, ``apps/viewer/app.py``).
+
+The app is located through the installed ``apps.viewer`` package, so it works from any directory. It serves on
+127.0.0.1 only unless ``--host`` is given. The viewer's settings travel as environment variables
+(``MEDVIT_VIEWER_DATA``, ``MEDVIT_VIEWER_MODEL``, ``MEDVIT_VIEWER_RESULTS``), which the app reads at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+#: environment variables the app reads (see ``apps/viewer/config.py``)
+ENV_DATA = "MEDVIT_VIEWER_DATA"
+ENV_MODEL = "MEDVIT_VIEWER_MODEL"
+ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "viewer", help="start the clinician viewer (Streamlit) on localhost",
+        description="Open studies, window them correctly, run a model and see its findings with heatmaps. "
+                    "Serves on 127.0.0.1 only unless --host is given. Research use only.",
+    )
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="folder of studies to browse (default: the demo studies `make demo` writes; phantoms are "
+                        "generated when there are none)")
+    p.add_argument("--model", metavar="MODEL", default=None,
+                   help="checkpoint directory or registered weight tag (default: the demo model)")
+    p.add_argument("--results", metavar="DIR", default=None,
+                   help="batch-inference output folder (SR links; feedback JSON is saved there; default: beside "
+                        "the data)")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1 = this machine only; 0.0.0.0 exposes it to the network)")
+    p.set_defaults(func=run)
+
+
+def app_path() -> Path:
+    """The viewer's Streamlit script inside the installed ``apps.viewer`` package."""
+    import apps.viewer
+
+    path = Path(apps.viewer.__file__).resolve().parent / "app.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"viewer app not found at {path}; reinstall medvit (`make venv`)")
+    return path
+
+
+def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """``(argv, env)`` that start Streamlit on the viewer with the given options; validates paths and port."""
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    env = dict(os.environ)
+    for opt, key, must_exist in (("data", ENV_DATA, True), ("results", ENV_RESULTS, False)):
+        val = getattr(args, opt)
+        if val is None:
+            env.pop(key, None)
+            continue
+        p = Path(val).expanduser().resolve()
+        if must_exist and not p.is_dir():
+            raise FileNotFoundError(f"--{opt} {val}: not a folder")
+        env[key] = str(p)
+    if args.model is None:
+        env.pop(ENV_MODEL, None)
+    else:
+        mp = Path(args.model).expanduser()
+        # a path that exists is passed absolute; anything else is a weight tag the app resolves (and reports)
+        env[ENV_MODEL] = str(mp.resolve()) if mp.exists() else args.model
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        "--server.address", args.host,
+        "--server.port", str(args.port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false",
+        "--browser.serverAddress", "localhost" if args.host in ("127.0.0.1", "localhost") else args.host,
+        "--theme.base", "dark",
+    ]
+    return argv, env
+
+
+def run(args: argparse.Namespace) -> int:
+    import subprocess
+
+    argv, env = build_command(args)
+    shown = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
+    print(f"medvit viewer: http://{shown}:{args.port}  (Ctrl+C to stop; research use only)", flush=True)  # noqa: T201
+    try:
+        return subprocess.call(argv, env=env)
+    except KeyboardInterrupt:
+        return 0
