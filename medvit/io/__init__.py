@@ -1,7 +1,10 @@
 """Medical image I/O: the only package that touches pydicom, nibabel and image files.
 
-(Foundation placeholder: ``read_image`` reads DICOM, NIfTI, PNG/JPEG and .npy into a float array.
-The full DICOM pixel pipeline of the io issue replaces it with the same signature.)
+Readers return :class:`~medvit.io.image.MedicalImage` (float32 modality values + geometry + windows + UIDs);
+:func:`render` / :func:`display_array` turn one into what a person (or a model trained on displayed images) sees.
+Errors are typed (:mod:`medvit.io.errors`), all subclasses of ``ValueError``.
+
+pydicom and nibabel are imported lazily inside the readers, so ``import medvit.io`` stays light.
 """
 
 from __future__ import annotations
@@ -10,29 +13,90 @@ from pathlib import Path
 
 import numpy as np
 
+from medvit.io.dicom import read_dicom, read_dicom_header
+from medvit.io.dicom_pixels import DEFAULT_PIXEL_BUDGET
+from medvit.io.display import PRESETS, display_array, render, select_voi, window_linear
+from medvit.io.errors import (
+    CorruptFileError,
+    InconsistentSeriesError,
+    MedicalIOError,
+    NoPixelDataError,
+    NotDicomError,
+    PixelBudgetError,
+    UnsupportedPhotometricError,
+    UnsupportedTransferSyntaxError,
+)
+from medvit.io.image import MedicalImage, VoiLut, Window
+from medvit.io.raster import RASTER_SUFFIXES
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file to a float32 array (H, W) / (D, H, W); errors name the file."""
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img")
+
+
+def read_image(path: str | Path, frame: int | None = None, pixel_budget: int | None = None) -> MedicalImage:
+    """Read DICOM (file, or a folder = one series volume), NIfTI, PNG/JPEG/TIFF/BMP or .npy into a MedicalImage.
+
+    The format is chosen by suffix; anything else is tried as DICOM (DICOM files often have no suffix).
+    ``frame`` selects one DICOM frame (0-based). ``pixel_budget`` caps decoded samples (see
+    :data:`DEFAULT_PIXEL_BUDGET`). Raises :class:`MedicalIOError` subclasses or FileNotFoundError.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image file not found: {p}")
     name = p.name.lower()
+    if p.is_dir():
+        from medvit.io.series import read_series
+
+        return read_series(p, pixel_budget=pixel_budget)
+    if not p.exists():
+        raise FileNotFoundError(f"image file not found: {p}")
+    if name.endswith(NIFTI_SUFFIXES):
+        from medvit.io.nifti import read_nifti
+
+        return read_nifti(p, pixel_budget=pixel_budget)
+    if name.endswith(RASTER_SUFFIXES):
+        from medvit.io.raster import read_raster
+
+        return read_raster(p, pixel_budget=pixel_budget)
     if name.endswith(".npy"):
-        return np.load(p, allow_pickle=False).astype(np.float32)
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
+        return _read_npy(p, pixel_budget)
+    return read_dicom(p, frame=frame, pixel_budget=pixel_budget)
 
-        return np.asarray(nib.load(str(p)).get_fdata(), dtype=np.float32)
-    if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
-        from PIL import Image
 
-        with Image.open(p) as im:
-            return np.asarray(im.convert("F") if im.mode not in ("I;16", "I") else im, dtype=np.float32)
-    import pydicom
-    from pydicom.pixels import apply_modality_lut
+def _read_npy(p: Path, pixel_budget: int | None) -> MedicalImage:
+    """A .npy array (H, W) or (F, H, W), pickles refused; spacing 1."""
+    from medvit.io.dicom_pixels import pixel_budget as _budget
 
     try:
-        ds = pydicom.dcmread(p)
-        return apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except Exception as e:
-        raise ValueError(f"{p}: cannot read as an image ({type(e).__name__}: {e})") from e
+        raise CorruptFileError(p, f"cannot read .npy ({type(e).__name__}: {e})") from e
+    if arr.size > _budget(pixel_budget):
+        raise PixelBudgetError(p, f"array of shape {arr.shape} exceeds the pixel budget {_budget(pixel_budget):,}")
+    if arr.ndim not in (2, 3) or arr.dtype.kind not in "biuf":
+        raise UnsupportedPhotometricError(p, f".npy must be a numeric (H, W) or (F, H, W) array, got {arr.dtype} "
+                                             f"{arr.shape}")
+    axes = "HW" if arr.ndim == 2 else "FHW"
+    return MedicalImage(np.asarray(arr, dtype=np.float32), axes, (1.0,) * arr.ndim,
+                        meta={"format": "npy", "spacing_source": "default"}, path=str(p))
+
+
+__all__ = [
+    "DEFAULT_PIXEL_BUDGET",
+    "PRESETS",
+    "CorruptFileError",
+    "InconsistentSeriesError",
+    "MedicalIOError",
+    "MedicalImage",
+    "NoPixelDataError",
+    "NotDicomError",
+    "PixelBudgetError",
+    "UnsupportedPhotometricError",
+    "UnsupportedTransferSyntaxError",
+    "VoiLut",
+    "Window",
+    "display_array",
+    "read_dicom",
+    "read_dicom_header",
+    "read_image",
+    "render",
+    "select_voi",
+    "window_linear",
+]

@@ -35,16 +35,24 @@ class ExtractFeaturesConfig:
 
 
 def _load(path: str, size: int, in_chans: int) -> torch.Tensor:
-    """File -> (in_chans, size, size) float tensor scaled to [0, 1] by its min/max."""
-    from medvit.io import read_image
+    """File -> (in_chans, size, size) float tensor in [0, 1]: the displayed image (file VOI window or min-max,
+    MONOCHROME1 inverted) of the middle frame/slice; colour is averaged to gray when ``in_chans == 1``."""
+    from medvit.io import display_array, read_image
+    from medvit.io.display import slice_for_display
 
-    arr = torch.as_tensor(read_image(path)).float()
-    while arr.ndim > 2:  # take the middle slice / first channel of anything larger
-        arr = arr[arr.shape[0] // 2]
-    lo, hi = arr.min(), arr.max()
-    arr = (arr - lo) / (hi - lo) if hi > lo else torch.zeros_like(arr)
-    arr = torch.nn.functional.interpolate(arr[None, None], size=(size, size), mode="bilinear", antialias=True)[0]
-    return arr.expand(in_chans, -1, -1).clone()
+    img = read_image(path)
+    mid = img.n_frames // 2 if "F" in img.axes else None
+    arr = torch.as_tensor(display_array(slice_for_display(img, mid))).float()
+    if arr.ndim == 3:  # (H, W, 3) colour
+        arr = arr.permute(2, 0, 1)
+        if in_chans == 1:
+            arr = arr.mean(0, keepdim=True)
+    else:
+        arr = arr[None]
+    arr = torch.nn.functional.interpolate(arr[None], size=(size, size), mode="bilinear", antialias=True)[0]
+    if arr.shape[0] != in_chans:
+        arr = arr[:1].expand(in_chans, -1, -1)
+    return arr.clone()
 
 
 def run(cfg: ExtractFeaturesConfig) -> dict:

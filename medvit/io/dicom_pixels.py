@@ -1,0 +1,287 @@
+"""DICOM pixel stage (PS3.5 encoding, PS3.3 C.7.6.3 / C.11.1): header checks, pixel budget, decoding, modality LUT.
+
+Everything here works on a pydicom ``Dataset`` already read; :mod:`medvit.io.dicom` opens files and builds the
+:class:`~medvit.io.image.MedicalImage`. pydicom is imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medvit.io.errors import (
+    CorruptFileError,
+    NoPixelDataError,
+    PixelBudgetError,
+    UnsupportedPhotometricError,
+    UnsupportedTransferSyntaxError,
+)
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+logger = logging.getLogger(__name__)
+
+#: default maximum number of samples (rows x columns x frames x samples per pixel) one read may decode:
+#: 2**28 samples = 1 GiB as float32. Override per call (``pixel_budget=``) or with $MEDVIT_PIXEL_BUDGET.
+DEFAULT_PIXEL_BUDGET = 2**28
+
+#: pip packages that decode each transfer syntax family (shown when none of the installed ones can)
+_PLUGIN_HINT = {
+    "1.2.840.10008.1.2.4.50": "python-gdcm, pillow or pylibjpeg + pylibjpeg-libjpeg (GPL-3.0)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg + pylibjpeg-libjpeg (GPL-3.0, needed for 12-bit JPEG Extended)",
+    "1.2.840.10008.1.2.4.57": "python-gdcm or pylibjpeg + pylibjpeg-libjpeg (GPL-3.0)",
+    "1.2.840.10008.1.2.4.70": "python-gdcm or pylibjpeg + pylibjpeg-libjpeg (GPL-3.0)",
+    "1.2.840.10008.1.2.4.80": "pyjpegls or python-gdcm",
+    "1.2.840.10008.1.2.4.81": "pyjpegls or python-gdcm",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg + pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg + pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg + pylibjpeg-openjpeg>=2",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg + pylibjpeg-openjpeg>=2",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg + pylibjpeg-openjpeg>=2",
+    "1.2.840.10008.1.2.5": "pylibjpeg + pylibjpeg-rle",
+}
+
+_GRAY = ("MONOCHROME1", "MONOCHROME2")
+_COLOR_IN = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "PALETTE COLOR")
+
+
+def pixel_budget(value: int | None) -> int:
+    """The effective budget: ``value``, else $MEDVIT_PIXEL_BUDGET, else :data:`DEFAULT_PIXEL_BUDGET`."""
+    if value is not None:
+        return int(value)
+    env = os.environ.get("MEDVIT_PIXEL_BUDGET")
+    return int(env) if env else DEFAULT_PIXEL_BUDGET
+
+
+def _int_attr(ds: Dataset, keyword: str, path: str | None, default: int | None = None) -> int:
+    """Integer header attribute; missing/garbled values raise CorruptFileError naming the attribute."""
+    try:
+        v = ds.get(keyword, default)
+        if v is None or v == "":
+            if default is None:
+                raise CorruptFileError(path, f"missing required attribute {keyword}; the Image Pixel module is "
+                                             "incomplete")
+            return default
+        return int(v)
+    except CorruptFileError:
+        raise
+    except Exception as e:  # pydicom raises on bad VRs lazily, e.g. IS '1A'
+        raise CorruptFileError(path, f"attribute {keyword} is not a valid integer ({e})") from e
+
+
+def pixel_geometry(ds: Dataset, path: str | None) -> dict[str, int]:
+    """Validated Image Pixel attributes: rows, columns, frames, samples, bits_allocated, bits_stored, signed."""
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        from pydicom.uid import UID
+
+        sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+        name = UID(str(sop)).name if sop else "no SOP Class UID"
+        raise NoPixelDataError(path, f"no Pixel Data element ({name}); this is not an image object")
+    g = {
+        "rows": _int_attr(ds, "Rows", path),
+        "columns": _int_attr(ds, "Columns", path),
+        "frames": _int_attr(ds, "NumberOfFrames", path, 1),
+        "samples": _int_attr(ds, "SamplesPerPixel", path, 1),
+        "bits_allocated": _int_attr(ds, "BitsAllocated", path),
+        "bits_stored": _int_attr(ds, "BitsStored", path, 0),
+        "signed": _int_attr(ds, "PixelRepresentation", path, 0),
+    }
+    if g["bits_stored"] == 0:
+        g["bits_stored"] = g["bits_allocated"]
+    if g["rows"] < 1 or g["columns"] < 1 or g["frames"] < 1:
+        raise CorruptFileError(path, f"invalid image size rows={g['rows']} columns={g['columns']} "
+                                     f"frames={g['frames']}")
+    if g["samples"] not in (1, 3):
+        raise UnsupportedPhotometricError(path, f"Samples per Pixel {g['samples']} is not 1 or 3")
+    if g["bits_allocated"] not in (1, 8, 16, 32, 64) or not 1 <= g["bits_stored"] <= g["bits_allocated"]:
+        raise CorruptFileError(path, f"invalid Bits Allocated/Stored {g['bits_allocated']}/{g['bits_stored']}")
+    if g["signed"] not in (0, 1):
+        raise CorruptFileError(path, f"invalid Pixel Representation {g['signed']} (must be 0 or 1)")
+    return g
+
+
+def check_budget(g: dict[str, int], path: str | None, budget: int | None, frame: int | None) -> None:
+    """Refuse (before decoding) an image whose header claims more samples than the budget allows."""
+    limit = pixel_budget(budget)
+    n_frames = 1 if frame is not None else g["frames"]
+    total = g["rows"] * g["columns"] * n_frames * g["samples"]
+    if total > limit:
+        raise PixelBudgetError(path, f"header claims {g['rows']}x{g['columns']}x{n_frames} frames x{g['samples']} "
+                                     f"samples = {total:,} > pixel budget {limit:,}; raise pixel_budget= (or "
+                                     "$MEDVIT_PIXEL_BUDGET) if the file is genuine, or read one frame")
+
+
+def transfer_syntax(ds: Dataset, path: str | None) -> Any:
+    """The dataset's Transfer Syntax UID (from File Meta, else from how pydicom read it)."""
+    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts:
+        return UID(str(ts))
+    enc = getattr(ds, "original_encoding", None)
+    if enc and enc[0] is not None and enc[1] is not None:
+        implicit, little = enc
+        if implicit:
+            return ImplicitVRLittleEndian
+        return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    raise CorruptFileError(path, "File Meta has no Transfer Syntax UID and the encoding cannot be inferred")
+
+
+def _get_decoder(ts: Any, path: str | None) -> Any:
+    from pydicom.pixels import get_decoder
+
+    try:
+        dec = get_decoder(ts)
+    except NotImplementedError as e:
+        hint = _PLUGIN_HINT.get(str(ts), "no Python decoder is known; transcode the file (e.g. dcmtk dcmdjpeg)")
+        raise UnsupportedTransferSyntaxError(path, f"transfer syntax {ts} ({getattr(ts, 'name', '?')}) has no "
+                                                   f"decoder; would need: {hint}") from e
+    if not dec.is_available:
+        raise UnsupportedTransferSyntaxError(path, f"no installed plugin decodes {ts.name}; install "
+                                                   f"{_PLUGIN_HINT.get(str(ts), 'a pydicom decoder plugin')}")
+    return dec
+
+
+def decode(ds: Dataset, path: str | None, g: dict[str, int], frame: int | None) -> tuple[np.ndarray, str]:
+    """Decode stored values: (F, H, W[, 3]) or (H, W[, 3]) when ``frame`` is given; returns (array, photometric).
+
+    YBR_* becomes RGB, PALETTE COLOR becomes RGB through its LUT; the modality LUT is NOT applied here.
+    """
+    pi = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if not pi:
+        raise CorruptFileError(path, "missing Photometric Interpretation")
+    if pi not in _GRAY + _COLOR_IN:
+        raise UnsupportedPhotometricError(path, f"Photometric Interpretation {pi!r} is not supported "
+                                                "(supported: MONOCHROME1/2, RGB, YBR_FULL(_422), YBR_RCT/ICT, "
+                                                "PALETTE COLOR)")
+    if (pi in _GRAY or pi == "PALETTE COLOR") != (g["samples"] == 1):
+        raise UnsupportedPhotometricError(path, f"Photometric Interpretation {pi} with Samples per Pixel "
+                                                f"{g['samples']} is inconsistent")
+    if "PixelData" not in ds:
+        raise UnsupportedPhotometricError(path, "Float/Double Float Pixel Data is not supported by the display "
+                                                "pipeline (parametric maps)")
+    if frame is not None and not 0 <= frame < g["frames"]:
+        raise IndexError(f"{path}: frame {frame} out of range, the file has {g['frames']} frames "
+                         f"(0..{g['frames'] - 1})")
+    ts = transfer_syntax(ds, path)
+    dec = _get_decoder(ts, path)
+    if not ts.is_compressed:
+        bits = g["bits_allocated"]
+        expected = (g["rows"] * g["columns"] * g["frames"] * g["samples"] * bits + 7) // 8
+        if pi == "YBR_FULL_422":
+            expected = expected * 2 // 3
+        got = len(ds.PixelData) if ds.PixelData is not None else 0
+        if got < expected:
+            raise CorruptFileError(path, f"truncated: Pixel Data has {got:,} bytes, the header needs {expected:,}")
+    try:
+        arr, info = dec.as_array(ds, index=frame, as_rgb=True)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as e:  # decoders raise many types; classify
+        msg = str(e)
+        missing = list(getattr(dec, "missing_dependencies", []) or [])
+        unsupported = "does not support" in msg or "not supported" in msg.lower()
+        if missing and unsupported:
+            raise UnsupportedTransferSyntaxError(
+                path, f"the installed plugins cannot decode this {ts.name} data ({msg.splitlines()[-1].strip()}); "
+                      f"would need: {_PLUGIN_HINT.get(str(ts), '; '.join(missing))}") from e
+        raise CorruptFileError(path, f"cannot decode {ts.name} pixel data: {' | '.join(msg.splitlines())[:400]}") \
+            from e
+    out_pi = str(info.get("photometric_interpretation", pi)).upper()
+    if frame is not None or g["frames"] == 1:
+        arr = arr[None]
+    if pi == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            arr = apply_color_lut(arr, ds)
+        except Exception as e:
+            raise CorruptFileError(path, f"invalid Palette Color LUT: {e}") from e
+        out_pi = "RGB"
+    elif pi not in _GRAY and out_pi != "RGB":
+        raise UnsupportedPhotometricError(path, f"decoder returned {out_pi} for {pi}; cannot convert to RGB")
+    return arr, out_pi
+
+
+# ----------------------------------------------------------------------------- modality LUT (PS3.3 C.11.1)
+def _lut_item(item: Any, path: str | None, little_endian: bool, signed: bool) -> tuple[int, np.ndarray, int]:
+    """Parse one LUT item -> (first_mapped, table (N,) int64, bits per entry)."""
+    try:
+        desc = [int(v) for v in item.LUTDescriptor]
+        n, first, bits = desc[0] or 65536, desc[1], desc[2]
+        if signed and first > 32767:
+            first -= 65536
+        raw = item.LUTData
+        if isinstance(raw, bytes | bytearray):
+            dt = np.dtype("<u2" if little_endian else ">u2") if bits > 8 or len(raw) >= 2 * n else np.uint8
+            table = np.frombuffer(raw, dtype=dt)
+        else:
+            table = np.asarray(raw if not isinstance(raw, int) else [raw])
+        table = table.astype(np.int64)[:n]
+    except Exception as e:
+        raise CorruptFileError(path, f"invalid LUT (Descriptor/Data): {e}") from e
+    if table.size == 0:
+        raise CorruptFileError(path, "LUT Data is empty")
+    return first, table, bits
+
+
+def apply_lut(x: np.ndarray, first: int, table: np.ndarray) -> np.ndarray:
+    """``table[clip(round(x) - first, 0, N-1)]`` (values below/above the table clamp to its ends), float32."""
+    idx = np.clip(np.rint(x).astype(np.int64) - first, 0, table.size - 1)
+    return table[idx].astype(np.float32)
+
+
+def _rescale_source(ds: Dataset, frame: int) -> tuple[float, float]:
+    """Rescale slope/intercept: top level, else functional groups (per-frame over shared)."""
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    for seq_kw, idx in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        seq = ds.get(seq_kw)
+        if seq and len(seq) > idx:
+            pvt = seq[idx].get("PixelValueTransformationSequence")
+            if pvt:
+                return float(pvt[0].get("RescaleSlope", 1) or 1), float(pvt[0].get("RescaleIntercept", 0) or 0)
+    return 1.0, 0.0
+
+
+def modality_lut(stored: np.ndarray, ds: Dataset, path: str | None, g: dict[str, int],
+                 first_frame: int = 0) -> tuple[np.ndarray, tuple[float, float]]:
+    """Stored values (F, H, W) -> modality values float32 + the (min, max) the stored bit depth can produce."""
+    b, signed = g["bits_stored"], bool(g["signed"])
+    lo, hi = (-(2 ** (b - 1)), 2 ** (b - 1) - 1) if signed else (0, 2**b - 1)
+    seq = ds.get("ModalityLUTSequence")
+    if seq:
+        little = bool((getattr(ds, "original_encoding", None) or (None, True))[1] is not False)
+        first, table, _ = _lut_item(seq[0], path, little, signed)
+        return apply_lut(stored, first, table), (float(table.min()), float(table.max()))
+    out = np.empty(stored.shape, dtype=np.float32)
+    rng: list[float] = []
+    try:
+        for k in range(stored.shape[0]):
+            slope, icpt = _rescale_source(ds, first_frame + k)
+            out[k] = (stored[k].astype(np.float64) * slope + icpt).astype(np.float32)
+            rng += [lo * slope + icpt, hi * slope + icpt]
+    except (TypeError, ValueError) as e:
+        raise CorruptFileError(path, f"invalid Rescale Slope/Intercept: {e}") from e
+    return out, (float(min(rng)), float(max(rng)))
+
+
+def padding_mask(stored: np.ndarray, ds: Dataset, path: str | None) -> np.ndarray | None:
+    """True where the stored value is the Pixel Padding Value (or within Pixel Padding Range Limit)."""
+    if "PixelPaddingValue" not in ds:
+        return None
+    try:
+        pv = int(ds.PixelPaddingValue)
+        lim = ds.get("PixelPaddingRangeLimit")
+    except Exception as e:
+        raise CorruptFileError(path, f"invalid Pixel Padding Value: {e}") from e
+    if lim is None:
+        m = stored == pv
+    else:
+        a, b = sorted((pv, int(lim)))
+        m = (stored >= a) & (stored <= b)
+    return m if m.any() else None
