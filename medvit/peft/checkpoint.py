@@ -1,0 +1,171 @@
+"""Adapter-only checkpoints: the trained tensors of a PEFT model, checked against their base.
+
+A directory with ``adapter.safetensors`` (only what the method trained or added: adapter weights,
+prompts, the task head, frozen tensors the method created such as VeRA's shared projections) and
+``adapter_config.json`` (method, its config, the base architecture and arguments, the base weights'
+source and sha256, and a sha256 of the frozen base tensors). Loading rebuilds the base, re-applies the
+method, checks the base checksum and copies the tensors in: outputs are reproduced bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medvit.peft.base import PeftInfo, apply_peft, config_dict, trainable_report
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+FORMAT = "medvit-adapter/1"
+
+
+class AdapterError(ValueError):
+    """An adapter checkpoint that cannot be read or does not fit its base; the message says which and why."""
+
+
+def _info(model: nn.Module) -> PeftInfo:
+    info = getattr(model, "peft_info", None)
+    if info is None:
+        raise ValueError("model has no peft_info; build it with medvit.peft.apply_peft")
+    return info
+
+
+def adapter_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors to save by state-dict name, aliases {name: saved name} for tensors shared between modules).
+
+    Saved: every state-dict tensor that is not a frozen base tensor (trained parameters plus tensors
+    the method added, trained or not).
+    """
+    info = _info(model)
+    base_ids = {id(t) for _, t in info.frozen_base}
+    tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    first: dict[int, str] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) in base_ids:
+            continue
+        if id(t) in first:
+            tied[name] = first[id(t)]
+            continue
+        first[id(t)] = name
+        tensors[name] = t
+    return tensors, tied
+
+
+def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``adapter.safetensors`` + ``adapter_config.json`` into ``out_dir``; returns the directory."""
+    from safetensors.torch import save_file
+
+    from medvit import __version__
+    from medvit.models.checkpoint import sha256_file
+
+    info = _info(model)
+    tensors, tied = adapter_state(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tmp = out / (ADAPTER_WEIGHTS + ".tmp")
+    save_file(sd, str(tmp), metadata={"format": FORMAT, "method": info.method})
+    os.replace(tmp, out / ADAPTER_WEIGHTS)
+    rep = trainable_report(model)
+    cfg = {
+        "format": FORMAT,
+        "method": info.method,
+        "method_config": config_dict(info.config),
+        "base": {
+            "architecture": info.base_arch,
+            "model_args": {k: list(v) if isinstance(v, tuple) else v for k, v in (info.base_model_args or {}).items()},
+            "weights": info.base_weights,
+            "weights_sha256": info.base_weights_sha256,
+            "state_sha256": info.base_state_sha256(),
+        },
+        "tensors": {k: list(v.shape) for k, v in sd.items()},
+        "tied": tied,
+        "trainable_params": rep["trainable_params"],
+        "backbone_params": rep["backbone_params"],
+        "trainable_pct": rep["trainable_pct"],
+        "sha256": sha256_file(out / ADAPTER_WEIGHTS),
+        "size_bytes": (out / ADAPTER_WEIGHTS).stat().st_size,
+        "medvit_version": __version__,
+        "extra": extra or {},
+    }
+    tmpj = out / (ADAPTER_CONFIG + ".tmp")
+    tmpj.write_text(json.dumps(cfg, indent=2))
+    os.replace(tmpj, out / ADAPTER_CONFIG)
+    logger.info("saved %s adapter (%d tensors, %.3f MB) to %s", info.method, len(sd), cfg["size_bytes"] / 1e6, out)
+    return out
+
+
+def read_adapter_config(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / ADAPTER_CONFIG
+    if not p.is_file():
+        raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {path}; an adapter checkpoint is a directory with "
+                                f"{ADAPTER_WEIGHTS} and {ADAPTER_CONFIG} (written by save_adapter)")
+    try:
+        cfg = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"{p} is not valid JSON ({e})") from e
+    if cfg.get("format") != FORMAT:
+        raise AdapterError(f"{p}: format {cfg.get('format')!r} is not {FORMAT!r}")
+    for key in ("method", "method_config", "base", "tensors"):
+        if key not in cfg:
+            raise AdapterError(f"{p} lacks required key {key!r}")
+    return cfg
+
+
+def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_base: bool = True) -> nn.Module:
+    """Apply a saved adapter to its base; returns the tuned model (in eval mode).
+
+    Args:
+        path: adapter directory written by :func:`save_adapter`.
+        base_model: the untouched base (with a head of the right size); None rebuilds it from the
+            architecture and weights named in the adapter config.
+        check_base: verify the frozen base tensors' sha256 against the one saved (recommended).
+    Raises:
+        AdapterError: the base differs from the one the adapter was trained on, or tensors are
+            missing / unexpected / mis-shaped.
+    """
+    from medvit.models.checkpoint import read_safetensors
+
+    p = Path(path)
+    cfg = read_adapter_config(p)
+    base = cfg["base"]
+    if base_model is None:
+        if not base.get("architecture"):
+            raise AdapterError(f"{p}: the adapter does not name its base architecture; pass base_model")
+        if not base.get("weights"):
+            raise AdapterError(f"{p}: the adapter does not name its base weights (random-init base); pass base_model")
+        from medvit.models import create_model
+
+        base_model = create_model(base["architecture"], pretrained=base["weights"], **base.get("model_args", {}))
+    model = apply_peft(base_model, cfg["method"], cfg["method_config"], base_weights=base.get("weights"),
+                       base_weights_sha256=base.get("weights_sha256"))
+    if check_base:
+        got = model.peft_info.base_state_sha256()
+        if got != base.get("state_sha256"):
+            raise AdapterError(
+                f"{p}: the base model differs from the one this adapter was trained on (frozen-tensor sha256 "
+                f"{got[:12]}… vs saved {str(base.get('state_sha256'))[:12]}…; base weights "
+                f"{base.get('weights')!r}); load the same base or pass check_base=False"
+            )
+    saved = read_safetensors(p / ADAPTER_WEIGHTS)
+    expected, tied = adapter_state(model)
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    shapes = [f"{k}: {tuple(saved[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in saved if k in expected and saved[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise AdapterError(f"{p / ADAPTER_WEIGHTS} does not fit method {cfg['method']!r} on this base: "
+                           f"missing {missing[:8]}, unexpected {unexpected[:8]}, shape mismatches {shapes[:5]}")
+    with torch.no_grad():
+        for k, t in expected.items():
+            t.copy_(saved[k].to(dtype=t.dtype, device=t.device))
+    return model.eval()
