@@ -1,0 +1,65 @@
+"""Dataset construction by registered name, and the shared item format.
+
+Multi-label items: ``{"image": FloatTensor (C, H, W) in [0, 1], "label": FloatTensor (K,),
+"label_mask": BoolTensor (K,), "id": str, "patient_id": str}``; classification items have
+``"label": LongTensor ()`` instead (no mask). Datasets expose ``label_names`` (multi-label) or
+``class_names`` (classification). Mean/std normalisation is NOT applied here: it is a task config field
+whose default is the dataset's registry meta (:func:`dataset_normalization`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvit.registry import REGISTRY
+
+
+def build_dataset(name: str, split: str, **kwargs: Any) -> torch.utils.data.Dataset:
+    """Build registered dataset ``name`` for ``split`` (``train``/``val``/``test``, some accept ``all``).
+
+    Keyword arguments go to the dataset's constructor (e.g. ``root=...`` or ``n=..., seed=...``).
+    """
+    entry = REGISTRY.entry("dataset", name)
+    return entry.obj(split=split, **kwargs)
+
+
+def dataset_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Default (mean, std) per channel registered for dataset ``name`` (applied after [0, 1] scaling)."""
+    meta = REGISTRY.entry("dataset", name).meta
+    if "mean" not in meta or "std" not in meta:
+        raise KeyError(f"dataset {name!r} registers no mean/std; set the task's normalization fields explicitly")
+    return tuple(meta["mean"]), tuple(meta["std"])
+
+
+def to_chw(img: np.ndarray, in_chans: int, image_size: int | None) -> torch.Tensor:
+    """(H, W) float array in [0, 1] → (in_chans, S, S) float tensor (antialiased resize when sizes differ)."""
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    if image_size is not None and tuple(t.shape) != (image_size, image_size):
+        t = torch.nn.functional.interpolate(t[None, None], size=(image_size, image_size), mode="bilinear",
+                                            antialias=True, align_corners=False)[0, 0].clamp_(0, 1)
+    return t[None].expand(in_chans, -1, -1).contiguous() if in_chans > 1 else t[None]
+
+
+def check_split(split: str, allowed: tuple[str, ...], dataset: str) -> None:
+    if split not in allowed:
+        raise ValueError(f"{dataset}: unknown split {split!r}; use one of {', '.join(allowed)}")
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """Base: subclasses implement ``__len__`` and ``_item(i)``; an optional ``transform(item) -> item`` runs last."""
+
+    label_names: list[str]
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def _item(self, i: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"{type(self).__name__}: index {i} out of range for {len(self)} items")
+        item = self._item(int(i) % len(self))
+        return self.transform(item) if self.transform is not None else item

@@ -1,0 +1,150 @@
+"""Shared pieces of the procedural phantoms: soft masks, texture banks, patients, synthetic metadata.
+
+Everything is deterministic: a phantom is a pure function of ``(seed, kind, index)`` (image-level
+randomness) and ``(seed, kind, patient)`` (anatomy shared by all images of one patient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: kind codes mixed into the seed so chest and retina phantoms of one seed are independent
+KIND_CODES = {"cxr": 11, "retina": 23}
+
+#: fractions of *patients* in train / val / test
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+SPLITS = ("train", "val", "test")
+
+_GIVEN = ["Alex", "Sam", "Robin", "Kim", "Jo", "Noa", "Ari", "Lee", "Max", "Eli", "Ren", "Sky", "Ash", "Dani",
+          "Remy", "Jules", "Quinn", "Sasha", "Toni", "Luca"]
+_FAMILY = ["Phantom", "Synthetic", "Testcase", "Mockup", "Simulant", "Model", "Replica", "Dummy"]
+
+
+def image_rng(seed: int, kind: str, index: int) -> np.random.Generator:
+    """Random generator for image-level choices (pose, exposure, findings)."""
+    return np.random.default_rng([int(seed), KIND_CODES[kind], 1, int(index)])
+
+
+def patient_rng(seed: int, kind: str, patient: int) -> np.random.Generator:
+    """Random generator for patient-level anatomy shared by all of one patient's images."""
+    return np.random.default_rng([int(seed), KIND_CODES[kind], 2, int(patient)])
+
+
+def ramp(z: np.ndarray, width: float) -> np.ndarray:
+    """Soft step 0 → 1 of ``z`` over ``width`` centred at 0 (linear, clipped); float32, same shape."""
+    out = np.multiply(z, np.float32(0.5 / width), dtype=np.float32)
+    out += np.float32(0.5)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+@dataclass
+class PatientPlan:
+    """Which patient each image belongs to and which split each patient is in.
+
+    ``patient_of[i]`` is image i's patient number; ``split_of_patient[p]`` is 0/1/2 (train/val/test).
+    """
+
+    n: int
+    seed: int
+    patient_of: np.ndarray
+    split_of_patient: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Image indices of ``split`` (``train``, ``val``, ``test`` or ``all``)."""
+        if split == "all":
+            return np.arange(self.n)
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or 'all'")
+        code = SPLITS.index(split)
+        return np.flatnonzero(self.split_of_patient[self.patient_of] == code)
+
+    def split_of_image(self, i: int) -> str:
+        return SPLITS[int(self.split_of_patient[self.patient_of[i]])]
+
+
+def plan_patients(n: int, seed: int, kind: str) -> PatientPlan:
+    """Group ``n`` images into patients (1–3 studies each) and assign patients to splits (80/10/10).
+
+    Splits are patient-disjoint by construction and deterministic for ``(n, seed, kind)``; the
+    grouping of the first images does not depend on ``n`` (growing ``n`` appends patients).
+    """
+    if n < 1:
+        raise ValueError(f"n (number of phantom images) must be >= 1, got {n}")
+    rng = np.random.default_rng([int(seed), KIND_CODES[kind], 3])
+    counts = rng.choice([1, 2, 3], size=n, p=[0.5, 0.3, 0.2])  # at most n patients needed
+    patient_of = np.repeat(np.arange(n), counts)[:n]
+    n_pat = int(patient_of[-1]) + 1
+    # split by a per-patient uniform draw so patient p's split does not depend on n either
+    u = np.random.default_rng([int(seed), KIND_CODES[kind], 4]).random(n)[:n_pat]
+    split = np.where(u < SPLIT_FRACTIONS[0], 0, np.where(u < SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1], 1, 2))
+    return PatientPlan(n=n, seed=seed, patient_of=patient_of, split_of_patient=split.astype(np.int64))
+
+
+def patient_meta(seed: int, kind: str, patient: int) -> dict[str, str]:
+    """Synthetic patient identity (clearly fake names and IDs)."""
+    rng = np.random.default_rng([int(seed), KIND_CODES[kind], 5, int(patient)])
+    sex = "F" if rng.random() < 0.5 else "M"
+    age = int(rng.integers(55, 90)) if kind == "retina" else int(rng.integers(18, 90))
+    prefix = "CXR" if kind == "cxr" else "RET"
+    return {
+        "PatientID": f"{prefix}{seed % 1000:03d}P{patient:06d}",
+        "PatientName": f"{_FAMILY[rng.integers(len(_FAMILY))]}^{_GIVEN[rng.integers(len(_GIVEN))]}",
+        "PatientSex": sex,
+        "PatientAge": f"{age:03d}Y",
+        "PatientBirthDate": f"{2026 - age}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+    }
+
+
+def study_meta(seed: int, kind: str, index: int, patient: int, visit: int) -> dict[str, str]:
+    """Synthetic study identity for image ``index`` (the ``visit``-th study of its patient)."""
+    rng = np.random.default_rng([int(seed), KIND_CODES[kind], 6, int(patient)])
+    base_day = int(rng.integers(0, 3000))
+    day = np.datetime64("2015-01-01") + np.timedelta64(base_day + 97 * visit, "D")
+    rng_i = np.random.default_rng([int(seed), KIND_CODES[kind], 7, int(index)])
+    hh, mm, ss = int(rng_i.integers(7, 19)), int(rng_i.integers(0, 60)), int(rng_i.integers(0, 60))
+    prefix = "CXR" if kind == "cxr" else "RET"
+    return {
+        "StudyDate": str(day).replace("-", ""),
+        "StudyTime": f"{hh:02d}{mm:02d}{ss:02d}",
+        "AccessionNumber": f"A{seed % 1000:03d}{index:08d}",
+        "StudyID": f"{index % 100000:05d}",
+        "ImageID": f"{prefix}{seed % 1000:03d}I{index:07d}",
+    }
+
+
+def texture_bank(rng: np.random.Generator, size: int, n: int, scales: tuple[float, float]) -> np.ndarray:
+    """``n`` band-pass noise fields (n, 2*size, 2*size) float32, zero mean, unit std.
+
+    ``scales`` = (low, high) feature sizes as fractions of ``size``; images take random ``size``
+    windows of a field so each image gets fresh-looking texture without any per-image FFT.
+    """
+    m = 2 * size
+    fy = np.fft.fftfreq(m)[:, None]
+    fx = np.fft.rfftfreq(m)[None, :]
+    f = np.sqrt(fx * fx + fy * fy) * size  # cycles per `size` pixels
+    lo, hi = 1.0 / scales[1], 1.0 / scales[0]
+    filt = np.exp(-((np.log(f + 1e-6) - np.log(np.sqrt(lo * hi))) ** 2) / (2 * (np.log(hi / lo) / 2.5) ** 2))
+    out = np.empty((n, m, m), np.float32)
+    for k in range(n):
+        spec = np.fft.rfft2(rng.standard_normal((m, m))) * filt
+        t = np.fft.irfft2(spec, s=(m, m))
+        out[k] = ((t - t.mean()) / (t.std() + 1e-8)).astype(np.float32)
+    return out
+
+
+def take_window(bank: np.ndarray, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random (h, w) view of a random field of ``bank`` (n, M, M), randomly flipped (no copy)."""
+    k = int(rng.integers(bank.shape[0]))
+    y0 = int(rng.integers(0, bank.shape[1] - h + 1))
+    x0 = int(rng.integers(0, bank.shape[2] - w + 1))
+    win = bank[k, y0:y0 + h, x0:x0 + w]
+    if rng.random() < 0.5:
+        win = win[::-1]
+    if rng.random() < 0.5:
+        win = win[:, ::-1]
+    return win

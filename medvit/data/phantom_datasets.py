@@ -1,0 +1,172 @@
+"""Phantom datasets ``cxr_phantom`` and ``retina_phantom``: generated in memory or read from a synth folder.
+
+In memory (``n``, ``seed``, ``image_size``): image ``i`` is generated on access, deterministic for
+``(seed, i)``; ``n`` counts images over all splits and ``split`` selects the patient-disjoint subset
+(80/10/10 % of patients), so train/val/test of one ``(n, seed)`` never share a patient.
+From a folder (``root``): reads what ``medvit data synth`` wrote (``labels.csv``, ``splits/*.txt``,
+``images/``); ``n``/``seed`` must then be left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvit.data.datasets import ItemDataset, check_split, to_chw
+from medvit.data.phantom_common import plan_patients
+from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
+from medvit.registry import register
+
+_SPLITS = ("train", "val", "test", "all")
+
+
+def make_generator(kind: str, image_size: int, seed: int, **kw: Any) -> Any:
+    """Generator for ``kind`` (``cxr`` or ``retina``)."""
+    if kind == "cxr":
+        return ChestPhantomGenerator(image_size=image_size, seed=seed, **kw)
+    if kind == "retina":
+        from medvit.data.phantom_retina import RetinaPhantomGenerator
+
+        return RetinaPhantomGenerator(image_size=image_size, seed=seed, **kw)
+    raise ValueError(f"unknown phantom kind {kind!r}; use 'cxr' or 'retina'")
+
+
+def visits(patient_of: np.ndarray) -> np.ndarray:
+    """(n,) rank of each image among its patient's images (0 = first study)."""
+    out = np.zeros(len(patient_of), np.int64)
+    start = np.r_[0, np.flatnonzero(np.diff(patient_of)) + 1]
+    for s, e in zip(start, np.r_[start[1:], len(patient_of)]):
+        out[s:e] = np.arange(e - s)
+    return out
+
+
+class PhantomDataset(ItemDataset):
+    """In-memory phantoms. Items follow :mod:`medvit.data.datasets`; ``with_masks`` adds ``masks`` (dict of
+    (H, W) bool tensors) and ``report`` (str) — leave it off for training (faster, collate-friendly)."""
+
+    def __init__(self, kind: str, split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 224,
+                 in_chans: int = 1, with_masks: bool = False, transform: Any = None, **gen_kw: Any):
+        check_split(split, _SPLITS, f"{kind}_phantom")
+        self.kind, self.split, self.in_chans, self.with_masks = kind, split, int(in_chans), with_masks
+        self.gen = make_generator(kind, image_size, seed, with_masks=with_masks, **gen_kw)
+        self.plan = plan_patients(n, seed, kind)
+        self.indices = self.plan.indices(split)
+        self.visit = visits(self.plan.patient_of)
+        self.transform = transform
+        self.classification = kind == "retina"
+        self.label_names = list(self.gen.label_names)
+        if self.classification:
+            self.class_names = list(self.gen.class_names)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def patient_ids(self) -> list[str]:
+        """Patient ID of every item (for split checks)."""
+        from medvit.data.phantom_common import patient_meta
+
+        return [patient_meta(self.gen.seed, self.kind, int(self.plan.patient_of[j]))["PatientID"]
+                for j in self.indices]
+
+    def phantom(self, i: int) -> Any:
+        """The full :class:`~medvit.data.phantom_cxr.Phantom` of item ``i``."""
+        j = int(self.indices[i])
+        return self.gen.sample(j, int(self.plan.patient_of[j]), int(self.visit[j]))
+
+    def _item(self, i: int) -> dict[str, Any]:
+        p = self.phantom(i)
+        item: dict[str, Any] = {"image": to_chw(p.image, self.in_chans, None), "id": p.meta["ImageID"],
+                                "patient_id": p.meta["PatientID"]}
+        if self.classification:
+            item["label"] = torch.tensor(p.target, dtype=torch.long)
+            item["referral"] = torch.tensor(p.meta["referral"], dtype=torch.long)
+            item["biomarkers"] = torch.from_numpy(p.labels.astype(np.float32))
+        else:
+            item["label"] = torch.from_numpy(p.labels.astype(np.float32))
+            item["label_mask"] = torch.ones(len(p.labels), dtype=torch.bool)
+        if self.with_masks:
+            item["masks"] = {k: torch.from_numpy(v) for k, v in p.masks.items()}
+            item["report"] = p.report
+        return item
+
+
+class PhantomFolderDataset(ItemDataset):
+    """A folder written by ``medvit data synth``: ``manifest.json``, ``labels.csv``, ``splits/``, ``images/``."""
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None, in_chans: int = 1,
+                 transform: Any = None, kind: str | None = None):
+        check_split(split, _SPLITS, "phantom folder")
+        self.root = Path(root)
+        man = self.root / "manifest.json"
+        if not man.is_file():
+            raise FileNotFoundError(f"{man} not found: is {self.root} a folder written by `medvit data synth`?")
+        self.manifest = json.loads(man.read_text())
+        if kind is not None and self.manifest["kind"] != kind:
+            raise ValueError(f"{self.root} holds {self.manifest['kind']!r} phantoms, not {kind!r}")
+        self.kind = self.manifest["kind"]
+        self.label_names = list(self.manifest["label_names"])
+        self.classification = "class_names" in self.manifest
+        if self.classification:
+            self.class_names = list(self.manifest["class_names"])
+        with open(self.root / "labels.csv", newline="") as f:
+            rows = {r["image_id"]: r for r in csv.DictReader(f)}
+        if split == "all":
+            ids = list(rows)
+        else:
+            sp = self.root / "splits" / f"{split}.txt"
+            if not sp.is_file():
+                raise FileNotFoundError(f"split file {sp} missing; rerun `medvit data synth`")
+            ids = [s for s in sp.read_text().split() if s]
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise KeyError(f"{self.root}/splits/{split}.txt lists ids absent from labels.csv, e.g. {missing[:3]}")
+        self.rows = [rows[i] for i in ids]
+        self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def patient_ids(self) -> list[str]:
+        return [r["patient_id"] for r in self.rows]
+
+    def _item(self, i: int) -> dict[str, Any]:
+        from medvit.data.imageload import load_gray01
+
+        r = self.rows[i]
+        img = load_gray01(self.root / r["file"])
+        item: dict[str, Any] = {"image": to_chw(img, self.in_chans, self.image_size), "id": r["image_id"],
+                                "patient_id": r["patient_id"]}
+        if self.classification:
+            item["label"] = torch.tensor(int(r["stage"]), dtype=torch.long)
+            item["referral"] = torch.tensor(int(r["referral"]), dtype=torch.long)
+            item["biomarkers"] = torch.tensor([float(r[n]) for n in self.label_names])
+        else:
+            item["label"] = torch.tensor([float(r[n]) for n in self.label_names])
+            item["label_mask"] = torch.ones(len(self.label_names), dtype=torch.bool)
+        return item
+
+
+def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed: int | None,
+             image_size: int | None, **kw: Any) -> ItemDataset:
+    if root is not None:
+        if n is not None or seed is not None:
+            raise ValueError(f"{kind}_phantom: give either root=DIR (a synth folder) or n=/seed= (in memory), "
+                             "not both")
+        return PhantomFolderDataset(root, split, image_size=image_size, kind=kind, **kw)
+    return PhantomDataset(kind, split, n=1000 if n is None else n, seed=0 if seed is None else seed,
+                          image_size=224 if image_size is None else image_size, **kw)
+
+
+# mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
+@register("dataset", "cxr_phantom", mean=(0.523,), std=(0.287,), label_names=list(CXR_LABELS), task="multilabel",
+          in_chans=1, description="Synthetic chest X-ray phantoms (7 findings, masks, reports); in memory or "
+          "from a `medvit data synth` folder")
+def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None, seed: int | None = None,
+                image_size: int | None = None, **kw: Any) -> ItemDataset:
+    """Chest X-ray phantoms: ``root=DIR`` (synth folder) or in memory ``n=, seed=, image_size=``."""
+    return _phantom("cxr", split, root, n, seed, image_size, **kw)

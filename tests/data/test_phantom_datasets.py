@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from medvit.data import build_dataset, dataset_normalization
+from medvit.data.phantom_common import plan_patients
+from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
+
+
+def test_item_format_and_registry_meta():
+    ds = build_dataset("cxr_phantom", "train", n=30, seed=0, image_size=64)
+    item = ds[0]
+    assert item["image"].shape == (1, 64, 64) and item["image"].dtype == torch.float32
+    assert 0 <= item["image"].min() and item["image"].max() <= 1
+    assert item["label"].shape == (7,) and item["label_mask"].dtype == torch.bool and item["label_mask"].all()
+    assert ds.label_names == list(CXR_LABELS)
+    assert isinstance(item["id"], str) and item["patient_id"].startswith("CXR")
+    mean, std = dataset_normalization("cxr_phantom")
+    assert len(mean) == len(std) == 1
+    three = build_dataset("cxr_phantom", "train", n=30, seed=0, image_size=64, in_chans=3)[0]["image"]
+    assert three.shape == (3, 64, 64) and torch.equal(three[0], three[2])
+
+
+def test_registered_normalization_matches_data():
+    ds = build_dataset("cxr_phantom", "all", n=120, seed=0, image_size=96)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    mean, std = dataset_normalization("cxr_phantom")
+    assert abs(x.mean().item() - mean[0]) < 0.03 and abs(x.std().item() - std[0]) < 0.03
+
+
+def test_deterministic_and_seed_dependent():
+    a = ChestPhantomGenerator(96, seed=3).sample(5, 2)
+    b = ChestPhantomGenerator(96, seed=3).sample(5, 2)
+    c = ChestPhantomGenerator(96, seed=4).sample(5, 2)
+    assert np.array_equal(a.image, b.image) and a.report == b.report and a.meta == b.meta
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_splits_patient_disjoint_and_cover():
+    n = 300
+    parts = {s: build_dataset("cxr_phantom", s, n=n, seed=7, image_size=32) for s in ("train", "val", "test")}
+    pats = {s: set(d.patient_ids()) for s, d in parts.items()}
+    assert not (pats["train"] & pats["val"]) and not (pats["train"] & pats["test"]) and not (pats["val"] & pats["test"])
+    assert sum(len(d) for d in parts.values()) == n
+    assert len(parts["train"]) > 0.6 * n and len(parts["val"]) > 0 and len(parts["test"]) > 0
+    plan = plan_patients(n, 7, "cxr")
+    assert plan.patient_of.max() < n and np.all(np.diff(plan.patient_of) >= 0)
+    assert np.bincount(plan.patient_of).max() > 1  # some patients have several studies
+
+
+def test_labels_consistent_with_masks_and_report():
+    gen = ChestPhantomGenerator(128, seed=0, prevalence=0.5)
+    seen = set()
+    for i in range(25):
+        p = gen.sample(i, i)
+        names = {CXR_LABELS[k] for k in np.flatnonzero(p.labels)}
+        seen |= names
+        assert {f["label"] for f in p.findings} == names
+        for lesion in ("Nodule", "Mass", "Consolidation", "Pneumothorax"):
+            assert (lesion in names) == any(k.startswith(lesion.lower()) for k in p.masks)
+        assert p.masks["lung_right"].any() and p.masks["lung_left"].any() and p.masks["heart"].any()
+        impression = p.report.split("IMPRESSION:")[1]
+        assert ("pneumothorax" in impression.lower()) == ("Pneumothorax" in names)
+        assert ("Cardiomegaly" in impression) == ("Cardiomegaly" in names)
+        if not names:
+            assert "No acute" in impression or "Normal" in impression
+    assert seen == set(CXR_LABELS)
+
+
+def test_findings_change_the_image_locally():
+    gen = ChestPhantomGenerator(128, seed=0, prevalence=1.0, healthy_fraction=0.0)
+    p = gen.sample(0, 0)
+    m = p.masks["nodule"]
+    assert m.any()
+    inside = p.image[m].mean()
+    ring = np.zeros_like(m)
+    ys, xs = np.nonzero(m)
+    ring[max(ys.min() - 6, 0):ys.max() + 7, max(xs.min() - 6, 0):xs.max() + 7] = True
+    ring &= ~m
+    assert inside > p.image[ring].mean()  # a nodule is denser than its surroundings
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        build_dataset("cxr_phantom", "training", n=10)
+    with pytest.raises(ValueError, match="either root"):
+        build_dataset("cxr_phantom", "train", root="/nonexistent", n=10)
+    with pytest.raises(ValueError, match="image_size"):
+        ChestPhantomGenerator(8)
+    with pytest.raises(KeyError, match="did you mean"):
+        build_dataset("cxr_phantm", "train")
