@@ -55,7 +55,7 @@ def resolve_targets(
         layers: block indices to keep (negative counts from the end); None keeps all blocks.
             Modules outside ``blocks`` (e.g. ``head``) are kept only when named explicitly.
     Returns:
-        sorted module names (at least one).
+        module names in model order (at least one).
     Raises:
         ValueError: a spec matches no ``nn.Linear`` (the message names it and lists candidates), a
             regex does not compile, or a layer index is out of range.
@@ -94,11 +94,7 @@ def resolve_targets(
                 "or 're:<regex>')"
             )
         chosen.update(hits)
-    return sorted(chosen, key=_natural_key)
-
-
-def _natural_key(name: str) -> list[object]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+    return [n for n in linears if n in chosen]  # model order
 
 
 def check_rank(model: nn.Module, names: Sequence[str], rank: int, field: str = "r") -> None:
