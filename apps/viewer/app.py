@@ -1,0 +1,58 @@
+"""medvit clinician viewer — the Streamlit entry script (``medvit viewer`` runs ``streamlit run`` on this file).
+
+Layout: sidebar = source, studies and series thumbnails, model, identifier reveal; main = provenance banner,
+image with display controls and corner overlays (left), findings / DICOM tags / export tabs (right).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="medvit viewer", page_icon="🩻", layout="wide")
+
+from apps.viewer import (  # noqa: E402  (set_page_config must come first)
+    display_panel,
+    export_panel,
+    findings_panel,
+    navigation,
+    study_browser,
+    tags_panel,
+)
+from apps.viewer.config import from_env  # noqa: E402
+
+cfg = from_env()
+st.sidebar.title("medvit viewer")
+reveal = st.sidebar.toggle("Reveal patient identifiers", key="reveal",
+                           help="names, IDs, birth date and other identifiers are hidden by default")
+catalog = study_browser.open_source(cfg)
+series = study_browser.browse(catalog, reveal) if catalog is not None else None
+st.sidebar.subheader("Model")
+lm, model_error = findings_panel.load(findings_panel.model_picker(cfg.model))
+findings_panel.banner(lm, model_error)
+
+if series is None:
+    st.info("Open a folder or upload DICOM / NIfTI / PNG files (or a ZIP) in the sidebar.")
+    st.stop()
+
+left, right = st.columns([3, 2], gap="medium")
+with left:
+    opened = navigation.open_image(series)
+if opened is None:
+    st.stop()
+with left:
+    state = display_panel.controls(opened.image)
+with right:
+    tab_findings, tab_tags, tab_export = st.tabs(["Findings", "DICOM tags", "Export"])
+    with tab_findings:
+        table, (heat, opacity) = findings_panel.findings(lm, opened.shown, opened.image)
+        if table is not None and lm is not None:
+            findings_panel.feedback_form(lm, opened.shown, table, str(cfg.results_dir))
+    with tab_tags:
+        tags_panel.tags(opened.shown.path, reveal)
+with left:
+    window = display_panel.window_text(opened.image, state)
+    corners = navigation.corners(opened, window, state.zoom, reveal, heat_on=heat is not None)
+    rgb = display_panel.render_view(opened.image, state, heat, opacity, corners)
+    st.image(rgb, width="stretch", output_format="PNG")
+with tab_export:
+    export_panel.export(rgb, lm, opened.shown, table, window, str(cfg.results_dir))

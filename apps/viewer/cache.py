@@ -1,0 +1,118 @@
+"""Session-spanning caches around the medvit library calls the viewer makes.
+
+* ``st.cache_resource`` holds objects shared by every session and never copied: loaded models (one load per
+  server, not per rerun) and decoded images (a 2,048² DX is 16 MB of float32; copying it on every rerun would
+  cost more than the render).
+* ``st.cache_data`` holds small, copyable results: predictions, heatmaps, thumbnails. Their keys include the
+  file's modification time and the model's checksum, so a changed file or model is never served stale.
+
+Every function here is a thin wrapper: the work is done by ``medvit.io``, ``medvit.infer`` and ``medvit.explain``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+#: the viewer refuses images whose header claims more samples than this (a hostile header cannot exhaust memory)
+PIXEL_BUDGET = 120_000_000
+THUMB_SIDE = 160
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run on one image, plus what the banner shows."""
+
+    ref: str  # checkpoint directory or weight tag, as given
+    model: Any  # torch module in eval mode
+    contract: Any  # medvit.models.WeightContract
+    info: Any  # medvit.infer.predictor.ModelInfo (name, version, sha256, architecture, research_only)
+    predictor: Any  # medvit.infer.predictor.Predictor
+    preprocess: Any  # medvit.infer.preprocess.Preprocessor
+
+
+def mtime(path: str | Path) -> float:
+    """Modification time used in cache keys (0 when the path vanished)."""
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading model…")
+def load_model(ref: str) -> LoadedModel:
+    """Load a checkpoint directory or weight tag once per server (errors propagate: ValueError/FileNotFoundError)."""
+    import torch
+
+    from medvit.infer.predictor import Predictor, load_for_inference
+    from medvit.infer.preprocess import Preprocessor
+
+    torch.set_num_threads(min(4, torch.get_num_threads()))
+    model, contract, info = load_for_inference(ref)
+    return LoadedModel(ref, model, contract, info, Predictor(model, multilabel=contract.multilabel),
+                       Preprocessor.from_contract(contract))
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def read_image(path: str, modified: float) -> Any:
+    """The decoded :class:`medvit.io.MedicalImage` of ``path`` (shared, treat as read-only)."""
+    from medvit.io import read_image as _read
+
+    return _read(path, pixel_budget=PIXEL_BUDGET)
+
+
+def image_2d(path: str, frame: int | None) -> Any:
+    """One 2D image (frame / slice ``frame``) of ``path`` via :func:`medvit.io.display.slice_for_display`."""
+    from medvit.io.display import slice_for_display
+
+    return slice_for_display(read_image(path, mtime(path)), frame)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def thumbnail(path: str, modified: float) -> np.ndarray | None:
+    """(h, w) or (h, w, 3) uint8 preview (file VOI window, middle slice for volumes); None when unreadable."""
+    from PIL import Image
+
+    from medvit.io import MedicalIOError, render
+
+    try:
+        img = read_image(path, modified)
+        frame = None if img.axes.startswith("XYZ") else 0
+        arr = render(img, frame=frame)
+    except (MedicalIOError, OSError, IndexError, ValueError):
+        return None
+    im = Image.fromarray(arr)
+    im.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.BILINEAR, reducing_gap=2.0)
+    return np.asarray(im)
+
+
+@st.cache_data(max_entries=256, show_spinner="Running the model…")
+def predict(ref: str, sha256: str, path: str, modified: float, frame: int | None) -> dict[str, Any]:
+    """Probabilities of the model on one 2D image: ``{"probabilities": [K floats], "notes": {...}}``."""
+    lm = load_model(ref)
+    x, notes, _unit = lm.preprocess(image_2d(path, frame))
+    probs = lm.predictor.predict(x[None])[0]
+    return {"probabilities": [float(p) for p in probs], "notes": notes}
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the heatmap…")
+def heatmap(ref: str, sha256: str, path: str, modified: float, frame: int | None, target: int,
+            method: str) -> np.ndarray:
+    """(h, w) float32 heatmap in [0, 1] for label ``target`` on the source image's pixel grid.
+
+    :func:`medvit.explain.explain` on the model input, mapped back through the preprocessing geometry with
+    :func:`medvit.infer.preprocess.unmap_heatmap`.
+    """
+    import torch
+
+    from medvit.explain import explain
+    from medvit.infer.preprocess import unmap_heatmap
+
+    lm = load_model(ref)
+    x, notes, _unit = lm.preprocess(image_2d(path, frame))
+    heat = explain(lm.model, torch.from_numpy(x[None]), method=method, target=target)[0].numpy()
+    return np.clip(unmap_heatmap(heat, notes, lm.preprocess.geometry), 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,56 @@
+"""Viewer settings: where the studies, the model and the results are (no Streamlit here).
+
+``medvit viewer`` passes its options as environment variables (see :mod:`medvit.cli.viewer_cmd`); the app reads
+them once per session with :func:`from_env`. Defaults follow ``make demo``: its studies, its model, its results.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_DATA = "MEDVIT_VIEWER_DATA"
+ENV_MODEL = "MEDVIT_VIEWER_MODEL"
+ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
+
+#: where ``make demo`` (``medvit demo --out demo_out``) puts things, relative to the working directory
+DEMO_OUT = Path("demo_out")
+DEMO_STUDIES = "studies"  # demo_out/studies: the phantom DICOM studies
+DEMO_MODEL = "model"  # demo_out/model: the demo checkpoint directory
+DEMO_RESULTS = "results"  # demo_out/results: `medvit infer` outputs (predictions, SR)
+
+#: used when there is no results folder to save feedback beside
+FALLBACK_RESULTS = Path.home() / ".cache" / "medvit" / "viewer"
+
+
+@dataclass(frozen=True)
+class ViewerConfig:
+    """Resolved viewer settings."""
+
+    data_dir: Path | None  # folder of studies offered on start (None: nothing to browse until an upload)
+    model: str | None  # checkpoint directory or weight tag (None: findings disabled until one is picked)
+    results_dir: Path  # batch-inference outputs for these studies (SR links); feedback JSON goes here
+    data_source: str  # how data_dir was chosen: "--data", "demo", "phantoms", "none"
+
+
+def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> ViewerConfig:
+    """Settings from ``MEDVIT_VIEWER_*`` variables, falling back to the demo outputs under ``cwd``."""
+    env = os.environ if environ is None else environ
+    base = Path.cwd() if cwd is None else cwd
+    demo = base / DEMO_OUT
+    if env.get(ENV_DATA):
+        data: Path | None = Path(env[ENV_DATA])
+        source = "--data"
+    elif (demo / DEMO_STUDIES).is_dir():
+        data, source = demo / DEMO_STUDIES, "demo"
+    else:
+        data, source = None, "none"
+    model = env.get(ENV_MODEL) or (str(demo / DEMO_MODEL) if (demo / DEMO_MODEL).is_dir() else None)
+    if env.get(ENV_RESULTS):
+        results = Path(env[ENV_RESULTS])
+    elif source == "demo" and (demo / DEMO_RESULTS).is_dir():
+        results = demo / DEMO_RESULTS
+    else:
+        results = FALLBACK_RESULTS
+    return ViewerConfig(data, model, results, source)

@@ -1,0 +1,190 @@
+"""Model picker, provenance banner, findings table, heatmap controls and the feedback form.
+
+Prediction and heatmaps are medvit's (:mod:`medvit.infer`, :mod:`medvit.explain`) behind the caches of
+:mod:`apps.viewer.cache`; the operating thresholds and label names come from the model's weight contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from apps.viewer import cache, feedback
+
+OTHER = "Other (checkpoint folder or weight tag)…"
+METHOD_LABELS = {"gradcam": "Grad-CAM (per finding)", "rollout": "Attention rollout (class-agnostic)"}
+VERDICT_LABELS = {"—": None, "Agree": "agree", "Disagree": "disagree"}
+
+
+@dataclass
+class Shown:
+    """The image the findings refer to."""
+
+    path: str  # file on the server
+    frame: int | None  # frame / slice index passed to medvit.io (None = default)
+    study_key: str  # StudyInstanceUID, or the file key for non-DICOM
+    series_uid: str
+    instance_uid: str  # SOPInstanceUID, or the file key for non-DICOM
+    modality: str
+
+
+def model_picker(default: str | None) -> str | None:
+    """Sidebar widgets choosing the model reference (checkpoint folder or registered weight tag)."""
+    tags = _local_tags()
+    choices = ([default] if default else []) + [t for t in tags if t != default] + [OTHER]
+    pick = st.sidebar.selectbox("Model", choices, key="model_choice",
+                                help="default: the demo model (`medvit viewer --model` to change)")
+    if pick == OTHER:
+        ref = st.sidebar.text_input("Checkpoint folder or weight tag", key="model_other").strip()
+        return ref or None
+    return pick
+
+
+def _local_tags() -> list[str]:
+    """Registered weight tags with a classifier contract whose weights are on this machine."""
+    from medvit.models.pretrained import resolve_weight_file
+    from medvit.registry import REGISTRY
+
+    out = []
+    for tag in REGISTRY.names("weights"):
+        try:
+            if REGISTRY.get("weights", tag).contract.label_names:
+                resolve_weight_file(tag)
+                out.append(tag)
+        except (FileNotFoundError, KeyError, AttributeError):
+            continue
+    return out
+
+
+def load(ref: str | None) -> tuple[cache.LoadedModel | None, str | None]:
+    """(loaded model, None) or (None, readable error)."""
+    if not ref:
+        return None, None
+    try:
+        return cache.load_model(ref), None
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+        return None, f"Model {ref!r} could not be loaded: {e}"
+
+
+def banner(lm: cache.LoadedModel | None, error: str | None) -> None:
+    """Model name, version, checksum and the research-only warning when the contract says so."""
+    if error:
+        st.error(error, icon="⚠️")
+    if lm is None:
+        if not error:
+            st.info("No model loaded: pick one in the sidebar (or start with `medvit viewer --model DIR`). "
+                    "Images can still be viewed.")
+        return
+    i = lm.info
+    text = f"**Model** {i.name} · version {i.version} · {i.architecture} · sha256 `{i.sha256[:12]}…`"
+    if i.research_only:
+        st.error(f"**RESEARCH USE ONLY — NOT FOR DIAGNOSIS.** {text}", icon="🔬")
+    else:
+        st.caption(text)
+
+
+def _contract_warnings(lm: cache.LoadedModel, shown: Shown, image: Any) -> list[str]:
+    c = lm.contract
+    out = []
+    if c.modalities and shown.modality and shown.modality.upper() not in {m.upper() for m in c.modalities}:
+        out.append(f"the model was made for {', '.join(c.modalities)}; this image is {shown.modality}")
+    vp = str(image.meta.get("ViewPosition", "") or "")
+    if c.view_positions and vp and vp.upper() not in {v.upper() for v in c.view_positions}:
+        out.append(f"the model expects view {', '.join(c.view_positions)}; this image is {vp}")
+    return out
+
+
+def findings_table(lm: cache.LoadedModel, probs: list[float]) -> pd.DataFrame:
+    """Findings sorted by probability, with the contract's operating threshold and the positive flag."""
+    c = lm.contract
+    df = pd.DataFrame({"Finding": c.label_names, "Probability": probs, "Threshold": c.thresholds})
+    df["Result"] = np.where(df["Probability"] >= df["Threshold"], "POSITIVE", "negative")
+    return df.sort_values("Probability", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd.DataFrame | None, Any]:
+    """The findings tab body; returns (table or None, heatmap (h, w) or None, opacity) as (df, (heat, opacity))."""
+    if lm is None:
+        st.info("Load a model to see findings.")
+        return None, (None, 0.0)
+    for w in _contract_warnings(lm, shown, image):
+        st.warning(f"Out of scope: {w}. Findings may be meaningless.")
+    image_key = f"{lm.info.sha256}|{shown.path}|{shown.frame}"
+    ran = st.session_state.setdefault("runs", set())
+    auto = st.toggle("Run automatically on every image", key="auto_run")
+    if st.button("Run model on this image", type="primary", key="run_model") or auto:
+        ran.add(image_key)
+    if image_key not in ran:
+        st.caption("The model has not been run on this image yet.")
+        return None, (None, 0.0)
+    try:
+        res = cache.predict(lm.ref, lm.info.sha256, shown.path, cache.mtime(shown.path), shown.frame)
+    except (ValueError, IndexError, RuntimeError) as e:
+        st.error(f"The model could not run on this image: {e}")
+        return None, (None, 0.0)
+    df = findings_table(lm, res["probabilities"])
+    st.dataframe(df, hide_index=True, width="stretch", key="findings_table", column_config={
+        "Probability": st.column_config.ProgressColumn("Probability", format="%.3f", min_value=0.0, max_value=1.0),
+        "Threshold": st.column_config.NumberColumn("Threshold", format="%.3f",
+                                                   help="operating threshold from the model's contract"),
+    })
+    n_pos = int((df["Result"] == "POSITIVE").sum())
+    st.caption(f"{n_pos} positive at the model's operating thresholds · preprocessing: "
+               f"{res['notes'].get('intensity', '')}")
+    return df, heatmap_controls(lm, shown, df)
+
+
+def heatmap_controls(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame) -> tuple[np.ndarray | None, float]:
+    """Heatmap finding / method / opacity widgets; returns (heat (h, w) in [0, 1] or None, opacity)."""
+    from medvit.explain import METHODS
+
+    st.markdown("**Heatmap**")
+    c1, c2 = st.columns([3, 2])
+    target = c1.selectbox("Heatmap for", ["Off", *df["Finding"]], key="heat_target")
+    method = c2.radio("Method", list(METHODS), format_func=lambda m: METHOD_LABELS.get(m, m), key="heat_method")
+    opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="heat_opacity")
+    if target == "Off":
+        return None, opacity
+    idx = lm.contract.label_names.index(target)
+    try:
+        heat = cache.heatmap(lm.ref, lm.info.sha256, shown.path, cache.mtime(shown.path), shown.frame, idx, method)
+    except (ValueError, RuntimeError) as e:
+        st.error(f"Heatmap failed: {e}")
+        return None, opacity
+    st.caption("Heatmaps are approximate attributions for research use, not evidence of a finding.")
+    return heat, opacity
+
+
+def feedback_form(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame, results_dir: str) -> None:
+    """Agree / disagree and a comment per finding, saved to ``results_dir/feedback/<study>.json``.
+
+    Widget keys are ``fb_verdict_<finding>`` / ``fb_comment_<finding>``; they are cleared when the image changes.
+    """
+    with st.form("feedback_form"):
+        st.markdown("**Your assessment**")
+        reader = st.text_input("Reader (initials, optional)", key="fb_reader")
+        rows = []
+        for _, r in df.iterrows():
+            c1, c2 = st.columns([2, 3])
+            verdict = c1.radio(f"{r['Finding']} ({r['Probability']:.2f}, {r['Result']})", list(VERDICT_LABELS),
+                               horizontal=True, key=f"fb_verdict_{r['Finding']}")
+            comment = c2.text_input("Comment", key=f"fb_comment_{r['Finding']}", label_visibility="collapsed",
+                                    placeholder=f"comment on {r['Finding']}")
+            rows.append({"finding": r["Finding"], "probability": round(float(r["Probability"]), 6),
+                         "threshold": float(r["Threshold"]), "positive": r["Result"] == "POSITIVE",
+                         "verdict": VERDICT_LABELS[verdict], "comment": comment})
+        submitted = st.form_submit_button("Save feedback")
+    if submitted:
+        entry = {"reader": reader, "series": shown.series_uid, "instance": shown.instance_uid,
+                 "frame": shown.frame, "model": {"name": lm.info.name, "version": lm.info.version,
+                                                 "sha256": lm.info.sha256}, "findings": rows}
+        try:
+            path = feedback.save(results_dir, shown.study_key, entry)
+        except (OSError, ValueError, KeyError) as e:
+            st.error(f"Feedback not saved: {e}")
+        else:
+            st.success(f"Feedback saved to {path}")

@@ -1,0 +1,94 @@
+"""Sidebar: choose the source (server folder or uploads), then a study and a series from thumbnails."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from apps.viewer import cache, sources
+from apps.viewer.config import ViewerConfig
+
+FOLDER = "Folder on this server"
+UPLOAD = "Upload files"
+UPLOAD_TYPES = None  # DICOM files often have no suffix: accept anything and report what is not an image
+
+
+@st.cache_data(ttl=120, show_spinner="Indexing studies…")
+def scan(folder: str) -> sources.Catalog:
+    """Catalog of ``folder`` (headers only), cached for two minutes or until *Rescan*."""
+    return sources.catalog(folder)
+
+
+def _uploads() -> sources.Catalog | None:
+    files = st.sidebar.file_uploader("DICOM, NIfTI, PNG/JPEG files or a ZIP", accept_multiple_files=True,
+                                     type=UPLOAD_TYPES, key="uploads")
+    if not files:
+        return None
+    state = st.session_state
+    if "upload_dir" not in state:
+        state["upload_dir"] = tempfile.mkdtemp(prefix="medvit-viewer-upload-")
+    done: dict[str, list[tuple[str, str]]] = state.setdefault("uploaded", {})
+    new = [f for f in files if f.file_id not in done]
+    for f in new:  # each upload is written once; its problems are remembered for display
+        done[f.file_id] = sources.save_uploads([(f.name, f.getvalue())], state["upload_dir"])
+    cat = sources.catalog(state["upload_dir"], ignore_results=False)
+    cat.skipped += [p for f in files for p in done.get(f.file_id, [])]
+    return cat
+
+
+def open_source(cfg: ViewerConfig) -> sources.Catalog | None:
+    """Source widgets; returns the catalog to browse (None when nothing is open)."""
+    st.sidebar.subheader("Open")
+    src = st.sidebar.radio("Source", [FOLDER, UPLOAD], horizontal=True, key="source", label_visibility="collapsed")
+    if src == UPLOAD:
+        cat = _uploads()
+    else:
+        folder = st.sidebar.text_input("Folder", value=str(cfg.data_dir or ""), key="folder",
+                                       help="a folder on the machine running the viewer; searched recursively")
+        if st.sidebar.button("Rescan folder", key="rescan"):
+            scan.clear()
+        if not folder.strip():
+            return None
+        try:
+            cat = scan(str(Path(folder.strip()).expanduser()))
+        except FileNotFoundError as e:
+            st.sidebar.error(str(e))
+            return None
+    if cat is not None and cat.skipped:
+        msg = f"{len(cat.skipped)} file(s) are not images the viewer can open"
+        with st.sidebar.expander(msg, expanded=src == UPLOAD):
+            for rel, reason in cat.skipped[:200]:
+                st.markdown(f"- `{rel}`: {reason}")
+    return cat
+
+
+def browse(cat: sources.Catalog, reveal: bool) -> sources.Series | None:
+    """Study picker and a thumbnail grid of its series; returns the open series."""
+    if not cat.studies:
+        st.sidebar.info("No images found here.")
+        return None
+    st.sidebar.subheader(f"Studies ({len(cat.studies)})")
+    labels = [s.label(reveal) for s in cat.studies]
+    i = st.sidebar.selectbox("Study", range(len(labels)), format_func=labels.__getitem__, key="study_idx",
+                             label_visibility="collapsed")
+    study = cat.studies[min(i or 0, len(cat.studies) - 1)]
+    state = st.session_state
+    if cat.find_series(state.get("series_key", "")) not in study.series:
+        state["series_key"] = study.series[0].key
+    cols = st.sidebar.columns(2)
+    for j, s in enumerate(study.series):
+        with cols[j % 2]:
+            mid = s.files[len(s.files) // 2]
+            thumb = cache.thumbnail(mid, cache.mtime(mid))
+            if thumb is None:
+                st.caption("⚠ unreadable")
+            else:
+                st.image(thumb, width="stretch")
+            chosen = s.key == state["series_key"]
+            if st.button(s.label, key=f"open_series_{j}", type="primary" if chosen else "secondary",
+                         width="stretch"):
+                state["series_key"] = s.key
+                st.rerun()
+    return cat.find_series(state["series_key"])
