@@ -16,7 +16,9 @@ COMMANDS = [
     "medvit.cli.run_cmd",
     "medvit.cli.convert_cmd",
     "medvit.cli.demo_cmd",
+    "medvit.cli.infer_cmd",
     "medvit.cli.viewer_cmd",
+    "medvit.cli.dicom_cmd",
 ]
 
 

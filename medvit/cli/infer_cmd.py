@@ -1,0 +1,97 @@
+"""``medvit infer -m MODEL -i INPUT -o OUTPUT``: batch inference over a folder of DICOM studies."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+EPILOG = """outputs (in OUTPUT): predictions.csv, predictions.jsonl, status.csv (one row per input file),
+errors.csv, run.json; --sr adds sr/<study>.dcm (TID 1500), --heatmaps adds heatmaps/<study>/<sop>.png|.dcm.
+Re-running with the same OUTPUT resumes. Exit codes: 0 all inputs predicted or skipped with a reason,
+3 some inputs failed (see errors.csv), 4 nothing could be predicted, 2 bad arguments.
+Environment: MEDVIT_INFER_MODEL / _INPUT / _OUTPUT stand in for -m / -i / -o."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="batch inference on a folder of DICOM studies (CSV/JSON, SR, heatmaps)",
+                       description="Run a classifier over every DICOM image under INPUT. Preprocessing, labels "
+                       "and thresholds come from the model's saved contract; nothing is retyped here.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", default=os.environ.get("MEDVIT_INFER_MODEL"),
+                   help="checkpoint directory or registered weight tag")
+    p.add_argument("-i", "--input", default=os.environ.get("MEDVIT_INFER_INPUT"),
+                   help="folder of studies (walked recursively) or one file")
+    p.add_argument("-o", "--output", default=os.environ.get("MEDVIT_INFER_OUTPUT"), help="output folder")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="decoding worker processes, 0 = decode in the main process (default: min(4, cpus))")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="fp32, bf16 autocast, or int8 dynamic quantisation (CPU) (default fp32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--sr", action="store_true", help="write a DICOM Comprehensive 3D SR (TID 1500) per study")
+    p.add_argument("--heatmaps", action="store_true",
+                   help="write a PNG heatmap overlay and a DICOM Secondary Capture per image")
+    p.add_argument("--heatmap-method", choices=["gradcam", "rollout"], default="gradcam",
+                   help="gradcam (for the top finding) or attention rollout (default gradcam)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="apply the DICOM PS3.15 basic profile to everything written (tables, SR, SC)")
+    p.add_argument("--rules", help="series selection rules JSON (MONAI Deploy grammar); default: from the "
+                   "model contract (modalities, view positions, body parts)")
+    p.add_argument("--geometry", choices=["pad", "crop"], default="pad",
+                   help="non-square images: centre pad or centre crop to the model's aspect (default pad)")
+    p.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
+    p.add_argument("--overwrite", action="store_true", help="discard a different earlier run's results in OUTPUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import sys
+
+    from medvit.infer import InferConfig, run_inference
+
+    if getattr(args, "verbose", 0) < 2:  # highdicom logs every copied module at INFO
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+    missing = [f"-{k[0]}/--{k}" for k in ("model", "input", "output") if not getattr(args, k)]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)} (or MEDVIT_INFER_MODEL/_INPUT/_OUTPUT)")
+    cfg = InferConfig(model=args.model, input=args.input, output=args.output, batch_size=args.batch_size,
+                      workers=args.workers, precision=args.precision, device=args.device, sr=args.sr,
+                      heatmaps=args.heatmaps, heatmap_method=args.heatmap_method, deidentify=args.deidentify,
+                      rules=args.rules, geometry=args.geometry, threads=args.threads, overwrite=args.overwrite,
+                      progress=not args.quiet and sys.stderr.isatty())
+    result = run_inference(cfg)
+    print(format_summary(result))  # noqa: T201
+    return result.exit_code
+
+
+def format_summary(result: Any) -> str:
+    """Human summary: studies, images, skipped/failed with reasons, positives per finding, output paths."""
+    c = result.counts
+    lines = [f"medvit infer: {c['predicted']} images predicted in {c['studies']} studies, "
+             f"{c['skipped']} files skipped, {c['error']} failed "
+             f"({result.seconds:.1f} s, {result.images_per_s:.1f} images/s"
+             + (f"; {c['resumed_from_previous_run']} files done by an earlier run" if
+                c.get("resumed_from_previous_run") else "") + ")"]
+    if c["positives"]:
+        lines.append("  positives per finding: " + ", ".join(f"{k} {v}" for k, v in c["positives"].items()))
+    for reason, n in sorted(c["skip_reasons"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  skipped {n:4d}: {reason}")
+    for stage, n in sorted(c["error_stages"].items()):
+        lines.append(f"  FAILED  {n:4d} at {stage} (see errors.csv)")
+    if "sr_written" in c:
+        lines.append(f"  SR: {c['sr_written']} written" + (f", {c['sr_failed']} failed (sr_errors.csv)"
+                                                          if c["sr_failed"] else ""))
+    lines.append(f"  outputs: {result.output}/  (predictions.csv, predictions.jsonl, status.csv, errors.csv, "
+                 "run.json" + (", sr/" if "sr" in result.files else "")
+                 + (", heatmaps/" if "heatmaps" in result.files else "") + ")")
+    lines.append("  research use only - not for diagnosis")
+    if result.exit_code == 3:
+        lines.append(f"  exit code 3: {c['error']} input(s) failed" +
+                     (f" and {c.get('sr_failed', 0)} SR(s)" if c.get("sr_failed") else ""))
+    elif result.exit_code == 4:
+        lines.append("  exit code 4: no input was an image this model could predict on (see status.csv)")
+    return "\n".join(lines)

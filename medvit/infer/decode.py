@@ -1,0 +1,178 @@
+"""Per-file decoding for batch inference: header → selection rules → pixels → model input.
+
+:func:`decode_file` never raises for a bad input: it returns a :class:`Decoded` whose ``status`` is
+``"ok"``, ``"skipped"`` (not an image this model should see: not DICOM, DICOMDIR, no pixel data, not selected
+by the rules, multi-frame) or ``"error"`` (an image that should have been read but could not: corrupt,
+undecodable transfer syntax, ...), with the stage and a reason. It runs in worker processes, so it uses
+numpy/PIL/pydicom only, never torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvit.infer.preprocess import Preprocessor
+from medvit.infer.rules import SelectionRules
+
+logger = logging.getLogger(__name__)
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+#: header attributes copied into every record (no PatientName / PatientBirthDate: never needed downstream)
+HEADER_KEYS = (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID", "AccessionNumber",
+    "StudyDate", "Modality", "ViewPosition", "BodyPartExamined", "Laterality", "SeriesNumber", "InstanceNumber",
+    "SeriesDescription", "ImageType",
+)
+
+
+@dataclass
+class Decoded:
+    """Outcome of decoding one file (picklable; crosses the worker boundary)."""
+
+    rel: str  # path relative to the input root (the record key)
+    status: str  # "ok" | "skipped" | "error"
+    stage: str = ""  # where it stopped: header | select | decode | preprocess
+    reason: str = ""  # why it was skipped / failed
+    header: dict[str, Any] = field(default_factory=dict)  # HEADER_KEYS present in the file (JSON-able)
+    selection: str = ""  # name of the matching selection rule
+    x: np.ndarray | None = None  # (C, H, W) float32 model input
+    notes: dict[str, Any] = field(default_factory=dict)  # preprocessing notes
+    unit: np.ndarray | None = None  # (h, w) float16 grey display image in [0, 1], only when heatmaps are on
+
+
+@dataclass
+class DecodeSpec:
+    """What a worker needs to turn a path into a model input (picklable)."""
+
+    root: str  # input root (records are keyed by paths relative to it)
+    preprocessor: Preprocessor
+    rules: SelectionRules
+    keep_unit: bool = False  # also return the display image (for heatmap overlays)
+    pixel_budget: int | None = 200_000_000  # refuse files claiming more pixels than this before decoding
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, str | int | float) or v is None:
+        return v
+    try:
+        from pydicom.multival import MultiValue
+
+        if isinstance(v, MultiValue | list | tuple):
+            return [_jsonable(x) for x in v]
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(v, "real") and hasattr(v, "__float__"):
+        f = float(v)
+        return int(f) if f.is_integer() else f
+    return str(v)
+
+
+def read_header(path: Path) -> Any:
+    """Header (no pixel data) of a DICOM file via :func:`medvit.io.read_dicom_header`; ``None`` if not DICOM."""
+    from medvit.io import NotDicomError, read_dicom_header
+
+    try:
+        return read_dicom_header(path)
+    except NotDicomError:
+        return None
+
+
+def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
+    """Decode one file under ``spec.root`` (see module doc); never raises for bad inputs."""
+    p = Path(path)
+    rel = _rel(p, spec.root)
+    try:
+        ds = read_header(p)
+    except Exception as e:
+        return Decoded(rel, "error", "header", f"unreadable header ({type(e).__name__}: {e})")
+    if ds is None:
+        return Decoded(rel, "skipped", "header", "not a DICOM file")
+    header = {k: _jsonable(getattr(ds, k, None)) for k in HEADER_KEYS if getattr(ds, k, None) not in (None, "")}
+    meta_sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    if meta_sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        return Decoded(rel, "skipped", "header", "DICOMDIR (an index; the walk reads the image files directly)",
+                       header)
+    if "SOPInstanceUID" not in header:
+        return Decoded(rel, "skipped", "header", "DICOM data set without SOPInstanceUID", header)
+    if "Rows" not in ds and "NumberOfFrames" not in ds:
+        return Decoded(rel, "skipped", "header", f"no image (SOP Class {header.get('SOPClassUID', '?')})", header)
+    selection, why = spec.rules.match(ds)
+    if selection is None:
+        return Decoded(rel, "skipped", "select", why, header)
+    frames = _int(getattr(ds, "NumberOfFrames", 1))
+    if frames > 1:
+        return Decoded(rel, "skipped", "select", f"multi-frame image ({frames} frames); the model takes 2D "
+                       "single-frame images", header, selection)
+    try:
+        image = _read_image(p, spec.pixel_budget)
+    except Exception as e:
+        kind = type(e).__name__
+        if kind in ("NoPixelDataError", "NotDicomError"):
+            return Decoded(rel, "skipped", "decode", getattr(e, "reason", str(e)), header, selection)
+        return Decoded(rel, "error", "decode", f"{kind}: {getattr(e, 'reason', e)}", header, selection)
+    try:
+        px = np.asarray(image.pixels)
+        axes = getattr(image, "axes", "HW")
+        if "F" in axes and px.shape[axes.index("F")] > 1:
+            return Decoded(rel, "skipped", "select", "multi-frame image; the model takes 2D single-frame images",
+                           header, selection)
+        if "F" in axes:
+            image = image.frame(0)
+        if np.asarray(image.pixels).ndim not in (2, 3):
+            return Decoded(rel, "skipped", "select", f"not a 2D image (shape {px.shape})", header, selection)
+        x, notes, unit = spec.preprocessor(image)
+        if not np.isfinite(x).all():
+            return Decoded(rel, "error", "preprocess", "non-finite values after preprocessing", header, selection)
+    except Exception as e:
+        return Decoded(rel, "error", "preprocess", f"{type(e).__name__}: {e}", header, selection)
+    return Decoded(rel, "ok", "", "", header, selection, x, notes,
+                   unit.astype(np.float16) if spec.keep_unit else None)
+
+
+def _read_image(p: Path, pixel_budget: int | None) -> Any:
+    from medvit.io import read_image
+
+    return read_image(p, pixel_budget=pixel_budget)
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _rel(p: Path, root: str) -> str:
+    try:
+        return p.relative_to(root).as_posix() if Path(root).is_dir() else p.name
+    except ValueError:
+        return p.as_posix()
+
+
+# ---------------------------------------------------------------------- worker-process plumbing
+_SPEC: DecodeSpec | None = None
+
+
+def init_worker(spec: DecodeSpec) -> None:
+    """Pool initializer: keep the spec in the worker; stop BLAS/OpenMP threads from oversubscribing cores."""
+    global _SPEC
+    _SPEC = spec
+    try:  # torch may be imported in a forked worker; keep it single-threaded there
+        import sys
+
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def decode_in_worker(path: str) -> Decoded:
+    """Worker entry point (uses the spec set by :func:`init_worker`)."""
+    assert _SPEC is not None, "init_worker was not called"
+    return decode_file(path, _SPEC)

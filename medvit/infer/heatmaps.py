@@ -1,0 +1,55 @@
+"""Per-image heatmap outputs of a run: a PNG overlay at source resolution and a DICOM Secondary Capture of it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvit.infer.decode import Decoded
+from medvit.infer.outputs import atomic_write_bytes
+from medvit.infer.preprocess import unmap_heatmap
+
+
+def heatmap_paths(out_dir: Path, rec: dict[str, Any]) -> tuple[Path, Path]:
+    """(png, dcm) paths for a record: ``heatmaps/<study uid>/<sop uid>.png|.dcm`` (de-identified UIDs if so)."""
+    d = Path(out_dir) / "heatmaps" / (rec.get("study_instance_uid") or "unknown-study")
+    return d / f"{rec['sop_instance_uid']}.png", d / f"{rec['sop_instance_uid']}.dcm"
+
+
+def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str, Any]) -> str:
+    """Write the PNG overlay and the Secondary Capture for one image; returns the PNG path relative to OUTPUT.
+
+    ``heat``: (H, W) in [0, 1] on the model input; mapped back through the recorded pad/crop + resize.
+    """
+    from PIL import Image
+
+    from medvit.explain import overlay
+    from medvit.io.secondary_capture import write_overlay_sc
+
+    if d.unit is None:
+        raise ValueError(f"{d.rel}: no display image kept for the overlay")
+    src_heat = unmap_heatmap(heat, d.notes, run.cfg.geometry)
+    rgb = overlay(d.unit.astype(np.float32), src_heat)
+    png, dcm = heatmap_paths(run.out, rec)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    atomic_write_bytes(png, buf.getvalue())
+    header = _source_header(run, d.rel)
+    note = f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']} " \
+           f"(p={rec['probabilities'][rec['heatmap_target']]:.3f})"
+    write_overlay_sc(dcm, header, rgb, run.info.name, run.info.sha256, note, run.info.research_only,
+                     deidentified=run.deid is not None)
+    return png.relative_to(run.out).as_posix()
+
+
+def _source_header(run: Any, rel: str) -> Any:
+    """Source header for derived objects (de-identified when the run de-identifies)."""
+    from medvit.io import read_dicom_header
+
+    root = run.root
+    ds = read_dicom_header(root / rel if root.is_dir() else root)
+    return run.deid.dataset(ds) if run.deid is not None else ds

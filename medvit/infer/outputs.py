@@ -1,0 +1,213 @@
+"""Resumable run state (an append-only journal) and the final tables written from it, atomically.
+
+Every input file ends as exactly one journal record (``status`` predicted / skipped / error). A record is
+one JSON line written with a single ``write`` and flushed; a SIGKILL can leave at most one partial last
+line, which :meth:`Journal.open` cuts off. A restarted run skips files already journaled, so the union of
+both runs holds each file once. The user-facing tables (``predictions.csv``, ``predictions.jsonl``,
+``status.csv``, ``errors.csv``) are rebuilt from the journal at the end of every run, sorted by file, and
+replaced atomically (temporary file + ``os.replace``): a killed-and-resumed run ends with the same rows, in
+the same order, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = ".medvit-infer"
+JOURNAL = "journal.jsonl"
+STATE = "state.json"
+RESEARCH_NOTE = "research use only - not for diagnosis"
+
+#: identifying columns of predictions.csv, in order (the probability columns follow, one per label)
+ID_COLUMNS = ["file", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid",
+              "patient_id", "accession_number", "study_date", "modality", "view_position", "body_part",
+              "laterality", "selection"]
+#: trailing columns of predictions.csv
+TAIL_COLUMNS = ["positive_findings", "n_positive", "heatmap_target", "heatmap_png", "model_name",
+                "model_version", "model_sha256", "preprocessing", "intended_use"]
+STATUS_COLUMNS = ["file", "status", "stage", "reason", "study_instance_uid", "series_instance_uid",
+                  "sop_instance_uid"]
+ERROR_COLUMNS = ["file", "stage", "reason"]
+
+#: header keyword -> record key
+HEADER_TO_RECORD = {
+    "StudyInstanceUID": "study_instance_uid", "SeriesInstanceUID": "series_instance_uid",
+    "SOPInstanceUID": "sop_instance_uid", "SOPClassUID": "sop_class_uid", "PatientID": "patient_id",
+    "AccessionNumber": "accession_number", "StudyDate": "study_date", "Modality": "modality",
+    "ViewPosition": "view_position", "BodyPartExamined": "body_part", "Laterality": "laterality",
+}
+
+
+def prob_column(label: str) -> str:
+    """CSV column holding the probability of ``label``."""
+    return f"p_{label}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Binary version of :func:`atomic_write_text`."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class StateMismatchError(ValueError):
+    """OUTPUT holds results of a run with another model or other result-changing options."""
+
+
+class Journal:
+    """Append-only JSON-lines journal of finished inputs under ``OUTPUT/.medvit-infer/``."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.dir = Path(out_dir) / STATE_DIR
+        self.path = self.dir / JOURNAL
+        self._f: Any = None
+
+    def check_state(self, fingerprint: dict[str, Any], overwrite: bool = False) -> bool:
+        """Record ``fingerprint`` for a new run or check it against a previous one; True when resuming.
+
+        Raises :class:`StateMismatchError` naming the differing keys unless ``overwrite`` (which starts over).
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = self.dir / STATE
+        if state.is_file() and self.path.is_file():
+            old = json.loads(state.read_text())
+            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            if not diff:
+                return True
+            if not overwrite:
+                raise StateMismatchError(
+                    f"{self.dir.parent} holds results of a different run (differs in {diff}: "
+                    f"{ {k: old.get(k) for k in diff} } vs { {k: fingerprint.get(k) for k in diff} }). "
+                    "Use a new --output folder, or --overwrite to discard them.")
+            self.path.unlink()
+        atomic_write_text(state, json.dumps(fingerprint, indent=2, sort_keys=True))
+        return False
+
+    def open(self) -> set[str]:
+        """Open for appending after cutting a partial last line; returns the files already journaled."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        done: set[str] = set()
+        if self.path.is_file():
+            with open(self.path, "rb+") as f:
+                data = f.read()
+                end = data.rfind(b"\n") + 1
+                if end != len(data):
+                    logger.info("journal: cutting a partial last record (%d bytes)", len(data) - end)
+                    f.truncate(end)
+            for line in data[:end].splitlines():
+                done.add(json.loads(line)["file"])
+        self._f = open(self.path, "ab")
+        return done
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record as one line (a single write, flushed to the OS)."""
+        self._f.write((json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode())
+        self._f.flush()
+
+    def sync(self) -> None:
+        """fsync the journal (end of a batch): survives power loss, not just process death."""
+        if self._f is not None:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if self._f is not None:
+            self.sync()
+            self._f.close()
+            self._f = None
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Records sorted by file (one per file; the last wins), streamed via an offset index."""
+        index: dict[str, int] = {}
+        with open(self.path, "rb") as f:
+            offset = 0
+            for line in f:
+                key = json.loads(line)["file"]
+                index[key] = offset
+                offset += len(line)
+            for key in sorted(index):
+                f.seek(index[key])
+                yield json.loads(f.readline())
+
+
+def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str, Any]:
+    """Rebuild predictions.csv/.jsonl, status.csv and errors.csv from the journal; returns counts.
+
+    Counts: ``predicted``, ``skipped``, ``error``, ``studies`` (predicted), ``positives`` per label,
+    ``skip_reasons`` / ``error_stages`` histograms.
+    """
+    out_dir = Path(out_dir)
+    pred_cols = ID_COLUMNS + [prob_column(k) for k in labels] + TAIL_COLUMNS
+    names = {"pred_csv": "predictions.csv", "pred_jsonl": "predictions.jsonl", "status": "status.csv",
+             "errors": "errors.csv"}
+    tmps = {k: out_dir / f".{v}.tmp{os.getpid()}" for k, v in names.items()}
+    bufs = {k: open(p, "w", encoding="utf-8", newline="") for k, p in tmps.items()}  # streamed, not held
+    pred_w = csv.DictWriter(bufs["pred_csv"], pred_cols, extrasaction="ignore", lineterminator="\n")
+    status_w = csv.DictWriter(bufs["status"], STATUS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    err_w = csv.DictWriter(bufs["errors"], ERROR_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    for w in (pred_w, status_w, err_w):
+        w.writeheader()
+    counts: dict[str, Any] = {"predicted": 0, "skipped": 0, "error": 0, "positives": dict.fromkeys(labels, 0),
+                              "skip_reasons": {}, "error_stages": {}}
+    studies: set[str] = set()
+    for rec in journal.records():
+        status_w.writerow(rec)
+        counts[rec["status"]] += 1
+        if rec["status"] == "error":
+            err_w.writerow(rec)
+            counts["error_stages"][rec["stage"]] = counts["error_stages"].get(rec["stage"], 0) + 1
+        elif rec["status"] == "skipped":
+            short = rec["reason"].split(" (")[0]
+            counts["skip_reasons"][short] = counts["skip_reasons"].get(short, 0) + 1
+        if rec["status"] != "predicted":
+            continue
+        studies.add(rec.get("study_instance_uid", ""))
+        bufs["pred_jsonl"].write(json.dumps(rec, sort_keys=True) + "\n")
+        row = dict(rec)
+        for k in labels:
+            row[prob_column(k)] = f"{rec['probabilities'][k]:.6f}"
+        row["positive_findings"] = ";".join(rec["positive_findings"])
+        row["n_positive"] = len(rec["positive_findings"])
+        model = rec["model"]
+        row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
+        row["preprocessing"] = format_notes(rec["preprocessing"])
+        pred_w.writerow(row)
+        for k in rec["positive_findings"]:
+            counts["positives"][k] += 1
+    counts["studies"] = len(studies)
+    for k, f in bufs.items():
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmps[k], out_dir / names[k])
+    return counts
+
+
+def format_notes(notes: dict[str, Any]) -> str:
+    """Compact one-line form of preprocessing notes for the CSV (``key=value; ...``)."""
+    parts = []
+    for k, v in notes.items():
+        if isinstance(v, list):
+            v = "x".join(str(x) for x in v) if k in ("source_size",) else ",".join(str(x) for x in v)
+        parts.append(f"{k}={v}")
+    return "; ".join(parts)

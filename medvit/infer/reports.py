@@ -1,0 +1,49 @@
+"""Per-study DICOM SR of a run, built from the journal after all images are predicted."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from medvit.infer.heatmaps import _source_header
+
+logger = logging.getLogger(__name__)
+
+
+def write_study_reports(run: Any) -> tuple[int, int]:
+    """One TID 1500 Comprehensive 3D SR per study under ``OUTPUT/sr/<study uid>.dcm``; returns (written, failed).
+
+    A study whose SR cannot be built is logged and recorded in errors.csv-adjacent ``sr_errors.csv``; its
+    image predictions stay valid.
+    """
+    from medvit import __version__
+    from medvit.infer.outputs import atomic_write_text
+    from medvit.io.sr import AlgorithmInfo, Finding, ImageFindings, write_findings_sr
+
+    studies: dict[str, list[dict[str, Any]]] = {}
+    for rec in run.journal.records():
+        if rec["status"] == "predicted":
+            studies.setdefault(rec["study_instance_uid"], []).append(
+                {k: rec[k] for k in ("file", "probabilities", "positive_findings", "thresholds")})
+    algo = AlgorithmInfo(run.info.name, run.info.version, run.info.sha256, run.info.architecture,
+                         research_only=run.info.research_only, software_version=f"medvit {__version__}")
+    out_dir = Path(run.out) / "sr"
+    written, failures = 0, []
+    for study, recs in sorted(studies.items()):
+        try:
+            images = []
+            for r in recs:
+                findings = [Finding(k, float(p), float(r["thresholds"][k]), k in r["positive_findings"])
+                            for k, p in r["probabilities"].items()]
+                images.append(ImageFindings(_source_header(run, r["file"]), findings))
+            write_findings_sr(out_dir / f"{study or 'unknown-study'}.dcm", images, algo,
+                              deidentified=run.deid is not None)
+            written += 1
+        except Exception as e:  # one bad study must not cost the others
+            logger.warning("SR for study %s not written: %s: %s", study, type(e).__name__, e)
+            failures.append(f"{study},sr,\"{type(e).__name__}: {e}\"")
+    if failures or (out_dir.parent / "sr_errors.csv").exists():
+        atomic_write_text(out_dir.parent / "sr_errors.csv", "study_instance_uid,stage,reason\n" +
+                          "".join(f + "\n" for f in failures))
+    return written, len(failures)

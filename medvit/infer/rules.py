@@ -1,0 +1,235 @@
+"""Series selection rules in MONAI Deploy's JSON grammar, with defaults derived from a model's contract.
+
+A rules document looks like::
+
+    {"selections": [
+        {"name": "chest_xray",
+         "conditions": {"Modality": "(?i)^(CR|DX)$", "ImageType": ["PRIMARY", "!SECONDARY"],
+                        "Rows": [256, ">="], "Columns": [128, 4096]}}
+    ]}
+
+Keys are DICOM keywords (Study, Series and Image level attributes of the instance). Values match as in
+MONAI Deploy's ``DICOMSeriesSelectorOperator``:
+
+* a string is a regular expression searched in the attribute's string value (``"(?i)CR"``);
+* a list of strings is a set condition on a (possibly multi-valued) attribute: every plain entry must be
+  present, every ``!``-prefixed entry must be absent (case-insensitive);
+* a number matches exactly; ``[min, max]`` is an inclusive range; ``[value, op]`` with op one of
+  ``> >= < <= == !=`` is a relation;
+* ``ImageOrientationPatient`` also accepts ``"Axial"``, ``"Coronal"`` or ``"Sagittal"``.
+
+An attribute missing from the instance fails the condition. An instance is selected when any selection
+matches (medvit infers every matching series; the matching selection's name is recorded). No selections
+at all selects everything. Matching happens per instance on header attributes, so it streams; in practice
+the attributes used are constant within a series.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_RELATIONS = {">", ">=", "<", "<=", "==", "!="}
+_PLANES = {"axial", "coronal", "sagittal"}
+
+
+class RulesError(ValueError):
+    """A rules document that does not follow the grammar; the message names the selection and key."""
+
+
+@dataclass
+class Selection:
+    """One named selection: all ``conditions`` must hold."""
+
+    name: str  # shown in status rows and predictions ("selection" column)
+    conditions: dict[str, Any] = field(default_factory=dict)  # DICOM keyword -> condition (see module doc)
+
+
+@dataclass
+class SelectionRules:
+    """An ordered list of selections; an instance is selected when one matches (see module doc)."""
+
+    selections: list[Selection] = field(default_factory=list)
+    source: str = "default"  # where the rules came from (file path, "contract", "default")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_json(cls, text: str, source: str = "<string>") -> SelectionRules:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RulesError(f"{source}: not valid JSON ({e})") from e
+        return cls.from_dict(doc, source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SelectionRules:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"rules file not found: {p}")
+        return cls.from_json(p.read_text(), str(p))
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], source: str = "<dict>") -> SelectionRules:
+        if not isinstance(doc, Mapping) or "selections" not in doc:
+            raise RulesError(f'{source}: expected {{"selections": [{{"name": ..., "conditions": {{...}}}}]}}')
+        sels = []
+        for i, s in enumerate(doc["selections"]):
+            if not isinstance(s, Mapping) or not isinstance(s.get("conditions", {}), Mapping):
+                raise RulesError(f"{source}: selection {i} must be an object with a 'conditions' object")
+            sel = Selection(str(s.get("name", f"selection_{i}")), dict(s.get("conditions", {})))
+            for key, cond in sel.conditions.items():
+                _validate(cond, f"{source}: selection {sel.name!r} key {key!r}")
+            sels.append(sel)
+        return cls(sels, source)
+
+    @classmethod
+    def from_contract(cls, contract: Any) -> SelectionRules:
+        """Default rules from a :class:`~medvit.models.WeightContract` (modalities, view positions, body parts).
+
+        Each non-empty list becomes an anchored case-insensitive regex, e.g. ``["CR","DX"]`` ->
+        ``"(?i)^(CR|DX)$"``. An empty contract gives no selections (everything is selected).
+        """
+        cond: dict[str, Any] = {}
+        for key, values in (("Modality", contract.modalities), ("ViewPosition", contract.view_positions),
+                            ("BodyPartExamined", contract.body_parts)):
+            if values:
+                cond[key] = "(?i)^(" + "|".join(re.escape(str(v)) for v in values) + ")$"
+        return cls([Selection("model_contract", cond)] if cond else [], "model contract")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"selections": [{"name": s.name, "conditions": s.conditions} for s in self.selections],
+                "source": self.source}
+
+    @property
+    def keywords(self) -> set[str]:
+        """DICOM keywords the rules read (what a header reader must keep)."""
+        return {k for s in self.selections for k in s.conditions}
+
+    # ------------------------------------------------------------------ matching
+    def match(self, attrs: Mapping[str, Any]) -> tuple[str | None, str]:
+        """(name of the first matching selection or None, reason when none matched).
+
+        ``attrs`` maps DICOM keywords to values (a pydicom Dataset works: it supports ``in`` and ``[]``
+        by keyword through :func:`get_attr`).
+        """
+        if not self.selections:
+            return "all", ""
+        reasons = []
+        for sel in self.selections:
+            failed = _first_failure(sel, attrs)
+            if failed is None:
+                return sel.name, ""
+            reasons.append(f"{sel.name}: {failed}")
+        return None, "not selected by series rules (" + "; ".join(reasons) + ")"
+
+
+def get_attr(attrs: Any, key: str) -> Any:
+    """Value of ``key`` in a dict or pydicom Dataset, or ``None`` when absent or empty."""
+    if isinstance(attrs, Mapping):
+        v = attrs.get(key)
+    else:
+        v = getattr(attrs, key, None)
+    if v is None or v == "" or (isinstance(v, list | tuple) and len(v) == 0):
+        return None
+    return v
+
+
+def _first_failure(sel: Selection, attrs: Any) -> str | None:
+    for key, cond in sel.conditions.items():
+        value = get_attr(attrs, key)
+        if value is None:
+            return f"{key} is missing"
+        if not _matches(key, cond, value):
+            return f"{key}={_show(value)} does not match {json.dumps(cond)}"
+    return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str | numbers.Number):
+        return str(value)
+    try:
+        return "\\".join(str(v) for v in value)
+    except TypeError:
+        return str(value)
+
+
+def _validate(cond: Any, where: str) -> None:
+    if isinstance(cond, str):
+        try:
+            re.compile(cond)
+        except re.error as e:
+            raise RulesError(f"{where}: invalid regular expression {cond!r} ({e})") from e
+    elif isinstance(cond, bool) or cond is None:
+        raise RulesError(f"{where}: condition must be a string, number or list, got {cond!r}")
+    elif isinstance(cond, numbers.Number):
+        return
+    elif isinstance(cond, list):
+        if all(isinstance(c, str) for c in cond):
+            return
+        if len(cond) == 2 and isinstance(cond[0], numbers.Number):
+            if isinstance(cond[1], numbers.Number) or cond[1] in _RELATIONS:
+                return
+        raise RulesError(f"{where}: list condition must be strings, [min, max] or [value, op] with op in "
+                         f"{sorted(_RELATIONS)}; got {cond!r}")
+    else:
+        raise RulesError(f"{where}: unsupported condition {cond!r}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str | bytes | numbers.Number):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _matches(key: str, cond: Any, value: Any) -> bool:
+    if key == "ImageOrientationPatient" and isinstance(cond, str) and cond.lower() in _PLANES:
+        return _plane(value) == cond.lower()
+    if isinstance(cond, str):
+        return any(re.search(cond, str(v)) for v in _as_list(value)) if not isinstance(value, str) \
+            else re.search(cond, value) is not None
+    if isinstance(cond, numbers.Number):
+        return any(_num(v) == cond for v in _as_list(value))
+    if all(isinstance(c, str) for c in cond):
+        have = {str(v).strip().upper() for v in _as_list(value)}
+        need = {c.upper() for c in cond if not c.startswith("!")}
+        banned = {c[1:].upper() for c in cond if c.startswith("!")}
+        return need <= have and not (banned & have)
+    x = _num(_as_list(value)[0])
+    if x is None:
+        return False
+    a, b = cond
+    if isinstance(b, numbers.Number):
+        return min(a, b) <= x <= max(a, b)
+    return {">": x > a, ">=": x >= a, "<": x < a, "<=": x <= a, "==": x == a, "!=": x != a}[b]
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _plane(iop: Any) -> str | None:
+    """Closest anatomical plane of an ImageOrientationPatient (row and column direction cosines)."""
+    try:
+        r = [float(v) for v in list(iop)[:3]]
+        c = [float(v) for v in list(iop)[3:6]]
+    except (TypeError, ValueError):
+        return None
+    n = [r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0]]
+    axis = max(range(3), key=lambda i: abs(n[i]))
+    return ("sagittal", "coronal", "axial")[axis]

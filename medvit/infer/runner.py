@@ -1,0 +1,381 @@
+"""`medvit infer`: walk → decode in worker processes → batched prediction → journal → tables, SR, heatmaps.
+
+Memory stays bounded: files are listed lazily, at most ``max_inflight`` decoded images exist at a time, and
+records go to the on-disk journal as soon as a batch is predicted (the final tables are streamed from it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import secrets
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker
+from medvit.infer.outputs import (
+    HEADER_TO_RECORD,
+    RESEARCH_NOTE,
+    STATE_DIR,
+    Journal,
+    atomic_write_text,
+    write_tables,
+)
+from medvit.infer.predictor import PRECISIONS, Predictor, load_for_inference
+from medvit.infer.preprocess import Preprocessor
+from medvit.infer.rules import SelectionRules
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0  # every input was predicted or deliberately skipped (with a status row)
+EXIT_SOME_FAILED = 3  # some inputs failed (listed in errors.csv)
+EXIT_NOTHING_PREDICTED = 4  # no input was an image this model could predict on
+
+
+@dataclass
+class InferConfig:
+    """Everything a batch-inference run needs (echoed into run.json)."""
+
+    model: str  # checkpoint directory or registered weight tag; its contract drives preprocessing
+    input: str  # folder (walked recursively) or a single file
+    output: str  # output folder (created; re-running on it resumes)
+    batch_size: int = 16  # images per forward pass
+    workers: int = 2  # decoding worker processes (0 = decode in the main process)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | int8 (dynamic quantisation of Linear layers, CPU)
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    sr: bool = False  # write a DICOM Comprehensive 3D SR (TID 1500) per study
+    heatmaps: bool = False  # write a PNG overlay and a DICOM Secondary Capture per image
+    heatmap_method: str = "gradcam"  # gradcam (class-specific) | rollout (attention rollout)
+    deidentify: bool = False  # PS3.15 basic profile on everything written (tables, SR, SC)
+    rules: str | None = None  # series selection rules JSON file; None = defaults from the model contract
+    geometry: str = "pad"  # non-square images: pad (keep the whole field) or crop (fill the input) to the aspect
+    threads: int | None = None  # torch intra-op threads (None = torch default)
+    overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
+    progress: bool = True  # show a progress bar on stderr
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.heatmap_method not in ("gradcam", "rollout"):
+            raise ValueError(f"heatmap_method must be gradcam or rollout, got {self.heatmap_method!r}")
+        if self.geometry not in ("pad", "crop"):
+            raise ValueError(f"geometry must be pad or crop, got {self.geometry!r}")
+        if not Path(self.input).exists():
+            raise FileNotFoundError(f"input {self.input} does not exist")
+
+
+@dataclass
+class RunResult:
+    """What a run did (the CLI prints it; run.json holds it)."""
+
+    exit_code: int
+    counts: dict[str, Any]
+    output: str
+    seconds: float
+    images_per_s: float
+    new_this_run: int  # files journaled by this run (the rest were resumed)
+    files: dict[str, str] = field(default_factory=dict)  # output name -> path
+
+
+def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
+    """Files under ``root`` in sorted order (a file root yields itself); skips ``exclude`` and hidden folders."""
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".")
+                             and (exclude is None or (d / n).resolve() != exclude))
+        for n in sorted(filenames):
+            if not n.startswith("."):
+                yield d / n
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("medvit", "torch", "numpy", "pydicom", "highdicom", "pillow", "pylibjpeg", "python-gdcm"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class _Decoder:
+    """Bounded-queue decoding: worker processes (or in-process when workers == 0), results in input order.
+
+    A worker that dies (a decoder crash on a hostile file) breaks the pool; the in-flight files are then
+    retried one by one in a fresh pool, so the culprit is isolated and reported as an error.
+    """
+
+    def __init__(self, spec: DecodeSpec, workers: int, max_inflight: int) -> None:
+        self.spec, self.workers, self.max_inflight = spec, workers, max_inflight
+        self.pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.spec,))
+
+    def run(self, paths: Iterator[Path]) -> Iterator[Decoded]:
+        if self.workers == 0:
+            for p in paths:
+                yield decode_file(p, self.spec)
+            return
+        self.pool = self._new_pool()
+        inflight: deque[tuple[Path, Future]] = deque()
+        try:
+            for p in paths:
+                inflight.append((p, self.pool.submit(decode_in_worker, str(p))))
+                while len(inflight) >= self.max_inflight:
+                    yield from self._take(inflight)
+            while inflight:
+                yield from self._take(inflight)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _take(self, inflight: deque[tuple[Path, Future]]) -> Iterator[Decoded]:
+        p, fut = inflight[0]
+        try:
+            res = fut.result()
+            inflight.popleft()
+            yield res
+        except BrokenProcessPool:
+            pending = [q for q, _ in inflight]
+            inflight.clear()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            for q in pending:  # one at a time, each in a fresh pool, to find the file that kills the worker
+                self.pool = self._new_pool()
+                try:
+                    yield self.pool.submit(decode_in_worker, str(q)).result()
+                except BrokenProcessPool:
+                    from medvit.infer.decode import _rel
+
+                    yield Decoded(_rel(q, self.spec.root), "error", "decode",
+                                  "the decoding worker process died on this file (crash in a decoder library)")
+                finally:
+                    self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = self._new_pool()
+
+
+class InferenceRun:
+    """One `medvit infer` run; :meth:`run` returns a :class:`RunResult`."""
+
+    def __init__(self, cfg: InferConfig) -> None:
+        import torch
+
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        self.root = Path(cfg.input).resolve()
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        model, self.contract, self.info = load_for_inference(cfg.model)
+        self.labels = list(self.contract.label_names)
+        self.thresholds = [float(t) for t in self.contract.thresholds]
+        self.rules = SelectionRules.from_file(cfg.rules) if cfg.rules else SelectionRules.from_contract(self.contract)
+        self.pre = Preprocessor.from_contract(self.contract, cfg.geometry)  # type: ignore[arg-type]
+        self.predictor = Predictor(model, cfg.precision, cfg.device, self.contract.multilabel)  # type: ignore
+        self.journal = Journal(self.out)
+        self.deid = None
+        self.writers: Any = None
+
+    # ------------------------------------------------------------------ state
+    def _fingerprint(self) -> dict[str, Any]:
+        c = self.cfg
+        return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": c.precision,
+                "geometry": c.geometry, "rules": self.rules.to_dict(), "heatmaps": c.heatmaps,
+                "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify}
+
+    def _deid_key(self) -> bytes:
+        """Per-OUTPUT secret for consistent UIDs across resumes (env MEDVIT_DEID_KEY overrides)."""
+        env = os.environ.get("MEDVIT_DEID_KEY")
+        if env:
+            return env.encode()
+        f = self.out / STATE_DIR / "deid.key"
+        if f.is_file():
+            return bytes.fromhex(f.read_text().strip())
+        key = secrets.token_bytes(32)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex())
+        return key
+
+    # ------------------------------------------------------------------ records
+    def _base_record(self, d: Decoded, status: str) -> dict[str, Any]:
+        rec: dict[str, Any] = {"file": d.rel, "status": status, "stage": d.stage, "reason": d.reason,
+                               "selection": d.selection}
+        for k, v in HEADER_TO_RECORD.items():
+            rec[v] = str(d.header.get(k, "")) if d.header.get(k) is not None else ""
+        return self.deid.record(rec) if self.deid else rec
+
+    def _predicted_record(self, d: Decoded, probs: np.ndarray) -> dict[str, Any]:
+        rec = self._base_record(d, "predicted")
+        rec["probabilities"] = {k: round(float(p), 6) for k, p in zip(self.labels, probs, strict=True)}
+        rec["positive_findings"] = [k for k, p, t in zip(self.labels, probs, self.thresholds, strict=True)
+                                    if float(p) >= t]
+        rec["thresholds"] = dict(zip(self.labels, self.thresholds, strict=True))
+        rec["preprocessing"] = d.notes
+        rec["model"] = {"name": self.info.name, "version": self.info.version, "sha256": self.info.sha256,
+                        "architecture": self.info.architecture, "precision": self.cfg.precision}
+        rec["intended_use"] = RESEARCH_NOTE if self.info.research_only else ""
+        rec["heatmap_target"] = ""
+        rec["heatmap_png"] = ""
+        return rec
+
+    # ------------------------------------------------------------------ batches
+    def _flush(self, batch: list[Decoded]) -> int:
+        if not batch:
+            return 0
+        x = np.stack([d.x for d in batch])
+        probs = self.predictor.predict(x)
+        recs = [self._predicted_record(d, p) for d, p in zip(batch, probs, strict=True)]
+        if self.cfg.heatmaps:
+            self._heatmaps(batch, x, probs, recs)
+        for r in recs:
+            self.journal.append(r)
+        self.journal.sync()
+        batch.clear()
+        return len(recs)
+
+    def _heatmaps(self, batch: list[Decoded], x: np.ndarray, probs: np.ndarray, recs: list[dict[str, Any]]) -> None:
+        import torch
+
+        from medvit.explain import explain
+        from medvit.infer.heatmaps import write_heatmap_outputs
+
+        targets = probs.argmax(1)
+        heat = explain(self.predictor.fp32_model.cpu(), torch.as_tensor(x), self.cfg.heatmap_method,
+                       torch.as_tensor(targets)).numpy()
+        for d, h, t, rec in zip(batch, heat, targets, recs, strict=True):
+            rec["heatmap_target"] = self.labels[int(t)]
+            try:
+                rec["heatmap_png"] = write_heatmap_outputs(self, d, h, rec)
+            except Exception as e:  # a heatmap must never cost the prediction
+                logger.warning("%s: heatmap not written (%s: %s)", d.rel, type(e).__name__, e)
+                rec["heatmap_png"] = ""
+                rec["heatmap_error"] = f"{type(e).__name__}: {e}"
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> RunResult:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        started = _now()
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = self.journal.check_state(self._fingerprint(), cfg.overwrite)
+        if cfg.deidentify:
+            from medvit.io.deidentify import Deidentifier
+
+            self.deid = Deidentifier(self._deid_key())
+        done = self.journal.open()
+        exclude = self.out.resolve()
+        todo = (p for p in iter_files(self.root, exclude) if _rel_key(p, self.root) not in done)
+        total = sum(1 for p in iter_files(self.root, exclude))
+        self._write_run_json(started, None, {}, "running", 0.0, 0)
+        spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps)
+        max_inflight = max(2 * cfg.batch_size, 4 * max(cfg.workers, 1))
+        bar = _progress(total, len(done), cfg.progress)
+        batch: list[Decoded] = []
+        n_new = n_pred = 0
+        t_pred = time.perf_counter()
+        try:
+            for d in _Decoder(spec, cfg.workers, max_inflight).run(todo):
+                n_new += 1
+                if d.status == "ok":
+                    batch.append(d)
+                    if len(batch) >= cfg.batch_size:
+                        n_pred += self._flush(batch)
+                else:
+                    self.journal.append(self._base_record(d, "error" if d.status == "error" else "skipped"))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{n_pred / max(time.perf_counter() - t_pred, 1e-9):.1f} img/s", refresh=False)
+            n_pred += self._flush(batch)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.journal.close()
+        seconds = time.perf_counter() - t0
+        counts = write_tables(self.journal, self.out, self.labels)
+        counts["resumed_from_previous_run"] = len(done) if resumed else 0
+        files = {"predictions.csv": str(self.out / "predictions.csv"),
+                 "predictions.jsonl": str(self.out / "predictions.jsonl"),
+                 "status.csv": str(self.out / "status.csv"), "errors.csv": str(self.out / "errors.csv")}
+        if cfg.sr:
+            from medvit.infer.reports import write_study_reports
+
+            n_sr, sr_errors = write_study_reports(self)
+            counts["sr_written"], counts["sr_failed"] = n_sr, sr_errors
+            files["sr"] = str(self.out / "sr")
+        if cfg.heatmaps:
+            files["heatmaps"] = str(self.out / "heatmaps")
+        if counts["error"] or counts.get("sr_failed"):
+            code = EXIT_SOME_FAILED
+        elif counts["predicted"] == 0:
+            code = EXIT_NOTHING_PREDICTED
+        else:
+            code = EXIT_OK
+        ips = n_pred / max(seconds, 1e-9)
+        counts["images_per_s_this_run"] = round(ips, 3)
+        self._write_run_json(started, _now(), counts, "finished", seconds, code)
+        files["run.json"] = str(self.out / "run.json")
+        return RunResult(code, counts, str(self.out), seconds, ips, n_new, files)
+
+    def _write_run_json(self, started: str, ended: str | None, counts: dict[str, Any], state: str,
+                        seconds: float, code: int) -> None:
+        doc = {
+            "state": state, "started": started, "ended": ended, "seconds": round(seconds, 3), "exit_code": code,
+            "config": asdict(self.cfg), "input_root": str(self.root),
+            "model": self.info.to_dict(), "contract": self.contract.to_dict(),
+            "preprocessing": self.pre.describe(), "rules": self.rules.to_dict(),
+            "labels": self.labels, "thresholds": self.thresholds,
+            "deidentification": ({"profile": "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile",
+                                  "code": "113100 (DCM)"} if self.cfg.deidentify else None),
+            "intended_use": RESEARCH_NOTE if self.info.research_only else "", "counts": counts,
+            "versions": _versions(), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        }
+        atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str))
+
+
+def _rel_key(p: Path, root: Path) -> str:
+    from medvit.infer.decode import _rel
+
+    return _rel(p, str(root))
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="file", desc="medvit infer", mininterval=0.5, file=sys.stderr)
+
+
+def run_inference(cfg: InferConfig) -> RunResult:
+    """Run batch inference (see :class:`InferConfig`); returns counts and the exit code."""
+    return InferenceRun(cfg).run()
+
+

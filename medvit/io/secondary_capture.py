@@ -1,0 +1,81 @@
+"""Heatmap overlays as DICOM Secondary Capture images (highdicom ``SCImage``), for display next to the source.
+
+The SC shares the source's Study Instance UID (and Patient/Study modules), gets new Series/SOP UIDs derived
+from the source and the weights checksum, ``ImageType DERIVED\\SECONDARY``, ``BurnedInAnnotation YES``,
+a reference to the source image (Source Image Sequence) and, for research models, the research-only note in
+the series description and Image Comments. Pixels are 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str, description: str = "",
+                     research_only: bool = True, deidentified: bool = False, series_number: int = 7702) -> Any:
+    """A ``highdicom.sc.SCImage`` holding ``rgb`` (h, w, 3) uint8, derived from the ``source`` header."""
+    import highdicom as hd
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"overlay must be (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    note = "research use only - not for diagnosis" if research_only else ""
+    study = str(source.StudyInstanceUID)
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=np.ascontiguousarray(rgb), photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT", patient_orientation=_orientation(source) or ("L", "F"),
+        series_instance_uid=generate_uid(entropy_srcs=["medvit-sc-series", sha256, study]),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(entropy_srcs=["medvit-sc", sha256, str(source.SOPInstanceUID)]),
+        instance_number=int(getattr(source, "InstanceNumber", 1) or 1), manufacturer="medvit",
+        series_description=f"medvit {model_name} heatmaps" + (f" ({note})" if note else ""),
+        manufacturer_model_name=model_name[:64],
+    )
+    if _orientation(source) is None:  # unknown: Patient Orientation is Type 2, so present and empty
+        sc.PatientOrientation = ""
+    if "Laterality" not in sc:  # Type 2C in General Series for patient-based images: present, maybe empty
+        sc.Laterality = str(getattr(source, "Laterality", "") or "")
+    sc.ImageType = ["DERIVED", "SECONDARY"]
+    sc.BurnedInAnnotation = "YES"
+    comment = " ".join(x for x in (description, note) if x)
+    if comment:
+        sc.ImageComments = comment[:10240]
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = source.SOPClassUID
+    ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    sc.SourceImageSequence = [ref]
+    if deidentified:
+        from medvit.io.sr import _mark_deidentified
+
+        _mark_deidentified(sc)
+    return sc
+
+
+def write_overlay_sc(path: str | Path, source: Any, rgb: np.ndarray, model_name: str, sha256: str,
+                     description: str = "", research_only: bool = True, deidentified: bool = False) -> Path:
+    """Build (see :func:`build_overlay_sc`) and write atomically to ``path``."""
+    sc = build_overlay_sc(source, rgb, model_name, sha256, description, research_only, deidentified)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    sc.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, p)
+    return p
+
+
+def _orientation(source: Any) -> tuple[str, str] | None:
+    """Source Patient Orientation when it holds two valid biped values (e.g. ``P``, ``F``), else None."""
+    from highdicom.enum import PatientOrientationValuesBiped
+
+    po = getattr(source, "PatientOrientation", None)
+    try:
+        if po is not None and len(po) == 2:
+            return tuple(PatientOrientationValuesBiped(str(v)).value for v in po)  # type: ignore[return-value]
+    except (ValueError, TypeError):
+        pass
+    return None

@@ -1,0 +1,202 @@
+"""DICOM Comprehensive 3D SR (TID 1500 Measurement Report) holding a classifier's findings, via highdicom.
+
+One SR per study: same Study Instance UID as its sources (it lands in the patient's study on a PACS), new
+Series and SOP Instance UIDs, evidence and per-group references to every source instance. For every image
+and every label of the model there is one measurement group (TID 1501):
+
+* tracking identifier ``"<label> / <SOP Instance UID>"`` (+ a UID),
+* finding type = the label's code (SNOMED CT where pydicom's dictionary knows the term, else a private
+  ``99MEDVIT`` code whose meaning is the label),
+* measurement "Certainty of Finding" (DCM 111012) = probability in percent (UCUM ``%``),
+* qualitative evaluation: the finding code → Present / Absent (SCT) at the model's operating threshold,
+* algorithm identification (name, version, parameters: weights SHA-256, threshold, research-only note),
+* the source image reference.
+
+The observer is the device (model name, medvit, architecture); the series description and the algorithm
+parameters carry the research-only note. :func:`read_findings` reads a written SR back to plain dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PRIVATE_SCHEME = "99MEDVIT"
+CERTAINTY = ("111012", "DCM", "Certainty of Finding")
+PERCENT = ("%", "UCUM", "Percent")
+
+
+@dataclass
+class Finding:
+    """One label's result on one image."""
+
+    label: str  # model label name
+    probability: float  # in [0, 1]
+    threshold: float  # operating threshold for the label
+    positive: bool  # probability >= threshold
+
+
+@dataclass
+class ImageFindings:
+    """All findings of one source image; ``source`` is its header (pydicom Dataset, pixel data not needed)."""
+
+    source: Any
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class AlgorithmInfo:
+    """Identifies the model in the SR (device observer and algorithm identification)."""
+
+    name: str  # model name (weight tag / checkpoint folder)
+    version: str  # model version
+    sha256: str  # weights checksum
+    architecture: str = ""  # backbone name
+    manufacturer: str = "medvit"
+    research_only: bool = True
+    software_version: str = ""  # medvit version
+
+
+def finding_code(label: str) -> Any:
+    """SNOMED CT code for ``label`` when pydicom's dictionary has the term (CamelCase), else a private code."""
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    camel = "".join(w[:1].upper() + w[1:] for w in re.split(r"[^0-9A-Za-z]+", label) if w)
+    try:
+        return getattr(codes.SCT, camel)
+    except AttributeError:
+        slug = re.sub(r"[^0-9A-Za-z_.-]+", "_", label)[:16] or "finding"
+        return Code(slug, PRIVATE_SCHEME, label[:64])
+
+
+def _uid_from(*parts: str) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])
+
+
+def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, series_number: int = 7701,
+                      deidentified: bool = False) -> Any:
+    """A ``highdicom.sr.Comprehensive3DSR`` for one study (all ``images`` must share a Study Instance UID).
+
+    UIDs are derived deterministically from the sources and the weights checksum, so re-running the same
+    model on the same images gives the same SR identity.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    if not images:
+        raise ValueError("build_findings_sr: no images given")
+    studies = {str(im.source.StudyInstanceUID) for im in images}
+    if len(studies) != 1:
+        raise ValueError(f"build_findings_sr: images come from {len(studies)} studies; write one SR per study")
+    note = "research use only - not for diagnosis" if algorithm.research_only else ""
+    sops = sorted(str(im.source.SOPInstanceUID) for im in images)
+    device_uid = _uid_from("medvit-device", algorithm.sha256)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device_uid, name=algorithm.name[:64], manufacturer_name=algorithm.manufacturer,
+            model_name=(algorithm.architecture or algorithm.name)[:64]),
+    )
+    params = [f"weights sha256 {algorithm.sha256[:56]}"] + ([note] if note else [])
+    measure_name = Code(*CERTAINTY)
+    unit = Code(*PERCENT)
+    groups = []
+    for im in images:
+        ds = im.source
+        src = hd.sr.SourceImageForMeasurementGroup(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+        for f in im.findings:
+            code = finding_code(f.label)
+            algo = hd.sr.AlgorithmIdentification(name=algorithm.name[:64], version=algorithm.version[:64] or "0",
+                                                 parameters=[*params, f"threshold {f.threshold:.4f}"])
+            tracking = hd.sr.TrackingIdentifier(
+                uid=_uid_from("medvit-track", ds.SOPInstanceUID, f.label, algorithm.sha256),
+                identifier=f"{f.label} / {ds.SOPInstanceUID}"[:64])
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=tracking, finding_type=code, algorithm_id=algo,
+                measurements=[hd.sr.Measurement(name=measure_name, value=round(100.0 * f.probability, 4),
+                                                unit=unit, algorithm_id=algo)],
+                qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+                    name=code, value=codes.SCT.Present if f.positive else codes.SCT.Absent)],
+                source_images=[src]))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[im.source for im in images], content=report,
+        series_instance_uid=_uid_from("medvit-sr-series", algorithm.sha256, *studies),
+        series_number=series_number,
+        sop_instance_uid=_uid_from("medvit-sr", algorithm.sha256, *sops),
+        instance_number=1, manufacturer=algorithm.manufacturer, is_complete=True,
+        series_description=f"medvit {algorithm.name} findings" + (f" ({note})" if note else ""),
+        software_versions=algorithm.software_version or None,
+        manufacturer_model_name=algorithm.name[:64],
+    )
+    if deidentified:
+        _mark_deidentified(sr)
+    return sr
+
+
+def _mark_deidentified(ds: Any) -> None:
+    from pydicom.dataset import Dataset
+
+    from medvit.io.deidentify import BASIC_PROFILE_CODE, METHOD_TEXT
+
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = METHOD_TEXT
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE_CODE
+    ds.DeidentificationMethodCodeSequence = [code]
+
+
+def write_findings_sr(path: str | Path, images: list[ImageFindings], algorithm: AlgorithmInfo,
+                      deidentified: bool = False) -> Path:
+    """Build the SR (see :func:`build_findings_sr`) and write it atomically to ``path``; returns ``path``."""
+    import os
+
+    sr = build_findings_sr(images, algorithm, deidentified=deidentified)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    sr.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, p)
+    return p
+
+
+def read_findings(path: str | Path) -> list[dict[str, Any]]:
+    """Findings of an SR written by :func:`write_findings_sr`: one dict per measurement group with
+    ``label`` (code meaning), ``code`` (value, scheme), ``probability``, ``present``, ``sop_instance_uid``."""
+    import pydicom
+
+    sr = pydicom.dcmread(path)
+    out = []
+    for item in sr.ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeValue != "126010":  # Imaging Measurements
+            continue
+        for grp in item.ContentSequence:
+            out.append(_read_group(grp))
+    return out
+
+
+def _read_group(grp: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for it in grp.ContentSequence:
+        name = it.ConceptNameCodeSequence[0]
+        if it.ValueType == "CODE" and name.CodeValue == "121071":  # Finding
+            c = it.ConceptCodeSequence[0]
+            res["label"], res["code"] = c.CodeMeaning, (c.CodeValue, c.CodingSchemeDesignator)
+        elif it.ValueType == "NUM" and name.CodeValue == CERTAINTY[0]:
+            res["probability"] = float(it.MeasuredValueSequence[0].NumericValue) / 100.0
+        elif it.ValueType == "CODE" and "code" in res and name.CodeValue == res["code"][0]:
+            res["present"] = it.ConceptCodeSequence[0].CodeMeaning == "Present"
+        elif it.ValueType == "IMAGE":
+            res["sop_instance_uid"] = str(it.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    return res
