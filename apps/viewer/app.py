@@ -54,5 +54,8 @@ with left:
     corners = navigation.corners(opened, window, state.zoom, reveal, heat_on=heat is not None)
     rgb = display_panel.render_view(opened.image, state, heat, opacity, corners)
     st.image(rgb, width="stretch", output_format="PNG")
+    st.caption(" · ".join(x for x in (window, f"zoom {state.zoom:g}×", "inverted" if state.invert else "",
+                                      "heatmap" if heat is not None else "", corners["bottom_right"][-1]) if x),
+               help="window in use, zoom, and the image size in pixels")
 with tab_export:
     export_panel.export(rgb, lm, opened.shown, table, window, str(cfg.results_dir))

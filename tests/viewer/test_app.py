@@ -1,0 +1,221 @@
+"""The viewer's logic driven through Streamlit's AppTest: open, window, findings, heatmap, feedback, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.viewer.conftest import LABELS, PATIENT_ID, PATIENT_NAME, write_dx
+
+APP = str(Path(__file__).resolve().parents[2] / "apps" / "viewer" / "app.py")
+
+
+@pytest.fixture
+def app(studies, tiny_model, tmp_path, monkeypatch):
+    """An AppTest of the viewer on the ``studies`` folder and the tiny model; results go to tmp_path/results."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MEDVIT_VIEWER_DATA", str(studies))
+    monkeypatch.setenv("MEDVIT_VIEWER_MODEL", str(tiny_model))
+    monkeypatch.setenv("MEDVIT_VIEWER_RESULTS", str(tmp_path / "results"))
+    monkeypatch.chdir(tmp_path)  # no demo_out here
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at, kind: str) -> list[str]:
+    return [e.value for e in at.get(kind)]
+
+
+def _table(at, column: str):
+    """The first dataframe with ``column`` (dataframes are not widgets, so they have no key), or None."""
+    return next((d.value for d in at.dataframe if column in d.value.columns), None)
+
+
+def _caption(at) -> str:
+    """The caption under the image (window, zoom, heatmap, size)."""
+    return next(c for c in _texts(at, "caption") if "zoom" in c)
+
+
+def _open_series(at, label_part: str):
+    btn = next(b for b in at.button if label_part in b.label)
+    btn.click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_open_study_banner_and_redaction(app):
+    at = app
+    assert any("RESEARCH USE ONLY" in e for e in _texts(at, "error")), "research-only banner missing"
+    assert any("test-1" in e for e in _texts(at, "error")), "model version missing from the banner"
+    assert len(at.get("image")) >= 2  # thumbnail(s) + the view
+    study_labels = at.selectbox(key="study_idx").options
+    assert len(study_labels) == 2 and all(PATIENT_NAME not in s for s in study_labels)
+    # the first study (1.2.3.2, multi-frame) opens on frame 1 of 3
+    assert at.slider(key="nav_frame").value == 1 and at.slider(key="nav_frame").max == 3
+    at.slider(key="nav_frame").set_value(3).run()
+    assert not at.exception
+    tags = _table(at, "Keyword")
+    by_kw = dict(zip(tags["Keyword"], tags["Value"], strict=True))
+    assert by_kw["PatientName"] == "‹hidden›" and by_kw["PatientID"] == "‹hidden›"
+    assert by_kw["InstitutionName"] == "‹hidden›" and by_kw["PatientBirthDate"] == "‹hidden›"
+    assert by_kw["StudyDate"] == "20240131" and by_kw["Modality"] == "DX"
+    at.toggle(key="reveal").set_value(True).run()
+    tags = _table(at, "Keyword")
+    by_kw = dict(zip(tags["Keyword"], tags["Value"], strict=True))
+    assert by_kw["PatientName"] == PATIENT_NAME and by_kw["PatientID"] == PATIENT_ID
+    assert any(PATIENT_NAME in s for s in at.selectbox(key="study_idx").options)
+
+
+def test_series_browser_and_window_presets(app):
+    at = app
+    at.selectbox(key="study_idx").set_value(1).run()  # the study with two series
+    labels = [b.label for b in at.button if b.label.startswith("#")]
+    assert len(labels) == 2 and any("CHEST LAT" in x for x in labels) and all("1 image" in x for x in labels)
+    _open_series(at, "CHEST LAT")
+    assert "W 4096 L 2048" in _caption(at)  # the file's VOI window by default
+    at.selectbox(key="disp_preset").set_value("Lung").run()
+    assert "W 1500 L -600 (lung)" in _caption(at)
+    at.selectbox(key="disp_preset").set_value("CXR full range").run()
+    assert "W 4096 L 2048 (FULL)" in _caption(at)
+    at.selectbox(key="disp_preset").set_value("Manual centre / width").run()
+    at.number_input(key="disp_center").set_value(1500.0)
+    at.number_input(key="disp_width").set_value(800.0).run()
+    assert "W 800 L 1500 (user)" in _caption(at)
+    at.checkbox(key="disp_invert").check()
+    at.select_slider(key="disp_zoom").set_value(2.0).run()
+    assert not at.exception
+    assert "inverted" in _caption(at) and "zoom 2×" in _caption(at)
+    assert at.slider(key="disp_pan_x").value == 0.5
+    # opening another series resets the display to the file window
+    _open_series(at, "CHEST PA")
+    assert "W 4096 L 2048" in _caption(at) and "zoom 1×" in _caption(at)
+
+
+def _expected_probs(model_dir: Path, dcm: Path) -> np.ndarray:
+    from medvit.infer.predictor import Predictor, load_for_inference
+    from medvit.infer.preprocess import Preprocessor
+    from medvit.io import read_image
+
+    model, contract, _ = load_for_inference(model_dir)
+    x, _, _ = Preprocessor.from_contract(contract)(read_image(dcm))
+    return Predictor(model).predict(x[None])[0]
+
+
+def test_findings_heatmap_and_feedback(app, studies, tiny_model, tmp_path):
+    at = app
+    at.selectbox(key="study_idx").set_value(1).run()
+    _open_series(at, "CHEST PA")
+    assert _table(at, "Finding") is None  # nothing until the model is run
+    at.button(key="run_model").click().run()
+    assert not at.exception, at.exception
+    df = _table(at, "Finding")
+    assert list(df.columns) == ["Finding", "Probability", "Threshold", "Result"]
+    assert sorted(df["Finding"]) == sorted(LABELS)
+    assert list(df["Probability"]) == sorted(df["Probability"], reverse=True)
+    expected = dict(zip(LABELS, _expected_probs(tiny_model, studies / "a" / "img1.dcm"), strict=True))
+    for r in df.itertuples():
+        assert r.Probability == pytest.approx(float(expected[r.Finding]), abs=1e-5)
+        assert r.Threshold == {"Cardiomegaly": 0.5, "Effusion": 0.4, "Nodule": 0.6}[r.Finding]
+        assert r.Result == ("POSITIVE" if r.Probability >= r.Threshold else "negative")
+    # heatmap on / opacity / off
+    at.selectbox(key="heat_target").set_value("Effusion").run()
+    assert not at.exception and "heatmap" in _caption(at)
+    at.radio(key="heat_method").set_value("rollout")
+    at.slider(key="heat_opacity").set_value(0.8).run()
+    assert not at.exception and "heatmap" in _caption(at)
+    at.selectbox(key="heat_target").set_value("Off").run()
+    assert "heatmap" not in _caption(at)
+    # feedback: agree on one, disagree with a comment on another
+    at.text_input(key="fb_reader").input("AB")
+    at.radio(key="fb_verdict_Effusion").set_value("Agree")
+    at.radio(key="fb_verdict_Nodule").set_value("Disagree")
+    at.text_input(key="fb_comment_Nodule").input("no nodule visible")
+    next(b for b in at.button if b.label == "Save feedback").click().run()
+    assert not at.exception, at.exception
+    assert any("Feedback saved" in s for s in _texts(at, "success"))
+    saved = tmp_path / "results" / "feedback" / "1.2.3.1.json"
+    doc = json.loads(saved.read_text())
+    entry = doc["entries"][-1]
+    by_finding = {f["finding"]: f for f in entry["findings"]}
+    assert by_finding["Effusion"]["verdict"] == "agree" and by_finding["Cardiomegaly"]["verdict"] is None
+    assert by_finding["Nodule"] == {**by_finding["Nodule"], "verdict": "disagree", "comment": "no nodule visible"}
+    assert entry["reader"] == "AB" and entry["series"] == "1.2.3.1.1" and entry["model"]["version"] == "test-1"
+    assert PATIENT_NAME not in saved.read_text() and PATIENT_ID not in saved.read_text()
+    # rerun is served from the cache; export offers the findings JSON
+    at.run()
+    assert _table(at, "Finding").equals(df)
+    assert not at.get("download_button")[1].proto.disabled
+
+
+def _upload(at, files):
+    at.radio(key="source").set_value("Upload files").run()
+    at.file_uploader(key="uploads").set_value(files).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_bad_uploads_show_messages_and_app_keeps_working(app, tmp_path):
+    good = write_dx(tmp_path / "good.dcm", study="9.9.1", series="9.9.1.1", description="GOOD")
+    raw = write_dx(tmp_path / "corrupt.dcm", study="9.9.2", series="9.9.2.1", description="CORRUPT").read_bytes()
+    unsup = _unsupported_syntax(tmp_path / "mpeg.dcm")
+    files = [("notes.txt", b"this is not an image", "text/plain"),
+             ("corrupt.dcm", raw[:-3000], "application/dicom"),
+             ("mpeg.dcm", unsup.read_bytes(), "application/dicom"),
+             ("good.dcm", good.read_bytes(), "application/dicom"),
+             ("broken.zip", b"PK\x03\x04 not really a zip", "application/zip")]
+    at = _upload(app, files)
+    skipped = " ".join(_texts(at, "markdown"))
+    assert "notes.txt" in skipped and "not a DICOM file" in skipped
+    assert "broken.zip" in skipped and "ZIP" in skipped
+    studies = at.selectbox(key="study_idx")
+    assert len(studies.options) == 3
+    for i in range(3):
+        studies.set_value(i).run()
+        assert not at.exception, at.exception
+        label = next(b.label for b in at.button if b.label.startswith("#"))
+        errors = [e for e in _texts(at, "error") if "Cannot show" in e]
+        if "CORRUPT" in label:
+            assert errors and "truncated" in errors[0]
+        elif "MPEG" in label:
+            assert errors and "transfer syntax" in errors[0] and "no decoder" in errors[0]
+        else:
+            assert not errors and "W 4096 L 2048" in _caption(at)
+            at.button(key="run_model").click().run()
+            assert len(_table(at, "Finding")) == len(LABELS)
+
+
+def _unsupported_syntax(path: Path) -> Path:
+    """A DX whose pixel data claims MPEG2, which no installed plugin decodes."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(write_dx(path, study="9.9.3", series="9.9.3.1", description="MPEG"))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+    return path
+
+
+def test_zip_and_png_upload(app, tmp_path):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.write(write_dx(tmp_path / "z.dcm", study="8.8.1", series="8.8.1.1", description="ZIPPED"), "x/z.dcm")
+    png = io.BytesIO()
+    Image.fromarray((np.arange(64 * 48, dtype=np.uint32).reshape(64, 48) % 256).astype(np.uint8)).save(png, "PNG")
+    at = _upload(app, [("study.zip", buf.getvalue(), "application/zip"), ("photo.png", png.getvalue(), "image/png")])
+    assert len(at.selectbox(key="study_idx").options) == 2
+    for i in range(2):
+        at.selectbox(key="study_idx").set_value(i).run()
+        assert not at.exception and not [e for e in _texts(at, "error") if "Cannot show" in e]
+        assert "48×64" in _caption(at) or "80×96" in _caption(at)
