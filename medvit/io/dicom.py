@@ -35,7 +35,7 @@ META_KEYWORDS = (
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
 
 
-def _open(path: str | Path, stop_before_pixels: bool) -> Dataset:
+def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None = None) -> Dataset:
     """dcmread with typed errors; files without File Meta are accepted only if they parse as an image/IOD."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -46,7 +46,7 @@ def _open(path: str | Path, stop_before_pixels: bool) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on many benign quirks; errors below are typed
         try:
-            return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+            return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
         except InvalidDicomError:
             pass
         except (MemoryError, RecursionError):
@@ -54,7 +54,7 @@ def _open(path: str | Path, stop_before_pixels: bool) -> Dataset:
         except Exception as e:
             raise CorruptFileError(p, f"cannot parse DICOM ({type(e).__name__}: {e})") from e
         try:  # raw data set without preamble / File Meta (ACR-NEMA style): keep only if it looks like DICOM
-            ds = pydicom.dcmread(p, force=True, stop_before_pixels=stop_before_pixels)
+            ds = pydicom.dcmread(p, force=True, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
             ok = "SOPClassUID" in ds or ("Rows" in ds and "Columns" in ds)
             ok = ok and all(e.tag.group in (0x0002, 0x0008) or e.tag.group >= 0x0008 for e in ds)
         except Exception:
@@ -64,12 +64,14 @@ def _open(path: str | Path, stop_before_pixels: bool) -> Dataset:
     return ds
 
 
-def read_dicom_header(path: str | Path) -> Dataset:
+def read_dicom_header(path: str | Path, specific_tags: list | None = None) -> Dataset:
     """The header (all elements before Pixel Data) of a DICOM file, without reading pixels.
+
+    ``specific_tags`` (keywords or tags) limits parsing to those elements, which is faster for indexing.
 
     Raises NotDicomError / CorruptFileError / FileNotFoundError.
     """
-    return _open(path, stop_before_pixels=True)
+    return _open(path, stop_before_pixels=True, specific_tags=specific_tags)
 
 
 # ----------------------------------------------------------------------------- header -> python values

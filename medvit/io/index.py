@@ -1,0 +1,251 @@
+"""Index a folder of DICOM files (headers only): patients -> studies -> series, plus skipped files with reasons.
+
+DICOMDIR files are read too: the instances they reference are indexed (even outside the walked folder) and the
+DICOMDIR itself is listed under ``dicomdirs``, not as skipped. Headers are read with ``stop_before_pixels`` and a
+fixed tag list; large trees use a process pool.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medvit.io.errors import MedicalIOError
+
+logger = logging.getLogger(__name__)
+
+#: header keywords read per file
+INDEX_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName",
+    "StudyDate", "StudyDescription", "AccessionNumber", "SeriesNumber", "SeriesDescription", "InstanceNumber",
+    "Modality", "BodyPartExamined", "ViewPosition", "Laterality", "ImageLaterality", "Rows", "Columns",
+    "NumberOfFrames", "PhotometricInterpretation", "BitsStored",
+]
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: columns of the per-series table (CSV order)
+SERIES_COLUMNS = [
+    "patient_id", "patient_name", "study_uid", "study_date", "study_description", "accession_number", "series_uid",
+    "series_number", "series_description", "modality", "body_part", "view_positions", "laterality",
+    "n_instances", "n_frames", "sizes", "photometric", "transfer_syntaxes", "sop_classes", "bytes", "first_file",
+]
+
+
+@dataclass
+class IndexResult:
+    """Result of :func:`index_tree`: per-file rows, per-series rows and what was skipped (with reasons)."""
+
+    root: str
+    files: list[dict[str, Any]] = field(default_factory=list)  # one row per DICOM instance
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    dicomdirs: list[str] = field(default_factory=list)  # DICOMDIR files found and followed
+
+    @property
+    def series(self) -> list[dict[str, Any]]:
+        """One row per series (columns :data:`SERIES_COLUMNS`), sorted by patient, study date, series number."""
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for r in self.files:
+            groups[(r["patient_id"], r["study_uid"], r["series_uid"])].append(r)
+        out = []
+        for (pid, study, series), rows in groups.items():
+            f = rows[0]
+
+            def join(key: str, rows: list[dict] = rows) -> str:
+                return "|".join(sorted({str(r[key]) for r in rows if r.get(key) not in (None, "")}))
+
+            out.append({
+                "patient_id": pid, "patient_name": f["patient_name"], "study_uid": study,
+                "study_date": f["study_date"], "study_description": f["study_description"],
+                "accession_number": f["accession_number"], "series_uid": series, "series_number": f["series_number"],
+                "series_description": f["series_description"], "modality": join("modality"),
+                "body_part": join("body_part"), "view_positions": join("view_position"),
+                "laterality": join("laterality"), "n_instances": len(rows),
+                "n_frames": sum(int(r["frames"] or 0) for r in rows), "sizes": join("size"),
+                "photometric": join("photometric"), "transfer_syntaxes": join("transfer_syntax"),
+                "sop_classes": join("sop_class"), "bytes": sum(int(r["bytes"]) for r in rows),
+                "first_file": sorted(r["path"] for r in rows)[0],
+            })
+        return sorted(out, key=lambda r: (r["patient_id"], r["study_date"], r["study_uid"],
+                                          _num(r["series_number"]), r["series_uid"]))
+
+    def patients(self) -> list[dict[str, Any]]:
+        """Nested view: ``[{patient_id, patient_name, studies: [{study_uid, ..., series: [...]}]}]``."""
+        tree: dict[str, dict] = {}
+        for s in self.series:
+            p = tree.setdefault(s["patient_id"], {"patient_id": s["patient_id"], "patient_name": s["patient_name"],
+                                                  "studies": {}})
+            st = p["studies"].setdefault(s["study_uid"], {
+                "study_uid": s["study_uid"], "study_date": s["study_date"],
+                "study_description": s["study_description"], "accession_number": s["accession_number"],
+                "series": []})
+            st["series"].append({k: v for k, v in s.items() if k in SERIES_COLUMNS[6:]})
+        return [dict(p, studies=list(p["studies"].values())) for p in tree.values()]
+
+    def summary(self) -> dict[str, int]:
+        """Counts: files, patients, studies, series, skipped, dicomdirs."""
+        return {"files": len(self.files), "patients": len({r["patient_id"] for r in self.files}),
+                "studies": len({r["study_uid"] for r in self.files}),
+                "series": len({(r["study_uid"], r["series_uid"]) for r in self.files}),
+                "skipped": len(self.skipped), "dicomdirs": len(self.dicomdirs)}
+
+    def write(self, out: str | Path) -> list[Path]:
+        """Write ``.json`` (summary, patients tree, series, skipped) or ``.csv`` (series table + a sibling
+        ``<stem>.skipped.csv``). Returns the written paths."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".json":
+            doc = {"root": self.root, "summary": self.summary(), "patients": self.patients(),
+                   "series": self.series, "skipped": self.skipped, "dicomdirs": self.dicomdirs}
+            out.write_text(json.dumps(doc, indent=2, default=str))
+            return [out]
+        if out.suffix.lower() != ".csv":
+            raise ValueError(f"index output {out}: use a .csv or .json file name")
+        with out.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=SERIES_COLUMNS)
+            w.writeheader()
+            w.writerows(self.series)
+        sk = out.with_name(out.stem + ".skipped.csv")
+        with sk.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["path", "reason"])
+            w.writeheader()
+            w.writerows(self.skipped)
+        return [out, sk]
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def _s(ds: Any, kw: str) -> str:
+    try:
+        v = ds.get(kw)
+    except Exception:
+        return ""
+    if v is None:
+        return ""
+    from pydicom.multival import MultiValue
+
+    if isinstance(v, MultiValue | list | tuple):
+        return "\\".join(str(x) for x in v)
+    return str(v)
+
+
+def header_row(path: str | Path) -> dict[str, Any]:
+    """Header facts of one file (a row of :attr:`IndexResult.files`), or ``{"dicomdir": [...]}`` for a DICOMDIR.
+
+    Raises MedicalIOError (not DICOM, corrupt) or FileNotFoundError.
+    """
+    from medvit.io.dicom import _open
+
+    p = Path(path)
+    ds = _open(p, stop_before_pixels=True, specific_tags=INDEX_TAGS)
+    fm = getattr(ds, "file_meta", None)
+    sop_class = _s(ds, "SOPClassUID") or (str(fm.get("MediaStorageSOPClassUID", "")) if fm else "")
+    if sop_class == DICOMDIR_CLASS:
+        return {"dicomdir": _dicomdir_files(p)}
+    study, series = _s(ds, "StudyInstanceUID"), _s(ds, "SeriesInstanceUID")
+    if not study or not series:
+        raise MedicalIOError(p, "DICOM file without Study/Series Instance UID; cannot be placed in a series")
+    rows, cols = _s(ds, "Rows"), _s(ds, "Columns")
+    ts = str(fm.get("TransferSyntaxUID", "")) if fm else ""
+    try:
+        from pydicom.uid import UID
+
+        ts_name = UID(ts).name if ts else ""
+        sop_name = UID(sop_class).name if sop_class else ""
+    except Exception:
+        ts_name, sop_name = ts, sop_class
+    return {
+        "path": str(p), "patient_id": _s(ds, "PatientID"), "patient_name": _s(ds, "PatientName"),
+        "study_uid": study, "study_date": _s(ds, "StudyDate"), "study_description": _s(ds, "StudyDescription"),
+        "accession_number": _s(ds, "AccessionNumber"), "series_uid": series, "series_number": _s(ds, "SeriesNumber"),
+        "series_description": _s(ds, "SeriesDescription"), "sop_instance_uid": _s(ds, "SOPInstanceUID"),
+        "sop_class": sop_name, "instance_number": _s(ds, "InstanceNumber"), "modality": _s(ds, "Modality"),
+        "body_part": _s(ds, "BodyPartExamined"), "view_position": _s(ds, "ViewPosition"),
+        "laterality": _s(ds, "ImageLaterality") or _s(ds, "Laterality"),
+        "size": f"{rows}x{cols}" if rows and cols else "", "frames": _frames(ds) if rows else 0,
+        "photometric": _s(ds, "PhotometricInterpretation"), "transfer_syntax": ts_name, "bytes": p.stat().st_size,
+    }
+
+
+def _frames(ds: Any) -> int:
+    """Number of Frames as int (1 when absent, 0 when garbled)."""
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _dicomdir_files(path: Path) -> list[str]:
+    """Paths of the instances a DICOMDIR references (those that exist)."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fs = FileSet(pydicom.dcmread(path))
+        return [str(Path(inst.path)) for inst in fs if Path(inst.path).is_file()]
+    except Exception as e:
+        raise MedicalIOError(path, f"unreadable DICOMDIR ({type(e).__name__}: {e})") from e
+
+
+def _safe_row(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Worker: (path, row, None) or (path, None, reason); never raises."""
+    try:
+        return path, header_row(path), None
+    except MedicalIOError as e:
+        return path, None, f"{type(e).__name__}: {e.reason}"
+    except Exception as e:  # a hostile file must not stop the walk
+        return path, None, f"{type(e).__name__}: {e}"
+
+
+def index_tree(root: str | Path, workers: int | None = None, min_parallel: int = 256) -> IndexResult:
+    """Walk ``root`` (a folder, a DICOMDIR or one file), read every header, return an :class:`IndexResult`.
+
+    ``workers``: processes for header reading (default: min(2, CPUs)); a pool is used only for at least
+    ``min_parallel`` files. Hidden files and folders are skipped silently.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"index: {root} does not exist")
+    if root.is_file():
+        todo = [str(root)]
+    else:
+        todo = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            todo += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+    res = IndexResult(str(root))
+    seen: set[str] = set()
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    while todo:
+        batch = [p for p in dict.fromkeys(todo) if os.path.realpath(p) not in seen]
+        seen.update(os.path.realpath(p) for p in batch)
+        todo = []
+        if workers > 1 and len(batch) >= min_parallel:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(workers) as pool:
+                results = list(pool.imap(_safe_row, batch, chunksize=64))
+        else:
+            results = [_safe_row(p) for p in batch]
+        for path, row, reason in results:
+            if row is None:
+                res.skipped.append({"path": path, "reason": reason or "unknown"})
+            elif "dicomdir" in row:
+                res.dicomdirs.append(path)
+                todo += row["dicomdir"]
+            else:
+                res.files.append(row)
+    logger.info("indexed %s: %s", root, res.summary())
+    return res
