@@ -77,81 +77,58 @@ class Catalog:
         return next((s for st in self.studies for s in st.series if s.key == key), None)
 
 
-def _sort_key(inst: dict[str, Any]) -> tuple[int, str]:
+def _instance_order(row: dict[str, Any]) -> tuple[float, str]:
     try:
-        return int(inst.get("InstanceNumber") or 0), inst["path"]
+        return float(row.get("instance_number") or 0), row["path"]
     except (TypeError, ValueError):
-        return 0, inst["path"]
+        return 0.0, row["path"]
 
 
 def catalog(root: str | Path, ignore_results: bool = True) -> Catalog:
     """Catalog every image under ``root`` (recursively); unreadable files end up in ``skipped``.
 
-    ``ignore_results`` skips, silently, the tables and notes that sit beside studies (:data:`IGNORED_SUFFIXES`);
-    uploads are catalogued with it off, so every uploaded file is either shown or reported.
+    DICOM headers are indexed by :func:`medvit.io.index.index_tree` (which also follows DICOMDIRs); files it skips
+    that carry an image suffix (:data:`IMAGE_SUFFIXES`) become one-file series. ``ignore_results`` drops, silently,
+    the tables and notes that sit beside studies (:data:`IGNORED_SUFFIXES`); uploads are catalogued with it off,
+    so every uploaded file is either shown or reported.
     """
-    from medvit.io import MedicalIOError
+    from medvit.io.index import index_tree
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
+    idx = index_tree(root)
     cat = Catalog(str(root))
     studies: dict[str, Study] = {}
-    series: dict[str, Series] = {}
-    members: dict[str, list[dict[str, Any]]] = {}
-    for p in sorted(x for x in root.rglob("*") if x.is_file()):
-        rel = str(p.relative_to(root))
+    for sk in idx.skipped:
+        p = Path(sk["path"])
         name = p.name.lower()
-        if any(q.startswith(".") for q in p.relative_to(root).parts) or (
-                ignore_results and name.endswith(IGNORED_SUFFIXES)):
-            continue
         if name.endswith(IMAGE_SUFFIXES):
-            st_ = studies.setdefault(str(p), Study(str(p), "", "", "", ""))
-            s = Series(str(p), str(p), "", p.name, "", [str(p)], 0)
-            st_.series.append(s)
-            continue
-        try:
-            h = _header(p)
-        except MedicalIOError as e:
-            cat.skipped.append((rel, e.reason))
-            continue
-        if not h.get("SeriesInstanceUID"):
-            cat.skipped.append((rel, "DICOM without pixel data or Series Instance UID (not an image)"))
-            continue
-        skey, ykey = h.get("StudyInstanceUID") or "unknown-study", h["SeriesInstanceUID"]
-        if skey not in studies:
-            studies[skey] = Study(skey, str(h.get("StudyDate", "")), str(h.get("StudyDescription", "")),
-                                  str(h.get("PatientName", "")), str(h.get("PatientID", "")))
-        if ykey not in series:
-            series[ykey] = Series(ykey, skey, str(h.get("Modality", "")), str(h.get("SeriesDescription", "")),
-                                  str(h.get("SeriesNumber", "") or ""))
-            studies[skey].series.append(series[ykey])
-        members.setdefault(ykey, []).append(dict(h, path=str(p)))
-    for ykey, insts in members.items():
-        insts.sort(key=_sort_key)
-        series[ykey].files = [i["path"] for i in insts]
-        series[ykey].frames = sum(int(i.get("NumberOfFrames") or 1) for i in insts)
-    for st_ in studies.values():
-        st_.series.sort(key=lambda s: (int(s.number) if s.number.isdigit() else 1 << 30, s.description))
+            studies[str(p)] = Study(str(p), "", "", "", "", [Series(str(p), str(p), "", p.name, "", [str(p)], 0)])
+        elif not (ignore_results and name.endswith(IGNORED_SUFFIXES)):
+            cat.skipped.append((_rel(p, root), sk["reason"]))
+    by_series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in idx.files:
+        by_series.setdefault((row["study_uid"], row["series_uid"]), []).append(row)
+    for (study_uid, series_uid), rows in by_series.items():
+        rows.sort(key=_instance_order)
+        f = rows[0]
+        study = studies.setdefault(study_uid, Study(study_uid, f["study_date"], f["study_description"],
+                                                    f["patient_name"], f["patient_id"]))
+        study.series.append(Series(series_uid, study_uid, f["modality"], f["series_description"],
+                                   f["series_number"], [r["path"] for r in rows],
+                                   sum(int(r["frames"] or 1) for r in rows)))
+    for study in studies.values():
+        study.series.sort(key=lambda s: (int(s.number) if s.number.isdigit() else 1 << 30, s.description))
     cat.studies = sorted(studies.values(), key=lambda s: (s.date, s.key), reverse=True)
     return cat
 
 
-# --- TEMPORARY ADAPTER (viewer): delete when medvit.io's study index lands and call it instead. -------------
-_HEADER_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesDescription", "SeriesNumber",
-                "InstanceNumber", "NumberOfFrames", "StudyDate", "StudyDescription", "PatientName", "PatientID")
-
-
-def _header(p: Path) -> dict[str, Any]:
-    """Header fields of a DICOM file; raises medvit.io's typed errors for non-DICOM / corrupt files."""
-    from medvit.io import read_dicom_header
-
-    ds = read_dicom_header(p)
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        if ds.get("Rows") is None:
-            return {"SeriesInstanceUID": ""}
-    return {k: str(ds.get(k, "") or "") for k in _HEADER_KEYS}
-# --- end of temporary adapter -------------------------------------------------------------------------------
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(p)
 
 
 def save_uploads(files: list[tuple[str, bytes]], dest: str | Path) -> list[tuple[str, str]]:
