@@ -18,6 +18,7 @@ from medvit.io.dicom_pixels import DEFAULT_PIXEL_BUDGET
 from medvit.io.display import PRESETS, display_array, render, select_voi, window_linear
 from medvit.io.errors import (
     CorruptFileError,
+    FrameIndexError,
     InconsistentSeriesError,
     MedicalIOError,
     NoPixelDataError,
@@ -82,6 +83,7 @@ __all__ = [
     "DEFAULT_PIXEL_BUDGET",
     "PRESETS",
     "CorruptFileError",
+    "FrameIndexError",
     "InconsistentSeriesError",
     "MedicalIOError",
     "MedicalImage",

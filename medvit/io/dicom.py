@@ -267,7 +267,7 @@ def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | N
     Raises:
         NotDicomError, NoPixelDataError, UnsupportedTransferSyntaxError, UnsupportedPhotometricError,
         CorruptFileError, PixelBudgetError (all :class:`~medvit.io.errors.MedicalIOError`); FileNotFoundError;
-        IndexError for a frame out of range.
+        FrameIndexError (also an IndexError) for a frame out of range.
     """
     p = str(path)
     ds = _open(p, stop_before_pixels=False)
@@ -275,7 +275,7 @@ def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | N
         warnings.simplefilter("ignore")
         try:
             return image_from_dataset(ds, p, frame, pixel_budget)
-        except (MedicalIOError, IndexError, MemoryError):
+        except (MedicalIOError, MemoryError):
             raise
         except Exception as e:  # anything unforeseen in a hostile header is a corrupt file, never a crash
             raise CorruptFileError(p, f"unexpected {type(e).__name__} while reading: {e}") from e

@@ -14,6 +14,7 @@ import numpy as np
 
 from medvit.io.errors import (
     CorruptFileError,
+    FrameIndexError,
     NoPixelDataError,
     PixelBudgetError,
     UnsupportedPhotometricError,
@@ -165,8 +166,8 @@ def decode(ds: Dataset, path: str | None, g: dict[str, int], frame: int | None) 
         raise UnsupportedPhotometricError(path, "Float/Double Float Pixel Data is not supported by the display "
                                                 "pipeline (parametric maps)")
     if frame is not None and not 0 <= frame < g["frames"]:
-        raise IndexError(f"{path}: frame {frame} out of range, the file has {g['frames']} frames "
-                         f"(0..{g['frames'] - 1})")
+        raise FrameIndexError(path, f"frame {frame} out of range, the file has {g['frames']} frames "
+                                    f"(0..{g['frames'] - 1})")
     ts = transfer_syntax(ds, path)
     dec = _get_decoder(ts, path)
     if not ts.is_compressed:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medvit.io.errors import FrameIndexError
 from medvit.io.image import MedicalImage, VoiLut, Window
 
 #: CT window presets (center, width) in HU; common radiology defaults
@@ -141,7 +142,7 @@ def slice_for_display(image: MedicalImage, frame: int | None = None) -> MedicalI
         px = image.pixels if image.axes == "XYZ" else image.pixels[..., 0]
         k = px.shape[2] // 2 if frame is None else frame
         if not -px.shape[2] <= k < px.shape[2]:
-            raise IndexError(f"{image.path}: slice {k} out of range (0..{px.shape[2] - 1})")
+            raise FrameIndexError(image.path, f"slice {k} out of range (0..{px.shape[2] - 1})")
         sl = np.ascontiguousarray(px[::-1, ::-1, k].T)
         pm = None if image.padding_mask is None else image.padding_mask[::-1, ::-1, k].T
         return MedicalImage(sl, "HW", (image.spacing[1], image.spacing[0]), image.photometric, image.modality,
@@ -150,7 +151,7 @@ def slice_for_display(image: MedicalImage, frame: int | None = None) -> MedicalI
     if "F" in image.axes:
         return image.frame(0 if frame is None else frame)
     if frame not in (None, 0, -1):
-        raise IndexError(f"{image.path}: single-frame image, frame {frame} does not exist")
+        raise FrameIndexError(image.path, f"single-frame image, frame {frame} does not exist")
     return image
 
 

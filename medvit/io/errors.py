@@ -50,12 +50,17 @@ class InconsistentSeriesError(MedicalIOError):
     """Slices cannot form one volume: mixed series, orientation/size mismatch, gaps or duplicate positions."""
 
 
+class FrameIndexError(MedicalIOError, IndexError):
+    """A frame/slice index outside the image (also an IndexError)."""
+
+
 class PixelBudgetError(MedicalIOError):
     """The header claims more pixels than the configured budget; refused before any decoding."""
 
 
 __all__ = [
     "CorruptFileError",
+    "FrameIndexError",
     "InconsistentSeriesError",
     "MedicalIOError",
     "NoPixelDataError",

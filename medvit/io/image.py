@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from medvit.io.errors import FrameIndexError
+
 #: axes labels that are spatial (the rest are frames-as-time, channels or time)
 _SPATIAL = {"H", "W", "X", "Y", "Z", "F"}
 
@@ -123,11 +125,11 @@ class MedicalImage:
         if "F" not in self.axes:
             if k in (0, -1):
                 return self
-            raise IndexError(f"{self.path}: image has 1 frame, asked for frame {k}")
+            raise FrameIndexError(self.path, f"image has 1 frame, asked for frame {k}")
         fa = self.axes.index("F")
         n = self.pixels.shape[fa]
         if not -n <= k < n:
-            raise IndexError(f"{self.path}: frame {k} out of range, image has {n} frames (0..{n - 1})")
+            raise FrameIndexError(self.path, f"frame {k} out of range, image has {n} frames (0..{n - 1})")
         k %= n
         axes = self.axes.replace("F", "")
         sp = tuple(s for i, s in zip(self.spatial_axes, self.spacing, strict=True) if i != fa)
