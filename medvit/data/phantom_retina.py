@@ -1,0 +1,235 @@
+"""Procedural foveal OCT B-scan phantoms for AMD staging, with biomarker truth, masks and a report.
+
+Geometry is column-wise (one depth profile per A-scan): Bruch's membrane curve, foveal pit, inner
+retinal layers (RNFL, GCL, IPL, INL, OPL) scaled to the local inner thickness and outer layers (ONL,
+ELM, ellipsoid and interdigitation zones, RPE) of fixed thickness, choroid with vessels, vitreous.
+Biomarkers: drusen (count, basal width in µm: small < 63, medium 63–125, large > 125) lifting the
+RPE; pigmentary abnormalities (hyperreflective foci, RPE clumps); geographic atrophy (RPE and outer
+retina loss with choroidal hypertransmission); subretinal and intraretinal fluid; pigment epithelial
+detachment. Stage (Beckman-style, most advanced wins): healthy, early (medium drusen), intermediate
+(large drusen or pigmentary abnormalities), late dry (atrophy), late wet (exudative fluid); referral:
+none / routine / urgent (RetinaVLM referral guideline). Speckle is multiplicative, display is log.
+Field of view: 4 mm wide × 1 mm deep (anisotropic pixels, as in clinical B-scans).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from medvit.data.phantom_common import image_rng, patient_meta, patient_rng, study_meta, take_window, texture_bank
+from medvit.data.phantom_cxr import Phantom
+
+AMD_STAGES: tuple[str, ...] = ("healthy", "early", "intermediate", "late dry", "late wet")
+REFERRALS: tuple[str, ...] = ("none", "routine", "urgent")
+RETINA_BIOMARKERS: tuple[str, ...] = ("drusen", "large_drusen", "pigment", "atrophy", "srf", "irf", "ped")
+WIDTH_UM, DEPTH_UM = 4000.0, 1000.0
+
+# inner retina (fraction of inner thickness) and outer retina (fraction of outer thickness) reflectivity
+_INNER = (np.array([0, .12, .13, .35, .36, .55, .56, .78, .79, .999]),
+          np.array([.85, .8, .45, .45, .62, .62, .3, .3, .62, .62]))
+_OUTER = (np.array([0, .58, .60, .63, .68, .70, .76, .80, .86, .90, .999]),
+          np.array([.62, .16, .16, .5, .2, .2, .92, .92, .3, .55, .55]))
+
+
+class RetinaPhantomGenerator:
+    """Deterministic generator: ``gen.sample(index, patient)`` → :class:`Phantom` with ``target`` = stage.
+
+    Args:
+        image_size: output size S (square: S A-scans × S depth samples).
+        seed: dataset seed.
+        stage_probs: probabilities of the 5 stages (default uniform).
+        with_masks: also return masks (retina, drusen, fluid, atrophy, ped).
+    """
+
+    kind = "retina"
+    label_names = RETINA_BIOMARKERS
+    class_names = AMD_STAGES
+
+    def __init__(self, image_size: int = 256, seed: int = 0, stage_probs: tuple[float, ...] | None = None,
+                 with_masks: bool = True):
+        if image_size < 32:
+            raise ValueError(f"image_size must be >= 32 for retina phantoms, got {image_size}")
+        probs = np.full(5, 0.2) if stage_probs is None else np.asarray(stage_probs, float)
+        if probs.shape != (5,) or (probs < 0).any() or not math.isclose(probs.sum(), 1.0, abs_tol=1e-6):
+            raise ValueError(f"stage_probs must be 5 non-negative numbers summing to 1, got {stage_probs}")
+        self.size, self.seed, self.probs, self.with_masks = int(image_size), int(seed), probs, with_masks
+        s = self.size
+        self.x = ((np.arange(s) + 0.5) / s).astype(np.float32)
+        self.z = ((np.arange(s) + 0.5) / s).astype(np.float32)[:, None]
+        brng = np.random.default_rng([self.seed, 23, 9, s])
+        self.choroid = texture_bank(brng, s, 2, (0.02, 0.08))
+        m = 2 * s
+        self.speckle = brng.gamma(3.0, 1 / 3.0, size=(2, m, m)).astype(np.float32)
+        self.um_x, self.um_z = WIDTH_UM / s, DEPTH_UM / s
+
+    # -- biomarker plan --------------------------------------------------------------------------
+    def _plan(self, ri: np.random.Generator) -> tuple[int, dict[str, Any]]:
+        stage = int(ri.choice(5, p=self.probs))
+        f: dict[str, Any] = {"drusen": [], "pigment": False, "atrophy": None, "srf": None, "irf": [], "ped": None}
+
+        def drusen(k: int, lo: float, hi: float) -> None:
+            for _ in range(k):
+                w = ri.uniform(lo, hi)
+                f["drusen"].append((ri.uniform(0.12, 0.88), w, w * ri.uniform(0.22, 0.32)))
+
+        if stage == 0:
+            if ri.random() < 0.4:
+                drusen(int(ri.integers(1, 4)), 30, 60)
+        elif stage == 1:
+            drusen(int(ri.integers(1, 7)), 70, 120)
+        elif stage == 2:
+            if ri.random() < 0.7:
+                drusen(int(ri.integers(1, 5)), 150, 350)
+                drusen(int(ri.integers(0, 4)), 70, 120)
+                f["pigment"] = bool(ri.random() < 0.3)
+            else:
+                drusen(int(ri.integers(1, 6)), 70, 120)
+                f["pigment"] = True
+        elif stage == 3:
+            w = ri.uniform(300, 1500)
+            f["atrophy"] = (ri.uniform(0.3, 0.7), w)
+            drusen(int(ri.integers(0, 4)), 70, 300)
+            f["pigment"] = bool(ri.random() < 0.4)
+        else:
+            kinds = ri.random(2) < (0.7, 0.5)
+            if not kinds.any():
+                kinds[int(ri.integers(2))] = True
+            if kinds[0]:
+                w = ri.uniform(400, 1600)
+                f["srf"] = (ri.uniform(0.35, 0.65), w, ri.uniform(40, 150))
+            if kinds[1]:
+                for _ in range(int(ri.integers(1, 5))):
+                    f["irf"].append((ri.uniform(0.3, 0.7), ri.uniform(60, 250), ri.uniform(30, 90)))
+            if ri.random() < 0.4:
+                w = ri.uniform(500, 1400)
+                f["ped"] = (ri.uniform(0.35, 0.65), w, ri.uniform(80, 220))
+            drusen(int(ri.integers(0, 3)), 70, 300)
+        return stage, f
+
+    # -- image -----------------------------------------------------------------------------------
+    def sample(self, index: int, patient: int = 0, visit: int = 0) -> Phantom:
+        """Generate B-scan ``index`` of ``patient``."""
+        rp, ri = patient_rng(self.seed, "retina", patient), image_rng(self.seed, "retina", index)
+        s, x, z = self.size, self.x, self.z
+        eye_right = bool(rp.random() < 0.5)
+        thick0, pit, pit_w = rp.uniform(0.26, 0.31), rp.uniform(0.45, 0.65), rp.uniform(0.07, 0.11)
+        outer0 = rp.uniform(0.11, 0.14)
+        stage, f = self._plan(ri)
+        z0, tilt, curv = ri.uniform(0.58, 0.70), ri.uniform(-0.08, 0.08), ri.uniform(0.05, 0.35)
+        xf = 0.5 + ri.uniform(-0.05, 0.05)
+        z_bm = z0 + tilt * (x - 0.5) + curv * (x - 0.5) ** 2  # (S,) Bruch's membrane depth
+        ux, uz = 1.0 / WIDTH_UM, 1.0 / DEPTH_UM
+
+        def dome(cx: float, w_um: float, h_um: float) -> np.ndarray:
+            return (h_um * uz) * np.sqrt(np.clip(1 - ((x - cx) / (w_um * ux / 2)) ** 2, 0, 1))
+
+        elev = np.zeros(s, np.float32)
+        for cx, w, h in f["drusen"]:
+            elev = np.maximum(elev, dome(cx, w, h))
+        ped = dome(*f["ped"]) if f["ped"] else np.zeros(s, np.float32)
+        rpe_th = 0.022
+        z_rpe = z_bm - np.maximum(elev, ped) - rpe_th  # RPE top
+        srf = dome(*f["srf"]) if f["srf"] else np.zeros(s, np.float32)
+        ga = np.zeros(s, np.float32)
+        if f["atrophy"]:
+            cx, w = f["atrophy"]
+            ga = np.clip(1 - np.abs(x - cx) / (w * ux / 2), 0, 1)
+            ga = np.clip(ga * 6, 0, 1)
+        outer = outer0 * (1 - 0.6 * ga)
+        total = thick0 * (1 - pit * np.exp(-(((x - xf) / pit_w) ** 2)))
+        inner = np.maximum(total - outer0, 0.004)
+        lift = np.maximum(elev, ped)  # photoreceptors compress over drusen / PED, inner retina follows less
+        outer = np.maximum(outer - 0.5 * lift, 0.35 * outer0)
+        z_out = z_rpe - srf - outer  # top of the outer retina
+        inner = np.maximum(inner - 0.3 * lift, 0.004)
+        z_ilm = z_out - inner
+        # reflectivity map (S, S)
+        zz = np.broadcast_to(z, (s, s))
+        s_in = (zz - z_ilm) / inner
+        s_out = (zz - z_out) / outer
+        refl = np.full((s, s), 0.006, np.float32)
+        m_in = (s_in >= 0) & (s_in < 1)
+        refl[m_in] = np.interp(s_in[m_in], *_INNER)
+        m_out = (s_out >= 0) & (s_out < 1)
+        refl[m_out] = np.interp(s_out[m_out], *_OUTER)
+        d_rpe = zz - z_rpe
+        rpe_m = (d_rpe >= 0) & (d_rpe < rpe_th)
+        rpe_refl = 1.0 - 0.8 * ga
+        refl = np.where(rpe_m, rpe_refl[None, :], refl)
+        sub = (d_rpe >= rpe_th) & (zz < z_bm)  # drusen / PED content
+        ped_mask = sub & (ped[None, :] > elev[None, :]) & (ped[None, :] > 0)
+        refl = np.where(sub, 0.42, refl)
+        refl = np.where(ped_mask, 0.08, refl)  # serous PED is dark
+        d_bm = zz - z_bm
+        tex = take_window(self.choroid, ri, s, s)
+        chor = (0.42 + 0.09 * tex) * np.exp(-d_bm / 0.16) * (1 + 1.4 * ga[None, :])
+        refl = np.where(d_bm >= 0.004, np.clip(chor, 0.02, 1), refl)
+        refl = np.where((d_bm >= 0) & (d_bm < 0.004), 0.7, refl)
+        srf_m = (srf[None, :] > 0) & (zz >= z_rpe - srf) & (zz < z_rpe)
+        refl = np.where(srf_m, 0.03, refl)
+        irf_m = np.zeros((s, s), bool)
+        for cx, w, h in f["irf"]:
+            col = int(np.clip(cx * s, 0, s - 1))
+            cz = z_ilm[col] + inner[col] * 0.6 + outer[col] * 0.2
+            irf_m |= ((x[None, :] - cx) / (w * ux / 2)) ** 2 + ((zz - cz) / (h * uz / 2)) ** 2 < 1
+        refl = np.where(irf_m, 0.03, refl)
+        if f["pigment"]:
+            for _ in range(int(ri.integers(3, 9))):
+                col = int(ri.integers(int(0.15 * s), int(0.85 * s)))
+                zc = z_out[col] + outer[col] * ri.uniform(0.1, 0.5)
+                r = max(1.0, 15 * uz * s)
+                refl = np.where(((x[None, :] - x[col]) * s / 2) ** 2 + ((zz - zc) * s / r) ** 2 < 1, 0.95, refl)
+        # shadows of retinal vessels, speckle, log display
+        shade = np.ones(s, np.float32)
+        for _ in range(int(ri.integers(1, 4))):
+            c = ri.uniform(0.1, 0.9)
+            shade *= 1 - 0.5 * np.exp(-(((x - c) / 0.008) ** 2))
+        below = zz > (z_ilm + 0.25 * inner)
+        refl = refl * np.where(below, shade[None, :], 1.0)
+        speck = take_window(self.speckle, ri, s, s)
+        gain = ri.uniform(0.8, 1.2)
+        img = np.log1p(40 * gain * refl * speck) / math.log1p(40 * 1.3)
+        img += ri.normal(0, 0.03) + ri.uniform(0.01, 0.05) * ri.standard_normal((s, s), dtype=np.float32)
+        image = np.clip(img, 0, 1).astype(np.float32)
+        if not eye_right:  # left eyes are mirrored (nasal side flips)
+            image = image[:, ::-1].copy()
+        labels, findings = self._describe(f)
+        referral = 0 if stage <= 2 else (1 if stage == 3 else 2)
+        masks: dict[str, np.ndarray] = {}
+        if self.with_masks:
+            masks = {"retina": (zz >= z_ilm) & (zz < z_rpe + rpe_th), "drusen": sub & ~ped_mask, "ped": ped_mask,
+                     "srf": srf_m, "irf": irf_m, "atrophy": np.broadcast_to((ga > 0.5)[None, :], (s, s)).copy()}
+            if not eye_right:
+                masks = {k: v[:, ::-1].copy() for k, v in masks.items()}
+        meta: dict[str, Any] = {}
+        meta.update(patient_meta(self.seed, "retina", patient))
+        meta.update(study_meta(self.seed, "retina", index, patient, visit))
+        meta.update({"Modality": "OPT", "ImageLaterality": "R" if eye_right else "L",
+                     "Eye": "OD" if eye_right else "OS", "PixelSpacing": [round(self.um_z / 1000, 6),
+                                                                           round(self.um_x / 1000, 6)],
+                     "Rows": s, "Columns": s, "stage": stage, "stage_name": AMD_STAGES[stage],
+                     "referral": referral, "referral_name": REFERRALS[referral], "patient_index": int(patient),
+                     "visit": int(visit), "index": int(index)})
+        from medvit.data.reports import retina_report
+
+        report = retina_report(findings, AMD_STAGES[stage], referral, np.random.default_rng([self.seed, index, 98]))
+        return Phantom(image=image, labels=labels, label_names=RETINA_BIOMARKERS, masks=masks,
+                       findings=[findings], meta=meta, report=report, target=stage)
+
+    @staticmethod
+    def _describe(f: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        widths = [w for _, w, _ in f["drusen"]]
+        big = max(widths) if widths else 0.0
+        out: dict[str, Any] = {"drusen_count": len(widths)}
+        if widths:
+            out["drusen_max_size"] = "small" if big < 63 else ("medium" if big <= 125 else "large")
+            out["drusen_max_um"] = round(big)
+        out["pigment"] = bool(f["pigment"])
+        out["atrophy_um"] = round(f["atrophy"][1]) if f["atrophy"] else 0
+        out["srf"], out["irf"], out["ped"] = f["srf"] is not None, bool(f["irf"]), f["ped"] is not None
+        labels = np.array([bool(widths), big > 125, out["pigment"], bool(out["atrophy_um"]), out["srf"],
+                           out["irf"], out["ped"]], np.uint8)
+        return labels, out
