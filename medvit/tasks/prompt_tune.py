@@ -1,0 +1,379 @@
+"""Task ``prompt_tune``: parameter-efficient tuning of a (pretrained) ViT with any registered PEFT method.
+
+Two problems on one code path:
+
+- ``multilabel`` (chest X-ray findings, e.g. ``cxr_phantom``): masked BCE-with-logits, mean AUROC;
+- ``ordinal`` (5-grade DR / AMD-stage style, e.g. ``retina_phantom``): cross-entropy, prediction = argmax,
+  quadratic weighted kappa (= sklearn ``cohen_kappa_score(weights="quadratic")``).
+
+Per seed: build the datasets, create the backbone with a fresh head and load ``pretrained``, apply the method
+(:func:`medvit.peft.apply_peft`), train the trainable parameters with the shared loop (:class:`medvit.train.Trainer`),
+select on validation, test once, and save an adapter-only checkpoint (``seed_<s>/adapter``). Every run reports
+trainable parameters (count and % of the backbone), adapter checkpoint size and step time (``summary.json``,
+``results.md``, and the summary the CLI prints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medvit.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+PROBLEMS = ("auto", "multilabel", "ordinal")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(epochs=10, lr=1e-3, weight_decay=1e-4, warmup_epochs=1.0, clip_grad=1.0, progress=False)
+
+
+@dataclass
+class PromptTuneConfig:
+    """PEFT of a registered backbone on a registered dataset; every field can be overridden as ``key=value``."""
+
+    output_dir: str = "runs/prompt_tune"  # run folder: seed_<s>/ (adapter/, summary.json), summary.json, results.md
+    dataset: str = "cxr_phantom"  # registered dataset (`medvit list dataset`)
+    dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs, e.g. {n: 2000, image_size: 64}
+    problem: str = "auto"  # "multilabel" (AUROC), "ordinal" (QWK), "auto": ordinal when the dataset has class_names
+    num_grades: int | None = None  # ordinal: number of grades (None = len(class_names) of the dataset)
+    train_split: str = "train"  # split used for training
+    val_split: str = "val"  # split used for model selection (never test)
+    test_split: str = "test"  # split evaluated once at the end ("" = none)
+    label_fraction: float = 1.0  # fraction of training images kept (label-efficiency studies), drawn per seed
+    backbone: str = "vit_small_patch16_224"  # registered backbone
+    backbone_args: dict[str, Any] = field(default_factory=dict)  # constructor overrides (depth, embed_dim, ...)
+    pretrained: str | None = None  # mae_pretrain run folder / checkpoint dir / weights file / weight tag; None = random
+    image_size: int = 224  # training and evaluation size (square)
+    in_chans: int = 1  # model input channels (grey images repeated when 3)
+    global_pool: str = "token"  # "token": CLS after the pretrained final norm; "avg": patch mean + fresh fc_norm
+    method: str = "dvpt"  # registered PEFT method (`medvit list peft`)
+    method_config: dict[str, Any] = field(default_factory=dict)  # the method's config fields (strict keys)
+    mean: list[float] | None = None  # normalisation mean per channel; None = the dataset's registered default
+    std: list[float] | None = None  # normalisation std per channel; None = the dataset's registered default
+    rrc_scale: tuple[float, float] = (0.8, 1.0)  # random resized crop area range
+    hflip: float = 0.5  # horizontal flip probability
+    train: TrainConfig = field(default_factory=_default_train)  # optimisation (only trainable params are optimised)
+    seeds: list[int] = field(default_factory=lambda: [0])  # one run per seed; results as mean ± sd
+    eval_batch_size: int = 128  # batch size for validation/test prediction
+    cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
+    save_merged: bool = False  # also write the adapter merged into the base (lora-family methods) as seed_<s>/merged
+
+    def __post_init__(self) -> None:
+        from medvit.peft import get_method, make_config
+
+        if self.problem not in PROBLEMS:
+            raise ValueError(f"problem must be one of {PROBLEMS}, got {self.problem!r}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.global_pool not in ("avg", "token"):
+            raise ValueError(f"global_pool must be 'avg' or 'token', got {self.global_pool!r}")
+        if self.in_chans < 1 or self.image_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("in_chans, image_size and eval_batch_size must be >= 1")
+        if self.num_grades is not None and self.num_grades < 2:
+            raise ValueError(f"num_grades must be >= 2, got {self.num_grades}")
+        if not (0.0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1.0):
+            raise ValueError(f"rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither (dataset default)")
+        try:
+            spec = get_method(self.method)
+        except KeyError as e:
+            raise ValueError(f"method: {e.args[0]}") from e
+        try:
+            make_config(self.method, self.method_config)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"method_config: {e}") from e
+        if self.save_merged and not spec.mergeable:
+            raise ValueError(f"save_merged: method {self.method!r} cannot be merged into the base")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits averaged over known labels: (B, K), (B, K), (B, K) bool -> scalar."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    m = mask.float()
+    return (loss * m).sum() / m.sum().clamp(min=1.0)
+
+
+class _Cached(torch.utils.data.Dataset):
+    """Items held in memory (optionally passed once through a deterministic transform)."""
+
+    def __init__(self, ds: Any, transform: Any = None, keys: tuple[str, ...] = ("image", "label", "label_mask")):
+        self.items = []
+        for i in range(len(ds)):
+            it = ds[i]
+            it = transform(it) if transform is not None else it
+            self.items.append({k: it[k] for k in keys if k in it})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return dict(self.items[i])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
+            precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(logits (N, K), labels (N, K) or (N,), label_mask (N, K) or None) over ``ds`` in eval mode."""
+    from medvit.train import autocast
+
+    was = model.training
+    model.eval()
+    logits, labels, masks = [], [], []
+    for batch in torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False):
+        with autocast(device, precision):
+            logits.append(model(batch["image"].to(device)).float().cpu())
+        labels.append(batch["label"])
+        if "label_mask" in batch:
+            masks.append(batch["label_mask"].bool())
+    model.train(was)
+    return torch.cat(logits), torch.cat(labels), (torch.cat(masks) if masks else None)
+
+
+def score(problem: str, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None,
+          num_classes: int) -> dict[str, float]:
+    """Primary metric ``score`` (mean AUROC / QWK), ``loss`` and, for ordinal grading, ``accuracy``."""
+    from medvit.eval import mean_auroc, quadratic_weighted_kappa
+
+    if problem == "multilabel":
+        m = mask if mask is not None else torch.ones_like(labels, dtype=torch.bool)
+        return {"score": mean_auroc(labels, logits, m).mean, "loss": float(masked_bce(logits, labels, m))}
+    pred = logits.argmax(dim=1)
+    return {"score": quadratic_weighted_kappa(labels, pred, labels=list(range(num_classes))),
+            "loss": float(F.cross_entropy(logits, labels.long())),
+            "accuracy": float((pred == labels).float().mean())}
+
+
+def _problem(cfg: PromptTuneConfig, ds: Any) -> tuple[str, int, list[str]]:
+    """(problem, number of outputs, output names) from the config and the training set."""
+    has_classes = bool(getattr(ds, "class_names", None))
+    problem = cfg.problem if cfg.problem != "auto" else ("ordinal" if has_classes else "multilabel")
+    if problem == "ordinal":
+        names = list(getattr(ds, "class_names", []) or [])
+        k = cfg.num_grades or len(names)
+        if k < 2:
+            raise ValueError(f"dataset {cfg.dataset!r} has no class_names; set num_grades for ordinal grading")
+        return problem, k, names[:k] if len(names) >= k else [str(i) for i in range(k)]
+    names = list(getattr(ds, "label_names", []) or [])
+    if not names:
+        raise ValueError(f"dataset {cfg.dataset!r} has no label_names; set problem='ordinal' for graded labels")
+    return problem, len(names), names
+
+
+def _subset(ds: Any, fraction: float, seed: int) -> Any:
+    if fraction >= 1.0:
+        return ds
+    n = len(ds)
+    k = max(1, int(round(fraction * n)))
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))[:k].tolist()
+    return torch.utils.data.Subset(ds, sorted(idx))
+
+
+def build_base(cfg: PromptTuneConfig, num_outputs: int) -> tuple[nn.Module, str | None]:
+    """The backbone with a fresh ``num_outputs`` head and pretrained encoder weights; (model, weights sha256)."""
+    from medvit.models import create_model
+
+    model = create_model(cfg.backbone, img_size=cfg.image_size, in_chans=cfg.in_chans, num_classes=num_outputs,
+                         global_pool=cfg.global_pool, **cfg.backbone_args)
+    sha = None
+    if cfg.pretrained:
+        from medvit.models.checkpoint import sha256_file
+        from medvit.models.mae_convert import load_pretrained_encoder, resolve_encoder_file
+
+        load_pretrained_encoder(model, cfg.pretrained)
+        model.reset_classifier(num_outputs)
+        f = resolve_encoder_file(cfg.pretrained)
+        sha = sha256_file(f) if f is not None else None
+    return model, sha
+
+
+def _total_steps(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer steps the shared loop will run (single process), needed up front by AdaLoRA's budget."""
+    per_epoch = n_train // cfg.batch_size
+    return cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.accum_steps))
+
+
+class _StepHook:
+    """Global optimizer post-step hook for one model: the method's ``on_step`` and step timing."""
+
+    def __init__(self, model: nn.Module, on_step: Any):
+        self.ids = {id(p) for p in model.parameters() if p.requires_grad}
+        self.model, self.on_step = model, on_step
+        self.step, self.times = 0, [time.perf_counter()]
+        self.handle: Any = None
+
+    def __call__(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        first = opt.param_groups[0]["params"][0] if opt.param_groups and opt.param_groups[0]["params"] else None
+        if first is None or id(first) not in self.ids:
+            return
+        if self.on_step is not None:
+            self.on_step(self.model, self.step)
+        self.step += 1
+        self.times.append(time.perf_counter())
+
+    def __enter__(self) -> _StepHook:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self.handle = register_optimizer_step_post_hook(self)
+        self.times = [time.perf_counter()]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.handle.remove()
+
+    def median_step_s(self) -> float:
+        d = [b - a for a, b in zip(self.times, self.times[1:])]
+        return statistics.median(d[1:] if len(d) > 2 else d) if d else math.nan  # first step: warm-up
+
+
+# --------------------------------------------------------------------------------------------- run
+def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
+    """One seed: tune, select on validation, test once, save the adapter. Returns the seed summary."""
+    from medvit.data import build_dataset, dataset_normalization
+    from medvit.data.augment import build_eval_transform, build_train_transform
+    from medvit.peft import apply_peft, get_method, make_config, merge_adapter, save_adapter, trainable_report
+    from medvit.train import Trainer, resolve_device
+
+    mean, std = (tuple(cfg.mean), tuple(cfg.std)) if cfg.mean is not None else dataset_normalization(cfg.dataset)
+    eval_tf = build_eval_transform(cfg.image_size, mean, std, 1.0, in_chans=cfg.in_chans)
+    train_tf = build_train_transform(cfg.image_size, mean, std, tuple(cfg.rrc_scale), hflip_prob=cfg.hflip,
+                                     in_chans=cfg.in_chans)
+    args = dict(cfg.dataset_args)
+    train_raw = build_dataset(cfg.dataset, cfg.train_split, **args)
+    problem, k, names = _problem(cfg, train_raw)
+    train_ds = _subset(train_raw, cfg.label_fraction, seed)
+    val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
+    test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
+    if cfg.cache_data:
+        train_ds = _Cached(train_ds)
+        val_ds = _Cached(val_ds, eval_tf)
+        test_ds = _Cached(test_ds, eval_tf) if test_ds is not None else None
+    else:
+        for d in (val_ds, test_ds):
+            if d is not None:
+                d.transform = eval_tf
+    tcfg = dataclasses.replace(cfg.train, seed=seed, output_dir="")  # adapters are the artefact, not full copies
+    total = _total_steps(tcfg, len(train_ds))
+    mcfg = make_config(cfg.method, cfg.method_config)
+    if getattr(mcfg, "total_step", 0) is None:  # AdaLoRA's budget schedule needs the run length
+        mcfg = dataclasses.replace(mcfg, total_step=total)
+    torch.manual_seed(seed)
+    base, sha = build_base(cfg, k)
+    model = apply_peft(base, cfg.method, mcfg, base_weights=cfg.pretrained, base_weights_sha256=sha)
+    spec = get_method(cfg.method)
+    rep = trainable_report(model)
+    dev = resolve_device(tcfg.device)
+
+    def step_fn(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        logits = m(batch["image"])
+        if problem == "multilabel":
+            loss = masked_bce(logits, batch["label"], batch["label_mask"])
+        else:
+            loss = F.cross_entropy(logits.float(), batch["label"].long())
+        if spec.regularizer is not None and (reg := spec.regularizer(model)) is not None:
+            loss = loss + reg
+        return loss
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        res = score(problem, *predict(m, val_ds, cfg.eval_batch_size, dev, tcfg.precision), k)
+        return {f"val_{n}": v for n, v in res.items()}
+
+    trainer = Trainer(model, tcfg, train_ds, step_fn, evaluate=evaluate, select_metric="val_score",
+                      transform=train_tf)
+    with _StepHook(model, spec.on_step) as hook:
+        result = trainer.fit()
+    summary: dict[str, Any] = {
+        "seed": seed, "problem": problem, "n_train": len(train_ds), "n_val": len(val_ds),
+        "steps": result.steps, "best": result.best, "final_loss": result.losses[-1] if result.losses else None,
+        **{k2: rep[k2] for k2 in ("trainable_params", "backbone_params", "trainable_pct")},
+        "step_time_ms": 1000.0 * hook.median_step_s(), "train_samples_per_s": result.samples_per_s,
+    }
+    if not trainer.dist.is_main:
+        return summary
+    summary["val"] = score(problem, *predict(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision), k)
+    if test_ds is not None:
+        summary["test"] = score(problem, *predict(model, test_ds, cfg.eval_batch_size, dev, tcfg.precision), k)
+    ad = save_adapter(model, out / "adapter", extra={"task": "prompt_tune", "dataset": cfg.dataset,
+                                                    "problem": problem, "outputs": names, "seed": seed,
+                                                    "image_size": cfg.image_size, "mean": list(mean),
+                                                    "std": list(std), "val": summary["val"]})
+    summary["adapter_bytes"] = (ad / "adapter.safetensors").stat().st_size
+    summary["adapter_mb"] = summary["adapter_bytes"] / 1e6
+    if cfg.save_merged:
+        from medvit.models import save_checkpoint
+
+        save_checkpoint(merge_adapter(model), out / "merged", extra={"task": "prompt_tune", "method": cfg.method})
+    (out / "summary.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    logger.info("prompt_tune %s seed %d: %s %.4f (val %.4f) | trainable %d (%.3f%% of backbone) | adapter %.3f MB "
+                "| step %.1f ms", cfg.method, seed, "AUROC" if problem == "multilabel" else "QWK",
+                summary.get("test", {}).get("score", math.nan), summary["val"]["score"], rep["trainable_params"],
+                rep["trainable_pct"], summary["adapter_mb"], summary["step_time_ms"])
+    return summary
+
+
+def _mean_sd(values: list[float | None]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def run(cfg: PromptTuneConfig) -> dict[str, Any]:
+    """Tune over ``cfg.seeds``; returns (and writes to ``output_dir/summary.json``) the report."""
+    out = Path(cfg.output_dir)
+    per_seed = [run_seed(cfg, s, out / f"seed_{s}") for s in cfg.seeds]
+    if not all("val" in s for s in per_seed):  # non-main DDP ranks
+        return {"task": "prompt_tune", "seeds": per_seed}
+    problem = per_seed[0]["problem"]
+    metric = "mean_auroc" if problem == "multilabel" else "qwk"
+    tm, tsd = _mean_sd([s.get("test", {}).get("score") for s in per_seed])
+    vm, vsd = _mean_sd([s["val"]["score"] for s in per_seed])
+    first = per_seed[0]
+    summary: dict[str, Any] = {
+        "task": "prompt_tune", "method": cfg.method, "dataset": cfg.dataset, "problem": problem, "metric": metric,
+        "backbone": cfg.backbone, "pretrained": cfg.pretrained,
+        f"test_{metric}": tm, f"test_{metric}_sd": tsd, f"val_{metric}": vm, f"val_{metric}_sd": vsd,
+        "trainable_params": first["trainable_params"], "backbone_params": first["backbone_params"],
+        "trainable_pct": first["trainable_pct"], "adapter_mb": first["adapter_mb"],
+        "step_time_ms": statistics.median(s["step_time_ms"] for s in per_seed), "seeds": per_seed,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    rows = [f"| {s['seed']} | {s['val']['score']:.4f} | {s.get('test', {}).get('score', math.nan):.4f} | "
+            f"{s['trainable_params']:,} | {s['trainable_pct']:.3f} | {s['adapter_mb']:.3f} | {s['step_time_ms']:.1f} |"
+            for s in per_seed]
+    (out / "results.md").write_text(
+        f"# prompt_tune: {cfg.method} on {cfg.dataset} ({problem}, {metric})\n\n"
+        f"test {metric}: {tm:.4f} ± {tsd:.4f} over {len(per_seed)} seed(s); validation {vm:.4f} ± {vsd:.4f}\n\n"
+        "| seed | val | test | trainable params | % of backbone | adapter MB | step ms |\n"
+        "|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows) + "\n"
+    )
+    return summary
+
+
+def _register() -> None:
+    from medvit.tasks import register_task
+
+    register_task("prompt_tune", PromptTuneConfig,
+                  "parameter-efficient tuning (DVPT, LoRA, VPT, ...) for multi-label AUROC or ordinal QWK")(run)
+
+
+_register()
