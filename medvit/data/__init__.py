@@ -11,3 +11,4 @@ from medvit.data.datasets import build_dataset, dataset_normalization
 from medvit.data.labels import LabelVocabulary, canonical_label
 
 __all__ = ["LabelVocabulary", "build_dataset", "canonical_label", "dataset_normalization", "phantom_datasets"]
+from medvit.data import io_transforms  # noqa: E402,F401  (registers the LoadMedicalImage(d) transforms)
