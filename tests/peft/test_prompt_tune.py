@@ -121,3 +121,14 @@ def test_adalora_total_step_filled_from_the_run(tmp_path):
 def test_bad_config_named(over, match):
     with pytest.raises(ConfigError, match=match):
         build_config(None, [], data=dict(task="prompt_tune", **over))
+
+
+def test_dvpt_presets_validate():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).parents[2] / "pipelines" / "dvpt").glob("*.yaml"))
+    assert len(presets) >= 4
+    for p in presets:
+        spec, cfg = build_config(p, [])
+        assert spec.name == "prompt_tune" and cfg.method == "dvpt", p
+        assert REGISTRY.entry("dataset", cfg.dataset)
