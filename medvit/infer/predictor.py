@@ -96,9 +96,15 @@ class Predictor:
         self.multilabel = multilabel
         self.fp32_model = model.eval()
         if precision == "int8":
+            import copy
+            import warnings
+
             from torch.ao.quantization import quantize_dynamic
 
-            self.model = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # torch marks eager quantisation deprecated in favour of torchao
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                self.model = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
         else:
             self.model = model.to(self.device)
 

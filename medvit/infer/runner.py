@@ -286,6 +286,7 @@ class InferenceRun:
         started = _now()
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = self.journal.check_state(self._fingerprint(), cfg.overwrite)
+        _remove_stale_temporaries(self.out)
         if cfg.deidentify:
             from medvit.io.deidentify import Deidentifier
 
@@ -358,6 +359,22 @@ class InferenceRun:
             "versions": _versions(), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
         }
         atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str))
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.name.tmpPID`` files a killed run left behind (atomic writes that never reached os.replace)."""
+    import re
+
+    pat = re.compile(r"^\..+\.tmp\d+$")
+    for sub in (out, out / "sr", out / STATE_DIR):
+        if sub.is_dir():
+            for f in sub.iterdir():
+                if f.is_file() and pat.match(f.name):
+                    f.unlink()
+    if (out / "heatmaps").is_dir():
+        for f in (out / "heatmaps").rglob(".*.tmp*"):
+            if f.is_file() and pat.match(f.name):
+                f.unlink()
 
 
 def _rel_key(p: Path, root: Path) -> str:
