@@ -27,6 +27,8 @@ def read_raster(path: str | Path, pixel_budget: int | None = None) -> MedicalIma
         raise FileNotFoundError(f"image file not found: {p}")
     try:
         im = Image.open(p)
+    except Image.DecompressionBombError as e:  # Pillow's own guard fired first (claims > 2x its limit)
+        raise PixelBudgetError(p, f"image header claims too many pixels ({e})") from e
     except UnidentifiedImageError as e:
         raise NotDicomError(p, "not a readable PNG/JPEG/TIFF/BMP image") from e
     except Exception as e:
