@@ -52,8 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     from medvit.infer import InferConfig, run_inference
 
-    if getattr(args, "verbose", 0) < 2:  # highdicom logs every copied module at INFO
-        logging.getLogger("highdicom").setLevel(logging.WARNING)
+    if getattr(args, "verbose", 0) < 2:
+        import warnings
+
+        # every unreadable file already gets a status/error row; keep decoder tracebacks off the console
+        logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs every copied module at INFO
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
 
     missing = [f"-{k[0]}/--{k}" for k in ("model", "input", "output") if not getattr(args, k)]
     if missing:
