@@ -88,7 +88,7 @@ def browse(cat: sources.Catalog, reveal: bool) -> sources.Series | None:
                 st.image(thumb, width="stretch")
             chosen = s.key == state["series_key"]
             if st.button(s.label, key=f"open_series_{j}", type="primary" if chosen else "secondary",
-                         width="stretch"):
+                         width="stretch", help=s.label):
                 state["series_key"] = s.key
                 st.rerun()
     return cat.find_series(state["series_key"])

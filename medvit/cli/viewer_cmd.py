@@ -77,6 +77,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "--server.runOnSave", "false",
         "--browser.gatherUsageStats", "false",
         "--browser.serverAddress", "localhost" if args.host in ("127.0.0.1", "localhost") else args.host,
+        "--client.toolbarMode", "minimal",
         "--theme.base", "dark",
     ]
     return argv, env

@@ -1,0 +1,135 @@
+"""End to end in a real browser: `medvit viewer` on a free localhost port, driven by headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+                       reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver; "
+                              "`make sysdeps` installs them)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 40.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"viewer exited with code {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"viewer did not answer on {url} within {timeout:.0f} s")
+
+
+@pytest.fixture
+def server(studies, tiny_model, tmp_path):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "medvit.cli.main", "viewer", "--data", str(studies), "--model", str(tiny_model),
+           "--results", str(tmp_path / "results"), "--port", str(port)]
+    log = tmp_path / "viewer.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    url = f"http://localhost:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def driver(tmp_path, server):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+              f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1600,1100"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        yield d
+    finally:
+        try:  # leave evidence of the last state for a failing run
+            d.save_screenshot(str(tmp_path / "last_state.png"))
+            (tmp_path / "last_state.txt").write_text(d.find_element("tag name", "body").text)
+        except Exception:
+            pass
+        d.quit()
+
+
+def _button(d, text: str):
+    return d.find_element("xpath", f"//button[.//p[contains(normalize-space(.), '{text}')]]")
+
+
+def _main_caption(d) -> str:
+    caps = d.find_elements("css selector", '[data-testid="stMain"] [data-testid="stCaptionContainer"]')
+    return " | ".join(c.text for c in caps)
+
+
+def test_open_study_run_model_show_heatmap(server, driver, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 40)
+    driver.get(server)
+    wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(text(), 'RESEARCH USE ONLY')]")))
+    # open a study: pick the two-series study, then its CHEST PA series from the thumbnail grid
+    wait.until(lambda d: _button(d, "CINE"))
+    study_box = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"]')
+    study_box.click()
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//*[@role='option'][contains(., '2 series')]"))).click()
+    wait.until(lambda d: _button(d, "CHEST PA")).click()
+    wait.until(lambda d: "W 4096 L 2048" in _main_caption(d) and "80×96" in _main_caption(d))
+    # run the model
+    _button(driver, "Run model on this image").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]')))
+    wait.until(lambda d: "operating thresholds" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text)
+    # show the heatmap for the first finding
+    heat_box = driver.find_element(
+        By.XPATH, "//div[@data-testid='stSelectbox'][.//p[normalize-space(.)='Heatmap for']]")
+    heat_box.click()
+    wait.until(ec.element_to_be_clickable((By.XPATH, "(//*[@role='option'][not(contains(., 'Off'))])[1]"))).click()
+    wait.until(lambda d: "heatmap" in _main_caption(d))
+    img = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stImage"] img')
+    wait.until(lambda d: img.get_attribute("naturalWidth") not in (None, "0"))
+    assert int(img.get_attribute("naturalWidth")) > 0 and img.is_displayed()
+    assert driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]').is_displayed()
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    out = tmp_path / "viewer_screenshot.png"
+    assert driver.save_screenshot(str(out)) and out.stat().st_size > 10_000
+    record = os.environ.get("MEDVIT_VIEWER_SCREENSHOT")  # set once to keep a copy for the record
+    if record:
+        shutil.copyfile(out, Path(record))
