@@ -160,3 +160,38 @@ def test_apply_twice_refused():
     model = apply_peft(make_base(), "lora", TINY_CONFIGS["lora"])
     with pytest.raises(ValueError, match="already has PEFT method 'lora'"):
         apply_peft(model, "lora", TINY_CONFIGS["lora"])
+
+
+@pytest.mark.parametrize("method", ["vpt_deep", "dvpt", "lora"])
+def test_volumes_3d(method, tmp_path):
+    """Prompt and library methods work on the 3D backbone too (tokens from a volume)."""
+    kw = dict(img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=4, in_chans=1, num_classes=2)
+
+    def base3d():
+        from medvit.models import create_model
+
+        torch.manual_seed(5)
+        return create_model("vit_small_patch16_96_3d", **kw)
+
+    x = torch.rand(2, 1, 32, 32, 32)
+    model = apply_peft(base3d(), method, TINY_CONFIGS[method])
+    model.train()
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    model.eval()
+    save_adapter(model, tmp_path / "ad")
+    with torch.no_grad():
+        assert torch.equal(load_adapter(tmp_path / "ad", base_model=base3d())(x), model(x))
+
+
+def test_medvit_peft_imports_no_peft_library():
+    import subprocess
+    import sys
+
+    code = "import sys, medvit.peft; medvit.peft.list_methods(); print('peft' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
