@@ -11,6 +11,7 @@ import streamlit as st
 st.set_page_config(page_title="medvit viewer", page_icon="🩻", layout="wide")
 
 from apps.viewer import (  # noqa: E402  (set_page_config must come first)
+    cache,
     display_panel,
     export_panel,
     findings_panel,
@@ -18,9 +19,14 @@ from apps.viewer import (  # noqa: E402  (set_page_config must come first)
     study_browser,
     tags_panel,
 )
-from apps.viewer.config import from_env  # noqa: E402
+from apps.viewer.config import PHANTOMS, from_env  # noqa: E402
 
 cfg = from_env()
+if cfg.data_dir is None:  # neither --data nor `make demo` studies: show generated phantoms
+    try:
+        cfg = cfg.with_data(cache.phantom_studies(str(PHANTOMS)), "phantoms")
+    except (OSError, ValueError) as e:
+        st.sidebar.warning(f"Could not generate phantom studies in {PHANTOMS}: {e}")
 st.sidebar.title("medvit viewer")
 reveal = st.sidebar.toggle("Reveal patient identifiers", key="reveal",
                            help="names, IDs, birth date and other identifiers are hidden by default")

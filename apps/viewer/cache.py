@@ -116,3 +116,14 @@ def heatmap(ref: str, sha256: str, path: str, modified: float, frame: int | None
     x, notes, _unit = lm.preprocess(image_2d(path, frame))
     heat = explain(lm.model, torch.from_numpy(x[None]), method=method, target=target)[0].numpy()
     return np.clip(unmap_heatmap(heat, notes, lm.preprocess.geometry), 0.0, 1.0).astype(np.float32)
+
+
+@st.cache_resource(show_spinner="No studies given: generating a few chest X-ray phantoms…")
+def phantom_studies(folder: str, n: int = 6) -> str:
+    """Folder of ``n`` chest phantom DICOM studies (written once by :func:`medvit.data.synth.write_synth`)."""
+    from medvit.data.synth import write_synth
+
+    images = Path(folder) / "images"
+    if len(list(images.glob("*.dcm"))) < n:
+        write_synth("cxr", n, folder, fmt="dicom", seed=0, masks=False)
+    return str(images)

@@ -7,7 +7,7 @@ them once per session with :func:`from_env`. Defaults follow ``make demo``: its 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ENV_DATA = "MEDVIT_VIEWER_DATA"
@@ -22,6 +22,8 @@ DEMO_RESULTS = "results"  # demo_out/results: `medvit infer` outputs (prediction
 
 #: used when there is no results folder to save feedback beside
 FALLBACK_RESULTS = Path.home() / ".cache" / "medvit" / "viewer"
+#: where phantoms are generated when there is nothing else to show
+PHANTOMS = FALLBACK_RESULTS / "phantoms"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class ViewerConfig:
     model: str | None  # checkpoint directory or weight tag (None: findings disabled until one is picked)
     results_dir: Path  # batch-inference outputs for these studies (SR links); feedback JSON goes here
     data_source: str  # how data_dir was chosen: "--data", "demo", "phantoms", "none"
+
+    def with_data(self, data_dir: str | Path, source: str) -> ViewerConfig:
+        """A copy browsing ``data_dir`` instead."""
+        return replace(self, data_dir=Path(data_dir), data_source=source)
 
 
 def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> ViewerConfig:

@@ -219,3 +219,19 @@ def test_zip_and_png_upload(app, tmp_path):
         at.selectbox(key="study_idx").set_value(i).run()
         assert not at.exception and not [e for e in _texts(at, "error") if "Cannot show" in e]
         assert "48×64" in _caption(at) or "80×96" in _caption(at)
+
+
+def test_without_data_or_demo_the_viewer_generates_phantoms(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from apps.viewer import config
+
+    for var in ("MEDVIT_VIEWER_DATA", "MEDVIT_VIEWER_MODEL", "MEDVIT_VIEWER_RESULTS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(config, "PHANTOMS", tmp_path / "phantoms")
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert len(at.selectbox(key="study_idx").options) == 6
+    assert at.text_input(key="folder").value == str(tmp_path / "phantoms" / "images")
+    assert "512×512" in _caption(at) and any("No model loaded" in i for i in _texts(at, "info"))
