@@ -19,6 +19,7 @@ COMMANDS = [
     "medvit.cli.infer_cmd",
     "medvit.cli.viewer_cmd",
     "medvit.cli.dicom_cmd",
+    "medvit.cli.data_cmd",
 ]
 
 
