@@ -1,7 +1,7 @@
 """Load an image file as a float32 (H, W) array scaled to [0, 1] for the dataset adapters.
 
-DICOM is scaled through its VOI window (WindowCenter/Width, linear) when present, else by its
-stored bit depth; MONOCHROME1 is inverted so bright always means dense. 8/16-bit PNG/JPEG are divided
+DICOM goes through :func:`medvit.io.display_array` (the file's VOI window, else min-max; MONOCHROME1
+inverted so bright always means dense). 8/16-bit PNG/JPEG are divided
 by their type's maximum; NIfTI data (float, after scl_slope) is clipped to [0, 1].
 """
 
@@ -13,22 +13,15 @@ import numpy as np
 
 
 def _dicom01(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut
+    """DICOM → displayed values in [0, 1] through medvit.io (file VOI window, MONOCHROME1 inverted)."""
+    from medvit.io import display_array, read_image
 
-    ds = pydicom.dcmread(path)
-    arr = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
-    if arr.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:
-        arr = arr[0]
-    wc, ww = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if wc is not None and ww is not None:
-        c = float(wc[0] if isinstance(wc, pydicom.multival.MultiValue) else wc)
-        w = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)
-        out = np.clip((arr - (c - 0.5)) / max(w - 1, 1.0) + 0.5, 0, 1)  # PS3.3 C.11.2.1.2 linear
-    else:
-        out = arr / float(2 ** int(ds.get("BitsStored", 16)) - 1)
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        out = 1.0 - out
+    img = read_image(path)
+    out = display_array(img)
+    if out.ndim == 3 and not img.is_color:
+        out = out[0]
+    elif out.ndim == 3:
+        out = out.mean(-1)
     return np.clip(out, 0, 1).astype(np.float32)
 
 
