@@ -264,7 +264,11 @@ def modality_lut(stored: np.ndarray, ds: Dataset, path: str | None, g: dict[str,
     try:
         for k in range(stored.shape[0]):
             slope, icpt = _rescale_source(ds, first_frame + k)
-            out[k] = (stored[k].astype(np.float64) * slope + icpt).astype(np.float32)
+            out[k] = stored[k]  # cast to float32 in place; float32 holds 24-bit integers exactly
+            if slope != 1.0:
+                out[k] *= np.float32(slope)
+            if icpt != 0.0:
+                out[k] += np.float32(icpt)
             rng += [lo * slope + icpt, hi * slope + icpt]
     except (TypeError, ValueError) as e:
         raise CorruptFileError(path, f"invalid Rescale Slope/Intercept: {e}") from e

@@ -37,27 +37,33 @@ def window_linear(x: np.ndarray, center: float, width: float, function: str = "L
     LINEAR: ``((x - (c - 0.5)) / (w - 1) + 0.5)`` clipped; LINEAR_EXACT: ``(x - c) / w + 0.5`` clipped;
     SIGMOID: ``1 / (1 + exp(-4 (x - c) / w))``.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float32)
     fn = function.upper()
     if fn == "SIGMOID":
         if width <= 0:
             raise ValueError(f"SIGMOID window width must be > 0, got {width}")
         with np.errstate(over="ignore"):
-            y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+            y = np.exp((x - np.float32(center)) * np.float32(-4.0 / width))
+        y += 1.0
+        np.reciprocal(y, out=y)
     elif fn == "LINEAR_EXACT":
         if width <= 0:
             raise ValueError(f"LINEAR_EXACT window width must be > 0, got {width}")
-        y = np.clip((x - center) / width + 0.5, 0.0, 1.0)
+        y = (x - np.float32(center)) * np.float32(1.0 / width)
+        y += 0.5
+        np.clip(y, 0.0, 1.0, out=y)
     elif fn == "LINEAR":
         if width < 1:
             raise ValueError(f"LINEAR window width must be >= 1, got {width}")
         if width == 1:
-            y = (x > center - 0.5).astype(np.float64)
+            y = (x > center - 0.5).astype(np.float32)
         else:
-            y = np.clip((x - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+            y = (x - np.float32(center - 0.5)) * np.float32(1.0 / (width - 1.0))
+            y += 0.5
+            np.clip(y, 0.0, 1.0, out=y)
     else:
         raise ValueError(f"unknown VOI LUT function {function!r}; use LINEAR, LINEAR_EXACT or SIGMOID")
-    return y.astype(np.float32)
+    return y
 
 
 def apply_voi_lut_table(x: np.ndarray, lut: VoiLut) -> np.ndarray:
@@ -112,27 +118,27 @@ def select_voi(image: MedicalImage, window: tuple[float, float] | None = None,
     return minmax_window(image)
 
 
-def display_array(image: MedicalImage, window: tuple[float, float] | None = None, preset: str | None = None
-                  ) -> np.ndarray:
+def display_array(image: MedicalImage, window: tuple[float, float] | None = None, preset: str | None = None,
+                  invert: bool = True) -> np.ndarray:
     """Displayed intensities in [0, 1], float32, same shape as ``image.pixels`` (VOI then inversion).
 
     Colour images are scaled by their stored bit depth; MONOCHROME1 (and MONOCHROME2 with Presentation LUT
     Shape INVERSE) is inverted after the VOI stage. Pixel Padding Value pixels are excluded from min-max but
-    otherwise mapped like any other pixel (as dcmtk does).
+    otherwise mapped like any other pixel (as dcmtk does). ``invert=False`` skips the inversion step.
     """
     if image.is_color:
         return (image.pixels / float(2**image.bits_stored - 1)).clip(0, 1).astype(np.float32)
     voi = select_voi(image, window, preset)
     y = apply_voi_lut_table(image.pixels, voi) if isinstance(voi, VoiLut) else \
         window_linear(image.pixels, voi.center, voi.width, voi.function)
-    if image.invert:
-        y = 1.0 - y
+    if invert and image.invert:
+        np.subtract(1.0, y, out=y)
     return y
 
 
 def to_uint8(y: np.ndarray) -> np.ndarray:
-    """[0, 1] float -> uint8 by truncation, as dcmtk does (255 only at y = 1)."""
-    return np.floor(np.clip(y, 0.0, 1.0) * 255.0 + 1e-4).astype(np.uint8)
+    """[0, 1] float -> uint8 by truncation, as dcmtk does (255 only at y = 1; 1e-4 absorbs float32 error)."""
+    return np.floor(np.clip(y, 0.0, 1.0) * np.float32(255.0) + np.float32(1e-4)).astype(np.uint8)
 
 
 def slice_for_display(image: MedicalImage, frame: int | None = None) -> MedicalImage:

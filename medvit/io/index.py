@@ -8,6 +8,7 @@ fixed tag list; large trees use a process pool.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -125,18 +126,21 @@ def _num(v: Any) -> float:
         return float("inf")
 
 
-def _s(ds: Any, kw: str) -> str:
-    try:
-        v = ds.get(kw)
-    except Exception:
-        return ""
-    if v is None:
-        return ""
+def _values(ds: Any) -> dict[str, str]:
+    """All top-level elements of ``ds`` as keyword -> string, converting each value once."""
     from pydicom.multival import MultiValue
 
-    if isinstance(v, MultiValue | list | tuple):
-        return "\\".join(str(x) for x in v)
-    return str(v)
+    out: dict[str, str] = {}
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+            v = elem.value
+        except Exception:  # a garbled value: leave it out, the row reports it as empty
+            continue
+        if v is None or elem.VR == "SQ":
+            continue
+        out[elem.keyword] = "\\".join(str(x) for x in v) if isinstance(v, MultiValue | list | tuple) else str(v)
+    return out
 
 
 def header_row(path: str | Path) -> dict[str, Any]:
@@ -148,39 +152,46 @@ def header_row(path: str | Path) -> dict[str, Any]:
 
     p = Path(path)
     ds = _open(p, stop_before_pixels=True, specific_tags=INDEX_TAGS)
+    v = _values(ds)
     fm = getattr(ds, "file_meta", None)
-    sop_class = _s(ds, "SOPClassUID") or (str(fm.get("MediaStorageSOPClassUID", "")) if fm else "")
+    sop_class = v.get("SOPClassUID") or (str(fm.get("MediaStorageSOPClassUID", "")) if fm else "")
     if sop_class == DICOMDIR_CLASS:
         return {"dicomdir": _dicomdir_files(p)}
-    study, series = _s(ds, "StudyInstanceUID"), _s(ds, "SeriesInstanceUID")
+    study, series = v.get("StudyInstanceUID", ""), v.get("SeriesInstanceUID", "")
     if not study or not series:
         raise MedicalIOError(p, "DICOM file without Study/Series Instance UID; cannot be placed in a series")
-    rows, cols = _s(ds, "Rows"), _s(ds, "Columns")
+    rows, cols = v.get("Rows", ""), v.get("Columns", "")
     ts = str(fm.get("TransferSyntaxUID", "")) if fm else ""
-    try:
-        from pydicom.uid import UID
-
-        ts_name = UID(ts).name if ts else ""
-        sop_name = UID(sop_class).name if sop_class else ""
-    except Exception:
-        ts_name, sop_name = ts, sop_class
     return {
-        "path": str(p), "patient_id": _s(ds, "PatientID"), "patient_name": _s(ds, "PatientName"),
-        "study_uid": study, "study_date": _s(ds, "StudyDate"), "study_description": _s(ds, "StudyDescription"),
-        "accession_number": _s(ds, "AccessionNumber"), "series_uid": series, "series_number": _s(ds, "SeriesNumber"),
-        "series_description": _s(ds, "SeriesDescription"), "sop_instance_uid": _s(ds, "SOPInstanceUID"),
-        "sop_class": sop_name, "instance_number": _s(ds, "InstanceNumber"), "modality": _s(ds, "Modality"),
-        "body_part": _s(ds, "BodyPartExamined"), "view_position": _s(ds, "ViewPosition"),
-        "laterality": _s(ds, "ImageLaterality") or _s(ds, "Laterality"),
-        "size": f"{rows}x{cols}" if rows and cols else "", "frames": _frames(ds) if rows else 0,
-        "photometric": _s(ds, "PhotometricInterpretation"), "transfer_syntax": ts_name, "bytes": p.stat().st_size,
+        "path": str(p), "patient_id": v.get("PatientID", ""), "patient_name": v.get("PatientName", ""),
+        "study_uid": study, "study_date": v.get("StudyDate", ""), "study_description": v.get("StudyDescription", ""),
+        "accession_number": v.get("AccessionNumber", ""), "series_uid": series,
+        "series_number": v.get("SeriesNumber", ""), "series_description": v.get("SeriesDescription", ""),
+        "sop_instance_uid": v.get("SOPInstanceUID", ""), "sop_class": _uid_name(sop_class),
+        "instance_number": v.get("InstanceNumber", ""), "modality": v.get("Modality", ""),
+        "body_part": v.get("BodyPartExamined", ""), "view_position": v.get("ViewPosition", ""),
+        "laterality": v.get("ImageLaterality") or v.get("Laterality", ""),
+        "size": f"{rows}x{cols}" if rows and cols else "", "frames": _frames(v) if rows else 0,
+        "photometric": v.get("PhotometricInterpretation", ""), "transfer_syntax": _uid_name(ts),
+        "bytes": p.stat().st_size,
     }
 
 
-def _frames(ds: Any) -> int:
+@functools.lru_cache(maxsize=256)
+def _uid_name(uid: str) -> str:
+    """Registered name of a UID (transfer syntax, SOP class) or the UID itself."""
+    from pydicom.uid import UID
+
+    try:
+        return UID(uid).name if uid else ""
+    except Exception:
+        return uid
+
+
+def _frames(v: dict[str, str]) -> int:
     """Number of Frames as int (1 when absent, 0 when garbled)."""
     try:
-        return int(ds.get("NumberOfFrames", 1) or 1)
+        return int(v.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):
         return 0
 
@@ -235,7 +246,9 @@ def index_tree(root: str | Path, workers: int | None = None, min_parallel: int =
         if workers > 1 and len(batch) >= min_parallel:
             import multiprocessing as mp
 
-            with mp.get_context("spawn").Pool(workers) as pool:
+            # fork: workers inherit the imported modules (spawn would re-import pydicom in each, ~1 s)
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(workers) as pool:
                 results = list(pool.imap(_safe_row, batch, chunksize=64))
         else:
             results = [_safe_row(p) for p in batch]
