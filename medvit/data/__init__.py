@@ -6,9 +6,10 @@ registers the phantom sets and the NIH ChestX-ray14 / CheXpert adapters.
 
 from __future__ import annotations
 
-from medvit.data import phantom_datasets
+from medvit.data import chexpert, nih, phantom_datasets
 from medvit.data.datasets import build_dataset, dataset_normalization
 from medvit.data.labels import LabelVocabulary, canonical_label
 
-__all__ = ["LabelVocabulary", "build_dataset", "canonical_label", "dataset_normalization", "phantom_datasets"]
+__all__ = ["LabelVocabulary", "build_dataset", "canonical_label", "chexpert", "dataset_normalization", "nih",
+           "phantom_datasets"]
 from medvit.data import io_transforms  # noqa: E402,F401  (registers the LoadMedicalImage(d) transforms)

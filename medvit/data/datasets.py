@@ -27,12 +27,23 @@ def build_dataset(name: str, split: str, **kwargs: Any) -> torch.utils.data.Data
     return entry.obj(split=split, **kwargs)
 
 
-def dataset_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Default (mean, std) per channel registered for dataset ``name`` (applied after [0, 1] scaling)."""
+def dataset_normalization(name: str, in_chans: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Default (mean, std) per channel for dataset ``name`` (applied after [0, 1] scaling), ``in_chans`` long.
+
+    Uses the registry meta ``mean``/``std`` (grey) or, for 3 channels, ``mean_rgb``/``std_rgb`` when
+    registered; a grey value is repeated for 3 channels.
+    """
     meta = REGISTRY.entry("dataset", name).meta
     if "mean" not in meta or "std" not in meta:
         raise KeyError(f"dataset {name!r} registers no mean/std; set the task's normalization fields explicitly")
-    return tuple(meta["mean"]), tuple(meta["std"])
+    if in_chans == 3 and "mean_rgb" in meta:
+        return tuple(meta["mean_rgb"]), tuple(meta["std_rgb"])
+    mean, std = tuple(meta["mean"]), tuple(meta["std"])
+    if len(mean) == in_chans:
+        return mean, std
+    if len(mean) == 1:
+        return mean * in_chans, std * in_chans
+    raise ValueError(f"dataset {name!r} registers {len(mean)}-channel mean/std; cannot use them for {in_chans}")
 
 
 def to_chw(img: np.ndarray, in_chans: int, image_size: int | None) -> torch.Tensor:

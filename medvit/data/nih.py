@@ -1,0 +1,130 @@
+"""NIH ChestX-ray14 adapter (``nih_chestxray14``), reading the dataset in its published layout.
+
+Expected under ``root``::
+
+    Data_Entry_2017.csv     Image Index, Finding Labels ("A|B" or "No Finding"), Follow-up #, Patient ID,
+                            Patient Age, Patient Gender, View Position, ...
+    train_val_list.txt      official train+val image names (one per line)
+    test_list.txt           official test image names
+    images/<name>.png       or the unpacked archives images_001/images/<name>.png ... images_012/...
+
+Splits: ``test`` = ``test_list.txt``; ``train`` / ``val`` split ``train_val_list.txt`` by patient
+(``val_fraction`` of patients, deterministic hash of the Patient ID); ``trainval`` = all of it.
+Labels: the 14 findings in the thorax-MAE column order (:data:`~medvit.data.labels.NIH14_LABELS`);
+"No Finding" is all zeros; every label is known (mask all True).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvit.data.datasets import ItemDataset, check_split, to_chw
+from medvit.data.labels import NIH14_LABELS, canonical_label
+from medvit.registry import register
+
+_SPLITS = ("train", "val", "test", "trainval")
+
+
+def patient_hash_fraction(patient_id: str, salt: str = "") -> float:
+    """Deterministic number in [0, 1) for a patient (stable across machines and Python runs)."""
+    h = hashlib.sha256(f"{salt}{patient_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def find_images(root: Path, subdirs: tuple[str, ...] = ("images",)) -> dict[str, Path]:
+    """name → path of every image under ``root/images`` and ``root/images_*/images``."""
+    out: dict[str, Path] = {}
+    for pattern in [*subdirs, "images_*/images"]:
+        for d in sorted(root.glob(pattern)):
+            if d.is_dir():
+                for p in d.iterdir():
+                    out.setdefault(p.name, p)
+    return out
+
+
+class NIHChestXray14(ItemDataset):
+    """NIH ChestX-ray14 multi-label dataset (items as in :mod:`medvit.data.datasets`)."""
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int | None = 224, in_chans: int = 1,
+                 views: tuple[str, ...] | None = None, val_fraction: float = 0.1, transform: Any = None):
+        check_split(split, _SPLITS, "nih_chestxray14")
+        self.root = Path(root)
+        entry = self.root / "Data_Entry_2017.csv"
+        if not entry.is_file():
+            raise FileNotFoundError(f"{entry} not found: root must be the ChestX-ray14 folder holding "
+                                    "Data_Entry_2017.csv, train_val_list.txt, test_list.txt and images*/")
+        list_name = "test_list.txt" if split == "test" else "train_val_list.txt"
+        list_file = self.root / list_name
+        if not list_file.is_file():
+            raise FileNotFoundError(f"{list_file} not found (official split list of ChestX-ray14)")
+        wanted = set(list_file.read_text().split())
+        self.label_names = list(NIH14_LABELS)
+        col = {canonical_label(n): k for k, n in enumerate(NIH14_LABELS)}
+        rows = []
+        with open(entry, newline="") as f:
+            for r in csv.DictReader(f):
+                name = r["Image Index"].strip()
+                if name not in wanted:
+                    continue
+                if views is not None and r.get("View Position", "").strip() not in views:
+                    continue
+                pid = str(r["Patient ID"]).strip()
+                if split in ("train", "val"):
+                    is_val = patient_hash_fraction(pid, "nih-val") < val_fraction
+                    if is_val != (split == "val"):
+                        continue
+                y = np.zeros(len(NIH14_LABELS), np.float32)
+                for lab in r["Finding Labels"].split("|"):
+                    lab = canonical_label(lab)
+                    if lab == "No Finding" or not lab:
+                        continue
+                    if lab not in col:
+                        raise ValueError(f"{entry}: unknown finding {lab!r} for {name}; expected one of "
+                                         f"{', '.join(NIH14_LABELS)} or 'No Finding'")
+                    y[col[lab]] = 1
+                rows.append((name, pid, y, r.get("View Position", "").strip()))
+        if not rows:
+            raise ValueError(f"nih_chestxray14 split {split!r} under {self.root} is empty (check {list_name} "
+                             "against Data_Entry_2017.csv and the views filter)")
+        self.rows = rows
+        self.paths = find_images(self.root)
+        missing = [n for n, *_ in rows if n not in self.paths]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} images listed for split {split!r} are missing under "
+                                    f"{self.root}/images*/ (e.g. {missing[:3]}); unpack all image archives")
+        self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def patient_ids(self) -> list[str]:
+        return [r[1] for r in self.rows]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N, 14) label matrix."""
+        return np.stack([r[2] for r in self.rows])
+
+    def _item(self, i: int) -> dict[str, Any]:
+        from medvit.data.imageload import load_gray01
+
+        name, pid, y, view = self.rows[i]
+        img = load_gray01(self.paths[name])
+        return {"image": to_chw(img, self.in_chans, self.image_size), "label": torch.from_numpy(y.copy()),
+                "label_mask": torch.ones(len(y), dtype=torch.bool), "id": name, "patient_id": pid, "view": view}
+
+
+@register("dataset", "nih_chestxray14", mean=(0.5056,), std=(0.252,), label_names=list(NIH14_LABELS),
+          task="multilabel", in_chans=1,
+          description="NIH ChestX-ray14 (Data_Entry_2017.csv + official split lists; 14 labels)")
+def nih_chestxray14(split: str = "train", root: str | Path | None = None, **kw: Any) -> NIHChestXray14:
+    """NIH ChestX-ray14 from ``root`` (normalisation 0.5056/0.252 as in the thorax-MAE recipe)."""
+    if root is None:
+        raise ValueError("nih_chestxray14 needs root=DIR (the folder holding Data_Entry_2017.csv)")
+    return NIHChestXray14(root, split, **kw)
