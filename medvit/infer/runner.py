@@ -268,8 +268,10 @@ class InferenceRun:
         from medvit.infer.heatmaps import write_heatmap_outputs
 
         targets = probs.argmax(1)
-        heat = explain(self.predictor.fp32_model.cpu(), torch.as_tensor(x), self.cfg.heatmap_method,
-                       torch.as_tensor(targets)).numpy()
+        model = self.predictor.fp32_model  # fp32 weights (int8 runs keep them beside the quantised copy)
+        dev = next(model.parameters()).device
+        heat = explain(model, torch.as_tensor(x).to(dev), self.cfg.heatmap_method,
+                       torch.as_tensor(targets, device=dev)).float().cpu().numpy()
         for d, h, t, rec in zip(batch, heat, targets, recs, strict=True):
             rec["heatmap_target"] = self.labels[int(t)]
             try:

@@ -1,0 +1,47 @@
+"""`medvit demo` wiring with a stand-in model (the real one is trained by pipelines/demo; too slow for tests)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny_cxr_model(out: Path) -> Path:
+    import torch
+
+    import medvit
+    from medvit.data.phantom_cxr import CXR_LABELS
+    from medvit.models import WeightContract, save_checkpoint
+
+    torch.manual_seed(0)
+    m = medvit.create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, embed_dim=48, depth=1, num_heads=4,
+                            in_chans=1, num_classes=len(CXR_LABELS), global_pool="avg")
+    c = WeightContract(in_chans=1, input_size=(32, 32), mean=(0.523,), std=(0.287,), label_names=list(CXR_LABELS),
+                       version="stand-in", source="tests/infer/test_demo.py")
+    return save_checkpoint(m, out, contract=c)
+
+
+def test_demo_end_to_end_with_stand_in_model(tmp_path, monkeypatch, capsys):
+    from medvit.cli import demo_cmd
+
+    monkeypatch.setattr(demo_cmd, "demo_model", lambda cache, retrain=False: _tiny_cxr_model(tmp_path / "model"))
+    rc = demo_cmd.run(argparse.Namespace(out=str(tmp_path / "demo"), n=4, retrain=False, cache=str(tmp_path / "c")))
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "$ medvit infer -m" in text and "--sr --heatmaps --rules" in text
+    assert "research use only" in text.lower() and "per-label agreement" in text
+    res = tmp_path / "demo" / "results"
+    with open(res / "status.csv", newline="") as f:
+        status = {r["file"]: r for r in csv.DictReader(f)}
+    assert sum(r["status"] == "predicted" for r in status.values()) == 4
+    assert status["extras/CT_small.dcm"]["stage"] == "select"
+    assert status["extras/truncated_dx.dcm"]["status"] == "error"
+    assert status["extras/DICOMDIR"]["status"] == "skipped"
+    assert status["extras/README.txt"]["reason"] == "not a DICOM file"
+    assert len(list((res / "sr").glob("*.dcm"))) >= 1
+    assert len(list((res / "heatmaps").rglob("*.png"))) == 4
