@@ -126,12 +126,28 @@ def _num(v: Any) -> float:
         return float("inf")
 
 
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI", "UT"}
+
+
 def _values(ds: Any) -> dict[str, str]:
-    """All top-level elements of ``ds`` as keyword -> string, converting each value once."""
+    """Top-level elements of ``ds`` as keyword -> string.
+
+    Pure-ASCII text values are decoded straight from the raw bytes (this skips pydicom's per-VR conversion, the
+    bulk of header-reading time); anything else (non-ASCII text, binary VRs, garbled values) goes through pydicom.
+    """
+    from pydicom.datadict import keyword_for_tag
     from pydicom.multival import MultiValue
 
     out: dict[str, str] = {}
     for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        kw = keyword_for_tag(tag)
+        val = getattr(raw, "value", None)
+        vr = getattr(raw, "VR", None)
+        if isinstance(val, bytes) and vr in _TEXT_VRS and val.isascii():
+            text = val.decode("ascii").strip(" \0")
+            out[kw] = "\\".join(part.strip(" \0") for part in text.split("\\")) if "\\" in text else text
+            continue
         try:
             elem = ds[tag]
             v = elem.value
@@ -139,7 +155,7 @@ def _values(ds: Any) -> dict[str, str]:
             continue
         if v is None or elem.VR == "SQ":
             continue
-        out[elem.keyword] = "\\".join(str(x) for x in v) if isinstance(v, MultiValue | list | tuple) else str(v)
+        out[kw] = "\\".join(str(x) for x in v) if isinstance(v, MultiValue | list | tuple) else str(v)
     return out
 
 
