@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "their reason.")
     pi.add_argument("root", help="folder, DICOMDIR or file")
     pi.add_argument("--out", required=True, help="output FILE.csv or FILE.json")
-    pi.add_argument("--workers", type=int, default=None, help="header-reading processes (default: up to 2)")
+    pi.add_argument("--workers", type=int, default=None,
+                    help="header-reading processes (default 1; more helps only on idle multi-core machines)")
     pi.set_defaults(func=run_index)
 
     pr = dsub.add_parser("render", help="write the displayed 8-bit image of a file as PNG",

@@ -239,7 +239,8 @@ def _safe_row(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
 def index_tree(root: str | Path, workers: int | None = None, min_parallel: int = 256) -> IndexResult:
     """Walk ``root`` (a folder, a DICOMDIR or one file), read every header, return an :class:`IndexResult`.
 
-    ``workers``: processes for header reading (default: min(2, CPUs)); a pool is used only for at least
+    ``workers``: processes for header reading (default 1: on the shared 2-core test machine a 2-process pool
+    was slower than one process, see benchmarks/results/io_benchmark.md); a pool is used only for at least
     ``min_parallel`` files. Hidden files and folders are skipped silently.
     """
     root = Path(root)
@@ -254,7 +255,7 @@ def index_tree(root: str | Path, workers: int | None = None, min_parallel: int =
             todo += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
     res = IndexResult(str(root))
     seen: set[str] = set()
-    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    workers = workers if workers is not None else 1
     while todo:
         batch = [p for p in dict.fromkeys(todo) if os.path.realpath(p) not in seen]
         seen.update(os.path.realpath(p) for p in batch)
