@@ -1,7 +1,8 @@
 """``medvit demo``: the main job (batch DICOM inference) end to end on built-in sample data.
 
 1. obtains the demo model: trained once by ``medvit run pipelines/demo/cxr_phantom_demo.yaml`` on in-memory
-   chest phantoms and cached under ``.cache/medvit-demo/<yaml hash>/`` (git-ignored; about a minute);
+   chest phantoms and cached in ``.cache/medvit-demo/model`` (git-ignored; retrained when the YAML changes;
+   about a minute on 2 idle cores);
 2. writes an inbox of phantom studies as DICOM (``medvit data synth``: plain, MONOCHROME1 + JPEG 2000) plus
    hostile extras (pydicom's CT, DICOMDIR and RT plan test files, a chest DX with truncated pixel data, a text
    file);
@@ -40,32 +41,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def demo_model(cache: Path, retrain: bool = False) -> Path:
-    """The cached demo checkpoint, training it with the demo pipeline when missing (keyed by the YAML's hash)."""
+    """The cached demo checkpoint ``cache/model``, (re)trained with the demo pipeline when missing or when the
+    pipeline YAML changed (its SHA-256 is kept in ``cache/PIPELINE_SHA256``)."""
     import json
 
     from medvit.tasks import run_task
 
     if not PIPELINE.is_file():
         raise FileNotFoundError(f"demo pipeline {PIPELINE} not found; run `medvit demo` from a medvit checkout")
-    key = hashlib.sha256(PIPELINE.read_bytes()).hexdigest()[:12]
-    run_dir = cache / key
-    model = run_dir / "model"
-    if retrain and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if (model / "config.json").is_file() and (model / "model.safetensors").is_file():
-        print(f"demo model: {model} (cached; trained by `medvit run {PIPELINE.relative_to(REPO)}`)")  # noqa: T201
+    key = hashlib.sha256(PIPELINE.read_bytes()).hexdigest()
+    model = cache / "model"
+    stamp = cache / "PIPELINE_SHA256"
+    fresh = stamp.is_file() and stamp.read_text().strip() == key and (model / "model.safetensors").is_file()
+    if fresh and not retrain:
+        print(f"demo model: {model} (cached; trained by `medvit run {_show(PIPELINE)}`)")  # noqa: T201
         return model
-    print(f"demo model: training it once with `medvit run {PIPELINE.relative_to(REPO)} "  # noqa: T201
-          f"output_dir={run_dir}` (about a minute on 2 cores) ...", flush=True)
-    summary = run_task(str(PIPELINE), [f"output_dir={run_dir}"])
+    if cache.exists():
+        shutil.rmtree(cache)
+    print(f"demo model: training it once with `medvit run {_show(PIPELINE)} output_dir={cache}` "  # noqa: T201
+          "(about a minute on 2 idle cores) ...", flush=True)
+    summary = run_task(str(PIPELINE), [f"output_dir={cache}"])
     if not (model / "config.json").is_file():
         raise FileNotFoundError(f"the demo pipeline finished but wrote no checkpoint at {model}")
     cfg = json.loads((model / "config.json").read_text())
-    (run_dir / "MODEL_SHA256").write_text(cfg.get("sha256", "") + "\n")
+    stamp.write_text(key + "\n")
+    (cache / "MODEL_SHA256").write_text(cfg.get("sha256", "") + "\n")
     test = summary.get("test", {}).get("mean_auroc") if isinstance(summary, dict) else None
     print(f"demo model: saved to {model} (weights sha256 {cfg.get('sha256', '')[:16]}...; "  # noqa: T201
-          f"test mean AUROC on held-out phantoms {test if test is None else f'{test:.3f}'})")
+          f"test mean AUROC on held-out phantoms {'n/a' if test is None else f'{test:.3f}'})")
     return model
+
+
+def _show(p: Path) -> str:
+    """``p`` relative to the working directory when inside it (shorter commands to copy), else absolute."""
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def build_inbox(inbox: Path, n: int) -> dict[str, Any]:
@@ -115,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     model = demo_model(Path(args.cache), args.retrain)
     truth = build_inbox(out / "inbox", args.n)
     results = out / "results"
-    argv = ["infer", "-m", str(model), "-i", str(out / "inbox"), "-o", str(results), "--sr", "--heatmaps",
-            "--rules", str(RULES.relative_to(REPO) if Path.cwd() == REPO else RULES)]
+    argv = ["infer", "-m", _show(model), "-i", _show(out / "inbox"), "-o", _show(results), "--sr", "--heatmaps",
+            "--rules", _show(RULES)]
     print(f"\n$ medvit {' '.join(argv)}", flush=True)  # noqa: T201
     infer_args = build_parser().parse_args(argv)
     rc = infer_args.func(infer_args)

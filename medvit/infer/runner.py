@@ -190,6 +190,9 @@ class InferenceRun:
         self.cfg = cfg
         self.out = Path(cfg.output)
         self.root = Path(cfg.input).resolve()
+        if self.root.is_file() and self.root.name.upper() == "DICOMDIR":
+            # a DICOMDIR indexes files in its own folder tree: walk that tree (every file gets a status row)
+            self.root = self.root.parent
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         model, self.contract, self.info = load_for_inference(cfg.model)

@@ -181,3 +181,16 @@ def test_deidentify(material, tmp_path):
         if f.is_file() and f.suffix in (".csv", ".jsonl", ".json", ".dcm"):
             data = f.read_bytes()
             assert b"Doe^" not in data and b"General Hospital" not in data and b"19700101" not in data, f
+
+
+def test_dicomdir_as_input_walks_its_folder(material, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "media"
+    shutil.copytree(material["input"] / "patient0", folder / "patient0")
+    shutil.copy(get_testdata_file("DICOMDIR"), folder / "DICOMDIR")
+    res = run_inference(InferConfig(str(material["model"]), str(folder / "DICOMDIR"), str(tmp_path / "o"),
+                                    workers=0, progress=False))
+    assert res.counts["predicted"] == 2 and res.counts["skipped"] == 1
+    rows = read_csv(tmp_path / "o" / "status.csv")
+    assert [r["reason"] for r in rows if r["file"] == "DICOMDIR"][0].startswith("DICOMDIR")
