@@ -18,6 +18,7 @@ from apps.viewer import (  # noqa: E402  (set_page_config must come first)
     navigation,
     study_browser,
     tags_panel,
+    view,
 )
 from apps.viewer.config import PHANTOMS, from_env  # noqa: E402
 
@@ -58,10 +59,10 @@ with right:
 with left:
     window = display_panel.window_text(opened.image, state)
     corners = navigation.corners(opened, window, state.zoom, reveal, heat_on=heat is not None)
-    rgb = display_panel.render_view(opened.image, state, heat, opacity, corners)
-    st.image(rgb, width="stretch", output_format="PNG")
+    png = view.to_png(display_panel.render_view(opened.image, state, heat, opacity, corners))
+    st.image(png, width="stretch", output_format="PNG")  # our lossless PNG bytes are served as they are
     st.caption(" · ".join(x for x in (window, f"zoom {state.zoom:g}×", "inverted" if state.invert else "",
                                       "heatmap" if heat is not None else "", corners["bottom_right"][-1]) if x),
                help="window in use, zoom, and the image size in pixels")
 with tab_export:
-    export_panel.export(rgb, lm, opened.shown, table, window, str(cfg.results_dir))
+    export_panel.export(png, lm, opened.shown, table, window, str(cfg.results_dir))

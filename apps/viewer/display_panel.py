@@ -109,7 +109,8 @@ def window_text(image: Any, state: DisplayState) -> str:
 
 def render_view(image: Any, state: DisplayState, heat: np.ndarray | None, opacity: float,
                 corners: dict[str, list[str]], max_side: int = 1024) -> np.ndarray:
-    """(h, w, 3) uint8 on-screen view: medvit.io.render → invert → zoom box → downsample → heatmap → overlay text."""
+    """On-screen view, (h, w) or (h, w, 3) uint8: medvit.io.render → invert → zoom box → downsample → heatmap →
+    corner text."""
     from medvit.io import render
 
     disp = render(image, window=state.window, preset=state.preset)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
-
-from apps.viewer import view
 
 SR_FOLDER = "sr"  # `medvit infer --sr` writes OUTPUT/sr/
 
@@ -49,13 +46,13 @@ def findings_document(lm: Any, shown: Any, df: pd.DataFrame | None, window: str)
     }
 
 
-def export(rgb: Any, lm: Any, shown: Any, df: pd.DataFrame | None, window: str, results_dir: str) -> None:
+def export(png: bytes, lm: Any, shown: Any, df: pd.DataFrame | None, window: str, results_dir: str) -> None:
     """Download buttons for the view and the findings; the SR of this study when the batch job wrote one.
 
-    PNG and SR bytes are produced only when clicked (deferred downloads), so reruns stay fast.
+    ``png`` is the encoded view already on screen; SR bytes are read only when clicked (deferred download).
     """
     stem = Path(shown.path).stem + (f"_f{shown.frame}" if shown.frame else "")
-    st.download_button("Download view (PNG)", partial(view.to_png, rgb), file_name=f"{stem}_view.png",
+    st.download_button("Download view (PNG)", png, file_name=f"{stem}_view.png",
                        mime="image/png", on_click="ignore", key="dl_view",
                        help="exactly what is on screen: window, zoom, heatmap and corner text")
     doc = findings_document(lm, shown, df, window)

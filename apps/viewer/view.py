@@ -3,7 +3,8 @@
 The pixels come from :func:`medvit.io.render` (VOI LUT, MONOCHROME1, presets); this module only does what a
 screen needs: the zoom box, an efficient downsample to the display size, the heatmap blend and the four-corner
 text overlay. Shapes: ``display`` (H, W) or (H, W, 3) uint8; ``heat`` (h, w) float in [0, 1] covering the same
-field of view as ``display`` (any resolution); the result is (h', w', 3) uint8 with max(h', w') <= ``max_side``.
+field of view as ``display`` (any resolution); the result is (h', w') uint8 for a grey view without heatmap, else
+(h', w', 3), with max(h', w') == ``max_side``. Grey views stay single-channel: a third of the bytes to encode.
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
     top, left, bottom, right = box or (0, 0, h, w)
     im = Image.fromarray(np.ascontiguousarray(display[top:bottom, left:right]))
     out_h, out_w = fit(bottom - top, right - left, max_side)
-    im = im.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0).convert("RGB")
-    rgb = np.asarray(im)
+    im = im.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0)
     if heat is None or opacity <= 0:
-        return rgb
+        return np.asarray(im)
     hh, hw = heat.shape
     sy, sx = hh / h, hw / w  # heat may be at another resolution than display
     crop = np.asarray(heat, dtype=np.float32)[int(top * sy):max(int(top * sy) + 1, int(bottom * sy)),
@@ -61,7 +61,10 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
 
 
 def draw_corners(rgb: np.ndarray, corners: dict[str, list[str]], size: int | None = None) -> np.ndarray:
-    """Write text lines in the four corners (keys of :data:`CORNERS`), white on a dark outline, OHIF style."""
+    """Write text lines in the four corners (keys of :data:`CORNERS`), white on a dark outline, OHIF style.
+
+    ``rgb`` is (h, w) grey or (h, w, 3) uint8; the result has the same shape.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
     unknown = set(corners) - set(CORNERS)
@@ -72,6 +75,7 @@ def draw_corners(rgb: np.ndarray, corners: dict[str, list[str]], size: int | Non
     h, w = rgb.shape[:2]
     font = ImageFont.load_default(size=size or max(11, min(h, w) // 48))
     pad = 6
+    fill, stroke = ((235, 235, 235), (0, 0, 0)) if rgb.ndim == 3 else (235, 0)
     for corner, lines in corners.items():
         text = "\n".join(x for x in lines if x)
         if not text:
@@ -79,17 +83,21 @@ def draw_corners(rgb: np.ndarray, corners: dict[str, list[str]], size: int | Non
         left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, stroke_width=2)
         x = pad if corner.endswith("left") else w - (right - left) - pad
         y = pad if corner.startswith("top") else h - (bottom - top) - pad
-        draw.multiline_text((x, y), text, font=font, fill=(235, 235, 235), stroke_width=2, stroke_fill=(0, 0, 0),
+        draw.multiline_text((x, y), text, font=font, fill=fill, stroke_width=2, stroke_fill=stroke,
                             align="left" if corner.endswith("left") else "right")
     return np.asarray(im)
 
 
 def to_png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of an (H, W, 3) / (H, W) uint8 array (for downloads)."""
+    """Lossless PNG bytes of an (H, W, 3) / (H, W) uint8 array, for the screen and for downloads.
+
+    zlib level 1: on a noisy 1,024² radiograph it encodes ~4x faster than the default level 6 for a file about
+    10 % larger, which is what keeps a view change well under the 2 s budget.
+    """
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -26,18 +26,18 @@ def test_zoom_box_stays_inside_and_magnifies():
 
 def test_compose_downsamples_keeps_aspect_and_blends_heat():
     disp = np.tile(np.arange(256, dtype=np.uint8), (128, 8))  # (128, 2048) horizontal ramp
-    rgb = view.compose(disp, max_side=512)
-    assert rgb.shape == (32, 512, 3) and rgb.dtype == np.uint8
-    assert np.all(rgb[..., 0] == rgb[..., 1])  # grey stays grey
+    grey = view.compose(disp, max_side=512)
+    assert grey.shape == (32, 512) and grey.dtype == np.uint8  # grey stays single-channel
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
     heat = np.zeros((16, 256), np.float32)
     heat[:, 128:] = 1.0  # hot right half, at a lower resolution than the image
     hot = view.compose(disp, max_side=512, heat=heat, opacity=1.0)
     assert np.array_equal(hot[:, :200], rgb[:, :200])  # cold area shows the image unchanged
     assert np.abs(hot[:, 300:].astype(int) - rgb[:, 300:]).mean() > 20  # hot area is coloured
-    assert np.array_equal(view.compose(disp, max_side=512, heat=heat, opacity=0.0), rgb)
+    assert np.array_equal(view.compose(disp, max_side=512, heat=heat, opacity=0.0), grey)
     zoomed = view.compose(disp, box=view.zoom_box(128, 2048, 8.0, cx=0.0), max_side=512)
-    assert zoomed.shape == (32, 512, 3)  # the 16x256 box (one ramp period) magnified 2x
-    assert np.all(np.diff(zoomed[0, :, 0].astype(int)) >= 0) and zoomed[0, 0, 0] < 5 and zoomed[0, -1, 0] > 250
+    assert zoomed.shape == (32, 512)  # the 16x256 box (one ramp period) magnified 2x
+    assert np.all(np.diff(zoomed[0].astype(int)) >= 0) and zoomed[0, 0] < 5 and zoomed[0, -1] > 250
 
 
 def test_draw_corners_writes_text_in_each_corner():
@@ -49,8 +49,12 @@ def test_draw_corners_writes_text_in_each_corner():
     assert out[80:120, 120:180].max() == 0  # the middle stays clean
     with pytest.raises(KeyError, match="middle"):
         view.draw_corners(rgb, {"middle": ["x"]})
-    png = view.to_png(out)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    grey = view.draw_corners(np.zeros((200, 300), np.uint8), {"top_left": ["TEXT"]}, size=14)
+    assert grey.shape == (200, 300) and grey[:40, :80].max() > 200
+    from PIL import Image
+
+    png = view.to_png(grey)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), grey)  # lossless
 
 
 # ----------------------------------------------------------------------------- feedback
