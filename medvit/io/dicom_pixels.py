@@ -284,6 +284,10 @@ def padding_mask(stored: np.ndarray, ds: Dataset, path: str | None) -> np.ndarra
         lim = ds.get("PixelPaddingRangeLimit")
     except Exception as e:
         raise CorruptFileError(path, f"invalid Pixel Padding Value: {e}") from e
+    if np.issubdtype(stored.dtype, np.signedinteger):  # (0028,0120) may be stored as US for signed pixels
+        span = 1 << (8 * stored.dtype.itemsize)
+        pv = pv - span if pv > np.iinfo(stored.dtype).max else pv
+        lim = None if lim is None else (int(lim) - span if int(lim) > np.iinfo(stored.dtype).max else int(lim))
     if lim is None:
         m = stored == pv
     else:

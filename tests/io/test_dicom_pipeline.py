@@ -171,3 +171,19 @@ def test_truncated_pixel_data(make_dicom, tmp_path):
     (tmp_path / "t.dcm").write_bytes(data[:-100])
     with pytest.raises(CorruptFileError, match="t.dcm"):
         read_dicom(tmp_path / "t.dcm")
+
+
+def test_signed_padding_value_stored_as_us(make_dicom):
+    from pydicom.dataelem import DataElement
+
+    stored = np.array([[-2000, -2000], [0, 100]], dtype=np.int16)
+    p = make_dicom(stored, RescaleSlope=1, RescaleIntercept=-1024)
+    import pydicom
+
+    ds = pydicom.dcmread(p)
+    ds.add(DataElement(0x00280120, "US", 65536 - 2000))  # -2000 written with the unsigned VR
+    ds.save_as(p)
+    img = read_dicom(p)
+    assert img.padding_mask.sum() == 2
+    out = render(img)  # min-max over the two real pixels
+    assert out[1, 0] == 0 and out[1, 1] == 255
