@@ -140,6 +140,14 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
         software_versions=algorithm.software_version or None,
         manufacturer_model_name=algorithm.name[:64],
     )
+    if any(finding_code(f.label).scheme_designator == PRIVATE_SCHEME for im in images for f in im.findings):
+        from pydicom.dataset import Dataset
+
+        scheme = Dataset()  # declare the private coding scheme of labels without a SNOMED CT code
+        scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+        scheme.CodingSchemeName = "medvit model label names"
+        scheme.CodingSchemeResponsibleOrganization = "medvit"
+        sr.CodingSchemeIdentificationSequence = [scheme]
     if deidentified:
         _mark_deidentified(sr)
     return sr
