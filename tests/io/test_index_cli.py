@@ -98,3 +98,15 @@ def test_cli_render_errors(tmp_path, capsys, argv, msg):
 def test_cli_render_unsupported_names_plugin(tmp_path, capsys):
     rc = main(["dicom", "render", str(corpus_root() / "JPGExtended.dcm"), "--out", str(tmp_path / "o.png")])
     assert rc == 2 and "pylibjpeg-libjpeg" in capsys.readouterr().err
+
+
+def test_index_whole_corpus_accounts_for_every_file():
+    root = corpus_root()
+    res = index_tree(root)
+    files = {str(p) for p in root.rglob("*") if p.is_file()}
+    seen = {r["path"] for r in res.files} | {r["path"] for r in res.skipped} | set(res.dicomdirs)
+    assert seen >= files  # every corpus file is indexed, skipped with a reason, or a DICOMDIR
+    assert all(r["reason"] for r in res.skipped)
+    reasons = {r["path"].split("/")[-1]: r["reason"] for r in res.skipped}
+    assert reasons["README.txt"].startswith("NotDicomError") and "DICOMDIR-nopatient" in reasons
+    assert len(res.dicomdirs) >= 6
