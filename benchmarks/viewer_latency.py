@@ -160,6 +160,9 @@ def main() -> int:
               "|---|---|---|---|---|"]
     for k, v in steps.items():
         lines.append(f"| {k} | {v['decode']:.3f} | {v['render']:.3f} | {v['compose']:.3f} | {v['png_encode']:.3f} |")
+    lines += [""] + [
+        f"- {k}: goal {'met' if v['max'] <= 2.0 else 'NOT met'} (max {v['max']:.2f} s); decoding alone takes "
+        f"{steps[k]['decode']:.2f} s of it" for k, v in res["browser_summary"].items()]
     lines += ["", "Each timed study is opened for the first time (decode not cached); the time includes the "
               "Streamlit rerun, the sidebar thumbnail, the websocket round trip and the browser loading the PNG."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
