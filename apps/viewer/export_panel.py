@@ -9,12 +9,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from apps.viewer.cache import mtime
+
 SR_FOLDER = "sr"  # `medvit infer --sr` writes OUTPUT/sr/
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def sr_files(results_dir: str) -> dict[str, list[str]]:
-    """StudyInstanceUID -> SR files under ``results_dir/sr`` (headers read once per 30 s)."""
+@st.cache_data(max_entries=8, show_spinner=False)
+def sr_files(results_dir: str, modified: float) -> dict[str, list[str]]:
+    """StudyInstanceUID -> SR files under ``results_dir/sr``; ``modified`` (the folder's mtime) keys the cache,
+    so SRs written by a batch run while the viewer is open show up on the next rerun."""
     from medvit.io import MedicalIOError, read_dicom_header
 
     out: dict[str, list[str]] = {}
@@ -59,7 +62,7 @@ def export(png: bytes, lm: Any, shown: Any, df: pd.DataFrame | None, window: str
     st.download_button("Download findings (JSON)", json.dumps(doc, indent=2), file_name=f"{stem}_findings.json",
                        mime="application/json", key="dl_findings", disabled=df is None, on_click="ignore",
                        help="run the model first" if df is None else None)
-    srs = sr_files(results_dir).get(shown.study_key, [])
+    srs = sr_files(results_dir, mtime(Path(results_dir) / SR_FOLDER)).get(shown.study_key, [])
     if srs:
         for i, p in enumerate(srs):
             st.markdown(f"DICOM SR from the batch run: `{p}`")

@@ -235,3 +235,37 @@ def test_without_data_or_demo_the_viewer_generates_phantoms(tmp_path, monkeypatc
     assert len(at.selectbox(key="study_idx").options) == 6
     assert at.text_input(key="folder").value == str(tmp_path / "phantoms" / "images")
     assert "512×512" in _caption(at) and any("No model loaded" in i for i in _texts(at, "info"))
+
+
+def test_sr_link_model_errors_and_multi_image_series(app, studies, tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    at = app
+    # a second instance in the first study's PA series -> an Image slider
+    write_dx(studies / "a" / "img1b.dcm", study="1.2.3.1", series="1.2.3.1.1", instance=2, seed=5)
+    # an SR from the batch job for that study
+    sr = Dataset()
+    sr.file_meta = FileMetaDataset()
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.file_meta.MediaStorageSOPClassUID = sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.34"
+    sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID = generate_uid()
+    sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.Modality = "1.2.3.1", generate_uid(), "SR"
+    (tmp_path / "results" / "sr").mkdir(parents=True)
+    pydicom.dcmwrite(tmp_path / "results" / "sr" / "study.dcm", sr, enforce_file_format=True)
+    at.button(key="rescan").click().run()
+    at.selectbox(key="study_idx").set_value(1).run()
+    _open_series(at, "CHEST PA")
+    assert "2 images" in next(b.label for b in at.button if "CHEST PA" in b.label)
+    assert at.slider(key="nav_file").max == 2
+    at.slider(key="nav_file").set_value(2).run()
+    assert not at.exception and "W 4096 L 2048" in _caption(at)
+    assert any("DICOM SR from the batch run" in m and "study.dcm" in m for m in _texts(at, "markdown"))
+    assert any(b.label == "Download DICOM SR" for b in at.get("download_button"))
+    # a model that cannot be loaded gives a readable message; the image stays on screen
+    at.selectbox(key="model_choice").set_value("Other (checkpoint folder or weight tag)…").run()
+    at.text_input(key="model_other").input(str(tmp_path / "no-such-model")).run()
+    assert not at.exception
+    assert any("could not be loaded" in e and "no-such-model" in e for e in _texts(at, "error"))
+    assert "W 4096 L 2048" in _caption(at) and _table(at, "Finding") is None
