@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,6 +247,10 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
     meta.update(geo["meta"])
     if frame is not None:
         meta["frame_index"] = frame
+    if not color and not single and "WindowCenter" not in ds and ds.get("PerFrameFunctionalGroupsSequence"):
+        per_frame = [[asdict(w) for w in windows_from(ds, k)] for k in frames]
+        if any(pf != per_frame[0] for pf in per_frame):  # enhanced multi-frame with per-frame VOI
+            meta["frame_windows"] = per_frame
     uids = {k: str(ds.get(k)) for k in UID_KEYWORDS if ds.get(k)}
     wframe = frames[0]
     return MedicalImage(

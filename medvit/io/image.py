@@ -140,7 +140,11 @@ class MedicalImage:
             origin = tuple(float(v) for v in np.asarray(origin) + d[:, fa] * self.spacing[fa] * k)
             direction = np.concatenate([np.delete(d, fa, axis=1), d[:, fa:fa + 1]], axis=1)
         pm = None if self.padding_mask is None else self.padding_mask[k]
-        meta = dict(self.meta, frame_index=k)
+        meta = {key: v for key, v in self.meta.items() if key != "frame_windows"}
+        meta["frame_index"] = k
+        windows = list(self.windows)
+        if self.meta.get("frame_windows"):  # enhanced multi-frame: this frame's own VOI windows
+            windows = [Window(**w) for w in self.meta["frame_windows"][k]]
         return MedicalImage(np.take(self.pixels, k, axis=fa), axes, sp, self.photometric, self.modality, origin,
-                            direction, self.space, list(self.windows), list(self.voi_luts), self.bits_stored,
+                            direction, self.space, windows, list(self.voi_luts), self.bits_stored,
                             self.value_range, pm, dict(self.uids), meta, self.path)

@@ -187,3 +187,29 @@ def test_signed_padding_value_stored_as_us(make_dicom):
     assert img.padding_mask.sum() == 2
     out = render(img)  # min-max over the two real pixels
     assert out[1, 0] == 0 and out[1, 1] == 255
+
+
+def test_enhanced_multiframe_per_frame_windows_and_rescale(make_dicom):
+    from pydicom.dataset import Dataset
+
+    def group(c, w, slope, z):
+        g = Dataset()
+        voi, pvt, pos = Dataset(), Dataset(), Dataset()
+        voi.WindowCenter, voi.WindowWidth = c, w
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = slope, 0, "US"
+        pos.ImagePositionPatient = [0, 0, z]
+        g.FrameVOILUTSequence, g.PixelValueTransformationSequence, g.PlanePositionSequence = [voi], [pvt], [pos]
+        return g
+
+    shared = Dataset()
+    orient, meas = Dataset(), Dataset()
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    meas.PixelSpacing, meas.SliceThickness = [0.4, 0.4], 3.0
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = [orient], [meas]
+    stored = np.full((2, 3, 3), 100, np.uint16)
+    img = read_dicom(make_dicom(stored, SharedFunctionalGroupsSequence=[shared],
+                                PerFrameFunctionalGroupsSequence=[group(100, 50, 1, 0), group(400, 50, 2, 1.5)]))
+    np.testing.assert_array_equal(img.pixels[:, 0, 0], [100, 200])  # per-frame rescale
+    assert img.spacing == (1.5, 0.4, 0.4)  # slice step from the per-frame positions
+    assert img.frame(0).windows[0].center == 100 and img.frame(1).windows[0].center == 400
+    assert render(img, frame=1)[0, 0] == 0  # 200 is far below frame 1's window (400/50)
