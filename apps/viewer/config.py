@@ -14,11 +14,11 @@ ENV_DATA = "MEDVIT_VIEWER_DATA"
 ENV_MODEL = "MEDVIT_VIEWER_MODEL"
 ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
 
-#: where ``make demo`` (``medvit demo --out demo_out``) puts things, relative to the working directory
+#: where ``make demo`` (``medvit demo --out demo_out``, see medvit/cli/demo_cmd.py) puts things: relative to the
+#: working directory, else in the medvit checkout
 DEMO_OUT = Path("demo_out")
-DEMO_STUDIES = "studies"  # demo_out/studies: the phantom DICOM studies
-DEMO_MODEL = "model"  # demo_out/model: the demo checkpoint directory
-DEMO_RESULTS = "results"  # demo_out/results: `medvit infer` outputs (predictions, SR)
+DEMO_STUDIES = "inbox"  # demo_out/inbox: phantom DICOM studies plus deliberately hostile extras
+DEMO_RESULTS = "results"  # demo_out/results: `medvit infer` outputs (predictions, sr/, heatmaps/)
 
 #: used when there is no results folder to save feedback beside
 FALLBACK_RESULTS = Path.home() / ".cache" / "medvit" / "viewer"
@@ -40,11 +40,21 @@ class ViewerConfig:
         return replace(self, data_dir=Path(data_dir), data_source=source)
 
 
+def demo_model(env: dict[str, str] | os._Environ[str]) -> Path:
+    """The demo checkpoint ``medvit demo`` trains and caches (``$MEDVIT_DEMO_CACHE/model``)."""
+    from medvit.cli.demo_cmd import REPO
+
+    return Path(env.get("MEDVIT_DEMO_CACHE") or REPO / ".cache" / "medvit-demo") / "model"
+
+
 def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> ViewerConfig:
-    """Settings from ``MEDVIT_VIEWER_*`` variables, falling back to the demo outputs under ``cwd``."""
+    """Settings from ``MEDVIT_VIEWER_*`` variables, falling back to the demo's outputs (under ``cwd``, else the
+    checkout) and the demo model."""
+    from medvit.cli.demo_cmd import REPO
+
     env = os.environ if environ is None else environ
     base = Path.cwd() if cwd is None else cwd
-    demo = base / DEMO_OUT
+    demo = next((d for d in (base / DEMO_OUT, REPO / DEMO_OUT) if (d / DEMO_STUDIES).is_dir()), base / DEMO_OUT)
     if env.get(ENV_DATA):
         data: Path | None = Path(env[ENV_DATA])
         source = "--data"
@@ -52,7 +62,8 @@ def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> 
         data, source = demo / DEMO_STUDIES, "demo"
     else:
         data, source = None, "none"
-    model = env.get(ENV_MODEL) or (str(demo / DEMO_MODEL) if (demo / DEMO_MODEL).is_dir() else None)
+    dm = demo_model(env)
+    model = env.get(ENV_MODEL) or (str(dm) if (dm / "config.json").is_file() else None)
     if env.get(ENV_RESULTS):
         results = Path(env[ENV_RESULTS])
     elif source == "demo" and (demo / DEMO_RESULTS).is_dir():

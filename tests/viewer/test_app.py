@@ -229,6 +229,8 @@ def test_without_data_or_demo_the_viewer_generates_phantoms(tmp_path, monkeypatc
     for var in ("MEDVIT_VIEWER_DATA", "MEDVIT_VIEWER_MODEL", "MEDVIT_VIEWER_RESULTS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(config, "PHANTOMS", tmp_path / "phantoms")
+    monkeypatch.setattr(config, "DEMO_OUT", Path("no-demo-here"))  # the checkout may hold `make demo` outputs
+    monkeypatch.setenv("MEDVIT_DEMO_CACHE", str(tmp_path / "no-demo-cache"))
     monkeypatch.chdir(tmp_path)
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception, at.exception

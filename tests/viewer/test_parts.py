@@ -183,15 +183,21 @@ def test_cli_builds_a_localhost_streamlit_command(tmp_path, studies, monkeypatch
         build_command(_args(port=70000))
 
 
-def test_config_defaults_to_the_demo_outputs(tmp_path):
+def test_config_defaults_to_the_demo_outputs(tmp_path, monkeypatch):
+    from apps.viewer import config
     from apps.viewer.config import FALLBACK_RESULTS, from_env
 
-    cfg = from_env({}, cwd=tmp_path)
+    monkeypatch.setattr(config, "DEMO_OUT", Path("no-demo-here"))  # the checkout may hold a real demo_out
+    cache = {"MEDVIT_DEMO_CACHE": str(tmp_path / "cache")}
+    cfg = from_env(cache, cwd=tmp_path)
     assert cfg.data_dir is None and cfg.model is None and cfg.results_dir == FALLBACK_RESULTS
-    for d in ("studies", "model", "results"):
+    monkeypatch.setattr(config, "DEMO_OUT", Path("demo_out"))
+    for d in ("inbox", "results"):
         (tmp_path / "demo_out" / d).mkdir(parents=True)
-    cfg = from_env({}, cwd=tmp_path)
-    assert cfg.data_source == "demo" and cfg.data_dir == tmp_path / "demo_out" / "studies"
-    assert cfg.model == str(tmp_path / "demo_out" / "model") and cfg.results_dir == tmp_path / "demo_out" / "results"
+    (tmp_path / "cache" / "model").mkdir(parents=True)
+    (tmp_path / "cache" / "model" / "config.json").write_text("{}")
+    cfg = from_env(cache, cwd=tmp_path)
+    assert cfg.data_source == "demo" and cfg.data_dir == tmp_path / "demo_out" / "inbox"
+    assert cfg.model == str(tmp_path / "cache" / "model") and cfg.results_dir == tmp_path / "demo_out" / "results"
     cfg = from_env({"MEDVIT_VIEWER_DATA": "/d", "MEDVIT_VIEWER_MODEL": "m", "MEDVIT_VIEWER_RESULTS": "/r"}, tmp_path)
     assert (cfg.data_dir, cfg.model, cfg.results_dir, cfg.data_source) == (Path("/d"), "m", Path("/r"), "--data")
