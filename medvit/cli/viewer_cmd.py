@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "the data)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1 = this machine only; 0.0.0.0 exposes it to the network)")
+                   help="address to bind (default 127.0.0.1 = this machine only). 0.0.0.0 exposes the viewer, and "
+                        "every folder this user can read, to the network: use only behind an authenticating proxy")
     p.set_defaults(func=run)
 
 
