@@ -87,8 +87,12 @@ class ChestPhantomGenerator:
         lin = ((np.arange(s, dtype=np.float32) + 0.5) / s * 2 - 1).astype(np.float32)
         self.v, self.u = np.meshgrid(lin, lin, indexing="ij")
         bank_rng = np.random.default_rng([self.seed, 11, 9, s])
-        fine = texture_bank(bank_rng, s, 3, (0.012, 0.05))
-        self.filaments = np.exp(-((fine / 0.45) ** 2)).astype(np.float32)  # thin branching bright lines
+        # vessel filaments are drawn at >= 384 px and area-averaged down, so a small phantom looks like a
+        # downsampled large one (thin lines fade) instead of aliased full-contrast speckle
+        f = -(-384 // s)
+        fine = texture_bank(bank_rng, s * f, 3, (0.012, 0.05))
+        fil = np.exp(-((fine / 0.45) ** 2))
+        self.filaments = fil.reshape(3, 2 * s, f, 2 * s, f).mean((2, 4)).astype(np.float32)
         self.blobs = texture_bank(bank_rng, s, 2, (0.06, 0.25))
         self.px = 2.0 / s  # anatomical units per pixel (before pose scaling)
 
@@ -227,7 +231,7 @@ class ChestPhantomGenerator:
             gx, gy, zone = self._point_in_lung(ri, geo, side, ("upper", "mid", "lower"))
             diam = ri.uniform(lo_mm, hi_mm)
             r = diam / 2 / (self.fov_mm / 2)
-            contrast = ri.uniform(0.07, 0.17) if name == "Nodule" else ri.uniform(0.10, 0.22)
+            contrast = ri.uniform(0.07, 0.16) if name == "Nodule" else ri.uniform(0.08, 0.18)
             sl = self._bbox(pose, gx, gy, r * 1.4)
             bx, by = x[sl] - gx, y[sl] - gy
             d2 = (bx * bx + by * by) / (r * r)
@@ -249,7 +253,7 @@ class ChestPhantomGenerator:
             patch = np.exp(-(bx * bx + by * by) / (2 * sig * sig)) * (1 + 0.5 * blob[sl])
             cons = ramp(patch - 0.5, 0.25) * lungs_raw[side][sl]
             air[sl] *= 1 - ri.uniform(0.55, 0.85) * cons
-            extra[sl] -= 0.05 * cons * fil[sl]  # air bronchograms
+            extra[sl] -= 0.03 * cons * fil[sl]  # air bronchograms
             self._mask(masks, "consolidation", sl, cons)
             findings.append({"label": "Consolidation", "side": _SIDE[side], "zone": zone,
                              "size_mm": round(4 * sig * self.fov_mm / 2)})
@@ -257,7 +261,7 @@ class ChestPhantomGenerator:
             sides = [0, 1] if ri.random() < 0.3 else [int(ri.integers(2))]
             for side in sides:
                 g, sgn = geo["lungs"][side], (-1.0 if side == 0 else 1.0)
-                h, men = ri.uniform(0.02, 0.30), ri.uniform(0.04, 0.12)
+                h, men = ri.uniform(0.04, 0.30), ri.uniform(0.05, 0.14)
                 qq = np.clip(sgn * (x - g["cx"]) / lw, -1, 1.3)
                 fluid = ramp(y - (g["dome"] - h - men * (qq + 1) ** 2 / 4), e) * ramp(sgn * (x - mx) - 0.02, e)
                 self._mask(masks, f"effusion_{_SIDE[side]}", (slice(None), slice(None)), fluid * lungs_raw[side])
@@ -273,7 +277,7 @@ class ChestPhantomGenerator:
             ptx = lungs_raw[side] * ramp(rr - (1 - dep), 0.02) * upper
             line = ramp(0.02 - np.abs(rr - (1 - dep)), 0.015) * lungs_raw[side] * upper
             vessels = vessels * (1 - ptx)
-            extra += 0.06 * line - ri.uniform(0.05, 0.09) * ptx
+            extra += 0.04 * line - ri.uniform(0.03, 0.06) * ptx
             self._mask(masks, "pneumothorax", (slice(None), slice(None)), ptx)
             findings.append({"label": "Pneumothorax", "side": _SIDE[side],
                              "size": "small" if dep < 0.15 else ("moderate" if dep < 0.25 else "large"),
@@ -304,7 +308,7 @@ class ChestPhantomGenerator:
         bubble_y = domes[1] + 0.07
         bb = ((x - (mx + 0.3)) / 0.1) ** 2 + ((y - bubble_y) / 0.05) ** 2
         density = (soft + 0.22 * med + 0.20 * heart + 0.17 * abd * body + 0.05 * spine * body + 0.07 * ribs
-                   + 0.10 * clav - 0.24 * air + 0.06 * air * vessels + 0.6 * extra - 0.10 * ramp(1 - bb, 0.3) * abd
+                   + 0.10 * clav - 0.24 * air + 0.06 * air * vessels + extra - 0.10 * ramp(1 - bb, 0.3) * abd
                    - 0.08 * trachea)
         # radiograph formation
         k = ri.uniform(1.8, 2.8)
