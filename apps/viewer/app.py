@@ -59,8 +59,10 @@ with right:
 with left:
     window = display_panel.window_text(opened.image, state)
     corners = navigation.corners(opened, window, state.zoom, reveal, heat_on=heat is not None)
-    png = view.to_png(display_panel.render_view(opened.image, state, heat, opacity, corners))
-    st.image(png, width="stretch", output_format="PNG")  # our lossless PNG bytes are served as they are
+    shown_view = display_panel.render_view(opened.image, state, heat, opacity, corners)
+    png = view.to_png(shown_view)
+    # our lossless PNG is served as it is (its width is the element width; the browser shrinks it if needed)
+    st.image(png, width=int(shown_view.shape[1]), output_format="PNG")
     st.caption(" · ".join(x for x in (window, f"zoom {state.zoom:g}×", "inverted" if state.invert else "",
                                       "heatmap" if heat is not None else "", corners["bottom_right"][-1]) if x),
                help="window in use, zoom, and the image size in pixels")

@@ -107,8 +107,12 @@ def window_text(image: Any, state: DisplayState) -> str:
     return f"VOI LUT{f' ({voi.explanation})' if voi.explanation else ''}"
 
 
+#: the view fits this box (CSS pixels): wide enough for the main column, short enough to stay above the fold
+VIEW_MAX_W, VIEW_MAX_H = 1024, 680
+
+
 def render_view(image: Any, state: DisplayState, heat: np.ndarray | None, opacity: float,
-                corners: dict[str, list[str]], max_side: int = 1024) -> np.ndarray:
+                corners: dict[str, list[str]], max_side: int = VIEW_MAX_W, max_h: int = VIEW_MAX_H) -> np.ndarray:
     """On-screen view, (h, w) or (h, w, 3) uint8: medvit.io.render → invert → zoom box → downsample → heatmap →
     corner text."""
     from medvit.io import render
@@ -118,5 +122,5 @@ def render_view(image: Any, state: DisplayState, heat: np.ndarray | None, opacit
         disp = 255 - disp
     h, w = disp.shape[:2]
     box = view.zoom_box(h, w, state.zoom, *state.pan)
-    rgb = view.compose(disp, box, max_side=max_side, heat=heat, opacity=opacity)
+    rgb = view.compose(disp, box, max_side=max_side, heat=heat, opacity=opacity, max_h=max_h)
     return view.draw_corners(rgb, corners)

@@ -25,15 +25,15 @@ def zoom_box(h: int, w: int, zoom: float = 1.0, cx: float = 0.5, cy: float = 0.5
     return top, left, top + bh, left + bw
 
 
-def fit(h: int, w: int, max_side: int) -> tuple[int, int]:
-    """(h', w') with the aspect ratio kept and max(h', w') == max_side (never below 1)."""
-    s = max_side / max(h, w)
+def fit(h: int, w: int, max_side: int, max_h: int | None = None) -> tuple[int, int]:
+    """(h', w') with the aspect ratio kept, max(h', w') <= max_side and h' <= max_h, touching one limit."""
+    s = min(max_side / max(h, w), (max_h or max_side) / h)
     return max(1, round(h * s)), max(1, round(w * s))
 
 
 def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, heat: np.ndarray | None = None,
-            opacity: float = 0.4) -> np.ndarray:
-    """Crop ``display`` to ``box``, resize to fit ``max_side`` and blend ``heat`` with ``opacity``.
+            opacity: float = 0.4, max_h: int | None = None) -> np.ndarray:
+    """Crop ``display`` to ``box``, resize to fit ``max_side`` (and ``max_h``), blend ``heat`` with ``opacity``.
 
     Downsampling uses PIL's reducing resize (a box pre-reduction then bilinear), which keeps a 2,048² DX well under
     0.1 s; magnification (zoom past 1:1) uses bilinear interpolation. The blend is :func:`medvit.explain.overlay`
@@ -46,7 +46,7 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
     h, w = display.shape[:2]
     top, left, bottom, right = box or (0, 0, h, w)
     im = Image.fromarray(np.ascontiguousarray(display[top:bottom, left:right]))
-    out_h, out_w = fit(bottom - top, right - left, max_side)
+    out_h, out_w = fit(bottom - top, right - left, max_side, max_h)
     im = im.resize((out_w, out_h), Image.BILINEAR, reducing_gap=2.0)
     if heat is None or opacity <= 0:
         return np.asarray(im)

@@ -201,3 +201,10 @@ def test_config_defaults_to_the_demo_outputs(tmp_path, monkeypatch):
     assert cfg.model == str(tmp_path / "cache" / "model") and cfg.results_dir == tmp_path / "demo_out" / "results"
     cfg = from_env({"MEDVIT_VIEWER_DATA": "/d", "MEDVIT_VIEWER_MODEL": "m", "MEDVIT_VIEWER_RESULTS": "/r"}, tmp_path)
     assert (cfg.data_dir, cfg.model, cfg.results_dir, cfg.data_source) == (Path("/d"), "m", Path("/r"), "--data")
+
+
+def test_fit_respects_both_limits():
+    assert view.fit(2048, 2048, 1024) == (1024, 1024)
+    assert view.fit(2048, 2048, 1024, max_h=760) == (760, 760)
+    assert view.fit(96, 80, 1024, max_h=760) == (760, 633)
+    assert view.fit(100, 400, 1024, max_h=760) == (256, 1024)
