@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--arch", default="vit_small_patch16_224")
     ap.add_argument("--naive-n", type=int, default=200, help="images for the (slow) naive loop")
     ap.add_argument("--no-memory", action="store_true", help="skip the 4n-image memory run")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of infer / model-alone (best kept)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="medvit_infer_bench_"))
@@ -182,8 +183,12 @@ def main() -> None:
     model = make_model(work / "model", args.arch)
     small_paths = sorted(small.rglob("*.dcm"))
 
-    e2e = run_infer(model, small, work / "out_small", args)
-    alone = model_alone(model, small_paths, args)
+    e2es, alones = [], []
+    for r in range(args.repeats):  # interleaved, best of each: the machine is shared, load drifts
+        e2es.append(run_infer(model, small, work / f"out_small{r}", args))
+        alones.append(model_alone(model, small_paths, args))
+    e2e = max(e2es, key=lambda d: d["img_s_run"])
+    alone = max(alones, key=lambda d: d["img_s"])
     naive = naive_loop(model, small_paths[: args.naive_n])
     big = run_infer(model, work / "big", work / "out_big", args) if not args.no_memory else None
 
@@ -193,6 +198,8 @@ def main() -> None:
         "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                  "load_avg_at_end": os.getloadavg()},
         "generate_s": t_gen, "medvit_infer": e2e, "model_alone": alone, "naive": naive, "memory_run": big,
+        "all_repeats": {"medvit_infer_img_s_run": [d["img_s_run"] for d in e2es],
+                        "model_alone_img_s": [d["img_s"] for d in alones]},
         "ratio_vs_model_alone_run_clock": e2e["img_s_run"] / alone["img_s"],
         "ratio_vs_model_alone_wall_clock": e2e["img_s_wall"] / alone["img_s"],
         "ratio_vs_naive_run_clock": e2e["img_s_run"] / naive["img_s"],
@@ -230,6 +237,9 @@ def render_md(r: dict) -> str:
         f"| (b) naive loop: pydicom + numpy, fp32, batch 1 | {nv['n']} | {nv['seconds']:.1f} | {nv['img_s']:.1f} | "
         f"{r['ratio_vs_naive_run_clock']:.2f} (wall {r['ratio_vs_naive_wall_clock']:.2f}) |",
         "",
+        f"Best of {a['repeats']} interleaved repeats (all: medvit infer "
+        f"{', '.join(f'{v:.1f}' for v in r['all_repeats']['medvit_infer_img_s_run'])} images/s; model alone "
+        f"{', '.join(f'{v:.1f}' for v in r['all_repeats']['model_alone_img_s'])} images/s). "
         "Goals: ≥ 0.8 × model alone, ≥ 2 × naive.",
         "",
     ]

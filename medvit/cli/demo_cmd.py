@@ -22,6 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "pipelines" / "demo" / "cxr_phantom_demo.yaml"
 RULES = REPO / "pipelines" / "demo" / "cxr_rules.json"
+COMMITTED = REPO / "pipelines" / "demo" / "model"  # the demo model shipped with the repository (when present)
 #: pydicom test files used as hostile extras, with the outcome the demo expects
 EXTRAS = {"CT_small.dcm": "skipped (CT: not selected)", "rtplan.dcm": "skipped (no image)",
           "DICOMDIR": "skipped (DICOMDIR)"}
@@ -50,6 +51,10 @@ def demo_model(cache: Path, retrain: bool = False) -> Path:
     if not PIPELINE.is_file():
         raise FileNotFoundError(f"demo pipeline {PIPELINE} not found; run `medvit demo` from a medvit checkout")
     key = hashlib.sha256(PIPELINE.read_bytes()).hexdigest()
+    if not retrain and _committed_model_ok(key):
+        print(f"demo model: {_show(COMMITTED)} (committed; trained by `medvit run {_show(PIPELINE)}`, "  # noqa: T201
+              "weights checksum verified)")
+        return COMMITTED
     model = cache / "model"
     stamp = cache / "PIPELINE_SHA256"
     fresh = stamp.is_file() and stamp.read_text().strip() == key and (model / "model.safetensors").is_file()
@@ -70,6 +75,26 @@ def demo_model(cache: Path, retrain: bool = False) -> Path:
     print(f"demo model: saved to {model} (weights sha256 {cfg.get('sha256', '')[:16]}...; "  # noqa: T201
           f"test mean AUROC on held-out phantoms {'n/a' if test is None else f'{test:.3f}'})")
     return model
+
+
+def _committed_model_ok(pipeline_sha256: str) -> bool:
+    """True when the repository ships the demo model trained by the current YAML and its weights verify."""
+    import json
+
+    from medvit.models.checkpoint import sha256_file
+
+    stamp = COMMITTED / "PIPELINE_SHA256"
+    weights, cfg = COMMITTED / "model.safetensors", COMMITTED / "config.json"
+    if not (stamp.is_file() and weights.is_file() and cfg.is_file()):
+        return False
+    if stamp.read_text().strip() != pipeline_sha256:
+        print(f"demo model: {_show(COMMITTED)} was trained by an older {PIPELINE.name}; training a fresh one")  # noqa: T201
+        return False
+    expected = json.loads(cfg.read_text()).get("sha256", "")
+    if sha256_file(weights) != expected:
+        raise ValueError(f"{weights}: SHA-256 does not match config.json ({expected[:16]}...); the file is damaged. "
+                         "Restore it with git or run `medvit demo --retrain`.")
+    return True
 
 
 def _show(p: Path) -> str:

@@ -45,3 +45,19 @@ def test_demo_end_to_end_with_stand_in_model(tmp_path, monkeypatch, capsys):
     assert status["extras/README.txt"]["reason"] == "not a DICOM file"
     assert len(list((res / "sr").glob("*.dcm"))) >= 1
     assert len(list((res / "heatmaps").rglob("*.png"))) == 4
+
+
+def test_committed_demo_model_checks(tmp_path, monkeypatch):
+    from medvit.cli import demo_cmd
+
+    model = _tiny_cxr_model(tmp_path / "model")
+    monkeypatch.setattr(demo_cmd, "COMMITTED", model)
+    assert not demo_cmd._committed_model_ok("abc")  # no stamp
+    (model / "PIPELINE_SHA256").write_text("abc\n")
+    assert demo_cmd._committed_model_ok("abc")
+    assert not demo_cmd._committed_model_ok("def")  # trained by another version of the YAML
+    data = bytearray((model / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (model / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        demo_cmd._committed_model_ok("abc")
