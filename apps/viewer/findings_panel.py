@@ -106,8 +106,11 @@ def findings_table(lm: cache.LoadedModel, probs: list[float]) -> pd.DataFrame:
     return df.sort_values("Probability", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd.DataFrame | None, Any]:
-    """The findings tab body; returns (table or None, heatmap (h, w) or None, opacity) as (df, (heat, opacity))."""
+Heat = tuple[np.ndarray | None, float]  # (heatmap (h, w) in [0, 1] on the source grid, or None; opacity)
+
+
+def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd.DataFrame | None, Heat]:
+    """The findings tab body; returns ``(table, (heat, opacity))`` — table None until the model has run."""
     if lm is None:
         st.info("Load a model to see findings.")
         return None, (None, 0.0)
@@ -138,7 +141,7 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd
     return df, heatmap_controls(lm, shown, df)
 
 
-def heatmap_controls(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame) -> tuple[np.ndarray | None, float]:
+def heatmap_controls(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame) -> Heat:
     """Heatmap finding / method / opacity widgets; returns (heat (h, w) in [0, 1] or None, opacity)."""
     from medvit.explain import METHODS
 
