@@ -1,0 +1,274 @@
+"""Task ``finetune_multilabel``: fine-tune a ViT for multi-label findings (thorax-MAE recipe, §1.4 of the notes).
+
+Per seed: build the datasets, keep ``label_fraction`` of the training images, create the backbone (random init or
+``pretrained`` weights: a medvit checkpoint, a released CXR-MAE / HF ViT-MAE file, a weight tag, or the
+``encoder/`` written by ``mae_pretrain``), train with masked BCE-with-logits (unknown labels excluded), select the
+checkpoint on validation mean AUROC, choose per-label operating thresholds on validation, evaluate the test split
+once. The model of the seed with the best validation score is saved with its :class:`WeightContract` in
+``output_dir/model``; ``summary.json`` / ``results.md`` hold per-class AUROC tables and mean ± sd over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from medvit.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneMultilabelConfig:
+    """Multi-label fine-tuning of a registered backbone; every field can be overridden as ``key=value``."""
+
+    output_dir: str = "runs/finetune_multilabel"  # run folder: one seed_<s>/ per seed, model/, summary.json
+    dataset: str = "cxr_phantom"  # registered dataset name (`medvit list dataset`)
+    dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs, e.g. {root: DIR} or {n: 2000}
+    train_split: str = "train"  # split used for training
+    val_split: str = "val"  # split used for checkpoint selection and thresholds (never test)
+    test_split: str = "test"  # split evaluated once at the end ("" = none)
+    label_fraction: float = 1.0  # fraction of training images kept (label-efficiency studies), drawn per seed
+    backbone: str = "vit_small_patch16_224"  # registered backbone
+    backbone_args: dict[str, Any] = field(default_factory=dict)  # constructor overrides (depth, embed_dim, ...)
+    pretrained: str | None = None  # checkpoint dir / weights file / weight tag; None = random init
+    image_size: int = 224  # training and evaluation size (square)
+    in_chans: int = 1  # model input channels (grey images are repeated when 3)
+    global_pool: str = "avg"  # "avg" (mean of patch tokens + fc_norm, the paper) or "token"
+    drop_path: float = 0.2  # stochastic depth rate
+    mean: list[float] | None = None  # normalisation mean per channel; None = the dataset's registered default
+    std: list[float] | None = None  # normalisation std per channel; None = the dataset's registered default
+    rrc_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop area range (timm default in the paper)
+    hflip: float = 0.5  # horizontal flip probability
+    randaug: str = "rand-m6-mstd0.5-inc1"  # timm RandAugment spec ("" = off)
+    eval_crop_pct: float = 1.0  # eval resize+centre crop fraction (0.875 = Resize(256)+CenterCrop(224))
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation; train.output_dir is set per seed
+    seeds: list[int] = field(default_factory=lambda: [0])  # one full run per seed; results as mean ± sd
+    threshold_rule: str = "youden"  # per-label operating threshold chosen on validation: "youden" or "f1"
+    eval_batch_size: int = 128  # batch size for validation/test prediction
+    cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
+    source: str = ""  # free text stored in the weight contract (data, recipe, who trained it)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.global_pool not in ("avg", "token"):
+            raise ValueError(f"global_pool must be 'avg' or 'token', got {self.global_pool!r}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+        if self.in_chans < 1 or self.image_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("in_chans, image_size and eval_batch_size must be >= 1")
+        if not (0.0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1.0):
+            raise ValueError(f"rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
+        if not 0.0 < self.eval_crop_pct <= 1.0:
+            raise ValueError(f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+        if self.threshold_rule not in ("youden", "f1"):
+            raise ValueError(f"threshold_rule must be 'youden' or 'f1', got {self.threshold_rule!r}")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if self.randaug:
+            from medvit.data.augment import RandAugment
+
+            try:
+                RandAugment.from_string(self.randaug)
+            except ValueError as e:
+                raise ValueError(f"randaug: {e}") from e
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither (dataset default)")
+        check_backbone(self.backbone, self.backbone_args, self.image_size)
+
+
+def check_backbone(name: str, overrides: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """Resolve backbone args; raise ValueError naming the key when the name/args/patch size cannot work."""
+    from medvit.models import backbone_args
+    from medvit.nn.patch_embed import to_tuple
+
+    try:
+        args = backbone_args(name, **{**overrides, "img_size": image_size})
+    except KeyError as e:
+        raise ValueError(f"backbone: {e.args[0]}") from e
+    except TypeError as e:
+        raise ValueError(f"backbone_args: {e}") from e
+    sd = args.get("spatial_dims", 2)
+    for s, p in zip(to_tuple(image_size, sd, "image_size"), to_tuple(args["patch_size"], sd, "patch_size")):
+        if s % p:
+            raise ValueError(f"image_size {image_size} is not divisible by the backbone's patch_size {p}; change "
+                             "image_size or backbone_args.patch_size")
+    return args
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits averaged over known labels: (B, K), (B, K), (B, K) bool -> scalar."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    m = mask.float()
+    return (loss * m).sum() / m.sum().clamp(min=1.0)
+
+
+def _normalization(cfg: FinetuneMultilabelConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if cfg.mean is not None and cfg.std is not None:
+        return tuple(cfg.mean), tuple(cfg.std)
+    from medvit.data import dataset_normalization
+
+    return dataset_normalization(cfg.dataset)
+
+
+def _subset(ds: Any, fraction: float, seed: int) -> Any:
+    if fraction >= 1.0:
+        return ds
+    from torch.utils.data import Subset
+
+    n = len(ds)
+    k = max(1, int(round(fraction * n)))
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))[:k].tolist()
+    sub = Subset(ds, sorted(idx))
+    sub.label_names = list(ds.label_names)  # type: ignore[attr-defined]
+    return sub
+
+
+def _step(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    return masked_bce(model(batch["image"]), batch["label"], batch["label_mask"])
+
+
+def build_model(cfg: FinetuneMultilabelConfig, num_classes: int) -> torch.nn.Module:
+    """The backbone with a fresh ``num_classes`` head, loaded from ``cfg.pretrained`` when given."""
+    from medvit.models import create_model
+    from medvit.models.mae_convert import load_pretrained_encoder
+
+    model = create_model(cfg.backbone, img_size=cfg.image_size, in_chans=cfg.in_chans, num_classes=num_classes,
+                         global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path, **cfg.backbone_args)
+    if cfg.pretrained:
+        load_pretrained_encoder(model, cfg.pretrained)
+        model.reset_classifier(num_classes)  # the paper's head init (trunc normal, std 2e-5)
+    return model
+
+
+def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, Any]:
+    """One seed: train, select on validation, thresholds on validation, test once. Returns the seed summary."""
+    from medvit.data import build_dataset
+    from medvit.data.augment import build_eval_transform, build_train_transform
+    from medvit.eval import choose_thresholds, mean_auroc
+    from medvit.eval.predict import cache_dataset, predict_multilabel
+    from medvit.models import WeightContract, save_checkpoint
+    from medvit.train import Trainer
+
+    mean, std = _normalization(cfg)
+    eval_tf = build_eval_transform(cfg.image_size, mean, std, cfg.eval_crop_pct, in_chans=cfg.in_chans)
+    train_tf = build_train_transform(cfg.image_size, mean, std, cfg.rrc_scale, hflip_prob=cfg.hflip,
+                                     randaug=cfg.randaug, in_chans=cfg.in_chans)
+    args = dict(cfg.dataset_args)
+    train_ds = build_dataset(cfg.dataset, cfg.train_split, **args)
+    label_names = list(train_ds.label_names)
+    train_ds = _subset(train_ds, cfg.label_fraction, seed)
+    val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
+    test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
+    if cfg.cache_data:
+        train_ds = cache_dataset(train_ds)
+        val_ds = cache_dataset(val_ds, eval_tf)
+        test_ds = cache_dataset(test_ds, eval_tf) if test_ds is not None else None
+    else:
+        for d in (val_ds, test_ds):
+            if d is not None:
+                d.transform = eval_tf  # ItemDataset hook: (item) -> item
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(label_names))
+    tcfg = dataclasses.replace(cfg.train, seed=seed, output_dir=str(out))
+    dev = torch.device("cuda" if tcfg.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if tcfg.device == "auto" else tcfg.device))
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        logits, y, mask = predict_multilabel(m, val_ds, cfg.eval_batch_size, dev, tcfg.precision)
+        res = mean_auroc(y, logits, mask)
+        return {"val_mean_auroc": res.mean, "val_loss": float(masked_bce(logits, y, mask))}
+
+    trainer = Trainer(model, tcfg, train_ds, _step, evaluate=evaluate, select_metric="val_mean_auroc",
+                      transform=train_tf)
+    result = trainer.fit()
+    summary: dict[str, Any] = {"seed": seed, "n_train": len(train_ds), "n_val": len(val_ds),
+                               "steps": result.steps, "train_samples_per_s": result.samples_per_s,
+                               "best": result.best, "final_loss": result.losses[-1] if result.losses else None}
+    if not trainer.dist.is_main or result.steps < result.total_steps:
+        return summary
+    logits, y, mask = predict_multilabel(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision)
+    val = mean_auroc(y, logits, mask, label_names)
+    thresholds = choose_thresholds(y.numpy(), torch.sigmoid(logits).numpy(), mask.numpy(), cfg.threshold_rule)
+    summary["val"] = val.as_dict()
+    summary["thresholds"] = dict(zip(label_names, thresholds))
+    if test_ds is not None:
+        logits, y, mask = predict_multilabel(model, test_ds, cfg.eval_batch_size, dev, tcfg.precision)
+        test = mean_auroc(y, logits, mask, label_names)
+        summary["test"] = test.as_dict()
+        summary["test_table"] = test.table()
+    contract = WeightContract(
+        in_chans=cfg.in_chans, input_size=(cfg.image_size, cfg.image_size), mean=mean, std=std,
+        label_names=label_names, thresholds=thresholds, multilabel=True, research_only=True,
+        source=cfg.source or f"medvit finetune_multilabel on {cfg.dataset} (seed {seed})",
+        description=f"{cfg.backbone} fine-tuned for {len(label_names)} findings; thresholds: "
+                    f"{cfg.threshold_rule} on the {cfg.val_split} split; research use only",
+    )
+    save_checkpoint(model, out / "model", contract=contract,
+                    extra={"task": "finetune_multilabel", "seed": seed, "best": result.best,
+                           "val_mean_auroc": val.mean, "test_mean_auroc": summary.get("test", {}).get("mean_auroc")})
+    return summary
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def run(cfg: FinetuneMultilabelConfig) -> dict[str, Any]:
+    """Fine-tune over ``cfg.seeds``; returns the summary written to ``output_dir/summary.json``."""
+    from medvit.train.distributed import DistInfo, init_distributed, resolve_device
+
+    out = Path(cfg.output_dir)
+    per_seed = [run_seed(cfg, s, out / f"seed_{s}") for s in cfg.seeds]
+    info: DistInfo = init_distributed(resolve_device(cfg.train.device))
+    summary: dict[str, Any] = {"task": "finetune_multilabel", "dataset": cfg.dataset, "backbone": cfg.backbone,
+                               "pretrained": cfg.pretrained, "label_fraction": cfg.label_fraction,
+                               "seeds": per_seed}
+    if not info.is_main or not all("val" in s for s in per_seed):
+        return summary
+    tm, tsd = _mean_sd([s.get("test", {}).get("mean_auroc") for s in per_seed])
+    vm, vsd = _mean_sd([s["val"]["mean_auroc"] for s in per_seed])
+    summary.update(test_mean_auroc=tm, test_mean_auroc_sd=tsd, val_mean_auroc=vm, val_mean_auroc_sd=vsd)
+    best = max(per_seed, key=lambda s: s["val"]["mean_auroc"] or -1.0)
+    src = out / f"seed_{best['seed']}" / "model"
+    if (out / "model").exists():
+        shutil.rmtree(out / "model")
+    shutil.copytree(src, out / "model")
+    summary["model_dir"] = str(out / "model")
+    summary["model_seed"] = best["seed"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    lines = [f"# finetune_multilabel: {cfg.backbone} on {cfg.dataset}", "",
+             f"- pretrained: {cfg.pretrained or 'random init'}; label fraction {cfg.label_fraction}",
+             f"- seeds {list(cfg.seeds)}: test mean AUROC {tm:.4f} ± {tsd:.4f}; val {vm:.4f} ± {vsd:.4f}",
+             f"- saved model (seed {best['seed']}, selected on validation): {out / 'model'}", ""]
+    for s in per_seed:
+        if "test_table" in s:
+            head = f"## seed {s['seed']} (test, checkpoint of step {s['best']['step']:.0f})"
+            lines += [head, "", s["test_table"], ""]
+    (out / "results.md").write_text("\n".join(lines))
+    logger.info("test mean AUROC %.4f ± %.4f over %d seeds", tm, tsd, len(per_seed))
+    return summary
+
+
+def _register() -> None:
+    from medvit.tasks import register_task
+
+    register_task("finetune_multilabel", FinetuneMultilabelConfig,
+                  "multi-label fine-tuning (masked BCE, per-class AUROC, selection on validation, seeds)")(run)
+
+
+_register()
