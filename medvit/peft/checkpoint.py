@@ -127,7 +127,8 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
     Args:
         path: adapter directory written by :func:`save_adapter`.
         base_model: the untouched base (with a head of the right size); None rebuilds it from the
-            architecture and weights named in the adapter config.
+            architecture and the encoder weights named in the adapter config (the checksum then tells
+            whether they are still the same).
         check_base: verify the frozen base tensors' sha256 against the one saved (recommended).
     Raises:
         AdapterError: the base differs from the one the adapter was trained on, or tensors are
@@ -144,8 +145,11 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
         if not base.get("weights"):
             raise AdapterError(f"{p}: the adapter does not name its base weights (random-init base); pass base_model")
         from medvit.models import create_model
+        from medvit.models.mae_convert import load_pretrained_encoder
 
-        base_model = create_model(base["architecture"], pretrained=base["weights"], **base.get("model_args", {}))
+        # encoder weights only (an MAE run folder, a checkpoint with another head...): the head is in the adapter
+        base_model = create_model(base["architecture"], **base.get("model_args", {}))
+        load_pretrained_encoder(base_model, base["weights"])
     model = apply_peft(base_model, cfg["method"], cfg["method_config"], base_weights=base.get("weights"),
                        base_weights_sha256=base.get("weights_sha256"))
     if check_base:

@@ -132,3 +132,29 @@ def test_dvpt_presets_validate():
         spec, cfg = build_config(p, [])
         assert spec.name == "prompt_tune" and cfg.method == "dvpt", p
         assert REGISTRY.entry("dataset", cfg.dataset)
+
+
+@pytest.mark.slow
+def test_from_pretrained_checkpoint_adapter_rebuilds_its_base(tmp_path):
+    """pretrained= a medvit checkpoint with another head; the adapter names it and reloads without a base."""
+    from medvit.models import create_model, save_checkpoint
+    from medvit.peft import load_adapter
+    from medvit.tasks.prompt_tune import _Cached, predict, score
+
+    torch.manual_seed(3)
+    enc = create_model("vit_tiny_patch16_224", img_size=32, in_chans=1, num_classes=0, **TINY["backbone_args"])
+    ckpt = save_checkpoint(enc, tmp_path / "enc")
+    s = run_task(None, [], data=dict(task="prompt_tune", output_dir=str(tmp_path / "run"), dataset="cxr_phantom",
+                                     dataset_args=dict(n=60, image_size=32, seed=0), method="lora",
+                                     method_config=dict(r=2), pretrained=str(ckpt), seeds=[1], test_split="",
+                                     train=dict(epochs=1, batch_size=16, lr=1e-2, progress=False), **TINY))
+    cfg = json.loads((tmp_path / "run" / "seed_1" / "adapter" / "adapter_config.json").read_text())
+    assert cfg["base"]["weights"] == str(ckpt) and len(cfg["base"]["weights_sha256"]) == 64
+    model = load_adapter(tmp_path / "run" / "seed_1" / "adapter")  # base rebuilt from the checkpoint
+    from medvit.data import build_dataset
+    from medvit.data.augment import build_eval_transform
+
+    val = _Cached(build_dataset("cxr_phantom", "val", n=60, image_size=32, seed=0),
+                  build_eval_transform(32, (0.523,), (0.287,), 1.0, in_chans=1))
+    res = score("multilabel", *predict(model, val, 64, torch.device("cpu")), 7)
+    assert res["score"] == s["seeds"][0]["val"]["score"]
