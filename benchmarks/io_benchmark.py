@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medvit.io.index import index_tree
 
+    load_before = os.getloadavg()[0]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="medvit_iobench_"))
     try:
         t0 = time.perf_counter()
@@ -194,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "# medvit.io throughput vs a plain pydicom loop",
         "",
         f"Command: `{cmd.strip()}`  ",
-        f"pydicom {pydicom.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs (shared with other "
-        f"jobs: absolute rates are noisy; both sides interleaved, best of {args.rounds} rounds), {stamp}.",
+        f"pydicom {pydicom.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other "
+        f"jobs (1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: absolute rates are "
+        f"noisy; both sides interleaved, best of {args.rounds} rounds), {stamp}.",
         "",
         "Plain loop = `dcmread` (+ `stop_before_pixels` for headers) + `pixel_array` + `apply_modality_lut` + "
         "`apply_voi_lut`. medvit = `index_tree` / `read_image` + `display_array` (typed errors, pixel budget, "
@@ -214,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(md))
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd.strip(), "when": stamp, "rounds": dict(res),
-                                                    "best": best, "series": n_series, "corr": corr}, indent=2))
+    doc = {"command": cmd.strip(), "when": stamp, "rounds": dict(res), "best": best, "series": n_series, "corr": corr,
+           "loadavg_before_after": [load_before, os.getloadavg()[0]]}
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
     print("\n".join(md))
     return 0
 

@@ -33,6 +33,8 @@ META_KEYWORDS = (
     "SliceThickness", "SpacingBetweenSlices", "BurnedInAnnotation", "LossyImageCompression",
     "EstimatedRadiographicMagnificationFactor",
 )
+#: element values larger than this are read from disk only when accessed (after the pixel budget check)
+DEFER_SIZE = 16 * 2**20
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
 
 
@@ -47,7 +49,8 @@ def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on many benign quirks; errors below are typed
         try:
-            return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
+            return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags,
+                                   defer_size=DEFER_SIZE)
         except InvalidDicomError:
             pass
         except (MemoryError, RecursionError):
@@ -55,7 +58,8 @@ def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None
         except Exception as e:
             raise CorruptFileError(p, f"cannot parse DICOM ({type(e).__name__}: {e})") from e
         try:  # raw data set without preamble / File Meta (ACR-NEMA style): keep only if it looks like DICOM
-            ds = pydicom.dcmread(p, force=True, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags)
+            ds = pydicom.dcmread(p, force=True, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags,
+                                 defer_size=DEFER_SIZE)
             ok = "SOPClassUID" in ds or ("Rows" in ds and "Columns" in ds)
             ok = ok and all(e.tag.group in (0x0002, 0x0008) or e.tag.group >= 0x0008 for e in ds)
         except Exception:

@@ -125,3 +125,26 @@ def test_hostile_png_and_nifti_headers(tmp_path):
     (tmp_path / "big.nii").write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 64)
     with pytest.raises(mio.PixelBudgetError):
         mio.read_image(tmp_path / "big.nii")
+
+
+def test_large_pixel_data_not_loaded_when_refused(tmp_path, monkeypatch):
+    """Pixel Data above DEFER_SIZE stays on disk until the budget check passed."""
+    import pydicom
+
+    from medvit.io import dicom as dicom_mod
+
+    monkeypatch.setattr(dicom_mod, "DEFER_SIZE", 1024)
+    p = write_dicom(tmp_path / "big.dcm", np.zeros((256, 256), np.uint16))
+    seen = {}
+    real = pydicom.dcmread
+
+    def spy(*a, **k):
+        ds = real(*a, **k)
+        seen["raw_len"] = len(ds.get_item("PixelData", keep_deferred=True).value or b"") if "PixelData" in ds else -1
+        return ds
+
+    monkeypatch.setattr(pydicom, "dcmread", spy)
+    with pytest.raises(mio.PixelBudgetError):
+        mio.read_image(p, pixel_budget=1000)
+    assert seen["raw_len"] == 0  # deferred: the 128 KiB value was never read
+    assert mio.read_image(p).pixels.shape == (256, 256)  # and is read on demand when allowed
