@@ -138,9 +138,11 @@ def _get_decoder(ts: Any, path: str | None) -> Any:
     try:
         dec = get_decoder(ts)
     except NotImplementedError as e:
-        hint = _PLUGIN_HINT.get(str(ts), "no Python decoder is known; transcode the file (e.g. dcmtk dcmdjpeg)")
+        hint = _PLUGIN_HINT.get(str(ts))
+        hint = f"would need: {hint}" if hint else ("no Python decoder exists for it in pydicom; transcode it to an "
+                                                   "uncompressed or JPEG/JPEG 2000 transfer syntax first")
         raise UnsupportedTransferSyntaxError(path, f"transfer syntax {ts} ({getattr(ts, 'name', '?')}) has no "
-                                                   f"decoder; would need: {hint}") from e
+                                                   f"decoder; {hint}") from e
     if not dec.is_available:
         raise UnsupportedTransferSyntaxError(path, f"no installed plugin decodes {ts.name}; install "
                                                    f"{_PLUGIN_HINT.get(str(ts), 'a pydicom decoder plugin')}")

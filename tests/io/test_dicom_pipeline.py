@@ -213,3 +213,23 @@ def test_enhanced_multiframe_per_frame_windows_and_rescale(make_dicom):
     assert img.spacing == (1.5, 0.4, 0.4)  # slice step from the per-frame positions
     assert img.frame(0).windows[0].center == 100 and img.frame(1).windows[0].center == 400
     assert render(img, frame=1)[0, 0] == 0  # 200 is far below frame 1's window (400/50)
+
+
+def test_video_syntax_and_odd_photometric_are_typed_errors(make_dicom):
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from medvit.io import UnsupportedPhotometricError, UnsupportedTransferSyntaxError
+
+    p = make_dicom(np.zeros((4, 4), np.uint8), name="mpeg.dcm")
+    ds = pydicom.dcmread(p)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: no Python decoder
+    ds.PixelData = encapsulate([b"\0" * 16])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(p)
+    with pytest.raises(UnsupportedTransferSyntaxError, match="MPEG2"):
+        read_dicom(p)
+    q = make_dicom(np.zeros((4, 4, 3), np.uint8), name="cmyk.dcm", SamplesPerPixel=3,
+                   PhotometricInterpretation="HSV")
+    with pytest.raises(UnsupportedPhotometricError, match="HSV"):
+        read_dicom(q)
