@@ -16,6 +16,7 @@ from apps.viewer import (  # noqa: E402  (set_page_config must come first)
     export_panel,
     findings_panel,
     navigation,
+    shortcuts,
     study_browser,
     tags_panel,
     view,
@@ -48,6 +49,7 @@ if opened is None:
     st.stop()
 with left:
     state = display_panel.controls(opened.image)
+    shortcuts.toolbar()
 with right:
     tab_findings, tab_tags, tab_export = st.tabs(["Findings", "DICOM tags", "Export"])
     with tab_findings:

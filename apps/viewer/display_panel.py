@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from apps.viewer import view
+from apps.viewer import shortcuts, view
 
 MANUAL = "Manual centre / width"
 #: special presets of medvit.io.render shown first, with clinician-facing names
@@ -65,6 +65,9 @@ def controls(image: Any) -> DisplayState:
 
     opts = preset_options(image)
     labels = list(opts)
+    shortcuts.remember(preset_labels=opts)
+    if st.session_state.get("disp_preset") not in (None, *labels):  # e.g. a file window of another image
+        del st.session_state["disp_preset"]
     c1, c2, c3 = st.columns([3, 1, 2])
     label = c1.selectbox("Window", labels, key="disp_preset", help="File VOI window by default; CT presets in HU")
     preset = opts[label]
@@ -79,7 +82,8 @@ def controls(image: Any) -> DisplayState:
                                 step=max(1.0, round(w0 / 50, 0)), key="disp_width")
         window, preset = (float(centre), float(width)), None
     invert = c2.checkbox("Invert", key="disp_invert", help="swap black and white (after the VOI window)")
-    zoom = c3.select_slider("Zoom", options=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0], value=1.0, key="disp_zoom",
+    st.session_state.setdefault("disp_zoom", 1.0)
+    zoom = c3.select_slider("Zoom", options=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0], key="disp_zoom",
                             format_func=lambda z: f"{z:g}×")
     pan = (0.5, 0.5)
     if zoom > 1.0:

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from apps.viewer import cache, display_panel
+from apps.viewer import cache, display_panel, shortcuts
 from apps.viewer.findings_panel import Shown
 from apps.viewer.redact import shown as redacted
 from apps.viewer.sources import Series
@@ -43,8 +43,9 @@ def open_image(series: Series) -> Opened | None:
             state.pop(k, None)
         state["open_series"] = series.key
     idx = 0
-    if len(series.files) > 1:
-        idx = st.slider("Image", 1, len(series.files), 1, key="nav_file") - 1
+    if len(series.files) > 1:  # defaults go through session state, which the shortcut buttons also set
+        state.setdefault("nav_file", 1)
+        idx = st.slider("Image", 1, len(series.files), key="nav_file") - 1
     path = series.files[idx]
     name = Path(path).name
     try:
@@ -54,11 +55,12 @@ def open_image(series: Series) -> Opened | None:
         st.caption("The file is listed but its pixels cannot be read; other images keep working.")
         return None
     n = _n_frames(full)
+    shortcuts.remember(n_files=len(series.files), n_frames=n)
     frame: int | None = None
     if n > 1:
         kind = "Slice" if full.axes.startswith("XYZ") else "Frame"
-        default = n // 2 + 1 if kind == "Slice" else 1
-        frame = st.slider(kind, 1, n, default, key="nav_frame") - 1
+        state.setdefault("nav_frame", n // 2 + 1 if kind == "Slice" else 1)
+        frame = st.slider(kind, 1, n, key="nav_frame") - 1
     try:
         image = cache.image_2d(path, frame)
     except (MedicalIOError, IndexError, ValueError) as e:

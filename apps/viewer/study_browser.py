@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from apps.viewer import cache, sources
+from apps.viewer import cache, shortcuts, sources
 from apps.viewer.config import ViewerConfig
 
 FOLDER = "Folder on this server"
@@ -77,6 +77,7 @@ def browse(cat: sources.Catalog, reveal: bool) -> sources.Series | None:
     state = st.session_state
     if cat.find_series(state.get("series_key", "")) not in study.series:
         state["series_key"] = study.series[0].key
+    shortcuts.remember(series_order=[s.key for s in study.series])
     cols = st.sidebar.columns(2)
     for j, s in enumerate(study.series):
         with cols[j % 2]:

@@ -271,3 +271,31 @@ def test_sr_link_model_errors_and_multi_image_series(app, studies, tmp_path):
     assert not at.exception
     assert any("could not be loaded" in e and "no-such-model" in e for e in _texts(at, "error"))
     assert "W 4096 L 2048" in _caption(at) and _table(at, "Finding") is None
+
+
+def test_keyboard_shortcut_buttons(app, studies):
+    at = app
+    assert at.slider(key="nav_frame").value == 1  # multi-frame study first
+    at.button(key="sc_Down").click().run()
+    at.button(key="sc_Down").click().run()
+    assert at.slider(key="nav_frame").value == 3
+    at.button(key="sc_Down").click().run()  # stays on the last frame
+    assert at.slider(key="nav_frame").value == 3
+    at.button(key="sc_Home").click().run()
+    assert at.slider(key="nav_frame").value == 1
+    at.button(key="sc_End").click().run()
+    assert at.slider(key="nav_frame").value == 3
+    at.button(key="sc_2").click().run()
+    assert "(lung)" in _caption(at)
+    at.button(key="sc_I").click().run()
+    assert "inverted" in _caption(at) and at.checkbox(key="disp_invert").value
+    at.button(key="sc_Space").click().run()
+    assert "inverted" not in _caption(at) and "(lung)" not in _caption(at)
+    at.selectbox(key="study_idx").set_value(1).run()
+    first = next(b.label for b in at.button if b.label.startswith("#") and b.proto.type == "primary")
+    at.button(key="sc_PageDown").click().run()
+    second = next(b.label for b in at.button if b.label.startswith("#") and b.proto.type == "primary")
+    assert first != second
+    at.button(key="sc_PageUp").click().run()
+    assert next(b.label for b in at.button if b.label.startswith("#") and b.proto.type == "primary") == first
+    assert not at.exception and not at.warning

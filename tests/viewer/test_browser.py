@@ -93,6 +93,11 @@ def _button(d, text: str):
     return d.find_element("xpath", f"//button[.//p[contains(normalize-space(.), '{text}')]]")
 
 
+def _open_series(d) -> str:
+    """Label of the highlighted (open) series button in the sidebar."""
+    return " ".join(b.text for b in d.find_elements("css selector", '[data-testid="stSidebar"] button[kind="primary"]'))
+
+
 def _main_caption(d) -> str:
     caps = d.find_elements("css selector", '[data-testid="stMain"] [data-testid="stCaptionContainer"]')
     return " | ".join(c.text for c in caps)
@@ -111,7 +116,9 @@ def test_open_study_run_model_show_heatmap(server, driver, tmp_path):
     study_box = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"]')
     study_box.click()
     wait.until(ec.element_to_be_clickable((By.XPATH, "//*[@role='option'][contains(., '2 series')]"))).click()
-    wait.until(lambda d: _button(d, "CHEST PA")).click()
+    wait.until(lambda d: "CHEST LAT" in _open_series(d))  # the study opened on its first series
+    _button(driver, "CHEST PA").click()
+    wait.until(lambda d: "CHEST PA" in _open_series(d))
     wait.until(lambda d: "W 4096 L 2048" in _main_caption(d) and "80×96" in _main_caption(d))
     # run the model
     _button(driver, "Run model on this image").click()
@@ -128,6 +135,7 @@ def test_open_study_run_model_show_heatmap(server, driver, tmp_path):
     assert int(img.get_attribute("naturalWidth")) > 0 and img.is_displayed()
     assert driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]').is_displayed()
     assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert "CHEST PA" in _open_series(driver)
     out = tmp_path / "viewer_screenshot.png"
     assert driver.save_screenshot(str(out)) and out.stat().st_size > 10_000
     record = os.environ.get("MEDVIT_VIEWER_SCREENSHOT")  # set once to keep a copy for the record
