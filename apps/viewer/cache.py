@@ -21,6 +21,7 @@ import streamlit as st
 #: the viewer refuses images whose header claims more samples than this (a hostile header cannot exhaust memory)
 PIXEL_BUDGET = 120_000_000
 THUMB_SIDE = 160
+HEAT_SIDE = 512
 
 
 @dataclass
@@ -102,10 +103,11 @@ def predict(ref: str, sha256: str, path: str, modified: float, frame: int | None
 @st.cache_data(max_entries=64, show_spinner="Computing the heatmap…")
 def heatmap(ref: str, sha256: str, path: str, modified: float, frame: int | None, target: int,
             method: str) -> np.ndarray:
-    """(h, w) float32 heatmap in [0, 1] for label ``target`` on the source image's pixel grid.
+    """(h, w) float32 heatmap in [0, 1] for label ``target`` over the source image's field of view.
 
     :func:`medvit.explain.explain` on the model input, mapped back through the preprocessing geometry with
-    :func:`medvit.infer.preprocess.unmap_heatmap`.
+    :func:`medvit.infer.preprocess.unmap_heatmap`, then kept at most :data:`HEAT_SIDE` pixels on a side (the
+    map is smooth; a 2,048² float map would cost 16 MB per cache entry).
     """
     import torch
 
@@ -114,8 +116,16 @@ def heatmap(ref: str, sha256: str, path: str, modified: float, frame: int | None
 
     lm = load_model(ref)
     x, notes, _unit = lm.preprocess(image_2d(path, frame))
+    from PIL import Image
+
+    from apps.viewer.view import fit
+
     heat = explain(lm.model, torch.from_numpy(x[None]), method=method, target=target)[0].numpy()
-    return np.clip(unmap_heatmap(heat, notes, lm.preprocess.geometry), 0.0, 1.0).astype(np.float32)
+    full = np.clip(unmap_heatmap(heat, notes, lm.preprocess.geometry), 0.0, 1.0).astype(np.float32)
+    if max(full.shape) <= HEAT_SIDE:
+        return full
+    h, w = fit(*full.shape, HEAT_SIDE)
+    return np.asarray(Image.fromarray(full).resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
 @st.cache_resource(show_spinner="No studies given: generating a few chest X-ray phantoms…")

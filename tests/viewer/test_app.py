@@ -299,3 +299,24 @@ def test_keyboard_shortcut_buttons(app, studies):
     at.button(key="sc_PageUp").click().run()
     assert next(b.label for b in at.button if b.label.startswith("#") and b.proto.type == "primary") == first
     assert not at.exception and not at.warning
+
+
+def test_cached_heatmap_is_medvit_explain_mapped_to_the_image(tiny_model, studies):
+    import torch
+
+    from apps.viewer import cache
+    from medvit.explain import explain
+    from medvit.infer.predictor import load_for_inference
+    from medvit.infer.preprocess import Preprocessor, unmap_heatmap
+    from medvit.io import read_image
+
+    path = str(studies / "a" / "img1.dcm")
+    lm = cache.load_model(str(tiny_model))
+    model, contract, _ = load_for_inference(tiny_model)
+    pre = Preprocessor.from_contract(contract)
+    x, notes, _ = pre(read_image(path))
+    for method in ("gradcam", "rollout"):
+        got = cache.heatmap(str(tiny_model), lm.info.sha256, path, cache.mtime(path), None, 1, method)
+        raw = explain(model, torch.from_numpy(x[None]), method=method, target=1)[0].numpy()
+        want = np.clip(unmap_heatmap(raw, notes, pre.geometry), 0, 1)
+        assert got.shape == (96, 80) and np.allclose(got, want, atol=1e-5) and got.max() > got.min()
