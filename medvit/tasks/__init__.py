@@ -72,4 +72,5 @@ def run_task(path: str | Path | None, overrides: list[str] | None = None, data: 
 # task modules register on import
 from medvit.tasks import extract_features as _extract_features  # noqa: E402,F401
 from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: E402,F401
+from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: E402,F401
 from medvit.tasks import prompt_tune as _prompt_tune  # noqa: E402,F401

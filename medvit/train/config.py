@@ -68,7 +68,3 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"clip_grad must be > 0 or null, got {self.clip_grad}")
-        if self.resume not in ("", "auto") and not self.resume:
-            raise ValueError("resume must be '', 'auto' or a checkpoint directory")
-        if self.resume == "auto" and not self.output_dir:
-            raise ValueError("resume='auto' needs output_dir (where checkpoints/ is searched)")

@@ -223,7 +223,9 @@ class Trainer:
         if not r:
             return None
         if r == "auto":
-            return st.latest_checkpoint(self.out) if self.out else None
+            if self.out is None:
+                raise ValueError("resume='auto' needs output_dir (where checkpoints/ is searched)")
+            return st.latest_checkpoint(self.out)
         p = Path(r)
         if not p.is_dir():
             raise FileNotFoundError(f"resume checkpoint {p} does not exist (use resume='auto' to pick the latest)")

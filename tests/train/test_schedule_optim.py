@@ -68,7 +68,7 @@ def test_groups_only_trainable_and_without_layer_decay():
 @pytest.mark.parametrize(
     "kw, key",
     [({"batch_size": 0}, "batch_size"), ({"precision": "fp16"}, "precision"), ({"layer_decay": 1.5}, "layer_decay"),
-     ({"clip_grad": 0.0}, "clip_grad"), ({"betas": (0.9, 1.0)}, "betas"), ({"resume": "auto"}, "resume")],
+     ({"clip_grad": 0.0}, "clip_grad"), ({"betas": (0.9, 1.0)}, "betas")],
 )
 def test_train_config_rejects(kw, key):
     with pytest.raises(ValueError, match=key):

@@ -1,0 +1,173 @@
+"""Task ``mae_pretrain``: masked-autoencoder pretraining of a registered backbone (thorax-MAE recipe, notes §1.3).
+
+Writes ``output_dir/mae/`` (full MAE state: encoder + decoder, to continue pretraining), ``output_dir/encoder/``
+(a medvit checkpoint of the encoder with its weight contract; ``finetune_multilabel pretrained=output_dir`` picks
+it up), ``reconstruction.png`` (original / masked / reconstruction grid on held-out images), ``log.csv`` and
+``summary.json``. Checkpoints every ``train.ckpt_every`` steps resume exactly (``train.resume=auto``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medvit.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(blr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, min_lr=0.0)
+
+
+@dataclass
+class MAEPretrainConfig:
+    """MAE pretraining; every field can be overridden as ``key=value`` (unknown keys are rejected)."""
+
+    output_dir: str = "runs/mae_pretrain"  # run folder: mae/, encoder/, checkpoints/, log.csv, reconstruction.png
+    dataset: str = "cxr_phantom"  # registered dataset (labels are ignored)
+    dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs, e.g. {root: DIR} or {n: 2000}
+    splits: list[str] = field(default_factory=lambda: ["train"])  # splits pooled for pretraining (never test)
+    figure_split: str = "val"  # split whose first images appear in reconstruction.png ("" = no figure)
+    backbone: str = "vit_small_patch16_224"  # registered encoder backbone (ignored when preset is set)
+    backbone_args: dict[str, Any] = field(default_factory=dict)  # encoder overrides (depth, embed_dim, patch_size)
+    preset: str | None = None  # MAE preset, e.g. mae_vit_small_patch16_dec512d2b (fixes backbone and decoder)
+    decoder_dim: int = 512  # decoder width (ignored when preset is set)
+    decoder_depth: int = 8  # decoder blocks (ignored when preset is set)
+    decoder_heads: int = 16  # decoder attention heads (ignored when preset is set)
+    mask_ratio: float = 0.75  # fraction of patches removed (0.90 in the thorax-MAE recipe); must keep >= 1 patch
+    norm_pix_loss: bool = False  # per-patch normalised target (off in the thorax-MAE recipe)
+    image_size: int = 224  # square training size
+    in_chans: int = 1  # encoder input channels (grey images are repeated when 3)
+    mean: list[float] | None = None  # normalisation mean; None = the dataset's registered default
+    std: list[float] | None = None  # normalisation std; None = the dataset's registered default
+    rrc_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area range (0.5-1.0 thorax-MAE; MAE 0.2-1.0)
+    hflip: float = 0.5  # horizontal flip probability
+    pretrained: str | None = None  # MAE checkpoint (reference/HF/medvit, decoder included) to continue from
+    train: TrainConfig = field(default_factory=_default_train)  # optimisation (AdamW betas 0.9/0.95, blr 1.5e-4)
+    cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
+    figure_images: int = 6  # rows of reconstruction.png
+
+    def __post_init__(self) -> None:
+        from medvit.models.mae import MAE_PRESETS, check_mask_ratio
+        from medvit.tasks.finetune_multilabel import check_backbone
+
+        if self.preset is not None and self.preset not in MAE_PRESETS:
+            raise ValueError(f"preset {self.preset!r} is unknown; known: {', '.join(MAE_PRESETS)}")
+        backbone = MAE_PRESETS[self.preset].backbone if self.preset else self.backbone
+        args = check_backbone(backbone, self.backbone_args, self.image_size)
+        import math
+
+        from medvit.nn.patch_embed import to_tuple
+
+        sd = args.get("spatial_dims", 2)
+        grid = [s // p for s, p in zip(to_tuple(self.image_size, sd, "image_size"),
+                                       to_tuple(args["patch_size"], sd, "patch_size"))]
+        check_mask_ratio(self.mask_ratio, math.prod(grid))
+        for k in ("decoder_dim", "decoder_depth", "decoder_heads", "in_chans", "figure_images"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.decoder_dim % self.decoder_heads:
+            raise ValueError(f"decoder_dim {self.decoder_dim} must be divisible by decoder_heads {self.decoder_heads}")
+        if not (0.0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1.0):
+            raise ValueError(f"rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
+        if not self.splits:
+            raise ValueError("splits must name at least one split")
+        if "test" in self.splits:
+            raise ValueError("splits must not include 'test' (pretraining on test images leaks into evaluation)")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither (dataset default)")
+
+
+def build_mae(cfg: MAEPretrainConfig) -> torch.nn.Module:
+    """The MAE of ``cfg`` (random init, or continued from ``cfg.pretrained``)."""
+    from medvit.models.mae import create_mae
+    from medvit.models.mae_convert import load_mae_weights
+
+    kw: dict[str, Any] = dict(img_size=cfg.image_size, in_chans=cfg.in_chans, **cfg.backbone_args)
+    if cfg.preset:
+        mae = create_mae(preset=cfg.preset, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, **kw)
+    else:
+        mae = create_mae(cfg.backbone, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth,
+                         decoder_heads=cfg.decoder_heads, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
+                         **kw)
+    if cfg.pretrained:
+        load_mae_weights(mae, cfg.pretrained)
+    return mae
+
+
+def _step(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return model(batch["image"])
+
+
+def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
+    """Pretrain; returns a summary (steps, losses of this process, throughput, output paths)."""
+    from safetensors.torch import save_file
+    from torch.utils.data import ConcatDataset
+
+    from medvit.data import build_dataset, dataset_normalization
+    from medvit.data.augment import build_eval_transform, build_train_transform
+    from medvit.eval.predict import cache_dataset
+    from medvit.models import WeightContract, save_checkpoint
+    from medvit.models.mae_convert import export_encoder
+    from medvit.train import Trainer
+
+    mean, std = (tuple(cfg.mean), tuple(cfg.std)) if cfg.mean and cfg.std else dataset_normalization(cfg.dataset)
+    parts = [build_dataset(cfg.dataset, s, **cfg.dataset_args) for s in cfg.splits]
+    if cfg.cache_data:
+        parts = [cache_dataset(p, keys=("image",)) for p in parts]
+    ds = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    tf = build_train_transform(cfg.image_size, mean, std, cfg.rrc_scale, hflip_prob=cfg.hflip, in_chans=cfg.in_chans)
+    tcfg = dataclasses.replace(cfg.train, output_dir=cfg.output_dir)
+    torch.manual_seed(tcfg.seed)
+    mae = build_mae(cfg)
+    trainer = Trainer(mae, tcfg, ds, _step, transform=tf)
+    result = trainer.fit()
+    out = Path(cfg.output_dir)
+    summary: dict[str, Any] = {"task": "mae_pretrain", "steps": result.steps, "total_steps": result.total_steps,
+                               "losses": result.losses, "samples_per_s": result.samples_per_s,
+                               "n_images": len(ds), "wall_s": result.wall_s}
+    if not trainer.dist.is_main or result.steps < result.total_steps:
+        return summary
+    mae_dir = out / "mae"
+    mae_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in mae.state_dict().items()}
+    save_file(state, str(mae_dir / "model.safetensors"))
+    (mae_dir / "config.json").write_text(json.dumps({
+        "format": "medvit-mae/1", "backbone": mae.encoder.arch_name, "backbone_args": mae.encoder.model_args,
+        "decoder_dim": mae.decoder_dim, "decoder_depth": len(mae.decoder_blocks), "mask_ratio": mae.mask_ratio,
+        "norm_pix_loss": mae.norm_pix_loss, "steps": result.steps}, indent=2, default=list))
+    contract = WeightContract(in_chans=cfg.in_chans, input_size=(cfg.image_size, cfg.image_size), mean=mean, std=std,
+                              research_only=True, source=f"medvit mae_pretrain on {cfg.dataset} ({result.steps} steps)",
+                              description="MAE-pretrained encoder (no classification head)")
+    save_checkpoint(mae.encoder, out / "encoder", contract=contract, state_dict=export_encoder(mae),
+                    extra={"task": "mae_pretrain", "mask_ratio": mae.mask_ratio, "steps": result.steps})
+    summary.update(mae_dir=str(mae_dir), encoder_dir=str(out / "encoder"))
+    if cfg.figure_split:
+        from medvit.models.mae_figure import reconstruction_figure
+
+        fig_ds = build_dataset(cfg.dataset, cfg.figure_split, **cfg.dataset_args)
+        ev = build_eval_transform(cfg.image_size, mean, std, in_chans=cfg.in_chans)
+        n = min(cfg.figure_images, len(fig_ds))
+        imgs = torch.stack([ev(fig_ds[i])["image"] for i in range(n)]).to(next(mae.parameters()).device)
+        g = torch.Generator().manual_seed(0)
+        noise = torch.rand(n, mae.encoder.patch_embed.num_patches, generator=g).to(imgs.device)
+        summary["figure"] = str(reconstruction_figure(mae, imgs, out / "reconstruction.png", mean, std, noise))
+    (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2))
+    return summary
+
+
+def _register() -> None:
+    from medvit.tasks import register_task
+
+    register_task("mae_pretrain", MAEPretrainConfig,
+                  "masked-autoencoder pretraining (patchify, random masking, decoder, masked MSE)")(run)
+
+
+_register()
