@@ -233,3 +233,11 @@ def test_video_syntax_and_odd_photometric_are_typed_errors(make_dicom):
                    PhotometricInterpretation="HSV")
     with pytest.raises(UnsupportedPhotometricError, match="HSV"):
         read_dicom(q)
+
+
+def test_bits_stored_masks_high_bits_and_sign_extends(make_dicom):
+    img = read_dicom(make_dicom(np.array([[0xF123, 0x0FFF]], np.uint16), BitsStored=12))
+    np.testing.assert_array_equal(img.pixels, [[0x123, 4095]])  # overlay/garbage bits above Bits Stored dropped
+    raw = np.array([[0x0800, 0x07FF, 0xF800]], np.uint16).view(np.int16)
+    img = read_dicom(make_dicom(raw, name="s.dcm", BitsStored=12))
+    np.testing.assert_array_equal(img.pixels, [[-2048, 2047, -2048]])  # 12-bit two's complement
