@@ -34,6 +34,8 @@ class MAEPretrainConfig:
     dataset: str = "cxr_phantom"  # registered dataset (labels are ignored)
     dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs, e.g. {root: DIR} or {n: 2000}
     splits: list[str] = field(default_factory=lambda: ["train"])  # splits pooled for pretraining (never test)
+    more_datasets: list[dict[str, Any]] = field(default_factory=list)  # extra sources pooled in, each
+    #   {name: registered dataset, args: {...}, splits: [train]}; each is normalised with its own registered mean/std
     figure_split: str = "val"  # split whose first images appear in reconstruction.png ("" = no figure)
     backbone: str = "vit_small_patch16_224"  # registered encoder backbone (ignored when preset is set)
     backbone_args: dict[str, Any] = field(default_factory=dict)  # encoder overrides (depth, embed_dim, patch_size)
@@ -83,6 +85,26 @@ class MAEPretrainConfig:
             raise ValueError("splits must not include 'test' (pretraining on test images leaks into evaluation)")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither (dataset default)")
+        for i, d in enumerate(self.more_datasets):
+            bad = set(d) - {"name", "args", "splits"}
+            if "name" not in d or bad:
+                raise ValueError(f"more_datasets[{i}] needs 'name' (and optional 'args', 'splits'); unknown keys "
+                                 f"{sorted(bad)}")
+            if "test" in d.get("splits", ["train"]):
+                raise ValueError(f"more_datasets[{i}].splits must not include 'test'")
+
+
+class _Tagged(torch.utils.data.Dataset):
+    """Adds ``item["source"] = name`` so the transform can normalise each source with its own statistics."""
+
+    def __init__(self, base: Any, name: str):
+        self.base, self.name = base, name
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.base[i]["image"], "source": self.name}
 
 
 def build_mae(cfg: MAEPretrainConfig) -> torch.nn.Module:
@@ -119,11 +141,23 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
     from medvit.train import Trainer
 
     mean, std = (tuple(cfg.mean), tuple(cfg.std)) if cfg.mean and cfg.std else dataset_normalization(cfg.dataset)
-    parts = [build_dataset(cfg.dataset, s, **cfg.dataset_args) for s in cfg.splits]
-    if cfg.cache_data:
-        parts = [cache_dataset(p, keys=("image",)) for p in parts]
+    sources = [(cfg.dataset, dict(cfg.dataset_args), list(cfg.splits), (mean, std))]
+    for d in cfg.more_datasets:
+        sources.append((d["name"], dict(d.get("args", {})), list(d.get("splits", ["train"])),
+                        dataset_normalization(d["name"])))
+    parts, transforms = [], {}
+    for name, args, splits, (m, s) in sources:
+        for split in splits:
+            part = build_dataset(name, split, **args)
+            if cfg.cache_data:
+                part = cache_dataset(part, keys=("image",))
+            parts.append(_Tagged(part, name))
+        transforms[name] = build_train_transform(cfg.image_size, m, s, cfg.rrc_scale, hflip_prob=cfg.hflip,
+                                                 in_chans=cfg.in_chans)
     ds = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-    tf = build_train_transform(cfg.image_size, mean, std, cfg.rrc_scale, hflip_prob=cfg.hflip, in_chans=cfg.in_chans)
+
+    def tf(item: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
+        return transforms[item["source"]](item, g)
     tcfg = dataclasses.replace(cfg.train, output_dir=cfg.output_dir)
     torch.manual_seed(tcfg.seed)
     mae = build_mae(cfg)

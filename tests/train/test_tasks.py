@@ -63,7 +63,9 @@ def test_finetune_two_steps_saves_model_with_contract(tmp_path):
 
 @pytest.mark.slow
 def test_mae_two_steps_then_finetune_from_it(tmp_path):
-    s = run_task(None, data=_with(MAE, output_dir=str(tmp_path / "mae")))
+    more = [{"name": "cxr_phantom", "args": {"n": 40, "seed": 1, "image_size": 32}, "splits": ["train", "val"]}]
+    s = run_task(None, data=_with(MAE, output_dir=str(tmp_path / "mae"), more_datasets=more))
+    assert s["n_images"] > 70
     assert s["steps"] == 2 and len(s["losses"]) == 2
     assert (tmp_path / "mae" / "reconstruction.png").is_file()
     assert (tmp_path / "mae" / "encoder" / "config.json").is_file()
@@ -93,6 +95,7 @@ def test_mae_pretrain_resume_is_exact(tmp_path):
         (_with(MAE, mask_ratio=0.99), "mask_ratio"),
         (_with(MAE, image_size=36), "image_size"),
         (_with(MAE, decoder_dpth=2), "decoder_dpth"),
+        (_with(MAE, more_datasets=[{"name": "cxr_phantom", "splits": ["test"]}]), "more_datasets"),
         (_with(MAE, **{"train.bacth_size": 2}), "bacth_size"),
         (_with(FT, image_size=40), "image_size"),
         (_with(FT, label_fraction=0.0), "label_fraction"),
