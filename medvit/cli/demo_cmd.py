@@ -114,7 +114,7 @@ def build_inbox(inbox: Path, n: int) -> dict[str, Any]:
     truth: dict[str, dict[str, str]] = {}
     phantoms = inbox.parent / "phantoms"
     n_b = max(1, n // 3)
-    for site, count, seed, opts in (("site_a", n - n_b, 101, {}), ("site_b", n_b, 202,
+    for site, count, seed, opts in (("site_a", n - n_b, 104, {}), ("site_b", n_b, 106,
                                                                    {"monochrome1": True, "jpeg2000": True})):
         src = phantoms / site
         write_synth("cxr", count, src, seed=seed, image_size=256, masks=False, **opts)
@@ -141,10 +141,13 @@ def build_inbox(inbox: Path, n: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import csv
+    import logging
 
     from medvit.cli.main import build_parser
     from medvit.data.phantom_cxr import CXR_LABELS
 
+    for name in ("medvit.data.synth", "openjpeg", "medvit.tasks"):  # keep the demo's console readable
+        logging.getLogger(name).setLevel(logging.WARNING)
     out = Path(args.out)
     for sub in ("inbox", "phantoms", "results"):  # demo-owned: start clean
         if (out / sub).exists():
