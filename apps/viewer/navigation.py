@@ -42,6 +42,9 @@ def open_image(series: Series) -> Opened | None:
         for k in ("nav_file", "nav_frame"):
             state.pop(k, None)
         state["open_series"] = series.key
+    if series.duplicates:
+        st.warning(f"{series.duplicates} file(s) of this series repeat another file's SOP Instance UID "
+                   "(copies or a damaged export): check which one is right.")
     idx = 0
     if len(series.files) > 1:  # defaults go through session state, which the shortcut buttons also set
         state.setdefault("nav_file", 1)

@@ -35,6 +35,7 @@ class Series:
     number: str  # Series Number ("" when absent)
     files: list[str] = field(default_factory=list)
     frames: int = 0  # total frames over the files (from headers; 0 = unknown, e.g. NIfTI before reading)
+    duplicates: int = 0  # files whose SOP Instance UID another file of the series already has
 
     @property
     def label(self) -> str:
@@ -109,6 +110,10 @@ def catalog(root: str | Path, ignore_results: bool = True) -> Catalog:
             cat.skipped.append((_rel(p, root), sk["reason"]))
     by_series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in idx.files:
+        if not row.get("size"):  # SR, RT plan, presentation state...: DICOM without pixels
+            kind = row.get("sop_class") or "unknown SOP class"
+            cat.skipped.append((_rel(Path(row["path"]), root), f"no image in this DICOM file ({kind})"))
+            continue
         by_series.setdefault((row["study_uid"], row["series_uid"]), []).append(row)
     for (study_uid, series_uid), rows in by_series.items():
         rows.sort(key=_instance_order)
@@ -117,7 +122,8 @@ def catalog(root: str | Path, ignore_results: bool = True) -> Catalog:
                                                     f["patient_name"], f["patient_id"]))
         study.series.append(Series(series_uid, study_uid, f["modality"], f["series_description"],
                                    f["series_number"], [r["path"] for r in rows],
-                                   sum(int(r["frames"] or 1) for r in rows)))
+                                   sum(int(r["frames"] or 1) for r in rows),
+                                   len(rows) - len({r["sop_instance_uid"] for r in rows})))
     for study in studies.values():
         study.series.sort(key=lambda s: (int(s.number) if s.number.isdigit() else 1 << 30, s.description))
     cat.studies = sorted(studies.values(), key=lambda s: (s.date, s.key), reverse=True)

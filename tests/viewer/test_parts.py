@@ -208,3 +208,20 @@ def test_fit_respects_both_limits():
     assert view.fit(2048, 2048, 1024, max_h=760) == (760, 760)
     assert view.fit(96, 80, 1024, max_h=760) == (760, 633)
     assert view.fit(100, 400, 1024, max_h=760) == (256, 1024)
+
+
+def test_catalog_skips_dicom_without_pixels_and_flags_duplicate_instances(tmp_path):
+    import shutil
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path / "in"
+    root.mkdir()
+    write_dx(root / "a.dcm", study="5.1", series="5.1.1")
+    shutil.copy(root / "a.dcm", root / "a_copy.dcm")  # same SOP Instance UID twice
+    shutil.copy(get_testdata_file("rtplan.dcm"), root / "plan.dcm")
+    assert "PixelData" not in pydicom.dcmread(root / "plan.dcm")
+    cat = sources.catalog(root)
+    assert [s.key for s in cat.studies] == ["5.1"] and cat.studies[0].series[0].duplicates == 1
+    assert [r for r, _ in cat.skipped] == ["plan.dcm"] and "no image" in cat.skipped[0][1]
