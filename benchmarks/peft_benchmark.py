@@ -2,7 +2,7 @@
 
 For each problem — multi-label chest X-ray phantoms (mean AUROC) and 5-stage retina phantoms (ordinal,
 quadratic weighted kappa) — and each registered PEFT method, the ``prompt_tune`` task trains from the same
-pretrained tiny backbone (patch 8, width 96, depth 4, 64 px: the CPU preset of ``pipelines/mae_thorax``) and
+pretrained tiny backbone (width 96, depth 4 as the CPU preset of ``pipelines/mae_thorax``; 32 px, patch 8) and
 reports test score (mean ± sd over seeds; selection on validation), trainable parameters (count and % of
 the backbone), adapter checkpoint size and median step time. All runs share one process, one thread.
 
@@ -30,7 +30,13 @@ import torch
 
 RESULTS = Path(__file__).parent / "results"
 BACKBONE = dict(backbone="vit_tiny_patch16_224", backbone_args=dict(patch_size=8, embed_dim=96, depth=4, num_heads=3),
-                image_size=64, in_chans=1, global_pool="token")
+                image_size=32, in_chans=1, global_pool="token")
+
+
+def set_geometry(size: int, patch: int) -> None:
+    """Image size and patch size of every model in the run (small: the CPU budget)."""
+    BACKBONE["image_size"] = size
+    BACKBONE["backbone_args"]["patch_size"] = patch
 
 #: per-method config and learning rate (fixed a priori, not tuned on the test split)
 METHODS: dict[str, tuple[dict[str, Any], float]] = {
@@ -61,12 +67,13 @@ def supervised_backbone(out: Path, n: int, epochs: float) -> str:
     from medvit.tasks import run_task
 
     run_dir = out / "supervised_pretrain"
+    train = dict(epochs=epochs, batch_size=64, lr=2e-3, warmup_epochs=1, weight_decay=0.05, clip_grad=1.0,
+                 progress=False)
     run_task(None, [], data=dict(task="prompt_tune", output_dir=str(run_dir), dataset="cxr_phantom",
-                                 dataset_args=dict(n=n, seed=1, image_size=64), method="full", seeds=[0],
-                                 test_split="", train=dict(epochs=epochs, batch_size=32, lr=1e-3, warmup_epochs=1,
-                                                           weight_decay=0.05, clip_grad=1.0, progress=False),
-                                 **BACKBONE))
-    base = create_model(BACKBONE["backbone"], img_size=64, in_chans=1, num_classes=7, global_pool="token",
+                                 dataset_args=dict(n=n, seed=1, image_size=BACKBONE["image_size"]), method="full",
+                                 seeds=[0], test_split="", train=train, **BACKBONE))
+    base = create_model(BACKBONE["backbone"], img_size=BACKBONE["image_size"], in_chans=1, num_classes=7,
+                        global_pool="token",
                         **BACKBONE["backbone_args"])
     model = load_adapter(run_dir / "seed_0" / "adapter", base_model=base, check_base=False)
     model.reset_classifier(0)  # keep the encoder only: every benchmark run gets a fresh head
@@ -74,12 +81,26 @@ def supervised_backbone(out: Path, n: int, epochs: float) -> str:
                                extra={"source": "supervised full fine-tuning on cxr_phantom seed 1"}))
 
 
-def mae_backbone(out: Path, preset: str, overrides: list[str]) -> str:
-    """Run the ``mae_pretrain`` task from ``preset`` into ``out/mae``; -> run folder (its encoder/ is loaded)."""
+def mae_backbone(out: Path, n: int, epochs: float, preset: str | None, overrides: list[str]) -> str:
+    """MAE-pretrain the benchmark backbone with the ``mae_pretrain`` task; -> run folder (its encoder/ is loaded).
+
+    Inline config (same encoder geometry as the benchmark, small decoder, CXR phantoms of data seed 1) unless a
+    pipeline ``preset`` file is given.
+    """
     from medvit.tasks import run_task
 
     run_dir = out / "mae"
-    run_task(preset, [f"output_dir={run_dir}", *overrides])
+    if preset:
+        run_task(preset, [f"output_dir={run_dir}", *overrides])
+        return str(run_dir)
+    data = dict(task="mae_pretrain", output_dir=str(run_dir), dataset="cxr_phantom",
+                dataset_args=dict(n=n, seed=1, image_size=BACKBONE["image_size"]), splits=["train", "val"],
+                backbone=BACKBONE["backbone"], backbone_args=BACKBONE["backbone_args"],
+                image_size=BACKBONE["image_size"], in_chans=1, decoder_dim=64, decoder_depth=2, decoder_heads=4,
+                mask_ratio=0.75, norm_pix_loss=True, rrc_scale=[0.5, 1.0], figure_images=4,
+                train=dict(epochs=epochs, batch_size=64, blr=1.5e-4, betas=[0.9, 0.95], weight_decay=0.05,
+                           warmup_epochs=max(1.0, epochs / 20), progress=False))
+    run_task(None, overrides, data=data)
     return str(run_dir)
 
 
@@ -92,7 +113,7 @@ def run_method(problem: str, method: str, pretrained: str | None, seeds: list[in
     t0 = time.perf_counter()
     s = run_task(None, [], data=dict(
         task="prompt_tune", output_dir=str(out / problem / method), dataset=p["dataset"],
-        dataset_args=dict(n=n, seed=0, image_size=64), problem=p["problem"], pretrained=pretrained,
+        dataset_args=dict(n=n, seed=0, image_size=BACKBONE["image_size"]), problem=p["problem"], pretrained=pretrained,
         method=method, method_config=cfg, seeds=seeds, eval_batch_size=256,
         train=dict(epochs=epochs, batch_size=32, lr=lr, warmup_epochs=0.5, weight_decay=1e-4, clip_grad=1.0,
                    progress=False),
@@ -142,23 +163,31 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pretrained", default=None, help="backbone to start from (MAE run folder / checkpoint)")
-    ap.add_argument("--mae-preset", default="pipelines/mae_thorax/mae_tiny_cpu.yaml",
-                    help="mae_pretrain pipeline used when --pretrained is not given and the task exists")
-    ap.add_argument("--mae-overrides", nargs="*", default=[], help="key=value overrides for the MAE preset")
+    ap.add_argument("--mae-preset", default=None,
+                    help="mae_pretrain pipeline YAML (default: an inline config with the benchmark's geometry)")
+    ap.add_argument("--mae-overrides", nargs="*", default=[], help="key=value overrides for the MAE config")
+    ap.add_argument("--mae-epochs", type=float, default=40.0, help="MAE pretraining epochs (inline config)")
     ap.add_argument("--supervised", action="store_true", help="use a supervised-pretrained backbone even if MAE exists")
     ap.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: every registered)")
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--n", type=int, default=500, help="phantoms per problem (all splits; 80/10/10 by patient)")
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--n", type=int, default=800, help="phantoms per problem (all splits; 80/10/10 by patient)")
+    ap.add_argument("--epochs", type=float, default=4.0)
+    ap.add_argument("--size", type=int, default=32, help="image size (square)")
+    ap.add_argument("--patch", type=int, default=8, help="patch size")
+    ap.add_argument("--pretrain-n", type=int, default=3000, help="phantoms for the supervised fallback backbone")
+    ap.add_argument("--pretrain-epochs", type=float, default=10.0)
     ap.add_argument("--work", default="/tmp/medvit_peft_benchmark", help="scratch folder for runs and adapters")
     ap.add_argument("--quick", action="store_true", help="1 seed, 150 images, 1 epoch (smoke test)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch benchmarks/results")
+    ap.add_argument("--name", default="peft_benchmark", help="basename of the result files")
     args = ap.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     if args.quick:
-        args.seeds, args.n, args.epochs = [0], 150, 1.0
+        args.seeds, args.n, args.epochs, args.pretrain_n, args.pretrain_epochs = [0], 150, 1.0, 300, 1.0
+        args.mae_epochs = 1.0
+    set_geometry(args.size, args.patch)
     from medvit.peft import list_methods
     from medvit.registry import REGISTRY
 
@@ -170,13 +199,16 @@ def main() -> int:
     t0 = time.perf_counter()
     if args.pretrained:
         pretrained, source = args.pretrained, f"given: {args.pretrained}"
-    elif not args.supervised and ("task", "mae_pretrain") in REGISTRY and Path(args.mae_preset).is_file():
-        pretrained = mae_backbone(work, args.mae_preset, args.mae_overrides)
-        source = f"MAE-pretrained by the mae_pretrain task ({args.mae_preset} {' '.join(args.mae_overrides)})"
+    elif not args.supervised and ("task", "mae_pretrain") in REGISTRY:
+        pretrained = mae_backbone(work, args.pretrain_n, args.mae_epochs, args.mae_preset, args.mae_overrides)
+        source = (f"MAE-pretrained by the mae_pretrain task ({args.mae_preset or 'inline config'}: train+val images "
+                  f"of {args.pretrain_n} CXR phantoms of data seed 1, {args.mae_epochs:g} epochs, mask 0.75, "
+                  f"norm-pix loss, decoder 64 wide x 2 blocks{''.join(' ' + o for o in args.mae_overrides)})")
     else:
-        pretrained = supervised_backbone(work, n=300 if args.quick else 1500, epochs=1 if args.quick else 6)
-        source = ("supervised-pretrained phantom backbone (full fine-tuning on 1,200 CXR phantoms of data seed 1, "
-                  "6 epochs; the mae_pretrain task was not available)")
+        pretrained = supervised_backbone(work, n=args.pretrain_n, epochs=args.pretrain_epochs)
+        source = (f"supervised-pretrained phantom backbone (full training from scratch on the train split of "
+                  f"{args.pretrain_n} CXR phantoms of data seed 1, {args.pretrain_epochs:g} epochs; the mae_pretrain "
+                  "task was not available)")
     pretrain_s = time.perf_counter() - t0
     print(f"backbone: {source} ({pretrain_s:.0f} s)", flush=True)
     rows = []
@@ -195,7 +227,8 @@ def main() -> int:
         f"Command: `nice -n 10 {cmd}` (one process, 1 thread, CPU; total {total_s / 60:.1f} min incl. "
         f"{pretrain_s / 60:.1f} min backbone pretraining).",
         "",
-        f"Backbone: {source}. Tiny ViT (patch 8, width 96, depth 4, 3 heads, 64 px, 1 channel, CLS pooling "
+        f"Backbone: {source}. Tiny ViT (patch {args.patch}, width 96, depth 4, 3 heads, {args.size} px, 1 channel, "
+        "CLS pooling "
         f"after the pretrained final norm); every method starts from the same weights with a fresh head.",
         f"Data: {args.n} in-memory phantoms per problem (data seed 0; patient-disjoint 80/10/10 train/val/test), "
         f"{args.epochs:g} epochs, batch 32, AdamW (wd 1e-4), cosine with 0.5-epoch warm-up, grad clip 1; "
@@ -216,12 +249,12 @@ def main() -> int:
     print(text)
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "peft_benchmark.md").write_text(text + "\n![score vs trainable %](peft_benchmark.png)\n")
-        (RESULTS / "peft_benchmark.json").write_text(json.dumps(
+        (RESULTS / f"{args.name}.md").write_text(text + f"\n![score vs trainable %]({args.name}.png)\n")
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(
             {"command": f"nice -n 10 {cmd}", "backbone": source, "pretrained": pretrained, "seeds": args.seeds,
              "n": args.n, "epochs": args.epochs, "total_s": total_s, "pretrain_s": pretrain_s, "rows": rows},
             indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
-        plot(rows, RESULTS / "peft_benchmark.png")
+        plot(rows, RESULTS / f"{args.name}.png")
     return 0
 
 
