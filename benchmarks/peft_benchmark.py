@@ -171,8 +171,10 @@ def main() -> int:
     ap.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: every registered)")
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--n", type=int, default=800, help="phantoms per problem (all splits; 80/10/10 by patient)")
-    ap.add_argument("--epochs", type=float, default=4.0)
+    ap.add_argument("--n", type=int, default=800, help="CXR phantoms (all splits; 80/10/10 by patient)")
+    ap.add_argument("--epochs", type=float, default=4.0, help="CXR tuning epochs")
+    ap.add_argument("--n-retina", type=int, default=1500, help="retina phantoms (all splits)")
+    ap.add_argument("--epochs-retina", type=float, default=6.0, help="retina tuning epochs")
     ap.add_argument("--size", type=int, default=32, help="image size (square)")
     ap.add_argument("--patch", type=int, default=8, help="patch size")
     ap.add_argument("--pretrain-n", type=int, default=3000, help="phantoms for the supervised fallback backbone")
@@ -186,6 +188,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.quick:
         args.seeds, args.n, args.epochs, args.pretrain_n, args.pretrain_epochs = [0], 150, 1.0, 300, 1.0
+        args.n_retina, args.epochs_retina = 150, 1.0
         args.mae_epochs = 1.0
     set_geometry(args.size, args.patch)
     from medvit.peft import list_methods
@@ -214,7 +217,8 @@ def main() -> int:
     rows = []
     for prob in args.problems:
         for m in methods:
-            r = run_method(prob, m, pretrained, args.seeds, args.n, args.epochs, work / "runs")
+            n, ep = (args.n, args.epochs) if prob == "cxr" else (args.n_retina, args.epochs_retina)
+            r = run_method(prob, m, pretrained, args.seeds, n, ep, work / "runs")
             rows.append(r)
             print(f"{prob:6s} {m:11s} test {r['test']:.3f} ± {r['test_sd']:.3f}  trainable {r['trainable_pct']:7.3f}%"
                   f"  adapter {r['adapter_mb']:.3f} MB  step {r['step_time_ms']:.1f} ms  ({r['wall_s']:.0f} s)",
@@ -230,8 +234,9 @@ def main() -> int:
         f"Backbone: {source}. Tiny ViT (patch {args.patch}, width 96, depth 4, 3 heads, {args.size} px, 1 channel, "
         "CLS pooling "
         f"after the pretrained final norm); every method starts from the same weights with a fresh head.",
-        f"Data: {args.n} in-memory phantoms per problem (data seed 0; patient-disjoint 80/10/10 train/val/test), "
-        f"{args.epochs:g} epochs, batch 32, AdamW (wd 1e-4), cosine with 0.5-epoch warm-up, grad clip 1; "
+        f"Data: in-memory phantoms of data seed 0 (patient-disjoint 80/10/10 train/val/test): {args.n} CXR / "
+        f"{args.n_retina} retina images, {args.epochs:g} / {args.epochs_retina:g} epochs; batch 32, AdamW (wd 1e-4), "
+        "cosine with 0.5-epoch warm-up, grad clip 1; "
         f"model selection on validation each epoch, test once. Seeds {args.seeds} (seed = head/adapter init and data "
         "order). Learning rates fixed per method family beforehand (column lr), not tuned.",
         "Trainable % = trained parameters (method + head) / backbone parameters without head. Adapter MB = size of "
@@ -252,7 +257,8 @@ def main() -> int:
         (RESULTS / f"{args.name}.md").write_text(text + f"\n![score vs trainable %]({args.name}.png)\n")
         (RESULTS / f"{args.name}.json").write_text(json.dumps(
             {"command": f"nice -n 10 {cmd}", "backbone": source, "pretrained": pretrained, "seeds": args.seeds,
-             "n": args.n, "epochs": args.epochs, "total_s": total_s, "pretrain_s": pretrain_s, "rows": rows},
+             "n": args.n, "epochs": args.epochs, "n_retina": args.n_retina, "epochs_retina": args.epochs_retina,
+             "total_s": total_s, "pretrain_s": pretrain_s, "rows": rows},
             indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
         plot(rows, RESULTS / f"{args.name}.png")
     return 0
