@@ -43,14 +43,18 @@ def make_split(kind: str, split: str, n: int, seed: int, size: int) -> tuple[tor
 
 
 def train_vit(kind: str, xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Tensor,
-              args: argparse.Namespace) -> torch.nn.Module:
-    """Minimal loop: AdamW, linear warmup + cosine, BCE (cxr) / CE (retina); keeps the best val epoch."""
+              args: argparse.Namespace, refresh=None) -> torch.nn.Module:
+    """Minimal loop: AdamW, linear warmup + cosine, BCE (cxr) / CE (retina); keeps the best val epoch.
+
+    ``refresh(epoch)`` (optional) returns a new training set (x, y) for that epoch: phantoms are unlimited,
+    so the ViT can see fresh images instead of memorising a fixed set.
+    """
     import medvit
 
     n_out = ytr.shape[1] if kind == "cxr" else int(ytr.max()) + 1
     model = medvit.create_model("vit_tiny_patch16_224", in_chans=1, img_size=xtr.shape[-1], num_classes=n_out,
                                 depth=args.depth, patch_size=args.patch, embed_dim=args.dim, num_heads=args.heads,
-                                global_pool="avg", drop_path_rate=0.05)
+                                global_pool="avg", drop_path_rate=0.05, pos_embed=args.pos)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     steps = args.epochs * math.ceil(len(xtr) / args.batch)
     warm = max(1, steps // 15)
@@ -61,13 +65,15 @@ def train_vit(kind: str, xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor
     g = torch.Generator().manual_seed(0)
     best, best_state = -1.0, None
     for ep in range(args.epochs):
+        if refresh is not None and ep > 0:
+            xtr, ytr = refresh(ep)
         model.train()
         perm = torch.randperm(len(xtr), generator=g)
         t0, tot = time.time(), 0.0
         for b in range(0, len(xtr), args.batch):
             idx = perm[b:b + args.batch]
             x = (xtr[idx] - mean) / std
-            if kind == "cxr":  # laterality is not a label: flips are safe
+            if args.flip:  # laterality is not a label: flips are label-preserving
                 flip = torch.rand(len(idx), generator=g) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             logits = model(x)
@@ -145,11 +151,21 @@ def run_kind(kind: str, args: argparse.Namespace) -> dict:
     print(f"{kind}: logistic regression (C={c}) test {lr_res}", flush=True)
     t2 = time.time()
     torch.manual_seed(args.seed)
-    model = train_vit(kind, *data["train"], *data["val"], args)
+    seen = [len(data["train"][0])]
+
+    def refresh(ep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # a fresh, independent phantom set (another seed: other patients) every `fresh` epochs
+        x, y = make_split(kind, "train", args.n, args.seed + 1000 + ep // args.fresh, args.size)
+        if ep % args.fresh == 0:
+            seen.append(len(x))
+        return x, y
+
+    model = train_vit(kind, *data["train"], *data["val"], args, refresh=refresh if args.fresh else None)
     vit_res = evaluate(kind, predict(model, data["test"][0]), data["test"][1])
     t_vit = time.time() - t2
     print(f"{kind}: ViT test {vit_res}", flush=True)
-    return {"kind": kind, "n_train": len(data["train"][0]), "n_val": len(data["val"][0]),
+    return {"kind": kind, "n_train": len(data["train"][0]), "n_train_seen": int(sum(seen)),
+            "n_val": len(data["val"][0]),
             "n_test": len(data["test"][0]), "vit": vit_res, "logreg": lr_res, "logreg_C": c,
             "seconds": {"generate": round(t_gen, 1), "logreg": round(t_lr, 1), "vit": round(t_vit, 1)}}
 
@@ -171,7 +187,8 @@ def write(results: list[dict], args: argparse.Namespace, cmd: str) -> None:
             continue
         d = json.loads(f.read_text())
         r, a = d["result"], d["args"]
-        lines += [f"## {kind} (train {r['n_train']}, val {r['n_val']}, test {r['n_test']})", "",
+        lines += [f"## {kind} (train {r['n_train']} per set, {r.get('n_train_seen', r['n_train'])} distinct phantoms "
+                  f"seen in training; val {r['n_val']}, test {r['n_test']})", "",
                   f"Command: `{d['command']}`", "",
                   f"ViT: `vit_tiny_patch16_224` with img_size={a['size']}, patch={a['patch']}, depth={a['depth']}, "
                   f"embed_dim={a['dim']}, heads={a['heads']}, from scratch, {a['epochs']} epochs, batch {a['batch']}, "
@@ -203,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--pos", choices=["learn", "sincos"], default="learn", help="position embedding")
+    p.add_argument("--flip", action="store_true", help="random horizontal flips while training")
+    p.add_argument("--fresh", type=int, default=0, help="draw a fresh training set every FRESH epochs (0 = never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true")

@@ -164,7 +164,7 @@ def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed
 
 
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
-@register("dataset", "cxr_phantom", mean=(0.523,), std=(0.287,), label_names=list(CXR_LABELS), task="multilabel",
+@register("dataset", "cxr_phantom", mean=(0.524,), std=(0.290,), label_names=list(CXR_LABELS), task="multilabel",
           in_chans=1, description="Synthetic chest X-ray phantoms (7 findings, masks, reports); in memory or "
           "from a `medvit data synth` folder")
 def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None, seed: int | None = None,
@@ -174,7 +174,7 @@ def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | N
 
 
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
-@register("dataset", "retina_phantom", mean=(0.378,), std=(0.307,), class_names=list(AMD_STAGES),
+@register("dataset", "retina_phantom", mean=(0.388,), std=(0.307,), class_names=list(AMD_STAGES),
           label_names=list(RETINA_BIOMARKERS), task="multiclass", in_chans=1,
           description="Synthetic foveal OCT B-scans: AMD stage (5), referral (3), 7 biomarkers, masks, reports")
 def retina_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None,

@@ -61,8 +61,11 @@ class RetinaPhantomGenerator:
         self.z = ((np.arange(s) + 0.5) / s).astype(np.float32)[:, None]
         brng = np.random.default_rng([self.seed, 23, 9, s])
         self.choroid = texture_bank(brng, s, 2, (0.02, 0.08))
-        m = 2 * s
-        self.speckle = brng.gamma(3.0, 1 / 3.0, size=(2, m, m)).astype(np.float32)
+        # speckle is drawn at >= 384 px and area-averaged down: a small phantom looks like a downsampled
+        # large B-scan (speckle averages out) rather than full-strength per-pixel noise
+        f = -(-384 // s)
+        sp = brng.gamma(3.0, 1 / 3.0, size=(2, 2 * s * f, 2 * s * f)).astype(np.float32)
+        self.speckle = sp.reshape(2, 2 * s, f, 2 * s, f).mean((2, 4))
         self.um_x, self.um_z = WIDTH_UM / s, DEPTH_UM / s
 
     # -- biomarker plan --------------------------------------------------------------------------
@@ -73,13 +76,13 @@ class RetinaPhantomGenerator:
         def drusen(k: int, lo: float, hi: float) -> None:
             for _ in range(k):
                 w = ri.uniform(lo, hi)
-                f["drusen"].append((ri.uniform(0.12, 0.88), w, w * ri.uniform(0.22, 0.32)))
+                f["drusen"].append((ri.uniform(0.12, 0.88), w, w * ri.uniform(0.25, 0.4)))
 
         if stage == 0:
             if ri.random() < 0.4:
                 drusen(int(ri.integers(1, 4)), 30, 60)
         elif stage == 1:
-            drusen(int(ri.integers(1, 7)), 70, 120)
+            drusen(int(ri.integers(2, 8)), 70, 120)
         elif stage == 2:
             if ri.random() < 0.7:
                 drusen(int(ri.integers(1, 5)), 150, 350)
@@ -192,7 +195,8 @@ class RetinaPhantomGenerator:
         speck = take_window(self.speckle, ri, s, s)
         gain = ri.uniform(0.8, 1.2)
         img = np.log1p(40 * gain * refl * speck) / math.log1p(40 * 1.3)
-        img += ri.normal(0, 0.03) + ri.uniform(0.01, 0.05) * ri.standard_normal((s, s), dtype=np.float32)
+        noise = ri.uniform(0.01, 0.05) * math.sqrt(s / 512)
+        img += ri.normal(0, 0.03) + noise * ri.standard_normal((s, s), dtype=np.float32)
         image = np.clip(img, 0, 1).astype(np.float32)
         if not eye_right:  # left eyes are mirrored (nasal side flips)
             image = image[:, ::-1].copy()
