@@ -140,7 +140,8 @@ def main() -> int:
                "jpeg2000": [r["seconds"] for r in rows if r["study"].startswith("2023")]}
     res = {
         "command": "nice -n 10 .venv/bin/python benchmarks/viewer_latency.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared; load average "
+                   f"{os.getloadavg()[0]:.1f} at the end of the run)",
         "image": f"{SIZE}x{SIZE} DX, 12-bit, chest phantom", "goal_seconds": 2.0,
         "browser_seconds": rows,
         "browser_summary": {k: {"median": statistics.median(v), "max": max(v), "n": len(v)}
