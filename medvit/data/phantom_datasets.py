@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from medvit.data.datasets import ItemDataset, check_split, to_chw
-from medvit.data.phantom_common import plan_patients
+from medvit.data.phantom_common import patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
-from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS
+from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
 from medvit.registry import register
 
 _SPLITS = ("train", "val", "test", "all")
@@ -31,8 +31,6 @@ def make_generator(kind: str, image_size: int, seed: int, **kw: Any) -> Any:
     if kind == "cxr":
         return ChestPhantomGenerator(image_size=image_size, seed=seed, **kw)
     if kind == "retina":
-        from medvit.data.phantom_retina import RetinaPhantomGenerator
-
         return RetinaPhantomGenerator(image_size=image_size, seed=seed, **kw)
     raise ValueError(f"unknown phantom kind {kind!r}; use 'cxr' or 'retina'")
 
@@ -69,8 +67,6 @@ class PhantomDataset(ItemDataset):
 
     def patient_ids(self) -> list[str]:
         """Patient ID of every item (for split checks)."""
-        from medvit.data.phantom_common import patient_meta
-
         return [patient_meta(self.gen.seed, self.kind, int(self.plan.patient_of[j]))["PatientID"]
                 for j in self.indices]
 
