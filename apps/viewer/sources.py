@@ -105,7 +105,8 @@ def catalog(root: str | Path, ignore_results: bool = True) -> Catalog:
         p = Path(sk["path"])
         name = p.name.lower()
         if name.endswith(IMAGE_SUFFIXES):
-            studies[str(p)] = Study(str(p), "", "", "", "", [Series(str(p), str(p), "", p.name, "", [str(p)], 0)])
+            studies[str(p)] = Study(str(p), "", _rel(p, root), "", "",  # the file is its own study
+                                    [Series(str(p), str(p), "", p.name, "", [str(p)], 0)])
         elif not (ignore_results and name.endswith(IGNORED_SUFFIXES)):
             cat.skipped.append((_rel(p, root), sk["reason"]))
     by_series: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -213,12 +213,35 @@ def test_zip_and_png_upload(app, tmp_path):
         zf.write(write_dx(tmp_path / "z.dcm", study="8.8.1", series="8.8.1.1", description="ZIPPED"), "x/z.dcm")
     png = io.BytesIO()
     Image.fromarray((np.arange(64 * 48, dtype=np.uint32).reshape(64, 48) % 256).astype(np.uint8)).save(png, "PNG")
-    at = _upload(app, [("study.zip", buf.getvalue(), "application/zip"), ("photo.png", png.getvalue(), "image/png")])
-    assert len(at.selectbox(key="study_idx").options) == 2
-    for i in range(2):
+    rgb = io.BytesIO()
+    Image.fromarray(np.full((20, 30, 3), (200, 40, 40), np.uint8)).save(rgb, "PNG")
+    at = _upload(app, [("study.zip", buf.getvalue(), "application/zip"), ("photo.png", png.getvalue(), "image/png"),
+                       ("colour.png", rgb.getvalue(), "image/png"),
+                       ("vol.nii.gz", _nifti(tmp_path), "application/gzip")])
+    assert len(at.selectbox(key="study_idx").options) == 4
+    sizes = set()
+    for i in range(4):
         at.selectbox(key="study_idx").set_value(i).run()
         assert not at.exception and not [e for e in _texts(at, "error") if "Cannot show" in e]
-        assert "48×64" in _caption(at) or "80×96" in _caption(at)
+        sizes.add(_caption(at).rsplit(" · ", 1)[-1])
+        if "colour" in _caption(at):
+            at.button(key="run_model").click().run()  # a 1-channel model on an RGB image: luma
+            assert len(_table(at, "Finding")) == len(LABELS)
+        if any(s.key == "nav_frame" for s in at.slider):  # the NIfTI volume: axial slices, middle one first
+            assert at.slider(key="nav_frame").label == "Slice" and at.slider(key="nav_frame").value == 4
+            at.slider(key="nav_frame").set_value(1).run()
+            assert not at.exception
+    assert sizes == {"48×64", "80×96", "30×20", "10×12"}  # width × height; the axial slice is x by y
+
+
+def _nifti(tmp_path: Path) -> bytes:
+    """A 10 x 12 x 7 float volume (x, y, z) as .nii.gz bytes."""
+    import nibabel as nib
+
+    vol = np.arange(10 * 12 * 7, dtype=np.float32).reshape(10, 12, 7)
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.8, 2.0, 1.0])), path)
+    return path.read_bytes()
 
 
 def test_without_data_or_demo_the_viewer_generates_phantoms(tmp_path, monkeypatch):
