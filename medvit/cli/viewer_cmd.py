@@ -76,6 +76,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "--server.headless", "true",
         "--server.fileWatcherType", "none",
         "--server.runOnSave", "false",
+        "--server.maxUploadSize", "1024",  # MB: a zipped CT study is often over Streamlit's 200 MB default
         "--browser.gatherUsageStats", "false",
         "--browser.serverAddress", "localhost" if args.host in ("127.0.0.1", "localhost") else args.host,
         "--client.toolbarMode", "minimal",
