@@ -9,17 +9,18 @@ Layout: ``<results_dir>/feedback/<study key>.json`` holding::
 
 An entry is identified by (instance, frame, model sha256, reader): saving again replaces it, so the file holds
 each reader's latest opinion per image and model. No patient name, ID or birth date is written. Writes are atomic
-(temporary file + rename) so a crash never leaves half a file.
+(medvit.infer's ``atomic_write_text``) so a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from medvit.infer.outputs import atomic_write_text
 
 FORMAT = "medvit-viewer-feedback/1"
 VERDICTS = ("agree", "disagree")
@@ -69,7 +70,5 @@ def save(results_dir: str | Path, study_key: str, entry: dict[str, Any]) -> Path
     new.setdefault("reader", "")
     doc["entries"] = [e for e in doc["entries"] if _entry_key(e) != _entry_key(new)] + [new]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=2))
     return path

@@ -75,7 +75,7 @@ def test_feedback_saves_replaces_per_reader_and_model(tmp_path):
     assert doc["study"] == "1.2.3/../4" and len(doc["entries"]) == 3
     ab = [e for e in doc["entries"] if e["reader"] == "AB" and e["model"]["sha256"] == "s1"]
     assert len(ab) == 1 and ab[0]["findings"][0]["verdict"] == "disagree" and ab[0]["saved_at"].endswith("+00:00")
-    assert not list(p.parent.glob("*.tmp"))
+    assert [x.name for x in p.parent.iterdir()] == [p.name]  # no temporary files left
 
 
 def test_feedback_rejects_bad_input(tmp_path):
