@@ -174,3 +174,24 @@ def test_reconstruction_figure(tmp_path):
     assert torch.allclose(r["pasted"][vis], x[vis])
     p = reconstruction_figure(mae, x, tmp_path / "rec.png", mean=(0.5,), std=(0.25,))
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_released_pth_and_hf_mae_files_load_for_finetuning(tmp_path):
+    """A reference-layout ``.pth`` ({"model": ...}, decoder included) and an HF ViTMAE safetensors file both
+    initialise a fine-tuning backbone (decoder dropped, head fresh)."""
+    from safetensors.torch import save_file
+
+    from medvit.models import create_model
+
+    src = _mae()
+    ref = {k.removeprefix("encoder."): v.clone() for k, v in src.state_dict().items()}
+    torch.save({"model": ref, "epoch": 799}, tmp_path / "vit-s_CXR_mae.pth")
+    ft = create_model("vit_small_patch16_224", in_chans=1, num_classes=14, global_pool="avg", **TINY)
+    load_pretrained_encoder(ft, tmp_path / "vit-s_CXR_mae.pth")
+    assert torch.equal(ft.state_dict()["patch_embed.proj.weight"], ref["patch_embed.proj.weight"])
+    hf = _hf_mae(1, False)
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(tmp_path / "hf_mae.safetensors"))
+    ft2 = create_model("vit_small_patch16_224", in_chans=1, num_classes=3, global_pool="avg", **TINY)
+    load_pretrained_encoder(ft2, tmp_path / "hf_mae.safetensors")
+    q = hf.state_dict()["vit.layers.0.attention.q_proj.weight"]
+    assert torch.equal(ft2.state_dict()["blocks.0.attn.qkv.weight"][:48], q)
