@@ -26,7 +26,9 @@ class CSVLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop rows past ``step`` (a resumed run replays them)."""
-        self.rows = [r for r in self.rows if r.get("step") in (None, "") or int(float(r["step"])) <= step]
+        self.rows = [r for r in self.rows if r.get("step") not in (None, "") and int(float(r["step"])) <= step]
+        if not self.rows:
+            self.columns = []
         self._rewrite()
 
     def log(self, row: dict[str, Any]) -> None:

@@ -251,8 +251,7 @@ class Trainer:
             self.best, self.history = meta.get("best"), list(meta.get("history", []))
             logger.info("resumed from %s at step %d", ckpt, step)
         csv = CSVLogger(self.out / "log.csv" if (self.out and self.dist.is_main) else None)
-        if ckpt is not None:
-            csv.truncate_after(step)
+        csv.truncate_after(step)  # a fresh run (step 0) starts a new log; a resumed one drops replayed rows
         model: nn.Module = module
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -329,6 +328,7 @@ class Trainer:
                     self._save(module, optimizer, step, micro)
         finally:
             bar.close()
+            stream.close()  # stops DataLoader workers of the unfinished epoch
         result.wall_s = time.perf_counter() - t0
         result.samples_per_s = n_samples / max(result.wall_s, 1e-9)
         result.steps, result.skipped_steps = step, skipped

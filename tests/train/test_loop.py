@@ -118,3 +118,11 @@ def test_bf16_and_accumulation_and_clipping_run(tmp_path):
 def test_too_small_dataset_is_explained(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         Trainer(_model(), _cfg(tmp_path, batch_size=64), SyntheticCXR(n=8), _step)
+
+
+def test_fresh_run_in_used_folder_starts_a_new_log(tmp_path):
+    ds = SyntheticCXR(n=16)
+    Trainer(_model(), _cfg(tmp_path, steps=3), ds, _step).fit()
+    Trainer(_model(), _cfg(tmp_path, steps=2), ds, _step).fit()
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2]
