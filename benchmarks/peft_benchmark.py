@@ -128,6 +128,17 @@ def run_method(problem: str, method: str, pretrained: str | None, seeds: list[in
             "wall_s": time.perf_counter() - t0}
 
 
+def _finite(o: Any) -> Any:
+    """NaN -> None, recursively (strict JSON)."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
 def table(rows: list[dict[str, Any]], metric: str) -> str:
     head = (f"| method | test {metric} (mean ± sd) | val {metric} | trainable params | % of backbone | "
             "adapter MB | step ms | lr |\n|---|---|---|---|---|---|---|---|\n")
@@ -256,10 +267,10 @@ def main() -> int:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{args.name}.md").write_text(text + f"\n![score vs trainable %]({args.name}.png)\n")
         (RESULTS / f"{args.name}.json").write_text(json.dumps(
-            {"command": f"nice -n 10 {cmd}", "backbone": source, "pretrained": pretrained, "seeds": args.seeds,
+            _finite({"command": f"nice -n 10 {cmd}", "backbone": source, "pretrained": pretrained, "seeds": args.seeds,
              "n": args.n, "epochs": args.epochs, "n_retina": args.n_retina, "epochs_retina": args.epochs_retina,
-             "total_s": total_s, "pretrain_s": pretrain_s, "rows": rows},
-            indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
+             "total_s": total_s, "pretrain_s": pretrain_s, "rows": rows}),
+            indent=2, default=str))
         plot(rows, RESULTS / f"{args.name}.png")
     return 0
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvit.peft.base import MethodConfig, register_method
-from medvit.peft.prompted import PromptedViT, block_index, prompt_init_bound
+from medvit.peft.prompted import PromptedViT, block_index, device_of, prompt_init_bound
 
 
 @dataclass
@@ -127,4 +127,4 @@ def dvpt_param_count(dim: int, depth: int, cfg: DVPTConfig) -> int:
 @register_method("dvpt", DVPTConfig, "DVPT: bottleneck + prompts as dynamic queries, gated, shared per k blocks")
 def inject(model: nn.Module, cfg: DVPTConfig) -> nn.Module:
     """Wrap the frozen backbone; ``prompt_tokens`` and the ``dvpt`` modules train."""
-    return DVPTViT(model, cfg)
+    return DVPTViT(model, cfg).to(device_of(model))

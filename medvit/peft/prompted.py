@@ -25,6 +25,12 @@ def block_index(i: int, depth: int) -> int:
     return j
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """Device of a module's first parameter (CPU when it has none)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def prompt_init_bound(backbone: nn.Module) -> float:
     """Xavier-uniform bound of VPT's prompt init: sqrt(6 / (fan_in of a patch + D))."""
     fan_in = backbone.in_chans * math.prod(backbone.patch_size)

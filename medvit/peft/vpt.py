@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from medvit.peft.base import MethodConfig, register_method
-from medvit.peft.prompted import PromptedViT, block_index, prompt_init_bound
+from medvit.peft.prompted import PromptedViT, block_index, device_of, prompt_init_bound
 
 
 @dataclass
@@ -70,10 +70,10 @@ def inject_shallow(model: nn.Module, cfg: VPTConfig) -> nn.Module:
     """Wrap the frozen backbone; only ``prompts`` (1, N, D) train."""
     if cfg.layers is not None:
         raise ValueError("vpt_shallow prompts only block 0; 'layers' applies to vpt_deep")
-    return VPTViT(model, cfg, deep=False)
+    return VPTViT(model, cfg, deep=False).to(device_of(model))
 
 
 @register_method("vpt_deep", VPTConfig, "VPT-deep: fresh learnable prompt tokens at the input of every block")
 def inject_deep(model: nn.Module, cfg: VPTConfig) -> nn.Module:
     """Wrap the frozen backbone; only ``prompts`` (S, N, D) train."""
-    return VPTViT(model, cfg, deep=True)
+    return VPTViT(model, cfg, deep=True).to(device_of(model))
