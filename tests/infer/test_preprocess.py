@@ -85,3 +85,29 @@ def test_3d_contract_rejected():
     c = WeightContract(in_chans=1, input_size=(8, 8, 8), label_names=["a"])
     with pytest.raises(ValueError, match="2D"):
         Preprocessor.from_contract(c)
+
+
+def test_phantom_storage_variants_give_the_same_model_input(tmp_path):
+    """Plain, MONOCHROME1 and JPEG 2000 MONOCHROME1 encodings of one phantom -> identical model input,
+    equal to the in-memory phantom resized (what training saw) up to 12-bit quantisation."""
+    from PIL import Image
+
+    from medvit.data.phantom_cxr import ChestPhantomGenerator
+    from medvit.infer.decode import DecodeSpec, decode_file
+    from medvit.infer.rules import SelectionRules
+    from medvit.io.writers import write_dicom_dx
+
+    ph = ChestPhantomGenerator(96, seed=3, with_masks=False).sample(0)
+    q = np.round(ph.image * 4095).astype(np.uint16)
+    variants = {"plain.dcm": {}, "m1.dcm": {"monochrome1": True}, "j2k.dcm": {"monochrome1": True, "jpeg2000": True}}
+    for name, kw in variants.items():
+        write_dicom_dx(tmp_path / name, q, dict(ph.meta), window=(2048.0, 4096.0), **kw)
+    p = pre(size=(32, 32))
+    spec = DecodeSpec(str(tmp_path), p, SelectionRules([]))
+    xs = {n: decode_file(tmp_path / n, spec) for n in variants}
+    assert all(d.status == "ok" for d in xs.values()), {n: d.reason for n, d in xs.items()}
+    assert xs["m1.dcm"].notes["inverted"] and not xs["plain.dcm"].notes["inverted"]
+    np.testing.assert_allclose(xs["m1.dcm"].x, xs["plain.dcm"].x, atol=1e-5)
+    np.testing.assert_allclose(xs["j2k.dcm"].x, xs["plain.dcm"].x, atol=1e-5)
+    ref = np.asarray(Image.fromarray(ph.image.astype(np.float32)).resize((32, 32), Image.BILINEAR))
+    np.testing.assert_allclose(xs["plain.dcm"].x[0], (ref - 0.5) / 0.5, atol=2e-3)
