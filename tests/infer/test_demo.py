@@ -61,3 +61,29 @@ def test_committed_demo_model_checks(tmp_path, monkeypatch):
     (model / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="SHA-256"):
         demo_cmd._committed_model_ok("abc")
+
+
+def test_demo_model_trains_into_cache_when_yaml_changed(tmp_path, monkeypatch):
+    """The (re)training branch: a tiny variant of the demo YAML trains into the cache and is stamped."""
+    import yaml
+
+    from medvit.cli import demo_cmd
+
+    doc = yaml.safe_load(demo_cmd.PIPELINE.read_text())
+    doc["dataset_args"] = {"n": 60, "seed": 0, "image_size": 32}
+    doc["image_size"] = 32
+    doc["backbone_args"] = {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    doc["train"].update(epochs=1, batch_size=16)
+    doc["eval_batch_size"] = 32
+    tiny = tmp_path / "tiny_demo.yaml"
+    tiny.write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(demo_cmd, "PIPELINE", tiny)  # no committed model matches this YAML
+    cache = tmp_path / "cache"
+    model = demo_cmd.demo_model(cache)
+    assert model == cache / "model" and (model / "model.safetensors").is_file()
+    import hashlib
+
+    assert (cache / "PIPELINE_SHA256").read_text().strip() == hashlib.sha256(tiny.read_bytes()).hexdigest()
+    mtime = (model / "model.safetensors").stat().st_mtime
+    assert demo_cmd.demo_model(cache) == model  # cached: not retrained
+    assert (model / "model.safetensors").stat().st_mtime == mtime
