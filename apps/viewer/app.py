@@ -64,7 +64,8 @@ with left:
     shown_view = display_panel.render_view(opened.image, state, heat, opacity, corners)
     png = view.to_png(shown_view)
     # our lossless PNG is served as it is (its width is the element width; the browser shrinks it if needed)
-    st.image(png, width=int(shown_view.shape[1]), output_format="PNG")
+    st.image(png, width=int(shown_view.shape[1]), output_format="PNG",
+             alt=f"{opened.shown.modality or 'image'} view, {window}" + (", with heatmap" if heat is not None else ""))
     st.caption(" · ".join(x for x in (window, f"zoom {state.zoom:g}×", "inverted" if state.invert else "",
                                       "heatmap" if heat is not None else "", corners["bottom_right"][-1]) if x),
                help="window in use, zoom, and the image size in pixels")

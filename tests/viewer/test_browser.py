@@ -133,6 +133,7 @@ def test_open_study_run_model_show_heatmap(server, driver, tmp_path):
     img = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stImage"] img')
     wait.until(lambda d: img.get_attribute("naturalWidth") not in (None, "0"))
     assert int(img.get_attribute("naturalWidth")) > 0 and img.is_displayed()
+    assert img.get_attribute("alt") == "DX view, W 4096 L 2048, with heatmap"
     assert driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]').is_displayed()
     assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     assert "CHEST PA" in _open_series(driver)
