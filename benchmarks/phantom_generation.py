@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1000, help="chest phantoms written as DICOM")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--n-memory", type=int, default=500, help="phantoms generated in memory per kind at 224 px")
+    p.add_argument("--masks-only", action="store_true", help="skip the --no-masks variant")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     from medvit.data import build_dataset
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for masks in (True, False):
+        for masks in (True, False)[: 1 if args.masks_only else 2]:
             out = Path(tmp) / f"m{int(masks)}"
             _, wall, cpu, load = timed(lambda o=out, m=masks: write_synth("cxr", args.n, o, fmt="dicom", seed=0,
                                                                            image_size=args.size, masks=m))
