@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def app(studies, tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDVIT_VIEWER_MODEL", str(tiny_model))
     monkeypatch.setenv("MEDVIT_VIEWER_RESULTS", str(tmp_path / "results"))
     monkeypatch.chdir(tmp_path)  # no demo_out here
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # upload folders land in the test's tmp_path
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert not at.exception, at.exception
