@@ -15,9 +15,9 @@ UPLOAD = "Upload files"
 UPLOAD_TYPES = None  # DICOM files often have no suffix: accept anything and report what is not an image
 
 
-@st.cache_data(ttl=120, show_spinner="Indexing studies…")
+@st.cache_data(ttl=600, max_entries=8, show_spinner="Indexing studies…")
 def scan(folder: str) -> sources.Catalog:
-    """Catalog of ``folder`` (headers only), cached for two minutes or until *Rescan*."""
+    """Catalog of ``folder`` (headers only), cached for ten minutes or until *Rescan folder*."""
     return sources.catalog(folder)
 
 
