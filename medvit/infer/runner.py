@@ -255,13 +255,17 @@ class InferenceRun:
             return 0
         x = np.stack([d.x for d in batch])
         probs = self.predictor.predict(x)
+        finite = np.isfinite(probs).all(axis=1)
+        for d in (d for d, ok in zip(batch, finite, strict=True) if not ok):
+            d.stage, d.reason = "predict", "the model produced non-finite outputs for this image"
+            self.journal.append(self._base_record(d, "error"))
+        batch, x, probs = [d for d, ok in zip(batch, finite, strict=True) if ok], x[finite], probs[finite]
         recs = [self._predicted_record(d, p) for d, p in zip(batch, probs, strict=True)]
-        if self.cfg.heatmaps:
+        if self.cfg.heatmaps and recs:
             self._heatmaps(batch, x, probs, recs)
         for r in recs:
             self.journal.append(r)
         self.journal.sync()
-        batch.clear()
         return len(recs)
 
     def _heatmaps(self, batch: list[Decoded], x: np.ndarray, probs: np.ndarray, recs: list[dict[str, Any]]) -> None:
@@ -314,6 +318,7 @@ class InferenceRun:
                     batch.append(d)
                     if len(batch) >= cfg.batch_size:
                         n_pred += self._flush(batch)
+                        batch = []
                 else:
                     self.journal.append(self._base_record(d, "error" if d.status == "error" else "skipped"))
                 if bar is not None:

@@ -194,3 +194,31 @@ def test_dicomdir_as_input_walks_its_folder(material, tmp_path):
     assert res.counts["predicted"] == 2 and res.counts["skipped"] == 1
     rows = read_csv(tmp_path / "o" / "status.csv")
     assert [r["reason"] for r in rows if r["file"] == "DICOMDIR"][0].startswith("DICOMDIR")
+
+
+def test_single_file_empty_folder_and_non_finite_outputs(material, tmp_path, monkeypatch):
+    one = material["images"][0]
+    res = run_inference(InferConfig(str(material["model"]), str(one), str(tmp_path / "one"), workers=0, sr=True,
+                                    heatmaps=True, progress=False))
+    assert res.exit_code == EXIT_OK and res.counts["predicted"] == 1 and res.counts["sr_written"] == 1
+    assert read_csv(tmp_path / "one" / "predictions.csv")[0]["file"] == one.name
+    (tmp_path / "empty").mkdir()
+    res = run_inference(InferConfig(str(material["model"]), str(tmp_path / "empty"), str(tmp_path / "e"),
+                                    workers=0, progress=False))
+    assert res.exit_code == EXIT_NOTHING_PREDICTED and read_csv(tmp_path / "e" / "status.csv") == []
+
+    from medvit.infer.predictor import Predictor
+
+    real = Predictor.predict
+
+    def half_nan(self, x):
+        p = real(self, x)
+        p[::2] = np.nan
+        return p
+
+    monkeypatch.setattr(Predictor, "predict", half_nan)
+    res = run_inference(InferConfig(str(material["model"]), str(material["input"]), str(tmp_path / "nan"),
+                                    batch_size=4, workers=0, progress=False))
+    assert res.exit_code == EXIT_SOME_FAILED and res.counts["predicted"] == 2
+    errs = read_csv(tmp_path / "nan" / "errors.csv")
+    assert sum(e["stage"] == "predict" for e in errs) == 2
