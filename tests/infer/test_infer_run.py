@@ -75,7 +75,8 @@ def test_predictions_csv_schema(run_out, material):
         probs = [float(r[f"p_{k}"]) for k in LABELS]
         assert all(0.0 <= p <= 1.0 for p in probs)
         expect = [k for k, p, t in zip(LABELS, probs, thresholds, strict=True) if p >= t]
-        assert r["positive_findings"].split(";") if r["positive_findings"] else [] == expect
+        got = r["positive_findings"].split(";") if r["positive_findings"] else []
+        assert got == expect
         assert int(r["n_positive"]) == len(expect)
         assert r["model_version"] == "test-1" and len(r["model_sha256"]) == 64
         assert r["intended_use"] == "research use only - not for diagnosis"
