@@ -35,8 +35,14 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
     rgb = overlay(d.unit.astype(np.float32), src_heat)
     png, dcm = heatmap_paths(run.out, rec)
     png.parent.mkdir(parents=True, exist_ok=True)
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()  # provenance and intended use travel inside the PNG (tEXt chunks)
+    info.add_text("Software", f"medvit infer; model {run.info.name} {run.info.version} sha256 {run.info.sha256}")
+    info.add_text("Description", f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']}"
+                  + ("; research use only - not for diagnosis" if run.info.research_only else ""))
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
     atomic_write_bytes(png, buf.getvalue())
     header = _source_header(run, d.rel)
     note = f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']} " \

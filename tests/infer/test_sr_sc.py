@@ -90,4 +90,6 @@ def test_secondary_capture_references_source(outputs):
     png = sc_file.with_suffix(".png")
     from PIL import Image
 
-    assert Image.open(png).size == (src.Columns, src.Rows)
+    im = Image.open(png)
+    assert im.size == (src.Columns, src.Rows)
+    assert "research use only" in im.text["Description"] and "sha256" in im.text["Software"]
