@@ -148,7 +148,7 @@ def build_model(cfg: FinetuneMultilabelConfig, num_classes: int) -> torch.nn.Mod
                          global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path, **cfg.backbone_args)
     if cfg.pretrained:
         load_pretrained_encoder(model, cfg.pretrained)
-        model.reset_classifier(num_classes)  # the paper's head init (trunc normal, std 2e-5)
+    model.reset_classifier(num_classes)  # the paper's head init (trunc normal, std 2e-5), pretrained or not
     return model
 
 
