@@ -110,7 +110,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--render", action="store_true", help="rewrite mae_speed.md from mae_speed.json, measure nothing")
     args = p.parse_args()
+    if args.render:
+        write(json.loads((RESULTS / "mae_speed.json").read_text()))
+        return
     torch.set_num_threads(args.threads)
     mv, hf = build(args)
     n = (args.size // 16) ** 2
@@ -147,6 +151,27 @@ def main() -> None:
         write(results)
 
 
+ANALYSIS = """\
+- **Goal not reached: medvit is on par with HF, not 1.3x faster.** Medians: fp32 0.99x, bf16 1.11x; with three
+  interleaved repeats on a machine shared with other jobs, differences of about 10 % are within the spread of the
+  repeats (table above), so the honest summary is parity.
+- Both run the same arithmetic: with the same weights and noise the losses agree to 1e-6, and the profiles have the
+  same shape. In fp32 two thirds of the time is matrix multiplication (the 2-block 512-d decoder over all 197 tokens
+  costs about three times the 12-block encoder over 20 visible tokens); fusing q/k/v into one GEMM (medvit) instead of
+  three (HF) changes the call count (116 vs 172 mm) but hardly the time.
+- In bf16 the largest single item is PyTorch's CPU flash-attention *backward* (about a third of the step in both).
+  Measured separately: for the encoder's 20-token sequences an explicit softmax(QK^T)V is 4.6x faster than the CPU
+  flash kernel in bf16 (5 ms vs 23 ms per layer at batch 32), for the decoder's 197 tokens 1.5x. Choosing the
+  explicit path for short bf16 CPU sequences in `medvit/nn/attention.py` (the shared backbone module, not part of
+  this issue) is the clearest remaining lever, worth roughly 10-20 % in bf16.
+- Tried and dropped: `torch.compile` of the whole MAE (inductor, CPU) took 400 s to compile under this load and gained
+  about 7 % per step at batch 8; an explicit-attention decoder block did not beat SDPA at 197 tokens once the
+  softmax is kept in fp32. The training loop uses torch's fused AdamW (3x faster optimizer step on CPU); the
+  benchmark gives both models the same (multi-tensor) AdamW so that it compares the models.
+- No GPU was lent to this task, so there are no CUDA figures; the same script runs on CUDA after changing the
+  autocast device."""
+
+
 def write(r: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mae_speed.json").write_text(json.dumps(r, indent=2, default=float))
@@ -162,6 +187,11 @@ def write(r: dict) -> None:
     for prec, run in r["runs"].items():
         ips = run["images_per_s"]
         lines.append(f"| {prec} | {ips['medvit']:.2f} | {ips['hf']:.2f} | **{run['speedup_vs_hf']:.2f}x** |")
+    lines += ["", "Step times of every repeat (s), interleaved:", "", "| precision | medvit | HF |", "|---|---|---|"]
+    for prec, run in r["runs"].items():
+        lines.append(f"| {prec} | {', '.join(f'{t:.1f}' for t in run['step_s']['medvit'])} | "
+                     f"{', '.join(f'{t:.1f}' for t in run['step_s']['hf'])} |")
+    lines += ["", "## Reading", "", ANALYSIS]
     for prec, run in r["runs"].items():
         lines += ["", f"## Where the time goes ({prec}, one step, self CPU time)", "",
                   "| category | medvit ms | medvit share | HF ms | HF share |", "|---|---|---|---|---|"]
