@@ -231,7 +231,7 @@ class ChestPhantomGenerator:
             gx, gy, zone = self._point_in_lung(ri, geo, side, ("upper", "mid", "lower"))
             diam = ri.uniform(lo_mm, hi_mm)
             r = diam / 2 / (self.fov_mm / 2)
-            contrast = ri.uniform(0.09, 0.18) if name == "Nodule" else ri.uniform(0.09, 0.18)
+            contrast = ri.uniform(0.10, 0.20) if name == "Nodule" else ri.uniform(0.14, 0.26)
             sl = self._bbox(pose, gx, gy, r * 1.4)
             bx, by = x[sl] - gx, y[sl] - gy
             d2 = (bx * bx + by * by) / (r * r)
@@ -252,7 +252,8 @@ class ChestPhantomGenerator:
             bx, by = x[sl] - gx, y[sl] - gy
             patch = np.exp(-(bx * bx + by * by) / (2 * sig * sig)) * (1 + 0.5 * blob[sl])
             cons = ramp(patch - 0.5, 0.25) * lungs_raw[side][sl]
-            air[sl] *= 1 - ri.uniform(0.55, 0.85) * cons
+            air[sl] *= 1 - ri.uniform(0.7, 0.95) * cons
+            extra[sl] += 0.04 * cons
             extra[sl] -= 0.03 * cons * fil[sl]  # air bronchograms
             self._mask(masks, "consolidation", sl, cons)
             findings.append({"label": "Consolidation", "side": _SIDE[side], "zone": zone,
@@ -277,7 +278,7 @@ class ChestPhantomGenerator:
             ptx = lungs_raw[side] * ramp(rr - (1 - dep), 0.02) * upper
             line = ramp(0.02 - np.abs(rr - (1 - dep)), 0.015) * lungs_raw[side] * upper
             vessels = vessels * (1 - ptx)
-            extra += 0.05 * line - ri.uniform(0.05, 0.09) * ptx
+            extra += 0.06 * line - ri.uniform(0.06, 0.10) * ptx
             self._mask(masks, "pneumothorax", (slice(None), slice(None)), ptx)
             findings.append({"label": "Pneumothorax", "side": _SIDE[side],
                              "size": "small" if dep < 0.15 else ("moderate" if dep < 0.25 else "large"),

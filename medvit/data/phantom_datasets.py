@@ -170,7 +170,7 @@ def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | N
 
 
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
-@register("dataset", "retina_phantom", mean=(0.388,), std=(0.307,), class_names=list(AMD_STAGES),
+@register("dataset", "retina_phantom", mean=(0.382,), std=(0.306,), class_names=list(AMD_STAGES),
           label_names=list(RETINA_BIOMARKERS), task="multiclass", in_chans=1,
           description="Synthetic foveal OCT B-scans: AMD stage (5), referral (3), 7 biomarkers, masks, reports")
 def retina_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None,

@@ -9,7 +9,8 @@ retina loss with choroidal hypertransmission); subretinal and intraretinal fluid
 detachment. Stage (Beckman-style, most advanced wins): healthy, early (medium drusen), intermediate
 (large drusen or pigmentary abnormalities), late dry (atrophy), late wet (exudative fluid); referral:
 none / routine / urgent (RetinaVLM referral guideline). Speckle is multiplicative, display is log.
-Field of view: 4 mm wide × 1 mm deep (anisotropic pixels, as in clinical B-scans).
+Field of view: 3 mm wide × 0.8 mm deep around the fovea (anisotropic pixels, like the cropped Topcon
+B-scans RetinaVLM trains on).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from medvit.data.phantom_cxr import Phantom
 AMD_STAGES: tuple[str, ...] = ("healthy", "early", "intermediate", "late dry", "late wet")
 REFERRALS: tuple[str, ...] = ("none", "routine", "urgent")
 RETINA_BIOMARKERS: tuple[str, ...] = ("drusen", "large_drusen", "pigment", "atrophy", "srf", "irf", "ped")
-WIDTH_UM, DEPTH_UM = 4000.0, 1000.0
+WIDTH_UM, DEPTH_UM = 3000.0, 800.0
 
 # inner retina (fraction of inner thickness) and outer retina (fraction of outer thickness) reflectivity
 _INNER = (np.array([0, .12, .13, .35, .36, .55, .56, .78, .79, .999]),
@@ -118,7 +119,7 @@ class RetinaPhantomGenerator:
         rp, ri = patient_rng(self.seed, "retina", patient), image_rng(self.seed, "retina", index)
         s, x, z = self.size, self.x, self.z
         eye_right = bool(rp.random() < 0.5)
-        thick0, pit, pit_w = rp.uniform(0.26, 0.31), rp.uniform(0.45, 0.65), rp.uniform(0.07, 0.11)
+        thick0, pit, pit_w = rp.uniform(0.26, 0.31), rp.uniform(0.45, 0.65), rp.uniform(0.10, 0.15)
         outer0 = rp.uniform(0.11, 0.14)
         stage, f = self._plan(ri)
         z0, tilt, curv = ri.uniform(0.58, 0.70), ri.uniform(-0.08, 0.08), ri.uniform(0.05, 0.35)
