@@ -78,7 +78,8 @@ def retina_report(findings: dict[str, Any], stage_name: str, referral: int, rng:
     lines = [_pick(rng, ["Foveal OCT B-scan.", "Single foveal B-scan."])]
     nd, size = findings.get("drusen_count", 0), findings.get("drusen_max_size", "")
     if nd:
-        lines.append(f"{nd} drusen beneath the RPE, the largest {_DRUSEN_SIZE[size]}"
+        head = f"{nd} drusen beneath the RPE, the largest" if nd > 1 else "A single druse beneath the RPE,"
+        lines.append(f"{head} {_DRUSEN_SIZE[size]}"
                      + (f" ({findings['drusen_max_um']} µm)." if "drusen_max_um" in findings else "."))
     else:
         lines.append(_pick(rng, ["No drusen.", "RPE contour is smooth without drusen."]))
