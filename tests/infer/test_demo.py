@@ -87,3 +87,26 @@ def test_demo_model_trains_into_cache_when_yaml_changed(tmp_path, monkeypatch):
     mtime = (model / "model.safetensors").stat().st_mtime
     assert demo_cmd.demo_model(cache) == model  # cached: not retrained
     assert (model / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_committed_demo_model_still_fits_todays_phantoms():
+    """Guards the committed weights against phantom-generator changes: fresh held-out phantoms (another seed)
+    must still be read (Cardiomegaly clearly, the 7 findings on average better than chance)."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from medvit.cli import demo_cmd
+    from medvit.data import build_dataset
+    from medvit.models import load_model
+
+    model = load_model(demo_cmd.COMMITTED).eval()
+    c = model.contract
+    ds = build_dataset("cxr_phantom", "test", n=1200, seed=5, image_size=c.input_size[0])
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    y = torch.stack([ds[i]["label"] for i in range(len(ds))]).numpy()
+    with torch.inference_mode():
+        p = torch.sigmoid(model((x - c.mean[0]) / c.std[0])).numpy()
+    auc = {k: roc_auc_score(y[:, i], p[:, i]) for i, k in enumerate(c.label_names) if 0 < y[:, i].sum() < len(y)}
+    assert auc["Cardiomegaly"] > 0.9, auc
+    assert np.mean(list(auc.values())) > 0.6, auc
