@@ -42,12 +42,20 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--probe-only", action="store_true",
+                   help="add the linear-probe table to an existing mae_science.json (reuses WORK/mae)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from medvit.tasks import run_task
 
     work = Path(args.work)
     data = {"n": args.n, "seed": 0, "image_size": 64}
+    if args.probe_only:
+        res = json.loads((RESULTS / "mae_science.json").read_text())
+        res["probe"] = linear_probe(work, data, args.seeds, args.fractions)
+        res["probe_command"] = " ".join(shlex.quote(a) for a in ["python"] + sys.argv)
+        write(res, work)
+        return
     t0 = time.time()
     mae = run_task(PIPE / "mae_pretrain_tiny_cpu.yaml", [
         f"output_dir={work / 'mae'}", f"dataset_args={json.dumps(data)}", f"train.epochs={args.mae_epochs}"])
@@ -78,6 +86,52 @@ def main() -> None:
             res["total_seconds"] = time.time() - t0
             if not args.no_write:  # rewritten after every arm, so a cut-short run still leaves its table
                 write(res, work)
+    res["probe"] = linear_probe(work, data, args.seeds, args.fractions)
+    if not args.no_write:
+        write(res, work)
+
+
+def linear_probe(work: Path, data: dict, seeds: list[int], fractions: list[float]) -> list[dict]:
+    """Frozen encoder (MAE vs random init) + per-label logistic regression on the same label subsets."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from medvit.data import build_dataset
+    from medvit.eval import mean_auroc
+    from medvit.models import create_model
+    from medvit.models.mae_convert import load_pretrained_encoder
+    from medvit.tasks.finetune_multilabel import subset_indices
+
+    def load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        ds = build_dataset("cxr_phantom", split, **data)
+        items = [ds[i] for i in range(len(ds))]
+        return (torch.stack([it["image"] for it in items]) - 0.523) / 0.287, torch.stack([it["label"] for it in items])
+
+    x, y = load("train")
+    xt, yt = load("test")
+    out = []
+    for arm in ("MAE init", "random init"):
+        for frac in fractions:
+            scores = []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                m = create_model("vit_tiny_patch16_224", img_size=64, patch_size=16, embed_dim=128, depth=3,
+                                 num_heads=4, in_chans=1, num_classes=0, global_pool="avg").eval()
+                if arm == "MAE init":
+                    load_pretrained_encoder(m, work / "mae")
+                with torch.no_grad():
+                    f, ft = m(x).numpy(), m(xt).numpy()
+                idx = subset_indices(len(x), frac, seed)
+                p = np.zeros((len(xt), y.shape[1]))
+                for k in range(y.shape[1]):
+                    yk = y[idx, k].numpy()
+                    if yk.min() == yk.max():
+                        continue
+                    p[:, k] = LogisticRegression(C=1.0, max_iter=2000).fit(f[idx], yk).decision_function(ft)
+                scores.append(mean_auroc(yt, p).mean)
+            out.append({"arm": arm, "label_fraction": frac, "test": scores})
+            print(f"linear probe {arm} @ {frac:.0%}: {_ms(scores)}", flush=True)
+    return out
 
 
 def _ms(v: list[float]) -> str:
@@ -114,10 +168,19 @@ def write(r: dict, work: Path) -> None:
     for row in r["rows"]:
         vals = [statistics.fmean(v for v in row["per_class"][k] if v is not None) for k in labels]
         lines.append(f"| {row['arm']} | {row['label_fraction']:.0%} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    if r.get("probe"):
+        lines += ["", "Linear probe (frozen encoder, logistic regression per label on the same label subsets; "
+                  "test mean AUROC):", "", "| encoder | labels | test mean AUROC (mean ± sd) | per seed |",
+                  "|---|---|---|---|"]
+        lines += [f"| {x['arm']} | {x['label_fraction']:.0%} | {_ms(x['test'])} | "
+                  f"{', '.join(f'{v:.3f}' for v in x['test'])} |" for x in r["probe"]]
+    if r.get("reading"):
+        lines += ["", "## Reading", "", r["reading"]]
     lines += ["", "![test mean AUROC](mae_science.png)", "",
               "Reconstructions of held-out phantoms after pretraining: ![reconstructions](mae_science_recon.png)", "",
               f"Total time {r['total_seconds'] / 60:.1f} min (one CPU thread, shared machine).", "", "Command:", "",
-              "```", "nice -n 10 " + r["command"], "```", ""]
+              "```", "nice -n 10 " + r["command"]]
+    lines += (["nice -n 10 " + r["probe_command"]] if "probe_command" in r else []) + ["```", ""]
     (RESULTS / "mae_science.md").write_text("\n".join(lines))
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for i, row in enumerate(r["rows"]):

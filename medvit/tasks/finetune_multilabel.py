@@ -122,15 +122,20 @@ def _normalization(cfg: FinetuneMultilabelConfig) -> tuple[tuple[float, ...], tu
     return dataset_normalization(cfg.dataset)
 
 
+def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
+    """The ``fraction`` of ``range(n)`` kept for seed ``seed`` (sorted; all of it when fraction >= 1)."""
+    if fraction >= 1.0:
+        return list(range(n))
+    k = max(1, int(round(fraction * n)))
+    return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))[:k].tolist())
+
+
 def _subset(ds: Any, fraction: float, seed: int) -> Any:
     if fraction >= 1.0:
         return ds
     from torch.utils.data import Subset
 
-    n = len(ds)
-    k = max(1, int(round(fraction * n)))
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))[:k].tolist()
-    sub = Subset(ds, sorted(idx))
+    sub = Subset(ds, subset_indices(len(ds), fraction, seed))
     sub.label_names = list(ds.label_names)  # type: ignore[attr-defined]
     return sub
 
