@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--md-only", action="store_true", help="only rebuild the markdown from the saved JSON files")
     args = p.parse_args(argv)
+    if args.md_only:
+        write([], args, "")
+        return 0
     torch.set_num_threads(args.threads)
     cmd = "nice -n 10 .venv/bin/python benchmarks/phantom_learnability.py " + shlex.join(argv or sys.argv[1:])
     kinds = ["cxr", "retina"] if args.kind == "both" else [args.kind]
