@@ -126,3 +126,11 @@ def test_fresh_run_in_used_folder_starts_a_new_log(tmp_path):
     Trainer(_model(), _cfg(tmp_path, steps=2), ds, _step).fit()
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2]
+
+
+@pytest.mark.slow
+def test_worker_processes_do_not_change_the_run(tmp_path):
+    ds = SyntheticCXR(n=20)
+    a = Trainer(_model(), _cfg(tmp_path / "a", steps=3), ds, _step, transform=_flip).fit()
+    b = Trainer(_model(), _cfg(tmp_path / "b", steps=3, num_workers=2), ds, _step, transform=_flip).fit()
+    assert a.losses == b.losses
