@@ -47,9 +47,22 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def _fused_inference_ok(self, x: torch.Tensor) -> bool:
-        """Whether torch's fused encoder-layer kernel computes exactly this block (inference only)."""
+        """Whether torch's fused encoder-layer kernel computes exactly this block (inference only).
+
+        Only for plain ``nn.Linear``/``nn.LayerNorm`` submodules without hooks: a PEFT-wrapped, quantised
+        or hooked layer keeps the module path so its behaviour is never bypassed.
+        """
+        a, m = self.attn, self.mlp
+        plain = all(type(layer) is nn.Linear for layer in (a.qkv, a.proj, m.fc1, m.fc2)) and all(
+            type(n) is nn.LayerNorm for n in (self.norm1, self.norm2)
+        )
+        hooked = any(
+            mod._forward_hooks or mod._forward_pre_hooks for mod in (a, m, a.qkv, a.proj, m.fc1, m.fc2, self.norm1)
+        )
         return (
-            not self.training
+            plain
+            and not hooked
+            and not self.training
             and not torch.is_grad_enabled()
             and x.dim() == 3
             and isinstance(self.ls1, nn.Identity)

@@ -190,3 +190,20 @@ def test_fused_inference_block_matches_reference(qkv_bias):
     with torch.autocast("cpu", torch.bfloat16):
         ref16 = blk(x)
     torch.testing.assert_close(fused16.float(), ref16.detach().float(), atol=5e-2, rtol=5e-2)
+
+
+def test_fused_path_never_bypasses_wrapped_or_hooked_layers():
+    from medvit.nn import Block
+
+    blk = Block(48, 4).eval()
+    x = torch.randn(1, 5, 48)
+    calls = []
+    h = blk.attn.qkv.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        blk(x)
+    assert calls, "a forward hook on qkv must still run at inference"
+    h.remove()
+    q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(blk), {torch.nn.Linear}, dtype=torch.qint8)
+    with torch.no_grad():
+        out = q(x)
+    assert out.shape == x.shape and torch.isfinite(out).all()
