@@ -203,7 +203,11 @@ def test_fused_path_never_bypasses_wrapped_or_hooked_layers():
         blk(x)
     assert calls, "a forward hook on qkv must still run at inference"
     h.remove()
-    q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(blk), {torch.nn.Linear}, dtype=torch.qint8)
-    with torch.no_grad():
-        out = q(x)
+    import warnings
+
+    with warnings.catch_warnings():  # torch marks torch.ao quantisation deprecated; medvit infer still offers it
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(blk), {torch.nn.Linear}, dtype=torch.qint8)
+        with torch.no_grad():
+            out = q(x)
     assert out.shape == x.shape and torch.isfinite(out).all()

@@ -93,6 +93,12 @@ def _button(d, text: str):
     return d.find_element("xpath", f"//button[.//p[contains(normalize-space(.), '{text}')]]")
 
 
+def _clicked(element) -> bool:
+    """Click inside a wait: Streamlit reruns replace elements, so a stale or covered one is retried."""
+    element.click()
+    return True
+
+
 def _open_series(d) -> str:
     """Label of the highlighted (open) series button in the sidebar."""
     return " ".join(b.text for b in d.find_elements("css selector", '[data-testid="stSidebar"] button[kind="primary"]'))
@@ -104,34 +110,43 @@ def _main_caption(d) -> str:
 
 
 def test_open_study_run_model_show_heatmap(server, driver, tmp_path):
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, 40)
+    # generous timeout and retries: under a loaded CI machine each Streamlit rerun can take seconds
+    wait = WebDriverWait(driver, 90, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException, ElementClickInterceptedException))
     driver.get(server)
     wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(text(), 'RESEARCH USE ONLY')]")))
     # open a study: pick the two-series study, then its CHEST PA series from the thumbnail grid
     wait.until(lambda d: _button(d, "CINE"))
-    study_box = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"]')
-    study_box.click()
+    wait.until(lambda d: _clicked(d.find_element(By.CSS_SELECTOR,
+                                                 '[data-testid="stSidebar"] [data-testid="stSelectbox"]')))
     wait.until(ec.element_to_be_clickable((By.XPATH, "//*[@role='option'][contains(., '2 series')]"))).click()
     wait.until(lambda d: "CHEST LAT" in _open_series(d))  # the study opened on its first series
-    _button(driver, "CHEST PA").click()
+    wait.until(lambda d: _clicked(_button(d, "CHEST PA")))
     wait.until(lambda d: "CHEST PA" in _open_series(d))
     wait.until(lambda d: "W 4096 L 2048" in _main_caption(d) and "80×96" in _main_caption(d))
     # run the model
-    _button(driver, "Run model on this image").click()
+    wait.until(lambda d: _clicked(_button(d, "Run model on this image")))
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]')))
     wait.until(lambda d: "operating thresholds" in d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text)
     # show the heatmap for the first finding
-    heat_box = driver.find_element(
-        By.XPATH, "//div[@data-testid='stSelectbox'][.//p[normalize-space(.)='Heatmap for']]")
-    heat_box.click()
+    wait.until(lambda d: _clicked(d.find_element(
+        By.XPATH, "//div[@data-testid='stSelectbox'][.//p[normalize-space(.)='Heatmap for']]")))
     wait.until(ec.element_to_be_clickable((By.XPATH, "(//*[@role='option'][not(contains(., 'Off'))])[1]"))).click()
     wait.until(lambda d: "heatmap" in _main_caption(d))
-    img = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stImage"] img')
-    wait.until(lambda d: img.get_attribute("naturalWidth") not in (None, "0"))
+    img_css = '[data-testid="stMain"] [data-testid="stImage"] img'
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, img_css).get_attribute("alt") ==
+               "DX view, W 4096 L 2048, with heatmap")
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, img_css).get_attribute("naturalWidth") not in (None, "0"))
+    img = driver.find_element(By.CSS_SELECTOR, img_css)
     assert int(img.get_attribute("naturalWidth")) > 0 and img.is_displayed()
     assert img.get_attribute("alt") == "DX view, W 4096 L 2048, with heatmap"
     assert driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]').is_displayed()
