@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from medvit.nn import Block, sincos_pos_embed
+from medvit.nn.init import mae_init_
 
 
 @dataclass(frozen=True)
@@ -109,15 +110,8 @@ class MaskedAutoencoder(nn.Module):
             self.decoder_pos_embed.copy_(self._decoder_table(self.grid_size)[None])
         nn.init.normal_(self.mask_token, std=0.02)
         for name, m in self.named_modules():
-            if not name.startswith("decoder"):
-                continue
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            if name.startswith("decoder"):
+                mae_init_(m)
 
     def _decoder_table(self, grid: tuple[int, ...]) -> torch.Tensor:
         if self.spatial_dims == 3 and self.decoder_dim % 6:

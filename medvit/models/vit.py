@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from medvit.nn import Block, PatchEmbed, resample_pos_embed, sincos_pos_embed
+from medvit.nn.init import mae_init_
 
 GlobalPool = Literal["token", "avg", ""]
 PosEmbedKind = Literal["learn", "sincos", "none"]
@@ -129,13 +130,7 @@ class VisionTransformer(nn.Module):
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            mae_init_(m)
 
     # ------------------------------------------------------------------ geometry
     @property
