@@ -58,6 +58,9 @@ class FinetuneMultilabelConfig:
     eval_batch_size: int = 128  # batch size for validation/test prediction
     cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
     source: str = ""  # free text stored in the weight contract (data, recipe, who trained it)
+    modalities: list[str] = field(default_factory=list)  # contract scope, e.g. [CR, DX]; batch inference selects on it
+    view_positions: list[str] = field(default_factory=list)  # contract scope, e.g. [PA, AP]; empty = any view
+    body_parts: list[str] = field(default_factory=list)  # contract scope, e.g. [CHEST]; empty = any body part
 
     def __post_init__(self) -> None:
         if not 0.0 < self.label_fraction <= 1.0:
@@ -216,6 +219,7 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     contract = WeightContract(
         in_chans=cfg.in_chans, input_size=(cfg.image_size, cfg.image_size), mean=mean, std=std,
         label_names=label_names, thresholds=thresholds, multilabel=True, research_only=True,
+        modalities=list(cfg.modalities), view_positions=list(cfg.view_positions), body_parts=list(cfg.body_parts),
         source=cfg.source or f"medvit finetune_multilabel on {cfg.dataset} (seed {seed})",
         description=f"{cfg.backbone} fine-tuned for {len(label_names)} findings; thresholds: "
                     f"{cfg.threshold_rule} on the {cfg.val_split} split; research use only",

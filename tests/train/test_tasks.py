@@ -49,7 +49,7 @@ def _with(base, **kw):
 def test_finetune_two_steps_saves_model_with_contract(tmp_path):
     from medvit.models import load_model
 
-    s = run_task(None, data=_with(FT, output_dir=str(tmp_path)))
+    s = run_task(None, data=_with(FT, output_dir=str(tmp_path), modalities=["CR", "DX"], view_positions=["PA"]))
     seed = s["seeds"][0]
     assert seed["steps"] == 2 and 0.0 <= s["test_mean_auroc"] <= 1.0
     assert set(seed["thresholds"]) == set(seed["test"]["per_class"])
@@ -57,6 +57,7 @@ def test_finetune_two_steps_saves_model_with_contract(tmp_path):
     c = m.contract
     assert c.research_only and c.in_chans == 1 and c.input_size == (32, 32) and len(c.label_names) == 7
     assert all(0.0 <= t <= 1.0 for t in c.thresholds) and c.mean == (pytest.approx(0.523, abs=0.2),)
+    assert c.modalities == ["CR", "DX"] and c.view_positions == ["PA"] and c.body_parts == []
     assert m(torch.rand(2, 1, 32, 32)).shape == (2, 7)
     assert "mean AUROC" in (tmp_path / "results.md").read_text()
 
