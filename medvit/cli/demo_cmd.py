@@ -182,4 +182,5 @@ def run(args: argparse.Namespace) -> int:
         rc = 0
     print(f"\ndemo: outputs in {results}/ (predictions.csv, sr/, heatmaps/, status.csv, run.json); "  # noqa: T201
           f"inputs in {out / 'inbox'}/. Research use only - not for diagnosis.")
+    print(f"demo: to look at the studies and findings, run `make viewer` (or `medvit viewer --data {out / 'inbox'}`)")  # noqa: T201
     return rc
