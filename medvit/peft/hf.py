@@ -40,6 +40,24 @@ class TargetedConfig(MethodConfig):
             raise ValueError("targets is empty; use 'attention', 'mlp', 'all-linear' or module names")
 
 
+
+@dataclass
+class LycorisConfig(TargetedConfig):
+    """Fields shared by the LyCORIS-family methods (LoHa, LoKr)."""
+
+    r: int = 8  # rank of the low-rank factors; must not exceed any targeted layer's min(in, out)
+    alpha: float = 8.0  # scaling numerator (update × alpha / r)
+    rank_dropout: float = 0.0  # dropout over ranks during training
+    module_dropout: float = 0.0  # probability of skipping the whole update during training
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.r < 1:
+            raise ValueError(f"r must be >= 1, got {self.r}")
+        for k in ("rank_dropout", "module_dropout"):
+            if not 0.0 <= getattr(self, k) < 1.0:
+                raise ValueError(f"{k} must be in [0, 1), got {getattr(self, k)}")
+
 def inject_hf(model: nn.Module, peft_config: Any, names: Sequence[str]) -> nn.Module:
     """Inject a peft tuner (LoRA, ...) into ``model`` in place at modules ``names``; returns ``model``.
 

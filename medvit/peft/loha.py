@@ -7,26 +7,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from medvit.peft.base import register_method
-from medvit.peft.hf import TargetedConfig, inject_hf, resolve
+from medvit.peft.hf import LycorisConfig, inject_hf, resolve
 from medvit.peft.targets import check_rank
 
 
 @dataclass
-class LohaConfig(TargetedConfig):
+class LohaConfig(LycorisConfig):
     """ΔW = (W1a W1b) ⊙ (W2a W2b) · alpha / r on each targeted ``nn.Linear``."""
 
-    r: int = 8  # rank of each factor pair; must not exceed any targeted layer's min(in, out)
-    alpha: float = 8.0  # scaling numerator (update × alpha / r)
-    rank_dropout: float = 0.0  # dropout over ranks during training
-    module_dropout: float = 0.0  # probability of skipping the whole update during training
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.r < 1:
-            raise ValueError(f"r must be >= 1, got {self.r}")
-        for k in ("rank_dropout", "module_dropout"):
-            if not 0.0 <= getattr(self, k) < 1.0:
-                raise ValueError(f"{k} must be in [0, 1), got {getattr(self, k)}")
 
 
 @register_method("loha", LohaConfig, "LoHa Hadamard low-rank updates on attention/MLP linears (huggingface peft)",

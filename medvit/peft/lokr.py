@@ -7,28 +7,16 @@ from dataclasses import dataclass
 from torch import nn
 
 from medvit.peft.base import register_method
-from medvit.peft.hf import TargetedConfig, inject_hf, resolve
+from medvit.peft.hf import LycorisConfig, inject_hf, resolve
 from medvit.peft.targets import check_rank
 
 
 @dataclass
-class LokrConfig(TargetedConfig):
+class LokrConfig(LycorisConfig):
     """ΔW = W1 ⊗ (W2a W2b) · alpha / r on each targeted ``nn.Linear``."""
 
-    r: int = 8  # rank of the low-rank Kronecker factor; must not exceed any targeted layer's min(in, out)
-    alpha: float = 8.0  # scaling numerator (update × alpha / r)
     decompose_both: bool = False  # also factor the left Kronecker matrix W1 into a low-rank product
     decompose_factor: int = -1  # split of the dimensions into Kronecker factors (-1: as square as possible)
-    rank_dropout: float = 0.0  # dropout over ranks during training
-    module_dropout: float = 0.0  # probability of skipping the whole update during training
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.r < 1:
-            raise ValueError(f"r must be >= 1, got {self.r}")
-        for k in ("rank_dropout", "module_dropout"):
-            if not 0.0 <= getattr(self, k) < 1.0:
-                raise ValueError(f"{k} must be in [0, 1), got {getattr(self, k)}")
 
 
 @register_method("lokr", LokrConfig, "LoKr Kronecker updates on attention/MLP linears (huggingface peft)",
