@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from medvit.io.errors import printable
+
 logger = logging.getLogger(__name__)
 
 STATE_DIR = ".medvit-infer"
@@ -171,6 +173,7 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str
                               "skip_reasons": {}, "error_stages": {}}
     studies: set[str] = set()
     for rec in journal.records():
+        rec = printable(rec)  # the journal keeps the exact name (resume key); tables get valid text
         status_w.writerow(rec)
         counts[rec["status"]] += 1
         if rec["status"] == "error":

@@ -330,8 +330,17 @@ class InferenceRun:
                 bar.close()
             self.journal.close()
         seconds = time.perf_counter() - t0
+        try:
+            return self._finish(started, seconds, resumed, len(done), n_new, n_pred)
+        except BaseException as e:  # run.json must not stay "running" (the journal keeps every finished file)
+            self._write_run_json(started, _now(), {"error": type(e).__name__}, "failed", seconds, 1)
+            raise
+
+    def _finish(self, started: str, seconds: float, resumed: bool, n_done: int, n_new: int,
+                n_pred: int) -> RunResult:
+        cfg = self.cfg
         counts = write_tables(self.journal, self.out, self.labels)
-        counts["resumed_from_previous_run"] = len(done) if resumed else 0
+        counts["resumed_from_previous_run"] = n_done if resumed else 0
         files = {"predictions.csv": str(self.out / "predictions.csv"),
                  "predictions.jsonl": str(self.out / "predictions.jsonl"),
                  "status.csv": str(self.out / "status.csv"), "errors.csv": str(self.out / "errors.csv")}

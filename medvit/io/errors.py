@@ -8,6 +8,31 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def printable_path(path: str | Path) -> str:
+    """``path`` as valid Unicode text: bytes that are not UTF-8 (kept by Python as lone surrogates,
+    PEP 383) become ``\\xNN`` escapes, e.g. a Latin-1 ``caf\\xe9.dcm``. For tables, logs and messages; the
+    original path is ``os.fsencode``-recoverable only from the file system, not from this text.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def printable(value: object) -> object:
+    """``value`` (a string, or a dict/list holding strings) with every string passed through
+    :func:`printable_path`; other values unchanged. For records written to CSV/JSON tables."""
+    if isinstance(value, str):
+        return printable_path(value)
+    if isinstance(value, dict):
+        return {k: printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
+
+
 class MedicalIOError(ValueError):
     """Base class: a file could not be read as a medical image.
 
@@ -19,7 +44,7 @@ class MedicalIOError(ValueError):
     def __init__(self, path: str | Path | None, reason: str) -> None:
         self.path = None if path is None else str(path)
         self.reason = reason
-        where = self.path if self.path is not None else "<dataset>"
+        where = printable_path(self.path) if self.path is not None else "<dataset>"
         super().__init__(f"{where}: {reason}")
 
     def __reduce__(self):  # picklable across multiprocessing workers
@@ -68,4 +93,6 @@ __all__ = [
     "PixelBudgetError",
     "UnsupportedPhotometricError",
     "UnsupportedTransferSyntaxError",
+    "printable",
+    "printable_path",
 ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medvit.io.errors import MedicalIOError
+from medvit.io.errors import MedicalIOError, printable
 
 logger = logging.getLogger(__name__)
 
@@ -103,19 +103,19 @@ class IndexResult:
         if out.suffix.lower() == ".json":
             doc = {"root": self.root, "summary": self.summary(), "patients": self.patients(),
                    "series": self.series, "skipped": self.skipped, "dicomdirs": self.dicomdirs}
-            out.write_text(json.dumps(doc, indent=2, default=str))
+            out.write_text(json.dumps(printable(doc), indent=2, default=str), encoding="utf-8")
             return [out]
         if out.suffix.lower() != ".csv":
             raise ValueError(f"index output {out}: use a .csv or .json file name")
-        with out.open("w", newline="") as fh:
+        with out.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=SERIES_COLUMNS)
             w.writeheader()
-            w.writerows(self.series)
+            w.writerows(printable(self.series))
         sk = out.with_name(out.stem + ".skipped.csv")
-        with sk.open("w", newline="") as fh:
+        with sk.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=["path", "reason"])
             w.writeheader()
-            w.writerows(self.skipped)
+            w.writerows(printable(self.skipped))
         return [out, sk]
 
 
