@@ -8,7 +8,8 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert timm/MAE/HF ViT weights into a medvit checkpoint directory",
                        description="Convert weights to a medvit checkpoint (model.safetensors + config.json). "
-                       ".pth files are read with torch's tensors-only unpickler.")
+                       ".pth files (also MAE/DeiT training checkpoints with argparse args) are read with torch's "
+                       "weights-only unpickler plus a small allow-list of plain-data globals only.")
     p.add_argument("src", help="weights file (.pth/.pt/.bin/.safetensors) or HF model directory")
     p.add_argument("out", help="output checkpoint directory")
     p.add_argument("--arch", required=True, help="registered backbone, e.g. vit_small_patch16_224")

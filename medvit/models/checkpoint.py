@@ -2,7 +2,8 @@
 
 Nothing is unpickled: weights are read with safetensors. Foreign PyTorch ``.pth`` files (the released
 chest-X-ray MAE weights) are read only through ``torch.load(weights_only=True)``, torch's restricted
-unpickler that refuses arbitrary objects.
+unpickler that refuses arbitrary objects, with an explicit allow-list of plain-data globals
+(:mod:`medvit.models.safe_pickle`).
 """
 
 from __future__ import annotations
@@ -116,16 +117,15 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_pickled_weights(path: str | Path) -> dict[str, Any]:
-    """Read a PyTorch ``.pth`` with torch's restricted unpickler (tensors and plain containers only)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    """Read a PyTorch ``.pth`` with torch's restricted unpickler (tensors, plain containers and the plain-data
+    globals of :data:`medvit.models.safe_pickle.ALLOWED_GLOBALS`, e.g. the ``argparse.Namespace`` of MAE/DeiT
+    training checkpoints). Raises :class:`CheckpointError` naming the file and any refused global."""
+    from medvit.models.safe_pickle import UnsafeCheckpointError, load_training_checkpoint
+
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise CheckpointError(
-            f"{p} could not be read as a tensors-only PyTorch checkpoint ({type(e).__name__}: {e})"
-        ) from e
+        return load_training_checkpoint(path)
+    except UnsafeCheckpointError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
