@@ -31,8 +31,10 @@ $(SYS_STAMP): | $(STAMP)
 
 sysdeps: $(SYS_STAMP)
 
+# ruff, then the layer contracts in .importlinter (io < data < nn < models < peft < train/eval < tasks/infer < cli)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medvit apps tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) $(SYS_STAMP) lint
 	$(VENV)/bin/pytest -n 2 --timeout 600 -q

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 
 from medvit.registry import REGISTRY, get, list_names, register
-
-__version__ = "0.1.0"
+from medvit.version import __version__
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

@@ -53,12 +53,6 @@ def preset_options(image: Any) -> dict[str, str | None]:
     return opts
 
 
-def reset() -> None:
-    """Forget display choices (called when another series is opened)."""
-    for k in [k for k in st.session_state if str(k).startswith("disp_")]:
-        del st.session_state[k]
-
-
 def controls(image: Any) -> DisplayState:
     """Window / invert / zoom widgets for a 2D ``image`` (a MedicalImage); returns the choices."""
     from medvit.io.display import select_voi

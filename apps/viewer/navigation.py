@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from apps.viewer import cache, display_panel, shortcuts
+from apps.viewer import cache, shortcuts
 from apps.viewer.findings_panel import Shown
 from apps.viewer.redact import shown as redacted
 from apps.viewer.sources import Series
@@ -38,7 +38,7 @@ def open_image(series: Series) -> Opened | None:
 
     state = st.session_state
     if state.get("open_series") != series.key:  # a new series starts at its first image with the file window
-        display_panel.reset()
+        shortcuts.reset_display()
         for k in ("nav_file", "nav_frame"):
             state.pop(k, None)
         state["open_series"] = series.key

@@ -45,10 +45,10 @@ def _invert() -> None:
     st.session_state["disp_invert"] = not st.session_state.get("disp_invert", False)
 
 
-def _reset() -> None:
-    from apps.viewer.display_panel import reset
-
-    reset()
+def reset_display() -> None:
+    """Forget display choices (the ``disp_*`` widgets' state): the reset key, and when another series opens."""
+    for k in [k for k in st.session_state if str(k).startswith("disp_")]:
+        del st.session_state[k]
 
 
 def _preset(name: str) -> None:
@@ -70,7 +70,7 @@ def toolbar() -> None:
             ("previous series", "PageUp", "previous series in the study", _series, (-1,)),
             ("next series", "PageDown", "next series in the study", _series, (1,)),
             ("invert", "I", "invert black and white", _invert, ()),
-            ("reset view", "Space", "reset window, invert and zoom", _reset, ())]
+            ("reset view", "Space", "reset window, invert and zoom", reset_display, ())]
     spec += [(f"{name} window", k, f"window: {name}", _preset, (name,)) for k, name in PRESET_KEYS.items()]
     with st.expander("⌨ Keyboard shortcuts (OHIF keys)", expanded=False):
         per_row = 4

@@ -24,7 +24,7 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medvit import __version__
+    from medvit.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="medvit",

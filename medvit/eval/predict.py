@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medvit.nn.precision import autocast
+
 
 class ListDataset(Dataset):
     """Items held in a list (a cached dataset); attributes such as ``label_names`` are copied from the source."""
@@ -42,8 +44,6 @@ def predict_multilabel(
     precision: str = "fp32", num_workers: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits (N, K), labels (N, K), label_mask (N, K) bool) of ``model`` over ``ds`` (model set to eval)."""
-    from medvit.train.loop import autocast
-
     dev = torch.device(device)
     was = model.training
     model.eval()

@@ -17,9 +17,9 @@ def write_study_reports(run: Any) -> tuple[int, int]:
     A study whose SR cannot be built is logged and recorded in errors.csv-adjacent ``sr_errors.csv``; its
     image predictions stay valid.
     """
-    from medvit import __version__
     from medvit.infer.outputs import atomic_write_text
     from medvit.io.sr import AlgorithmInfo, Finding, ImageFindings, write_findings_sr
+    from medvit.version import __version__
 
     studies: dict[str, list[dict[str, Any]]] = {}
     for rec in run.journal.records():

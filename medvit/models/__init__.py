@@ -1,13 +1,8 @@
 """Backbones with one uniform interface, checkpoints, converters and the backbone registry."""
 
-from medvit.models.checkpoint import (
-    CheckpointError,
-    load_model,
-    load_weights_into,
-    save_checkpoint,
-)
+from medvit.models.checkpoint import CheckpointError, load_weights_into, save_checkpoint
 from medvit.models.contract import WeightContract
-from medvit.models.factory import backbone_args, create_model, register_backbone
+from medvit.models.factory import backbone_args, create_model, load_model, register_backbone
 from medvit.models.vit import VisionTransformer
 
 _VIT_SIZES = {

@@ -86,7 +86,7 @@ def save_checkpoint(
 
 
 def _version() -> str:
-    from medvit import __version__
+    from medvit.version import __version__
 
     return __version__
 
@@ -218,25 +218,4 @@ def load_weights_into(model: nn.Module, src: str | Path) -> nn.Module:
         sd = to_medvit(raw, model)
         load_state_dict_checked(model, sd, str(f), allow_missing=("head.", "fc_norm.", "norm."),
                                 allow_unexpected=("norm.", "fc_norm."))
-    return model
-
-
-def load_model(path: str | Path, **overrides: Any) -> nn.Module:
-    """Rebuild a model from a medvit checkpoint directory; ``model.contract`` holds its contract.
-
-    ``overrides`` replace saved architecture arguments that do not change weight shapes (e.g.
-    ``drop_path_rate``).
-    """
-    from medvit.models.factory import create_model
-
-    p = Path(path)
-    cfg = read_config(p)
-    args = dict(cfg["model_args"])
-    args.update(overrides)
-    model = create_model(cfg["architecture"], **args)
-    f = p / WEIGHTS_NAME if p.is_dir() else p
-    load_state_dict_checked(model, read_safetensors(f), str(f))
-    model.contract = WeightContract.from_dict(cfg["contract"]) if cfg.get("contract") else None
-    model.checkpoint_sha256 = cfg.get("sha256") or sha256_file(f)
-    model.checkpoint_config = cfg
     return model

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from medvit.models.checkpoint import (
+    WEIGHTS_NAME,
+    load_state_dict_checked,
+    load_weights_into,
+    read_config,
+    read_safetensors,
+    sha256_file,
+)
+from medvit.models.contract import WeightContract
 from medvit.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -61,7 +71,24 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
     model.arch_name = name
     model.model_args = args
     if pretrained:
-        from medvit.models.checkpoint import load_weights_into
-
         load_weights_into(model, pretrained)
+    return model
+
+
+def load_model(path: str | Path, **overrides: Any) -> nn.Module:
+    """Rebuild a model from a medvit checkpoint directory; ``model.contract`` holds its contract.
+
+    ``overrides`` replace saved architecture arguments that do not change weight shapes (e.g.
+    ``drop_path_rate``).
+    """
+    p = Path(path)
+    cfg = read_config(p)
+    args = dict(cfg["model_args"])
+    args.update(overrides)
+    model = create_model(cfg["architecture"], **args)
+    f = p / WEIGHTS_NAME if p.is_dir() else p
+    load_state_dict_checked(model, read_safetensors(f), str(f))
+    model.contract = WeightContract.from_dict(cfg["contract"]) if cfg.get("contract") else None
+    model.checkpoint_sha256 = cfg.get("sha256") or sha256_file(f)
+    model.checkpoint_config = cfg
     return model

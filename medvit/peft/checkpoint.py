@@ -64,8 +64,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
     """Write ``adapter.safetensors`` + ``adapter_config.json`` into ``out_dir``; returns the directory."""
     from safetensors.torch import save_file
 
-    from medvit import __version__
     from medvit.models.checkpoint import sha256_file
+    from medvit.version import __version__
 
     info = _info(model)
     tensors, tied = adapter_state(model)

@@ -13,64 +13,11 @@ the run's output directory.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-from medvit.config import ConfigError, apply_overrides, from_dict, load_yaml, save_resolved
-from medvit.registry import REGISTRY
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskSpec:
-    """A task kind: its config dataclass and the function that runs it."""
-
-    name: str
-    config_cls: type
-    run: Callable[[Any], dict[str, Any]]
-    description: str = ""
-
-
-def register_task(name: str, config_cls: type, description: str = "") -> Callable:
-    """Decorator registering ``fn(config) -> summary dict`` as task ``name``."""
-
-    def deco(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
-        REGISTRY.add("task", name, TaskSpec(name, config_cls, fn, description or (fn.__doc__ or "")),
-                     description=description or (fn.__doc__ or ""))
-        return fn
-
-    return deco
-
-
-def build_config(path: str | Path | None, overrides: list[str], data: dict | None = None) -> tuple[TaskSpec, Any]:
-    """Load YAML (or ``data``), apply overrides, and build the task's typed config."""
-    raw = load_yaml(path) if path is not None else dict(data or {})
-    raw = apply_overrides(raw, overrides)
-    name = raw.pop("task", None)
-    if not name:
-        raise ConfigError(f"{path or 'config'}: missing top-level key 'task' (see `medvit list task`)")
-    spec: TaskSpec = REGISTRY.get("task", name)
-    cfg = from_dict(spec.config_cls, raw)
-    return spec, cfg
-
-
-def run_task(path: str | Path | None, overrides: list[str] | None = None, data: dict | None = None) -> dict[str, Any]:
-    """Build, save the resolved config beside the outputs, and run. Returns the task's summary."""
-    spec, cfg = build_config(path, overrides or [], data)
-    out = getattr(cfg, "output_dir", None)
-    if out:
-        p = save_resolved(cfg, out)
-        (Path(out) / "task.txt").write_text(spec.name + "\n")
-        logger.info("resolved config written to %s", p)
-    return spec.run(cfg)
-
-
 # task modules register on import
-from medvit.tasks import extract_features as _extract_features  # noqa: E402,F401
-from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: E402,F401
-from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: E402,F401
-from medvit.tasks import prompt_tune as _prompt_tune  # noqa: E402,F401
+from medvit.tasks import extract_features as _extract_features  # noqa: F401
+from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F401
+from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: F401
+from medvit.tasks import prompt_tune as _prompt_tune  # noqa: F401
+from medvit.tasks.base import TaskSpec, build_config, register_task, run_task
+
+__all__ = ["TaskSpec", "build_config", "register_task", "run_task"]

@@ -60,6 +60,7 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
     from safetensors.torch import save_file
 
     from medvit.models import create_model
+    from medvit.nn.precision import autocast
 
     if not cfg.inputs:
         raise ValueError("extract_features: 'inputs' is empty; give image files")
@@ -72,7 +73,7 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
         if not batch:
             return
         x = torch.stack(batch)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.inference_mode(), autocast("cpu", cfg.precision):
             feats.append(model(x).float())
         batch.clear()
 
@@ -103,7 +104,7 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
 
 
 def _register() -> None:
-    from medvit.tasks import register_task
+    from medvit.tasks.base import register_task
 
     register_task("extract_features", ExtractFeaturesConfig,
                   "embed images with a registered backbone and save pooled features")(run)

@@ -274,7 +274,7 @@ def run(cfg: FinetuneMultilabelConfig) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from medvit.tasks import register_task
+    from medvit.tasks.base import register_task
 
     register_task("finetune_multilabel", FinetuneMultilabelConfig,
                   "multi-label fine-tuning (masked BCE, per-class AUROC, selection on validation, seeds)")(run)

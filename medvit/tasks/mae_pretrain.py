@@ -198,7 +198,7 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from medvit.tasks import register_task
+    from medvit.tasks.base import register_task
 
     register_task("mae_pretrain", MAEPretrainConfig,
                   "masked-autoencoder pretraining (patchify, random masking, decoder, masked MSE)")(run)

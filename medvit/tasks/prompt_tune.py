@@ -131,7 +131,7 @@ class _Cached(torch.utils.data.Dataset):
 def predict(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
             precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(logits (N, K), labels (N, K) or (N,), label_mask (N, K) or None) over ``ds`` in eval mode."""
-    from medvit.train import autocast
+    from medvit.nn.precision import autocast
 
     was = model.training
     model.eval()
@@ -370,7 +370,7 @@ def run(cfg: PromptTuneConfig) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from medvit.tasks import register_task
+    from medvit.tasks.base import register_task
 
     register_task("prompt_tune", PromptTuneConfig,
                   "parameter-efficient tuning (DVPT, LoRA, VPT, ...) for multi-label AUROC or ordinal QWK")(run)

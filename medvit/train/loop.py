@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medvit.nn.precision import autocast
 from medvit.train import state as st
 from medvit.train.config import TrainConfig
 from medvit.train.distributed import DistInfo, all_reduce_min, barrier, init_distributed, resolve_device
@@ -73,13 +74,6 @@ def move_to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to(v, device) for v in batch)
     return batch
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA; a no-op for fp32."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 class Trainer:
