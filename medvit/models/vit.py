@@ -190,6 +190,28 @@ class VisionTransformer(nn.Module):
         """(B, C, *S) -> normalised tokens (B, P + N, D)."""
         return self.forward_tokens(self.embed(x))
 
+    def forward_until(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Embed and run blocks 0..k-1 (no final norm): (B, C, *S) -> (B, P + N, D). k = 0: embedding only."""
+        if not 0 <= k <= len(self.blocks):
+            raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
+        t = self.embed(x)
+        for blk in self.blocks[:k]:
+            t = blk(t)
+        return t
+
+    def forward_from(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
+        """Run blocks k.. and the final norm on tokens from :meth:`forward_until`: (B, T, D) -> (B, T, D)."""
+        if not 0 <= k <= len(self.blocks):
+            raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
+        for blk in self.blocks[k:]:
+            tokens = blk(tokens)
+        return self.norm(tokens)
+
+    def num_output_tokens(self, num_patches: int) -> int:
+        """Tokens ``forward_features`` returns for an input of ``num_patches`` patches (P + N here;
+        token-reducing or token-adding families override it)."""
+        return self.num_prefix_tokens + num_patches
+
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, P + N, D) -> (B, D) by CLS token or mean of patch tokens; "" returns tokens unchanged."""
         if self.global_pool == "avg":

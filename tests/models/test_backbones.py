@@ -22,13 +22,14 @@ def test_forward_shapes(name):
     x = _input(m)
     tokens = m.forward_features(x)
     n = m.patch_embed.num_patches
-    assert tokens.shape == (2, m.num_prefix_tokens + n, m.embed_dim)
+    n_out = m.num_output_tokens(n)  # P + N for the plain ViT; token-reducing families return fewer
+    assert tokens.shape == (2, n_out, m.embed_dim)
     assert m(x).shape == (2, 5)
     assert m.forward_head(tokens, pre_logits=True).shape == (2, m.embed_dim)
     inter = m.forward_intermediates(x, indices=[0, -1])
-    assert len(inter) == 2 and inter[0].shape == (2, n, m.embed_dim)
+    assert len(inter) == 2 and inter[-1].shape == (2, n_out - m.num_prefix_tokens, m.embed_dim)
     maps = m.attention_maps(x)
-    assert len(maps) == len(m.blocks) and maps[0].shape[-1] == m.num_prefix_tokens + n
+    assert len(maps) == len(m.blocks) and maps[0].shape[-1] == m.embed(x).shape[1]
     torch.testing.assert_close(maps[0].sum(-1), torch.ones_like(maps[0].sum(-1)))
 
 

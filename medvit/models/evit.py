@@ -1,0 +1,180 @@
+"""EViT backbones: a ViT whose chosen blocks keep the attentive tokens and fuse the rest.
+
+Liang et al., ICLR 2022 (general-vision notes, entry 19). The parameters are exactly those of the
+plain :class:`~medvit.models.vit.VisionTransformer` (same names), so a medvit ViT checkpoint loads
+into an EViT backbone for the fine-tune the paper uses; ``keep_rate = 1`` computes the plain ViT.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from medvit.models.factory import register_backbone
+from medvit.models.family import default_block_indices, vit_signature
+from medvit.models.vit import VisionTransformer
+from medvit.nn.flops import patch_embed_macs, vit_macs
+from medvit.nn.token_reorganize import FUSED_INDEX, block_forward_reorganize, num_kept
+
+
+class EViT(VisionTransformer):
+    """ViT with EViT token reorganisation.
+
+    Args:
+        keep_rate: r in (0, 1], fraction of attentive patch tokens kept at each reorganising block;
+            may be changed during training (``model.keep_rate = keep_rate_schedule(...)``).
+        keep_locs: 0-based indices of the reorganising blocks; None → depth/4, depth/2, 3·depth/4
+            ((3, 6, 9) for depth 12, the paper's default).
+        fuse_token: fuse the inattentive tokens into one extra token (the paper's default).
+        **vit_kwargs: every :class:`VisionTransformer` argument; ``class_token`` must stay True
+            (the scores are CLS attention).
+    Raises:
+        ValueError: keep_rate outside (0, 1], block indices outside the depth, no class token.
+    """
+
+    @vit_signature
+    def __init__(
+        self,
+        *,
+        keep_rate: float = 0.7,
+        keep_locs: tuple[int, ...] | list[int] | None = None,
+        fuse_token: bool = True,
+        **vit_kwargs: Any,
+    ):
+        super().__init__(**vit_kwargs)
+        if not self.num_prefix_tokens:
+            raise ValueError("EViT scores tokens by the CLS token's attention; it needs class_token=True")
+        depth = len(self.blocks)
+        locs = default_block_indices(depth) if keep_locs is None else tuple(int(i) for i in keep_locs)
+        if any(not 0 <= i < depth for i in locs):
+            raise ValueError(f"keep_locs {locs} must be block indices in [0, {depth})")
+        num_kept(1, keep_rate)  # validates the range
+        self.keep_rate = float(keep_rate)
+        self.keep_locs = locs
+        self.fuse_token = fuse_token
+
+    # ------------------------------------------------------------------ token bookkeeping
+    def _run(
+        self, tokens: torch.Tensor, keep_rate: float | None, upto: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Blocks 0..upto with reorganisation: -> (tokens, patch index (B, N'), per-block outputs, probs)."""
+        r = self.keep_rate if keep_rate is None else keep_rate
+        B, T, _ = tokens.shape
+        P = self.num_prefix_tokens
+        index = torch.arange(T - P, device=tokens.device).expand(B, -1)
+        outs, maps = [], []
+        last = len(self.blocks) - 1 if upto is None else upto
+        for i, blk in enumerate(self.blocks):
+            rate = r if i in self.keep_locs else 1.0
+            tokens, index, probs = block_forward_reorganize(blk, tokens, rate, P, self.fuse_token, index)
+            outs.append(tokens)
+            maps.append(probs)
+            if i >= last:
+                break
+        return tokens, index, outs, maps
+
+    def forward_tokens(self, tokens: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
+        """(B, P + N, D) -> (B, P + N', D) after all blocks and the final norm (N' ≤ N)."""
+        return self.norm(self._run(tokens, keep_rate)[0])
+
+    def forward_features(self, x: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
+        """(B, C, *S) -> normalised tokens (B, P + N', D); N' from :meth:`num_output_tokens`."""
+        return self.forward_tokens(self.embed(x), keep_rate)
+
+    def num_output_tokens(self, num_patches: int, keep_rate: float | None = None) -> int:
+        """Tokens ``forward_features`` returns for ``num_patches`` patches."""
+        return self.tokens_per_block(num_patches, keep_rate)[-1][1]
+
+    def tokens_per_block(self, num_patches: int, keep_rate: float | None = None) -> list[tuple[int, int]]:
+        """(tokens entering attention, tokens entering the MLP) of each block, prefix included."""
+        r = self.keep_rate if keep_rate is None else keep_rate
+        P, n, out = self.num_prefix_tokens, num_patches, []
+        for i in range(len(self.blocks)):
+            n_in = n
+            if i in self.keep_locs:
+                k = num_kept(n, r)
+                if k < n:
+                    n = k + (1 if self.fuse_token else 0)
+            out.append((P + n_in, P + n))
+        return out
+
+    def analytic_macs(self, num_patches: int | None = None, keep_rate: float | None = None) -> int:
+        """MACs of one image (patch embed, blocks, head) by the shared formula in :mod:`medvit.nn.flops`."""
+        n = self.patch_embed.num_patches if num_patches is None else num_patches
+        pe = patch_embed_macs(n, self.in_chans, self.patch_size, self.embed_dim)
+        mlp_ratio = self.blocks[0].mlp.fc1.out_features / self.embed_dim
+        blocks = vit_macs(self.tokens_per_block(n, keep_rate), self.embed_dim, mlp_ratio, num_classes=self.num_classes)
+        return blocks + pe
+
+    @torch.no_grad()
+    def kept_token_map(self, x: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
+        """Which patches survive every reorganisation as themselves: (B, C, *S) -> bool (B, *grid)."""
+        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
+        _, index, _, _ = self._run(self.embed(x), keep_rate)
+        B = x.shape[0]
+        kept = torch.zeros(B, int(torch.tensor(grid).prod()) + 1, dtype=torch.bool, device=x.device)
+        kept.scatter_(1, torch.where(index == FUSED_INDEX, kept.shape[1] - 1, index), True)
+        return kept[:, :-1].reshape(B, *grid)
+
+    # ------------------------------------------------------------------ introspection
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        output_fmt: Literal["NLC", "NCHW"] = "NLC",
+        return_prefix_tokens: bool = False,
+    ) -> list[torch.Tensor]:
+        """Outputs of the chosen blocks. "NLC": (B, [P +] N_i, D), the tokens alive after block i.
+
+        "NCHW": (B, D, *grid) with each surviving patch token at its original position and zeros at
+        dropped ones (the fused token has no position and is left out).
+        """
+        wanted = self._resolve_indices(indices)
+        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
+        P = self.num_prefix_tokens
+        B = x.shape[0]
+        tokens = self.embed(x)
+        index = torch.arange(tokens.shape[1] - P, device=x.device).expand(B, -1)
+        r = self.keep_rate
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            rate = r if i in self.keep_locs else 1.0
+            tokens, index, _ = block_forward_reorganize(blk, tokens, rate, P, self.fuse_token, index)
+            if i in wanted:
+                o = self.norm(tokens) if norm else tokens
+                if output_fmt == "NCHW":
+                    n = int(torch.tensor(grid).prod())
+                    full = o.new_zeros(B, n + 1, o.shape[-1])
+                    slot = torch.where(index == FUSED_INDEX, n, index)
+                    full.scatter_(1, slot[..., None].expand(-1, -1, o.shape[-1]), o[:, P:])
+                    o = full[:, :n].transpose(1, 2).reshape(B, -1, *grid)
+                elif not return_prefix_tokens:
+                    o = o[:, P:]
+                outs.append(o)
+            if i >= max(wanted):
+                break
+        return outs
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Attention probabilities of every block, (B, H, T_i, T_i) with T_i the tokens block i sees."""
+        return self._run(self.embed(x), None)[3]
+
+    def extra_repr(self) -> str:
+        own = f", keep_rate={self.keep_rate}, keep_locs={self.keep_locs}, fuse={self.fuse_token}"
+        return super().extra_repr() + own
+
+
+_SIZES = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+}
+for _size, _shape in _SIZES.items():
+    register_backbone(
+        f"evit_{_size}_patch16_224", EViT,
+        description=f"EViT-{_size[0].upper()}/16: ViT with token reorganisation, r=0.7 at blocks 4/7/10",
+        img_size=224, patch_size=16, keep_rate=0.7, **_shape,
+    )
