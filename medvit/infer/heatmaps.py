@@ -14,9 +14,16 @@ from medvit.infer.preprocess import unmap_heatmap
 
 
 def heatmap_paths(out_dir: Path, rec: dict[str, Any]) -> tuple[Path, Path]:
-    """(png, dcm) paths for a record: ``heatmaps/<study uid>/<sop uid>.png|.dcm`` (de-identified UIDs if so)."""
-    d = Path(out_dir) / "heatmaps" / (rec.get("study_instance_uid") or "unknown-study")
-    return d / f"{rec['sop_instance_uid']}.png", d / f"{rec['sop_instance_uid']}.dcm"
+    """(png, dcm) paths for a record: ``heatmaps/<study uid>/<sop uid>.png|.dcm`` (de-identified UIDs if so).
+
+    The UIDs come from file headers: a value that is not a valid UID is hashed
+    (:func:`medvit.io.safe_write.path_component`) and the result is checked to stay inside ``out_dir``.
+    """
+    from medvit.io.safe_write import checked_path, path_component
+
+    d = Path(out_dir) / "heatmaps" / path_component(rec.get("study_instance_uid"), "unknown-study")
+    sop = path_component(rec.get("sop_instance_uid"), "unknown-instance")
+    return checked_path(out_dir, d / f"{sop}.png"), checked_path(out_dir, d / f"{sop}.dcm")
 
 
 def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str, Any]) -> str:
@@ -33,8 +40,10 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
         raise ValueError(f"{d.rel}: no display image kept for the overlay")
     src_heat = unmap_heatmap(heat, d.notes, run.cfg.geometry)
     rgb = overlay(d.unit.astype(np.float32), src_heat)
+    from medvit.io.safe_write import make_dirs
+
     png, dcm = heatmap_paths(run.out, rec)
-    png.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(run.out, png.parent)
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()  # provenance and intended use travel inside the PNG (tEXt chunks)
@@ -43,12 +52,12 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
                   + ("; research use only - not for diagnosis" if run.info.research_only else ""))
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
-    atomic_write_bytes(png, buf.getvalue())
+    atomic_write_bytes(png, buf.getvalue(), run.out)
     header = _source_header(run, d.rel)
     note = f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']} " \
            f"(p={rec['probabilities'][rec['heatmap_target']]:.3f})"
     write_overlay_sc(dcm, header, rgb, run.info.name, run.info.sha256, note, run.info.research_only,
-                     deidentified=run.deid is not None)
+                     deidentified=run.deid is not None, root=run.out)
     return png.relative_to(run.out).as_posix()
 
 

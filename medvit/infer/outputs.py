@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medvit.io.errors import printable
+from medvit.io.safe_write import atomic_write, open_exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -53,24 +54,44 @@ def prob_column(label: str) -> str:
     return f"p_{label}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def atomic_write_text(path: Path, text: str, root: Path | None = None) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`medvit.io.safe_write.atomic_write`; inside ``root`` if given)."""
+    atomic_write(path, text, root)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None) -> None:
     """Binary version of :func:`atomic_write_text`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, data, root)
+
+
+#: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: strings starting with ``= + - @ TAB CR`` get a leading ``'``.
+
+    Numbers are left alone (a negative number is data, not a formula); the JSONL keeps the raw value.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """:func:`csv_cell` applied to every value of a row."""
+    return {k: csv_cell(v) for k, v in row.items()}
+
+
+def csv_text(columns: list[str], rows: list[list[Any]]) -> str:
+    """A small CSV document (header + rows), every cell through :func:`csv_cell`."""
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([[csv_cell(v) for v in r] for r in rows])
+    return buf.getvalue()
 
 
 class StateMismatchError(ValueError):
@@ -162,8 +183,12 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str
     pred_cols = ID_COLUMNS + [prob_column(k) for k in labels] + TAIL_COLUMNS
     names = {"pred_csv": "predictions.csv", "pred_jsonl": "predictions.jsonl", "status": "status.csv",
              "errors": "errors.csv"}
-    tmps = {k: out_dir / f".{v}.tmp{os.getpid()}" for k, v in names.items()}
-    bufs = {k: open(p, "w", encoding="utf-8", newline="") for k, p in tmps.items()}  # streamed, not held
+    import io
+    import secrets
+
+    tmps = {k: out_dir / f".{v}.tmp{os.getpid()}.{secrets.token_hex(8)}" for k, v in names.items()}
+    bufs = {k: io.TextIOWrapper(open_exclusive(p), encoding="utf-8", newline="")  # streamed, not held
+            for k, p in tmps.items()}
     pred_w = csv.DictWriter(bufs["pred_csv"], pred_cols, extrasaction="ignore", lineterminator="\n")
     status_w = csv.DictWriter(bufs["status"], STATUS_COLUMNS, extrasaction="ignore", lineterminator="\n")
     err_w = csv.DictWriter(bufs["errors"], ERROR_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -174,10 +199,10 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str
     studies: set[str] = set()
     for rec in journal.records():
         rec = printable(rec)  # the journal keeps the exact name (resume key); tables get valid text
-        status_w.writerow(rec)
+        status_w.writerow(csv_row(rec))
         counts[rec["status"]] += 1
         if rec["status"] == "error":
-            err_w.writerow(rec)
+            err_w.writerow(csv_row(rec))
             counts["error_stages"][rec["stage"]] = counts["error_stages"].get(rec["stage"], 0) + 1
         elif rec["status"] == "skipped":
             short = rec["reason"].split(" (")[0]
@@ -194,7 +219,7 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str
         model = rec["model"]
         row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
         row["preprocessing"] = format_notes(rec["preprocessing"])
-        pred_w.writerow(row)
+        pred_w.writerow(csv_row(row))
         for k in rec["positive_findings"]:
             counts["positives"][k] += 1
     counts["studies"] = len(studies)

@@ -17,7 +17,8 @@ def write_study_reports(run: Any) -> tuple[int, int]:
     A study whose SR cannot be built is logged and recorded in errors.csv-adjacent ``sr_errors.csv``; its
     image predictions stay valid.
     """
-    from medvit.infer.outputs import atomic_write_text
+    from medvit.infer.outputs import atomic_write_text, csv_text
+    from medvit.io.safe_write import path_component
     from medvit.io.sr import AlgorithmInfo, Finding, ImageFindings, write_findings_sr
     from medvit.version import __version__
 
@@ -37,13 +38,13 @@ def write_study_reports(run: Any) -> tuple[int, int]:
                 findings = [Finding(k, float(p), float(r["thresholds"][k]), k in r["positive_findings"])
                             for k, p in r["probabilities"].items()]
                 images.append(ImageFindings(_source_header(run, r["file"]), findings))
-            write_findings_sr(out_dir / f"{study or 'unknown-study'}.dcm", images, algo,
-                              deidentified=run.deid is not None)
+            write_findings_sr(out_dir / f"{path_component(study, 'unknown-study')}.dcm", images, algo,
+                              deidentified=run.deid is not None, root=run.out)
             written += 1
         except Exception as e:  # one bad study must not cost the others
             logger.warning("SR for study %s not written: %s: %s", study, type(e).__name__, e)
-            failures.append(f"{study},sr,\"{type(e).__name__}: {e}\"")
+            failures.append([study, "sr", f"{type(e).__name__}: {e}"])
     if failures or (out_dir.parent / "sr_errors.csv").exists():
-        atomic_write_text(out_dir.parent / "sr_errors.csv", "study_instance_uid,stage,reason\n" +
-                          "".join(f + "\n" for f in failures))
+        atomic_write_text(out_dir.parent / "sr_errors.csv", csv_text(["study_instance_uid", "stage", "reason"],
+                                                                     failures), run.out)
     return written, len(failures)

@@ -78,6 +78,11 @@ class InferConfig:
             raise ValueError(f"geometry must be pad or crop, got {self.geometry!r}")
         if not Path(self.input).exists():
             raise FileNotFoundError(f"input {self.input} does not exist")
+        inp, out = Path(self.input).resolve(), Path(self.output).resolve()
+        in_root = inp.parent if inp.is_file() and inp.name.upper() == "DICOMDIR" else inp
+        if in_root.is_dir() and (out == in_root or in_root in out.parents):
+            raise ValueError(f"output {self.output} is inside input {self.input}: a later run would read its own "
+                             "heatmaps and reports as inputs. Choose an output folder outside the input.")
 
 
 @dataclass
@@ -377,23 +382,19 @@ class InferenceRun:
             "intended_use": RESEARCH_NOTE if self.info.research_only else "", "counts": counts,
             "versions": _versions(), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
         }
-        atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str))
+        atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str), self.out)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.name.tmpPID`` files a killed run left behind (atomic writes that never reached os.replace)."""
-    import re
+    """Delete temporary files that dead runs left behind (atomic writes that never reached os.replace).
 
-    pat = re.compile(r"^\..+\.tmp\d+$")
-    for sub in (out, out / "sr", out / STATE_DIR):
-        if sub.is_dir():
-            for f in sub.iterdir():
-                if f.is_file() and pat.match(f.name):
-                    f.unlink()
-    if (out / "heatmaps").is_dir():
-        for f in (out / "heatmaps").rglob(".*.tmp*"):
-            if f.is_file() and pat.match(f.name):
-                f.unlink()
+    Only files named like :data:`medvit.io.safe_write.TEMP_PATTERN` whose writer process no longer exists
+    are removed, so a live writer's file is never touched.
+    """
+    from medvit.io.safe_write import remove_dead_temporaries
+
+    for f in remove_dead_temporaries(out, recursive=True):
+        logger.info("removed a temporary file of a dead run: %s", f)
 
 
 def _rel_key(p: Path, root: Path) -> str:

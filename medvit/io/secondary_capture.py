@@ -8,7 +8,6 @@ the series description and Image Comments. Pixels are 8-bit RGB.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,15 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
 
 
 def write_overlay_sc(path: str | Path, source: Any, rgb: np.ndarray, model_name: str, sha256: str,
-                     description: str = "", research_only: bool = True, deidentified: bool = False) -> Path:
-    """Build (see :func:`build_overlay_sc`) and write atomically to ``path``."""
+                     description: str = "", research_only: bool = True, deidentified: bool = False,
+                     root: str | Path | None = None) -> Path:
+    """Build (see :func:`build_overlay_sc`) and write atomically to ``path`` (kept inside ``root`` if given)."""
+    from medvit.io.safe_write import save_dataset
+
     sc = build_overlay_sc(source, rgb, model_name, sha256, description, research_only, deidentified)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    sc.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, p)
-    return p
+    return save_dataset(p, sc, root)
 
 
 def _orientation(source: Any) -> tuple[str, str] | None:

@@ -166,17 +166,17 @@ def _mark_deidentified(ds: Any) -> None:
 
 
 def write_findings_sr(path: str | Path, images: list[ImageFindings], algorithm: AlgorithmInfo,
-                      deidentified: bool = False) -> Path:
-    """Build the SR (see :func:`build_findings_sr`) and write it atomically to ``path``; returns ``path``."""
-    import os
+                      deidentified: bool = False, root: str | Path | None = None) -> Path:
+    """Build the SR (see :func:`build_findings_sr`) and write it atomically to ``path``; returns ``path``.
+
+    ``root``: when given, ``path`` must stay inside it (:class:`medvit.io.safe_write.UnsafePathError`).
+    """
+    from medvit.io.safe_write import save_dataset
 
     sr = build_findings_sr(images, algorithm, deidentified=deidentified)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    sr.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, p)
-    return p
+    return save_dataset(p, sr, root)
 
 
 def read_findings(path: str | Path) -> list[dict[str, Any]]:
