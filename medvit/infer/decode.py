@@ -90,7 +90,7 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
     try:
         ds = read_header(p)
     except Exception as e:
-        return Decoded(rel, "error", "header", f"unreadable header ({type(e).__name__}: {e})")
+        return Decoded(rel, "error", "header", f"unreadable header ({type(e).__name__}: {_reason(e)})")
     if ds is None:
         return Decoded(rel, "skipped", "header", "not a DICOM file")
     header = {k: _jsonable(getattr(ds, k, None)) for k in HEADER_KEYS if getattr(ds, k, None) not in (None, "")}
@@ -115,7 +115,7 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
         kind = type(e).__name__
         if kind in ("NoPixelDataError", "NotDicomError"):
             return Decoded(rel, "skipped", "decode", getattr(e, "reason", str(e)), header, selection)
-        return Decoded(rel, "error", "decode", f"{kind}: {getattr(e, 'reason', e)}", header, selection)
+        return Decoded(rel, "error", "decode", f"{kind}: {_reason(e)}", header, selection)
     try:
         px = np.asarray(image.pixels)
         axes = getattr(image, "axes", "HW")
@@ -130,9 +130,16 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
         if not np.isfinite(x).all():
             return Decoded(rel, "error", "preprocess", "non-finite values after preprocessing", header, selection)
     except Exception as e:
-        return Decoded(rel, "error", "preprocess", f"{type(e).__name__}: {e}", header, selection)
+        return Decoded(rel, "error", "preprocess", f"{type(e).__name__}: {_reason(e)}", header, selection)
     return Decoded(rel, "ok", "", "", header, selection, x, notes,
                    unit.astype(np.float16) if spec.keep_unit else None)
+
+
+def _reason(e: BaseException) -> str:
+    """Message of ``e`` for the error table: medvit's own reason, quoted header values redacted."""
+    from medvit.io.errors import redact_values
+
+    return redact_values(str(getattr(e, "reason", e)))
 
 
 def _read_image(p: Path, pixel_budget: int | None) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medvit.infer.heatmaps import _source_header
+from medvit.io.errors import redact_values
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,10 @@ def write_study_reports(run: Any) -> tuple[int, int]:
             write_findings_sr(out_dir / f"{path_component(study, 'unknown-study')}.dcm", images, algo,
                               deidentified=run.deid is not None, root=run.out)
             written += 1
-        except Exception as e:  # one bad study must not cost the others
-            logger.warning("SR for study %s not written: %s: %s", study, type(e).__name__, e)
-            failures.append([study, "sr", f"{type(e).__name__}: {e}"])
+        except Exception as e:  # one bad study must not cost the others (no header value in the message)
+            reason = f"{type(e).__name__}: {redact_values(str(e))}"
+            logger.warning("SR for study %s not written: %s", study, reason)
+            failures.append([study, "sr", reason])
     if failures or (out_dir.parent / "sr_errors.csv").exists():
         atomic_write_text(out_dir.parent / "sr_errors.csv", csv_text(["study_instance_uid", "stage", "reason"],
                                                                      failures), run.out)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medvit.io import dicom_pixels as px
-from medvit.io.errors import CorruptFileError, MedicalIOError, NotDicomError
+from medvit.io.errors import CorruptFileError, MedicalIOError, NotDicomError, redact_pydicom_log
 from medvit.io.image import MedicalImage, VoiLut, Window
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"DICOM file not found: {p}")
+    redact_pydicom_log()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on many benign quirks; errors below are typed
         try:

@@ -33,6 +33,66 @@ def printable(value: object) -> object:
     return value
 
 
+_QUOTED = None
+
+
+def redact_values(text: str) -> str:
+    """``text`` (a third-party exception message) with quoted values replaced by ``'<value>'``.
+
+    pydicom and highdicom quote the offending header value in their messages (``Unable to convert
+    '04/03/1951' to 'DA' object``); a header value must never reach a log line or an error table, so every
+    quoted part that is not a DICOM keyword or a VR name is redacted. Unquoted numbers stay.
+    """
+    import re
+
+    global _QUOTED
+    if _QUOTED is None:
+        _QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+
+    def sub(m: re.Match[str]) -> str:
+        inner = m.group(1) if m.group(1) is not None else m.group(2)
+        if _is_keyword(inner):
+            return m.group(0)
+        return "'<value>'"
+
+    return _QUOTED.sub(sub, str(text))
+
+
+def _is_keyword(word: str) -> bool:
+    if len(word) == 2 and word.isupper():  # a VR name (DA, TM, CS, ...)
+        return True
+    try:
+        from pydicom.datadict import tag_for_keyword
+
+        return bool(word) and word.isidentifier() and tag_for_keyword(word) is not None
+    except ImportError:  # pragma: no cover
+        return False
+
+
+class _RedactValues:
+    """logging filter: the record's message with quoted header values redacted (see :func:`redact_values`)."""
+
+    def filter(self, record: object) -> bool:
+        try:
+            msg = record.getMessage()  # type: ignore[attr-defined]
+        except Exception:
+            return True
+        record.msg, record.args = redact_values(msg), ()  # type: ignore[attr-defined]
+        return True
+
+
+def redact_pydicom_log() -> None:
+    """Make the ``pydicom`` logger redact the header values it quotes (``Invalid value for VR DA: '...'``).
+
+    Idempotent; called by medvit's DICOM readers. Only the message text of pydicom's own records changes.
+    """
+    import logging
+
+    lg = logging.getLogger("pydicom")
+    if not any(isinstance(f, _RedactValues) for f in lg.filters):
+        lg.addFilter(_RedactValues())
+
+
 class MedicalIOError(ValueError):
     """Base class: a file could not be read as a medical image.
 
@@ -94,5 +154,7 @@ __all__ = [
     "UnsupportedPhotometricError",
     "UnsupportedTransferSyntaxError",
     "printable",
+    "redact_pydicom_log",
+    "redact_values",
     "printable_path",
 ]

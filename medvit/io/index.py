@@ -155,8 +155,30 @@ def _values(ds: Any) -> dict[str, str]:
             continue
         if v is None or elem.VR == "SQ":
             continue
+        if isinstance(v, bytes):  # VR UN (or OB/OW) left undecoded: text per the dictionary VR, never b'...'
+            v = _bytes_value(tag, v, ds)
         out[kw] = "\\".join(str(x) for x in v) if isinstance(v, MultiValue | list | tuple) else str(v)
     return out
+
+
+def _bytes_value(tag: Any, raw: bytes, ds: Any) -> str:
+    """Text of a value pydicom left as bytes (VR UN, PS3.5 6.2.2): decoded with the data set's Specific
+    Character Set when the data dictionary gives the tag a text VR, else hexadecimal."""
+    from pydicom.charset import decode_bytes
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        vr = "UN"
+    if vr in _TEXT_VRS:
+        charset = ds.get("SpecificCharacterSet") or "ISO_IR 6"
+        try:
+            text = decode_bytes(raw, [charset] if isinstance(charset, str) else list(charset), set())
+        except Exception:
+            text = raw.decode("latin-1")
+        return "\\".join(part.strip(" \0") for part in text.split("\\"))
+    return raw.hex()
 
 
 def header_row(path: str | Path) -> dict[str, Any]:

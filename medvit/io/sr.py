@@ -75,6 +75,61 @@ def finding_code(label: str) -> Any:
         return Code(slug, PRIVATE_SCHEME, label[:64])
 
 
+#: Type 2 attributes of the Patient and General Study modules that highdicom copies from the first source
+#: (PS3.3 C.7.1.1, C.7.2.1); a source without them gets them empty in the SR's copy
+SR_TYPE2_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                   "StudyID", "AccessionNumber", "ReferringPhysicianName")
+_VALIDATED_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UI"}
+
+
+def sr_source(ds: Any) -> Any:
+    """A copy of a source header fit to be the SR's patient/study source and evidence.
+
+    Per PS3.5 6.2 every top-level value of a checked VR (DA, TM, DT, AS, CS, DS, IS, UI, ...) that is not valid
+    becomes empty (a Type 2 attribute may be empty; the SR must not carry a malformed date), missing Type 2
+    attributes of :data:`SR_TYPE2_SOURCE` are added empty, and Patient's Sex outside its enumerated values
+    ``M``/``F``/``O`` (PS3.3 C.7.1.1) becomes empty. Values never appear in logs: pydicom's validation
+    warnings are suppressed while checking.
+    """
+    import copy
+    import warnings
+
+    from pydicom import config
+    from pydicom.valuerep import DA, DT, TM, validate_value
+
+    src = copy.deepcopy(ds)
+    plog = logging.getLogger("pydicom")
+    was_disabled, plog.disabled = plog.disabled, True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for tag in list(src.keys()):
+                try:
+                    elem = src[tag]
+                except Exception:  # a value pydicom cannot even convert: drop it
+                    del src[tag]
+                    continue
+                if elem.VR not in _VALIDATED_VRS or elem.value in (None, ""):
+                    continue
+                values = elem.value if isinstance(elem.value, list | tuple) or hasattr(elem.value, "_list") \
+                    else [elem.value]
+                try:
+                    for v in values:
+                        validate_value(elem.VR, v, config.RAISE)
+                        if elem.VR in ("DA", "TM", "DT") and isinstance(v, str):
+                            {"DA": DA, "TM": TM, "DT": DT}[elem.VR](v)  # range checks (month 13, hour 25)
+                except Exception:
+                    elem.value = None
+            for kw in SR_TYPE2_SOURCE:
+                if kw not in src:
+                    setattr(src, kw, None)
+            if str(src.PatientSex or "") not in ("M", "F", "O", ""):
+                src.PatientSex = None
+    finally:
+        plog.disabled = was_disabled
+    return src
+
+
 def _uid_from(*parts: str) -> str:
     from pydicom.uid import generate_uid
 
@@ -94,6 +149,7 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
 
     if not images:
         raise ValueError("build_findings_sr: no images given")
+    images = [ImageFindings(sr_source(im.source), im.findings) for im in images]
     studies = {str(im.source.StudyInstanceUID) for im in images}
     if len(studies) != 1:
         raise ValueError(f"build_findings_sr: images come from {len(studies)} studies; write one SR per study")

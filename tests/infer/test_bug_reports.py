@@ -61,3 +61,101 @@ def test_non_utf8_file_names_are_escaped_in_tables(model, tmp_path, raw):
     assert len(series) == 2 and {Path(r["first_file"]).name for r in series} == {"a.dcm", escaped}
     doc = json.loads((tmp_path / "idx.json").read_text(encoding="utf-8"))
     assert doc["summary"]["files"] == 2
+
+
+#: one fault per study: a missing Type 2 attribute or an invalid value in the study's first source instance
+SR_FAULTS = {
+    "no_birth_date": ("PatientBirthDate", None), "no_sex": ("PatientSex", None), "no_time": ("StudyTime", None),
+    "no_study_id": ("StudyID", None), "no_accession": ("AccessionNumber", None),
+    "no_referrer": ("ReferringPhysicianName", None), "bad_date": ("StudyDate", "NX DE_XXXXXXXXXX"),
+    "us_birth_date": ("PatientBirthDate", "04/03/1951"), "month_13": ("StudyDate", "20241399"),
+    "bad_time": ("StudyTime", "25:99"), "bad_sex": ("PatientSex", "female"), "bad_age": ("PatientAge", "abcd"),
+}
+BAD_VALUES = [v for _, v in SR_FAULTS.values() if v]
+
+
+def _set_raw(path: Path, keyword: str, value: str | None) -> None:
+    """Remove ``keyword`` or store ``value`` without pydicom's validation (as a faulty modality would)."""
+    import warnings
+
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    if value is None:
+        delattr(ds, keyword)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
+def test_sr_written_despite_missing_type2_and_invalid_values(model, tmp_path, caplog, capfd):
+    import logging
+
+    import pydicom
+
+    from medvit.io.sr import read_findings
+
+    inp = tmp_path / "in"
+    studies = {}
+    for k, (kw, value) in enumerate(SR_FAULTS.items()):
+        study = studies[kw] = _uid()
+        first = write_dx(inp / kw / "a.dcm", study, _uid(), seed=k)
+        write_dx(inp / kw / "b.dcm", study, _uid(), seed=100 + k)
+        _set_raw(first, *value)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.DEBUG):
+        res = run_inference(InferConfig(str(model), str(inp), str(out), workers=0, progress=False, sr=True))
+    assert res.exit_code == EXIT_OK and res.counts["sr_failed"] == 0
+    assert res.counts["sr_written"] == len(SR_FAULTS)
+    for kw, (attr, value) in SR_FAULTS.items():
+        sr_path = out / "sr" / f"{studies[kw]}.dcm"
+        sr = pydicom.dcmread(sr_path)
+        assert len(read_findings(sr_path)) == 2 * 3
+        if attr in ("PatientBirthDate", "PatientSex", "StudyTime", "StudyID", "AccessionNumber", "StudyDate"):
+            assert attr in sr and sr[attr].value in ("", None), (kw, sr.get(attr))  # Type 2: present, empty
+        if value:
+            assert value not in sr_path.read_bytes().decode("latin-1")
+    seen = caplog.text + "".join(capfd.readouterr())
+    for f in out.rglob("*"):  # error tables and logs (the prediction tables carry header values as data)
+        if f.is_file() and (f.name.endswith("errors.csv") or f.suffix == ".log"):
+            seen += f.read_text(encoding="utf-8")
+    for v in BAD_VALUES:
+        assert v not in seen, v
+
+
+def test_sr_failure_reasons_carry_no_header_value():
+    from medvit.io.errors import redact_values
+
+    msg = redact_values("Unable to convert '04/03/1951' to 'DA' object; \"NX DE_X\" for 'StudyDate'")
+    assert "04/03/1951" not in msg and "NX DE_X" not in msg
+    assert "'DA'" in msg and "'StudyDate'" in msg
+
+
+def test_vr_un_values_are_text_in_the_index(tmp_path, monkeypatch):
+    """Values stored with VR UN (PS3.5 6.2.2) and left undecoded by pydicom appear as text, not b'...'."""
+    import struct
+
+    from pydicom import config
+
+    from medvit.io.index import header_row
+
+    p = write_dx(tmp_path / "a.dcm", _uid(), _uid())
+    import pydicom
+
+    ds = pydicom.dcmread(p)
+    ds.SpecificCharacterSet, ds.StudyDescription, ds.PatientName = "ISO_IR 100", "CHEST PA", "Doe^J\xf6hn"
+    ds.save_as(p)
+    b = p.read_bytes()
+    for group, elem, vr in [(0x0008, 0x1030, b"LO"), (0x0010, 0x0010, b"PN"), (0x0008, 0x0020, b"DA")]:
+        head = struct.pack("<HH", group, elem) + vr
+        i = b.index(head)
+        n = struct.unpack("<H", b[i + 6:i + 8])[0]
+        b = b[:i] + struct.pack("<HH", group, elem) + b"UN\0\0" + struct.pack("<I", n) + b[i + 8:]
+    p.write_bytes(b)
+    monkeypatch.setattr(config, "replace_un_with_known_vr", False)
+    row = header_row(p)
+    assert (row["study_description"], row["patient_name"], row["study_date"]) == ("CHEST PA", "Doe^J\xf6hn",
+                                                                                  "20240102")
+    assert not any(str(v).startswith("b'") for v in row.values())
