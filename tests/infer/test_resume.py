@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,25 @@ from tests.infer.helpers import LABELS, make_model, make_studies
 pytestmark = pytest.mark.slow
 
 
-def _cmd(model: Path, inp: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "medvit.cli.main", "infer", "-m", str(model), "-i", str(inp), "-o", str(out),
+#: ``medvit infer`` that SIGKILLs its own process group (itself and its decode workers) right after the journal
+#: holds 4 or more records and is synced: a kill at a known point of the run, with no polling and no timing.
+_KILLED_AFTER_4 = """
+import os, signal, sys
+from medvit.cli.main import main
+from medvit.infer.outputs import Journal
+_sync = Journal.sync
+def sync(self):
+    _sync(self)
+    if self.path.read_bytes().count(b"\\n") >= 4:
+        os.killpg(0, signal.SIGKILL)
+Journal.sync = sync
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cmd(model: Path, inp: Path, out: Path, kill_after_4: bool = False) -> list[str]:
+    entry = ["-c", _KILLED_AFTER_4] if kill_after_4 else ["-m", "medvit.cli.main"]
+    return [sys.executable, *entry, "infer", "-m", str(model), "-i", str(inp), "-o", str(out),
             "--batch-size", "2", "--workers", "2", "--sr", "--heatmaps", "--quiet", "--threads", "1"]
 
 
@@ -48,16 +64,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert res.exit_code == 0
 
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cmd(model, inp, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     journal = out / ".medvit-infer" / "journal.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if journal.is_file() and journal.read_bytes().count(b"\n") >= 4:
-            break
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc = subprocess.run(_cmd(model, inp, out, kill_after_4=True), env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     n_before = journal.read_bytes().count(b"\n")
     assert 4 <= n_before < 21

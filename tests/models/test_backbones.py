@@ -57,26 +57,27 @@ def test_state_dict_and_safetensors_round_trip(name, tmp_path):
     assert m3.arch_name == name
 
 
+#: (illegal constructor arguments, the message the ValueError must carry)
 ILLEGAL = [
-    dict(embed_dim=50, num_heads=4),  # not divisible
-    dict(depth=0),
-    dict(spatial_dims=4),
-    dict(img_size=30, patch_size=16),  # patch does not divide
-    dict(global_pool="max"),
-    dict(global_pool="token", class_token=False),
-    dict(pos_embed="rope"),
-    dict(drop_path_rate=1.0),
-    dict(in_chans=0),
-    dict(num_classes=-1),
-    dict(embed_dim=50, num_heads=5),  # sin-cos needs D % 4 (2D) or % 6 (3D)
+    (dict(embed_dim=50, num_heads=4), "embed_dim 50 must be divisible by num_heads 4"),
+    (dict(depth=0), "depth must be a positive int, got 0"),
+    (dict(spatial_dims=4), "spatial_dims must be 2 or 3, got 4"),
+    (dict(img_size=30, patch_size=16), r"patch_size \(16, 16(, 16)?\) must divide img_size"),
+    (dict(global_pool="max"), "global_pool must be 'token', 'avg' or '', got 'max'"),
+    (dict(global_pool="token", class_token=False), "global_pool='token' needs class_token=True"),
+    (dict(pos_embed="rope"), "pos_embed must be 'learn', 'sincos' or 'none', got 'rope'"),
+    (dict(drop_path_rate=1.0), r"drop_path_rate must be in \[0, 1\), got 1.0"),
+    (dict(in_chans=0), "in_chans must be a positive int, got 0"),
+    (dict(num_classes=-1), "num_classes must be an int >= 0, got -1"),
+    (dict(embed_dim=50, num_heads=5), "sin-cos position init needs embed_dim divisible by [46] in [23]D, got 50"),
 ]
 
 
 @pytest.mark.parametrize("name", BACKBONES)
-@pytest.mark.parametrize("bad", ILLEGAL, ids=[str(b) for b in ILLEGAL])
-def test_illegal_arguments(name, bad):
+@pytest.mark.parametrize(("bad", "message"), ILLEGAL, ids=[str(b) for b, _ in ILLEGAL])
+def test_illegal_arguments(name, bad, message):
     kw = {**tiny_args(name), **bad}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         create_model(name, **kw)
 
 
@@ -128,7 +129,7 @@ def test_reset_classifier():
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, 7)
     m.reset_classifier(0)
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, m.embed_dim)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_classes must be >= 0, got -2"):
         m.reset_classifier(-2)
 
 
@@ -157,7 +158,7 @@ def test_checkpoint_errors_name_keys_and_files(tmp_path):
     torch.save(m.state_dict(), d / "model.safetensors")
     with pytest.raises(CheckpointError, match="pickled PyTorch checkpoint"):
         load_model(d)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="nope"):
         load_model(tmp_path / "nope")
 
 

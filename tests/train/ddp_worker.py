@@ -1,5 +1,9 @@
-"""Run under ``torchrun --nproc_per_node 2``: two MAE steps on phantoms with DDP (gloo); each rank saves its weights
-and the image ids it trained on to ``OUT/rank<r>.safetensors`` / ``OUT/rank<r>.json``. Used by test_ddp.py."""
+"""One DDP rank (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set as torchrun sets them): two MAE steps on phantoms (gloo);
+saves its weights and the image ids it trained on to ``OUT/rank<r>.safetensors`` / ``OUT/rank<r>.json``.
+
+``python ddp_worker.py OUT [INIT_METHOD]``: with ``INIT_METHOD`` (e.g. ``file:///tmp/x/rendezvous``) the process group
+is started on it before the trainer joins it; without, the trainer starts it from torchrun's environment. Used by
+test_ddp.py."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from pathlib import Path
 import torch
 
 
-def main(out: str) -> None:
+def main(out: str, init_method: str | None = None) -> None:
+    import torch.distributed as dist
     from safetensors.torch import save_file
 
     from medvit.data import build_dataset
@@ -20,6 +25,9 @@ def main(out: str) -> None:
     from medvit.train import TrainConfig, Trainer
 
     torch.set_num_threads(1)
+    if init_method:
+        dist.init_process_group("gloo", init_method=init_method, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))
     torch.manual_seed(0)  # same init on every rank (DDP also broadcasts rank 0's weights)
     mae = create_mae("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4,
                      in_chans=1, decoder_dim=32, decoder_depth=1, decoder_heads=4, mask_ratio=0.75)
@@ -37,11 +45,9 @@ def main(out: str) -> None:
     save_file({k: v.contiguous() for k, v in mae.state_dict().items()}, str(Path(out) / f"rank{rank}.safetensors"))
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({"ids": seen, "losses": res.losses,
                                                             "world": int(os.environ.get("WORLD_SIZE", "1"))}))
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

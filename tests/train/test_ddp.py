@@ -1,4 +1,8 @@
-"""``torchrun --nproc_per_node 2`` on CPU (gloo): two steps, identical weights on both ranks, disjoint data shards."""
+"""Two DDP ranks on CPU (gloo), launched as torchrun would (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``): two steps,
+identical weights on both ranks, disjoint data shards.
+
+The ranks meet through a file store in the test's temporary folder, not a TCP port, so a concurrent test cannot take
+the rendezvous address (no probe-then-bind race, nothing to retry)."""
 
 from __future__ import annotations
 
@@ -14,18 +18,19 @@ import torch
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_torchrun_two_ranks_identical_weights(tmp_path):
+def test_two_ranks_identical_weights(tmp_path):
     from safetensors.torch import load_file
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "tests/train/ddp_worker.py", str(tmp_path)]
-    for _attempt in range(2):  # a port taken by a concurrent test between probe and bind is retried once
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
-        port_race = any(m in proc.stderr for m in ("Address already in use", "EADDRINUSE", "RendezvousConnectionError"))
-        if proc.returncode == 0 or not port_race:
-            break
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = tmp_path / "rendezvous"
+    procs, logs = [], [tmp_path / f"rank{r}.log" for r in range(2)]
+    for rank in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        with open(logs[rank], "w") as log:  # files, not pipes: a rank blocked on a full pipe would stall the other
+            procs.append(subprocess.Popen([sys.executable, str(Path(__file__).with_name("ddp_worker.py")),
+                                           str(tmp_path), store.as_uri()], env=env, stdout=log, stderr=log))
+    for p, log in zip(procs, logs, strict=True):
+        assert p.wait(timeout=110) == 0, log.read_text()[-3000:]
     w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     assert w0.keys() == w1.keys()
     assert all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -116,6 +116,8 @@ def test_bad_config_fails_before_training_naming_the_key(data, key, tmp_path):
 def test_pipeline_presets_validate():
     from pathlib import Path
 
-    for p in sorted(Path("pipelines/mae_thorax").glob("*.yaml")):
+    presets = sorted((Path(__file__).resolve().parents[2] / "pipelines" / "mae_thorax").glob("*.yaml"))
+    assert len(presets) >= 2, "no presets found: the glob must not pass empty"
+    for p in presets:
         spec, cfg = build_config(p, [])
         assert spec.name in ("mae_pretrain", "finetune_multilabel"), p

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -32,18 +32,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 40.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"viewer exited with code {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"viewer did not answer on {url} within {timeout:.0f} s")
+#: what Streamlit prints once its server listens (the readiness event; no polling)
+_READY = "You can now view your Streamlit app"
+
+
+def _follow(proc: subprocess.Popen, log: Path, ready: threading.Event) -> None:
+    """Copy the viewer's output to ``log``; set ``ready`` when the server says it listens, or when it exits."""
+    with open(log, "w") as fh:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            fh.write(line)
+            fh.flush()
+            if _READY in line:
+                ready.set()
+    ready.set()
 
 
 @pytest.fixture
@@ -52,11 +53,19 @@ def server(studies, tiny_model, tmp_path):
     cmd = [sys.executable, "-m", "medvit.cli.main", "viewer", "--data", str(studies), "--model", str(tiny_model),
            "--results", str(tmp_path / "results"), "--port", str(port)]
     log = tmp_path / "viewer.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    ready = threading.Event()
+    follower = threading.Thread(target=_follow, args=(proc, log, ready), daemon=True)
+    follower.start()
     url = f"http://localhost:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        if not ready.wait(timeout=60):
+            raise TimeoutError(f"viewer did not report listening on {url} within 60 s: {log.read_text()[-2000:]}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"viewer exited with code {proc.returncode}: {log.read_text()[-2000:]}")
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=10) as r:
+            assert r.read().strip() == b"ok"
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -64,6 +73,7 @@ def server(studies, tiny_model, tmp_path):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        follower.join(timeout=10)
 
 
 @pytest.fixture
