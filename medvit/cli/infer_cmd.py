@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="apply the DICOM PS3.15 basic profile to everything written (tables, SR, SC)")
     p.add_argument("--rules", help="series selection rules JSON (MONAI Deploy grammar); default: from the "
                    "model contract (modalities, view positions, body parts)")
-    p.add_argument("--geometry", choices=["pad", "crop"], default="pad",
-                   help="non-square images: centre pad or centre crop to the model's aspect (default pad)")
+    p.add_argument("--geometry", choices=["pad", "crop", "squash"], default=None,
+                   help="override the contract's crop mode for non-square images: centre pad or centre crop to the "
+                   "model's aspect, or squash (default: the model's contract; pad for checkpoints without one)")
     p.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="discard a different earlier run's results in OUTPUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -75,11 +75,11 @@ def resize(img: torch.Tensor, size: Sequence[int], mode: str = "bicubic") -> tor
 
 def random_resized_crop(img: torch.Tensor, size: Sequence[int], g: torch.Generator,
                         scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), mode: str = "bicubic") -> torch.Tensor:
     """(C, H, W) -> (C, *size) crop-and-resize; (C, D, H, W) volumes: cube-ish crop of volume fraction ~ U(scale)."""
     if img.ndim == 3:
         top, left, ch, cw = crop_params(img.shape[1], img.shape[2], scale, ratio, g)
-        return resize(img[:, top : top + ch, left : left + cw], size)
+        return resize(img[:, top : top + ch, left : left + cw], size, mode)
     if img.ndim == 4:
         frac = _u(g, *scale) ** (1 / 3)
         sides = [max(1, int(round(s * frac))) for s in img.shape[1:]]
@@ -326,6 +326,7 @@ def build_train_transform(
     hflip_prob: float = 0.5,
     randaug: str = "",
     in_chans: int | None = None,
+    interpolation: str = "bicubic",
 ) -> Callable[[Item, torch.Generator], Item]:
     """Random resized crop → flip → RandAugment (2D, optional) → normalise, on ``item["image"]``.
 
@@ -335,7 +336,7 @@ def build_train_transform(
 
     def tf(item: Item, g: torch.Generator) -> Item:
         img = item["image"].float()
-        img = random_resized_crop(img, _as_size(size, img.ndim - 1), g, scale, ratio)
+        img = random_resized_crop(img, _as_size(size, img.ndim - 1), g, scale, ratio, interpolation)
         if hflip_prob > 0 and _u(g) < hflip_prob:
             img = hflip(img)
         if ra is not None:
@@ -359,5 +360,28 @@ def build_eval_transform(
         if in_chans and img.shape[0] != in_chans and img.shape[0] == 1:
             img = img.expand(in_chans, *img.shape[1:])
         return {**item, "image": normalize(img, mean, std).contiguous()}
+
+    return tf
+
+
+def build_contract_eval_transform(contract: Any) -> Callable[..., Item]:
+    """Evaluation transform = the serving preprocessing of ``contract`` (a WeightContract or a Preprocessor).
+
+    ``item["image"]``: (1, H, W) grey or (3, H, W) RGB in [0, 1] at the resolution the dataset read (the output of
+    the intensity step, :func:`medvit.data.imageload.load_unit`) -> the model input of
+    :meth:`medvit.data.preprocess.Preprocessor.from_unit` (geometry, crop_pct, interpolation, channels, mean/std):
+    the numbers ``medvit infer`` and the viewer feed the model for the same file.
+    """
+    from medvit.data.preprocess import Preprocessor
+
+    pre = contract if isinstance(contract, Preprocessor) else Preprocessor.from_contract(contract)
+
+    def tf(item: Item, g: torch.Generator | None = None) -> Item:
+        img = item["image"].detach().float().cpu().numpy()
+        if img.ndim != 3 or img.shape[0] not in (1, 3):
+            raise ValueError(f"eval transform needs a 2D (1|3, H, W) image, got shape {tuple(img.shape)}")
+        unit = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+        x, _ = pre.from_unit(unit)
+        return {**item, "image": torch.from_numpy(x)}
 
     return tf

@@ -84,7 +84,8 @@ class CheXpert(ItemDataset):
 
     def __init__(self, root: str | Path, split: str = "train", labels: tuple[str, ...] | list[str] = CHEXPERT5_LABELS,
                  uncertainty: str | dict[str, str] = "mae", blank: str = "zero", frontal_only: bool = True,
-                 image_size: int | None = 224, in_chans: int = 1, val_fraction: float = 0.05, transform: Any = None):
+                 image_size: int | None = 224, in_chans: int = 1, val_fraction: float = 0.05, transform: Any = None,
+                 intensity: dict[str, str] | None = None):
         check_split(split, _SPLITS, "chexpert")
         self.root = Path(root)
         csv_path = self.root / ("valid.csv" if split == "test" else "train.csv")
@@ -117,6 +118,7 @@ class CheXpert(ItemDataset):
         self.y, self.mask = apply_uncertainty(raw, self.policies, blank)
         self.paths, self.pids, self.views = paths, pids, views
         self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+        self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
 
     def resolve(self, csv_path: str) -> Path:
         """CSV ``Path`` → file: tried relative to ``root``, then with its first component stripped."""
@@ -138,7 +140,7 @@ class CheXpert(ItemDataset):
     def _item(self, i: int) -> dict[str, Any]:
         from medvit.data.imageload import load_gray01
 
-        img = load_gray01(self.resolve(self.paths[i]))
+        img = load_gray01(self.resolve(self.paths[i]), self.intensity)
         return {"image": to_chw(img, self.in_chans, self.image_size), "label": torch.from_numpy(self.y[i].copy()),
                 "label_mask": torch.from_numpy(self.mask[i].copy()), "id": self.paths[i], "patient_id": self.pids[i],
                 "view": self.views[i]}

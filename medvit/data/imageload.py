@@ -1,8 +1,12 @@
-"""Load an image file as a float32 (H, W) array scaled to [0, 1] for the dataset adapters.
+"""Load an image file for the dataset adapters: float32 (H, W) in [0, 1], through :mod:`medvit.io` and the
+intensity step of the one preprocessing (:class:`medvit.data.preprocess.Preprocessor`).
 
-DICOM goes through :func:`medvit.io.display_array` (the file's VOI window, else min-max; MONOCHROME1
-inverted so bright always means dense). 8/16-bit PNG/JPEG are divided
-by their type's maximum; NIfTI data (float, after scl_slope) is clipped to [0, 1].
+The reader is :func:`medvit.io.read_image` (DICOM, PNG/JPEG/TIFF/BMP, NIfTI, .npy); the 2D image is the one the
+viewer shows (:func:`medvit.io.display.slice_for_display`: frame 0, the middle axial slice of a volume, NIfTI in
+radiological orientation); intensities follow the per-file-kind ``intensity`` rules recorded in the weight contract
+(default :data:`~medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY`: file VOI for DICOM, stored bit range for
+PNG/JPEG, values as stored for float NIfTI / .npy). Colour images become grey by ITU-R 601 luma, as the serving
+preprocessing does for 1-channel models.
 """
 
 from __future__ import annotations
@@ -11,46 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
+from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY, Preprocessor
 
-def _dicom01(path: Path) -> np.ndarray:
-    """DICOM → displayed values in [0, 1] through medvit.io (file VOI window, MONOCHROME1 inverted)."""
-    from medvit.io import display_array, read_image
-
-    img = read_image(path)
-    out = display_array(img)
-    if out.ndim == 3 and not img.is_color:
-        out = out[0]
-    elif out.ndim == 3:
-        out = out.mean(-1)
-    return np.clip(out, 0, 1).astype(np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def load_gray01(path: str | Path) -> np.ndarray:
-    """File → (H, W) float32 in [0, 1] (colour images are averaged to grey). Errors name the file."""
+def load_unit(path: str | Path, intensity: dict[str, str] | None = None,
+              window: tuple[float, float] | None = None) -> np.ndarray:
+    """File → (H, W) float32 in [0, 1] (see the module doc). Errors name the file."""
+    from medvit.io import MedicalIOError, read_image
+    from medvit.io.display import slice_for_display
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p} (check the dataset root and its CSV paths)")
-    name = p.name.lower()
+    rules = dict(TRAINING_DEFAULT_INTENSITY if intensity is None else intensity)
+    pre = Preprocessor(1, (1, 1), (0.0,), (1.0,), intensity_window=window, intensity=rules)
     try:
-        if name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            arr = np.asarray(nib.load(str(p)).get_fdata(), dtype=np.float32)
-            arr = arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
-            return np.clip(arr.T, 0, 1).astype(np.float32)  # NIfTI stores (x, y) → (rows, cols)
-        if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
-            from PIL import Image
-
-            with Image.open(p) as im:
-                a = np.asarray(im)
-            if a.ndim == 3:
-                a = a[..., :3].mean(-1)
-            scale = 65535.0 if a.dtype == np.uint16 or im.mode.startswith("I") else 255.0
-            return np.clip(a.astype(np.float32) / scale, 0, 1)
-        if name.endswith(".npy"):
-            return np.load(p, allow_pickle=False).astype(np.float32)
-        return _dicom01(p)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        image = slice_for_display(read_image(p))
+        unit = pre.intensity01(image)
+    except MedicalIOError as e:
+        raise ValueError(f"{p}: cannot read as an image ({e})") from e
+    except (OSError, ValueError, IndexError) as e:
         raise ValueError(f"{p}: cannot read as an image ({type(e).__name__}: {e})") from e
+    if unit.ndim == 3:
+        unit = unit @ _LUMA
+    return np.ascontiguousarray(unit, dtype=np.float32)
+
+
+def load_gray01(path: str | Path, intensity: dict[str, str] | None = None) -> np.ndarray:
+    """Alias of :func:`load_unit` (the name the dataset adapters used)."""
+    return load_unit(path, intensity)

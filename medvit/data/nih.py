@@ -52,7 +52,8 @@ class NIHChestXray14(ItemDataset):
     """NIH ChestX-ray14 multi-label dataset (items as in :mod:`medvit.data.datasets`)."""
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | None = 224, in_chans: int = 1,
-                 views: tuple[str, ...] | None = None, val_fraction: float = 0.1, transform: Any = None):
+                 views: tuple[str, ...] | None = None, val_fraction: float = 0.1, transform: Any = None,
+                 intensity: dict[str, str] | None = None):
         check_split(split, _SPLITS, "nih_chestxray14")
         self.root = Path(root)
         entry = self.root / "Data_Entry_2017.csv"
@@ -99,6 +100,7 @@ class NIHChestXray14(ItemDataset):
             raise FileNotFoundError(f"{len(missing)} images listed for split {split!r} are missing under "
                                     f"{self.root}/images*/ (e.g. {missing[:3]}); unpack all image archives")
         self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+        self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -115,7 +117,7 @@ class NIHChestXray14(ItemDataset):
         from medvit.data.imageload import load_gray01
 
         name, pid, y, view = self.rows[i]
-        img = load_gray01(self.paths[name])
+        img = load_gray01(self.paths[name], self.intensity)
         return {"image": to_chw(img, self.in_chans, self.image_size), "label": torch.from_numpy(y.copy()),
                 "label_mask": torch.ones(len(y), dtype=torch.bool), "id": name, "patient_id": pid, "view": view}
 

@@ -96,7 +96,7 @@ class PhantomFolderDataset(ItemDataset):
     """A folder written by ``medvit data synth``: ``manifest.json``, ``labels.csv``, ``splits/``, ``images/``."""
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None, in_chans: int = 1,
-                 transform: Any = None, kind: str | None = None):
+                 transform: Any = None, kind: str | None = None, intensity: dict[str, str] | None = None):
         check_split(split, _SPLITS, "phantom folder")
         self.root = Path(root)
         man = self.root / "manifest.json"
@@ -124,6 +124,7 @@ class PhantomFolderDataset(ItemDataset):
             raise KeyError(f"{self.root}/splits/{split}.txt lists ids absent from labels.csv, e.g. {missing[:3]}")
         self.rows = [rows[i] for i in ids]
         self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+        self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -135,7 +136,7 @@ class PhantomFolderDataset(ItemDataset):
         from medvit.data.imageload import load_gray01
 
         r = self.rows[i]
-        img = load_gray01(self.root / r["file"])
+        img = load_gray01(self.root / r["file"], self.intensity)
         item: dict[str, Any] = {"image": to_chw(img, self.in_chans, self.image_size), "id": r["image_id"],
                                 "patient_id": r["patient_id"]}
         if self.classification:

@@ -38,7 +38,7 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
 
     if d.unit is None:
         raise ValueError(f"{d.rel}: no display image kept for the overlay")
-    src_heat = unmap_heatmap(heat, d.notes, run.cfg.geometry)
+    src_heat = unmap_heatmap(heat, d.notes, run.pre.geometry)
     rgb = overlay(d.unit.astype(np.float32), src_heat)
     from medvit.io.safe_write import make_dirs
 

@@ -60,7 +60,7 @@ class InferConfig:
     heatmap_method: str = "gradcam"  # gradcam (class-specific) | rollout (attention rollout)
     deidentify: bool = False  # PS3.15 basic profile on everything written (tables, SR, SC)
     rules: str | None = None  # series selection rules JSON file; None = defaults from the model contract
-    geometry: str = "pad"  # non-square images: pad (keep the whole field) or crop (fill the input) to the aspect
+    geometry: str | None = None  # override the contract's crop_mode: pad (keep the field) | crop (fill) | squash
     threads: int | None = None  # torch intra-op threads (None = torch default)
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
     progress: bool = True  # show a progress bar on stderr
@@ -74,8 +74,8 @@ class InferConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.heatmap_method not in ("gradcam", "rollout"):
             raise ValueError(f"heatmap_method must be gradcam or rollout, got {self.heatmap_method!r}")
-        if self.geometry not in ("pad", "crop"):
-            raise ValueError(f"geometry must be pad or crop, got {self.geometry!r}")
+        if self.geometry not in (None, "pad", "crop", "squash"):
+            raise ValueError(f"geometry must be pad, crop or squash (or None: the contract's), got {self.geometry!r}")
         if not Path(self.input).exists():
             raise FileNotFoundError(f"input {self.input} does not exist")
         inp, out = Path(self.input).resolve(), Path(self.output).resolve()
@@ -214,7 +214,7 @@ class InferenceRun:
     def _fingerprint(self) -> dict[str, Any]:
         c = self.cfg
         return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": c.precision,
-                "geometry": c.geometry, "rules": self.rules.to_dict(), "heatmaps": c.heatmaps,
+                "geometry": self.pre.geometry, "rules": self.rules.to_dict(), "heatmaps": c.heatmaps,
                 "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify}
 
     def _deid_key(self) -> bytes:

@@ -1,13 +1,23 @@
 """The contract a set of weights carries: what input it expects and what its outputs mean.
 
 Every checkpoint's ``config.json`` holds one; preprocessing (batch inference, the viewer,
-fine-tuning) is derived from it, never retyped.
+fine-tuning evaluation) is derived from it by :class:`medvit.data.preprocess.Preprocessor`, never retyped.
+
+Checkpoints written before a field existed load with its default, which is what they were served with:
+``intensity`` = file VOI window (min-max without one) for every file kind, ``crop_mode`` pad,
+``crop_pct`` 1.0, ``resize_size`` none, ``interpolation`` bilinear.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+#: preprocessing vocabulary (the implementation and the same names: :mod:`medvit.data.preprocess`)
+CROP_MODES = ("pad", "crop", "squash")
+INTERPOLATIONS = ("bilinear", "bicubic")
+FILE_KINDS = ("dicom", "raster", "nifti", "npy")
+INTENSITY_RULES = ("voi", "minmax", "full", "identity")
 
 
 @dataclass
@@ -18,7 +28,14 @@ class WeightContract:
     input_size: tuple[int, ...] = (224, 224)  # spatial size the model was trained at
     mean: tuple[float, ...] = (0.5,)  # per-channel mean after scaling intensities to [0, 1]
     std: tuple[float, ...] = (0.5,)  # per-channel std after scaling intensities to [0, 1]
-    intensity_window: tuple[float, float] | None = None  # (center, width) applied before scaling; None = file VOI
+    intensity_window: tuple[float, float] | None = None  # (center, width) for grey images; None = the intensity rule
+    # how each file kind is scaled to [0, 1]: voi (file VOI window/LUT, else min-max) | minmax | full (stored bit
+    # range) | identity (values already in [0, 1]); kinds missing here use "voi" (what pre-rule checkpoints got)
+    intensity: dict[str, str] = field(default_factory=dict)
+    crop_mode: str = "pad"  # to the input's aspect: pad (keep the field of view) | crop (centre) | squash (ignore)
+    crop_pct: float = 1.0  # timm crop_pct: resize to input_size / crop_pct, centre crop input_size (0.875 = 256->224)
+    resize_size: tuple[int, ...] | None = None  # explicit size before the centre crop (overrides crop_pct's)
+    interpolation: str = "bilinear"  # resize filter (PIL, antialiased): bilinear | bicubic
     label_names: list[str] = field(default_factory=list)  # output index -> finding name
     thresholds: list[float] = field(default_factory=list)  # operating threshold per label (probabilities)
     multilabel: bool = True  # sigmoid per label (True) or softmax over labels (False)
@@ -37,6 +54,20 @@ class WeightContract:
         self.std = tuple(float(s) for s in self.std)
         if self.intensity_window is not None:
             self.intensity_window = (float(self.intensity_window[0]), float(self.intensity_window[1]))
+        self.intensity = {**{k: "voi" for k in FILE_KINDS}, **dict(self.intensity or {})}
+        bad = {k: v for k, v in self.intensity.items() if k not in FILE_KINDS or v not in INTENSITY_RULES}
+        if bad:
+            raise ValueError(f"contract intensity {bad} invalid: kinds {list(FILE_KINDS)}, "
+                             f"rules {list(INTENSITY_RULES)}")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"contract crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"contract interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        self.crop_pct = float(self.crop_pct)
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"contract crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.resize_size is not None:
+            self.resize_size = tuple(int(s) for s in self.resize_size)
         if self.in_chans < 1:
             raise ValueError(f"contract in_chans must be >= 1, got {self.in_chans}")
         for name, v in (("mean", self.mean), ("std", self.std)):
@@ -58,6 +89,8 @@ class WeightContract:
         d["std"] = list(self.std)
         if self.intensity_window is not None:
             d["intensity_window"] = list(self.intensity_window)
+        if self.resize_size is not None:
+            d["resize_size"] = list(self.resize_size)
         return d
 
     @classmethod

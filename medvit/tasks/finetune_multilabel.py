@@ -52,6 +52,8 @@ class FinetuneMultilabelConfig:
     hflip: float = 0.5  # horizontal flip probability
     randaug: str = "rand-m6-mstd0.5-inc1"  # timm RandAugment spec ("" = off)
     eval_crop_pct: float = 1.0  # eval resize+centre crop fraction (0.875 = Resize(256)+CenterCrop(224))
+    crop_mode: str = "crop"  # eval/serving geometry to the input's aspect: crop (centre) | pad | squash
+    interpolation: str = "bicubic"  # resize filter for training, evaluation and serving: bicubic | bilinear
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation; train.output_dir is set per seed
     seeds: list[int] = field(default_factory=lambda: [0])  # one full run per seed; results as mean ± sd
     threshold_rule: str = "youden"  # per-label operating threshold chosen on validation: "youden" or "f1"
@@ -75,6 +77,10 @@ class FinetuneMultilabelConfig:
             raise ValueError(f"rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
         if not 0.0 < self.eval_crop_pct <= 1.0:
             raise ValueError(f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+        if self.crop_mode not in ("pad", "crop", "squash"):
+            raise ValueError(f"crop_mode must be pad, crop or squash, got {self.crop_mode!r}")
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"interpolation must be bilinear or bicubic, got {self.interpolation!r}")
         if self.threshold_rule not in ("youden", "f1"):
             raise ValueError(f"threshold_rule must be 'youden' or 'f1', got {self.threshold_rule!r}")
         if not self.seeds:
@@ -125,6 +131,23 @@ def _normalization(cfg: FinetuneMultilabelConfig) -> tuple[tuple[float, ...], tu
     return dataset_normalization(cfg.dataset)
 
 
+def preprocessing_contract(cfg: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """The preprocessing half of the weight contract a task's evaluation uses and its checkpoints carry.
+
+    Intensity rules: what the file datasets read with (``dataset_args.intensity`` over
+    :data:`medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY`); geometry from ``crop_mode`` / ``eval_crop_pct`` /
+    ``interpolation`` when the task config has them.
+    """
+    from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY
+    from medvit.models import WeightContract
+
+    rules = {**TRAINING_DEFAULT_INTENSITY, **dict(cfg.dataset_args.get("intensity") or {})}
+    return WeightContract(in_chans=cfg.in_chans, input_size=(cfg.image_size, cfg.image_size), mean=mean, std=std,
+                          intensity=rules, crop_mode=getattr(cfg, "crop_mode", "crop"),
+                          crop_pct=getattr(cfg, "eval_crop_pct", 1.0),
+                          interpolation=getattr(cfg, "interpolation", "bicubic"))
+
+
 def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
     """The ``fraction`` of ``range(n)`` kept for seed ``seed`` (sorted; all of it when fraction >= 1)."""
     if fraction >= 1.0:
@@ -163,16 +186,17 @@ def build_model(cfg: FinetuneMultilabelConfig, num_classes: int) -> torch.nn.Mod
 def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, Any]:
     """One seed: train, select on validation, thresholds on validation, test once. Returns the seed summary."""
     from medvit.data import build_dataset
-    from medvit.data.augment import build_eval_transform, build_train_transform
+    from medvit.data.augment import build_contract_eval_transform, build_train_transform
     from medvit.eval import choose_thresholds, mean_auroc
     from medvit.eval.predict import cache_dataset, predict_multilabel
-    from medvit.models import WeightContract, save_checkpoint
+    from medvit.models import save_checkpoint
     from medvit.train import Trainer
 
     mean, std = _normalization(cfg)
-    eval_tf = build_eval_transform(cfg.image_size, mean, std, cfg.eval_crop_pct, in_chans=cfg.in_chans)
+    pre_contract = preprocessing_contract(cfg, mean, std)
+    eval_tf = build_contract_eval_transform(pre_contract)  # the serving preprocessing (medvit infer, viewer)
     train_tf = build_train_transform(cfg.image_size, mean, std, cfg.rrc_scale, hflip_prob=cfg.hflip,
-                                     randaug=cfg.randaug, in_chans=cfg.in_chans)
+                                     randaug=cfg.randaug, in_chans=cfg.in_chans, interpolation=cfg.interpolation)
     args = dict(cfg.dataset_args)
     train_ds = build_dataset(cfg.dataset, cfg.train_split, **args)
     label_names = list(train_ds.label_names)
@@ -216,9 +240,8 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
         test = mean_auroc(y, logits, mask, label_names)
         summary["test"] = test.as_dict()
         summary["test_table"] = test.table()
-    contract = WeightContract(
-        in_chans=cfg.in_chans, input_size=(cfg.image_size, cfg.image_size), mean=mean, std=std,
-        label_names=label_names, thresholds=thresholds, multilabel=True, research_only=True,
+    contract = dataclasses.replace(
+        pre_contract, label_names=label_names, thresholds=thresholds, multilabel=True, research_only=True,
         modalities=list(cfg.modalities), view_positions=list(cfg.view_positions), body_parts=list(cfg.body_parts),
         source=cfg.source or f"medvit finetune_multilabel on {cfg.dataset} (seed {seed})",
         description=f"{cfg.backbone} fine-tuned for {len(label_names)} findings; thresholds: "
