@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker
+from medvit.infer.duplicates import DUPLICATE_STAGE, DuplicateTracker
 from medvit.infer.outputs import (
     HEADER_TO_RECORD,
     RESEARCH_NOTE,
@@ -209,6 +210,7 @@ class InferenceRun:
         self.journal = Journal(self.out)
         self.deid = None
         self.writers: Any = None
+        self._bar: Any = None
 
     # ------------------------------------------------------------------ state
     def _fingerprint(self) -> dict[str, Any]:
@@ -306,19 +308,26 @@ class InferenceRun:
 
             self.deid = Deidentifier(self._deid_key())
         done = self.journal.open()
+        dups = DuplicateTracker(self.root)
+        if done:
+            dups.load(self.journal.records())
         exclude = self.out.resolve()
-        todo = (p for p in iter_files(self.root, exclude) if _rel_key(p, self.root) not in done)
+        todo = self._unique((p for p in iter_files(self.root, exclude) if _rel_key(p, self.root) not in done), dups)
         total = sum(1 for p in iter_files(self.root, exclude))
         self._write_run_json(started, None, {}, "running", 0.0, 0)
         spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps)
         max_inflight = max(2 * cfg.batch_size, 4 * max(cfg.workers, 1))
-        bar = _progress(total, len(done), cfg.progress)
+        bar = self._bar = _progress(total, len(done), cfg.progress)
         batch: list[Decoded] = []
         n_new = n_pred = 0
         t_pred = time.perf_counter()
         try:
             for d in _Decoder(spec, cfg.workers, max_inflight).run(todo):
                 n_new += 1
+                dup = dups.same_sop(d.rel, str(d.header.get("SOPInstanceUID", "")), d.x) if d.status == "ok" \
+                    else None
+                if dup:
+                    d.status, d.reason, d.stage = dup[0], dup[1], DUPLICATE_STAGE
                 if d.status == "ok":
                     batch.append(d)
                     if len(batch) >= cfg.batch_size:
@@ -340,6 +349,20 @@ class InferenceRun:
         except BaseException as e:  # run.json must not stay "running" (the journal keeps every finished file)
             self._write_run_json(started, _now(), {"error": type(e).__name__}, "failed", seconds, 1)
             raise
+
+    def _unique(self, paths: Iterator[Path], dups: DuplicateTracker) -> Iterator[Path]:
+        """``paths`` without files already walked through another name (each gets a skipped status row)."""
+        for p in paths:
+            rel = _rel_key(p, self.root)
+            first = dups.same_file(p, rel)
+            if first is None:
+                yield p
+            else:
+                self.journal.append(self._base_record(Decoded(
+                    rel, "skipped", DUPLICATE_STAGE, f"same file as {first} (reached again through a link)"),
+                    "skipped"))
+                if self._bar is not None:
+                    self._bar.update(1)
 
     def _finish(self, started: str, seconds: float, resumed: bool, n_done: int, n_new: int,
                 n_pred: int) -> RunResult:

@@ -159,3 +159,48 @@ def test_vr_un_values_are_text_in_the_index(tmp_path, monkeypatch):
     assert (row["study_description"], row["patient_name"], row["study_date"]) == ("CHEST PA", "Doe^J\xf6hn",
                                                                                   "20240102")
     assert not any(str(v).startswith("b'") for v in row.values())
+
+
+def test_duplicates_one_result_per_sop_instance_and_per_file(model, tmp_path):
+    import shutil
+
+    import pydicom
+
+    from medvit.infer import EXIT_SOME_FAILED
+    from medvit.io.sr import read_findings
+
+    inp = tmp_path / "in"
+    study = _uid()
+    a = write_dx(inp / "a.dcm", study, _uid(), seed=1)
+    shutil.copy(a, inp / "b_copy.dcm")  # same instance, same image
+    ds = pydicom.dcmread(a)
+    ds.PixelData = bytes(reversed(ds.PixelData))  # same SOP Instance UID, other pixels
+    ds.save_as(inp / "c_conflict.dcm")
+    (inp / "d_link.dcm").symlink_to(a)  # the same file reached twice
+    os.link(a, inp / "e_hardlink.dcm")
+    sub = inp / "z"
+    write_dx(sub / "other.dcm", study, _uid(), seed=2)
+    (inp / "y_link.dcm").symlink_to(sub / "other.dcm")  # a link that comes first in walk order
+    out = tmp_path / "out"
+    res = run_inference(InferConfig(str(model), str(inp), str(out), workers=0, progress=False, sr=True,
+                                    heatmaps=True))
+    rows = {r["file"]: r for r in read_csv(out / "status.csv")}
+    assert rows["a.dcm"]["status"] == "predicted"
+    assert rows["b_copy.dcm"]["status"] == "skipped" and "a.dcm" in rows["b_copy.dcm"]["reason"]
+    assert rows["c_conflict.dcm"]["status"] == "error" and rows["c_conflict.dcm"]["stage"] == "duplicate"
+    for link in ("d_link.dcm", "e_hardlink.dcm"):
+        assert rows[link]["status"] == "skipped" and "same file as a.dcm" in rows[link]["reason"]
+    assert rows["y_link.dcm"]["status"] == "predicted" and rows["z/other.dcm"]["status"] == "skipped"
+    pred = read_csv(out / "predictions.csv")
+    assert len(pred) == 2 and len({r["sop_instance_uid"] for r in pred}) == 2
+    assert res.exit_code == EXIT_SOME_FAILED and res.counts["error_stages"] == {"duplicate": 1}
+    groups = read_findings(out / "sr" / f"{study}.dcm")
+    assert len(groups) == 2 * 3 and len({g["sop_instance_uid"] for g in groups}) == 2
+    assert len(list((out / "heatmaps").rglob("*.png"))) == 2
+    # resuming after more copies arrive: the copy of an instance predicted earlier is still one result
+    shutil.copy(a, inp / "f_late_copy.dcm")
+    run_inference(InferConfig(str(model), str(inp), str(out), workers=2, progress=False, sr=True,
+                              heatmaps=True))
+    rows = {r["file"]: r for r in read_csv(out / "status.csv")}
+    assert rows["f_late_copy.dcm"]["status"] == "skipped" and "a.dcm" in rows["f_late_copy.dcm"]["reason"]
+    assert len(read_csv(out / "predictions.csv")) == 2
