@@ -1,0 +1,74 @@
+"""ConViT gated positional self-attention (ICML'21): general-vision notes, entry 17."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medvit.models import create_model
+from medvit.nn import Attention
+from medvit.nn.gpsa import GPSA, head_offsets, relative_offsets
+
+
+def test_local_init_attends_to_the_expected_neighbour():
+    torch.manual_seed(0)
+    attn = GPSA(48, 4, (8, 8), locality_strength=10.0)
+    probs = attn.attention(torch.randn(2, 64, 48))
+    centre = 3 * 8 + 3  # query at row 3, column 3
+    for h, (dx, dy) in enumerate(head_offsets(4)):
+        target = (3 + dy) * 8 + (3 + dx)
+        assert probs[:, h, centre].argmax(-1).tolist() == [target, target]
+    assert head_offsets(4) == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert set(head_offsets(9)) == {(x, y) for x in (-1, 0, 1) for y in (-1, 0, 1)}
+    torch.testing.assert_close(attn.v.weight, torch.eye(48))
+
+
+def test_rows_sum_to_one_and_gate_starts_at_sigmoid_one():
+    attn = GPSA(32, 4, (4, 4))
+    probs = attn.attention(torch.randn(3, 16, 32))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 4, 16))
+    assert torch.sigmoid(attn.gating_param).tolist() == pytest.approx([0.731] * 4, abs=1e-3)
+
+
+def test_gate_to_minus_infinity_is_vanilla_attention():
+    torch.manual_seed(0)
+    g = GPSA(32, 4, (4, 4), qkv_bias=True)
+    with torch.no_grad():
+        g.gating_param.fill_(-1e4)
+        torch.nn.init.normal_(g.v.weight, std=0.1)
+    ref = Attention(32, 4, qkv_bias=True)
+    with torch.no_grad():
+        ref.qkv.weight.copy_(torch.cat([g.qk.weight, g.v.weight]))
+        ref.qkv.bias.copy_(torch.cat([g.qk.bias, g.v.bias]))
+        ref.proj.load_state_dict(g.proj.state_dict())
+    x = torch.randn(2, 16, 32)
+    out, probs = g(x, return_attention=True)
+    ref_out, ref_probs = ref(x, return_attention=True)
+    torch.testing.assert_close(probs, ref_probs)
+    torch.testing.assert_close(out, ref_out)
+
+
+def test_relative_offsets():
+    r = relative_offsets((2, 3))
+    assert r.shape == (6, 6, 3)
+    assert r[0, 5].tolist() == [2.0, 1.0, 5.0]  # from (row 0, col 0) to (row 1, col 2)
+
+
+def test_cls_token_joins_after_the_gpsa_blocks():
+    m = create_model("convit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=4,
+                     num_heads=4, local_up_to_layer=2, num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert [a.shape[-1] for a in m.attention_maps(x)] == [16, 16, 17, 17]
+    assert [type(b).__name__ for b in m.blocks] == ["GPSABlock", "GPSABlock", "Block", "Block"]
+    assert m.forward_features(x).shape == (2, 17, 48)
+    # forward_until / forward_from split anywhere and give the same logits
+    for k in (0, 2, 3):
+        torch.testing.assert_close(m.forward_head(m.forward_from(m.forward_until(x, k), k)), m(x))
+
+
+@pytest.mark.parametrize("bad", [dict(num_heads=3, embed_dim=48), dict(local_up_to_layer=4),
+                                 dict(spatial_dims=3, img_size=32)])
+def test_illegal_convit_arguments(bad):
+    kw = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=4)
+    with pytest.raises(ValueError):
+        create_model("convit_tiny_patch16_224", **{**kw, **bad})

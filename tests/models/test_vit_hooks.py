@@ -1,0 +1,22 @@
+"""Core hooks the general-vision components use: forward_until / forward_from, num_output_tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medvit.models import create_model
+
+
+def test_forward_until_and_from_split_the_plain_vit_anywhere():
+    m = create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=4,
+                     num_classes=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    ref = m(x)
+    for k in range(4):
+        t = m.forward_until(x, k)
+        assert t.shape == (2, 17, 48)
+        torch.testing.assert_close(m.forward_head(m.forward_from(t, k)), ref)
+    assert m.num_output_tokens(16) == 17
+    with pytest.raises(ValueError, match="k must be"):
+        m.forward_until(x, 4)
