@@ -11,19 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from medvit.io.safe_write import atomic_write
 from medvit.models.contract import WeightContract
 from medvit.models.convert import to_medvit
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+#: checkpoint files are created readable as the umask allows (shared model folders), not private like run outputs
+FILE_MODE = 0o666
 CONFIG_NAME = "config.json"
 FORMAT = "medvit-checkpoint/1"
 
@@ -40,10 +42,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def write_safetensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``tensors`` (made contiguous, on CPU) as a safetensors file, atomically
+    (:func:`medvit.io.safe_write.atomic_write`: a reader never sees half a file). Returns ``path``."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    return atomic_write(path, data, mode=FILE_MODE)
 
 
 def save_checkpoint(
@@ -58,8 +65,6 @@ def save_checkpoint(
     The model must come from :func:`medvit.models.create_model` (it records ``arch_name`` and
     ``model_args``). ``extra`` is stored under ``"extra"`` in the config (e.g. training metadata).
     """
-    from safetensors.torch import save_file
-
     arch = getattr(model, "arch_name", None)
     if arch is None:
         raise ValueError("save_checkpoint needs a model made by medvit.create_model (no arch_name recorded)")
@@ -67,9 +72,7 @@ def save_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     sd = state_dict if state_dict is not None else model.state_dict()
     sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-    tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": FORMAT, "architecture": arch})
-    os.replace(tmp, out / WEIGHTS_NAME)
+    write_safetensors(out / WEIGHTS_NAME, sd, metadata={"format": FORMAT, "architecture": arch})
     contract = contract or getattr(model, "contract", None)
     cfg = {
         "format": FORMAT,
@@ -80,7 +83,7 @@ def save_checkpoint(
         "medvit_version": _version(),
         "extra": extra or {},
     }
-    _atomic_write_bytes(out / CONFIG_NAME, json.dumps(cfg, indent=2).encode())
+    atomic_write(out / CONFIG_NAME, json.dumps(cfg, indent=2), mode=FILE_MODE)
     logger.info("saved checkpoint %s (%s)", out, arch)
     return out
 

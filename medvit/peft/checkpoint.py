@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +61,8 @@ def adapter_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
 
 def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``adapter.safetensors`` + ``adapter_config.json`` into ``out_dir``; returns the directory."""
-    from safetensors.torch import save_file
-
-    from medvit.models.checkpoint import sha256_file
+    from medvit.io.safe_write import atomic_write
+    from medvit.models.checkpoint import FILE_MODE, sha256_file, write_safetensors
     from medvit.version import __version__
 
     info = _info(model)
@@ -72,9 +70,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    tmp = out / (ADAPTER_WEIGHTS + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": FORMAT, "method": info.method})
-    os.replace(tmp, out / ADAPTER_WEIGHTS)
+    write_safetensors(out / ADAPTER_WEIGHTS, sd, metadata={"format": FORMAT, "method": info.method})
     rep = trainable_report(model)
     cfg = {
         "format": FORMAT,
@@ -97,9 +93,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
         "medvit_version": __version__,
         "extra": extra or {},
     }
-    tmpj = out / (ADAPTER_CONFIG + ".tmp")
-    tmpj.write_text(json.dumps(cfg, indent=2))
-    os.replace(tmpj, out / ADAPTER_CONFIG)
+    atomic_write(out / ADAPTER_CONFIG, json.dumps(cfg, indent=2), mode=FILE_MODE)
     logger.info("saved %s adapter (%d tensors, %.3f MB) to %s", info.method, len(sd), cfg["size_bytes"] / 1e6, out)
     return out
 

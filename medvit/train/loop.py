@@ -182,12 +182,11 @@ class Trainer:
     def _save_best(self, module: nn.Module) -> None:
         sd = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
         if self.out is not None:
-            from safetensors.torch import save_file
+            from medvit.models.checkpoint import write_safetensors
 
             d = self.out / "best"
             d.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors.tmp"))
-            (d / "model.safetensors.tmp").replace(d / "model.safetensors")
+            write_safetensors(d / "model.safetensors", sd)
         else:
             self._best_state = sd
 
