@@ -92,6 +92,7 @@ def run_render(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     _quiet_pydicom(args)
     from medvit.io import read_image
+    from medvit.io.display import finite_range
 
     img = read_image(args.file, frame=args.frame)
     doc = {"path": img.path, "axes": img.axes, "shape": list(img.pixels.shape), "spacing": img.spacing,
@@ -100,7 +101,7 @@ def run_info(args: argparse.Namespace) -> int:
            "windows": [w.__dict__ for w in img.windows],
            "voi_luts": [{"first_mapped": v.first_mapped, "entries": int(v.lut.size), "bits": v.bits,
                          "explanation": v.explanation} for v in img.voi_luts],
-           "value_range": img.value_range, "pixel_min": float(img.pixels.min()),
-           "pixel_max": float(img.pixels.max()), "uids": img.uids, "meta": img.meta}
+           "value_range": img.value_range, "pixel_min": finite_range(img.pixels)[0],
+           "pixel_max": finite_range(img.pixels)[1], "uids": img.uids, "meta": img.meta}
     print(json.dumps(doc, indent=2, default=str))  # noqa: T201
     return 0

@@ -74,11 +74,18 @@ def apply_voi_lut_table(x: np.ndarray, lut: VoiLut) -> np.ndarray:
 
 def minmax_window(image: MedicalImage) -> Window:
     """dcmtk's min-max window over non-padding pixels: maps [min, max] exactly onto [0, 1]."""
-    vals = image.pixels if image.padding_mask is None else image.pixels[~image.padding_mask]
-    if vals.size == 0:
-        vals = image.pixels
-    lo, hi = float(vals.min()), float(vals.max())
+    lo, hi = finite_range(image.pixels if image.padding_mask is None else image.pixels[~image.padding_mask])
     return Window((lo + hi + 1.0) / 2.0, hi - lo + 1.0, "LINEAR", "MIN-MAX")
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) over the finite values (NaN/inf voxels of float NIfTI or .npy are ignored); (0, 0) if none."""
+    v = np.asarray(values)
+    if v.size and np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+        v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 0.0
+    return float(v.min()), float(v.max())
 
 
 def select_voi(image: MedicalImage, window: tuple[float, float] | None = None,
@@ -95,7 +102,7 @@ def select_voi(image: MedicalImage, window: tuple[float, float] | None = None,
         if key == "minmax":
             return minmax_window(image)
         if key == "full":
-            lo, hi = image.value_range or (float(image.pixels.min()), float(image.pixels.max()))
+            lo, hi = image.value_range or finite_range(image.pixels)
             return Window((lo + hi + 1.0) / 2.0, hi - lo + 1.0, "LINEAR", "FULL")
         if key.startswith(("file", "lut")):
             kind, _, num = key.partition(":")
@@ -124,7 +131,8 @@ def display_array(image: MedicalImage, window: tuple[float, float] | None = None
 
     Colour images are scaled by their stored bit depth; MONOCHROME1 (and MONOCHROME2 with Presentation LUT
     Shape INVERSE) is inverted after the VOI stage. Pixel Padding Value pixels are excluded from min-max but
-    otherwise mapped like any other pixel (as dcmtk does). ``invert=False`` skips the inversion step.
+    otherwise mapped like any other pixel (as dcmtk does). Windows computed from the data (min-max, full)
+    use finite values only; NaN pixels display as black. ``invert=False`` skips the inversion step.
     """
     if image.is_color:
         return (image.pixels / float(2**image.bits_stored - 1)).clip(0, 1).astype(np.float32)
@@ -133,6 +141,8 @@ def display_array(image: MedicalImage, window: tuple[float, float] | None = None
         window_linear(image.pixels, voi.center, voi.width, voi.function)
     if invert and image.invert:
         np.subtract(1.0, y, out=y)
+    if not np.isfinite(y).all():  # NaN voxels (no value) display as the background, not as garbage
+        np.nan_to_num(y, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     return y
 
 

@@ -194,7 +194,8 @@ def header_row(path: str | Path) -> dict[str, Any]:
     fm = getattr(ds, "file_meta", None)
     sop_class = v.get("SOPClassUID") or (str(fm.get("MediaStorageSOPClassUID", "")) if fm else "")
     if sop_class == DICOMDIR_CLASS:
-        return {"dicomdir": _dicomdir_files(p)}
+        found, missing = _dicomdir_files(p)
+        return {"dicomdir": found, "missing": missing}
     study, series = v.get("StudyInstanceUID", ""), v.get("SeriesInstanceUID", "")
     if not study or not series:
         raise MedicalIOError(p, "DICOM file without Study/Series Instance UID; cannot be placed in a series")
@@ -234,18 +235,51 @@ def _frames(v: dict[str, str]) -> int:
         return 0
 
 
-def _dicomdir_files(path: Path) -> list[str]:
-    """Paths of the instances a DICOMDIR references (those that exist)."""
+def _dicomdir_files(path: Path) -> tuple[list[str], list[str]]:
+    """(existing, missing) paths of the instances a DICOMDIR references.
+
+    File IDs (PS3.10 8.5: upper-case components) are matched case-insensitively against the folder tree, so a
+    disc copied with lower-cased names (``pt000000/st000000/...``) still resolves; a referenced file that is
+    not there is returned as missing.
+    """
     import pydicom
     from pydicom.fileset import FileSet
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fs = FileSet(pydicom.dcmread(path))
-        return [str(Path(inst.path)) for inst in fs if Path(inst.path).is_file()]
+            ds = pydicom.dcmread(path)
+            FileSet(ds)  # validates the record hierarchy (its own list drops files whose name case differs)
+        ids = [r.ReferencedFileID for r in ds.DirectoryRecordSequence if "ReferencedFileID" in r]
     except Exception as e:
         raise MedicalIOError(path, f"unreadable DICOMDIR ({type(e).__name__}: {e})") from e
+    base = Path(path).parent
+    found, missing = [], []
+    for fid in ids:
+        parts = [str(fid)] if isinstance(fid, str) else [str(x) for x in fid]
+        hit = _resolve_case_insensitive(base, parts)
+        if hit is not None:
+            found.append(str(hit))
+        else:
+            missing.append(str(base.joinpath(*parts)))
+    return found, missing
+
+
+def _resolve_case_insensitive(base: Path, parts: list[str]) -> Path | None:
+    """``base/parts...`` where each component matches an existing entry ignoring case (exact match first)."""
+    cur = base
+    for part in parts:
+        if (cur / part).exists():
+            cur = cur / part
+            continue
+        try:
+            names = {n.lower(): n for n in os.listdir(cur)}
+        except OSError:
+            return None
+        if part.lower() not in names:
+            return None
+        cur = cur / names[part.lower()]
+    return cur if cur.is_file() else None
 
 
 def _safe_row(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -297,6 +331,8 @@ def index_tree(root: str | Path, workers: int | None = None, min_parallel: int =
             elif "dicomdir" in row:
                 res.dicomdirs.append(path)
                 todo += row["dicomdir"]
+                res.skipped += [{"path": m, "reason": f"referenced by DICOMDIR {path} but missing"}
+                                for m in row["missing"]]
             else:
                 res.files.append(row)
     logger.info("indexed %s: %s", root, res.summary())
