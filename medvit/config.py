@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin
+
+from medvit.registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -23,8 +24,8 @@ class ConfigError(ValueError):
 
 
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(key, valid)
+    return f" ({hint})" if hint else ""
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -13,11 +13,20 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """``"did you mean 'a', 'b'?"`` for the registered/valid ``choices`` closest to a mistyped ``name``
+    (``difflib`` ratio ≥ 0.5, at most ``n``); ``""`` when none is close. The one suggestion used by every error
+    that names an unknown key, name or argument (registry lookups, config keys, constructor arguments, presets).
+    """
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    return f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 #: kind -> modules whose import registers that kind's entries. Extend when adding a provider module.
 PROVIDERS: dict[str, list[str]] = {
@@ -110,8 +119,8 @@ class Registry:
         if name not in table:
             self._load_providers(kind)
         if name not in table:
-            close = difflib.get_close_matches(name, list(table), n=5, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(name, table, n=5)
+            hint = f"; {hint}" if hint else ""
             known = f" Registered {kind}s: {', '.join(sorted(table)) or '(none)'}."
             if len(table) > 30:
                 known = f" Run `medvit list {kind}` to see all {len(table)}."

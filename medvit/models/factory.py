@@ -18,7 +18,7 @@ from medvit.models.checkpoint import (
     sha256_file,
 )
 from medvit.models.contract import WeightContract
-from medvit.registry import REGISTRY
+from medvit.registry import REGISTRY, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,9 @@ def backbone_args(name: str, **overrides: Any) -> dict[str, Any]:
     sig = inspect.signature(cls.__init__)
     bad = sorted(k for k in overrides if k not in sig.parameters)
     if bad:
-        import difflib
-
         valid = [p for p in sig.parameters if p != "self"]
-        hints = {b: difflib.get_close_matches(b, valid, n=1) for b in bad}
-        msg = ", ".join(f"{b!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for b, h in hints.items())
+        hints = {b: did_you_mean(b, valid, n=1) for b in bad}
+        msg = ", ".join(f"{b!r}" + (f" ({h})" if h else "") for b, h in hints.items())
         raise TypeError(f"backbone {name!r} does not accept {msg}; accepted: {', '.join(valid)}")
     args = dict(entry.meta["defaults"])
     args.update(overrides)

@@ -268,10 +268,10 @@ def create_mae(
     dd, dp, dh = 512, 8, 16
     if preset is not None:
         if preset not in MAE_PRESETS:
-            import difflib
+            from medvit.registry import did_you_mean
 
-            close = difflib.get_close_matches(preset, list(MAE_PRESETS), n=2)
-            raise ValueError(f"unknown MAE preset {preset!r}" + (f"; did you mean {close}?" if close else "")
+            hint = did_you_mean(preset, MAE_PRESETS, n=2)
+            raise ValueError(f"unknown MAE preset {preset!r}" + (f"; {hint}" if hint else "")
                              + f"; known: {', '.join(MAE_PRESETS)}")
         p = MAE_PRESETS[preset]
         backbone, dd, dp, dh = p.backbone, p.decoder_dim, p.decoder_depth, p.decoder_heads
