@@ -14,8 +14,6 @@ from medvit.models.checkpoint import (
     load_state_dict_checked,
     load_weights_into,
     read_config,
-    read_safetensors,
-    sha256_file,
 )
 from medvit.models.contract import WeightContract
 from medvit.registry import REGISTRY, did_you_mean
@@ -79,14 +77,23 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     ``overrides`` replace saved architecture arguments that do not change weight shapes (e.g.
     ``drop_path_rate``).
     """
+    from medvit.models.verify import check_args_fit_weights, read_verified_safetensors, safetensors_shapes
+
     p = Path(path)
     cfg = read_config(p)
     args = dict(cfg["model_args"])
     args.update(overrides)
-    model = create_model(cfg["architecture"], **args)
     f = p / WEIGHTS_NAME if p.is_dir() else p
-    load_state_dict_checked(model, read_safetensors(f), str(f))
+    if not f.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {f}")
+    # sizes first (header only, model on the meta device), then the weights, hashed as they are read
+    check_args_fit_weights(lambda: create_model(cfg["architecture"], **args), safetensors_shapes(f), str(f))
+    sd, sha = read_verified_safetensors(f, cfg.get("sha256"))
+    if not cfg.get("sha256"):
+        logger.warning("%s: config.json records no sha256; the weights' computed hash %s is reported", f, sha)
+    model = create_model(cfg["architecture"], **args)
+    load_state_dict_checked(model, sd, str(f))
     model.contract = WeightContract.from_dict(cfg["contract"]) if cfg.get("contract") else None
-    model.checkpoint_sha256 = cfg.get("sha256") or sha256_file(f)
+    model.checkpoint_sha256 = sha  # computed from the bytes loaded, never copied from config.json
     model.checkpoint_config = cfg
     return model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -48,7 +50,7 @@ class PatchEmbed(nn.Module):
                     "pick a patch size that divides each side"
                 )
         self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
-        self.num_patches = int(torch.tensor(self.grid_size).prod())
+        self.num_patches = math.prod(self.grid_size)
         self.in_chans = in_chans
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.proj = conv(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -142,6 +144,11 @@ def test_checkpoint_errors_name_keys_and_files(tmp_path):
     sd.pop("blocks.0.attn.qkv.weight")
     sd["extra.thing"] = torch.zeros(1)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
+    from medvit.models.checkpoint import sha256_file
+
+    cfg = json.loads((d / "config.json").read_text())  # record the new file's hash: its keys are what is tested
+    cfg["sha256"] = sha256_file(d / "model.safetensors")
+    (d / "config.json").write_text(json.dumps(cfg))
     pat = r"missing keys \['blocks.0.attn.qkv.weight'\].*unexpected keys \['extra.thing'\]"
     with pytest.raises(CheckpointError, match=pat):
         load_model(d)
