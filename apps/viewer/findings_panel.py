@@ -90,6 +90,8 @@ def banner(lm: cache.LoadedModel | None, error: str | None) -> None:
 def _contract_warnings(lm: cache.LoadedModel, shown: Shown, image: Any) -> list[str]:
     c = lm.contract
     out = []
+    if not c.modalities:
+        out.append("the model's contract declares no modalities, views or body parts it was made for")
     if c.modalities and shown.modality and shown.modality.upper() not in {m.upper() for m in c.modalities}:
         out.append(f"the model was made for {', '.join(c.modalities)}; this image is {shown.modality}")
     vp = str(image.meta.get("ViewPosition", "") or "")

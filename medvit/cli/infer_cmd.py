@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="apply the DICOM PS3.15 basic profile to everything written (tables, SR, SC)")
     p.add_argument("--rules", help="series selection rules JSON (MONAI Deploy grammar); default: from the "
                    "model contract (modalities, view positions, body parts)")
+    p.add_argument("--any-modality", action="store_true",
+                   help="run a model whose contract declares no scope (no modalities) on every image the rules "
+                   "select; without it such a model is refused (segmentations, SR, KO, PR and RT objects are "
+                   "never scored)")
     p.add_argument("--geometry", choices=["pad", "crop", "squash"], default=None,
                    help="override the contract's crop mode for non-square images: centre pad or centre crop to the "
                    "model's aspect, or squash (default: the model's contract; pad for checkpoints without one)")
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = InferConfig(model=args.model, input=args.input, output=args.output, batch_size=args.batch_size,
                       workers=args.workers, precision=args.precision, device=args.device, sr=args.sr,
                       heatmaps=args.heatmaps, heatmap_method=args.heatmap_method, deidentify=args.deidentify,
-                      rules=args.rules, geometry=args.geometry, threads=args.threads, overwrite=args.overwrite,
+                      rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
+                      overwrite=args.overwrite,
                       progress=not args.quiet and sys.stderr.isatty())
     result = run_inference(cfg)
     print(format_summary(result))  # noqa: T201

@@ -22,6 +22,12 @@ from medvit.infer.rules import SelectionRules
 logger = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: modalities of objects that are not images to score (PS3.3 C.7.3.1.1.1), whatever the selection rules say
+NON_IMAGE_MODALITIES = ("SEG", "SR", "KO", "PR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "RTIMAGE", "REG",
+                        "FID", "RWV", "PLAN", "DOC")
+#: SOP Class UID prefixes of the same objects (PS3.4 B.5): Segmentation, SR family (incl. KO), Presentation States, RT
+NON_IMAGE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.66.", "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
+                          "1.2.840.10008.5.1.4.1.1.481.", "1.2.840.10008.5.1.4.1.1.104.")
 
 #: header attributes copied into every record (no PatientName / PatientBirthDate: never needed downstream)
 HEADER_KEYS = (
@@ -100,6 +106,11 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
                        header)
     if "SOPInstanceUID" not in header:
         return Decoded(rel, "skipped", "header", "DICOM data set without SOPInstanceUID", header)
+    modality = str(header.get("Modality", "")).strip().upper()
+    sop = str(header.get("SOPClassUID", ""))
+    if modality in NON_IMAGE_MODALITIES or sop.startswith(NON_IMAGE_SOP_PREFIXES):
+        return Decoded(rel, "skipped", "header", f"not an image to score ({modality or 'SOP Class ' + sop}: "
+                       "segmentation, report, key objects, presentation state or RT object)", header)
     if "Rows" not in ds and "NumberOfFrames" not in ds:
         return Decoded(rel, "skipped", "header", f"no image (SOP Class {header.get('SOPClassUID', '?')})", header)
     selection, why = spec.rules.match(ds)

@@ -21,7 +21,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 class ModelInfo:
     """Identity of the model used for a run (goes into every output row)."""
 
-    name: str  # weight tag or checkpoint folder name
+    name: str  # the contract's name; else the weight tag or checkpoint folder name
     version: str  # contract version
     sha256: str  # checksum of the weights file
     architecture: str  # backbone name
@@ -71,8 +71,8 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, Any, ModelInfo
                          "labels; batch inference needs a classifier whose outputs the contract labels")
     if getattr(model, "spatial_dims", 2) != 2:
         raise ValueError(f"model {model_ref} is {model.spatial_dims}D; `medvit infer` handles 2D images")
-    info = ModelInfo(name, contract.version, sha, getattr(model, "arch_name", type(model).__name__),
-                     contract.source, bool(contract.research_only))
+    info = ModelInfo(getattr(contract, "name", "") or name, contract.version, sha,
+                     getattr(model, "arch_name", type(model).__name__), contract.source, bool(contract.research_only))
     return model.eval(), contract, info
 
 

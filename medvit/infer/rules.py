@@ -52,6 +52,7 @@ class Selection:
 
     name: str  # shown in status rows and predictions ("selection" column)
     conditions: dict[str, Any] = field(default_factory=dict)  # DICOM keyword -> condition (see module doc)
+    if_present: list[str] = field(default_factory=list)  # keywords whose condition passes when the attribute is absent
 
 
 @dataclass
@@ -96,17 +97,21 @@ class SelectionRules:
         """Default rules from a :class:`~medvit.models.WeightContract` (modalities, view positions, body parts).
 
         Each non-empty list becomes an anchored case-insensitive regex, e.g. ``["CR","DX"]`` ->
-        ``"(?i)^(CR|DX)$"``. An empty contract gives no selections (everything is selected).
+        ``"(?i)^(CR|DX)$"``. Modality (Type 1) must match; View Position and Body Part Examined (Type 2 / 3, often
+        empty in practice) must match when the file has them. An empty contract gives no selections (everything
+        is selected; ``medvit infer`` refuses such a model unless ``--any-modality`` or ``--rules`` is given).
         """
         cond: dict[str, Any] = {}
         for key, values in (("Modality", contract.modalities), ("ViewPosition", contract.view_positions),
                             ("BodyPartExamined", contract.body_parts)):
             if values:
                 cond[key] = "(?i)^(" + "|".join(re.escape(str(v)) for v in values) + ")$"
-        return cls([Selection("model_contract", cond)] if cond else [], "model contract")
+        optional = [k for k in ("ViewPosition", "BodyPartExamined") if k in cond]
+        return cls([Selection("model_contract", cond, optional)] if cond else [], "model contract")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"selections": [{"name": s.name, "conditions": s.conditions} for s in self.selections],
+        return {"selections": [{"name": s.name, "conditions": s.conditions,
+                                **({"if_present": s.if_present} if s.if_present else {})} for s in self.selections],
                 "source": self.source}
 
     @property
@@ -147,6 +152,8 @@ def _first_failure(sel: Selection, attrs: Any) -> str | None:
     for key, cond in sel.conditions.items():
         value = get_attr(attrs, key)
         if value is None:
+            if key in sel.if_present:
+                continue
             return f"{key} is missing"
         if not _matches(key, cond, value):
             return f"{key}={_show(value)} does not match {json.dumps(cond)}"

@@ -62,6 +62,7 @@ class InferConfig:
     deidentify: bool = False  # PS3.15 basic profile on everything written (tables, SR, SC)
     rules: str | None = None  # series selection rules JSON file; None = defaults from the model contract
     geometry: str | None = None  # override the contract's crop_mode: pad (keep the field) | crop (fill) | squash
+    any_modality: bool = False  # run a model whose contract declares no modalities on whatever the rules select
     threads: int | None = None  # torch intra-op threads (None = torch default)
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
     progress: bool = True  # show a progress bar on stderr
@@ -202,6 +203,11 @@ class InferenceRun:
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         model, self.contract, self.info = load_for_inference(cfg.model)
+        if not self.contract.modalities and not cfg.rules and not cfg.any_modality:
+            raise ValueError(
+                f"model {cfg.model}: its contract declares no scope (modalities, views, body parts), so it would score "
+                "every image whatever it shows. Give --rules RULES.json to select the series it is meant for, or "
+                "--any-modality to run it on everything (or record modalities in the checkpoint's contract).")
         self.labels = list(self.contract.label_names)
         self.thresholds = [float(t) for t in self.contract.thresholds]
         self.rules = SelectionRules.from_file(cfg.rules) if cfg.rules else SelectionRules.from_contract(self.contract)
@@ -217,7 +223,8 @@ class InferenceRun:
         c = self.cfg
         return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": c.precision,
                 "geometry": self.pre.geometry, "rules": self.rules.to_dict(), "heatmaps": c.heatmaps,
-                "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify}
+                "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify,
+                **({"any_modality": True} if c.any_modality else {})}
 
     def _deid_key(self) -> bytes:
         """Per-OUTPUT secret for consistent UIDs across resumes (env MEDVIT_DEID_KEY overrides)."""

@@ -192,7 +192,7 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
         series_number=series_number,
         sop_instance_uid=_uid_from("medvit-sr", algorithm.sha256, *sops),
         instance_number=1, manufacturer=algorithm.manufacturer, is_complete=True,
-        series_description=f"medvit {algorithm.name} findings" + (f" ({note})" if note else ""),
+        series_description=(f"medvit {algorithm.name} findings" + (f" ({note})" if note else ""))[:64],  # LO
         software_versions=algorithm.software_version or None,
         manufacturer_model_name=algorithm.name[:64],
     )

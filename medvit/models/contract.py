@@ -42,6 +42,7 @@ class WeightContract:
     modalities: list[str] = field(default_factory=list)  # e.g. ["CR", "DX"]; empty = any
     view_positions: list[str] = field(default_factory=list)  # e.g. ["PA", "AP"]; empty = any
     body_parts: list[str] = field(default_factory=list)  # e.g. ["CHEST"]; empty = any
+    name: str = ""  # model name shown to users (SR algorithm name, tables, viewer); "" = the checkpoint folder name
     source: str = ""  # where the weights come from (paper, URL, training command)
     license: str = ""  # licence of the weights
     version: str = "0"  # version string shown to users

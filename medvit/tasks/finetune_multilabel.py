@@ -60,6 +60,8 @@ class FinetuneMultilabelConfig:
     eval_batch_size: int = 128  # batch size for validation/test prediction
     cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
     source: str = ""  # free text stored in the weight contract (data, recipe, who trained it)
+    model_name: str = ""  # contract name shown in tables, SR, viewer ("" = "<dataset>-<backbone>")
+    model_version: str = ""  # contract version ("" = the training date, YYYY.MM.DD)
     modalities: list[str] = field(default_factory=list)  # contract scope, e.g. [CR, DX]; batch inference selects on it
     view_positions: list[str] = field(default_factory=list)  # contract scope, e.g. [PA, AP]; empty = any view
     body_parts: list[str] = field(default_factory=list)  # contract scope, e.g. [CHEST]; empty = any body part
@@ -146,6 +148,12 @@ def preprocessing_contract(cfg: Any, mean: tuple[float, ...], std: tuple[float, 
                           intensity=rules, crop_mode=getattr(cfg, "crop_mode", "crop"),
                           crop_pct=getattr(cfg, "eval_crop_pct", 1.0),
                           interpolation=getattr(cfg, "interpolation", "bicubic"))
+
+
+def _today() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y.%m.%d")
 
 
 def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
@@ -241,7 +249,9 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
         summary["test"] = test.as_dict()
         summary["test_table"] = test.table()
     contract = dataclasses.replace(
-        pre_contract, label_names=label_names, thresholds=thresholds, multilabel=True, research_only=True,
+        pre_contract, name=cfg.model_name or f"{cfg.dataset}-{cfg.backbone}",
+        version=cfg.model_version or _today(), label_names=label_names, thresholds=thresholds,
+        multilabel=True, research_only=True,
         modalities=list(cfg.modalities), view_positions=list(cfg.view_positions), body_parts=list(cfg.body_parts),
         source=cfg.source or f"medvit finetune_multilabel on {cfg.dataset} (seed {seed})",
         description=f"{cfg.backbone} fine-tuned for {len(label_names)} findings; thresholds: "

@@ -22,7 +22,8 @@ def test_pydicom_corpus_never_crashes(tmp_path):
     assert len(files) > 50
     model = make_model(tmp_path / "model", modalities=())  # any modality: as many files as possible get decoded
     out = tmp_path / "out"
-    res = run_inference(InferConfig(str(model), str(corpus), str(out), batch_size=8, workers=2, progress=False))
+    res = run_inference(InferConfig(str(model), str(corpus), str(out), batch_size=8, workers=2, any_modality=True,
+                                    progress=False))
     assert res.exit_code in (EXIT_OK, EXIT_SOME_FAILED)
     with open(out / "status.csv", newline="") as f:
         status = list(csv.DictReader(f))
