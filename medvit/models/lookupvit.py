@@ -1,0 +1,158 @@
+"""LookupViT backbones: M compressed tokens (bilinear downsample of the patch grid) exchange
+information with the N full-resolution lookup tokens in every block (ECCV'24, notes entry 21).
+
+``forward_features`` returns the normalised lookup tokens (B, N, D), so dense decoders and the
+uniform interface see a patch-token map; the classifier averages them (they received the compressed
+tokens' information in the last block). [verify] which tokens the paper's classifier pools.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medvit.models.factory import register_backbone
+from medvit.models.family import vit_signature
+from medvit.models.vit import VisionTransformer
+from medvit.nn.flops import patch_embed_macs
+from medvit.nn.init import mae_init_
+from medvit.nn.lookup_block import LookupBlock
+
+
+class LookupViT(VisionTransformer):
+    """ViT whose blocks are :class:`~medvit.nn.lookup_block.LookupBlock` (no class token, avg pool).
+
+    Args:
+        compressed_grid: side(s) of the compressed-token grid; None → 7 per axis (the paper's 7×7),
+            capped at the patch grid.
+        lookup_mlp_ratio: MLP expansion of the lookup tokens.
+        **vit_kwargs: :class:`VisionTransformer` arguments (``class_token`` False, ``global_pool``
+            "avg" by registration).
+    """
+
+    @vit_signature
+    def __init__(
+        self,
+        *,
+        compressed_grid: int | tuple[int, ...] | None = None,
+        lookup_mlp_ratio: float = 1.0,
+        **vit_kwargs: Any,
+    ):
+        super().__init__(**vit_kwargs)
+        grid = self.patch_embed.grid_size
+        if compressed_grid is None:
+            cg = tuple(min(7, g) for g in grid)
+        else:
+            cg = (compressed_grid,) * len(grid) if isinstance(compressed_grid, int) else tuple(compressed_grid)
+        if len(cg) != len(grid) or any(not 1 <= c <= g for c, g in zip(cg, grid)):
+            raise ValueError(f"compressed_grid {compressed_grid!r} must be {len(grid)} sides in [1, patch grid {grid}]")
+        if lookup_mlp_ratio <= 0:
+            raise ValueError(f"lookup_mlp_ratio must be > 0, got {lookup_mlp_ratio}")
+        self.compressed_grid = cg
+        old = self.blocks
+        dpr = [getattr(b.drop_path1, "p", 0.0) for b in old]
+        self.blocks = nn.ModuleList(
+            LookupBlock(
+                self.embed_dim, old[0].attn.num_heads, old[0].mlp.fc1.out_features / self.embed_dim,
+                lookup_mlp_ratio, qkv_bias=old[0].attn.qkv.bias is not None, drop_path=dpr[i],
+                norm_eps=old[0].norm1.eps,
+            )
+            for i in range(len(old))
+        )
+        for m in self.blocks.modules():
+            mae_init_(m)
+
+    def compress(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Lookup tokens (B, N, D) on ``grid`` -> compressed tokens (B, M, D) by (bi/tri)linear resize."""
+        B, N, D = tokens.shape
+        t = tokens.transpose(1, 2).reshape(B, D, *grid)
+        mode = "bilinear" if len(grid) == 2 else "trilinear"
+        return F.interpolate(t, size=self.compressed_grid, mode=mode, align_corners=False).flatten(2).transpose(1, 2)
+
+    def _grid_of(self, n: int) -> tuple[int, ...]:
+        if n == self.patch_embed.num_patches:
+            return self.patch_embed.grid_size
+        raise ValueError(
+            f"LookupViT.forward_tokens got {n} tokens but the grid has {self.patch_embed.num_patches}; "
+            "call forward_features(x) for other input sizes"
+        )
+
+    def _run(self, x: torch.Tensor, grid: tuple[int, ...], stop: int | None = None, outs=None, maps=None):
+        z = self.compress(x, grid)
+        for i, blk in enumerate(self.blocks):
+            x, z, logits = blk.forward_with_attention(x, z)
+            if outs is not None:
+                outs.append(x)
+            if maps is not None:
+                maps.append(logits.softmax(dim=-1))
+            if stop is not None and i >= stop:
+                break
+        return x
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Lookup tokens (B, N, D) on the training grid -> normalised lookup tokens (B, N, D)."""
+        return self.norm(self._run(tokens, self._grid_of(tokens.shape[1])))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
+        return self.norm(self._run(self.embed(x), grid))
+
+    def forward_until(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        raise NotImplementedError("LookupViT blocks carry two token sets; use forward_intermediates")
+
+    def forward_from(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
+        raise NotImplementedError("LookupViT blocks carry two token sets; use forward_intermediates")
+
+    def analytic_macs(self, num_patches: int | None = None) -> int:
+        """MACs of one image: patch embed + blocks (linear in N for a fixed compressed grid) + head."""
+        n = self.patch_embed.num_patches if num_patches is None else num_patches
+        m = 1
+        for c in self.compressed_grid:
+            m *= c
+        pe = patch_embed_macs(n, self.in_chans, self.patch_size, self.embed_dim)
+        return pe + sum(b.macs(n, m) for b in self.blocks) + self.embed_dim * self.num_classes
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        output_fmt: Literal["NLC", "NCHW"] = "NLC",
+        return_prefix_tokens: bool = False,
+    ) -> list[torch.Tensor]:
+        """Lookup tokens after the chosen blocks: (B, N, D), or (B, D, *grid) for "NCHW"."""
+        wanted = self._resolve_indices(indices)
+        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
+        outs: list[torch.Tensor] = []
+        self._run(self.embed(x), grid, max(wanted), outs=outs)
+        res = []
+        for i in wanted:
+            o = self.norm(outs[i]) if norm else outs[i]
+            res.append(o.transpose(1, 2).reshape(o.shape[0], -1, *grid) if output_fmt == "NCHW" else o)
+        return res
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Gather attention of every block, compressed ← lookup: (B, H, M, N), rows sum to 1."""
+        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
+        maps: list[torch.Tensor] = []
+        self._run(self.embed(x), grid, maps=maps)
+        return maps
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", compressed_grid={self.compressed_grid}"
+
+
+_SIZES = {
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+}
+for _size, _shape in _SIZES.items():
+    register_backbone(
+        f"lookupvit_{_size}_patch16_224", LookupViT,
+        description=f"LookupViT-{_size[0].upper()}/16: 7x7 compressed tokens, bidirectional cross-attention",
+        img_size=224, patch_size=16, class_token=False, global_pool="avg", **_shape,
+    )
