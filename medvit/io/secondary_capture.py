@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from medvit.io.uids import make_uid
+
 
 def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str, description: str = "",
                      research_only: bool = True, deidentified: bool = False, series_number: int = 7702) -> Any:
     """A ``highdicom.sc.SCImage`` holding ``rgb`` (h, w, 3) uint8, derived from the ``source`` header."""
     import highdicom as hd
     from pydicom.dataset import Dataset
-    from pydicom.uid import generate_uid
 
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"overlay must be (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}")
@@ -28,9 +29,9 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=np.ascontiguousarray(rgb), photometric_interpretation="RGB",
         bits_allocated=8, coordinate_system="PATIENT", patient_orientation=_orientation(source) or ("L", "F"),
-        series_instance_uid=generate_uid(entropy_srcs=["medvit-sc-series", sha256, study]),
+        series_instance_uid=make_uid("medvit-sc-series", sha256, study),
         series_number=series_number,
-        sop_instance_uid=generate_uid(entropy_srcs=["medvit-sc", sha256, str(source.SOPInstanceUID)]),
+        sop_instance_uid=make_uid("medvit-sc", sha256, str(source.SOPInstanceUID)),
         instance_number=int(getattr(source, "InstanceNumber", 1) or 1), manufacturer="medvit",
         series_description=f"medvit {model_name} heatmaps" + (f" ({note})" if note else ""),
         manufacturer_model_name=model_name[:64],

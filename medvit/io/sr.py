@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medvit.io.uids import make_uid
+
 logger = logging.getLogger(__name__)
 
 PRIVATE_SCHEME = "99MEDVIT"
@@ -130,12 +132,6 @@ def sr_source(ds: Any) -> Any:
     return src
 
 
-def _uid_from(*parts: str) -> str:
-    from pydicom.uid import generate_uid
-
-    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])
-
-
 def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, series_number: int = 7701,
                       deidentified: bool = False) -> Any:
     """A ``highdicom.sr.Comprehensive3DSR`` for one study (all ``images`` must share a Study Instance UID).
@@ -155,7 +151,7 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
         raise ValueError(f"build_findings_sr: images come from {len(studies)} studies; write one SR per study")
     note = "research use only - not for diagnosis" if algorithm.research_only else ""
     sops = sorted(str(im.source.SOPInstanceUID) for im in images)
-    device_uid = _uid_from("medvit-device", algorithm.sha256)
+    device_uid = make_uid("medvit-device", algorithm.sha256)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -174,7 +170,7 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
             algo = hd.sr.AlgorithmIdentification(name=algorithm.name[:64], version=algorithm.version[:64] or "0",
                                                  parameters=[*params, f"threshold {f.threshold:.4f}"])
             tracking = hd.sr.TrackingIdentifier(
-                uid=_uid_from("medvit-track", ds.SOPInstanceUID, f.label, algorithm.sha256),
+                uid=make_uid("medvit-track", ds.SOPInstanceUID, f.label, algorithm.sha256),
                 identifier=f"{f.label} / {ds.SOPInstanceUID}"[:64])
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=tracking, finding_type=code, algorithm_id=algo,
@@ -188,9 +184,9 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
         procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[im.source for im in images], content=report,
-        series_instance_uid=_uid_from("medvit-sr-series", algorithm.sha256, *studies),
+        series_instance_uid=make_uid("medvit-sr-series", algorithm.sha256, *studies),
         series_number=series_number,
-        sop_instance_uid=_uid_from("medvit-sr", algorithm.sha256, *sops),
+        sop_instance_uid=make_uid("medvit-sr", algorithm.sha256, *sops),
         instance_number=1, manufacturer=algorithm.manufacturer, is_complete=True,
         series_description=(f"medvit {algorithm.name} findings" + (f" ({note})" if note else ""))[:64],  # LO
         software_versions=algorithm.software_version or None,

@@ -2,7 +2,7 @@
 
 DICOM objects are built module by module (PS3.3 A.26 DX Image For Presentation; A.39 Ophthalmic
 Photography 8 Bit Image), validate with dicom3tools' ``dciodvfy`` and are byte-identical for identical
-inputs: UIDs derive from the given metadata (:func:`make_uid`: a name-based UUID in ``2.25.`` form) and
+inputs: UIDs derive from the given metadata (:func:`medvit.io.uids.make_uid`, deterministic) and
 no wall-clock time is written. Optional JPEG 2000 lossless compression uses pydicom's encoder with the
 pylibjpeg-openjpeg plugin. MONOCHROME1 stores inverted values with Presentation LUT Shape
 INVERSE and a mirrored window, so the displayed image is the same as the MONOCHROME2 file's.
@@ -10,27 +10,18 @@ INVERSE and a mirrored window, so the displayed image is the same as the MONOCHR
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medvit.io.uids import make_uid
+
 logger = logging.getLogger(__name__)
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 OPHTHALMIC_PHOTOGRAPHY_8 = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
-
-
-def make_uid(*parts: Any) -> str:
-    """Deterministic DICOM UID (``2.25.<int>``, PS3.5 B.2) from ``parts`` (e.g. ``("study", patient_id, accession)``).
-
-    The integer is a name-based UUID (SHA-256 of the parts, version bits set), so equal inputs give equal UIDs.
-    """
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return f"2.25.{uuid.UUID(bytes=digest[:16], version=5).int}"
 
 
 def _code(value: str, scheme: str, meaning: str) -> Any:
