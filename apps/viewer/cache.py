@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-#: the viewer refuses images whose header claims more samples than this (a hostile header cannot exhaust memory)
-PIXEL_BUDGET = 120_000_000
 THUMB_SIDE = 160
 HEAT_SIDE = 512
 
@@ -63,7 +61,7 @@ def read_image(path: str, modified: float) -> Any:
     """The decoded :class:`medvit.io.MedicalImage` of ``path`` (shared, treat as read-only)."""
     from medvit.io import read_image as _read
 
-    return _read(path, pixel_budget=PIXEL_BUDGET)
+    return _read(path)  # medvit.io's pixel budget: a header claiming more samples is refused before decoding
 
 
 def image_2d(path: str, frame: int | None) -> Any:

@@ -60,7 +60,7 @@ class DecodeSpec:
     preprocessor: Preprocessor
     rules: SelectionRules
     keep_unit: bool = False  # also return the display image (for heatmap overlays)
-    pixel_budget: int | None = 200_000_000  # refuse files claiming more pixels than this before decoding
+    pixel_budget: int | None = None  # refuse files claiming more samples before decoding (None: medvit.io's default)
 
 
 def _jsonable(v: Any) -> Any:

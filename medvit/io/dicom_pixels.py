@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: default maximum number of samples (rows x columns x frames x samples per pixel) one read may decode:
-#: 2**28 samples = 1 GiB as float32. Override per call (``pixel_budget=``) or with $MEDVIT_PIXEL_BUDGET.
+#: 2**28 samples = 1 GiB as float32. Override per call (``pixel_budget=``) or with $MEDVIT_PIXEL_BUDGET. The one
+#: budget: the readers, `medvit infer` and the viewer all use it.
 DEFAULT_PIXEL_BUDGET = 2**28
 
 #: pip packages that decode each transfer syntax family (shown when none of the installed ones can)
