@@ -15,6 +15,7 @@ import numpy as np
 from medvit.io.errors import (
     CorruptFileError,
     FrameIndexError,
+    MedicalIOError,
     NoPixelDataError,
     PixelBudgetError,
     UnsupportedPhotometricError,
@@ -34,7 +35,8 @@ DEFAULT_PIXEL_BUDGET = 2**28
 #: pip packages that decode each transfer syntax family (shown when none of the installed ones can)
 _PLUGIN_HINT = {
     "1.2.840.10008.1.2.4.50": "python-gdcm, pillow or pylibjpeg + pylibjpeg-libjpeg (GPL-3.0)",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg + pylibjpeg-libjpeg (GPL-3.0, needed for 12-bit JPEG Extended)",
+    "1.2.840.10008.1.2.4.51": "python-gdcm (12-bit read through GDCM directly) or pylibjpeg + pylibjpeg-libjpeg "
+                              "(GPL-3.0)",
     "1.2.840.10008.1.2.4.57": "python-gdcm or pylibjpeg + pylibjpeg-libjpeg (GPL-3.0)",
     "1.2.840.10008.1.2.4.70": "python-gdcm or pylibjpeg + pylibjpeg-libjpeg (GPL-3.0)",
     "1.2.840.10008.1.2.4.80": "pyjpegls or python-gdcm",
@@ -86,12 +88,15 @@ def pixel_geometry(ds: Dataset, path: str | None) -> dict[str, int]:
     g = {
         "rows": _int_attr(ds, "Rows", path),
         "columns": _int_attr(ds, "Columns", path),
-        "frames": _int_attr(ds, "NumberOfFrames", path, 1),
         "samples": _int_attr(ds, "SamplesPerPixel", path, 1),
         "bits_allocated": _int_attr(ds, "BitsAllocated", path),
         "bits_stored": _int_attr(ds, "BitsStored", path, 0),
         "signed": _int_attr(ds, "PixelRepresentation", path, 0),
     }
+    try:
+        g["frames"] = _int_attr(ds, "NumberOfFrames", path, 1)
+    except CorruptFileError:
+        g["frames"] = _frames_from_pixel_data(ds, path, g)
     if g["bits_stored"] == 0:
         g["bits_stored"] = g["bits_allocated"]
     if g["rows"] < 1 or g["columns"] < 1 or g["frames"] < 1:
@@ -104,6 +109,44 @@ def pixel_geometry(ds: Dataset, path: str | None) -> dict[str, int]:
     if g["signed"] not in (0, 1):
         raise CorruptFileError(path, f"invalid Pixel Representation {g['signed']} (must be 0 or 1)")
     return g
+
+
+def _frames_from_pixel_data(ds: Dataset, path: str | None, g: dict[str, int]) -> int:
+    """Number of Frames when its value is garbled (``"1A"``), if the Pixel Data leaves no doubt: native data
+    whose length is a whole number of frames (PS3.5 8.1.1, padded to even length), or encapsulated data with
+    one fragment after the Basic Offset Table (one frame). Logs a warning and repairs ``ds`` in memory, as
+    dcmtk does; raises CorruptFileError when the count is ambiguous. The garbled value is not logged."""
+    from pydicom.uid import UID
+
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    data = ds.get("PixelData")
+    n = 0
+    try:
+        if data is None:
+            pass
+        elif ts is not None and UID(str(ts)).is_compressed:
+            from pydicom.encaps import parse_fragments
+
+            n_fragments = parse_fragments(data)[0]
+            n = 1 if n_fragments == 1 else 0
+        else:
+            frame_bytes = (g["rows"] * g["columns"] * g["samples"] * g["bits_allocated"] + 7) // 8
+            if frame_bytes and len(data) // frame_bytes >= 1 and len(data) - (len(data) // frame_bytes) * \
+                    frame_bytes <= 1:
+                n = len(data) // frame_bytes
+    except Exception:
+        n = 0
+    if n < 1:
+        raise CorruptFileError(path, "attribute NumberOfFrames is not a valid integer and the Pixel Data does not "
+                                     "determine the frame count")
+    logger.warning("%s: attribute NumberOfFrames is not a valid integer; using %d frame(s) from the Pixel Data "
+                   "length", path or "<dataset>", n)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.NumberOfFrames = n  # the decoders read it again
+    return n
 
 
 def check_budget(g: dict[str, int], path: str | None, budget: int | None, frame: int | None) -> None:
@@ -182,8 +225,8 @@ def decode(ds: Dataset, path: str | None, g: dict[str, int], frame: int | None) 
         if got < expected:
             raise CorruptFileError(path, f"truncated: Pixel Data has {got:,} bytes, the header needs {expected:,}")
     try:
-        arr, info = dec.as_array(ds, index=frame, as_rgb=True)
-    except (MemoryError, RecursionError):
+        arr, info = _as_array(dec, ds, path, g, frame)
+    except (MemoryError, RecursionError, MedicalIOError):
         raise
     except Exception as e:  # decoders raise many types; classify
         msg = str(e)
@@ -209,6 +252,67 @@ def decode(ds: Dataset, path: str | None, g: dict[str, int], frame: int | None) 
     elif pi not in _GRAY and out_pi != "RGB":
         raise UnsupportedPhotometricError(path, f"decoder returned {out_pi} for {pi}; cannot convert to RGB")
     return arr, out_pi
+
+
+JPEG_EXTENDED_12BIT = "1.2.840.10008.1.2.4.51"
+
+
+def _as_array(dec: Any, ds: Dataset, path: str | None, g: dict[str, int], frame: int | None) -> tuple[Any, dict]:
+    """``dec.as_array``; 12-bit JPEG Extended that pydicom's plugins refuse goes through GDCM directly."""
+    try:
+        return dec.as_array(ds, index=frame, as_rgb=True)
+    except Exception as e:
+        if str(transfer_syntax(ds, path)) == JPEG_EXTENDED_12BIT and path is not None and "12-bit" in str(e):
+            return _decode_jpeg12_gdcm(path, g, frame), {}
+        raise
+_GDCM_LOCK = None
+
+
+def _decode_jpeg12_gdcm(path: str, g: dict[str, int], frame: int | None) -> np.ndarray:
+    """12-bit JPEG Extended (Process 2 & 4, PS3.5 A.4.1) through GDCM's own reader (BSD licence).
+
+    pydicom's GDCM plugin refuses 12-bit precision, but GDCM's bundled 12-bit IJG codec decodes it (output
+    identical to dcmtk's ``dcmdjpeg``, tested). IJG prints its 8-bit attempt's complaints on the C stderr;
+    they go to this module's DEBUG log instead. Returns the shape pydicom's ``as_array`` would.
+    """
+    import tempfile
+    import threading
+
+    global _GDCM_LOCK
+    try:
+        import gdcm
+    except ImportError as e:
+        raise UnsupportedTransferSyntaxError(path, "12-bit JPEG Extended needs python-gdcm (BSD) or pylibjpeg + "
+                                                   "pylibjpeg-libjpeg (GPL-3.0); neither is installed") from e
+    if _GDCM_LOCK is None:
+        _GDCM_LOCK = threading.Lock()
+    with _GDCM_LOCK, tempfile.TemporaryFile() as err:
+        saved = os.dup(2)
+        try:
+            os.dup2(err.fileno(), 2)
+            reader = gdcm.ImageReader()
+            reader.SetFileName(str(path))
+            ok = reader.Read()
+            buf = reader.GetImage().GetBuffer() if ok else None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        noise = err.read().decode("utf-8", "replace").strip()
+    if noise:
+        logger.debug("%s: GDCM/IJG said: %s", path, " | ".join(noise.splitlines()))
+    if not buf:
+        raise CorruptFileError(path, "cannot decode 12-bit JPEG Extended pixel data (GDCM could not read it)")
+    raw = buf.encode("utf-8", "surrogateescape") if isinstance(buf, str) else bytes(buf)
+    dtype = np.dtype("<i2" if g["signed"] else "<u2")
+    shape = (g["frames"], g["rows"], g["columns"]) + ((g["samples"],) if g["samples"] > 1 else ())
+    if len(raw) != int(np.prod(shape)) * dtype.itemsize:
+        raise CorruptFileError(path, f"12-bit JPEG Extended: GDCM returned {len(raw):,} bytes, the header needs "
+                                     f"{int(np.prod(shape)) * dtype.itemsize:,}")
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    if frame is not None:
+        return arr[frame]
+    return arr[0] if g["frames"] == 1 else arr
 
 
 # ----------------------------------------------------------------------------- modality LUT (PS3.3 C.11.1)

@@ -59,7 +59,7 @@ def redact_values(text: str) -> str:
 
 
 def _is_keyword(word: str) -> bool:
-    if len(word) == 2 and word.isupper():  # a VR name (DA, TM, CS, ...)
+    if len(word) == 2 and word.isalpha() and word.isupper():  # a VR name (DA, TM, CS, ...)
         return True
     try:
         from pydicom.datadict import tag_for_keyword

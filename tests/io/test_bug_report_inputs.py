@@ -72,3 +72,75 @@ def test_nan_voxels_do_not_blank_the_display(tmp_path, fmt, preset):
     flat = out.reshape(-1)
     assert (flat > 0).mean() > 0.8  # not black: only the NaN voxels (and the minimum) are 0
     assert len(np.unique(out)) > 50
+
+
+def _garble_frames(path: Path, value: bytes = b"1A", frames: int | None = None) -> Path:
+    """Store Number of Frames as ``value`` (an invalid IS, as in pydicom's badVR.dcm), bypassing validation."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    if frames:
+        ds.PixelData = ds.PixelData * frames
+    ds.NumberOfFrames = 1
+    ds.save_as(path)
+    raw = path.read_bytes()
+    head = b"\x28\x00\x08\x00IS\x02\x00"
+    assert raw.count(head + b"1 ") == 1
+    path.write_bytes(raw.replace(head + b"1 ", b"\x28\x00\x08\x00IS" + len(value).to_bytes(2, "little") + value))
+    return path
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_garbled_number_of_frames_taken_from_pixel_data_length(tmp_path, caplog, frames):
+    from pydicom.uid import generate_uid
+
+    from medvit.io import read_image
+
+    p = write_dx(tmp_path / "a.dcm", generate_uid(), generate_uid(), rows=8, cols=6)
+    import pydicom
+
+    px = pydicom.dcmread(p).pixel_array
+    _garble_frames(p, frames=frames)
+    with caplog.at_level("WARNING"):
+        img = read_image(p)
+    want = px if frames == 1 else np.stack([px] * frames)
+    assert img.pixels.shape == want.shape and np.array_equal(img.pixels, want.astype(np.float32))
+    assert "NumberOfFrames is not a valid integer" in caplog.text and "1A" not in caplog.text
+
+
+def test_garbled_number_of_frames_refused_when_ambiguous(tmp_path):
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medvit.io import CorruptFileError, read_image
+
+    p = write_dx(tmp_path / "a.dcm", generate_uid(), generate_uid(), rows=8, cols=6)
+    ds = pydicom.dcmread(p)
+    ds.PixelData = ds.PixelData + b"\0" * 10  # not a whole number of frames
+    ds.save_as(p)
+    _garble_frames(p)
+    with pytest.raises(CorruptFileError, match="NumberOfFrames"):
+        read_image(p)
+
+
+def test_12bit_jpeg_extended_decoded_like_dcmtk(tmp_path):
+    """JPEG Extended 12-bit (Process 4) made by dcmtk's encoder reads exactly as dcmtk's decoder outputs it."""
+    import shutil
+    import subprocess
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medvit.io import read_image, render
+
+    if not (shutil.which("dcmcjpeg") and shutil.which("dcmdjpeg")):
+        pytest.skip("dcmtk not installed; `make test` installs it (scripts/install_sysdeps.sh)")
+    src = write_dx(tmp_path / "src.dcm", generate_uid(), generate_uid(), rows=64, cols=48)
+    enc, dec = tmp_path / "j12.dcm", tmp_path / "ref.dcm"
+    subprocess.run(["dcmcjpeg", "+ee", str(src), str(enc)], check=True, capture_output=True)
+    assert str(pydicom.dcmread(enc).file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.51"
+    subprocess.run(["dcmdjpeg", str(enc), str(dec)], check=True, capture_output=True)
+    ref = pydicom.dcmread(dec).pixel_array.astype(np.float32)
+    img = read_image(enc)
+    assert img.pixels.shape == ref.shape and np.array_equal(img.pixels, ref)
+    assert render(img).std() > 0
