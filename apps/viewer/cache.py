@@ -114,16 +114,15 @@ def heatmap(ref: str, sha256: str, path: str, modified: float, frame: int | None
 
     lm = load_model(ref)
     x, notes, _unit = lm.preprocess(image_2d(path, frame))
-    from PIL import Image
-
     from apps.viewer.view import fit
+    from medvit.data.preprocess import resize_array
 
     heat = explain(lm.model, torch.from_numpy(x[None]), method=method, target=target)[0].numpy()
     full = np.clip(unmap_heatmap(heat, notes, lm.preprocess.geometry), 0.0, 1.0).astype(np.float32)
     if max(full.shape) <= HEAT_SIDE:
         return full
     h, w = fit(*full.shape, HEAT_SIDE)
-    return np.asarray(Image.fromarray(full).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    return resize_array(full, (h, w))
 
 
 @st.cache_resource(show_spinner="No studies given: generating a few chest X-ray phantoms…")

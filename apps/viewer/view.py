@@ -54,10 +54,11 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
     sy, sx = hh / h, hw / w  # heat may be at another resolution than display
     crop = np.asarray(heat, dtype=np.float32)[int(top * sy):max(int(top * sy) + 1, int(bottom * sy)),
                                               int(left * sx):max(int(left * sx) + 1, int(right * sx))]
-    hm = Image.fromarray(np.clip(crop, 0, 1).astype(np.float32)).resize((out_w, out_h), Image.BILINEAR)
+    from medvit.data.preprocess import resize_array
     from medvit.explain import overlay
 
-    return overlay(np.asarray(im.convert("L")), np.asarray(hm), float(np.clip(opacity, 0, 1)))
+    hm = resize_array(np.clip(crop, 0, 1).astype(np.float32), (out_h, out_w))
+    return overlay(np.asarray(im.convert("L")), hm, float(np.clip(opacity, 0, 1)))
 
 
 def draw_corners(rgb: np.ndarray, corners: dict[str, list[str]], size: int | None = None) -> np.ndarray:

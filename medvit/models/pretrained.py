@@ -10,13 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from medvit.data.labels import NIH14_LABELS
 from medvit.models.contract import WeightContract
 from medvit.registry import REGISTRY
-
-NIH14 = [
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
-]
 
 
 @dataclass
@@ -72,7 +68,7 @@ register_weights(WeightSpec(
 ))
 register_weights(WeightSpec(
     "vit_small_patch16_224.cxr_mae_ft_nih", "vit-s_CXR_0.3M_mae_finetuned_nih.pth", _MAE_URL,
-    WeightContract(in_chans=3, input_size=(224, 224), **_NIH_NORM, label_names=list(NIH14),
+    WeightContract(in_chans=3, input_size=(224, 224), **_NIH_NORM, label_names=list(NIH14_LABELS),
                    modalities=["CR", "DX"], view_positions=["PA", "AP"], source="Xiao et al. WACV 2023",
                    license="see upstream repository",
                    description="ViT-S/16 fine-tuned on NIH ChestX-ray14 (82.3 mAUC)"),
