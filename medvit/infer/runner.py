@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker
 from medvit.infer.duplicates import DUPLICATE_STAGE, DuplicateTracker
@@ -324,7 +325,8 @@ class InferenceRun:
         self._write_run_json(started, None, {}, "running", 0.0, 0)
         spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps)
         max_inflight = max(2 * cfg.batch_size, 4 * max(cfg.workers, 1))
-        bar = self._bar = _progress(total, len(done), cfg.progress)
+        bar = self._bar = tqdm(total=total, initial=len(done), unit="file", desc="medvit infer", mininterval=0.5,
+                               file=sys.stderr, disable=not cfg.progress)
         batch: list[Decoded] = []
         n_new = n_pred = 0
         t_pred = time.perf_counter()
@@ -342,13 +344,11 @@ class InferenceRun:
                         batch = []
                 else:
                     self.journal.append(self._base_record(d, "error" if d.status == "error" else "skipped"))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"{n_pred / max(time.perf_counter() - t_pred, 1e-9):.1f} img/s", refresh=False)
+                bar.update(1)
+                bar.set_postfix_str(f"{n_pred / max(time.perf_counter() - t_pred, 1e-9):.1f} img/s", refresh=False)
             n_pred += self._flush(batch)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             self.journal.close()
         seconds = time.perf_counter() - t0
         try:
@@ -368,8 +368,7 @@ class InferenceRun:
                 self.journal.append(self._base_record(Decoded(
                     rel, "skipped", DUPLICATE_STAGE, f"same file as {first} (reached again through a link)"),
                     "skipped"))
-                if self._bar is not None:
-                    self._bar.update(1)
+                self._bar.update(1)
 
     def _finish(self, started: str, seconds: float, resumed: bool, n_done: int, n_new: int,
                 n_pred: int) -> RunResult:
@@ -431,14 +430,6 @@ def _rel_key(p: Path, root: Path) -> str:
     from medvit.infer.decode import _rel
 
     return _rel(p, str(root))
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="file", desc="medvit infer", mininterval=0.5, file=sys.stderr)
 
 
 def run_inference(cfg: InferConfig) -> RunResult:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,12 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from medvit.nn.precision import autocast
 from medvit.train import state as st
 from medvit.train.config import TrainConfig
+from medvit.train.csv_log import CSVLogger
 from medvit.train.distributed import DistInfo, all_reduce_min, barrier, init_distributed, resolve_device
-from medvit.train.logger import CSVLogger, progress_bar
 from medvit.train.optim import build_optimizer, param_groups
 from medvit.train.sampler import ResumableBatchSampler, SeededTransformDataset, Transform
 from medvit.train.schedule import SCHEDULES, scaled_lr
@@ -255,7 +257,8 @@ class Trainer:
         stop = min(self.total_steps, cfg.stop_at_step or self.total_steps)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         result = TrainResult(steps=step, total_steps=self.total_steps)
-        bar = progress_bar(stop, step, cfg.progress and self.dist.is_main)
+        bar = tqdm(total=stop, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
+                   mininterval=1.0, disable=not (cfg.progress and self.dist.is_main))
         stream = self._micro_batches(micro)
         window: dict[str, list[float]] = {}
         t0, n_samples, skipped = time.perf_counter(), 0, 0

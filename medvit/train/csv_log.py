@@ -1,14 +1,10 @@
-"""Run logging: a CSV file of scalars (one row per logged step or evaluation) and a tqdm progress bar."""
+"""The run log: a CSV file of scalars, one row per logged step or evaluation (``<output_dir>/log.csv``)."""
 
 from __future__ import annotations
 
 import csv
-import logging
-import sys
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 
 class CSVLogger:
@@ -51,24 +47,3 @@ class CSVLogger:
             w = csv.DictWriter(f, self.columns)
             w.writeheader()
             w.writerows(self.rows)
-
-
-def progress_bar(total: int, initial: int, enabled: bool, desc: str = "train") -> Any:
-    """A tqdm bar over optimizer steps (shows it/s); a no-op object when disabled."""
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr,
-                mininterval=1.0)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
