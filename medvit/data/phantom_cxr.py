@@ -328,7 +328,7 @@ class ChestPhantomGenerator:
         else:
             masks = {}
         meta = self._meta(index, patient, visit, ctr, pose, rp)
-        from medvit.data.reports import cxr_report
+        from medvit.data.phantom_reports import cxr_report
 
         return Phantom(image=image, labels=labels, label_names=CXR_LABELS, masks=masks, findings=findings,
                        meta=meta, report=cxr_report(findings, meta, np.random.default_rng([self.seed, index, 99])))

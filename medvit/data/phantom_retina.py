@@ -218,7 +218,7 @@ class RetinaPhantomGenerator:
                      "Rows": s, "Columns": s, "stage": stage, "stage_name": AMD_STAGES[stage],
                      "referral": referral, "referral_name": REFERRALS[referral], "patient_index": int(patient),
                      "visit": int(visit), "index": int(index)})
-        from medvit.data.reports import retina_report
+        from medvit.data.phantom_reports import retina_report
 
         report = retina_report(findings, AMD_STAGES[stage], referral, np.random.default_rng([self.seed, index, 98]))
         return Phantom(image=image, labels=labels, label_names=RETINA_BIOMARKERS, masks=masks,
