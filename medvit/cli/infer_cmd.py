@@ -1,4 +1,5 @@
-"""``medvit infer -m MODEL -i INPUT -o OUTPUT``: batch inference over a folder of DICOM studies."""
+"""``medvit infer -m MODEL -i INPUT -o OUTPUT``: batch inference over a folder of DICOM studies
+(or ``--source PACS`` instead of ``-i``, and ``--send-to PACS`` to store the SR back)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from typing import Any
 EPILOG = """outputs (in OUTPUT): predictions.csv, predictions.jsonl, status.csv (one row per input file),
 errors.csv, run.json; --sr adds sr/<study>.dcm (TID 1500), --heatmaps adds heatmaps/<study>/<sop>.png|.dcm.
 Re-running with the same OUTPUT resumes. Exit codes: 0 all inputs predicted or skipped with a reason,
-3 some inputs failed (see errors.csv), 4 nothing could be predicted, 2 bad arguments.
+3 some inputs failed (see errors.csv; with a PACS also retrieve_errors.csv, send_errors.csv), 4 nothing
+could be predicted, 2 bad arguments, 5 the PACS could not be reached or refused the query.
+PACS addresses: dicomweb://HOST:PORT/PATH?Modality=CR&StudyDate=20240101-20240131&AccessionNumber=A&PatientID=P
+(DICOMweb; dicomwebs:// for https) or dimse://AET@HOST:PORT?Modality=DX&calling_aet=MEDVIT (C-FIND + C-GET,
+C-STORE); a --source run keeps the retrieved instances in OUTPUT/spool/ and resumes from it.
 Environment: MEDVIT_INFER_MODEL / _INPUT / _OUTPUT stand in for -m / -i / -o."""
 
 
@@ -22,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint directory or registered weight tag")
     p.add_argument("-i", "--input", default=os.environ.get("MEDVIT_INFER_INPUT"),
                    help="folder of studies (walked recursively) or one file")
+    p.add_argument("--source", metavar="PACS", help="query and retrieve the studies from a PACS instead of -i "
+                   "(dicomweb://... or dimse://..., see below)")
+    p.add_argument("--send-to", metavar="PACS", help="store the results (SR per study, heatmap SCs) in this PACS "
+                   "(dicomweb:// = STOW-RS, dimse:// = C-STORE); implies --sr")
     p.add_argument("-o", "--output", default=os.environ.get("MEDVIT_INFER_OUTPUT"), help="output folder")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -53,9 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
-    import sys
 
-    from medvit.infer import InferConfig, run_inference
+    from medvit.infer import run_inference
 
     if getattr(args, "verbose", 0) < 2:
         import warnings
@@ -65,18 +73,53 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
 
-    missing = [f"-{k[0]}/--{k}" for k in ("model", "input", "output") if not getattr(args, k)]
+    if args.source and args.input:
+        raise ValueError("give either -i/--input or --source, not both")
+    needed = ("model", "output") if args.source else ("model", "input", "output")
+    missing = [f"-{k[0]}/--{k}" for k in needed if not getattr(args, k)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (or MEDVIT_INFER_MODEL/_INPUT/_OUTPUT)")
-    cfg = InferConfig(model=args.model, input=args.input, output=args.output, batch_size=args.batch_size,
+    if args.source or args.send_to:
+        return _run_pacs(args)
+    cfg = _config(args, args.input)
+    result = run_inference(cfg)
+    print(format_summary(result))  # noqa: T201
+    return result.exit_code
+
+
+EXIT_PACS = 5  # the PACS could not be reached or refused (message names the server and the step)
+
+
+def _run_pacs(args: argparse.Namespace) -> int:
+    import sys
+
+    from medvit.infer.pacs_run import run_with_pacs, spool_dir
+    from medvit.pacs import PacsError, parse_pacs_address
+
+    for a in (args.source, args.send_to):
+        if a:
+            parse_pacs_address(a)  # a bad address is a usage error before anything is created
+    cfg = _config(args, str(spool_dir(args.output)) if args.source else args.input)
+    try:
+        result = run_with_pacs(cfg, source=args.source, send_to=args.send_to)
+    except PacsError as e:
+        print(f"medvit infer: error: {e}", file=sys.stderr)  # noqa: T201
+        return EXIT_PACS
+    print(format_summary(result))  # noqa: T201
+    return result.exit_code
+
+
+def _config(args: argparse.Namespace, input_path: str) -> Any:
+    import sys
+
+    from medvit.infer import InferConfig
+
+    return InferConfig(model=args.model, input=input_path, output=args.output, batch_size=args.batch_size,
                       workers=args.workers, precision=args.precision, device=args.device, sr=args.sr,
                       heatmaps=args.heatmaps, heatmap_method=args.heatmap_method, deidentify=args.deidentify,
                       rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
                       overwrite=args.overwrite,
                       progress=not args.quiet and sys.stderr.isatty())
-    result = run_inference(cfg)
-    print(format_summary(result))  # noqa: T201
-    return result.exit_code
 
 
 def format_summary(result: Any) -> str:
@@ -96,13 +139,23 @@ def format_summary(result: Any) -> str:
     if "sr_written" in c:
         lines.append(f"  SR: {c['sr_written']} written" + (f", {c['sr_failed']} failed (sr_errors.csv)"
                                                           if c["sr_failed"] else ""))
+    pacs = c.get("pacs") or {}
+    if "source" in pacs:
+        lines.append(f"  PACS {pacs['source']}: {pacs['studies_found']} studies, {pacs['retrieved']} instances "
+                     f"retrieved, {pacs['already_in_spool']} already in the spool"
+                     + (f", {pacs['retrieve_failed']} FAILED (retrieve_errors.csv)" if pacs["retrieve_failed"] else ""))
+    if "send_to" in pacs:
+        lines.append(f"  sent to {pacs['send_to']}: {pacs['sent']} new, {pacs['already_sent']} sent before"
+                     + (f", {pacs['send_failed']} FAILED (send_errors.csv)" if pacs["send_failed"] else ""))
     lines.append(f"  outputs: {result.output}/  (predictions.csv, predictions.jsonl, status.csv, errors.csv, "
                  "run.json" + (", sr/" if "sr" in result.files else "")
                  + (", heatmaps/" if "heatmaps" in result.files else "") + ")")
     lines.append("  research use only - not for diagnosis")
     if result.exit_code == 3:
         lines.append(f"  exit code 3: {c['error']} input(s) failed" +
-                     (f" and {c.get('sr_failed', 0)} SR(s)" if c.get("sr_failed") else ""))
+                     (f" and {c.get('sr_failed', 0)} SR(s)" if c.get("sr_failed") else "") +
+                     (f", {pacs['retrieve_failed']} retrieve(s)" if pacs.get("retrieve_failed") else "") +
+                     (f", {pacs['send_failed']} send(s)" if pacs.get("send_failed") else ""))
     elif result.exit_code == 4:
         lines.append("  exit code 4: no input was an image this model could predict on (see status.csv)")
     return "\n".join(lines)
