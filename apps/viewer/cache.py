@@ -6,7 +6,7 @@
 * ``st.cache_data`` holds small, copyable results: predictions, heatmaps, thumbnails. Their keys include the
   file's modification time and the model's checksum, so a changed file or model is never served stale.
 
-Every function here is a thin wrapper: the work is done by ``medvit.io``, ``medvit.infer`` and ``medvit.explain``.
+Every function here is a thin wrapper: the work is done by ``medvit.io``, ``medvit.infer`` and ``medvit.visualize``.
 """
 
 from __future__ import annotations
@@ -103,14 +103,14 @@ def heatmap(ref: str, sha256: str, path: str, modified: float, frame: int | None
             method: str) -> np.ndarray:
     """(h, w) float32 heatmap in [0, 1] for label ``target`` over the source image's field of view.
 
-    :func:`medvit.explain.explain` on the model input, mapped back through the preprocessing geometry with
+    :func:`medvit.visualize.attribution.explain` on the model input, mapped back through the preprocessing geometry with
     :func:`medvit.infer.preprocess.unmap_heatmap`, then kept at most :data:`HEAT_SIDE` pixels on a side (the
     map is smooth; a 2,048² float map would cost 16 MB per cache entry).
     """
     import torch
 
-    from medvit.explain import explain
     from medvit.infer.preprocess import unmap_heatmap
+    from medvit.visualize.attribution import explain
 
     lm = load_model(ref)
     x, notes, _unit = lm.preprocess(image_2d(path, frame))

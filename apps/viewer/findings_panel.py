@@ -1,6 +1,6 @@
 """Model picker, provenance banner, findings table, heatmap controls and the feedback form.
 
-Prediction and heatmaps are medvit's (:mod:`medvit.infer`, :mod:`medvit.explain`) behind the caches of
+Prediction and heatmaps are medvit's (:mod:`medvit.infer`, :mod:`medvit.visualize`) behind the caches of
 :mod:`apps.viewer.cache`; the operating thresholds and label names come from the model's weight contract.
 """
 
@@ -145,7 +145,7 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd
 
 def heatmap_controls(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame) -> Heat:
     """Heatmap finding / method / opacity widgets; returns (heat (h, w) in [0, 1] or None, opacity)."""
-    from medvit.explain import METHODS
+    from medvit.visualize.attribution import METHODS
 
     st.markdown("**Heatmap**")
     c1, c2 = st.columns([3, 2])

@@ -36,8 +36,9 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
     """Crop ``display`` to ``box``, resize to fit ``max_side`` (and ``max_h``), blend ``heat`` with ``opacity``.
 
     Downsampling uses PIL's reducing resize (a box pre-reduction then bilinear), which keeps a 2,048² DX well under
-    0.1 s; magnification (zoom past 1:1) uses bilinear interpolation. The blend is :func:`medvit.explain.overlay`
-    (the same colours as ``medvit infer --heatmaps``) on the grey view; colour images are shown in grey under a map.
+    0.1 s; magnification (zoom past 1:1) uses bilinear interpolation. The blend is
+    :func:`medvit.visualize.overlay.overlay` (the same colours as ``medvit infer --heatmaps``) on the grey view; colour
+    images are shown in grey under a map.
     """
     from PIL import Image
 
@@ -55,7 +56,7 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
     crop = np.asarray(heat, dtype=np.float32)[int(top * sy):max(int(top * sy) + 1, int(bottom * sy)),
                                               int(left * sx):max(int(left * sx) + 1, int(right * sx))]
     from medvit.data.preprocess import resize_array
-    from medvit.explain import overlay
+    from medvit.visualize.overlay import overlay
 
     hm = resize_array(np.clip(crop, 0, 1).astype(np.float32), (out_h, out_w))
     return overlay(np.asarray(im.convert("L")), hm, float(np.clip(opacity, 0, 1)))

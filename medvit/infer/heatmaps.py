@@ -33,8 +33,8 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
     """
     from PIL import Image
 
-    from medvit.explain import overlay
     from medvit.io.secondary_capture import write_overlay_sc
+    from medvit.visualize.overlay import overlay
 
     if d.unit is None:
         raise ValueError(f"{d.rel}: no display image kept for the overlay")

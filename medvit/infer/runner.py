@@ -286,8 +286,8 @@ class InferenceRun:
     def _heatmaps(self, batch: list[Decoded], x: np.ndarray, probs: np.ndarray, recs: list[dict[str, Any]]) -> None:
         import torch
 
-        from medvit.explain import explain
         from medvit.infer.heatmaps import write_heatmap_outputs
+        from medvit.visualize.attribution import explain
 
         targets = probs.argmax(1)
         model = self.predictor.fp32_model  # fp32 weights (int8 runs keep them beside the quantised copy)

@@ -184,7 +184,7 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
                     extra={"task": "mae_pretrain", "mask_ratio": mae.mask_ratio, "steps": result.steps})
     summary.update(mae_dir=str(mae_dir), encoder_dir=str(out / "encoder"))
     if cfg.figure_split:
-        from medvit.models.mae_figure import reconstruction_figure
+        from medvit.visualize.mae_figure import reconstruction_figure
 
         fig_ds = build_dataset(cfg.dataset, cfg.figure_split, **cfg.dataset_args)
         ev = build_eval_transform(cfg.image_size, mean, std, in_chans=cfg.in_chans)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import medvit
-from medvit.explain import attention_rollout, colormap, explain, grad_cam, overlay
+from medvit.visualize import attention_rollout, colormap, explain, grad_cam, overlay
 
 
 def _model(**kw):

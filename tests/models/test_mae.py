@@ -165,7 +165,7 @@ def test_layer_decay_groups_through_mae_group_matcher():
 
 
 def test_reconstruction_figure(tmp_path):
-    from medvit.models.mae_figure import reconstruct, reconstruction_figure
+    from medvit.visualize.mae_figure import reconstruct, reconstruction_figure
 
     mae = _mae()
     x = torch.rand(3, 1, 32, 32)

@@ -330,10 +330,10 @@ def test_cached_heatmap_is_medvit_explain_mapped_to_the_image(tiny_model, studie
     import torch
 
     from apps.viewer import cache
-    from medvit.explain import explain
     from medvit.infer.predictor import load_for_inference
     from medvit.infer.preprocess import Preprocessor, unmap_heatmap
     from medvit.io import read_image
+    from medvit.visualize.attribution import explain
 
     path = str(studies / "a" / "img1.dcm")
     lm = cache.load_model(str(tiny_model))

@@ -1,4 +1,4 @@
-"""Heatmaps for ViT predictions: attention rollout and token Grad-CAM, plus a colour overlay.
+"""Heatmaps for ViT predictions: attention rollout and token Grad-CAM (colours: :mod:`medvit.visualize.overlay`).
 
 Written against the uniform backbone interface (``embed``, ``blocks``, ``norm``, ``forward_head``,
 ``attention_maps``, ``num_prefix_tokens``, ``patch_embed.grid_size``), so any medvit ViT works. Used by
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,26 +114,3 @@ def _unit(m: torch.Tensor) -> torch.Tensor:
     flat_maps = span <= 1e-5 * hi.abs().clamp_min(1e-12)
     scaled = (flat - lo) / span.clamp_min(1e-12)
     return torch.where(flat_maps, torch.zeros_like(scaled), scaled).reshape(m.shape)
-
-
-def colormap(heat: np.ndarray) -> np.ndarray:
-    """(h, w) in [0, 1] -> (h, w, 3) uint8 with a jet-like blue→cyan→yellow→red map."""
-    v = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
-    r = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0.0, 1.0)
-    g = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0.0, 1.0)
-    b = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0.0, 1.0)
-    return (np.stack([r, g, b], -1) * 255.0 + 0.5).astype(np.uint8)
-
-
-def overlay(grey: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """Blend a (h, w) grey image (uint8, or float in [0, 1]) with a (h, w) heatmap in [0, 1] -> (h, w, 3) uint8.
-
-    The heat colour's weight grows with the heat value (``alpha * heat``), so cold areas show the image.
-    """
-    g = np.asarray(grey)
-    g = g.astype(np.float32) / 255.0 if g.dtype == np.uint8 else np.clip(g.astype(np.float32), 0.0, 1.0)
-    if g.shape != heat.shape:
-        raise ValueError(f"overlay: image {g.shape} and heatmap {heat.shape} differ in shape")
-    w = (alpha * np.clip(heat, 0.0, 1.0))[..., None]
-    rgb = (1.0 - w) * g[..., None] + w * (colormap(heat).astype(np.float32) / 255.0)
-    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
