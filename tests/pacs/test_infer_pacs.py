@@ -108,3 +108,14 @@ def test_usage_errors(tiny_model, tmp_path, capsys):
     assert main(["infer", "-m", str(tiny_model), "-i", str(tmp_path / "in"), "--send-to", "dicomweb://h:1/x",
                  "--deidentify", "-o", str(tmp_path / "o")]) == 2
     assert "--deidentify cannot be combined with --send-to" in capsys.readouterr().err
+
+
+def test_infer_over_dimse(orthanc, tiny_model, tmp_path, capsys):
+    images = make_studies(tmp_path / "src", n_studies=1, per_study=2)
+    orthanc.upload(images)
+    out = tmp_path / "out"
+    assert main(["infer", "-m", str(tiny_model), "--source", orthanc.dimse("Modality=DX"),
+                 "--send-to", orthanc.dimse(), "-o", str(out), "--workers", "0", "--quiet"]) == 0
+    assert "2 instances retrieved" in capsys.readouterr().out
+    (sr,) = _srs(orthanc)
+    assert _evidence(sr) == {str(pydicom.dcmread(p).SOPInstanceUID) for p in images}

@@ -1,0 +1,290 @@
+"""DIMSE (PS3.7) source and sink with pynetdicom: C-ECHO, C-FIND + C-GET into a spool, C-STORE.
+
+The source walks the Study Root information model: C-FIND at STUDY level with the address's query
+(``Modality`` matched as ModalitiesInStudy), then SERIES level (only series of that Modality, if given), then
+IMAGE level for the SOP Instance UIDs; it C-GETs a series none of whose instances is in the spool in one
+request, and a partly present one instance by instance (resumable). C-GET sends the instances back over the
+same association (no C-MOVE destination to configure on the PACS); each is written atomically as it arrives.
+Association failures raise :class:`PacsError` naming the server and the step; per-instance failures are
+recorded as :class:`Failure` and the rest continue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from medvit.pacs.base import Failure, RetrieveReport, SendReport, StudyRef, with_retries
+from medvit.pacs.errors import PacsError
+from medvit.pacs.spool import Spool, check_uid
+from medvit.pacs.url import PacsAddress
+
+logger = logging.getLogger(__name__)
+
+_PENDING = (0xFF00, 0xFF01)
+#: C-STORE statuses that mean "stored" (PS3.4 B.2.3: success and the coercion/elements-discarded warnings)
+STORED = (0x0000, 0xB000, 0xB006, 0xB007)
+
+
+def _status(s: Any) -> int:
+    return int(getattr(s, "Status", -1)) if s is not None else -1
+
+
+class _DimsePeer:
+    def __init__(self, address: PacsAddress, retries: int = 2, backoff_s: float = 0.5) -> None:
+        if address.kind != "dimse":
+            raise ValueError(f"{address.server} is not a DIMSE address")
+        self.address, self.retries, self.backoff_s = address, retries, backoff_s
+
+    def _ae(self) -> Any:
+        from pynetdicom import AE
+
+        ae = AE(ae_title=self.address.calling_aet)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.address.timeout
+        ae.connection_timeout = min(self.address.timeout, 10.0)
+        return ae
+
+    @contextmanager
+    def _association(self, ae: Any, step: str, **kw: Any) -> Iterator[Any]:
+        """An established association (retried); ``PacsError`` naming ``step`` if none can be had."""
+        a = self.address
+
+        def connect() -> Any:
+            assoc = ae.associate(a.host, a.port, ae_title=a.called_aet, **kw)
+            if assoc.is_established:
+                return assoc
+            if assoc.is_rejected:
+                raise PacsError(a.server, f"{step}: association", "the PACS rejected the association (check the "
+                                f"called AE title {a.called_aet!r} and that it accepts calling AE "
+                                f"{a.calling_aet!r})")
+            raise ConnectionError("cannot connect or no A-ASSOCIATE answer (is the server running and the "
+                                  "address right?)")
+
+        try:
+            assoc = with_retries(connect, attempts=self.retries + 1, backoff_s=self.backoff_s,
+                                 retriable=lambda e: isinstance(e, ConnectionError), what=f"{a.server} {step}")
+        except ConnectionError as e:
+            raise PacsError(a.server, f"{step}: association", str(e)) from None
+        try:
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def echo(self) -> None:
+        """C-ECHO (Verification); ``PacsError`` if the PACS does not answer with Success."""
+        from pynetdicom.sop_class import Verification
+
+        ae = self._ae()
+        ae.add_requested_context(Verification)
+        with self._association(ae, "C-ECHO") as assoc:
+            st = _status(assoc.send_c_echo())
+            if st != 0:
+                raise PacsError(self.address.server, "C-ECHO", f"status 0x{st:04X}" if st >= 0 else "no answer")
+
+
+class DimseSource(_DimsePeer):
+    """Studies matching the address's query, found with C-FIND and fetched with C-GET into a :class:`Spool`."""
+
+    def _find(self, assoc: Any, identifier: Any, step: str) -> list[Any]:
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+        out = []
+        for status, ident in assoc.send_c_find(identifier, FIND):
+            st = _status(status)
+            if st in _PENDING and ident is not None:
+                out.append(ident)
+            elif st == 0:
+                break
+            else:
+                raise PacsError(self.address.server, step,
+                                f"status 0x{st:04X}" if st >= 0 else "no answer (association aborted or timed out)")
+        return out
+
+    def _find_ae(self) -> Any:
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+        ae = self._ae()
+        ae.add_requested_context(FIND)
+        return ae
+
+    def query(self) -> list[StudyRef]:
+        """C-FIND at STUDY level; sorted by date and UID."""
+        from pydicom.dataset import Dataset
+
+        q = Dataset()
+        q.QueryRetrieveLevel = "STUDY"
+        q.StudyInstanceUID = self.address.query.get("StudyInstanceUID", "")
+        q.ModalitiesInStudy = self.address.query.get("Modality", "")
+        for k in ("PatientID", "AccessionNumber", "StudyDate"):
+            setattr(q, k, self.address.query.get(k, ""))
+        with self._association(self._find_ae(), "C-FIND") as assoc:
+            found = self._find(assoc, q, "C-FIND study level")
+        out = {}
+        for ds in found:
+            uid = check_uid(ds.get("StudyInstanceUID"), f"{self.address.server}: C-FIND StudyInstanceUID")
+            mods = ds.get("ModalitiesInStudy", "")
+            out[uid] = StudyRef(uid, str(ds.get("PatientID", "")), str(ds.get("AccessionNumber", "")),
+                                str(ds.get("StudyDate", "")), tuple(mods) if not isinstance(mods, str) else (mods,))
+        refs = sorted(out.values(), key=lambda r: (r.study_date, r.study_instance_uid))
+        return refs[: self.address.limit] if self.address.limit else refs
+
+    def instances(self, assoc: Any, study: str) -> dict[str, list[tuple[str, str]]]:
+        """Series UID -> [(SOP Instance UID, SOP Class UID)] by SERIES then IMAGE level C-FIND."""
+        from pydicom.dataset import Dataset
+
+        q = Dataset()
+        q.QueryRetrieveLevel, q.StudyInstanceUID, q.SeriesInstanceUID = "SERIES", study, ""
+        q.Modality = self.address.query.get("Modality", "")
+        series: dict[str, list[tuple[str, str]]] = {}
+        for s in self._find(assoc, q, f"C-FIND series of study {study}"):
+            se = check_uid(s.get("SeriesInstanceUID"), f"{self.address.server}: C-FIND SeriesInstanceUID")
+            qi = Dataset()
+            qi.QueryRetrieveLevel, qi.StudyInstanceUID, qi.SeriesInstanceUID = "IMAGE", study, se
+            qi.SOPInstanceUID, qi.SOPClassUID = "", ""
+            series[se] = [(check_uid(i.get("SOPInstanceUID"), f"{self.address.server}: C-FIND SOPInstanceUID"),
+                           str(i.get("SOPClassUID", "")))
+                          for i in self._find(assoc, qi, f"C-FIND instances of series {se}")]
+        return series
+
+    def retrieve(self, spool: Spool, studies: Iterable[StudyRef] | None = None) -> RetrieveReport:
+        """Fetch every instance of ``studies`` (default: :meth:`query`) missing from ``spool`` with C-GET."""
+        report = RetrieveReport()
+        refs = list(self.query() if studies is None else studies)
+        with self._association(self._find_ae(), "C-FIND") as assoc:
+            plan = {}
+            for ref in refs:
+                report.studies.append(ref.study_instance_uid)
+                try:
+                    plan[ref.study_instance_uid] = self.instances(assoc, ref.study_instance_uid)
+                except PacsError as e:
+                    report.failures.append(Failure(ref.study_instance_uid, "", "", "C-FIND", e.reason))
+        for study, series in plan.items():
+            have = spool.instances(study)
+            todo: list[tuple[str, list[tuple[str, str]], bool]] = []  # (series, missing, whole series?)
+            for se, items in sorted(series.items()):
+                missing = [(sop, cls) for sop, cls in items if sop not in have]
+                report.present += len(items) - len(missing)
+                if missing:
+                    todo.append((se, missing, len(missing) == len(items)))
+            if todo:
+                self._get_study(spool, study, todo, report)
+        logger.info("%s: %d studies, %d instances retrieved, %d already in the spool, %d failed",
+                    self.address.server, len(report.studies), report.retrieved, report.present,
+                    len(report.failures))
+        return report
+
+    def _get_study(self, spool: Spool, study: str, todo: list[tuple[str, list[tuple[str, str]], bool]],
+                   report: RetrieveReport) -> None:
+        """C-GET the missing instances of one study over one association (a whole series in one request)."""
+        from pydicom.dataset import Dataset
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+
+        series_of = {sop: se for se, items, _ in todo for sop, _ in items}
+        classes = sorted({c for _, items, _ in todo for _, c in items if c})
+        if not classes:  # the PACS did not return SOP Class UIDs: offer the common storage classes
+            classes = [cx.abstract_syntax for cx in StoragePresentationContexts[:120]]
+        classes = classes[:127]  # 128 presentation contexts at most, one is the C-GET model
+        ae = self._ae()
+        ae.add_requested_context(GET)
+        for c in classes:
+            ae.add_requested_context(c, ALL_TRANSFER_SYNTAXES)
+        got: set[str] = set()
+
+        def on_store(event: Any) -> int:
+            try:
+                ds = event.dataset
+                sop = check_uid(ds.SOPInstanceUID, "SOPInstanceUID")
+                if sop not in series_of or str(ds.StudyInstanceUID) != study:
+                    logger.warning("%s: C-GET sent an instance not asked for (%s); ignored", self.address.server, sop)
+                    return 0x0000
+                spool.write_bytes(study, series_of[sop], sop, event.encoded_dataset())
+                got.add(sop)
+                return 0x0000
+            except Exception as e:  # a bad instance must not end the retrieve
+                logger.warning("%s: C-GET sub-operation: instance not stored (%s: %s)", self.address.server,
+                               type(e).__name__, e)
+                return 0xC210  # cannot understand
+
+        roles = [build_role(c, scp_role=True) for c in classes]
+        step = f"C-GET study {study}"
+        with self._association(ae, step, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
+            for se, items, whole in todo:
+                requests = []
+                for sop in ([None] if whole else [sop for sop, _ in items]):
+                    q = Dataset()
+                    q.QueryRetrieveLevel = "SERIES" if sop is None else "IMAGE"
+                    q.StudyInstanceUID, q.SeriesInstanceUID = study, se
+                    if sop is not None:
+                        q.SOPInstanceUID = sop
+                    requests.append(q)
+                for q in requests:
+                    last = -1
+                    for status, _ in assoc.send_c_get(q, GET):
+                        last = _status(status)
+                    if last not in (0x0000, 0xFF00):
+                        logger.warning("%s: %s series %s: final status %s", self.address.server, step, se,
+                                       f"0x{last:04X}" if last >= 0 else "none (aborted)")
+                    if not assoc.is_established:
+                        break
+        for sop in sorted(set(series_of) - got):
+            report.failures.append(Failure(study, series_of[sop], sop, "C-GET",
+                                           "the PACS did not send this instance (see the log for the C-GET status)"))
+        report.retrieved += len(got)
+
+
+class CStoreSink(_DimsePeer):
+    """Store Part 10 files with C-STORE over one association (contexts from the files' SOP classes)."""
+
+    def send(self, paths: Iterable[str | Path]) -> SendReport:
+        import pydicom
+        from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+        report = SendReport()
+        files: list[tuple[Path, Any]] = []
+        for p in paths:
+            try:
+                files.append((Path(p), pydicom.dcmread(p, stop_before_pixels=True)))
+            except Exception as e:
+                report.failures.append(Failure("", "", "", "read", f"{p}: {type(e).__name__}: {e}"))
+        if not files:
+            return report
+        classes = sorted({str(h.SOPClassUID) for _, h in files})
+        for start in range(0, len(classes), 120):  # at most 128 presentation contexts per association
+            chunk = set(classes[start:start + 120])
+            ae = self._ae()
+            for c in chunk:
+                ae.add_requested_context(c, ALL_TRANSFER_SYNTAXES[:4])
+            batch = [(p, h) for p, h in files if str(h.SOPClassUID) in chunk]
+            try:
+                with self._association(ae, "C-STORE") as assoc:
+                    for p, h in batch:
+                        self._store_one(assoc, p, h, report)
+            except PacsError as e:
+                done = set(report.sent) | {f.sop_instance_uid for f in report.failures}
+                for _, h in batch:
+                    if str(h.SOPInstanceUID) not in done:
+                        report.failures.append(Failure(str(h.StudyInstanceUID), str(h.SeriesInstanceUID),
+                                                       str(h.SOPInstanceUID), "C-STORE", f"{e.step}: {e.reason}"))
+        return report
+
+    def _store_one(self, assoc: Any, path: Path, head: Any, report: SendReport) -> None:
+        sop = str(head.SOPInstanceUID)
+        study, series = str(head.StudyInstanceUID), str(head.SeriesInstanceUID)
+        if not assoc.is_established:
+            report.failures.append(Failure(study, series, sop, "C-STORE", "the association ended before this instance"))
+            return
+        try:
+            st = _status(assoc.send_c_store(path))
+        except Exception as e:  # e.g. no accepted presentation context for the SOP class / transfer syntax
+            report.failures.append(Failure(study, series, sop, "C-STORE", f"{type(e).__name__}: {e}"))
+            return
+        if st in STORED:
+            report.sent.append(sop)
+        else:
+            why = f"status 0x{st:04X}" if st >= 0 else "no answer (association aborted or timed out)"
+            report.failures.append(Failure(study, series, sop, "C-STORE", f"the PACS refused instance {sop}: {why}"))

@@ -1,0 +1,55 @@
+"""DIMSE source (C-FIND + C-GET) and C-STORE sink against a real Orthanc."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+
+from medvit.pacs import PacsError, Spool, open_sink, open_source
+from tests.infer.helpers import make_studies
+from tests.pacs.orthanc import free_port
+from tests.pacs.test_dicomweb import _phantoms
+
+
+def test_echo_and_query(orthanc, tmp_path):
+    orthanc.upload(_phantoms(tmp_path))
+    src = open_source(orthanc.dimse())
+    src.echo()
+    assert len(src.query()) == 3
+    assert sorted(r.patient_id for r in open_source(orthanc.dimse("Modality=DX")).query()) == ["P0", "P1"]
+    assert [r.patient_id for r in open_source(orthanc.dimse("StudyDate=20230101-20231231")).query()] == ["P2"]
+    assert [r.patient_id for r in open_source(orthanc.dimse("AccessionNumber=ACCP1")).query()] == ["P1"]
+    assert [r.accession_number for r in open_source(orthanc.dimse("PatientID=P0")).query()] == ["ACCP0"]
+
+
+def test_c_get_retrieve_complete_and_resumable(orthanc, tmp_path):
+    src_files = _phantoms(tmp_path)
+    orthanc.upload(src_files)
+    spool = Spool(tmp_path / "spool")
+    source = open_source(orthanc.dimse())
+    rep = source.retrieve(spool)
+    assert (rep.retrieved, rep.present, rep.failures) == (5, 0, [])
+    for p in src_files:
+        a = pydicom.dcmread(p)
+        b = pydicom.dcmread(spool.path(a.StudyInstanceUID, a.SeriesInstanceUID, a.SOPInstanceUID))
+        assert b.PixelData == a.PixelData and b.SOPInstanceUID == a.SOPInstanceUID
+    a = pydicom.dcmread(src_files[0])
+    spool.path(a.StudyInstanceUID, a.SeriesInstanceUID, a.SOPInstanceUID).unlink()
+    rep2 = source.retrieve(spool)
+    assert (rep2.retrieved, rep2.present, rep2.failures) == (1, 4, [])
+
+
+def test_c_store_sink(orthanc, tmp_path):
+    files = make_studies(tmp_path / "src", n_studies=1, per_study=2)
+    rep = open_sink(orthanc.dimse()).send(files)
+    assert not rep.failures and len(rep.sent) == 2
+    assert {t["SOPInstanceUID"] for t in orthanc.instance_tags()} == set(rep.sent)
+
+
+def test_dimse_down_names_server_and_step(tmp_path):
+    port = free_port()
+    with pytest.raises(PacsError) as e:
+        open_source(f"dimse://PACS@127.0.0.1:{port}?timeout=5", retries=0).query()
+    assert f"DIMSE PACS@127.0.0.1:{port}: C-FIND: association failed: cannot connect" in str(e.value)
+    rep = open_sink(f"dimse://PACS@127.0.0.1:{port}", retries=0).send(make_studies(tmp_path, 1, 1))
+    assert len(rep.failures) == 1 and "cannot connect" in rep.failures[0].reason
