@@ -29,3 +29,11 @@ def tiny_args(name: str) -> dict:
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _deid_key_dir(tmp_path_factory, monkeypatch):
+    """De-identification keys of tests go to a temporary per-site key folder, never to the user's home."""
+    monkeypatch.setenv("MEDVIT_DEID_KEY_DIR", str(tmp_path_factory.mktemp("deid-keys")))
+    monkeypatch.delenv("MEDVIT_DEID_KEY", raising=False)
+    yield

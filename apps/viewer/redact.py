@@ -1,15 +1,18 @@
 """What the viewer hides on screen until the user reveals patient identifiers (no Streamlit here).
 
-The rule is medvit's de-identification profile (:data:`medvit.io.deidentify.BASIC_PROFILE`, DICOM PS3.15 E.1),
-applied to the screen with three of the profile's standard options, because a reader needs them to read the image:
+The rule is medvit's de-identification rule (:func:`medvit.io.deidentify.is_identifying`: DICOM PS3.15
+Table E.1-1, default deny for the patient, clinical-trial, study, visit and results groups, every private
+element and overlay/curve group), applied to the screen with the standard options a reader needs to read the
+image:
 
-* Retain Longitudinal Temporal Information with Full Dates (CID 7050 code 113106): dates and times are shown;
+* Retain Longitudinal Temporal Information with Full Dates (CID 7050 code 113106): dates and times are shown,
+  except those in the patient and visit groups (birth date, last menstrual date, ...);
 * Retain UIDs (113110): Study/Series/SOP Instance UIDs are shown (they reference results, not people);
 * descriptors (Study/Series Description, Protocol Name) are shown (they say what was imaged).
 
 Everything else the profile removes, empties or replaces is hidden: names, IDs, birth date, age, sex, address,
-accession number, physicians and operators, institution and station, device serial numbers, free-text comments;
-plus every private element and overlay/curve group (60xx/50xx), which the profile also removes.
+residence, medical alerts, allergies, patient state, accession number, physicians, operators and other
+people's names, institution, locations and stations, device serial numbers, free-text comments.
 """
 
 from __future__ import annotations
@@ -20,19 +23,30 @@ HIDDEN = "‹hidden›"
 #: descriptors a reader needs; shown although the Basic Profile removes them
 SHOWN_DESCRIPTORS = frozenset({"StudyDescription", "SeriesDescription", "ProtocolName"})
 MAX_VALUE_CHARS = 160
+_TEMPORAL = ("DA", "DT", "TM")
 
 
-def is_identifying(keyword: str, group: int | None = None) -> bool:
+def is_identifying(keyword: str, group: int | None = None, tag: int | None = None, vr: str | None = None) -> bool:
     """True when the element is hidden until revealed (see the module docstring for the rule)."""
-    from medvit.io.deidentify import BASIC_PROFILE
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-    if group is not None and (group % 2 == 1 or (group & 0xFF00) in (0x5000, 0x6000)):
-        return True
-    action = BASIC_PROFILE.get(keyword)
-    if action in (None, "K", "U") or keyword in SHOWN_DESCRIPTORS:
+    from medvit.io.deidentify import DENY_GROUPS
+    from medvit.io.deidentify import is_identifying as profile_says
+
+    if tag is None:
+        tag = tag_for_keyword(keyword) if keyword else None
+    if tag is None:
+        return group is not None and (group % 2 == 1 or (group & 0xFF00) in (0x5000, 0x6000))
+    if keyword in SHOWN_DESCRIPTORS:
         return False
-    temporal = keyword.endswith(("Date", "Time", "DateTime")) and not keyword.startswith("Patient")
-    return not temporal  # the patient's birth date/time stays hidden
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = ""
+    if vr in _TEMPORAL and (int(tag) >> 16) not in DENY_GROUPS:
+        return False  # Retain Longitudinal Temporal Information with Full Dates
+    return profile_says(int(tag), keyword)
 
 
 def shown(keyword: str, value: Any, reveal: bool) -> str:
@@ -52,7 +66,7 @@ def tag_rows(ds: Any, reveal: bool, depth: int = 0) -> list[dict[str, str]]:
     for elem in ds:
         tag = f"({elem.tag.group:04X},{elem.tag.element:04X})"
         kw = elem.keyword or ("[private]" if elem.tag.is_private else "")
-        hide = not reveal and is_identifying(elem.keyword or "", elem.tag.group)
+        hide = not reveal and is_identifying(elem.keyword or "", elem.tag.group, int(elem.tag), str(elem.VR))
         indent = "  " * depth + ("↳ " if depth else "")
         if elem.VR == "SQ":
             rows.append({"Tag": tag, "Keyword": indent + kw, "VR": "SQ",

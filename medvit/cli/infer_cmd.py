@@ -45,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="gradcam (for the top finding) or attention rollout (default gradcam)")
     p.add_argument("--deidentify", action="store_true",
                    help="apply the DICOM PS3.15 basic profile to everything written (tables, SR, SC)")
+    p.add_argument("--deid-key", metavar="FILE",
+                   help="pseudonymisation key file, outside OUTPUT (created if absent; default: the per-site key "
+                   "$MEDVIT_DEID_KEY_DIR/site.key, ~/.config/medvit/deid-keys/site.key)")
+    p.add_argument("--keep-dates", action="store_true",
+                   help="with --deidentify: retain dates and times (PS3.15 Retain Longitudinal Temporal "
+                   "Information Full Dates Option; recorded in the outputs)")
     p.add_argument("--rules", help="series selection rules JSON (MONAI Deploy grammar); default: from the "
                    "model contract (modalities, view positions, body parts)")
     p.add_argument("--any-modality", action="store_true",
@@ -117,6 +123,7 @@ def _config(args: argparse.Namespace, input_path: str) -> Any:
     return InferConfig(model=args.model, input=input_path, output=args.output, batch_size=args.batch_size,
                       workers=args.workers, precision=args.precision, device=args.device, sr=args.sr,
                       heatmaps=args.heatmaps, heatmap_method=args.heatmap_method, deidentify=args.deidentify,
+                      deid_key=args.deid_key, deid_keep_dates=args.keep_dates,
                       rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
                       overwrite=args.overwrite,
                       progress=not args.quiet and sys.stderr.isatty())

@@ -57,7 +57,7 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
     note = f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']} " \
            f"(p={rec['probabilities'][rec['heatmap_target']]:.3f})"
     write_overlay_sc(dcm, header, rgb, run.info.name, run.info.sha256, note, run.info.research_only,
-                     deidentified=run.deid is not None, root=run.out)
+                     deidentified=run.deid is not None, root=run.out, deidentifier=run.deid)
     return png.relative_to(run.out).as_posix()
 
 

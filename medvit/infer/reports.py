@@ -40,7 +40,7 @@ def write_study_reports(run: Any) -> tuple[int, int]:
                             for k, p in r["probabilities"].items()]
                 images.append(ImageFindings(_source_header(run, r["file"]), findings))
             write_findings_sr(out_dir / f"{path_component(study, 'unknown-study')}.dcm", images, algo,
-                              deidentified=run.deid is not None, root=run.out)
+                              deidentified=run.deid is not None, root=run.out, deidentifier=run.deid)
             written += 1
         except Exception as e:  # one bad study must not cost the others (no header value in the message)
             reason = f"{type(e).__name__}: {redact_values(str(e))}"

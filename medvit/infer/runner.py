@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import platform
-import secrets
 import sys
 import time
 from collections import deque
@@ -61,6 +60,8 @@ class InferConfig:
     heatmaps: bool = False  # write a PNG overlay and a DICOM Secondary Capture per image
     heatmap_method: str = "gradcam"  # gradcam (class-specific) | rollout (attention rollout)
     deidentify: bool = False  # PS3.15 basic profile on everything written (tables, SR, SC)
+    deid_key: str | None = None  # pseudonymisation key file (outside OUTPUT); None = the per-site key
+    deid_keep_dates: bool = False  # Retain Longitudinal Temporal Information Full Dates Option (recorded)
     rules: str | None = None  # series selection rules JSON file; None = defaults from the model contract
     geometry: str | None = None  # override the contract's crop_mode: pad (keep the field) | crop (fill) | squash
     any_modality: bool = False  # run a model whose contract declares no modalities on whatever the rules select
@@ -225,22 +226,26 @@ class InferenceRun:
         return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": c.precision,
                 "geometry": self.pre.geometry, "rules": self.rules.to_dict(), "heatmaps": c.heatmaps,
                 "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify,
-                **({"any_modality": True} if c.any_modality else {})}
+                **({"any_modality": True} if c.any_modality else {}),
+                **({"deid_key_id": self.deid.key_id(), "deid_keep_dates": c.deid_keep_dates} if self.deid else {})}
 
     def _deid_key(self) -> bytes:
-        """Per-OUTPUT secret for consistent UIDs across resumes (env MEDVIT_DEID_KEY overrides)."""
+        """The pseudonymisation key, never stored inside OUTPUT or INPUT (SECURITY.md).
+
+        ``MEDVIT_DEID_KEY`` (the secret itself) wins; else the key file named by ``deid_key``; else the
+        per-site key :func:`medvit.io.deidentify.default_key_file`. Created when absent (0600).
+        """
+        from medvit.io.deidentify import default_key_file, load_or_create_key
+
+        legacy = self.out / STATE_DIR / "deid.key"
+        if legacy.exists():
+            raise ValueError(f"{legacy} is a pseudonymisation key stored inside OUTPUT (written by an older "
+                             "medvit): anyone given the folder could re-identify patients. Move it outside "
+                             "OUTPUT and pass it with --deid-key PATH (or delete it and start a new OUTPUT).")
         env = os.environ.get("MEDVIT_DEID_KEY")
         if env:
             return env.encode()
-        f = self.out / STATE_DIR / "deid.key"
-        if f.is_file():
-            return bytes.fromhex(f.read_text().strip())
-        key = secrets.token_bytes(32)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.hex())
-        return key
+        return load_or_create_key(self.cfg.deid_key or default_key_file(), forbidden=(self.out, self.root))
 
     # ------------------------------------------------------------------ records
     def _base_record(self, d: Decoded, status: str) -> dict[str, Any]:
@@ -308,13 +313,13 @@ class InferenceRun:
         cfg = self.cfg
         t0 = time.perf_counter()
         started = _now()
-        self.out.mkdir(parents=True, exist_ok=True)
-        resumed = self.journal.check_state(self._fingerprint(), cfg.overwrite)
-        _remove_stale_temporaries(self.out)
         if cfg.deidentify:
             from medvit.io.deidentify import Deidentifier
 
-            self.deid = Deidentifier(self._deid_key())
+            self.deid = Deidentifier(self._deid_key(), keep_dates=cfg.deid_keep_dates)
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = self.journal.check_state(self._fingerprint(), cfg.overwrite)
+        _remove_stale_temporaries(self.out)
         done = self.journal.open()
         dups = DuplicateTracker(self.root)
         if done:
@@ -406,12 +411,24 @@ class InferenceRun:
             "model": self.info.to_dict(), "contract": self.contract.to_dict(),
             "preprocessing": self.pre.describe(), "rules": self.rules.to_dict(),
             "labels": self.labels, "thresholds": self.thresholds,
-            "deidentification": ({"profile": "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile",
-                                  "code": "113100 (DCM)"} if self.cfg.deidentify else None),
+            "deidentification": self._deid_doc(),
             "intended_use": RESEARCH_NOTE if self.info.research_only else "", "counts": counts,
             "versions": _versions(), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
         }
         atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str), self.out)
+
+
+    def _deid_doc(self) -> dict[str, Any] | None:
+        if self.deid is None:
+            return None
+        from medvit.io.deidentify import TABLE_SOURCE
+
+        return {"profile": "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile",
+                "code": "113100 (DCM)", "table": TABLE_SOURCE,
+                "options": (["113106 (DCM) Retain Longitudinal Temporal Information Full Dates Option"]
+                            if self.deid.keep_dates else []),
+                "dates": "retained" if self.deid.keep_dates else "removed",
+                "key": f"outside OUTPUT (key id {self.deid.key_id()})"}
 
 
 def _remove_stale_temporaries(out: Path) -> None:

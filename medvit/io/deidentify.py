@@ -1,14 +1,35 @@
 """De-identification of what medvit writes: DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile.
 
-Scope: the data sets medvit derives outputs from (the source headers copied into SR / Secondary Capture
-objects) and the identifying columns of its tables. It does not rewrite the input files, and, as PS3.15
-itself says, a profile alone does not guarantee de-identification (burned-in text is not cleaned: images
-flagged ``BurnedInAnnotation=YES`` are reported in the notes).
+**The table.** The attributes and actions of PS3.15 Table E.1-1 are not retyped here: they come from the
+maintained ``dicom-anonymizer`` package (KitwareMedical, BSD-3-Clause), whose
+``dicom_anonymization_databases/dicomfields_2026c.py`` is generated from the standard's 2026c edition
+(:data:`TABLE_SOURCE`). medvit uses that table as data and applies its own actions, because it needs keyed,
+consistent UIDs and pseudonyms, an option to retain dates, and default-deny for identifying groups.
 
-Actions (Table E.1-1 codes): **X** remove, **Z** empty, **D** dummy value, **U** consistent new UID. UIDs are
-replaced by ``2.25.<128-bit keyed hash>`` (HMAC-SHA256 with a per-run key), so the same source UID maps to
-the same new UID throughout a run and across a resumed run that reuses the key; well-known DICOM UIDs
-(SOP classes, transfer syntaxes, coding schemes: the ``1.2.840.10008.`` root) are kept.
+**Actions** (Table E.1-1 codes). **X** remove; **Z** empty; **D** a dummy value of the element's VR;
+**U** a consistent new UID; combined codes (``X/Z``, ``X/D``, ``X/Z/D``, ``Z/D``, ``X/Z/U*``) take the
+strongest action the object's IOD allows: medvit removes (X) where the combination allows it, empties (Z)
+for ``Z/D`` (``Patient ID`` is replaced by a keyed pseudonym, a D action, so one patient's objects stay
+together; ``Content Date/Time`` get dummy values, being Type 1 in SR), and for ``X/Z/U*`` keeps the
+sequence with its UIDs replaced. Beyond the table:
+
+* **default deny** for the patient (0010), clinical-trial (0012), study (0032), visit (0038) and results
+  (4008) groups: anything left there after the table that is not in :data:`PATIENT_KEEP` is removed;
+* private elements, curves (50xx) and overlay groups (60xx) are removed;
+* every other UI element that is not a well-known class/syntax UID is replaced consistently;
+* dates and times (DA/DT/TM) are handled per the table unless ``keep_dates`` (the Retain Longitudinal
+  Temporal Information with Full Dates Option, CID 7050 code 113106), which keeps them and records the
+  option in Deidentification Method Code Sequence and Longitudinal Temporal Information Modified.
+
+**Finished objects.** :meth:`Deidentifier.finish` is applied to the SR and Secondary Capture datasets after
+they are built, so nothing copied by highdicom or added later escapes the profile. Elements medvit wrote
+itself (Series Description, Image Comments with the research-use note; the SR content tree of model
+findings) are named by the caller and kept; the content tree is still cleaned item by item (UIDs replaced,
+person names and dates per the table), the Clean Structured Content Option (113104).
+
+UIDs become ``2.25.<128-bit HMAC-SHA256>`` with a secret key; the key is never stored beside the data
+(see :func:`load_or_create_key`). As PS3.15 itself says, a profile alone does not guarantee
+de-identification: burned-in text in pixels is not cleaned.
 """
 
 from __future__ import annotations
@@ -16,60 +37,153 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: CID 7050 code of the Basic Application Confidentiality Profile
+TABLE_VERSION = "dicomfields_2026c"
+TABLE_SOURCE = ("DICOM PS3.15 2026c Table E.1-1, as data from dicom-anonymizer 2.1.0 "
+                "(dicomanonymizer/dicom_anonymization_databases/dicomfields_2026c.py)")
+
+#: CID 7050 codes
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
+CLEAN_STRUCTURED_CONTENT_CODE = ("113104", "DCM", "Clean Structured Content Option")
+RETAIN_DATES_CODE = ("113106", "DCM", "Retain Longitudinal Temporal Information Full Dates Option")
 METHOD_TEXT = "PS3.15 E.1 Basic Profile (medvit)"  # LO: at most 64 characters
 
-#: keyword -> action for the Basic Profile attributes that occur in projection-radiography / general headers
-BASIC_PROFILE: dict[str, str] = {
-    # patient identity and demographics
-    "PatientName": "Z", "PatientID": "Z", "PatientBirthDate": "Z", "PatientBirthTime": "X", "PatientSex": "Z",
-    "PatientAge": "X", "PatientSize": "X", "PatientWeight": "X", "PatientAddress": "X", "OtherPatientIDs": "X",
-    "OtherPatientNames": "X", "OtherPatientIDsSequence": "X", "PatientMotherBirthName": "X",
-    "PatientTelephoneNumbers": "X", "EthnicGroup": "X", "Occupation": "X", "AdditionalPatientHistory": "X",
-    "PatientComments": "X", "MedicalRecordLocator": "X", "PatientBirthName": "X", "MilitaryRank": "X",
-    "BranchOfService": "X", "PregnancyStatus": "X", "ResponsiblePerson": "X", "ResponsibleOrganization": "X",
-    "PatientInsurancePlanCodeSequence": "X", "IssuerOfPatientID": "X", "PatientReligiousPreference": "X",
-    # dates and times
-    "StudyDate": "Z", "SeriesDate": "X", "AcquisitionDate": "X", "ContentDate": "Z", "StudyTime": "Z",
-    "SeriesTime": "X", "AcquisitionTime": "X", "ContentTime": "Z", "AcquisitionDateTime": "X",
-    "InstanceCreationDate": "X", "InstanceCreationTime": "X", "OverlayDate": "X", "OverlayTime": "X",
-    "CurveDate": "X", "CurveTime": "X", "PerformedProcedureStepStartDate": "X",
-    "PerformedProcedureStepStartTime": "X", "PerformedProcedureStepEndDate": "X",
-    # study / visit identifiers and free text
-    "AccessionNumber": "Z", "StudyID": "Z", "StudyDescription": "X", "SeriesDescription": "X",
-    "AdmittingDiagnosesDescription": "X", "ImageComments": "X", "RequestAttributesSequence": "X",
-    "PerformedProcedureStepID": "X", "PerformedProcedureStepDescription": "X", "AdmissionID": "X",
-    "ReferencedPatientSequence": "X", "ReferencedStudySequence": "X", "ProtocolName": "X",
-    "DerivationDescription": "X", "ContentSequence": "X", "IconImageSequence": "X",
-    # responsible parties, personnel, organisations, devices
-    "ReferringPhysicianName": "Z", "ReferringPhysicianAddress": "X", "ReferringPhysicianTelephoneNumbers": "X",
-    "PerformingPhysicianName": "X", "NameOfPhysiciansReadingStudy": "X", "OperatorsName": "X",
-    "PhysiciansOfRecord": "X", "RequestingPhysician": "X", "ScheduledPerformingPhysicianName": "X",
-    "InstitutionName": "X", "InstitutionAddress": "X", "InstitutionalDepartmentName": "X",
-    "StationName": "X", "DeviceSerialNumber": "X", "PlateID": "X", "DetectorID": "X", "CassetteID": "X",
-    "GantryID": "X", "Manufacturer": "K", "ManufacturerModelName": "K",
-    # UIDs (consistent replacement)
-    "StudyInstanceUID": "U", "SeriesInstanceUID": "U", "SOPInstanceUID": "U", "FrameOfReferenceUID": "U",
-    "MediaStorageSOPInstanceUID": "U", "ReferencedSOPInstanceUID": "U", "InstanceCreatorUID": "U",
-    "IrradiationEventUID": "U", "SynchronizationFrameOfReferenceUID": "U", "StorageMediaFileSetUID": "U",
-    "DeviceUID": "U",
-}
+#: groups whose remaining elements are removed unless listed in PATIENT_KEEP (default deny)
+DENY_GROUPS = frozenset({0x0010, 0x0012, 0x0032, 0x0038, 0x4008})
+#: Type 1/2 elements of the Patient module the profile empties or replaces but does not remove
+PATIENT_KEEP = frozenset({"PatientName", "PatientID", "PatientBirthDate", "PatientSex"})
+#: UI attributes that hold well-known class/syntax UIDs, never instance identifiers
+KEEP_UIDS = frozenset({"SOPClassUID", "ReferencedSOPClassUID", "TransferSyntaxUID", "MediaStorageSOPClassUID",
+                       "ImplementationClassUID", "CodingSchemeUID", "RelatedGeneralSOPClassUID",
+                       "OriginalSpecializedSOPClassUID", "ContextGroupExtensionCreatorUID",
+                       "MappingResourceUID", "ReferencedTransferSyntaxUIDInFile"})
+_CATEGORIES = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D",
+               "X_Z_TAGS": "X/Z", "X_D_TAGS": "X/D", "X_Z_D_TAGS": "X/Z/D", "X_Z_U_STAR_TAGS": "X/Z/U*"}
+_DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "PN": "ANONYMOUS", "AS": "000Y",
+          "UI": None, "CS": "ANONYMOUS", "AE": "ANONYMOUS", "SH": "ANONYMOUS", "LO": "ANONYMOUS",
+          "ST": "ANONYMOUS", "LT": "ANONYMOUS", "UT": "ANONYMOUS", "UC": "ANONYMOUS", "UR": "",
+          "DS": "0", "IS": "0"}
+_TEMPORAL = ("DA", "DT", "TM")
+
+
+@lru_cache(maxsize=1)
+def profile_table() -> tuple[dict[int, str], tuple[tuple[int, int, int, int, str], ...]]:
+    """(tag → action, masked rules) of Table E.1-1; masked rules are (group, element, group mask, element
+    mask, action), e.g. every 50xx element."""
+    from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+
+    db = dicom_anonymization_database_selector(TABLE_VERSION)
+    exact: dict[int, str] = {}
+    masked: list[tuple[int, int, int, int, str]] = []
+    for cat, code in _CATEGORIES.items():
+        for t in db[cat]:
+            if len(t) == 2:
+                exact[(t[0] << 16) | t[1]] = code
+            else:
+                masked.append((t[0], t[1], t[2], t[3], code))
+    return exact, tuple(masked)
+
+
+def profile_action(tag: int) -> str | None:
+    """The Table E.1-1 action for ``tag`` (``"X"``, ``"Z"``, ``"D"``, ``"U"``, ``"X/Z"``, ...) or None."""
+    exact, masked = profile_table()
+    a = exact.get(int(tag))
+    if a is not None:
+        return a
+    g, e = int(tag) >> 16, int(tag) & 0xFFFF
+    for mg, me, gm, em, code in masked:
+        if (g & gm) == mg and (e & em) == me:
+            return code
+    return None
+
+
+def is_identifying(tag: int, keyword: str = "") -> bool:
+    """True when the profile removes, empties or replaces the element (or default-deny / private / 50xx-60xx
+    removes it): the rule the viewer uses to hide values until the user reveals them."""
+    g = int(tag) >> 16
+    if g % 2 == 1 or (g & 0xFF00) in (0x5000, 0x6000):
+        return True
+    if g in DENY_GROUPS and keyword not in ("PatientIdentityRemoved", "DeidentificationMethod",
+                                              "DeidentificationMethodCodeSequence"):
+        return True
+    return profile_action(tag) not in (None, "U", "X/Z/U*")  # reference sequences: their items are judged
+
+
+@lru_cache(maxsize=1)
+def basic_profile() -> dict[str, str]:
+    """Keyword → Table E.1-1 action, for the elements pydicom's dictionary names."""
+    from pydicom.datadict import keyword_for_tag
+
+    exact, _ = profile_table()
+    return {kw: a for t, a in exact.items() if (kw := keyword_for_tag(t))}
+
+
+def load_or_create_key(key_file: str | Path, forbidden: Iterable[str | Path] = ()) -> bytes:
+    """The pseudonymisation key in ``key_file`` (hex), created (0600, folder 0700) when absent.
+
+    Raises ``ValueError`` when ``key_file`` lies inside one of ``forbidden`` (OUTPUT, INPUT): whoever holds
+    the key and the outputs can re-identify patients by trying candidate identifiers.
+    """
+    p = Path(key_file).expanduser()
+    rp = p.resolve()
+    for f in forbidden:
+        fr = Path(f).resolve()
+        if rp == fr or fr in rp.parents:
+            raise ValueError(f"de-identification key {p} lies inside {f}: keep keys outside the data (anyone "
+                             "given the folder could re-identify patients). Name a key file elsewhere with "
+                             "--deid-key or set MEDVIT_DEID_KEY_DIR.")
+    if p.is_file():
+        text = p.read_text().strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(f"de-identification key {p} is not hex text") from None
+        if len(key) < 16:
+            raise ValueError(f"de-identification key {p} is too short ({len(key)} bytes; at least 16)")
+        return key
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(p, flags, 0o600)
+    except FileExistsError:  # created concurrently by another run: use that one
+        return load_or_create_key(p, forbidden)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    logger.info("created de-identification key %s (keep it; it maps identifiers consistently)", p)
+    return key
+
+
+def default_key_file() -> Path:
+    """The per-site key: ``$MEDVIT_DEID_KEY_DIR/site.key`` (default ``~/.config/medvit/deid-keys/site.key``)."""
+    d = os.environ.get("MEDVIT_DEID_KEY_DIR") or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") \
+        / "medvit" / "deid-keys"
+    return Path(d) / "site.key"
 
 
 class Deidentifier:
     """Applies the Basic Profile with a keyed, consistent UID and ID mapping.
 
     ``key``: secret bytes for the keyed hash (random when omitted; keep it to map consistently across runs).
+    ``keep_dates``: the Retain Longitudinal Temporal Information with Full Dates Option.
     """
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, keep_dates: bool = False) -> None:
         self.key = key or secrets.token_bytes(32)
+        self.keep_dates = keep_dates
+        self._issued: set[str] = set()  # values this object produced: applying the profile twice is a no-op
+
+    def key_id(self) -> str:
+        """A non-secret identifier of the key (to refuse resuming with another key)."""
+        return self._digest("medvit-key-id").hex()[:16]
 
     def _digest(self, value: str) -> bytes:
         return hmac.new(self.key, value.encode(), hashlib.sha256).digest()
@@ -77,78 +191,137 @@ class Deidentifier:
     def uid(self, uid: str) -> str:
         """Consistent replacement UID ``2.25.<int>`` (≤ 64 chars); DICOM-registered UIDs are kept."""
         uid = str(uid)
-        if not uid or uid.startswith("1.2.840.10008."):
+        if not uid or uid.startswith("1.2.840.10008.") or uid in self._issued:
             return uid
-        return "2.25." + str(int.from_bytes(self._digest("uid:" + uid)[:16], "big"))
+        new = "2.25." + str(int.from_bytes(self._digest("uid:" + uid)[:16], "big"))
+        self._issued.add(new)
+        return new
 
     def pseudonym(self, value: str, prefix: str = "ANON") -> str:
         """Consistent pseudonym for an identifier (e.g. PatientID), ``""`` stays ``""``."""
-        return f"{prefix}-{self._digest('id:' + str(value)).hex()[:12].upper()}" if value else ""
+        if not value or value in self._issued:
+            return value or ""
+        new = f"{prefix}-{self._digest('id:' + str(value)).hex()[:12].upper()}"
+        self._issued.add(new)
+        return new
 
     def record(self, rec: dict[str, Any]) -> dict[str, Any]:
-        """Basic Profile on a medvit table record: UIDs replaced, patient id pseudonymised, dates emptied."""
+        """Basic Profile on a medvit table record: UIDs replaced, patient id pseudonymised, dates emptied
+        (kept with ``keep_dates``), accession number emptied."""
         out = dict(rec)
         for k in ("study_instance_uid", "series_instance_uid", "sop_instance_uid"):
             if out.get(k):
                 out[k] = self.uid(out[k])
         if out.get("patient_id"):
             out["patient_id"] = self.pseudonym(out["patient_id"])
-        for k in ("accession_number", "study_date"):
+        for k in ("accession_number",) + (() if self.keep_dates else ("study_date",)):
             if k in out:
                 out[k] = ""
         out["deidentified"] = True
         return out
 
-    def dataset(self, ds: Any) -> Any:
-        """A de-identified deep copy of a pydicom Dataset (header only is typical; pixels untouched).
+    def dataset(self, ds: Any, authored: Iterable[str] = ()) -> Any:
+        """A de-identified deep copy of a pydicom Dataset (pixels untouched; burned-in text is not cleaned).
 
-        Removes private tags, overlays (60xx), curves (50xx); applies :data:`BASIC_PROFILE` at every level
-        of nesting; sets PatientIdentityRemoved=YES, DeidentificationMethod(+CodeSequence) and
-        LongitudinalTemporalInformationModified=REMOVED. Patient ID becomes a consistent pseudonym (a
-        D action) so objects of one patient stay together.
+        ``authored``: keywords of elements medvit wrote itself (not copied from a source), kept as they are
+        (a sequence among them is still cleaned item by item). Marks the result: Patient Identity Removed
+        YES, Deidentification Method (+ Code Sequence: 113100, and 113104 / 113106 where they apply),
+        Longitudinal Temporal Information Modified REMOVED or UNMODIFIED.
         """
         import copy
 
         from pydicom.dataset import Dataset
 
         out = copy.deepcopy(ds)
+        authored = frozenset(authored)
         pid = str(getattr(ds, "PatientID", "") or "")
         out.remove_private_tags()
-        for tag in [t for t in out.keys() if (t.group & 0xFF00) in (0x6000, 0x5000)]:
-            del out[tag]
-        self._apply(out)
+        self._apply(out, authored, top=True)
         if pid:
             out.PatientID = self.pseudonym(pid)
         out.PatientIdentityRemoved = "YES"
         out.DeidentificationMethod = METHOD_TEXT
-        code = Dataset()
-        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE_CODE
-        out.DeidentificationMethodCodeSequence = [code]
-        out.LongitudinalTemporalInformationModified = "REMOVED"
-        if hasattr(out, "file_meta") and "MediaStorageSOPInstanceUID" in out.file_meta:
+        codes = [BASIC_PROFILE_CODE]
+        if "ContentSequence" in authored and "ContentSequence" in out:
+            codes.append(CLEAN_STRUCTURED_CONTENT_CODE)
+        if self.keep_dates:
+            codes.append(RETAIN_DATES_CODE)
+        items = []
+        for c in codes:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = c
+            items.append(item)
+        out.DeidentificationMethodCodeSequence = items
+        out.LongitudinalTemporalInformationModified = "UNMODIFIED" if self.keep_dates else "REMOVED"
+        if getattr(out, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in out.file_meta:
             out.file_meta.MediaStorageSOPInstanceUID = self.uid(out.file_meta.MediaStorageSOPInstanceUID)
         return out
 
-    def _apply(self, ds: Any) -> None:
+    def finish(self, ds: Any, authored: Iterable[str] = ()) -> Any:
+        """:meth:`dataset` for a finished output object (SR, Secondary Capture) before it is written."""
+        return self.dataset(ds, authored)
+
+    # ------------------------------------------------------------------ the rules
+    def _apply(self, ds: Any, authored: frozenset[str], top: bool) -> None:
         for elem in list(ds):
-            kw = elem.keyword
-            action = BASIC_PROFILE.get(kw)
-            if elem.VR == "SQ" and action != "X":
-                for item in elem.value:
-                    self._apply(item)
-                continue
-            if action == "X":
+            tag, kw, vr = int(elem.tag), elem.keyword, elem.VR
+            group = tag >> 16
+            if elem.tag.is_private or (group & 0xFF00) in (0x5000, 0x6000):
                 del ds[elem.tag]
-            elif action == "Z":
-                elem.value = ""
-            elif action == "U" or (elem.VR == "UI" and action is None and kw not in _KEEP_UIDS):
-                if elem.VM > 1:
-                    elem.value = [self.uid(v) for v in elem.value]
-                elif elem.value:
-                    elem.value = self.uid(elem.value)
+                continue
+            if top and kw in authored:
+                if vr == "SQ":
+                    for item in elem.value:
+                        self._apply(item, frozenset(), top=False)
+                continue
+            if group in DENY_GROUPS and kw not in PATIENT_KEEP:  # default deny, whatever the table says
+                del ds[elem.tag]
+                continue
+            action = profile_action(tag)
+            if self.keep_dates and vr in _TEMPORAL and action is not None and group not in DENY_GROUPS:
+                continue  # Retain Longitudinal Temporal Information Full Dates Option
+            if action is None:
+                if vr == "SQ":
+                    for item in elem.value:
+                        self._apply(item, frozenset(), top=False)
+                elif vr == "UI" and kw not in KEEP_UIDS:
+                    self._map_uid(elem)
+                continue
+            if action in ("X", "X/Z", "X/D", "X/Z/D"):
+                del ds[elem.tag]
+            elif action == "X/Z/U*":  # a reference sequence: keep it, its UIDs replaced
+                for item in elem.value:
+                    self._apply(item, frozenset(), top=False)
+            elif action == "U":
+                if vr == "SQ":
+                    for item in elem.value:
+                        self._apply(item, frozenset(), top=False)
+                else:
+                    self._map_uid(elem)
+            elif action == "Z" or (action == "Z/D" and kw != "ContentDate" and kw != "ContentTime"):
+                if vr == "SQ":
+                    elem.value = []
+                elif kw != "PatientID":  # PatientID: a keyed pseudonym is set by dataset()
+                    elem.value = ""
+            else:  # D, and Z/D for Content Date/Time (Type 1 in SR): a dummy value of the VR
+                self._dummy(elem)
 
+    def _map_uid(self, elem: Any) -> None:
+        if elem.VM > 1:
+            elem.value = [self.uid(v) for v in elem.value]
+        elif elem.value:
+            elem.value = self.uid(elem.value)
 
-#: UI attributes that hold well-known class/syntax UIDs, never instance identifiers
-_KEEP_UIDS = {"SOPClassUID", "ReferencedSOPClassUID", "TransferSyntaxUID", "MediaStorageSOPClassUID",
-              "ImplementationClassUID", "CodingSchemeUID", "RelatedGeneralSOPClassUID",
-              "OriginalSpecializedSOPClassUID", "ContextGroupExtensionCreatorUID", "MappingResourceUID"}
+    def _dummy(self, elem: Any) -> None:
+        vr = elem.VR
+        if vr == "SQ":  # e.g. a content tree: keep the structure, clean every item
+            for item in elem.value:
+                self._apply(item, frozenset(), top=False)
+        elif vr == "UI":
+            self._map_uid(elem)
+        elif vr in _DUMMY:
+            elem.value = _DUMMY[vr]
+        elif vr in ("US", "UL", "SS", "SL", "FL", "FD", "UV", "SV"):
+            elem.value = 0
+        else:  # binary (OB/OW/UN...): no safe dummy content
+            elem.value = b""

@@ -17,8 +17,13 @@ from medvit.io.uids import make_uid
 
 
 def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str, description: str = "",
-                     research_only: bool = True, deidentified: bool = False, series_number: int = 7702) -> Any:
-    """A ``highdicom.sc.SCImage`` holding ``rgb`` (h, w, 3) uint8, derived from the ``source`` header."""
+                     research_only: bool = True, deidentified: bool = False, series_number: int = 7702,
+                     deidentifier: Any = None) -> Any:
+    """A ``highdicom.sc.SCImage`` holding ``rgb`` (h, w, 3) uint8, derived from the ``source`` header.
+
+    ``deidentifier`` (:class:`medvit.io.deidentify.Deidentifier`): applied to the finished object (PS3.15
+    basic profile; the series description and image comments medvit wrote are kept).
+    """
     import highdicom as hd
     from pydicom.dataset import Dataset
 
@@ -49,6 +54,8 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
     ref.ReferencedSOPClassUID = source.SOPClassUID
     ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = [ref]
+    if deidentifier is not None:
+        return deidentifier.finish(sc, authored=SC_AUTHORED)
     if deidentified:
         from medvit.io.sr import _mark_deidentified
 
@@ -56,13 +63,18 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
     return sc
 
 
+#: elements of the SC that medvit writes itself (kept by the de-identifier)
+SC_AUTHORED = ("SeriesDescription", "ImageComments", "ManufacturerModelName")
+
+
 def write_overlay_sc(path: str | Path, source: Any, rgb: np.ndarray, model_name: str, sha256: str,
                      description: str = "", research_only: bool = True, deidentified: bool = False,
-                     root: str | Path | None = None) -> Path:
+                     root: str | Path | None = None, deidentifier: Any = None) -> Path:
     """Build (see :func:`build_overlay_sc`) and write atomically to ``path`` (kept inside ``root`` if given)."""
     from medvit.io.safe_write import save_dataset
 
-    sc = build_overlay_sc(source, rgb, model_name, sha256, description, research_only, deidentified)
+    sc = build_overlay_sc(source, rgb, model_name, sha256, description, research_only, deidentified,
+                          deidentifier=deidentifier)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return save_dataset(p, sc, root)

@@ -133,11 +133,13 @@ def sr_source(ds: Any) -> Any:
 
 
 def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, series_number: int = 7701,
-                      deidentified: bool = False) -> Any:
+                      deidentified: bool = False, deidentifier: Any = None) -> Any:
     """A ``highdicom.sr.Comprehensive3DSR`` for one study (all ``images`` must share a Study Instance UID).
 
     UIDs are derived deterministically from the sources and the weights checksum, so re-running the same
-    model on the same images gives the same SR identity.
+    model on the same images gives the same SR identity. ``deidentifier``
+    (:class:`medvit.io.deidentify.Deidentifier`): applied to the finished SR (PS3.15 basic profile; the
+    content tree medvit wrote is kept and cleaned item by item).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -200,9 +202,16 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
         scheme.CodingSchemeName = "medvit model label names"
         scheme.CodingSchemeResponsibleOrganization = "medvit"
         sr.CodingSchemeIdentificationSequence = [scheme]
+    if deidentifier is not None:
+        return deidentifier.finish(sr, authored=SR_AUTHORED)
     if deidentified:
         _mark_deidentified(sr)
     return sr
+
+
+#: elements of the SR that medvit writes itself (kept by the de-identifier; the content tree is cleaned)
+SR_AUTHORED = ("ContentSequence", "SeriesDescription", "SoftwareVersions", "ManufacturerModelName",
+               "CodingSchemeIdentificationSequence")
 
 
 def _mark_deidentified(ds: Any) -> None:
@@ -218,14 +227,15 @@ def _mark_deidentified(ds: Any) -> None:
 
 
 def write_findings_sr(path: str | Path, images: list[ImageFindings], algorithm: AlgorithmInfo,
-                      deidentified: bool = False, root: str | Path | None = None) -> Path:
+                      deidentified: bool = False, root: str | Path | None = None,
+                      deidentifier: Any = None) -> Path:
     """Build the SR (see :func:`build_findings_sr`) and write it atomically to ``path``; returns ``path``.
 
     ``root``: when given, ``path`` must stay inside it (:class:`medvit.io.safe_write.UnsafePathError`).
     """
     from medvit.io.safe_write import save_dataset
 
-    sr = build_findings_sr(images, algorithm, deidentified=deidentified)
+    sr = build_findings_sr(images, algorithm, deidentified=deidentified, deidentifier=deidentifier)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return save_dataset(p, sr, root)
