@@ -1,10 +1,10 @@
-"""Classification metrics, written in numpy and checked against scikit-learn in the tests.
+"""Classification metrics: scikit-learn's, with medvit's input checks, label masks and NaN rules around them.
 
-- :func:`binary_auroc`: area under the ROC curve of one label (Mann-Whitney U with average ranks for ties,
-  identical to ``sklearn.metrics.roc_auc_score``).
+- :func:`binary_auroc`: area under the ROC curve of one label (``sklearn.metrics.roc_auc_score``; NaN, not an
+  error, when one class is absent).
 - :func:`mean_auroc`: per-class AUROC of a multi-label problem with optional label masking, and their mean
   over the classes where it is defined (both classes present) — the thorax-MAE paper's metric.
-- :func:`quadratic_weighted_kappa`: Cohen's kappa with quadratic weights (= ``sklearn.metrics.cohen_kappa_score(
+- :func:`quadratic_weighted_kappa`: Cohen's kappa with quadratic weights (``sklearn.metrics.cohen_kappa_score(
   y_true, y_pred, weights="quadratic")``), the usual metric of ordinal grading (e.g. AMD stage).
 
 Metrics are registered under registry kind ``"metric"``.
@@ -34,19 +34,6 @@ def _to_numpy(a: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x`` (N,), ties sharing their average rank: (N,) -> (N,) float64."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    # boundaries of runs of equal values
-    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
-    ends = np.r_[starts[1:], xs.size]
-    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks start+1 .. end
-    ranks = np.empty(xs.size, dtype=np.float64)
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
-
-
 def binary_auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """AUROC of one binary label: y_true (N,) in {0, 1}, y_score (N,) -> float; NaN if one class is absent."""
     y = _to_numpy(y_true, "y_true").reshape(-1)
@@ -60,9 +47,9 @@ def binary_auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    ranks = _average_ranks(s)
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(pos, s))
 
 
 @dataclass
@@ -153,23 +140,16 @@ def quadratic_weighted_kappa(
         raise ValueError(f"y_true has {a.size} values but y_pred has {b.size}")
     if a.size == 0:
         raise ValueError("quadratic_weighted_kappa needs at least one sample")
-    labs = np.asarray(sorted(set(a.tolist()) | set(b.tolist())) if labels is None else list(labels))
-    index = {v: i for i, v in enumerate(labs.tolist())}
-    try:
-        ia = np.array([index[v] for v in a.tolist()])
-        ib = np.array([index[v] for v in b.tolist()])
-    except KeyError as e:
-        raise ValueError(f"value {e.args[0]!r} is not in labels {labs.tolist()}") from e
-    k = len(labs)
-    conf = np.zeros((k, k), dtype=np.float64)
-    np.add.at(conf, (ia, ib), 1.0)
-    expected = np.outer(conf.sum(1), conf.sum(0)) / conf.sum()
-    idx = np.arange(k)
-    w = (idx[:, None] - idx[None, :]) ** 2.0
-    denom = float((w * expected).sum())
-    if denom == 0.0:
-        return math.nan
-    return float(1.0 - (w * conf).sum() / denom)
+    seen = set(a.tolist()) | set(b.tolist())
+    labs = sorted(seen) if labels is None else list(labels)
+    missing = sorted(seen - set(labs))
+    if missing:
+        raise ValueError(f"value {missing[0]!r} is not in labels {labs}")
+    if len(seen) == 1:
+        return math.nan  # zero expected disagreement: undefined (sklearn's NaN, without its warnings)
+    from sklearn.metrics import cohen_kappa_score
+
+    return float(cohen_kappa_score(a, b, labels=labs, weights="quadratic"))
 
 
 def _register() -> None:

@@ -1,7 +1,8 @@
 """Operating thresholds per label, chosen on a validation set (never on test).
 
 ``youden``: maximise sensitivity + specificity − 1; ``f1``: maximise F1 of the positive class. Candidate
-thresholds are the distinct scores themselves; the chosen threshold is the midpoint between the best score and
+thresholds are the distinct scores themselves, with their true/false positive rates from
+``sklearn.metrics.roc_curve``; the chosen threshold is the midpoint between the best score and
 the next lower one, so the operating point is stable to tiny score perturbations.
 """
 
@@ -21,21 +22,20 @@ def _best_threshold(y: np.ndarray, p: np.ndarray, rule: ThresholdRule) -> float:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return 0.5
-    order = np.argsort(-p, kind="mergesort")
-    ps, ys = p[order], (y[order] > 0.5).astype(np.float64)
-    tp = np.cumsum(ys)
-    fp = np.cumsum(1.0 - ys)
-    last = np.r_[np.flatnonzero(ps[1:] != ps[:-1]), ps.size - 1]  # last index of each run of equal scores
-    tp, fp = tp[last], fp[last]
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(y > 0.5, p, drop_intermediate=False)  # thr[0] = inf, then distinct scores descending
+    fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]
     if rule == "youden":
-        score = tp / n_pos - fp / n_neg
+        score = tpr - fpr
     elif rule == "f1":
+        tp, fp = tpr * n_pos, fpr * n_neg
         score = 2 * tp / (2 * tp + fp + (n_pos - tp))
     else:
         raise ValueError(f"threshold rule must be 'youden' or 'f1', got {rule!r}")
     i = int(np.argmax(score))
-    hi = ps[last[i]]
-    lo = ps[last[i] + 1] if last[i] + 1 < ps.size else hi - 1e-6
+    hi = thr[i]
+    lo = thr[i + 1] if i + 1 < thr.size else hi - 1e-6
     return float((hi + lo) / 2.0)
 
 

@@ -95,3 +95,19 @@ def test_thresholds_youden_and_f1():
         assert j_at == pytest.approx(max(youden))
         assert f1_score(y[:, k], p[:, k] >= tf[k]) == pytest.approx(max(f1s))
     assert choose_thresholds(np.ones((3, 1)), np.full((3, 1), 0.3)) == [0.5]
+
+
+def test_metrics_on_hand_computed_values():
+    """Values worked out by hand, so the checks do not rest only on the library the metrics call."""
+    from medvit.eval import binary_auroc
+
+    # pairs (pos, neg): (0.35 > 0.1) (0.35 < 0.4) (0.8 > 0.1) (0.8 > 0.4) -> 3 of 4; a tie counts one half
+    assert binary_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert binary_auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+    # QWK, 3 classes, one off-by-one error: O = [[1,0,0],[0,1,0],[0,1,1]], weights (i-j)^2;
+    # rows r = (1, 1, 2), columns c = (1, 2, 1), n = 4: observed weighted disagreement 1,
+    # expected sum_ij (i-j)^2 r_i c_j / n = (6 + 2 + 12) / 4 = 5 -> kappa = 1 - 1/5
+    assert quadratic_weighted_kappa([0, 1, 2, 2], [0, 1, 1, 2]) == pytest.approx(0.8)
+    # Youden on separable scores: the threshold sits between the lowest positive and the highest negative
+    assert choose_thresholds(np.array([[0.0], [0.0], [1.0], [1.0]]), np.array([[0.1], [0.3], [0.6], [0.9]])) == \
+        [pytest.approx(0.45)]
