@@ -7,9 +7,9 @@ registers the phantom sets, the NIH ChestX-ray14 / CheXpert adapters and the loa
 
 from __future__ import annotations
 
-from medvit.data import chexpert, io_transforms, nih, phantom_datasets
+from medvit.data import chexpert, io_transforms, nih, phantom_datasets, phantom_multiwindow
 from medvit.data.datasets import build_dataset, dataset_normalization
 from medvit.data.labels import LabelVocabulary, canonical_label
 
 __all__ = ["LabelVocabulary", "build_dataset", "canonical_label", "chexpert", "dataset_normalization", "io_transforms",
-           "nih", "phantom_datasets"]
+           "nih", "phantom_datasets", "phantom_multiwindow"]
