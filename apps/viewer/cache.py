@@ -91,11 +91,15 @@ def thumbnail(path: str, modified: float) -> np.ndarray | None:
 
 @st.cache_data(max_entries=256, show_spinner="Running the model…")
 def predict(ref: str, sha256: str, path: str, modified: float, frame: int | None) -> dict[str, Any]:
-    """Probabilities of the model on one 2D image: ``{"probabilities": [K floats], "notes": {...}}``."""
+    """Probabilities of the model on one 2D image: ``{"probabilities": [K floats], "notes": {...}, "ood": ...}``
+    (``ood``: ``{"score", "threshold", "flag"}`` when the model's contract has an out-of-distribution reference)."""
     lm = load_model(ref)
     x, notes, _unit = lm.preprocess(image_2d(path, frame))
-    probs = lm.predictor.predict(x[None])[0]
-    return {"probabilities": [float(p) for p in probs], "notes": notes}
+    probs, ood = lm.predictor.predict_with_ood(x[None])
+    ref = lm.contract.ood
+    return {"probabilities": [float(p) for p in probs[0]], "notes": notes,
+            "ood": None if ood is None else {"score": float(ood[0]), "threshold": float(ref["threshold"]),
+                                             "flag": bool(ood[0] >= float(ref["threshold"]))}}
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing the heatmap…")

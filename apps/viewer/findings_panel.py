@@ -131,6 +131,16 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd
     except (ValueError, IndexError, RuntimeError) as e:
         st.error(f"The model could not run on this image: {e}")
         return None, (None, 0.0)
+    ood = res.get("ood")
+    if ood and ood["flag"]:
+        st.warning(f"**Out of distribution**: this image is unlike the model's training data (OOD score "
+                   f"{ood['score']:.1f} ≥ threshold {ood['threshold']:.1f}). The findings below are unreliable.",
+                   icon="🚫")
+    elif ood:
+        st.caption(f"In distribution: OOD score {ood['score']:.1f} < threshold {ood['threshold']:.1f} "
+                   f"(flags about {100 * lm.contract.ood.get('target_fpr', 0):.0f} % of validation images)")
+    else:
+        st.caption("The model carries no out-of-distribution reference: unusual images are not flagged.")
     df = findings_table(lm, res["probabilities"])
     st.dataframe(df, hide_index=True, width="stretch", key="findings_table", column_config={
         "Probability": st.column_config.ProgressColumn("Probability", format="%.3f", min_value=0.0, max_value=1.0),

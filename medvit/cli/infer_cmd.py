@@ -54,9 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rules", help="series selection rules JSON (MONAI Deploy grammar); default: from the "
                    "model contract (modalities, view positions, body parts)")
     p.add_argument("--any-modality", action="store_true",
-                   help="run a model whose contract declares no scope (no modalities) on every image the rules "
-                   "select; without it such a model is refused (segmentations, SR, KO, PR and RT objects are "
-                   "never scored)")
+                   help="score every image whatever the contract's modalities/views/body parts (needed for a model "
+                   "whose contract declares no scope, which is refused otherwise); segmentations, SR, KO, PR and RT "
+                   "objects are never scored")
     p.add_argument("--geometry", choices=["pad", "crop", "squash"], default=None,
                    help="override the contract's crop mode for non-square images: centre pad or centre crop to the "
                    "model's aspect, or squash (default: the model's contract; pad for checkpoints without one)")
@@ -137,6 +137,9 @@ def format_summary(result: Any) -> str:
              f"({result.seconds:.1f} s, {result.images_per_s:.1f} images/s"
              + (f"; {c['resumed_from_previous_run']} files done by an earlier run" if
                 c.get("resumed_from_previous_run") else "") + ")"]
+    if c.get("ood_flagged"):
+        lines.append(f"  WARNING: {c['ood_flagged']} image(s) flagged out of distribution (unlike the model's training "
+                     "data; its findings there are unreliable; see the ood_flag column)")
     if c["positives"]:
         lines.append("  positives per finding: " + ", ".join(f"{k} {v}" for k, v in c["positives"].items()))
     for reason, n in sorted(c["skip_reasons"].items(), key=lambda kv: -kv[1]):

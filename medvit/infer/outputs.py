@@ -34,8 +34,8 @@ ID_COLUMNS = ["file", "study_instance_uid", "series_instance_uid", "sop_instance
               "patient_id", "accession_number", "study_date", "modality", "view_position", "body_part",
               "laterality", "selection"]
 #: trailing columns of predictions.csv
-TAIL_COLUMNS = ["positive_findings", "n_positive", "heatmap_target", "heatmap_png", "model_name",
-                "model_version", "model_sha256", "preprocessing", "intended_use"]
+TAIL_COLUMNS = ["positive_findings", "n_positive", "ood_score", "ood_flag", "heatmap_target", "heatmap_png",
+                "model_name", "model_version", "model_sha256", "preprocessing", "intended_use"]
 STATUS_COLUMNS = ["file", "status", "stage", "reason", "study_instance_uid", "series_instance_uid",
                   "sop_instance_uid"]
 ERROR_COLUMNS = ["file", "stage", "reason"]
@@ -222,6 +222,8 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str
         pred_w.writerow(csv_row(row))
         for k in rec["positive_findings"]:
             counts["positives"][k] += 1
+        if rec.get("ood_flag") is True:
+            counts["ood_flagged"] = counts.get("ood_flagged", 0) + 1
     counts["studies"] = len(studies)
     for k, f in bufs.items():
         f.flush()

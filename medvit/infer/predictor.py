@@ -69,6 +69,14 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, Any, ModelInfo
     if not contract.label_names or n_out != len(contract.label_names):
         raise ValueError(f"model {model_ref}: {n_out} outputs but the contract names {len(contract.label_names)} "
                          "labels; batch inference needs a classifier whose outputs the contract labels")
+    model.ood_reference = None
+    if getattr(contract, "ood", None):
+        if not p.is_dir():
+            raise ValueError(f"model {model_ref}: the contract declares an OOD reference but there is no checkpoint "
+                             "directory to read ood.safetensors from")
+        from medvit.eval.ood import load_reference
+
+        model.ood_reference = load_reference(p, contract.ood)
     if getattr(model, "spatial_dims", 2) != 2:
         raise ValueError(f"model {model_ref} is {model.spatial_dims}D; `medvit infer` handles 2D images")
     info = ModelInfo(getattr(contract, "name", "") or name, contract.version, sha,
@@ -122,6 +130,23 @@ class Predictor:
 
     def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, C, H, W) → (B, K) probabilities (sigmoid per label, or softmax for single-label models)."""
-        z = self.logits(x)
+        return self.predict_with_ood(x)[0]
+
+    def predict_with_ood(self, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, K) probabilities and (B,) out-of-distribution scores (None when the model has no OOD reference).
+
+        The score is the Mahalanobis distance of the pooled features (the head's input) to the training data
+        (:mod:`medvit.eval.ood`); the contract's ``ood.threshold`` turns it into a flag.
+        """
+        ref = getattr(self.fp32_model, "ood_reference", None)
+        if ref is None:
+            z = self.logits(x)
+            scores = None
+        else:
+            from medvit.eval.ood import FeatureTap
+
+            with FeatureTap(self.model) as tap:
+                z = self.logits(x)
+            scores = ref.score(tap.features.numpy())
         p = torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=-1)
-        return p.numpy().astype(np.float32)
+        return p.numpy().astype(np.float32), scores

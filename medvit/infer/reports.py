@@ -27,7 +27,8 @@ def write_study_reports(run: Any) -> tuple[int, int]:
     for rec in run.journal.records():
         if rec["status"] == "predicted":
             studies.setdefault(rec["study_instance_uid"], []).append(
-                {k: rec[k] for k in ("file", "probabilities", "positive_findings", "thresholds")})
+                {k: rec.get(k, "") for k in ("file", "probabilities", "positive_findings", "thresholds", "ood_score",
+                                             "ood_threshold", "ood_flag")})
     algo = AlgorithmInfo(run.info.name, run.info.version, run.info.sha256, run.info.architecture,
                          research_only=run.info.research_only, software_version=f"medvit {__version__}")
     out_dir = Path(run.out) / "sr"
@@ -38,7 +39,9 @@ def write_study_reports(run: Any) -> tuple[int, int]:
             for r in recs:
                 findings = [Finding(k, float(p), float(r["thresholds"][k]), k in r["positive_findings"])
                             for k, p in r["probabilities"].items()]
-                images.append(ImageFindings(_source_header(run, r["file"]), findings))
+                ood = None if r["ood_score"] == "" else (float(r["ood_score"]), float(r["ood_threshold"]),
+                                                          bool(r["ood_flag"]))
+                images.append(ImageFindings(_source_header(run, r["file"]), findings, ood))
             write_findings_sr(out_dir / f"{path_component(study, 'unknown-study')}.dcm", images, algo,
                               deidentified=run.deid is not None, root=run.out, deidentifier=run.deid)
             written += 1

@@ -64,7 +64,7 @@ class InferConfig:
     deid_keep_dates: bool = False  # Retain Longitudinal Temporal Information Full Dates Option (recorded)
     rules: str | None = None  # series selection rules JSON file; None = defaults from the model contract
     geometry: str | None = None  # override the contract's crop_mode: pad (keep the field) | crop (fill) | squash
-    any_modality: bool = False  # run a model whose contract declares no modalities on whatever the rules select
+    any_modality: bool = False  # select every image, whatever the contract's scope (needed when it declares none)
     threads: int | None = None  # torch intra-op threads (None = torch default)
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
     progress: bool = True  # show a progress bar on stderr
@@ -212,7 +212,12 @@ class InferenceRun:
                 "--any-modality to run it on everything (or record modalities in the checkpoint's contract).")
         self.labels = list(self.contract.label_names)
         self.thresholds = [float(t) for t in self.contract.thresholds]
-        self.rules = SelectionRules.from_file(cfg.rules) if cfg.rules else SelectionRules.from_contract(self.contract)
+        if cfg.rules:
+            self.rules = SelectionRules.from_file(cfg.rules)
+        elif cfg.any_modality:  # asked for explicitly: every image (non-image objects are still never scored)
+            self.rules = SelectionRules([], "--any-modality")
+        else:
+            self.rules = SelectionRules.from_contract(self.contract)
         self.pre = Preprocessor.from_contract(self.contract, cfg.geometry)  # type: ignore[arg-type]
         self.predictor = Predictor(model, cfg.precision, cfg.device, self.contract.multilabel)  # type: ignore
         self.journal = Journal(self.out)
@@ -255,7 +260,7 @@ class InferenceRun:
             rec[v] = str(d.header.get(k, "")) if d.header.get(k) is not None else ""
         return self.deid.record(rec) if self.deid else rec
 
-    def _predicted_record(self, d: Decoded, probs: np.ndarray) -> dict[str, Any]:
+    def _predicted_record(self, d: Decoded, probs: np.ndarray, ood: float | None = None) -> dict[str, Any]:
         rec = self._base_record(d, "predicted")
         rec["probabilities"] = {k: round(float(p), 6) for k, p in zip(self.labels, probs, strict=True)}
         rec["positive_findings"] = [k for k, p, t in zip(self.labels, probs, self.thresholds, strict=True)
@@ -267,6 +272,11 @@ class InferenceRun:
         rec["intended_use"] = RESEARCH_NOTE if self.info.research_only else ""
         rec["heatmap_target"] = ""
         rec["heatmap_png"] = ""
+        ref = self.contract.ood
+        # out-of-distribution: Mahalanobis distance of the pooled features to the training data, flag at threshold
+        rec["ood_score"] = "" if ood is None else round(float(ood), 4)
+        rec["ood_threshold"] = "" if ood is None else round(float(ref["threshold"]), 4)
+        rec["ood_flag"] = "" if ood is None else bool(ood >= float(ref["threshold"]))
         return rec
 
     # ------------------------------------------------------------------ batches
@@ -274,13 +284,14 @@ class InferenceRun:
         if not batch:
             return 0
         x = np.stack([d.x for d in batch])
-        probs = self.predictor.predict(x)
+        probs, ood = self.predictor.predict_with_ood(x)
         finite = np.isfinite(probs).all(axis=1)
         for d in (d for d, ok in zip(batch, finite, strict=True) if not ok):
             d.stage, d.reason = "predict", "the model produced non-finite outputs for this image"
             self.journal.append(self._base_record(d, "error"))
         batch, x, probs = [d for d, ok in zip(batch, finite, strict=True) if ok], x[finite], probs[finite]
-        recs = [self._predicted_record(d, p) for d, p in zip(batch, probs, strict=True)]
+        scores = ood[finite] if ood is not None else [None] * len(batch)
+        recs = [self._predicted_record(d, p, o) for d, p, o in zip(batch, probs, scores, strict=True)]
         if self.cfg.heatmaps and recs:
             self._heatmaps(batch, x, probs, recs)
         for r in recs:

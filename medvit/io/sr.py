@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 PRIVATE_SCHEME = "99MEDVIT"
 CERTAINTY = ("111012", "DCM", "Certainty of Finding")
 PERCENT = ("%", "UCUM", "Percent")
+#: private codes of the out-of-distribution result (one measurement group per image when the model has a reference)
+OOD_FINDING = ("ood", "99MEDVIT", "Input outside the model's training distribution")
+OOD_SCORE = ("ood_score", "99MEDVIT", "Out-of-distribution score (Mahalanobis distance)")
+NO_UNITS = ("1", "UCUM", "no units")
 
 
 @dataclass
@@ -49,6 +53,7 @@ class ImageFindings:
 
     source: Any
     findings: list[Finding] = field(default_factory=list)
+    ood: tuple[float, float, bool] | None = None  # (OOD score, threshold, flagged) when the model has a reference
 
 
 @dataclass
@@ -147,7 +152,7 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
 
     if not images:
         raise ValueError("build_findings_sr: no images given")
-    images = [ImageFindings(sr_source(im.source), im.findings) for im in images]
+    images = [ImageFindings(sr_source(im.source), im.findings, im.ood) for im in images]
     studies = {str(im.source.StudyInstanceUID) for im in images}
     if len(studies) != 1:
         raise ValueError(f"build_findings_sr: images come from {len(studies)} studies; write one SR per study")
@@ -181,6 +186,21 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
                 qualitative_evaluations=[hd.sr.QualitativeEvaluation(
                     name=code, value=codes.SCT.Present if f.positive else codes.SCT.Absent)],
                 source_images=[src]))
+        if im.ood is not None:
+            score, thr, flagged = im.ood
+            ood_code = Code(*OOD_FINDING)
+            algo = hd.sr.AlgorithmIdentification(name=algorithm.name[:64], version=algorithm.version[:64] or "0",
+                                                 parameters=[*params, f"ood threshold {thr:.4f}"])
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=_uid_from("medvit-track", ds.SOPInstanceUID, "ood", algorithm.sha256),
+                    identifier=f"ood / {ds.SOPInstanceUID}"[:64]),
+                finding_type=ood_code, algorithm_id=algo,
+                measurements=[hd.sr.Measurement(name=Code(*OOD_SCORE), value=round(float(score), 4),
+                                                unit=Code(*NO_UNITS), algorithm_id=algo)],
+                qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+                    name=ood_code, value=codes.SCT.Present if flagged else codes.SCT.Absent)],
+                source_images=[src]))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups)
@@ -194,7 +214,8 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
         software_versions=algorithm.software_version or None,
         manufacturer_model_name=algorithm.name[:64],
     )
-    if any(finding_code(f.label).scheme_designator == PRIVATE_SCHEME for im in images for f in im.findings):
+    if any(finding_code(f.label).scheme_designator == PRIVATE_SCHEME for im in images for f in im.findings) or \
+            any(im.ood is not None for im in images):
         from pydicom.dataset import Dataset
 
         scheme = Dataset()  # declare the private coding scheme of labels without a SNOMED CT code
@@ -263,6 +284,8 @@ def _read_group(grp: Any) -> dict[str, Any]:
         if it.ValueType == "CODE" and name.CodeValue == "121071":  # Finding
             c = it.ConceptCodeSequence[0]
             res["label"], res["code"] = c.CodeMeaning, (c.CodeValue, c.CodingSchemeDesignator)
+        elif it.ValueType == "NUM" and name.CodeValue == OOD_SCORE[0]:
+            res["ood_score"] = float(it.MeasuredValueSequence[0].NumericValue)
         elif it.ValueType == "NUM" and name.CodeValue == CERTAINTY[0]:
             res["probability"] = float(it.MeasuredValueSequence[0].NumericValue) / 100.0
         elif it.ValueType == "CODE" and "code" in res and name.CodeValue == res["code"][0]:

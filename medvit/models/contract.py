@@ -42,6 +42,9 @@ class WeightContract:
     modalities: list[str] = field(default_factory=list)  # e.g. ["CR", "DX"]; empty = any
     view_positions: list[str] = field(default_factory=list)  # e.g. ["PA", "AP"]; empty = any
     body_parts: list[str] = field(default_factory=list)  # e.g. ["CHEST"]; empty = any
+    # out-of-distribution reference (medvit.eval.ood): method, threshold on the Mahalanobis distance of the pooled
+    # features, target / measured false-positive rates, SHA-256 of ood.safetensors beside the weights; None = none
+    ood: dict[str, Any] | None = None
     name: str = ""  # model name shown to users (SR algorithm name, tables, viewer); "" = the checkpoint folder name
     source: str = ""  # where the weights come from (paper, URL, training command)
     license: str = ""  # licence of the weights

@@ -17,6 +17,7 @@ from __future__ import annotations
 from medvit.tasks import extract_features as _extract_features  # noqa: F401
 from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F401
 from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: F401
+from medvit.tasks import ood_reference as _ood_reference  # noqa: F401
 from medvit.tasks import prompt_tune as _prompt_tune  # noqa: F401
 from medvit.tasks.base import TaskSpec, build_config, register_task, run_task
 

@@ -60,6 +60,8 @@ class FinetuneMultilabelConfig:
     eval_batch_size: int = 128  # batch size for validation/test prediction
     cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
     source: str = ""  # free text stored in the weight contract (data, recipe, who trained it)
+    ood_fpr: float = 0.05  # OOD reference (medvit.eval.ood): flag threshold at this FPR on validation (0 = none)
+    ood_max_train: int = 10000  # training images (evenly spaced) the OOD reference is fitted on (bounds its cost)
     model_name: str = ""  # contract name shown in tables, SR, viewer ("" = "<dataset>-<backbone>")
     model_version: str = ""  # contract version ("" = the training date, YYYY.MM.DD)
     modalities: list[str] = field(default_factory=list)  # contract scope, e.g. [CR, DX]; batch inference selects on it
@@ -83,6 +85,8 @@ class FinetuneMultilabelConfig:
             raise ValueError(f"crop_mode must be pad, crop or squash, got {self.crop_mode!r}")
         if self.interpolation not in ("bilinear", "bicubic"):
             raise ValueError(f"interpolation must be bilinear or bicubic, got {self.interpolation!r}")
+        if not 0.0 <= self.ood_fpr < 1.0:
+            raise ValueError(f"ood_fpr must be in [0, 1) (0 = no OOD reference), got {self.ood_fpr}")
         if self.threshold_rule not in ("youden", "f1"):
             raise ValueError(f"threshold_rule must be 'youden' or 'f1', got {self.threshold_rule!r}")
         if not self.seeds:
@@ -148,6 +152,34 @@ def preprocessing_contract(cfg: Any, mean: tuple[float, ...], std: tuple[float, 
                           intensity=rules, crop_mode=getattr(cfg, "crop_mode", "crop"),
                           crop_pct=getattr(cfg, "eval_crop_pct", 1.0),
                           interpolation=getattr(cfg, "interpolation", "bicubic"))
+
+
+class _Mapped(torch.utils.data.Dataset):
+    """``ds`` with ``tf`` applied to each item (a view; nothing is copied)."""
+
+    def __init__(self, ds: Any, tf: Any, indices: list[int] | None = None):
+        self.ds, self.tf = ds, tf
+        self.indices = list(range(len(ds))) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        it = self.ds[self.indices[i]]
+        return {"image": self.tf(it)["image"] if self.tf is not None else it["image"]}
+
+
+def fit_ood(model: torch.nn.Module, train_ds: Any, val_ds: Any, test_ds: Any, eval_tf: Any, target_fpr: float,
+            max_train: int, batch_size: int, device: Any, ckpt_dir: Path) -> dict[str, Any]:
+    """Fit the OOD reference (:mod:`medvit.eval.ood`) on training images seen through the evaluation transform
+    (``val_ds`` / ``test_ds`` already transformed), threshold at ``target_fpr`` on validation, FPR measured on
+    test; writes ``ckpt_dir/ood.safetensors`` and returns the contract's ``ood`` entry."""
+    from medvit.eval.ood import fit_for_model, save_reference
+
+    n = len(train_ds)
+    idx = list(range(n)) if n <= max_train else [int(i * n / max_train) for i in range(max_train)]
+    ref = fit_for_model(model, _Mapped(train_ds, eval_tf, idx), val_ds, test_ds, target_fpr, batch_size, device)
+    return save_reference(ref, ckpt_dir)
 
 
 def _today() -> str:
@@ -257,6 +289,11 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
         description=f"{cfg.backbone} fine-tuned for {len(label_names)} findings; thresholds: "
                     f"{cfg.threshold_rule} on the {cfg.val_split} split; research use only",
     )
+    if cfg.ood_fpr > 0:
+        ref = fit_ood(model, train_ds, val_ds, test_ds, eval_tf, cfg.ood_fpr, cfg.ood_max_train,
+                      cfg.eval_batch_size, dev, out / "model")
+        contract = dataclasses.replace(contract, ood=ref)
+        summary["ood"] = ref
     save_checkpoint(model, out / "model", contract=contract,
                     extra={"task": "finetune_multilabel", "seed": seed, "best": result.best,
                            "val_mean_auroc": val.mean, "test_mean_auroc": summary.get("test", {}).get("mean_auroc")})

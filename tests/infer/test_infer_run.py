@@ -210,14 +210,14 @@ def test_single_file_empty_folder_and_non_finite_outputs(material, tmp_path, mon
 
     from medvit.infer.predictor import Predictor
 
-    real = Predictor.predict
+    real = Predictor.predict_with_ood
 
     def half_nan(self, x):
-        p = real(self, x)
+        p, s = real(self, x)
         p[::2] = np.nan
-        return p
+        return p, s
 
-    monkeypatch.setattr(Predictor, "predict", half_nan)
+    monkeypatch.setattr(Predictor, "predict_with_ood", half_nan)
     res = run_inference(InferConfig(str(material["model"]), str(material["input"]), str(tmp_path / "nan"),
                                     batch_size=4, workers=0, progress=False))
     assert res.exit_code == EXIT_SOME_FAILED and res.counts["predicted"] == 2

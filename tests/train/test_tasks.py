@@ -58,6 +58,9 @@ def test_finetune_two_steps_saves_model_with_contract(tmp_path):
     assert c.research_only and c.in_chans == 1 and c.input_size == (32, 32) and len(c.label_names) == 7
     assert all(0.0 <= t <= 1.0 for t in c.thresholds) and c.mean == (pytest.approx(0.523, abs=0.2),)
     assert c.modalities == ["CR", "DX"] and c.view_positions == ["PA"] and c.body_parts == []
+    assert c.name == "cxr_phantom-vit_tiny_patch16_224" and c.version.count(".") == 2
+    assert c.crop_mode == "crop" and c.interpolation == "bicubic" and c.intensity["raster"] == "full"
+    assert c.ood["target_fpr"] == 0.05 and (tmp_path / "model" / "ood.safetensors").is_file()
     assert m(torch.rand(2, 1, 32, 32)).shape == (2, 7)
     assert "mean AUROC" in (tmp_path / "results.md").read_text()
 
