@@ -18,7 +18,7 @@ from torch import nn
 from medvit.models.factory import register_backbone
 from medvit.models.family import vit_signature
 from medvit.models.vit import VisionTransformer
-from medvit.nn.early_exit import GlobalAggregationHead, LocalPerceptionHead, should_exit
+from medvit.nn.early_exit import Criterion, GlobalAggregationHead, LocalPerceptionHead, should_exit
 from medvit.nn.flops import block_macs, patch_embed_macs
 
 
@@ -118,7 +118,7 @@ class LGViT(VisionTransformer):
 
     @torch.no_grad()
     def forward_early_exit(
-        self, x: torch.Tensor, threshold: float, criterion: Literal["confidence", "entropy"] = "confidence"
+        self, x: torch.Tensor, threshold: float, criterion: Criterion = "confidence"
     ) -> EarlyExitOutput:
         """Per-sample early exit: a sample leaves at the first exit meeting τ; the rest continue."""
         grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))

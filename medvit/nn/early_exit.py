@@ -63,22 +63,31 @@ class GlobalAggregationHead(nn.Module):
         return 2 * num_tokens * D * D + 2 * num_tokens * D + D * self.head.out_features
 
 
-def exit_scores(logits: torch.Tensor, criterion: Literal["confidence", "entropy"] = "confidence") -> torch.Tensor:
-    """(B, K) logits -> (B,) confidence (max softmax) or entropy normalised by log K (in [0, 1])."""
+Criterion = Literal["confidence", "entropy", "sigmoid"]
+
+
+def exit_scores(logits: torch.Tensor, criterion: Criterion = "confidence") -> torch.Tensor:
+    """(B, K) logits -> (B,) score.
+
+    "confidence": max softmax (single-label); "entropy": softmax entropy / log K, in [0, 1];
+    "sigmoid": multi-label confidence min_k max(σ(z_k), 1 − σ(z_k)), in [0.5, 1] (every finding
+    decided with at least that probability).
+    """
+    if criterion == "sigmoid":
+        p = logits.float().sigmoid()
+        return torch.maximum(p, 1 - p).min(-1).values
     p = logits.float().softmax(-1)
     if criterion == "confidence":
         return p.max(-1).values
     if criterion == "entropy":
         return -(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(p.shape[-1])
-    raise ValueError(f"criterion must be 'confidence' or 'entropy', got {criterion!r}")
+    raise ValueError(f"criterion must be 'confidence', 'entropy' or 'sigmoid', got {criterion!r}")
 
 
-def should_exit(
-    logits: torch.Tensor, threshold: float, criterion: Literal["confidence", "entropy"] = "confidence"
-) -> torch.Tensor:
-    """(B,) bool: confidence ≥ τ, or normalised entropy ≤ τ."""
+def should_exit(logits: torch.Tensor, threshold: float, criterion: Criterion = "confidence") -> torch.Tensor:
+    """(B,) bool: score ≥ τ ("confidence", "sigmoid"), or normalised entropy ≤ τ ("entropy")."""
     s = exit_scores(logits, criterion)
-    return s >= threshold if criterion == "confidence" else s <= threshold
+    return s <= threshold if criterion == "entropy" else s >= threshold
 
 
 def exit_distillation_loss(
@@ -87,15 +96,26 @@ def exit_distillation_loss(
     temperature: float = 1.0,
     exit_features: torch.Tensor | None = None,
     final_features: torch.Tensor | None = None,
+    multilabel: bool = False,
 ) -> torch.Tensor:
     """Self-distillation of an exit from the final classifier (stage 2 of LGViT training).
 
-    T²·KL(softmax(final/T) ‖ softmax(exit/T)) + MSE(exit features, final features) if given; the
-    final side is detached. Zero when the exit reproduces the final logits (and features).
+    Single-label: T²·KL(softmax(final/T) ‖ softmax(exit/T)). Multi-label: T²·Σ_k KL between the
+    Bernoulli distributions σ(final_k/T) and σ(exit_k/T), averaged over samples. Plus
+    MSE(exit features, final features) when both are given. The final side is detached; the loss is
+    zero when the exit reproduces the final logits (and features).
     """
     t = temperature
-    target = (final_logits.detach() / t).log_softmax(-1)
-    loss = F.kl_div((exit_logits / t).log_softmax(-1), target, log_target=True, reduction="batchmean") * t * t
+    if multilabel:
+        p = (final_logits.detach() / t).sigmoid()
+        q_logit = exit_logits / t
+        # KL(Bern(p) || Bern(q)) = BCE(q; p) − H(p)
+        bce = F.binary_cross_entropy_with_logits(q_logit, p, reduction="none")
+        ent = F.binary_cross_entropy(p, p, reduction="none")
+        loss = (bce - ent).sum(-1).mean() * t * t
+    else:
+        target = (final_logits.detach() / t).log_softmax(-1)
+        loss = F.kl_div((exit_logits / t).log_softmax(-1), target, log_target=True, reduction="batchmean") * t * t
     if exit_features is not None and final_features is not None:
         loss = loss + F.mse_loss(exit_features, final_features.detach())
     return loss

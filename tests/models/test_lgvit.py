@@ -93,3 +93,14 @@ def test_entropy_policy():
     assert exit_scores(flat, "entropy").item() == pytest.approx(1.0)
     with pytest.raises(ValueError):
         exit_scores(flat, "margin")
+
+
+def test_multilabel_criterion_and_distillation():
+    z = torch.tensor([[4.0, -4.0, 3.0], [4.0, 0.1, -3.0]])
+    s = exit_scores(z, "sigmoid")
+    assert s[0].item() == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item()) and s[1].item() < 0.53
+    assert should_exit(z, 0.9, "sigmoid").tolist() == [True, False]
+    assert exit_distillation_loss(z, z.clone(), 2.0, multilabel=True).abs().item() < 1e-6
+    ref = torch.distributions.kl_divergence(torch.distributions.Bernoulli(logits=z), torch.distributions.Bernoulli(
+        logits=torch.zeros_like(z))).sum(-1).mean()
+    torch.testing.assert_close(exit_distillation_loss(torch.zeros_like(z), z, multilabel=True), ref)
