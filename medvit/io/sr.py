@@ -193,7 +193,7 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
                                                  parameters=[*params, f"ood threshold {thr:.4f}"])
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=_uid_from("medvit-track", ds.SOPInstanceUID, "ood", algorithm.sha256),
+                    uid=make_uid("medvit-track", ds.SOPInstanceUID, "ood", algorithm.sha256),
                     identifier=f"ood / {ds.SOPInstanceUID}"[:64]),
                 finding_type=ood_code, algorithm_id=algo,
                 measurements=[hd.sr.Measurement(name=Code(*OOD_SCORE), value=round(float(score), 4),
