@@ -170,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
         found = p["positive_findings"].split(";") if p and p["positive_findings"] else []
         agree += sum((k in true_pos) == (k in found) for k in CXR_LABELS)
         total += len(CXR_LABELS)
+        ood = " [flagged out of distribution]" if p and p.get("ood_flag") == "True" else ""
         print(f"  {rel:40s} truth: {', '.join(true_pos) or 'no finding':32s} "  # noqa: T201
-              f"model: {', '.join(found) or ('no finding' if p else '(not predicted)')}")
+              f"model: {', '.join(found) or ('no finding' if p else '(not predicted)')}{ood}")
     if total:
         print(f"  per-label agreement with the phantom truth: {agree}/{total} ({100 * agree / total:.0f} %)")  # noqa: T201
     with open(results / "errors.csv", newline="") as f:

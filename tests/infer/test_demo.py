@@ -110,3 +110,32 @@ def test_committed_demo_model_still_fits_todays_phantoms():
     auc = {k: roc_auc_score(y[:, i], p[:, i]) for i, k in enumerate(c.label_names) if 0 < y[:, i].sum() < len(y)}
     assert auc["Cardiomegaly"] > 0.9, auc
     assert np.mean(list(auc.values())) > 0.6, auc
+
+
+def test_committed_demo_model_declares_scope_and_flags_foreign_images():
+    """The committed contract: name/version, CR/DX chest PA/AP scope, an OOD reference (SHA-256 checked) that
+    flags CT/MR slices and about 5 % of fresh phantoms (a seed it never saw)."""
+    import numpy as np
+    import torch
+    from pydicom.data import get_testdata_file
+
+    from medvit.cli import demo_cmd
+    from medvit.data import build_dataset
+    from medvit.data.augment import build_contract_eval_transform
+    from medvit.infer.predictor import Predictor, load_for_inference
+    from medvit.infer.preprocess import Preprocessor
+    from medvit.io import read_image
+
+    model, c, info = load_for_inference(demo_cmd.COMMITTED)
+    assert (info.name, info.version) == ("medvit-demo-cxr-phantom", "1")
+    assert c.modalities == ["CR", "DX"] and c.view_positions == ["PA", "AP"] and c.body_parts == ["CHEST"]
+    assert c.ood["target_fpr"] == 0.05 and c.ood["val_fpr"] <= 0.08 and c.ood["test_fpr"] <= 0.08
+    pred = Predictor(model)
+    tf = build_contract_eval_transform(c)
+    ds = build_dataset("cxr_phantom", "all", n=300, seed=5, image_size=c.input_size[0])
+    _, s = pred.predict_with_ood(torch.stack([tf(ds[i])["image"] for i in range(len(ds))]).numpy())
+    assert float(np.mean(s >= c.ood["threshold"])) <= 0.12
+    pre = Preprocessor.from_contract(c)
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        x, _, _ = pre(read_image(get_testdata_file(name)))
+        assert pred.predict_with_ood(x[None])[1][0] >= c.ood["threshold"], name
