@@ -17,6 +17,7 @@ COMMANDS = [
     "medvit.cli.convert_cmd",
     "medvit.cli.demo_cmd",
     "medvit.cli.infer_cmd",
+    "medvit.cli.listen_cmd",
     "medvit.cli.viewer_cmd",
     "medvit.cli.dicom_cmd",
     "medvit.cli.data_cmd",

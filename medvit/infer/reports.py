@@ -12,8 +12,11 @@ from medvit.io.errors import redact_values
 logger = logging.getLogger(__name__)
 
 
-def write_study_reports(run: Any) -> tuple[int, int]:
+def write_study_reports(run: Any, only: set[str] | None = None) -> tuple[int, int]:
     """One TID 1500 Comprehensive 3D SR per study under ``OUTPUT/sr/<study uid>.dcm``; returns (written, failed).
+
+    ``only``: write just these studies (by Study Instance UID as journaled), e.g. the one a listener completed;
+    ``sr_errors.csv`` is then left alone (the caller records failures).
 
     A study whose SR cannot be built is logged and recorded in errors.csv-adjacent ``sr_errors.csv``; its
     image predictions stay valid.
@@ -25,7 +28,7 @@ def write_study_reports(run: Any) -> tuple[int, int]:
 
     studies: dict[str, list[dict[str, Any]]] = {}
     for rec in run.journal.records():
-        if rec["status"] == "predicted":
+        if rec["status"] == "predicted" and (only is None or rec["study_instance_uid"] in only):
             studies.setdefault(rec["study_instance_uid"], []).append(
                 {k: rec.get(k, "") for k in ("file", "probabilities", "positive_findings", "thresholds", "ood_score",
                                              "ood_threshold", "ood_flag")})
@@ -49,7 +52,7 @@ def write_study_reports(run: Any) -> tuple[int, int]:
             reason = f"{type(e).__name__}: {redact_values(str(e))}"
             logger.warning("SR for study %s not written: %s", study, reason)
             failures.append([study, "sr", reason])
-    if failures or (out_dir.parent / "sr_errors.csv").exists():
+    if only is None and (failures or (out_dir.parent / "sr_errors.csv").exists()):
         atomic_write_text(out_dir.parent / "sr_errors.csv", csv_text(["study_instance_uid", "stage", "reason"],
                                                                      failures), run.out)
     return written, len(failures)

@@ -3,7 +3,7 @@
 Layout ``ROOT/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. A file appears only complete
 (temporary ``.<name>.tmp<pid>`` + fsync + ``os.replace``), so whatever is in the spool is whole and a
 killed retrieve or listener resumes by skipping what is there. UIDs become folder and file names only after
-they pass :func:`check_uid` (PS3.5 §9.1: digits and dots, at most 64 characters), so nothing a peer sends can
+they pass :func:`check_uid` (PS3.5 §9.1, :func:`medvit.io.safe_write.is_valid_uid`), so nothing a peer sends can
 name a path outside the spool.
 """
 
@@ -21,8 +21,10 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 def check_uid(value: Any, what: str) -> str:
     """``value`` as a str if it is a valid DICOM UID, else ``ValueError`` naming ``what`` and the value."""
+    from medvit.io.safe_write import is_valid_uid
+
     s = str(value if value is not None else "").strip()
-    if not s or len(s) > 64 or not _UID.match(s):
+    if not is_valid_uid(s):
         raise ValueError(f"{what} {s[:80]!r} is not a valid DICOM UID (digits and dots, at most 64 characters)")
     return s
 
