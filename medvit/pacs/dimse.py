@@ -33,6 +33,14 @@ def _status(s: Any) -> int:
     return int(getattr(s, "Status", -1)) if s is not None else -1
 
 
+def _no_answer(assoc: Any, op: str, calling: str) -> str:
+    """Why a DIMSE request got no status back."""
+    if getattr(assoc, "is_aborted", False):
+        return (f"the PACS aborted the association (does it accept {op} from calling AE {calling!r}? "
+                "PACSs often answer only peers they know)")
+    return "no answer within the timeout"
+
+
 class _DimsePeer:
     def __init__(self, address: PacsAddress, retries: int = 2, backoff_s: float = 0.5) -> None:
         if address.kind != "dimse":
@@ -100,8 +108,8 @@ class DimseSource(_DimsePeer):
             elif st == 0:
                 break
             else:
-                raise PacsError(self.address.server, step,
-                                f"status 0x{st:04X}" if st >= 0 else "no answer (association aborted or timed out)")
+                raise PacsError(self.address.server, step, f"status 0x{st:04X}" if st >= 0 else
+                                _no_answer(assoc, "C-FIND", self.address.calling_aet))
         return out
 
     def _find_ae(self) -> Any:
@@ -286,5 +294,5 @@ class CStoreSink(_DimsePeer):
         if st in STORED:
             report.sent.append(sop)
         else:
-            why = f"status 0x{st:04X}" if st >= 0 else "no answer (association aborted or timed out)"
+            why = f"status 0x{st:04X}" if st >= 0 else _no_answer(assoc, "C-STORE", self.address.calling_aet)
             report.failures.append(Failure(study, series, sop, "C-STORE", f"the PACS refused instance {sop}: {why}"))

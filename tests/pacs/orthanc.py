@@ -33,11 +33,13 @@ class OrthancServer:
 
     aet = "ORTHANC"
 
-    def __init__(self, workdir: Path, modalities: dict[str, tuple[str, int]] | None = None) -> None:
+    def __init__(self, workdir: Path, modalities: dict[str, tuple[str, int]] | None = None,
+                 extra_config: dict[str, Any] | None = None) -> None:
         if ORTHANC is None or DICOMWEB_PLUGIN is None:
             raise RuntimeError(SKIP_REASON)
         self.workdir = Path(workdir)
         self.modalities = modalities or {}
+        self.extra_config = extra_config or {}
         self.proc: subprocess.Popen | None = None
         self.http_port = self.dicom_port = 0
 
@@ -57,7 +59,7 @@ class OrthancServer:
                 "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True, "DicomCheckCalledAet": False,
                 "DicomModalities": {k: [aet, "127.0.0.1", port] for k, (aet, port) in self.modalities.items()},
                 "ConcurrentJobs": 1, "HttpThreadsCount": 8, "SaveJobs": False,
-            }
+            } | self.extra_config
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / "orthanc.json").write_text(json.dumps(cfg, indent=1))
             self.log = open(self.workdir / "orthanc.log", "wb")  # noqa: SIM115 (closed in stop)

@@ -53,3 +53,22 @@ def test_dimse_down_names_server_and_step(tmp_path):
     assert f"DIMSE PACS@127.0.0.1:{port}: C-FIND: association failed: cannot connect" in str(e.value)
     rep = open_sink(f"dimse://PACS@127.0.0.1:{port}", retries=0).send(make_studies(tmp_path, 1, 1))
     assert len(rep.failures) == 1 and "cannot connect" in rep.failures[0].reason
+
+
+def test_refused_association_and_find_name_server_and_step(tmp_path):
+    from tests.pacs.orthanc import DICOMWEB_PLUGIN, ORTHANC, SKIP_REASON, OrthancServer
+
+    if ORTHANC is None or DICOMWEB_PLUGIN is None:
+        pytest.skip(SKIP_REASON)
+    # an Orthanc that checks the called AE title and only answers known peers (we are not one)
+    with OrthancServer(tmp_path / "o", extra_config={"DicomCheckCalledAet": True, "DicomAlwaysAllowFind": False,
+                                                     "DicomAlwaysAllowStore": False}) as o:
+        with pytest.raises(PacsError) as e:
+            open_source(f"dimse://WRONGAET@127.0.0.1:{o.dicom_port}", retries=0).query()
+        assert f"DIMSE WRONGAET@127.0.0.1:{o.dicom_port}: C-FIND: association failed: the PACS rejected" in str(e.value)
+        with pytest.raises(PacsError) as e:
+            open_source(o.dimse(), retries=0).query()
+        assert f"{o.aet}@127.0.0.1:{o.dicom_port}: C-FIND study level failed: the PACS aborted" in str(e.value)
+        rep = open_sink(o.dimse(), retries=0).send(make_studies(tmp_path / "s", 1, 1))
+        assert len(rep.failures) == 1 and rep.failures[0].step == "C-STORE"
+        assert "accept C-STORE from calling AE 'MEDVIT'" in rep.failures[0].reason
