@@ -34,11 +34,9 @@ def _status(s: Any) -> int:
 
 
 def _no_answer(assoc: Any, op: str, calling: str) -> str:
-    """Why a DIMSE request got no status back."""
-    if getattr(assoc, "is_aborted", False):
-        return (f"the PACS aborted the association (does it accept {op} from calling AE {calling!r}? "
-                "PACSs often answer only peers they know)")
-    return "no answer within the timeout"
+    """Why a DIMSE request got no status back (pynetdicom yields an empty status on abort or timeout)."""
+    return (f"no {op} response: the PACS dropped the request or the association (does it accept {op} from "
+            f"calling AE {calling!r}? PACSs often answer only peers they know), or it timed out")
 
 
 class _DimsePeer:
