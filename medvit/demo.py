@@ -21,7 +21,7 @@ COMMITTED_NAME = "model"  # the demo model shipped with the source tree (when pr
 
 def source_root() -> Path | None:
     """The medvit source tree this package was loaded from (it has ``pipelines/demo``), or None when installed."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     return root if (root / "pipelines" / "demo").is_dir() else None
 
 

@@ -60,3 +60,25 @@ def test_no_module_imports_its_own_package():
     upward = sorted(f"{m} -> {i}" for m in graph.modules for i in graph.find_modules_directly_imported_by(m)
                     if m.startswith(i + "."))
     assert upward == []
+
+
+def test_demo_files_are_found_or_named(tmp_path):
+    """The demo's files come from $MEDVIT_PIPELINES, ./pipelines or the source tree; otherwise the error says where
+    it looked and how to point medvit at them (an installed package has no source tree next to it)."""
+    from medvit import demo
+
+    assert demo.demo_dir({}, tmp_path) == ROOT / "pipelines" / "demo"  # this checkout
+    (tmp_path / "p" / "demo").mkdir(parents=True)
+    (tmp_path / "p" / "demo" / demo.PIPELINE_NAME).write_text("task: x\n")
+    assert demo.pipelines_dir({"MEDVIT_PIPELINES": str(tmp_path / "p")}, tmp_path) == tmp_path / "p"
+    assert demo.default_cache({"MEDVIT_DEMO_CACHE": str(tmp_path / "c")}) == tmp_path / "c"
+    assert demo.default_cache({}) == ROOT / ".cache" / "medvit-demo"
+
+
+def test_demo_without_a_source_tree_says_where_it_looked(tmp_path, monkeypatch):
+    from medvit import demo
+
+    monkeypatch.setattr(demo, "source_root", lambda: None)
+    with pytest.raises(FileNotFoundError, match="MEDVIT_PIPELINES"):
+        demo.pipelines_dir({}, tmp_path)
+    assert demo.default_cache({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "medvit" / "demo"

@@ -4,11 +4,15 @@ Paths come from ``-m/-i/-o`` or the environment variables ``HOLOSCAN_MODEL_PATH`
 and ``HOLOSCAN_OUTPUT_PATH`` (what a MAP container is started with). Everything else is ``medvit infer``:
 extra arguments pass through (``--sr`` is on by default here, as a PACS-facing app writes a structured
 report). The exit code is medvit infer's (0 ok, 3 some inputs failed, 4 nothing predicted, 2 bad arguments).
+
+It runs the public command (``python -m medvit infer …``) in a child process, as a container entry point would;
+it does not import medvit's CLI.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 ENV = {"-m": "HOLOSCAN_MODEL_PATH", "-i": "HOLOSCAN_INPUT_PATH", "-o": "HOLOSCAN_OUTPUT_PATH"}
@@ -30,9 +34,8 @@ def build_argv(argv: list[str], environ: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medvit.cli.main import main as medvit_main
-
-    return medvit_main(build_argv(sys.argv[1:] if argv is None else argv, dict(os.environ)))
+    args = build_argv(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    return subprocess.call([sys.executable, "-m", "medvit", *args])
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ ENV_DATA = "MEDVIT_VIEWER_DATA"
 ENV_MODEL = "MEDVIT_VIEWER_MODEL"
 ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
 
-#: where ``make demo`` (``medvit demo --out demo_out``, see medvit/cli/demo_cmd.py) puts things: relative to the
-#: working directory, else in the medvit checkout
+#: where ``make demo`` (``medvit demo --out demo_out``) puts things: relative to the working directory, else in the
+#: medvit source tree
 DEMO_OUT = Path("demo_out")
 DEMO_STUDIES = "inbox"  # demo_out/inbox: phantom DICOM studies plus deliberately hostile extras
 DEMO_RESULTS = "results"  # demo_out/results: `medvit infer` outputs (predictions, sr/, heatmaps/)
@@ -41,20 +41,22 @@ class ViewerConfig:
 
 
 def demo_model(env: dict[str, str] | os._Environ[str]) -> Path:
-    """The demo checkpoint ``medvit demo`` trains and caches (``$MEDVIT_DEMO_CACHE/model``)."""
-    from medvit.cli.demo_cmd import REPO
+    """The demo checkpoint ``medvit demo`` trains and caches (``<cache>/model``, see :mod:`medvit.demo`)."""
+    from medvit.demo import default_cache
 
-    return Path(env.get("MEDVIT_DEMO_CACHE") or REPO / ".cache" / "medvit-demo") / "model"
+    return default_cache(env) / "model"
 
 
 def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> ViewerConfig:
     """Settings from ``MEDVIT_VIEWER_*`` variables, falling back to the demo's outputs (under ``cwd``, else the
     checkout) and the demo model."""
-    from medvit.cli.demo_cmd import REPO
+    from medvit.demo import source_root
 
     env = os.environ if environ is None else environ
     base = Path.cwd() if cwd is None else cwd
-    demo = next((d for d in (base / DEMO_OUT, REPO / DEMO_OUT) if (d / DEMO_STUDIES).is_dir()), base / DEMO_OUT)
+    root = source_root()
+    places = [base / DEMO_OUT] + ([root / DEMO_OUT] if root else [])
+    demo = next((d for d in places if (d / DEMO_STUDIES).is_dir()), base / DEMO_OUT)
     if env.get(ENV_DATA):
         data: Path | None = Path(env[ENV_DATA])
         source = "--data"

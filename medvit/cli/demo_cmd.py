@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-PIPELINE = REPO / "pipelines" / "demo" / "cxr_phantom_demo.yaml"
-RULES = REPO / "pipelines" / "demo" / "cxr_rules.json"
-COMMITTED = REPO / "pipelines" / "demo" / "model"  # the demo model shipped with the repository (when present)
+from medvit import demo as demo_files
+
+#: the demo's pipeline, rules and committed model (pipelines/demo of the source tree; see medvit.demo)
+try:
+    _DEMO = demo_files.demo_dir()
+except FileNotFoundError:  # an installed package without the source tree: `medvit demo` says so when run
+    _DEMO = Path("pipelines") / "demo"
+PIPELINE = _DEMO / demo_files.PIPELINE_NAME
+RULES = _DEMO / demo_files.RULES_NAME
+COMMITTED = _DEMO / demo_files.COMMITTED_NAME
 #: pydicom test files used as hostile extras, with the outcome the demo expects
 EXTRAS = {"CT_small.dcm": "skipped (CT: not selected)", "rtplan.dcm": "skipped (no image)",
           "DICOMDIR": "skipped (DICOMDIR)"}
@@ -36,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--n", type=int, default=8, help="phantom images to write (default 8)")
     p.add_argument("--retrain", action="store_true", help="train the demo model again even if cached")
-    p.add_argument("--cache", default=os.environ.get("MEDVIT_DEMO_CACHE", str(REPO / ".cache" / "medvit-demo")),
-                   help="where the trained demo model is cached (default .cache/medvit-demo; env MEDVIT_DEMO_CACHE)")
+    p.add_argument("--cache", default=str(demo_files.default_cache()),
+                   help="where the trained demo model is cached (default .cache/medvit-demo of the source tree, "
+                        "else ~/.cache/medvit/demo; env MEDVIT_DEMO_CACHE)")
     p.set_defaults(func=run)
 
 
@@ -49,7 +55,7 @@ def demo_model(cache: Path, retrain: bool = False) -> Path:
     from medvit.tasks import run_task
 
     if not PIPELINE.is_file():
-        raise FileNotFoundError(f"demo pipeline {PIPELINE} not found; run `medvit demo` from a medvit checkout")
+        demo_files.demo_dir()  # raises FileNotFoundError naming where it looked and MEDVIT_PIPELINES
     key = hashlib.sha256(PIPELINE.read_bytes()).hexdigest()
     if not retrain and _committed_model_ok(key):
         print(f"demo model: {_show(COMMITTED)} (committed; trained by `medvit run {_show(PIPELINE)}`, "  # noqa: T201
