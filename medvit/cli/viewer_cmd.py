@@ -1,6 +1,7 @@
 """``medvit viewer``: start the clinician viewer (a Streamlit app, ``apps/viewer/app.py``).
 
-The app is located through the installed ``apps.viewer`` package, so it works from any directory. It serves on
+The app is a front end outside the library: ``apps/viewer/app.py`` of the medvit source tree, which this command
+runs with Streamlit (the library never imports it; the source tree goes on the app's ``PYTHONPATH``). It serves on
 127.0.0.1 only unless ``--host`` is given. The viewer's settings travel as environment variables
 (``MEDVIT_VIEWER_DATA``, ``MEDVIT_VIEWER_MODEL``, ``MEDVIT_VIEWER_RESULTS``), which the app reads at start.
 """
@@ -40,12 +41,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def app_path() -> Path:
-    """The viewer's Streamlit script inside the installed ``apps.viewer`` package."""
-    import apps.viewer
+    """The viewer's Streamlit script, ``apps/viewer/app.py`` of the medvit source tree.
 
-    path = Path(apps.viewer.__file__).resolve().parent / "app.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"viewer app not found at {path}; reinstall medvit (`make venv`)")
+    Raises:
+        FileNotFoundError: medvit is installed without its source tree (the viewer is not part of the library).
+    """
+    from medvit.demo import source_root
+
+    root = source_root()
+    path = (root / "apps" / "viewer" / "app.py") if root else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError("the viewer app (apps/viewer/app.py) ships with the medvit source tree, not the "
+                                "installed library; run `medvit viewer` from a clone (`make viewer`)")
     return path
 
 
@@ -53,7 +60,10 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` that start Streamlit on the viewer with the given options; validates paths and port."""
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    app = app_path()
     env = dict(os.environ)
+    src = str(app.parents[2])  # the source tree, so the app imports its own modules (apps.viewer.*)
+    env["PYTHONPATH"] = os.pathsep.join([src, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     for opt, key, must_exist in (("data", ENV_DATA, True), ("results", ENV_RESULTS, False)):
         val = getattr(args, opt)
         if val is None:
@@ -70,7 +80,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         # a path that exists is passed absolute; anything else is a weight tag the app resolves (and reports)
         env[ENV_MODEL] = str(mp.resolve()) if mp.exists() else args.model
     argv = [
-        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", args.host,
         "--server.port", str(args.port),
         "--server.headless", "true",
