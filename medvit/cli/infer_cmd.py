@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
         # every unreadable file already gets a status/error row; keep decoder tracebacks off the console
         logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs every copied module at INFO
+        logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # logs every request at INFO
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
 

@@ -53,11 +53,13 @@ def path_component(value: Any, fallback: str = "unknown") -> str:
 
 
 def checked_path(root: str | Path, path: str | Path) -> Path:
-    """``path`` if it resolves (symlinks followed) to ``root`` or below it; else :class:`UnsafePathError`."""
+    """``path`` if it resolves (symlinks followed) to ``root`` or below it; else :class:`UnsafePathError`.
+
+    A relative ``path`` is relative to the working directory, like ``root`` itself (callers build it as
+    ``root / ...``; ``medvit infer -o results`` gives a relative root).
+    """
     r = Path(root).resolve()
     p = Path(path)
-    if not p.is_absolute():
-        p = r / p
     resolved = p.resolve()
     if resolved != r and r not in resolved.parents:
         raise UnsafePathError(f"refusing to write {p}: it resolves to {resolved}, outside {r}")

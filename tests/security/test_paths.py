@@ -110,3 +110,13 @@ def test_output_inside_input_is_refused(tmp_path):
         with pytest.raises(ValueError, match="inside input"):
             InferConfig(str(model), str(inp), str(out))
     InferConfig(str(model), str(inp), str(tmp_path / "elsewhere"))  # a sibling is fine
+
+
+def test_relative_root_and_path(tmp_path, monkeypatch):
+    """`medvit infer -o results` passes a relative root and paths built from it (relative to the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    atomic_write(Path("results") / "run.json", "{}", root=Path("results"))
+    assert (tmp_path / "results" / "run.json").read_text() == "{}"
+    with pytest.raises(UnsafePathError):
+        checked_path(Path("results"), Path("elsewhere.txt"))
