@@ -56,7 +56,7 @@ class EViT(VisionTransformer):
 
     # ------------------------------------------------------------------ token bookkeeping
     def _run(
-        self, tokens: torch.Tensor, keep_rate: float | None, upto: int | None = None
+        self, tokens: torch.Tensor, keep_rate: float | None, upto: int | None = None, return_attention: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Blocks 0..upto with reorganisation: -> (tokens, patch index (B, N'), per-block outputs, probs)."""
         r = self.keep_rate if keep_rate is None else keep_rate
@@ -67,9 +67,11 @@ class EViT(VisionTransformer):
         last = len(self.blocks) - 1 if upto is None else upto
         for i, blk in enumerate(self.blocks):
             rate = r if i in self.keep_locs else 1.0
-            tokens, index, probs = block_forward_reorganize(blk, tokens, rate, P, self.fuse_token, index)
+            tokens, index, probs = block_forward_reorganize(blk, tokens, rate, P, self.fuse_token, index,
+                                                            return_attention)
             outs.append(tokens)
-            maps.append(probs)
+            if probs is not None:
+                maps.append(probs)
             if i >= last:
                 break
         return tokens, index, outs, maps
@@ -104,8 +106,12 @@ class EViT(VisionTransformer):
         n = self.patch_embed.num_patches if num_patches is None else num_patches
         pe = patch_embed_macs(n, self.in_chans, self.patch_size, self.embed_dim)
         mlp_ratio = self.blocks[0].mlp.fc1.out_features / self.embed_dim
-        blocks = vit_macs(self.tokens_per_block(n, keep_rate), self.embed_dim, mlp_ratio, num_classes=self.num_classes)
-        return blocks + pe
+        per_block = self.tokens_per_block(n, keep_rate)
+        blocks = vit_macs(per_block, self.embed_dim, mlp_ratio, num_classes=self.num_classes)
+        r = self.keep_rate if keep_rate is None else keep_rate
+        # a reorganising block also forms the CLS attention row explicitly: T_in·D
+        cls_rows = sum(per_block[i][0] * self.embed_dim for i in self.keep_locs) if r < 1.0 else 0
+        return blocks + pe + cls_rows
 
     @torch.no_grad()
     def kept_token_map(self, x: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
@@ -160,7 +166,7 @@ class EViT(VisionTransformer):
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Attention probabilities of every block, (B, H, T_i, T_i) with T_i the tokens block i sees."""
-        return self._run(self.embed(x), None)[3]
+        return self._run(self.embed(x), None, return_attention=True)[3]
 
     def extra_repr(self) -> str:
         own = f", keep_rate={self.keep_rate}, keep_locs={self.keep_locs}, fuse={self.fuse_token}"

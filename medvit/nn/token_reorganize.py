@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
+from medvit.nn.attention import Attention
 from medvit.nn.block import Block
 
 #: index of the fused ("inattentive") token in the patch-index bookkeeping
@@ -75,6 +77,21 @@ def cls_attention_scores(probs: torch.Tensor, num_prefix_tokens: int = 1) -> tor
     return probs[:, :, 0, num_prefix_tokens:].mean(dim=1)
 
 
+def attention_with_cls_scores(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-attention output via fused SDPA plus the CLS row of the attention probabilities.
+
+    x: (B, T, D) -> (output (B, T, D), CLS attention probabilities (B, H, T)). The CLS row costs one
+    extra (1 × T) product per head instead of materialising the (T × T) matrix.
+    """
+    B, T, D = x.shape
+    qkv = attn.qkv(x).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    drop = attn.attn_drop if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop).transpose(1, 2).reshape(B, T, D)
+    cls = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0]
+    return attn.proj_drop(attn.proj(out)), cls
+
+
 def block_forward_reorganize(
     block: Block,
     x: torch.Tensor,
@@ -82,16 +99,25 @@ def block_forward_reorganize(
     num_prefix_tokens: int = 1,
     fuse_token: bool = True,
     index: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    return_attention: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Run a ViT ``block`` as an EViT block: attention on all tokens, reorganise, MLP on the rest.
 
-    x: (B, P + N, D) -> (tokens (B, P + k [+1], D), updated index, attention probs (B, H, T, T)).
-    With ``keep_rate=1`` it computes exactly ``block(x)``.
+    x: (B, P + N, D) -> (tokens (B, P + k [+1], D), updated index, attention probs (B, H, T, T) when
+    ``return_attention`` else None). With ``keep_rate=1`` it computes exactly ``block(x)`` (and uses
+    the block's own fast path); a reorganising block uses fused attention plus the CLS row only.
     """
-    a, probs = block.attn(block.norm1(x), return_attention=True)
+    if keep_rate >= 1.0 and not return_attention:
+        return block(x), index, None
+    if return_attention:
+        a, probs = block.attn(block.norm1(x), return_attention=True)
+        cls = probs[:, :, 0]
+    else:
+        a, cls = attention_with_cls_scores(block.attn, block.norm1(x))
+        probs = None
     x = x + block.drop_path1(block.ls1(a))
     if keep_rate < 1.0:
-        scores = cls_attention_scores(probs, num_prefix_tokens)
+        scores = cls[:, :, num_prefix_tokens:].mean(dim=1)
         x, index = reorganize_tokens(x, scores, keep_rate, num_prefix_tokens, fuse_token, index)
     x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
     return x, index, probs
