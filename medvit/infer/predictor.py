@@ -43,7 +43,10 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, Any, ModelInfo
     from medvit.registry import REGISTRY
 
     p = Path(model_ref)
-    if p.is_dir():
+    if p.is_dir() and (p / "adapter_config.json").is_file():
+        model, contract, sha = _load_adapter_for_inference(p)
+        name = p.resolve().name
+    elif p.is_dir():
         model = load_model(p)
         contract = model.contract
         name = p.resolve().name
@@ -82,6 +85,25 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, Any, ModelInfo
     info = ModelInfo(getattr(contract, "name", "") or name, contract.version, sha,
                      getattr(model, "arch_name", type(model).__name__), contract.source, bool(contract.research_only))
     return model.eval(), contract, info
+
+
+def _load_adapter_for_inference(p: Path) -> tuple[nn.Module, Any, str]:
+    """A PEFT adapter directory -> (model on its recorded base, contract, adapter sha256).
+
+    The base is rebuilt from the weights the adapter records; their file checksum and the frozen-tensor checksum
+    must match (:func:`medvit.peft.load_adapter`), so an adapter never runs on another base.
+    """
+    from medvit.models import WeightContract
+    from medvit.peft.checkpoint import load_adapter, read_adapter_config
+
+    cfg = read_adapter_config(p)
+    if not cfg.get("contract"):
+        raise ValueError(f"adapter {p}: adapter_config.json has no weight contract (labels, thresholds, "
+                         "preprocessing); re-run the tuning with this medvit version, or merge it and save the "
+                         "merged model with save_checkpoint(..., contract=WeightContract(...))")
+    contract = WeightContract.from_dict(cfg["contract"])
+    model = load_adapter(p, check_base=True)
+    return model, contract, str(cfg.get("sha256", ""))
 
 
 class Predictor:

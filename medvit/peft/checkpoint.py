@@ -59,8 +59,13 @@ def adapter_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
     return tensors, tied
 
 
-def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``adapter.safetensors`` + ``adapter_config.json`` into ``out_dir``; returns the directory."""
+def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None,
+                 contract: Any = None) -> Path:
+    """Write ``adapter.safetensors`` + ``adapter_config.json`` into ``out_dir``; returns the directory.
+
+    ``contract`` (a :class:`medvit.models.WeightContract`) makes the adapter deployable: ``medvit infer`` and the
+    viewer load it onto its recorded base (checksums verified) and preprocess as the contract says.
+    """
     from medvit.io.safe_write import atomic_write
     from medvit.models.checkpoint import FILE_MODE, sha256_file, write_safetensors
     from medvit.version import __version__
@@ -91,6 +96,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
         "sha256": sha256_file(out / ADAPTER_WEIGHTS),
         "size_bytes": (out / ADAPTER_WEIGHTS).stat().st_size,
         "medvit_version": __version__,
+        "contract": contract.to_dict() if contract is not None else None,
         "extra": extra or {},
     }
     atomic_write(out / ADAPTER_CONFIG, json.dumps(cfg, indent=2), mode=FILE_MODE)
@@ -139,8 +145,17 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
         if not base.get("weights"):
             raise AdapterError(f"{p}: the adapter does not name its base weights (random-init base); pass base_model")
         from medvit.models import create_model
-        from medvit.models.mae_convert import load_pretrained_encoder
+        from medvit.models.checkpoint import sha256_file
+        from medvit.models.mae_convert import load_pretrained_encoder, resolve_encoder_file
 
+        try:
+            wfile = resolve_encoder_file(base["weights"])
+        except FileNotFoundError as e:
+            raise AdapterError(f"{p}: the base weights {base['weights']!r} recorded by the adapter are not found "
+                               f"({e}); put them back or pass base_model") from e
+        if wfile is not None and base.get("weights_sha256") and sha256_file(wfile) != base["weights_sha256"]:
+            raise AdapterError(f"{p}: the base weights file {wfile} has changed since the adapter was trained "
+                               f"(sha256 {sha256_file(wfile)[:12]}… vs recorded {base['weights_sha256'][:12]}…)")
         # encoder weights only (an MAE run folder, a checkpoint with another head...): the head is in the adapter
         base_model = create_model(base["architecture"], **base.get("model_args", {}))
         load_pretrained_encoder(base_model, base["weights"])

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,17 @@ class PromptTuneConfig:
     eval_batch_size: int = 128  # batch size for validation/test prediction
     cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
     save_merged: bool = False  # also write the adapter merged into the base (lora-family methods) as seed_<s>/merged
+    crop_mode: str = "crop"  # eval/serving geometry to the input's aspect: crop (centre) | pad | squash (contract)
+    interpolation: str = "bicubic"  # resize filter for training, evaluation and serving: bicubic | bilinear
+    threshold_rule: str = "youden"  # multilabel: per-label operating threshold chosen on validation (youden | f1)
+    modalities: list[str] = field(default_factory=list)  # contract scope, e.g. [CR, DX]; `medvit infer` selects on it
+    view_positions: list[str] = field(default_factory=list)  # contract scope, e.g. [PA, AP]
+    body_parts: list[str] = field(default_factory=list)  # contract scope, e.g. [CHEST]
+    source: str = ""  # free text stored in the contract ("" = the task, method and dataset)
+    model_name: str = ""  # contract name ("" = "<dataset>-<backbone>-<method>")
+    model_version: str = ""  # contract version ("" = the training date, YYYY.MM.DD)
+    ood_fpr: float = 0.05  # OOD reference: flag threshold at this FPR on validation (0 = none)
+    ood_max_train: int = 10000  # training images (evenly spaced) the OOD reference is fitted on
 
     def __post_init__(self) -> None:
         from medvit.peft import get_method, make_config
@@ -98,6 +110,14 @@ class PromptTuneConfig:
             make_config(self.method, self.method_config)
         except (ValueError, TypeError) as e:
             raise ValueError(f"method_config: {e}") from e
+        if self.crop_mode not in ("pad", "crop", "squash"):
+            raise ValueError(f"crop_mode must be pad, crop or squash, got {self.crop_mode!r}")
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"interpolation must be bilinear or bicubic, got {self.interpolation!r}")
+        if self.threshold_rule not in ("youden", "f1"):
+            raise ValueError(f"threshold_rule must be 'youden' or 'f1', got {self.threshold_rule!r}")
+        if not 0.0 <= self.ood_fpr < 1.0:
+            raise ValueError(f"ood_fpr must be in [0, 1) (0 = no OOD reference), got {self.ood_fpr}")
         if self.save_merged and not spec.mergeable:
             raise ValueError(f"save_merged: method {self.method!r} cannot be merged into the base")
 
@@ -185,22 +205,34 @@ def _subset(ds: Any, fraction: float, seed: int) -> Any:
     return torch.utils.data.Subset(ds, sorted(idx))
 
 
-def build_base(cfg: PromptTuneConfig, num_outputs: int) -> tuple[nn.Module, str | None]:
-    """The backbone with a fresh ``num_outputs`` head and pretrained encoder weights; (model, weights sha256)."""
+def build_base(cfg: PromptTuneConfig, num_outputs: int,
+               base_dir: Path | None = None) -> tuple[nn.Module, str | None, str | None]:
+    """The backbone with a fresh ``num_outputs`` head and pretrained encoder weights; (model, weights, sha256).
+
+    ``weights`` is what the adapter records as its base: the absolute path of ``cfg.pretrained`` (or the weight
+    tag); without ``pretrained``, the random initialisation is saved to ``base_dir`` and that is the base, so the
+    adapter can always be loaded again (``medvit infer``, the viewer).
+    """
     from medvit.models import create_model
+    from medvit.models.checkpoint import sha256_file
+    from medvit.models.mae_convert import load_pretrained_encoder, resolve_encoder_file
 
     model = create_model(cfg.backbone, img_size=cfg.image_size, in_chans=cfg.in_chans, num_classes=num_outputs,
                          global_pool=cfg.global_pool, **cfg.backbone_args)
-    sha = None
+    weights = cfg.pretrained
     if cfg.pretrained:
-        from medvit.models.checkpoint import sha256_file
-        from medvit.models.mae_convert import load_pretrained_encoder, resolve_encoder_file
-
         load_pretrained_encoder(model, cfg.pretrained)
         model.reset_classifier(num_outputs)
-        f = resolve_encoder_file(cfg.pretrained)
-        sha = sha256_file(f) if f is not None else None
-    return model, sha
+        if Path(cfg.pretrained).exists():
+            weights = str(Path(cfg.pretrained).resolve())
+    elif base_dir is not None:
+        from medvit.models import save_checkpoint
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            save_checkpoint(model, base_dir, extra={"task": "prompt_tune", "note": "random-init base of the adapter"})
+        weights = str(Path(base_dir).resolve())
+    f = resolve_encoder_file(weights) if weights else None
+    return model, weights, (sha256_file(f) if f is not None else None)
 
 
 def _total_steps(cfg: TrainConfig, n_train: int) -> int:
@@ -242,18 +274,45 @@ class _StepHook:
         return statistics.median(d[1:] if len(d) > 2 else d) if d else math.nan  # first step: warm-up
 
 
+def _contract(cfg: PromptTuneConfig, pre: Any, problem: str, names: list[str],
+              val_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], seed: int) -> Any:
+    """The full weight contract of the tuned model: preprocessing, outputs, thresholds chosen on validation, scope."""
+    from datetime import UTC, datetime
+
+    from medvit.eval import choose_thresholds
+
+    logits, labels, mask = val_out
+    if problem == "multilabel":
+        m = mask if mask is not None else torch.ones_like(labels, dtype=torch.bool)
+        thresholds = [float(t) for t in choose_thresholds(labels.numpy(), torch.sigmoid(logits).numpy(), m.numpy(),
+                                                          cfg.threshold_rule)]
+        rule = f"{cfg.threshold_rule} on the {cfg.val_split} split"
+    else:  # softmax over grades: the prediction is the arg-max; a grade is "positive" at probability 0.5
+        thresholds, rule = [0.5] * len(names), "0.5 (arg-max grading)"
+    return dataclasses.replace(
+        pre, name=cfg.model_name or f"{cfg.dataset}-{cfg.backbone}-{cfg.method}",
+        version=cfg.model_version or datetime.now(UTC).strftime("%Y.%m.%d"), label_names=list(names),
+        thresholds=thresholds, multilabel=problem == "multilabel", research_only=True,
+        modalities=list(cfg.modalities), view_positions=list(cfg.view_positions), body_parts=list(cfg.body_parts),
+        source=cfg.source or f"medvit prompt_tune ({cfg.method}) on {cfg.dataset} (seed {seed})",
+        description=f"{cfg.backbone} tuned with {cfg.method} for {len(names)} outputs; thresholds: {rule}; "
+                    "research use only")
+
+
 # --------------------------------------------------------------------------------------------- run
 def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     """One seed: tune, select on validation, test once, save the adapter. Returns the seed summary."""
     from medvit.data import build_dataset, dataset_normalization
-    from medvit.data.augment import build_eval_transform, build_train_transform
+    from medvit.data.augment import build_contract_eval_transform, build_train_transform
     from medvit.peft import apply_peft, get_method, make_config, merge_adapter, save_adapter, trainable_report
+    from medvit.tasks.finetune_multilabel import preprocessing_contract
     from medvit.train import Trainer, resolve_device
 
     mean, std = (tuple(cfg.mean), tuple(cfg.std)) if cfg.mean is not None else dataset_normalization(cfg.dataset)
-    eval_tf = build_eval_transform(cfg.image_size, mean, std, 1.0, in_chans=cfg.in_chans)
+    pre_contract = preprocessing_contract(cfg, mean, std)
+    eval_tf = build_contract_eval_transform(pre_contract)  # the serving preprocessing (medvit infer, viewer)
     train_tf = build_train_transform(cfg.image_size, mean, std, tuple(cfg.rrc_scale), hflip_prob=cfg.hflip,
-                                     in_chans=cfg.in_chans)
+                                     in_chans=cfg.in_chans, interpolation=cfg.interpolation)
     args = dict(cfg.dataset_args)
     train_raw = build_dataset(cfg.dataset, cfg.train_split, **args)
     problem, k, names = _problem(cfg, train_raw)
@@ -274,8 +333,8 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     if getattr(mcfg, "total_step", 0) is None:  # AdaLoRA's budget schedule needs the run length
         mcfg = dataclasses.replace(mcfg, total_step=total)
     torch.manual_seed(seed)
-    base, sha = build_base(cfg, k)
-    model = apply_peft(base, cfg.method, mcfg, base_weights=cfg.pretrained, base_weights_sha256=sha)
+    base, base_weights, sha = build_base(cfg, k, out / "base")
+    model = apply_peft(base, cfg.method, mcfg, base_weights=base_weights, base_weights_sha256=sha)
     spec = get_method(cfg.method)
     rep = trainable_report(model)
     dev = resolve_device(tcfg.device)
@@ -306,19 +365,34 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     }
     if not trainer.dist.is_main:
         return summary
-    summary["val"] = score(problem, *predict(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision), k)
+    val_out = predict(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision)
+    summary["val"] = score(problem, *val_out, k)
     if test_ds is not None:
         summary["test"] = score(problem, *predict(model, test_ds, cfg.eval_batch_size, dev, tcfg.precision), k)
+    contract = _contract(cfg, pre_contract, problem, names, val_out, seed)
+    if cfg.ood_fpr > 0:
+        from medvit.tasks.finetune_multilabel import fit_ood
+
+        contract.ood = fit_ood(model, train_ds, val_ds, test_ds, eval_tf, cfg.ood_fpr, cfg.ood_max_train,
+                               cfg.eval_batch_size, dev, out / "adapter")
+        summary["ood"] = contract.ood
     ad = save_adapter(model, out / "adapter", extra={"task": "prompt_tune", "dataset": cfg.dataset,
                                                     "problem": problem, "outputs": names, "seed": seed,
                                                     "image_size": cfg.image_size, "mean": list(mean),
-                                                    "std": list(std), "val": summary["val"]})
+                                                    "std": list(std), "val": summary["val"]}, contract=contract)
     summary["adapter_bytes"] = (ad / "adapter.safetensors").stat().st_size
     summary["adapter_mb"] = summary["adapter_bytes"] / 1e6
     if cfg.save_merged:
         from medvit.models import save_checkpoint
 
-        save_checkpoint(merge_adapter(model), out / "merged", extra={"task": "prompt_tune", "method": cfg.method})
+        save_checkpoint(merge_adapter(model), out / "merged", contract=contract,
+                        extra={"task": "prompt_tune", "method": cfg.method, "merged_from": str(ad)})
+        if contract.ood:  # the merged model computes the same features: the same reference file
+            import shutil
+
+            from medvit.eval.ood import OOD_NAME
+
+            shutil.copyfile(ad / OOD_NAME, out / "merged" / OOD_NAME)
     (out / "summary.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     logger.info("prompt_tune %s seed %d: %s %.4f (val %.4f) | trainable %d (%.3f%% of backbone) | adapter %.3f MB "

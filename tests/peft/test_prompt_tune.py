@@ -67,7 +67,7 @@ def test_multilabel_run_reports_and_adapter_reloads(tmp_path):
 
     _, tcfg = build_config(None, [], data=cfg)
     torch.manual_seed(0)
-    base, _ = build_base(tcfg, 7)
+    base, _, _ = build_base(tcfg, 7)
     model = load_adapter(tmp_path / "run" / "seed_0" / "adapter", base_model=base)
     from medvit.data.augment import build_eval_transform
 
