@@ -60,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--geometry", choices=["pad", "crop", "squash"], default=None,
                    help="override the contract's crop mode for non-square images: centre pad or centre crop to the "
                    "model's aspect, or squash (default: the model's contract; pad for checkpoints without one)")
+    p.add_argument("--max-image-mb", type=int, default=256,
+                   help="refuse images whose header claims more than this many MiB of decoded float32 pixels "
+                   "(decompression bombs; default 256 = 8192 x 8192 greyscale)")
     p.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="discard a different earlier run's results in OUTPUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -126,6 +129,7 @@ def _config(args: argparse.Namespace, input_path: str) -> Any:
                       heatmaps=args.heatmaps, heatmap_method=args.heatmap_method, deidentify=args.deidentify,
                       deid_key=args.deid_key, deid_keep_dates=args.keep_dates,
                       rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
+                      max_image_mb=args.max_image_mb,
                       overwrite=args.overwrite,
                       progress=not args.quiet and sys.stderr.isatty())
 

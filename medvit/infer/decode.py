@@ -61,6 +61,9 @@ class DecodeSpec:
     rules: SelectionRules
     keep_unit: bool = False  # also return the display image (for heatmap overlays)
     pixel_budget: int | None = None  # refuse files claiming more samples before decoding (None: medvit.io's default)
+    display_max_side: int = 1024  # display images are shrunk in the worker to at most this many pixels a side
+    worker_memory_bytes: int | None = None  # address-space headroom of a decoding worker (RLIMIT_DATA); None = no cap
+    parent_pid: int = 0  # the run's process id: a worker whose parent is already gone exits at start
 
 
 def _jsonable(v: Any) -> Any:
@@ -143,7 +146,22 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
     except Exception as e:
         return Decoded(rel, "error", "preprocess", f"{type(e).__name__}: {_reason(e)}", header, selection)
     return Decoded(rel, "ok", "", "", header, selection, x, notes,
-                   unit.astype(np.float16) if spec.keep_unit else None)
+                   shrink_display(unit, spec.display_max_side).astype(np.float16) if spec.keep_unit else None)
+
+
+def shrink_display(unit: np.ndarray, max_side: int) -> np.ndarray:
+    """``unit`` (h, w) resized (antialiased) so that its longer side is at most ``max_side`` pixels.
+
+    Display images cross the process boundary and become heatmap overlays: their size is capped here, in the
+    worker, so a 14000 x 14000 source costs at most ``max_side**2 * 2`` bytes in flight.
+    """
+    h, w = unit.shape[:2]
+    if max(h, w) <= max_side:
+        return unit
+    from medvit.infer.preprocess import resize_array
+
+    f = max_side / max(h, w)
+    return resize_array(unit.astype(np.float32), (max(1, round(h * f)), max(1, round(w * f))))
 
 
 def _reason(e: BaseException) -> str:
@@ -181,6 +199,9 @@ def init_worker(spec: DecodeSpec) -> None:
     """Pool initializer: keep the spec in the worker; stop BLAS/OpenMP threads from oversubscribing cores."""
     global _SPEC
     _SPEC = spec
+    _exit_with_parent(spec.parent_pid)
+    if spec.worker_memory_bytes:
+        limit_worker_memory(spec.worker_memory_bytes)
     try:  # torch may be imported in a forked worker; keep it single-threaded there
         import sys
 
@@ -188,6 +209,61 @@ def init_worker(spec: DecodeSpec) -> None:
             sys.modules["torch"].set_num_threads(1)
     except Exception:  # pragma: no cover
         pass
+
+
+def _data_size() -> int | None:
+    """Current data-segment size of this process in bytes (``VmData`` of /proc/self/status), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def limit_worker_memory(headroom: int) -> None:
+    """Cap this (worker) process's data segment at its current size + ``headroom`` bytes (``RLIMIT_DATA``).
+
+    A decoder that tries to allocate more (a decompression bomb whose codestream claims more than its
+    header) then fails with MemoryError, which :func:`decode_file` reports as a decode error for that file.
+    Linux only (no-op elsewhere).
+    """
+    import resource
+
+    cur = _data_size()
+    if cur is None:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    want = cur + int(headroom)
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
+
+
+def _exit_with_parent(parent_pid: int = 0) -> None:
+    """Linux: ask the kernel to SIGKILL this worker when its parent dies (``PR_SET_PDEATHSIG``).
+
+    Without it a decoding worker orphaned by a SIGKILL of ``medvit infer`` would keep running. If the parent
+    is already gone when this runs, exit at once.
+    """
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover
+        return
+    if (parent_pid and os.getppid() != parent_pid) or os.getppid() == 1:
+        os._exit(1)
 
 
 def decode_in_worker(path: str) -> Decoded:

@@ -38,7 +38,7 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
 
     if d.unit is None:
         raise ValueError(f"{d.rel}: no display image kept for the overlay")
-    src_heat = unmap_heatmap(heat, d.notes, run.pre.geometry)
+    src_heat = unmap_heatmap(heat, display_notes(d.notes, d.unit.shape[:2], run.pre.geometry), run.pre.geometry)
     rgb = overlay(d.unit.astype(np.float32), src_heat)
     from medvit.io.safe_write import make_dirs
 
@@ -59,6 +59,26 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
     write_overlay_sc(dcm, header, rgb, run.info.name, run.info.sha256, note, run.info.research_only,
                      deidentified=run.deid is not None, root=run.out, deidentifier=run.deid)
     return png.relative_to(run.out).as_posix()
+
+
+def display_notes(notes: dict[str, Any], display_size: tuple[int, int], geometry: str | None) -> dict[str, Any]:
+    """Preprocessing ``notes`` rescaled from the source size to ``display_size`` (the worker shrank the display
+    image; see :func:`medvit.infer.decode.shrink_display`), so the heatmap is mapped straight onto it and never
+    materialised at source resolution."""
+    h, w = notes["source_size"]
+    dh, dw = display_size
+    if (h, w) == (dh, dw):
+        return notes
+    fy, fx = dh / h, dw / w
+    if "box" in notes:
+        top, lft, bot, rgt = notes["box"]
+    else:
+        t, b, lft0, r = notes[geometry or "pad"]
+        top, lft, bot, rgt = -t, -lft0, h + b, w + r
+    out = dict(notes)
+    out["source_size"] = [dh, dw]
+    out["box"] = [top * fy, lft * fx, bot * fy, rgt * fx]
+    return out
 
 
 def _source_header(run: Any, rel: str) -> Any:

@@ -40,6 +40,9 @@ from medvit.infer.rules import SelectionRules
 
 logger = logging.getLogger(__name__)
 
+#: heatmap overlays (PNG and Secondary Capture) are at most this many pixels a side
+DISPLAY_MAX_SIDE = 1024
+
 EXIT_OK = 0  # every input was predicted or deliberately skipped (with a status row)
 EXIT_SOME_FAILED = 3  # some inputs failed (listed in errors.csv)
 EXIT_NOTHING_PREDICTED = 4  # no input was an image this model could predict on
@@ -66,10 +69,14 @@ class InferConfig:
     geometry: str | None = None  # override the contract's crop_mode: pad (keep the field) | crop (fill) | squash
     any_modality: bool = False  # select every image, whatever the contract's scope (needed when it declares none)
     threads: int | None = None  # torch intra-op threads (None = torch default)
+    max_image_mb: int = 256  # per image: refuse files whose header claims more decoded float32 pixels than this (MiB)
+    inflight_mb: int = 512  # decoded model inputs + display images waiting for the model, at most (MiB)
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
     progress: bool = True  # show a progress bar on stderr
 
     def __post_init__(self) -> None:
+        if self.max_image_mb < 1 or self.inflight_mb < 1:
+            raise ValueError(f"max_image_mb and inflight_mb must be >= 1, got {self.max_image_mb}, {self.inflight_mb}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
@@ -319,6 +326,16 @@ class InferenceRun:
                 rec["heatmap_png"] = ""
                 rec["heatmap_error"] = f"{type(e).__name__}: {e}"
 
+    def _max_inflight(self, spec: DecodeSpec) -> int:
+        """Decoded items allowed in flight: enough to keep workers and batches busy, within ``inflight_mb``."""
+        c, (h, w) = self.contract.in_chans, tuple(self.contract.input_size)[:2]
+        per_item = c * h * w * 4 + (spec.display_max_side ** 2 * 2 if spec.keep_unit else 0)
+        by_bytes = max(1, self.cfg.inflight_mb * 2**20 // per_item)
+        want = max(2 * self.cfg.batch_size, 4 * max(self.cfg.workers, 1))
+        if by_bytes < want:
+            logger.info("in-flight items capped at %d by inflight_mb=%d", by_bytes, self.cfg.inflight_mb)
+        return max(1, min(want, by_bytes))
+
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunResult:
         cfg = self.cfg
@@ -339,8 +356,11 @@ class InferenceRun:
         todo = self._unique((p for p in iter_files(self.root, exclude) if _rel_key(p, self.root) not in done), dups)
         total = sum(1 for p in iter_files(self.root, exclude))
         self._write_run_json(started, None, {}, "running", 0.0, 0)
-        spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps)
-        max_inflight = max(2 * cfg.batch_size, 4 * max(cfg.workers, 1))
+        image_bytes = cfg.max_image_mb * 2**20
+        spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps,
+                          pixel_budget=image_bytes // 4, display_max_side=DISPLAY_MAX_SIDE,
+                          worker_memory_bytes=6 * image_bytes + 2**28, parent_pid=os.getpid())
+        max_inflight = self._max_inflight(spec)
         bar = self._bar = tqdm(total=total, initial=len(done), unit="file", desc="medvit infer", mininterval=0.5,
                                file=sys.stderr, disable=not cfg.progress)
         batch: list[Decoded] = []

@@ -15,6 +15,9 @@ import numpy as np
 
 from medvit.io.uids import make_uid
 
+#: JPEG-LS Lossless Image Compression (PS3.5 §A.4.3), encoded by pyjpegls through highdicom
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+
 
 def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str, description: str = "",
                      research_only: bool = True, deidentified: bool = False, series_number: int = 7702,
@@ -40,6 +43,7 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
         instance_number=int(getattr(source, "InstanceNumber", 1) or 1), manufacturer="medvit",
         series_description=f"medvit {model_name} heatmaps" + (f" ({note})" if note else ""),
         manufacturer_model_name=model_name[:64],
+        transfer_syntax_uid=JPEG_LS_LOSSLESS,  # lossless and compact (an overlay is mostly smooth colour)
     )
     if _orientation(source) is None:  # unknown: Patient Orientation is Type 2, so present and empty
         sc.PatientOrientation = ""
