@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from medvit.infer.listen import ListenConfig, run_listener
     from medvit.pacs.url import _AET
 
+    if getattr(args, "verbose", 0) < 1:  # one line per study from medvit; the libraries' per-request lines with -v
+        import logging
+
+        for name in ("pynetdicom", "highdicom", "dicomweb_client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if not args.model:
         raise ValueError("missing -m/--model (or MEDVIT_INFER_MODEL)")
     if not _AET.match(args.aet) or not args.aet.strip():

@@ -213,4 +213,6 @@ def run_listener(cfg: ListenConfig, install_signal_handlers: bool = True) -> int
         signal.signal(signal.SIGINT, _stop)
     logger.info("listen: %s on port %d, quiet period %.1f s, results to %s", cfg.aet, lst.port, cfg.quiet_s,
                    lst.sink.address.server if lst.sink else f"{cfg.output}/sr")
-    return lst.serve()
+    rc = lst.serve()
+    logger.info("listen: stopped; %d instances received, %d refused", lst.scp.received, lst.scp.rejected)
+    return rc
