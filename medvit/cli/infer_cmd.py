@@ -9,6 +9,7 @@ from typing import Any
 
 EPILOG = """outputs (in OUTPUT): predictions.csv, predictions.jsonl, status.csv (one row per input file),
 errors.csv, run.json; --sr adds sr/<study>.dcm (TID 1500), --heatmaps adds heatmaps/<study>/<sop>.png|.dcm.
+Details of failures (decoder messages, library warnings) go to OUTPUT/infer.log.
 Re-running with the same OUTPUT resumes. Exit codes: 0 all inputs predicted or skipped with a reason,
 3 some inputs failed (see errors.csv; with a PACS also retrieve_errors.csv, send_errors.csv), 4 nothing
 could be predicted, 2 bad arguments, 5 the PACS could not be reached or refused the query.
@@ -16,6 +17,9 @@ PACS addresses: dicomweb://HOST:PORT/PATH?Modality=CR&StudyDate=20240101-2024013
 (DICOMweb; dicomwebs:// for https) or dimse://AET@HOST:PORT?Modality=DX&calling_aet=MEDVIT (C-FIND + C-GET,
 C-STORE); a --source run keeps the retrieved instances in OUTPUT/spool/ and resumes from it.
 Environment: MEDVIT_INFER_MODEL / _INPUT / _OUTPUT stand in for -m / -i / -o."""
+
+
+LOG_NAME = "infer.log"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,18 +74,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
+    from pathlib import Path
 
+    from medvit.cli.logs import routed_logs
     from medvit.infer import run_inference
-
-    if getattr(args, "verbose", 0) < 2:
-        import warnings
-
-        # every unreadable file already gets a status/error row; keep decoder tracebacks off the console
-        logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs every copied module at INFO
-        logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # logs every request at INFO
-        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
 
     if args.source and args.input:
         raise ValueError("give either -i/--input or --source, not both")
@@ -89,10 +85,14 @@ def run(args: argparse.Namespace) -> int:
     missing = [f"-{k[0]}/--{k}" for k in needed if not getattr(args, k)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (or MEDVIT_INFER_MODEL/_INPUT/_OUTPUT)")
+    # every unreadable file gets a status/error row and one terminal line; decoder tracebacks, pydicom's header
+    # quirks and highdicom's warnings go to OUTPUT/infer.log
     if args.source or args.send_to:
-        return _run_pacs(args)
+        with routed_logs(getattr(args, "verbose", 0), Path(args.output) / LOG_NAME):
+            return _run_pacs(args)
     cfg = _config(args, args.input)
-    result = run_inference(cfg)
+    with routed_logs(getattr(args, "verbose", 0), Path(args.output) / LOG_NAME):
+        result = run_inference(cfg)
     print(format_summary(result))  # noqa: T201
     return result.exit_code
 
@@ -121,6 +121,7 @@ def _run_pacs(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace, input_path: str) -> Any:
     import sys
+    from pathlib import Path
 
     from medvit.infer import InferConfig
 
@@ -130,8 +131,8 @@ def _config(args: argparse.Namespace, input_path: str) -> Any:
                       deid_key=args.deid_key, deid_keep_dates=args.keep_dates,
                       rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
                       max_image_mb=args.max_image_mb,
-                      overwrite=args.overwrite,
-                      progress=not args.quiet and sys.stderr.isatty())
+                      overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
+                      log_file=str(Path(args.output) / LOG_NAME))
 
 
 def format_summary(result: Any) -> str:
@@ -163,7 +164,7 @@ def format_summary(result: Any) -> str:
         lines.append(f"  sent to {pacs['send_to']}: {pacs['sent']} new, {pacs['already_sent']} sent before"
                      + (f", {pacs['send_failed']} FAILED (send_errors.csv)" if pacs["send_failed"] else ""))
     lines.append(f"  outputs: {result.output}/  (predictions.csv, predictions.jsonl, status.csv, errors.csv, "
-                 "run.json" + (", sr/" if "sr" in result.files else "")
+                 f"run.json, {LOG_NAME}" + (", sr/" if "sr" in result.files else "")
                  + (", heatmaps/" if "heatmaps" in result.files else "") + ")")
     lines.append("  research use only - not for diagnosis")
     if result.exit_code == 3:

@@ -10,6 +10,8 @@ numpy/PIL/pydicom only, never torch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ class DecodeSpec:
     display_max_side: int = 1024  # display images are shrunk in the worker to at most this many pixels a side
     worker_memory_bytes: int | None = None  # address-space headroom of a decoding worker (RLIMIT_DATA); None = no cap
     parent_pid: int = 0  # the run's process id: a worker whose parent is already gone exits at start
+    stderr_file: str | None = None  # worker processes append their C-level stderr (decoder libraries) here
 
 
 def _jsonable(v: Any) -> Any:
@@ -202,6 +205,12 @@ def init_worker(spec: DecodeSpec) -> None:
     _exit_with_parent(spec.parent_pid)
     if spec.worker_memory_bytes:
         limit_worker_memory(spec.worker_memory_bytes)
+    if spec.stderr_file:  # C decoders (openjpeg, IJG, CharLS) print on fd 2: keep it off the terminal
+        import os
+
+        fd = os.open(spec.stderr_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
     try:  # torch may be imported in a forked worker; keep it single-threaded there
         import sys
 
@@ -264,6 +273,27 @@ def _exit_with_parent(parent_pid: int = 0) -> None:
         return
     if (parent_pid and os.getppid() != parent_pid) or os.getppid() == 1:
         os._exit(1)
+
+
+@contextmanager
+def stderr_to(path: str | None) -> Iterator[None]:
+    """Send file descriptor 2 (C libraries' messages) to ``path`` (appended) while open; no-op for None."""
+    if not path:
+        yield
+        return
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 def decode_in_worker(path: str) -> Decoded:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import numpy as np
 from medvit.infer.decode import Decoded
 from medvit.infer.outputs import atomic_write_bytes
 from medvit.infer.preprocess import unmap_heatmap
+
+logger = logging.getLogger(__name__)
 
 
 def heatmap_paths(out_dir: Path, rec: dict[str, Any]) -> tuple[Path, Path]:
@@ -53,11 +56,17 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
     atomic_write_bytes(png, buf.getvalue(), run.out)
-    header = _source_header(run, d.rel)
     note = f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']} " \
            f"(p={rec['probabilities'][rec['heatmap_target']]:.3f})"
-    write_overlay_sc(dcm, header, rgb, run.info.name, run.info.sha256, note, run.info.research_only,
-                     deidentified=run.deid is not None, root=run.out, deidentifier=run.deid)
+    try:
+        write_overlay_sc(dcm, _source_header(run, d.rel), rgb, run.info.name, run.info.sha256, note,
+                         run.info.research_only, deidentified=run.deid is not None, root=run.out,
+                         deidentifier=run.deid)
+    except Exception as e:  # the PNG stands; the record says why there is no Secondary Capture
+        from medvit.io.errors import printable_path, redact_values
+
+        rec["heatmap_sc_error"] = f"{type(e).__name__}: {redact_values(str(e))}"
+        logger.info("%s: heatmap Secondary Capture not written (%s)", printable_path(d.rel), rec["heatmap_sc_error"])
     return png.relative_to(run.out).as_posix()
 
 

@@ -37,6 +37,9 @@ def write_study_reports(run: Any, only: set[str] | None = None) -> tuple[int, in
     out_dir = Path(run.out) / "sr"
     written, failures = 0, []
     for study, recs in sorted(studies.items()):
+        if not study:  # an SR belongs to one study (PS3.3 C.7.2.1): images without a Study Instance UID get none
+            logger.info("no SR for %d predicted image(s) without a Study Instance UID", len(recs))
+            continue
         try:
             images = []
             for r in recs:

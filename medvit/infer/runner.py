@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker
+from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker, stderr_to
 from medvit.infer.duplicates import DUPLICATE_STAGE, DuplicateTracker
 from medvit.infer.outputs import (
     HEADER_TO_RECORD,
@@ -73,6 +73,7 @@ class InferConfig:
     inflight_mb: int = 512  # decoded model inputs + display images waiting for the model, at most (MiB)
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
     progress: bool = True  # show a progress bar on stderr
+    log_file: str | None = None  # decoding worker processes send their C-level stderr here (the CLI's infer.log)
 
     def __post_init__(self) -> None:
         if self.max_image_mb < 1 or self.inflight_mb < 1:
@@ -159,7 +160,9 @@ class _Decoder:
     def run(self, paths: Iterator[Path]) -> Iterator[Decoded]:
         if self.workers == 0:
             for p in paths:
-                yield decode_file(p, self.spec)
+                with stderr_to(self.spec.stderr_file):
+                    d = decode_file(p, self.spec)
+                yield d
             return
         self.pool = self._new_pool()
         inflight: deque[tuple[Path, Future]] = deque()
@@ -296,6 +299,7 @@ class InferenceRun:
         for d in (d for d, ok in zip(batch, finite, strict=True) if not ok):
             d.stage, d.reason = "predict", "the model produced non-finite outputs for this image"
             self.journal.append(self._base_record(d, "error"))
+            _log_failed(d, self._bar)
         batch, x, probs = [d for d, ok in zip(batch, finite, strict=True) if ok], x[finite], probs[finite]
         scores = ood[finite] if ood is not None else [None] * len(batch)
         recs = [self._predicted_record(d, p, o) for d, p, o in zip(batch, probs, scores, strict=True)]
@@ -322,9 +326,11 @@ class InferenceRun:
             try:
                 rec["heatmap_png"] = write_heatmap_outputs(self, d, h, rec)
             except Exception as e:  # a heatmap must never cost the prediction
-                logger.warning("%s: heatmap not written (%s: %s)", d.rel, type(e).__name__, e)
+                from medvit.io.errors import printable_path, redact_values
+
                 rec["heatmap_png"] = ""
-                rec["heatmap_error"] = f"{type(e).__name__}: {e}"
+                rec["heatmap_error"] = f"{type(e).__name__}: {redact_values(str(e))}"
+                logger.warning("%s: heatmap not written (%s)", printable_path(d.rel), rec["heatmap_error"])
 
     def _max_inflight(self, spec: DecodeSpec) -> int:
         """Decoded items allowed in flight: enough to keep workers and batches busy, within ``inflight_mb``."""
@@ -359,7 +365,8 @@ class InferenceRun:
         image_bytes = cfg.max_image_mb * 2**20
         spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps,
                           pixel_budget=image_bytes // 4, display_max_side=DISPLAY_MAX_SIDE,
-                          worker_memory_bytes=6 * image_bytes + 2**28, parent_pid=os.getpid())
+                          worker_memory_bytes=6 * image_bytes + 2**28, parent_pid=os.getpid(),
+                          stderr_file=cfg.log_file)
         max_inflight = self._max_inflight(spec)
         bar = self._bar = tqdm(total=total, initial=len(done), unit="file", desc="medvit infer", mininterval=0.5,
                                file=sys.stderr, disable=not cfg.progress)
@@ -380,6 +387,8 @@ class InferenceRun:
                         batch = []
                 else:
                     self.journal.append(self._base_record(d, "error" if d.status == "error" else "skipped"))
+                    if d.status == "error":  # one terminal line per failed file; details in errors.csv
+                        _log_failed(d, bar)
                 bar.update(1)
                 bar.set_postfix_str(f"{n_pred / max(time.perf_counter() - t_pred, 1e-9):.1f} img/s", refresh=False)
             n_pred += self._flush(batch)
@@ -472,6 +481,18 @@ def _remove_stale_temporaries(out: Path) -> None:
 
     for f in remove_dead_temporaries(out, recursive=True):
         logger.info("removed a temporary file of a dead run: %s", f)
+
+
+def _log_failed(d: Decoded, bar: Any) -> None:
+    from medvit.io.errors import printable_path
+
+    reason = d.reason if len(d.reason) <= 160 else d.reason[:157] + "..."
+    msg = f"FAILED {printable_path(d.rel)} at {d.stage}: {reason}"
+    if bar is not None:
+        bar.clear()  # keep the bar on its own line
+    logger.warning("%s", msg)
+    if bar is not None:
+        bar.refresh()
 
 
 def _rel_key(p: Path, root: Path) -> str:

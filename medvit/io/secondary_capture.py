@@ -32,7 +32,13 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
 
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"overlay must be (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    from medvit.io.sr import sr_source
+
     note = "research use only - not for diagnosis" if research_only else ""
+    if not str(getattr(source, "StudyInstanceUID", "") or ""):
+        raise ValueError("the source image has no Study Instance UID; a Secondary Capture must belong to its "
+                         "study (PS3.3 C.7.2.1)")
+    source = sr_source(source)  # missing Type 2 / invalid values empty, as for the SR
     study = str(source.StudyInstanceUID)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=np.ascontiguousarray(rgb), photometric_interpretation="RGB",
@@ -41,7 +47,7 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
         series_number=series_number,
         sop_instance_uid=make_uid("medvit-sc", sha256, str(source.SOPInstanceUID)),
         instance_number=int(getattr(source, "InstanceNumber", 1) or 1), manufacturer="medvit",
-        series_description=f"medvit {model_name} heatmaps" + (f" ({note})" if note else ""),
+        series_description=fit_long_string(f"medvit {model_name} heatmaps", "medvit heatmaps", note),
         manufacturer_model_name=model_name[:64],
         transfer_syntax_uid=JPEG_LS_LOSSLESS,  # lossless and compact (an overlay is mostly smooth colour)
     )
@@ -82,6 +88,15 @@ def write_overlay_sc(path: str | Path, source: Any, rgb: np.ndarray, model_name:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return save_dataset(p, sc, root)
+
+
+def fit_long_string(text: str, short: str, note: str) -> str:
+    """``text (note)`` within LO's 64 characters (PS3.5 6.2): falls back to ``short (note)``, then truncates."""
+    for head in (text, short):
+        full = f"{head} ({note})" if note else head
+        if len(full) <= 64:
+            return full
+    return full[:64]
 
 
 def _orientation(source: Any) -> tuple[str, str] | None:

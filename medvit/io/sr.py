@@ -150,9 +150,14 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
+    from medvit.io.secondary_capture import fit_long_string
+
     if not images:
         raise ValueError("build_findings_sr: no images given")
     images = [ImageFindings(sr_source(im.source), im.findings, im.ood) for im in images]
+    if any(not str(getattr(im.source, "StudyInstanceUID", "") or "") for im in images):
+        raise ValueError("the source images have no Study Instance UID; an SR belongs to one study "
+                         "(PS3.3 C.7.2.1), so none is written for them")
     studies = {str(im.source.StudyInstanceUID) for im in images}
     if len(studies) != 1:
         raise ValueError(f"build_findings_sr: images come from {len(studies)} studies; write one SR per study")
@@ -210,7 +215,7 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
         series_number=series_number,
         sop_instance_uid=make_uid("medvit-sr", algorithm.sha256, *sops),
         instance_number=1, manufacturer=algorithm.manufacturer, is_complete=True,
-        series_description=(f"medvit {algorithm.name} findings" + (f" ({note})" if note else ""))[:64],  # LO
+        series_description=fit_long_string(f"medvit {algorithm.name} findings", "medvit findings", note),
         software_versions=algorithm.software_version or None,
         manufacturer_model_name=algorithm.name[:64],
     )

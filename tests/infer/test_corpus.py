@@ -38,3 +38,32 @@ def test_pydicom_corpus_never_crashes(tmp_path):
     assert predicted == [r["file"] for r in status if r["status"] == "predicted"]
     assert len(predicted) >= 20
     assert (res.exit_code == EXIT_SOME_FAILED) == bool(errors)
+
+
+def test_pydicom_corpus_through_the_cli_keeps_the_terminal_clean(tmp_path):
+    """`medvit infer` on the whole corpus (with SR and heatmaps): the terminal shows only medvit's one line per
+    failed file and the summary; no traceback, no library warning, no C decoder message (those go to infer.log)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import pydicom
+
+    corpus = Path(pydicom.__file__).parent / "data" / "test_files"
+    model = make_model(tmp_path / "model", modalities=())
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), PYTHONWARNINGS="default")
+    proc = subprocess.run([sys.executable, "-m", "medvit.cli.main", "infer", "-m", str(model), "-i", str(corpus),
+                           "-o", str(out), "--any-modality", "--sr", "--heatmaps", "--workers", "2",
+                           "--batch-size", "8"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode in (EXIT_OK, EXIT_SOME_FAILED), proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    for line in lines:
+        assert re.match(r"^\d\d:\d\d:\d\d WARNING medvit\.infer\.runner: FAILED ", line), line
+    with open(out / "errors.csv", newline="") as f:
+        errors = [r["file"] for r in csv.DictReader(f)]
+    assert len(lines) == len(errors) and all(any(f" {e} at " in x for x in lines) for e in errors)
+    assert "medvit infer:" in proc.stdout and "infer.log" in proc.stdout
+    log = (out / "infer.log").read_text(encoding="utf-8")
+    assert "Traceback" in log  # the details are kept, in the log file
