@@ -97,10 +97,10 @@ def linear_probe(work: Path, data: dict, seeds: list[int], fractions: list[float
     from sklearn.linear_model import LogisticRegression
 
     from medvit.data import build_dataset
+    from medvit.data.fraction import subset_indices
     from medvit.eval import mean_auroc
     from medvit.models import create_model
     from medvit.models.mae_convert import load_pretrained_encoder
-    from medvit.tasks.finetune_multilabel import subset_indices
 
     def load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         ds = build_dataset("cxr_phantom", split, **data)

@@ -13,6 +13,7 @@ Metrics are registered under registry kind ``"metric"``.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,6 +151,15 @@ def quadratic_weighted_kappa(
     from sklearn.metrics import cohen_kappa_score
 
     return float(cohen_kappa_score(a, b, labels=labs, weights="quadratic"))
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds, skipping None/NaN: (NaN, NaN) when nothing is left,
+    sd 0 for a single value."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def _register() -> None:

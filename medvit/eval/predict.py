@@ -39,11 +39,12 @@ def cache_dataset(ds: Dataset, transform: Callable[[dict[str, Any]], dict[str, A
 
 
 @torch.no_grad()
-def predict_multilabel(
+def predict(
     model: nn.Module, ds: Dataset, batch_size: int = 128, device: torch.device | str = "cpu",
     precision: str = "fp32", num_workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits (N, K), labels (N, K), label_mask (N, K) bool) of ``model`` over ``ds`` (model set to eval)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(logits (N, K), labels as stored ((N, K) multi-label or (N,) grades), label_mask (N, K) bool or None when
+    the items carry none) of ``model`` over ``ds``; the model runs in eval mode and gets its mode back."""
     dev = torch.device(device)
     was = model.training
     model.eval()
@@ -52,7 +53,18 @@ def predict_multilabel(
         with autocast(dev, precision):
             out = model(batch["image"].to(dev))
         logits.append(out.float().cpu())
-        labels.append(batch["label"].float())
-        masks.append(batch.get("label_mask", torch.ones_like(batch["label"], dtype=torch.bool)).bool())
+        labels.append(batch["label"])
+        if "label_mask" in batch:
+            masks.append(batch["label_mask"].bool())
     model.train(was)
-    return torch.cat(logits), torch.cat(labels), torch.cat(masks)
+    return torch.cat(logits), torch.cat(labels), (torch.cat(masks) if masks else None)
+
+
+def predict_multilabel(
+    model: nn.Module, ds: Dataset, batch_size: int = 128, device: torch.device | str = "cpu",
+    precision: str = "fp32", num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits (N, K), labels (N, K) float, label_mask (N, K) bool, all True where the items carry no mask)."""
+    logits, labels, mask = predict(model, ds, batch_size, device, precision, num_workers)
+    labels = labels.float()
+    return logits, labels, (mask if mask is not None else torch.ones_like(labels, dtype=torch.bool))

@@ -13,17 +13,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import shutil
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from medvit.data.fraction import fraction_subset
+from medvit.eval.metrics import mean_sd
 from medvit.train.config import TrainConfig
+from medvit.train.losses import masked_bce
 
 logger = logging.getLogger(__name__)
 
@@ -122,13 +122,6 @@ def check_backbone(name: str, overrides: dict[str, Any], image_size: int) -> dic
     return args
 
 
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits averaged over known labels: (B, K), (B, K), (B, K) bool -> scalar."""
-    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
-    m = mask.float()
-    return (loss * m).sum() / m.sum().clamp(min=1.0)
-
-
 def _normalization(cfg: FinetuneMultilabelConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if cfg.mean is not None and cfg.std is not None:
         return tuple(cfg.mean), tuple(cfg.std)
@@ -188,24 +181,6 @@ def _today() -> str:
     return datetime.now(UTC).strftime("%Y.%m.%d")
 
 
-def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
-    """The ``fraction`` of ``range(n)`` kept for seed ``seed`` (sorted; all of it when fraction >= 1)."""
-    if fraction >= 1.0:
-        return list(range(n))
-    k = max(1, int(round(fraction * n)))
-    return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))[:k].tolist())
-
-
-def _subset(ds: Any, fraction: float, seed: int) -> Any:
-    if fraction >= 1.0:
-        return ds
-    from torch.utils.data import Subset
-
-    sub = Subset(ds, subset_indices(len(ds), fraction, seed))
-    sub.label_names = list(ds.label_names)  # type: ignore[attr-defined]
-    return sub
-
-
 def _step(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     return masked_bce(model(batch["image"]), batch["label"], batch["label_mask"])
 
@@ -240,7 +215,7 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     args = dict(cfg.dataset_args)
     train_ds = build_dataset(cfg.dataset, cfg.train_split, **args)
     label_names = list(train_ds.label_names)
-    train_ds = _subset(train_ds, cfg.label_fraction, seed)
+    train_ds = fraction_subset(train_ds, cfg.label_fraction, seed)
     val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
     test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
     if cfg.cache_data:
@@ -300,13 +275,6 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     return summary
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
 def run(cfg: FinetuneMultilabelConfig) -> dict[str, Any]:
     """Fine-tune over ``cfg.seeds``; returns the summary written to ``output_dir/summary.json``."""
     from medvit.train.distributed import DistInfo, init_distributed, resolve_device
@@ -319,8 +287,8 @@ def run(cfg: FinetuneMultilabelConfig) -> dict[str, Any]:
                                "seeds": per_seed}
     if not info.is_main or not all("val" in s for s in per_seed):
         return summary
-    tm, tsd = _mean_sd([s.get("test", {}).get("mean_auroc") for s in per_seed])
-    vm, vsd = _mean_sd([s["val"]["mean_auroc"] for s in per_seed])
+    tm, tsd = mean_sd([s.get("test", {}).get("mean_auroc") for s in per_seed])
+    vm, vsd = mean_sd([s["val"]["mean_auroc"] for s in per_seed])
     summary.update(test_mean_auroc=tm, test_mean_auroc_sd=tsd, val_mean_auroc=vm, val_mean_auroc_sd=vsd)
     best = max(per_seed, key=lambda s: s["val"]["mean_auroc"] or -1.0)
     src = out / f"seed_{best['seed']}" / "model"

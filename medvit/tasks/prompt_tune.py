@@ -30,9 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvit.data.fraction import fraction_subset
+from medvit.eval.metrics import mean_sd
+from medvit.eval.predict import cache_dataset, predict
 from medvit.train.config import TrainConfig
+from medvit.train.losses import masked_bce
 
 logger = logging.getLogger(__name__)
+
+#: what the cached datasets keep of each item
+CACHED_KEYS = ("image", "label", "label_mask")
 
 PROBLEMS = ("auto", "multilabel", "ordinal")
 
@@ -123,49 +130,6 @@ class PromptTuneConfig:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits averaged over known labels: (B, K), (B, K), (B, K) bool -> scalar."""
-    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
-    m = mask.float()
-    return (loss * m).sum() / m.sum().clamp(min=1.0)
-
-
-class _Cached(torch.utils.data.Dataset):
-    """Items held in memory (optionally passed once through a deterministic transform)."""
-
-    def __init__(self, ds: Any, transform: Any = None, keys: tuple[str, ...] = ("image", "label", "label_mask")):
-        self.items = []
-        for i in range(len(ds)):
-            it = ds[i]
-            it = transform(it) if transform is not None else it
-            self.items.append({k: it[k] for k in keys if k in it})
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return dict(self.items[i])
-
-
-@torch.no_grad()
-def predict(model: nn.Module, ds: Any, batch_size: int, device: torch.device,
-            precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(logits (N, K), labels (N, K) or (N,), label_mask (N, K) or None) over ``ds`` in eval mode."""
-    from medvit.nn.precision import autocast
-
-    was = model.training
-    model.eval()
-    logits, labels, masks = [], [], []
-    for batch in torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False):
-        with autocast(device, precision):
-            logits.append(model(batch["image"].to(device)).float().cpu())
-        labels.append(batch["label"])
-        if "label_mask" in batch:
-            masks.append(batch["label_mask"].bool())
-    model.train(was)
-    return torch.cat(logits), torch.cat(labels), (torch.cat(masks) if masks else None)
-
-
 def score(problem: str, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None,
           num_classes: int) -> dict[str, float]:
     """Primary metric ``score`` (mean AUROC / QWK), ``loss`` and, for ordinal grading, ``accuracy``."""
@@ -194,15 +158,6 @@ def _problem(cfg: PromptTuneConfig, ds: Any) -> tuple[str, int, list[str]]:
     if not names:
         raise ValueError(f"dataset {cfg.dataset!r} has no label_names; set problem='ordinal' for graded labels")
     return problem, len(names), names
-
-
-def _subset(ds: Any, fraction: float, seed: int) -> Any:
-    if fraction >= 1.0:
-        return ds
-    n = len(ds)
-    k = max(1, int(round(fraction * n)))
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))[:k].tolist()
-    return torch.utils.data.Subset(ds, sorted(idx))
 
 
 def build_base(cfg: PromptTuneConfig, num_outputs: int,
@@ -316,13 +271,13 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     args = dict(cfg.dataset_args)
     train_raw = build_dataset(cfg.dataset, cfg.train_split, **args)
     problem, k, names = _problem(cfg, train_raw)
-    train_ds = _subset(train_raw, cfg.label_fraction, seed)
+    train_ds = fraction_subset(train_raw, cfg.label_fraction, seed)
     val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
     test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
     if cfg.cache_data:
-        train_ds = _Cached(train_ds)
-        val_ds = _Cached(val_ds, eval_tf)
-        test_ds = _Cached(test_ds, eval_tf) if test_ds is not None else None
+        train_ds = cache_dataset(train_ds, keys=CACHED_KEYS)
+        val_ds = cache_dataset(val_ds, eval_tf, keys=CACHED_KEYS)
+        test_ds = cache_dataset(test_ds, eval_tf, keys=CACHED_KEYS) if test_ds is not None else None
     else:
         for d in (val_ds, test_ds):
             if d is not None:
@@ -402,13 +357,6 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     return summary
 
 
-def _mean_sd(values: list[float | None]) -> tuple[float, float]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
 def run(cfg: PromptTuneConfig) -> dict[str, Any]:
     """Tune over ``cfg.seeds``; returns (and writes to ``output_dir/summary.json``) the report."""
     out = Path(cfg.output_dir)
@@ -417,8 +365,8 @@ def run(cfg: PromptTuneConfig) -> dict[str, Any]:
         return {"task": "prompt_tune", "seeds": per_seed}
     problem = per_seed[0]["problem"]
     metric = "mean_auroc" if problem == "multilabel" else "qwk"
-    tm, tsd = _mean_sd([s.get("test", {}).get("score") for s in per_seed])
-    vm, vsd = _mean_sd([s["val"]["score"] for s in per_seed])
+    tm, tsd = mean_sd([s.get("test", {}).get("score") for s in per_seed])
+    vm, vsd = mean_sd([s["val"]["score"] for s in per_seed])
     first = per_seed[0]
     summary: dict[str, Any] = {
         "task": "prompt_tune", "method": cfg.method, "dataset": cfg.dataset, "problem": problem, "metric": metric,

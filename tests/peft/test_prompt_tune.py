@@ -62,8 +62,9 @@ def test_multilabel_run_reports_and_adapter_reloads(tmp_path):
     assert saved["trainable_params"] == s["trainable_params"]
     # the adapter on a fresh copy of the same base reproduces the validation score exactly
     from medvit.data import build_dataset
+    from medvit.eval.predict import cache_dataset, predict
     from medvit.peft import load_adapter
-    from medvit.tasks.prompt_tune import _Cached, build_base, predict, score
+    from medvit.tasks.prompt_tune import build_base, score
 
     _, tcfg = build_config(None, [], data=cfg)
     torch.manual_seed(0)
@@ -71,8 +72,8 @@ def test_multilabel_run_reports_and_adapter_reloads(tmp_path):
     model = load_adapter(tmp_path / "run" / "seed_0" / "adapter", base_model=base)
     from medvit.data.augment import build_eval_transform
 
-    val = _Cached(build_dataset("cxr_phantom", "val", n=80, image_size=32, seed=0),
-                  build_eval_transform(32, (0.523,), (0.287,), 1.0, in_chans=1))
+    val = cache_dataset(build_dataset("cxr_phantom", "val", n=80, image_size=32, seed=0),
+                        build_eval_transform(32, (0.523,), (0.287,), 1.0, in_chans=1))
     res = score("multilabel", *predict(model, val, 64, torch.device("cpu")), 7)
     assert res["score"] == seed["val"]["score"]
 
@@ -137,9 +138,10 @@ def test_dvpt_presets_validate():
 @pytest.mark.slow
 def test_from_pretrained_checkpoint_adapter_rebuilds_its_base(tmp_path):
     """pretrained= a medvit checkpoint with another head; the adapter names it and reloads without a base."""
+    from medvit.eval.predict import cache_dataset, predict
     from medvit.models import create_model, save_checkpoint
     from medvit.peft import load_adapter
-    from medvit.tasks.prompt_tune import _Cached, predict, score
+    from medvit.tasks.prompt_tune import score
 
     torch.manual_seed(3)
     enc = create_model("vit_tiny_patch16_224", img_size=32, in_chans=1, num_classes=0, **TINY["backbone_args"])
@@ -154,7 +156,7 @@ def test_from_pretrained_checkpoint_adapter_rebuilds_its_base(tmp_path):
     from medvit.data import build_dataset
     from medvit.data.augment import build_eval_transform
 
-    val = _Cached(build_dataset("cxr_phantom", "val", n=60, image_size=32, seed=0),
-                  build_eval_transform(32, (0.523,), (0.287,), 1.0, in_chans=1))
+    val = cache_dataset(build_dataset("cxr_phantom", "val", n=60, image_size=32, seed=0),
+                        build_eval_transform(32, (0.523,), (0.287,), 1.0, in_chans=1))
     res = score("multilabel", *predict(model, val, 64, torch.device("cpu")), 7)
     assert res["score"] == s["seeds"][0]["val"]["score"]
