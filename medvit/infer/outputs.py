@@ -98,6 +98,26 @@ class StateMismatchError(ValueError):
     """OUTPUT holds results of a run with another model or other result-changing options."""
 
 
+def _digest(value: Any) -> str:
+    """Content hash of a fingerprint value (dicts compared by content, whatever their key order)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _describe_diff(old: dict[str, Any], new: dict[str, Any], keys: list[str]) -> str:
+    """One readable clause per differing key: scalars as ``was -> now``, structures as "content differs"."""
+    parts = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict | list) or isinstance(b, dict | list):
+            parts.append(f"{k}: content differs")
+        else:
+            sa, sb = (str(v)[:16] + ("..." if len(str(v)) > 16 else "") for v in (a, b))
+            parts.append(f"{k}: {sa} before, {sb} now")
+    return "; ".join(parts)
+
+
 class Journal:
     """Append-only JSON-lines journal of finished inputs under ``OUTPUT/.medvit-infer/``."""
 
@@ -115,14 +135,13 @@ class Journal:
         state = self.dir / STATE
         if state.is_file() and self.path.is_file():
             old = json.loads(state.read_text())
-            diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            diff = sorted(k for k in set(old) | set(fingerprint) if _digest(old.get(k)) != _digest(fingerprint.get(k)))
             if not diff:
                 return True
             if not overwrite:
                 raise StateMismatchError(
-                    f"{self.dir.parent} holds results of a different run (differs in {diff}: "
-                    f"{ {k: old.get(k) for k in diff} } vs { {k: fingerprint.get(k) for k in diff} }). "
-                    "Use a new --output folder, or --overwrite to discard them.")
+                    f"{self.dir.parent} holds results of a different run ({_describe_diff(old, fingerprint, diff)}); "
+                    "use a new --output folder, or --overwrite to discard them")
             self.path.unlink()
         atomic_write_text(state, json.dumps(fingerprint, indent=2, sort_keys=True))
         return False

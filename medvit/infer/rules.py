@@ -114,6 +114,11 @@ class SelectionRules:
                                 **({"if_present": s.if_present} if s.if_present else {})} for s in self.selections],
                 "source": self.source}
 
+    def content(self) -> dict[str, Any]:
+        """What the rules select, without where they came from: equal for the same rules given as a relative
+        or an absolute path, or as a copy of the file (the run fingerprint compares this)."""
+        return {k: v for k, v in self.to_dict().items() if k != "source"}
+
     @property
     def keywords(self) -> set[str]:
         """DICOM keywords the rules read (what a header reader must keep)."""

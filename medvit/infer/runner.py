@@ -239,7 +239,7 @@ class InferenceRun:
     def _fingerprint(self) -> dict[str, Any]:
         c = self.cfg
         return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": c.precision,
-                "geometry": self.pre.geometry, "rules": self.rules.to_dict(), "heatmaps": c.heatmaps,
+                "geometry": self.pre.geometry, "rules": self.rules.content(), "heatmaps": c.heatmaps,
                 "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify,
                 **({"any_modality": True} if c.any_modality else {}),
                 **({"deid_key_id": self.deid.key_id(), "deid_keep_dates": c.deid_keep_dates} if self.deid else {})}

@@ -204,3 +204,25 @@ def test_duplicates_one_result_per_sop_instance_and_per_file(model, tmp_path):
     rows = {r["file"]: r for r in read_csv(out / "status.csv")}
     assert rows["f_late_copy.dcm"]["status"] == "skipped" and "a.dcm" in rows["f_late_copy.dcm"]["reason"]
     assert len(read_csv(out / "predictions.csv")) == 2
+
+
+def test_resume_compares_content_not_spellings(model, tmp_path, monkeypatch):
+    from medvit.infer.outputs import StateMismatchError
+
+    inp = tmp_path / "in"
+    write_dx(inp / "a.dcm", _uid(), _uid())
+    rules = {"selections": [{"name": "xr", "conditions": {"Modality": "(?i)^(CR|DX)$"}}]}
+    (tmp_path / "rules.json").write_text(json.dumps(rules))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    run_inference(InferConfig(str(model), "in", str(out), workers=0, progress=False, rules="rules.json"))
+    (tmp_path / "copy.json").write_text(json.dumps(rules, indent=4))  # same rules, other file and layout
+    for spelling in (str(tmp_path / "rules.json"), "./rules.json", "copy.json"):
+        res = run_inference(InferConfig(str(model), str(inp), str(out), workers=0, progress=False, rules=spelling))
+        assert res.counts["resumed_from_previous_run"] == 1
+    rules["selections"][0]["conditions"]["Modality"] = "CT"
+    (tmp_path / "other.json").write_text(json.dumps(rules))
+    with pytest.raises(StateMismatchError) as e:
+        run_inference(InferConfig(str(model), "in", str(out), workers=0, progress=False, rules="other.json"))
+    msg = str(e.value)
+    assert "rules: content differs" in msg and "\n" not in msg and "{" not in msg and len(msg) < 400
