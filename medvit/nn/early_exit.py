@@ -107,11 +107,11 @@ def exit_distillation_loss(
     """
     t = temperature
     if multilabel:
-        p = (final_logits.detach() / t).sigmoid()
-        q_logit = exit_logits / t
-        # KL(Bern(p) || Bern(q)) = BCE(q; p) − H(p)
-        bce = F.binary_cross_entropy_with_logits(q_logit, p, reduction="none")
-        ent = F.binary_cross_entropy(p, p, reduction="none")
+        p_logit = final_logits.detach() / t
+        p = p_logit.sigmoid()
+        # KL(Bern(p) || Bern(q)) = BCE(q; p) − H(p); both from logits (autocast-safe)
+        bce = F.binary_cross_entropy_with_logits(exit_logits / t, p, reduction="none")
+        ent = F.binary_cross_entropy_with_logits(p_logit, p, reduction="none")
         loss = (bce - ent).sum(-1).mean() * t * t
     else:
         target = (final_logits.detach() / t).log_softmax(-1)
