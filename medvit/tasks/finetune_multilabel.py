@@ -162,6 +162,25 @@ class _Mapped(torch.utils.data.Dataset):
         return {"image": self.tf(it)["image"] if self.tf is not None else it["image"]}
 
 
+def require_nonempty(ds: Any, cfg: FinetuneMultilabelConfig, split: str, n_train: int) -> None:
+    """Raise ValueError naming the split and how to fill it when ``ds`` has no images (a small folder whose
+    patient-level split leaves validation empty would otherwise fail deep inside ``torch.cat``)."""
+    if ds is None or len(ds) > 0:
+        return
+    import inspect
+
+    from medvit.registry import REGISTRY
+
+    params = inspect.signature(REGISTRY.entry("dataset", cfg.dataset).obj).parameters
+    fraction = f"{split}_fraction" if f"{split}_fraction" in params else None
+    hints = ([f"raise dataset_args.{fraction} (now {cfg.dataset_args.get(fraction, params[fraction].default)})"]
+             if fraction else []) + ["add images (splits are made by patient, so few patients give empty splits)",
+                                     f"or set {'val_split' if split == cfg.val_split else 'test_split'} to a split "
+                                     "that has images" + ("" if split != cfg.test_split else " (or \"\" for none)")]
+    raise ValueError(f"fine-tuning: the {split!r} split of dataset {cfg.dataset!r} has no images "
+                     f"({n_train} in {cfg.train_split!r}); " + ", ".join(hints))
+
+
 def fit_ood(model: torch.nn.Module, train_ds: Any, val_ds: Any, test_ds: Any, eval_tf: Any, target_fpr: float,
             max_train: int, batch_size: int, device: Any, ckpt_dir: Path) -> dict[str, Any]:
     """Fit the OOD reference (:mod:`medvit.eval.ood`) on training images seen through the evaluation transform
@@ -218,6 +237,8 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     train_ds = fraction_subset(train_ds, cfg.label_fraction, seed)
     val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
     test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
+    for name, d in ((cfg.train_split, train_ds), (cfg.val_split, val_ds), (cfg.test_split, test_ds)):
+        require_nonempty(d, cfg, name, len(train_ds))
     if cfg.cache_data:
         train_ds = cache_dataset(train_ds)
         val_ds = cache_dataset(val_ds, eval_tf)

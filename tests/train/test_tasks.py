@@ -124,3 +124,12 @@ def test_pipeline_presets_validate():
     for p in presets:
         spec, cfg = build_config(p, [])
         assert spec.name in ("mae_pretrain", "finetune_multilabel"), p
+
+
+def test_finetune_empty_validation_split_names_split_and_fix(tmp_path):
+    """20 images: the patient-level split leaves validation empty; a clear error, before any training."""
+    with pytest.raises(ValueError, match=r"the 'val' split of dataset 'cxr_phantom' has no images \(16 in 'train'\)"
+                       r".*val_split") as e:
+        run_task(None, data=_with(FT, output_dir=str(tmp_path), **{"dataset_args.n": 20}))
+    assert "torch.cat" not in str(e.value)
+    assert not (tmp_path / "model").exists()
