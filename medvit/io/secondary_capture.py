@@ -32,7 +32,7 @@ def build_overlay_sc(source: Any, rgb: np.ndarray, model_name: str, sha256: str,
 
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"overlay must be (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    from medvit.io.sr import sr_source
+    from medvit.io.sr import fit_long_string, sr_source
 
     note = "research use only - not for diagnosis" if research_only else ""
     if not str(getattr(source, "StudyInstanceUID", "") or ""):
@@ -88,15 +88,6 @@ def write_overlay_sc(path: str | Path, source: Any, rgb: np.ndarray, model_name:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return save_dataset(p, sc, root)
-
-
-def fit_long_string(text: str, short: str, note: str) -> str:
-    """``text (note)`` within LO's 64 characters (PS3.5 6.2): falls back to ``short (note)``, then truncates."""
-    for head in (text, short):
-        full = f"{head} ({note})" if note else head
-        if len(full) <= 64:
-            return full
-    return full[:64]
 
 
 def _orientation(source: Any) -> tuple[str, str] | None:

@@ -69,6 +69,15 @@ class AlgorithmInfo:
     software_version: str = ""  # medvit version
 
 
+def fit_long_string(text: str, short: str, note: str) -> str:
+    """``text (note)`` within LO's 64 characters (PS3.5 6.2): falls back to ``short (note)``, then truncates."""
+    for head in (text, short):
+        full = f"{head} ({note})" if note else head
+        if len(full) <= 64:
+            return full
+    return full[:64]
+
+
 def finding_code(label: str) -> Any:
     """SNOMED CT code for ``label`` when pydicom's dictionary has the term (CamelCase), else a private code."""
     from pydicom.sr.codedict import codes
@@ -150,7 +159,6 @@ def build_findings_sr(images: list[ImageFindings], algorithm: AlgorithmInfo, ser
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
-    from medvit.io.secondary_capture import fit_long_string
 
     if not images:
         raise ValueError("build_findings_sr: no images given")
