@@ -157,7 +157,7 @@ class Predictor:
     def predict_with_ood(self, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, K) probabilities and (B,) out-of-distribution scores (None when the model has no OOD reference).
 
-        The score is the Mahalanobis distance of the pooled features (the head's input) to the training data
+        The score is the layer-averaged, scaled Mahalanobis distance of the image's features to the training data
         (:mod:`medvit.eval.ood`); the contract's ``ood.threshold`` turns it into a flag.
         """
         ref = getattr(self.fp32_model, "ood_reference", None)
@@ -167,8 +167,8 @@ class Predictor:
         else:
             from medvit.eval.ood import FeatureTap
 
-            with FeatureTap(self.model) as tap:
+            with FeatureTap(self.model, ref.blocks) as tap:
                 z = self.logits(x)
-            scores = ref.score(tap.features.numpy())
+            scores = ref.score(tap.arrays())
         p = torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=-1)
         return p.numpy().astype(np.float32), scores

@@ -283,7 +283,7 @@ class InferenceRun:
         rec["heatmap_target"] = ""
         rec["heatmap_png"] = ""
         ref = self.contract.ood
-        # out-of-distribution: Mahalanobis distance of the pooled features to the training data, flag at threshold
+        # out-of-distribution: scaled Mahalanobis distance of the features to the training data, flag at threshold
         rec["ood_score"] = "" if ood is None else round(float(ood), 4)
         rec["ood_threshold"] = "" if ood is None else round(float(ref["threshold"]), 4)
         rec["ood_flag"] = "" if ood is None else bool(ood >= float(ref["threshold"]))

@@ -33,7 +33,7 @@ CERTAINTY = ("111012", "DCM", "Certainty of Finding")
 PERCENT = ("%", "UCUM", "Percent")
 #: private codes of the out-of-distribution result (one measurement group per image when the model has a reference)
 OOD_FINDING = ("ood", "99MEDVIT", "Input outside the model's training distribution")
-OOD_SCORE = ("ood_score", "99MEDVIT", "Out-of-distribution score (Mahalanobis distance)")
+OOD_SCORE = ("ood_score", "99MEDVIT", "Out-of-distribution score (scaled Mahalanobis distance)")
 NO_UNITS = ("1", "UCUM", "no units")
 
 

@@ -136,7 +136,7 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
     from medvit.data import build_dataset, dataset_normalization
     from medvit.data.augment import build_eval_transform, build_train_transform
     from medvit.eval.predict import cache_dataset
-    from medvit.models import WeightContract, save_checkpoint
+    from medvit.models import save_checkpoint
     from medvit.models.mae_convert import export_encoder
     from medvit.train import Trainer
 
@@ -177,9 +177,12 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
         "format": "medvit-mae/1", "backbone": mae.encoder.arch_name, "backbone_args": mae.encoder.model_args,
         "decoder_dim": mae.decoder_dim, "decoder_depth": len(mae.decoder_blocks), "mask_ratio": mae.mask_ratio,
         "norm_pix_loss": mae.norm_pix_loss, "steps": result.steps}, indent=2, default=list))
-    contract = WeightContract(in_chans=cfg.in_chans, input_size=(cfg.image_size, cfg.image_size), mean=mean, std=std,
-                              research_only=True, source=f"medvit mae_pretrain on {cfg.dataset} ({result.steps} steps)",
-                              description="MAE-pretrained encoder (no classification head)")
+    from medvit.tasks.finetune_multilabel import preprocessing_contract
+
+    contract = dataclasses.replace(  # preprocessing (intensity rules of the readers) + provenance; no outputs
+        preprocessing_contract(cfg, mean, std), research_only=True,
+        source=f"medvit mae_pretrain on {cfg.dataset} ({result.steps} steps)",
+        description="MAE-pretrained encoder (no classification head)")
     save_checkpoint(mae.encoder, out / "encoder", contract=contract, state_dict=export_encoder(mae),
                     extra={"task": "mae_pretrain", "mask_ratio": mae.mask_ratio, "steps": result.steps})
     summary.update(mae_dir=str(mae_dir), encoder_dir=str(out / "encoder"))
