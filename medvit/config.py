@@ -4,6 +4,9 @@
   closest valid names; values are checked against the field types.
 - :func:`apply_overrides` applies ``a.b=value`` strings (values parsed as YAML scalars/lists).
 - :func:`to_dict` / :func:`save_resolved` write the resolved config beside a run's outputs.
+- :func:`option` declares a field with its documentation (dataclass field metadata ``"help"``, as peft and
+  transformers do); :func:`describe` lists a config's fields with type, default and that text. ``medvit list task
+  NAME`` prints it and validation errors quote it, so the help, the docs and the errors read the same words.
 """
 
 from __future__ import annotations
@@ -17,6 +20,75 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 from medvit.registry import did_you_mean
 
 T = TypeVar("T")
+
+#: the dataclass field metadata key holding a field's documentation
+HELP = "help"
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config dataclass field documented once: ``epochs: float = option(1.0, "passes over the training set")``.
+
+    The text goes into the field's metadata (``HELP``); give ``default_factory`` for mutable defaults.
+    """
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={HELP: help})
+
+
+def field_help(cls: type, name: str) -> str:
+    """The documentation of field ``name`` of dataclass ``cls`` ("" when it has none)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return str(f.metadata.get(HELP, ""))
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    """One documented config key (``a.b`` for nested dataclasses)."""
+
+    key: str
+    type: str
+    default: Any
+    help: str
+
+
+def describe(cls: type, prefix: str = "") -> list[FieldDoc]:
+    """Every key of config dataclass ``cls`` (nested dataclasses expanded), with type, default and help."""
+    hints = typing.get_type_hints(cls)
+    out: list[FieldDoc] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += describe(tp, key)
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        out.append(FieldDoc(key, tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", ""), default,
+                            str(f.metadata.get(HELP, ""))))
+    return out
+
+
+def format_fields(cls: type) -> str:
+    """:func:`describe` as aligned text lines: ``key  type = default  help``."""
+    docs = describe(cls)
+    width = max((len(d.key) for d in docs), default=0)
+    lines = []
+    for d in docs:
+        default = "(required)" if d.default is dataclasses.MISSING else repr(d.default)
+        lines.append(f"  {d.key:<{width}}  {d.type} = {default}" + (f"\n  {'':<{width}}    {d.help}" if d.help else ""))
+    return "\n".join(lines)
+
+
+def _with_help(cls: type, name: str, message: str) -> str:
+    h = field_help(cls, name)
+    return f"{message} ({name}: {h})" if h else message
 
 
 class ConfigError(ValueError):
@@ -109,13 +181,20 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if key not in flds:
             raise ConfigError(f"unknown config key {where!r}{_suggest(key, list(flds))}; "
                               f"valid keys{' under ' + prefix if prefix else ''}: {', '.join(flds)}")
-        kwargs[key] = _coerce(value, hints[key], where)
+        try:
+            kwargs[key] = _coerce(value, hints[key], where)
+        except ConfigError as e:
+            if dataclasses.is_dataclass(hints[key]):
+                raise
+            raise ConfigError(_with_help(cls, key, str(e))) from None
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{prefix or cls.__name__}: {e}") from e
+        # a __post_init__ message starts with the field it is about: quote that field's documentation
+        first = str(e).split(" ", 1)[0].strip(":'\"")
+        raise ConfigError(f"{prefix or cls.__name__}: {_with_help(cls, first, str(e))}") from e
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

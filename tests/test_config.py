@@ -55,3 +55,24 @@ def test_bad_override():
         apply_overrides({}, ["noequals"])
     with pytest.raises(ConfigError, match="is a value"):
         apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_every_task_config_key_is_documented_once_and_errors_quote_it():
+    """Field documentation lives in dataclass metadata (``medvit.config.option``): every key of every registered
+    task (nested TrainConfig included) has it, ``medvit list task NAME`` prints it, validation errors quote it."""
+    from medvit.config import describe, format_fields
+    from medvit.registry import REGISTRY
+    from medvit.tasks import build_config
+
+    names = REGISTRY.names("task")
+    assert {"finetune_multilabel", "prompt_tune", "mae_pretrain", "extract_features"} <= set(names)
+    for name in names:
+        docs = describe(REGISTRY.get("task", name).config_cls)
+        missing = [d.key for d in docs if not d.help]
+        assert docs and missing == [], f"task {name}: undocumented config keys {missing}"
+    text = format_fields(REGISTRY.get("task", "finetune_multilabel").config_cls)
+    assert "train.batch_size" in text and "samples per micro-batch per process" in text
+    with pytest.raises(ConfigError, match=r"batch_size must be an integer >= 1.*samples per micro-batch per process"):
+        build_config(None, ["train.batch_size=0"], {"task": "finetune_multilabel"})
+    with pytest.raises(ConfigError, match=r"label_fraction: expected a number.*fraction of training images kept"):
+        build_config(None, ["label_fraction=abc"], {"task": "finetune_multilabel"})

@@ -10,12 +10,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="List what is registered, by kind.")
     p.add_argument("kind", nargs="?", help="one kind (backbone, weights, peft, task, dataset, expert, metric, "
                    "transform); default: all")
+    p.add_argument("name", nargs="?", help="with kind task: that task's config keys, types, defaults and what "
+                   "each does (the text validation errors quote)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from medvit.registry import REGISTRY
 
+    if args.name:
+        if args.kind != "task":
+            raise SystemExit(f"medvit list {args.kind} NAME: only tasks have documented configs (medvit list task "
+                             "NAME)")
+        from medvit.config import format_fields
+
+        spec = REGISTRY.get("task", args.name)
+        print(f"task {spec.name}: {spec.description.strip()}\nconfig keys ({spec.config_cls.__name__}):")  # noqa: T201
+        print(format_fields(spec.config_cls))  # noqa: T201
+        return 0
     kinds = [args.kind] if args.kind else REGISTRY.kinds
     for kind in kinds:
         names = REGISTRY.names(kind)

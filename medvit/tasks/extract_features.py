@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from medvit.config import option
 
 logger = logging.getLogger(__name__)
 
@@ -16,14 +18,14 @@ logger = logging.getLogger(__name__)
 class ExtractFeaturesConfig:
     """Embed a list of images with a backbone; writes ``features.safetensors`` + ``summary.json``."""
 
-    inputs: list[str] = field(default_factory=list)  # image files (DICOM, PNG, NIfTI, .npy)
-    output_dir: str = "runs/extract_features"  # where features and the resolved config go
-    backbone: str = "vit_small_patch16_224"  # registered backbone name
-    pretrained: str | None = None  # checkpoint dir / weights file / weight tag; None = random init
-    in_chans: int = 1  # channels fed to the model
-    image_size: int = 224  # images are resized to image_size x image_size
-    batch_size: int = 8  # images per forward pass
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    inputs: list[str] = option(default_factory=list, help="image files (DICOM, PNG, NIfTI, .npy)")
+    output_dir: str = option("runs/extract_features", "where features and the resolved config go")
+    backbone: str = option("vit_small_patch16_224", "registered backbone name")
+    pretrained: str | None = option(None, "checkpoint dir / weights file / weight tag; None = random init")
+    in_chans: int = option(1, "channels fed to the model")
+    image_size: int = option(224, "images are resized to image_size x image_size")
+    batch_size: int = option(8, "images per forward pass")
+    precision: str = option("fp32", '"fp32" or "bf16" (autocast)')
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -14,12 +14,13 @@ import dataclasses
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medvit.config import option
 from medvit.data.fraction import fraction_subset
 from medvit.eval.metrics import mean_sd
 from medvit.train.config import TrainConfig
@@ -32,41 +33,45 @@ logger = logging.getLogger(__name__)
 class FinetuneMultilabelConfig:
     """Multi-label fine-tuning of a registered backbone; every field can be overridden as ``key=value``."""
 
-    output_dir: str = "runs/finetune_multilabel"  # run folder: one seed_<s>/ per seed, model/, summary.json
-    dataset: str = "cxr_phantom"  # registered dataset name (`medvit list dataset`)
-    dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs, e.g. {root: DIR} or {n: 2000}
-    train_split: str = "train"  # split used for training
-    val_split: str = "val"  # split used for checkpoint selection and thresholds (never test)
-    test_split: str = "test"  # split evaluated once at the end ("" = none)
-    label_fraction: float = 1.0  # fraction of training images kept (label-efficiency studies), drawn per seed
-    backbone: str = "vit_small_patch16_224"  # registered backbone
-    backbone_args: dict[str, Any] = field(default_factory=dict)  # constructor overrides (depth, embed_dim, ...)
-    pretrained: str | None = None  # checkpoint dir / weights file / weight tag; None = random init
-    image_size: int = 224  # training and evaluation size (square)
-    in_chans: int = 1  # model input channels (grey images are repeated when 3)
-    global_pool: str = "avg"  # "avg" (mean of patch tokens + fc_norm, the paper) or "token"
-    drop_path: float = 0.2  # stochastic depth rate
-    mean: list[float] | None = None  # normalisation mean per channel; None = the dataset's registered default
-    std: list[float] | None = None  # normalisation std per channel; None = the dataset's registered default
-    rrc_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop area range (timm default in the paper)
-    hflip: float = 0.5  # horizontal flip probability
-    randaug: str = "rand-m6-mstd0.5-inc1"  # timm RandAugment spec ("" = off)
-    eval_crop_pct: float = 1.0  # eval resize+centre crop fraction (0.875 = Resize(256)+CenterCrop(224))
-    crop_mode: str = "crop"  # eval/serving geometry to the input's aspect: crop (centre) | pad | squash
-    interpolation: str = "bicubic"  # resize filter for training, evaluation and serving: bicubic | bilinear
-    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation; train.output_dir is set per seed
-    seeds: list[int] = field(default_factory=lambda: [0])  # one full run per seed; results as mean ± sd
-    threshold_rule: str = "youden"  # per-label operating threshold chosen on validation: "youden" or "f1"
-    eval_batch_size: int = 128  # batch size for validation/test prediction
-    cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
-    source: str = ""  # free text stored in the weight contract (data, recipe, who trained it)
-    ood_fpr: float = 0.05  # OOD reference (medvit.eval.ood): flag threshold at this FPR on validation (0 = none)
-    ood_max_train: int = 10000  # training images (evenly spaced) the OOD reference is fitted on (bounds its cost)
-    model_name: str = ""  # contract name shown in tables, SR, viewer ("" = "<dataset>-<backbone>")
-    model_version: str = ""  # contract version ("" = the training date, YYYY.MM.DD)
-    modalities: list[str] = field(default_factory=list)  # contract scope, e.g. [CR, DX]; batch inference selects on it
-    view_positions: list[str] = field(default_factory=list)  # contract scope, e.g. [PA, AP]; empty = any view
-    body_parts: list[str] = field(default_factory=list)  # contract scope, e.g. [CHEST]; empty = any body part
+    output_dir: str = option("runs/finetune_multilabel", "run folder: one seed_<s>/ per seed, model/, summary.json")
+    dataset: str = option("cxr_phantom", "registered dataset name (`medvit list dataset`)")
+    dataset_args: dict[str, Any] = option(default_factory=dict, help="build_dataset kwargs, e.g. {root: DIR} or {n: "
+                                                                     "2000}")
+    train_split: str = option("train", "split used for training")
+    val_split: str = option("val", "split used for checkpoint selection and thresholds (never test)")
+    test_split: str = option("test", 'split evaluated once at the end ("" = none)')
+    label_fraction: float = option(1.0, "fraction of training images kept (label-efficiency studies), drawn per seed")
+    backbone: str = option("vit_small_patch16_224", "registered backbone")
+    backbone_args: dict[str, Any] = option(default_factory=dict, help="constructor overrides (depth, embed_dim, ...)")
+    pretrained: str | None = option(None, "checkpoint dir / weights file / weight tag; None = random init")
+    image_size: int = option(224, "training and evaluation size (square)")
+    in_chans: int = option(1, "model input channels (grey images are repeated when 3)")
+    global_pool: str = option("avg", '"avg" (mean of patch tokens + fc_norm, the paper) or "token"')
+    drop_path: float = option(0.2, "stochastic depth rate")
+    mean: list[float] | None = option(None, "normalisation mean per channel; None = the dataset's registered default")
+    std: list[float] | None = option(None, "normalisation std per channel; None = the dataset's registered default")
+    rrc_scale: tuple[float, float] = option((0.08, 1.0), "random resized crop area range (timm default in the paper)")
+    hflip: float = option(0.5, "horizontal flip probability")
+    randaug: str = option("rand-m6-mstd0.5-inc1", 'timm RandAugment spec ("" = off)')
+    eval_crop_pct: float = option(1.0, "eval resize+centre crop fraction (0.875 = Resize(256)+CenterCrop(224))")
+    crop_mode: str = option("crop", "eval/serving geometry to the input's aspect: crop (centre) | pad | squash")
+    interpolation: str = option("bicubic", "resize filter for training, evaluation and serving: bicubic | bilinear")
+    train: TrainConfig = option(default_factory=TrainConfig, help="optimisation; train.output_dir is set per seed")
+    seeds: list[int] = option(default_factory=lambda: [0], help="one full run per seed; results as mean ± sd")
+    threshold_rule: str = option("youden", 'per-label operating threshold chosen on validation: "youden" or "f1"')
+    eval_batch_size: int = option(128, "batch size for validation/test prediction")
+    cache_data: bool = option(True, "hold decoded images in memory (phantoms, small sets)")
+    source: str = option("", "free text stored in the weight contract (data, recipe, who trained it)")
+    ood_fpr: float = option(
+        0.05, "OOD reference (medvit.eval.ood): flag threshold at this FPR on validation (0 = none)")
+    ood_max_train: int = option(10000, "training images (evenly spaced) the OOD reference is fitted on (bounds its "
+                                       "cost)")
+    model_name: str = option("", 'contract name shown in tables, SR, viewer ("" = "<dataset>-<backbone>")')
+    model_version: str = option("", 'contract version ("" = the training date, YYYY.MM.DD)')
+    modalities: list[str] = option(default_factory=list, help="contract scope, e.g. [CR, DX]; batch inference selects "
+                                                              "on it")
+    view_positions: list[str] = option(default_factory=list, help="contract scope, e.g. [PA, AP]; empty = any view")
+    body_parts: list[str] = option(default_factory=list, help="contract scope, e.g. [CHEST]; empty = any body part")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.label_fraction <= 1.0:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medvit.config import option
 from medvit.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -30,31 +31,37 @@ def _default_train() -> TrainConfig:
 class MAEPretrainConfig:
     """MAE pretraining; every field can be overridden as ``key=value`` (unknown keys are rejected)."""
 
-    output_dir: str = "runs/mae_pretrain"  # run folder: mae/, encoder/, checkpoints/, log.csv, reconstruction.png
-    dataset: str = "cxr_phantom"  # registered dataset (labels are ignored)
-    dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs, e.g. {root: DIR} or {n: 2000}
-    splits: list[str] = field(default_factory=lambda: ["train"])  # splits pooled for pretraining (never test)
-    more_datasets: list[dict[str, Any]] = field(default_factory=list)  # extra sources pooled in, each
-    #   {name: registered dataset, args: {...}, splits: [train]}; each is normalised with its own registered mean/std
-    figure_split: str = "val"  # split whose first images appear in reconstruction.png ("" = no figure)
-    backbone: str = "vit_small_patch16_224"  # registered encoder backbone (ignored when preset is set)
-    backbone_args: dict[str, Any] = field(default_factory=dict)  # encoder overrides (depth, embed_dim, patch_size)
-    preset: str | None = None  # MAE preset, e.g. mae_vit_small_patch16_dec512d2b (fixes backbone and decoder)
-    decoder_dim: int = 512  # decoder width (ignored when preset is set)
-    decoder_depth: int = 8  # decoder blocks (ignored when preset is set)
-    decoder_heads: int = 16  # decoder attention heads (ignored when preset is set)
-    mask_ratio: float = 0.75  # fraction of patches removed (0.90 in the thorax-MAE recipe); must keep >= 1 patch
-    norm_pix_loss: bool = False  # per-patch normalised target (off in the thorax-MAE recipe)
-    image_size: int = 224  # square training size
-    in_chans: int = 1  # encoder input channels (grey images are repeated when 3)
-    mean: list[float] | None = None  # normalisation mean; None = the dataset's registered default
-    std: list[float] | None = None  # normalisation std; None = the dataset's registered default
-    rrc_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area range (0.5-1.0 thorax-MAE; MAE 0.2-1.0)
-    hflip: float = 0.5  # horizontal flip probability
-    pretrained: str | None = None  # MAE checkpoint (reference/HF/medvit, decoder included) to continue from
-    train: TrainConfig = field(default_factory=_default_train)  # optimisation (AdamW betas 0.9/0.95, blr 1.5e-4)
-    cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
-    figure_images: int = 6  # rows of reconstruction.png
+    output_dir: str = option("runs/mae_pretrain", "run folder: mae/, encoder/, checkpoints/, log.csv, "
+                                                  "reconstruction.png")
+    dataset: str = option("cxr_phantom", "registered dataset (labels are ignored)")
+    dataset_args: dict[str, Any] = option(default_factory=dict, help="build_dataset kwargs, e.g. {root: DIR} or {n: "
+                                                                     "2000}")
+    splits: list[str] = option(default_factory=lambda: ["train"], help="splits pooled for pretraining (never test)")
+    more_datasets: list[dict[str, Any]] = option(
+        default_factory=list, help="extra sources pooled in, each {name: registered dataset, args: {...}, splits: "
+                                   "[train]}; each is normalised with its own registered mean/std")
+    figure_split: str = option("val", 'split whose first images appear in reconstruction.png ("" = no figure)')
+    backbone: str = option("vit_small_patch16_224", "registered encoder backbone (ignored when preset is set)")
+    backbone_args: dict[str, Any] = option(
+        default_factory=dict, help="encoder overrides (depth, embed_dim, patch_size)")
+    preset: str | None = option(None, "MAE preset, e.g. mae_vit_small_patch16_dec512d2b (fixes backbone and decoder)")
+    decoder_dim: int = option(512, "decoder width (ignored when preset is set)")
+    decoder_depth: int = option(8, "decoder blocks (ignored when preset is set)")
+    decoder_heads: int = option(16, "decoder attention heads (ignored when preset is set)")
+    mask_ratio: float = option(
+        0.75, "fraction of patches removed (0.90 in the thorax-MAE recipe); must keep >= 1 patch")
+    norm_pix_loss: bool = option(False, "per-patch normalised target (off in the thorax-MAE recipe)")
+    image_size: int = option(224, "square training size")
+    in_chans: int = option(1, "encoder input channels (grey images are repeated when 3)")
+    mean: list[float] | None = option(None, "normalisation mean; None = the dataset's registered default")
+    std: list[float] | None = option(None, "normalisation std; None = the dataset's registered default")
+    rrc_scale: tuple[float, float] = option((0.5, 1.0), "random resized crop area range (0.5-1.0 thorax-MAE; MAE "
+                                                        "0.2-1.0)")
+    hflip: float = option(0.5, "horizontal flip probability")
+    pretrained: str | None = option(None, "MAE checkpoint (reference/HF/medvit, decoder included) to continue from")
+    train: TrainConfig = option(default_factory=_default_train, help="optimisation (AdamW betas 0.9/0.95, blr 1.5e-4)")
+    cache_data: bool = option(True, "hold decoded images in memory (phantoms, small sets)")
+    figure_images: int = option(6, "rows of reconstruction.png")
 
     def __post_init__(self) -> None:
         from medvit.models.mae import MAE_PRESETS, check_mask_ratio

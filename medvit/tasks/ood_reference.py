@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from medvit.config import option
 
 logger = logging.getLogger(__name__)
 
@@ -23,15 +25,15 @@ logger = logging.getLogger(__name__)
 class OODReferenceConfig:
     """Which checkpoint, which data; every field can be overridden as ``key=value``."""
 
-    model: str = ""  # checkpoint directory (model.safetensors + config.json); the reference is written into it
-    dataset: str = "cxr_phantom"  # registered dataset the model was trained on
-    dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs (as in the training run)
-    train_split: str = "train"  # split the reference is fitted on
-    val_split: str = "val"  # split the threshold is chosen on
-    test_split: str = "test"  # split the false-positive rate is reported on ("" = none)
-    target_fpr: float = 0.05  # fraction of validation images flagged
-    max_train: int = 10000  # training images used (evenly spaced)
-    batch_size: int = 128  # feature-extraction batch size
+    model: str = option("", "checkpoint directory (model.safetensors + config.json); the reference is written into it")
+    dataset: str = option("cxr_phantom", "registered dataset the model was trained on")
+    dataset_args: dict[str, Any] = option(default_factory=dict, help="build_dataset kwargs (as in the training run)")
+    train_split: str = option("train", "split the reference is fitted on")
+    val_split: str = option("val", "split the threshold is chosen on")
+    test_split: str = option("test", 'split the false-positive rate is reported on ("" = none)')
+    target_fpr: float = option(0.05, "fraction of validation images flagged")
+    max_train: int = option(10000, "training images used (evenly spaced)")
+    batch_size: int = option(128, "feature-extraction batch size")
 
     def __post_init__(self) -> None:
         if not self.model:

@@ -22,7 +22,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvit.config import option
 from medvit.data.fraction import fraction_subset
 from medvit.eval.metrics import mean_sd
 from medvit.eval.predict import cache_dataset, predict
@@ -52,43 +53,53 @@ def _default_train() -> TrainConfig:
 class PromptTuneConfig:
     """PEFT of a registered backbone on a registered dataset; every field can be overridden as ``key=value``."""
 
-    output_dir: str = "runs/prompt_tune"  # run folder: seed_<s>/ (adapter/, summary.json), summary.json, results.md
-    dataset: str = "cxr_phantom"  # registered dataset (`medvit list dataset`)
-    dataset_args: dict[str, Any] = field(default_factory=dict)  # build_dataset kwargs, e.g. {n: 2000, image_size: 64}
-    problem: str = "auto"  # "multilabel" (AUROC), "ordinal" (QWK), "auto": ordinal when the dataset has class_names
-    num_grades: int | None = None  # ordinal: number of grades (None = len(class_names) of the dataset)
-    train_split: str = "train"  # split used for training
-    val_split: str = "val"  # split used for model selection (never test)
-    test_split: str = "test"  # split evaluated once at the end ("" = none)
-    label_fraction: float = 1.0  # fraction of training images kept (label-efficiency studies), drawn per seed
-    backbone: str = "vit_small_patch16_224"  # registered backbone
-    backbone_args: dict[str, Any] = field(default_factory=dict)  # constructor overrides (depth, embed_dim, ...)
-    pretrained: str | None = None  # mae_pretrain run folder / checkpoint dir / weights file / weight tag; None = random
-    image_size: int = 224  # training and evaluation size (square)
-    in_chans: int = 1  # model input channels (grey images repeated when 3)
-    global_pool: str = "token"  # "token": CLS after the pretrained final norm; "avg": patch mean + fresh fc_norm
-    method: str = "dvpt"  # registered PEFT method (`medvit list peft`)
-    method_config: dict[str, Any] = field(default_factory=dict)  # the method's config fields (strict keys)
-    mean: list[float] | None = None  # normalisation mean per channel; None = the dataset's registered default
-    std: list[float] | None = None  # normalisation std per channel; None = the dataset's registered default
-    rrc_scale: tuple[float, float] = (0.8, 1.0)  # random resized crop area range
-    hflip: float = 0.5  # horizontal flip probability
-    train: TrainConfig = field(default_factory=_default_train)  # optimisation (only trainable params are optimised)
-    seeds: list[int] = field(default_factory=lambda: [0])  # one run per seed; results as mean ± sd
-    eval_batch_size: int = 128  # batch size for validation/test prediction
-    cache_data: bool = True  # hold decoded images in memory (phantoms, small sets)
-    save_merged: bool = False  # also write the adapter merged into the base (lora-family methods) as seed_<s>/merged
-    crop_mode: str = "crop"  # eval/serving geometry to the input's aspect: crop (centre) | pad | squash (contract)
-    interpolation: str = "bicubic"  # resize filter for training, evaluation and serving: bicubic | bilinear
-    threshold_rule: str = "youden"  # multilabel: per-label operating threshold chosen on validation (youden | f1)
-    modalities: list[str] = field(default_factory=list)  # contract scope, e.g. [CR, DX]; `medvit infer` selects on it
-    view_positions: list[str] = field(default_factory=list)  # contract scope, e.g. [PA, AP]
-    body_parts: list[str] = field(default_factory=list)  # contract scope, e.g. [CHEST]
-    source: str = ""  # free text stored in the contract ("" = the task, method and dataset)
-    model_name: str = ""  # contract name ("" = "<dataset>-<backbone>-<method>")
-    model_version: str = ""  # contract version ("" = the training date, YYYY.MM.DD)
-    ood_fpr: float = 0.05  # OOD reference: flag threshold at this FPR on validation (0 = none)
-    ood_max_train: int = 10000  # training images (evenly spaced) the OOD reference is fitted on
+    output_dir: str = option("runs/prompt_tune", "run folder: seed_<s>/ (adapter/, summary.json), summary.json, "
+                                                 "results.md")
+    dataset: str = option("cxr_phantom", "registered dataset (`medvit list dataset`)")
+    dataset_args: dict[str, Any] = option(
+        default_factory=dict, help="build_dataset kwargs, e.g. {n: 2000, image_size: 64}")
+    problem: str = option("auto", '"multilabel" (AUROC), "ordinal" (QWK), "auto": ordinal when the dataset has '
+                                  'class_names')
+    num_grades: int | None = option(None, "ordinal: number of grades (None = len(class_names) of the dataset)")
+    train_split: str = option("train", "split used for training")
+    val_split: str = option("val", "split used for model selection (never test)")
+    test_split: str = option("test", 'split evaluated once at the end ("" = none)')
+    label_fraction: float = option(1.0, "fraction of training images kept (label-efficiency studies), drawn per seed")
+    backbone: str = option("vit_small_patch16_224", "registered backbone")
+    backbone_args: dict[str, Any] = option(default_factory=dict, help="constructor overrides (depth, embed_dim, ...)")
+    pretrained: str | None = option(
+        None, "mae_pretrain run folder / checkpoint dir / weights file / weight tag; None = random")
+    image_size: int = option(224, "training and evaluation size (square)")
+    in_chans: int = option(1, "model input channels (grey images repeated when 3)")
+    global_pool: str = option(
+        "token", '"token": CLS after the pretrained final norm; "avg": patch mean + fresh fc_norm')
+    method: str = option("dvpt", "registered PEFT method (`medvit list peft`)")
+    method_config: dict[str, Any] = option(default_factory=dict, help="the method's config fields (strict keys)")
+    mean: list[float] | None = option(None, "normalisation mean per channel; None = the dataset's registered default")
+    std: list[float] | None = option(None, "normalisation std per channel; None = the dataset's registered default")
+    rrc_scale: tuple[float, float] = option((0.8, 1.0), "random resized crop area range")
+    hflip: float = option(0.5, "horizontal flip probability")
+    train: TrainConfig = option(default_factory=_default_train, help="optimisation (only trainable params are "
+                                                                     "optimised)")
+    seeds: list[int] = option(default_factory=lambda: [0], help="one run per seed; results as mean ± sd")
+    eval_batch_size: int = option(128, "batch size for validation/test prediction")
+    cache_data: bool = option(True, "hold decoded images in memory (phantoms, small sets)")
+    save_merged: bool = option(False, "also write the adapter merged into the base (lora-family methods) as "
+                                      "seed_<s>/merged")
+    crop_mode: str = option("crop", "eval/serving geometry to the input's aspect: crop (centre) | pad | squash "
+                                    "(contract)")
+    interpolation: str = option("bicubic", "resize filter for training, evaluation and serving: bicubic | bilinear")
+    threshold_rule: str = option("youden", "multilabel: per-label operating threshold chosen on validation (youden | "
+                                           "f1)")
+    modalities: list[str] = option(
+        default_factory=list, help="contract scope, e.g. [CR, DX]; `medvit infer` selects on it")
+    view_positions: list[str] = option(default_factory=list, help="contract scope, e.g. [PA, AP]")
+    body_parts: list[str] = option(default_factory=list, help="contract scope, e.g. [CHEST]")
+    source: str = option("", 'free text stored in the contract ("" = the task, method and dataset)')
+    model_name: str = option("", 'contract name ("" = "<dataset>-<backbone>-<method>")')
+    model_version: str = option("", 'contract version ("" = the training date, YYYY.MM.DD)')
+    ood_fpr: float = option(0.05, "OOD reference: flag threshold at this FPR on validation (0 = none)")
+    ood_max_train: int = option(10000, "training images (evenly spaced) the OOD reference is fitted on")
 
     def __post_init__(self) -> None:
         from medvit.peft import get_method, make_config

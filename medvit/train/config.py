@@ -5,39 +5,41 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from medvit.config import option
+
 
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, precision, checkpointing and logging of one training run."""
 
-    epochs: float = 1.0  # passes over the training set (fractional allowed); ignored when steps > 0
-    steps: int = 0  # total optimizer steps of the schedule; 0 = epochs × steps per epoch
-    stop_at_step: int = 0  # stop after this step without changing the schedule (0 = run to the end)
-    batch_size: int = 64  # samples per micro-batch per process
-    accum_steps: int = 1  # micro-batches accumulated per optimizer step
-    blr: float = 1e-3  # base LR; lr = blr × batch_size × accum_steps × world_size / 256
-    lr: float | None = None  # absolute LR; overrides blr when set
-    min_lr: float = 0.0  # final LR of the cosine
-    schedule: str = "cosine"  # "cosine" (warmup + half-cycle cosine) or "constant" (warmup + constant)
-    warmup_epochs: float = 0.0  # linear warmup length in epochs (used when warmup_steps < 0)
-    warmup_steps: int = -1  # linear warmup length in steps; -1 = from warmup_epochs
-    weight_decay: float = 0.05  # AdamW decay of >=2-D weights (biases, norms, position tables: 0)
-    layer_decay: float = 1.0  # BEiT layer-wise LR decay (1.0 = off; 0.55 thorax-MAE fine-tuning)
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (MAE pretraining uses (0.9, 0.95))
-    eps: float = 1e-8  # AdamW epsilon
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast on CPU and CUDA; no loss scaling needed)
-    clip_grad: float | None = None  # max global gradient norm; None = no clipping
-    max_nonfinite: int = 0  # tolerated non-finite losses (step skipped); one more raises FloatingPointError
-    seed: int = 0  # seeds model-side randomness, data order and augmentation
-    num_workers: int = 0  # DataLoader worker processes
-    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda[:i]"
-    output_dir: str = ""  # run directory (log.csv, checkpoints/, best/); "" = nothing written
-    ckpt_every: int = 0  # save a resumable checkpoint every N steps (0 = only at the end)
-    keep_last: int = 2  # resumable checkpoints kept on disk
-    resume: str = ""  # "" = fresh start, "auto" = latest checkpoint in output_dir, or a checkpoint directory
-    eval_every: int = 0  # evaluate every N steps (0 = at each epoch end)
-    log_every: int = 10  # write a log row every N steps
-    progress: bool = True  # tqdm progress bar on rank 0
+    epochs: float = option(1.0, "passes over the training set (fractional allowed); ignored when steps > 0")
+    steps: int = option(0, "total optimizer steps of the schedule; 0 = epochs × steps per epoch")
+    stop_at_step: int = option(0, "stop after this step without changing the schedule (0 = run to the end)")
+    batch_size: int = option(64, "samples per micro-batch per process")
+    accum_steps: int = option(1, "micro-batches accumulated per optimizer step")
+    blr: float = option(1e-3, "base LR; lr = blr × batch_size × accum_steps × world_size / 256")
+    lr: float | None = option(None, "absolute LR; overrides blr when set")
+    min_lr: float = option(0.0, "final LR of the cosine")
+    schedule: str = option("cosine", '"cosine" (warmup + half-cycle cosine) or "constant" (warmup + constant)')
+    warmup_epochs: float = option(0.0, "linear warmup length in epochs (used when warmup_steps < 0)")
+    warmup_steps: int = option(-1, "linear warmup length in steps; -1 = from warmup_epochs")
+    weight_decay: float = option(0.05, "AdamW decay of >=2-D weights (biases, norms, position tables: 0)")
+    layer_decay: float = option(1.0, "BEiT layer-wise LR decay (1.0 = off; 0.55 thorax-MAE fine-tuning)")
+    betas: tuple[float, float] = option((0.9, 0.999), "AdamW betas (MAE pretraining uses (0.9, 0.95))")
+    eps: float = option(1e-8, "AdamW epsilon")
+    precision: str = option("fp32", '"fp32" or "bf16" (autocast on CPU and CUDA; no loss scaling needed)')
+    clip_grad: float | None = option(None, "max global gradient norm; None = no clipping")
+    max_nonfinite: int = option(0, "tolerated non-finite losses (step skipped); one more raises FloatingPointError")
+    seed: int = option(0, "seeds model-side randomness, data order and augmentation")
+    num_workers: int = option(0, "DataLoader worker processes")
+    device: str = option("auto", '"auto" (cuda if available), "cpu" or "cuda[:i]"')
+    output_dir: str = option("", 'run directory (log.csv, checkpoints/, best/); "" = nothing written')
+    ckpt_every: int = option(0, "save a resumable checkpoint every N steps (0 = only at the end)")
+    keep_last: int = option(2, "resumable checkpoints kept on disk")
+    resume: str = option("", '"" = fresh start, "auto" = latest checkpoint in output_dir, or a checkpoint directory')
+    eval_every: int = option(0, "evaluate every N steps (0 = at each epoch end)")
+    log_every: int = option(10, "write a log row every N steps")
+    progress: bool = option(True, "tqdm progress bar on rank 0")
 
     def __post_init__(self) -> None:
         for k in ("batch_size", "accum_steps", "keep_last", "log_every"):
