@@ -136,6 +136,11 @@ def test_committed_demo_model_declares_scope_and_flags_foreign_images():
     _, s = pred.predict_with_ood(torch.stack([tf(ds[i])["image"] for i in range(len(ds))]).numpy())
     assert float(np.mean(s >= c.ood["threshold"])) <= 0.12
     pre = Preprocessor.from_contract(c)
-    for name in ("CT_small.dcm", "MR_small.dcm"):
-        x, _, _ = pre(read_image(get_testdata_file(name)))
-        assert pred.predict_with_ood(x[None])[1][0] >= c.ood["threshold"], name
+    from pathlib import Path
+
+    import pynetdicom
+
+    portal = Path(pynetdicom.__file__).parent / "tests" / "dicom_files" / "RTImageStorage.dcm"  # a projection image
+    for f in (get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm"), portal):
+        x, _, _ = pre(read_image(f))
+        assert pred.predict_with_ood(x[None])[1][0] >= c.ood["threshold"], f
