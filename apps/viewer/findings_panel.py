@@ -116,6 +116,11 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd
     if lm is None:
         st.info("Load a model to see findings.")
         return None, (None, 0.0)
+    from medvit.infer.decode import NON_IMAGE_MODALITIES
+
+    if (shown.modality or "").upper() in NON_IMAGE_MODALITIES:
+        st.info(f"{shown.modality} objects (segmentations, reports, presentation states, RT) are never scored.")
+        return None, (None, 0.0)
     for w in _contract_warnings(lm, shown, image):
         st.warning(f"Out of scope: {w}. Findings may be meaningless.")
     image_key = f"{lm.info.sha256}|{shown.path}|{shown.frame}"

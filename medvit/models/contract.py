@@ -13,11 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-#: preprocessing vocabulary (the implementation and the same names: :mod:`medvit.data.preprocess`)
-CROP_MODES = ("pad", "crop", "squash")
-INTERPOLATIONS = ("bilinear", "bicubic")
-FILE_KINDS = ("dicom", "raster", "nifti", "npy")
-INTENSITY_RULES = ("voi", "minmax", "full", "identity")
+from medvit.data.preprocess import FILE_KINDS, INTENSITY_RULES, INTERPOLATIONS
+from medvit.data.preprocess import GEOMETRIES as CROP_MODES  # preprocessing vocabulary, one definition
 
 
 @dataclass

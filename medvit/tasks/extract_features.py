@@ -36,25 +36,37 @@ class ExtractFeaturesConfig:
             raise ValueError(f"image_size must be >= 1, got {self.image_size}")
 
 
-def _load(path: str, size: int, in_chans: int) -> torch.Tensor:
-    """File -> (in_chans, size, size) float tensor in [0, 1]: the displayed image (file VOI window or min-max,
-    MONOCHROME1 inverted) of the middle frame/slice; colour is averaged to gray when ``in_chans == 1``."""
-    from medvit.io import display_array, read_image
+def _load(path: str, pre: object) -> torch.Tensor:
+    """File -> (in_chans, H, W) model input through the one preprocessing (:class:`medvit.data.preprocess.
+    Preprocessor`) of the middle frame / slice (the image the viewer shows)."""
+    from medvit.io import read_image
     from medvit.io.display import slice_for_display
 
     img = read_image(path)
     mid = img.n_frames // 2 if "F" in img.axes else None
-    arr = torch.as_tensor(display_array(slice_for_display(img, mid))).float()
-    if arr.ndim == 3:  # (H, W, 3) colour
-        arr = arr.permute(2, 0, 1)
-        if in_chans == 1:
-            arr = arr.mean(0, keepdim=True)
-    else:
-        arr = arr[None]
-    arr = torch.nn.functional.interpolate(arr[None], size=(size, size), mode="bilinear", antialias=True)[0]
-    if arr.shape[0] != in_chans:
-        arr = arr[:1].expand(in_chans, -1, -1)
-    return arr.clone()
+    x, _, _ = pre(slice_for_display(img, mid))  # type: ignore[operator]
+    return torch.from_numpy(x)
+
+
+def _contract(cfg: ExtractFeaturesConfig) -> object:
+    """The weights' contract when they carry one (checkpoint dir, weight tag), else [0, 1] input, squashed."""
+    from medvit.models import WeightContract
+    from medvit.registry import REGISTRY
+
+    base = WeightContract(in_chans=cfg.in_chans, input_size=(cfg.image_size, cfg.image_size), mean=(0.0,),
+                          std=(1.0,), crop_mode="squash")
+    src = None
+    if cfg.pretrained and Path(cfg.pretrained, "config.json").is_file():
+        src = json.loads(Path(cfg.pretrained, "config.json").read_text()).get("contract")
+    elif cfg.pretrained and ("weights", cfg.pretrained) in REGISTRY:
+        src = REGISTRY.get("weights", cfg.pretrained).contract.to_dict()
+    if not src:
+        return base
+    keep = {k: src[k] for k in ("mean", "std", "intensity_window", "intensity", "crop_mode", "crop_pct",
+                                "interpolation") if k in src}
+    if len(keep.get("mean", [])) not in (1, cfg.in_chans):
+        keep.pop("mean", None), keep.pop("std", None)
+    return WeightContract.from_dict({**base.to_dict(), **keep, "resize_size": None})
 
 
 def run(cfg: ExtractFeaturesConfig) -> dict:
@@ -68,6 +80,9 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
         raise ValueError("extract_features: 'inputs' is empty; give image files")
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, in_chans=cfg.in_chans,
                          img_size=cfg.image_size, num_classes=0).eval()
+    from medvit.data.preprocess import Preprocessor
+
+    pre = Preprocessor.from_contract(_contract(cfg))
     feats, done, failed = [], [], []
     batch: list[torch.Tensor] = []
 
@@ -81,7 +96,7 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
 
     for p in cfg.inputs:
         try:
-            batch.append(_load(p, cfg.image_size, cfg.in_chans))
+            batch.append(_load(p, pre))
             done.append(p)
         except Exception as e:  # a bad file is reported and skipped; the run goes on
             logger.warning("skipping %s: %s", p, e)
