@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from medvit.infer.context import RunOutputs
 from medvit.infer.decode import Decoded
 from medvit.infer.outputs import atomic_write_bytes
 from medvit.infer.preprocess import unmap_heatmap
@@ -29,7 +30,7 @@ def heatmap_paths(out_dir: Path, rec: dict[str, Any]) -> tuple[Path, Path]:
     return checked_path(out_dir, d / f"{sop}.png"), checked_path(out_dir, d / f"{sop}.dcm")
 
 
-def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str, Any]) -> str:
+def write_heatmap_outputs(run: RunOutputs, d: Decoded, heat: np.ndarray, rec: dict[str, Any]) -> str:
     """Write the PNG overlay and the Secondary Capture for one image; returns the PNG path relative to OUTPUT.
 
     ``heat``: (H, W) in [0, 1] on the model input; mapped back through the recorded pad/crop + resize.
@@ -41,7 +42,7 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
 
     if d.unit is None:
         raise ValueError(f"{d.rel}: no display image kept for the overlay")
-    src_heat = unmap_heatmap(heat, display_notes(d.notes, d.unit.shape[:2], run.pre.geometry), run.pre.geometry)
+    src_heat = unmap_heatmap(heat, display_notes(d.notes, d.unit.shape[:2], run.geometry), run.geometry)
     rgb = overlay(d.unit.astype(np.float32), src_heat)
     from medvit.io.safe_write import make_dirs
 
@@ -51,15 +52,15 @@ def write_heatmap_outputs(run: Any, d: Decoded, heat: np.ndarray, rec: dict[str,
 
     info = PngInfo()  # provenance and intended use travel inside the PNG (tEXt chunks)
     info.add_text("Software", f"medvit infer; model {run.info.name} {run.info.version} sha256 {run.info.sha256}")
-    info.add_text("Description", f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']}"
+    info.add_text("Description", f"{run.heatmap_method} heatmap for {rec['heatmap_target']}"
                   + ("; research use only - not for diagnosis" if run.info.research_only else ""))
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
     atomic_write_bytes(png, buf.getvalue(), run.out)
-    note = f"{run.cfg.heatmap_method} heatmap for {rec['heatmap_target']} " \
+    note = f"{run.heatmap_method} heatmap for {rec['heatmap_target']} " \
            f"(p={rec['probabilities'][rec['heatmap_target']]:.3f})"
     try:
-        write_overlay_sc(dcm, _source_header(run, d.rel), rgb, run.info.name, run.info.sha256, note,
+        write_overlay_sc(dcm, run.source_header(d.rel), rgb, run.info.name, run.info.sha256, note,
                          run.info.research_only, deidentified=run.deid is not None, root=run.out,
                          deidentifier=run.deid)
     except Exception as e:  # the PNG stands; the record says why there is no Secondary Capture
@@ -88,12 +89,3 @@ def display_notes(notes: dict[str, Any], display_size: tuple[int, int], geometry
     out["source_size"] = [dh, dw]
     out["box"] = [top * fy, lft * fx, bot * fy, rgt * fx]
     return out
-
-
-def _source_header(run: Any, rel: str) -> Any:
-    """Source header for derived objects (de-identified when the run de-identifies)."""
-    from medvit.io import read_dicom_header
-
-    root = run.root
-    ds = read_dicom_header(root / rel if root.is_dir() else root)
-    return run.deid.dataset(ds) if run.deid is not None else ds

@@ -140,7 +140,8 @@ class Listener:
             ev["error"] = sum(r["status"] == "error" for r in recs)
             files: list[Path] = []
             if ev["predicted"]:
-                written, failed = write_study_reports(self.run, only={study})
+                written, failed = write_study_reports(self.run.output_context(), self.run.journal.records(),
+                                                      only={study})
                 ev["sr"] = bool(written and not failed)
                 sr = self.out / "sr" / f"{path_component(study, 'unknown-study')}.dcm"
                 files = ([sr] if ev["sr"] else []) + sorted(

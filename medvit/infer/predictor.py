@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medvit.models.contract import WeightContract
+
 logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "int8"]
@@ -32,7 +34,7 @@ class ModelInfo:
         return dict(self.__dict__)
 
 
-def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, Any, ModelInfo]:
+def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, WeightContract, ModelInfo]:
     """(model, contract, info) for a checkpoint directory or a registered weight tag.
 
     Raises ``ValueError`` when the checkpoint has no contract or no classifier head (batch inference needs
@@ -87,7 +89,7 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, Any, ModelInfo
     return model.eval(), contract, info
 
 
-def _load_adapter_for_inference(p: Path) -> tuple[nn.Module, Any, str]:
+def _load_adapter_for_inference(p: Path) -> tuple[nn.Module, WeightContract | None, str]:
     """A PEFT adapter directory -> (model on its recorded base, contract, adapter sha256).
 
     The base is rebuilt from the weights the adapter records; their file checksum and the frozen-tensor checksum

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medvit.infer.heatmaps import _source_header
+from medvit.infer.context import RunOutputs
 from medvit.io.errors import redact_values
 
 logger = logging.getLogger(__name__)
 
 
-def write_study_reports(run: Any, only: set[str] | None = None) -> tuple[int, int]:
+def write_study_reports(run: RunOutputs, records: Iterable[dict[str, Any]],
+                        only: set[str] | None = None) -> tuple[int, int]:
     """One TID 1500 Comprehensive 3D SR per study under ``OUTPUT/sr/<study uid>.dcm``; returns (written, failed).
 
+    ``records``: the run's journal records (one per image; the predicted ones carry probabilities and thresholds).
     ``only``: write just these studies (by Study Instance UID as journaled), e.g. the one a listener completed;
     ``sr_errors.csv`` is then left alone (the caller records failures).
 
@@ -27,7 +30,7 @@ def write_study_reports(run: Any, only: set[str] | None = None) -> tuple[int, in
     from medvit.version import __version__
 
     studies: dict[str, list[dict[str, Any]]] = {}
-    for rec in run.journal.records():
+    for rec in records:
         if rec["status"] == "predicted" and (only is None or rec["study_instance_uid"] in only):
             studies.setdefault(rec["study_instance_uid"], []).append(
                 {k: rec.get(k, "") for k in ("file", "probabilities", "positive_findings", "thresholds", "ood_score",
@@ -47,7 +50,7 @@ def write_study_reports(run: Any, only: set[str] | None = None) -> tuple[int, in
                             for k, p in r["probabilities"].items()]
                 ood = None if r["ood_score"] == "" else (float(r["ood_score"]), float(r["ood_threshold"]),
                                                           bool(r["ood_flag"]))
-                images.append(ImageFindings(_source_header(run, r["file"]), findings, ood))
+                images.append(ImageFindings(run.source_header(r["file"]), findings, ood))
             write_findings_sr(out_dir / f"{path_component(study, 'unknown-study')}.dcm", images, algo,
                               deidentified=run.deid is not None, root=run.out, deidentifier=run.deid)
             written += 1

@@ -34,7 +34,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medvit.models.contract import WeightContract
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ class SelectionRules:
         return cls(sels, source)
 
     @classmethod
-    def from_contract(cls, contract: Any) -> SelectionRules:
+    def from_contract(cls, contract: WeightContract) -> SelectionRules:
         """Default rules from a :class:`~medvit.models.WeightContract` (modalities, view positions, body parts).
 
         Each non-empty list becomes an anchored case-insensitive regex, e.g. ``["CR","DX"]`` ->

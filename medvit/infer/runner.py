@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from medvit.infer.context import RunOutputs
 from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker, stderr_to
 from medvit.infer.duplicates import DUPLICATE_STAGE, DuplicateTracker
 from medvit.infer.outputs import (
@@ -324,7 +325,7 @@ class InferenceRun:
         for d, h, t, rec in zip(batch, heat, targets, recs, strict=True):
             rec["heatmap_target"] = self.labels[int(t)]
             try:
-                rec["heatmap_png"] = write_heatmap_outputs(self, d, h, rec)
+                rec["heatmap_png"] = write_heatmap_outputs(self.output_context(), d, h, rec)
             except Exception as e:  # a heatmap must never cost the prediction
                 from medvit.io.errors import printable_path, redact_values
 
@@ -426,7 +427,7 @@ class InferenceRun:
         if cfg.sr:
             from medvit.infer.reports import write_study_reports
 
-            n_sr, sr_errors = write_study_reports(self)
+            n_sr, sr_errors = write_study_reports(self.output_context(), self.journal.records())
             counts["sr_written"], counts["sr_failed"] = n_sr, sr_errors
             files["sr"] = str(self.out / "sr")
         if cfg.heatmaps:
@@ -457,6 +458,10 @@ class InferenceRun:
         }
         atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str), self.out)
 
+
+    def output_context(self) -> RunOutputs:
+        """What the heatmap and SR writers need of this run (they never see the runner)."""
+        return RunOutputs(self.out, self.root, self.info, self.deid, self.pre.geometry, self.cfg.heatmap_method)
 
     def _deid_doc(self) -> dict[str, Any] | None:
         if self.deid is None:
