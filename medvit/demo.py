@@ -58,3 +58,23 @@ def default_cache(environ: Mapping[str, str] | None = None) -> Path:
     if root is not None:
         return root / ".cache" / "medvit-demo"
     return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medvit" / "demo"
+
+
+def current_demo_model(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The demo checkpoint ``medvit demo`` uses now, without training: the committed ``pipelines/demo/model``
+    when it was trained by the current pipeline YAML (its ``PIPELINE_SHA256`` matches), else the cached one
+    when it is, else whichever of the two exists (stale); None when there is none (run ``make demo``)."""
+    import hashlib
+
+    try:
+        d = demo_dir(environ)
+    except FileNotFoundError:
+        return None
+    pipeline = d / PIPELINE_NAME
+    key = hashlib.sha256(pipeline.read_bytes()).hexdigest() if pipeline.is_file() else ""
+    committed, cache = d / COMMITTED_NAME, default_cache(environ)
+    cached = cache / "model"
+    stamps = {committed: committed / "PIPELINE_SHA256", cached: cache / "PIPELINE_SHA256"}
+    have = [m for m in (committed, cached) if (m / "config.json").is_file()]
+    fresh = [m for m in have if stamps[m].is_file() and stamps[m].read_text().strip() == key]
+    return (fresh or have or [None])[0]

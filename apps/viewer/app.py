@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-st.set_page_config(page_title="medvit viewer", page_icon="🩻", layout="wide")
+st.set_page_config(page_title="medvit viewer", page_icon=":material/radiology:", layout="wide")
 
 from apps.viewer import (  # noqa: E402  (set_page_config must come first)
     cache,

@@ -40,11 +40,16 @@ class ViewerConfig:
         return replace(self, data_dir=Path(data_dir), data_source=source)
 
 
-def demo_model(env: dict[str, str] | os._Environ[str]) -> Path:
-    """The demo checkpoint ``medvit demo`` trains and caches (``<cache>/model``, see :mod:`medvit.demo`)."""
-    from medvit.demo import default_cache
+def demo_model(env: dict[str, str] | os._Environ[str]) -> Path | None:
+    """The model ``make demo`` used (see :func:`medvit.demo.current_demo_model`), or None."""
+    from medvit.demo import current_demo_model
 
-    return default_cache(env) / "model"
+    return current_demo_model(env)
+
+
+def results_beside(data_dir: Path) -> Path:
+    """The default results folder for ``--data DIR`` without ``--results``: ``DIR/../results``."""
+    return Path(data_dir).resolve().parent / DEMO_RESULTS
 
 
 def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> ViewerConfig:
@@ -65,11 +70,13 @@ def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> 
     else:
         data, source = None, "none"
     dm = demo_model(env)
-    model = env.get(ENV_MODEL) or (str(dm) if (dm / "config.json").is_file() else None)
+    model = env.get(ENV_MODEL) or (str(dm) if dm is not None else None)
     if env.get(ENV_RESULTS):
         results = Path(env[ENV_RESULTS])
     elif source == "demo" and (demo / DEMO_RESULTS).is_dir():
         results = demo / DEMO_RESULTS
+    elif data is not None:  # beside the data, as `make demo` lays it out (demo_out/inbox + demo_out/results)
+        results = results_beside(data)
     else:
         results = FALLBACK_RESULTS
     return ViewerConfig(data, model, results, source)

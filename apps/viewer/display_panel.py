@@ -17,8 +17,7 @@ import streamlit as st
 from apps.viewer import shortcuts, view
 
 MANUAL = "Manual centre / width"
-#: special presets of medvit.io.render shown first, with clinician-facing names
-SPECIAL = {"CXR full range": "full", "Min–max": "minmax"}
+
 
 
 @dataclass
@@ -34,8 +33,10 @@ class DisplayState:
 
 
 def preset_options(image: Any) -> dict[str, str | None]:
-    """Label -> medvit.io preset name: the file's windows, CXR full range / min-max, the CT presets, manual."""
-    from medvit.io.display import PRESETS
+    """Label -> medvit.io preset name: the file's windows, then the presets that suit the image
+    (:func:`medvit.io.display.presets_for`: full, minmax, and the CT presets only on CT), manual. Labels start
+    with the preset's name as ``medvit dicom render --preset`` spells it."""
+    from medvit.io.display import PRESETS, SPECIAL_PRESET_TEXT, presets_for
 
     opts: dict[str, str | None] = {}
     if image.windows or image.voi_luts:
@@ -46,9 +47,12 @@ def preset_options(image: Any) -> dict[str, str | None]:
             opts[f"File VOI LUT {i}" + (f": {lut.explanation}" if lut.explanation else "")] = f"lut:{i}"
     else:
         opts["Default (min–max, no window in file)"] = None
-    opts.update(SPECIAL)
-    for name in PRESETS:
-        opts[name.replace("_", " ").capitalize()] = name
+    for name in presets_for(image):
+        if name in PRESETS:
+            c, w = PRESETS[name]
+            opts[f"{name} (CT, C {c:g} / W {w:g} HU)"] = name
+        else:
+            opts[f"{name} ({SPECIAL_PRESET_TEXT[name]})"] = name
     opts[MANUAL] = "manual"
     return opts
 

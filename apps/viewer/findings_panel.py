@@ -70,21 +70,26 @@ def load(ref: str | None) -> tuple[cache.LoadedModel | None, str | None]:
         return None, f"Model {ref!r} could not be loaded: {e}"
 
 
+#: shown on every page, model or not (material icons ship with Streamlit: no dependence on an emoji font)
+RESEARCH_BANNER = "**RESEARCH USE ONLY — NOT FOR DIAGNOSIS.**"
+
+
 def banner(lm: cache.LoadedModel | None, error: str | None) -> None:
-    """Model name, version, checksum and the research-only warning when the contract says so."""
-    if error:
-        st.error(error, icon="⚠️")
-    if lm is None:
-        if not error:
-            st.info("No model loaded: pick one in the sidebar (or start with `medvit viewer --model DIR`). "
-                    "Images can still be viewed.")
-        return
-    i = lm.info
-    text = f"**Model** {i.name} · version {i.version} · {i.architecture} · sha256 `{i.sha256[:12]}…`"
-    if i.research_only:
-        st.error(f"**RESEARCH USE ONLY — NOT FOR DIAGNOSIS.** {text}", icon="🔬")
+    """The research-use banner (always), then the model's name, version and checksum, or why there is none."""
+    if lm is None or lm.info.research_only:
+        st.error(RESEARCH_BANNER + ("" if lm is None else " " + _model_text(lm)), icon=":material/science:")
     else:
-        st.caption(text)
+        st.caption(_model_text(lm))
+    if error:
+        st.error(error, icon=":material/warning:")
+    elif lm is None:
+        st.info("No model loaded: pick one in the sidebar (or start with `medvit viewer --model DIR`). "
+                "Images can still be viewed.")
+
+
+def _model_text(lm: cache.LoadedModel) -> str:
+    i = lm.info
+    return f"**Model** {i.name} · version {i.version} · {i.architecture} · sha256 `{i.sha256[:12]}…`"
 
 
 def _contract_warnings(lm: cache.LoadedModel, shown: Shown, image: Any) -> list[str]:
@@ -140,7 +145,7 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd
     if ood and ood["flag"]:
         st.warning(f"**Out of distribution**: this image is unlike the model's training data (OOD score "
                    f"{ood['score']:.1f} ≥ threshold {ood['threshold']:.1f}). The findings below are unreliable.",
-                   icon="🚫")
+                   icon=":material/block:")
     elif ood:
         st.caption(f"In distribution: OOD score {ood['score']:.1f} < threshold {ood['threshold']:.1f} "
                    f"(flags about {100 * lm.contract.ood.get('target_fpr', 0):.0f} % of validation images)")

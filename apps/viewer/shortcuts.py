@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-#: preset shortcut digit -> medvit.io preset name ("file" = the file's first window / LUT / min-max)
-PRESET_KEYS = {"1": "file", "2": "lung", "3": "mediastinum", "4": "bone", "5": "brain"}
+#: preset shortcut digit -> medvit.io preset names, the first one the image offers wins ("file" = the file's
+#: first window / LUT / min-max; CT presets exist only for CT, so 2 and 3 give full / minmax on radiographs)
+PRESET_KEYS = {"1": ("file",), "2": ("lung", "full"), "3": ("mediastinum", "minmax"), "4": ("bone",),
+               "5": ("brain",)}
 
 
 def remember(**values: object) -> None:
@@ -51,12 +53,12 @@ def reset_display() -> None:
         del st.session_state[k]
 
 
-def _preset(name: str) -> None:
+def _preset(*names: str) -> None:
     labels: dict[str, str | None] = _get("preset_labels", {})  # type: ignore[assignment]
-    if name == "file":
+    if names[0] == "file":
         label = next(iter(labels), None)  # the first option is the file's own window (or the default)
     else:
-        label = next((lab for lab, p in labels.items() if p == name), None)
+        label = next((lab for name in names for lab, p in labels.items() if p == name), None)
     if label is not None:
         st.session_state["disp_preset"] = label
 
@@ -71,7 +73,8 @@ def toolbar() -> None:
             ("next series", "PageDown", "next series in the study", _series, (1,)),
             ("invert", "I", "invert black and white", _invert, ()),
             ("reset view", "Space", "reset window, invert and zoom", reset_display, ())]
-    spec += [(f"{name} window", k, f"window: {name}", _preset, (name,)) for k, name in PRESET_KEYS.items()]
+    spec += [(f"{' / '.join(names)} window", k, f"window: {' or '.join(names)} (the first this image offers)",
+              _preset, names) for k, names in PRESET_KEYS.items()]
     with st.expander("⌨ Keyboard shortcuts (OHIF keys)", expanded=False):
         per_row = 4
         for r in range(0, len(spec), per_row):

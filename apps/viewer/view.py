@@ -9,6 +9,8 @@ field of view as ``display`` (any resolution); the result is (h', w') uint8 for 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 Box = tuple[int, int, int, int]  # top, left, bottom, right in source pixels
@@ -62,6 +64,15 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
     return overlay(np.asarray(im.convert("L")), hm, float(np.clip(opacity, 0, 1)))
 
 
+def overlay_font_path() -> Path:
+    """DejaVu Sans as shipped inside matplotlib (Bitstream Vera licence): the same glyphs on every machine,
+    including "×", "·", "…" and accented Latin, Greek and Cyrillic; Pillow's default font lacks "×" and
+    system fonts differ from machine to machine."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
 def draw_corners(rgb: np.ndarray, corners: dict[str, list[str]], size: int | None = None) -> np.ndarray:
     """Write text lines in the four corners (keys of :data:`CORNERS`), white on a dark outline, OHIF style.
 
@@ -75,7 +86,7 @@ def draw_corners(rgb: np.ndarray, corners: dict[str, list[str]], size: int | Non
     im = Image.fromarray(rgb)
     draw = ImageDraw.Draw(im)
     h, w = rgb.shape[:2]
-    font = ImageFont.load_default(size=size or max(11, min(h, w) // 48))
+    font = ImageFont.truetype(str(overlay_font_path()), size=size or max(11, min(h, w) // 48))
     pad = 6
     fill, stroke = ((235, 235, 235), (0, 0, 0)) if rgb.ndim == 3 else (235, 0)
     for corner, lines in corners.items():

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 #: environment variables the app reads (see ``apps/viewer/config.py``)
 ENV_DATA = "MEDVIT_VIEWER_DATA"
@@ -31,8 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="MODEL", default=None,
                    help="checkpoint directory or registered weight tag (default: the demo model)")
     p.add_argument("--results", metavar="DIR", default=None,
-                   help="batch-inference output folder (SR links; feedback JSON is saved there; default: beside "
-                        "the data)")
+                   help="batch-inference output folder (SR links; feedback JSON is saved there; default: the "
+                        "'results' folder beside the data, DATA/../results, as `make demo` lays it out)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1 = this machine only). 0.0.0.0 exposes the viewer, and "
@@ -101,7 +102,35 @@ def run(args: argparse.Namespace) -> int:
     argv, env = build_command(args)
     shown = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
     print(f"medvit viewer: http://{shown}:{args.port}  (Ctrl+C to stop; research use only)", flush=True)  # noqa: T201
+    return run_forwarding_signals(subprocess.Popen(argv, env=env))
+
+
+def run_forwarding_signals(proc: Any, grace_s: float = 15.0) -> int:
+    """Wait for ``proc`` (the Streamlit server), forwarding SIGTERM / SIGINT / SIGHUP to it, so that ``kill`` of
+    ``medvit viewer`` stops the server too; a server that does not stop within ``grace_s`` after our own exit
+    path is killed. Returns its exit status (0 when it stopped on a forwarded signal)."""
+    import signal
+    import subprocess
+
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        forwarded.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    sigs = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
-        return subprocess.call(argv, env=env)
-    except KeyboardInterrupt:
-        return 0
+        rc = proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return 0 if forwarded and rc < 0 else rc

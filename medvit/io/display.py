@@ -29,6 +29,23 @@ PRESETS: dict[str, tuple[float, float]] = {
     "stroke": (40.0, 40.0),
 }
 SPECIAL_PRESETS = ("file", "minmax", "full")
+#: one-line descriptions of the special presets (the viewer shows them beside the name)
+SPECIAL_PRESET_TEXT = {"full": "stored bit range", "minmax": "image min–max"}
+#: modalities whose values are Hounsfield units after the Modality LUT (PS3.3 C.8.2.1.1.4: CT Rescale Type HU)
+HU_MODALITIES = ("CT",)
+
+
+def has_hounsfield_units(image: MedicalImage) -> bool:
+    """True for CT (and NIfTI volumes, which carry no modality and are mostly CT in HU): where the CT presets
+    (:data:`PRESETS`, in HU) mean something. On a radiograph they give an all-white or all-black image."""
+    modality = (image.modality or "").upper()
+    return modality in HU_MODALITIES or (not modality and image.meta.get("format") == "nifti")
+
+
+def presets_for(image: MedicalImage) -> list[str]:
+    """Preset names that suit ``image``: ``full`` and ``minmax`` always, the CT presets only for HU images.
+    The same names as ``medvit dicom render --preset`` and the viewer's window box."""
+    return ["full", "minmax"] + (list(PRESETS) if has_hounsfield_units(image) else [])
 
 
 def window_linear(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -98,6 +115,11 @@ def select_voi(image: MedicalImage, window: tuple[float, float] | None = None,
         name = preset.strip()
         key = name.lower()
         if key in PRESETS:
+            if not has_hounsfield_units(image):
+                what = image.modality or image.meta.get("format") or "this"
+                raise ValueError(f"{image.path}: preset {preset!r} is a CT window in Hounsfield units; this {what} "
+                                 "image has no HU values (it would show all white or all black); use file, full or "
+                                 "minmax (or --window CENTER,WIDTH)")
             return Window(*PRESETS[key], "LINEAR", key)
         if key == "minmax":
             return minmax_window(image)

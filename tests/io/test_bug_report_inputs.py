@@ -144,3 +144,29 @@ def test_12bit_jpeg_extended_decoded_like_dcmtk(tmp_path):
     img = read_image(enc)
     assert img.pixels.shape == ref.shape and np.array_equal(img.pixels, ref)
     assert render(img).std() > 0
+
+
+def test_ct_presets_only_where_values_are_hounsfield_units(tmp_path, capsys):
+    """A CT window (lung: C -600 / W 1500 HU) on a DX would render all white: refused with a reason, not
+    offered; full / minmax suit every image; the CLI and the viewer share the names."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    from medvit.cli.main import main
+    from medvit.io import read_image, render
+    from medvit.io.display import PRESETS, presets_for
+
+    dx = read_image(write_dx(tmp_path / "dx.dcm", generate_uid(), generate_uid()))
+    ct = read_image(get_testdata_file("CT_small.dcm"))
+    assert presets_for(dx) == ["full", "minmax"]
+    assert set(PRESETS) <= set(presets_for(ct))
+    with pytest.raises(ValueError, match="CT window in Hounsfield units"):
+        render(dx, preset="lung")
+    assert render(ct, preset="lung").std() > 0 and render(dx, preset="full").std() > 0
+    rc = main(["dicom", "render", str(tmp_path / "dx.dcm"), "--out", str(tmp_path / "o.png"), "--preset", "lung"])
+    assert rc == 2 and "Hounsfield" in capsys.readouterr().err and not (tmp_path / "o.png").exists()
+    from apps.viewer.display_panel import preset_options
+
+    for img in (dx, ct):
+        named = [p for p in preset_options(img).values() if p not in (None, "manual") and ":" not in str(p)]
+        assert named == presets_for(img)  # the viewer offers exactly these, under these names

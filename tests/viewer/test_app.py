@@ -83,9 +83,10 @@ def test_series_browser_and_window_presets(app):
     assert len(labels) == 2 and any("CHEST LAT" in x for x in labels) and all("1 image" in x for x in labels)
     _open_series(at, "CHEST LAT")
     assert "W 4096 L 2048" in _caption(at)  # the file's VOI window by default
-    at.selectbox(key="disp_preset").set_value("Lung").run()
-    assert "W 1500 L -600 (lung)" in _caption(at)
-    at.selectbox(key="disp_preset").set_value("CXR full range").run()
+    options = at.selectbox(key="disp_preset").options
+    assert not any(o.startswith(("lung", "bone", "brain")) for o in options)  # CT presets (HU) not on a DX
+    assert "minmax (image min–max)" in options
+    at.selectbox(key="disp_preset").set_value("full (stored bit range)").run()
     assert "W 4096 L 2048 (FULL)" in _caption(at)
     at.selectbox(key="disp_preset").set_value("Manual centre / width").run()
     at.number_input(key="disp_center").set_value(1500.0)
@@ -256,9 +257,11 @@ def test_without_data_or_demo_the_viewer_generates_phantoms(tmp_path, monkeypatc
     monkeypatch.setattr(config, "PHANTOMS", tmp_path / "phantoms")
     monkeypatch.setattr(config, "DEMO_OUT", Path("no-demo-here"))  # the checkout may hold `make demo` outputs
     monkeypatch.setenv("MEDVIT_DEMO_CACHE", str(tmp_path / "no-demo-cache"))
+    monkeypatch.setattr("medvit.demo.current_demo_model", lambda environ=None: None)  # no committed model either
     monkeypatch.chdir(tmp_path)
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception, at.exception
+    assert any("RESEARCH USE ONLY" in e for e in _texts(at, "error"))  # the banner, model or not
     assert len(at.selectbox(key="study_idx").options) == 6
     assert at.text_input(key="folder").value == str(tmp_path / "phantoms" / "images")
     assert "512×512" in _caption(at) and any("No model loaded" in i for i in _texts(at, "info"))
@@ -311,11 +314,11 @@ def test_keyboard_shortcut_buttons(app, studies):
     at.button(key="sc_End").click().run()
     assert at.slider(key="nav_frame").value == 3
     at.button(key="sc_2").click().run()
-    assert "(lung)" in _caption(at)
+    assert "(FULL)" in _caption(at)  # a DX: key 2 is lung on CT, full range here
     at.button(key="sc_I").click().run()
     assert "inverted" in _caption(at) and at.checkbox(key="disp_invert").value
     at.button(key="sc_Space").click().run()
-    assert "inverted" not in _caption(at) and "(lung)" not in _caption(at)
+    assert "inverted" not in _caption(at) and "(FULL)" not in _caption(at)
     at.selectbox(key="study_idx").set_value(1).run()
     first = next(b.label for b in at.button if b.label.startswith("#") and b.proto.type == "primary")
     at.button(key="sc_PageDown").click().run()

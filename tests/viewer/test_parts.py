@@ -184,23 +184,36 @@ def test_cli_builds_a_localhost_streamlit_command(tmp_path, studies, monkeypatch
 
 
 def test_config_defaults_to_the_demo_outputs(tmp_path, monkeypatch):
+    import hashlib
+
     from apps.viewer import config
     from apps.viewer.config import FALLBACK_RESULTS, from_env
 
     monkeypatch.setattr(config, "DEMO_OUT", Path("no-demo-here"))  # the checkout may hold a real demo_out
-    cache = {"MEDVIT_DEMO_CACHE": str(tmp_path / "cache")}
-    cfg = from_env(cache, cwd=tmp_path)
+    demo = tmp_path / "pipelines" / "demo"
+    demo.mkdir(parents=True)
+    (demo / "cxr_phantom_demo.yaml").write_text("task: x\n")
+    key = hashlib.sha256(b"task: x\n").hexdigest()
+    env = {"MEDVIT_DEMO_CACHE": str(tmp_path / "cache"), "MEDVIT_PIPELINES": str(tmp_path / "pipelines")}
+    cfg = from_env(env, cwd=tmp_path)
     assert cfg.data_dir is None and cfg.model is None and cfg.results_dir == FALLBACK_RESULTS
     monkeypatch.setattr(config, "DEMO_OUT", Path("demo_out"))
     for d in ("inbox", "results"):
         (tmp_path / "demo_out" / d).mkdir(parents=True)
-    (tmp_path / "cache" / "model").mkdir(parents=True)
-    (tmp_path / "cache" / "model" / "config.json").write_text("{}")
-    cfg = from_env(cache, cwd=tmp_path)
+    for m in (tmp_path / "cache" / "model", demo / "model"):
+        m.mkdir(parents=True)
+        (m / "config.json").write_text("{}")
+    (tmp_path / "cache" / "PIPELINE_SHA256").write_text(key + "\n")  # `medvit demo` trained the cache: it wins
+    cfg = from_env(env, cwd=tmp_path)
     assert cfg.data_source == "demo" and cfg.data_dir == tmp_path / "demo_out" / "inbox"
     assert cfg.model == str(tmp_path / "cache" / "model") and cfg.results_dir == tmp_path / "demo_out" / "results"
+    (demo / "model" / "PIPELINE_SHA256").write_text(key + "\n")  # the committed model of the current YAML
+    assert from_env(env, cwd=tmp_path).model == str(demo / "model")
     cfg = from_env({"MEDVIT_VIEWER_DATA": "/d", "MEDVIT_VIEWER_MODEL": "m", "MEDVIT_VIEWER_RESULTS": "/r"}, tmp_path)
     assert (cfg.data_dir, cfg.model, cfg.results_dir, cfg.data_source) == (Path("/d"), "m", Path("/r"), "--data")
+    # --data without --results: feedback and SR links beside the data (DIR/../results), not in the home folder
+    cfg = from_env({**env, "MEDVIT_VIEWER_DATA": str(tmp_path / "site" / "inbox")}, tmp_path)
+    assert cfg.results_dir == tmp_path / "site" / "results"
 
 
 def test_fit_respects_both_limits():
@@ -225,3 +238,18 @@ def test_catalog_skips_dicom_without_pixels_and_flags_duplicate_instances(tmp_pa
     cat = sources.catalog(root)
     assert [s.key for s in cat.studies] == ["5.1"] and cat.studies[0].series[0].duplicates == 1
     assert [r for r, _ in cat.skipped] == ["plan.dcm"] and "no image" in cat.skipped[0][1]
+
+
+def test_overlay_font_is_bundled_and_has_every_glyph_medvit_writes():
+    """Overlay text and exported PNGs use DejaVu Sans from matplotlib's own files: "×", "·", "…", "–" exist."""
+    from fontTools.ttLib import TTFont
+
+    path = view.overlay_font_path()
+    assert path.is_file()
+    cmap = TTFont(str(path)).getBestCmap()
+    corners = {"top_left": ["Doe^Jörg", "ID ···"], "bottom_left": ["W 1500 L -600 (lung)", "Zoom 2×  ·  heatmap"],
+               "bottom_right": ["Image 1/3", "512×512"], "top_right": ["CR · CHEST – PA", "Ünïcödé …"]}
+    used = {ch for lines in corners.values() for line in lines for ch in line if not ch.isspace()}
+    assert not [ch for ch in used if ord(ch) not in cmap]
+    out = view.draw_corners(np.zeros((120, 200, 3), np.uint8), corners)
+    assert out.shape == (120, 200, 3) and out.max() > 200

@@ -1,0 +1,45 @@
+"""`kill` of `medvit viewer` stops the server it started (SIGTERM/SIGINT forwarded, then waited for)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+CHILD = textwrap.dedent("""
+    import signal, sys
+    got = []
+    signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
+    print("ready", flush=True)
+    while not got:
+        signal.pause()
+    open(sys.argv[1], "w").write("stopped by SIGTERM")
+""")
+PARENT = textwrap.dedent("""
+    import subprocess, sys
+    from medvit.cli.viewer_cmd import run_forwarding_signals
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    print(child.pid, flush=True)
+    sys.exit(run_forwarding_signals(child))
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_viewer_stops_the_server(tmp_path: Path, sig):
+    marker = tmp_path / "child.txt"
+    child = CHILD if sig == signal.SIGTERM else CHILD.replace("SIGTERM,", "SIGINT,").replace("by SIGTERM", "by SIGINT")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, child, str(marker)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    child_pid = int(parent.stdout.readline())  # the child is up and its handler installed
+    parent.send_signal(sig)
+    assert parent.wait(timeout=30) == 0
+    assert marker.read_text().startswith("stopped by")  # the server got the signal and shut down
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)  # and is gone (reaped), not left serving
