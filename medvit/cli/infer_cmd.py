@@ -67,6 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-mb", type=int, default=256,
                    help="refuse images whose header claims more than this many MiB of decoded float32 pixels "
                    "(decompression bombs; default 256 = 8192 x 8192 greyscale)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symlinked folders and links that lead outside INPUT (refused by default; each "
+                   "gets a status row)")
     p.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="discard a different earlier run's results in OUTPUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"missing {', '.join(missing)} (or MEDVIT_INFER_MODEL/_INPUT/_OUTPUT)")
     # every unreadable file gets a status/error row and one terminal line; decoder tracebacks, pydicom's header
     # quirks and highdicom's warnings go to OUTPUT/infer.log
+    _terminate_cleanly()
     if args.source or args.send_to:
         with routed_logs(getattr(args, "verbose", 0), Path(args.output) / LOG_NAME):
             return _run_pacs(args)
@@ -95,6 +99,21 @@ def run(args: argparse.Namespace) -> int:
         result = run_inference(cfg)
     print(format_summary(result))  # noqa: T201
     return result.exit_code
+
+
+def _terminate_cleanly() -> None:
+    """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: run.json records the run as interrupted,
+    the journal keeps every finished file, and the OUTPUT lock is released."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
 
 
 EXIT_PACS = 5  # the PACS could not be reached or refused (message names the server and the step)
@@ -130,7 +149,7 @@ def _config(args: argparse.Namespace, input_path: str) -> Any:
                       heatmaps=args.heatmaps, heatmap_method=args.heatmap_method, deidentify=args.deidentify,
                       deid_key=args.deid_key, deid_keep_dates=args.keep_dates,
                       rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
-                      max_image_mb=args.max_image_mb,
+                      max_image_mb=args.max_image_mb, follow_links=args.follow_links,
                       overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
                       log_file=str(Path(args.output) / LOG_NAME))
 

@@ -38,6 +38,7 @@ from medvit.infer.outputs import (
 from medvit.infer.predictor import PRECISIONS, Predictor, load_for_inference
 from medvit.infer.preprocess import Preprocessor
 from medvit.infer.rules import SelectionRules
+from medvit.infer.walk import WALK_STAGE, WalkIssue, walk_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class InferConfig:
     max_image_mb: int = 256  # per image: refuse files whose header claims more decoded float32 pixels than this (MiB)
     inflight_mb: int = 512  # decoded model inputs + display images waiting for the model, at most (MiB)
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
+    follow_links: bool = False  # follow symlinked folders and links leading outside INPUT (refused otherwise)
     progress: bool = True  # show a progress bar on stderr
     log_file: str | None = None  # decoding worker processes send their C-level stderr here (the CLI's infer.log)
 
@@ -111,18 +113,11 @@ class RunResult:
     files: dict[str, str] = field(default_factory=dict)  # output name -> path
 
 
-def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
-    """Files under ``root`` in sorted order (a file root yields itself); skips ``exclude`` and hidden folders."""
-    if root.is_file():
-        yield root
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".")
-                             and (exclude is None or (d / n).resolve() != exclude))
-        for n in sorted(filenames):
-            if not n.startswith("."):
-                yield d / n
+def iter_files(root: Path, exclude: Path | None = None, follow_links: bool = False) -> Iterator[Path]:
+    """Files under ``root`` that the walk would decode (see :func:`medvit.infer.walk.walk_inputs`)."""
+    for item in walk_inputs(Path(root), exclude, follow_links):
+        if not isinstance(item, WalkIssue):
+            yield item
 
 
 def _versions() -> dict[str, str]:
@@ -345,14 +340,41 @@ class InferenceRun:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunResult:
+        """Run (holding OUTPUT's exclusive lock: :class:`medvit.infer.lock.OutputLockedError` when taken)."""
+        from medvit.infer.lock import OutputLock
+
+        if self.cfg.deidentify:
+            from medvit.io.deidentify import Deidentifier
+
+            self.deid = Deidentifier(self._deid_key(), keep_dates=self.cfg.deid_keep_dates)
+        # OUTPUT holds identifiers unless de-identified: owner-only folder and files (SECURITY.md §7)
+        self.out.mkdir(parents=True, exist_ok=True, mode=0o755 if self.deid else 0o700)
+        with OutputLock(self.out / STATE_DIR):
+            self._history = self._previous_runs()
+            return self._run_locked()
+
+    def _previous_runs(self) -> list[dict[str, Any]]:
+        """Earlier runs on OUTPUT from run.json; one still marked ``running`` died without finishing (the lock
+        is free, so its process is gone) and is recorded as ``killed``."""
+        f = self.out / "run.json"
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, ValueError):
+            return []
+        hist = list(old.get("previous_runs") or [])
+        state = old.get("state")
+        if state == "running":
+            state = "killed"
+            logger.warning("the previous run on %s (started %s) was killed before it finished; resuming",
+                           self.out, old.get("started"))
+        hist.append({"started": old.get("started"), "ended": old.get("ended"), "state": state,
+                     "exit_code": old.get("exit_code"), "counts": old.get("counts")})
+        return hist[-20:]
+
+    def _run_locked(self) -> RunResult:
         cfg = self.cfg
         t0 = time.perf_counter()
         started = _now()
-        if cfg.deidentify:
-            from medvit.io.deidentify import Deidentifier
-
-            self.deid = Deidentifier(self._deid_key(), keep_dates=cfg.deid_keep_dates)
-        self.out.mkdir(parents=True, exist_ok=True)
         resumed = self.journal.check_state(self._fingerprint(), cfg.overwrite)
         _remove_stale_temporaries(self.out)
         done = self.journal.open()
@@ -360,8 +382,8 @@ class InferenceRun:
         if done:
             dups.load(self.journal.records())
         exclude = self.out.resolve()
-        todo = self._unique((p for p in iter_files(self.root, exclude) if _rel_key(p, self.root) not in done), dups)
-        total = sum(1 for p in iter_files(self.root, exclude))
+        todo = self._unique(self._walk(exclude, done), dups)
+        total = sum(1 for _ in walk_inputs(self.root, exclude, cfg.follow_links))
         self._write_run_json(started, None, {}, "running", 0.0, 0)
         image_bytes = cfg.max_image_mb * 2**20
         spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps,
@@ -393,6 +415,12 @@ class InferenceRun:
                 bar.update(1)
                 bar.set_postfix_str(f"{n_pred / max(time.perf_counter() - t_pred, 1e-9):.1f} img/s", refresh=False)
             n_pred += self._flush(batch)
+        except BaseException as e:  # interrupted (SIGINT/SIGTERM) or crashed: run.json says so, journal kept
+            state = "interrupted" if isinstance(e, KeyboardInterrupt | SystemExit) else "failed"
+            self.journal.close()
+            self._write_run_json(started, _now(), {"error": type(e).__name__}, state,
+                                 time.perf_counter() - t0, 130 if state == "interrupted" else 1)
+            raise
         finally:
             bar.close()
             self.journal.close()
@@ -402,6 +430,17 @@ class InferenceRun:
         except BaseException as e:  # run.json must not stay "running" (the journal keeps every finished file)
             self._write_run_json(started, _now(), {"error": type(e).__name__}, "failed", seconds, 1)
             raise
+
+    def _walk(self, exclude: Path, done: set[str]) -> Iterator[Path]:
+        """Files to decode; entries the walk cannot or must not read are journaled as status rows."""
+        for item in walk_inputs(self.root, exclude, self.cfg.follow_links):
+            if isinstance(item, WalkIssue):
+                if item.rel not in done:
+                    self.journal.append(self._base_record(Decoded(item.rel, item.status, WALK_STAGE, item.reason),
+                                                          item.status))
+                self._bar.update(1)
+            elif _rel_key(item, self.root) not in done:
+                yield item
 
     def _unique(self, paths: Iterator[Path], dups: DuplicateTracker) -> Iterator[Path]:
         """``paths`` without files already walked through another name (each gets a skipped status row)."""
@@ -455,6 +494,7 @@ class InferenceRun:
             "deidentification": self._deid_doc(),
             "intended_use": RESEARCH_NOTE if self.info.research_only else "", "counts": counts,
             "versions": _versions(), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "previous_runs": getattr(self, "_history", []),
         }
         atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str), self.out)
 
