@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,21 +58,27 @@ def run_with_pacs(cfg: InferConfig, source: str | None = None, send_to: str | No
         src = open_source(source)
         spool = Spool(spool_dir(out))
         spool.remove_temporaries()
+        t0 = time.perf_counter()
         report = src.retrieve(spool)
-        pacs.update(source=src.address.server, studies_found=len(report.studies), retrieved=report.retrieved,
+        pacs.update(retrieve_s=round(time.perf_counter() - t0, 3), source=src.address.server,
+                    studies_found=len(report.studies), retrieved=report.retrieved,
                     already_in_spool=report.present, retrieve_failed=len(report.failures))
         _write_failures(out / "retrieve_errors.csv", report.failures)
         cfg = replace(cfg, input=str(spool.root))
     if send_to:
         cfg = replace(cfg, sr=True)
+    t0 = time.perf_counter()
     result = run_inference(cfg)
+    pacs["infer_s"] = round(time.perf_counter() - t0, 3)  # model load, run, tables, SR
     if sink is not None:
+        t0 = time.perf_counter()
         files = sorted((out / "sr").glob("*.dcm")) + sorted((out / "heatmaps").glob("*/*.dcm"))
         sent, failures = _send_new(sink, files, out / STATE_DIR / SENT)
-        pacs.update(send_to=sink.address.server, sent=sent, already_sent=len(files) - sent - len(failures),
+        pacs.update(send_s=round(time.perf_counter() - t0, 3), send_to=sink.address.server, sent=sent,
+                    already_sent=len(files) - sent - len(failures),
                     send_failed=len(failures))
         _write_failures(out / "send_errors.csv", failures)
-    if pacs:
+    if source or sink is not None:
         result.counts["pacs"] = pacs
         if pacs.get("retrieve_failed") or pacs.get("send_failed"):
             result.exit_code = EXIT_SOME_FAILED
