@@ -32,6 +32,21 @@ def _n_frames(image: Any) -> int:
     return int(image.n_frames)
 
 
+def first_readable(files: list[str], limit: int = 64) -> tuple[int, dict[int, str]]:
+    """(index of the first file whose pixels read, {index: reason} of the unreadable ones before it); looks at
+    most at ``limit`` files (then index 0: the slider and its error take over)."""
+    from medvit.io import MedicalIOError
+
+    broken: dict[int, str] = {}
+    for i, path in enumerate(files[:limit]):
+        try:
+            cache.read_image(path, cache.mtime(path))
+            return i, broken
+        except (MedicalIOError, FileNotFoundError) as e:
+            broken[i] = str(getattr(e, "reason", e))
+    return 0, broken
+
+
 def open_image(series: Series) -> Opened | None:
     """Sliders for file and frame, then the 2D image; a readable error (and None) when it cannot be shown."""
     from medvit.io import MedicalIOError
@@ -42,6 +57,14 @@ def open_image(series: Series) -> Opened | None:
         for k in ("nav_file", "nav_frame"):
             state.pop(k, None)
         state["open_series"] = series.key
+        first, broken = first_readable(series.files)
+        state["broken_files"] = broken
+        if first > 0:
+            state["nav_file"] = first + 1  # open on the first image that can be shown
+    broken = state.get("broken_files") or {}
+    if broken:
+        st.warning("Cannot be shown: " + "; ".join(f"image {i + 1} ({Path(series.files[i]).name}): {why}"
+                                                  for i, why in sorted(broken.items())), icon=":material/warning:")
     if series.duplicates:
         st.warning(f"{series.duplicates} file(s) of this series repeat another file's SOP Instance UID "
                    "(copies or a damaged export): check which one is right.")

@@ -348,3 +348,18 @@ def test_cached_heatmap_is_medvit_explain_mapped_to_the_image(tiny_model, studie
         raw = explain(model, torch.from_numpy(x[None]), method=method, target=1)[0].numpy()
         want = np.clip(unmap_heatmap(raw, notes, pre.geometry), 0, 1)
         assert got.shape == (96, 80) and np.allclose(got, want, atol=1e-5) and got.max() > got.min()
+
+
+def test_series_whose_first_file_is_broken_opens_on_the_first_readable(app, studies):
+    at = app
+    first = write_dx(studies / "a" / "img0.dcm", study="1.2.3.1", series="1.2.3.1.1", instance=1, seed=7)
+    write_dx(studies / "a" / "img1c.dcm", study="1.2.3.1", series="1.2.3.1.1", instance=3, seed=8)
+    first.write_bytes(first.read_bytes()[:-700])  # pixel data cut short: listed, not showable
+    at.button(key="rescan").click().run()
+    at.selectbox(key="study_idx").set_value(1).run()
+    _open_series(at, "CHEST PA")
+    assert not at.exception
+    assert "W 4096 L 2048" in _caption(at)  # an image is on screen, with its controls
+    assert at.selectbox(key="disp_preset") is not None and at.slider(key="nav_file").value >= 2
+    warned = " ".join(_texts(at, "warning"))
+    assert "Cannot be shown" in warned and "img0.dcm" in warned and "image 1" in warned
