@@ -60,14 +60,15 @@ with right:
         tags_panel.tags(opened.shown.path, reveal)
 with left:
     window = display_panel.window_text(opened.image, state)
-    corners = navigation.corners(opened, window, state.zoom, reveal, heat_on=heat is not None)
+    heat_label = findings_panel.heat_label(heat is not None)  # which finding the heatmap shows, in the export
+    corners = navigation.corners(opened, window, state.zoom, reveal, heat=heat_label)
     shown_view = display_panel.render_view(opened.image, state, heat, opacity, corners)
     png = view.to_png(shown_view)
     # our lossless PNG is served as it is (its width is the element width; the browser shrinks it if needed)
     st.image(png, width=int(shown_view.shape[1]), output_format="PNG",
-             alt=f"{opened.shown.modality or 'image'} view, {window}" + (", with heatmap" if heat is not None else ""))
+             alt=f"{opened.shown.modality or 'image'} view, {window}" + (f", {heat_label}" if heat_label else ""))
     st.caption(" · ".join(x for x in (window, f"zoom {state.zoom:g}×", "inverted" if state.invert else "",
-                                      "heatmap" if heat is not None else "", corners["bottom_right"][-1]) if x),
+                                      heat_label, corners["bottom_right"][-1]) if x),
                help="window in use, zoom, and the image size in pixels")
 with tab_export:
-    export_panel.export(png, lm, opened.shown, table, window, str(cfg.results_dir))
+    export_panel.export(png, lm, opened.shown, table, window, str(cfg.results_dir), heat_label)

@@ -34,7 +34,7 @@ def sr_files(results_dir: str, modified: float) -> dict[str, list[str]]:
     return out
 
 
-def findings_document(lm: Any, shown: Any, df: pd.DataFrame | None, window: str) -> dict[str, Any]:
+def findings_document(lm: Any, shown: Any, df: pd.DataFrame | None, window: str, heatmap: str = "") -> dict[str, Any]:
     """JSON-able findings of the shown image (UIDs and file name, no patient identifiers)."""
     return {
         "format": "medvit-viewer-findings/1",
@@ -43,13 +43,15 @@ def findings_document(lm: Any, shown: Any, df: pd.DataFrame | None, window: str)
         "image": {"file": Path(shown.path).name, "frame": shown.frame, "study_instance_uid": shown.study_key,
                   "series_instance_uid": shown.series_uid, "sop_instance_uid": shown.instance_uid},
         "display_window": window,
+        "heatmap": heatmap or None,  # which finding (and method) the exported view's heatmap shows
         "findings": [] if df is None else [
             {"finding": r.Finding, "probability": round(float(r.Probability), 6), "threshold": float(r.Threshold),
              "positive": r.Result == "POSITIVE"} for r in df.itertuples()],
     }
 
 
-def export(png: bytes, lm: Any, shown: Any, df: pd.DataFrame | None, window: str, results_dir: str) -> None:
+def export(png: bytes, lm: Any, shown: Any, df: pd.DataFrame | None, window: str, results_dir: str,
+           heatmap: str = "") -> None:
     """Download buttons for the view and the findings; the SR of this study when the batch job wrote one.
 
     ``png`` is the encoded view already on screen; SR bytes are read only when clicked (deferred download).
@@ -58,7 +60,7 @@ def export(png: bytes, lm: Any, shown: Any, df: pd.DataFrame | None, window: str
     st.download_button("Download view (PNG)", png, file_name=f"{stem}_view.png",
                        mime="image/png", on_click="ignore", key="dl_view",
                        help="exactly what is on screen: window, zoom, heatmap and corner text")
-    doc = findings_document(lm, shown, df, window)
+    doc = findings_document(lm, shown, df, window, heatmap)
     st.download_button("Download findings (JSON)", json.dumps(doc, indent=2), file_name=f"{stem}_findings.json",
                        mime="application/json", key="dl_findings", disabled=df is None, on_click="ignore",
                        help="run the model first" if df is None else None)

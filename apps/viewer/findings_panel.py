@@ -163,6 +163,15 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd
     return df, heatmap_controls(lm, shown, df)
 
 
+def heat_label(on: bool) -> str:
+    """``"heatmap: <finding> (<method>)"`` for the heatmap on screen (from the widgets' state), else ``""``."""
+    if not on:
+        return ""
+    target = st.session_state.get("heat_target", "")
+    method = st.session_state.get("heat_method", "")
+    return f"heatmap: {target} ({METHOD_LABELS.get(method, method).split(' (')[0]})"
+
+
 def heatmap_controls(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame) -> Heat:
     """Heatmap finding / method / opacity widgets; returns (heat (h, w) in [0, 1] or None, opacity)."""
     from medvit.visualize.attribution import METHODS

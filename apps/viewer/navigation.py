@@ -108,8 +108,9 @@ def _date(d: str) -> str:
     return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
 
 
-def corners(o: Opened, window: str, zoom: float, reveal: bool, heat_on: bool = False) -> dict[str, list[str]]:
-    """Four-corner overlay text (OHIF layout): patient/study, series/modality, window/zoom, image/frame."""
+def corners(o: Opened, window: str, zoom: float, reveal: bool, heat: str = "") -> dict[str, list[str]]:
+    """Four-corner overlay text (OHIF layout): patient/study, series/modality, window/zoom and the heatmap's
+    finding (``heat``, e.g. ``"heatmap: Pleural effusion (Grad-CAM)"``), image/frame."""
     m = o.image.meta
     patient = redacted("PatientName", str(m.get("PatientName", "")), reveal)
     pid = redacted("PatientID", str(m.get("PatientID", "")), reveal)
@@ -121,7 +122,7 @@ def corners(o: Opened, window: str, zoom: float, reveal: bool, heat_on: bool = F
         "top_right": [" ".join(x for x in (o.image.modality, str(m.get("ViewPosition", "")),
                                            str(m.get("BodyPartExamined", ""))) if x),
                       str(m.get("SeriesDescription", "") or Path(o.shown.path).name)],
-        "bottom_left": [window, f"Zoom {zoom:g}×" + ("  ·  heatmap" if heat_on else "")],
+        "bottom_left": [window, f"Zoom {zoom:g}×", heat],
         "bottom_right": [f"Im {o.file_index + 1}/{n_files}" if n_files > 1 else "",
                          f"Frame {o.frame_index + 1}/{o.n_frames}" if o.n_frames > 1 else "", f"{w}×{h}"],
     }

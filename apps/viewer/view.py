@@ -65,12 +65,10 @@ def compose(display: np.ndarray, box: Box | None = None, max_side: int = 1024, h
 
 
 def overlay_font_path() -> Path:
-    """DejaVu Sans as shipped inside matplotlib (Bitstream Vera licence): the same glyphs on every machine,
-    including "×", "·", "…" and accented Latin, Greek and Cyrillic; Pillow's default font lacks "×" and
-    system fonts differ from machine to machine."""
-    import matplotlib
+    """The bundled overlay font (:func:`medvit.visualize.overlay.font_path`, DejaVu Sans from matplotlib)."""
+    from medvit.visualize.overlay import font_path
 
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return font_path()
 
 
 def draw_corners(rgb: np.ndarray, corners: dict[str, list[str]], size: int | None = None) -> np.ndarray:

@@ -38,12 +38,17 @@ def write_heatmap_outputs(run: RunOutputs, d: Decoded, heat: np.ndarray, rec: di
     from PIL import Image
 
     from medvit.io.secondary_capture import write_overlay_sc
-    from medvit.visualize.overlay import overlay
+    from medvit.visualize.overlay import caption, overlay
 
     if d.unit is None:
         raise ValueError(f"{d.rel}: no display image kept for the overlay")
     src_heat = unmap_heatmap(heat, display_notes(d.notes, d.unit.shape[:2], run.geometry), run.geometry)
-    rgb = overlay(d.unit.astype(np.float32), src_heat)
+    target = rec["heatmap_target"]
+    p, thr = rec["probabilities"][target], rec["thresholds"][target]
+    label = (f"{run.heatmap_method} heatmap: {target} p={p:.2f} "
+             + ("POSITIVE" if p >= thr else f"negative (< {thr:.2f}; no positive finding)")
+             + (" · research use only" if run.info.research_only else ""))
+    rgb = caption(overlay(d.unit.astype(np.float32), src_heat), label)
     from medvit.io.safe_write import make_dirs
 
     png, dcm = heatmap_paths(run.out, rec)
@@ -52,13 +57,13 @@ def write_heatmap_outputs(run: RunOutputs, d: Decoded, heat: np.ndarray, rec: di
 
     info = PngInfo()  # provenance and intended use travel inside the PNG (tEXt chunks)
     info.add_text("Software", f"medvit infer; model {run.info.name} {run.info.version} sha256 {run.info.sha256}")
-    info.add_text("Description", f"{run.heatmap_method} heatmap for {rec['heatmap_target']}"
+    info.add_text("Description", label.replace(" · research use only", "")
                   + ("; research use only - not for diagnosis" if run.info.research_only else ""))
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
     atomic_write_bytes(png, buf.getvalue(), run.out)
-    note = f"{run.heatmap_method} heatmap for {rec['heatmap_target']} " \
-           f"(p={rec['probabilities'][rec['heatmap_target']]:.3f})"
+    note = f"{run.heatmap_method} heatmap for {target} (p={p:.3f}, " + \
+        ("positive" if p >= thr else f"negative: below the threshold {thr:.3f}; no finding was positive") + ")"
     try:
         write_overlay_sc(dcm, run.source_header(d.rel), rgb, run.info.name, run.info.sha256, note,
                          run.info.research_only, deidentified=run.deid is not None, root=run.out,

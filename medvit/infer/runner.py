@@ -312,7 +312,7 @@ class InferenceRun:
         from medvit.infer.heatmaps import write_heatmap_outputs
         from medvit.visualize.attribution import explain
 
-        targets = probs.argmax(1)
+        targets = heatmap_targets(probs, np.asarray(self.thresholds))
         model = self.predictor.fp32_model  # fp32 weights (int8 runs keep them beside the quantised copy)
         dev = next(model.parameters()).device
         heat = explain(model, torch.as_tensor(x).to(dev), self.cfg.heatmap_method,
@@ -526,6 +526,13 @@ def _remove_stale_temporaries(out: Path) -> None:
 
     for f in remove_dead_temporaries(out, recursive=True):
         logger.info("removed a temporary file of a dead run: %s", f)
+
+
+def heatmap_targets(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per image (rows of ``probs`` (N, K)), the finding a batch heatmap maps: the most probable *positive*
+    finding (p >= its threshold), else the most probable one (then labelled negative). Shape (N,), int."""
+    positive = probs >= thresholds[None, :]
+    return np.where(positive.any(1), np.where(positive, probs, -np.inf).argmax(1), probs.argmax(1))
 
 
 def _log_failed(d: Decoded, bar: Any) -> None:

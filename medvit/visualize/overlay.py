@@ -5,6 +5,8 @@ Used by ``medvit infer --heatmaps`` (PNG and DICOM secondary captures) and the v
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -28,3 +30,22 @@ def overlay(grey: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarra
     w = (alpha * np.clip(heat, 0.0, 1.0))[..., None]
     rgb = (1.0 - w) * g[..., None] + w * (colormap(heat).astype(np.float32) / 255.0)
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def font_path() -> Path:
+    """DejaVu Sans as shipped inside matplotlib (Bitstream Vera licence): the same glyphs on every machine
+    ("×", "·", "…", "–", accented Latin, Greek, Cyrillic); Pillow's default font lacks some of them."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+def caption(rgb: np.ndarray, text: str) -> np.ndarray:
+    """``rgb`` (h, w, 3) uint8 with ``text`` burned in at the top left, white on a dark outline (same shape)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.fromarray(np.ascontiguousarray(rgb))
+    h, w = rgb.shape[:2]
+    font = ImageFont.truetype(str(font_path()), size=max(10, min(h, w) // 40))
+    ImageDraw.Draw(im).text((4, 4), text, font=font, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+    return np.asarray(im)

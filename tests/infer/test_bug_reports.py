@@ -226,3 +226,27 @@ def test_resume_compares_content_not_spellings(model, tmp_path, monkeypatch):
         run_inference(InferConfig(str(model), "in", str(out), workers=0, progress=False, rules="other.json"))
     msg = str(e.value)
     assert "rules: content differs" in msg and "\n" not in msg and "{" not in msg and len(msg) < 400
+
+
+def test_batch_heatmaps_map_positive_findings_and_say_which(model, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from medvit.infer.runner import heatmap_targets
+
+    probs = np.array([[0.9, 0.5, 0.7], [0.3, 0.45, 0.1], [0.2, 0.1, 0.3]])
+    thr = np.array([0.95, 0.4, 0.6])
+    # row 0: top is 0 (negative), positive ones are 1 and 2 -> 2; row 1: only 1 positive; row 2: none -> top (2)
+    assert heatmap_targets(probs, thr).tolist() == [2, 1, 2]
+    inp = tmp_path / "in"
+    for i in range(3):
+        write_dx(inp / f"{i}.dcm", _uid(), _uid(), seed=i, rows=64, cols=64)
+    out = tmp_path / "out"
+    run_inference(InferConfig(str(model), str(inp), str(out), workers=0, progress=False, heatmaps=True))
+    for rec in read_csv(out / "predictions.csv"):
+        pos = [k for k in rec["positive_findings"].split(";") if k]
+        if pos:
+            assert rec["heatmap_target"] in pos
+        png = Image.open(out / rec["heatmap_png"])
+        desc = png.info["Description"]
+        assert rec["heatmap_target"] in desc and ("POSITIVE" in desc) == bool(pos)

@@ -130,10 +130,10 @@ def test_findings_heatmap_and_feedback(app, studies, tiny_model, tmp_path):
         assert r.Result == ("POSITIVE" if r.Probability >= r.Threshold else "negative")
     # heatmap on / opacity / off
     at.selectbox(key="heat_target").set_value("Effusion").run()
-    assert not at.exception and "heatmap" in _caption(at)
+    assert not at.exception and "heatmap: Effusion (Grad-CAM)" in _caption(at)  # says which finding is shown
     at.radio(key="heat_method").set_value("rollout")
     at.slider(key="heat_opacity").set_value(0.8).run()
-    assert not at.exception and "heatmap" in _caption(at)
+    assert not at.exception and "heatmap: Effusion (Attention rollout)" in _caption(at)
     at.selectbox(key="heat_target").set_value("Off").run()
     assert "heatmap" not in _caption(at)
     # feedback: agree on one, disagree with a comment on another
