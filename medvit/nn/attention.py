@@ -34,6 +34,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def attention_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-softmax attention logits QKᵀ/√d: (B, T, D) -> (B, H, T, T) (softmax over the last axis
+        gives the probabilities ``forward(x, return_attention=True)`` returns)."""
+        B, T, _ = x.shape
+        qk = self.qkv(x)[..., : 2 * self.num_heads * self.head_dim]
+        q, k = qk.reshape(B, T, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return (q * self.scale) @ k.transpose(-2, -1)
+
     def forward(
         self, x: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

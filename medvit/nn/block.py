@@ -53,6 +53,8 @@ class Block(nn.Module):
         or hooked layer keeps the module path so its behaviour is never bypassed.
         """
         a, m = self.attn, self.mlp
+        if type(a) is not Attention or type(m) is not Mlp:  # a replaced attn/mlp module keeps the module path
+            return False
         plain = all(type(layer) is nn.Linear for layer in (a.qkv, a.proj, m.fc1, m.fc2)) and all(
             type(n) is nn.LayerNorm for n in (self.norm1, self.norm2)
         )
