@@ -10,7 +10,10 @@ import streamlit as st
 
 st.set_page_config(page_title="medvit viewer", page_icon=":material/radiology:", layout="wide")
 
+import os  # noqa: E402
+
 from apps.viewer import (  # noqa: E402  (set_page_config must come first)
+    access,  # noqa: E402
     cache,
     display_panel,
     export_panel,
@@ -23,6 +26,19 @@ from apps.viewer import (  # noqa: E402  (set_page_config must come first)
 )
 from apps.viewer.config import PHANTOMS, from_env  # noqa: E402
 
+_refused = access.refusal(dict(st.context.headers or {}), st.query_params.get("token"), os.environ)
+if _refused:  # wrong Host header (DNS rebinding) or no token: nothing is read or shown
+    st.error(_refused)
+    st.stop()
+
+
+@st.cache_resource
+def _startup_cleanup() -> int:
+    """Once per server process: remove upload folders left by viewer processes that died."""
+    return len(access.remove_stale_uploads())
+
+
+_startup_cleanup()
 cfg = from_env()
 if cfg.data_dir is None:  # neither --data nor `make demo` studies: show generated phantoms
     try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import os
 
 import streamlit as st
 
-from apps.viewer import cache, shortcuts, sources
+from apps.viewer import access, cache, shortcuts, sources
 from apps.viewer.config import ViewerConfig
 
 FOLDER = "Folder on this server"
@@ -27,13 +26,14 @@ def _uploads() -> sources.Catalog | None:
     if not files:
         return None
     state = st.session_state
-    if "upload_dir" not in state:
-        state["upload_dir"] = tempfile.mkdtemp(prefix="medvit-viewer-upload-")
+    if "upload_dir" not in state:  # removed when the session ends (its state is dropped) or the server exits
+        state["upload_dir"] = access.UploadDir()
+    folder = str(state["upload_dir"])
     done: dict[str, list[tuple[str, str]]] = state.setdefault("uploaded", {})
     new = [f for f in files if f.file_id not in done]
     for f in new:  # each upload is written once; its problems are remembered for display
-        done[f.file_id] = sources.save_uploads([(f.name, f.getvalue())], state["upload_dir"])
-    cat = sources.catalog(state["upload_dir"], ignore_results=False)
+        done[f.file_id] = sources.save_uploads([(f.name, f.getvalue())], folder)
+    cat = sources.catalog(folder, ignore_results=False)
     cat.skipped += [p for f in files for p in done.get(f.file_id, [])]
     return cat
 
@@ -51,9 +51,13 @@ def open_source(cfg: ViewerConfig) -> sources.Catalog | None:
             scan.clear()
         if not folder.strip():
             return None
+        from apps.viewer.config import PHANTOMS
+
         try:
-            cat = scan(str(Path(folder.strip()).expanduser()))
-        except FileNotFoundError as e:
+            allowed = access.check_folder(folder.strip(), access.allowed_roots(
+                [cfg.data_dir, cfg.results_dir, PHANTOMS], os.environ))
+            cat = scan(str(allowed))
+        except (FileNotFoundError, PermissionError) as e:
             st.sidebar.error(str(e))
             return None
     if cat is not None and cat.skipped:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 ENV_DATA = "MEDVIT_VIEWER_DATA"
 ENV_MODEL = "MEDVIT_VIEWER_MODEL"
 ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
+ENV_TOKEN = "MEDVIT_VIEWER_TOKEN"  # the access token the app requires in its URL (?token=...)
+ENV_HOSTS = "MEDVIT_VIEWER_HOSTS"  # host names the app accepts in the Host header (DNS-rebinding guard)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +77,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         if must_exist and not p.is_dir():
             raise FileNotFoundError(f"--{opt} {val}: not a folder")
         env[key] = str(p)
+    # access (apps/viewer/access.py): a per-start token in the URL, and only these host names in the Host header
+    env[ENV_TOKEN] = getattr(args, "token", None) or secrets.token_urlsafe(32)
+    env[ENV_HOSTS] = ",".join(h for h in ("localhost", "127.0.0.1", "[::1]", args.host) if h not in ("0.0.0.0", "::"))
     if args.model is None:
         env.pop(ENV_MODEL, None)
     else:
@@ -101,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     argv, env = build_command(args)
     shown = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
-    print(f"medvit viewer: http://{shown}:{args.port}  (Ctrl+C to stop; research use only)", flush=True)  # noqa: T201
+    print(f"medvit viewer: http://{shown}:{args.port}/?token={env[ENV_TOKEN]}  (Ctrl+C to stop; research use only)",  # noqa: T201
+          flush=True)
     return run_forwarding_signals(subprocess.Popen(argv, env=env))
 
 

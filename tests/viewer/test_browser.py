@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -66,7 +67,8 @@ def server(studies, tiny_model, tmp_path):
             raise RuntimeError(f"viewer exited with code {proc.returncode}: {log.read_text()[-2000:]}")
         with urllib.request.urlopen(url + "/_stcore/health", timeout=10) as r:
             assert r.read().strip() == b"ok"
-        yield url
+        token = re.search(r"\?token=([A-Za-z0-9_-]+)", log.read_text()).group(1)  # printed by `medvit viewer`
+        yield f"{url}/?token={token}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
