@@ -9,7 +9,7 @@ Layout: ``<results_dir>/feedback/<study key>.json`` holding::
 
 An entry is identified by (instance, frame, model sha256, reader): saving again replaces it, so the file holds
 each reader's latest opinion per image and model. No patient name, ID or birth date is written. Writes are atomic
-(medvit.infer's ``atomic_write_text``) so a crash never leaves half a file.
+(``medvit.io.safe_write.atomic_write``) so a crash never leaves half a file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from medvit.infer.outputs import atomic_write_text
+from medvit.io.safe_write import atomic_write
 
 FORMAT = "medvit-viewer-feedback/1"
 VERDICTS = ("agree", "disagree")
@@ -70,5 +70,5 @@ def save(results_dir: str | Path, study_key: str, entry: dict[str, Any]) -> Path
     new.setdefault("reader", "")
     doc["entries"] = [e for e in doc["entries"] if _entry_key(e) != _entry_key(new)] + [new]
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(doc, indent=2))
+    atomic_write(path, json.dumps(doc, indent=2))
     return path

@@ -11,8 +11,8 @@ import numpy as np
 
 from medvit.infer.context import RunOutputs
 from medvit.infer.decode import Decoded
-from medvit.infer.outputs import atomic_write_bytes
 from medvit.infer.preprocess import unmap_heatmap
+from medvit.io.safe_write import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def write_heatmap_outputs(run: RunOutputs, d: Decoded, heat: np.ndarray, rec: di
                   + ("; research use only - not for diagnosis" if run.info.research_only else ""))
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
-    atomic_write_bytes(png, buf.getvalue(), run.out)
+    atomic_write(png, buf.getvalue(), run.out)
     note = f"{run.heatmap_method} heatmap for {target} (p={p:.3f}, " + \
         ("positive" if p >= thr else f"negative: below the threshold {thr:.3f}; no finding was positive") + ")"
     try:

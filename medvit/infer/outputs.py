@@ -54,16 +54,6 @@ def prob_column(label: str) -> str:
     return f"p_{label}"
 
 
-def atomic_write_text(path: Path, text: str, root: Path | None = None) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`medvit.io.safe_write.atomic_write`; inside ``root`` if given)."""
-    atomic_write(path, text, root)
-
-
-def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None) -> None:
-    """Binary version of :func:`atomic_write_text`."""
-    atomic_write(path, data, root)
-
-
 #: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -143,7 +133,7 @@ class Journal:
                     f"{self.dir.parent} holds results of a different run ({_describe_diff(old, fingerprint, diff)}); "
                     "use a new --output folder, or --overwrite to discard them")
             self.path.unlink()
-        atomic_write_text(state, json.dumps(fingerprint, indent=2, sort_keys=True))
+        atomic_write(state, json.dumps(fingerprint, indent=2, sort_keys=True))
         return False
 
     def open(self) -> set[str]:

@@ -23,8 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medvit.infer.outputs import STATE_DIR, atomic_write_text
+from medvit.infer.outputs import STATE_DIR
 from medvit.infer.runner import EXIT_SOME_FAILED, InferConfig, RunResult, run_inference
+from medvit.io.safe_write import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +128,11 @@ def _write_failures(path: Path, failures: list[Any]) -> None:
     w.writerow(FAILURE_COLUMNS)
     for f in failures:
         w.writerow([f.study_instance_uid, f.series_instance_uid, f.sop_instance_uid, f.step, f.reason])
-    atomic_write_text(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _amend_run_json(out: Path, pacs: dict[str, Any], exit_code: int) -> None:
     p = out / "run.json"
     doc = json.loads(p.read_text())
     doc["pacs"], doc["exit_code"] = pacs, exit_code
-    atomic_write_text(p, json.dumps(doc, indent=2, default=str))
+    atomic_write(p, json.dumps(doc, indent=2, default=str))

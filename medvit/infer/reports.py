@@ -24,8 +24,8 @@ def write_study_reports(run: RunOutputs, records: Iterable[dict[str, Any]],
     A study whose SR cannot be built is logged and recorded in errors.csv-adjacent ``sr_errors.csv``; its
     image predictions stay valid.
     """
-    from medvit.infer.outputs import atomic_write_text, csv_text
-    from medvit.io.safe_write import path_component
+    from medvit.infer.outputs import csv_text
+    from medvit.io.safe_write import atomic_write, path_component
     from medvit.io.sr import AlgorithmInfo, Finding, ImageFindings, write_findings_sr
     from medvit.version import __version__
 
@@ -59,6 +59,6 @@ def write_study_reports(run: RunOutputs, records: Iterable[dict[str, Any]],
             logger.warning("SR for study %s not written: %s", study, reason)
             failures.append([study, "sr", reason])
     if only is None and (failures or (out_dir.parent / "sr_errors.csv").exists()):
-        atomic_write_text(out_dir.parent / "sr_errors.csv", csv_text(["study_instance_uid", "stage", "reason"],
+        atomic_write(out_dir.parent / "sr_errors.csv", csv_text(["study_instance_uid", "stage", "reason"],
                                                                      failures), run.out)
     return written, len(failures)

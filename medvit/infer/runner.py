@@ -32,13 +32,13 @@ from medvit.infer.outputs import (
     RESEARCH_NOTE,
     STATE_DIR,
     Journal,
-    atomic_write_text,
     write_tables,
 )
 from medvit.infer.predictor import PRECISIONS, Predictor, load_for_inference
 from medvit.infer.preprocess import Preprocessor
 from medvit.infer.rules import SelectionRules
 from medvit.infer.walk import WALK_STAGE, WalkIssue, walk_inputs
+from medvit.io.safe_write import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -496,7 +496,7 @@ class InferenceRun:
             "versions": _versions(), "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
             "previous_runs": getattr(self, "_history", []),
         }
-        atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, default=str), self.out)
+        atomic_write(self.out / "run.json", json.dumps(doc, indent=2, default=str), self.out)
 
 
     def output_context(self) -> RunOutputs:
