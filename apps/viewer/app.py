@@ -69,7 +69,8 @@ with left:
 with right:
     tab_findings, tab_tags, tab_export = st.tabs(["Findings", "DICOM tags", "Export"])
     with tab_findings:
-        table, (heat, opacity) = findings_panel.findings(lm, opened.shown, opened.image)
+        table, (heat, opacity) = findings_panel.findings(lm, opened.shown, opened.image,
+                                                         auto_default=cfg.data_source == "demo")
         if table is not None and lm is not None:
             findings_panel.feedback_form(lm, opened.shown, table, str(cfg.results_dir))
     with tab_tags:

@@ -116,8 +116,10 @@ def findings_table(lm: cache.LoadedModel, probs: list[float]) -> pd.DataFrame:
 Heat = tuple[np.ndarray | None, float]  # (heatmap (h, w) in [0, 1] on the source grid, or None; opacity)
 
 
-def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd.DataFrame | None, Heat]:
-    """The findings tab body; returns ``(table, (heat, opacity))`` — table None until the model has run."""
+def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any,
+             auto_default: bool = False) -> tuple[pd.DataFrame | None, Heat]:
+    """The findings tab body; returns ``(table, (heat, opacity))`` — table None until the model has run.
+    ``auto_default``: start with "run automatically" on (the demo: findings on the first page)."""
     if lm is None:
         st.info("Load a model to see findings.")
         return None, (None, 0.0)
@@ -130,6 +132,7 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any) -> tuple[pd
         st.warning(f"Out of scope: {w}. Findings may be meaningless.")
     image_key = f"{lm.info.sha256}|{shown.path}|{shown.frame}"
     ran = st.session_state.setdefault("runs", set())
+    st.session_state.setdefault("auto_run", auto_default)
     auto = st.toggle("Run automatically on every image", key="auto_run")
     if st.button("Run model on this image", type="primary", key="run_model") or auto:
         ran.add(image_key)

@@ -78,6 +78,83 @@ def server(studies, tiny_model, tmp_path):
         follower.join(timeout=10)
 
 
+def _serve(cmd: list[str], cwd: Path, log: Path):
+    """Start ``medvit viewer`` (``cmd``) in ``cwd``; yield its URL once it listens; stop it (whole group)."""
+    port = int(cmd[cmd.index("--port") + 1])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            start_new_session=True)
+    ready = threading.Event()
+    follower = threading.Thread(target=_follow, args=(proc, log, ready), daemon=True)
+    follower.start()
+    url = f"http://localhost:{port}"
+    try:
+        if not ready.wait(timeout=60) or proc.poll() is not None:
+            raise RuntimeError(f"viewer did not start on {url}: {log.read_text()[-2000:]}")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        follower.join(timeout=10)
+
+
+@pytest.fixture
+def demo_server(tmp_path):
+    """`make demo` then `make viewer` as a new user runs them: `medvit demo` in a fresh folder, then
+    `medvit viewer` with no options in that folder."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run([sys.executable, "-m", "medvit.cli.main", "demo", "--out", "demo_out"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    assert (tmp_path / "demo_out" / "inbox").is_dir()
+    cmd = [sys.executable, "-m", "medvit.cli.main", "viewer", "--port", str(_free_port())]
+    yield from _serve(cmd, tmp_path, tmp_path / "viewer.log")
+
+
+def _chrome(tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+              f"--user-data-dir={tmp_path / 'chromium-profile-demo'}", "--window-size=1600,1100"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def test_after_make_demo_first_page_has_model_findings_and_banner(demo_server, tmp_path):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from medvit.demo import current_demo_model
+
+    d = _chrome(tmp_path)
+    try:
+        wait = WebDriverWait(d, 90, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+        d.get(demo_server)
+        main = '[data-testid="stMain"]'
+        wait.until(lambda d: "RESEARCH USE ONLY" in d.find_element(By.CSS_SELECTOR, main).text)
+        model_dir = current_demo_model()
+        assert model_dir is not None
+        import json
+
+        name = json.loads((model_dir / "config.json").read_text()).get("contract", {}).get("name") or ""
+        wait.until(lambda d: "Model" in d.find_element(By.CSS_SELECTOR, main).text)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'{main} [data-testid="stDataFrame"]'))
+        text = d.find_element(By.CSS_SELECTOR, main).text
+        assert "No model loaded" not in text and "operating thresholds" in text
+        assert not name or name in text
+        assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    finally:
+        d.save_screenshot(str(tmp_path / "demo_first_page.png"))
+        d.quit()
+
+
 @pytest.fixture
 def driver(tmp_path, server):
     from selenium import webdriver
@@ -155,12 +232,12 @@ def test_open_study_run_model_show_heatmap(server, driver, tmp_path):
     wait.until(ec.element_to_be_clickable((By.XPATH, "(//*[@role='option'][not(contains(., 'Off'))])[1]"))).click()
     wait.until(lambda d: "heatmap" in _main_caption(d))
     img_css = '[data-testid="stMain"] [data-testid="stImage"] img'
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, img_css).get_attribute("alt") ==
-               "DX view, W 4096 L 2048, with heatmap")
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, img_css).get_attribute("alt").startswith(
+               "DX view, W 4096 L 2048, heatmap: "))
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, img_css).get_attribute("naturalWidth") not in (None, "0"))
     img = driver.find_element(By.CSS_SELECTOR, img_css)
     assert int(img.get_attribute("naturalWidth")) > 0 and img.is_displayed()
-    assert img.get_attribute("alt") == "DX view, W 4096 L 2048, with heatmap"
+    assert img.get_attribute("alt").startswith("DX view, W 4096 L 2048, heatmap: ")  # names the finding
     assert driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stDataFrame"]').is_displayed()
     assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     assert "CHEST PA" in _open_series(driver)
