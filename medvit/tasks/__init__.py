@@ -19,6 +19,7 @@ from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F4
 from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: F401
 from medvit.tasks import ood_reference as _ood_reference  # noqa: F401
 from medvit.tasks import prompt_tune as _prompt_tune  # noqa: F401
+from medvit.tasks import resizer_probe as _resizer_probe  # noqa: F401
 from medvit.tasks.base import TaskSpec, build_config, register_task, run_task
 
 __all__ = ["TaskSpec", "build_config", "register_task", "run_task"]
