@@ -25,6 +25,18 @@ def tiny_args(name: str) -> dict:
     return kw
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compile_cache(tmp_path_factory):
+    """Compiled models (``medvit infer --compile``/int8) cache into the session's temporary folder, not ~/.cache."""
+    old = os.environ.get("MEDVIT_COMPILE_CACHE")
+    os.environ["MEDVIT_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("compile_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MEDVIT_COMPILE_CACHE", None)
+    else:
+        os.environ["MEDVIT_COMPILE_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -37,10 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(dicomweb:// = STOW-RS, dimse:// = C-STORE); implies --sr")
     p.add_argument("-o", "--output", default=os.environ.get("MEDVIT_INFER_OUTPUT"), help="output folder")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="decoding worker processes, 0 = decode in the main process (default: min(4, cpus))")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="fp32, bf16 autocast, or int8 dynamic quantisation (CPU) (default fp32)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding worker processes, 0 = decode in the main process (default: from the core "
+                   "count, 1 per 4 cores on CPU, all cores but one with CUDA)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="auto = bf16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else fp32; bf16 "
+                   "weights; int8 = static PT2E x86 quantisation calibrated on the first batch, compiled (CPU) "
+                   "(default auto; the choice is in run.json and every prediction row)")
+    p.add_argument("--compile", choices=["none", "inductor"], default="none",
+                   help="inductor = torch.compile with weight freezing, cached across runs per model hash and "
+                   "input shape (first run compiles: minutes on a small CPU) (default none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--sr", action="store_true", help="write a DICOM Comprehensive 3D SR (TID 1500) per study")
     p.add_argument("--heatmaps", action="store_true",
@@ -146,7 +152,8 @@ def _config(args: argparse.Namespace, input_path: str) -> Any:
 
     return InferConfig(model=args.model, input=input_path, output=args.output, batch_size=args.batch_size,
                       workers=args.workers, precision=args.precision, device=args.device, sr=args.sr,
-                      heatmaps=args.heatmaps, heatmap_method=args.heatmap_method, deidentify=args.deidentify,
+                      compile=args.compile, heatmaps=args.heatmaps, heatmap_method=args.heatmap_method,
+                      deidentify=args.deidentify,
                       deid_key=args.deid_key, deid_keep_dates=args.keep_dates,
                       rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
                       max_image_mb=args.max_image_mb, follow_links=args.follow_links,

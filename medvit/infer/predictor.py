@@ -1,22 +1,20 @@
-"""Batched prediction with a medvit model: fp32, bf16 autocast or int8 dynamic quantisation, on CPU or CUDA."""
+"""Batched prediction with a medvit model: auto/fp32/bf16/int8, eager or Inductor-compiled, on CPU or CUDA."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from medvit.infer.fastpath import PRECISIONS  # noqa: F401  (re-exported: auto, fp32, bf16, int8)
 from medvit.models.contract import WeightContract
 
 logger = logging.getLogger(__name__)
-
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass
@@ -111,44 +109,119 @@ def _load_adapter_for_inference(p: Path) -> tuple[nn.Module, WeightContract | No
 class Predictor:
     """``predict(x)`` → probabilities; x: float32 (B, C, H, W) numpy or tensor → (B, K) float32 numpy.
 
-    ``precision``: "fp32"; "bf16" (autocast, weights stay fp32); "int8" (``torch.ao.quantization
-    .quantize_dynamic`` of every ``nn.Linear``, CPU only). ``multilabel`` chooses sigmoid vs softmax.
+    ``precision`` (see :mod:`medvit.infer.fastpath`): "auto" (bf16 on CUDA or a CPU with native bf16, else
+    fp32; the choice is in ``self.precision``, the reason in ``self.precision_reason``); "fp32"; "bf16"
+    (a bf16 copy of the weights, inputs cast to bf16: no per-call weight casts as under autocast); "int8"
+    (CPU only: static int8 through PT2E with the x86 Inductor quantizer, activations calibrated on the first
+    batch predicted, then compiled by Inductor). ``compile``: "none" (eager) or "inductor"
+    (``torch.compile`` with freezing, cached on disk per model hash and input shape; the first batch fixes
+    the compiled shape and smaller batches are zero-padded to it). ``model_sha256`` names the weights in
+    the cache key (hashed from the state dict when None). ``multilabel`` chooses sigmoid vs softmax.
+    ``fp32_model`` keeps the fp32 module for gradient-based explanations.
     """
 
-    def __init__(self, model: nn.Module, precision: Precision = "fp32", device: str = "cpu",
-                 multilabel: bool = True) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu",
+                 multilabel: bool = True, compile: str = "none", model_sha256: str | None = None,
+                 cache_root: Path | None = None) -> None:
+        from medvit.infer.fastpath import COMPILE_MODES, resolve_precision
+
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("--device cuda requested but torch sees no CUDA device; use --device cpu")
-        if precision == "int8" and device != "cpu":
-            raise ValueError("int8 dynamic quantisation runs on CPU only; use --device cpu or --precision bf16")
-        self.precision = precision
+        self.requested_precision = precision
+        self.precision, self.precision_reason = resolve_precision(precision, device)
+        if self.precision == "int8" and device != "cpu":
+            raise ValueError("int8 (PT2E x86 static quantisation) runs on CPU only; use --device cpu or "
+                             "--precision bf16")
         self.device = torch.device(device)
         self.multilabel = multilabel
+        self.compile_mode = "inductor" if self.precision == "int8" else compile
+        self.model_sha256 = model_sha256
+        self.cache_root = cache_root
         self.fp32_model = model.eval()
-        if precision == "int8":
+        self.compile_info: Any = None
+        self.calibration_images = 0
+        self._compiled: Any = None
+        self._batch = 0
+        # an OOD reference reads the head's input and block statistics (hooks, which a compiled graph does not
+        # run): the compiled graph returns them beside the logits
+        ref = getattr(model, "ood_reference", None)
+        self._with_features = ref is not None and all(hasattr(model, a) for a in ("embed", "blocks", "norm",
+                                                                                  "forward_head", "head"))
+        if ref is not None and self.compile_mode == "inductor" and not self._with_features:
+            raise ValueError(f"{type(model).__name__} has an OOD reference but not the VisionTransformer stages "
+                             "(embed, blocks, norm, forward_head) a compiled graph needs to return its features; "
+                             "run it without --compile and with --precision fp32 or bf16")
+        self._ood_blocks: tuple[int, ...] = tuple(ref.blocks) if ref is not None else ()
+        self.last_features: dict[str, np.ndarray] | None = None
+        if self.precision == "bf16":
             import copy
-            import warnings
 
-            from torch.ao.quantization import quantize_dynamic
-
-            with warnings.catch_warnings():  # torch marks eager quantisation deprecated in favour of torchao
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                self.model = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+            self.model = copy.deepcopy(model).to(self.device, torch.bfloat16).eval()
         else:
             self.model = model.to(self.device)
+        self.input_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def describe(self) -> dict[str, Any]:
+        """How the model runs (for run.json): precision requested/used and why, compile cache, calibration."""
+        return {"precision_requested": self.requested_precision, "precision": self.precision,
+                "precision_reason": self.precision_reason, "device": str(self.device),
+                "compile": self.compile_mode,
+                "compile_cache": self.compile_info.to_dict() if self.compile_info is not None else None,
+                "int8_calibration_images": self.calibration_images if self.precision == "int8" else None}
 
     def autocast(self) -> Any:
-        """The autocast context for this precision (a no-op context for fp32/int8)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """A no-op context (bf16 runs on bf16 weights; kept for callers written against autocast)."""
+        return torch.autocast(self.device.type, enabled=False)
 
-    @torch.inference_mode()
+    def _prepare(self, t: torch.Tensor) -> None:
+        """First batch: quantise (int8, calibrated on it) and/or compile for its shape."""
+        from medvit.infer.fastpath import compile_cached, quantize_int8_pt2e, state_dict_sha256
+
+        module: nn.Module = _LogitsAndFeatures(self.model, self._ood_blocks) if self._with_features else self.model
+        sha = self.model_sha256 or state_dict_sha256(self.fp32_model)
+        if self._with_features:
+            sha += f":logits+features{list(self._ood_blocks)}"
+        if self.precision == "int8":
+            module = quantize_int8_pt2e(self.model, [t])
+            self.calibration_images = int(t.shape[0])
+            sha = f"{sha}:int8-pt2e-x86:calib={_tensor_sha256(t)}"
+        self._compiled, self.compile_info = compile_cached(module, t, self.precision, sha, self.cache_root)
+        self._batch = int(t.shape[0])
+
+    def _run_compiled(self, t: torch.Tensor) -> torch.Tensor:
+        outs, feats = [], []
+        for i in range(0, t.shape[0], self._batch):
+            chunk = t[i:i + self._batch]
+            n = chunk.shape[0]
+            if n < self._batch:  # same shape as compiled: no recompilation for the last, partial batch
+                pad = chunk.new_zeros((self._batch - n, *chunk.shape[1:]))
+                chunk = torch.cat([chunk, pad])
+            out = self._compiled(chunk)
+            if self._with_features:
+                outs.append(out[0][:n])
+                feats.append([f[:n].float().cpu() for f in out[1:]])
+            else:
+                outs.append(out[:n])
+        if feats:
+            names = ["head"] + [f"block{i}" for i in self._ood_blocks]
+            self.last_features = {k: torch.cat([f[j] for f in feats]).numpy().astype(np.float64)
+                                  for j, k in enumerate(names)}
+        return torch.cat(outs)
+
+    @torch.no_grad()  # not inference_mode: compiled int8 graphs are frozen under no_grad (see compile_cached)
     def logits(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → (B, K) float32 logits on CPU."""
-        t = torch.as_tensor(x).to(self.device, non_blocking=True)
-        with self.autocast():
+        t = torch.as_tensor(x)
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            t = t.pin_memory()
+        t = t.to(self.device, self.input_dtype, non_blocking=True)
+        if self.compile_mode == "inductor":
+            if self._compiled is None:
+                self._prepare(t)
+            out = self._run_compiled(t)
+        else:
             out = self.model(t)
         return out.float().cpu()
 
@@ -166,6 +239,9 @@ class Predictor:
         if ref is None:
             z = self.logits(x)
             scores = None
+        elif self.compile_mode == "inductor":  # hooks do not run inside a compiled graph: it returns the features
+            z = self.logits(x)
+            scores = ref.score(self.last_features)
         else:
             from medvit.eval.ood import FeatureTap
 
@@ -174,3 +250,31 @@ class Predictor:
             scores = ref.score(tap.arrays())
         p = torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=-1)
         return p.numpy().astype(np.float32), scores
+
+
+def _tensor_sha256(t: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+class _LogitsAndFeatures(nn.Module):
+    """(B, C, H, W) → ((B, K) logits, (B, D) head input, (B, 2D) per tapped block): prediction and the OOD
+    features (as :class:`medvit.eval.ood.FeatureTap` computes them with hooks) from one compiled graph."""
+
+    def __init__(self, model: nn.Module, blocks: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model, self.blocks = model, set(blocks)
+        self.prefix = int(getattr(model, "num_prefix_tokens", 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        t = m.embed(x)
+        stats = []
+        for i, blk in enumerate(m.blocks):
+            t = blk(t)
+            if i in self.blocks:
+                p = t.float()[:, self.prefix:]
+                stats.append(torch.cat([p.mean(1), p.std(1)], dim=1))
+        f = m.forward_head(m.norm(t), pre_logits=True)
+        return (m.head(f), f, *stats)

@@ -58,8 +58,9 @@ class InferConfig:
     input: str  # folder (walked recursively) or a single file
     output: str  # output folder (created; re-running on it resumes)
     batch_size: int = 16  # images per forward pass
-    workers: int = 2  # decoding worker processes (0 = decode in the main process)
-    precision: str = "fp32"  # fp32 | bf16 (autocast) | int8 (dynamic quantisation of Linear layers, CPU)
+    workers: int | None = None  # decoding worker processes (0 = in the main process; None = from cores/device)
+    precision: str = "auto"  # auto (bf16 on CUDA / native-bf16 CPUs, else fp32) | fp32 | bf16 | int8 (PT2E, CPU)
+    compile: str = "none"  # none | inductor (torch.compile with freezing, cached per model hash and shape)
     device: str = "cpu"  # cpu | cuda | cuda:N
     sr: bool = False  # write a DICOM Comprehensive 3D SR (TID 1500) per study
     heatmaps: bool = False  # write a PNG overlay and a DICOM Secondary Capture per image
@@ -83,10 +84,17 @@ class InferConfig:
             raise ValueError(f"max_image_mb and inflight_mb must be >= 1, got {self.max_image_mb}, {self.inflight_mb}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers is None:
+            from medvit.infer.fastpath import default_workers
+
+            self.workers = default_workers(self.device)
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision == "int8" and self.batch_size < 8:
+            raise ValueError(f"--precision int8 calibrates activation ranges on the first batch: use --batch-size "
+                             f">= 8 (got {self.batch_size})")
         if self.heatmap_method not in ("gradcam", "rollout"):
             raise ValueError(f"heatmap_method must be gradcam or rollout, got {self.heatmap_method!r}")
         if self.geometry not in (None, "pad", "crop", "squash"):
@@ -225,7 +233,8 @@ class InferenceRun:
         else:
             self.rules = SelectionRules.from_contract(self.contract)
         self.pre = Preprocessor.from_contract(self.contract, cfg.geometry)  # type: ignore[arg-type]
-        self.predictor = Predictor(model, cfg.precision, cfg.device, self.contract.multilabel)  # type: ignore
+        self.predictor = Predictor(model, cfg.precision, cfg.device, self.contract.multilabel,  # type: ignore
+                                   compile=cfg.compile, model_sha256=self.info.sha256)
         self.journal = Journal(self.out)
         self.deid = None
         self.writers: Any = None
@@ -234,7 +243,7 @@ class InferenceRun:
     # ------------------------------------------------------------------ state
     def _fingerprint(self) -> dict[str, Any]:
         c = self.cfg
-        return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": c.precision,
+        return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": self.predictor.precision,
                 "geometry": self.pre.geometry, "rules": self.rules.content(), "heatmaps": c.heatmaps,
                 "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify,
                 **({"any_modality": True} if c.any_modality else {}),
@@ -274,7 +283,7 @@ class InferenceRun:
         rec["thresholds"] = dict(zip(self.labels, self.thresholds, strict=True))
         rec["preprocessing"] = d.notes
         rec["model"] = {"name": self.info.name, "version": self.info.version, "sha256": self.info.sha256,
-                        "architecture": self.info.architecture, "precision": self.cfg.precision}
+                        "architecture": self.info.architecture, "precision": self.predictor.precision}
         rec["intended_use"] = RESEARCH_NOTE if self.info.research_only else ""
         rec["heatmap_target"] = ""
         rec["heatmap_png"] = ""
@@ -487,7 +496,7 @@ class InferenceRun:
                         seconds: float, code: int) -> None:
         doc = {
             "state": state, "started": started, "ended": ended, "seconds": round(seconds, 3), "exit_code": code,
-            "config": asdict(self.cfg), "input_root": str(self.root),
+            "config": asdict(self.cfg), "input_root": str(self.root), "execution": self.predictor.describe(),
             "model": self.info.to_dict(), "contract": self.contract.to_dict(),
             "preprocessing": self.pre.describe(), "rules": self.rules.to_dict(),
             "labels": self.labels, "thresholds": self.thresholds,

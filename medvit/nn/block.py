@@ -50,8 +50,12 @@ class Block(nn.Module):
         """Whether torch's fused encoder-layer kernel computes exactly this block (inference only).
 
         Only for plain ``nn.Linear``/``nn.LayerNorm`` submodules without hooks: a PEFT-wrapped, quantised
-        or hooked layer keeps the module path so its behaviour is never bypassed.
+        or hooked layer keeps the module path so its behaviour is never bypassed. Not while being traced
+        by ``torch.compile``/``torch.export``: Inductor and the PT2E quantizer need the separate linear,
+        norm and attention ops to fuse, prepack and quantise (an opaque fused call would hide them).
         """
+        if torch.compiler.is_compiling():
+            return False
         a, m = self.attn, self.mlp
         if type(a) is not Attention or type(m) is not Mlp:  # a replaced attn/mlp module keeps the module path
             return False

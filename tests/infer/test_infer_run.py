@@ -119,7 +119,7 @@ def test_rerun_is_a_noop_and_state_mismatch_refused(run_out, material):
     assert again.new_this_run == 0 and (out / "predictions.csv").read_text() == before
     with pytest.raises(StateMismatchError, match="precision"):
         run_inference(InferConfig(str(material["model"]), str(material["input"]), str(out), workers=0,
-                                  precision="bf16", progress=False))
+                                  precision="int8", batch_size=8, progress=False))  # auto resolved to fp32 or bf16
 
 
 def test_workers_and_precisions_agree(material, tmp_path):
@@ -127,9 +127,12 @@ def test_workers_and_precisions_agree(material, tmp_path):
     for i, (workers, precision, tol) in enumerate([(0, "fp32", 0), (2, "fp32", 1e-5), (0, "bf16", 0.05),
                                                    (0, "int8", 0.05)]):
         out = tmp_path / f"o{i}"
-        res = run_inference(InferConfig(str(material["model"]), str(material["input"]), str(out), batch_size=2,
+        # int8 is static (activation ranges calibrated on the first batch), which needs a batch of >= 8
+        res = run_inference(InferConfig(str(material["model"]), str(material["input"]), str(out),
+                                        batch_size=8 if precision == "int8" else 2,
                                         workers=workers, precision=precision, progress=False))
         assert res.counts["predicted"] == 4
+        assert json.loads((out / "run.json").read_text())["execution"]["precision"] == precision
         rows = read_csv(out / "predictions.csv")
         probs = np.array([[float(r[f"p_{k}"]) for k in LABELS] for r in rows])
         if base is None:

@@ -1,0 +1,205 @@
+"""How `medvit infer` executes the model: precision choice, bf16 weights, Inductor compile, PT2E int8.
+
+- :func:`resolve_precision` — ``auto`` means bf16 where the hardware multiplies bf16 natively (CPU with
+  AVX512-BF16 or AMX, or CUDA), fp32 elsewhere (on a CPU without them oneDNN emulates bf16 and is slower
+  than fp32; measured in ``benchmarks/results/infer_fastpaths.md``).
+- :func:`compile_cached` — Inductor (PyTorch's maintained fusion compiler) ahead of time, with weight
+  freezing (constant folding, oneDNN weight prepacking, fused epilogues), packaged once per (model hash,
+  input shape, dtype, precision, torch version, hardware): a second run of the same model loads the
+  package and compiles nothing; a changed model never reuses another model's entry. (Inductor's own
+  FX-graph cache cannot serve here: it bypasses frozen CPU graphs, whose prepacked oneDNN weights do not
+  pickle.)
+- :func:`quantize_int8_pt2e` — static int8 post-training quantisation through the PT2E flow with the x86
+  Inductor quantizer (``torchao.quantization.pt2e``; activations calibrated on real input batches, per-channel
+  symmetric weights), lowered by Inductor to oneDNN int8 kernels (VNNI/AMX).
+
+Numerical drift of each path against fp32 is bounded in ``tests/infer/test_fastpath.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+COMPILE_MODES = ("none", "inductor")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), as torch's cpuinfo reports."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(requested: str, device: str) -> tuple[str, str]:
+    """(precision, reason) for a requested precision on a device ("cpu", "cuda", "cuda:N").
+
+    ``auto`` → ``bf16`` on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else ``fp32``. Any other
+    value is returned as given. Raises ``ValueError`` for an unknown precision.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested != "auto":
+        return requested, "requested"
+    if device.startswith("cuda"):
+        return "bf16", "auto: CUDA device (bf16 tensor cores)"
+    if cpu_has_native_bf16():
+        return "bf16", "auto: CPU has native bf16 (AVX512-BF16/AMX)"
+    return "fp32", "auto: CPU has no native bf16 (no AVX512-BF16/AMX), bf16 would be emulated"
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a model's state dict (its identity for caching)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def default_cache_root() -> Path:
+    """``$MEDVIT_COMPILE_CACHE`` or ``$XDG_CACHE_HOME/medvit/compile`` (``~/.cache/medvit/compile``)."""
+    env = os.environ.get("MEDVIT_COMPILE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medvit" / "compile"
+
+
+@dataclass
+class CompileInfo:
+    """What a compile did (goes into run.json): cache key and folder, whether the package was reused."""
+
+    key: str
+    cache_dir: str
+    reused: bool
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "cache_dir": self.cache_dir, "reused": self.reused,
+                "seconds": round(self.seconds, 3), **self.meta}
+
+
+def cache_key(model_sha256: str, shape: Sequence[int], dtype: torch.dtype, precision: str, device: str) -> str:
+    """Hex key of a compiled artefact: model hash, input shape and dtype, precision, torch version, device kind."""
+    dev = torch.device(device)
+    hw = torch.cuda.get_device_name(dev) if dev.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    doc = {"model": model_sha256, "shape": list(shape), "dtype": str(dtype), "precision": precision,
+           "torch": torch.__version__, "device": dev.type, "hardware": hw}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+PACKAGE = "model.pt2"
+
+
+def compile_cached(model: nn.Module, example: torch.Tensor, precision: str, model_sha256: str | None = None,
+                   cache_root: Path | None = None) -> tuple[Any, CompileInfo]:
+    """Compile ``model`` for inputs shaped like ``example`` (B, C, H, W) once; later runs load the result.
+
+    Ahead-of-time Inductor (``torch.export`` → ``torch._inductor.aoti_compile_and_package``) with
+    ``freezing`` (weights become constants: folded, prepacked for oneDNN / fused epilogues). The package
+    goes to ``cache_root/<key>/model.pt2`` (key: :func:`cache_key` of the model hash, shape, dtype,
+    precision, torch version and hardware; written atomically); when it exists it is loaded and nothing is
+    compiled. A model with other weights has another hash, hence another entry. The compiled callable
+    accepts exactly ``example``'s shape: callers pad the last batch. Returns (callable, :class:`CompileInfo`).
+    """
+    import time
+
+    import torch._inductor.config as inductor_config
+
+    sha = model_sha256 or state_dict_sha256(model)
+    key = cache_key(sha, tuple(example.shape), example.dtype, precision, str(example.device))
+    d = (cache_root or default_cache_root()) / key
+    pkg = d / PACKAGE
+    t0 = time.perf_counter()
+    meta = {"model_sha256": sha, "shape": list(example.shape), "dtype": str(example.dtype),
+            "backend": "AOTInductor (freezing)"}
+    if pkg.is_file():
+        try:
+            fn = torch._inductor.aoti_load_package(str(pkg))
+            info = CompileInfo(key, str(d), True, time.perf_counter() - t0, meta)
+            logger.info("loaded compiled model %s (%.1f s)", pkg, info.seconds)
+            return fn, info
+        except Exception as e:  # a package from another build of torch/the CPU: compile again
+            logger.warning("compiled package %s not loadable (%s: %s); compiling again", pkg, type(e).__name__, e)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".tmp{os.getpid()}.{PACKAGE}"  # torch wants the .pt2 suffix
+    # no_grad, not inference_mode: under inference_mode the freezing pass cannot prepack int8 weights
+    with torch.no_grad(), warnings.catch_warnings(), inductor_config.patch(freezing=True):
+        warnings.simplefilter("ignore", UserWarning)
+        exported = torch.export.export(model, (example,))
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
+    os.replace(tmp, pkg)
+    fn = torch._inductor.aoti_load_package(str(pkg))
+    info = CompileInfo(key, str(d), False, time.perf_counter() - t0, meta)
+    (d / "medvit_compile.json").write_text(json.dumps(info.to_dict(), indent=2))
+    logger.info("compiled %s for %s in %.1f s into %s", type(model).__name__, tuple(example.shape),
+                info.seconds, pkg)
+    return fn, info
+
+
+def quantize_int8_pt2e(model: nn.Module, calibration: Sequence[torch.Tensor]) -> nn.Module:
+    """Static int8 (PT2E, x86 Inductor quantizer): export → prepare → calibrate → convert.
+
+    ``calibration``: float32 input batches (B, C, H, W) of the real data, run through the observers (activation
+    ranges, per-tensor affine; weights per-channel symmetric int8). Returns the converted graph module, which
+    computes with quantise/dequantise pairs; compile it with :func:`compile_cached` (Inductor fuses them into
+    oneDNN int8 kernels — run eagerly it is a slow reference). Raises ``ImportError`` without ``torchao``.
+    """
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+            X86InductorQuantizer,
+            get_default_x86_inductor_quantization_config,
+        )
+    except ImportError as e:  # pragma: no cover - torchao is a declared dependency
+        raise ImportError("--precision int8 needs torchao (PT2E quantisation); pip install torchao") from e
+    if not calibration:
+        raise ValueError("int8 quantisation needs at least one calibration batch")
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        exported = torch.export.export(m, (calibration[0],)).module()
+        quantizer = X86InductorQuantizer()
+        # the linear layers (≈ 97 % of a ViT's FLOPs; attention matmuls stay in float); the patch-embedding
+        # convolution stays float too: torch 2.13's Inductor cannot freeze a quantised convolution
+        # (onednn.qconv_prepack has no fake-tensor kernel)
+        quantizer.set_module_type_qconfig(nn.Linear, get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(exported, quantizer)
+        for x in calibration:
+            prepared(x)
+        return convert_pt2e(prepared)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(device: str = "cpu", cores: int | None = None) -> int:
+    """Decoding worker processes for ``medvit infer`` from the core count.
+
+    On CPU the model's threads need the cores: one decoder per 4 cores (at least 1) keeps a ViT-S/16 or
+    ViT-B/16 fed from 1024² DX files (decoding a 1024² file costs a few per cent of a ViT-B/16 forward
+    pass per core; ``benchmarks/results/infer_fastpaths.md``). On CUDA the GPU does the model and decoding
+    is the bottleneck: every core but one decodes (at most 16).
+    """
+    n = available_cores() if cores is None else cores
+    if device.startswith("cuda"):
+        return max(1, min(16, n - 1))
+    return max(1, n // 4)
