@@ -171,3 +171,23 @@ def test_compiled_predictor_returns_ood_features(model, phantoms, cache_root):
     got_p, got_s = p.predict_with_ood(phantoms[:4])
     np.testing.assert_allclose(got_p, eager_p, atol=TOL["compiled_fp32"])
     np.testing.assert_allclose(got_s, eager_s, rtol=1e-4)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_auto_bf16_within_tolerance(model, phantoms, reference):
+    p = Predictor(model, "auto", "cuda")
+    assert p.precision == "bf16" and next(p.model.parameters()).is_cuda
+    assert np.abs(p.predict(phantoms) - reference).max() <= TOL["bf16"]
+
+
+@cuda
+def test_cuda_compiled_within_tolerance(model, phantoms, reference, cache_root):
+    p = Predictor(model, "fp32", "cuda", compile="inductor", cache_root=cache_root)
+    got = np.concatenate([p.predict(phantoms[:8]), p.predict(phantoms[8:13]), p.predict(phantoms[13:])])
+    np.testing.assert_allclose(got, reference, atol=1e-3)  # TF32/cuBLAS reductions differ from the CPU's
+    q = Predictor(model, "bf16", "cuda", compile="inductor", cache_root=cache_root)
+    assert np.abs(q.predict(phantoms) - reference).max() <= TOL["bf16"]
+    assert q.describe()["compile_cache"]["key"] != p.describe()["compile_cache"]["key"]
