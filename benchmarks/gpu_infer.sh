@@ -17,10 +17,10 @@ export MEDVIT_COMPILE_CACHE=/tmp/medvit_compile
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c "import torch, transformers; print(torch.__version__, torch.version.cuda, transformers.__version__, torch.cuda.get_device_name(0))"; nproc; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 # 2. tests: CUDA paths + the CPU paths (compile cache, int8) on this machine's CPU
-timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/infer/test_fastpath.py 2>&1 | tail -40 > "$OUT/gpu_tests.log"
+timeout ${TEST_TIMEOUT:-150} python3 -m pytest -q -p no:cacheprovider tests/infer/test_fastpath.py ${TEST_K:+-k "$TEST_K"} 2>&1 | tail -40 > "$OUT/gpu_tests.log"
 cat "$OUT/gpu_tests.log" | tail -8
 # 3. benchmark (ViT-B/16 and ViT-S/16; 1024² phantoms replicated to keep the GPU busy past start-up)
-timeout 330 python3 benchmarks/infer_fastpaths.py --device cuda --n 160 --replicate 4 --batch 64 \
-  --paths auto,fp32,compile --name infer_fastpaths_gpu --out "$OUT" > "$OUT/bench.log" 2>&1
+timeout ${BENCH_TIMEOUT:-330} python3 benchmarks/infer_fastpaths.py --device cuda --n ${N:-160} --replicate ${REPLICATE:-4} \
+  --batch 64 --paths ${PATHS:-auto,fp32,compile} --name infer_fastpaths_gpu --out "$OUT" > "$OUT/bench.log" 2>&1
 echo "bench exit $?"
 tail -30 "$OUT/bench.log"
