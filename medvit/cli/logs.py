@@ -9,6 +9,7 @@ imported, so a level set before that import is lost).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,7 +53,8 @@ def routed_logs(verbose: int, log_file: str | Path | None = None) -> Iterator[Pa
     path = Path(log_file) if log_file is not None else None
     try:
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # OUTPUT may hold identifiers
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
             fh = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
             fh.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
             fh.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))

@@ -149,7 +149,8 @@ class Journal:
                     f.truncate(end)
             for line in data[:end].splitlines():
                 done.add(json.loads(line)["file"])
-        self._f = open(self.path, "ab")
+        self._f = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0),
+                                    0o600), "ab")
         return done
 
     def append(self, record: dict[str, Any]) -> None:

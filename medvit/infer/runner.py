@@ -356,8 +356,8 @@ class InferenceRun:
             from medvit.io.deidentify import Deidentifier
 
             self.deid = Deidentifier(self._deid_key(), keep_dates=self.cfg.deid_keep_dates)
-        # OUTPUT holds identifiers unless de-identified: owner-only folder and files (SECURITY.md §7)
-        self.out.mkdir(parents=True, exist_ok=True, mode=0o755 if self.deid else 0o700)
+        # OUTPUT may hold identifiers: a new OUTPUT is owner-only (0700), its files 0600 (SECURITY.md §7)
+        self.out.mkdir(parents=True, exist_ok=True, mode=0o700)
         with OutputLock(self.out / STATE_DIR):
             self._history = self._previous_runs()
             return self._run_locked()

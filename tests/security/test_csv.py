@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 from medvit.infer import InferConfig, run_inference
 from medvit.infer.outputs import csv_cell
@@ -34,3 +35,28 @@ def test_formula_in_header_and_file_name_is_escaped(tmp_path):
     assert files == ["'=cmd.dcm", "'@junk.txt"]
     rec = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
     assert rec["patient_id"] == FORMULA and rec["file"] == "=cmd.dcm"  # the machine-readable copy is raw
+
+
+def test_output_is_owner_only(tmp_path):
+    """A new OUTPUT is 0700 and every file in it 0600 (it holds identifiers unless de-identified)."""
+    import stat
+
+    from medvit.cli.main import main
+    from tests.infer.helpers import make_studies
+
+    model = make_model(tmp_path / "model")
+    inp = tmp_path / "in"
+    make_studies(inp, n_studies=1, per_study=1)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        rc = main(["infer", "-m", str(model), "-i", str(inp), "-o", str(out), "--sr", "--heatmaps", "--workers", "0",
+                   "--quiet"])
+    finally:
+        os.umask(old)
+    assert rc == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) >= 9
+    assert {p.relative_to(out).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+            if stat.S_IMODE(p.stat().st_mode) != 0o600} == {}
