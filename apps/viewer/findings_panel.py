@@ -201,12 +201,12 @@ def feedback_form(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame, results
 
     Widget keys are ``fb_verdict_<finding>`` / ``fb_comment_<finding>``; they are cleared when the image changes.
     """
-    with st.form("feedback_form"):
+    with st.form("feedback_form", enter_to_submit=False):  # no "Press Enter to submit form" over the comment
         st.markdown("**Your assessment**")
         reader = st.text_input("Reader (initials, optional)", key="fb_reader")
         rows = []
         for _, r in df.iterrows():
-            c1, c2 = st.columns([2, 3])
+            c1, c2 = st.columns([3, 2])  # room for the three verdicts on one line
             verdict = c1.radio(f"{r['Finding']} ({r['Probability']:.2f}, {r['Result']})", list(VERDICT_LABELS),
                                horizontal=True, key=f"fb_verdict_{r['Finding']}")
             comment = c2.text_input("Comment", key=f"fb_comment_{r['Finding']}", label_visibility="collapsed",

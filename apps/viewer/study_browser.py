@@ -82,15 +82,14 @@ def browse(cat: sources.Catalog, reveal: bool) -> sources.Series | None:
     if cat.find_series(state.get("series_key", "")) not in study.series:
         state["series_key"] = study.series[0].key
     shortcuts.remember(series_order=[s.key for s in study.series])
-    cols = st.sidebar.columns(2)
-    for j, s in enumerate(study.series):
-        with cols[j % 2]:
+    for j, s in enumerate(study.series):  # one series per row: the button gets the sidebar's width for its label
+        with st.sidebar:
             mid = s.files[len(s.files) // 2]
             thumb = cache.thumbnail(mid, cache.mtime(mid))
             if thumb is None:
-                st.caption("⚠ unreadable")
+                st.caption("unreadable thumbnail")
             else:
-                st.image(thumb, width="stretch")
+                st.image(thumb, width=120)
             chosen = s.key == state["series_key"]
             if st.button(s.label, key=f"open_series_{j}", type="primary" if chosen else "secondary",
                          width="stretch", help=s.label):

@@ -25,4 +25,10 @@ def tags(path: str, reveal: bool) -> None:
     if not reveal:
         st.caption("Patient identifiers are hidden (PS3.15 basic profile; dates, UIDs and descriptions shown). "
                    "Tick *Reveal patient identifiers* in the sidebar to show them.")
-    st.dataframe(df, hide_index=True, width="stretch", height=420, key="tag_table")
+    st.dataframe(df, hide_index=True, width="stretch", height=420, key="tag_table", column_config={
+        "Tag": st.column_config.TextColumn("Tag", width="small"),
+        "Keyword": st.column_config.TextColumn("Keyword", width="medium"),
+        "VR": st.column_config.TextColumn("VR", width=40),
+        "Value": st.column_config.TextColumn("Value", width="large", help="long values: widen the column or "
+                                             "hover the cell to read them in full"),
+    })
