@@ -55,7 +55,7 @@ lm, model_error = findings_panel.load(findings_panel.model_picker(cfg.model))
 findings_panel.banner(lm, model_error)
 
 if series is None:
-    st.info("Open a folder or upload DICOM / NIfTI / PNG files (or a ZIP) in the sidebar.")
+    st.info("Open a folder, upload DICOM / NIfTI / PNG files (or a ZIP), or query a DICOMweb server in the sidebar.")
     st.stop()
 
 left, right = st.columns([3, 2], gap="medium")
@@ -69,6 +69,7 @@ with left:
 with right:
     tab_findings, tab_tags, tab_export = st.tabs(["Findings", "DICOM tags", "Export"])
     with tab_findings:
+        study_browser.pacs_findings(opened.shown.instance_uid)
         table, (heat, opacity) = findings_panel.findings(lm, opened.shown, opened.image,
                                                          auto_default=cfg.data_source == "demo")
         if table is not None and lm is not None:

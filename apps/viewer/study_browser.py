@@ -1,4 +1,4 @@
-"""Sidebar: choose the source (server folder or uploads), then a study and a series from thumbnails."""
+"""Sidebar: choose the source (server folder, uploads or a DICOMweb server), then a study and a series."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from apps.viewer.config import ViewerConfig
 
 FOLDER = "Folder on this server"
 UPLOAD = "Upload files"
+PACS = "DICOMweb (PACS)"
 UPLOAD_TYPES = None  # DICOM files often have no suffix: accept anything and report what is not an image
 
 
@@ -38,12 +39,82 @@ def _uploads() -> sources.Catalog | None:
     return cat
 
 
+def _pacs() -> sources.Catalog | None:
+    """DICOMweb: query studies (QIDO-RS), open one (WADO-RS into a session cache), catalog it like a folder."""
+    from pathlib import Path
+
+    from apps.viewer import pacs_source
+    from medvit.pacs import PacsError
+
+    state = st.session_state
+    address = st.sidebar.text_input("DICOMweb server", value=os.environ.get(pacs_source.ENV_DICOMWEB, ""),
+                                    key="pacs_address", placeholder="dicomweb://localhost:8042/dicom-web?Modality=DX",
+                                    help="QIDO-RS query keys: Modality, StudyDate, AccessionNumber, PatientID")
+    if not address.strip():
+        return None
+    if st.sidebar.button("Search", key="pacs_search") or state.get("pacs_query") != address:
+        try:
+            state["pacs_studies"] = pacs_source.query_studies(address.strip())
+            state["pacs_query"] = address
+        except (ValueError, PacsError) as e:
+            st.sidebar.error(str(e))
+            return None
+    refs = state.get("pacs_studies") or []
+    if not refs:
+        st.sidebar.info("No study matches this query.")
+        return None
+    labels = [f"{r.study_date} · {'/'.join(r.modalities)} · {r.accession_number or r.study_instance_uid[-12:]}"
+              for r in refs]
+    i = st.sidebar.selectbox(f"Studies on the server ({len(refs)})", range(len(refs)),
+                             format_func=labels.__getitem__, key="pacs_idx")
+    ref = refs[min(i or 0, len(refs) - 1)]
+    if "pacs_cache" not in state:  # like uploads: removed when the session ends or the server exits
+        state["pacs_cache"] = access.UploadDir()
+    fetched: dict[str, list[str]] = state.setdefault("pacs_fetched", {})
+    if ref.study_instance_uid not in fetched:
+        with st.spinner("Retrieving the study (WADO-RS)…"):
+            try:
+                _, problems = pacs_source.fetch_study(address.strip(), ref.study_instance_uid,
+                                                      str(state["pacs_cache"]))
+            except (ValueError, PacsError) as e:
+                st.sidebar.error(str(e))
+                return None
+        fetched[ref.study_instance_uid] = problems
+    study_dir = Path(str(state["pacs_cache"])) / ref.study_instance_uid
+    state["pacs_study_dir"] = str(study_dir)
+    cat = sources.catalog(study_dir, ignore_results=False)
+    cat.skipped += [("(retrieve)", p) for p in fetched[ref.study_instance_uid]]
+    return cat
+
+
+def pacs_findings(instance_uid: str) -> None:
+    """Findings medvit stored in the PACS (its SR in this study) for the image on screen, when there are any."""
+    from apps.viewer import pacs_source
+
+    study_dir = st.session_state.get("pacs_study_dir")
+    if not study_dir:
+        return
+    found = pacs_source.medvit_findings(study_dir).get(instance_uid)
+    if not found:
+        st.caption("No medvit SR in the PACS for this image.")
+        return
+    st.markdown("**Stored in the PACS by medvit** (DICOM SR)")
+    rows = sorted(found, key=lambda g: -g.get("probability", 0.0))
+    st.dataframe([{"finding": g.get("label", ""), "probability": round(g.get("probability", 0.0), 4),
+                   "present": "yes" if g.get("present") else "no"} for g in rows], hide_index=True)
+
+
 def open_source(cfg: ViewerConfig) -> sources.Catalog | None:
     """Source widgets; returns the catalog to browse (None when nothing is open)."""
     st.sidebar.subheader("Open")
-    src = st.sidebar.radio("Source", [FOLDER, UPLOAD], horizontal=True, key="source", label_visibility="collapsed")
+    src = st.sidebar.radio("Source", [FOLDER, UPLOAD, PACS], horizontal=True, key="source",
+                           label_visibility="collapsed")
+    if src != PACS:
+        st.session_state.pop("pacs_study_dir", None)
     if src == UPLOAD:
         cat = _uploads()
+    elif src == PACS:
+        cat = _pacs()
     else:
         folder = st.sidebar.text_input("Folder", value=str(cfg.data_dir or ""), key="folder",
                                        help="a folder on the machine running the viewer; searched recursively")

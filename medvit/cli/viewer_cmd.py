@@ -21,6 +21,7 @@ ENV_MODEL = "MEDVIT_VIEWER_MODEL"
 ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
 ENV_TOKEN = "MEDVIT_VIEWER_TOKEN"  # the access token the app requires in its URL (?token=...)
 ENV_HOSTS = "MEDVIT_VIEWER_HOSTS"  # host names the app accepts in the Host header (DNS-rebinding guard)
+ENV_DICOMWEB = "MEDVIT_VIEWER_DICOMWEB"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", metavar="DIR", default=None,
                    help="batch-inference output folder (SR links; feedback JSON is saved there; default: the "
                         "'results' folder beside the data, DATA/../results, as `make demo` lays it out)")
+    p.add_argument("--dicomweb", metavar="URL", default=None,
+                   help="DICOMweb server offered under 'DICOMweb (PACS)' in the sidebar, e.g. "
+                        "dicomweb://localhost:8042/dicom-web?Modality=DX (studies are fetched when opened)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1 = this machine only). 0.0.0.0 exposes the viewer, and "
@@ -80,6 +84,11 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     # access (apps/viewer/access.py): a per-start token in the URL, and only these host names in the Host header
     env[ENV_TOKEN] = getattr(args, "token", None) or secrets.token_urlsafe(32)
     env[ENV_HOSTS] = ",".join(h for h in ("localhost", "127.0.0.1", "[::1]", args.host) if h not in ("0.0.0.0", "::"))
+    if getattr(args, "dicomweb", None):
+        from medvit.pacs import parse_pacs_address
+
+        parse_pacs_address(args.dicomweb)  # a bad address is a usage error here, not in the browser
+        env[ENV_DICOMWEB] = args.dicomweb
     if args.model is None:
         env.pop(ENV_MODEL, None)
     else:
