@@ -19,6 +19,20 @@ logger = logging.getLogger(__name__)
 ENV_DICOMWEB = "MEDVIT_VIEWER_DICOMWEB"  # default server address offered in the sidebar
 
 
+def allowed_address(address: str, configured: str) -> str:
+    """``address`` if it points at the server the viewer was started with (``--dicomweb``; only the query may
+    differ), else ``PermissionError``: the viewer must not become a way to make its host request other URLs."""
+    from medvit.pacs import parse_pacs_address
+
+    if not configured:
+        raise PermissionError("no DICOMweb server configured: start the viewer with --dicomweb URL")
+    a, c = parse_pacs_address(address), parse_pacs_address(configured)
+    if (a.kind, a.base_url) != (c.kind, c.base_url):
+        raise PermissionError(f"only the server given with --dicomweb ({c.server}) can be queried; change the "
+                              "query keys after '?', not the server")
+    return address
+
+
 def query_studies(address: str) -> list[Any]:
     """Studies matching ``address`` (``dicomweb://HOST:PORT/PATH?PatientID=…``), newest first.
 

@@ -47,16 +47,24 @@ def _pacs() -> sources.Catalog | None:
     from medvit.pacs import PacsError
 
     state = st.session_state
-    address = st.sidebar.text_input("DICOMweb server", value=os.environ.get(pacs_source.ENV_DICOMWEB, ""),
+    configured = os.environ.get(pacs_source.ENV_DICOMWEB, "")
+    if not configured:
+        st.sidebar.info("Start the viewer with `--dicomweb dicomweb://HOST:PORT/PATH` to browse a PACS.")
+        return None
+    address = st.sidebar.text_input("DICOMweb server", value=configured,
                                     key="pacs_address", placeholder="dicomweb://localhost:8042/dicom-web?Modality=DX",
-                                    help="QIDO-RS query keys: Modality, StudyDate, AccessionNumber, PatientID")
-    if not address.strip():
+                                    help="the server given with --dicomweb; QIDO-RS query keys after '?': Modality, "
+                                    "StudyDate, AccessionNumber, PatientID")
+    try:
+        address = pacs_source.allowed_address(address.strip(), configured)
+    except (ValueError, PermissionError) as e:
+        st.sidebar.error(str(e))
         return None
     if st.sidebar.button("Search", key="pacs_search") or state.get("pacs_query") != address:
         try:
-            state["pacs_studies"] = pacs_source.query_studies(address.strip())
+            state["pacs_studies"] = pacs_source.query_studies(address)
             state["pacs_query"] = address
-        except (ValueError, PacsError) as e:
+        except (ValueError, PermissionError, PacsError) as e:
             st.sidebar.error(str(e))
             return None
     refs = state.get("pacs_studies") or []
@@ -74,7 +82,7 @@ def _pacs() -> sources.Catalog | None:
     if ref.study_instance_uid not in fetched:
         with st.spinner("Retrieving the study (WADO-RS)…"):
             try:
-                _, problems = pacs_source.fetch_study(address.strip(), ref.study_instance_uid,
+                _, problems = pacs_source.fetch_study(address, ref.study_instance_uid,
                                                       str(state["pacs_cache"]))
             except (ValueError, PacsError) as e:
                 st.sidebar.error(str(e))

@@ -37,6 +37,17 @@ def test_query_fetch_and_findings(orthanc, tiny_model, tmp_path):
     assert pacs_source.fetch_study(orthanc.dicomweb(), refs[0].study_instance_uid, cache)[1] == []
 
 
+def test_only_the_configured_server_can_be_queried():
+    conf = "dicomweb://pacs.local:8042/dicom-web"
+    assert pacs_source.allowed_address(conf + "?PatientID=P1", conf).endswith("P1")
+    for other in ("dicomweb://169.254.169.254:80/latest", "dicomweb://pacs.local:8043/dicom-web",
+                  "dicomwebs://pacs.local:8042/dicom-web", "dicomweb://pacs.local:8042/other"):
+        with pytest.raises(PermissionError, match="only the server given with --dicomweb"):
+            pacs_source.allowed_address(other, conf)
+    with pytest.raises(PermissionError, match="start the viewer with --dicomweb"):
+        pacs_source.allowed_address(conf, "")
+
+
 def test_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="DICOMweb servers"):
         pacs_source.query_studies("dimse://PACS@localhost:104")
