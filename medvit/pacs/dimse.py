@@ -248,7 +248,6 @@ class CStoreSink(_DimsePeer):
 
     def send(self, paths: Iterable[str | Path]) -> SendReport:
         import pydicom
-        from pynetdicom import ALL_TRANSFER_SYNTAXES
 
         report = SendReport()
         files: list[tuple[Path, Any]] = []
@@ -259,12 +258,18 @@ class CStoreSink(_DimsePeer):
                 report.failures.append(Failure("", "", "", "read", f"{p}: {type(e).__name__}: {e}"))
         if not files:
             return report
-        classes = sorted({str(h.SOPClassUID) for _, h in files})
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        syntaxes: dict[str, set[str]] = {}  # SOP class -> the files' transfer syntaxes (+ uncompressed fallbacks)
+        for _, h in files:
+            ts = str(getattr(getattr(h, "file_meta", None), "TransferSyntaxUID", "") or ImplicitVRLittleEndian)
+            syntaxes.setdefault(str(h.SOPClassUID), {ExplicitVRLittleEndian, ImplicitVRLittleEndian}).add(ts)
+        classes = sorted(syntaxes)
         for start in range(0, len(classes), 120):  # at most 128 presentation contexts per association
             chunk = set(classes[start:start + 120])
             ae = self._ae()
             for c in chunk:
-                ae.add_requested_context(c, ALL_TRANSFER_SYNTAXES[:4])
+                ae.add_requested_context(c, sorted(syntaxes[c]))
             batch = [(p, h) for p, h in files if str(h.SOPClassUID) in chunk]
             try:
                 with self._association(ae, "C-STORE") as assoc:
@@ -285,8 +290,18 @@ class CStoreSink(_DimsePeer):
             report.failures.append(Failure(study, series, sop, "C-STORE", "the association ended before this instance"))
             return
         try:
-            st = _status(assoc.send_c_store(path))
-        except Exception as e:  # e.g. no accepted presentation context for the SOP class / transfer syntax
+            try:
+                st = _status(assoc.send_c_store(path))
+            except ValueError as e:
+                if "presentation context" not in str(e):
+                    raise
+                # the PACS refused the file's compressed transfer syntax: send it decompressed (lossless)
+                import pydicom
+
+                ds = pydicom.dcmread(path)
+                ds.decompress()
+                st = _status(assoc.send_c_store(ds))
+        except Exception as e:  # e.g. no accepted presentation context even uncompressed, or a decoder error
             report.failures.append(Failure(study, series, sop, "C-STORE", f"{type(e).__name__}: {e}"))
             return
         if st in STORED:

@@ -115,7 +115,13 @@ def test_infer_over_dimse(orthanc, tiny_model, tmp_path, capsys):
     orthanc.upload(images)
     out = tmp_path / "out"
     assert main(["infer", "-m", str(tiny_model), "--source", orthanc.dimse("Modality=DX"),
-                 "--send-to", orthanc.dimse(), "-o", str(out), "--workers", "0", "--quiet"]) == 0
+                 "--send-to", orthanc.dimse(), "-o", str(out), "--workers", "0", "--quiet", "--heatmaps"]) == 0
     assert "2 instances retrieved" in capsys.readouterr().out
     (sr,) = _srs(orthanc)
-    assert _evidence(sr) == {str(pydicom.dcmread(p).SOPInstanceUID) for p in images}
+    sops = {str(pydicom.dcmread(p).SOPInstanceUID) for p in images}
+    assert _evidence(sr) == sops
+    # the heatmap Secondary Captures went too, one per image, in the same study, referencing their source
+    scs = [pydicom.dcmread(io.BytesIO(orthanc.instance_file(t["_id"])), stop_before_pixels=True)
+           for t in orthanc.instance_tags() if t.get("SOPClassUID", "").startswith("1.2.840.10008.5.1.4.1.1.7")]
+    assert len(scs) == 2 and {str(d.StudyInstanceUID) for d in scs} == {str(sr.StudyInstanceUID)}
+    assert {str(d.SourceImageSequence[0].ReferencedSOPInstanceUID) for d in scs} == sops
