@@ -27,7 +27,8 @@ itself (Series Description, Image Comments with the research-use note; the SR co
 findings) are named by the caller and kept; the content tree is still cleaned item by item (UIDs replaced,
 person names and dates per the table), the Clean Structured Content Option (113104).
 
-UIDs become ``2.25.<128-bit HMAC-SHA256>`` with a secret key; the key is never stored beside the data
+UIDs are replaced by UIDs made (:func:`medvit.io.uids.make_uid`) from their HMAC-SHA256 under a secret key; the
+key is never stored beside the data
 (see :func:`load_or_create_key`). As PS3.15 itself says, a profile alone does not guarantee
 de-identification: burned-in text in pixels is not cleaned.
 """
@@ -43,6 +44,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from medvit.io.uids import make_uid
 
 logger = logging.getLogger(__name__)
 
@@ -189,11 +192,12 @@ class Deidentifier:
         return hmac.new(self.key, value.encode(), hashlib.sha256).digest()
 
     def uid(self, uid: str) -> str:
-        """Consistent replacement UID ``2.25.<int>`` (≤ 64 chars); DICOM-registered UIDs are kept."""
+        """Consistent replacement UID (:func:`medvit.io.uids.make_uid` of the keyed digest, ≤ 64 chars);
+        DICOM-registered UIDs are kept."""
         uid = str(uid)
         if not uid or uid.startswith("1.2.840.10008.") or uid in self._issued:
             return uid
-        new = "2.25." + str(int.from_bytes(self._digest("uid:" + uid)[:16], "big"))
+        new = make_uid("deidentified", self._digest("uid:" + uid).hex())
         self._issued.add(new)
         return new
 
