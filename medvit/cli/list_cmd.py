@@ -9,7 +9,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered backbones, weights, peft methods, tasks, datasets, ...",
                        description="List what is registered, by kind.")
     p.add_argument("kind", nargs="?", help="one kind (backbone, weights, peft, task, dataset, expert, metric, "
-                   "transform); default: all")
+                   "transform; singular or plural); default: all. Weight tags say whether their file is present")
     p.add_argument("name", nargs="?", help="with kind task: that task's config keys, types, defaults and what "
                    "each does (the text validation errors quote)")
     p.set_defaults(func=run)
@@ -28,10 +28,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"task {spec.name}: {spec.description.strip()}\nconfig keys ({spec.config_cls.__name__}):")  # noqa: T201
         print(format_fields(spec.config_cls))  # noqa: T201
         return 0
-    kinds = [args.kind] if args.kind else REGISTRY.kinds
+    kinds = [resolve_kind(args.kind, REGISTRY.kinds)] if args.kind else REGISTRY.kinds
     for kind in kinds:
         names = REGISTRY.names(kind)
         print(f"{kind} ({len(names)}):")  # noqa: T201
         for e in REGISTRY.entries(kind):
-            print(f"  {e.name:<40} {e.description}")  # noqa: T201
+            print(f"  {e.name:<40} {e.description}{_presence(kind, e.name)}")  # noqa: T201
     return 0
+
+
+def resolve_kind(kind: str, kinds: list[str]) -> str:
+    """``kind`` as registered, accepting singular and plural (``backbones``, ``weight``); a ValueError with a
+    did-you-mean for anything else."""
+    from medvit.registry import did_you_mean
+
+    k = kind.strip().lower()
+    for cand in (k, k.rstrip("s"), k + "s"):
+        if cand in kinds:
+            return cand
+    hint = did_you_mean(k, kinds)
+    raise ValueError(f"unknown kind {kind!r}" + (f"; {hint}" if hint else "") + f" (kinds: {', '.join(kinds)})")
+
+
+def _presence(kind: str, name: str) -> str:
+    """For weight tags: whether their file is on this machine (and where it is looked for)."""
+    if kind != "weights":
+        return ""
+    from medvit.models.pretrained import resolve_weight_file, weights_dir
+
+    try:
+        return f"  [present: {resolve_weight_file(name)}]"
+    except FileNotFoundError:
+        return f"  [not on this machine: place it under {weights_dir() / name}/]"

@@ -55,13 +55,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)  # noqa: T201
         return 130
+    except BrokenPipeError:  # `medvit dicom info FILE | head`: the reader left; not an error of ours
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
         if args.verbose >= 2:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"medvit {args.command}: error: {msg}", file=sys.stderr)  # noqa: T201
         return 2
+    try:
+        sys.stdout.flush()  # a closed pipe shows up here for output still buffered
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     return int(rc or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again on the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -141,5 +141,5 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
         manifest["referral_names"] = ["none", "routine", "urgent"]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
-    logger.info("wrote %d %s phantoms (%s) to %s in %.1fs", n, kind, fmt, out, elapsed)
+    logger.debug("wrote %d %s phantoms (%s) to %s in %.1fs", n, kind, fmt, out, elapsed)  # the CLI prints it
     return {"out": str(out), "n": n, "seconds": elapsed, "images_per_s": n / max(elapsed, 1e-9), "splits": counts}
