@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from medvit.config import option
+from medvit.tasks.base import register_task
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +121,6 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
     return summary
 
 
-def _register() -> None:
-    from medvit.tasks.base import register_task
-
-    register_task("extract_features", ExtractFeaturesConfig,
-                  "embed images with a registered backbone and save pooled features")(run)
-
-
-_register()
+# registered when medvit.tasks is imported
+register_task("extract_features", ExtractFeaturesConfig,
+              "embed images with a registered backbone and save pooled features")(run)

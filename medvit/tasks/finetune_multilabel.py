@@ -23,6 +23,7 @@ import torch
 from medvit.config import option
 from medvit.data.fraction import fraction_subset
 from medvit.eval.metrics import mean_sd
+from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
 from medvit.train.losses import masked_bce
 
@@ -337,11 +338,6 @@ def run(cfg: FinetuneMultilabelConfig) -> dict[str, Any]:
     return summary
 
 
-def _register() -> None:
-    from medvit.tasks.base import register_task
-
-    register_task("finetune_multilabel", FinetuneMultilabelConfig,
-                  "multi-label fine-tuning (masked BCE, per-class AUROC, selection on validation, seeds)")(run)
-
-
-_register()
+# registered when medvit.tasks is imported
+register_task("finetune_multilabel", FinetuneMultilabelConfig,
+              "multi-label fine-tuning (masked BCE, per-class AUROC, selection on validation, seeds)")(run)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from medvit.config import option
+from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -207,11 +208,6 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
     return summary
 
 
-def _register() -> None:
-    from medvit.tasks.base import register_task
-
-    register_task("mae_pretrain", MAEPretrainConfig,
-                  "masked-autoencoder pretraining (patchify, random masking, decoder, masked MSE)")(run)
-
-
-_register()
+# registered when medvit.tasks is imported
+register_task("mae_pretrain", MAEPretrainConfig,
+              "masked-autoencoder pretraining (patchify, random masking, decoder, masked MSE)")(run)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medvit.config import option
+from medvit.tasks.base import register_task
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,6 @@ def run(cfg: OODReferenceConfig) -> dict[str, Any]:
     return info
 
 
-def _register() -> None:
-    from medvit.tasks.base import register_task
-
-    register_task("ood_reference", OODReferenceConfig, "add an out-of-distribution reference (Mahalanobis, "
-                  "threshold at a validation FPR) to a trained checkpoint")(run)
-
-
-_register()
+# registered when medvit.tasks is imported
+register_task("ood_reference", OODReferenceConfig, "add an out-of-distribution reference (Mahalanobis, "
+              "threshold at a validation FPR) to a trained checkpoint")(run)

@@ -34,6 +34,7 @@ from medvit.config import option
 from medvit.data.fraction import fraction_subset
 from medvit.eval.metrics import mean_sd
 from medvit.eval.predict import cache_dataset, predict
+from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
 from medvit.train.losses import masked_bce
 
@@ -402,11 +403,6 @@ def run(cfg: PromptTuneConfig) -> dict[str, Any]:
     return summary
 
 
-def _register() -> None:
-    from medvit.tasks.base import register_task
-
-    register_task("prompt_tune", PromptTuneConfig,
-                  "parameter-efficient tuning (DVPT, LoRA, VPT, ...) for multi-label AUROC or ordinal QWK")(run)
-
-
-_register()
+# registered when medvit.tasks is imported
+register_task("prompt_tune", PromptTuneConfig,
+              "parameter-efficient tuning (DVPT, LoRA, VPT, ...) for multi-label AUROC or ordinal QWK")(run)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from medvit.config import option
+from medvit.tasks.base import register_task
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,6 @@ def run(cfg: ResizerProbeConfig) -> dict[str, Any]:
     return summary
 
 
-def _register() -> None:
-    from medvit.tasks.base import register_task
-
-    register_task("resizer_probe", ResizerProbeConfig,
-                  "compare learnable resizers (MULLER) against bilinear in front of a frozen backbone")(run)
-
-
-_register()
+# registered when medvit.tasks is imported
+register_task("resizer_probe", ResizerProbeConfig,
+              "compare learnable resizers (MULLER) against bilinear in front of a frozen backbone")(run)
