@@ -185,20 +185,15 @@ class DimseSource(_DimsePeer):
 
     def _get_study(self, spool: Spool, study: str, todo: list[tuple[str, list[tuple[str, str]], bool]],
                    report: RetrieveReport) -> None:
-        """C-GET the missing instances of one study over one association (a whole series in one request)."""
+        """C-GET (or, with ``move_port``, C-MOVE) the missing instances of one study over one association; a
+        whole series goes in one request, a partly present one instance by instance."""
         from pydicom.dataset import Dataset
         from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, build_role, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
 
+        op = "C-MOVE" if self.address.move_port is not None else "C-GET"
         series_of = {sop: se for se, items, _ in todo for sop, _ in items}
-        classes = sorted({c for _, items, _ in todo for _, c in items if c})
-        if not classes:  # the PACS did not return SOP Class UIDs: offer the common storage classes
-            classes = [cx.abstract_syntax for cx in StoragePresentationContexts[:120]]
-        classes = classes[:127]  # 128 presentation contexts at most, one is the C-GET model
-        ae = self._ae()
-        ae.add_requested_context(GET)
-        for c in classes:
-            ae.add_requested_context(c, ALL_TRANSFER_SYNTAXES)
         got: set[str] = set()
 
         def on_store(event: Any) -> int:
@@ -206,41 +201,81 @@ class DimseSource(_DimsePeer):
                 ds = event.dataset
                 sop = check_uid(ds.SOPInstanceUID, "SOPInstanceUID")
                 if sop not in series_of or str(ds.StudyInstanceUID) != study:
-                    logger.warning("%s: C-GET sent an instance not asked for (%s); ignored", self.address.server, sop)
+                    logger.warning("%s: %s sent an instance not asked for (%s); ignored", self.address.server, op, sop)
                     return 0x0000
                 spool.write_bytes(study, series_of[sop], sop, event.encoded_dataset())
                 got.add(sop)
                 return 0x0000
             except Exception as e:  # a bad instance must not end the retrieve
-                logger.warning("%s: C-GET sub-operation: instance not stored (%s: %s)", self.address.server,
+                logger.warning("%s: %s sub-operation: instance not stored (%s: %s)", self.address.server, op,
                                type(e).__name__, e)
                 return 0xC210  # cannot understand
 
-        roles = [build_role(c, scp_role=True) for c in classes]
-        step = f"C-GET study {study}"
-        with self._association(ae, step, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-            for se, items, whole in todo:
-                requests = []
-                for sop in ([None] if whole else [sop for sop, _ in items]):
-                    q = Dataset()
-                    q.QueryRetrieveLevel = "SERIES" if sop is None else "IMAGE"
-                    q.StudyInstanceUID, q.SeriesInstanceUID = study, se
-                    if sop is not None:
-                        q.SOPInstanceUID = sop
-                    requests.append(q)
+        requests = []
+        for se, items, whole in todo:
+            for sop in ([None] if whole else [sop for sop, _ in items]):
+                q = Dataset()
+                q.QueryRetrieveLevel = "SERIES" if sop is None else "IMAGE"
+                q.StudyInstanceUID, q.SeriesInstanceUID = study, se
+                if sop is not None:
+                    q.SOPInstanceUID = sop
+                requests.append(q)
+        ae = self._ae()
+        server = None
+        if op == "C-GET":
+            classes = sorted({c for _, items, _ in todo for _, c in items if c})
+            if not classes:  # the PACS did not return SOP Class UIDs: offer the common storage classes
+                classes = [cx.abstract_syntax for cx in StoragePresentationContexts[:120]]
+            classes = classes[:127]  # 128 presentation contexts at most, one is the C-GET model
+            ae.add_requested_context(GET)
+            for c in classes:
+                ae.add_requested_context(c, ALL_TRANSFER_SYNTAXES)
+            kw: dict[str, Any] = {"ext_neg": [build_role(c, scp_role=True) for c in classes],
+                                  "evt_handlers": [(evt.EVT_C_STORE, on_store)]}
+        else:  # C-MOVE: the PACS opens its own association to our storage SCP (it must know our AE title)
+            server = self._move_destination(on_store)
+            ae.add_requested_context(MOVE)
+            kw = {}
+        step = f"{op} study {study}"
+        try:
+            with self._association(ae, step, **kw) as assoc:
                 for q in requests:
                     last = -1
-                    for status, _ in assoc.send_c_get(q, GET):
+                    responses = (assoc.send_c_get(q, GET) if op == "C-GET" else
+                                 assoc.send_c_move(q, self.address.calling_aet, MOVE))
+                    for status, _ in responses:
                         last = _status(status)
                     if last not in (0x0000, 0xFF00):
-                        logger.warning("%s: %s series %s: final status %s", self.address.server, step, se,
-                                       f"0x{last:04X}" if last >= 0 else "none (aborted)")
+                        logger.warning("%s: %s series %s: final status %s", self.address.server, step,
+                                       q.SeriesInstanceUID, f"0x{last:04X}" if last >= 0 else "none (aborted)")
+                        hint = (f"; with C-MOVE the PACS must know move destination {self.address.calling_aet!r} "
+                                "(this host, move_port) in its list of modalities" if op == "C-MOVE" else "")
+                        report.failures.append(Failure(study, q.SeriesInstanceUID, "", op, (
+                            f"final status {f'0x{last:04X}' if last >= 0 else 'none (aborted)'}{hint}")))
                     if not assoc.is_established:
                         break
+        finally:
+            if server is not None:
+                server.shutdown()
         for sop in sorted(set(series_of) - got):
-            report.failures.append(Failure(study, series_of[sop], sop, "C-GET",
-                                           "the PACS did not send this instance (see the log for the C-GET status)"))
+            report.failures.append(Failure(study, series_of[sop], sop, op,
+                                           f"the PACS did not send this instance (see the log for the {op} status)"))
         report.retrieved += len(got)
+
+    def _move_destination(self, on_store: Any) -> Any:
+        """A storage SCP on ``move_port`` as the calling AE title, for the C-MOVE sub-operations."""
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+        scp = AE(ae_title=self.address.calling_aet)
+        scp.network_timeout = scp.acse_timeout = scp.dimse_timeout = self.address.timeout
+        for cx in AllStoragePresentationContexts:
+            scp.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        try:
+            return scp.start_server(("", int(self.address.move_port or 0)), block=False,
+                                    evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        except OSError as e:
+            raise PacsError(self.address.server, "C-MOVE: local storage SCP",
+                            f"cannot listen on move_port {self.address.move_port}: {e}") from None
 
 
 class CStoreSink(_DimsePeer):

@@ -9,7 +9,9 @@ Grammar (query keys are DICOM keywords; lower-case keys are options)::
 QUERY (sources only): ``Modality`` (matched against the study's ModalitiesInStudy, and only series of that
 modality are retrieved), ``StudyDate`` (``YYYYMMDD`` or a range ``YYYYMMDD-YYYYMMDD``, either end open),
 ``AccessionNumber``, ``PatientID``, ``StudyInstanceUID`` (``*``/``?`` wildcards as in PS3.4 C.2.2.2.4).
-Options: ``limit`` (most studies to take), ``calling_aet`` (DIMSE, default ``MEDVIT``), ``timeout`` (s).
+Options: ``limit`` (most studies to take), ``calling_aet`` (DIMSE, default ``MEDVIT``), ``timeout`` (s),
+``move_port`` (DIMSE: retrieve with C-MOVE to a storage SCP medvit opens on this port for the retrieve, as
+``calling_aet``, which the PACS must know; default: C-GET over the query association).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 QUERY_KEYS = ("Modality", "StudyDate", "AccessionNumber", "PatientID", "StudyInstanceUID")
-OPTION_KEYS = ("limit", "calling_aet", "timeout")
+OPTION_KEYS = ("limit", "calling_aet", "timeout", "move_port")
 _AET = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: 16 chars of the default repertoire, no backslash
 _DATE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 
@@ -39,6 +41,7 @@ class PacsAddress:
     query: dict[str, str] = field(default_factory=dict)  # DICOM keyword -> matching value
     limit: int | None = None
     timeout: float = 30.0
+    move_port: int | None = None  # DIMSE: C-MOVE to our storage SCP on this port instead of C-GET
 
     @property
     def server(self) -> str:
@@ -82,6 +85,11 @@ def parse_pacs_address(text: str) -> PacsAddress:
         timeout = float(opts.get("timeout", 30.0))
     except ValueError:
         raise ValueError(f"PACS address: timeout must be seconds, got {opts['timeout']!r}") from None
+    move_port = None
+    if "move_port" in opts:
+        if not opts["move_port"].isdigit() or not 0 < int(opts["move_port"]) < 65536:
+            raise ValueError(f"PACS address: move_port must be a TCP port, got {opts['move_port']!r}")
+        move_port = int(opts["move_port"])
     host = u.hostname
     if scheme == "dimse":
         if port is None:
@@ -93,7 +101,9 @@ def parse_pacs_address(text: str) -> PacsAddress:
                 raise ValueError(f"PACS address {text!r}: {what} {aet!r} must be 1-16 printable characters "
                                  "(dimse://AET@HOST:PORT)")
         return PacsAddress("dimse", host, port, called_aet=called, calling_aet=calling, query=query,
-                           limit=limit, timeout=timeout)
+                           limit=limit, timeout=timeout, move_port=move_port)
+    if move_port is not None:
+        raise ValueError("PACS address: move_port is a DIMSE option (dimse://...)")
     http = "https" if scheme in ("dicomwebs", "https") else "http"
     port = port or (443 if http == "https" else 80)
     netloc = f"[{host}]" if ":" in host else host

@@ -73,3 +73,25 @@ def test_refused_association_and_find_name_server_and_step(tmp_path):
         rep = open_sink(o.dimse(), retries=0).send(make_studies(tmp_path / "s", 1, 1))
         assert len(rep.failures) == 1 and rep.failures[0].step == "C-STORE"
         assert "does it accept C-STORE from calling AE 'MEDVIT'" in rep.failures[0].reason
+
+
+def test_c_move_retrieve(tmp_path):
+    """C-MOVE to medvit's own storage SCP (Orthanc knows MEDVIT at the move port); an unknown AE gets 0xA801."""
+    from tests.pacs.orthanc import DICOMWEB_PLUGIN, ORTHANC, SKIP_REASON, OrthancServer
+
+    if ORTHANC is None or DICOMWEB_PLUGIN is None:
+        pytest.skip(SKIP_REASON)
+    port = free_port()
+    with OrthancServer(tmp_path / "o", modalities={"medvit": ("MEDVIT", port)}) as o:
+        files = _phantoms(tmp_path)
+        o.upload(files)
+        spool = Spool(tmp_path / "spool")
+        rep = open_source(o.dimse(f"move_port={port}")).retrieve(spool)
+        assert (rep.retrieved, rep.failures) == (5, [])
+        a = pydicom.dcmread(files[2])
+        got = pydicom.dcmread(spool.path(a.StudyInstanceUID, a.SeriesInstanceUID, a.SOPInstanceUID))
+        assert got.PixelData == a.PixelData
+        stranger = open_source(o.dimse(f"move_port={port}&calling_aet=STRANGER&Modality=CR"))
+        rep = stranger.retrieve(Spool(tmp_path / "x"))
+        assert rep.retrieved == 0 and any("must know move destination 'STRANGER'" in f.reason
+                                          for f in rep.failures)
