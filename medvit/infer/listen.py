@@ -128,7 +128,7 @@ class Listener:
 
     # ------------------------------------------------------------------ one batch of complete studies
     def _handle(self, studies: list[str]) -> None:
-        from medvit.infer.reports import write_study_reports
+        from medvit.infer.study_sr import write_study_reports
         from medvit.io.safe_write import path_component
 
         res = self.run.run()  # new files under studies/ only: everything journaled is skipped

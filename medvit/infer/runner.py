@@ -473,7 +473,7 @@ class InferenceRun:
                  "predictions.jsonl": str(self.out / "predictions.jsonl"),
                  "status.csv": str(self.out / "status.csv"), "errors.csv": str(self.out / "errors.csv")}
         if cfg.sr:
-            from medvit.infer.reports import write_study_reports
+            from medvit.infer.study_sr import write_study_reports
 
             n_sr, sr_errors = write_study_reports(self.output_context(), self.journal.records())
             counts["sr_written"], counts["sr_failed"] = n_sr, sr_errors
