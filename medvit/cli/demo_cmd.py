@@ -35,12 +35,14 @@ EXTRAS = {"CT_small.dcm": "skipped (CT: not selected)", "rtplan.dcm": "skipped (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run medvit's main job (batch DICOM inference) on built-in sample data",
-                       description="Train (once, cached) the tiny demo model on chest phantoms, write a few phantom "
-                       "DICOM studies plus hostile files, run `medvit infer --sr --heatmaps` on them and print "
-                       "the summary. Research use only - not for diagnosis.")
+                       description="Take the demo model committed in pipelines/demo/model (trained on chest "
+                       "phantoms; it is trained again, once, and cached only when the pipeline YAML changed or with "
+                       "--retrain), write a few phantom DICOM studies plus hostile files, run `medvit infer --sr "
+                       "--heatmaps` on them and print the summary. Research use only - not for diagnosis.")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--n", type=int, default=8, help="phantom images to write (default 8)")
-    p.add_argument("--retrain", action="store_true", help="train the demo model again even if cached")
+    p.add_argument("--retrain", action="store_true", help="train the demo model again (about a minute) instead of "
+                   "using the committed or cached one")
     p.add_argument("--cache", default=str(demo_files.default_cache()),
                    help="where the trained demo model is cached (default .cache/medvit-demo of the source tree, "
                         "else ~/.cache/medvit/demo; env MEDVIT_DEMO_CACHE)")

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     return run_forwarding_signals(subprocess.Popen(argv, env=env))
 
 
-def run_forwarding_signals(proc: Any, grace_s: float = 15.0) -> int:
+def run_forwarding_signals(proc: Any, grace_s: float = 15.0, ready: Any = None) -> int:
     """Wait for ``proc`` (the Streamlit server), forwarding SIGTERM / SIGINT / SIGHUP to it, so that ``kill`` of
     ``medvit viewer`` stops the server too; a server that does not stop within ``grace_s`` after our own exit
     path is killed. Returns its exit status (0 when it stopped on a forwarded signal)."""
@@ -137,6 +137,8 @@ def run_forwarding_signals(proc: Any, grace_s: float = 15.0) -> int:
 
     sigs = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     old = {sig: signal.signal(sig, forward) for sig in sigs}
+    if ready is not None:  # the handlers are in place (tests wait for this before signalling)
+        ready()
     try:
         rc = proc.wait()
     finally:

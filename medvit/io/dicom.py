@@ -289,3 +289,11 @@ def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | N
             raise
         except Exception as e:  # anything unforeseen in a hostile header is a corrupt file, never a crash
             raise CorruptFileError(p, f"unexpected {type(e).__name__} while reading: {e}") from e
+
+
+def bundled_test_file(name: str) -> Path | None:
+    """A file of pydicom's bundled test data by name (``CT_small.dcm``), or None: demos and examples use them."""
+    from pydicom.data import get_testdata_file
+
+    found = get_testdata_file(name)
+    return Path(found) if isinstance(found, str) else None

@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 class ExtractFeaturesConfig:
     """Embed a list of images with a backbone; writes ``features.safetensors`` + ``summary.json``."""
 
-    inputs: list[str] = option(default_factory=list, help="image files (DICOM, PNG, NIfTI, .npy)")
+    inputs: list[str] = option(default_factory=list, help="image files (DICOM, PNG, NIfTI, .npy); pydicom:NAME "
+                               "names a file of pydicom's bundled test data")
     output_dir: str = option("runs/extract_features", "where features and the resolved config go")
     backbone: str = option("vit_small_patch16_224", "registered backbone name")
     pretrained: str | None = option(None, "checkpoint dir / weights file / weight tag; None = random init")
@@ -79,6 +80,11 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
 
     if not cfg.inputs:
         raise ValueError("extract_features: 'inputs' is empty; give image files")
+    inputs = [resolve_input(p) for p in cfg.inputs]
+    missing = [p for p, r in zip(cfg.inputs, inputs, strict=True) if not Path(r).exists()]
+    if missing:
+        raise FileNotFoundError(f"extract_features: input(s) not found: {', '.join(missing[:10])}"
+                                + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, in_chans=cfg.in_chans,
                          img_size=cfg.image_size, num_classes=0).eval()
     from medvit.data.preprocess import Preprocessor
@@ -95,7 +101,7 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
             feats.append(model(x).float())
         batch.clear()
 
-    for p in cfg.inputs:
+    for p in inputs:
         try:
             batch.append(_load(p, pre))
             done.append(p)
@@ -118,7 +124,21 @@ def run(cfg: ExtractFeaturesConfig) -> dict:
             sim = fn @ fn.T
             summary["mean_pairwise_cosine"] = float((sim.sum() - sim.diag().sum()) / (len(done) * (len(done) - 1)))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not done:
+        why = "; ".join(f["file"] + ": " + f["reason"] for f in failed[:3])
+        raise ValueError(f"extract_features: none of the {len(inputs)} input(s) could be read as an image "
+                         f"({why}); see {out / 'summary.json'}")
     return summary
+
+
+def resolve_input(name: str) -> str:
+    """An input path; ``pydicom:NAME`` names a file of pydicom's bundled test data (the demo uses them)."""
+    if name.startswith("pydicom:"):
+        from medvit.io.dicom import bundled_test_file
+
+        found = bundled_test_file(name.split(":", 1)[1])
+        return str(found) if found else name
+    return name
 
 
 # registered when medvit.tasks is imported

@@ -57,3 +57,21 @@ def test_data_synth_summary_printed_once(tmp_path, capfd):
     assert main(["data", "synth", "--kind", "cxr", "--n", "2", "--out", str(tmp_path / "p"), "--size", "64"]) == 0
     out, err = capfd.readouterr()
     assert (out + err).count("phantoms") == 1
+
+
+def test_extract_features_demo_embeds_its_two_images_and_missing_inputs_fail(tmp_path, capsys):
+    import json
+
+    demo = ROOT / "pipelines" / "extract_features" / "demo.yaml"
+    small = ["backbone_args={patch_size: 16, embed_dim: 32, depth: 1, num_heads: 2}"] \
+        if "backbone_args" in demo.read_text() else []
+    rc = main(["run", str(demo), f"output_dir={tmp_path / 'out'}", "image_size=32", "precision=fp32", *small])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_images"] == 2 and not summary["failed"]
+    rc = main(["run", str(demo), f"output_dir={tmp_path / 'o2'}", f"inputs=[{tmp_path / 'nope.dcm'}]"])
+    assert rc != 0 and "not found" in capsys.readouterr().err and "nope.dcm" not in json.dumps(summary)
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    rc = main(["run", str(demo), f"output_dir={tmp_path / 'o3'}", f"inputs=[{tmp_path / 'junk.png'}]",
+               "image_size=32"])
+    assert rc != 0 and "none of the 1 input(s)" in capsys.readouterr().err

@@ -25,8 +25,7 @@ PARENT = textwrap.dedent("""
     from medvit.cli.viewer_cmd import run_forwarding_signals
     child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
-    print(child.pid, flush=True)
-    sys.exit(run_forwarding_signals(child))
+    sys.exit(run_forwarding_signals(child, ready=lambda: print(child.pid, flush=True)))
 """)
 
 
@@ -37,7 +36,7 @@ def test_signal_to_viewer_stops_the_server(tmp_path: Path, sig):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     parent = subprocess.Popen([sys.executable, "-c", PARENT, child, str(marker)], stdout=subprocess.PIPE, text=True,
                               env=env)
-    child_pid = int(parent.stdout.readline())  # the child is up and its handler installed
+    child_pid = int(parent.stdout.readline())  # child up, its handler and the parent's forwarding installed
     parent.send_signal(sig)
     assert parent.wait(timeout=30) == 0
     assert marker.read_text().startswith("stopped by")  # the server got the signal and shut down
