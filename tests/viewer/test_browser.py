@@ -90,7 +90,8 @@ def _serve(cmd: list[str], cwd: Path, log: Path):
     try:
         if not ready.wait(timeout=60) or proc.poll() is not None:
             raise RuntimeError(f"viewer did not start on {url}: {log.read_text()[-2000:]}")
-        yield url
+        token = re.search(r"\?token=([A-Za-z0-9_-]+)", log.read_text()).group(1)  # printed by `medvit viewer`
+        yield f"{url}/?token={token}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
