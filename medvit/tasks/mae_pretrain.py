@@ -42,13 +42,13 @@ class MAEPretrainConfig:
         default_factory=list, help="extra sources pooled in, each {name: registered dataset, args: {...}, splits: "
                                    "[train]}; each is normalised with its own registered mean/std")
     figure_split: str = option("val", 'split whose first images appear in reconstruction.png ("" = no figure)')
-    backbone: str = option("vit_small_patch16_224", "registered encoder backbone (ignored when preset is set)")
+    backbone: str = option("vit_small_patch16_224", "registered encoder backbone (set from preset when given)")
     backbone_args: dict[str, Any] = option(
         default_factory=dict, help="encoder overrides (depth, embed_dim, patch_size)")
     preset: str | None = option(None, "MAE preset, e.g. mae_vit_small_patch16_dec512d2b (fixes backbone and decoder)")
-    decoder_dim: int = option(512, "decoder width (ignored when preset is set)")
-    decoder_depth: int = option(8, "decoder blocks (ignored when preset is set)")
-    decoder_heads: int = option(16, "decoder attention heads (ignored when preset is set)")
+    decoder_dim: int = option(512, "decoder width (set from preset when given)")
+    decoder_depth: int = option(8, "decoder blocks (set from preset when given)")
+    decoder_heads: int = option(16, "decoder attention heads (set from preset when given)")
     mask_ratio: float = option(
         0.75, "fraction of patches removed (0.90 in the thorax-MAE recipe); must keep >= 1 patch")
     norm_pix_loss: bool = option(False, "per-patch normalised target (off in the thorax-MAE recipe)")
@@ -70,6 +70,10 @@ class MAEPretrainConfig:
 
         if self.preset is not None and self.preset not in MAE_PRESETS:
             raise ValueError(f"preset {self.preset!r} is unknown; known: {', '.join(MAE_PRESETS)}")
+        if self.preset:  # the preset fixes encoder and decoder: show those values (dry run, resolved config)
+            p = MAE_PRESETS[self.preset]
+            self.backbone, self.decoder_dim, self.decoder_depth, self.decoder_heads = (
+                p.backbone, p.decoder_dim, p.decoder_depth, p.decoder_heads)
         backbone = MAE_PRESETS[self.preset].backbone if self.preset else self.backbone
         args = check_backbone(backbone, self.backbone_args, self.image_size)
         import math
