@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pipeline", help="pipeline YAML file")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides (values parsed as YAML)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, run nothing")
+    p.add_argument("--json", action="store_true", help="print the task's whole summary as JSON (default: a short "
+                   "readable summary and where the results are)")
     p.set_defaults(func=run)
 
 
@@ -27,5 +32,47 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump({"task": spec.name, **to_dict(cfg)}, sort_keys=False))  # noqa: T201
         return 0
     summary = run_task(args.pipeline, args.overrides)
-    print(json.dumps(summary, indent=2, default=str))  # noqa: T201
+    if os.environ.get("RANK", "0") != "0":  # torchrun: the summary once, from rank 0
+        return 0
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))  # noqa: T201
+    else:
+        _, cfg = build_config(args.pipeline, args.overrides)
+        print(format_summary(summary, getattr(cfg, "output_dir", None)))  # noqa: T201
     return 0
+
+
+def format_summary(summary: Any, output_dir: str | None, max_items: int = 12) -> str:
+    """A short readable summary: scalars as ``key: value``, small tables of numbers on one line, long lists
+    as their length and last value, markdown text as it is; then where the results are."""
+    lines = []
+    items = summary.items() if isinstance(summary, dict) else [("result", summary)]
+    for k, v in items:
+        if isinstance(v, str) and "\n" in v:
+            lines += ["", v.rstrip(), ""]
+        elif isinstance(v, float):
+            lines.append(f"  {k}: {v:.4g}")
+        elif isinstance(v, str | int | bool) or v is None:
+            lines.append(f"  {k}: {v}")
+        elif isinstance(v, list):
+            if v and all(isinstance(x, int | float) for x in v) and len(v) > max_items:
+                lines.append(f"  {k}: {len(v)} values, first {v[0]:.4g}, last {v[-1]:.4g}")
+            elif len(v) <= max_items and all(isinstance(x, str | int | float) for x in v):
+                lines.append(f"  {k}: {', '.join(f'{x:.4g}' if isinstance(x, float) else str(x) for x in v)}")
+            else:
+                lines.append(f"  {k}: {len(v)} entries (see summary.json)")
+        elif isinstance(v, dict) and len(v) <= max_items and all(isinstance(x, str | int | float | bool) or x is None
+                                                                 for x in v.values()):
+            lines.append(f"  {k}: " + ", ".join(f"{a} {b:.4g}" if isinstance(b, float) else f"{a} {b}"
+                                                for a, b in v.items()))
+        else:
+            lines.append(f"  {k}: {type(v).__name__} (see summary.json)")
+    if output_dir:
+        out = Path(output_dir)
+        files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()) if out.is_dir() else []
+        lines.append(f"results: {out}/" + (f"  ({', '.join(files[:12])}{', ...' if len(files) > 12 else ''})"
+                                            if files else ""))
+        for name in ("results.md", "summary.json"):
+            if (out / name).is_file():
+                lines.append(f"  {name}: {out / name}")
+    return "\n".join(["medvit run: done", *lines])

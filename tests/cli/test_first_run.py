@@ -75,3 +75,24 @@ def test_extract_features_demo_embeds_its_two_images_and_missing_inputs_fail(tmp
     rc = main(["run", str(demo), f"output_dir={tmp_path / 'o3'}", f"inputs=[{tmp_path / 'junk.png'}]",
                "image_size=32"])
     assert rc != 0 and "none of the 1 input(s)" in capsys.readouterr().err
+
+
+def test_run_prints_a_short_readable_summary_and_where_results_are(tmp_path, capsys):
+    """Fine-tuning via `medvit run`: the AUROC table as text (not an escaped JSON string), long loss lists as one
+    line, results.md's path; the whole summary stays available with --json (and in summary.json)."""
+    import json
+
+    import yaml
+
+    cfg = {"task": "finetune_multilabel", "dataset": "cxr_phantom", "dataset_args": {"n": 80, "seed": 0,
+           "image_size": 32}, "backbone": "vit_tiny_patch16_224",
+           "backbone_args": {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2}, "image_size": 32,
+           "output_dir": str(tmp_path / "ft"), "train": {"steps": 3, "batch_size": 8, "progress": False}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(tmp_path / "p.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("medvit run: done") and len(out.splitlines()) < 60
+    assert "\\n" not in out and "test_mean_auroc: " in out and "seeds: 1 entries" in out
+    assert f"results.md: {tmp_path / 'ft' / 'results.md'}" in out
+    assert main(["run", str(tmp_path / "p.yaml"), f"output_dir={tmp_path / 'ft2'}", "--json"]) == 0
+    assert "seeds" in json.loads(capsys.readouterr().out)
