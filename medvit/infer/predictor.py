@@ -184,7 +184,7 @@ class Predictor:
         if self._with_features:
             sha += f":logits+features{list(self._ood_blocks)}"
         if self.precision == "int8":
-            module = quantize_int8_pt2e(self.model, [t])
+            module = quantize_int8_pt2e(module, [t])  # the features wrapper too: the OOD score needs them
             self.calibration_images = int(t.shape[0])
             sha = f"{sha}:int8-pt2e-x86:calib={_tensor_sha256(t)}"
         self._compiled, self.compile_info = compile_cached(module, t, self.precision, sha, self.cache_root)

@@ -173,6 +173,27 @@ def test_compiled_predictor_returns_ood_features(model, phantoms, cache_root):
     np.testing.assert_allclose(got_s, eager_s, rtol=1e-4)
 
 
+def test_int8_predictor_returns_ood_features(model, phantoms, cache_root):
+    """int8 quantises the features wrapper too, so a model with an OOD reference gets its scores (it crashed)."""
+    import copy
+
+    pytest.importorskip("torchao")
+    from medvit.eval.ood import OODReference
+
+    m = copy.deepcopy(model)
+    rng = np.random.default_rng(1)
+
+    def layer(d):
+        a = rng.normal(size=(d, d))
+        return rng.normal(size=d), a @ a.T / d + np.eye(d), 2.0
+
+    m.ood_reference = OODReference({"head": layer(64), "block1": layer(128)}, 3.0, {})
+    _, eager_s = Predictor(m, "fp32").predict_with_ood(phantoms[:8])
+    got_p, got_s = Predictor(m, "int8", cache_root=cache_root).predict_with_ood(phantoms[:8])
+    assert got_p.shape == (8, 5) and got_s.shape == (8,)
+    np.testing.assert_allclose(got_s, eager_s, rtol=0.1)
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
