@@ -292,10 +292,15 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
                     f"{cfg.threshold_rule} on the {cfg.val_split} split; research use only",
     )
     if cfg.ood_fpr > 0:
-        ref = fit_ood(model, train_ds, val_ds, test_ds, eval_tf, cfg.ood_fpr, cfg.ood_max_train,
-                      cfg.eval_batch_size, dev, out / "model")
-        contract = dataclasses.replace(contract, ood=ref)
-        summary["ood"] = ref
+        try:
+            ref = fit_ood(model, train_ds, val_ds, test_ds, eval_tf, cfg.ood_fpr, cfg.ood_max_train,
+                          cfg.eval_batch_size, dev, out / "model")
+        except ValueError as e:  # e.g. too few images: the trained model is saved anyway, without a reference
+            logger.warning("no OOD reference for %s: %s", out / "model", e)
+            summary["ood_error"] = str(e)
+        else:
+            contract = dataclasses.replace(contract, ood=ref)
+            summary["ood"] = ref
     save_checkpoint(model, out / "model", contract=contract,
                     extra={"task": "finetune_multilabel", "seed": seed, "best": result.best,
                            "val_mean_auroc": val.mean, "test_mean_auroc": summary.get("test", {}).get("mean_auroc")})

@@ -340,9 +340,13 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     if cfg.ood_fpr > 0:
         from medvit.tasks.finetune_multilabel import fit_ood
 
-        contract.ood = fit_ood(model, train_ds, val_ds, test_ds, eval_tf, cfg.ood_fpr, cfg.ood_max_train,
-                               cfg.eval_batch_size, dev, out / "adapter")
-        summary["ood"] = contract.ood
+        try:
+            contract.ood = fit_ood(model, train_ds, val_ds, test_ds, eval_tf, cfg.ood_fpr, cfg.ood_max_train,
+                                   cfg.eval_batch_size, dev, out / "adapter")
+            summary["ood"] = contract.ood
+        except ValueError as e:  # e.g. too few images: the adapter is saved anyway, without a reference
+            logger.warning("no OOD reference for %s: %s", out / "adapter", e)
+            summary["ood_error"] = str(e)
     ad = save_adapter(model, out / "adapter", extra={"task": "prompt_tune", "dataset": cfg.dataset,
                                                     "problem": problem, "outputs": names, "seed": seed,
                                                     "image_size": cfg.image_size, "mean": list(mean),
