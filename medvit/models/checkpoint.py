@@ -203,8 +203,11 @@ def _resolve_source(src: str | Path) -> tuple[Path, bool]:
 
         f = resolve_weight_file(src)
         return f, f.name == WEIGHTS_NAME and (f.parent / CONFIG_NAME).is_file()
-    raise FileNotFoundError(f"{src} is neither a checkpoint directory, a weights file, nor a registered "
-                            "weight tag (see `medvit list weights`)")
+    from medvit.registry import did_you_mean
+
+    hint = did_you_mean(str(src), REGISTRY.names("weights")) if isinstance(src, str) else ""
+    raise FileNotFoundError(f"{src}: not found (no such file or folder; nor is it a registered weight tag"
+                            + (f", {hint}" if hint else "; see `medvit list weights`") + ")")
 
 
 def load_weights_into(model: nn.Module, src: str | Path) -> nn.Module:

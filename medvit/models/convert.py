@@ -160,12 +160,18 @@ def fit_to_model(sd: StateDict, model: nn.Module) -> StateDict:
         pe = sd["pos_embed"]
         if "cls_token" not in sd and p == 1:
             src_prefix = 0  # source table without a class position
-        pe = resample_pos_embed(pe, model.patch_embed.grid_size, None, num_prefix_tokens=src_prefix)
+        n_grid = int(torch.tensor(model.patch_embed.grid_size).prod())
+        resized = pe.shape[1] - src_prefix != n_grid
+        if resized:
+            pe = resample_pos_embed(pe, model.patch_embed.grid_size, None, num_prefix_tokens=src_prefix)
         if src_prefix < p:
             pe = torch.cat([pe.new_zeros(1, p - src_prefix, pe.shape[-1]), pe], dim=1)
-        logger.warning(
-            "resized position embedding %s -> %s", tuple(sd["pos_embed"].shape), tuple(pe.shape)
-        )
+        if resized:
+            logger.warning("resized position embedding %s -> %s (grid %s)", tuple(sd["pos_embed"].shape),
+                           tuple(pe.shape), tuple(model.patch_embed.grid_size))
+        else:  # same grid: only zero positions for the prefix tokens were added, nothing was resampled
+            logger.info("position embedding %s: added %d zero prefix position(s) -> %s",
+                        tuple(sd["pos_embed"].shape), p - src_prefix, tuple(pe.shape))
         sd["pos_embed"] = pe
     for k in ("head.weight", "head.bias"):
         if k in sd and (k not in target or sd[k].shape != target[k].shape):

@@ -83,3 +83,11 @@ def test_adapt_channels_tiles():
     w3 = adapt_input_channels(w, 3)
     assert w3.shape == (4, 3, 2, 2)
     torch.testing.assert_close(w3.sum(1, keepdim=True), w)
+
+
+def test_convert_missing_source_says_not_found(tmp_path, capsys):
+    from medvit.cli.main import main
+
+    rc = main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "out"), "--arch", "vit_tiny_patch16_224"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.pth: not found" in err and "neither" not in err
