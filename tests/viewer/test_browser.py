@@ -50,11 +50,16 @@ def _follow(proc: subprocess.Popen, log: Path, ready: threading.Event) -> None:
 
 @pytest.fixture
 def server(studies, tiny_model, tmp_path):
-    port = _free_port()
     cmd = [sys.executable, "-m", "medvit.cli.main", "viewer", "--data", str(studies), "--model", str(tiny_model),
-           "--results", str(tmp_path / "results"), "--port", str(port)]
-    log = tmp_path / "viewer.log"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+           "--results", str(tmp_path / "results"), "--port", str(_free_port())]
+    yield from _serve(cmd, tmp_path, tmp_path / "viewer.log")
+
+
+def _serve(cmd: list[str], cwd: Path, log: Path):
+    """Start ``medvit viewer`` (``cmd``) in ``cwd``; once Streamlit says it listens and answers its health probe,
+    yield the URL with the access token `medvit viewer` printed; stop it (whole process group) afterwards."""
+    port = int(cmd[cmd.index("--port") + 1])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                             start_new_session=True)
     ready = threading.Event()
     follower = threading.Thread(target=_follow, args=(proc, log, ready), daemon=True)
@@ -67,29 +72,6 @@ def server(studies, tiny_model, tmp_path):
             raise RuntimeError(f"viewer exited with code {proc.returncode}: {log.read_text()[-2000:]}")
         with urllib.request.urlopen(url + "/_stcore/health", timeout=10) as r:
             assert r.read().strip() == b"ok"
-        token = re.search(r"\?token=([A-Za-z0-9_-]+)", log.read_text()).group(1)  # printed by `medvit viewer`
-        yield f"{url}/?token={token}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        follower.join(timeout=10)
-
-
-def _serve(cmd: list[str], cwd: Path, log: Path):
-    """Start ``medvit viewer`` (``cmd``) in ``cwd``; yield its URL once it listens; stop it (whole group)."""
-    port = int(cmd[cmd.index("--port") + 1])
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-                            start_new_session=True)
-    ready = threading.Event()
-    follower = threading.Thread(target=_follow, args=(proc, log, ready), daemon=True)
-    follower.start()
-    url = f"http://localhost:{port}"
-    try:
-        if not ready.wait(timeout=60) or proc.poll() is not None:
-            raise RuntimeError(f"viewer did not start on {url}: {log.read_text()[-2000:]}")
         token = re.search(r"\?token=([A-Za-z0-9_-]+)", log.read_text()).group(1)  # printed by `medvit viewer`
         yield f"{url}/?token={token}"
     finally:
