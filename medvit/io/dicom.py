@@ -7,8 +7,10 @@ MONOCHROME1 inversion) lives in :mod:`medvit.io.display`.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medvit.io import dicom_pixels as px
-from medvit.io.errors import CorruptFileError, MedicalIOError, NotDicomError, redact_pydicom_log
+from medvit.io.errors import CorruptFileError, MedicalIOError, NotDicomError, PixelBudgetError, redact_pydicom_log
 from medvit.io.image import MedicalImage, VoiLut, Window
 
 if TYPE_CHECKING:
@@ -35,11 +37,99 @@ META_KEYWORDS = (
 )
 #: element values larger than this are read from disk only when accessed (after the pixel budget check)
 DEFER_SIZE = 16 * 2**20
+#: Deflated Explicit VR Little Endian (PS3.5 §A.5): the whole data set after the File Meta is deflated
+DEFLATED_TS = "1.2.840.10008.1.2.1.99"
+#: bytes allowed for a deflated data set besides its pixels (header, overlays, private elements)
+HEADER_ALLOWANCE = 64 * 2**20
+#: bytes per budgeted sample when sizing a deflated data set (<= 16-bit stored samples)
+INFLATE_BYTES_PER_SAMPLE = 2
+_INFLATE_CHUNK = 4 * 2**20
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
 
 
-def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None = None) -> Dataset:
-    """dcmread with typed errors; files without File Meta are accepted only if they parse as an image/IOD."""
+def inflated_byte_budget(pixel_budget: int | None = None) -> int:
+    """Most bytes a deflated data set may inflate to: 2 bytes per budgeted sample + :data:`HEADER_ALLOWANCE`."""
+    return INFLATE_BYTES_PER_SAMPLE * px.pixel_budget(pixel_budget) + HEADER_ALLOWANCE
+
+
+def _inflated_size(fp: Any, path: Path, limit: int) -> int:
+    """Bytes the raw-deflate stream ``fp`` inflates to, counted in chunks without keeping them; PixelBudgetError as
+    soon as the count passes ``limit``."""
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    n = 0
+    data = fp.read(_INFLATE_CHUNK)
+    while data and not d.eof:
+        try:
+            n += len(d.decompress(data, _INFLATE_CHUNK))
+        except zlib.error as e:
+            raise CorruptFileError(path, f"cannot inflate the deflated data set ({e})") from e
+        if n > limit:
+            raise PixelBudgetError(path, f"deflated data set inflates to more than {limit:,} bytes (2 bytes x pixel "
+                                         "budget + header allowance); refused before keeping any of it; raise "
+                                         "pixel_budget= (or $MEDVIT_PIXEL_BUDGET) if the file is genuine")
+        data = d.unconsumed_tail or fp.read(_INFLATE_CHUNK)
+    return n + len(d.flush())
+
+
+def _inflate_bounded(fp: Any, path: Path, limit: int) -> io.BytesIO:
+    """Raw-deflate stream ``fp`` (positioned after the File Meta) -> BytesIO of at most ``limit`` bytes.
+
+    First pass counts the inflated size with O(chunk) memory (a bomb is refused there), second pass keeps it.
+    """
+    start = fp.tell()
+    size = _inflated_size(fp, path, limit)
+    fp.seek(start)
+    out = io.BytesIO()
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    data = fp.read(_INFLATE_CHUNK)
+    while data and not d.eof and out.tell() <= size:
+        out.write(d.decompress(data, _INFLATE_CHUNK))
+        data = d.unconsumed_tail or fp.read(_INFLATE_CHUNK)
+    out.write(d.flush())
+    out.seek(0)
+    return out
+
+
+def _open_deflated(p: Path, stop_before_pixels: bool, specific_tags: list | None,
+                   pixel_budget: int | None) -> Dataset | None:
+    """A Deflated Explicit VR LE file read with a bounded inflate (pydicom inflates without a limit); None if the
+    file is not Part 10 with that transfer syntax (then dcmread handles it)."""
+    from pydicom.dataset import FileDataset
+    from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_dataset
+    from pydicom.tag import Tag
+
+    with p.open("rb") as fp:
+        preamble = fp.read(128)
+        if fp.read(4) != b"DICM":
+            return None
+        try:
+            meta = _read_file_meta_info(fp)
+            deflated = str(meta.get("TransferSyntaxUID", "")).strip() == DEFLATED_TS
+        except Exception:
+            return None  # a garbled File Meta: dcmread reports it
+        if not deflated:
+            return None
+        buf = _inflate_bounded(fp, p, inflated_byte_budget(pixel_budget))
+    tags = [Tag(t) for t in specific_tags] if specific_tags else None
+    try:
+        ds = read_dataset(buf, is_implicit_VR=False, is_little_endian=True,
+                          stop_when=_at_pixel_data if stop_before_pixels else None, specific_tags=tags)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as e:
+        raise CorruptFileError(p, f"cannot parse the inflated DICOM data set ({type(e).__name__}: {e})") from e
+    fds = FileDataset(str(p), ds, preamble=preamble, file_meta=meta, is_implicit_VR=False, is_little_endian=True)
+    fds.set_original_encoding(False, True, ds._character_set)
+    return fds
+
+
+def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None = None,
+          pixel_budget: int | None = None) -> Dataset:
+    """dcmread with typed errors; files without File Meta are accepted only if they parse as an image/IOD.
+
+    A Deflated Explicit VR Little Endian data set is inflated in bounded chunks up to
+    :func:`inflated_byte_budget` (PixelBudgetError beyond it) before anything is parsed.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -49,6 +139,9 @@ def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None
     redact_pydicom_log()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on many benign quirks; errors below are typed
+        deflated = _open_deflated(p, stop_before_pixels, specific_tags, pixel_budget)
+        if deflated is not None:
+            return deflated
         try:
             return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, specific_tags=specific_tags,
                                    defer_size=DEFER_SIZE)
@@ -70,14 +163,15 @@ def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None
     return ds
 
 
-def read_dicom_header(path: str | Path, specific_tags: list | None = None) -> Dataset:
+def read_dicom_header(path: str | Path, specific_tags: list | None = None, pixel_budget: int | None = None) -> Dataset:
     """The header (all elements before Pixel Data) of a DICOM file, without reading pixels.
 
     ``specific_tags`` (keywords or tags) limits parsing to those elements, which is faster for indexing.
+    ``pixel_budget`` sizes the inflate limit of a deflated file (:func:`inflated_byte_budget`; PixelBudgetError).
 
     Raises NotDicomError / CorruptFileError / FileNotFoundError.
     """
-    return _open(path, stop_before_pixels=True, specific_tags=specific_tags)
+    return _open(path, stop_before_pixels=True, specific_tags=specific_tags, pixel_budget=pixel_budget)
 
 
 # ----------------------------------------------------------------------------- header -> python values
@@ -280,7 +374,7 @@ def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | N
         FrameIndexError (also an IndexError) for a frame out of range.
     """
     p = str(path)
-    ds = _open(p, stop_before_pixels=False)
+    ds = _open(p, stop_before_pixels=False, pixel_budget=pixel_budget)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

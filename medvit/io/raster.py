@@ -11,6 +11,22 @@ from medvit.io.errors import CorruptFileError, NotDicomError, PixelBudgetError, 
 from medvit.io.image import MedicalImage, Window
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: samples per pixel of each PNG colour type (PNG spec §11.2.2 IHDR)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _check_png_header(p: Path, limit: int) -> None:
+    """Refuse a PNG whose IHDR claims more samples than ``limit`` before Pillow opens it (Pillow's own bomb guard
+    would otherwise speak first, quoting its limit instead of medvit's budget). Non-PNG files pass."""
+    with p.open("rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    bands = _PNG_CHANNELS.get(head[25], 4)
+    if w * h * bands > limit:
+        raise PixelBudgetError(p, f"PNG header claims {w}x{h}x{bands} = {w * h * bands:,} samples > pixel budget "
+                                  f"{limit:,}; raise pixel_budget= (or $MEDVIT_PIXEL_BUDGET) if the file is genuine")
 
 
 def read_raster(path: str | Path, pixel_budget: int | None = None) -> MedicalImage:
@@ -25,10 +41,13 @@ def read_raster(path: str | Path, pixel_budget: int | None = None) -> MedicalIma
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
+    _check_png_header(p, _budget(pixel_budget))
     try:
         im = Image.open(p)
     except Image.DecompressionBombError as e:  # Pillow's own guard fired first (claims > 2x its limit)
-        raise PixelBudgetError(p, f"image header claims too many pixels ({e})") from e
+        raise PixelBudgetError(p, f"image header claims more pixels than Pillow opens (> 2 x "
+                                  f"{Image.MAX_IMAGE_PIXELS:,}), beyond medvit's pixel budget "
+                                  f"{_budget(pixel_budget):,}") from e
     except UnidentifiedImageError as e:
         raise NotDicomError(p, "not a readable PNG/JPEG/TIFF/BMP image") from e
     except Exception as e:

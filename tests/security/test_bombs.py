@@ -131,3 +131,84 @@ def test_png_and_nifti_bombs_refused_by_render_and_viewer_reader(tmp_path, kind)
     except SystemExit as e:
         rc = e.code
     assert rc not in (0, None) and not (tmp_path / "out.png").exists()
+
+
+def _deflated(path: Path, src: Path, zeros_mib: int = 0) -> Path:
+    """``src`` rewritten as Deflated Explicit VR LE; with ``zeros_mib`` a private OB element of that many MiB of
+    zeros is appended inside the deflated stream (a ~1 kB-per-MiB decompression bomb; header stays small)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts = [co.compress(body.getvalue())]
+    if zeros_mib:
+        n = zeros_mib * 2**20
+        parts.append(co.compress(struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"EVIL"))
+        parts.append(co.compress(struct.pack("<HH2s2xI", 0x0009, 0x1001, b"OB", n)))
+        zeros = bytes(2**20)
+        parts += [co.compress(zeros) for _ in range(zeros_mib)]
+    parts.append(co.flush())
+    meta = DicomBytesIO()
+    meta.is_little_endian, meta.is_implicit_VR = True, False
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(128) + b"DICM" + meta.getvalue() + b"".join(parts))
+    return path
+
+
+def test_deflate_bomb_refused_before_inflating_and_genuine_deflated_read(tmp_path):
+    """A 512x512 header whose deflated data set inflates past the byte budget (2 bytes x pixel budget + 64 MiB) is
+    refused with PixelBudgetError naming the file, while memory stays O(chunk); a genuine deflated file reads as
+    pydicom reads it; infer with --workers 0 reports the bomb as an error row and predicts the genuine file."""
+    import tracemalloc
+
+    from medvit.cli.main import main as cli
+    from medvit.io import PixelBudgetError, read_dicom, read_dicom_header, read_image
+
+    src = write_dx(tmp_path / "src.dcm", "1.2.3.30", "1.2.3.31", rows=512, cols=512)
+    bomb = _deflated(tmp_path / "in" / "bomb.dcm", src, zeros_mib=80)
+    good = _deflated(tmp_path / "in" / "good.dcm", src)
+    assert bomb.stat().st_size < good.stat().st_size + 200_000  # 80 MiB of zeros deflate to ~80 kB
+    tracemalloc.start()
+    try:
+        with pytest.raises(PixelBudgetError, match="bomb.dcm.*inflates to more than"):
+            read_dicom(bomb, pixel_budget=2**20)  # limit 2 MiB + 64 MiB < 80 MiB
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, peak  # never held the inflated data set
+    with pytest.raises(PixelBudgetError):
+        read_dicom_header(bomb, pixel_budget=2**20)
+    img = read_image(good)
+    assert np.array_equal(img.pixels, pydicom.dcmread(src).pixel_array.astype(np.float32))
+    assert img.uids["StudyInstanceUID"] == "1.2.3.30"
+    hdr = read_dicom_header(good, specific_tags=["Rows", "Columns"])
+    assert (hdr.Rows, hdr.Columns) == (512, 512) and "PatientName" not in hdr
+    try:
+        rc = cli(["dicom", "render", str(bomb), str(tmp_path / "r.png")])
+    except SystemExit as e:
+        rc = e.code
+    assert rc not in (0, None) and not (tmp_path / "r.png").exists()
+
+    model = make_model(tmp_path / "model")
+    out = tmp_path / "out"
+    run_inference(InferConfig(str(model), str(tmp_path / "in"), str(out), workers=0, max_image_mb=4, progress=False))
+    rows = _rows(out / "status.csv")
+    assert rows["bomb.dcm"]["status"] == "error" and "budget" in rows["bomb.dcm"]["reason"], rows["bomb.dcm"]
+    assert rows["good.dcm"]["status"] == "predicted", rows["good.dcm"]
+
+
+def test_png_refusal_states_medvits_budget(tmp_path):
+    from medvit.io import PixelBudgetError, read_image
+
+    p = _png_header_only(tmp_path / "bomb.png", 30000, 30000)  # 9e8 pixels: past Pillow's own 2x guard too
+    with pytest.raises(PixelBudgetError, match=r"30000x30000x1 = 900,000,000 samples > pixel budget 268,435,456"):
+        read_image(p)
+    with pytest.raises(PixelBudgetError, match="pixel budget 1,000"):
+        read_image(_png_header_only(tmp_path / "small.png", 40, 40), pixel_budget=1000)
