@@ -10,6 +10,7 @@ Checkpoints written before a field existed load with its default, which is what 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -50,6 +51,7 @@ class WeightContract:
     description: str = ""
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.input_size = tuple(int(s) for s in self.input_size)
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
@@ -83,6 +85,42 @@ class WeightContract:
         if not self.thresholds and self.label_names:
             self.thresholds = [0.5] * len(self.label_names)
 
+    def _check_types(self) -> None:
+        """Refuse values of the wrong JSON type before they are used (``"modalities": "DX"`` would otherwise be
+        iterated letter by letter into a scope that selects nothing)."""
+        for key in ("modalities", "view_positions", "body_parts", "label_names"):
+            v = getattr(self, key)
+            if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x.strip() for x in v):
+                raise ValueError(f"contract key {key!r} must be a list of non-empty strings (e.g. "
+                                 f"{_EXAMPLES[key]}), got {type(v).__name__} {v!r:.80}")
+        for key in ("input_size", "mean", "std", "thresholds"):
+            v = getattr(self, key)
+            if not isinstance(v, list | tuple) or not all(_is_number(x) for x in v) or (key != "thresholds"
+                                                                                         and not v):
+                raise ValueError(f"contract key {key!r} must be a list of numbers, got {type(v).__name__} {v!r:.80}")
+        for key in ("intensity_window", "resize_size"):
+            v = getattr(self, key)
+            if v is not None and (not isinstance(v, list | tuple) or not all(_is_number(x) for x in v)):
+                raise ValueError(f"contract key {key!r} must be null or a list of numbers, got {v!r:.80}")
+        if self.intensity_window is not None and len(self.intensity_window) != 2:
+            raise ValueError(f"contract key 'intensity_window' must be [center, width], got {self.intensity_window}")
+        for key in ("in_chans",):
+            if not isinstance(getattr(self, key), numbers.Integral) or isinstance(getattr(self, key), bool):
+                raise ValueError(f"contract key {key!r} must be an integer, got {getattr(self, key)!r:.80}")
+        if not _is_number(self.crop_pct):
+            raise ValueError(f"contract key 'crop_pct' must be a number, got {self.crop_pct!r:.80}")
+        for key in ("multilabel", "research_only"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"contract key {key!r} must be true or false, got {getattr(self, key)!r:.80}")
+        for key in ("crop_mode", "interpolation", "name", "source", "license", "version", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"contract key {key!r} must be a string, got {getattr(self, key)!r:.80}")
+        if not isinstance(self.intensity, dict | None):
+            raise ValueError(f"contract key 'intensity' must be an object {{file kind: rule}}, got "
+                             f"{self.intensity!r:.80}")
+        if self.ood is not None and not isinstance(self.ood, dict):
+            raise ValueError(f"contract key 'ood' must be an object or null, got {self.ood!r:.80}")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
@@ -95,9 +133,27 @@ class WeightContract:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WeightContract:
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> WeightContract:
+        """Contract from its JSON form; ``source`` (the config file) prefixes every error.
+
+        Raises KeyError for unknown keys, ValueError for a value of the wrong type or out of range.
+        """
+        where = f"{source}: " if source else ""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}'contract' must be an object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise KeyError(f"unknown weight-contract keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+            raise KeyError(f"{where}unknown weight-contract keys {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            return cls(**d)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}{e}") from e
+
+
+_EXAMPLES = {"modalities": '["CR", "DX"]', "view_positions": '["PA", "AP"]', "body_parts": '["CHEST"]',
+             "label_names": '["Effusion", "Nodule"]'}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)

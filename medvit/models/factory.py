@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from medvit.models.checkpoint import (
+    CONFIG_NAME,
     WEIGHTS_NAME,
     load_state_dict_checked,
     load_weights_into,
@@ -58,7 +59,7 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
     Returns:
         the model, with ``arch_name`` and ``model_args`` attributes recording how it was built.
     """
-    if "." in name and ("weights", name) in REGISTRY:
+    if "." in name and ("weight", name) in REGISTRY:
         pretrained = pretrained or name
         name = name.split(".", 1)[0]
     args = backbone_args(name, **overrides)
@@ -81,6 +82,8 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
 
     p = Path(path)
     cfg = read_config(p)
+    cfg_file = p / CONFIG_NAME if p.is_dir() else p.with_name(CONFIG_NAME)
+    contract = WeightContract.from_dict(cfg["contract"], source=str(cfg_file)) if cfg.get("contract") else None
     args = dict(cfg["model_args"])
     args.update(overrides)
     f = p / WEIGHTS_NAME if p.is_dir() else p
@@ -93,7 +96,7 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
         logger.warning("%s: config.json records no sha256; the weights' computed hash %s is reported", f, sha)
     model = create_model(cfg["architecture"], **args)
     load_state_dict_checked(model, sd, str(f))
-    model.contract = WeightContract.from_dict(cfg["contract"]) if cfg.get("contract") else None
+    model.contract = contract
     model.checkpoint_sha256 = sha  # computed from the bytes loaded, never copied from config.json
     model.checkpoint_config = cfg
     return model

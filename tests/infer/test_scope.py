@@ -69,3 +69,38 @@ def test_scoped_model_selects_by_contract_and_names_itself(tmp_path):
 
     sr = pydicom.dcmread(next((tmp_path / "o" / "sr").glob("*.dcm")))
     assert "chest-test" in str(sr.to_json_dict())
+
+
+@pytest.mark.parametrize(("key", "value"), [("modalities", "DX"), ("view_positions", ["PA", 3]),
+                                            ("body_parts", "CHEST"), ("label_names", "Effusion"),
+                                            ("thresholds", "0.5"), ("multilabel", "yes"), ("input_size", 32)])
+def test_contract_of_wrong_type_refused_at_load_naming_file_and_key(tmp_path, capsys, key, value):
+    """``"modalities": "DX"`` once became the rule (?i)^(D|X)$ and silently selected nothing: every contract value
+    of the wrong JSON type is refused when the model loads, naming config.json and the key."""
+    import json
+
+    from medvit.cli.main import main
+    from medvit.models import load_model
+
+    model = make_model(tmp_path / "model")
+    cfg_path = model / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["contract"][key] = value
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=rf"config\.json: contract key '{key}' must be"):
+        load_model(model)
+    write_dx(tmp_path / "in" / "a.dcm", "1.2.826.0.1.1", "1.2.826.0.1.1.1")
+    out = tmp_path / "out"
+    assert main(["infer", "-m", str(model), "-i", str(tmp_path / "in"), "-o", str(out), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg_path) in err and repr(key) in err, err
+    assert not (out / "predictions.csv").exists()
+
+
+def test_contract_scope_list_still_selects(tmp_path):
+    """The valid form of the same scope selects the DX image (the refusal above is not a blanket one)."""
+    model = make_model(tmp_path / "model", modalities=("DX",))
+    write_dx(tmp_path / "in" / "a.dcm", "1.2.826.0.1.1", "1.2.826.0.1.1.1")
+    res = run_inference(InferConfig(str(model), str(tmp_path / "in"), str(tmp_path / "out"), workers=0,
+                                    progress=False))
+    assert res.counts["predicted"] == 1
