@@ -29,9 +29,12 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     return f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 #: kind -> modules whose import registers that kind's entries. Extend when adding a provider module.
+#: older spellings of a kind, accepted everywhere a kind is named (the kind ``weights`` became ``weight``)
+KIND_ALIASES: dict[str, str] = {"weights": "weight"}
+
 PROVIDERS: dict[str, list[str]] = {
     "backbone": ["medvit.models"],
-    "weights": ["medvit.models"],
+    "weight": ["medvit.models"],
     "task": ["medvit.tasks"],
     "peft": ["medvit.peft"],
     "dataset": ["medvit.data"],
@@ -69,11 +72,13 @@ class Registry:
         return list(self._tables)
 
     def _table(self, kind: str) -> dict[str, Entry]:
+        kind = KIND_ALIASES.get(kind, kind)
         if kind not in self._tables:
             raise KeyError(f"unknown registry kind {kind!r}; known kinds: {', '.join(self._tables)}")
         return self._tables[kind]
 
     def _load_providers(self, kind: str) -> None:
+        kind = KIND_ALIASES.get(kind, kind)
         if kind in self._loaded:
             return
         self._loaded.add(kind)
@@ -96,7 +101,7 @@ class Registry:
             prev = table[name].obj
             where = getattr(prev, "__module__", type(prev).__module__)
             raise ValueError(f"{kind} {name!r} is already registered (by {where}); choose another name")
-        entry = Entry(name=name, kind=kind, obj=obj, meta=meta)
+        entry = Entry(name=name, kind=KIND_ALIASES.get(kind, kind), obj=obj, meta=meta)
         table[name] = entry
         return entry
 
@@ -115,6 +120,7 @@ class Registry:
 
     # -- lookup ----------------------------------------------------------------------------------
     def entry(self, kind: str, name: str) -> Entry:
+        kind = KIND_ALIASES.get(kind, kind)
         table = self._table(kind)
         if name not in table:
             self._load_providers(kind)
@@ -141,11 +147,11 @@ class Registry:
 
     def entries(self, kind: str) -> Iterator[Entry]:
         for n in self.names(kind):
-            yield self._tables[kind][n]
+            yield self._table(kind)[n]
 
 
 REGISTRY = Registry(
-    ["backbone", "weights", "peft", "task", "dataset", "expert", "metric", "transform"]
+    ["backbone", "weight", "peft", "task", "dataset", "expert", "metric", "transform"]
 )
 
 

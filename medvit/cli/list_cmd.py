@@ -8,7 +8,7 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered backbones, weights, peft methods, tasks, datasets, ...",
                        description="List what is registered, by kind.")
-    p.add_argument("kind", nargs="?", help="one kind (backbone, weights, peft, task, dataset, expert, metric, "
+    p.add_argument("kind", nargs="?", help="one kind (backbone, weight, peft, task, dataset, expert, metric, "
                    "transform; singular or plural); default: all. Weight tags say whether their file is present")
     p.add_argument("name", nargs="?", help="with kind task: that task's config keys, types, defaults and what "
                    "each does (the text validation errors quote)")
@@ -52,7 +52,7 @@ def resolve_kind(kind: str, kinds: list[str]) -> str:
 
 def _presence(kind: str, name: str) -> str:
     """For weight tags: whether their file is on this machine (and where it is looked for)."""
-    if kind != "weights":
+    if kind != "weight":
         return ""
     from medvit.models.pretrained import resolve_weight_file, weights_dir
 

@@ -51,11 +51,11 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, WeightContract
         contract = model.contract
         name = p.resolve().name
         sha = model.checkpoint_sha256
-    elif ("weights", str(model_ref)) in REGISTRY:
+    elif ("weight", str(model_ref)) in REGISTRY:
         from medvit.models.factory import create_model
         from medvit.models.pretrained import resolve_weight_file
 
-        spec = REGISTRY.get("weights", str(model_ref))
+        spec = REGISTRY.get("weight", str(model_ref))
         contract = spec.contract
         f = resolve_weight_file(str(model_ref))
         model = create_model(spec.arch, pretrained=str(model_ref), in_chans=contract.in_chans,
@@ -63,7 +63,7 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, WeightContract
         name, sha = str(model_ref), sha256_file(f)
     else:
         raise FileNotFoundError(f"model {model_ref!r} is neither a checkpoint directory (model.safetensors + "
-                                "config.json) nor a registered weight tag (see `medvit list weights`)")
+                                "config.json) nor a registered weight tag (see `medvit list weight`)")
     if contract is None:
         raise ValueError(f"model {model_ref}: checkpoint has no weight contract (config.json 'contract'); batch "
                          "inference derives preprocessing and labels from it. Re-save with save_checkpoint(..., "
@@ -101,7 +101,7 @@ def _load_adapter_for_inference(p: Path) -> tuple[nn.Module, WeightContract | No
         raise ValueError(f"adapter {p}: adapter_config.json has no weight contract (labels, thresholds, "
                          "preprocessing); re-run the tuning with this medvit version, or merge it and save the "
                          "merged model with save_checkpoint(..., contract=WeightContract(...))")
-    contract = WeightContract.from_dict(cfg["contract"])
+    contract = WeightContract.from_dict(cfg["contract"], source=str(p / "adapter_config.json"))
     model = load_adapter(p, check_base=True)
     return model, contract, str(cfg.get("sha256", ""))
 

@@ -96,6 +96,8 @@ def pixel_geometry(ds: Dataset, path: str | None) -> dict[str, int]:
     try:
         g["frames"] = _int_attr(ds, "NumberOfFrames", path, 1)
     except CorruptFileError:
+        g["frames"] = 0
+    if g["frames"] < 1:  # garbled ("1A") or out of range ("0", "-1", PS3.3 C.7.6.6: >= 1): same lenience rule
         g["frames"] = _frames_from_pixel_data(ds, path, g)
     if g["bits_stored"] == 0:
         g["bits_stored"] = g["bits_allocated"]
@@ -112,7 +114,8 @@ def pixel_geometry(ds: Dataset, path: str | None) -> dict[str, int]:
 
 
 def _frames_from_pixel_data(ds: Dataset, path: str | None, g: dict[str, int]) -> int:
-    """Number of Frames when its value is garbled (``"1A"``), if the Pixel Data leaves no doubt: native data
+    """Number of Frames when its value is garbled (``"1A"``) or below 1 (``"0"``, ``"-1"``), if the Pixel Data
+    leaves no doubt: native data
     whose length is a whole number of frames (PS3.5 8.1.1, padded to even length), or encapsulated data with
     one fragment after the Basic Offset Table (one frame). Logs a warning and repairs ``ds`` in memory, as
     dcmtk does; raises CorruptFileError when the count is ambiguous. The garbled value is not logged."""
@@ -137,10 +140,10 @@ def _frames_from_pixel_data(ds: Dataset, path: str | None, g: dict[str, int]) ->
     except Exception:
         n = 0
     if n < 1:
-        raise CorruptFileError(path, "attribute NumberOfFrames is not a valid integer and the Pixel Data does not "
-                                     "determine the frame count")
-    logger.warning("%s: attribute NumberOfFrames is not a valid integer; using %d frame(s) from the Pixel Data "
-                   "length", path or "<dataset>", n)
+        raise CorruptFileError(path, "attribute NumberOfFrames is not a valid integer >= 1 and the Pixel Data does "
+                                     "not determine the frame count")
+    logger.warning("%s: attribute NumberOfFrames is not a valid integer >= 1; using %d frame(s) from the Pixel "
+                   "Data length", path or "<dataset>", n)
     import warnings
 
     with warnings.catch_warnings():

@@ -335,5 +335,5 @@ def index_tree(root: str | Path, workers: int | None = None, min_parallel: int =
                                 for m in row["missing"]]
             else:
                 res.files.append(row)
-    logger.info("indexed %s: %s", root, res.summary())
+    logger.debug("indexed %s: %s", root, res.summary())  # the CLI prints the summary once
     return res

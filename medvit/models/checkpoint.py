@@ -198,16 +198,16 @@ def _resolve_source(src: str | Path) -> tuple[Path, bool]:
         return p, False
     from medvit.registry import REGISTRY
 
-    if isinstance(src, str) and ("weights", src) in REGISTRY:
+    if isinstance(src, str) and ("weight", src) in REGISTRY:
         from medvit.models.pretrained import resolve_weight_file
 
         f = resolve_weight_file(src)
         return f, f.name == WEIGHTS_NAME and (f.parent / CONFIG_NAME).is_file()
     from medvit.registry import did_you_mean
 
-    hint = did_you_mean(str(src), REGISTRY.names("weights")) if isinstance(src, str) else ""
+    hint = did_you_mean(str(src), REGISTRY.names("weight")) if isinstance(src, str) else ""
     raise FileNotFoundError(f"{src}: not found (no such file or folder; nor is it a registered weight tag"
-                            + (f", {hint}" if hint else "; see `medvit list weights`") + ")")
+                            + (f", {hint}" if hint else "; see `medvit list weight`") + ")")
 
 
 def load_weights_into(model: nn.Module, src: str | Path) -> nn.Module:

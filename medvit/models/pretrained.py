@@ -36,7 +36,7 @@ def weights_dir() -> Path:
 
 def resolve_weight_file(tag: str) -> Path:
     """Local file for a weight tag, or ``FileNotFoundError`` saying where to put it."""
-    spec: WeightSpec = REGISTRY.get("weights", tag)
+    spec: WeightSpec = REGISTRY.get("weight", tag)
     d = weights_dir() / tag
     for cand in (d / "model.safetensors", d / spec.filename):
         if cand.is_file():
@@ -48,7 +48,7 @@ def resolve_weight_file(tag: str) -> Path:
 
 
 def register_weights(spec: WeightSpec) -> None:
-    REGISTRY.add("weights", spec.tag, spec, description=spec.contract.description)
+    REGISTRY.add("weight", spec.tag, spec, description=spec.contract.description)
 
 
 _MAE_URL = "https://github.com/lambert-x/medical_mae (Google Drive links in README)"

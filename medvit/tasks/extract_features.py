@@ -60,8 +60,8 @@ def _contract(cfg: ExtractFeaturesConfig) -> object:
     src = None
     if cfg.pretrained and Path(cfg.pretrained, "config.json").is_file():
         src = json.loads(Path(cfg.pretrained, "config.json").read_text()).get("contract")
-    elif cfg.pretrained and ("weights", cfg.pretrained) in REGISTRY:
-        src = REGISTRY.get("weights", cfg.pretrained).contract.to_dict()
+    elif cfg.pretrained and ("weight", cfg.pretrained) in REGISTRY:
+        src = REGISTRY.get("weight", cfg.pretrained).contract.to_dict()
     if not src:
         return base
     keep = {k: src[k] for k in ("mean", "std", "intensity_window", "intensity", "crop_mode", "crop_pct",

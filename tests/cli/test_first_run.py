@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("kind, shown", [("backbones", "backbone ("), ("backbone", "backbone ("),
-                                         ("weight", "weights ("), ("weights", "weights ("), ("PEFT", "peft (")])
+                                         ("weight", "weight ("), ("weights", "weight ("), ("PEFT", "peft (")])
 def test_list_accepts_singular_and_plural(capsys, kind, shown):
     assert main(["list", kind]) == 0
     assert capsys.readouterr().out.startswith(shown)

@@ -90,8 +90,10 @@ def _garble_frames(path: Path, value: bytes = b"1A", frames: int | None = None) 
     return path
 
 
-@pytest.mark.parametrize("frames", [1, 3])
-def test_garbled_number_of_frames_taken_from_pixel_data_length(tmp_path, caplog, frames):
+@pytest.mark.parametrize(("value", "frames"), [(b"1A", 1), (b"1A", 3), (b"0 ", 1), (b"-1", 1), (b"0 ", 3)])
+def test_garbled_number_of_frames_taken_from_pixel_data_length(tmp_path, caplog, value, frames):
+    """"1A", "0" and "-1" (PS3.3 C.7.6.6 requires >= 1) follow one rule: an unambiguous Pixel Data length gives the
+    frame count, with a warning that does not quote the value."""
     from pydicom.uid import generate_uid
 
     from medvit.io import read_image
@@ -100,7 +102,7 @@ def test_garbled_number_of_frames_taken_from_pixel_data_length(tmp_path, caplog,
     import pydicom
 
     px = pydicom.dcmread(p).pixel_array
-    _garble_frames(p, frames=frames)
+    _garble_frames(p, value=value, frames=frames)
     with caplog.at_level("WARNING"):
         img = read_image(p)
     want = px if frames == 1 else np.stack([px] * frames)
@@ -108,7 +110,8 @@ def test_garbled_number_of_frames_taken_from_pixel_data_length(tmp_path, caplog,
     assert "NumberOfFrames is not a valid integer" in caplog.text and "1A" not in caplog.text
 
 
-def test_garbled_number_of_frames_refused_when_ambiguous(tmp_path):
+@pytest.mark.parametrize("value", [b"1A", b"0 ", b"-1"])
+def test_garbled_number_of_frames_refused_when_ambiguous(tmp_path, value):
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -118,7 +121,7 @@ def test_garbled_number_of_frames_refused_when_ambiguous(tmp_path):
     ds = pydicom.dcmread(p)
     ds.PixelData = ds.PixelData + b"\0" * 10  # not a whole number of frames
     ds.save_as(p)
-    _garble_frames(p)
+    _garble_frames(p, value=value)
     with pytest.raises(CorruptFileError, match="NumberOfFrames"):
         read_image(p)
 

@@ -113,3 +113,21 @@ def test_index_whole_corpus_accounts_for_every_file():
     reasons = {r["path"].split("/")[-1]: r["reason"] for r in res.skipped}
     assert reasons["README.txt"].startswith("NotDicomError") and "DICOMDIR-nopatient" in reasons
     assert len(res.dicomdirs) >= 6
+
+
+def test_cli_index_states_its_summary_once(tmp_path):
+    """The terminal shows the summary line once: no INFO log line repeating it (a real process, so the CLI's own
+    logging set-up is what is checked)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = _tree(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    r = subprocess.run([sys.executable, "-m", "medvit", "dicom", "index", str(root), "--out", str(tmp_path / "i.csv")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    terminal = r.stdout + r.stderr
+    assert terminal.count("indexed") == 1, terminal
+    assert "INFO" not in terminal, terminal
