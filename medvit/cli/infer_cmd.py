@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     from medvit.cli.logs import routed_logs
     from medvit.infer import run_inference
+    from medvit.infer.lock import OutputLockedError
 
     if args.source and args.input:
         raise ValueError("give either -i/--input or --source, not both")
@@ -97,12 +98,18 @@ def run(args: argparse.Namespace) -> int:
     # every unreadable file gets a status/error row and one terminal line; decoder tracebacks, pydicom's header
     # quirks and highdicom's warnings go to OUTPUT/infer.log
     _terminate_cleanly()
-    if args.source or args.send_to:
+    try:
+        if args.source or args.send_to:
+            with routed_logs(getattr(args, "verbose", 0), Path(args.output) / LOG_NAME):
+                return _run_pacs(args)
+        cfg = _config(args, args.input)
         with routed_logs(getattr(args, "verbose", 0), Path(args.output) / LOG_NAME):
-            return _run_pacs(args)
-    cfg = _config(args, args.input)
-    with routed_logs(getattr(args, "verbose", 0), Path(args.output) / LOG_NAME):
-        result = run_inference(cfg)
+            result = run_inference(cfg)
+    except OutputLockedError as e:  # another run holds OUTPUT: a usage error, one line, nothing changed
+        import sys
+
+        print(f"medvit infer: error: {e}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
     print(format_summary(result))  # noqa: T201
     return result.exit_code
 
@@ -122,6 +129,7 @@ def _terminate_cleanly() -> None:
     signal.signal(signal.SIGTERM, _stop)
 
 
+EXIT_USAGE = 2  # bad arguments, or OUTPUT is in use by another run (README, exit codes)
 EXIT_PACS = 5  # the PACS could not be reached or refused (message names the server and the step)
 
 
@@ -138,7 +146,9 @@ def _run_pacs(args: argparse.Namespace) -> int:
     try:
         result = run_with_pacs(cfg, source=args.source, send_to=args.send_to)
     except PacsError as e:
-        print(f"medvit infer: error: {e}", file=sys.stderr)  # noqa: T201
+        from medvit.io.text import escape_text
+
+        print(f"medvit infer: error: {escape_text(e, keep_newlines=True)}", file=sys.stderr)  # noqa: T201
         return EXIT_PACS
     print(format_summary(result))  # noqa: T201
     return result.exit_code

@@ -44,8 +44,10 @@ def routed_logs(verbose: int, log_file: str | Path | None = None) -> Iterator[Pa
     term = _TerminalFilter(logging.INFO if verbose >= 1 else logging.WARNING, verbose >= 2)
     streams = [h for h in root.handlers
                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    escape = EscapeControls()
     for h in streams:
         h.addFilter(term)
+        h.addFilter(escape)
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     logging.captureWarnings(True)
     redact_pydicom_log()
@@ -59,6 +61,7 @@ def routed_logs(verbose: int, log_file: str | Path | None = None) -> Iterator[Pa
             fh.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
             fh.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
             fh.addFilter(_RedactOthers())
+            fh.addFilter(escape)
             root.addHandler(fh)
         yield path
     finally:
@@ -67,6 +70,7 @@ def routed_logs(verbose: int, log_file: str | Path | None = None) -> Iterator[Pa
             fh.close()
         for h in streams:
             h.removeFilter(term)
+            h.removeFilter(escape)
         logging.captureWarnings(False)
         root.setLevel(old_level)
 
@@ -82,4 +86,18 @@ class _RedactOthers(logging.Filter):
                 record.msg, record.args = redact_values(record.getMessage()), ()
             except Exception:  # a record whose message cannot be formatted: keep it as it is
                 pass
+        return True
+
+
+class EscapeControls(logging.Filter):
+    """Every record's message with control characters escaped (:func:`medvit.io.text.escape_text`): a file
+    name or header value carrying terminal escapes, CR or NUL reaches neither the terminal nor the log raw."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from medvit.io.text import escape_text
+
+        try:
+            record.msg, record.args = escape_text(record.getMessage(), keep_newlines=True), ()
+        except Exception:  # a record whose message cannot be formatted: keep it as it is
+            pass
         return True

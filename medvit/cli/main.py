@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from medvit.cli.logs import EscapeControls
+
+    for h in logging.getLogger().handlers:  # file names and header values in any terminal log line: escaped
+        if type(h) is logging.StreamHandler and not any(isinstance(f, EscapeControls) for f in h.filters):
+            h.addFilter(EscapeControls())
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -62,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose >= 2:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"medvit {args.command}: error: {msg}", file=sys.stderr)  # noqa: T201
+        from medvit.io.text import escape_text  # a file name or header value in the message: no raw escapes
+
+        print(f"medvit {args.command}: error: {escape_text(msg, keep_newlines=True)}", file=sys.stderr)  # noqa: T201
         return 2
     try:
         sys.stdout.flush()  # a closed pipe shows up here for output still buffered

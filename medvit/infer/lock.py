@@ -46,6 +46,10 @@ class OutputLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            try:  # the holder's pid is in the file only while it holds the lock: none left to name a stale run
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
@@ -57,9 +61,58 @@ class OutputLock:
 
 
 def _read_holder(fd: int) -> str:
+    """Who holds the lock on ``fd``'s file: the pid the kernel reports (``/proc/locks``), with the host from the
+    lock file when that file names the same pid; the file's pid only if that process is alive; else unknown.
+
+    The file alone can be stale (a run killed before it released) or name nobody (another tool's ``flock``)."""
+    recorded: dict[str, Any] = {}
     try:
         os.lseek(fd, 0, os.SEEK_SET)
-        info = json.loads(os.read(fd, 4096) or b"{}")
-        return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+        recorded = json.loads(os.read(fd, 4096) or b"{}")
     except (OSError, ValueError):
-        return "pid unknown"
+        recorded = {}
+    holder = _kernel_holder(fd)
+    if holder is not None:
+        if recorded.get("pid") == holder:
+            return f"pid {holder} on {recorded.get('host', socket.gethostname())}"
+        return f"pid {holder}"
+    pid = recorded.get("pid")
+    if isinstance(pid, int) and recorded.get("host") == socket.gethostname() and _alive(pid):
+        return f"pid {pid} on {recorded['host']}"
+    if isinstance(pid, int) and recorded.get("host") not in (None, socket.gethostname()):
+        return f"pid {pid} on {recorded['host']}"  # a run on another machine sharing the folder
+    return "holder unknown"
+
+
+def _kernel_holder(fd: int) -> int | None:
+    """The pid holding a ``flock`` on ``fd``'s file according to ``/proc/locks`` (Linux); None if not found."""
+    try:
+        st = os.fstat(fd)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in lines:
+        parts = line.split()
+        if "FLOCK" not in parts or "->" in parts:  # "->" marks a waiter, not the holder
+            continue
+        try:
+            i = parts.index("FLOCK")
+            pid = int(parts[i + 3])
+            major, minor, ino = parts[i + 4].split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == want:
+                return pid
+        except (ValueError, IndexError):
+            continue
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -21,6 +21,7 @@ from typing import Any
 
 from medvit.io.errors import printable
 from medvit.io.safe_write import atomic_write, open_exclusive
+from medvit.io.text import FORMULA_PREFIXES, csv_cell, csv_row  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +53,6 @@ HEADER_TO_RECORD = {
 def prob_column(label: str) -> str:
     """CSV column holding the probability of ``label``."""
     return f"p_{label}"
-
-
-#: first characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection")
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """A CSV cell that a spreadsheet shows as text: strings starting with ``= + - @ TAB CR`` get a leading ``'``.
-
-    Numbers are left alone (a negative number is data, not a formula); the JSONL keeps the raw value.
-    """
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-def csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    """:func:`csv_cell` applied to every value of a row."""
-    return {k: csv_cell(v) for k, v in row.items()}
 
 
 def csv_text(columns: list[str], rows: list[list[Any]]) -> str:
@@ -121,7 +103,7 @@ class Journal:
 
         Raises :class:`StateMismatchError` naming the differing keys unless ``overwrite`` (which starts over).
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         state = self.dir / STATE
         if state.is_file() and self.path.is_file():
             old = json.loads(state.read_text())
@@ -138,7 +120,7 @@ class Journal:
 
     def open(self) -> set[str]:
         """Open for appending after cutting a partial last line; returns the files already journaled."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         done: set[str] = set()
         if self.path.is_file():
             with open(self.path, "rb+") as f:

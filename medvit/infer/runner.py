@@ -39,6 +39,7 @@ from medvit.infer.preprocess import Preprocessor
 from medvit.infer.rules import SelectionRules
 from medvit.infer.walk import WALK_STAGE, WalkIssue, walk_inputs
 from medvit.io.safe_write import atomic_write
+from medvit.io.text import header_text
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class InferenceRun:
         rec: dict[str, Any] = {"file": d.rel, "status": status, "stage": d.stage, "reason": d.reason,
                                "selection": d.selection}
         for k, v in HEADER_TO_RECORD.items():
-            rec[v] = str(d.header.get(k, "")) if d.header.get(k) is not None else ""
+            rec[v] = header_text(d.header.get(k))  # a multi-valued UID is one (invalid) text, never a list repr
         return self.deid.record(rec) if self.deid else rec
 
     def _predicted_record(self, d: Decoded, probs: np.ndarray, ood: float | None = None) -> dict[str, Any]:

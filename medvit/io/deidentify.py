@@ -194,7 +194,9 @@ class Deidentifier:
     def uid(self, uid: str) -> str:
         """Consistent replacement UID (:func:`medvit.io.uids.make_uid` of the keyed digest, ≤ 64 chars);
         DICOM-registered UIDs are kept."""
-        uid = str(uid)
+        from medvit.io.text import header_text
+
+        uid = header_text(uid)  # a multi-valued (invalid) UID is one text, hashed like any other value
         if not uid or uid.startswith("1.2.840.10008.") or uid in self._issued:
             return uid
         new = make_uid("deidentified", self._digest("uid:" + uid).hex())
@@ -203,6 +205,9 @@ class Deidentifier:
 
     def pseudonym(self, value: str, prefix: str = "ANON") -> str:
         """Consistent pseudonym for an identifier (e.g. PatientID), ``""`` stays ``""``."""
+        from medvit.io.text import header_text
+
+        value = header_text(value)
         if not value or value in self._issued:
             return value or ""
         new = f"{prefix}-{self._digest('id:' + str(value)).hex()[:12].upper()}"
@@ -311,7 +316,9 @@ class Deidentifier:
                 self._dummy(elem)
 
     def _map_uid(self, elem: Any) -> None:
-        if elem.VM > 1:
+        if elem.VM > 1 and _single_valued(elem.tag):  # e.g. a SOP Instance UID "..\\..\\win": one invalid value
+            elem.value = self.uid(elem.value)
+        elif elem.VM > 1:
             elem.value = [self.uid(v) for v in elem.value]
         elif elem.value:
             elem.value = self.uid(elem.value)
@@ -329,3 +336,13 @@ class Deidentifier:
             elem.value = 0
         else:  # binary (OB/OW/UN...): no safe dummy content
             elem.value = b""
+
+
+def _single_valued(tag: Any) -> bool:
+    """True when the data dictionary gives ``tag`` a value multiplicity of exactly 1 (PS3.6)."""
+    from pydicom.datadict import dictionary_VM
+
+    try:
+        return dictionary_VM(tag) == "1"
+    except KeyError:  # private or unknown: keep the values apart
+        return False

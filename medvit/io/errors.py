@@ -9,16 +9,14 @@ from pathlib import Path
 
 
 def printable_path(path: str | Path) -> str:
-    """``path`` as valid Unicode text: bytes that are not UTF-8 (kept by Python as lone surrogates,
-    PEP 383) become ``\\xNN`` escapes, e.g. a Latin-1 ``caf\\xe9.dcm``. For tables, logs and messages; the
+    """``path`` as valid, single-line Unicode text: bytes that are not UTF-8 (kept by Python as lone surrogates,
+    PEP 383) become ``\\xNN`` escapes, e.g. a Latin-1 ``caf\\xe9.dcm``, and so do control characters (terminal
+    escapes, CR, LF, TAB, NUL, C1, DEL; :func:`medvit.io.text.escape_text`). For tables, logs and messages; the
     original path is ``os.fsencode``-recoverable only from the file system, not from this text.
     """
-    text = str(path)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    from medvit.io.text import escape_text
+
+    return escape_text(path)
 
 
 def printable(value: object) -> object:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medvit.io.errors import MedicalIOError, printable
+from medvit.io.text import csv_row
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +111,12 @@ class IndexResult:
         with out.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=SERIES_COLUMNS)
             w.writeheader()
-            w.writerows(printable(self.series))
+            w.writerows(csv_row(r) for r in self.series)  # escaped, formula-safe cells (SECURITY.md §7)
         sk = out.with_name(out.stem + ".skipped.csv")
         with sk.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=["path", "reason"])
             w.writeheader()
-            w.writerows(printable(self.skipped))
+            w.writerows(csv_row(r) for r in self.skipped)
         return [out, sk]
 
 

