@@ -50,9 +50,9 @@ def _local_tags() -> list[str]:
     from medvit.registry import REGISTRY
 
     out = []
-    for tag in REGISTRY.names("weights"):
+    for tag in REGISTRY.names("weight"):
         try:
-            if REGISTRY.get("weights", tag).contract.label_names:
+            if REGISTRY.get("weight", tag).contract.label_names:
                 resolve_weight_file(tag)
                 out.append(tag)
         except (FileNotFoundError, KeyError, AttributeError):
