@@ -13,6 +13,15 @@ Labels: ``labels`` (default the 5 competition labels) with per-label uncertainty
 ``uncertainty="mae"`` is the thorax-MAE recipe: U-Ones for Edema and Atelectasis, U-Zeros for
 Cardiomegaly, Consolidation and Pleural Effusion (others: ignore). Blank (not mentioned) → 0 by default,
 or masked with ``blank="ignore"``. ``frontal_only`` keeps Frontal/Lateral == "Frontal".
+
+Resolution: images keep their stored resolution (NIH 1024×1024, CheXpert-small ~320×390, aspect kept), so the
+training random resized crop takes its area fraction of the source pixels as the thorax-MAE reference does (scale
+0.08 of a 1024² image = a ~290 px square) and evaluation applies the contract geometry to the stored image, exactly as
+``medvit infer`` does. ``max_short_side=N`` shrinks larger images so the short side is N (aspect kept, antialiased
+bilinear). ``image_size=S`` restores the old square pre-resize (S×S, aspect not kept). Memory when the task caches
+the split (``cache_data``): 4·H·W bytes per image per channel (float32): NIH at 1024² is 4 MiB per image (86,524
+train+val images ≈ 340 GiB), at ``max_short_side=512`` 1 MiB (≈ 85 GiB); so the paper presets stream from disk
+(``cache_data: false``), and a cached run should set ``max_short_side`` (256: 256 KiB per image).
 """
 
 from __future__ import annotations
@@ -84,8 +93,8 @@ class CheXpert(ItemDataset):
 
     def __init__(self, root: str | Path, split: str = "train", labels: tuple[str, ...] | list[str] = CHEXPERT5_LABELS,
                  uncertainty: str | dict[str, str] = "mae", blank: str = "zero", frontal_only: bool = True,
-                 image_size: int | None = 224, in_chans: int = 1, val_fraction: float = 0.05, transform: Any = None,
-                 intensity: dict[str, str] | None = None):
+                 image_size: int | None = None, in_chans: int = 1, val_fraction: float = 0.05, transform: Any = None,
+                 intensity: dict[str, str] | None = None, max_short_side: int | None = None):
         check_split(split, _SPLITS, "chexpert")
         self.root = Path(root)
         csv_path = self.root / ("valid.csv" if split == "test" else "train.csv")
@@ -118,6 +127,7 @@ class CheXpert(ItemDataset):
         self.y, self.mask = apply_uncertainty(raw, self.policies, blank)
         self.paths, self.pids, self.views = paths, pids, views
         self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+        self.max_short_side = max_short_side
         self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
 
     def resolve(self, csv_path: str) -> Path:
@@ -141,7 +151,8 @@ class CheXpert(ItemDataset):
         from medvit.data.imageload import load_gray01
 
         img = load_gray01(self.resolve(self.paths[i]), self.intensity)
-        return {"image": to_chw(img, self.in_chans, self.image_size), "label": torch.from_numpy(self.y[i].copy()),
+        return {"image": to_chw(img, self.in_chans, self.image_size, self.max_short_side),
+                "label": torch.from_numpy(self.y[i].copy()),
                 "label_mask": torch.from_numpy(self.mask[i].copy()), "id": self.paths[i], "patient_id": self.pids[i],
                 "view": self.views[i]}
 

@@ -46,11 +46,30 @@ def dataset_normalization(name: str, in_chans: int = 1) -> tuple[tuple[float, ..
     raise ValueError(f"dataset {name!r} registers {len(mean)}-channel mean/std; cannot use them for {in_chans}")
 
 
-def to_chw(img: np.ndarray, in_chans: int, image_size: int | None) -> torch.Tensor:
-    """(H, W) float array in [0, 1] → (in_chans, S, S) float tensor (antialiased resize when sizes differ)."""
+def to_chw(img: np.ndarray, in_chans: int, image_size: int | None,
+           max_short_side: int | None = None) -> torch.Tensor:
+    """(H, W) float array in [0, 1] → (in_chans, H', W') float tensor.
+
+    ``image_size``: resize to (image_size, image_size) (aspect not kept; the old square pre-resize).
+    ``max_short_side`` (used only when ``image_size`` is None): shrink so the shorter side is at most this many
+    pixels, aspect kept (H' = round(H·f), W' = round(W·f)); smaller images and ``None`` keep the stored resolution.
+    Both resizes are antialiased bilinear. Raises ValueError for a size < 1.
+    """
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-    if image_size is not None and tuple(t.shape) != (image_size, image_size):
-        t = torch.nn.functional.interpolate(t[None, None], size=(image_size, image_size), mode="bilinear",
+    size: tuple[int, int] | None = None
+    if image_size is not None:
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        size = (image_size, image_size)
+    elif max_short_side is not None:
+        if max_short_side < 1:
+            raise ValueError(f"max_short_side must be >= 1, got {max_short_side}")
+        h, w = t.shape
+        if min(h, w) > max_short_side:
+            f = max_short_side / min(h, w)
+            size = (max(1, round(h * f)), max(1, round(w * f)))
+    if size is not None and tuple(t.shape) != size:
+        t = torch.nn.functional.interpolate(t[None, None], size=size, mode="bilinear",
                                             antialias=True, align_corners=False)[0, 0].clamp_(0, 1)
     return t[None].expand(in_chans, -1, -1).contiguous() if in_chans > 1 else t[None]
 

@@ -12,6 +12,15 @@ Splits: ``test`` = ``test_list.txt``; ``train`` / ``val`` split ``train_val_list
 (``val_fraction`` of patients, deterministic hash of the Patient ID); ``trainval`` = all of it.
 Labels: the 14 findings in the thorax-MAE column order (:data:`~medvit.data.labels.NIH14_LABELS`);
 "No Finding" is all zeros; every label is known (mask all True).
+
+Resolution: images keep their stored resolution (NIH 1024×1024, CheXpert-small ~320×390, aspect kept), so the
+training random resized crop takes its area fraction of the source pixels as the thorax-MAE reference does (scale
+0.08 of a 1024² image = a ~290 px square) and evaluation applies the contract geometry to the stored image, exactly as
+``medvit infer`` does. ``max_short_side=N`` shrinks larger images so the short side is N (aspect kept, antialiased
+bilinear). ``image_size=S`` restores the old square pre-resize (S×S, aspect not kept). Memory when the task caches
+the split (``cache_data``): 4·H·W bytes per image per channel (float32): NIH at 1024² is 4 MiB per image (86,524
+train+val images ≈ 340 GiB), at ``max_short_side=512`` 1 MiB (≈ 85 GiB); so the paper presets stream from disk
+(``cache_data: false``), and a cached run should set ``max_short_side`` (256: 256 KiB per image).
 """
 
 from __future__ import annotations
@@ -51,9 +60,9 @@ def find_images(root: Path, subdirs: tuple[str, ...] = ("images",)) -> dict[str,
 class NIHChestXray14(ItemDataset):
     """NIH ChestX-ray14 multi-label dataset (items as in :mod:`medvit.data.datasets`)."""
 
-    def __init__(self, root: str | Path, split: str = "train", image_size: int | None = 224, in_chans: int = 1,
+    def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None, in_chans: int = 1,
                  views: tuple[str, ...] | None = None, val_fraction: float = 0.1, transform: Any = None,
-                 intensity: dict[str, str] | None = None):
+                 intensity: dict[str, str] | None = None, max_short_side: int | None = None):
         check_split(split, _SPLITS, "nih_chestxray14")
         self.root = Path(root)
         entry = self.root / "Data_Entry_2017.csv"
@@ -100,6 +109,7 @@ class NIHChestXray14(ItemDataset):
             raise FileNotFoundError(f"{len(missing)} images listed for split {split!r} are missing under "
                                     f"{self.root}/images*/ (e.g. {missing[:3]}); unpack all image archives")
         self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+        self.max_short_side = max_short_side
         self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
 
     def __len__(self) -> int:
@@ -118,7 +128,8 @@ class NIHChestXray14(ItemDataset):
 
         name, pid, y, view = self.rows[i]
         img = load_gray01(self.paths[name], self.intensity)
-        return {"image": to_chw(img, self.in_chans, self.image_size), "label": torch.from_numpy(y.copy()),
+        return {"image": to_chw(img, self.in_chans, self.image_size, self.max_short_side),
+                "label": torch.from_numpy(y.copy()),
                 "label_mask": torch.ones(len(y), dtype=torch.bool), "id": name, "patient_id": pid, "view": view}
 
 

@@ -136,3 +136,68 @@ def test_uncertainty_helpers():
         resolve_policies(["Edema"], "maybe")
     with pytest.raises(ValueError, match="not in"):
         resolve_policies(["Edema"], {"Hernia": "ones"})
+
+
+# --- resolution: the stored pixels reach the random resized crop (thorax-MAE crops the full-resolution image) ---
+
+def _nih_big(tmp_path, size=(1024, 1024)):
+    row = "00000001_000.png,Hernia,0,1,58,M,PA,1024,1024,0.14,0.14,\n"
+    (tmp_path / "Data_Entry_2017.csv").write_text(NIH_HEADER + row)
+    (tmp_path / "train_val_list.txt").write_text("")
+    (tmp_path / "test_list.txt").write_text("00000001_000.png\n")
+    # a horizontal ramp: column x has grey level x * 255 // (W - 1), so a crop's columns tell where it came from
+    w, h = size
+    ramp = np.tile((np.arange(w) * 255 // (w - 1)).astype(np.uint8), (h, 1))
+    (tmp_path / "images").mkdir()
+    Image.fromarray(ramp, mode="L").save(tmp_path / "images" / "00000001_000.png")
+    return tmp_path
+
+
+def test_nih_keeps_stored_resolution_and_crop_is_in_source_pixels(tmp_path):
+    from medvit.data.augment import crop_params, random_resized_crop
+
+    ds = build_dataset("nih_chestxray14", "test", root=_nih_big(tmp_path))
+    img = ds[0]["image"]
+    assert img.shape == (1, 1024, 1024)  # no pre-resize to 224
+    # scale 0.08 of the source: a ~290 px region (sqrt(0.08) * 1024 = 289.6), not 0.08 of a 224 px square (63 px)
+    g = torch.Generator().manual_seed(3)
+    sides = []
+    for _ in range(50):
+        _, _, ch, cw = crop_params(1024, 1024, (0.08, 0.08), (1.0, 1.0), g)
+        sides.append((ch, cw))
+    assert all(abs(ch - 290) <= 1 and abs(cw - 290) <= 1 for ch, cw in sides)
+    # end to end: the crop of the stored image spans ~290 source columns -> its grey levels span ~290/1023 of 255
+    g = torch.Generator().manual_seed(4)
+    out = random_resized_crop(img, (224, 224), g, scale=(0.08, 0.08), ratio=(1.0, 1.0))
+    span = float(out[0, 112, -1] - out[0, 112, 0]) * 1023
+    assert out.shape == (1, 224, 224) and 280 < span < 292
+    # the old behaviour stays available, and differs: a 224 px square pre-resize
+    assert build_dataset("nih_chestxray14", "test", root=tmp_path, image_size=224)[0]["image"].shape == (1, 224, 224)
+
+
+def test_max_short_side_caps_with_aspect_kept(tmp_path, chexpert_root):
+    ds = build_dataset("nih_chestxray14", "test", root=_nih_big(tmp_path), max_short_side=512)
+    img = ds[0]["image"]
+    assert img.shape == (1, 512, 512)
+    assert abs(float(img[0, 256, 256]) - float(img[0, 256, :].mean())) < 0.01  # a ramp stays a ramp
+    # CheXpert: not squashed to square; stored (H, W) = (24, 20) kept, cap keeps the 6:5 aspect
+    chx = build_dataset("chexpert", "test", root=chexpert_root)
+    assert chx[0]["image"].shape == (1, 24, 20)
+    capped = build_dataset("chexpert", "test", root=chexpert_root, max_short_side=10)
+    assert capped[0]["image"].shape == (1, 12, 10)
+    assert build_dataset("chexpert", "test", root=chexpert_root, max_short_side=64)[0]["image"].shape == (1, 24, 20)
+    with pytest.raises(ValueError, match="max_short_side"):
+        build_dataset("chexpert", "test", root=chexpert_root, max_short_side=0)[0]
+
+
+def test_native_resolution_chexpert_through_train_and_contract_eval(chexpert_root):
+    """A non-square stored image goes through the train crop and the serving eval geometry to the model size."""
+    from medvit.data.augment import build_contract_eval_transform, build_train_transform
+    from medvit.models.contract import WeightContract
+
+    item = build_dataset("chexpert", "test", root=chexpert_root)[0]
+    tr = build_train_transform(16, (0.5,), (0.25,), (0.08, 1.0), randaug="rand-m6-mstd0.5-inc1")
+    assert tr(item, torch.Generator().manual_seed(0))["image"].shape == (1, 16, 16)
+    c = WeightContract(in_chans=1, input_size=(16, 16), mean=(0.5,), std=(0.25,), crop_mode="crop", crop_pct=0.875,
+                       interpolation="bicubic")
+    assert build_contract_eval_transform(c)(item)["image"].shape == (1, 16, 16)
