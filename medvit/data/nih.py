@@ -10,6 +10,10 @@ Expected under ``root``::
 
 Splits: ``test`` = ``test_list.txt``; ``train`` / ``val`` split ``train_val_list.txt`` by patient
 (``val_fraction`` of patients, deterministic hash of the Patient ID); ``trainval`` = all of it.
+With ``split_dir=DIR`` holding the thorax-MAE reference's released split files (``data_splits/chestxray/``:
+``train_official.txt`` 75,312 / ``val_official.txt`` 11,212 / ``test_official.txt`` 25,596 lines of
+``<png> l1 … l14``), ``train`` / ``val`` / ``test`` are exactly those lists (``trainval`` = train + val) and each
+line's 14 labels must agree with Data_Entry_2017.csv (ValueError naming the file and image otherwise).
 Labels: the 14 findings in the thorax-MAE column order (:data:`~medvit.data.labels.NIH14_LABELS`);
 "No Finding" is all zeros; every label is known (mask all True).
 
@@ -57,35 +61,64 @@ def find_images(root: Path, subdirs: tuple[str, ...] = ("images",)) -> dict[str,
     return out
 
 
+RELEASED_SPLIT_FILES = {"train": ("train_official.txt",), "val": ("val_official.txt",),
+                        "test": ("test_official.txt",), "trainval": ("train_official.txt", "val_official.txt")}
+
+
+def read_released_split(split_dir: Path, split: str) -> dict[str, np.ndarray]:
+    """image name → (14,) float32 labels from thorax-MAE's released split file(s) for ``split``.
+
+    Lines are ``<png> l1 … l14`` (0/1, NIH14_LABELS order). Raises FileNotFoundError for a missing file and
+    ValueError naming the file and line for a malformed one.
+    """
+    out: dict[str, np.ndarray] = {}
+    for fname in RELEASED_SPLIT_FILES[split]:
+        f = split_dir / fname
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: split_dir must hold thorax-MAE's data_splits/chestxray files "
+                                    f"({', '.join(sorted({n for v in RELEASED_SPLIT_FILES.values() for n in v}))})")
+        for k, line in enumerate(f.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 1 + len(NIH14_LABELS) or any(v not in ("0", "1") for v in parts[1:]):
+                raise ValueError(f"{f}:{k}: expected '<image> ' + {len(NIH14_LABELS)} labels 0/1, got {line[:80]!r}")
+            out[parts[0]] = np.array([float(v) for v in parts[1:]], np.float32)
+    return out
+
+
 class NIHChestXray14(ItemDataset):
     """NIH ChestX-ray14 multi-label dataset (items as in :mod:`medvit.data.datasets`)."""
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None, in_chans: int = 1,
                  views: tuple[str, ...] | None = None, val_fraction: float = 0.1, transform: Any = None,
-                 intensity: dict[str, str] | None = None, max_short_side: int | None = None):
+                 intensity: dict[str, str] | None = None, max_short_side: int | None = None,
+                 split_dir: str | Path | None = None):
         check_split(split, _SPLITS, "nih_chestxray14")
         self.root = Path(root)
+        released = read_released_split(Path(split_dir), split) if split_dir is not None else None
         entry = self.root / "Data_Entry_2017.csv"
         if not entry.is_file():
             raise FileNotFoundError(f"{entry} not found: root must be the ChestX-ray14 folder holding "
                                     "Data_Entry_2017.csv, train_val_list.txt, test_list.txt and images*/")
         list_name = "test_list.txt" if split == "test" else "train_val_list.txt"
         list_file = self.root / list_name
-        if not list_file.is_file():
+        if released is None and not list_file.is_file():
             raise FileNotFoundError(f"{list_file} not found (official split list of ChestX-ray14)")
-        wanted = set(list_file.read_text().split())
+        wanted = set(released) if released is not None else set(list_file.read_text().split())
         self.label_names = list(NIH14_LABELS)
         col = {canonical_label(n): k for k, n in enumerate(NIH14_LABELS)}
-        rows = []
+        rows, seen = [], set()
         with open(entry, newline="") as f:
             for r in csv.DictReader(f):
                 name = r["Image Index"].strip()
                 if name not in wanted:
                     continue
+                seen.add(name)
                 if views is not None and r.get("View Position", "").strip() not in views:
                     continue
                 pid = str(r["Patient ID"]).strip()
-                if split in ("train", "val"):
+                if split in ("train", "val") and released is None:
                     is_val = patient_hash_fraction(pid, "nih-val") < val_fraction
                     if is_val != (split == "val"):
                         continue
@@ -98,7 +131,15 @@ class NIHChestXray14(ItemDataset):
                         raise ValueError(f"{entry}: unknown finding {lab!r} for {name}; expected one of "
                                          f"{', '.join(NIH14_LABELS)} or 'No Finding'")
                     y[col[lab]] = 1
+                if released is not None and not np.array_equal(released[name], y):
+                    raise ValueError(f"{split_dir}: labels of {name} in the {split} split file "
+                                     f"{released[name].astype(int).tolist()} disagree with {entry} "
+                                     f"{y.astype(int).tolist()} (columns {', '.join(NIH14_LABELS)})")
                 rows.append((name, pid, y, r.get("View Position", "").strip()))
+        if released is not None and set(released) - seen:
+            unknown = sorted(set(released) - seen)
+            raise ValueError(f"{split_dir}: {len(unknown)} images of the {split} split file(s) are not in {entry} "
+                             f"(e.g. {unknown[:3]})")
         if not rows:
             raise ValueError(f"nih_chestxray14 split {split!r} under {self.root} is empty (check {list_name} "
                              "against Data_Entry_2017.csv and the views filter)")

@@ -201,3 +201,41 @@ def test_native_resolution_chexpert_through_train_and_contract_eval(chexpert_roo
     c = WeightContract(in_chans=1, input_size=(16, 16), mean=(0.5,), std=(0.25,), crop_mode="crop", crop_pct=0.875,
                        interpolation="bicubic")
     assert build_contract_eval_transform(c)(item)["image"].shape == (1, 16, 16)
+
+
+def _released_line(name, labels):
+    y = ["0"] * len(NIH14_LABELS)
+    for lab in labels:
+        y[NIH14_LABELS.index(lab)] = "1"
+    return f"{name} {' '.join(y)}\n"
+
+
+def test_nih_reads_thorax_mae_released_split_files(nih_root, tmp_path):
+    """split_dir = thorax-MAE's data_splits/chestxray: the splits are exactly its lists, labels cross-checked."""
+    sd = tmp_path / "splits"
+    sd.mkdir()
+    # patient 1's two images on different sides of train/val: a split no patient hash would produce
+    (sd / "train_official.txt").write_text(_released_line("00000001_000.png", ["Cardiomegaly"])
+                                           + _released_line("00000002_000.png", []))
+    (sd / "val_official.txt").write_text(_released_line("00000001_001.png", ["Cardiomegaly", "Emphysema"])
+                                         + _released_line("00000003_000.png", ["Effusion", "Infiltration", "Mass"]))
+    (sd / "test_official.txt").write_text(_released_line("00000004_000.png", ["Hernia"]))
+    ids = {s: [build_dataset("nih_chestxray14", s, root=nih_root, split_dir=sd)[i]["id"]
+               for i in range(len(build_dataset("nih_chestxray14", s, root=nih_root, split_dir=sd)))]
+           for s in ("train", "val", "test", "trainval")}
+    assert ids["train"] == ["00000001_000.png", "00000002_000.png"]
+    assert ids["val"] == ["00000001_001.png", "00000003_000.png"]
+    assert ids["test"] == ["00000004_000.png"] and len(ids["trainval"]) == 4
+    # a label disagreeing with Data_Entry_2017.csv, a malformed line, an unknown image, a missing file: named errors
+    (sd / "test_official.txt").write_text(_released_line("00000004_000.png", ["Mass"]))
+    with pytest.raises(ValueError, match="00000004_000.png.*disagree"):
+        build_dataset("nih_chestxray14", "test", root=nih_root, split_dir=sd)
+    (sd / "test_official.txt").write_text("00000004_000.png 0 1\n")
+    with pytest.raises(ValueError, match="test_official.txt:1"):
+        build_dataset("nih_chestxray14", "test", root=nih_root, split_dir=sd)
+    (sd / "test_official.txt").write_text(_released_line("99999999_000.png", []))
+    with pytest.raises(ValueError, match="99999999_000.png"):
+        build_dataset("nih_chestxray14", "test", root=nih_root, split_dir=sd)
+    (sd / "val_official.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="val_official.txt"):
+        build_dataset("nih_chestxray14", "val", root=nih_root, split_dir=sd)
