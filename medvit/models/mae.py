@@ -62,6 +62,16 @@ class MaskedAutoencoder(nn.Module):
         mask_ratio: fraction of patches removed (0.75 MAE, 0.90 thorax-MAE).
         norm_pix_loss: per-patch normalised target ``(t − mean) / sqrt(var + 1e-6)``.
         norm_eps: LayerNorm epsilon of the decoder (1e-6 MAE; HF uses its config's layer_norm_eps).
+
+    Position tables: the encoder's ``pos_embed`` (when it is an ``nn.Parameter``) is set to
+    ``requires_grad=False`` here, so during MAE pretraining it stays the fixed 2-D/3-D sin-cos table —
+    no gradient, no AdamW step, no weight decay (``param_groups`` takes ``requires_grad`` params only) —
+    as in facebookresearch/mae ``models_mae.py`` and thorax-MAE (medical-notes §1.2); the decoder table
+    is fixed likewise. The key ``encoder.pos_embed`` stays in the state dict. Fine-tuning: the reference
+    builds a timm ViT whose ``pos_embed`` is a learnable parameter initialised from the checkpoint;
+    medvit does the same — ``load_pretrained_encoder`` copies the table into a fresh backbone whose
+    ``pos_embed`` is ``"learn"`` by default (trainable, in the stem layer group of layer decay), and
+    ``pos_embed="sincos"`` keeps it fixed there too if wanted.
     """
 
     def __init__(
@@ -79,6 +89,9 @@ class MaskedAutoencoder(nn.Module):
         super().__init__()
         pe = encoder.patch_embed
         self.encoder = encoder
+        enc_pos = getattr(encoder, "pos_embed", None)
+        if isinstance(enc_pos, nn.Parameter):
+            enc_pos.requires_grad_(False)  # fixed sin-cos table during pretraining (facebookresearch/mae)
         self.patch_size: tuple[int, ...] = tuple(pe.patch_size)
         self.grid_size: tuple[int, ...] = tuple(pe.grid_size)
         self.spatial_dims = len(self.patch_size)

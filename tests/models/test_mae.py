@@ -195,3 +195,39 @@ def test_released_pth_and_hf_mae_files_load_for_finetuning(tmp_path):
     load_pretrained_encoder(ft2, tmp_path / "hf_mae.safetensors")
     q = hf.state_dict()["vit.layers.0.attention.q_proj.weight"]
     assert torch.equal(ft2.state_dict()["blocks.0.attn.qkv.weight"][:48], q)
+
+
+def test_encoder_position_table_fixed_through_mae_steps_with_weight_decay():
+    """Encoder sin-cos table: requires_grad False, in no optimizer group, bit-identical after AdamW steps (wd 0.05)."""
+    from medvit.train.optim import param_groups
+
+    mae = _mae(in_chans=3)
+    pos = mae.encoder.pos_embed
+    assert isinstance(pos, torch.nn.Parameter) and not pos.requires_grad
+    before = pos.detach().clone()
+    groups = param_groups(mae, weight_decay=0.05)
+    assert all(p is not pos for g in groups for p in g["params"])
+    assert any(g["weight_decay"] == 0.05 for g in groups)
+    opt = torch.optim.AdamW(groups, lr=1e-2)
+    w_before = mae.decoder_embed.weight.detach().clone()
+    for _ in range(3):
+        opt.zero_grad()
+        mae(torch.rand(2, 3, 32, 32))["loss"].backward()
+        opt.step()
+    assert pos.grad is None
+    assert torch.equal(pos, before)
+    assert not torch.equal(mae.decoder_embed.weight, w_before)  # the optimizer did step
+    assert "encoder.pos_embed" in mae.state_dict()
+
+
+def test_fine_tuning_backbone_keeps_a_learnable_table_loaded_from_the_mae(tmp_path):
+    from medvit.models.factory import create_model
+
+    mae = _mae(in_chans=3)
+    f = tmp_path / "mae.pth"
+    torch.save(mae.state_dict(), f)
+    torch.manual_seed(1)
+    ft = create_model("vit_small_patch16_224", in_chans=3, num_classes=2, **TINY)
+    load_pretrained_encoder(ft, f)
+    assert ft.pos_embed.requires_grad
+    assert torch.equal(ft.pos_embed, mae.encoder.pos_embed)
