@@ -15,6 +15,11 @@ The N prompt slots in the sequence start as learnable tokens (N, D) (the release
 with g = 0 the DVPT branches are exactly zero at initialisation. Paper-like default on ViT-B/16
 (r = 20, N = 50, k = 1, all 12 blocks): 428,508 trainable parameters = 0.50 % of the backbone
 (plus the head); the released code's sharing (k = 3) gives 0.20 %.
+
+Two readings (``DVPTConfig.reading``): "abstract" (medvit's default: insertion "block", k = 1, CLS readout)
+and "released" (``insertion="post_attention"``, ``share_every=3``, ``pool="prompts"``: the module in
+parallel to the frozen MLP, one module per 3 blocks, readout = mean of CLS and the prompts; preset
+``pipelines/dvpt/*_released*.yaml``). With CLS readout the last block's prompt branch gets no gradient.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class DVPTConfig(MethodConfig):
     prompt_dropout: float = 0.0  # dropout on the initial prompt slot tokens
     query_init_std: float = 0.02  # std of the query init (small: near-uniform attention at the start)
     pool: str = "backbone"  # "backbone": pool as the backbone does; "prompts": mean of CLS+prompt tokens (code)
+    # "block": F = block input, Δ added to the block output (abstract, medvit's reading); "post_attention":
+    # F = x + Attn(LN1(x)), Δ added in parallel to the MLP: x + MLP(LN2(x)) + Δ (released code, AdaptFormer-like)
+    insertion: str = "block"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,6 +60,18 @@ class DVPTConfig(MethodConfig):
             raise ValueError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
         if self.pool not in ("backbone", "prompts"):
             raise ValueError(f"pool must be 'backbone' or 'prompts', got {self.pool!r}")
+        if self.insertion not in ("block", "post_attention"):
+            raise ValueError(f"insertion must be 'block' or 'post_attention', got {self.insertion!r}")
+
+    @property
+    def reading(self) -> str:
+        """'released' for the released code's choices (post_attention, k = 3, prompt readout), else 'abstract'
+        when all three follow the abstract (block, k = 1, backbone readout), else 'custom'."""
+        if (self.insertion, self.share_every, self.pool) == ("post_attention", 3, "prompts"):
+            return "released"
+        if (self.insertion, self.share_every, self.pool) == ("block", 1, "backbone"):
+            return "abstract"
+        return "custom"
 
 
 class DVPTModule(nn.Module):
@@ -98,16 +118,26 @@ class DVPTViT(PromptedViT):
         bound = prompt_init_bound(backbone)
         nn.init.uniform_(self.prompt_tokens, -bound, bound)
         self.prompt_drop = nn.Dropout(cfg.prompt_dropout)
+        self.insertion = cfg.insertion
+        self.reading = cfg.reading
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
         return self.prompt_drop(self.prompt_tokens).expand(batch_size, -1, -1)
 
     def block_forward(self, index: int, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, P + N + L, D) -> block output plus the DVPT deltas (same shape)."""
-        out = block(tokens)
+        """tokens (B, P + N + L, D) -> block output plus the DVPT deltas (same shape).
+
+        insertion "block": Δ from the block input, added to the block output; "post_attention": h = x +
+        Attn(LN1(x)) (timm Block, with LayerScale/DropPath), out = h + MLP(LN2(h)) + Δ(h) (released code).
+        """
         m = self.module_of_block.get(index)
         if m is None:
-            return out
+            return block(tokens)
+        if self.insertion == "post_attention":
+            tokens = tokens + block.drop_path1(block.ls1(block.attn(block.norm1(tokens))))
+            out = tokens + block.drop_path2(block.ls2(block.mlp(block.norm2(tokens))))
+        else:
+            out = block(tokens)
         p, n = self.num_prefix_tokens, self.num_prompts
         d_prompts, d_tokens = self.dvpt[m](self.strip_prompts(tokens))
         if d_tokens is None:

@@ -304,6 +304,10 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     model = apply_peft(base, cfg.method, mcfg, base_weights=base_weights, base_weights_sha256=sha)
     spec = get_method(cfg.method)
     rep = trainable_report(model)
+    reading = getattr(mcfg, "reading", None)  # DVPT: "abstract" | "released" | "custom"
+    logger.info("prompt_tune %s seed %d%s: trainable %d of %d backbone params (%.3f%%)", cfg.method, seed,
+                f" ({reading} reading)" if reading else "", rep["trainable_params"], rep["backbone_params"],
+                rep["trainable_pct"])
     dev = resolve_device(tcfg.device)
 
     def step_fn(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -328,6 +332,7 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
         "seed": seed, "problem": problem, "n_train": len(train_ds), "n_val": len(val_ds),
         "steps": result.steps, "best": result.best, "final_loss": result.losses[-1] if result.losses else None,
         **{k2: rep[k2] for k2 in ("trainable_params", "backbone_params", "trainable_pct")},
+        **({"reading": reading} if reading else {}),
         "step_time_ms": 1000.0 * hook.median_step_s(), "train_samples_per_s": result.samples_per_s,
     }
     if not trainer.dist.is_main:
@@ -390,6 +395,7 @@ def run(cfg: PromptTuneConfig) -> dict[str, Any]:
         f"test_{metric}": tm, f"test_{metric}_sd": tsd, f"val_{metric}": vm, f"val_{metric}_sd": vsd,
         "trainable_params": first["trainable_params"], "backbone_params": first["backbone_params"],
         "trainable_pct": first["trainable_pct"], "adapter_mb": first["adapter_mb"],
+        **({"reading": first["reading"]} if "reading" in first else {}),
         "step_time_ms": statistics.median(s["step_time_ms"] for s in per_seed), "seeds": per_seed,
     }
     out.mkdir(parents=True, exist_ok=True)

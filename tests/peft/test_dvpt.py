@@ -81,8 +81,76 @@ def test_token_adapter_off_and_prompt_pool(images):
         ({"layers": [5]}, "block index 5 out of range"),
         ({"share_every": 0}, "share_every must be >= 1"),
         ({"pool": "max"}, "pool must be"),
+        ({"insertion": "mlp"}, "insertion must be"),
     ],
 )
 def test_dvpt_bad_config(cfg, match):
     with pytest.raises(ValueError, match=match):
         apply_peft(make_base(), "dvpt", cfg)
+
+
+def _released_cfg() -> dict:
+    """method_config of the released-code preset, read from the YAML itself."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    return yaml.safe_load((root / "pipelines/dvpt/cxr_vitb16_released.yaml").read_text())["method_config"]
+
+
+def test_trainable_fraction_of_both_readings_on_vit_b16():
+    """Measured on ViT-B/16 + 5-class head: abstract 432,353 params = 0.5039 %; released 172,281 = 0.2008 %."""
+    from medvit.models import create_model
+
+    pct = {}
+    for name, cfg in (("abstract", None), ("released", _released_cfg())):
+        model = apply_peft(create_model("vit_base_patch16_224", num_classes=5), "dvpt", cfg)
+        assert model.reading == name
+        rep = trainable_report(model)
+        pct[name] = (rep["trainable_params"], rep["trainable_pct"])
+    assert pct["abstract"][0] == 428_508 + 3845
+    assert pct["released"][0] == 4 * 32_509 + 50 * 768 + 3845 == 172_281
+    assert 0.503 <= pct["abstract"][1] <= 0.505, pct
+    assert 0.200 <= pct["released"][1] <= 0.202, pct
+
+
+def test_released_preset_insertion_sharing_and_readout(images):
+    torch.manual_seed(0)
+    m = apply_peft(make_base(depth=6), "dvpt", {**_released_cfg(), "rank": 4, "num_prompts": 3})
+    assert m.reading == "released" and m.insertion == "post_attention" and m.prompt_pool == "prompts"
+    # sharing: one module object (same parameters) per group of 3 blocks
+    assert len(m.dvpt) == 2 and m.module_of_block == {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
+    mods = [m.dvpt[m.module_of_block[b]] for b in range(6)]
+    assert mods[0].down.weight is mods[1].down.weight is mods[2].down.weight
+    assert mods[3].queries is mods[5].queries and mods[0].queries is not mods[3].queries
+    # insertion: h = x + Attn(LN1(x)); out = h + MLP(LN2(h)) + Δ(h) — the module sees h, not the block input
+    with torch.no_grad():
+        for mod in m.dvpt:
+            mod.gate.fill_(0.7)
+        blk = m.backbone.blocks[0]
+        x = torch.randn(4, 1 + 3 + 4, 48)
+        h = x + blk.attn(blk.norm1(x))
+        d_p, d_t = m.dvpt[0](m.strip_prompts(h))
+        ref = h + blk.mlp(blk.norm2(h)) + torch.cat([d_t[:, :1], d_p, d_t[:, 1:]], dim=1)
+        torch.testing.assert_close(m.block_forward(0, blk, x), ref, atol=1e-6, rtol=0)
+        d_p_in, d_t_in = m.dvpt[0](m.strip_prompts(x))  # the abstract reading's input would differ
+        assert (d_t_in - d_t).abs().max() > 1e-3
+        # readout: mean of CLS and the 3 prompt tokens
+        t = torch.randn(4, 1 + 3 + 4, 48)
+        ref_head = m.backbone.head(m.backbone.fc_norm(t[:, :4].mean(dim=1)))
+        torch.testing.assert_close(m.forward_head(t), ref_head)
+
+
+def test_every_trainable_param_gets_a_gradient_under_released_readout(images):
+    def no_grad_names(cfg):
+        m = apply_peft(make_base(depth=3), "dvpt", cfg)
+        with torch.no_grad():
+            for mod in m.dvpt:
+                mod.gate.fill_(0.5)
+        m(images).sum().backward()
+        return [n for n, p in m.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+
+    assert no_grad_names({**_released_cfg(), "rank": 4, "num_prompts": 3}) == []
+    # contrast: CLS readout without sharing leaves the last block's prompt queries without a gradient
+    assert "dvpt.2.queries" in no_grad_names({"rank": 4, "num_prompts": 3})

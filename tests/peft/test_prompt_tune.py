@@ -60,6 +60,7 @@ def test_multilabel_run_reports_and_adapter_reloads(tmp_path):
     assert (tmp_path / "run" / "results.md").read_text().count("| 0 |") == 1
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["trainable_params"] == s["trainable_params"]
+    assert s["reading"] == saved["reading"] == seed["reading"] == "abstract"  # which DVPT reading ran
     # the adapter on a fresh copy of the same base reproduces the validation score exactly
     from medvit.data import build_dataset
     from medvit.eval.predict import cache_dataset, predict
