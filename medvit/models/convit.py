@@ -15,7 +15,7 @@ import torch
 
 from medvit.models.factory import register_backbone
 from medvit.models.family import vit_signature
-from medvit.models.vit import VisionTransformer
+from medvit.models.vit import VisionTransformer, intermediate_output
 from medvit.nn.gpsa import GPSABlock, head_offsets
 from medvit.nn.init import mae_init_
 
@@ -119,11 +119,7 @@ class ConViT(VisionTransformer):
             if i in wanted:
                 o = self.norm(t) if norm else t
                 p = self.num_prefix_tokens if i >= self.local_up_to_layer else 0
-                if output_fmt == "NCHW":
-                    o = o[:, p:].transpose(1, 2).reshape(o.shape[0], -1, *grid)
-                elif not return_prefix_tokens:
-                    o = o[:, p:]
-                outs.append(o)
+                outs.append(intermediate_output(o, grid, p, output_fmt, return_prefix_tokens))
         return outs
 
     @torch.no_grad()

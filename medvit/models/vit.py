@@ -31,6 +31,19 @@ GlobalPool = Literal["token", "avg", ""]
 PosEmbedKind = Literal["learn", "sincos", "none"]
 
 
+def intermediate_output(
+    tokens: torch.Tensor, grid: tuple[int, ...], num_prefix: int, output_fmt: str, return_prefix_tokens: bool
+) -> torch.Tensor:
+    """One block output in ``forward_intermediates`` form (timm convention).
+
+    tokens: (B, P + N, D) with ``num_prefix`` = P prefix tokens and N = prod(grid) patch tokens.
+    Returns (B, D, *grid) for "NCHW" (prefix tokens dropped), else (B, [P +] N, D).
+    """
+    if output_fmt == "NCHW":
+        return tokens[:, num_prefix:].transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+    return tokens if return_prefix_tokens else tokens[:, num_prefix:]
+
+
 class VisionTransformer(nn.Module):
     """Vision Transformer (Dosovitskiy et al. 2021) with MAE/timm conventions.
 
@@ -267,11 +280,7 @@ class VisionTransformer(nn.Module):
             t = blk(t)
             if i in wanted:
                 o = self.norm(t) if norm else t
-                if output_fmt == "NCHW":
-                    o = o[:, self.num_prefix_tokens :].transpose(1, 2).reshape(o.shape[0], -1, *grid)
-                elif not return_prefix_tokens:
-                    o = o[:, self.num_prefix_tokens :]
-                outs.append(o)
+                outs.append(intermediate_output(o, grid, self.num_prefix_tokens, output_fmt, return_prefix_tokens))
             if i >= max(wanted):
                 break
         return outs
