@@ -35,6 +35,23 @@ _OUTER = (np.array([0, .58, .60, .63, .68, .70, .76, .80, .86, .90, .999]),
           np.array([.62, .16, .16, .5, .2, .2, .92, .92, .3, .55, .55]))
 
 
+#: mean best-corrected visual acuity (logMAR) per stage; synthetic, monotone in severity as in AMD cohorts
+_VA_MEAN = (0.05, 0.12, 0.22, 0.6, 0.55)
+
+
+def _tabular(seed: int, index: int, stage: int, noise: float) -> dict[str, Any]:
+    """Clinic-style tabular fields RetinaVLM's curriculum part 1 reads (its ``VALogMAR`` and ``QualityIndex``).
+
+    ``va_logmar``: visual acuity in logMAR (0 = 6/6; higher is worse), stage mean + N(0, 0.1), clipped to
+    [-0.1, 1.3], 2 decimals. ``quality_index``: Topcon-style image quality 0–100 falling with the speckle noise
+    level ``noise`` (0.01–0.05). Drawn from their own random stream, so the image and other truth do not change.
+    """
+    r = np.random.default_rng([int(seed), 23, 97, int(index)])
+    va = float(np.clip(_VA_MEAN[stage] + r.normal(0, 0.1), -0.1, 1.3))
+    q = float(np.clip(95 - 900 * (noise - 0.01) + r.normal(0, 3), 20, 100))
+    return {"va_logmar": round(va, 2), "quality_index": int(round(q))}
+
+
 class RetinaPhantomGenerator:
     """Deterministic generator: ``gen.sample(index, patient)`` → :class:`Phantom` with ``target`` = stage.
 
@@ -218,6 +235,7 @@ class RetinaPhantomGenerator:
                      "Rows": s, "Columns": s, "stage": stage, "stage_name": AMD_STAGES[stage],
                      "referral": referral, "referral_name": REFERRALS[referral], "patient_index": int(patient),
                      "visit": int(visit), "index": int(index)})
+        meta.update(_tabular(self.seed, index, stage, noise / math.sqrt(s / 512)))
         from medvit.data.phantom_reports import retina_report
 
         report = retina_report(findings, AMD_STAGES[stage], referral, np.random.default_rng([self.seed, index, 98]))

@@ -114,7 +114,8 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
             row["No Finding"] = int(not p.labels.any())
         else:
             row.update({"eye": p.meta["Eye"], "stage": p.target, "stage_name": p.meta["stage_name"],
-                        "referral": p.meta["referral"], "referral_name": p.meta["referral_name"]})
+                        "referral": p.meta["referral"], "referral_name": p.meta["referral_name"],
+                        "va_logmar": p.meta["va_logmar"], "quality_index": p.meta["quality_index"]})
             row.update({name: int(v) for name, v in zip(p.label_names, p.labels)})
         rows.append(row)
         jsonl.write(json.dumps({"image_id": iid, "findings": p.findings, "meta": p.meta}, sort_keys=True) + "\n")

@@ -56,3 +56,18 @@ def test_bad_stage_probs():
         RetinaPhantomGenerator(64, stage_probs=(0.5, 0.5))
     only_wet = RetinaPhantomGenerator(64, stage_probs=(0, 0, 0, 0, 1.0))
     assert {only_wet.sample(i).target for i in range(5)} == {4}
+
+
+def test_tabular_fields_for_curriculum_part1():
+    """va_logmar / quality_index: in range, deterministic, worse acuity for late stages, image unchanged by them."""
+    gen = RetinaPhantomGenerator(image_size=48, seed=3)
+    ps = [gen.sample(i) for i in range(60)]
+    va = np.array([p.meta["va_logmar"] for p in ps])
+    q = np.array([p.meta["quality_index"] for p in ps])
+    assert ((va >= -0.1) & (va <= 1.3)).all() and ((q >= 20) & (q <= 100)).all()
+    stage = np.array([p.target for p in ps])
+    assert va[stage >= 3].mean() > va[stage <= 1].mean() + 0.2
+    again = gen.sample(7)
+    assert again.meta["va_logmar"] == ps[7].meta["va_logmar"] and again.meta["quality_index"] == ps[7].meta[
+        "quality_index"]
+    np.testing.assert_array_equal(again.image, ps[7].image)
