@@ -2,7 +2,8 @@
 # Install the Debian tools medvit's tests use as external references, when missing:
 #   dcmtk (dcm2pnm: reference DICOM renderer), dicom3tools (dciodvfy: DICOM validator),
 #   chromium + chromium-driver (end-to-end viewer test),
-#   orthanc + orthanc-dicomweb (a real PACS for the DICOMweb/DIMSE tests; each test starts its own).
+#   orthanc + orthanc-dicomweb (a real PACS for the DICOMweb/DIMSE tests; each test starts its own),
+#   default-jre-headless (java for pycocoevalcap's METEOR 1.5 jar; without it METEOR is skipped with a logged note).
 # Without root or apt the tests that need them are skipped with a message saying so.
 set -u
 need=()
@@ -12,6 +13,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install_sysdeps: cannot install ${need[*]} (need root and apt-get); tests needing them will be skipped" >&2
