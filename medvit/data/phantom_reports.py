@@ -92,7 +92,7 @@ def retina_report(findings: dict[str, Any], stage_name: str, referral: int, rng:
     if fluid:
         lines.append(f"{' and '.join(fluid).capitalize()} fluid is present.")
         if findings.get("ped"):
-            lines.append("There is a pigment epithelial detachment.")
+            lines.append("There is a serous pigment epithelial detachment.")
     else:
         lines.append(_pick(rng, ["No intraretinal or subretinal fluid.", "Dry macula without fluid."]))
     why = {
