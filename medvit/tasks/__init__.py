@@ -16,6 +16,7 @@ from __future__ import annotations
 # task modules register on import
 from medvit.tasks import extract_features as _extract_features  # noqa: F401
 from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F401
+from medvit.tasks import frozen_eval as _frozen_eval  # noqa: F401
 from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: F401
 from medvit.tasks import ood_reference as _ood_reference  # noqa: F401
 from medvit.tasks import prompt_tune as _prompt_tune  # noqa: F401
