@@ -113,6 +113,10 @@ def _show(p: Path) -> str:
         return str(p)
 
 
+def _ratio(k: int, n: int) -> str:
+    return f"{k}/{n} ({100 * k / n:.0f} %)" if n else "n/a (none)"
+
+
 def build_inbox(inbox: Path, n: int) -> dict[str, Any]:
     """Phantom studies (two sites: plain; MONOCHROME1 + JPEG 2000) and hostile extras; returns the truth table."""
     import csv
@@ -153,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     from medvit.cli.main import build_parser
     from medvit.data.phantom_cxr import CXR_LABELS
+    from medvit.eval.operating import operating_summary
 
     for name in ("medvit.data.synth", "openjpeg", "medvit.tasks"):  # keep the demo's console readable
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -171,18 +176,24 @@ def run(args: argparse.Namespace) -> int:
     with open(results / "predictions.csv", newline="") as f:
         preds = {r["file"]: r for r in csv.DictReader(f)}
     print("\nphantom truth vs findings (positive at the model's thresholds):")  # noqa: T201
-    agree = total = 0
+    y_true, y_pred = [], []
     for rel, t in sorted(truth.items()):
         p = preds.get(rel)
         true_pos = [k for k in CXR_LABELS if str(t.get(k, "0")) == "1"]
         found = p["positive_findings"].split(";") if p and p["positive_findings"] else []
-        agree += sum((k in true_pos) == (k in found) for k in CXR_LABELS)
-        total += len(CXR_LABELS)
+        if p:  # images the model did not predict are listed but not scored
+            y_true.append([k in true_pos for k in CXR_LABELS])
+            y_pred.append([k in found for k in CXR_LABELS])
         ood = " [flagged out of distribution]" if p and p.get("ood_flag") == "True" else ""
         print(f"  {rel:40s} truth: {', '.join(true_pos) or 'no finding':32s} "  # noqa: T201
               f"model: {', '.join(found) or ('no finding' if p else '(not predicted)')}{ood}")
-    if total:
-        print(f"  per-label agreement with the phantom truth: {agree}/{total} ({100 * agree / total:.0f} %)")  # noqa: T201
+    if y_true:
+        op = operating_summary(y_true, y_pred, CXR_LABELS)
+        print(f"  {op.headline()} (answering 'no finding' everywhere)")  # noqa: T201
+        print("  per finding (sensitivity = found/present, specificity = clear/absent):")  # noqa: T201
+        for f in op.findings:
+            print(f"    {f.name:14s} sensitivity {_ratio(f.tp, f.tp + f.fn):12s} "  # noqa: T201
+                  f"specificity {_ratio(f.tn, f.tn + f.fp)}")
     with open(results / "errors.csv", newline="") as f:
         errors = [r["file"] for r in csv.DictReader(f)]
     if rc == 3 and errors and all(e.startswith("extras/") for e in errors):

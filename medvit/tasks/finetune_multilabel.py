@@ -278,10 +278,15 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     summary["val"] = val.as_dict()
     summary["thresholds"] = dict(zip(label_names, thresholds))
     if test_ds is not None:
+        from medvit.eval.operating import operating_at
+
         logits, y, mask = predict_multilabel(model, test_ds, cfg.eval_batch_size, dev, tcfg.precision)
         test = mean_auroc(y, logits, mask, label_names)
         summary["test"] = test.as_dict()
         summary["test_table"] = test.table()
+        op = operating_at(logits.numpy(), y.numpy(), mask.numpy(), thresholds, label_names)
+        summary["test_operating"] = op.as_dict()  # agreement vs the all-negative baseline, sens/spec per finding
+        summary["test_operating_table"] = f"{op.headline()}\n\n{op.table()}"
     contract = dataclasses.replace(
         pre_contract, name=cfg.model_name or f"{cfg.dataset}-{cfg.backbone}",
         version=cfg.model_version or _today(), label_names=label_names, thresholds=thresholds,
@@ -322,6 +327,10 @@ def run(cfg: FinetuneMultilabelConfig) -> dict[str, Any]:
     tm, tsd = mean_sd([s.get("test", {}).get("mean_auroc") for s in per_seed])
     vm, vsd = mean_sd([s["val"]["mean_auroc"] for s in per_seed])
     summary.update(test_mean_auroc=tm, test_mean_auroc_sd=tsd, val_mean_auroc=vm, val_mean_auroc_sd=vsd)
+    ops = [s["test_operating"] for s in per_seed if "test_operating" in s]
+    if ops:  # a single AUROC is not the whole story: agreement next to what "no finding" everywhere scores
+        summary.update(test_agreement=mean_sd([o["agreement"] for o in ops])[0],
+                       test_all_negative_agreement=mean_sd([o["all_negative_agreement"] for o in ops])[0])
     best = max(per_seed, key=lambda s: s["val"]["mean_auroc"] or -1.0)
     src = out / f"seed_{best['seed']}" / "model"
     if (out / "model").exists():
@@ -338,6 +347,8 @@ def run(cfg: FinetuneMultilabelConfig) -> dict[str, Any]:
         if "test_table" in s:
             head = f"## seed {s['seed']} (test, checkpoint of step {s['best']['step']:.0f})"
             lines += [head, "", s["test_table"], ""]
+        if "test_operating_table" in s:
+            lines += [f"test at the validation thresholds ({cfg.threshold_rule}):", "", s["test_operating_table"], ""]
     (out / "results.md").write_text("\n".join(lines))
     logger.info("test mean AUROC %.4f ± %.4f over %d seeds", tm, tsd, len(per_seed))
     return summary

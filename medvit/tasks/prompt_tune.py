@@ -339,9 +339,16 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
         return summary
     val_out = predict(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision)
     summary["val"] = score(problem, *val_out, k)
-    if test_ds is not None:
-        summary["test"] = score(problem, *predict(model, test_ds, cfg.eval_batch_size, dev, tcfg.precision), k)
     contract = _contract(cfg, pre_contract, problem, names, val_out, seed)
+    if test_ds is not None:
+        test_out = predict(model, test_ds, cfg.eval_batch_size, dev, tcfg.precision)
+        summary["test"] = score(problem, *test_out, k)
+        if problem == "multilabel":  # agreement vs the all-negative baseline, sensitivity/specificity per finding
+            from medvit.eval.operating import operating_at
+
+            tl, ty, tm_ = test_out
+            summary["test_operating"] = operating_at(tl.numpy(), ty.numpy(), None if tm_ is None else tm_.numpy(),
+                                                     contract.thresholds, names).as_dict()
     if cfg.ood_fpr > 0:
         from medvit.tasks.finetune_multilabel import fit_ood
 
@@ -378,9 +385,33 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     return summary
 
 
+def smoke_test_reason(cfg: PromptTuneConfig) -> str:
+    """Why this run is only a smoke test ("" when it is not): a PEFT method that freezes the backbone started
+    from a random one (``pretrained`` unset) learns on random features, so its scores sit near chance."""
+    if cfg.pretrained or cfg.method == "full":
+        return ""
+    return (f"pretrained is null: {cfg.method} tunes on top of a frozen *random* backbone, so scores near chance "
+            "are expected and say nothing about the method. Chain it from an MAE run for a real result: "
+            "`medvit run pipelines/mae_thorax/mae_pretrain_tiny_cpu.yaml` then pretrained=runs/mae_tiny_cpu")
+
+
+def _operating_lines(per_seed: list[dict[str, Any]]) -> str:
+    """Per seed: test agreement next to the all-negative baseline (multi-label runs only)."""
+    lines = [f"- seed {s['seed']} test at the validation thresholds: per-label agreement "
+             f"{100 * s['test_operating']['agreement']:.1f} % vs all-negative baseline "
+             f"{100 * s['test_operating']['all_negative_agreement']:.1f} %; sensitivity / specificity: "
+             + ", ".join(f"{n} {v['sensitivity']:.2f}/{v['specificity']:.2f}"
+                         for n, v in s["test_operating"]["findings"].items())
+             for s in per_seed if "test_operating" in s]
+    return "\n".join(lines) + "\n\n" if lines else ""
+
+
 def run(cfg: PromptTuneConfig) -> dict[str, Any]:
     """Tune over ``cfg.seeds``; returns (and writes to ``output_dir/summary.json``) the report."""
     out = Path(cfg.output_dir)
+    smoke = smoke_test_reason(cfg)
+    if smoke:
+        logger.warning("SMOKE TEST: %s", smoke)
     per_seed = [run_seed(cfg, s, out / f"seed_{s}") for s in cfg.seeds]
     if not all("val" in s for s in per_seed):  # non-main DDP ranks
         return {"task": "prompt_tune", "seeds": per_seed}
@@ -390,6 +421,7 @@ def run(cfg: PromptTuneConfig) -> dict[str, Any]:
     vm, vsd = mean_sd([s["val"]["score"] for s in per_seed])
     first = per_seed[0]
     summary: dict[str, Any] = {
+        **({"smoke_test": smoke} if smoke else {}),
         "task": "prompt_tune", "method": cfg.method, "dataset": cfg.dataset, "problem": problem, "metric": metric,
         "backbone": cfg.backbone, "pretrained": cfg.pretrained,
         f"test_{metric}": tm, f"test_{metric}_sd": tsd, f"val_{metric}": vm, f"val_{metric}_sd": vsd,
@@ -398,6 +430,10 @@ def run(cfg: PromptTuneConfig) -> dict[str, Any]:
         **({"reading": first["reading"]} if "reading" in first else {}),
         "step_time_ms": statistics.median(s["step_time_ms"] for s in per_seed), "seeds": per_seed,
     }
+    ops = [s["test_operating"] for s in per_seed if "test_operating" in s]
+    if ops:  # agreement next to what "no finding" everywhere scores
+        summary.update(test_agreement=mean_sd([o["agreement"] for o in ops])[0],
+                       test_all_negative_agreement=mean_sd([o["all_negative_agreement"] for o in ops])[0])
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     rows = [f"| {s['seed']} | {s['val']['score']:.4f} | {s.get('test', {}).get('score', math.nan):.4f} | "
@@ -405,7 +441,9 @@ def run(cfg: PromptTuneConfig) -> dict[str, Any]:
             for s in per_seed]
     (out / "results.md").write_text(
         f"# prompt_tune: {cfg.method} on {cfg.dataset} ({problem}, {metric})\n\n"
-        f"test {metric}: {tm:.4f} ± {tsd:.4f} over {len(per_seed)} seed(s); validation {vm:.4f} ± {vsd:.4f}\n\n"
+        + (f"**SMOKE TEST**: {smoke}\n\n" if smoke else "")
+        + f"test {metric}: {tm:.4f} ± {tsd:.4f} over {len(per_seed)} seed(s); validation {vm:.4f} ± {vsd:.4f}\n\n"
+        + _operating_lines(per_seed) +
         "| seed | val | test | trainable params | % of backbone | adapter MB | step ms |\n"
         "|---|---|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n"

@@ -35,6 +35,7 @@ def test_demo_end_to_end_with_stand_in_model(tmp_path, monkeypatch, capsys):
     assert rc == 0
     assert "$ medvit infer -m" in text and "--sr --heatmaps --rules" in text
     assert "research use only" in text.lower() and "per-label agreement" in text
+    assert "all-negative baseline" in text and "sensitivity" in text and "specificity" in text
     res = tmp_path / "demo" / "results"
     with open(res / "status.csv", newline="") as f:
         status = {r["file"]: r for r in csv.DictReader(f)}

@@ -57,7 +57,14 @@ def test_multilabel_run_reports_and_adapter_reloads(tmp_path):
         assert s[k] == s[k] and s[k] > 0, k  # present, not NaN, positive
     seed = s["seeds"][0]
     assert seed["trainable_params"] < seed["backbone_params"]
-    assert (tmp_path / "run" / "results.md").read_text().count("| 0 |") == 1
+    results = (tmp_path / "run" / "results.md").read_text()
+    assert results.count("| 0 |") == 1
+    # a frozen random backbone is labelled loudly; the headline agreement sits next to the all-negative baseline
+    assert s["smoke_test"].startswith("pretrained is null") and "**SMOKE TEST**" in results
+    assert "all-negative baseline" in results and 0 <= s["test_all_negative_agreement"] <= 1
+    op = seed["test_operating"]
+    assert sum(v["tp"] + v["fn"] + v["tn"] + v["fp"] for v in op["findings"].values()) == op["total"]
+    assert len(op["findings"]) == 7 and op["agree"] <= op["total"]
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["trainable_params"] == s["trainable_params"]
     assert s["reading"] == saved["reading"] == seed["reading"] == "abstract"  # which DVPT reading ran
@@ -161,3 +168,12 @@ def test_from_pretrained_checkpoint_adapter_rebuilds_its_base(tmp_path):
                         build_eval_transform(32, (0.523,), (0.287,), 1.0, in_chans=1))
     res = score("multilabel", *predict(model, val, 64, torch.device("cpu")), 7)
     assert res["score"] == s["seeds"][0]["val"]["score"]
+
+
+def test_smoke_test_label_only_for_frozen_random_backbones():
+    from medvit.tasks.prompt_tune import smoke_test_reason
+
+    base = dict(task="prompt_tune", dataset="cxr_phantom", method="lora")
+    assert "frozen *random* backbone" in smoke_test_reason(build_config(None, [], data=base)[1])
+    assert smoke_test_reason(build_config(None, [], data={**base, "pretrained": "runs/mae_tiny_cpu"})[1]) == ""
+    assert smoke_test_reason(build_config(None, [], data={**base, "method": "full"})[1]) == ""
