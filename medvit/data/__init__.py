@@ -1,15 +1,15 @@
 """Data: dataset adapters (registered under kind ``dataset``), label vocabularies, synthetic phantoms.
 
 ``build_dataset(name, split, **kwargs)`` builds any registered dataset; importing this package
-registers the phantom sets, the NIH ChestX-ray14 / CheXpert adapters and the loading transforms
-(:mod:`medvit.data.io_transforms`).
+registers the phantom sets, the NIH ChestX-ray14 / CheXpert adapters, the BenchX adapters
+(:mod:`medvit.data.benchx`) and the loading transforms (:mod:`medvit.data.io_transforms`).
 """
 
 from __future__ import annotations
 
-from medvit.data import chexpert, io_transforms, nih, phantom_datasets, phantom_multiwindow
+from medvit.data import benchx, chexpert, io_transforms, nih, phantom_datasets, phantom_multiwindow
 from medvit.data.datasets import build_dataset, dataset_normalization
 from medvit.data.labels import LabelVocabulary, canonical_label
 
-__all__ = ["LabelVocabulary", "build_dataset", "canonical_label", "chexpert", "dataset_normalization", "io_transforms",
-           "nih", "phantom_datasets", "phantom_multiwindow"]
+__all__ = ["LabelVocabulary", "benchx", "build_dataset", "canonical_label", "chexpert", "dataset_normalization",
+           "io_transforms", "nih", "phantom_datasets", "phantom_multiwindow"]
