@@ -39,6 +39,7 @@ PROVIDERS: dict[str, list[str]] = {
     "peft": ["medvit.peft"],
     "dataset": ["medvit.data"],
     "expert": ["medvit.vlm"],
+    "projector": ["medvit.vlm"],
     "metric": ["medvit.eval"],
     "transform": ["medvit.data"],
 }
@@ -151,7 +152,7 @@ class Registry:
 
 
 REGISTRY = Registry(
-    ["backbone", "weight", "peft", "task", "dataset", "expert", "metric", "transform"]
+    ["backbone", "weight", "peft", "task", "dataset", "expert", "projector", "metric", "transform"]
 )
 
 

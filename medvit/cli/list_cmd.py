@@ -8,8 +8,9 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered backbones, weights, peft methods, tasks, datasets, ...",
                        description="List what is registered, by kind.")
-    p.add_argument("kind", nargs="?", help="one kind (backbone, weight, peft, task, dataset, expert, metric, "
-                   "transform; singular or plural); default: all. Weight tags say whether their file is present")
+    p.add_argument("kind", nargs="?", help="one kind (backbone, weight, peft, task, dataset, expert, projector, "
+                   "metric, transform; singular or plural); default: all. Weight tags say whether their file is "
+                   "present")
     p.add_argument("name", nargs="?", help="with kind task: that task's config keys, types, defaults and what "
                    "each does (the text validation errors quote)")
     p.set_defaults(func=run)

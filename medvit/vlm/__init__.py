@@ -1,1 +1,32 @@
-"""Vision-language models (VILA-M3 core: issue 16) and their curricula (RetinaVLM: ``medvit.vlm.retina``)."""
+"""Vision-language models on medvit backbones (VILA-M3 core: issue 16): :class:`VisionLanguageModel` (backbone →
+projector → any local Hugging Face causal LM), chat templates, the conversation schema and dataset, and expert models
+the VLM can call. Registers kinds ``projector`` and ``expert``. Curricula: RetinaVLM in ``medvit.vlm.retina``.
+"""
+"""
+
+from __future__ import annotations
+
+from medvit.vlm.data import (
+    ConversationDataset,
+    ConversationError,
+    VLMProcessor,
+    collate_conversations,
+    read_conversations,
+    validate_record,
+)
+from medvit.vlm.model import VisionLanguageModel, VLMConfig, lm_sha256, load_lm
+from medvit.vlm.projectors import build_projector
+from medvit.vlm.templates import (
+    IGNORE_INDEX,
+    IMAGE_TOKEN,
+    TEMPLATES,
+    ChatTemplate,
+    encode_conversation,
+    normalize_messages,
+    template_for,
+)
+
+__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN", "TEMPLATES", "ChatTemplate", "ConversationDataset", "ConversationError",
+           "VLMConfig", "VLMProcessor", "VisionLanguageModel", "build_projector", "collate_conversations",
+           "encode_conversation", "lm_sha256", "load_lm", "normalize_messages", "read_conversations",
+           "template_for", "validate_record"]
