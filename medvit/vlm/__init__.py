@@ -2,7 +2,6 @@
 projector → any local Hugging Face causal LM), chat templates, the conversation schema and dataset, and expert models
 the VLM can call. Registers kinds ``projector`` and ``expert``. Curricula: RetinaVLM in ``medvit.vlm.retina``.
 """
-"""
 
 from __future__ import annotations
 
