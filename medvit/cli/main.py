@@ -21,6 +21,7 @@ COMMANDS = [
     "medvit.cli.viewer_cmd",
     "medvit.cli.dicom_cmd",
     "medvit.cli.data_cmd",
+    "medvit.cli.curriculum_cmd",
 ]
 
 
