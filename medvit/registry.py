@@ -42,6 +42,7 @@ PROVIDERS: dict[str, list[str]] = {
     "projector": ["medvit.vlm"],
     "metric": ["medvit.eval"],
     "transform": ["medvit.data"],
+    "preset": ["medvit.tasks.presets"],
 }
 
 
@@ -152,7 +153,7 @@ class Registry:
 
 
 REGISTRY = Registry(
-    ["backbone", "weight", "peft", "task", "dataset", "expert", "projector", "metric", "transform"]
+    ["backbone", "weight", "peft", "task", "dataset", "expert", "projector", "metric", "transform", "preset"]
 )
 
 

@@ -14,6 +14,7 @@ import sys
 COMMANDS = [
     "medvit.cli.list_cmd",
     "medvit.cli.run_cmd",
+    "medvit.cli.verbs_cmd",
     "medvit.cli.convert_cmd",
     "medvit.cli.demo_cmd",
     "medvit.cli.infer_cmd",
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after options (`medvit finetune --epochs 1 a.b=2`): only where they are taken
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose + 1, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -73,6 +73,8 @@ class FinetuneMultilabelConfig:
                                                               "on it")
     view_positions: list[str] = option(default_factory=list, help="contract scope, e.g. [PA, AP]; empty = any view")
     body_parts: list[str] = option(default_factory=list, help="contract scope, e.g. [CHEST]; empty = any body part")
+    report: bool = option(True, "write seed_<s>/report/: ROC and PR curves per label, reliability diagram, confusion "
+                                "table at the validation-chosen thresholds, on the test split (validation if none)")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.label_fraction <= 1.0:
@@ -287,6 +289,14 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
         op = operating_at(logits.numpy(), y.numpy(), mask.numpy(), thresholds, label_names)
         summary["test_operating"] = op.as_dict()  # agreement vs the all-negative baseline, sens/spec per finding
         summary["test_operating_table"] = f"{op.headline()}\n\n{op.table()}"
+    if cfg.report:
+        from medvit.visualize.report import write_report
+
+        split = cfg.test_split if test_ds is not None else cfg.val_split
+        rep = write_report(out / "report", y.numpy(), torch.sigmoid(logits.float()).numpy(), mask.numpy(),
+                           label_names, thresholds, title=f"{cfg.backbone} on {cfg.dataset}/{split} (seed {seed})")
+        summary["report"] = str(out / "report" / "report.md")
+        summary["ece"] = rep["ece"]
     contract = dataclasses.replace(
         pre_contract, name=cfg.model_name or f"{cfg.dataset}-{cfg.backbone}",
         version=cfg.model_version or _today(), label_names=label_names, thresholds=thresholds,

@@ -40,6 +40,11 @@ class TrainConfig:
     eval_every: int = option(0, "evaluate every N steps (0 = at each epoch end)")
     log_every: int = option(10, "write a log row every N steps")
     progress: bool = option(True, "tqdm progress bar on rank 0")
+    ema_decay: float = option(0.0, "exponential moving average of the weights (e.g. 0.999; 0 = off): the average "
+                                   "is evaluated, selected and saved (timm --model-ema)")
+    report_to: list[str] = option(default_factory=list, help="trackers beside log.csv: tensorboard (event files in "
+                                                             "output_dir/tensorboard), mlflow (local store "
+                                                             "output_dir/mlruns); empty = none")
 
     def __post_init__(self) -> None:
         for k in ("batch_size", "accum_steps", "keep_last", "log_every"):
@@ -68,5 +73,10 @@ class TrainConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        from medvit.train.tracking import check_report_to
+
+        check_report_to(list(self.report_to))
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"clip_grad must be > 0 or null, got {self.clip_grad}")

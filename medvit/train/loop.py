@@ -40,8 +40,12 @@ from medvit.train.distributed import DistInfo, all_reduce_min, barrier, init_dis
 from medvit.train.optim import build_optimizer, param_groups
 from medvit.train.sampler import ResumableBatchSampler, SeededTransformDataset, Transform
 from medvit.train.schedule import SCHEDULES, scaled_lr
+from medvit.train.tracking import RunLog
 
 logger = logging.getLogger(__name__)
+
+#: the EMA weights inside a resumable checkpoint (``TrainConfig.ema_decay`` > 0)
+EMA_FILE = "ema.safetensors"
 
 StepOutput = torch.Tensor | dict[str, torch.Tensor]
 StepFn = Callable[[nn.Module, dict[str, Any]], StepOutput]
@@ -129,6 +133,11 @@ class Trainer:
         self.best: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []
         self._best_state: dict[str, torch.Tensor] | None = None
+        self.ema: torch.optim.swa_utils.AveragedModel | None = None
+        if cfg.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
 
     # ------------------------------------------------------------------ helpers
     def lr_at(self, step: int) -> float:
@@ -158,7 +167,7 @@ class Trainer:
         cur = self.best[self.select_metric]  # type: ignore[index]
         return value > cur if self.select_mode == "max" else value < cur
 
-    def _run_eval(self, module: nn.Module, step: int, csv: CSVLogger) -> None:
+    def _run_eval(self, module: nn.Module, step: int, csv: RunLog) -> None:
         if self.evaluate is None:
             return
         if self.dist.is_main:
@@ -208,6 +217,10 @@ class Trainer:
         if self.dist.is_main:
             meta = {"step": step, "micro": micro, "total_steps": self.total_steps, "best": self.best,
                     "history": self.history, "world_size": self.dist.world_size, "seed": self.cfg.seed}
+            if self.ema is not None:
+                from medvit.models.checkpoint import write_safetensors
+
+                write_safetensors(tmp / EMA_FILE, {k: v.detach().cpu() for k, v in self.ema.state_dict().items()})
             st.save_train_state(d, module, optimizer, meta)
             st.prune_checkpoints(self.out, self.cfg.keep_last)
             logger.info("checkpoint %s", d)
@@ -243,9 +256,17 @@ class Trainer:
                 raise ValueError(f"{ckpt} was written with {meta.get('world_size')} processes, this run has "
                                  f"{self.dist.world_size}; exact resumption needs the same number")
             step, micro = int(meta["step"]), int(meta["micro"])
+            if self.ema is not None:
+                if (ckpt / EMA_FILE).is_file():
+                    from safetensors.torch import load_file
+
+                    self.ema.load_state_dict(load_file(str(ckpt / EMA_FILE)))
+                else:
+                    logger.warning("%s holds no EMA weights; the average restarts from the resumed weights", ckpt)
             self.best, self.history = meta.get("best"), list(meta.get("history", []))
             logger.info("resumed from %s at step %d", ckpt, step)
-        csv = CSVLogger(self.out / "log.csv" if (self.out and self.dist.is_main) else None)
+        csv = RunLog(CSVLogger(self.out / "log.csv" if (self.out and self.dist.is_main) else None),
+                     list(cfg.report_to), self.out, asdict(cfg))
         csv.truncate_after(step)  # a fresh run (step 0) starts a new log; a resumed one drops replayed rows
         model: nn.Module = module
         if self.dist.enabled:
@@ -305,6 +326,8 @@ class Trainer:
                         window.setdefault("grad_norm", []).append(float(gn))
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if self.ema is not None:
+                        self.ema.update_parameters(module)
                 step += 1
                 mean_loss = sum(step_losses) / len(step_losses) if step_losses else math.nan
                 result.losses.append(mean_loss)
@@ -319,16 +342,19 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
                     window = {}
                 if step % self.eval_every == 0 or step == self.total_steps:
-                    self._run_eval(module, step, csv)
+                    self._run_eval(self.ema.module if self.ema is not None else module, step, csv)
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0 or step == stop:
                     self._save(module, optimizer, step, micro)
         finally:
             bar.close()
+            csv.close()
             stream.close()  # stops DataLoader workers of the unfinished epoch
         result.wall_s = time.perf_counter() - t0
         result.samples_per_s = n_samples / max(result.wall_s, 1e-9)
         result.steps, result.skipped_steps = step, skipped
         result.history, result.best = list(self.history), self.best
+        if self.ema is not None and step == self.total_steps:  # the average is the model (unless best replaces it)
+            module.load_state_dict(self.ema.module.state_dict())
         if self.restore_best and step == self.total_steps:
             self._load_best(module)
         if self.out is not None and self.best is not None:
