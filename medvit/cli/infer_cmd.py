@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "count, 1 per 4 cores on CPU, all cores but one with CUDA)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="auto = bf16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else fp32; bf16 "
-                   "weights; int8 = static PT2E x86 quantisation calibrated on the first batch, compiled (CPU) "
+                   "weights; int8 = static PT2E x86 quantisation, compiled (CPU): a PTQ checkpoint "
+                   "(medvit.compress.ptq) brings its calibrated/reconstructed parameters, otherwise calibrated on the first batch "
                    "(default auto; the choice is in run.json and every prediction row)")
     p.add_argument("--compile", choices=["none", "inductor"], default="none",
                    help="inductor = torch.compile with weight freezing, cached across runs per model hash and "

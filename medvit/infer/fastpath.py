@@ -18,13 +18,12 @@ Numerical drift of each path against fp32 is bounded in ``tests/infer/test_fastp
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,36 +150,19 @@ def compile_cached(model: nn.Module, example: torch.Tensor, precision: str, mode
     return fn, info
 
 
-def quantize_int8_pt2e(model: nn.Module, calibration: Sequence[torch.Tensor]) -> nn.Module:
-    """Static int8 (PT2E, x86 Inductor quantizer): export → prepare → calibrate → convert.
+def quantize_int8_pt2e(model: nn.Module, calibration: Sequence[torch.Tensor],
+                       qparams: Mapping[str, Any] | None = None) -> nn.Module:
+    """Static int8 (PT2E, x86 Inductor quantizer): export → prepare → calibrate (or fix to ``qparams``) → convert.
 
-    ``calibration``: float32 input batches (B, C, H, W) of the real data, run through the observers (activation
-    ranges, per-tensor affine; weights per-channel symmetric int8). Returns the converted graph module, which
-    computes with quantise/dequantise pairs; compile it with :func:`compile_cached` (Inductor fuses them into
-    oneDNN int8 kernels — run eagerly it is a slow reference). Raises ``ImportError`` without ``torchao``.
+    The one quantisation path, :func:`medvit.compress.pt2e.quantize_pt2e_x86`: ``calibration`` holds float32
+    input batches (B, C, H, W) of the real data; ``qparams`` (a PTQ checkpoint's :class:`~medvit.compress.pt2e.
+    LinearQParams` per linear, :mod:`medvit.compress.ptq`) replaces calibration. Compile the result with
+    :func:`compile_cached` (Inductor fuses the quantise/dequantise pairs into oneDNN int8 kernels — run eagerly it
+    is a slow reference). Raises ``ImportError`` without ``torchao``.
     """
-    try:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-            X86InductorQuantizer,
-            get_default_x86_inductor_quantization_config,
-        )
-    except ImportError as e:  # pragma: no cover - torchao is a declared dependency
-        raise ImportError("--precision int8 needs torchao (PT2E quantisation); pip install torchao") from e
-    if not calibration:
-        raise ValueError("int8 quantisation needs at least one calibration batch")
-    m = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        exported = torch.export.export(m, (calibration[0],)).module()
-        quantizer = X86InductorQuantizer()
-        # the linear layers (≈ 97 % of a ViT's FLOPs; attention matmuls stay in float); the patch-embedding
-        # convolution stays float too: torch 2.13's Inductor cannot freeze a quantised convolution
-        # (onednn.qconv_prepack has no fake-tensor kernel)
-        quantizer.set_module_type_qconfig(nn.Linear, get_default_x86_inductor_quantization_config())
-        prepared = prepare_pt2e(exported, quantizer)
-        for x in calibration:
-            prepared(x)
-        return convert_pt2e(prepared)
+    from medvit.compress.pt2e import quantize_pt2e_x86
+
+    return quantize_pt2e_x86(model, calibration, qparams)
 
 
 def available_cores() -> int:

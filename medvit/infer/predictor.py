@@ -47,10 +47,13 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, WeightContract
         model, contract, sha = _load_adapter_for_inference(p)
         name = p.resolve().name
     elif p.is_dir():
+        from medvit.compress.ptq import load_qparams
+
         model = load_model(p)
         contract = model.contract
         name = p.resolve().name
         sha = model.checkpoint_sha256
+        model.int8_qparams = load_qparams(p)  # a PTQ checkpoint's static int8 parameters (None otherwise)
     elif ("weight", str(model_ref)) in REGISTRY:
         from medvit.models.factory import create_model
         from medvit.models.pretrained import resolve_weight_file
@@ -112,8 +115,9 @@ class Predictor:
     ``precision`` (see :mod:`medvit.infer.fastpath`): "auto" (bf16 on CUDA or a CPU with native bf16, else
     fp32; the choice is in ``self.precision``, the reason in ``self.precision_reason``); "fp32"; "bf16"
     (a bf16 copy of the weights, inputs cast to bf16: no per-call weight casts as under autocast); "int8"
-    (CPU only: static int8 through PT2E with the x86 Inductor quantizer, activations calibrated on the first
-    batch predicted, then compiled by Inductor). ``compile``: "none" (eager) or "inductor"
+    (CPU only: static int8 through PT2E with the x86 Inductor quantizer, then compiled by Inductor; the parameters
+    of a PTQ checkpoint (``model.int8_qparams``, :mod:`medvit.compress.ptq`) when it has them, else activations
+    calibrated on the first batch predicted). ``compile``: "none" (eager) or "inductor"
     (``torch.compile`` with freezing, cached on disk per model hash and input shape; the first batch fixes
     the compiled shape and smaller batches are zero-padded to it). ``model_sha256`` names the weights in
     the cache key (hashed from the state dict when None). ``multilabel`` chooses sigmoid vs softmax.
@@ -142,6 +146,7 @@ class Predictor:
         self.fp32_model = model.eval()
         self.compile_info: Any = None
         self.calibration_images = 0
+        self.int8_source: str | None = None
         self._compiled: Any = None
         self._batch = 0
         # an OOD reference reads the head's input and block statistics (hooks, which a compiled graph does not
@@ -169,7 +174,8 @@ class Predictor:
                 "precision_reason": self.precision_reason, "device": str(self.device),
                 "compile": self.compile_mode,
                 "compile_cache": self.compile_info.to_dict() if self.compile_info is not None else None,
-                "int8_calibration_images": self.calibration_images if self.precision == "int8" else None}
+                "int8_calibration_images": self.calibration_images if self.precision == "int8" else None,
+                "int8_calibration_source": self.int8_source if self.precision == "int8" else None}
 
     def autocast(self) -> Any:
         """A no-op context (bf16 runs on bf16 weights; kept for callers written against autocast)."""
@@ -183,9 +189,17 @@ class Predictor:
         sha = self.model_sha256 or state_dict_sha256(self.fp32_model)
         if self._with_features:
             sha += f":logits+features{list(self._ood_blocks)}"
-        if self.precision == "int8":
+        qparams = getattr(self.fp32_model, "int8_qparams", None)
+        if self.precision == "int8" and qparams:  # a PTQ checkpoint: its searched/reconstructed static parameters
+            module = quantize_int8_pt2e(module, [t], qparams=qparams)
+            ptq = ((getattr(self.fp32_model, "checkpoint_config", None) or {}).get("extra") or {}).get("ptq") or {}
+            self.calibration_images = int((ptq.get("report") or {}).get("calibration_images", 0))
+            self.int8_source = "checkpoint (Q-HyViT-style PTQ)"
+            sha = f"{sha}:int8-pt2e-x86:ptq-checkpoint"
+        elif self.precision == "int8":
             module = quantize_int8_pt2e(module, [t])  # the features wrapper too: the OOD score needs them
             self.calibration_images = int(t.shape[0])
+            self.int8_source = "first batch"
             sha = f"{sha}:int8-pt2e-x86:calib={_tensor_sha256(t)}"
         self._compiled, self.compile_info = compile_cached(module, t, self.precision, sha, self.cache_root)
         self._batch = int(t.shape[0])
