@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="auto = bf16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else fp32; bf16 "
                    "weights; int8 = static PT2E x86 quantisation, compiled (CPU): a PTQ checkpoint "
-                   "(medvit.compress.ptq) brings its calibrated/reconstructed parameters, otherwise calibrated on the first batch "
+                   "(medvit.compress.ptq) brings its calibrated/reconstructed parameters, otherwise calibrated on "
+                   "the first batch "
                    "(default auto; the choice is in run.json and every prediction row)")
     p.add_argument("--compile", choices=["none", "inductor"], default="none",
                    help="inductor = torch.compile with weight freezing, cached across runs per model hash and "
