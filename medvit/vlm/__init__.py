@@ -5,6 +5,7 @@ the VLM can call. Registers kinds ``projector`` and ``expert``. Curricula: Retin
 
 from __future__ import annotations
 
+from medvit.vlm.chat import ChatResponse, ChatTurn, VLMChat
 from medvit.vlm.data import (
     ConversationDataset,
     ConversationError,
@@ -13,6 +14,7 @@ from medvit.vlm.data import (
     read_conversations,
     validate_record,
 )
+from medvit.vlm.experts import Expert, ExpertResult, ModelCard, TriggerError, build_expert, model_cards, parse_trigger
 from medvit.vlm.model import VisionLanguageModel, VLMConfig, lm_sha256, load_lm
 from medvit.vlm.projectors import build_projector
 from medvit.vlm.templates import (
@@ -25,7 +27,8 @@ from medvit.vlm.templates import (
     template_for,
 )
 
-__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN", "TEMPLATES", "ChatTemplate", "ConversationDataset", "ConversationError",
-           "VLMConfig", "VLMProcessor", "VisionLanguageModel", "build_projector", "collate_conversations",
-           "encode_conversation", "lm_sha256", "load_lm", "normalize_messages", "read_conversations",
-           "template_for", "validate_record"]
+__all__ = ["ChatResponse", "ChatTemplate", "ChatTurn", "ConversationDataset", "ConversationError", "Expert",
+           "ExpertResult", "IGNORE_INDEX", "IMAGE_TOKEN", "ModelCard", "TEMPLATES", "TriggerError", "VLMChat",
+           "VLMConfig", "VLMProcessor", "VisionLanguageModel", "build_expert", "build_projector",
+           "collate_conversations", "encode_conversation", "lm_sha256", "load_lm", "model_cards",
+           "normalize_messages", "parse_trigger", "read_conversations", "template_for", "validate_record"]

@@ -1,0 +1,127 @@
+"""The agent loop (VILA-M3 ``gradio_m3.py``): generate → if the reply calls one expert, run it, add its result as a
+user turn (``"<result> Use this result to respond to this prompt:\\n<question>"``) and generate again; bounded
+number of expert calls. A trigger that cannot be run (several calls, bad syntax, unknown name, invalid args, an
+expert failing on the image) becomes a user turn with the reason; it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvit.vlm.experts import FEEDBACK_PREFIX, Expert, ExpertResult, TriggerError, model_cards, parse_trigger
+from medvit.vlm.templates import IMAGE_TOKEN
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatTurn:
+    """One step of a conversation shown to a person: role (user | assistant | expert | error), text, and for
+    expert steps the expert name, args and overlay image ((H, W, 3) uint8 or None)."""
+
+    role: str
+    text: str
+    expert: str | None = None
+    args: str | None = None
+    overlay: np.ndarray | None = None
+
+
+@dataclass
+class ChatResponse:
+    """``answer`` (the final reply), ``turns`` (everything shown), ``messages`` (the LM conversation),
+    ``expert_calls`` (number run)."""
+
+    answer: str
+    turns: list[ChatTurn] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    expert_calls: int = 0
+
+
+class VLMChat:
+    """Chat with a :class:`~medvit.vlm.model.VisionLanguageModel` and a set of experts.
+
+    Args: model; experts (their model cards are prepended to the first user turn when any); max_expert_calls
+    (bound on expert runs per question); modality_hint: e.g. ``"CXR"`` → ``"This is a CXR image.\\n"`` before the
+    question (reference); generation settings (reference: temperature 0, top_p 0.9).
+    """
+
+    def __init__(self, model: Any, experts: Sequence[Expert] = (), max_expert_calls: int = 2,
+                 modality_hint: str | None = "CXR", max_new_tokens: int = 128, temperature: float = 0.0,
+                 top_p: float = 0.9):
+        from medvit.vlm.data import VLMProcessor
+
+        self.model, self.experts = model, list(experts)
+        self.max_expert_calls = int(max_expert_calls)
+        self.modality_hint = modality_hint
+        self.gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        self.processor = VLMProcessor.for_model(model)
+
+    def first_user_turn(self, prompt: str, n_images: int = 1) -> str:
+        """``MODEL_CARDS + <image> + "This is a {modality} image.\\n" + prompt`` (reference layout)."""
+        cards = model_cards(self.experts) if self.experts else ""
+        hint = f"This is a {self.modality_hint} image.\n" if self.modality_hint else ""
+        return cards + IMAGE_TOKEN * n_images + hint + prompt
+
+    def _pixels(self, images: Sequence[Any]) -> torch.Tensor:
+        out = []
+        for im in images:
+            if isinstance(im, torch.Tensor):
+                out.append(im)
+            elif isinstance(im, np.ndarray):
+                out.append(self.processor.from_array(im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else 1.0)))
+            else:
+                out.append(self.processor.load_image(im))
+        return torch.stack(out)
+
+    def respond(self, images: Sequence[Any], prompt: str, experts: Sequence[Expert] | None = None) -> ChatResponse:
+        """Answer ``prompt`` about ``images`` (paths, (H, W) arrays in [0, 1] or (H, W, 3) uint8, or preprocessed
+        (C, S, S) tensors), consulting ``experts`` (default: the chat's). Never raises for expert problems."""
+        if experts is not None:
+            self.experts = list(experts)
+        images = list(images)
+        msgs = [{"role": "user", "content": self.first_user_turn(prompt, len(images))}]
+        turns = [ChatTurn("user", prompt)]
+        pix = self._pixels(images)
+        calls = 0
+        while True:
+            reply = self.model.generate(msgs, pix, **self.gen)
+            msgs.append({"role": "assistant", "content": reply})
+            turns.append(ChatTurn("assistant", reply))
+            if not self.experts:
+                break
+            try:
+                trig = parse_trigger(reply, self.experts)
+            except TriggerError as e:
+                trig, err = None, str(e)
+            else:
+                err = None
+            if trig is None and err is None:
+                break
+            if calls >= self.max_expert_calls:
+                logger.info("expert call limit (%d) reached; returning the last reply", self.max_expert_calls)
+                break
+            calls += 1
+            result: ExpertResult | None = None
+            if trig is not None:
+                try:
+                    result = trig.expert.run(images, trig.args)
+                except (ValueError, OSError, RuntimeError) as e:  # an expert failing on this image
+                    err = f"The expert {trig.expert.name} could not run on this image: {e}"
+            if result is not None:
+                turns.append(ChatTurn("expert", result.text, trig.expert.name, trig.args, result.overlay))
+                text = result.text
+                if result.overlay is not None and IMAGE_TOKEN in text:
+                    pix = torch.cat([pix, self._pixels([result.overlay])])
+                else:
+                    text = text.replace(IMAGE_TOKEN, "")
+            else:
+                turns.append(ChatTurn("error", err or ""))
+                text = err or ""
+            msgs.append({"role": "user", "content": f"{text} {FEEDBACK_PREFIX}{prompt}"})
+        return ChatResponse(reply, turns, msgs, calls)

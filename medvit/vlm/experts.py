@@ -1,0 +1,422 @@
+"""Expert models a VLM can call (VILA-M3, Nath et al. 2024 §3; reference ``m3/demo/experts``), registry kind
+``expert``.
+
+An :class:`Expert` has a ``name``, a :class:`ModelCard` (modality, task, overview, accuracy, valid args) whose
+line goes into the model-card block prepended to the first user turn (:func:`model_cards`), ``mentioned_by(text)``
+(the reference's rule: the text holds exactly one ``<...>`` and it contains the expert's name) and
+``run(images, args) -> ExpertResult(text, overlay)``.
+
+Triggers: :func:`parse_trigger` reads a model reply. The grammar is ``<NAME(args)>``; ``<image>`` markers are not
+triggers. Outcomes: no trigger; one valid call; or a :class:`TriggerError` message (two or more triggers, bad syntax,
+unknown expert, args not in the card's valid args) that the agent loop puts into the conversation.
+
+Result texts (exact strings of the reference):
+
+- CXR: ``"The resulting predictions are:\\n" + "\\n".join(f"{cls.lower().replace('_', ' ')}: {yes|no}" for cls in
+  sorted(classes)) + "\\n."`` (``expert_torchxrayvision.py``).
+- segmentation: ``"The results are <image>. The colors in this image describe " + ", ".join(f"{color}: {label}")
+  + ". "`` with the overlay image as that ``<image>`` (``expert_monai_vista3d.py``).
+- feedback turn: ``"Use this result to respond to this prompt:\\n" + question``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvit.registry import REGISTRY, register
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARDS_HEAD = "Here is a list of available expert models:\n"
+MODEL_CARDS_TAIL = "Give the model <NAME(args)> when selecting a suitable expert model.\n"
+FEEDBACK_PREFIX = "Use this result to respond to this prompt:\n"
+CXR_PREFIX = "The resulting predictions are:\n"
+SEG_PREFIX = "The results are <image>. The colors in this image describe "
+_TRIGGER = re.compile(r"<(.*?)>")
+_CALL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*\((.*)\)\s*$", re.S)
+
+#: overlay colours for segmentation labels, in label order (name, RGB)
+PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (255, 0, 0)), ("green", (0, 255, 0)), ("blue", (0, 0, 255)), ("yellow", (255, 255, 0)),
+    ("cyan", (0, 255, 255)), ("magenta", (255, 0, 255)), ("orange", (255, 165, 0)), ("purple", (128, 0, 128)),
+    ("pink", (255, 192, 203)), ("brown", (165, 42, 42)),
+)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the VLM is told about an expert. ``valid_args``: None (the call takes no argument) or the allowed
+    argument strings."""
+
+    modality: str
+    task: str
+    overview: str
+    accuracy: str
+    valid_args: tuple[str, ...] | None = None
+
+    def line(self, name: str) -> str:
+        """``<NAME(args)> Modality: …, Task: …, Overview: …, Accuracy: …, Valid args are: …`` (reference format)."""
+        va = "None" if not self.valid_args else (", ".join(f"'{a}'" for a in self.valid_args[:-1])
+                                                 + (", or " if len(self.valid_args) > 1 else "")
+                                                 + f"'{self.valid_args[-1]}'")
+        return (f"<{name}(args)> Modality: {self.modality}, Task: {self.task}, Overview: {self.overview}, "
+                f"Accuracy: {self.accuracy}, Valid args are: {va}")
+
+
+@dataclass
+class ExpertResult:
+    """An expert's answer: ``text`` (exact reference format), ``overlay`` (H, W, 3) uint8 or None (the image the
+    text's ``<image>`` refers to), ``values`` (machine-readable outputs, e.g. per-class probabilities)."""
+
+    text: str
+    overlay: np.ndarray | None = None
+    name: str = ""
+    args: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class Expert(ABC):
+    """An expert model (see module docstring). Subclasses set ``name`` and ``model_card`` and implement ``run``."""
+
+    name: str = ""
+    model_card: ModelCard
+
+    def mentioned_by(self, text: str) -> bool:
+        """True when ``text`` holds exactly one ``<...>`` and it contains this expert's name (the reference's rule;
+        ``<image>`` markers are ignored)."""
+        matches = [m for m in _TRIGGER.findall(str(text)) if m.strip() != "image"]
+        return len(matches) == 1 and self.name in matches[0]
+
+    def check_args(self, args: str) -> str:
+        """Normalised args (quotes and whitespace stripped; ``None`` → ``""``); raises :class:`TriggerError` when
+        they are not among the card's valid args."""
+        a = args.strip().strip("'\"").strip()
+        if a.lower() == "none":
+            a = ""
+        va = self.model_card.valid_args
+        if not va:
+            if a:
+                raise TriggerError(f"The expert {self.name} takes no arguments, got '{a}'. Call it as <{self.name}()>.")
+            return a
+        if a not in va:
+            raise TriggerError(f"The expert {self.name} does not accept '{a}'. Valid args are: "
+                               + ", ".join(f"'{v}'" for v in va) + ".")
+        return a
+
+    @abstractmethod
+    def run(self, images: Sequence[Any], args: str = "") -> ExpertResult:
+        """Run on the conversation's images (file paths, ``MedicalImage`` or (H, W) arrays in [0, 1])."""
+
+
+class TriggerError(ValueError):
+    """A trigger that cannot be run; its message is written into the conversation for the model."""
+
+
+@dataclass
+class Trigger:
+    """A parsed call: the expert and its normalised args."""
+
+    expert: Expert
+    args: str
+
+
+def parse_trigger(text: str, experts: Sequence[Expert]) -> Trigger | None:
+    """The expert call in a model reply: None (no trigger), a :class:`Trigger`, or raises :class:`TriggerError`
+    (several triggers, bad syntax ``<NAME(args)>``, unknown expert name, invalid args)."""
+    matches = [m for m in _TRIGGER.findall(str(text)) if m.strip() != "image"]
+    if not matches:
+        return None
+    names = ", ".join(f"<{e.name}()>" for e in experts) or "(none available)"
+    if len(matches) > 1:
+        raise TriggerError(f"Found {len(matches)} expert calls ({', '.join('<' + m + '>' for m in matches)}); "
+                           "call exactly one expert at a time.")
+    m = _CALL.match(matches[0])
+    if not m:
+        raise TriggerError(f"'<{matches[0]}>' is not an expert call; use <NAME(args)>, e.g. {names}.")
+    name, args = m.group(1), m.group(2)
+    by_name = {e.name: e for e in experts}
+    if name not in by_name:
+        raise TriggerError(f"There is no expert named {name}. Available experts: {names}.")
+    ex = by_name[name]
+    return Trigger(ex, ex.check_args(args))
+
+
+def model_cards(experts: Sequence[Expert]) -> str:
+    """The block prepended to the first user turn (reference ``MODEL_CARDS``): head, one card line per expert,
+    tail."""
+    return MODEL_CARDS_HEAD + "".join(e.model_card.line(e.name) + "\n" for e in experts) + MODEL_CARDS_TAIL
+
+
+def cxr_text(predictions: dict[str, bool]) -> str:
+    """The CXR expert's result text (exact reference format; classes sorted by name)."""
+    return CXR_PREFIX + "\n".join(f"{c.lower().replace('_', ' ')}: {'yes' if predictions[c] else 'no'}"
+                                  for c in sorted(predictions)) + "\n."
+
+
+def segmentation_text(color_labels: Sequence[tuple[str, str]]) -> str:
+    """The segmentation expert's result text: ``"The results are <image>. The colors in this image describe
+    red: heart, green: lung. "`` (exact reference format)."""
+    return SEG_PREFIX + ", ".join(f"{c}: {lab}" for c, lab in color_labels) + ". "
+
+
+def _unit_image(img: Any) -> Any:
+    """Path → MedicalImage; MedicalImage and arrays pass through."""
+    if isinstance(img, str | Path):
+        from medvit.io import read_image
+        from medvit.io.display import slice_for_display
+
+        p = Path(img)
+        if not p.is_file():
+            raise FileNotFoundError(f"expert input image not found: {p}")
+        return slice_for_display(read_image(p))
+    return img
+
+
+def _model_input(pre: Any, img: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) model input and (h, w) grey [0, 1] image through the model contract's preprocessing."""
+    img = _unit_image(img)
+    if isinstance(img, np.ndarray):
+        x, grey = pre.from_unit(np.asarray(img, dtype=np.float32))
+        return x, grey
+    x, _notes, grey = pre(img)
+    return x, grey
+
+
+# ---------------------------------------------------------------------------------------------------- CXR
+class CXRExpert(Expert):
+    """Chest X-ray classifier ensemble over medvit multi-label checkpoints (reference: 8 TorchXRayVision models).
+
+    Per class, the score is the mean sigmoid probability over the models that predict it, or over the subset
+    named in ``class_models`` (reference: Pneumothorax from one model, Lung Opacity from all 8, …); the call is
+    ``yes`` when the score ≥ the threshold: ``threshold="contract"`` (default) = the mean of the subset models'
+    operating thresholds from their contracts (0.5 where a contract has none), or a number (the reference uses
+    0.5 on TorchXRayVision's calibrated outputs).
+
+    Args: checkpoints: medvit checkpoint directories (multi-label contracts with label names); class_models:
+    label → list of checkpoint indices; name: the trigger name (default ``CXR``).
+    """
+
+    def __init__(self, checkpoints: Sequence[str | Path], class_models: dict[str, list[int]] | None = None,
+                 threshold: str | float = "contract", name: str = "CXR", card: ModelCard | None = None):
+        from medvit.data.preprocess import Preprocessor
+        from medvit.models import load_model
+
+        if not checkpoints:
+            raise ValueError("CXR expert needs at least one medvit multi-label checkpoint")
+        self.name = name
+        self.models, self.pres, self.labels = [], [], []
+        for ck in checkpoints:
+            m = load_model(ck).eval()
+            c = getattr(m, "contract", None)
+            if c is None or not c.label_names:
+                raise ValueError(f"{ck}: the CXR expert needs a checkpoint whose contract names its labels")
+            self.models.append(m)
+            self.pres.append(Preprocessor.from_contract(c))
+            self.labels.append(list(c.label_names))
+        all_labels = sorted({lab for labs in self.labels for lab in labs})
+        self.class_models = {lab: [i for i, labs in enumerate(self.labels) if lab in labs] for lab in all_labels}
+        for lab, idx in (class_models or {}).items():
+            if lab not in self.class_models:
+                raise ValueError(f"CXR expert class_models: unknown class {lab!r}; classes: {', '.join(all_labels)}")
+            bad = [i for i in idx if not 0 <= i < len(self.models) or lab not in self.labels[i]]
+            if bad:
+                raise ValueError(f"CXR expert class_models[{lab!r}]: models {bad} do not predict {lab!r}")
+            self.class_models[lab] = list(idx)
+        self.thresholds: dict[str, float] = {}
+        for lab, idx in self.class_models.items():
+            if threshold == "contract":
+                ts = []
+                for i in idx:
+                    th = self.models[i].contract.thresholds
+                    ts.append(float(th[self.labels[i].index(lab)]) if th else 0.5)
+                self.thresholds[lab] = float(np.mean(ts))
+            else:
+                self.thresholds[lab] = float(threshold)
+        self.model_card = card or ModelCard(
+            "chest x-ray (CXR)", "classification",
+            f"an ensemble of {len(self.models)} medvit classifier(s) for {', '.join(c.lower() for c in all_labels)}",
+            "see the checkpoints' validation results")
+
+    @torch.no_grad()
+    def probabilities(self, image: Any) -> dict[str, float]:
+        """Class → ensemble probability for one image."""
+        per_model = []
+        for m, pre in zip(self.models, self.pres):
+            x, _ = _model_input(pre, image)
+            per_model.append(torch.sigmoid(m(torch.from_numpy(x)[None].float()))[0].numpy())
+        return {lab: float(np.mean([per_model[i][self.labels[i].index(lab)] for i in idx]))
+                for lab, idx in self.class_models.items()}
+
+    def run(self, images: Sequence[Any], args: str = "") -> ExpertResult:
+        self.check_args(args)
+        if not images:
+            raise ValueError("the CXR expert needs an image")
+        probs = self.probabilities(images[0])
+        calls = {lab: p >= self.thresholds[lab] for lab, p in probs.items()}
+        return ExpertResult(cxr_text(calls), None, self.name, args, {"probabilities": probs, "predictions": calls})
+
+
+# ---------------------------------------------------------------------------------------------------- segmentation
+class SegmentationExpert(Expert):
+    """A 2D segmentation model as an expert: per label a mask (sigmoid ≥ threshold for multi-label outputs,
+    argmax for softmax outputs with a background channel), drawn in :data:`PALETTE` colours over the grey image.
+
+    Build with :meth:`from_checkpoint` (a medvit checkpoint whose model returns (B, K, H, W) logits and whose
+    contract names the K labels) or :meth:`from_monai_bundle` (a MONAI bundle directory). ``label_groups``: args →
+    the labels to show (VISTA3D's ``label_groups_dict.json`` idea); args default to all labels.
+    """
+
+    def __init__(self, net: torch.nn.Module, labels: Sequence[str], preprocess: Any, name: str = "SEG",
+                 thresholds: Sequence[float] | None = None, softmax: bool = False,
+                 label_groups: dict[str, list[str]] | None = None, card: ModelCard | None = None):
+        self.net, self.labels, self.pre, self.name = net.eval(), list(labels), preprocess, name
+        self.softmax = softmax
+        self.thresholds = list(thresholds) if thresholds else [0.5] * len(self.labels)
+        self.label_groups = dict(label_groups or {})
+        for g, labs in self.label_groups.items():
+            bad = [lab for lab in labs if lab not in self.labels]
+            if bad:
+                raise ValueError(f"segmentation expert label group {g!r}: unknown labels {bad}; labels: {self.labels}")
+        shown = [lab for lab in self.labels if lab != "background"]
+        self.model_card = card or ModelCard(
+            "chest x-ray (CXR)", "segmentation", f"segments {', '.join(s.replace('_', ' ') for s in shown)}",
+            "see the model's validation Dice", tuple(self.label_groups) or None)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kw: Any) -> SegmentationExpert:
+        """A medvit checkpoint (``medvit.models.load_model``): labels and per-pixel thresholds from its contract."""
+        from medvit.data.preprocess import Preprocessor
+        from medvit.models import load_model
+
+        m = load_model(path)
+        c = getattr(m, "contract", None)
+        if c is None or not c.label_names:
+            raise ValueError(f"{path}: the segmentation expert needs a contract naming the labels")
+        return cls(m, c.label_names, Preprocessor.from_contract(c), thresholds=c.thresholds or None, **kw)
+
+    @classmethod
+    def from_monai_bundle(cls, bundle_dir: str | Path, **kw: Any) -> SegmentationExpert:
+        """A MONAI bundle: ``configs/metadata.json`` (``network_data_format``: input ``spatial_shape`` and
+        ``num_channels``, output ``channel_def`` index → label), ``configs/inference.json`` (``network_def``),
+        ``models/model.pt`` (state dict). Parsed with ``monai.bundle.ConfigParser``; ``network_def`` may only
+        instantiate ``monai.networks.nets`` classes (a bundle file never runs other code). Outputs are read as
+        softmax over channels (channel 0 = background) when ``channel_def`` has a ``background``.
+        Raises ``ValueError`` naming the file and key."""
+        from monai.bundle import ConfigParser
+
+        from medvit.data.preprocess import Preprocessor
+        from medvit.models.checkpoint import read_pickled_weights
+
+        b = Path(bundle_dir)
+        meta_f, inf_f = b / "configs" / "metadata.json", b / "configs" / "inference.json"
+        w_f = b / "models" / "model.pt"
+        for f in (meta_f, inf_f, w_f):
+            if not f.is_file():
+                raise FileNotFoundError(f"MONAI bundle file not found: {f}")
+        meta = json.loads(meta_f.read_text())
+        inf = json.loads(inf_f.read_text())
+        nd = inf.get("network_def")
+        target = nd.get("_target_") if isinstance(nd, dict) else None
+        if not isinstance(target, str) or not target.startswith("monai.networks.nets."):
+            raise ValueError(f"{inf_f}: key 'network_def' must be a dict whose '_target_' is a monai.networks.nets "
+                             f"class, got {target!r}")
+        _check_plain(nd, f"{inf_f}: key 'network_def'")
+        try:
+            fmt = meta["network_data_format"]
+            shape = fmt["inputs"]["image"]["spatial_shape"]
+            chans = int(fmt["inputs"]["image"]["num_channels"])
+            cdef = fmt["outputs"]["pred"]["channel_def"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{meta_f}: key network_data_format.{e} missing (inputs.image.spatial_shape/num_channels, "
+                             "outputs.pred.channel_def)") from e
+        labels = [str(cdef[k]) for k in sorted(cdef, key=int)]
+        parser = ConfigParser({"network_def": nd})
+        net = parser.get_parsed_content("network_def")
+        sd = read_pickled_weights(w_f)
+        sd = sd.get("model", sd) if isinstance(sd, dict) else sd
+        net.load_state_dict(sd)
+        pre = Preprocessor(chans, (int(shape[0]), int(shape[1])), (0.0,) * chans, (1.0,) * chans, geometry="squash")
+        kw.setdefault("softmax", "background" in labels)
+        return cls(net, labels, pre, **kw)
+
+    @torch.no_grad()
+    def masks(self, image: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(label → (h, w) bool mask at the model input's resolution, (h, w) grey image at that resolution)."""
+        x, _ = _model_input(self.pre, image)
+        logits = self.net(torch.from_numpy(x)[None].float())[0]
+        if self.softmax:
+            arg = logits.argmax(0).numpy()
+            out = {lab: arg == i for i, lab in enumerate(self.labels) if lab != "background"}
+        else:
+            p = torch.sigmoid(logits).numpy()
+            out = {lab: p[i] >= self.thresholds[i] for i, lab in enumerate(self.labels) if lab != "background"}
+        m = np.asarray(self.pre.mean, dtype=np.float32)[:, None, None]
+        s = np.asarray(self.pre.std, dtype=np.float32)[:, None, None]
+        grey = np.clip((x * s + m).mean(0), 0, 1)
+        return out, grey
+
+    def run(self, images: Sequence[Any], args: str = "") -> ExpertResult:
+        a = self.check_args(args)
+        if not images:
+            raise ValueError(f"the {self.name} expert needs an image")
+        masks, grey = self.masks(images[0])
+        show = self.label_groups.get(a, list(masks)) if a else list(masks)
+        over = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+        pairs = []
+        for i, lab in enumerate(self.labels):
+            if lab not in show or lab not in masks:
+                continue
+            cname, rgb = PALETTE[i % len(PALETTE)]
+            mk = masks[lab]
+            over[mk] = (0.5 * over[mk] + 0.5 * np.array(rgb)).astype(np.uint8)
+            pairs.append((cname, lab.replace("_", " ")))
+        areas = {lab: int(masks[lab].sum()) for lab in show if lab in masks}
+        return ExpertResult(segmentation_text(pairs), over, self.name, a, {"pixels": areas})
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Refuse MONAI config expressions (``$``), references (``@``, ``%``) and nested ``_target_`` in a bundle's
+    network definition: only plain values reach the network class."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "_target_" and obj is not None and where.endswith("'network_def'"):
+                continue
+            if k in ("_target_", "_requires_", "_disabled_", "_desc_", "_mode_"):
+                raise ValueError(f"{where}.{k}: nested MONAI config keys are not accepted")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif isinstance(obj, str) and obj[:1] in ("$", "@", "%"):
+        raise ValueError(f"{where}: MONAI expressions/references ({obj[:20]!r}) are not accepted")
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+@register("expert", "cxr", description="chest X-ray classifier ensemble over medvit multi-label checkpoints")
+def cxr(checkpoints: Sequence[str | Path], **kw: Any) -> CXRExpert:
+    return CXRExpert(checkpoints, **kw)
+
+
+@register("expert", "segmentation", description="2D segmentation model (medvit checkpoint) as an expert")
+def segmentation(checkpoint: str | Path, **kw: Any) -> SegmentationExpert:
+    return SegmentationExpert.from_checkpoint(checkpoint, **kw)
+
+
+@register("expert", "monai_bundle", description="2D segmentation MONAI bundle directory as an expert")
+def monai_bundle(bundle_dir: str | Path, **kw: Any) -> SegmentationExpert:
+    return SegmentationExpert.from_monai_bundle(bundle_dir, **kw)
+
+
+def build_expert(kind: str, **kwargs: Any) -> Expert:
+    """Build the registered expert ``kind`` (``cxr``, ``segmentation``, ``monai_bundle``)."""
+    return REGISTRY.get("expert", kind)(**kwargs)

@@ -1,0 +1,183 @@
+"""Experts: trigger parsing table, exact result formats, model cards, CXR ensemble, MONAI-bundle segmentation
+expert, and the agent loop (VLMChat.respond) with scripted replies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medvit.vlm.chat import VLMChat
+from medvit.vlm.experts import (
+    CXRExpert,
+    Expert,
+    ExpertResult,
+    ModelCard,
+    SegmentationExpert,
+    TriggerError,
+    build_expert,
+    cxr_text,
+    model_cards,
+    parse_trigger,
+    segmentation_text,
+)
+
+DEMO = Path(__file__).resolve().parents[2] / "pipelines" / "demo" / "model"
+
+
+class Echo(Expert):
+    def __init__(self, name, valid=None):
+        self.name = name
+        self.model_card = ModelCard("CT", "segmentation", "test expert", "n/a", valid)
+        self.calls = []
+
+    def run(self, images, args=""):
+        self.calls.append(args)
+        return ExpertResult(f"{self.name} says {args or 'ok'}", None, self.name, args)
+
+
+EXPERTS = [Echo("CXR"), Echo("VISTA3D", ("everything", "hepatic tumor"))]
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("The lungs are clear.", None),
+    ("This looks like an chest x-ray. Let me first trigger <CXR()>.", ("CXR", "")),
+    ("<VISTA3D(hepatic tumor)>", ("VISTA3D", "hepatic tumor")),
+    ("<VISTA3D('everything')>", ("VISTA3D", "everything")),
+    ("<image> then <CXR()>", ("CXR", "")),
+    ("<CXR(None)>", ("CXR", "")),
+    ("<CXR()> and <VISTA3D(everything)>", "Found 2 expert calls"),
+    ("<BRATS()>", "There is no expert named BRATS"),
+    ("<CXR>", "is not an expert call"),
+    ("<CXR(left lung)>", "takes no arguments"),
+    ("<VISTA3D(liver)>", "does not accept 'liver'"),
+])
+def test_trigger_parsing_table(text, expect):
+    if expect is None:
+        assert parse_trigger(text, EXPERTS) is None
+    elif isinstance(expect, tuple):
+        t = parse_trigger(text, EXPERTS)
+        assert (t.expert.name, t.args) == expect
+    else:
+        with pytest.raises(TriggerError, match=expect):
+            parse_trigger(text, EXPERTS)
+
+
+def test_mentioned_by_reference_rule():
+    cxr = EXPERTS[0]
+    assert cxr.mentioned_by("Let me trigger <CXR()>.")
+    assert not cxr.mentioned_by("<CXR()> <CXR()>")  # exactly one match
+    assert not cxr.mentioned_by("<VISTA3D(everything)>")
+    assert not cxr.mentioned_by("no trigger")
+
+
+def test_result_formats_exact():
+    assert cxr_text({"Effusion": True, "Atelectasis": False, "Lung_Opacity": True}) == (
+        "The resulting predictions are:\natelectasis: no\neffusion: yes\nlung opacity: yes\n.")
+    assert segmentation_text([("red", "heart"), ("green", "lung right")]) == (
+        "The results are <image>. The colors in this image describe red: heart, green: lung right. ")
+    assert model_cards(EXPERTS) == (
+        "Here is a list of available expert models:\n"
+        "<CXR(args)> Modality: CT, Task: segmentation, Overview: test expert, Accuracy: n/a, Valid args are: None\n"
+        "<VISTA3D(args)> Modality: CT, Task: segmentation, Overview: test expert, Accuracy: n/a, Valid args are: "
+        "'everything', or 'hepatic tumor'\n"
+        "Give the model <NAME(args)> when selecting a suitable expert model.\n")
+
+
+def test_cxr_expert_ensemble_on_demo_model():
+    from medvit.data.phantom_cxr import ChestPhantomGenerator
+
+    ex = build_expert("cxr", checkpoints=[DEMO, DEMO], class_models={"Pneumothorax": [1]})
+    assert ex.class_models["Pneumothorax"] == [1] and ex.class_models["Effusion"] == [0, 1]
+    ph = ChestPhantomGenerator(image_size=128, seed=3).sample(5)
+    res = ex.run([ph.image])
+    single = CXRExpert([DEMO]).run([ph.image])
+    assert res.values["probabilities"] == pytest.approx(single.values["probabilities"], abs=1e-6)
+    lines = res.text.split("\n")
+    assert lines[0] == "The resulting predictions are:" and lines[-1] == "."
+    assert lines[1:-1] == [f"{c.lower()}: {'yes' if res.values['predictions'][c] else 'no'}"
+                           for c in sorted(res.values["predictions"])]
+    with pytest.raises(ValueError, match="unknown class 'Hernia'"):
+        CXRExpert([DEMO], class_models={"Hernia": [0]})
+
+
+def _write_bundle(d: Path) -> Path:
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=(4, 4, 4, 4, 4, 4))
+    (d / "configs").mkdir(parents=True)
+    (d / "models").mkdir()
+    torch.save(net.state_dict(), d / "models" / "model.pt")
+    (d / "configs" / "inference.json").write_text(json.dumps({"network_def": {
+        "_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3,
+        "features": [4, 4, 4, 4, 4, 4]}}))
+    (d / "configs" / "metadata.json").write_text(json.dumps({"network_data_format": {
+        "inputs": {"image": {"num_channels": 1, "spatial_shape": [32, 32]}},
+        "outputs": {"pred": {"channel_def": {"0": "background", "1": "heart", "2": "lung_right"}}}}}))
+    return d
+
+
+def test_monai_bundle_segmentation_expert(tmp_path):
+    b = _write_bundle(tmp_path / "bundle")
+    ex = build_expert("monai_bundle", bundle_dir=b, name="SEG")
+    img = np.random.default_rng(0).random((48, 40)).astype(np.float32)
+    res = ex.run([img])
+    masks, _ = ex.masks(img)
+    # palette by channel index (0 = background: red unused)
+    assert res.text == "The results are <image>. The colors in this image describe green: heart, blue: lung right. "
+    assert res.overlay.shape == (32, 32, 3) and res.overlay.dtype == np.uint8
+    assert res.values["pixels"] == {k: int(v.sum()) for k, v in masks.items()}
+    assert set(masks) == {"heart", "lung_right"}
+    # the overlay is tinted exactly where a mask is set
+    grey = np.repeat(res.overlay[..., :1], 3, axis=2)
+    assert (res.overlay != grey).any(axis=2).sum() <= sum(int(v.sum()) for v in masks.values())
+    # a bundle that asks to run code is refused
+    inf = json.loads((b / "configs" / "inference.json").read_text())
+    inf["network_def"]["features"] = "$__import__('os').system('true')"
+    (b / "configs" / "inference.json").write_text(json.dumps(inf))
+    with pytest.raises(ValueError, match="expressions/references"):
+        SegmentationExpert.from_monai_bundle(b)
+    inf["network_def"] = {"_target_": "os.system", "command": "true"}
+    (b / "configs" / "inference.json").write_text(json.dumps(inf))
+    with pytest.raises(ValueError, match="monai.networks.nets"):
+        SegmentationExpert.from_monai_bundle(b)
+
+
+class Scripted:
+    """A stand-in for VisionLanguageModel.generate: replies from a script, records the conversations."""
+
+    def __init__(self, replies):
+        from medvit.vlm.model import VLMConfig
+
+        self.replies, self.seen = list(replies), []
+        self.cfg = VLMConfig(image_size=32, in_chans=1, mean=[0.5], std=[0.25])
+
+    def generate(self, msgs, pix, **kw):
+        self.seen.append(([dict(m) for m in msgs], pix.shape[0]))
+        return self.replies.pop(0)
+
+
+def test_agent_loop_runs_one_expert_and_answers():
+    ex = Echo("CXR")
+    m = Scripted(["Let me first trigger <CXR()>.", "There is an effusion."])
+    r = VLMChat(m, [ex]).respond([np.zeros((40, 40), np.float32)], "Is there an effusion?")
+    assert r.answer == "There is an effusion." and r.expert_calls == 1 and ex.calls == [""]
+    first = m.seen[0][0][0]["content"]
+    assert first.startswith("Here is a list of available expert models:\n<CXR(args)>")
+    assert first.endswith("<image>This is a CXR image.\nIs there an effusion?")
+    assert m.seen[1][0][-1] == {"role": "user", "content": "CXR says ok Use this result to respond to this prompt:\n"
+                                                            "Is there an effusion?"}
+    assert [t.role for t in r.turns] == ["user", "assistant", "expert", "assistant"]
+
+
+def test_agent_loop_errors_go_into_the_conversation_and_calls_are_bounded():
+    m = Scripted(["<BRATS()>", "<CXR()> <CXR()>", "<CXR()>", "done"])
+    r = VLMChat(m, [Echo("CXR")], max_expert_calls=2).respond([np.zeros((8, 8), np.float32)], "q")
+    assert r.expert_calls == 2 and r.answer == "<CXR()>"  # the bound stops the loop
+    assert "There is no expert named BRATS" in r.messages[2]["content"]
+    assert "Found 2 expert calls" in r.messages[4]["content"]
+    assert [t.role for t in r.turns].count("error") == 2
