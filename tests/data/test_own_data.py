@@ -1,0 +1,114 @@
+"""Own-data datasets `csv` and `folder`: labels 1/0/empty (masked), patient-disjoint splits, errors naming the
+file and row, and a one-epoch `medvit finetune --dataset csv --data DIR` whose contract carries the label names."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medvit.data import build_dataset
+
+LABELS = ["Atelectasis", "Cardiomegaly", "Effusion"]
+
+
+def _own_csv(tmp_path: Path, n: int = 40, fmt: str = "png") -> Path:
+    """Synthetic phantoms re-listed as a user's CSV (path, patient, 3 labels; some labels unknown)."""
+    from medvit.data.synth import write_synth
+
+    root = tmp_path / "own"
+    write_synth("cxr", n, root, fmt=fmt, seed=0, image_size=32, masks=False)
+    with open(root / "labels.csv") as f:
+        src = list(csv.DictReader(f))
+    with open(root / "my_labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "patient", *LABELS])
+        for i, r in enumerate(src):
+            w.writerow([r["file"], r["patient_id"], *("" if (i + k) % 5 == 0 else r[c] for k, c in enumerate(LABELS))])
+    return root
+
+
+def test_csv_labels_masks_and_patient_splits(tmp_path):
+    root = _own_csv(tmp_path)
+    parts = {s: build_dataset("csv", s, root=root, csv_file="my_labels.csv", val_fraction=0.2, test_fraction=0.2)
+             for s in ("train", "val", "test", "all")}
+    assert parts["train"].label_names == LABELS
+    assert sum(len(parts[s]) for s in ("train", "val", "test")) == len(parts["all"]) == 40
+    pats = {s: set(parts[s].patient_ids()) for s in ("train", "val", "test")}
+    assert not (pats["train"] & pats["val"]) and not (pats["train"] & pats["test"]) and not (pats["val"] & pats["test"])
+    assert all(len(parts[s]) > 0 for s in ("train", "val", "test"))
+    with open(root / "my_labels.csv") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    ds = parts["all"]
+    for i in range(len(ds)):
+        it = ds[i]
+        r = rows[it["id"]]
+        assert it["image"].shape == (1, 32, 32) and 0.0 <= float(it["image"].min()) <= float(it["image"].max()) <= 1
+        for k, c in enumerate(LABELS):
+            assert bool(it["label_mask"][k]) == (r[c] != "")  # empty = unknown = masked
+            if r[c]:
+                assert float(it["label"][k]) == float(r[c])
+    # the same split on a second build (deterministic hash of the patient)
+    again = build_dataset("csv", "val", root=root, csv_file="my_labels.csv", val_fraction=0.2, test_fraction=0.2)
+    assert again.patient_ids() == parts["val"].patient_ids()
+
+
+def test_csv_errors_name_file_row_and_column(tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    np.save(root / "a.npy", np.zeros((8, 8), np.float32))
+    cases = {
+        "path,patient,Mass\na.npy,p1,2\n": "labels.csv:2: column 'Mass' must be 1, 0 or empty",
+        "path,patient,Mass\n../etc/passwd,p1,1\n": "labels.csv:2: image path '../etc/passwd' must be a relative path",
+        "file,patient,Mass\na.npy,p1,1\n": "no image-path column 'path'",
+        "path,patient,Mass\na.npy,p1,1\nb.npy,p2,0\n": "1 listed images of split 'all' are missing",
+        "path,patient,split,Mass\na.npy,p1,training,1\n": "labels.csv:2: column 'split' must be train, val or test",
+    }
+    for text, msg in cases.items():
+        (root / "labels.csv").write_text(text)
+        with pytest.raises((ValueError, FileNotFoundError), match=msg.replace("(", r"\(").replace(".", r"\.")):
+            build_dataset("csv", "all", root=root)
+    with pytest.raises(ValueError, match="needs root=DIR"):
+        build_dataset("csv", "train")
+
+
+def test_class_folder(tmp_path):
+    root = tmp_path / "classes"
+    for c, v in (("normal", 0.2), ("pneumonia", 0.8)):
+        for p in range(6):
+            d = root / c / f"pat{c}{p}"
+            d.mkdir(parents=True)
+            for j in range(2):
+                np.save(d / f"img{j}.npy", np.full((16, 16), v, np.float32))
+    (root / "normal" / "notes.txt").write_text("not an image")
+    ds = build_dataset("folder", "all", root=root)
+    assert ds.label_names == ["normal", "pneumonia"] and len(ds) == 24
+    it = ds[0]
+    assert it["label"].tolist() == [1.0, 0.0] and bool(it["label_mask"].all()) and it["patient_id"] == "patnormal0"
+    parts = [build_dataset("folder", s, root=root, val_fraction=0.25, test_fraction=0.25) for s in ("train", "val",
+                                                                                                   "test")]
+    assert sum(map(len, parts)) == 24
+    for a in range(3):  # both images of a patient fall in the same split
+        for b in range(a + 1, 3):
+            assert not set(parts[a].patient_ids()) & set(parts[b].patient_ids())
+    (root / "normal").rename(tmp_path / "moved")
+    with pytest.raises(ValueError, match="at least 2 class folders"):
+        build_dataset("folder", "all", root=root)
+
+
+def test_finetune_on_own_csv_writes_labels_into_the_contract(tmp_path):
+    from medvit.cli.main import main
+
+    root = _own_csv(tmp_path, n=60, fmt="dicom")
+    out = tmp_path / "run"
+    assert main(["finetune", "--dataset", "csv", "--data", str(root), "--epochs", "1", "--output", str(out),
+                 "--batch-size", "8", "dataset_args.csv_file=my_labels.csv", "dataset_args.val_fraction=0.25",
+                 "dataset_args.test_fraction=0.25", "image_size=32",
+                 "backbone_args={patch_size: 16, embed_dim: 32, depth: 1, num_heads: 2}", "train.progress=false",
+                 "ood_fpr=0", "modalities=[DX]", "body_parts=[CHEST]", "backbone=vit_tiny_patch16_224"]) == 0
+    contract = json.loads((out / "model" / "config.json").read_text())["contract"]
+    assert contract["label_names"] == LABELS and len(contract["thresholds"]) == 3
+    assert contract["modalities"] == ["DX"] and contract["body_parts"] == ["CHEST"]
