@@ -43,6 +43,7 @@ PROVIDERS: dict[str, list[str]] = {
     "metric": ["medvit.eval"],
     "transform": ["medvit.data"],
     "preset": ["medvit.tasks.presets"],
+    "segmentation": ["medvit.models"],
 }
 
 
@@ -153,7 +154,8 @@ class Registry:
 
 
 REGISTRY = Registry(
-    ["backbone", "weight", "peft", "task", "dataset", "expert", "projector", "metric", "transform", "preset"]
+    ["backbone", "weight", "peft", "task", "dataset", "expert", "projector", "metric", "transform", "preset",
+     "segmentation"]
 )
 
 

@@ -8,7 +8,8 @@ import os
 from typing import Any
 
 EPILOG = """outputs (in OUTPUT): predictions.csv, predictions.jsonl, status.csv (one row per input file),
-errors.csv, run.json; --sr adds sr/<study>.dcm (TID 1500), --heatmaps adds heatmaps/<study>/<sop>.png|.dcm.
+errors.csv, run.json; --sr adds sr/<study>.dcm (TID 1500), --heatmaps adds heatmaps/<study>/<sop>.png|.dcm;
+a segmentation model adds seg/<study>/<sop>.dcm (DICOM SEG) and per-label areas.
 Details of failures (decoder messages, library warnings) go to OUTPUT/infer.log.
 Re-running with the same OUTPUT resumes. Exit codes: 0 all inputs predicted or skipped with a reason,
 3 some inputs failed (see errors.csv; with a PACS also retrieve_errors.csv, send_errors.csv), 4 nothing
@@ -193,6 +194,9 @@ def format_summary(result: Any) -> str:
     if "sr_written" in c:
         lines.append(f"  SR: {c['sr_written']} written" + (f", {c['sr_failed']} failed (sr_errors.csv)"
                                                           if c["sr_failed"] else ""))
+    if "seg_written" in c:
+        lines.append(f"  SEG: {c['seg_written']} written" + (f", {c['seg_failed']} failed (seg_error in "
+                                                            "predictions.jsonl)" if c["seg_failed"] else ""))
     pacs = c.get("pacs") or {}
     if "source" in pacs:
         lines.append(f"  PACS {pacs['source']}: {pacs['studies_found']} studies, {pacs['retrieved']} instances "
@@ -203,7 +207,8 @@ def format_summary(result: Any) -> str:
                      + (f", {pacs['send_failed']} FAILED (send_errors.csv)" if pacs["send_failed"] else ""))
     lines.append(f"  outputs: {result.output}/  (predictions.csv, predictions.jsonl, status.csv, errors.csv, "
                  f"run.json, {LOG_NAME}" + (", sr/" if "sr" in result.files else "")
-                 + (", heatmaps/" if "heatmaps" in result.files else "") + ")")
+                 + (", heatmaps/" if "heatmaps" in result.files else "")
+                 + (", seg/" if "seg" in result.files else "") + ")")
     lines.append("  research use only - not for diagnosis")
     if result.exit_code == 3:
         lines.append(f"  exit code 3: {c['error']} input(s) failed" +

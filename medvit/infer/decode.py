@@ -36,6 +36,9 @@ HEADER_KEYS = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID", "AccessionNumber",
     "StudyDate", "Modality", "ViewPosition", "BodyPartExamined", "Laterality", "SeriesNumber", "InstanceNumber",
     "SeriesDescription", "ImageType",
+    # spacing for segmentation areas (medvit.infer.segment, medvit.io.spacing)
+    "PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibrationType", "EstimatedRadiographicMagnificationFactor",
+    "NominalScannedPixelSpacing",
 )
 
 

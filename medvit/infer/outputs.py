@@ -165,14 +165,25 @@ class Journal:
                 yield json.loads(f.readline())
 
 
-def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str, Any]:
+def segment_columns(labels: list[str]) -> list[str]:
+    """predictions.csv columns of a segmentation model: area (mm²) and pixel count per label, the spacing's
+    source, the SEG file (see :mod:`medvit.infer.segment`)."""
+    return ([f"area_mm2_{k}" for k in labels] + [f"pixels_{k}" for k in labels]
+            + ["spacing_source", "seg_dcm"])
+
+
+def write_tables(journal: Journal, out_dir: Path, labels: list[str],
+                 segment_labels: list[str] | None = None) -> dict[str, Any]:
     """Rebuild predictions.csv/.jsonl, status.csv and errors.csv from the journal; returns counts.
+
+    ``segment_labels``: for segmentation models, adds :func:`segment_columns` after the probabilities.
 
     Counts: ``predicted``, ``skipped``, ``error``, ``studies`` (predicted), ``positives`` per label,
     ``skip_reasons`` / ``error_stages`` histograms.
     """
     out_dir = Path(out_dir)
-    pred_cols = ID_COLUMNS + [prob_column(k) for k in labels] + TAIL_COLUMNS
+    seg_cols = segment_columns(segment_labels) if segment_labels else []
+    pred_cols = ID_COLUMNS + [prob_column(k) for k in labels] + seg_cols + TAIL_COLUMNS
     names = {"pred_csv": "predictions.csv", "pred_jsonl": "predictions.jsonl", "status": "status.csv",
              "errors": "errors.csv"}
     import io
@@ -211,12 +222,21 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str]) -> dict[str
         model = rec["model"]
         row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
         row["preprocessing"] = format_notes(rec["preprocessing"])
+        for k in segment_labels or []:
+            row[f"area_mm2_{k}"] = (rec.get("segment_areas_mm2") or {}).get(k, "")
+            row[f"pixels_{k}"] = (rec.get("segment_pixels") or {}).get(k, "")
         pred_w.writerow(csv_row(row))
         for k in rec["positive_findings"]:
             counts["positives"][k] += 1
+        if segment_labels:
+            key = "seg_written" if rec.get("seg_dcm") else "seg_failed"
+            counts[key] = counts.get(key, 0) + 1
         if rec.get("ood_flag") is True:
             counts["ood_flagged"] = counts.get("ood_flagged", 0) + 1
     counts["studies"] = len(studies)
+    if segment_labels:
+        counts.setdefault("seg_written", 0)
+        counts.setdefault("seg_failed", 0)
     for k, f in bufs.items():
         f.flush()
         os.fsync(f.fileno())

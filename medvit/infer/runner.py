@@ -226,6 +226,10 @@ class InferenceRun:
                 "every image whatever it shows. Give --rules RULES.json to select the series it is meant for, or "
                 "--any-modality to run it on everything (or record modalities in the checkpoint's contract).")
         self.labels = list(self.contract.label_names)
+        self.seg = self.contract.segmentation_contract()  # None for classifiers
+        if self.seg is not None and cfg.heatmaps:
+            raise ValueError(f"model {cfg.model} is a segmentation model: its masks are written as DICOM SEG; "
+                             "--heatmaps explains classifiers only")
         self.thresholds = [float(t) for t in self.contract.thresholds]
         if cfg.rules:
             self.rules = SelectionRules.from_file(cfg.rules)
@@ -301,7 +305,14 @@ class InferenceRun:
             return 0
         x = np.stack([d.x for d in batch])
         probs, ood = self.predictor.predict_with_ood(x)
-        finite = np.isfinite(probs).all(axis=1)
+        maps = None
+        if self.seg is not None:  # (B, K, h, w) probability maps; presence = highest pixel probability
+            from medvit.infer.segment import presence
+
+            maps, probs = probs, presence(probs)
+            finite = np.isfinite(maps).reshape(len(batch), -1).all(axis=1)
+        else:
+            finite = np.isfinite(probs).all(axis=1)
         for d in (d for d, ok in zip(batch, finite, strict=True) if not ok):
             d.stage, d.reason = "predict", "the model produced non-finite outputs for this image"
             self.journal.append(self._base_record(d, "error"))
@@ -311,6 +322,10 @@ class InferenceRun:
         recs = [self._predicted_record(d, p, o) for d, p, o in zip(batch, probs, scores, strict=True)]
         if self.cfg.heatmaps and recs:
             self._heatmaps(batch, x, probs, recs)
+        if maps is not None and recs:
+            from medvit.infer.segment import segmentation_outputs
+
+            segmentation_outputs(self.output_context(), self.seg, self.thresholds, batch, maps[finite], recs)
         for r in recs:
             self.journal.append(r)
         self.journal.sync()
@@ -468,7 +483,8 @@ class InferenceRun:
     def _finish(self, started: str, seconds: float, resumed: bool, n_done: int, n_new: int,
                 n_pred: int) -> RunResult:
         cfg = self.cfg
-        counts = write_tables(self.journal, self.out, self.labels)
+        counts = write_tables(self.journal, self.out, self.labels,
+                              segment_labels=self.labels if self.seg is not None else None)
         counts["resumed_from_previous_run"] = n_done if resumed else 0
         files = {"predictions.csv": str(self.out / "predictions.csv"),
                  "predictions.jsonl": str(self.out / "predictions.jsonl"),
@@ -481,7 +497,9 @@ class InferenceRun:
             files["sr"] = str(self.out / "sr")
         if cfg.heatmaps:
             files["heatmaps"] = str(self.out / "heatmaps")
-        if counts["error"] or counts.get("sr_failed"):
+        if self.seg is not None:
+            files["seg"] = str(self.out / "seg")
+        if counts["error"] or counts.get("sr_failed") or counts.get("seg_failed"):
             code = EXIT_SOME_FAILED
         elif counts["predicted"] == 0:
             code = EXIT_NOTHING_PREDICTED

@@ -49,9 +49,23 @@ class WeightContract:
     version: str = "0"  # version string shown to users
     research_only: bool = True  # shows "research use only — not for diagnosis" wherever outputs appear
     description: str = ""
+    # segmentation models only: the JSON form of medvit.models.segmentation.SegmentationContract (one label per
+    # output channel: name, colour, coded concepts; DICOM SEG type); label_names are then the segment names and
+    # thresholds the per-pixel probability thresholds. None = a classifier.
+    segmentation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
+        if self.segmentation is not None:
+            from medvit.models.seg_contract import SegmentationContract
+
+            seg = SegmentationContract.from_dict(self.segmentation)
+            self.segmentation = seg.to_dict()
+            if not self.label_names:
+                self.label_names = seg.names
+            if list(self.label_names) != seg.names:
+                raise ValueError(f"contract label_names {self.label_names} differ from the segmentation labels "
+                                 f"{seg.names} (one per output channel, same order)")
         self.input_size = tuple(int(s) for s in self.input_size)
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
@@ -118,6 +132,8 @@ class WeightContract:
         if not isinstance(self.intensity, dict | None):
             raise ValueError(f"contract key 'intensity' must be an object {{file kind: rule}}, got "
                              f"{self.intensity!r:.80}")
+        if self.segmentation is not None and not isinstance(self.segmentation, dict):
+            raise ValueError(f"contract key 'segmentation' must be an object or null, got {self.segmentation!r:.80}")
         if self.ood is not None and not isinstance(self.ood, dict):
             raise ValueError(f"contract key 'ood' must be an object or null, got {self.ood!r:.80}")
 
@@ -131,6 +147,14 @@ class WeightContract:
         if self.resize_size is not None:
             d["resize_size"] = list(self.resize_size)
         return d
+
+    def segmentation_contract(self) -> Any:
+        """The :class:`medvit.models.segmentation.SegmentationContract`, or None for a classifier."""
+        if self.segmentation is None:
+            return None
+        from medvit.models.seg_contract import SegmentationContract
+
+        return SegmentationContract.from_dict(self.segmentation)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "") -> WeightContract:

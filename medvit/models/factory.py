@@ -31,9 +31,15 @@ def register_backbone(name: str, cls: type[nn.Module], description: str = "", **
     REGISTRY.add("backbone", name, cls, defaults=dict(defaults), description=description)
 
 
+def _model_kind(name: str) -> str:
+    """``segmentation`` for a registered segmentation model (:mod:`medvit.models.segmentation`), else ``backbone``."""
+    return "segmentation" if ("backbone", name) not in REGISTRY and ("segmentation", name) in REGISTRY \
+        else "backbone"
+
+
 def backbone_args(name: str, **overrides: Any) -> dict[str, Any]:
-    """Resolved constructor arguments for a registered backbone plus overrides."""
-    entry = REGISTRY.entry("backbone", name)
+    """Resolved constructor arguments for a registered backbone (or segmentation model) plus overrides."""
+    entry = REGISTRY.entry(_model_kind(name), name)
     cls = entry.obj
     sig = inspect.signature(cls.__init__)
     bad = sorted(k for k in overrides if k not in sig.parameters)
@@ -63,7 +69,7 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
         pretrained = pretrained or name
         name = name.split(".", 1)[0]
     args = backbone_args(name, **overrides)
-    cls = REGISTRY.get("backbone", name)
+    cls = REGISTRY.get(_model_kind(name), name)
     model = cls(**args)
     model.arch_name = name
     model.model_args = args

@@ -17,6 +17,7 @@ from __future__ import annotations
 from medvit.tasks import evaluate as _evaluate  # noqa: F401
 from medvit.tasks import extract_features as _extract_features  # noqa: F401
 from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F401
+from medvit.tasks import finetune_segmentation as _finetune_segmentation  # noqa: F401
 from medvit.tasks import frozen_eval as _frozen_eval  # noqa: F401
 from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: F401
 from medvit.tasks import ood_reference as _ood_reference  # noqa: F401

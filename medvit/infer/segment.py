@@ -1,0 +1,84 @@
+"""Segmentation outputs of a `medvit infer` run: one DICOM SEG per image and per-label areas in the tables.
+
+A segmentation model (contract ``segmentation``, see :mod:`medvit.models.segmentation`) returns per-label
+probability maps (B, K, h, w) on the model input. Per image they are mapped back through the recorded
+pad/crop + resize onto the source grid (Rows x Columns), thresholded at the contract's per-label thresholds
+(BINARY) or kept as probabilities (FRACTIONAL), written as ``OUTPUT/seg/<study uid>/<sop uid>.dcm`` and
+summarised in the image's record: pixel count and area (mm², from :func:`medvit.io.spacing.pixel_spacing`) per
+label, the spacing's source, and the SEG path. The record's ``probabilities`` are each label's highest pixel
+probability (its presence), so the worklist and SR treat a segmentation model like a classifier.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvit.infer.context import RunOutputs
+from medvit.infer.decode import Decoded
+from medvit.infer.preprocess import unmap_heatmap
+
+logger = logging.getLogger(__name__)
+
+#: header keywords the area computation needs (added to what decoding keeps of every header)
+SPACING_KEYS = ("PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibrationType",
+                "EstimatedRadiographicMagnificationFactor", "NominalScannedPixelSpacing")
+
+
+def presence(maps: np.ndarray) -> np.ndarray:
+    """(B, K, h, w) probability maps -> (B, K) highest pixel probability per label."""
+    return maps.reshape(maps.shape[0], maps.shape[1], -1).max(-1)
+
+
+def seg_path(out_dir: Path, rec: dict[str, Any]) -> Path:
+    """``OUTPUT/seg/<study uid>/<sop uid>.dcm`` (invalid UIDs hashed; checked to stay inside OUTPUT)."""
+    from medvit.io.safe_write import checked_path, path_component
+
+    d = Path(out_dir) / "seg" / path_component(rec.get("study_instance_uid"), "unknown-study")
+    return checked_path(out_dir, d / f"{path_component(rec.get('sop_instance_uid'), 'unknown-instance')}.dcm")
+
+
+def source_masks(maps: np.ndarray, notes: dict[str, Any], geometry: str | None, thresholds: list[float],
+                 seg_type: str) -> np.ndarray:
+    """(K, h, w) model-input probabilities -> (K, Rows, Columns) on the source grid: bool (BINARY, at the
+    per-label ``thresholds``) or float32 probabilities (FRACTIONAL). Pixels cropped away get 0."""
+    src = np.stack([unmap_heatmap(m, notes, geometry) for m in maps])
+    if seg_type == "BINARY":
+        return src >= np.asarray(thresholds, dtype=np.float32)[:, None, None]
+    return src.astype(np.float32)
+
+
+def segmentation_outputs(run: RunOutputs, seg: Any, thresholds: list[float], batch: list[Decoded],
+                         maps: np.ndarray, recs: list[dict[str, Any]]) -> None:
+    """Write one SEG per image of ``batch`` and add areas to ``recs`` (in place). ``seg``: the model's
+    :class:`~medvit.models.segmentation.SegmentationContract`; ``maps``: (B, K, h, w) probabilities.
+
+    A SEG that cannot be written (e.g. a source without Study Instance UID) is logged and recorded in the
+    record's ``seg_error``; the areas and probabilities stay valid.
+    """
+    from medvit.io.errors import printable_path, redact_values
+    from medvit.io.seg import write_segmentation
+    from medvit.io.spacing import pixel_spacing
+
+    for d, m, rec in zip(batch, maps, recs, strict=True):
+        masks = source_masks(m, d.notes, run.geometry, thresholds, seg.seg_type)
+        binary = masks if masks.dtype == bool else masks >= np.asarray(thresholds, np.float32)[:, None, None]
+        sp = pixel_spacing(d.header)
+        counts = binary.reshape(binary.shape[0], -1).sum(1)
+        rec["segment_pixels"] = {k: int(c) for k, c in zip(seg.names, counts, strict=True)}
+        rec["segment_areas_mm2"] = {k: (round(float(c) * sp.pixel_area_mm2, 2) if sp else "")
+                                    for k, c in zip(seg.names, counts, strict=True)}
+        rec["spacing_source"] = sp.source if sp else ""
+        rec["seg_dcm"] = ""
+        try:
+            p = seg_path(run.out, rec)
+            write_segmentation(p, run.source_header(d.rel), masks, seg.labels, seg.seg_type, run.info.name,
+                               run.info.version, run.info.sha256, run.info.research_only, root=run.out,
+                               deidentifier=run.deid)
+            rec["seg_dcm"] = str(p.relative_to(run.out))
+        except Exception as e:  # a SEG must never cost the prediction
+            rec["seg_error"] = f"{type(e).__name__}: {redact_values(str(e))}"
+            logger.warning("%s: SEG not written (%s)", printable_path(d.rel), rec["seg_error"])
