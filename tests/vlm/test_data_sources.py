@@ -1,0 +1,100 @@
+"""Instruction data from chest phantoms, the mixture file, and the public-format readers (native-layout
+fixtures written by the tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medvit.vlm import read_conversations
+from medvit.vlm.experts import CXRExpert, model_cards
+from medvit.vlm.instruct import MixtureEntry, phantom_instruction_data, read_mixture, write_mixture
+from medvit.vlm.public import read_mimic_cxr_reports, read_pathvqa, read_slake, read_vqa_rad
+
+DEMO = Path(__file__).resolve().parents[2] / "pipelines" / "demo" / "model"
+
+
+def test_phantom_instruction_data(tmp_path):
+    ex = CXRExpert([DEMO])
+    res = phantom_instruction_data(tmp_path, n=20, seed=5, image_size=64, experts=[ex])
+    tr = res["files"]["train"]
+    assert set(tr) == {"caption", "report", "vqa", "expert"}
+    recs, bad = read_conversations(tmp_path / tr["expert"])
+    assert not bad and len(recs) == 7 * res["counts"]["train"]["caption"]
+    withe = [r for r in recs if r["with_expert"]]
+    assert 0.25 < len(withe) / len(recs) < 0.75  # about half with an expert turn
+    r = withe[0]
+    conv = r["conversations"]
+    assert conv[0]["value"].startswith(model_cards([ex]) + "<image>This is a CXR image.\nIs there ")
+    assert conv[1]["value"] == "This looks like an chest x-ray. Let me first trigger <CXR()>."
+    assert conv[2]["value"].startswith("The resulting predictions are:\natelectasis: ")
+    assert "\n. Use this result to respond to this prompt:\nIs there " in conv[2]["value"]
+    assert conv[3]["value"] in ("yes", "no")
+    # the answers are the phantom truth (not the expert's call)
+    vqa, _ = read_conversations(tmp_path / tr["vqa"])
+    assert {r["conversations"][1]["value"] for r in vqa if "label" in r} <= {"yes", "no"}
+    assert (tmp_path / r["images"][0]).is_file()
+    mix = read_mixture(res["mixture"], stage=3)
+    assert [e.name for e, _ in mix] == ["phantom_report", "phantom_vqa", "expert_phantom_cxr"]
+    assert mix[-1][0].factor == 2 and mix[-1][1] == tmp_path / tr["expert"]
+
+
+def test_mixture_refuses_escapes_and_bad_factors(tmp_path):
+    write_mixture(tmp_path / "m.yaml", [MixtureEntry("a", "../x.jsonl")])
+    with pytest.raises(ValueError, match="no '..'"):
+        read_mixture(tmp_path / "m.yaml")
+    write_mixture(tmp_path / "m.yaml", [MixtureEntry("a", "x.jsonl", factor=0)])
+    with pytest.raises(ValueError, match=r"mixture\[0\].factor"):
+        read_mixture(tmp_path / "m.yaml")
+
+
+def test_vqa_rad_reader(tmp_path):
+    items = [{"qid": 1, "image_name": "synpic1.jpg", "question": "Is there a fracture?", "answer": "no",
+              "answer_type": "CLOSED", "phrase_type": "test_freeform"},
+             {"qid": 2, "image_name": "synpic1.jpg", "question": "What organ?", "answer": "chest",
+              "answer_type": "OPEN", "phrase_type": "test_para"},
+             {"qid": 3, "image_name": "synpic2.jpg", "question": "Is it normal?", "answer": "yes",
+              "answer_type": "CLOSED", "phrase_type": "freeform"},
+             {"qid": 4, "question": "broken"}]
+    p = tmp_path / "VQA_RAD Dataset Public.json"
+    p.write_text(json.dumps(items))
+    test, bad = read_vqa_rad(p, "test")
+    assert [r["id"] for r in test] == ["vqarad-1"] and len(bad) == 1 and "image_name" in bad[0]["reason"]
+    train, _ = read_vqa_rad(p, "train")
+    assert [r["conversations"][1]["value"] for r in train] == ["yes"]
+
+
+def test_slake_reader_english_only(tmp_path):
+    items = [{"qid": 1, "img_name": "xmlab1/source.jpg", "question": "Is this a CT?", "answer": "Yes",
+              "answer_type": "CLOSED", "q_lang": "en"},
+             {"qid": 2, "img_name": "xmlab1/source.jpg", "question": "这是CT吗", "answer": "是",
+              "answer_type": "CLOSED", "q_lang": "zh"}]
+    (tmp_path / "test.json").write_text(json.dumps(items, ensure_ascii=False))
+    recs, bad = read_slake(tmp_path, "test")
+    assert len(recs) == 1 and recs[0]["images"] == ["imgs/xmlab1/source.jpg"] and recs[0]["answer_type"] == "closed"
+
+
+def test_pathvqa_reader(tmp_path):
+    p = tmp_path / "pvqa.json"
+    p.write_text(json.dumps([{"image": "test_0001", "question": "Is this malignant?", "answer": "yes"},
+                             {"img_id": "x.png", "question": "What stain?", "answer": "h&e"}, {"image": "y"}]))
+    recs, bad = read_pathvqa(p)
+    assert [r["images"][0] for r in recs] == ["test_0001.jpg", "x.png"]
+    assert [r["answer_type"] for r in recs] == ["closed", "open"] and len(bad) == 1
+
+
+def test_mimic_cxr_reports(tmp_path):
+    (tmp_path / "sec.csv").write_text("study,impression,findings,last_paragraph,comparison\n"
+                                      "s50414267,No acute process.,Lungs are clear.,,\n"
+                                      "s53189527,,,,\n")
+    (tmp_path / "meta.csv").write_text("dicom_id,subject_id,study_id,ViewPosition\n"
+                                       "02aa804e-bde0afdd-112c0b34-7bc16630-4e384014,10000032,50414267,PA\n"
+                                       "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962,10000032,50414267,LATERAL\n"
+                                       "bad/../id,10000032,50414267,AP\n")
+    recs, bad = read_mimic_cxr_reports(tmp_path / "sec.csv", tmp_path / "meta.csv")
+    assert len(recs) == 1 and recs[0]["images"] == [
+        "files/p10/p10000032/s50414267/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg"]
+    assert recs[0]["conversations"][1]["value"] == "FINDINGS: Lungs are clear. IMPRESSION: No acute process."
+    assert len(bad) == 2  # empty report, unsafe dicom id
