@@ -117,11 +117,29 @@ def _ratio(k: int, n: int) -> str:
     return f"{k}/{n} ({100 * k / n:.0f} %)" if n else "n/a (none)"
 
 
-def build_inbox(inbox: Path, n: int) -> dict[str, Any]:
-    """Phantom studies (two sites: plain; MONOCHROME1 + JPEG 2000) and hostile extras; returns the truth table."""
+#: phantom calibration knobs (docs/phantoms.md) the demo inbox takes from the pipeline's dataset_args
+KNOBS = ("lesion_contrast", "lesion_size", "anatomy", "noise", "label_noise", "prevalence", "healthy_fraction")
+
+
+def pipeline_knobs(pipeline: Path | None = None) -> dict[str, float]:
+    """The phantom knobs in the demo pipeline's ``dataset_args``: the inbox is drawn from the distribution the
+    demo model was trained on (a phantom study of other difficulty would be another test)."""
+    import yaml
+
+    doc = yaml.safe_load((pipeline or PIPELINE).read_text()) or {}
+    args = doc.get("dataset_args") or {}
+    return {k: float(args[k]) for k in KNOBS if k in args}
+
+
+def build_inbox(inbox: Path, n: int, knobs: dict[str, float] | None = None) -> dict[str, Any]:
+    """Phantom studies (two sites: plain; MONOCHROME1 + JPEG 2000) and hostile extras; returns the truth table.
+
+    ``knobs``: phantom calibration knobs (default: those of the demo pipeline's ``dataset_args``)."""
     import csv
 
     from medvit.data.synth import write_synth
+
+    knobs = pipeline_knobs() if knobs is None and PIPELINE.is_file() else (knobs or {})
 
     truth: dict[str, dict[str, str]] = {}
     phantoms = inbox.parent / "phantoms"
@@ -129,7 +147,7 @@ def build_inbox(inbox: Path, n: int) -> dict[str, Any]:
     for site, count, seed, opts in (("site_a", n - n_b, 104, {}), ("site_b", n_b, 106,
                                                                    {"monochrome1": True, "jpeg2000": True})):
         src = phantoms / site
-        write_synth("cxr", count, src, seed=seed, image_size=256, masks=False, **opts)
+        write_synth("cxr", count, src, seed=seed, image_size=256, masks=False, **opts, **knobs)
         with open(src / "labels.csv", newline="") as f:
             for row in csv.DictReader(f):
                 dst = inbox / site / row["patient_id"] / Path(row["file"]).name

@@ -148,3 +148,64 @@ def take_window(bank: np.ndarray, rng: np.random.Generator, h: int, w: int) -> n
     if rng.random() < 0.5:
         win = win[:, ::-1]
     return win
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """Calibration knobs shared by the chest and retina phantom generators (all deterministic).
+
+    The defaults (1, 1, 1, 1, 0) draw exactly the phantoms of earlier medvit versions (bit-identical images and
+    labels). See ``docs/phantoms.md`` for what each knob does per kind and for the calibrated settings.
+
+    Args:
+        lesion_contrast: multiplies each finding's density / reflectivity change (chest: nodule and mass
+            opacity, consolidation air loss, pneumothorax lucency and pleural line, atelectasis band, effusion
+            fluid; retina: drusen, fluid and PED reflectivity against their background). 0 < value <= 4.
+        lesion_size: multiplies focal lesion sizes (chest: nodule/mass diameter, consolidation extent,
+            atelectasis band, pneumothorax rim depth and effusion height, capped to stay inside the lung;
+            retina: not used — drusen size defines the AMD stage). 0 < value <= 4.
+        anatomy: scales the spread of patient anatomy and pose around each range's centre (0 = every patient
+            the same average anatomy, 1 = the default ranges, 2 = twice as wide). 0 <= value <= 2.
+        noise: multiplies the acquisition noise (quantum noise; retina also the speckle contrast). 0 <= value <= 4.
+        label_noise: probability that each reported label is wrong (chest: each finding flipped independently;
+            retina: the stage replaced by a neighbouring stage and the biomarkers kept). Drawn from its own random
+            stream, so the image does not change. 0 <= value <= 0.5.
+    Raises:
+        ValueError: a knob outside its range, naming it.
+    """
+
+    lesion_contrast: float = 1.0
+    lesion_size: float = 1.0
+    anatomy: float = 1.0
+    noise: float = 1.0
+    label_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        limits = {"lesion_contrast": (0.0, 4.0, False), "lesion_size": (0.0, 4.0, False),
+                  "anatomy": (0.0, 2.0, True), "noise": (0.0, 4.0, True), "label_noise": (0.0, 0.5, True)}
+        for name, (lo, hi, closed) in limits.items():
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                raise ValueError(f"phantom knob {name} must be a number, got {v!r}")
+            if not ((lo <= v) if closed else (lo < v)) or v > hi:
+                raise ValueError(f"phantom knob {name}={v} is outside {'[' if closed else '('}{lo}, {hi}]")
+
+    def as_dict(self) -> dict[str, float]:
+        """The knobs as plain floats (recorded in synth manifests)."""
+        return {k: float(getattr(self, k)) for k in ("lesion_contrast", "lesion_size", "anatomy", "noise",
+                                                       "label_noise")}
+
+    def spread(self, value: float, lo: float, hi: float) -> float:
+        """``value`` drawn from ``[lo, hi]`` moved towards the range centre by ``anatomy`` (identity at 1)."""
+        if self.anatomy == 1.0:
+            return value
+        mid = 0.5 * (lo + hi)
+        return mid + self.anatomy * (value - mid)
+
+    def uniform(self, rng: np.random.Generator, lo: float, hi: float) -> float:
+        """One ``rng.uniform(lo, hi)`` draw (same stream as before) spread by ``anatomy``."""
+        return self.spread(float(rng.uniform(lo, hi)), lo, hi)
+
+    def label_rng(self, seed: int, kind: str, index: int) -> np.random.Generator:
+        """Label-noise stream of image ``index`` (independent of the image's own stream)."""
+        return np.random.default_rng([int(seed), KIND_CODES[kind], 3, int(index)])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medvit.data.phantom_common import (
+    Difficulty,
     image_rng,
     patient_meta,
     patient_rng,
@@ -70,19 +71,26 @@ class ChestPhantomGenerator:
         healthy_fraction: probability that an image has no finding at all.
         fov_mm: detector field of view (sets pixel spacing and lesion sizes in pixels).
         with_masks: also return masks (slightly slower).
+        lesion_contrast, lesion_size, anatomy, noise, label_noise: calibration knobs, see
+            :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms).
+    Raises:
+        ValueError: image_size < 32, a probability outside [0, 1] or a knob outside its range.
     """
 
     kind = "cxr"
     label_names = CXR_LABELS
 
     def __init__(self, image_size: int = 512, seed: int = 0, prevalence: float = 0.22,
-                 healthy_fraction: float = 0.3, fov_mm: float = 400.0, with_masks: bool = True):
+                 healthy_fraction: float = 0.3, fov_mm: float = 400.0, with_masks: bool = True,
+                 lesion_contrast: float = 1.0, lesion_size: float = 1.0, anatomy: float = 1.0, noise: float = 1.0,
+                 label_noise: float = 0.0):
         if image_size < 32:
             raise ValueError(f"image_size must be >= 32 for chest phantoms, got {image_size}")
         if not 0.0 <= prevalence <= 1.0 or not 0.0 <= healthy_fraction <= 1.0:
             raise ValueError("prevalence and healthy_fraction must lie in [0, 1]")
         self.size, self.seed, self.prevalence = int(image_size), int(seed), float(prevalence)
         self.healthy_fraction, self.fov_mm, self.with_masks = float(healthy_fraction), float(fov_mm), with_masks
+        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise)
         s = self.size
         lin = ((np.arange(s, dtype=np.float32) + 0.5) / s * 2 - 1).astype(np.float32)
         self.v, self.u = np.meshgrid(lin, lin, indexing="ij")
@@ -138,14 +146,15 @@ class ChestPhantomGenerator:
         rp, ri = patient_rng(self.seed, "cxr", patient), image_rng(self.seed, "cxr", index)
         K = len(CXR_LABELS)
         lab = {n: i for i, n in enumerate(CXR_LABELS)}
-        # patient anatomy
-        bw, lcx, lw = rp.uniform(0.84, 0.95), rp.uniform(0.41, 0.46), rp.uniform(0.34, 0.39)
-        apex, dome, dome_diff = rp.uniform(-0.80, -0.70), rp.uniform(0.40, 0.50), rp.uniform(0.02, 0.06)
-        ctr0, female, dh = rp.uniform(0.39, 0.47), bool(rp.random() < 0.5), rp.uniform(0.08, 0.13)
+        dk = self.difficulty
+        an, cst, siz = dk.uniform, dk.lesion_contrast, dk.lesion_size
+        # patient anatomy (spread scaled by the `anatomy` knob)
+        bw, lcx, lw = an(rp, 0.84, 0.95), an(rp, 0.41, 0.46), an(rp, 0.34, 0.39)
+        apex, dome, dome_diff = an(rp, -0.80, -0.70), an(rp, 0.40, 0.50), an(rp, 0.02, 0.06)
+        ctr0, female, dh = an(rp, 0.39, 0.47), bool(rp.random() < 0.5), an(rp, 0.08, 0.13)
         # image-level pose and findings
-        pose = (math.radians(ri.uniform(-4, 4)), ri.uniform(0.92, 1.05), ri.uniform(-0.04, 0.04),
-                ri.uniform(-0.04, 0.04))
-        dome += ri.uniform(-0.04, 0.04)  # inspiration depth
+        pose = (math.radians(an(ri, -4, 4)), an(ri, 0.92, 1.05), an(ri, -0.04, 0.04), an(ri, -0.04, 0.04))
+        dome += an(ri, -0.04, 0.04)  # inspiration depth
         healthy = ri.random() < self.healthy_fraction
         present = (ri.random(K) < self.prevalence) & (not healthy)
         findings: list[dict[str, Any]] = []
@@ -215,12 +224,14 @@ class ChestPhantomGenerator:
         if present[lab["Atelectasis"]]:
             gx, gy, zone = self._point_in_lung(ri, geo, a_side, ("lower",))
             L, t, ang = ri.uniform(0.12, 0.25), ri.uniform(0.012, 0.03), math.radians(ri.uniform(-20, 20))
+            if siz != 1.0:
+                L, t = min(L * siz, 0.5), t * siz
             sl = self._bbox(pose, gx, gy, L / 2 + t)
             bx, by = x[sl] - gx, y[sl] - gy
             along = math.cos(ang) * bx + math.sin(ang) * by
             perp = -math.sin(ang) * bx + math.cos(ang) * by
             band = ramp(t - np.abs(perp), e) * ramp(L / 2 - np.abs(along), e) * lungs_raw[a_side][sl]
-            air[sl] *= 1 - 0.85 * band
+            air[sl] *= 1 - min(0.85 * cst, 1.0) * band
             self._mask(masks, "atelectasis", sl, band)
             findings.append({"label": "Atelectasis", "side": _SIDE[a_side], "zone": zone,
                              "lift_mm": round(lift * self.fov_mm / 2), "size_mm": round(L * self.fov_mm / 2)})
@@ -229,9 +240,9 @@ class ChestPhantomGenerator:
                 continue
             side = int(ri.integers(2))
             gx, gy, zone = self._point_in_lung(ri, geo, side, ("upper", "mid", "lower"))
-            diam = ri.uniform(lo_mm, hi_mm)
+            diam = ri.uniform(lo_mm, hi_mm) * siz
             r = diam / 2 / (self.fov_mm / 2)
-            contrast = ri.uniform(0.10, 0.20) if name == "Nodule" else ri.uniform(0.14, 0.26)
+            contrast = (ri.uniform(0.10, 0.20) if name == "Nodule" else ri.uniform(0.14, 0.26)) * cst
             sl = self._bbox(pose, gx, gy, r * 1.4)
             bx, by = x[sl] - gx, y[sl] - gy
             d2 = (bx * bx + by * by) / (r * r)
@@ -247,14 +258,14 @@ class ChestPhantomGenerator:
         if present[lab["Consolidation"]]:
             side = int(ri.integers(2))
             gx, gy, zone = self._point_in_lung(ri, geo, side, ("upper", "mid", "lower"))
-            sig = ri.uniform(0.06, 0.13)
+            sig = ri.uniform(0.06, 0.13) * siz
             sl = self._bbox(pose, gx, gy, 2.6 * sig)
             bx, by = x[sl] - gx, y[sl] - gy
             patch = np.exp(-(bx * bx + by * by) / (2 * sig * sig)) * (1 + 0.5 * blob[sl])
             cons = ramp(patch - 0.5, 0.25) * lungs_raw[side][sl]
-            air[sl] *= 1 - ri.uniform(0.7, 0.95) * cons
-            extra[sl] += 0.04 * cons
-            extra[sl] -= 0.03 * cons * fil[sl]  # air bronchograms
+            air[sl] *= 1 - min(ri.uniform(0.7, 0.95) * cst, 1.0) * cons
+            extra[sl] += 0.04 * cst * cons
+            extra[sl] -= 0.03 * cst * cons * fil[sl]  # air bronchograms
             self._mask(masks, "consolidation", sl, cons)
             findings.append({"label": "Consolidation", "side": _SIDE[side], "zone": zone,
                              "size_mm": round(4 * sig * self.fov_mm / 2)})
@@ -263,22 +274,28 @@ class ChestPhantomGenerator:
             for side in sides:
                 g, sgn = geo["lungs"][side], (-1.0 if side == 0 else 1.0)
                 h, men = ri.uniform(0.04, 0.30), ri.uniform(0.05, 0.14)
+                if siz != 1.0:
+                    h = min(h * siz, 0.45)
                 qq = np.clip(sgn * (x - g["cx"]) / lw, -1, 1.3)
                 fluid = ramp(y - (g["dome"] - h - men * (qq + 1) ** 2 / 4), e) * ramp(sgn * (x - mx) - 0.02, e)
                 self._mask(masks, f"effusion_{_SIDE[side]}", (slice(None), slice(None)), fluid * lungs_raw[side])
-                air *= 1 - fluid
+                air *= 1 - (fluid if cst == 1.0 else np.minimum(cst * fluid, 1.0))
+                if cst > 1.0:
+                    extra += 0.05 * (cst - 1.0) * fluid * lungs_raw[side]  # denser fluid
                 findings.append({"label": "Effusion", "side": _SIDE[side],
                                  "amount": "small" if h < 0.1 else ("moderate" if h < 0.2 else "large")})
         if present[lab["Pneumothorax"]]:
             side = int(ri.integers(2))
             g = geo["lungs"][side]
             dep = ri.uniform(0.07, 0.32)
+            if siz != 1.0:
+                dep = min(dep * siz, 0.6)
             rr = np.sqrt(r_side[side])
             upper = ramp(g["cy"] + 0.25 * g["ry"] - y, 0.1)
             ptx = lungs_raw[side] * ramp(rr - (1 - dep), 0.02) * upper
             line = ramp(0.02 - np.abs(rr - (1 - dep)), 0.015) * lungs_raw[side] * upper
             vessels = vessels * (1 - ptx)
-            extra += 0.06 * line - ri.uniform(0.06, 0.10) * ptx
+            extra += (0.06 * line - ri.uniform(0.06, 0.10) * ptx) * cst
             self._mask(masks, "pneumothorax", (slice(None), slice(None)), ptx)
             findings.append({"label": "Pneumothorax", "side": _SIDE[side],
                              "size": "small" if dep < 0.15 else ("moderate" if dep < 0.25 else "large"),
@@ -317,10 +334,13 @@ class ChestPhantomGenerator:
         lo_, hi_ = ri.uniform(-0.06, 0.04), ri.uniform(0.95, 1.12)
         img = (img - lo_) * (1 / (hi_ - lo_))
         img *= 1 + ri.uniform(-0.06, 0.06) * self.v
-        sigma = ri.uniform(0.008, 0.03) * math.sqrt(self.size / 512)
+        sigma = ri.uniform(0.008, 0.03) * math.sqrt(self.size / 512) * dk.noise
         img += sigma * ri.standard_normal((self.size, self.size), dtype=np.float32)
         image = np.clip(img, 0, 1).astype(np.float32)
         labels = present.astype(np.uint8)
+        if dk.label_noise > 0:  # reported labels wrong with this probability each; the image keeps the truth
+            flip = dk.label_rng(self.seed, "cxr", index).random(K) < dk.label_noise
+            labels = np.where(flip, 1 - labels, labels).astype(np.uint8)
         if self.with_masks:
             masks["lung_right"] = lungs_raw[0] * (air > 0.3 * lungs_raw[0]) > 0.5
             masks["lung_left"] = lungs_raw[1] * (air > 0.3 * lungs_raw[1]) > 0.5

@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from medvit.data.phantom_common import image_rng, patient_meta, patient_rng, study_meta, take_window, texture_bank
+from medvit.data.phantom_common import (
+    Difficulty,
+    image_rng,
+    patient_meta,
+    patient_rng,
+    study_meta,
+    take_window,
+    texture_bank,
+)
 from medvit.data.phantom_cxr import Phantom
 
 AMD_STAGES: tuple[str, ...] = ("healthy", "early", "intermediate", "late dry", "late wet")
@@ -60,6 +68,11 @@ class RetinaPhantomGenerator:
         seed: dataset seed.
         stage_probs: probabilities of the 5 stages (default uniform).
         with_masks: also return masks (retina, drusen, fluid, atrophy, ped).
+        lesion_contrast, anatomy, noise, label_noise: calibration knobs, see
+            :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms). ``lesion_size``
+            must stay 1 here: drusen size defines the stage.
+    Raises:
+        ValueError: image_size < 32, bad stage_probs or a knob outside its range.
     """
 
     kind = "retina"
@@ -67,13 +80,17 @@ class RetinaPhantomGenerator:
     class_names = AMD_STAGES
 
     def __init__(self, image_size: int = 256, seed: int = 0, stage_probs: tuple[float, ...] | None = None,
-                 with_masks: bool = True):
+                 with_masks: bool = True, lesion_contrast: float = 1.0, lesion_size: float = 1.0,
+                 anatomy: float = 1.0, noise: float = 1.0, label_noise: float = 0.0):
         if image_size < 32:
             raise ValueError(f"image_size must be >= 32 for retina phantoms, got {image_size}")
         probs = np.full(5, 0.2) if stage_probs is None else np.asarray(stage_probs, float)
         if probs.shape != (5,) or (probs < 0).any() or not math.isclose(probs.sum(), 1.0, abs_tol=1e-6):
             raise ValueError(f"stage_probs must be 5 non-negative numbers summing to 1, got {stage_probs}")
         self.size, self.seed, self.probs, self.with_masks = int(image_size), int(seed), probs, with_masks
+        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise)
+        if lesion_size != 1.0:
+            raise ValueError("retina phantoms: lesion_size must be 1 (drusen size defines the AMD stage)")
         s = self.size
         self.x = ((np.arange(s) + 0.5) / s).astype(np.float32)
         self.z = ((np.arange(s) + 0.5) / s).astype(np.float32)[:, None]
@@ -136,11 +153,13 @@ class RetinaPhantomGenerator:
         rp, ri = patient_rng(self.seed, "retina", patient), image_rng(self.seed, "retina", index)
         s, x, z = self.size, self.x, self.z
         eye_right = bool(rp.random() < 0.5)
-        thick0, pit, pit_w = rp.uniform(0.26, 0.31), rp.uniform(0.45, 0.65), rp.uniform(0.10, 0.15)
-        outer0 = rp.uniform(0.11, 0.14)
+        dk = self.difficulty
+        an, cst = dk.uniform, dk.lesion_contrast
+        thick0, pit, pit_w = an(rp, 0.26, 0.31), an(rp, 0.45, 0.65), an(rp, 0.10, 0.15)
+        outer0 = an(rp, 0.11, 0.14)
         stage, f = self._plan(ri)
-        z0, tilt, curv = ri.uniform(0.58, 0.70), ri.uniform(-0.08, 0.08), ri.uniform(0.05, 0.35)
-        xf = 0.5 + ri.uniform(-0.05, 0.05)
+        z0, tilt, curv = an(ri, 0.58, 0.70), an(ri, -0.08, 0.08), an(ri, 0.05, 0.35)
+        xf = 0.5 + an(ri, -0.05, 0.05)
         z_bm = z0 + tilt * (x - 0.5) + curv * (x - 0.5) ** 2  # (S,) Bruch's membrane depth
         ux, uz = 1.0 / WIDTH_UM, 1.0 / DEPTH_UM
 
@@ -182,21 +201,23 @@ class RetinaPhantomGenerator:
         refl = np.where(rpe_m, rpe_refl[None, :], refl)
         sub = (d_rpe >= rpe_th) & (zz < z_bm)  # drusen / PED content
         ped_mask = sub & (ped[None, :] > elev[None, :]) & (ped[None, :] > 0)
-        refl = np.where(sub, 0.42, refl)
-        refl = np.where(ped_mask, 0.08, refl)  # serous PED is dark
+        refl = np.where(sub, 0.42 if cst == 1.0 else float(np.clip(0.3 + 0.12 * cst, 0.0, 1.0)), refl)
+        dark = 0.08 if cst == 1.0 else float(np.clip(0.08 / cst, 0.005, 0.3))
+        refl = np.where(ped_mask, dark, refl)  # serous PED is dark
         d_bm = zz - z_bm
         tex = take_window(self.choroid, ri, s, s)
         chor = (0.42 + 0.09 * tex) * np.exp(-d_bm / 0.16) * (1 + 1.4 * ga[None, :])
         refl = np.where(d_bm >= 0.004, np.clip(chor, 0.02, 1), refl)
         refl = np.where((d_bm >= 0) & (d_bm < 0.004), 0.7, refl)
         srf_m = (srf[None, :] > 0) & (zz >= z_rpe - srf) & (zz < z_rpe)
-        refl = np.where(srf_m, 0.03, refl)
+        fluid = 0.03 if cst == 1.0 else float(np.clip(0.03 / cst, 0.002, 0.3))
+        refl = np.where(srf_m, fluid, refl)
         irf_m = np.zeros((s, s), bool)
         for cx, w, h in f["irf"]:
             col = int(np.clip(cx * s, 0, s - 1))
             cz = z_ilm[col] + inner[col] * 0.6 + outer[col] * 0.2
             irf_m |= ((x[None, :] - cx) / (w * ux / 2)) ** 2 + ((zz - cz) / (h * uz / 2)) ** 2 < 1
-        refl = np.where(irf_m, 0.03, refl)
+        refl = np.where(irf_m, fluid, refl)
         if f["pigment"]:
             for _ in range(int(ri.integers(3, 9))):
                 col = int(ri.integers(int(0.15 * s), int(0.85 * s)))
@@ -211,14 +232,21 @@ class RetinaPhantomGenerator:
         below = zz > (z_ilm + 0.25 * inner)
         refl = refl * np.where(below, shade[None, :], 1.0)
         speck = take_window(self.speckle, ri, s, s)
+        if dk.noise != 1.0:
+            speck = 1.0 + dk.noise * (speck - 1.0)
         gain = ri.uniform(0.8, 1.2)
         img = np.log1p(40 * gain * refl * speck) / math.log1p(40 * 1.3)
-        noise = ri.uniform(0.01, 0.05) * math.sqrt(s / 512)
+        noise = ri.uniform(0.01, 0.05) * math.sqrt(s / 512) * dk.noise
         img += ri.normal(0, 0.03) + noise * ri.standard_normal((s, s), dtype=np.float32)
         image = np.clip(img, 0, 1).astype(np.float32)
         if not eye_right:  # left eyes are mirrored (nasal side flips)
             image = image[:, ::-1].copy()
         labels, findings = self._describe(f)
+        true_stage = stage
+        if dk.label_noise > 0:  # reported stage replaced by a neighbour with this probability; image keeps the truth
+            lr = dk.label_rng(self.seed, "retina", index)
+            if lr.random() < dk.label_noise:
+                stage = min(4, stage + 1) if (stage == 0 or (stage < 4 and lr.random() < 0.5)) else stage - 1
         referral = 0 if stage <= 2 else (1 if stage == 3 else 2)
         masks: dict[str, np.ndarray] = {}
         if self.with_masks:
@@ -235,7 +263,9 @@ class RetinaPhantomGenerator:
                      "Rows": s, "Columns": s, "stage": stage, "stage_name": AMD_STAGES[stage],
                      "referral": referral, "referral_name": REFERRALS[referral], "patient_index": int(patient),
                      "visit": int(visit), "index": int(index)})
-        meta.update(_tabular(self.seed, index, stage, noise / math.sqrt(s / 512)))
+        meta.update(_tabular(self.seed, index, true_stage, noise / math.sqrt(s / 512)))
+        if stage != true_stage:
+            meta["true_stage"] = true_stage
         from medvit.data.phantom_reports import retina_report
 
         report = retina_report(findings, AMD_STAGES[stage], referral, np.random.default_rng([self.seed, index, 98]))

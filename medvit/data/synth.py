@@ -75,8 +75,13 @@ def _write_image(path: Path, kind: str, fmt: str, image: np.ndarray, meta: dict[
 
 
 def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: int = 0, image_size: int | None = None,
-                masks: bool = True, monochrome1: bool = False, jpeg2000: bool = False) -> dict[str, Any]:
-    """Generate ``n`` phantoms of ``kind`` (``cxr``/``retina``) into ``out``; returns a summary dict."""
+                masks: bool = True, monochrome1: bool = False, jpeg2000: bool = False,
+                **knobs: float) -> dict[str, Any]:
+    """Generate ``n`` phantoms of ``kind`` (``cxr``/``retina``) into ``out``; returns a summary dict.
+
+    ``knobs``: the generator's calibration knobs (``lesion_contrast``, ``lesion_size``, ``anatomy``, ``noise``,
+    ``label_noise``; chest also ``prevalence``, ``healthy_fraction``; see ``docs/phantoms.md``), recorded in
+    ``manifest.json``."""
     if kind not in DEFAULT_SIZE:
         raise ValueError(f"unknown phantom kind {kind!r}; use 'cxr' or 'retina'")
     if fmt not in FORMATS:
@@ -87,7 +92,7 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
     out = Path(out)
     for sub in ("images", "reports", "splits") + (("masks",) if masks else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    gen = make_generator(kind, size, seed, with_masks=masks)
+    gen = make_generator(kind, size, seed, with_masks=masks, **knobs)
     plan = plan_patients(n, seed, kind)
     visit = visits(plan.patient_of)
     t0 = time.perf_counter()
@@ -135,7 +140,7 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
                      "png": "16-bit round(image*65535)", "nifti": "uint16 round(image*65535), scl_slope 1/65535, "
                      "axes (column, row)"}[fmt],
         "masks": "16-bit PNG bit field; bit k = k-th name in labels.csv mask_names" if masks else None,
-        "split_fractions_by_patient": [0.8, 0.1, 0.1],
+        "split_fractions_by_patient": [0.8, 0.1, 0.1], "knobs": gen.difficulty.as_dict(),
     }
     if kind == "retina":
         manifest["class_names"] = list(gen.class_names)

@@ -94,17 +94,18 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> SignTestResult:
 
 
 def compare(a: Sequence[float], b: Sequence[float], name_a: str = "a", name_b: str = "b", alpha: float = 0.05,
-            n_resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
+            sign_alpha: float = 0.1, n_resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
     """Paired comparison of two methods' per-seed scores with a plain-words outcome.
 
-    ``outcome``: ``"<a> better"`` / ``"<b> better"`` when the bootstrap CI of the mean difference excludes 0
-    *and* the bootstrap p-value is below ``alpha``, else ``"not separable"``. (With n seeds the exact sign test
-    cannot go below 2/2**n: 0.0625 at 5 seeds, so it is reported but not required.)
+    ``outcome``: ``"<a> better"`` / ``"<b> better"`` when the bootstrap CI of the mean difference excludes 0, the
+    bootstrap p-value is below ``alpha`` *and* the exact sign test p-value is below ``sign_alpha``; else
+    ``"not separable"``. The sign test guards against the bootstrap's optimism with few pairs (with 5 seeds it
+    needs all 5 differences of one sign: p = 2/2**5 = 0.0625 < 0.1; 4 pairs can never pass).
     """
     boot = paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed)
     sign = sign_test(a, b)
     (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
-    separable = (boot.ci_low > 0 or boot.ci_high < 0) and boot.p_value < alpha
+    separable = (boot.ci_low > 0 or boot.ci_high < 0) and boot.p_value < alpha and sign.p_value < sign_alpha
     outcome = "not separable" if not separable else (f"{name_a} better" if boot.mean_diff > 0 else f"{name_b} better")
     return {"a": name_a, "b": name_b, "n": len(a), "mean_a": ma, "sd_a": sa, "mean_b": mb, "sd_b": sb,
             "bootstrap": asdict(boot), "sign_test": asdict(sign), "outcome": outcome}

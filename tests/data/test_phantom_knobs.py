@@ -1,0 +1,127 @@
+"""Calibration knobs of the phantoms (medvit.data.phantom_common.Difficulty): deterministic, local, documented."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
+from medvit.data.phantom_retina import RetinaPhantomGenerator
+
+NODULE = CXR_LABELS.index("Nodule")
+
+
+def _first_with_only(gen: ChestPhantomGenerator, label: int, start: int = 0):
+    for i in range(start, start + 400):
+        p = gen.sample(i, i)
+        if p.labels.sum() == 1 and p.labels[label] == 1:
+            return i
+    raise AssertionError("no phantom with that single finding")
+
+
+def test_knobs_are_deterministic_and_default_to_the_original_phantoms():
+    a = ChestPhantomGenerator(64, seed=3, lesion_contrast=2.0, lesion_size=1.5, anatomy=0.5, noise=2.0,
+                              label_noise=0.1)
+    b = ChestPhantomGenerator(64, seed=3, lesion_contrast=2.0, lesion_size=1.5, anatomy=0.5, noise=2.0,
+                              label_noise=0.1)
+    d1, d2 = ChestPhantomGenerator(64, seed=3), ChestPhantomGenerator(64, seed=3, lesion_contrast=1.0, noise=1.0)
+    for i in range(6):
+        pa, pb = a.sample(i, i // 2), b.sample(i, i // 2)
+        assert np.array_equal(pa.image, pb.image) and np.array_equal(pa.labels, pb.labels)
+        q1, q2 = d1.sample(i, i // 2), d2.sample(i, i // 2)
+        assert np.array_equal(q1.image, q2.image) and np.array_equal(q1.masks["heart"], q2.masks["heart"])
+    assert d1.difficulty.as_dict() == {"lesion_contrast": 1.0, "lesion_size": 1.0, "anatomy": 1.0, "noise": 1.0,
+                                       "label_noise": 0.0}
+
+
+def test_lesion_contrast_changes_only_the_lesion():
+    base, strong = ChestPhantomGenerator(96, seed=0), ChestPhantomGenerator(96, seed=0, lesion_contrast=2.0)
+    i = _first_with_only(base, NODULE)
+    p0, p1 = base.sample(i, i), strong.sample(i, i)
+    assert np.array_equal(p0.labels, p1.labels)
+    m = p0.masks["nodule"]
+    assert m.sum() > 0 and np.array_equal(m, p1.masks["nodule"])  # same place, same size
+    diff = p1.image - p0.image
+    ys, xs = np.nonzero(m)
+    far = np.ones_like(m)
+    far[max(0, ys.min() - 4):ys.max() + 5, max(0, xs.min() - 4):xs.max() + 5] = False
+    assert np.abs(diff[far]).max() == 0.0  # nothing changes away from the nodule
+    assert diff[m].mean() > 0.02  # the nodule is brighter (denser) than with contrast 1
+
+
+def test_lesion_size_scales_the_nodule_area():
+    base, big = ChestPhantomGenerator(128, seed=0), ChestPhantomGenerator(128, seed=0, lesion_size=2.0)
+    i = _first_with_only(base, NODULE)
+    a0, a1 = base.sample(i, i).masks["nodule"].sum(), big.sample(i, i).masks["nodule"].sum()
+    assert 3.0 < a1 / a0 < 5.0  # diameter x2 -> area x~4
+    assert big.sample(i, i).findings[0]["size_mm"] == pytest.approx(2 * base.sample(i, i).findings[0]["size_mm"],
+                                                                     abs=1)
+
+
+def test_noise_scales_the_quantum_noise():
+    g = {k: ChestPhantomGenerator(64, seed=1, noise=k) for k in (0.0, 1.0, 2.0)}
+    p = {k: g[k].sample(5, 5).image.astype(np.float64) for k in g}
+    inside = (p[0.0] > 0.05) & (p[0.0] < 0.95) & (p[2.0] > 0) & (p[2.0] < 1)  # away from clipping
+    n1, n2 = (p[1.0] - p[0.0])[inside], (p[2.0] - p[0.0])[inside]
+    assert n1.std() > 0 and n2.std() / n1.std() == pytest.approx(2.0, rel=0.05)
+
+
+def test_anatomy_narrows_patient_variation():
+    def spread(anatomy: float) -> float:
+        gen = ChestPhantomGenerator(64, seed=0, anatomy=anatomy, healthy_fraction=1.0)
+        return float(np.std([gen.sample(i, i).masks["lung_right"].sum() for i in range(24)]))
+
+    assert spread(0.2) < 0.6 * spread(1.0)
+
+
+def test_label_noise_flips_labels_not_images():
+    clean, noisy = ChestPhantomGenerator(48, seed=2), ChestPhantomGenerator(48, seed=2, label_noise=0.2)
+    flips = 0
+    for i in range(150):
+        a, b = clean.sample(i, i), noisy.sample(i, i)
+        assert np.array_equal(a.image, b.image)
+        flips += int((a.labels != b.labels).sum())
+    n = 150 * len(CXR_LABELS)
+    assert abs(flips - 0.2 * n) < 4 * np.sqrt(n * 0.2 * 0.8)  # binomial(1050, 0.2): 210 ± 4 sd
+
+
+def test_retina_knobs():
+    clean, noisy = RetinaPhantomGenerator(64, seed=0), RetinaPhantomGenerator(64, seed=0, label_noise=0.5)
+    moved = 0
+    for i in range(40):
+        a, b = clean.sample(i, i), noisy.sample(i, i)
+        assert np.array_equal(a.image, b.image)
+        if a.target != b.target:
+            moved += 1
+            assert abs(a.target - b.target) == 1 and b.meta["true_stage"] == a.target
+    assert 8 <= moved <= 32
+    c0, c2 = RetinaPhantomGenerator(64, seed=0), RetinaPhantomGenerator(64, seed=0, lesion_contrast=3.0)
+    i = next(i for i in range(60) if c0.sample(i, i).masks["srf"].any())
+    m = c0.sample(i, i).masks["srf"]
+    assert c2.sample(i, i).image[m].mean() < c0.sample(i, i).image[m].mean()  # darker fluid
+    with pytest.raises(ValueError, match="lesion_size"):
+        RetinaPhantomGenerator(64, lesion_size=2.0)
+
+
+@pytest.mark.parametrize("kw, name", [({"lesion_contrast": 0.0}, "lesion_contrast"), ({"noise": -1}, "noise"),
+                                      ({"label_noise": 0.7}, "label_noise"), ({"anatomy": 3}, "anatomy"),
+                                      ({"lesion_size": "big"}, "lesion_size")])
+def test_bad_knob_named(kw, name):
+    with pytest.raises(ValueError, match=name):
+        ChestPhantomGenerator(64, **kw)
+
+
+def test_synth_records_knobs_and_stays_dciodvfy_clean(tmp_path):
+    from medvit.data.synth import write_synth
+
+    write_synth("cxr", 3, tmp_path, seed=0, image_size=64, masks=False, lesion_contrast=2.0, lesion_size=1.5)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["knobs"]["lesion_contrast"] == 2.0 and man["knobs"]["lesion_size"] == 1.5
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) not installed")
+    for f in sorted((tmp_path / "images").glob("*.dcm")):
+        r = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
+        out = r.stdout + r.stderr
+        assert [ln for ln in out.splitlines() if ln.startswith("Error")] == [], f
