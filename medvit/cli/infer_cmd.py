@@ -13,7 +13,11 @@ a segmentation model adds seg/<study>/<sop>.dcm (DICOM SEG) and per-label areas.
 Details of failures (decoder messages, library warnings) go to OUTPUT/infer.log.
 Re-running with the same OUTPUT resumes. Exit codes: 0 all inputs predicted or skipped with a reason,
 3 some inputs failed (see errors.csv; with a PACS also retrieve_errors.csv, send_errors.csv), 4 nothing
-could be predicted, 2 bad arguments, 5 the PACS could not be reached or refused the query.
+could be predicted, 2 bad arguments, 5 the PACS (or the --engine ray cluster) could not be reached or refused
+the query.
+--engine ray: decoding and prediction run as Ray tasks (medvit[ray] extra) on the cluster at --address
+(auto, HOST:PORT of `ray start --head`, or ray://HOST:PORT), or on a Ray instance started for the run; the
+outputs, journal, resume and exit codes are the local engine's. INPUT must be at the same path on every node.
 PACS addresses: dicomweb://HOST:PORT/PATH?Modality=CR&StudyDate=20240101-20240131&AccessionNumber=A&PatientID=P
 (DICOMweb; dicomwebs:// for https) or dimse://AET@HOST:PORT?Modality=DX&calling_aet=MEDVIT (C-FIND + C-GET,
 C-STORE); a --source run keeps the retrieved instances in OUTPUT/spool/ and resumes from it.
@@ -79,6 +83,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--follow-links", action="store_true",
                    help="follow symlinked folders and links that lead outside INPUT (refused by default; each "
                    "gets a status row)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local = worker processes on this machine (default); ray = shard the files over Ray "
+                   "workers that decode and predict (pip install 'medvit[ray]')")
+    p.add_argument("--address", help="--engine ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT; "
+                   "default: start a Ray instance on this machine)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="--engine ray: tasks running at once (default: the cluster's CPUs / --cpus-per-worker, "
+                   "or its GPUs with --device cuda)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="--engine ray: CPUs reserved per task, its torch threads (default 1)")
     p.add_argument("--threads", type=int, help="torch threads for the model (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="discard a different earlier run's results in OUTPUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -102,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
     # quirks and highdicom's warnings go to OUTPUT/infer.log
     _terminate_cleanly()
     try:
+        if args.engine == "ray" and args.address:  # an unreachable cluster: one line, before OUTPUT is touched
+            from medvit.infer.ray_engine import probe_address
+
+            probe_address(args.address)
         if args.source or args.send_to:
             with routed_logs(getattr(args, "verbose", 0), Path(args.output) / LOG_NAME):
                 return _run_pacs(args)
@@ -113,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"medvit infer: error: {e}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
+    except ConnectionError as e:  # --engine ray: the cluster at --address does not answer; nothing in OUTPUT changed
+        import sys
+
+        print(f"medvit infer: error: {e}", file=sys.stderr)  # noqa: T201
+        return EXIT_PACS
     print(format_summary(result))  # noqa: T201
     return result.exit_code
 
@@ -133,7 +156,7 @@ def _terminate_cleanly() -> None:
 
 
 EXIT_USAGE = 2  # bad arguments, or OUTPUT is in use by another run (README, exit codes)
-EXIT_PACS = 5  # the PACS could not be reached or refused (message names the server and the step)
+EXIT_PACS = 5  # the PACS (or the Ray cluster) could not be reached or refused (message names the server and the step)
 
 
 def _run_pacs(args: argparse.Namespace) -> int:
@@ -171,7 +194,8 @@ def _config(args: argparse.Namespace, input_path: str) -> Any:
                       rules=args.rules, any_modality=args.any_modality, geometry=args.geometry, threads=args.threads,
                       max_image_mb=args.max_image_mb, follow_links=args.follow_links,
                       overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
-                      log_file=str(Path(args.output) / LOG_NAME))
+                      log_file=str(Path(args.output) / LOG_NAME), engine=args.engine, address=args.address,
+                      num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker)
 
 
 def format_summary(result: Any) -> str:

@@ -55,6 +55,10 @@ class Decoded:
     x: np.ndarray | None = None  # (C, H, W) float32 model input
     notes: dict[str, Any] = field(default_factory=dict)  # preprocessing notes
     unit: np.ndarray | None = None  # (h, w) float16 grey display image in [0, 1], only when heatmaps are on
+    # filled by an engine that predicts where it decodes (--engine ray, medvit.infer.ray_engine); else None
+    probs: np.ndarray | None = None  # (K,) float32 probabilities
+    ood: float | None = None  # out-of-distribution score (None: the model has no OOD reference)
+    digest: str | None = None  # SHA-256 of x (duplicate SOP Instance UID check when x is not shipped back)
 
 
 @dataclass

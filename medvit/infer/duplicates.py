@@ -19,6 +19,12 @@ import numpy as np
 DUPLICATE_STAGE = "duplicate"
 
 
+def image_digest(x: np.ndarray) -> str:
+    """SHA-256 of a model input (C, H, W) float32: the image identity compared when two files claim one SOP
+    Instance UID."""
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
 def _file_id(p: Path) -> tuple[int, int] | str:
     try:
         st = os.stat(p)
@@ -52,9 +58,14 @@ class DuplicateTracker:
             return None
         return first
 
-    def same_sop(self, rel: str, sop: str, x: np.ndarray | None) -> tuple[str, str] | None:
-        """``(status, reason)`` when ``sop`` was already predicted from another file, else None (remembered)."""
-        digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest() if x is not None else None
+    def same_sop(self, rel: str, sop: str, x: np.ndarray | None, digest: str | None = None) -> tuple[str, str] | None:
+        """``(status, reason)`` when ``sop`` was already predicted from another file, else None (remembered).
+
+        The image identity is the SHA-256 of the model input ``x``, or ``digest`` when given (an engine that
+        computed it with :func:`image_digest` where it decoded and did not ship ``x``).
+        """
+        if digest is None and x is not None:
+            digest = image_digest(x)
         first = self.sops.get(sop)
         if first is None or first[0] == rel:
             self.sops[sop] = (rel, digest)

@@ -79,6 +79,10 @@ class InferConfig:
     follow_links: bool = False  # follow symlinked folders and links leading outside INPUT (refused otherwise)
     progress: bool = True  # show a progress bar on stderr
     log_file: str | None = None  # decoding worker processes send their C-level stderr here (the CLI's infer.log)
+    engine: str = "local"  # local (worker processes on this machine) | ray (decode + predict on Ray workers)
+    address: str | None = None  # --engine ray: auto | HOST:PORT | ray://HOST:PORT; None = start a local Ray
+    num_workers: int | None = None  # --engine ray: tasks running at once (None = the cluster's CPUs, or GPUs)
+    cpus_per_worker: float = 1.0  # --engine ray: CPUs per task (torch threads on the worker)
 
     def __post_init__(self) -> None:
         if self.max_image_mb < 1 or self.inflight_mb < 1:
@@ -96,6 +100,17 @@ class InferConfig:
         if self.precision == "int8" and self.batch_size < 8:
             raise ValueError(f"--precision int8 calibrates activation ranges on the first batch: use --batch-size "
                              f">= 8 (got {self.batch_size})")
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be local or ray, got {self.engine!r}")
+        if self.engine == "local" and (self.address or self.num_workers is not None):
+            raise ValueError("--address and --num-workers apply to --engine ray")
+        if self.engine == "ray" and self.precision == "int8":
+            raise ValueError("--precision int8 calibrates on the first batch each process predicts: with --engine ray "
+                             "every worker would calibrate on other images and results would depend on the sharding; "
+                             "use fp32 or bf16 with --engine ray")
+        if self.num_workers is not None and self.num_workers < 1 or self.cpus_per_worker <= 0:
+            raise ValueError(f"num_workers must be >= 1 and cpus_per_worker > 0, got {self.num_workers}, "
+                             f"{self.cpus_per_worker}")
         if self.heatmap_method not in ("gradcam", "rollout"):
             raise ValueError(f"heatmap_method must be gradcam or rollout, got {self.heatmap_method!r}")
         if self.geometry not in (None, "pad", "crop", "squash"):
@@ -244,6 +259,7 @@ class InferenceRun:
         self.deid = None
         self.writers: Any = None
         self._bar: Any = None
+        self._ray: Any = None  # (ray module, RayEngineInfo) while an --engine ray run is connected
 
     # ------------------------------------------------------------------ state
     def _fingerprint(self) -> dict[str, Any]:
@@ -303,8 +319,13 @@ class InferenceRun:
     def _flush(self, batch: list[Decoded]) -> int:
         if not batch:
             return 0
-        x = np.stack([d.x for d in batch])
-        probs, ood = self.predictor.predict_with_ood(x)
+        if all(d.probs is not None for d in batch):  # predicted where it was decoded (--engine ray)
+            probs = np.stack([d.probs for d in batch])
+            ood = None if batch[0].ood is None else np.array([d.ood for d in batch], dtype=np.float64)
+            x = np.stack([d.x for d in batch]) if self.cfg.heatmaps else np.zeros((len(batch), 0), np.float32)
+        else:
+            x = np.stack([d.x for d in batch])
+            probs, ood = self.predictor.predict_with_ood(x)
         maps = None
         if self.seg is not None:  # (B, K, h, w) probability maps; presence = highest pixel probability
             from medvit.infer.segment import presence
@@ -372,11 +393,46 @@ class InferenceRun:
             from medvit.io.deidentify import Deidentifier
 
             self.deid = Deidentifier(self._deid_key(), keep_dates=self.cfg.deid_keep_dates)
-        # OUTPUT may hold identifiers: a new OUTPUT is owner-only (0700), its files 0600 (SECURITY.md §7)
-        self.out.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with OutputLock(self.out / STATE_DIR):
-            self._history = self._previous_runs()
-            return self._run_locked()
+        started_ray = False
+        if self.cfg.engine == "ray":  # before OUTPUT is touched: an unreachable cluster changes nothing there
+            started_ray = self._connect_ray()
+        try:
+            # OUTPUT may hold identifiers: a new OUTPUT is owner-only (0700), its files 0600 (SECURITY.md §7)
+            self.out.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with OutputLock(self.out / STATE_DIR):
+                self._history = self._previous_runs()
+                return self._run_locked()
+        finally:
+            if started_ray:
+                self._ray[0].shutdown()
+
+    def _connect_ray(self) -> bool:
+        """Join (or start) the Ray cluster of an ``--engine ray`` run; True when this run started it."""
+        from medvit.infer.ray_engine import RayEngineInfo, connect, plan_workers
+
+        c = self.cfg
+        ray, started = connect(c.address, num_cpus=c.num_workers and int(c.num_workers * c.cpus_per_worker))
+        n, gpus, nodes = plan_workers(ray, c.num_workers, c.cpus_per_worker, c.device)
+        self._ray = (ray, RayEngineInfo(c.address or "local (started by this run)", started, n, c.cpus_per_worker,
+                                        gpus, nodes, str(ray.__version__)))
+        logger.info("Ray: %d workers on %d node(s)", n, nodes)
+        return started
+
+    def _decoder(self, spec: DecodeSpec, max_inflight: int) -> Any:
+        """The source of decoded items: local worker processes, or Ray tasks that also predict."""
+        if self._ray is None:
+            return _Decoder(spec, self.cfg.workers, max_inflight)
+        from dataclasses import replace
+
+        from medvit.infer.ray_engine import RayDecoder
+
+        ray, info = self._ray
+        p = self.predictor
+        kwargs = {"precision": p.precision, "device": self.cfg.device, "multilabel": p.multilabel,
+                  "compile": p.compile_mode, "model_sha256": p.model_sha256}
+        worker_spec = replace(spec, worker_memory_bytes=None, parent_pid=0, stderr_file=None)  # Ray owns its workers
+        return RayDecoder(ray, worker_spec, p.fp32_model, kwargs, info, shard_size=self.cfg.batch_size,
+                          keep_x=self.cfg.heatmaps, max_pending=max(2, max_inflight // self.cfg.batch_size))
 
     def _previous_runs(self) -> list[dict[str, Any]]:
         """Earlier runs on OUTPUT from run.json; one still marked ``running`` died without finishing (the lock
@@ -422,10 +478,10 @@ class InferenceRun:
         n_new = n_pred = 0
         t_pred = time.perf_counter()
         try:
-            for d in _Decoder(spec, cfg.workers, max_inflight).run(todo):
+            for d in self._decoder(spec, max_inflight).run(todo):
                 n_new += 1
-                dup = dups.same_sop(d.rel, str(d.header.get("SOPInstanceUID", "")), d.x) if d.status == "ok" \
-                    else None
+                dup = dups.same_sop(d.rel, str(d.header.get("SOPInstanceUID", "")), d.x, d.digest) \
+                    if d.status == "ok" else None
                 if dup:
                     d.status, d.reason, d.stage = dup[0], dup[1], DUPLICATE_STAGE
                 if d.status == "ok":
@@ -516,6 +572,7 @@ class InferenceRun:
         doc = {
             "state": state, "started": started, "ended": ended, "seconds": round(seconds, 3), "exit_code": code,
             "config": asdict(self.cfg), "input_root": str(self.root), "execution": self.predictor.describe(),
+            "engine": self._ray[1].to_dict() if self._ray else {"name": "local", "workers": self.cfg.workers},
             "model": self.info.to_dict(), "contract": self.contract.to_dict(),
             "preprocessing": self.pre.describe(), "rules": self.rules.to_dict(),
             "labels": self.labels, "thresholds": self.thresholds,
