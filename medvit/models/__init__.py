@@ -31,6 +31,7 @@ from medvit.models import evit as _evit  # noqa: E402,F401
 from medvit.models import lgvit as _lgvit  # noqa: E402,F401
 from medvit.models import lookupvit as _lookupvit  # noqa: E402,F401
 from medvit.models import pretrained as _pretrained  # noqa: E402,F401  (registers weight tags)
+from medvit.models import pruned as _pruned  # noqa: E402,F401
 from medvit.models import segmentation as _segmentation  # noqa: E402,F401  (registers segmentation models)
 
 __all__ = [

@@ -10,6 +10,7 @@ from torch import nn
 class Attention(nn.Module):
     """Multi-head self-attention with a fused ``qkv`` projection (timm / MAE weight layout).
 
+    ``head_dim`` (default ``dim // num_heads``) lets the inner width H·hd differ from ``dim`` (pruned heads, NViT).
     ``forward(x)`` uses ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels).
     ``forward(x, return_attention=True)`` computes softmax(QKᵀ/√d) explicitly and also returns the
     attention probabilities (B, H, T, T) — the input of attention rollout and other explanations.
@@ -22,16 +23,20 @@ class Attention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        head_dim: int | None = None,
     ):
         super().__init__()
-        if dim % num_heads != 0:
+        if head_dim is None and dim % num_heads != 0:
             raise ValueError(f"embed dim {dim} must be divisible by num_heads {num_heads}")
+        if num_heads < 1 or (head_dim is not None and head_dim < 1):
+            raise ValueError(f"num_heads and head_dim must be >= 1, got {num_heads}, {head_dim}")
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim or dim // num_heads  # explicit head_dim: inner width H·hd may differ from dim
+        inner = self.num_heads * self.head_dim
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def attention_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +51,8 @@ class Attention(nn.Module):
         self, x: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, D) -> (B, T, D); with ``return_attention`` also (B, H, T, T) probabilities."""
-        B, T, D = x.shape
+        B, T, _ = x.shape
+        D = self.num_heads * self.head_dim
         qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, H, T, hd)
         if return_attention:

@@ -22,7 +22,9 @@ class LayerScale(nn.Module):
 
 
 class Block(nn.Module):
-    """One ViT encoder block (timm parameter names: norm1, attn, ls1, norm2, mlp, ls2)."""
+    """One ViT encoder block (timm parameter names: norm1, attn, ls1, norm2, mlp, ls2).
+
+    ``head_dim`` / ``mlp_hidden`` override the per-head width and the MLP hidden width (pruned blocks, NViT)."""
 
     def __init__(
         self,
@@ -35,14 +37,17 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         init_values: float | None = None,
         norm_eps: float = 1e-6,
+        head_dim: int | None = None,
+        mlp_hidden: int | None = None,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+                              head_dim=head_dim)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio), drop=drop)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -71,6 +76,7 @@ class Block(nn.Module):
             and not self.training
             and not torch.is_grad_enabled()
             and x.dim() == 3
+            and a.num_heads * a.head_dim == x.shape[-1]  # the fused kernel assumes inner width == embed dim
             and isinstance(self.ls1, nn.Identity)
             and isinstance(self.mlp.act, nn.GELU)
             and self.mlp.act.approximate == "none"
