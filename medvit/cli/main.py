@@ -15,6 +15,7 @@ COMMANDS = [
     "medvit.cli.list_cmd",
     "medvit.cli.run_cmd",
     "medvit.cli.verbs_cmd",
+    "medvit.cli.export_cmd",
     "medvit.cli.convert_cmd",
     "medvit.cli.demo_cmd",
     "medvit.cli.infer_cmd",

@@ -1,0 +1,159 @@
+"""`medvit export`: HF transformers (<= 1e-5), ONNX through onnxruntime (<= 1e-4), TorchScript, and a MONAI bundle
+executed by MONAI's bundle runner; merged LoRA adapters; the source SHA-256 in export.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medvit.cli.main import main
+
+LABELS = ["Atelectasis", "Effusion", "Mass"]
+
+
+def _checkpoint(out: Path, global_pool: str = "token") -> Path:
+    import medvit
+    from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY
+    from medvit.models import WeightContract, save_checkpoint
+
+    torch.manual_seed(0)
+    m = medvit.create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=4,
+                            in_chans=1, num_classes=len(LABELS), global_pool=global_pool)
+    with torch.no_grad():  # away from the init so every weight matters in the comparison
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    c = WeightContract(in_chans=1, input_size=(32, 32), mean=(0.52,), std=(0.29,), label_names=LABELS,
+                       thresholds=[0.3, 0.5, 0.7], intensity=dict(TRAINING_DEFAULT_INTENSITY), crop_mode="pad",
+                       interpolation="bicubic", modalities=["DX"], name="tiny-export")
+    return save_checkpoint(m, out, contract=c)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("ckpt") / "model")
+
+
+def _medvit(ckpt: Path, x: torch.Tensor) -> torch.Tensor:
+    from medvit.models import load_model
+
+    with torch.no_grad():
+        return load_model(ckpt).eval()(x)
+
+
+def _sha(p: Path) -> str:
+    from medvit.models.checkpoint import sha256_file
+
+    return sha256_file(p)
+
+
+def _export(capsys, *argv: str) -> dict:
+    assert main(["export", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_hf_export_loads_in_transformers_with_identical_logits(ckpt, tmp_path, capsys):
+    from transformers import ViTForImageClassification
+
+    info = _export(capsys, str(ckpt), "--to", "hf", "-o", str(tmp_path / "hf"))
+    assert info["source_sha256"] == _sha(ckpt / "model.safetensors") and info["parity"]["max_abs_logit_diff"] <= 1e-5
+    hf = ViTForImageClassification.from_pretrained(str(tmp_path / "hf")).eval()
+    assert [hf.config.id2label[i] for i in range(3)] == LABELS
+    assert hf.config.problem_type == "multi_label_classification"
+    x = torch.randn(5, 1, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        got = hf(pixel_values=x).logits
+    assert (got - _medvit(ckpt, x)).abs().max() <= 1e-5
+    pre = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert pre["image_mean"] == [0.52] and pre["image_std"] == [0.29]
+
+
+def test_hf_export_refuses_what_hf_vit_cannot_express(tmp_path, capsys):
+    avg = _checkpoint(tmp_path / "avg", global_pool="avg")
+    assert main(["export", str(avg), "--to", "hf", "-o", str(tmp_path / "hf")]) == 2
+    assert "global_pool='avg'" in capsys.readouterr().err
+
+
+def test_onnx_export_runs_in_onnxruntime(ckpt, tmp_path, capsys):
+    import onnxruntime as ort
+
+    info = _export(capsys, str(ckpt), "--to", "onnx", "-o", str(tmp_path / "onnx"))
+    assert info["source_sha256"] == _sha(ckpt / "model.safetensors")
+    sess = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(7, 1, 32, 32, generator=torch.Generator().manual_seed(8))  # another batch size than exported
+    got = sess.run(["logits"], {"pixel_values": x.numpy()})[0]
+    assert np.abs(got - _medvit(ckpt, x).numpy()).max() <= 1e-4
+
+
+def test_torchscript_export(ckpt, tmp_path, capsys):
+    _export(capsys, str(ckpt), "--to", "torchscript", "-o", str(tmp_path / "ts"))
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        got = torch.jit.load(str(tmp_path / "ts" / "model.ts"))(x)
+    assert (got - _medvit(ckpt, x)).abs().max() <= 1e-5
+    assert main(["export", str(ckpt), "--to", "torchscript", "-o", str(tmp_path / "ts")]) == 2  # not empty
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_monai_bundle_runs_in_monai_bundle_runner(ckpt, tmp_path, capsys):
+    from monai.bundle import run
+    from PIL import Image
+
+    from medvit.data.imageload import load_unit
+    from medvit.data.preprocess import Preprocessor
+    from medvit.models import load_model
+
+    bundle = tmp_path / "bundle"
+    info = _export(capsys, str(ckpt), "--to", "monai-bundle", "-o", str(bundle))
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["source_sha256"] == info["source_sha256"] == _sha(ckpt / "model.safetensors")
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["spatial_shape"] == [32, 32] and fmt["inputs"]["image"]["num_channels"] == 1
+    assert list(fmt["outputs"]["pred"]["channel_def"].values()) == LABELS
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(images / f"img{i}.png")
+    run(run_id="run", config_file=str(bundle / "configs" / "inference.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle), dataset_dir=str(images))
+    preds = json.loads((bundle / "eval" / "predictions.json").read_text())
+    model = load_model(ckpt).eval()
+    pre = Preprocessor.from_contract(model.contract)
+    assert sorted(preds) == ["img0.png", "img1.png", "img2.png"]
+    for name, probs in preds.items():
+        x, _ = pre.from_unit(load_unit(images / name, model.contract.intensity))  # medvit's own preprocessing
+        with torch.no_grad():
+            want = torch.sigmoid(model(torch.from_numpy(x)[None]))[0].numpy()
+        assert np.abs(np.array([probs[k] for k in LABELS]) - want).max() <= 1e-4, name
+
+
+def test_merged_lora_exports(tmp_path, capsys):
+    from medvit.models import create_model, save_checkpoint
+    from medvit.tasks import run_task
+    from medvit.tasks.evaluate import load_trained
+
+    torch.manual_seed(3)
+    args = dict(embed_dim=48, depth=2, num_heads=4)
+    base = save_checkpoint(create_model("vit_tiny_patch16_224", img_size=32, in_chans=1, num_classes=0, **args),
+                           tmp_path / "base")
+    run_task(None, [], data=dict(task="prompt_tune", output_dir=str(tmp_path / "lora"), pretrained=str(base),
+                                 method="lora", method_config={"r": 2}, backbone="vit_tiny_patch16_224",
+                                 backbone_args=args, image_size=32, dataset="cxr_phantom", ood_fpr=0.0,
+                                 dataset_args=dict(n=60, image_size=32, seed=0),
+                                 train=dict(steps=2, batch_size=8, lr=5e-2, progress=False)))
+    adapter = tmp_path / "lora" / "seed_0" / "adapter"
+    assert main(["export", str(adapter), "--to", "hf", "-o", str(tmp_path / "no")]) == 2
+    assert "--merge-peft" in capsys.readouterr().err
+    info = _export(capsys, str(adapter), "--to", "hf", "--merge-peft", "-o", str(tmp_path / "hf"))
+    assert info["merged_peft"] and info["source_sha256"] == _sha(adapter / "adapter.safetensors")
+    from transformers import ViTForImageClassification
+
+    hf = ViTForImageClassification.from_pretrained(str(tmp_path / "hf")).eval()
+    model, _, _ = load_trained(adapter)  # the unmerged adapter as medvit runs it
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert (hf(pixel_values=x).logits - model(x)).abs().max() <= 1e-5
