@@ -44,6 +44,7 @@ PROVIDERS: dict[str, list[str]] = {
     "transform": ["medvit.data"],
     "preset": ["medvit.tasks.presets"],
     "segmentation": ["medvit.models"],
+    "schedule": ["medvit.vlm.retina.schedules"],
 }
 
 
@@ -155,7 +156,7 @@ class Registry:
 
 REGISTRY = Registry(
     ["backbone", "weight", "peft", "task", "dataset", "expert", "projector", "metric", "transform", "preset",
-     "segmentation"]
+     "segmentation", "schedule"]
 )
 
 
