@@ -15,7 +15,7 @@ from medvit.models.factory import register_backbone
 from medvit.models.family import default_block_indices, vit_signature
 from medvit.models.vit import VisionTransformer
 from medvit.nn.flops import patch_embed_macs, vit_macs
-from medvit.nn.token_reorganize import FUSED_INDEX, block_forward_reorganize, num_kept
+from medvit.nn.token_reorganize import FUSED_INDEX, block_forward_reorganize, keep_rate_schedule, num_kept
 
 
 class EViT(VisionTransformer):
@@ -27,6 +27,11 @@ class EViT(VisionTransformer):
         keep_locs: 0-based indices of the reorganising blocks; None → depth/4, depth/2, 3·depth/4
             ((3, 6, 9) for depth 12, the paper's default).
         fuse_token: fuse the inattentive tokens into one extra token (the paper's default).
+        keep_rate_warmup: ``(start, end)`` as fractions of the training steps: the training loop's
+            :meth:`on_train_step` hook lowers r from 1 to ``keep_rate`` between them with
+            :func:`~medvit.nn.token_reorganize.keep_rate_schedule` (the paper's fine-tuning warm-up);
+            None = r fixed at ``keep_rate``. Evaluation and serving always use ``keep_rate``'s schedule
+            end point once training has passed ``end``.
         **vit_kwargs: every :class:`VisionTransformer` argument; ``class_token`` must stay True
             (the scores are CLS attention).
     Raises:
@@ -40,6 +45,7 @@ class EViT(VisionTransformer):
         keep_rate: float = 0.7,
         keep_locs: tuple[int, ...] | list[int] | None = None,
         fuse_token: bool = True,
+        keep_rate_warmup: tuple[float, float] | list[float] | None = None,
         **vit_kwargs: Any,
     ):
         super().__init__(**vit_kwargs)
@@ -51,8 +57,23 @@ class EViT(VisionTransformer):
             raise ValueError(f"keep_locs {locs} must be block indices in [0, {depth})")
         num_kept(1, keep_rate)  # validates the range
         self.keep_rate = float(keep_rate)
+        self.target_keep_rate = float(keep_rate)
         self.keep_locs = locs
         self.fuse_token = fuse_token
+        self.keep_rate_warmup: tuple[float, float] | None = None
+        if keep_rate_warmup is not None:
+            start, end = (float(v) for v in keep_rate_warmup)
+            if not 0.0 <= start <= end <= 1.0:
+                raise ValueError(f"keep_rate_warmup {keep_rate_warmup!r} must be (start, end) fractions with "
+                                 "0 <= start <= end <= 1")
+            self.keep_rate_warmup = (start, end)
+
+    def on_train_step(self, step: int, total_steps: int) -> None:
+        """Training-loop hook (called before every optimiser step): apply the keep-rate warm-up, if configured."""
+        if self.keep_rate_warmup is None:
+            return
+        start, end = (int(round(f * total_steps)) for f in self.keep_rate_warmup)
+        self.keep_rate = keep_rate_schedule(step, self.target_keep_rate, start, end)
 
     # ------------------------------------------------------------------ token bookkeeping
     def _run(

@@ -38,6 +38,9 @@ class EvaluateConfig:
     precision: str = option("fp32", '"fp32" or "bf16" (autocast)')
     device: str = option("auto", '"auto" (cuda if available), "cpu" or "cuda[:i]"')
     n_bins: int = option(10, "reliability diagram bins on [0, 1]")
+    channels_present: list[int] = option(default_factory=list, help="missing-channel study: 0-based input channels "
+                                         "present at test time (empty = all); per-channel-token models (ChannelViT) "
+                                         "get only these, other models get the absent channels zero-filled")
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -91,6 +94,10 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
                          f"({cfg.model}); evaluate on data with the model's label vocabulary")
     ds.transform = build_contract_eval_transform(contract)
     dev = resolve_device(cfg.device)
+    if cfg.channels_present:
+        from medvit.eval.channels import ChannelSubset
+
+        model = ChannelSubset(model, cfg.channels_present, int(contract.in_chans)).eval()
     logits, y, mask = predict_multilabel(model, ds, cfg.batch_size, dev, cfg.precision)
     prob = torch.sigmoid(logits.float()).numpy()
     if cfg.thresholds == "contract":
@@ -103,7 +110,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
                        title=f"{contract.name or Path(cfg.model).name} on {cfg.dataset}/{cfg.split}", n_bins=cfg.n_bins)
     summary = {"task": "evaluate", "model": str(cfg.model), "model_sha256": sha, "dataset": cfg.dataset,
                "split": cfg.split, "n": len(ds), "mean_auroc": auc.mean, "auroc": auc.as_dict(), "ece": rep["ece"],
-               "thresholds": dict(zip(names, th)), "threshold_source": cfg.thresholds, "report": str(out / "report.md")}
+               "thresholds": dict(zip(names, th)), "threshold_source": cfg.thresholds, "report": str(out / "report.md"),
+               "channels_present": list(cfg.channels_present) or "all"}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     logger.info("mean AUROC %.4f on %s/%s (%d images)", auc.mean, cfg.dataset, cfg.split, len(ds))
     return summary

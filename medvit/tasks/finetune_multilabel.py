@@ -135,7 +135,7 @@ def _normalization(cfg: FinetuneMultilabelConfig) -> tuple[tuple[float, ...], tu
         return tuple(cfg.mean), tuple(cfg.std)
     from medvit.data import dataset_normalization
 
-    return dataset_normalization(cfg.dataset)
+    return dataset_normalization(cfg.dataset, cfg.in_chans)
 
 
 def preprocessing_contract(cfg: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:

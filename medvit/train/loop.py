@@ -277,6 +277,8 @@ class Trainer:
         model.train()
         stop = min(self.total_steps, cfg.stop_at_step or self.total_steps)
         params = [p for g in optimizer.param_groups for p in g["params"]]
+        # modules that follow training progress (e.g. EViT's keep-rate warm-up): on_train_step(step, total_steps)
+        progress_hooks = [m.on_train_step for m in module.modules() if callable(getattr(m, "on_train_step", None))]
         result = TrainResult(steps=step, total_steps=self.total_steps)
         bar = tqdm(total=stop, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
                    mininterval=1.0, disable=not (cfg.progress and self.dist.is_main))
@@ -288,6 +290,8 @@ class Trainer:
                 lr = self.lr_at(step)
                 for g in optimizer.param_groups:
                     g["lr"] = lr * g.get("lr_scale", 1.0)
+                for hook in progress_hooks:
+                    hook(step, self.total_steps)
                 step_losses, bad, epoch = [], False, 0
                 for i in range(cfg.accum_steps):
                     epoch, batch = next(stream)
