@@ -43,9 +43,31 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        store = _restart_store(rank, world)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
         logger.info("process group %s: rank %d / %d", backend, rank, world)
     return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def _restart_store(rank: int, world: int) -> dist.Store | None:
+    """After a torchrun restart (``--max-restarts``), a key space of this attempt in the agent's store; else None.
+
+    torchrun's c10d rendezvous keeps one TCP store across restarts (``TORCHELASTIC_USE_AGENT_STORE``) and the
+    workers' ``env://`` initialisation writes the same keys each attempt, so a restarted rank can read the
+    address a dead rank published before (gloo then fails with "connection refused"). Prefixing the keys with
+    ``TORCHELASTIC_RESTART_COUNT`` gives every attempt its own. Single-attempt runs keep ``env://`` unchanged.
+    """
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from datetime import timedelta
+
+    tcp = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                        timeout=timedelta(minutes=10))
+    return dist.PrefixStore(f"medvit/attempt_{attempt}", tcp)
 
 
 def resolve_device(name: str) -> torch.device:
