@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class RayEngineInfo:
     worker_deaths: int = 0  # tasks whose worker died (each retried; see ATTEMPTS)
     files_failed_by_worker_death: int = 0
     shards: int = 0
+    driver_wait_seconds: float = 0.0  # time the driver spent waiting for workers (the rest of the run is its own work)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": "ray", **self.__dict__}
@@ -242,7 +244,9 @@ class RayDecoder:
                     if exhausted and not slots:
                         return
                     continue
+                t0 = time.perf_counter()
                 ready, _ = self.ray.wait(list(owner), num_returns=1)
+                self.info.driver_wait_seconds += time.perf_counter() - t0
                 for ref in ready:
                     self._collect(ref, *owner.pop(ref))
         finally:
