@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tasks", default="staging,referral,biomarkers", help="comma list of staging, referral, biomarkers")
     e.add_argument("--describe-tokens", type=int, default=64, help="max new tokens of step 1 (description)")
     e.add_argument("--answer-tokens", type=int, default=16, help="max new tokens of step 2 (answer)")
+    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default; 1 for tiny models)")
     e.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
     p.set_defaults(func=lambda args: _dispatch(args, p))
 
@@ -112,6 +113,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--tasks: unknown {bad}; use staging, referral, biomarkers")
     rows, skipped = read_rows(Path(args.root), cfg, g)
     rows = [r for r in rows if r.observations is not None]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = VisionLanguageModel.load(args.model)
     tasks = tasks_for(g, which)
     preds = run_closed_ended(model, rows, g, args.root, tasks, args.describe_tokens, args.answer_tokens)
