@@ -50,7 +50,8 @@ BACKBONE: dict[str, Any] = dict(backbone="vit_tiny_patch16_224",
                                 backbone_args=dict(patch_size=8, embed_dim=96, depth=4, num_heads=3),
                                 image_size=32, in_chans=1, global_pool="token")
 #: calibrated phantom knobs (docs/phantoms.md); the retina phantoms keep their defaults (already learnable)
-KNOBS: dict[str, dict[str, float]] = {"cxr": {"lesion_contrast": 2.0, "lesion_size": 1.5}, "retina": {}}
+KNOBS: dict[str, dict[str, float]] = {"cxr": {"lesion_contrast": 3.0, "lesion_size": 2.0, "anatomy": 0.5},
+                                     "retina": {}}
 PROBLEMS = {"cxr": dict(dataset="cxr_phantom", problem="multilabel", metric="mean_auroc"),
             "retina": dict(dataset="retina_phantom", problem="ordinal", metric="qwk")}
 #: arm -> (method, method_config, lr, starts from MAE?); fixed a priori (peft_benchmark.py's values), not tuned
@@ -84,26 +85,35 @@ def mae_backbone(out: Path, n: int, epochs: float) -> str:
     return str(run_dir)
 
 
-def n_train(problem: str, n: int) -> int:
-    from medvit.data import build_dataset
+def phantom_folder(problem: str, n: int, work: Path) -> Path:
+    """The evaluation phantoms (data seed 0, calibrated knobs) written once as 16-bit PNGs at the benchmark size:
+    every run reads the same files instead of generating them again (``medvit data synth`` layout)."""
+    from medvit.data.synth import write_synth
 
-    return len(build_dataset(PROBLEMS[problem]["dataset"], "train", n=n, seed=0, image_size=8 * 4,
-                             **KNOBS[problem]))
+    root = work / f"data_{problem}_{n}_{BACKBONE['image_size']}"
+    if not (root / "manifest.json").is_file():
+        write_synth(problem, n, root, fmt="png", seed=0, image_size=BACKBONE["image_size"], masks=False,
+                    **KNOBS[problem])
+    return root
 
 
-def run_arm(problem: str, arm: str, fraction: float, mae: str, seeds: list[int], n: int, steps: int,
+def n_train(root: Path) -> int:
+    return len((root / "splits" / "train.txt").read_text().split())
+
+
+def run_arm(problem: str, arm: str, fraction: float, mae: str, seeds: list[int], root: Path, steps: int,
             out: Path) -> dict[str, Any]:
     """One arm at one label fraction over ``seeds``: prompt_tune with a fixed number of optimizer steps."""
     from medvit.tasks import run_task
 
     method, cfg, lr, from_mae = ARMS[arm]
     p = PROBLEMS[problem]
-    k = max(1, round(fraction * n_train(problem, n))) if fraction < 1 else n_train(problem, n)
+    k = max(1, round(fraction * n_train(root))) if fraction < 1 else n_train(root)
     batch = int(min(32, k))
     t0 = time.perf_counter()
     s = run_task(None, [], data=dict(
         task="prompt_tune", output_dir=str(out / problem / f"{arm}_f{fraction:g}"), dataset=p["dataset"],
-        dataset_args=dict(n=n, seed=0, image_size=BACKBONE["image_size"], **KNOBS[problem]), problem=p["problem"],
+        dataset_args=dict(root=str(root), image_size=BACKBONE["image_size"]), problem=p["problem"],
         pretrained=mae if from_mae else None, method=method, method_config=cfg, seeds=seeds,
         label_fraction=fraction, eval_batch_size=256, ood_fpr=0,
         train=dict(steps=steps, eval_every=max(1, steps // 8), batch_size=batch, lr=lr, warmup_steps=steps // 10,
@@ -241,9 +251,9 @@ def main() -> int:
     ap.add_argument("--fractions", nargs="*", type=float, default=[0.01, 0.1, 1.0])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--n", type=int, default=2000, help="phantoms per problem (all splits; 80/10/10 by patient)")
-    ap.add_argument("--steps", type=int, default=150, help="optimizer steps per run (every fraction)")
-    ap.add_argument("--mae-n", type=int, default=3000)
-    ap.add_argument("--mae-epochs", type=float, default=30.0)
+    ap.add_argument("--steps", type=int, default=100, help="optimizer steps per run (every fraction)")
+    ap.add_argument("--mae-n", type=int, default=2000)
+    ap.add_argument("--mae-epochs", type=float, default=20.0)
     ap.add_argument("--work", default="/tmp/medvit_paper_claims")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 200 images, 4 steps")
     ap.add_argument("--no-write", action="store_true")
@@ -262,9 +272,10 @@ def main() -> int:
         cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
         for prob in args.problems:
             rows = []
+            root = phantom_folder(prob, args.n, work)
             for f in args.fractions:
                 for a in args.arms:
-                    r = run_arm(prob, a, f, mae, args.seeds, args.n, args.steps, work / "runs")
+                    r = run_arm(prob, a, f, mae, args.seeds, root, args.steps, work / "runs")
                     rows.append(r)
                     print(f"{prob} f={f:g} {a:14s} test {_ms(r['test_per_seed'])} ({r['wall_s']:.0f} s)", flush=True)
                     if not args.no_write:  # partial results after every arm
