@@ -83,46 +83,29 @@ def test_dead_units_and_heads_have_zero_saliency_and_are_pruned_first():
         torch.testing.assert_close(apply_plan(m, only_dead)(x), m(x), atol=1e-5, rtol=1e-5)
 
 
-def _train(m, steps=60, seed=0):
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    m.train()
-    for x, y in batches(steps, seed=100 + seed):
-        opt.zero_grad()
-        F.cross_entropy(m(x), y).backward()
-        opt.step()
-    return m.eval()
+def test_saliency_ranks_the_loss_change_of_removing_each_unit():
+    """Removing one MLP unit changes the loss by ≈ −Σ g·w (first order): the saliency ranks the measured
+    |Δloss| of all 128 units (Spearman > 0.8), and the lowest quarter costs less than the highest quarter."""
+    from scipy.stats import spearmanr
 
-
-def _loss_without_units(m, drop, data):
-    import copy
-
-    c = copy.deepcopy(m)
+    m = tiny(1)
+    data = batches(1, seed=8, bs=64)
+    sal = group_saliency(m, data, F.cross_entropy)
+    x, y = data[0]
+    mlp = m.blocks[1].mlp
+    delta = []
     with torch.no_grad():
-        for b, units in drop.items():
-            c.blocks[b].mlp.fc2.weight[:, units] = 0
-            c.blocks[b].mlp.fc1.bias[units] = 0
-        return sum(float(F.cross_entropy(c(x), y)) for x, y in data) / len(data)
-
-
-def test_lowest_saliency_pruning_hurts_less_than_random_less_than_highest():
-    res = {"low": [], "random": [], "high": []}
-    for seed in range(3):
-        m = _train(tiny(seed), seed=seed)
-        data = batches(4, seed=50 + seed)
-        sal = group_saliency(m, batches(4, seed=200 + seed), F.cross_entropy)
-        g = torch.Generator().manual_seed(seed)
-        for kind in res:
-            drop = {}
-            for b in range(2):
-                n = sal.mlp[b].numel()
-                order = torch.argsort(sal.mlp[b])
-                k = n // 4
-                rand = torch.randperm(n, generator=g)[:k]
-                idx = order[:k] if kind == "low" else order[-k:] if kind == "high" else rand
-                drop[b] = idx.tolist()
-            res[kind].append(_loss_without_units(m, drop, data))
-    mean = {k: sum(v) / len(v) for k, v in res.items()}
-    assert mean["low"] < mean["random"] < mean["high"], mean
+        base = float(F.cross_entropy(m(x), y))
+        for j in range(mlp.fc1.out_features):
+            saved = mlp.fc1.weight[j].clone(), mlp.fc1.bias[j].clone(), mlp.fc2.weight[:, j].clone()
+            mlp.fc1.weight[j], mlp.fc1.bias[j], mlp.fc2.weight[:, j] = 0, 0, 0
+            delta.append(abs(float(F.cross_entropy(m(x), y)) - base))
+            mlp.fc1.weight[j], mlp.fc1.bias[j], mlp.fc2.weight[:, j] = saved
+    s = sal.mlp[1]
+    assert spearmanr(delta, s.numpy()).statistic > 0.8
+    order = torch.argsort(s).tolist()
+    q = len(order) // 4
+    assert sum(delta[i] for i in order[:q]) < 0.2 * sum(delta[i] for i in order[-q:])
 
 
 def test_pruned_checkpoint_meets_budget_reloads_and_matches(tmp_path):
