@@ -1,7 +1,8 @@
 """medvit clinician viewer — the Streamlit entry script (``medvit viewer`` runs ``streamlit run`` on this file).
 
 Layout: sidebar = source, studies and series thumbnails, model, identifier reveal; main = provenance banner,
-image with display controls and corner overlays (left), findings / DICOM tags / export tabs (right).
+image with display controls and corner overlays (left), findings / DICOM tags / export / chat (vision-language
+model) tabs (right).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os  # noqa: E402
 from apps.viewer import (  # noqa: E402  (set_page_config must come first)
     access,  # noqa: E402
     cache,
+    chat_panel,
     display_panel,
     export_panel,
     findings_panel,
@@ -67,7 +69,7 @@ with left:
     state = display_panel.controls(opened.image)
     shortcuts.toolbar()
 with right:
-    tab_findings, tab_tags, tab_export = st.tabs(["Findings", "DICOM tags", "Export"])
+    tab_findings, tab_tags, tab_export, tab_chat = st.tabs(["Findings", "DICOM tags", "Export", "Chat"])
     with tab_findings:
         study_browser.pacs_findings(opened.shown.instance_uid)
         table, (heat, opacity) = findings_panel.findings(lm, opened.shown, opened.image,
@@ -76,6 +78,8 @@ with right:
             findings_panel.feedback_form(lm, opened.shown, table, str(cfg.results_dir))
     with tab_tags:
         tags_panel.tags(opened.shown.path, reveal)
+    with tab_chat:
+        chat_panel.panel(cfg.vlm, opened.image, f"{opened.shown.path}#{opened.shown.frame}")
 with left:
     window = display_panel.window_text(opened.image, state)
     heat_label = findings_panel.heat_label(heat is not None)  # which finding the heatmap shows, in the export

@@ -13,6 +13,7 @@ from pathlib import Path
 ENV_DATA = "MEDVIT_VIEWER_DATA"
 ENV_MODEL = "MEDVIT_VIEWER_MODEL"
 ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
+ENV_VLM = "MEDVIT_VIEWER_VLM"
 
 #: where ``make demo`` (``medvit demo --out demo_out``) puts things: relative to the working directory, else in the
 #: medvit source tree
@@ -34,6 +35,7 @@ class ViewerConfig:
     model: str | None  # checkpoint directory or weight tag (None: findings disabled until one is picked)
     results_dir: Path  # batch-inference outputs for these studies (SR links); feedback JSON goes here
     data_source: str  # how data_dir was chosen: "--data", "demo", "phantoms", "none"
+    vlm: str | None = None  # vision-language model checkpoint for the chat tab (medvit viewer --vlm DIR)
 
     def with_data(self, data_dir: str | Path, source: str) -> ViewerConfig:
         """A copy browsing ``data_dir`` instead."""
@@ -79,4 +81,4 @@ def from_env(environ: dict[str, str] | None = None, cwd: Path | None = None) -> 
         results = results_beside(data)
     else:
         results = FALLBACK_RESULTS
-    return ViewerConfig(data, model, results, source)
+    return ViewerConfig(data, model, results, source, env.get(ENV_VLM) or None)

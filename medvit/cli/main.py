@@ -24,6 +24,7 @@ COMMANDS = [
     "medvit.cli.dicom_cmd",
     "medvit.cli.data_cmd",
     "medvit.cli.curriculum_cmd",
+    "medvit.cli.chat_cmd",
 ]
 
 

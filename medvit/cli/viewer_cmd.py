@@ -19,6 +19,7 @@ from typing import Any
 ENV_DATA = "MEDVIT_VIEWER_DATA"
 ENV_MODEL = "MEDVIT_VIEWER_MODEL"
 ENV_RESULTS = "MEDVIT_VIEWER_RESULTS"
+ENV_VLM = "MEDVIT_VIEWER_VLM"  # vision-language model of the chat tab
 ENV_TOKEN = "MEDVIT_VIEWER_TOKEN"  # the access token the app requires in its URL (?token=...)
 ENV_HOSTS = "MEDVIT_VIEWER_HOSTS"  # host names the app accepts in the Host header (DNS-rebinding guard)
 ENV_DICOMWEB = "MEDVIT_VIEWER_DICOMWEB"
@@ -41,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dicomweb", metavar="URL", default=None,
                    help="DICOMweb server offered under 'DICOMweb (PACS)' in the sidebar, e.g. "
                         "dicomweb://localhost:8042/dicom-web?Modality=DX (studies are fetched when opened)")
+    p.add_argument("--vlm", metavar="DIR", default=None,
+                   help="vision-language model (a vila_m3 checkpoint) for the Chat tab: ask about the open image; "
+                        "expert calls are shown")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1 = this machine only). 0.0.0.0 exposes the viewer, and "
@@ -72,8 +76,8 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     src = str(app.parents[2])  # the source tree, so the app imports its own modules (apps.viewer.*)
     env["PYTHONPATH"] = os.pathsep.join([src, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
-    for opt, key, must_exist in (("data", ENV_DATA, True), ("results", ENV_RESULTS, False)):
-        val = getattr(args, opt)
+    for opt, key, must_exist in (("data", ENV_DATA, True), ("results", ENV_RESULTS, False), ("vlm", ENV_VLM, True)):
+        val = getattr(args, opt, None)
         if val is None:
             env.pop(key, None)
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,13 +76,16 @@ class VLMChat:
                 out.append(im)
             elif isinstance(im, np.ndarray):
                 out.append(self.processor.from_array(im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else 1.0)))
-            else:
+            elif isinstance(im, str | Path):
                 out.append(self.processor.load_image(im))
+            else:  # a medvit.io.MedicalImage (the viewer's open image): pixels only
+                out.append(self.processor.from_image(im))
         return torch.stack(out)
 
     def respond(self, images: Sequence[Any], prompt: str, experts: Sequence[Expert] | None = None) -> ChatResponse:
-        """Answer ``prompt`` about ``images`` (paths, (H, W) arrays in [0, 1] or (H, W, 3) uint8, or preprocessed
-        (C, S, S) tensors), consulting ``experts`` (default: the chat's). Never raises for expert problems."""
+        """Answer ``prompt`` about ``images`` (paths, ``MedicalImage``, (H, W) arrays in [0, 1] or (H, W, 3) uint8,
+        or preprocessed (C, S, S) tensors), consulting ``experts`` (default: the chat's). Never raises for expert
+        problems."""
         if experts is not None:
             self.experts = list(experts)
         images = list(images)
@@ -125,3 +129,22 @@ class VLMChat:
                 text = err or ""
             msgs.append({"role": "user", "content": f"{text} {FEEDBACK_PREFIX}{prompt}"})
         return ChatResponse(reply, turns, msgs, calls)
+
+
+def load_chat(model_dir: str | Path, experts: Sequence[dict[str, Any]] | None = None, **chat_kw: Any) -> VLMChat:
+    """A :class:`VLMChat` for a saved VLM (``VisionLanguageModel.load``) with the experts recorded in its
+    ``vlm_config.json`` (key ``experts``: ``[{"kind": "cxr", "checkpoints": [...]}]``, written by the ``vila_m3``
+    task), or ``experts`` given here (same form; ``[]`` = none). Each expert is built through the registry
+    (kind ``expert``), so its checkpoints are verified as every medvit checkpoint is."""
+    from medvit.vlm.experts import build_expert
+    from medvit.vlm.model import VisionLanguageModel
+
+    vlm = VisionLanguageModel.load(model_dir)
+    specs = experts if experts is not None else (vlm.checkpoint_meta.get("experts") or [])
+    built = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise ValueError(f"{model_dir}: experts[{i}] must be an object with a 'kind'")
+        kw = {k: v for k, v in spec.items() if k != "kind"}
+        built.append(build_expert(spec["kind"], **kw))
+    return VLMChat(vlm, built, **chat_kw)

@@ -113,6 +113,14 @@ class VLMProcessor:
         x, _ = self._pre().from_unit(np.asarray(unit, dtype=np.float32))
         return torch.from_numpy(np.ascontiguousarray(x))
 
+    def from_image(self, image: Any) -> torch.Tensor:
+        """A 2D ``medvit.io.MedicalImage`` (pixels only) → (C, S, S), intensities by the training rule per file
+        kind (DICOM: file VOI; PNG/JPEG: stored bit range), as :meth:`load_image`."""
+        from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY, Preprocessor
+
+        unit = Preprocessor(1, (1, 1), (0.0,), (1.0,), intensity=dict(TRAINING_DEFAULT_INTENSITY)).intensity01(image)
+        return self.from_array(unit)
+
     def load_image(self, path: str | Path) -> torch.Tensor:
         """Image file (DICOM, PNG/JPEG, NIfTI, .npy) → (C, S, S). Errors name the file."""
         from medvit.data.imageload import load_unit

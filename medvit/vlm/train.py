@@ -290,7 +290,10 @@ def run_stages(cfg: VilaM3Config) -> tuple[VisionLanguageModel, list[dict[str, A
         prev = sdir / "model"
     if vlm is None:
         vlm = VisionLanguageModel.load(prev, lm_path=lm_path)
-    vlm.save(out / "model", trained=trained, extra={"stages": [r["stage"] for r in rows]})
+    ph = cfg.data.phantom
+    experts = ([{"kind": "cxr", "checkpoints": [str(Path(c).resolve()) for c in ph.expert_checkpoints]}]
+               if ph.expert_checkpoints and not cfg.data.mixture else [])
+    vlm.save(out / "model", trained=trained, extra={"stages": [r["stage"] for r in rows], "experts": experts})
     return vlm, rows
 
 
