@@ -208,8 +208,10 @@ def apply_stage(vlm: VisionLanguageModel, sc: StageConfig, lora: LoraSettings) -
     return vis, proj, lm
 
 
-def stage_dir(out: Path, i: int, sc: StageConfig) -> Path:
-    return out / f"stage{sc.stage}_{STAGE_NAMES[sc.stage]}" if i == sc.stage else out / f"{i}_stage{sc.stage}"
+def stage_dir(out: Path, i: int, sc: StageConfig, stages: list[StageConfig]) -> Path:
+    """``stage{k}_{name}``; a stage listed more than once gets ``_{position}`` appended."""
+    base = f"stage{sc.stage}_{STAGE_NAMES[sc.stage]}"
+    return out / (base if sum(s.stage == sc.stage for s in stages) == 1 else f"{base}_{i}")
 
 
 def _mixture(cfg: VilaM3Config, out: Path) -> Path:
@@ -245,7 +247,7 @@ def run_stages(cfg: VilaM3Config) -> tuple[VisionLanguageModel, list[dict[str, A
     trained = {"vision": False, "projector": False, "lm": False}
     rows: list[dict[str, Any]] = []
     for i, sc in enumerate(cfg.stages):
-        sdir = stage_dir(out, i, sc)
+        sdir = stage_dir(out, i, sc, cfg.stages)
         done = sdir / "done.json"
         if done.is_file() and (sdir / "model" / CONFIG_NAME).is_file():
             row = json.loads(done.read_text())
