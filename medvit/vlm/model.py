@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from medvit.config import option
 from medvit.models import create_model, load_model
 from medvit.models.checkpoint import read_safetensors, write_safetensors
 from medvit.vlm.projectors import build_projector
@@ -57,22 +58,23 @@ class VLMConfig:
     max_length: tokens per training sequence (longer ones are truncated by the dataset).
     """
 
-    lm_path: str = ""
-    gguf_file: str | None = None
-    backbone: str = "vit_tiny_patch16_224"
-    backbone_args: dict[str, Any] = field(default_factory=dict)
-    vision_checkpoint: str | None = None
-    select: str = "patch"
-    vision_layer: int = -1
-    downsample: int = 1
-    projector: str = "mlp2x_gelu"
-    projector_args: dict[str, Any] = field(default_factory=dict)
-    image_size: int | None = None
-    in_chans: int | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    template: str | None = None
-    max_length: int = 1024
+    lm_path: str = option("", "local Hugging Face causal-LM directory (the vila_m3 task fills it from lm)")
+    gguf_file: str | None = option(None, "GGUF file name inside lm_path")
+    backbone: str = option("vit_tiny_patch16_224", "registered medvit backbone (when vision_checkpoint is None)")
+    backbone_args: dict[str, Any] = option(default_factory=dict, help="backbone constructor overrides")
+    vision_checkpoint: str | None = option(None, "medvit checkpoint directory used as the vision encoder")
+    select: str = option("patch", '"patch" (patch tokens) or "cls_patch" (prefix + patch tokens)')
+    vision_layer: int = option(-1, "-1 = final normalised tokens, -2 = output of the penultimate block")
+    downsample: int = option(1, "k: concatenate k x k neighbouring patch tokens into one (VILA mlp_downsample)")
+    projector: str = option("mlp2x_gelu", "registered projector: linear | mlp2x_gelu | resampler")
+    projector_args: dict[str, Any] = option(default_factory=dict, help="projector arguments (resampler: "
+                                            "num_queries, depth, num_heads, mlp_ratio)")
+    image_size: int | None = option(None, "square input size in pixels (None = checkpoint contract / backbone)")
+    in_chans: int | None = option(None, "input channels (None = checkpoint contract / backbone)")
+    mean: list[float] | None = option(None, "normalisation mean (None = contract, else 0.5)")
+    std: list[float] | None = option(None, "normalisation std (None = contract, else 0.25)")
+    template: str | None = option(None, "chat template: llama3 | chatml | qwen2 | plain (None = from the tokenizer)")
+    max_length: int = option(1024, "tokens per training sequence (longer ones are truncated)")
 
 
 _HASH_CACHE: dict[tuple[str, int, float], str] = {}
