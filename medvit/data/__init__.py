@@ -7,9 +7,18 @@ registers the phantom sets, the NIH ChestX-ray14 / CheXpert adapters, the BenchX
 
 from __future__ import annotations
 
-from medvit.data import benchx, chexpert, io_transforms, nih, own, phantom_datasets, phantom_multiwindow
+from medvit.data import (
+    benchx,
+    benchx_phantom,
+    chexpert,
+    io_transforms,
+    nih,
+    own,
+    phantom_datasets,
+    phantom_multiwindow,
+)
 from medvit.data.datasets import build_dataset, dataset_normalization
 from medvit.data.labels import LabelVocabulary, canonical_label
 
-__all__ = ["LabelVocabulary", "benchx", "build_dataset", "canonical_label", "chexpert", "dataset_normalization",
-           "io_transforms", "nih", "own", "phantom_datasets", "phantom_multiwindow"]
+__all__ = ["LabelVocabulary", "benchx", "benchx_phantom", "build_dataset", "canonical_label", "chexpert",
+           "dataset_normalization", "io_transforms", "nih", "own", "phantom_datasets", "phantom_multiwindow"]

@@ -614,6 +614,7 @@ def _register(name: str, cls: type[BenchXDataset], tasks: tuple[str, ...], descr
 
     build.__doc__ = f"{description}: ``root=DIR`` in the native layout ({cls.__name__})."
     meta: dict[str, Any] = {**_COMMON, "task": cls.task, "benchx_tasks": tasks, "splits": SPLIT_NAMES,
+                            "mask_arg": "segmentation" in tasks,  # build_dataset(..., with_mask=True) gives masks
                             "label_names": list(cls.label_names), "description": description}
     if hasattr(cls, "class_names"):
         meta["class_names"] = list(cls.class_names)

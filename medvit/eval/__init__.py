@@ -1,6 +1,7 @@
 """Evaluation: metrics registered under kind ``"metric"`` (classification: scikit-learn; text generation:
 pycocoevalcap) and operating-threshold selection."""
 
+from medvit.eval import dense_metrics as _dense_metrics  # noqa: F401  (registers dice, iou, retrieval)
 from medvit.eval.closed_ended import INVALID, mcnemar_test, pooled_f1, pooled_f1_ci
 from medvit.eval.metrics import AUROCResult, binary_auroc, mean_auroc, quadratic_weighted_kappa
 from medvit.eval.text_metrics import normalize_report, report_generation_scores

@@ -14,6 +14,7 @@ the run's output directory.
 from __future__ import annotations
 
 # task modules register on import
+from medvit.tasks import benchx_grid as _benchx_grid  # noqa: F401
 from medvit.tasks import evaluate as _evaluate  # noqa: F401
 from medvit.tasks import extract_features as _extract_features  # noqa: F401
 from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F401

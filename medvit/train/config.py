@@ -20,7 +20,7 @@ class TrainConfig:
     blr: float = option(1e-3, "base LR; lr = blr × batch_size × accum_steps × world_size / 256")
     lr: float | None = option(None, "absolute LR; overrides blr when set")
     min_lr: float = option(0.0, "final LR of the cosine")
-    schedule: str = option("cosine", '"cosine" (warmup + half-cycle cosine) or "constant" (warmup + constant)')
+    schedule: str = option("cosine", '"cosine" (warmup + half-cycle cosine), "constant" or "poly" (warmup + linear)')
     warmup_epochs: float = option(0.0, "linear warmup length in epochs (used when warmup_steps < 0)")
     warmup_steps: int = option(-1, "linear warmup length in steps; -1 = from warmup_epochs")
     weight_decay: float = option(0.05, "AdamW decay of >=2-D weights (biases, norms, position tables: 0)")
@@ -38,6 +38,7 @@ class TrainConfig:
     keep_last: int = option(2, "resumable checkpoints kept on disk")
     resume: str = option("", '"" = fresh start, "auto" = latest checkpoint in output_dir, or a checkpoint directory')
     eval_every: int = option(0, "evaluate every N steps (0 = at each epoch end)")
+    early_stop_patience: int = option(0, "stop after this many evaluations without a better select_metric (0 = off)")
     log_every: int = option(10, "write a log row every N steps")
     progress: bool = option(True, "tqdm progress bar on rank 0")
     ema_decay: float = option(0.0, "exponential moving average of the weights (e.g. 0.999; 0 = off): the average "
@@ -50,7 +51,8 @@ class TrainConfig:
         for k in ("batch_size", "accum_steps", "keep_last", "log_every"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ValueError(f"{k} must be an integer >= 1, got {getattr(self, k)!r}")
-        for k in ("steps", "stop_at_step", "ckpt_every", "eval_every", "num_workers", "max_nonfinite"):
+        for k in ("steps", "stop_at_step", "ckpt_every", "eval_every", "num_workers", "max_nonfinite",
+                  "early_stop_patience"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
         if self.steps == 0 and not (self.epochs > 0 and math.isfinite(self.epochs)):
@@ -61,8 +63,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 (or null to use blr), got {self.lr}")
         if self.min_lr < 0:
             raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.schedule not in ("cosine", "constant", "poly"):
+            raise ValueError(f"schedule must be 'cosine', 'constant' or 'poly', got {self.schedule!r}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.weight_decay < 0:

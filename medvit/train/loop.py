@@ -5,7 +5,8 @@
 - ``step_fn(model, batch) -> loss | {"loss": loss, other scalars}`` computes the loss of one micro-batch; it
   must call ``model(...)`` (under DDP that is the wrapped model), batch tensors are already on the device;
 - ``evaluate(model) -> {metric: value}`` runs on rank 0 every ``eval_every`` steps / each epoch and at the end;
-  the best value of ``select_metric`` (validation!) is kept in ``output_dir/best`` and restored at the end.
+  the best value of ``select_metric`` (validation!) is kept in ``output_dir/best`` and restored at the end;
+  ``early_stop_patience`` evaluations without improvement end the run early (the best weights are restored).
 
 Optimizer: AdamW over :func:`medvit.train.optim.param_groups` (trainable parameters only, no-decay groups,
 layer-wise LR decay); LR from a pure schedule of the step times each group's ``lr_scale``; gradient accumulation
@@ -138,6 +139,8 @@ class Trainer:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.stale_evals = 0  # evaluations since select_metric last improved (early stopping)
+        self.stopped_early = False
 
     # ------------------------------------------------------------------ helpers
     def lr_at(self, step: int) -> float:
@@ -187,8 +190,24 @@ class Trainer:
                 if self._better(metrics[self.select_metric]):
                     self.best = row
                     self._save_best(module)
+                    self.stale_evals = 0
+                else:
+                    self.stale_evals += 1
             logger.info("step %d eval %s", step, {k: round(v, 4) for k, v in metrics.items()})
         barrier(self.dist)
+
+    def _patience_spent(self) -> bool:
+        """Early stopping (``cfg.early_stop_patience`` evaluations without improvement), agreed by every rank."""
+        if not (self.cfg.early_stop_patience and self.select_metric):
+            return False
+        spent = float(self.stale_evals >= self.cfg.early_stop_patience) if self.dist.is_main else 0.0
+        import torch.distributed as dist
+
+        if self.dist.enabled:
+            flag = torch.tensor([spent], device=self.device)
+            dist.broadcast(flag, 0)
+            spent = float(flag.item())
+        return spent > 0
 
     def _save_best(self, module: nn.Module) -> None:
         sd = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
@@ -264,6 +283,8 @@ class Trainer:
                 else:
                     logger.warning("%s holds no EMA weights; the average restarts from the resumed weights", ckpt)
             self.best, self.history = meta.get("best"), list(meta.get("history", []))
+            if self.best is not None:
+                self.stale_evals = sum(1 for r in self.history if r["step"] > self.best["step"])
             logger.info("resumed from %s at step %d", ckpt, step)
         csv = RunLog(CSVLogger(self.out / "log.csv" if (self.out and self.dist.is_main) else None),
                      list(cfg.report_to), self.out, asdict(cfg))
@@ -347,6 +368,12 @@ class Trainer:
                     window = {}
                 if step % self.eval_every == 0 or step == self.total_steps:
                     self._run_eval(self.ema.module if self.ema is not None else module, step, csv)
+                    if self._patience_spent():
+                        self.stopped_early = True
+                        logger.info("early stop at step %d: %s did not improve in %d evaluations", step,
+                                    self.select_metric, cfg.early_stop_patience)
+                        self._save(module, optimizer, step, micro)
+                        break
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0 or step == stop:
                     self._save(module, optimizer, step, micro)
         finally:
@@ -359,7 +386,7 @@ class Trainer:
         result.history, result.best = list(self.history), self.best
         if self.ema is not None and step == self.total_steps:  # the average is the model (unless best replaces it)
             module.load_state_dict(self.ema.module.state_dict())
-        if self.restore_best and step == self.total_steps:
+        if self.restore_best and (step == self.total_steps or self.stopped_early):
             self._load_best(module)
         if self.out is not None and self.best is not None:
             result.best_dir = str(self.out / "best")

@@ -44,4 +44,16 @@ def constant_lr(step: float, base_lr: float, total_steps: int, warmup_steps: int
     return base_lr
 
 
-SCHEDULES = {"cosine": warmup_cosine_lr, "constant": constant_lr}
+def poly_lr(step: float, base_lr: float, total_steps: int, warmup_steps: int = 0, min_lr: float = 0.0) -> float:
+    """Linear warmup, then polynomial decay of power 1 to ``min_lr`` at ``total_steps`` (MMSeg ``LinearLR`` +
+    ``PolyLR(power=1.0)``, the BenchX segmentation schedule)."""
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    span = total_steps - warmup_steps
+    progress = (step - warmup_steps) / span if span > 0 else 1.0
+    return min_lr + (base_lr - min_lr) * (1.0 - progress)
+
+
+SCHEDULES = {"cosine": warmup_cosine_lr, "constant": constant_lr, "poly": poly_lr}
