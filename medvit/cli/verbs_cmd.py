@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +137,11 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
                               f"`medvit {args.verb.name}`; presets for it: "
                               f"{', '.join(_presets(task)) or 'none'}")
     raw["task"] = task
+    if getattr(args, "dataset", None) and raw.get("dataset") not in (None, args.dataset) and raw.get("dataset_args"):
+        # the preset's dataset arguments belong to its dataset (phantom sizes, ...), not to the one named here
+        logging.getLogger(__name__).info("--dataset %s: the preset's dataset_args for %s are dropped (%s)",
+                                         args.dataset, raw.get("dataset"), raw["dataset_args"])
+        raw["dataset_args"] = {}
     keys = _config_keys(spec.config_cls)
     for flag in args.verb.flags:
         key = FLAGS[flag][0]

@@ -6,10 +6,15 @@
 - :class:`RandAugment`: timm's ``rand-m{M}-n{N}-mstd{S}-inc{0|1}`` (magnitude M of 10, N ops per image, magnitude
   jitter N(M, S), "increasing" op set where larger M is always stronger), each op applied with probability 0.5.
   Colour ops reduce to the identity on grey images; geometric ops fill with ``fill`` (0.5 by default).
-- :func:`build_train_transform` / :func:`build_eval_transform`: dictionary transforms ``(item, generator) -> item``
-  acting on ``item["image"]`` (C, H, W), ending with mean/std normalisation.
+- :func:`build_train_transform`: a MONAI ``Compose`` of dictionary transforms — MONAI's own where MONAI has the
+  transform (``RandFlipd``, ``NormalizeIntensityd``, any of its affine / intensity / noise transforms through
+  :func:`monai_augment`), and MONAI ``Randomizable`` wrappers for the recipe's random resized crop
+  (:class:`RandResizedCropd`) and RandAugment (:class:`RandAugmentd`) — called as ``(item, generator) -> item``
+  (:class:`SeededCompose`); 2D and 3D through the same code (RandAugment: 2D only).
+- :func:`build_eval_transform` / :func:`build_contract_eval_transform`: deterministic evaluation transforms
+  (the contract one is the serving preprocessing, unchanged).
 
-Every random draw uses the ``torch.Generator`` passed in, so augmentations are reproducible per sample and
+Every random draw derives from the ``torch.Generator`` passed in, so augmentations are reproducible per sample and
 independent of worker processes (see :mod:`medvit.train.sampler`).
 """
 
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.transforms import Compose, MapTransform, Randomizable
 
 Item = dict[str, Any]
 
@@ -317,6 +323,103 @@ def _as_size(size: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     return (size,) * ndim if isinstance(size, int) else tuple(size)
 
 
+class RandResizedCropd(Randomizable, MapTransform):
+    """MONAI dictionary transform: the timm/torchvision random resized crop (:func:`random_resized_crop`: area
+    fraction ~ U(``scale``), log-aspect ~ U(log ``ratio``), ten tries then a centre crop; volumes: a cube-ish crop of
+    volume fraction ~ U(``scale``)), resized to ``size`` with the antialiased filter of :func:`resize`.
+
+    MONAI's ``RandSpatialCropd`` / ``RandScaleCropd`` draw side lengths, not the area and aspect of the recipe, and
+    MONAI's ``Resize`` anti-aliases with a Gaussian pre-filter rather than the antialiased kernel of timm and the
+    serving path; so the sampling rule is kept here as a ``Randomizable`` (its draws come from ``self.R``)."""
+
+    def __init__(self, keys: Any, size: int | Sequence[int], scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), mode: str = "bicubic"):
+        MapTransform.__init__(self, keys)
+        self.size, self.scale, self.ratio, self.mode = size, tuple(scale), tuple(ratio), mode
+        self._seed = 0
+
+    def randomize(self, data: Any = None) -> None:
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, data: Mapping[Any, Any]) -> Item:
+        self.randomize()
+        d = dict(data)
+        for k in self.key_iterator(d):
+            g = torch.Generator().manual_seed(self._seed)  # the same crop for every key
+            img = torch.as_tensor(d[k]).float()
+            d[k] = random_resized_crop(img, _as_size(self.size, img.ndim - 1), g, self.scale, self.ratio, self.mode)
+        return d
+
+
+class RandAugmentd(Randomizable, MapTransform):
+    """MONAI dictionary transform applying :class:`RandAugment` (timm's policy; MONAI has no RandAugment) with a
+    generator seeded from ``self.R``; 2D images only (ValueError for a volume)."""
+
+    def __init__(self, keys: Any, spec: str):
+        MapTransform.__init__(self, keys)
+        self.spec, self.policy = spec, RandAugment.from_string(spec)
+        self._seed = 0
+
+    def randomize(self, data: Any = None) -> None:
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, data: Mapping[Any, Any]) -> Item:
+        self.randomize()
+        d = dict(data)
+        for k in self.key_iterator(d):
+            d[k] = self.policy(torch.as_tensor(d[k]).float(), torch.Generator().manual_seed(self._seed))
+        return d
+
+
+class RepeatToChannelsd(MapTransform):
+    """MONAI dictionary transform: a 1-channel image repeated to ``channels`` (grey CXR into an RGB model); other
+    channel counts pass unchanged."""
+
+    def __init__(self, keys: Any, channels: int):
+        super().__init__(keys)
+        self.channels = int(channels)
+
+    def __call__(self, data: Mapping[Any, Any]) -> Item:
+        d = dict(data)
+        for k in self.key_iterator(d):
+            img = d[k]
+            if img.shape[0] == 1 and self.channels > 1:
+                d[k] = img.expand(self.channels, *img.shape[1:]).contiguous()
+        return d
+
+
+def monai_augment(spec: Mapping[str, Any], keys: str = "image") -> MapTransform:
+    """One MONAI dictionary transform by name from a config entry, e.g. ``{name: RandAffined, prob: 0.5,
+    rotate_range: 0.1}`` or ``{name: RandGaussianNoised, prob: 0.3, std: 0.02}``; ``keys`` defaults to the image.
+    ValueError naming the entry for an unknown name or arguments the transform does not take."""
+    import monai.transforms as mt
+
+    args = dict(spec)
+    name = str(args.pop("name", ""))
+    cls = getattr(mt, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, MapTransform)):
+        raise ValueError(f"augment entry {dict(spec)!r}: 'name' must be a MONAI dictionary transform such as "
+                         "RandAffined, RandGaussianNoised, RandScaleIntensityd, RandAdjustContrastd, RandRotated")
+    args.setdefault("keys", keys)
+    try:
+        return cls(**args)
+    except TypeError as e:
+        raise ValueError(f"augment entry {dict(spec)!r}: {e}") from e
+
+
+class SeededCompose:
+    """A MONAI ``Compose`` called as ``(item, generator) -> item``: the per-sample generator of the training loop
+    (:mod:`medvit.train.sampler`) seeds MONAI's random states, so augmentation is reproducible per sample and
+    independent of worker processes. The output image is a plain ``torch.Tensor`` (no MetaTensor)."""
+
+    def __init__(self, compose: Compose):
+        self.compose = compose
+
+    def __call__(self, item: Item, g: torch.Generator) -> Item:
+        self.compose.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (), generator=g)))
+        return self.compose(dict(item))
+
+
 def build_train_transform(
     size: int | Sequence[int],
     mean: Sequence[float],
@@ -327,25 +430,28 @@ def build_train_transform(
     randaug: str = "",
     in_chans: int | None = None,
     interpolation: str = "bicubic",
+    extra: Sequence[Mapping[str, Any]] = (),
 ) -> Callable[[Item, torch.Generator], Item]:
-    """Random resized crop → flip → RandAugment (2D, optional) → normalise, on ``item["image"]``.
+    """MONAI dictionary transforms on ``item["image"]`` (C, H, W) or (C, D, H, W) in [0, 1]:
+    :class:`RandResizedCropd` → ``monai.transforms.RandFlipd`` (left-right, ``hflip_prob``) → :class:`RandAugmentd`
+    (2D, optional) → the ``extra`` MONAI transforms (:func:`monai_augment`: affine, intensity, noise, ...) →
+    :class:`RepeatToChannelsd` (``in_chans``) → ``monai.transforms.NormalizeIntensityd`` (mean/std per channel).
+    Returns a :class:`SeededCompose`."""
+    from monai.transforms import EnsureTyped, NormalizeIntensityd, RandFlipd
 
-    ``in_chans`` repeats a 1-channel image to that many channels after augmentation (grey CXR into an RGB model).
-    """
-    ra = RandAugment.from_string(randaug) if randaug else None
-
-    def tf(item: Item, g: torch.Generator) -> Item:
-        img = item["image"].float()
-        img = random_resized_crop(img, _as_size(size, img.ndim - 1), g, scale, ratio, interpolation)
-        if hflip_prob > 0 and _u(g) < hflip_prob:
-            img = hflip(img)
-        if ra is not None:
-            img = ra(img, g)
-        if in_chans and img.shape[0] != in_chans:
-            img = img.expand(in_chans, *img.shape[1:]) if img.shape[0] == 1 else img
-        return {**item, "image": normalize(img, mean, std).contiguous()}
-
-    return tf
+    steps: list[Any] = [RandResizedCropd("image", size, scale, ratio, interpolation)]
+    if hflip_prob > 0:
+        steps.append(RandFlipd("image", prob=hflip_prob, spatial_axis=-1))
+    if randaug:
+        steps.append(RandAugmentd("image", randaug))
+    steps += [monai_augment(e) for e in extra]
+    if in_chans:
+        steps.append(RepeatToChannelsd("image", in_chans))
+    channel_wise = len(mean) > 1 or len(std) > 1
+    steps.append(NormalizeIntensityd("image", subtrahend=list(mean) if channel_wise else float(mean[0]),
+                                     divisor=list(std) if channel_wise else float(std[0]), channel_wise=channel_wise))
+    steps.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False))
+    return SeededCompose(Compose(steps))
 
 
 def build_eval_transform(

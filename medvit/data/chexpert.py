@@ -147,6 +147,10 @@ class CheXpert(ItemDataset):
     def patient_ids(self) -> list[str]:
         return list(self.pids)
 
+    def source_file(self, i: int) -> Path:
+        """The file item ``i`` is read from (disk-cache key: :mod:`medvit.data.monai_data`)."""
+        return self.resolve(self.paths[i])
+
     def _item(self, i: int) -> dict[str, Any]:
         from medvit.data.imageload import load_gray01
 

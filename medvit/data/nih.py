@@ -159,6 +159,10 @@ class NIHChestXray14(ItemDataset):
     def patient_ids(self) -> list[str]:
         return [r[1] for r in self.rows]
 
+    def source_file(self, i: int) -> Path:
+        """The file item ``i`` is read from (disk-cache key: :mod:`medvit.data.monai_data`)."""
+        return self.paths[self.rows[i][0]]
+
     @property
     def labels(self) -> np.ndarray:
         """(N, 14) label matrix."""

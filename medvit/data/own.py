@@ -89,6 +89,10 @@ class _Rows(ItemDataset):
     def patient_ids(self) -> list[str]:
         return [r[1] for r in self.rows]
 
+    def source_file(self, i: int) -> Path:
+        """The file item ``i`` is read from (disk-cache key: :mod:`medvit.data.monai_data`)."""
+        return self.root / self.rows[i][0]
+
     @property
     def labels(self) -> np.ndarray:
         """(N, K) labels (unknown entries 0; see ``label_mask`` of the items)."""

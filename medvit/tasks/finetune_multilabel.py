@@ -61,7 +61,14 @@ class FinetuneMultilabelConfig:
     seeds: list[int] = option(default_factory=lambda: [0], help="one full run per seed; results as mean ± sd")
     threshold_rule: str = option("youden", 'per-label operating threshold chosen on validation: "youden" or "f1"')
     eval_batch_size: int = option(128, "batch size for validation/test prediction")
-    cache_data: bool = option(True, "hold decoded images in memory (phantoms, small sets)")
+    cache_data: bool = option(True, "hold decoded images in memory (MONAI CacheDataset; phantoms, small sets); false "
+                                    "= read every epoch (MONAI Dataset)")
+    cache_dir: str = option("", "on-disk cache of decoded, preprocessed images (MONAI PersistentDataset keyed by file "
+                                "SHA-256 and the loading/preprocessing config); overrides cache_data")
+    augment: list[dict[str, Any]] = option(
+        default_factory=list, help="extra MONAI dictionary transforms after flip/RandAugment, e.g. [{name: "
+                                   "RandAffined, prob: 0.5, rotate_range: 0.1}, {name: RandGaussianNoised, prob: 0.2, "
+                                   "std: 0.02}]")
     source: str = option("", "free text stored in the weight contract (data, recipe, who trained it)")
     ood_fpr: float = option(
         0.05, "OOD reference (medvit.eval.ood): flag threshold at this FPR on validation (0 = none)")
@@ -108,6 +115,13 @@ class FinetuneMultilabelConfig:
                 raise ValueError(f"randaug: {e}") from e
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither (dataset default)")
+        from medvit.data.augment import monai_augment
+
+        for e in self.augment:
+            try:
+                monai_augment(e)
+            except ValueError as err:
+                raise ValueError(f"augment: {err}") from err
         check_backbone(self.backbone, self.backbone_args, self.image_size)
 
 
@@ -229,8 +243,9 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     """One seed: train, select on validation, thresholds on validation, test once. Returns the seed summary."""
     from medvit.data import build_dataset
     from medvit.data.augment import build_contract_eval_transform, build_train_transform
+    from medvit.data.monai_data import task_datasets
     from medvit.eval import choose_thresholds, mean_auroc
-    from medvit.eval.predict import cache_dataset, predict_multilabel
+    from medvit.eval.predict import predict_multilabel
     from medvit.models import save_checkpoint
     from medvit.train import Trainer
 
@@ -238,7 +253,8 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     pre_contract = preprocessing_contract(cfg, mean, std)
     eval_tf = build_contract_eval_transform(pre_contract)  # the serving preprocessing (medvit infer, viewer)
     train_tf = build_train_transform(cfg.image_size, mean, std, cfg.rrc_scale, hflip_prob=cfg.hflip,
-                                     randaug=cfg.randaug, in_chans=cfg.in_chans, interpolation=cfg.interpolation)
+                                     randaug=cfg.randaug, in_chans=cfg.in_chans, interpolation=cfg.interpolation,
+                                     extra=cfg.augment)
     args = dict(cfg.dataset_args)
     train_ds = build_dataset(cfg.dataset, cfg.train_split, **args)
     label_names = list(train_ds.label_names)
@@ -247,14 +263,9 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
     for name, d in ((cfg.train_split, train_ds), (cfg.val_split, val_ds), (cfg.test_split, test_ds)):
         require_nonempty(d, cfg, name, len(train_ds))
-    if cfg.cache_data:
-        train_ds = cache_dataset(train_ds)
-        val_ds = cache_dataset(val_ds, eval_tf)
-        test_ds = cache_dataset(test_ds, eval_tf) if test_ds is not None else None
-    else:
-        for d in (val_ds, test_ds):
-            if d is not None:
-                d.transform = eval_tf  # ItemDataset hook: (item) -> item
+    train_ds, val_ds, test_ds = task_datasets(
+        cfg.dataset, args, [(cfg.train_split, train_ds, True), (cfg.val_split, val_ds, False),
+                            (cfg.test_split, test_ds, False)], pre_contract, cfg.cache_data, cfg.cache_dir)
     torch.manual_seed(seed)
     model = build_model(cfg, len(label_names))
     tcfg = dataclasses.replace(cfg.train, seed=seed, output_dir=str(out))

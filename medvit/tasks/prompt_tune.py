@@ -33,7 +33,7 @@ from torch import nn
 from medvit.config import option
 from medvit.data.fraction import fraction_subset
 from medvit.eval.metrics import mean_sd
-from medvit.eval.predict import cache_dataset, predict
+from medvit.eval.predict import predict
 from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
 from medvit.train.losses import masked_bce
@@ -84,7 +84,10 @@ class PromptTuneConfig:
                                                                      "optimised)")
     seeds: list[int] = option(default_factory=lambda: [0], help="one run per seed; results as mean ± sd")
     eval_batch_size: int = option(128, "batch size for validation/test prediction")
-    cache_data: bool = option(True, "hold decoded images in memory (phantoms, small sets)")
+    cache_data: bool = option(True, "hold decoded images in memory (MONAI CacheDataset; phantoms, small sets); false "
+                                    "= read every epoch (MONAI Dataset)")
+    cache_dir: str = option("", "on-disk cache of decoded, preprocessed images (MONAI PersistentDataset keyed by file "
+                                "SHA-256 and the loading/preprocessing config); overrides cache_data")
     save_merged: bool = option(False, "also write the adapter merged into the base (lora-family methods) as "
                                       "seed_<s>/merged")
     crop_mode: str = option("crop", "eval/serving geometry to the input's aspect: crop (centre) | pad | squash "
@@ -286,14 +289,12 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     train_ds = fraction_subset(train_raw, cfg.label_fraction, seed)
     val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
     test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
-    if cfg.cache_data:
-        train_ds = cache_dataset(train_ds, keys=CACHED_KEYS)
-        val_ds = cache_dataset(val_ds, eval_tf, keys=CACHED_KEYS)
-        test_ds = cache_dataset(test_ds, eval_tf, keys=CACHED_KEYS) if test_ds is not None else None
-    else:
-        for d in (val_ds, test_ds):
-            if d is not None:
-                d.transform = eval_tf
+    from medvit.data.monai_data import task_datasets
+
+    train_ds, val_ds, test_ds = task_datasets(
+        cfg.dataset, args, [(cfg.train_split, train_ds, True), (cfg.val_split, val_ds, False),
+                            (cfg.test_split, test_ds, False)], pre_contract, cfg.cache_data, cfg.cache_dir,
+        keys=CACHED_KEYS)
     tcfg = dataclasses.replace(cfg.train, seed=seed, output_dir="")  # adapters are the artefact, not full copies
     total = _total_steps(tcfg, len(train_ds))
     mcfg = make_config(cfg.method, cfg.method_config)

@@ -59,6 +59,8 @@ def test_dry_run_layers_preset_flags_overrides(capsys, tmp_path):
     assert cfg["dataset_args"]["root"] == str(tmp_path) and cfg["dataset_args"]["n"] == 2000  # preset kept
     assert cfg["train"]["keep_last"] == 3 and cfg["train"]["ema_decay"] == 0.99
     assert cfg["train"]["report_to"] == ["tensorboard"]
+    other = _dry(capsys, "finetune", "--preset", "mae_thorax/finetune_tiny_cpu", "--dataset", "csv", "--data", "d")
+    assert other["dataset_args"] == {"root": "d"}  # the preset's phantom arguments do not follow another dataset
     tune = _dry(capsys, "tune", "--method", "lora", "method_config={r: 4}")
     assert tune["task"] == "prompt_tune" and tune["method"] == "lora" and tune["method_config"] == {"r": 4}
     # no preset: the task's dataclass defaults
