@@ -411,7 +411,9 @@ class InferenceRun:
         from medvit.infer.ray_engine import RayEngineInfo, connect, plan_workers
 
         c = self.cfg
-        ray, started = connect(c.address, num_cpus=c.num_workers and int(c.num_workers * c.cpus_per_worker))
+        import math
+
+        ray, started = connect(c.address, num_cpus=c.num_workers and math.ceil(c.num_workers * c.cpus_per_worker))
         n, gpus, nodes = plan_workers(ray, c.num_workers, c.cpus_per_worker, c.device)
         self._ray = (ray, RayEngineInfo(c.address or "local (started by this run)", started, n, c.cpus_per_worker,
                                         gpus, nodes, str(ray.__version__)))

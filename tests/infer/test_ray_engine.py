@@ -90,13 +90,16 @@ def test_ray_outputs_equal_the_local_engine_on_a_hostile_folder(tmp_path, ray_cl
     first = sorted((inp / "site_a").rglob("*.dcm"))[0]
     (inp / "copies").mkdir()
     shutil.copy(first, inp / "copies" / "same_sop.dcm")  # a duplicate SOP Instance UID: a skipped row
-    kw = dict(batch_size=4, sr=True, precision="fp32", progress=False)
+    kw = dict(batch_size=4, sr=True, heatmaps=True, precision="fp32", progress=False)
     local = run_inference(InferConfig(str(model), str(inp), str(tmp_path / "local"), workers=1, **kw))
     res = run_inference(InferConfig(str(model), str(inp), str(tmp_path / "ray"), engine="ray", num_workers=2, **kw))
     assert res.exit_code == local.exit_code == EXIT_SOME_FAILED  # the truncated DX
     assert res.counts["predicted"] == local.counts["predicted"] == 6
     assert res.counts["error"] == local.counts["error"] >= 1
     assert any(r["stage"] == "duplicate" for r in _rows(tmp_path / "ray" / "status.csv"))
+    heat = {k: sorted(p.relative_to(tmp_path / k).as_posix() for p in (tmp_path / k / "heatmaps").rglob("*")
+                      if p.is_file()) for k in ("ray", "local")}
+    assert len(heat["ray"]) == 2 * 6 and heat["ray"] == heat["local"]  # a PNG and a Secondary Capture per image
     assert_same_outputs(tmp_path / "ray", tmp_path / "local")
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
     assert run["engine"]["name"] == "ray" and run["engine"]["num_workers"] == 2 and run["engine"]["shards"] >= 3
