@@ -33,6 +33,7 @@ from medvit.models import lookupvit as _lookupvit  # noqa: E402,F401
 from medvit.models import pretrained as _pretrained  # noqa: E402,F401  (registers weight tags)
 from medvit.models import pruned as _pruned  # noqa: E402,F401
 from medvit.models import segmentation as _segmentation  # noqa: E402,F401  (registers segmentation models)
+from medvit.models import upernet as _upernet  # noqa: E402,F401  (registers the upernet_vit segmenter)
 
 __all__ = [
     "CheckpointError",

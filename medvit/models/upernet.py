@@ -6,8 +6,8 @@ BenchX segments with MMSeg's UperNet on ViT-B/16 (medical-notes §3.4): four blo
 pyramid pooling on the coarsest level with bins 1, 2, 3, 6; top-down FPN; every level upsampled to stride 4,
 concatenated, fused by a 3×3 conv, 1×1 classifier). Logits are upsampled to the input size.
 
-This module is kept on its own until the segmentation model kind of the "reading" work (issue 27) lands; the
-BenchX protocol builds it through :class:`UperNetViT` only, so switching to the shared kind is local.
+:class:`UperNetSegmenter` registers it in the segmentation model kind (``create_model("upernet_vit", ...)``), so a
+model trained by the BenchX protocol is saved, loaded and served like every segmentation model.
 """
 
 from __future__ import annotations
@@ -123,3 +123,41 @@ class UperNetViT(nn.Module):
         maps = dict(zip(unique, self.backbone.forward_intermediates(x, indices=unique, output_fmt="NCHW")))
         logits = self.decode_head(self.neck([maps[i] for i in self.out_indices]))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class UperNetSegmenter(UperNetViT):
+    """UperNet as a model of the registry kind ``segmentation`` (:mod:`medvit.models.segmentation`): built by
+    ``create_model("upernet_vit", backbone=NAME, backbone_args={...}, num_labels=K)``, per-label logits
+    (B, K, H, W) at the input resolution (sigmoid per label, the kind's convention), ``num_classes = K``; so it is
+    saved, loaded and served (DICOM SEG in ``medvit infer``) like every segmentation model."""
+
+    def __init__(self, backbone: str = "vit_tiny_patch16_224", backbone_args: dict | None = None, num_labels: int = 1,
+                 out_indices: Sequence[int] | None = None, scales: Sequence[float] = BENCHX_NECK_SCALES,
+                 neck_channels: int | None = None, channels: int | None = None,
+                 backbone_pretrained: str | None = None):
+        from medvit.models.factory import create_model
+
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        net = create_model(backbone, pretrained=backbone_pretrained, **{**dict(backbone_args or {}), "num_classes": 0})
+        super().__init__(net, num_labels, None if out_indices is None else list(out_indices), scales, neck_channels,
+                         channels)
+        self.num_classes = self.num_labels = int(num_labels)
+        self.spatial_dims = 2
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.backbone.embed_dim)
+
+
+def _register() -> None:
+    from medvit.models.segmentation import register_segmenter
+
+    register_segmenter("upernet_vit", UperNetSegmenter,
+                       "UperNet (multi-level neck + UPerHead) on a plain ViT, BenchX/MMSeg upernet_vit: "
+                       "(B,C,H,W) -> (B,K,H,W)", backbone="vit_tiny_patch16_224", backbone_args={}, num_labels=1,
+                       out_indices=None, scales=list(BENCHX_NECK_SCALES), neck_channels=None, channels=None,
+                       backbone_pretrained=None)
+
+
+_register()

@@ -6,10 +6,11 @@ One function per task, each ``run_<task>(method, data, proto, seed, out) -> metr
   BenchX ``lr_multiplier_ve``), warmup + cosine, gradient clipping 1.0, BCE-with-logits (multi-label) or CE with
   2+ logits (binary/multi-class), early stopping on validation AUROC (multi-label) or macro F1; test metrics of the
   selected checkpoint: AUROC (per class + mean), accuracy, F1 (scikit-learn).
-- :func:`run_segmentation`: UperNet on the plain ViT (:mod:`medvit.models.upernet`, ``out_indices`` [3, 5, 7, 11]
-  scaled to the depth, neck scales [4, 2, 1, 0.5]), AdamW + linear warmup + poly decay, CE on 2 classes, checkpoint
-  chosen by validation Dice; Dice / IoU via MONAI (:mod:`medvit.eval.dense_metrics`), plus the empty-mask
-  baseline's Dice on the same test images.
+- :func:`run_segmentation`: UperNet on the plain ViT (segmentation kind ``upernet_vit``, :mod:`medvit.models.upernet`,
+  ``out_indices`` [3, 5, 7, 11] scaled to the depth, neck scales [4, 2, 1, 0.5]), AdamW + linear warmup + poly
+  decay, one sigmoid foreground map with BCE (the kind's convention; BenchX: CE on 2 classes, the same binary
+  problem), checkpoint chosen by validation Dice; Dice / IoU via MONAI (:mod:`medvit.eval.dense_metrics`), plus
+  the empty-mask baseline's Dice on the same test images.
 - :func:`run_report_generation`: R2Gen-style decoder (:mod:`medvit.models.r2gen`) on the frozen encoder's patch
   tokens (frontal + lateral when the item has ``image_lateral``), early stopping on validation BLEU-4; test
   BLEU-1..4, ROUGE-L, METEOR, CIDEr (:mod:`medvit.eval.text_metrics`) of beam-3 trigram-blocked decoding.
@@ -294,19 +295,24 @@ def run_segmentation(method: MethodSpec, data: CellData, proto: ProtocolConfig, 
                      out: Path) -> dict[str, Any]:
     """UperNet on the method's ViT; selection on validation Dice; test Dice/IoU and the empty-mask baseline."""
     from medvit.eval.dense_metrics import dice_iou
-    from medvit.models.upernet import UperNetViT
+    from medvit.models import create_model
+    from medvit.models.mae_convert import load_pretrained_encoder
     from medvit.train import Trainer
 
     torch.manual_seed(seed)
-    backbone = _peft(build_backbone(method, data, 0), method, proto)
-    model = UperNetViT(backbone, num_classes=2)
+    in_chans = int(data.train[0]["image"].shape[0])
+    model = create_model("upernet_vit", backbone=method.backbone, num_labels=1,
+                         backbone_args={**method.backbone_args, "img_size": data.image_size, "in_chans": in_chans})
+    if method.pretrained:
+        load_pretrained_encoder(model.backbone, method.pretrained)
+    model.backbone = backbone = _peft(model.backbone, method, proto)
     keys = ("image", "mask")
     train_ds = _Items(data.train, keys, data.mean, data.std)
     val_ds, test_ds = (_Items(d, keys, data.mean, data.std) for d in (data.val, data.test))
     dev = _device()
 
     def step(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return F.cross_entropy(m(batch["image"]).float(), batch["mask"][:, 0].long())
+        return F.binary_cross_entropy_with_logits(m(batch["image"]).float(), batch["mask"].float())
 
     @torch.no_grad()
     def predict_masks(m: nn.Module, ds: _Items) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +320,7 @@ def run_segmentation(method: MethodSpec, data: CellData, proto: ProtocolConfig, 
         m.eval()
         preds, targets = [], []
         for b in _loader(ds, 64):
-            preds.append(m(b["image"].to(dev)).argmax(1).cpu())
+            preds.append((m(b["image"].to(dev))[:, 0] > 0).long().cpu())
             targets.append(b["mask"][:, 0].long())
         m.train(was)
         return torch.cat(preds), torch.cat(targets)

@@ -19,6 +19,10 @@ def _vit(depth: int = 4):
 def test_upernet_shapes_and_indices():
     assert scaled_out_indices(12) == [3, 5, 7, 11] and scaled_out_indices(4) == [0, 1, 1, 3]
     m = UperNetViT(_vit(), num_classes=2)
+    seg = create_model("upernet_vit", backbone="vit_tiny_patch16_224", num_labels=1,
+                       backbone_args={"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2,
+                                      "in_chans": 1})
+    assert seg(torch.randn(2, 1, 32, 32)).shape == (2, 1, 32, 32) and seg.num_classes == 1
     x = torch.randn(2, 1, 32, 32)
     out = m(x)
     assert out.shape == (2, 2, 32, 32)
