@@ -3,13 +3,16 @@
 ``report_to`` names the trackers (``TrainConfig.report_to``): ``tensorboard`` writes ``<output_dir>/tensorboard/``
 with :class:`torch.utils.tensorboard.SummaryWriter` (one scalar per logged column, tagged ``<kind>/<column>``, at
 the optimizer step); ``mlflow`` logs the same metrics to a run in the local store ``<output_dir>/mlruns``
-(``mlflow ui --backend-store-uri <output_dir>/mlruns``). Nothing leaves the machine: there is no remote default.
+(``mlflow ui --backend-store-uri <output_dir>/mlruns``; MLflow 3 wants ``MLFLOW_ALLOW_FILE_STORE=true`` for a file
+store, which is set when unset). Nothing leaves the machine: there is no remote default. MLflow is optional
+(``pip install 'medvit[tracking]'``, the ``mlflow-skinny`` package).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,8 @@ class RunLog:
             except ImportError as e:
                 raise ImportError("report_to mlflow needs the 'mlflow' package (pip install 'medvit[tracking]')"
                                   ) from e
+            # MLflow 3 keeps the plain-file store (no database server or SQL driver needed) behind an opt-in
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri((out / "mlruns").resolve().as_uri())
             mlflow.set_experiment(out.resolve().name)
             self.mlflow = mlflow

@@ -49,5 +49,6 @@ def test_report_to_validated():
 def test_mlflow_local_store(tmp_path):
     mlflow = pytest.importorskip("mlflow")  # the optional `tracking` extra
     _run(0.0, output_dir=str(tmp_path), report_to=["mlflow"], log_every=1)
+    mlflow.set_tracking_uri((tmp_path / "mlruns").resolve().as_uri())
     runs = mlflow.search_runs(experiment_names=[tmp_path.name])
     assert len(runs) == 1 and "metrics.train_loss" in runs.columns
