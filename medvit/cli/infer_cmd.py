@@ -43,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=os.environ.get("MEDVIT_INFER_OUTPUT"), help="output folder")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=None,
-                   help="decoding worker processes, 0 = decode in the main process (default: from the core "
-                   "count, 1 per 4 cores on CPU, all cores but one with CUDA)")
+                   help="local engine: decoding worker processes, 0 = decode in the main process (default: from "
+                   "the core count, 1 per 4 cores on CPU, all cores but one with CUDA)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="auto = bf16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else fp32; bf16 "
                    "weights; int8 = static PT2E x86 quantisation, compiled (CPU): a PTQ checkpoint "

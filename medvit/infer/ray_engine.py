@@ -196,14 +196,17 @@ class RayDecoder:
     ones carrying ``probs``/``ood``/``digest`` computed on Ray workers.
 
     At most ``num_workers`` tasks run at once (each with ``cpus_per_worker`` CPUs, ``gpus_per_worker`` GPUs);
-    finished shards wait in the object store until their turn, at most ``max_pending`` shards in all.
+    finished shards wait in the object store until their turn: at most 2 × ``num_workers`` + 1 shards in all, or
+    ``max_pending`` (the runner's in-flight memory budget) when results carry model inputs (``keep_x``).
     """
 
     def __init__(self, ray: Any, spec: DecodeSpec, model: Any, predictor_kwargs: dict[str, Any], info: RayEngineInfo,
                  shard_size: int, keep_x: bool, max_pending: int) -> None:
         self.ray, self.spec, self.info = ray, spec, info
         self.shard_size, self.keep_x = shard_size, keep_x
-        self.max_pending = max(max_pending, info.num_workers)
+        # results carry no model inputs unless keep_x: let finished shards queue behind a slow one (2 per worker);
+        # with model inputs (heatmaps) the runner's in-flight memory budget (max_pending) bounds them
+        self.max_pending = max(max_pending, info.num_workers + 1) if keep_x else 2 * info.num_workers + 1
         self.model_box = [ray.put(model)]
         self.spec_ref = ray.put(spec)
         self.predictor_kwargs = predictor_kwargs
