@@ -181,3 +181,26 @@ def test_agent_loop_errors_go_into_the_conversation_and_calls_are_bounded():
     assert "There is no expert named BRATS" in r.messages[2]["content"]
     assert "Found 2 expert calls" in r.messages[4]["content"]
     assert [t.role for t in r.turns].count("error") == 2
+
+
+def test_segmentation_expert_on_a_medvit_segmentation_checkpoint(tmp_path):
+    from medvit.models import create_model, save_checkpoint
+    from medvit.models.contract import WeightContract
+    from medvit.models.seg_contract import SegmentationContract, phantom_segment_labels
+
+    torch.manual_seed(0)
+    m = create_model("vit_linear_seg", backbone_args={"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
+                                                      "num_heads": 2, "in_chans": 1}, num_labels=2)
+    names = ["heart", "lung_right"]
+    c = WeightContract(in_chans=1, input_size=(32, 32), mean=(0.5,), std=(0.25,), label_names=names,
+                       thresholds=[0.5, 0.5],
+                       segmentation=SegmentationContract(labels=phantom_segment_labels(names)).to_dict())
+    save_checkpoint(m, tmp_path / "seg", contract=c)
+    ex = build_expert("segmentation", checkpoint=tmp_path / "seg", name="SEG")
+    img = np.random.default_rng(1).random((40, 40)).astype(np.float32)
+    res = ex.run([img])
+    # sigmoid outputs: palette by label index (red, green), background-free
+    assert res.text == "The results are <image>. The colors in this image describe red: heart, green: lung right. "
+    masks, _ = ex.masks(img)
+    assert res.values["pixels"] == {k: int(v.sum()) for k, v in masks.items()}
+    assert res.overlay.shape == (32, 32, 3)
