@@ -49,15 +49,18 @@ ARMS = {"part1_only": ("part1_only", "steps1"), "part1_long": ("part1_only", "bo
         "generalist": ("captions_only", "both")}
 
 
-def train_arm(arm: str, seed: int, work: Path, data: Path, cur: Path, lm: Path, a: argparse.Namespace) -> Path:
+def train_arm(arm: str, seed: int, work: Path, data: Path, cur: Path, lm: Path, a: argparse.Namespace,
+              encoder: Path | None = None) -> Path:
     schedule, budget = ARMS[arm]
     s1, s2 = a.steps1, a.steps2
     p1, p2 = {"steps1": (s1, 0), "both": (s1 + s2, 0), "split": (s1, s2)}[budget]
     if schedule == "captions_only":
         p1, p2 = (s1 + s2) // 2, (s1 + s2) - (s1 + s2) // 2  # captions_only draws on part1 + part2 steps
-    cfg = TrainConfig(curriculum_dir=str(cur), data_root=str(data), output_dir=str(work / f"{arm}_s{seed}"),
-                      vlm=dict(lm_path=str(lm), backbone="vit_tiny_patch16_224", backbone_args=dict(BACKBONE),
-                               projector="linear", image_size=64, in_chans=1, max_length=200),
+    vision = ({"vision_checkpoint": str(encoder), "mean": [0.5], "std": [0.25]} if encoder else
+              {"backbone": "vit_tiny_patch16_224", "backbone_args": dict(BACKBONE)})
+    cfg = TrainConfig(curriculum_dir=str(cur), data_root=str(data), output_dir=str(work / f"{arm}_s{seed}{a.tag}"),
+                      vlm=dict(lm_path=str(lm), **vision, projector="linear", image_size=64, in_chans=1,
+                               max_length=200),
                       train_lm=True, schedule=schedule, part1_steps=p1, part2_steps=p2, batch_size=a.batch,
                       lr=a.lr, seed=seed, log_every=50)
     torch.manual_seed(seed)  # the same random encoder per seed in every arm (built first from this seed)
@@ -65,8 +68,10 @@ def train_arm(arm: str, seed: int, work: Path, data: Path, cur: Path, lm: Path, 
     return Path(s["final_checkpoint"])
 
 
-def supervised(seed: int, data: Path, rows_train, rows_test, g, a: argparse.Namespace) -> list[str]:
-    """The same ViT architecture fine-tuned (all weights) on the phantom stage labels; returns predicted stages."""
+def supervised(seed: int, data: Path, rows_train, rows_test, g, a: argparse.Namespace,
+               save: Path | None = None) -> list[str]:
+    """The same ViT architecture fine-tuned (all weights) on the phantom stage labels; returns predicted stages
+    (and saves the model as a medvit checkpoint to ``save``: the stage-supervised frozen encoder variant)."""
     import medvit
     from medvit.vlm.data import VLMProcessor
 
@@ -87,6 +92,10 @@ def supervised(seed: int, data: Path, rows_train, rows_test, g, a: argparse.Name
         loss.backward()
         opt.step()
     m.eval()
+    if save is not None:
+        from medvit.models.checkpoint import save_checkpoint
+
+        save_checkpoint(m, save)
     with torch.no_grad():
         pred = m(xt).argmax(1).tolist()
     return [stages[i] for i in pred]
@@ -122,6 +131,52 @@ def _report(a, results, per_image, truth, rows_test, rows_train, t0, cpu0, final
     return out
 
 
+def diagnostic(a: argparse.Namespace) -> int:
+    """Single-step diagnostic on the saved checkpoints: each model is asked the part-1 phrasing of the stage and
+    follow-up questions (no description, no preamble), which part 1 and the full curriculum both trained on; plus the
+    best constant answer (the most frequent training stage / referral) as a prior reference."""
+    from dataclasses import replace
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(1)
+    t0, cpu0 = time.time(), time.process_time()
+    work = Path(a.work)
+    data = work / "data"
+    g = load_guidelines(default_guidelines_dir())
+    rows_test, _ = read_rows(data, CurriculumConfig(splits=["test"]), g)
+    rows_train, _ = read_rows(data, CurriculumConfig(splits=["train"]), g)
+    base = {t.name: t for t in tasks_for(g, ["staging", "referral"])}
+    tasks = [replace(base["staging"], question="What is the AMD stage of this eye?", preamble=""),
+             replace(base["referral"], question="What follow-up does this patient need?", preamble="")]
+    out: dict = {"protocol": "single step, part-1 question phrasing, no preamble (diagnostic)", "results": {}}
+    for arm in [x for x in a.arms if x in ARMS]:
+        for seed in a.seeds:
+            ckpt = work / f"{arm}_s{seed}{a.tag}" / ("part2" if arm == "full" else
+                                               "captions" if arm == "generalist" else "part1")
+            if not ckpt.is_dir():
+                continue
+            model = VisionLanguageModel.load(ckpt)
+            p = run_closed_ended(model, rows_test, g, data, tasks, answer_tokens=a.answer_tokens + 14, two_step=False)
+            sc = score(p, tasks, seed=seed)
+            out["results"].setdefault(arm, {})[seed] = {k: {kk: v[kk] for kk in ("f1", "ci", "invalid")}
+                                                        for k, v in sc.items()}
+            out["results"][arm][seed]["answers"] = sorted({x["answer"] for x in p})[:8]
+            log.info("diagnostic %s seed %d: %s", arm, seed, {k: v["f1"] for k, v in sc.items()})
+    prior = {}
+    for t in tasks:
+        tr = [t.truth(r.observations) for r in rows_train]
+        const = max(set(tr), key=tr.count)
+        truth = [t.truth(r.observations) for r in rows_test]
+        prior[t.name] = {"answer": const, **{k: v for k, v in pooled_f1_ci(truth, [const] * len(truth), t.options,
+                                                                             t.positive).as_dict().items()
+                                             if k in ("f1", "ci")}}
+    out["constant_prior"] = prior
+    out["wall_s"], out["cpu_s"] = round(time.time() - t0), round(time.process_time() - cpu0)
+    Path(a.out + "_direct.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "results"}, indent=1))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=900, help="phantoms (80/10/10 %% patients train/val/test)")
@@ -136,7 +191,13 @@ def main() -> int:
     ap.add_argument("--work", default=str(ROOT / ".cache" / "retinavlm_bench"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "retinavlm_phantoms"))
     ap.add_argument("--arms", nargs="+", default=[*ARMS, "supervised"])
+    ap.add_argument("--encoder", choices=["random", "stage_supervised"], default="random",
+                    help="frozen VLM encoder: random init, or the supervised ceiling's ViT (trained on train stages)")
+    ap.add_argument("--tag", default="", help="suffix of the checkpoint folders (keeps variants apart)")
+    ap.add_argument("--diagnostic", action="store_true", help="only the single-step diagnostic on saved checkpoints")
     a = ap.parse_args()
+    if a.diagnostic:
+        return diagnostic(a)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest on a shared machine
     t0, cpu0 = time.time(), time.process_time()
@@ -156,16 +217,19 @@ def main() -> int:
     results: dict[str, dict[int, dict]] = {arm: {} for arm in a.arms}
     per_image: dict[str, dict[int, dict[str, list[str]]]] = {arm: {} for arm in a.arms}
     truth = {t.name: [t.truth(r.observations) for r in rows_test] for t in tasks}
+    if a.encoder == "stage_supervised":  # the ceiling first: its ViT is the VLM arms' frozen encoder
+        a.arms = ["supervised"] + [x for x in a.arms if x != "supervised"]
     for seed in a.seeds:
+        enc = work / f"encoder_s{seed}{a.tag}" if a.encoder == "stage_supervised" else None
         for arm in a.arms:
             t1 = time.time()
             if arm == "supervised":
-                st = supervised(seed, data, rows_train, rows_test, g, a)
+                st = supervised(seed, data, rows_train, rows_test, g, a, save=enc)
                 preds = {"staging": st, "referral": [referral_from_stage(s, g) for s in st]}
                 sc = {t.name: pooled_f1_ci(truth[t.name], preds[t.name], t.options, t.positive, seed=seed).as_dict()
                       for t in tasks}
             else:
-                ckpt = train_arm(arm, seed, work, data, cur, lm, a)
+                ckpt = train_arm(arm, seed, work, data, cur, lm, a, encoder=enc)
                 model = VisionLanguageModel.load(ckpt)
                 p = run_closed_ended(model, rows_test, g, data, tasks, describe_tokens=a.describe_tokens,
                                      answer_tokens=a.answer_tokens)

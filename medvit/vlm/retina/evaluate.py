@@ -104,11 +104,13 @@ def generate_with_prefix(model: Any, messages: list[dict[str, Any]], images: tor
 
 def run_closed_ended(model: Any, rows: Sequence[ImageRow], g: Guidelines, image_root: str | Path,
                      tasks: Sequence[Task] | None = None, describe_tokens: int = 64, answer_tokens: int = 16,
-                     answer_fn: Callable[[ImageRow, Task, str], str] | None = None) -> list[dict[str, Any]]:
+                     answer_fn: Callable[[ImageRow, Task, str], str] | None = None,
+                     two_step: bool = True) -> list[dict[str, Any]]:
     """Two-step prompting over ``rows`` (each needs ``observations``); one prediction dict per (image, task):
     image_id, task, truth, description, answer (raw continuation), parsed. One description per image is shared by its
     tasks (greedy decoding gives the same description for the same prompt). ``answer_fn`` replaces the model (for
-    tests and non-VLM baselines): (row, task, description) → raw answer."""
+    tests and non-VLM baselines): (row, task, description) → raw answer. ``two_step=False`` skips the description and
+    asks ``task.question`` directly with the image (a single-step diagnostic, not the paper's protocol)."""
     from medvit.vlm.data import VLMProcessor, safe_image_path
 
     tasks = list(tasks or tasks_for(g))
@@ -120,14 +122,15 @@ def run_closed_ended(model: Any, rows: Sequence[ImageRow], g: Guidelines, image_
         if model is not None and proc is not None:
             img = proc.load_image(safe_image_path(Path(image_root), row.image, row.image_id))[None]
             turn1 = [{"role": "user", "content": "<image>\n" + DESCRIBE}]
-            desc = generate_with_prefix(model, turn1, img, "", describe_tokens)
+            desc = generate_with_prefix(model, turn1, img, "", describe_tokens) if two_step else ""
         else:
             img, turn1, desc = None, [], ""
         for t in tasks:
             if answer_fn is not None:
                 ans = answer_fn(row, t, desc)
             else:
-                msgs = [*turn1, {"role": "assistant", "content": desc}, {"role": "user", "content": t.question}]
+                msgs = ([*turn1, {"role": "assistant", "content": desc}, {"role": "user", "content": t.question}]
+                        if two_step else [{"role": "user", "content": "<image>\n" + t.question}])
                 ans = generate_with_prefix(model, msgs, img, t.preamble, answer_tokens)
             preds.append({"image_id": row.image_id, "task": t.name, "truth": t.truth(row.observations),
                           "description": desc, "answer": ans,

@@ -105,6 +105,8 @@ def test_two_step_evaluation_end_to_end(data, g, tiny_llama, tmp_path):
     for p in preds:
         t = next(t for t in tasks if t.name == p["task"])
         assert p["parsed"] in (*t.options, INVALID) and p["truth"] in t.options
+    direct = run_closed_ended(model, rows[:1], g, data, tasks[:2], answer_tokens=3, two_step=False)
+    assert [p["description"] for p in direct] == ["", ""] and {p["task"] for p in direct} == {"staging", "referral"}
     sc = score(preds, tasks, n_resamples=50)
     write_results(tmp_path / "ev", preds, sc)
     assert (tmp_path / "ev" / "confusion_staging.png").stat().st_size > 1000
