@@ -40,7 +40,8 @@ def evaluate_phantoms(vlm: Any, data_dir: str | Path, expert_checkpoints: Sequen
     proc = VLMProcessor.for_model(vlm)
     test, _ = read_conversations(d / "test_vqa.jsonl")
     train, _ = read_conversations(d / "train_vqa.jsonl")
-    cls_recs = [r for r in test if "label" in r]
+    keep = set(getattr(settings, "classes", None) or [])
+    cls_recs = [r for r in test if "label" in r and (not keep or r["label"] in keep)]
     by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in cls_recs:
         by_image[r["images"][0]].append(r)

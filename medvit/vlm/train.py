@@ -112,6 +112,8 @@ class EvalSettings:
     report_images: int = option(10, "test images for report generation")
     vqa_items: int = option(60, "closed VQA questions")
     max_new_tokens: int = option(24, "generation bound for answers (reports: 6x)")
+    classes: list[str] = option(default_factory=list, help="classes asked in the yes/no F1 evaluation (empty = all; "
+                                "the reference's ChestX-ray14 evaluation uses 3)")
     meteor: bool = option(True, "compute METEOR (runs Java; skipped with a warning when Java is missing)")
 
 
