@@ -98,7 +98,8 @@ def main() -> None:
         model = ROOT / "pipelines" / "demo" / "model" if args.overhead else make_model(tmp / "model", args.arch)
         os.environ["PYTHONPATH"] = str(ROOT)  # the cluster's workers import this checkout
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.cpus, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, object_store_memory=256 * 2**20,
+                 log_to_driver=False)
         cluster_start = time.perf_counter() - t0
         address = ray.get_runtime_context().gcs_address
         names = ["local-1", "ray-1"] if args.overhead else list(ARMS)

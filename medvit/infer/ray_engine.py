@@ -123,6 +123,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
     ray = require_ray()
     if ray.is_initialized():
         return ray, False
+    if address == "local":
+        address = None
     if address:
         probe_address(address)
     kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
@@ -131,8 +133,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
             ray.init(address=address, **kwargs)
         except ConnectionError as e:
             raise ClusterUnreachableError(f"Ray cluster at {address}: {e}") from e
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    else:  # "local": a new instance even when RAY_ADDRESS or a `ray start` cluster of this machine exists
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     return ray, True
 
 
