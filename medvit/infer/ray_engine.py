@@ -259,14 +259,18 @@ class RayDecoder:
                 self.ray.cancel(ref, force=True)
 
     def _collect(self, ref: Any, slot: _Slot, i: int) -> None:
-        from ray.exceptions import RayTaskError
+        """Store a finished part's items; a part whose worker died ``ATTEMPTS`` times is split or becomes an error.
+
+        Only the death of the worker process (or of its node, or Ray's out-of-memory kill) is an input's failure;
+        any other Ray error (a Python exception in medvit's code, a broken runtime environment, the driver's raylet
+        gone) propagates and fails the run as it would locally (run.json ``failed``; a re-run resumes).
+        """
+        from ray.exceptions import NodeDiedError, ObjectLostError, OutOfMemoryError, WorkerCrashedError
 
         try:
             slot.results[i] = self.ray.get(ref)
             return
-        except RayTaskError:  # a Python exception in medvit's code: a bug, not a bad input; the run stops
-            raise
-        except self.ray.exceptions.RayError as e:  # the worker died ATTEMPTS times on this part
+        except (WorkerCrashedError, NodeDiedError, OutOfMemoryError, ObjectLostError) as e:
             err = type(e).__name__
         self.info.worker_deaths += ATTEMPTS
         part = slot.parts[i]

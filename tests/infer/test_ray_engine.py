@@ -124,6 +124,7 @@ def test_a_killed_worker_is_retried_and_a_file_killing_it_twice_is_an_error(tmp_
     bad = always.relative_to(inp).as_posix()
     errors = _rows(tmp_path / "ray" / "errors.csv")
     assert [e["file"] for e in errors] == [bad] and "died twice" in errors[0]["reason"]
+    assert "WorkerCrashedError" in errors[0]["reason"]
     assert_same_outputs(tmp_path / "ray", tmp_path / "local", skip_files={bad})
     engine = json.loads((tmp_path / "ray" / "run.json").read_text())["engine"]
     assert engine["files_failed_by_worker_death"] == 1
