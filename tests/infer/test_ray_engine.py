@@ -195,3 +195,24 @@ def test_unreachable_address_is_one_clear_error_and_exit_5(tmp_path, capsys, sch
     assert rc == 5
     assert f"Ray cluster at {address} cannot be reached" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_ray_segmentation_outputs_equal_the_local_engine(tmp_path, ray_cluster):
+    """A segmentation model's maps come back from the workers; SEG objects and per-label areas as locally."""
+    from tests.reading.helpers import make_seg_model
+
+    model = make_seg_model(tmp_path / "model")
+    make_studies(tmp_path / "in", n_studies=2, per_study=2)
+    kw = dict(batch_size=3, precision="fp32", progress=False)
+    local = run_inference(InferConfig(str(model), str(tmp_path / "in"), str(tmp_path / "local"), workers=0, **kw))
+    res = run_inference(InferConfig(str(model), str(tmp_path / "in"), str(tmp_path / "ray"), engine="ray",
+                                    num_workers=2, **kw))
+    assert res.exit_code == local.exit_code == EXIT_OK and res.counts["seg_written"] == local.counts["seg_written"] == 4
+    a, b = _rows(tmp_path / "ray" / "predictions.csv"), _rows(tmp_path / "local" / "predictions.csv")
+    assert [r["file"] for r in a] == [r["file"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        for k in rb:
+            if k.startswith("p_"):
+                assert abs(float(ra[k]) - float(rb[k])) <= 1e-6 + 1e-12, (ra["file"], k)
+            else:  # pixel counts, areas, SEG paths
+                assert ra[k] == rb[k], (ra["file"], k)
