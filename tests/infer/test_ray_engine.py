@@ -216,3 +216,18 @@ def test_ray_segmentation_outputs_equal_the_local_engine(tmp_path, ray_cluster):
                 assert abs(float(ra[k]) - float(rb[k])) <= 1e-6 + 1e-12, (ra["file"], k)
             else:  # pixel counts, areas, SEG paths
                 assert ra[k] == rb[k], (ra["file"], k)
+
+
+def test_ray_options_are_checked_before_any_work(tmp_path, monkeypatch, model):
+    make_studies(tmp_path / "in", n_studies=1, per_study=1)
+    base = dict(model=str(model), input=str(tmp_path / "in"), output=str(tmp_path / "out"), progress=False)
+    with pytest.raises(ValueError, match="int8"):
+        InferConfig(**base, engine="ray", precision="int8", batch_size=8)
+    with pytest.raises(ValueError, match="apply to --engine ray"):
+        InferConfig(**base, address="127.0.0.1:6379")
+    with pytest.raises(ValueError, match="engine must be local or ray"):
+        InferConfig(**base, engine="dask")
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed: the optional extra is named
+    with pytest.raises(ValueError, match=r"pip install 'medvit\[ray\]'"):
+        run_inference(InferConfig(**base, engine="ray"))
+    assert not (tmp_path / "out").exists()
