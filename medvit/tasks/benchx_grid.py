@@ -274,8 +274,9 @@ def run_cell(cfg: BenchXGridConfig, cell: Cell) -> dict[str, Any]:
     return record
 
 
-def _worker(cfg_dict: dict[str, Any], cells: list[dict[str, Any]], threads: int) -> list[dict[str, Any]]:
+def _worker(cfg_dict: dict[str, Any], cells: list[dict[str, Any]], threads: int, level: int) -> list[dict[str, Any]]:
     torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_dict(BenchXGridConfig, cfg_dict)
     out = []
     for c in cells:
@@ -307,7 +308,9 @@ def run(cfg: BenchXGridConfig) -> dict[str, Any]:
         shards = [[dataclasses.asdict(c) for c in todo[k :: cfg.workers]] for k in range(cfg.workers)]
         raw = dataclasses.asdict(cfg)
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as ex:
-            records = [r for fut in [ex.submit(_worker, raw, s, threads) for s in shards if s] for r in fut.result()]
+            level = logging.getLogger().getEffectiveLevel()
+            futures = [ex.submit(_worker, raw, s, threads, level) for s in shards if s]
+            records = [r for fut in futures for r in fut.result()]
     else:
         if cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)

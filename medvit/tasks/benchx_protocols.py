@@ -73,7 +73,9 @@ class ProtocolConfig:
     lr: float = option(5e-4, "head/decoder learning rate (the encoder gets lr × encoder_lr_mult)")
     encoder_lr_mult: float = option(0.1, "encoder LR multiplier (BenchX lr_multiplier_ve 0.1)")
     weight_decay: float = option(0.05, "AdamW weight decay")
-    epochs: float = option(10.0, "passes over the training split (upper bound with early stopping)")
+    epochs: float = option(10.0, "passes over the training split (upper bound with early stopping); see steps")
+    steps: int = option(0, "schedule length in optimizer steps, whatever the label fraction (BenchX t_total 3000); "
+                           "0 = from epochs")
     batch_size: int = option(32, "training batch size")
     warmup_steps: int = option(50, "linear warmup steps")
     schedule: str = option("cosine", "cosine | poly | constant")
@@ -92,16 +94,23 @@ class ProtocolConfig:
     max_len: int = option(60, "R2Gen maximum report length (tokens)")
     beam: int = option(3, "beam size (trigram blocking on)")
     min_count: int = option(3, "vocabulary: words seen at least this often in training reports")
+    text_metrics: list[str] = option(default_factory=lambda: ["bleu", "rouge_l", "meteor", "cider"],
+                                     help="report generation test metrics (METEOR starts a JVM: ~10 CPU-s)")
     # retrieval
     embed_dim: int = option(128, "retrieval: joint embedding width")
     temperature: float = option(0.07, "retrieval: InfoNCE temperature")
     ks: list[int] = option(default_factory=lambda: [1, 5, 10], help="retrieval: Hits@K / Precision@K cut-offs")
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.encoder_lr_mult < 0 or self.epochs <= 0 or self.batch_size < 1:
-            raise ValueError("lr and epochs must be > 0, encoder_lr_mult >= 0, batch_size >= 1")
+        if self.lr <= 0 or self.encoder_lr_mult < 0 or self.epochs <= 0 or self.batch_size < 1 or self.steps < 0:
+            raise ValueError("lr and epochs must be > 0, encoder_lr_mult >= 0, batch_size >= 1, steps >= 0")
         if self.schedule not in ("cosine", "poly", "constant"):
             raise ValueError(f"schedule must be cosine, poly or constant, got {self.schedule!r}")
+        from medvit.eval.text_metrics import METRIC_FAMILIES
+
+        bad = [m for m in self.text_metrics if m not in METRIC_FAMILIES]
+        if bad:
+            raise ValueError(f"text_metrics: unknown {bad[0]!r}; choose from {', '.join(METRIC_FAMILIES)}")
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} must be divisible by heads {self.heads}")
 
@@ -109,7 +118,7 @@ class ProtocolConfig:
 def default_protocols() -> dict[str, ProtocolConfig]:
     """BenchX's values per task (medical-notes §3.4)."""
     return {
-        "classification": ProtocolConfig(lr=5e-4, weight_decay=0.05, warmup_steps=50, schedule="cosine"),
+        "classification": ProtocolConfig(lr=5e-4, weight_decay=0.05, warmup_steps=50, schedule="cosine", steps=3000),
         "segmentation": ProtocolConfig(lr=1e-3, weight_decay=0.05, warmup_steps=1500, schedule="poly", batch_size=8,
                                        encoder_lr_mult=1.0),
         "report_generation": ProtocolConfig(lr=1e-3, weight_decay=5e-5, warmup_steps=0, schedule="constant",
@@ -208,7 +217,7 @@ def _groups(model: nn.Module, encoder: nn.Module, proto: ProtocolConfig) -> list
 
 def _train_cfg(proto: ProtocolConfig, seed: int, out: Path, n_train: int) -> TrainConfig:
     steps_per_epoch = max(1, math.ceil(n_train / proto.batch_size))
-    total = max(1, math.ceil(proto.epochs * steps_per_epoch))
+    total = proto.steps or max(1, math.ceil(proto.epochs * steps_per_epoch))
     return TrainConfig(steps=total, batch_size=min(proto.batch_size, max(1, n_train)), lr=proto.lr,
                        warmup_steps=min(proto.warmup_steps, total), schedule=proto.schedule,
                        weight_decay=proto.weight_decay, clip_grad=proto.clip_grad, seed=seed,
@@ -418,7 +427,7 @@ def run_report_generation(method: MethodSpec, data: CellData, proto: ProtocolCon
                       select_metric="val_bleu4", collate_fn=collate, groups=_groups(model, encoder, proto))
     res = trainer.fit()
     refs, hyps = generate(model, data.test)
-    test = report_generation_scores(refs, hyps, normalize=False)
+    test = report_generation_scores(refs, hyps, metrics=tuple(proto.text_metrics), normalize=False)
     vrefs, vhyps = generate(model, data.val)
     return {"val": report_generation_scores(vrefs, vhyps, metrics=("bleu",), normalize=False),
             "test": test, "select": "val_bleu4", "steps": res.steps, "stopped_early": trainer.stopped_early,

@@ -37,6 +37,11 @@ def test_config_validation_names_the_key(tmp_path):
         _grid(tmp_path, methods=[{"name": "a", "overrides": {"classification": {"epochs": -1}}}])
     with pytest.raises(ConfigError, match="unknown task 'caption'"):
         _grid(tmp_path, datasets=[{"name": "cxr_phantom_benchx", "tasks": ["caption"]}])
+    with pytest.raises(ConfigError, match="text_metrics: unknown 'spice'"):
+        _grid(tmp_path, protocols={"report_generation": {"text_metrics": ["spice"]}})
+    _, cfg = _grid(tmp_path, data_root="/data/x", datasets=[{"name": "covidx_cxr4"},
+                                                            {"name": "tbx11k", "args": {"root": "/other"}}])
+    assert cfg.datasets[0].args["root"] == "/data/x" and cfg.datasets[1].args["root"] == "/other"
     _, cfg = _grid(tmp_path, methods=[{"name": "a", "overrides": {"classification": {"lr": 0.03}}}])
     assert cfg.protocol("classification", cfg.methods[0]).lr == 0.03  # per-method LR as data
     assert cfg.protocol("classification", None).encoder_lr_mult == 0.1  # BenchX default
