@@ -114,14 +114,21 @@ VIEW_MAX_W, VIEW_MAX_H = 1024, 680
 
 
 def render_view(image: Any, state: DisplayState, heat: np.ndarray | None, opacity: float,
-                corners: dict[str, list[str]], max_side: int = VIEW_MAX_W, max_h: int = VIEW_MAX_H) -> np.ndarray:
-    """On-screen view, (h, w) or (h, w, 3) uint8: medvit.io.render → invert → zoom box → downsample → heatmap →
-    corner text."""
+                corners: dict[str, list[str]], max_side: int = VIEW_MAX_W, max_h: int = VIEW_MAX_H,
+                seg: Any = None, shapes: list | tuple = ()) -> np.ndarray:
+    """On-screen view, (h, w) or (h, w, 3) uint8: medvit.io.render → invert → segmentation labels (``seg``: a
+    :class:`apps.viewer.seg_panel.SegOverlay`) → measurement graphics (``shapes``) → zoom box → downsample →
+    heatmap → corner text."""
     from medvit.io import render
+    from medvit.visualize.annotate import blend_labels, draw_measurements
 
     disp = render(image, window=state.window, preset=state.preset)
     if state.invert:
         disp = 255 - disp
+    if seg is not None:
+        disp = blend_labels(disp, seg.masks, seg.colors, seg.opacity, seg.visible)
+    if shapes:
+        disp = draw_measurements(disp, shapes)
     h, w = disp.shape[:2]
     box = view.zoom_box(h, w, state.zoom, *state.pan)
     rgb = view.compose(disp, box, max_side=max_side, heat=heat, opacity=opacity, max_h=max_h)

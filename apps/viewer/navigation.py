@@ -52,8 +52,8 @@ def open_image(series: Series) -> Opened | None:
     from medvit.io import MedicalIOError
 
     state = st.session_state
-    if state.get("open_series") != series.key:  # a new series starts at its first image with the file window
-        shortcuts.reset_display()
+    if state.get("open_series") != series.key:  # a new series: its own window (kept per series), first image
+        keep_series_display(state.get("open_series"), series.key)
         for k in ("nav_file", "nav_frame"):
             state.pop(k, None)
         state["open_series"] = series.key
@@ -102,6 +102,18 @@ def open_image(series: Series) -> Opened | None:
                   series_uid=uids.get("SeriesInstanceUID") or series.key,
                   instance_uid=uids.get("SOPInstanceUID") or path, modality=image.modality or series.modality)
     return Opened(image, shown, series, idx, 0 if frame is None else frame, n)
+
+
+def keep_series_display(old: str | None, new: str) -> None:
+    """Remember the display choices (window, invert, zoom, pan: the ``disp_*`` state) of series ``old`` and restore
+    those of ``new`` when it was open before (else the file window): the window is kept per series."""
+    state = st.session_state
+    saved: dict[str, dict[str, Any]] = state.setdefault("series_display", {})
+    if old:
+        saved[old] = {k: state[k] for k in list(state) if str(k).startswith("disp_")}
+    shortcuts.reset_display()
+    for k, v in saved.get(new, {}).items():
+        state[k] = v
 
 
 def _date(d: str) -> str:

@@ -147,16 +147,23 @@ def open_source(cfg: ViewerConfig) -> sources.Catalog | None:
     return cat
 
 
-def browse(cat: sources.Catalog, reveal: bool) -> sources.Series | None:
-    """Study picker and a thumbnail grid of its series; returns the open series."""
+def browse(cat: sources.Catalog, reveal: bool, order: list[str] | None = None) -> sources.Series | None:
+    """Study picker and a thumbnail grid of its series; returns the open series.
+
+    ``order``: study keys in worklist order; those studies come first, in that order (the others follow).
+    """
     if not cat.studies:
         st.sidebar.info("No images found here.")
         return None
-    st.sidebar.subheader(f"Studies ({len(cat.studies)})")
-    labels = [s.label(reveal) for s in cat.studies]
+    studies = cat.studies
+    if order:
+        rank = {k: i for i, k in enumerate(order)}
+        studies = sorted(studies, key=lambda s: rank.get(s.key, len(rank)))
+    st.sidebar.subheader(f"Studies ({len(studies)})" + (" · worklist order" if order else ""))
+    labels = [s.label(reveal) for s in studies]
     i = st.sidebar.selectbox("Study", range(len(labels)), format_func=labels.__getitem__, key="study_idx",
                              label_visibility="collapsed")
-    study = cat.studies[min(i or 0, len(cat.studies) - 1)]
+    study = studies[min(i or 0, len(studies) - 1)]
     state = st.session_state
     if cat.find_series(state.get("series_key", "")) not in study.series:
         state["series_key"] = study.series[0].key

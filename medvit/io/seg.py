@@ -182,3 +182,38 @@ def read_segmentation(path: str | Path) -> SegmentationResult:
                              f"{e})") from e
         res.masks[sop] = np.moveaxis(np.asarray(arr[0], dtype=np.float32), -1, 0)
     return res
+
+
+def segmentation_index(*folders: str | Path, limit: int = 100_000) -> dict[str, list[str]]:
+    """Source SOP Instance UID -> paths of the DICOM SEG files under ``folders`` (recursive) that reference it.
+
+    Reads headers only (no pixel data); files that are not DICOM or not Segmentations are passed over. At most
+    ``limit`` files are looked at per folder (a guard for a mistyped root).
+    """
+    import pydicom
+
+    out: dict[str, list[str]] = {}
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            continue
+        for n, p in enumerate(sorted(root.rglob("*"))):
+            if n >= limit:
+                break
+            if not p.is_file() or p.is_symlink():
+                continue
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[
+                    "Modality", "SOPClassUID", "ReferencedSeriesSequence"])
+            except Exception:  # not DICOM (or unreadable): not a SEG to offer
+                continue
+            if str(ds.get("Modality", "")) != "SEG" and str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS:
+                continue
+            for series in ds.get("ReferencedSeriesSequence", []):
+                for inst in series.get("ReferencedInstanceSequence", []):
+                    out.setdefault(str(inst.ReferencedSOPInstanceUID), []).append(str(p))
+    return out
+
+
+#: Segmentation Storage (PS3.4 B.5)
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -259,3 +259,48 @@ def write_dicom_ophthalmic(path: str | Path, pixels: np.ndarray, meta: dict[str,
     ds.LensesCodeSequence = []
     ds.DetectorType = "CCD"
     return _save(ds, path, jpeg2000)
+
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def write_ct_series(folder: str | Path, n_slices: int, meta: dict[str, Any], size: int = 128,
+                    spacing_mm: float = 0.7, slice_mm: float = 2.0) -> list[Path]:
+    """A synthetic axial CT series (PS3.3 A.3 CT Image), one file per slice: ``folder/ct_0001.dcm`` ...
+
+    Each slice is ``size`` x ``size`` HU values of a water ellipse (0 HU) in air (-1000 HU) holding a bone ring
+    (+700 HU) and lungs (-850 HU) whose extent changes along z, stored as unsigned 16-bit with Rescale
+    Intercept -1024 and a soft-tissue window (C 40 / W 400). ``meta``: Patient / Study attributes as for
+    :func:`write_dicom_dx`. Deterministic (UIDs from ``meta`` and the slice index).
+    """
+    folder = Path(folder)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    body = (xx / 0.45) ** 2 + (yy / 0.35) ** 2 <= 1
+    ring = body & ((xx / 0.42) ** 2 + (yy / 0.32) ** 2 > 1)
+    paths = []
+    for k in range(n_slices):
+        z = k / max(n_slices - 1, 1)
+        hu = np.where(body, 0.0, -1000.0)
+        r = 0.08 + 0.1 * np.sin(np.pi * z)
+        for cx in (-0.18, 0.18):
+            hu[((xx - cx) / r) ** 2 + (yy / (1.4 * r)) ** 2 <= 1] = -850.0
+        hu[ring] = 700.0
+        m = dict(meta, InstanceNumber=k + 1, ImageID=f"ct{k}")
+        ds = _base(m, CT_IMAGE, "CT")
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.FrameOfReferenceUID = make_uid("for", ds.StudyInstanceUID)
+        ds.PositionReferenceIndicator = ""
+        ds.PatientPosition = "HFS"
+        ds.Laterality = ""  # Type 2C (paired body part not stated): present, empty
+        ds.ImagePositionPatient = [-size * spacing_mm / 2, -size * spacing_mm / 2, k * slice_mm]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.SliceLocation = k * slice_mm
+        ds.SliceThickness = slice_mm
+        ds.PixelSpacing = [spacing_mm, spacing_mm]
+        ds.KVP = 120
+        ds.AcquisitionNumber = 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        _pixel_module(ds, np.clip(hu + 1024, 0, 4095).astype(np.uint16), 12, "MONOCHROME2")
+        paths.append(_save(ds, folder / f"ct_{k + 1:04d}.dcm", False))
+    return paths
