@@ -187,16 +187,18 @@ def test_ct_series_scrolls_and_keeps_its_window(d):
     wait.until(ec.element_to_be_clickable((By.XPATH, "//*[@role='option'][starts-with(normalize-space(.), 'lung')]"))
                ).click()
     wait.until(lambda d: _img_alt(d).startswith("CT view, W 1500 L -600"))
-    slider = '[data-testid="stMain"] [role="slider"]'
-    start = int(d.find_element("css selector", slider).get_attribute("aria-valuenow"))
+    slider = '[data-testid="stMain"] [role="slider"]'  # the Image slider comes first in the main area
+
+    def pos(d) -> int:  # 1-based image index (elements are replaced during a rerun: read inside waits)
+        return int(d.find_element("css selector", slider).get_attribute("aria-valuenow"))
+
+    start = wait.until(pos)
     wait.until(lambda d: _expanded(d, "Keyboard shortcuts"))
-    for _ in range(3):
-        before = int(d.find_element("css selector", slider).get_attribute("aria-valuenow"))
+    for step in range(1, 4):
         wait.until(lambda d: _clicked(_button(d, "next image")))
-        wait.until(lambda d, b=before: int(d.find_element("css selector", slider).get_attribute("aria-valuenow"))
-                   == b + 1)
+        wait.until(lambda d, k=start + step: pos(d) == k)
         wait.until(lambda d: _img_alt(d).startswith("CT view, W 1500 L -600"))
-    assert int(d.find_element("css selector", slider).get_attribute("aria-valuenow")) == start + 3
+    assert wait.until(pos) == start + 3 and _img_alt(d).startswith("CT view, W 1500 L -600")
 
 
 def test_seg_from_infer_is_overlaid(d):

@@ -54,3 +54,27 @@ def test_segmentation_index_finds_seg_by_source_instance(tmp_path):
     (tmp_path / "out" / "notes.txt").write_text("not DICOM")
     idx = segmentation_index(tmp_path / "out", tmp_path / "in", tmp_path / "missing")
     assert idx == {str(hdr.SOPInstanceUID): [str(f)]}
+
+
+def test_window_is_kept_per_series(app_reading):
+    """Series A in the 'full' window, series B opens in its file window, back to A: 'full' again."""
+    at = app_reading
+    at.selectbox(key="study_idx").set_value(1).run()  # the study with two series
+    first = next(b for b in at.button if "CHEST LAT" in b.label or "CHEST PA" in b.label)
+    opts = at.selectbox(key="disp_preset").options
+    full = next(o for o in opts if o.startswith("full"))
+    at.selectbox(key="disp_preset").set_value(full).run()
+    assert not at.exception and at.selectbox(key="disp_preset").value == full
+    other = next(b for b in at.button if ("CHEST PA" in b.label or "CHEST LAT" in b.label)
+                 and b.label != first.label and b.key.startswith("open_series"))
+    other.click().run()
+    assert at.selectbox(key="disp_preset").value.startswith("File window")
+    next(b for b in at.button if b.label == first.label and b.key.startswith("open_series")).click().run()
+    assert not at.exception and at.selectbox(key="disp_preset").value == full
+
+
+@pytest.fixture
+def app_reading(studies, tiny_model, tmp_path, monkeypatch):
+    from tests.viewer.test_app import app as app_fixture
+
+    return app_fixture.__wrapped__(studies, tiny_model, tmp_path, monkeypatch)
