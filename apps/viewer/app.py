@@ -102,8 +102,9 @@ with left:
     shown_view = display_panel.render_view(opened.image, state, heat, opacity, corners, max_side=half,
                                            seg=seg, shapes=shapes)
     png = view.to_png(shown_view)
+    position = " ".join(x for x in corners["bottom_right"][:2] if x)  # "Im 3/12", "Frame 2/5"
     alt = f"{opened.shown.modality or 'image'} view, {window}" + "".join(
-        f", {x}" for x in (heat_label, seg_label) if x)
+        f", {x}" for x in (heat_label, seg_label, position) if x)
     # our lossless PNG is served as it is (its width is the element width; the browser shrinks it if needed)
     cur_col, prior_col = st.columns(2) if prior is not None else (st.container(), None)
     cur_col.image(png, width=int(shown_view.shape[1]), output_format="PNG", alt=alt)

@@ -136,12 +136,6 @@ def build_measurement_sr(source: Any, measurements: list[ReaderMeasurement], rea
 def write_measurement_sr(path: str | Path, source: Any, measurements: list[ReaderMeasurement], reader: str = "",
                          root: str | Path | None = None) -> Path:
     """Build (see :func:`build_measurement_sr`) and write atomically to ``path`` (inside ``root`` when given)."""
-    from medvit.io.safe_write import make_dirs, save_dataset
+    from medvit.io.seg import write_derived
 
-    sr = build_measurement_sr(source, measurements, reader)
-    p = Path(path)
-    if root is not None:
-        make_dirs(root, p.parent)
-    else:
-        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return save_dataset(p, sr, root)
+    return write_derived(path, build_measurement_sr(source, measurements, reader), root)

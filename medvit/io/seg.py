@@ -111,16 +111,21 @@ def write_segmentation(path: str | Path, source: Any, masks: np.ndarray, labels:
                        model_name: str, model_version: str, sha256: str, research_only: bool = True,
                        root: str | Path | None = None, deidentifier: Any = None) -> Path:
     """Build (see :func:`build_segmentation`) and write atomically to ``path`` (inside ``root`` when given)."""
-    from medvit.io.safe_write import make_dirs, save_dataset
-
     seg = build_segmentation(source, masks, labels, seg_type, model_name, model_version, sha256, research_only,
                              deidentifier=deidentifier)
+    return write_derived(path, seg, root)
+
+
+def write_derived(path: str | Path, ds: Any, root: str | Path | None = None) -> Path:
+    """Write a derived object (SEG, measurement SR) atomically: owner-only folders, inside ``root`` when given."""
+    from medvit.io.safe_write import make_dirs, save_dataset
+
     p = Path(path)
     if root is not None:
         make_dirs(root, p.parent)
     else:
         p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return save_dataset(p, seg, root)
+    return save_dataset(p, ds, root)
 
 
 @dataclass
