@@ -47,6 +47,7 @@ def test_roi_stats_rectangle_and_ellipse_in_hu():
         roi_stats(px, "rectangle", (5, 5, 5, 9), sp)
 
 
+@pytest.mark.external  # dciodvfy (dicom3tools)
 def test_measurement_sr_is_valid_tid1500(tmp_path):
     import highdicom as hd
     import pydicom

@@ -62,6 +62,7 @@ def test_registered_kind_builds_saves_and_loads(tmp_path):
         m(torch.randn(1, 1, 30, 32))
 
 
+@pytest.mark.external  # dciodvfy (dicom3tools)
 def test_seg_round_trip_binary_and_fractional(tmp_path):
     """build_segmentation -> file -> read_segmentation gives the same masks (fractional within 1/255)."""
     import pydicom
@@ -88,6 +89,7 @@ def test_seg_round_trip_binary_and_fractional(tmp_path):
 
 
 @pytest.mark.parametrize("seg_type", ["BINARY", "FRACTIONAL"])
+@pytest.mark.external  # dciodvfy (dicom3tools)
 def test_infer_writes_valid_seg_and_areas(tmp_path, seg_type):
     from medvit.infer import InferConfig, run_inference
     from medvit.io.seg import read_segmentation
