@@ -11,6 +11,7 @@ nothing; ``--help`` lists every config key with the documentation of its datacla
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -116,6 +117,13 @@ def verb_epilog(task: str) -> str:
     lines = [f"presets ({len(presets)}): " + (", ".join(presets) or "none"), "",
              f"config keys of task {task} ({spec.config_cls.__name__}), settable as key.sub=value:",
              format_fields(spec.config_cls)]
+    if "method_config" in {f.name for f in dataclasses.fields(spec.config_cls)}:
+        from medvit.peft import get_method
+
+        lines += ["", "method_config keys of each PEFT method (--method NAME method_config='{key: value}'):"]
+        for name in REGISTRY.names("peft"):
+            cls = get_method(name).config_cls
+            lines += [f"{name} ({cls.__name__}):", format_fields(cls) or "  (no keys)"]
     return "\n".join(lines)
 
 

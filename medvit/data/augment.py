@@ -323,7 +323,29 @@ def _as_size(size: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     return (size,) * ndim if isinstance(size, int) else tuple(size)
 
 
-class RandResizedCropd(Randomizable, MapTransform):
+class _GeneratorSeeded(Randomizable, MapTransform):
+    """Base of the MONAI ``Randomizable`` wrappers below: each call draws one seed from MONAI's ``self.R`` and
+    applies :meth:`apply` to every key with a ``torch.Generator`` seeded by it (the same draw for every key)."""
+
+    def __init__(self, keys: Any):
+        MapTransform.__init__(self, keys)
+        self._seed = 0
+
+    def randomize(self, data: Any = None) -> None:
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def apply(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Any, Any]) -> Item:
+        self.randomize()
+        d = dict(data)
+        for k in self.key_iterator(d):
+            d[k] = self.apply(torch.as_tensor(d[k]).float(), torch.Generator().manual_seed(self._seed))
+        return d
+
+
+class RandResizedCropd(_GeneratorSeeded):
     """MONAI dictionary transform: the timm/torchvision random resized crop (:func:`random_resized_crop`: area
     fraction ~ U(``scale``), log-aspect ~ U(log ``ratio``), ten tries then a centre crop; volumes: a cube-ish crop of
     volume fraction ~ U(``scale``)), resized to ``size`` with the antialiased filter of :func:`resize`.
@@ -334,41 +356,23 @@ class RandResizedCropd(Randomizable, MapTransform):
 
     def __init__(self, keys: Any, size: int | Sequence[int], scale: tuple[float, float] = (0.08, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), mode: str = "bicubic"):
-        MapTransform.__init__(self, keys)
+        super().__init__(keys)
         self.size, self.scale, self.ratio, self.mode = size, tuple(scale), tuple(ratio), mode
-        self._seed = 0
 
-    def randomize(self, data: Any = None) -> None:
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, data: Mapping[Any, Any]) -> Item:
-        self.randomize()
-        d = dict(data)
-        for k in self.key_iterator(d):
-            g = torch.Generator().manual_seed(self._seed)  # the same crop for every key
-            img = torch.as_tensor(d[k]).float()
-            d[k] = random_resized_crop(img, _as_size(self.size, img.ndim - 1), g, self.scale, self.ratio, self.mode)
-        return d
+    def apply(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return random_resized_crop(img, _as_size(self.size, img.ndim - 1), g, self.scale, self.ratio, self.mode)
 
 
-class RandAugmentd(Randomizable, MapTransform):
+class RandAugmentd(_GeneratorSeeded):
     """MONAI dictionary transform applying :class:`RandAugment` (timm's policy; MONAI has no RandAugment) with a
     generator seeded from ``self.R``; 2D images only (ValueError for a volume)."""
 
     def __init__(self, keys: Any, spec: str):
-        MapTransform.__init__(self, keys)
+        super().__init__(keys)
         self.spec, self.policy = spec, RandAugment.from_string(spec)
-        self._seed = 0
 
-    def randomize(self, data: Any = None) -> None:
-        self._seed = int(self.R.randint(0, 2**31 - 1))
-
-    def __call__(self, data: Mapping[Any, Any]) -> Item:
-        self.randomize()
-        d = dict(data)
-        for k in self.key_iterator(d):
-            d[k] = self.policy(torch.as_tensor(d[k]).float(), torch.Generator().manual_seed(self._seed))
-        return d
+    def apply(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.policy(img, g)
 
 
 class RepeatToChannelsd(MapTransform):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import register_method
 from medvit.peft.hf import TargetedConfig, adapter_layers, inject_hf, resolve, tuner
 from medvit.peft.targets import check_rank
@@ -21,17 +22,17 @@ from medvit.peft.targets import check_rank
 class AdaLoraConfig(TargetedConfig):
     """P Λ Q updates whose total rank is pruned from ``init_r`` to ``target_r`` per layer on average."""
 
-    init_r: int = 12  # initial rank per layer; must not exceed any targeted layer's min(in, out)
-    target_r: int = 8  # average rank per layer after budgeting
-    alpha: float = 8.0  # scaling numerator
-    dropout: float = 0.0  # dropout on the AdaLoRA branch input
-    total_step: int | None = None  # total training steps (required; the prompt_tune task fills it in)
-    tinit: int = 0  # warm-up steps before the budget starts shrinking
-    tfinal: int = 0  # final steps with the budget fixed
-    delta_t: int = 1  # steps between two budget allocations
-    beta1: float = 0.85  # EMA of importance (sensitivity)
-    beta2: float = 0.85  # EMA of importance uncertainty
-    orth_reg_weight: float = 0.5  # weight of the orthogonality penalty returned by ``regularizer``
+    init_r: int = option(12, "initial rank per layer; must not exceed any targeted layer's min(in, out)")
+    target_r: int = option(8, "average rank per layer after budgeting")
+    alpha: float = option(8.0, "scaling numerator")
+    dropout: float = option(0.0, "dropout on the AdaLoRA branch input")
+    total_step: int | None = option(None, "total training steps (required; the prompt_tune task fills it in)")
+    tinit: int = option(0, "warm-up steps before the budget starts shrinking")
+    tfinal: int = option(0, "final steps with the budget fixed")
+    delta_t: int = option(1, "steps between two budget allocations")
+    beta1: float = option(0.85, "EMA of importance (sensitivity)")
+    beta2: float = option(0.85, "EMA of importance uncertainty")
+    orth_reg_weight: float = option(0.5, "weight of the orthogonality penalty returned by ``regularizer``")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -18,12 +18,13 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from medvit.config import option
 from medvit.registry import REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,8 @@ logger = logging.getLogger(__name__)
 class MethodConfig:
     """Fields shared by every method's config."""
 
-    train_head: bool = True  # train the classifier ``head`` (a fresh task head) alongside the method
-    extra_trainable: list[str] = field(default_factory=list)  # regexes of further backbone params to train
+    train_head: bool = option(True, "train the classifier ``head`` (a fresh task head) alongside the method")
+    extra_trainable: list[str] = option(default_factory=list, help="regexes of further backbone params to train")
 
     def __post_init__(self) -> None:
         for pat in self.extra_trainable:

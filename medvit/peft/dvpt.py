@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import MethodConfig, register_method
 from medvit.peft.prompted import PromptedViT, block_index, device_of, prompt_init_bound
 
@@ -39,17 +40,18 @@ from medvit.peft.prompted import PromptedViT, block_index, device_of, prompt_ini
 class DVPTConfig(MethodConfig):
     """DVPT module sizes and placement."""
 
-    rank: int = 20  # r: bottleneck width (D -> r -> D); must not exceed the embedding width D
-    num_prompts: int = 50  # N: learnable prompts (dynamic queries) and prompt slots in the sequence
-    share_every: int = 1  # k: one module shared by each group of k consecutive DVPT blocks
-    layers: list[int] | None = None  # blocks with a DVPT branch (negative from the end); None = all
-    token_adapter: bool = True  # also add the gated bottleneck output to every frozen token (released code)
-    prompt_dropout: float = 0.0  # dropout on the initial prompt slot tokens
-    query_init_std: float = 0.02  # std of the query init (small: near-uniform attention at the start)
-    pool: str = "backbone"  # "backbone": pool as the backbone does; "prompts": mean of CLS+prompt tokens (code)
-    # "block": F = block input, Δ added to the block output (abstract, medvit's reading); "post_attention":
-    # F = x + Attn(LN1(x)), Δ added in parallel to the MLP: x + MLP(LN2(x)) + Δ (released code, AdaptFormer-like)
-    insertion: str = "block"
+    rank: int = option(20, "r: bottleneck width (D -> r -> D); must not exceed the embedding width D")
+    num_prompts: int = option(50, "N: learnable prompts (dynamic queries) and prompt slots in the sequence")
+    share_every: int = option(1, "k: one module shared by each group of k consecutive DVPT blocks")
+    layers: list[int] | None = option(None, "blocks with a DVPT branch (negative from the end); None = all")
+    token_adapter: bool = option(True, "also add the gated bottleneck output to every frozen token (released code)")
+    prompt_dropout: float = option(0.0, "dropout on the initial prompt slot tokens")
+    query_init_std: float = option(0.02, "std of the query init (small: near-uniform attention at the start)")
+    pool: str = option("backbone", '"backbone": pool as the backbone does; "prompts": mean of CLS+prompt tokens '
+                                   "(code)")
+    insertion: str = option("block", '"block": F = block input, Δ added to the block output (abstract, medvit\'s '
+                                     'reading); "post_attention": F = x + Attn(LN1(x)), Δ added in parallel to the '
+                                     "MLP: x + MLP(LN2(x)) + Δ (released code, AdaptFormer-like)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

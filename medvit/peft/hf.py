@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import MethodConfig, get_method
 from medvit.peft.targets import resolve_targets
 
@@ -29,8 +30,9 @@ ADAPTER_NAME = "default"
 class TargetedConfig(MethodConfig):
     """Config fields of every method that adapts named ``nn.Linear`` layers."""
 
-    targets: list[str] = field(default_factory=lambda: ["attention"])  # "attention" | "mlp" | "all-linear" | names
-    layers: list[int] | None = None  # block indices to adapt (negative from the end); None = all blocks
+    targets: list[str] = option(default_factory=lambda: ["attention"],
+                                help='"attention" | "mlp" | "all-linear" | names')
+    layers: list[int] | None = option(None, "block indices to adapt (negative from the end); None = all blocks")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,10 +47,10 @@ class TargetedConfig(MethodConfig):
 class LycorisConfig(TargetedConfig):
     """Fields shared by the LyCORIS-family methods (LoHa, LoKr)."""
 
-    r: int = 8  # rank of the low-rank factors; must not exceed any targeted layer's min(in, out)
-    alpha: float = 8.0  # scaling numerator (update × alpha / r)
-    rank_dropout: float = 0.0  # dropout over ranks during training
-    module_dropout: float = 0.0  # probability of skipping the whole update during training
+    r: int = option(8, "rank of the low-rank factors; must not exceed any targeted layer's min(in, out)")
+    alpha: float = option(8.0, "scaling numerator (update × alpha / r)")
+    rank_dropout: float = option(0.0, "dropout over ranks during training")
+    module_dropout: float = option(0.0, "probability of skipping the whole update during training")
 
     def __post_init__(self) -> None:
         super().__post_init__()

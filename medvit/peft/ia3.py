@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import register_method
 from medvit.peft.hf import TargetedConfig, inject_hf, resolve
 from medvit.peft.targets import resolve_targets
@@ -15,8 +16,8 @@ from medvit.peft.targets import resolve_targets
 class IA3Config(TargetedConfig):
     """Scale vectors (init 1) on the outputs of targeted linears and the inputs of feed-forward ones."""
 
-    targets: list[str] = field(default_factory=lambda: ["attention", "mlp"])  # layers that get a scale vector
-    feedforward: list[str] = field(default_factory=lambda: ["mlp.fc2"])  # subset scaled on the input side
+    targets: list[str] = option(default_factory=lambda: ["attention", "mlp"], help="layers that get a scale vector")
+    feedforward: list[str] = option(default_factory=lambda: ["mlp.fc2"], help="subset scaled on the input side")
 
 
 @register_method("ia3", IA3Config, "(IA)^3 learned activation rescaling on attention/MLP linears (huggingface peft)",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import register_method
 from medvit.peft.hf import LycorisConfig, inject_hf, resolve
 from medvit.peft.targets import check_rank
@@ -15,8 +16,8 @@ from medvit.peft.targets import check_rank
 class LokrConfig(LycorisConfig):
     """ΔW = W1 ⊗ (W2a W2b) · alpha / r on each targeted ``nn.Linear``."""
 
-    decompose_both: bool = False  # also factor the left Kronecker matrix W1 into a low-rank product
-    decompose_factor: int = -1  # split of the dimensions into Kronecker factors (-1: as square as possible)
+    decompose_both: bool = option(False, "also factor the left Kronecker matrix W1 into a low-rank product")
+    decompose_factor: int = option(-1, "split of the dimensions into Kronecker factors (-1: as square as possible)")
 
 
 @register_method("lokr", LokrConfig, "LoKr Kronecker updates on attention/MLP linears (huggingface peft)",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import register_method
 from medvit.peft.hf import TargetedConfig, inject_hf, resolve
 from medvit.peft.targets import check_rank
@@ -15,10 +16,10 @@ from medvit.peft.targets import check_rank
 class LoraConfig(TargetedConfig):
     """Low-rank update B·A (B zero-initialised) on each targeted ``nn.Linear``."""
 
-    r: int = 8  # rank of the update; must not exceed any targeted layer's min(in, out)
-    alpha: float = 16.0  # scaling numerator: the update is multiplied by alpha / r
-    dropout: float = 0.0  # dropout on the LoRA branch input
-    use_dora: bool = False  # DoRA: weight-decomposed LoRA (magnitude vector + direction update)
+    r: int = option(8, "rank of the update; must not exceed any targeted layer's min(in, out)")
+    alpha: float = option(16.0, "scaling numerator: the update is multiplied by alpha / r")
+    dropout: float = option(0.0, "dropout on the LoRA branch input")
+    use_dora: bool = option(False, "DoRA: weight-decomposed LoRA (magnitude vector + direction update)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

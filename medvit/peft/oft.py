@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import register_method
 from medvit.peft.hf import TargetedConfig, inject_hf, resolve
 
@@ -14,11 +15,11 @@ from medvit.peft.hf import TargetedConfig, inject_hf, resolve
 class OFTConfig(TargetedConfig):
     """W ← R W with R block-diagonal orthogonal (Cayley parametrised), blocks of ``block_size`` channels."""
 
-    block_size: int = 16  # channels per orthogonal block; must divide every targeted layer's in_features
-    coft: bool = False  # constrained OFT: keep R within ``eps`` of the identity
-    eps: float = 6e-5  # COFT radius
-    block_share: bool = False  # one rotation block shared by all blocks of a layer
-    module_dropout: float = 0.0  # probability of skipping the rotation (multiplicative dropout) in training
+    block_size: int = option(16, "channels per orthogonal block; must divide every targeted layer's in_features")
+    coft: bool = option(False, "constrained OFT: keep R within ``eps`` of the identity")
+    eps: float = option(6e-5, "COFT radius")
+    block_share: bool = option(False, "one rotation block shared by all blocks of a layer")
+    module_dropout: float = option(0.0, "probability of skipping the rotation (multiplicative dropout) in training")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import register_method
 from medvit.peft.hf import TargetedConfig, inject_hf, resolve
 from medvit.peft.targets import check_rank
@@ -15,10 +16,10 @@ from medvit.peft.targets import check_rank
 class VeraConfig(TargetedConfig):
     """ΔW = Λ_b B Λ_d A with A, B frozen random matrices shared by all layers; only Λ_b, Λ_d train."""
 
-    r: int = 64  # rank of the shared random projections; must not exceed any targeted layer's min(in, out)
-    d_initial: float = 0.1  # initial value of the Λ_d scales
-    dropout: float = 0.0  # dropout on the VeRA branch input
-    projection_prng_key: int = 0  # seed of the shared random projections (saved with the adapter anyway)
+    r: int = option(64, "rank of the shared random projections; must not exceed any targeted layer's min(in, out)")
+    d_initial: float = option(0.1, "initial value of the Λ_d scales")
+    dropout: float = option(0.0, "dropout on the VeRA branch input")
+    projection_prng_key: int = option(0, "seed of the shared random projections (saved with the adapter anyway)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from medvit.config import option
 from medvit.peft.base import MethodConfig, register_method
 from medvit.peft.prompted import PromptedViT, block_index, device_of, prompt_init_bound
 
@@ -20,10 +21,11 @@ from medvit.peft.prompted import PromptedViT, block_index, device_of, prompt_ini
 class VPTConfig(MethodConfig):
     """Prompt tokens (N × D per prompted block)."""
 
-    num_prompts: int = 10  # N prompt tokens
-    dropout: float = 0.0  # dropout on the prompt tokens when they are inserted
-    layers: list[int] | None = None  # vpt_deep: blocks whose input prompts are fresh (None = all; 0 always)
-    pool: str = "backbone"  # "backbone": pool as the backbone does, prompts dropped; "prompts": mean of CLS+prompts
+    num_prompts: int = option(10, "N prompt tokens")
+    dropout: float = option(0.0, "dropout on the prompt tokens when they are inserted")
+    layers: list[int] | None = option(None, "vpt_deep: blocks whose input prompts are fresh (None = all; 0 always)")
+    pool: str = option("backbone", '"backbone": pool as the backbone does, prompts dropped; "prompts": mean of '
+                                   "CLS+prompts")
 
     def __post_init__(self) -> None:
         super().__post_init__()

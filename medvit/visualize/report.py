@@ -17,29 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
+from medvit.eval.operating import FindingOperatingPoint, operating_summary
 
-@dataclass
-class LabelReport:
-    """Scores of one label on the evaluated split (NaN where the label lacks positives or negatives)."""
 
-    name: str
-    n_pos: int
-    n_neg: int
-    auroc: float
-    average_precision: float
-    threshold: float
-    tp: int
-    fp: int
-    tn: int
-    fn: int
+@dataclass(frozen=True)
+class LabelReport(FindingOperatingPoint):
+    """One label on the evaluated split: the confusion counts at its threshold
+    (:class:`medvit.eval.operating.FindingOperatingPoint`, with sensitivity / specificity) plus AUROC and average
+    precision (NaN where the label lacks known positives or negatives)."""
+
+    auroc: float = math.nan
+    average_precision: float = math.nan
+    threshold: float = 0.5
 
     @property
-    def sensitivity(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else math.nan
+    def n_pos(self) -> int:
+        return self.tp + self.fn
 
     @property
-    def specificity(self) -> float:
-        return self.tn / (self.tn + self.fp) if self.tn + self.fp else math.nan
+    def n_neg(self) -> int:
+        return self.tn + self.fp
 
     @property
     def ppv(self) -> float:
@@ -48,27 +45,26 @@ class LabelReport:
 
 def label_reports(y: np.ndarray, prob: np.ndarray, mask: np.ndarray, names: Sequence[str],
                   thresholds: Sequence[float]) -> list[LabelReport]:
-    """Per-label AUROC, average precision and the confusion counts at ``thresholds`` (prob >= t is positive).
+    """Per-label AUROC, average precision and the confusion counts at ``thresholds`` (prob >= t is positive;
+    counts from :func:`medvit.eval.operating.operating_summary`).
 
     ``y``, ``prob``: (N, K) floats; ``mask``: (N, K) bool, False = unknown. Raises ValueError on shape mismatch.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     y, prob, mask = np.asarray(y, float), np.asarray(prob, float), np.asarray(mask, bool)
-    if not (y.shape == prob.shape == mask.shape) or y.ndim != 2 or y.shape[1] != len(names) != len(thresholds):
+    if not (y.shape == prob.shape == mask.shape) or y.ndim != 2 or not y.shape[1] == len(names) == len(thresholds):
         raise ValueError(f"report: y {y.shape}, prob {prob.shape}, mask {mask.shape}, {len(names)} names and "
                          f"{len(thresholds)} thresholds do not agree")
+    known = mask & np.isfinite(y)
+    points = operating_summary(np.nan_to_num(y), prob >= np.asarray(thresholds, float)[None, :], names, known)
     out = []
-    for k, name in enumerate(names):
-        sel = mask[:, k] & np.isfinite(y[:, k])
-        yk, pk = y[sel, k] > 0.5, prob[sel, k]
+    for k, pt in enumerate(points.findings):
+        yk, pk = y[known[:, k], k] > 0.5, prob[known[:, k], k]
         both = yk.any() and (~yk).any()
-        pred = pk >= thresholds[k]
-        out.append(LabelReport(
-            name, int(yk.sum()), int((~yk).sum()),
-            float(roc_auc_score(yk, pk)) if both else math.nan,
-            float(average_precision_score(yk, pk)) if both else math.nan, float(thresholds[k]),
-            int((pred & yk).sum()), int((pred & ~yk).sum()), int((~pred & ~yk).sum()), int((~pred & yk).sum())))
+        out.append(LabelReport(pt.name, pt.tp, pt.fn, pt.tn, pt.fp,
+                               float(roc_auc_score(yk, pk)) if both else math.nan,
+                               float(average_precision_score(yk, pk)) if both else math.nan, float(thresholds[k])))
     return out
 
 

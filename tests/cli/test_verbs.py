@@ -39,6 +39,12 @@ def test_help_documents_every_config_field(capsys, verb, task):
         assert d.help and d.help in out, d.key
     for name in presets_for(task):
         assert name in out
+    if verb == "tune":  # and every PEFT method's config keys
+        from medvit.peft import get_method
+
+        for name in REGISTRY.names("peft"):
+            for d in describe(get_method(name).config_cls):
+                assert d.help and d.help in out, f"{name}.{d.key}"
 
 
 def test_list_preset(capsys):
