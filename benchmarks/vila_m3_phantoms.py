@@ -135,7 +135,8 @@ def _has_avx512_bf16() -> bool:
         return False
 
 
-def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, cmd: str) -> None:
+def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, cmd: str, name: str,
+           lm_label: str, overrides: list[str]) -> None:
     rows = {}
     keys = ["f1_without_expert", "f1_with_expert", "f1_expert_alone", "f1_majority", "expert_call_rate",
             "unparseable_without", "unparseable_with", "vqa_exact_match", "report_BLEU_4", "report_ROUGE_L",
@@ -144,13 +145,14 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
         rows[k] = _ms([r["eval"].get(k) for r in res.values()])
     out = {"seeds": sorted(res), "per_seed": {s: r["eval"] for s, r in res.items()},
            "stages": {s: r["stages"] for s, r in res.items()}, "mean_sd": rows, "timing": tim,
-           "cpu_seconds": cpu_s, "wall_seconds": wall_s, "command": cmd, "preset": str(PRESET.relative_to(ROOT))}
+           "cpu_seconds": cpu_s, "wall_seconds": wall_s, "command": cmd, "preset": str(PRESET.relative_to(ROOT)),
+           "overrides": overrides, "lm": lm_label}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "vila_m3_phantoms.json").write_text(json.dumps(out, indent=2, default=str))
+    (OUT / f"{name}.json").write_text(json.dumps(out, indent=2, default=str))
     n = len(res)
-    lines = ["# VILA-M3 on chest phantoms, SmolLM2-135M-Instruct, CPU", "",
-             f"Command: `{cmd}`  ", f"Preset: `{out['preset']}` (four stages, LoRA r=8 on the LM where a stage tunes "
-             f"it). Seeds: {sorted(res)}. CPU time of all processes: {cpu_s / 60:.1f} CPU-min (wall "
+    lines = [f"# VILA-M3 on chest phantoms, {lm_label}, CPU", "",
+             f"Command: `{cmd}`  ", f"Preset: `{out['preset']}` with overrides `{' '.join(overrides) or '-'}`. "
+             f"Seeds: {sorted(res)}. CPU time of all processes: {cpu_s / 60:.1f} CPU-min (wall "
              f"{wall_s / 60:.1f} min on a shared 2-core machine).", "",
              f"## Classification (mean per-class binary F1 from yes/no answers, {n} seeds, mean ± sd)", "",
              "| arm | F1 |", "|---|---|"]
@@ -174,7 +176,7 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
         for st, v in tim["training_images_per_s"].items():
             lines.append(f"| training images/s, stage {st} | {statistics.fmean(v['fp32']):.3f} | "
                          f"{statistics.fmean(v['bf16']):.3f} |")
-    (OUT / "vila_m3_phantoms.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -187,9 +189,9 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
                color=["grey", "tab:blue", "tab:green", "tab:orange"])
         ax.set_xticks(range(4), ["majority", "VLM w/o expert", "VLM with expert", "expert alone"])
         ax.set_ylabel("mean per-class F1")
-        ax.set_title(f"VILA-M3 on chest phantoms (SmolLM2-135M, {n} seeds)")
+        ax.set_title(f"VILA-M3 on chest phantoms ({lm_label}, {n} seeds)")
         fig.tight_layout()
-        fig.savefig(OUT / "vila_m3_phantoms.png", dpi=120)
+        fig.savefig(OUT / f"{name}.png", dpi=120)
     except ImportError:
         pass
 
@@ -203,6 +205,8 @@ def main() -> int:
     ap.add_argument("--timing-only", action="store_true")
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--name", default="vila_m3_phantoms", help="results file stem")
+    ap.add_argument("--lm-label", default="SmolLM2-135M-Instruct", help="the LM, as written in the results")
     ap.add_argument("--timing-steps", type=int, default=1)
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every seed's run")
     a = ap.parse_args()
@@ -224,8 +228,8 @@ def main() -> int:
         tim = json.loads((OUT / "vila_m3_speed.json").read_text())
     ru_c, ru_s = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     cpu = ru_c.ru_utime + ru_c.ru_stime + ru_s.ru_utime + ru_s.ru_stime + (tim or {}).get("cpu_seconds", 0.0)
-    report(res, tim, cpu, time.perf_counter() - t0, cmd)
-    print((OUT / "vila_m3_phantoms.md").read_text())
+    report(res, tim, cpu, time.perf_counter() - t0, cmd, a.name, a.lm_label, a.overrides)
+    print((OUT / f"{a.name}.md").read_text())
     return 0
 
 

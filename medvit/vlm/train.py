@@ -61,6 +61,7 @@ class LMSource:
     path: str = option("", "local Hugging Face causal-LM directory (when preset is empty)")
     gguf_file: str | None = option(None, "GGUF file inside path")
     seed: int = option(0, "seed of the tiny random LM")
+    hidden_size: int = option(32, "hidden size of the tiny random LM")
 
 
 @dataclass
@@ -160,7 +161,8 @@ def resolve_lm(src: LMSource, out: Path) -> tuple[str, str | None]:
 
         d = out / "lm"
         if not (d / "config.json").is_file():
-            build_tiny_lm(d, "llama" if src.preset == "tiny_llama" else "qwen2", seed=src.seed)
+            build_tiny_lm(d, "llama" if src.preset == "tiny_llama" else "qwen2", seed=src.seed,
+                          hidden_size=src.hidden_size)
         return str(d), None
     if src.preset == "smollm2":
         return str(smollm2_dir()), SMOLLM2_GGUF
