@@ -28,6 +28,8 @@ except FileNotFoundError:  # an installed package without the source tree: `medv
 PIPELINE = _DEMO / demo_files.PIPELINE_NAME
 RULES = _DEMO / demo_files.RULES_NAME
 COMMITTED = _DEMO / demo_files.COMMITTED_NAME
+#: the committed segmentation model (pipelines/segmentation/model): its SEGs go to results/segmentation/
+SEGMENTATION_MODEL = _DEMO.parent / "segmentation" / "model"
 #: pydicom test files used as hostile extras, with the outcome the demo expects
 EXTRAS = {"CT_small.dcm": "skipped (CT: not selected)", "rtplan.dcm": "skipped (no image)",
           "DICOMDIR": "skipped (DICOMDIR)"}
@@ -218,7 +220,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ndemo: the {len(errors)} failure(s) are the deliberately broken extras "  # noqa: T201
               f"({', '.join(errors)}); a real run would exit with code 3 here.")
         rc = 0
-    print(f"\ndemo: outputs in {results}/ (predictions.csv, sr/, heatmaps/, status.csv, run.json); "  # noqa: T201
+    if (SEGMENTATION_MODEL / "config.json").is_file():  # lungs and heart as DICOM SEG (the viewer overlays them)
+        seg_argv = ["infer", "-m", _show(SEGMENTATION_MODEL), "-i", _show(out / "inbox"), "-o",
+                    _show(results / "segmentation"), "--quiet"]
+        print(f"\n$ medvit {' '.join(seg_argv)}", flush=True)  # noqa: T201
+        seg_args = build_parser().parse_args(seg_argv)
+        seg_args.func(seg_args)  # failures are the same hostile extras as above (listed in its errors.csv)
+    print(f"\ndemo: outputs in {results}/ (predictions.csv, sr/, heatmaps/, segmentation/seg/, status.csv, run.json); "  # noqa: T201
           f"inputs in {out / 'inbox'}/. Research use only - not for diagnosis.")
     print(f"demo: to look at the studies and findings, run `make viewer` (or `medvit viewer --data {out / 'inbox'}`)")  # noqa: T201
     return rc
