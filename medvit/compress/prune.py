@@ -237,7 +237,8 @@ def _slice(model: nn.Module, plan: PrunePlan) -> dict[str, torch.Tensor]:
             out[name] = t[:, e]
         else:
             out[name] = t
-    for i, blk in enumerate(model.blocks):
+    for i in range(len(plan.heads)):  # a plan may keep fewer blocks (elastic depth): later blocks are dropped
+        blk = model.blocks[i]
         p = f"blocks.{i}."
         h_all = blk.attn.num_heads
         inner = torch.tensor([hh * hd + d for hh in plan.heads[i] for d in range(hd)])
@@ -274,7 +275,7 @@ def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
 
     _check(model)
     args = dict(model.model_args)
-    args.update(embed_dim=len(plan.embed), block_heads=[len(h) for h in plan.heads],
+    args.update(embed_dim=len(plan.embed), depth=len(plan.heads), block_heads=[len(h) for h in plan.heads],
                 head_dim=model.blocks[0].attn.head_dim, block_mlp=[len(m) for m in plan.mlp])
     args.pop("num_heads", None)
     pruned = create_model("vit_pruned", **args)
