@@ -89,6 +89,29 @@ def server_slice_steps(files: list[Path]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in t.items()}
 
 
+def apptest_scroll_cpu(ct: Path, steps: int = 20) -> dict[str, float]:
+    """CPU seconds of the viewer's script rerun per slider step (Streamlit AppTest, no browser), lung window:
+    what one scroll step costs the server, independent of how loaded the machine is."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["MEDVIT_VIEWER_DATA"] = str(ct)
+    os.environ["MEDVIT_VIEWER_RESULTS"] = str(ct.parent / "no-results")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "apps" / "viewer" / "app.py"),
+                           default_timeout=300)
+    at.run()
+    lung = next(o for o in at.selectbox(key="disp_preset").options if o.startswith("lung"))
+    at.selectbox(key="disp_preset").set_value(lung).run()
+    cpu, wall = [], []
+    for k in range(2, 2 + steps):
+        c0, w0 = time.process_time(), time.perf_counter()
+        at.slider(key="nav_file").set_value(k).run()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        if at.exception:
+            raise RuntimeError(f"viewer raised: {at.exception}")
+    return {"cpu_median": statistics.median(cpu), "cpu_max": max(cpu), "wall_median": statistics.median(wall)}
+
+
 def _chrome(profile: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -207,6 +230,7 @@ def main() -> int:
     files = write_ct_series(ct / "series", args.slices, {"PatientID": "PCT", "StudyDate": "20240105",
                                                           "StudyDescription": "CT CHEST"}, size=512)
     steps = server_slice_steps(files)
+    cpu = apptest_scroll_cpu(ct)
     proc, url = _serve(small, results, tmp, "worklist")
     try:
         paint = worklist_paint(url, tmp / "profile-wl")
@@ -224,7 +248,8 @@ def main() -> int:
                       f"{os.getloadavg()[0]:.1f} at the end)",
            "studies": args.studies, "slices": args.slices, "slice_size": "512x512 CT, 12-bit, lung window",
            "worklist_first_paint_seconds": paint, "worklist_library_seconds": lib_s,
-           "scroll_step_seconds": scroll, "server_slice_steps_median_seconds": steps}
+           "scroll_step_seconds": scroll, "server_slice_steps_median_seconds": steps,
+           "scroll_rerun_apptest_seconds": cpu}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2))
@@ -244,6 +269,9 @@ def main() -> int:
               "| decode | render (lung) | downsample | PNG encode |", "|---|---|---|---|",
               f"| {steps['decode'] * 1000:.1f} ms | {steps['render_lung'] * 1000:.1f} ms | "
               f"{steps['compose'] * 1000:.1f} ms | {steps['png_encode'] * 1000:.1f} ms |", "",
+              f"Whole viewer script rerun per scroll step (Streamlit AppTest, no browser): CPU median "
+              f"{cpu['cpu_median'] * 1000:.0f} ms (max {cpu['cpu_max'] * 1000:.0f} ms), wall median "
+              f"{cpu['wall_median']:.2f} s — the load-independent server cost of one step.", "",
               "Each step includes the Streamlit rerun of the whole page, the websocket round trip and the browser "
               "loading the PNG; the machine is shared (see load average), so treat absolute times as upper bounds."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
