@@ -78,3 +78,53 @@ def app_reading(studies, tiny_model, tmp_path, monkeypatch):
     from tests.viewer.test_app import app as app_fixture
 
     return app_fixture.__wrapped__(studies, tiny_model, tmp_path, monkeypatch)
+
+
+def test_measure_keep_save_and_export_sr(app_reading, tmp_path):
+    """A distance typed on the CHEST PA image (Imager Pixel Spacing 0.2 mm): 10.00 mm, kept, saved with the
+    feedback (RESULTS/feedback/<study>.json) and exported as a TID 1500 SR that reads back with highdicom."""
+    import json
+
+    import highdicom as hd
+
+    at = app_reading
+    at.selectbox(key="study_idx").set_value(1).run()
+    next(b for b in at.button if "CHEST PA" in b.label).click().run()
+    for key, v in (("ms_distance_start_x", 10.0), ("ms_distance_start_y", 20.0), ("ms_distance_end_x", 40.0),
+                   ("ms_distance_end_y", 60.0)):
+        at.number_input(key=key).set_value(v)
+    at.run()
+    assert any("Distance: 10.00 mm" in m.value for m in at.markdown)
+    at.button(key="ms_keep").click().run()
+    at.button(key="ms_save").click().run()
+    at.button(key="ms_sr").click().run()
+    assert not at.exception, at.exception
+    fb = json.loads(next((tmp_path / "results" / "feedback").glob("*.json")).read_text())
+    m = fb["entries"][-1]["measurements"][0]
+    assert m["kind"] == "distance" and m["values"]["length_mm"] == pytest.approx(10.0)
+    sr = hd.sr.srread(next((tmp_path / "results" / "measurements").rglob("*.dcm")))
+    length = sr.content.get_planar_roi_measurement_groups()[0].get_measurements()[0]
+    assert length.value == pytest.approx(10.0) and length.unit.value == "mm"
+
+
+def test_prior_shown_beside_the_current_view(studies, tiny_model, tmp_path, monkeypatch):
+    import pydicom
+
+    from tests.viewer.conftest import write_dx
+
+    p = write_dx(studies / "a" / "prior.dcm", study="1.2.3.9", series="1.2.3.9.1", seed=5)
+    ds = pydicom.dcmread(p)
+    ds.StudyDate = "20230101"
+    ds.save_as(p)
+    at = app_reading.__wrapped__(studies, tiny_model, tmp_path, monkeypatch)
+    at.selectbox(key="study_idx").set_value(1).run()
+    next(b for b in at.button if "CHEST PA" in b.label).click().run()
+    prior = at.selectbox(key="prior_idx")
+    assert prior.options[1].startswith("Prior 2023-01-01")
+    n_images = len(at.get("image"))
+    full = next(o for o in at.selectbox(key="disp_preset").options if o.startswith("full"))
+    at.selectbox(key="disp_preset").set_value(full)
+    prior.set_value(1).run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) == n_images + 1  # the prior beside the current view
+    assert not [e for e in at.get("error") if "Cannot show the prior" in e.value]
