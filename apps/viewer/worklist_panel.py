@@ -40,14 +40,15 @@ def worklist(results_dir: str | Path) -> list[str] | None:
     findings = sorted({k for r in rows for k in r.probabilities})
     modalities = sorted({m for r in rows for m in r.modalities})
     with st.expander(f"Worklist · {len(rows)} studies from the batch results", expanded=True):
-        c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 2, 3])
+        c1, c2, c3, c4, c5, c6 = st.columns([3, 2, 2, 2, 2, 3])
         finding = c1.selectbox("Triage by finding", findings, key="wl_finding") if findings else None
         thr_text = c2.text_input("Threshold", key="wl_threshold", placeholder="model's",
                                  help="probability threshold for 'finding first' (empty: the model's operating "
                                       "threshold)")
         modality = c3.selectbox("Modality", [ALL, *modalities], key="wl_modality")
         status = c4.selectbox("Status", [ALL, *STATUSES], key="wl_status")
-        sort = c5.selectbox("Order", list(SORTS), format_func=SORTS.__getitem__, key="wl_sort")
+        since = c5.date_input("Since", value=None, key="wl_since", help="studies on or after this date")
+        sort = c6.selectbox("Order", list(SORTS), format_func=SORTS.__getitem__, key="wl_sort")
         try:
             threshold = float(thr_text) if thr_text.strip() else None
         except ValueError:
@@ -55,6 +56,7 @@ def worklist(results_dir: str | Path) -> list[str] | None:
             threshold = None
         try:
             chosen = select(rows, finding, threshold, None if modality == ALL else modality,
+                            date_from=since.strftime("%Y%m%d") if since else "",
                             status=None if status == ALL else status, sort=sort if finding or sort != "finding"
                             else "date")
         except ValueError as e:
@@ -87,3 +89,4 @@ def mark_read_button(results_dir: str | Path, study_key: str) -> None:
             st.error(f"Not saved: {e}")
         else:
             st.toast("Marked as read")
+            st.rerun()  # the worklist above was drawn before the click: show the new status

@@ -128,3 +128,32 @@ def test_prior_shown_beside_the_current_view(studies, tiny_model, tmp_path, monk
     assert not at.exception, at.exception
     assert len(at.get("image")) == n_images + 1  # the prior beside the current view
     assert not [e for e in at.get("error") if "Cannot show the prior" in e.value]
+
+
+def test_worklist_panel_filters_orders_and_marks_read(app_reading, tmp_path):
+    import datetime
+    import json
+
+    at = app_reading
+    res = tmp_path / "results"
+    res.mkdir(exist_ok=True)
+    recs = [("1.2.3.1", "20240131", "DX", 0.2), ("1.2.3.2", "20240131", "DX", 0.9), ("9.9", "20230101", "CR", 0.7)]
+    with open(res / "predictions.jsonl", "w") as f:
+        for i, (study, date, mod, p) in enumerate(recs):
+            f.write(json.dumps({"file": f"f{i}.dcm", "study_instance_uid": study, "study_date": date,
+                                "modality": mod, "probabilities": {"Effusion": p}, "thresholds": {"Effusion": 0.4},
+                                "ood_flag": "", "model": {"name": "m", "version": "1"}}) + "\n")
+    at.run()
+    table = at.table[0].value
+    assert list(table["study"]) == ["1.2.3.2", "9.9", "1.2.3.1"] and list(table["Effusion"]) == ["0.900", "0.700",
+                                                                                               "0.200"]
+    # the sidebar's study list follows the worklist: first the study with p = 0.9
+    assert "1.2.3.2" in at.session_state["series_key"]
+    at.selectbox(key="wl_modality").set_value("DX").run()
+    assert list(at.table[0].value["study"]) == ["1.2.3.2", "1.2.3.1"]
+    at.date_input(key="wl_since").set_value(datetime.date(2024, 1, 1)).run()
+    at.selectbox(key="wl_modality").set_value("All").run()
+    assert list(at.table[0].value["study"]) == ["1.2.3.2", "1.2.3.1"]
+    at.button(key="wl_mark_read").click().run()
+    assert not at.exception, at.exception
+    assert list(at.table[0].value["status"]) == ["read", "unread"]
