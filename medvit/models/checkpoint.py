@@ -106,16 +106,18 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {p}")
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(
-            f"{p} is a pickled PyTorch checkpoint, not safetensors; medvit never unpickles checkpoints "
-            f"implicitly. Convert it once with `medvit convert {p} OUT_DIR --arch ARCH`."
-        )
     try:
         return load_file(str(p))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        # only a file safetensors refuses is checked for pickle magic: a valid safetensors header length can begin
+        # with the bytes b"PK" or 0x80 (e.g. a 0x0380-byte header) and must not be taken for a pickle
+        with open(p, "rb") as f:
+            head = f.read(8)
+        if head[:2] == b"PK" or head[:1] == b"\x80":
+            raise CheckpointError(
+                f"{p} is a pickled PyTorch checkpoint, not safetensors; medvit never unpickles checkpoints "
+                f"implicitly. Convert it once with `medvit convert {p} OUT_DIR --arch ARCH`."
+            ) from None
         raise CheckpointError(f"{p} is not a readable safetensors file ({e}); it may be truncated or corrupt") from e
 
 
