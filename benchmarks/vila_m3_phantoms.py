@@ -156,10 +156,10 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
              f"{wall_s / 60:.1f} min on a shared 2-core machine).", "",
              f"## Classification (mean per-class binary F1 from yes/no answers, {n} seeds, mean ± sd)", "",
              "| arm | F1 |", "|---|---|"]
-    for k, name in (("f1_majority", "majority-class baseline"), ("f1_without_expert", "VLM without expert"),
+    for k, arm in (("f1_majority", "majority-class baseline"), ("f1_without_expert", "VLM without expert"),
                     ("f1_with_expert", "VLM with CXR expert in the loop"), ("f1_expert_alone", "CXR expert alone")):
         m, s = rows[k]
-        lines.append(f"| {name} | {m:.3f} ± {s:.3f} |")
+        lines.append(f"| {arm} | {m:.3f} ± {s:.3f} |")
     m, s = rows["expert_call_rate"]
     lines += ["", f"Expert call rate (with-expert arm): {m:.2f} ± {s:.2f}; unparseable answers without / with: "
               f"{rows['unparseable_without'][0]:.1f} / {rows['unparseable_with'][0]:.1f} per seed.", "",
