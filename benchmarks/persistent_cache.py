@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--short-side", type=int, default=256)
     ap.add_argument("--model", default="vit_small_patch16_224")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--jpeg2000", action="store_true", help="write the phantoms JPEG 2000 compressed (decode-bound)")
     ap.add_argument("--work", default="", help="folder for phantoms and cache (default: a temporary one)")
     ap.add_argument("--out", default="benchmarks/results/persistent_cache")
     args = ap.parse_args()
@@ -100,7 +101,7 @@ def main() -> None:
     if not (data / "labels.csv").is_file():
         from medvit.data.synth import write_synth
 
-        write_synth("cxr", args.n, data, fmt="dicom", seed=0, image_size=1024, masks=False)
+        write_synth("cxr", args.n, data, fmt="dicom", seed=0, image_size=1024, masks=False, jpeg2000=args.jpeg2000)
     write_s = time.perf_counter() - t0
     ds_args = dict(root=str(data), path_column="file", patient_column="patient_id", label_columns=list(CXR_LABELS),
                    max_short_side=args.short_side)
@@ -134,13 +135,15 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": "nice -n 10 python benchmarks/persistent_cache.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "out")),
-            "n_images": args.n, "image": "1024x1024 DICOM CXR phantoms (uncompressed, 16-bit)",
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "out", "jpeg2000"))
+                + (" --jpeg2000" if args.jpeg2000 else "") + f" --out {args.out}",
+            "n_images": args.n,
+            "image": "1024x1024 DICOM CXR phantoms (" + ("JPEG 2000" if args.jpeg2000 else "uncompressed") + ")",
             "short_side": args.short_side, "batch": args.batch, "workers": args.workers, "model": args.model,
             "threads": args.threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "phantom_write_s": write_s, "cache_mib": cache_mb}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=2))
-    lines = ["# Persistent cache (MONAI PersistentDataset) vs streaming, 1024² DICOM phantoms", "",
+    lines = [f"# Persistent cache (MONAI PersistentDataset) vs streaming, 1024² DICOM phantoms ({meta['image']})", "",
              f"`{meta['command']}`", "",
              f"{args.n} images, loaded at short side {args.short_side}, {args.model} at 224 px, batch {args.batch}, "
              f"{args.workers} loader workers, {args.threads} torch threads, {args.rounds} interleaved rounds; "

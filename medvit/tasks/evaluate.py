@@ -86,6 +86,9 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from medvit.visualize.report import write_report
 
     model, contract, sha = load_trained(cfg.model)
+    if not contract.multilabel:
+        raise ValueError(f"{cfg.model}: the contract says softmax over labels (multilabel: false); medvit eval scores "
+                         "multi-label models (per-label sigmoid), graded models report QWK in their tuning summary")
     names = list(contract.label_names)
     ds = build_dataset(cfg.dataset, cfg.split, **cfg.dataset_args)
     ds_names = list(getattr(ds, "label_names", []))

@@ -61,7 +61,10 @@ class MAEPretrainConfig:
     hflip: float = option(0.5, "horizontal flip probability")
     pretrained: str | None = option(None, "MAE checkpoint (reference/HF/medvit, decoder included) to continue from")
     train: TrainConfig = option(default_factory=_default_train, help="optimisation (AdamW betas 0.9/0.95, blr 1.5e-4)")
-    cache_data: bool = option(True, "hold decoded images in memory (phantoms, small sets)")
+    cache_data: bool = option(True, "hold decoded images in memory (MONAI CacheDataset; phantoms, small sets); false "
+                                    "= read every epoch (MONAI Dataset)")
+    cache_dir: str = option("", "on-disk cache of decoded images (MONAI PersistentDataset keyed by file SHA-256 and "
+                                "the loading config); overrides cache_data")
     figure_images: int = option(6, "rows of reconstruction.png")
 
     def __post_init__(self) -> None:
@@ -147,7 +150,7 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
 
     from medvit.data import build_dataset, dataset_normalization
     from medvit.data.augment import build_eval_transform, build_train_transform
-    from medvit.eval.predict import cache_dataset
+    from medvit.data.monai_data import cache_mode, monai_dataset
     from medvit.models import save_checkpoint
     from medvit.models.mae_convert import export_encoder
     from medvit.train import Trainer
@@ -161,8 +164,8 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
     for name, args, splits, (m, s) in sources:
         for split in splits:
             part = build_dataset(name, split, **args)
-            if cfg.cache_data:
-                part = cache_dataset(part, keys=("image",))
+            part = monai_dataset(part, cache_mode(cfg.cache_data, cfg.cache_dir), cfg.cache_dir or None,
+                                 {"dataset": name, "args": args, "split": split}, keys=("image",))
             parts.append(_Tagged(part, name))
         transforms[name] = build_train_transform(cfg.image_size, m, s, cfg.rrc_scale, hflip_prob=cfg.hflip,
                                                  in_chans=cfg.in_chans)
