@@ -38,7 +38,7 @@ HEADER_KEYS = (
     "SeriesDescription", "ImageType",
     # spacing for segmentation areas (medvit.infer.segment, medvit.io.spacing)
     "PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibrationType", "EstimatedRadiographicMagnificationFactor",
-    "NominalScannedPixelSpacing",
+    "NominalScannedPixelSpacing", "SliceThickness", "SpacingBetweenSlices",
 )
 
 

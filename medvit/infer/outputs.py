@@ -235,6 +235,12 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str],
             counts["ood_flagged"] = counts.get("ood_flagged", 0) + 1
     counts["studies"] = len(studies)
     if segment_labels:
+        from medvit.infer.segment import series_volumes
+
+        vol_rows = series_volumes([r for r in journal.records() if r["status"] == "predicted"], segment_labels)
+        atomic_write(out_dir / "segment_volumes.csv", csv_text(
+            ["study_instance_uid", "series_instance_uid", "modality", "images", "slice_mm"]
+            + [f"volume_mm3_{k}" for k in segment_labels], vol_rows))
         counts.setdefault("seg_written", 0)
         counts.setdefault("seg_failed", 0)
     for k, f in bufs.items():

@@ -28,6 +28,42 @@ SPACING_KEYS = ("PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibrationTy
                 "EstimatedRadiographicMagnificationFactor", "NominalScannedPixelSpacing")
 
 
+def slice_spacing(header: dict[str, Any]) -> float | str:
+    """Distance between adjacent slices in mm for cross-sectional images: Spacing Between Slices, else Slice
+    Thickness (contiguous slices assumed); ``""`` when neither is a positive number (projection images)."""
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            v = float(header.get(key) or 0)
+        except (TypeError, ValueError):
+            continue
+        if v > 0:
+            return v
+    return ""
+
+
+def series_volumes(records: list[dict[str, Any]], labels: list[str]) -> list[list[Any]]:
+    """Per series with a slice spacing: [study, series, modality, images, slice_mm, volume_mm3 per label], the
+    volume being the sum over its images of area x slice spacing (discrete Cavalieri estimate; exact for
+    contiguous slices of that spacing). Series of projection images (no slice spacing) get no row."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        if r.get("slice_mm") in ("", None) or "segment_areas_mm2" not in r:
+            continue
+        a = acc.setdefault((r.get("study_instance_uid", ""), r.get("series_instance_uid", "")),
+                           {"modality": r.get("modality", ""), "n": 0, "slice": float(r["slice_mm"]),
+                            "vol": dict.fromkeys(labels, 0.0), "unknown": False})
+        a["n"] += 1
+        for k in labels:
+            area = r["segment_areas_mm2"].get(k, "")
+            if area == "":
+                a["unknown"] = True
+            else:
+                a["vol"][k] += float(area) * float(r["slice_mm"])
+    return [[st, se, a["modality"], a["n"], a["slice"]] + [("" if a["unknown"] else round(a["vol"][k], 1))
+                                                        for k in labels]
+            for (st, se), a in sorted(acc.items())]
+
+
 def presence(maps: np.ndarray) -> np.ndarray:
     """(B, K, h, w) probability maps -> (B, K) highest pixel probability per label."""
     return maps.reshape(maps.shape[0], maps.shape[1], -1).max(-1)
@@ -72,6 +108,7 @@ def segmentation_outputs(run: RunOutputs, seg: Any, thresholds: list[float], bat
         rec["segment_areas_mm2"] = {k: (round(float(c) * sp.pixel_area_mm2, 2) if sp else "")
                                     for k, c in zip(seg.names, counts, strict=True)}
         rec["spacing_source"] = sp.source if sp else ""
+        rec["slice_mm"] = slice_spacing(d.header)
         rec["seg_dcm"] = ""
         try:
             p = seg_path(run.out, rec)

@@ -18,6 +18,9 @@ import numpy as np
 
 from medvit.io.uids import make_uid
 
+#: source attributes a SEG's spatial metadata comes from (Frame of Reference, Image Plane: PS3.3 C.7.4.1, C.7.6.2)
+SPATIAL_KEYWORDS = ("FrameOfReferenceUID", "PositionReferenceIndicator", "ImageOrientationPatient",
+                    "ImagePositionPatient", "PixelSpacing", "SliceThickness", "SpacingBetweenSlices")
 SEG_AUTHORED = ("SeriesDescription", "ContentLabel", "ContentDescription", "ManufacturerModelName")
 FRACTIONAL_MAX = 255
 
@@ -57,7 +60,11 @@ def build_segmentation(source: Any, masks: np.ndarray, labels: list[SegmentLike]
     if not str(getattr(source, "StudyInstanceUID", "") or ""):
         raise ValueError("the source image has no Study Instance UID; a SEG must belong to its study")
     orientation = getattr(source, "PatientOrientation", None)
-    source = sr_source(source)
+    original, source = source, sr_source(source)
+    if original.get("ImageOrientationPatient") not in (None, ""):  # cross-sectional: in the patient frame
+        for kw in SPATIAL_KEYWORDS:  # highdicom derives the SEG's plane geometry from these
+            if original.get(kw) not in (None, "") and source.get(kw) in (None, ""):  # sr_source blanks DS values
+                setattr(source, kw, original[kw].value)
     algo = hd.AlgorithmIdentificationSequence(name=model_name[:64] or "medvit", version=(model_version or "0")[:64],
                                               family=codes.cid7162.ArtificialIntelligence,
                                               source=f"sha256 {sha256[:16]}")

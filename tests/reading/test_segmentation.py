@@ -192,3 +192,28 @@ def test_committed_model_segments_dicom_phantoms(tmp_path):
             t = truth[lab]
             dice = 2 * (got[k] & t).sum() / (got[k].sum() + t.sum())
             assert dice >= 0.85, (row["file"], lab, dice)
+
+
+@pytest.mark.external  # dciodvfy (dicom3tools)
+def test_series_volumes_for_a_ct_series(tmp_path):
+    """A 6-slice CT series (0.7 mm pixels, 2 mm slices) and a DX image: segment_volumes.csv has one row, for the
+    CT series, whose volumes are the sum of its slices' pixel counts x 0.7 x 0.7 x 2 mm³; projection images none."""
+    from medvit.infer import InferConfig, run_inference
+    from medvit.io.writers import write_ct_series
+
+    model = make_seg_model(tmp_path / "model")
+    write_ct_series(tmp_path / "in" / "ct", 6, {"PatientID": "P", "StudyDate": "20240105"}, size=32,
+                    spacing_mm=0.7, slice_mm=2.0)
+    write_dx(tmp_path / "in" / "dx.dcm", "1.2.3", "1.2.3.1")
+    res = run_inference(InferConfig(model=str(model), input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                    workers=0, progress=False, any_modality=True))
+    assert res.exit_code == 0 and res.counts["seg_written"] == 7
+    rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    vols = list(csv.DictReader(open(tmp_path / "out" / "segment_volumes.csv")))
+    assert len(vols) == 1 and vols[0]["modality"] == "CT" and vols[0]["images"] == "6"
+    ct_seg = next(r["seg_dcm"] for r in rows if r["modality"] == "CT")
+    assert dciodvfy_errors(tmp_path / "out" / ct_seg) == []  # CT SEG: plane geometry from the source
+    assert float(vols[0]["slice_mm"]) == 2.0
+    for lab in SEG_LABELS:
+        px = sum(int(r[f"pixels_{lab}"]) for r in rows if r["modality"] == "CT")
+        assert float(vols[0][f"volume_mm3_{lab}"]) == pytest.approx(px * 0.7 * 0.7 * 2.0, abs=0.5)
