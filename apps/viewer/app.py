@@ -79,7 +79,7 @@ with right:
         ["Findings", "Segmentation", "Measure", "DICOM tags", "Export", "Chat"])
     with tab_seg:
         seg = seg_panel.controls(opened.shown.instance_uid, opened.image.pixels.shape[:2],
-                                 [cfg.results_dir, cfg.data_dir])
+                                 [cfg.results_dir, cfg.data_dir, st.session_state.get("pacs_study_dir")])
     with tab_measure:
         shapes = measure_panel.controls(opened.image, opened.shown, str(cfg.results_dir))
     with tab_findings:
