@@ -327,9 +327,7 @@ class SegmentationExpert(Expert):
         inf = json.loads(inf_f.read_text())
         nd = inf.get("network_def")
         target = nd.get("_target_") if isinstance(nd, dict) else None
-        if not isinstance(target, str) or not target.startswith("monai.networks.nets."):
-            raise ValueError(f"{inf_f}: key 'network_def' must be a dict whose '_target_' is a monai.networks.nets "
-                             f"class, got {target!r}")
+        _check_network_target(target, inf_f)
         _check_plain(nd, f"{inf_f}: key 'network_def'")
         try:
             fmt = meta["network_data_format"]
@@ -382,6 +380,21 @@ class SegmentationExpert(Expert):
             pairs.append((cname, lab.replace("_", " ")))
         areas = {lab: int(masks[lab].sum()) for lab in show if lab in masks}
         return ExpertResult(segmentation_text(pairs), over, self.name, a, {"pixels": areas})
+
+
+def _check_network_target(target: Any, inf_f: Path) -> None:
+    """``network_def._target_`` must name a class exported by ``monai.networks.nets`` itself
+    (``monai.networks.nets.<Name>``, one identifier, an ``nn.Module`` subclass). MONAI's locator walks
+    attributes, so a prefix check alone would let ``monai.networks.nets.<module>.os.system`` through.
+    Raises ``ValueError`` naming the file and key before anything is instantiated."""
+    import monai.networks.nets as nets
+
+    prefix = "monai.networks.nets."
+    name = target[len(prefix):] if isinstance(target, str) and target.startswith(prefix) else ""
+    obj = getattr(nets, name, None) if name.isidentifier() else None
+    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+        raise ValueError(f"{inf_f}: key 'network_def._target_' must name a network class of monai.networks.nets "
+                         f"(monai.networks.nets.<Name>), got {str(target)[:80]!r}")
 
 
 def _check_plain(obj: Any, where: str) -> None:

@@ -141,10 +141,15 @@ def test_monai_bundle_segmentation_expert(tmp_path):
     (b / "configs" / "inference.json").write_text(json.dumps(inf))
     with pytest.raises(ValueError, match="expressions/references"):
         SegmentationExpert.from_monai_bundle(b)
-    inf["network_def"] = {"_target_": "os.system", "command": "true"}
-    (b / "configs" / "inference.json").write_text(json.dumps(inf))
-    with pytest.raises(ValueError, match="monai.networks.nets"):
-        SegmentationExpert.from_monai_bundle(b)
+    # a target that only starts with the allowed prefix: MONAI's locator would walk to os.system
+    pwned = tmp_path / "PWNED"
+    for target in ("os.system", "monai.networks.nets.hovernet.os.system", "monai.networks.nets.os",
+                   "monai.networks.nets.", "monai.networks.nets.UNet.__init__", "monai.networks.nets.one_hot"):
+        inf["network_def"] = {"_target_": target, "command": f"touch {pwned}"}
+        (b / "configs" / "inference.json").write_text(json.dumps(inf))
+        with pytest.raises(ValueError, match="network_def._target_"):
+            SegmentationExpert.from_monai_bundle(b)
+    assert not pwned.exists()
 
 
 class Scripted:
