@@ -21,7 +21,8 @@ from medvit.io.uids import make_uid
 #: source attributes a SEG's spatial metadata comes from (Frame of Reference, Image Plane: PS3.3 C.7.4.1, C.7.6.2)
 SPATIAL_KEYWORDS = ("FrameOfReferenceUID", "PositionReferenceIndicator", "ImageOrientationPatient",
                     "ImagePositionPatient", "PixelSpacing", "SliceThickness", "SpacingBetweenSlices")
-SEG_AUTHORED = ("SeriesDescription", "ContentLabel", "ContentDescription", "ManufacturerModelName")
+SEG_AUTHORED = ("SeriesDescription", "ContentLabel", "ContentDescription", "ManufacturerModelName",
+                "DeviceSerialNumber", "SoftwareVersions")  # written by medvit (weights checksum, version)
 FRACTIONAL_MAX = 255
 
 

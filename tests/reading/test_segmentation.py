@@ -217,3 +217,26 @@ def test_series_volumes_for_a_ct_series(tmp_path):
     for lab in SEG_LABELS:
         px = sum(int(r[f"pixels_{lab}"]) for r in rows if r["modality"] == "CT")
         assert float(vols[0][f"volume_mm3_{lab}"]) == pytest.approx(px * 0.7 * 0.7 * 2.0, abs=0.5)
+
+
+@pytest.mark.external  # dciodvfy (dicom3tools)
+def test_deidentified_run_writes_deidentified_seg(tmp_path, monkeypatch):
+    import pydicom
+
+    from medvit.infer import InferConfig, run_inference
+
+    monkeypatch.setenv("MEDVIT_DEID_KEY", "test-key-for-seg")
+    model = make_seg_model(tmp_path / "model")
+    make_studies(tmp_path / "in", n_studies=1, per_study=1)
+    src = next((tmp_path / "in").rglob("*.dcm"))
+    res = run_inference(InferConfig(model=str(model), input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                    workers=0, progress=False, deidentify=True))
+    assert res.exit_code == 0 and res.counts["seg_written"] == 1
+    seg_file = next((tmp_path / "out" / "seg").rglob("*.dcm"))
+    seg, original = pydicom.dcmread(seg_file), pydicom.dcmread(src)
+    assert seg.PatientIdentityRemoved == "YES" and str(seg.PatientName) != str(original.PatientName)
+    assert seg.StudyInstanceUID != original.StudyInstanceUID  # keyed UID replacement, as in the tables
+    ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    row = next(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    assert ref == row["sop_instance_uid"] != original.SOPInstanceUID
+    assert dciodvfy_errors(seg_file) == []
