@@ -130,7 +130,7 @@ def mcnemar_test(y_true: Sequence[str], pred_a: Sequence[str], pred_b: Sequence[
 
     Table [[both right, A right B wrong], [A wrong B right, both wrong]]; default chi-square with continuity
     correction (as RetinaVLM's ``mcnemar(table, exact=False)``); ``exact=True`` gives the binomial test.
-    Returns ``{"statistic", "pvalue", "table", "a_only", "b_only"}``.
+    Returns ``{"statistic", "pvalue", "table", "a_only", "b_only"}``; without discordant pairs p = 1.
     """
     from statsmodels.stats.contingency_tables import mcnemar
 
@@ -139,6 +139,8 @@ def mcnemar_test(y_true: Sequence[str], pred_a: Sequence[str], pred_b: Sequence[
     t, a, b = (np.asarray(x, dtype=object) for x in (y_true, pred_a, pred_b))
     ra, rb = a == t, b == t
     table = np.array([[int((ra & rb).sum()), int((ra & ~rb).sum())], [int((~ra & rb).sum()), int((~ra & ~rb).sum())]])
+    if table[0, 1] + table[1, 0] == 0:  # no discordant pair: no evidence of a difference (statsmodels gives p=0)
+        return {"statistic": 0.0, "pvalue": 1.0, "table": table.tolist(), "a_only": 0, "b_only": 0}
     r = mcnemar(table, exact=exact, correction=correction)
     return {"statistic": float(r.statistic), "pvalue": float(r.pvalue), "table": table.tolist(),
             "a_only": int(table[0, 1]), "b_only": int(table[1, 0])}

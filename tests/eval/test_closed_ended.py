@@ -83,6 +83,11 @@ def test_mcnemar_parity_with_scipy(exact):
     assert r["pvalue"] == pytest.approx(want)
 
 
+def test_mcnemar_without_discordant_pairs_is_p_one():
+    r = mcnemar_test(["a", "b", "c"], ["a", "c", "c"], ["a", "c", "c"])
+    assert r["pvalue"] == 1.0 and r["a_only"] == r["b_only"] == 0 and r["table"] == [[2, 0], [0, 1]]
+
+
 def test_metrics_registered():
     for name in ("pooled_f1", "pooled_f1_ci", "mcnemar"):
         assert REGISTRY.get("metric", name) is not None
