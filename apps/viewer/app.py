@@ -88,6 +88,8 @@ with right:
                                                          auto_default=cfg.data_source == "demo")
         if table is not None and lm is not None:
             findings_panel.feedback_form(lm, opened.shown, table, str(cfg.results_dir))
+    if seg is None and table is not None and lm is not None and lm.contract.segmentation is not None:
+        seg = seg_panel.from_model(lm, opened.shown)  # a segmentation model's masks, computed on open
     with tab_tags:
         tags_panel.tags(opened.shown.path, reveal)
     with tab_chat:

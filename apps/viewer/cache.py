@@ -91,13 +91,21 @@ def thumbnail(path: str, modified: float) -> np.ndarray | None:
 
 @st.cache_data(max_entries=256, show_spinner="Running the model…")
 def predict(ref: str, sha256: str, path: str, modified: float, frame: int | None) -> dict[str, Any]:
-    """Probabilities of the model on one 2D image: ``{"probabilities": [K floats], "notes": {...}, "ood": ...}``
+    """Probabilities of the model on one 2D image: ``{"probabilities": [K floats], "notes": {...}, "ood": ...}``;
+    a segmentation model adds ``masks`` (K, h, w) probabilities on the source grid (presence = highest pixel)
     (``ood``: ``{"score", "threshold", "flag"}`` when the model's contract has an out-of-distribution reference)."""
     lm = load_model(ref)
     x, notes, _unit = lm.preprocess(image_2d(path, frame))
     probs, ood = lm.predictor.predict_with_ood(x[None])
+    extra: dict[str, Any] = {}
+    if lm.contract.segmentation is not None:  # (1, K, h, w) maps: presence per label + masks on the source grid
+        from medvit.infer.segment import presence, source_masks
+
+        extra["masks"] = source_masks(probs[0], notes, lm.preprocess.geometry, list(lm.contract.thresholds),
+                                      "FRACTIONAL")
+        probs = presence(probs)
     ref = lm.contract.ood
-    return {"probabilities": [float(p) for p in probs[0]], "notes": notes,
+    return {**extra, "probabilities": [float(p) for p in probs[0]], "notes": notes,
             "ood": None if ood is None else {"score": float(ood[0]), "threshold": float(ref["threshold"]),
                                              "flag": bool(ood[0] >= float(ref["threshold"]))}}
 

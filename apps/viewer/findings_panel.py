@@ -163,6 +163,10 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any,
     n_pos = int((df["Result"] == "POSITIVE").sum())
     st.caption(f"{n_pos} positive at the model's operating thresholds · preprocessing: "
                f"{res['notes'].get('intensity', '')}")
+    if lm.contract.segmentation is not None:  # masks instead of heatmaps (seg_panel.from_model draws them)
+        st.caption("Segmentation model: probability = highest pixel probability of each label; its masks are "
+                   "drawn on the image (computed here; `medvit infer` writes them as DICOM SEG).")
+        return df, (None, 0.0)
     return df, heatmap_controls(lm, shown, df)
 
 

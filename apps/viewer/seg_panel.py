@@ -71,3 +71,21 @@ def controls(instance_uid: str, shape: tuple[int, int], folders: list[str | Path
     if not show or not any(visible):
         return None
     return SegOverlay(masks, [s.color for s in seg.segments], visible, float(opacity), [s.label for s in seg.segments])
+
+
+def from_model(lm, shown) -> SegOverlay | None:
+    """The masks a segmentation model computed on open for ``shown`` (after *Run model*), as an overlay with the
+    contract's colours (opacity from the Segmentation tab's slider); None when it has not run."""
+    from apps.viewer import cache
+
+    seg = lm.contract.segmentation_contract()
+    try:
+        res = cache.predict(lm.ref, lm.info.sha256, shown.path, cache.mtime(shown.path), shown.frame)
+    except (ValueError, IndexError, RuntimeError):
+        return None
+    masks = res.get("masks")
+    if seg is None or masks is None:
+        return None
+    thr = np.asarray(lm.contract.thresholds, np.float32)[:, None, None]
+    return SegOverlay((masks >= thr).astype(np.float32), [lab.color for lab in seg.labels], [True] * len(seg.labels),
+                      float(st.session_state.get("seg_opacity", 0.4)), seg.names)

@@ -157,3 +157,21 @@ def test_worklist_panel_filters_orders_and_marks_read(app_reading, tmp_path):
     at.button(key="wl_mark_read").click().run()
     assert not at.exception, at.exception
     assert list(at.table[0].value["status"]) == ["read", "unread"]
+
+
+def test_segmentation_model_run_on_open_draws_its_masks(studies, tmp_path, monkeypatch):
+    """A segmentation checkpoint picked as the viewer's model: *Run model* gives presence probabilities per label
+    (no heatmap controls) and its masks are drawn on the view (named in the caption)."""
+    from tests.reading.helpers import SEG_LABELS, make_seg_model
+
+    model = make_seg_model(tmp_path / "segmodel")
+    at = app_reading.__wrapped__(studies, model, tmp_path, monkeypatch)
+    at.selectbox(key="study_idx").set_value(1).run()
+    next(b for b in at.button if "CHEST PA" in b.label).click().run()
+    at.button(key="run_model").click().run()
+    assert not at.exception, at.exception
+    df = next(d.value for d in at.dataframe if "Finding" in d.value.columns)
+    assert sorted(df["Finding"]) == sorted(SEG_LABELS)
+    assert not [s for s in at.selectbox if s.key == "heat_target"]
+    caption = next(c.value for c in at.caption if "zoom" in c.value)
+    assert "segmentation: " + ", ".join(SEG_LABELS) in caption
