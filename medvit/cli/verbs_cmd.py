@@ -158,6 +158,8 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
             continue
         if flag == "seed":
             key, value = ("seeds", [value]) if "seeds" in keys else ("train.seed", value)
+        if key not in keys and key.startswith("train.") and key[len("train."):] in keys:
+            key = key[len("train."):]  # a task without a train section (evaluate: batch_size, precision)
         if key not in keys and key.split(".")[0] not in keys:
             raise ConfigError(f"--{flag.replace('_', '-')} does not apply to `medvit {args.verb.name}` (task {task} "
                               f"has no key {key!r})")

@@ -69,6 +69,8 @@ def test_dry_run_layers_preset_flags_overrides(capsys, tmp_path):
     assert other["dataset_args"] == {"root": "d"}  # the preset's phantom arguments do not follow another dataset
     tune = _dry(capsys, "tune", "--method", "lora", "method_config={r: 4}")
     assert tune["task"] == "prompt_tune" and tune["method"] == "lora" and tune["method_config"] == {"r": 4}
+    ev = _dry(capsys, "eval", "--model", "m", "--batch-size", "4", "--precision", "bf16", "--split", "val")
+    assert (ev["batch_size"], ev["precision"], ev["split"], ev["model"]) == (4, "bf16", "val", "m")
     # no preset: the task's dataclass defaults
     assert _dry(capsys, "pretrain")["task"] == "mae_pretrain"
 
