@@ -45,13 +45,7 @@ def plot_fraction_curves(rows: Sequence[Mapping[str, Any]], dataset: str, task: 
     ax.set_ylabel(f"test {metric}")
     ax.set_title(f"{dataset} — {task}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, ax, path)
 
 
 def plot_per_class_bars(per_class: Mapping[str, Mapping[str, float]], title: str, path: str | Path) -> Path:
@@ -72,6 +66,11 @@ def plot_per_class_bars(per_class: Mapping[str, Mapping[str, float]], title: str
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_ylabel("test AUROC")
     ax.set_title(title)
+    return _save(plt, fig, ax, path)
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: str | Path) -> Path:
+    """Legend, tight layout, write the PNG (folders created), close the figure."""
     ax.legend(fontsize=8)
     fig.tight_layout()
     p = Path(path)
