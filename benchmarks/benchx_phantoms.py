@@ -87,8 +87,9 @@ def main() -> None:
         a = get("mae-phantoms+lora", "classification", frac, "auroc")
         b = get("random-init", "classification", frac, "auroc")
         checks.append((f"classification AUROC, {frac * 100:g} % labels: MAE+LoRA > random-init", a, b))
+    seg_fracs = sorted({r["fraction"] for r in rows if r["task"] == "segmentation"})
     for m in ("random-init", "mae-phantoms", "mae-phantoms+lora"):
-        for frac in (0.1, 1.0):
+        for frac in seg_fracs:
             d = get(m, "segmentation", frac, "dice")
             e = get(m, "segmentation", frac, "empty_mask_dice")
             checks.append((f"segmentation Dice, {m}, {frac * 100:g} %: above the empty-mask baseline", d, e))
@@ -100,7 +101,7 @@ def main() -> None:
         "Command (from the repository root; the machine: 2 shared cores, loaded by other jobs):", "",
         "```", "nice -n 10 .venv/bin/python benchmarks/benchx_phantoms.py", "```", "",
         "= `medvit run pipelines/benchx/mae_phantoms.yaml` then `medvit run pipelines/benchx/cpu_phantoms.yaml` "
-        "(ViT 48 px, patch 8, width 64, depth 4; 600 phantoms, patient-disjoint 80/10/10; seeds 42, 0, 1; "
+        "(ViT 48 px, patch 8, width 64, depth 4; 400 phantoms, patient-disjoint 80/10/10 by patient; seeds 42, 0, 1; "
         "one torch thread).", "",
         f"CPU budget: {cpu / 60:.1f} CPU-min in this invocation ({wall / 60:.1f} min wall), of which MAE "
         f"pretraining {c_mae / 60:.1f} CPU-min ({t_mae / 60:.1f} min wall; 0 when its encoder was already there). "
