@@ -295,6 +295,34 @@ def _numpy_version() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ entry
+def _protected_inputs(source: Path) -> list[Path]:
+    """The source directory and, for an adapter, the base weights it names (an export must never delete them)."""
+    paths = [source]
+    if (source / "adapter_config.json").is_file():
+        from medvit.models.mae_convert import resolve_encoder_file
+        from medvit.peft.checkpoint import read_adapter_config
+
+        try:
+            weights = read_adapter_config(source).get("base", {}).get("weights")
+            wfile = resolve_encoder_file(weights) if weights else None
+        except Exception:  # noqa: BLE001 - an unreadable adapter is reported by load_source later
+            wfile = None
+        if wfile is not None:
+            paths.append(Path(wfile))
+    return paths
+
+
+def _refuse_overlap(source: Path, out: Path) -> None:
+    """Raise ValueError when ``out`` is, contains or lies inside the source checkpoint (or an adapter's base
+    weights): ``--overwrite`` empties ``out`` first, which would delete the model being exported."""
+    o = out.resolve()
+    for p in _protected_inputs(source):
+        r = p.resolve()
+        if o == r or r.is_relative_to(o) or o.is_relative_to(r):
+            raise ValueError(f"output {out} overlaps the export's input {p} (same folder, inside it or containing "
+                             f"it); choose an --output outside the source checkpoint")
+
+
 def export(source: str | Path, to: str, out: str | Path, merge_peft: bool = False, tolerance: float | None = None,
            overwrite: bool = False) -> dict[str, Any]:
     """Export ``source`` (checkpoint or adapter directory) ``to`` a format into folder ``out``; returns and writes
@@ -303,6 +331,7 @@ def export(source: str | Path, to: str, out: str | Path, merge_peft: bool = Fals
     if to not in FORMATS:
         raise ValueError(f"unknown export format {to!r}; use one of {', '.join(FORMATS)}")
     o = Path(out)
+    _refuse_overlap(Path(source), o)
     if o.exists() and any(o.iterdir()):
         if not overwrite:
             raise ValueError(f"{o} is not empty (choose another --output or pass --overwrite)")

@@ -157,3 +157,37 @@ def test_merged_lora_exports(tmp_path, capsys):
     x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         assert (hf(pixel_values=x).logits - model(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_export_refuses_output_overlapping_the_source_before_deleting_anything(tmp_path, capsys, where):
+    """breaker F7: `-o SOURCE --overwrite` emptied the source checkpoint, then failed."""
+    src = _checkpoint(tmp_path / "run" / "model")
+    before = {f.name: _sha(f) for f in src.iterdir()}
+    out = {"same": src, "inside": src / "hf", "parent": tmp_path / "run"}[where]
+    assert main(["export", str(src), "--to", "hf", "-o", str(out), "--overwrite"]) == 2
+    assert "overlaps" in capsys.readouterr().err
+    assert {f.name: _sha(f) for f in src.iterdir() if f.is_file()} == before
+
+
+def test_export_refuses_output_holding_an_adapters_base_weights(tmp_path, capsys):
+    """An adapter export with --overwrite must not delete the base checkpoint the adapter needs."""
+    from medvit.models import create_model, save_checkpoint
+    from medvit.peft import apply_peft
+    from medvit.peft.checkpoint import save_adapter
+
+    torch.manual_seed(1)
+    base = save_checkpoint(create_model("vit_tiny_patch16_224", img_size=32, in_chans=1, num_classes=0, embed_dim=48,
+                                        depth=2, num_heads=4), tmp_path / "base")
+    wfile = base / "model.safetensors"
+    sha = _sha(wfile)
+    m = create_model("vit_tiny_patch16_224", img_size=32, in_chans=1, num_classes=3, embed_dim=48, depth=2,
+                     num_heads=4)
+    from medvit.models.mae_convert import load_pretrained_encoder
+
+    load_pretrained_encoder(m, base)
+    m = apply_peft(m, "lora", {"r": 2}, base_weights=str(base), base_weights_sha256=sha)
+    adapter = save_adapter(m, tmp_path / "adapter")
+    assert main(["export", str(adapter), "--to", "hf", "--merge-peft", "-o", str(base), "--overwrite"]) == 2
+    assert "overlaps" in capsys.readouterr().err
+    assert wfile.is_file() and _sha(wfile) == sha
