@@ -138,3 +138,38 @@ def test_poly_schedule():
     assert poly_lr(10, 1.0, 100, 10) == 1.0
     assert poly_lr(55, 1.0, 100, 10) == pytest.approx(0.5)
     assert poly_lr(100, 1.0, 100, 10) == 0.0
+
+
+def test_preset_on_a_native_layout_folder_one_command(tmp_path):
+    """pipelines/benchx/object_cxr.yaml + data_root on an Object-CXR folder (as published) runs classification and
+    segmentation cells; splits are drawn and saved under the folder."""
+    from PIL import Image
+
+    from medvit.tasks.base import run_task
+
+    torch.set_num_threads(1)
+    root = tmp_path / "object-cxr"
+    rows = {"train": [], "dev": []}
+    rng = torch.Generator().manual_seed(0)
+    for k in range(40):
+        part = "train" if k < 32 else "dev"
+        (root / part).mkdir(parents=True, exist_ok=True)
+        img = (torch.rand(32, 32, generator=rng) * 80).to(torch.uint8)
+        ann = ""
+        if k % 2:
+            img[8:16, 8:16] = 250
+            ann = "0 8 8 15 15"
+        Image.fromarray(img.numpy()).save(root / part / f"{k}.png")
+        rows[part].append(f"{k}.png,{ann}")
+    for part, rs in rows.items():
+        (root / f"{part}.csv").write_text("image_name,annotation\n" + "\n".join(rs) + "\n")
+    method = ("methods=[{name: tiny, backbone: vit_tiny_patch16_224, backbone_args: {patch_size: 8, embed_dim: 32, "
+              "depth: 2, num_heads: 2}}]")
+    s = run_task("pipelines/benchx/object_cxr.yaml", [
+        f"data_root={root}", f"output_dir={tmp_path / 'out'}", method, "fractions=[1.0]", "seeds=[0]",
+        "datasets=[{name: object_cxr, image_size: 32, tasks: [classification, segmentation]}]", "plots=false",
+        "protocols.classification={steps: 4, batch_size: 8, warmup_steps: 1, eval_every: 2}",
+        "protocols.segmentation={steps: 4, batch_size: 8, warmup_steps: 1, eval_every: 2}"])
+    assert s["finished"] == 2 and s["failed"] == 0
+    assert sorted(p.name for p in (root / "benchx_splits").iterdir())[0] == "test.txt"
+    assert {r["task"] for r in s["rows"]} == {"classification", "segmentation"}
