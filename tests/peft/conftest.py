@@ -19,6 +19,8 @@ TINY_CONFIGS: dict[str, dict] = {
     "adalora": {"init_r": 4, "target_r": 2, "total_step": 8, "tinit": 1, "tfinal": 2},
     "oft": {"block_size": 8, "targets": ["attention", "mlp"]},
     "vera": {"r": 4, "targets": ["attention", "mlp"]},
+    "spt": {"lora_targets": ["blocks.0.attn.qkv", "blocks.1.mlp.fc2"], "r": 2,
+            "sparse": {"blocks.0.mlp.fc1": 10, "blocks.1.attn.proj": 5}},
 }
 
 #: regex a parameter name must match exactly when it requires grad (and only then)
@@ -35,6 +37,8 @@ EXPECTED_TRAINABLE: dict[str, str] = {
     "adalora": r"^(blocks\.\d+\.attn\.(qkv|proj)\.lora_[ABE]\.default|head\.(weight|bias))$",
     "oft": r"^(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])\.oft_R\.default\.weight|head\.(weight|bias))$",
     "vera": r"^(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])\.vera_lambda_[bd]\.default|head\.(weight|bias))$",
+    "spt": r"^(blocks\.0\.attn\.qkv\.lora_[AB]\.default\.weight|blocks\.1\.mlp\.fc2\.lora_[AB]\.default\.weight"
+           r"|blocks\.0\.mlp\.fc1\.spt_values|blocks\.1\.attn\.proj\.spt_values|head\.(weight|bias))$",
 }
 
 MERGEABLE = {"lora", "loha", "lokr", "ia3", "adalora", "oft", "vera"}
