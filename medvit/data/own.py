@@ -4,7 +4,8 @@
 
 - an image-path column (``path``): a path relative to ``ROOT`` (DICOM, PNG/JPEG/TIFF, NIfTI, .npy; anything
   :func:`medvit.io.read_image` reads); absolute paths and ``..`` are refused, so no value of the file points outside
-  the dataset folder;
+  the dataset folder; a symbolic link whose target lies outside ``ROOT`` is refused too unless ``follow_links``
+  (as ``medvit infer --follow-links``);
 - a patient column (``patient``): images of one patient always land in the same split (missing column: each image
   is its own patient, logged as a warning);
 - one column per label, holding ``1`` (present), ``0`` (absent) or nothing (unknown: masked out of the loss and the
@@ -18,7 +19,14 @@
 ``folder`` (:class:`ClassFolder`): one folder per class, ``ROOT/<class>/.../<image>``; the labels are the class
 names (sorted), one-hot and all known, so multi-label fine-tuning trains a softmax-free one-vs-rest head. The
 patient of an image is the first folder below its class folder (``ROOT/<class>/<patient>/<image>``) or, for
-images directly in the class folder, the file name.
+images directly in the class folder, the file name. Image files that are symbolic links leading outside ``ROOT``
+are refused unless ``follow_links``.
+
+Both check every listed image before training starts (ValueError naming the CSV line or the file, and the reason,
+for every bad one): the file must not be empty and its header must parse for its kind (DICOM header, PIL image
+header, NIfTI header, .npy header) — an unreadable file is an error at dataset construction, as a missing one is,
+never a traceback mid-training. A file whose header parses but whose pixel data is broken still fails when its
+item is read; that error names the CSV line (or the file) too.
 
 Both: items as in :mod:`medvit.data.datasets` (``image`` (C, H, W) in [0, 1] read through
 :func:`medvit.data.imageload.load_unit` with the contract's intensity rules, ``label`` (K,) float, ``label_mask``
@@ -58,6 +66,55 @@ def inside(root: Path, rel: str, where: str) -> Path:
     return root / p
 
 
+def _unreadable(p: Path) -> str | None:
+    """Why ``p`` cannot be an image (empty, or its header does not parse for its kind), or None. Reads headers
+    only (pixel data is decoded later, when the item is read)."""
+    from medvit.io import NIFTI_SUFFIXES
+    from medvit.io.raster import RASTER_SUFFIXES
+
+    if p.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    name = p.name.lower()
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            import nibabel
+
+            nibabel.load(str(p))
+        elif name.endswith(RASTER_SUFFIXES):
+            from PIL import Image
+
+            with Image.open(p) as im:
+                im.verify()
+        elif name.endswith(".npy"):
+            np.load(p, mmap_mode="r", allow_pickle=False)
+        else:
+            from medvit.io.dicom import read_dicom_header
+
+            read_dicom_header(p)
+    except Exception as e:  # noqa: BLE001 - any reader failure makes the file unusable; reported with its reason
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _check_links_and_headers(root: Path, items: list[tuple[str, str]], follow_links: bool) -> None:
+    """ValueError listing every ``(where, relative path)`` whose file is a symbolic link leading outside ``root``
+    (unless ``follow_links``) or is unreadable (:func:`_unreadable`)."""
+    real_root = root.resolve()
+    bad = []
+    for where, rel in items:
+        p = root / rel
+        if not follow_links and not p.resolve().is_relative_to(real_root):
+            bad.append(f"{where}: {rel} is a symbolic link leading outside {root} (refused; set "
+                       "dataset_args.follow_links=true to read it)")
+            continue
+        why = _unreadable(p)
+        if why is not None:
+            bad.append(f"{where}: cannot read {rel} as an image ({why})")
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise ValueError(f"{len(bad)} bad image file(s): " + "; ".join(bad[:5]) + more)
+
+
 def split_of(patient: str, val_fraction: float, test_fraction: float, seed: int) -> str:
     """``train`` / ``val`` / ``test`` of a patient by a deterministic hash (same answer on every machine)."""
     u = patient_hash_fraction(patient, f"medvit-own-{seed}-")
@@ -74,6 +131,7 @@ class _Rows(ItemDataset):
     """Shared item reading of the two layouts: rows of (relative path, patient, labels, mask)."""
 
     rows: list[tuple[str, str, np.ndarray, np.ndarray]]
+    where: dict[str, str]  # relative path -> where it was listed (``labels.csv:LINE``), for error messages
 
     def __init__(self, root: str | Path, image_size: int | None, in_chans: int, max_short_side: int | None,
                  intensity: dict[str, str] | None, transform: Any) -> None:
@@ -102,7 +160,12 @@ class _Rows(ItemDataset):
         from medvit.data.imageload import load_unit
 
         rel, pid, y, known = self.rows[i]
-        img = load_unit(self.root / rel, self.intensity)
+        try:
+            img = load_unit(self.root / rel, self.intensity)
+        except (ValueError, FileNotFoundError) as e:
+            if rel not in self.where:
+                raise
+            raise ValueError(f"{self.where[rel]}: {e}") from e
         return {"image": to_chw(img, self.in_chans, self.image_size, self.max_short_side),
                 "label": torch.from_numpy(y.copy()), "label_mask": torch.from_numpy(known.copy()),
                 "id": rel, "patient_id": pid}
@@ -115,7 +178,8 @@ class LabelledCSV(_Rows):
                  path_column: str = "path", patient_column: str = "patient", label_columns: list[str] | None = None,
                  split_column: str = "split", val_fraction: float = 0.1, test_fraction: float = 0.1,
                  split_seed: int = 0, image_size: int | None = None, in_chans: int = 1,
-                 max_short_side: int | None = None, intensity: dict[str, str] | None = None, transform: Any = None):
+                 max_short_side: int | None = None, intensity: dict[str, str] | None = None, transform: Any = None,
+                 follow_links: bool = False):
         check_split(split, _SPLITS, "csv")
         _check_fractions(val_fraction, test_fraction)
         super().__init__(root, image_size, in_chans, max_short_side, intensity, transform)
@@ -142,7 +206,7 @@ class LabelledCSV(_Rows):
             if not names:
                 raise ValueError(f"{f}: no label columns (every column but {sorted(reserved)} is a label)")
             self.label_names = names
-            rows = []
+            rows, where_of = [], {}
             for line, r in enumerate(reader, start=2):
                 rel = (r.get(path_column) or "").strip()
                 where = f"{f}:{line}"
@@ -169,11 +233,13 @@ class LabelledCSV(_Rows):
                     elif v:
                         raise ValueError(f"{where}: column {n!r} must be 1, 0 or empty (unknown), got {r.get(n)!r}")
                 rows.append((rel, pid, y, known))
+                where_of[rel] = where
         absent = [(rel, i) for i, (rel, *_) in enumerate(rows) if not (self.root / rel).is_file()]
         if absent:
             raise FileNotFoundError(f"{f}: {len(absent)} listed images of split {split!r} are missing under "
                                     f"{self.root} (e.g. {[a for a, _ in absent[:3]]})")
-        self.rows, self.csv_file = rows, f
+        _check_links_and_headers(self.root, [(where_of[r[0]], r[0]) for r in rows], follow_links)
+        self.rows, self.csv_file, self.where = rows, f, where_of
 
 
 class ClassFolder(_Rows):
@@ -181,7 +247,8 @@ class ClassFolder(_Rows):
 
     def __init__(self, root: str | Path, split: str = "train", val_fraction: float = 0.1, test_fraction: float = 0.1,
                  split_seed: int = 0, image_size: int | None = None, in_chans: int = 1,
-                 max_short_side: int | None = None, intensity: dict[str, str] | None = None, transform: Any = None):
+                 max_short_side: int | None = None, intensity: dict[str, str] | None = None, transform: Any = None,
+                 follow_links: bool = False):
         check_split(split, _SPLITS, "folder")
         _check_fractions(val_fraction, test_fraction)
         super().__init__(root, image_size, in_chans, max_short_side, intensity, transform)
@@ -201,7 +268,8 @@ class ClassFolder(_Rows):
                 y = np.zeros(len(classes), np.float32)
                 y[k] = 1.0
                 rows.append((rel.as_posix(), pid, y, np.ones(len(classes), bool)))
-        self.rows = rows
+        _check_links_and_headers(self.root, [(str(self.root / r[0]), r[0]) for r in rows], follow_links)
+        self.rows, self.where = rows, {}  # reader errors name the file already
 
 
 @register("dataset", "csv", mean=(0.5,), std=(0.25,), task="multilabel", in_chans=1,

@@ -112,3 +112,58 @@ def test_finetune_on_own_csv_writes_labels_into_the_contract(tmp_path):
     contract = json.loads((out / "model" / "config.json").read_text())["contract"]
     assert contract["label_names"] == LABELS and len(contract["thresholds"]) == 3
     assert contract["modalities"] == ["DX"] and contract["body_parts"] == ["CHEST"]
+
+
+def _tiny_png(p: Path) -> None:
+    from PIL import Image
+
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(p)
+
+
+@pytest.mark.parametrize("bad", ["text", "empty"])
+def test_csv_unreadable_image_is_an_error_naming_the_csv_line_before_training(tmp_path, capsys, bad):
+    """breaker F2: a non-image / empty file listed in labels.csv gave a 29-frame traceback mid-training."""
+    from medvit.cli.main import main
+
+    root = tmp_path / "own"
+    for i in range(6):
+        _tiny_png(root / "img" / f"{i}.png")
+    (root / "img" / "bad.png").write_bytes(b"hello" if bad == "text" else b"")
+    lines = ["path,patient,split,Mass"] + [f"img/{i}.png,p{i},{('train', 'val', 'test')[i % 3]},{i % 2}"
+                                           for i in range(6)]
+    lines.insert(3, "img/bad.png,p9,train,1")  # CSV line 4
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"labels\.csv:4: cannot read img/bad\.png as an image"):
+        build_dataset("csv", "train", root=root)
+    assert len(build_dataset("csv", "val", root=root)) == 2  # other splits do not list it
+    assert main(["finetune", "--dataset", "csv", "--data", str(root), "--epochs", "1", "--output",
+                 str(tmp_path / "run"), "--batch-size", "4", "image_size=32", "backbone=vit_tiny_patch16_224",
+                 "backbone_args={patch_size: 16, embed_dim: 32, depth: 1, num_heads: 2}", "train.progress=false",
+                 "ood_fpr=0"]) == 2
+    err = capsys.readouterr().err
+    assert "labels.csv:4: cannot read img/bad.png" in err and "Traceback" not in err
+
+
+def test_symlinks_leaving_the_root_are_refused_unless_follow_links(tmp_path):
+    """breaker F3: img/link.png -> a file outside the root was followed (csv and folder layouts)."""
+    outside = tmp_path / "secret.png"
+    _tiny_png(outside)
+    root = tmp_path / "own"
+    _tiny_png(root / "img" / "ok.png")
+    (root / "img" / "link.png").symlink_to(outside)
+    (root / "img" / "inner.png").symlink_to(root / "img" / "ok.png")  # a link staying inside is fine
+    (root / "labels.csv").write_text("path,patient,Mass\nimg/ok.png,p1,1\nimg/inner.png,p2,0\nimg/link.png,p3,1\n")
+    with pytest.raises(ValueError, match=r"labels\.csv:4: img/link\.png is a symbolic link leading outside"):
+        build_dataset("csv", "all", root=root)
+    assert len(build_dataset("csv", "all", root=root, follow_links=True)) == 3
+    (root / "labels.csv").write_text("path,patient,Mass\nimg/ok.png,p1,1\nimg/inner.png,p2,0\n")
+    assert len(build_dataset("csv", "all", root=root)) == 2
+
+    classes = tmp_path / "classes"
+    _tiny_png(classes / "a" / "x.png")
+    _tiny_png(classes / "b" / "y.png")
+    (classes / "b" / "z.png").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"b/z\.png is a symbolic link leading outside"):
+        build_dataset("folder", "all", root=classes)
+    assert len(build_dataset("folder", "all", root=classes, follow_links=True)) == 3
