@@ -14,7 +14,9 @@
   path, patient or split column;
 - optionally a split column (``split``: ``train`` / ``val`` / ``test``); without it the split is drawn per patient:
   a deterministic hash of (``split_seed``, patient) puts ``test_fraction`` of the patients in ``test`` and
-  ``val_fraction`` in ``val``.
+  ``val_fraction`` in ``val``. A split column that puts one patient in several splits is a ValueError naming the
+  patients and their CSV lines (splits must be patient-disjoint, else validation and test leak training
+  patients); ``allow_patient_overlap=True`` accepts it with a warning naming them.
 
 ``folder`` (:class:`ClassFolder`): one folder per class, ``ROOT/<class>/.../<image>``; the labels are the class
 names (sorted), one-hot and all known, so multi-label fine-tuning trains a softmax-free one-vs-rest head. The
@@ -115,6 +117,21 @@ def _check_links_and_headers(root: Path, items: list[tuple[str, str]], follow_li
         raise ValueError(f"{len(bad)} bad image file(s): " + "; ".join(bad[:5]) + more)
 
 
+def _check_patient_disjoint(f: Path, seen: dict[str, dict[str, int]], split_column: str, allow: bool) -> None:
+    """ValueError (warning when ``allow``) naming the patients that the split column puts in several splits."""
+    shared = {p: s for p, s in seen.items() if len(s) > 1}
+    if not shared:
+        return
+    shown = "; ".join(f"{p!r} in " + ", ".join(f"{s} (line {ln})" for s, ln in sorted(v.items(), key=lambda x: x[1]))
+                      for p, v in list(shared.items())[:5])
+    more = f" (and {len(shared) - 5} more)" if len(shared) > 5 else ""
+    msg = (f"{f}: column {split_column!r} puts {len(shared)} patient(s) in more than one split: {shown}{more}; "
+           "validation/test would then score patients seen in training")
+    if not allow:
+        raise ValueError(msg + " (set dataset_args.allow_patient_overlap=true to accept it)")
+    logger.warning("%s (accepted: allow_patient_overlap)", msg)
+
+
 def split_of(patient: str, val_fraction: float, test_fraction: float, seed: int) -> str:
     """``train`` / ``val`` / ``test`` of a patient by a deterministic hash (same answer on every machine)."""
     u = patient_hash_fraction(patient, f"medvit-own-{seed}-")
@@ -179,7 +196,7 @@ class LabelledCSV(_Rows):
                  split_column: str = "split", val_fraction: float = 0.1, test_fraction: float = 0.1,
                  split_seed: int = 0, image_size: int | None = None, in_chans: int = 1,
                  max_short_side: int | None = None, intensity: dict[str, str] | None = None, transform: Any = None,
-                 follow_links: bool = False):
+                 follow_links: bool = False, allow_patient_overlap: bool = False):
         check_split(split, _SPLITS, "csv")
         _check_fractions(val_fraction, test_fraction)
         super().__init__(root, image_size, in_chans, max_short_side, intensity, transform)
@@ -207,6 +224,7 @@ class LabelledCSV(_Rows):
                 raise ValueError(f"{f}: no label columns (every column but {sorted(reserved)} is a label)")
             self.label_names = names
             rows, where_of = [], {}
+            seen: dict[str, dict[str, int]] = {}  # patient -> {split: first CSV line} (split column only)
             for line, r in enumerate(reader, start=2):
                 rel = (r.get(path_column) or "").strip()
                 where = f"{f}:{line}"
@@ -218,6 +236,7 @@ class LabelledCSV(_Rows):
                     s = (r.get(split_column) or "").strip().lower()
                     if s not in ("train", "val", "test"):
                         raise ValueError(f"{where}: column {split_column!r} must be train, val or test, got {s!r}")
+                    seen.setdefault(pid, {}).setdefault(s, line)
                 else:
                     s = split_of(pid, val_fraction, test_fraction, split_seed)
                 if split != "all" and s != split:
@@ -234,6 +253,7 @@ class LabelledCSV(_Rows):
                         raise ValueError(f"{where}: column {n!r} must be 1, 0 or empty (unknown), got {r.get(n)!r}")
                 rows.append((rel, pid, y, known))
                 where_of[rel] = where
+        _check_patient_disjoint(f, seen, split_column, allow_patient_overlap)
         absent = [(rel, i) for i, (rel, *_) in enumerate(rows) if not (self.root / rel).is_file()]
         if absent:
             raise FileNotFoundError(f"{f}: {len(absent)} listed images of split {split!r} are missing under "

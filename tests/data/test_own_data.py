@@ -167,3 +167,21 @@ def test_symlinks_leaving_the_root_are_refused_unless_follow_links(tmp_path):
     with pytest.raises(ValueError, match=r"b/z\.png is a symbolic link leading outside"):
         build_dataset("folder", "all", root=classes)
     assert len(build_dataset("folder", "all", root=classes, follow_links=True)) == 3
+
+
+def test_split_column_with_one_patient_in_several_splits_is_refused_unless_allowed(tmp_path, caplog):
+    """breaker F4: an explicit split column putting a patient in train, val and test was accepted silently."""
+    root = tmp_path / "own"
+    for i in range(5):
+        _tiny_png(root / f"{i}.png")
+    (root / "labels.csv").write_text("path,patient,split,Mass\n0.png,SAME,train,1\n1.png,p1,train,0\n"
+                                     "2.png,SAME,val,1\n3.png,p3,val,0\n4.png,SAME,test,1\n")
+    with pytest.raises(ValueError, match=r"labels\.csv: column 'split' puts 1 patient\(s\) in more than one split: "
+                                         r"'SAME' in train \(line 2\), val \(line 4\), test \(line 6\)"):
+        build_dataset("csv", "val", root=root)
+    with caplog.at_level("WARNING", logger="medvit.data.own"):
+        ds = build_dataset("csv", "val", root=root, allow_patient_overlap=True)
+    assert len(ds) == 2 and "'SAME' in train (line 2)" in caplog.text
+    (root / "labels.csv").write_text("path,patient,split,Mass\n0.png,SAME,train,1\n1.png,SAME,train,0\n"
+                                     "2.png,p2,val,1\n")
+    assert len(build_dataset("csv", "train", root=root)) == 2  # one patient, several images, one split: fine
