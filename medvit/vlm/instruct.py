@@ -9,11 +9,13 @@
 - ``vqa``: closed questions: ``Is there {finding} in this image?`` → ``yes``/``no`` (one per label), ``Which of the
   following findings are present: …?`` → the present findings (or ``none``), ``Where is the {finding}?`` → side and
   zone of a present finding;
-- ``expert``: the classification questions with the model cards prepended (VILA-M3 expert conversations,
-  ``expert_utils.add_expert_conversation``): with probability ``expert_fraction`` (reference: 50 %) the assistant
-  first calls ``<CXR()>`` ("This looks like an chest x-ray. Let me first trigger <CXR()>."), the CXR expert's result
-  (run on the image: a real, imperfect expert) comes back as the user turn the agent loop writes (result text +
-  ``"Use this result to respond to this prompt:\\n" + question``), then the answer; otherwise the answer directly.
+- ``expert``: questions with the model cards prepended (VILA-M3 expert conversations,
+  ``expert_utils.add_expert_conversation``): with probability ``expert_fraction`` (reference: 50 %) a yes/no finding
+  question, where the assistant first calls ``<CXR()>`` ("This looks like an chest x-ray. Let me first trigger
+  <CXR()>."), the CXR expert's result (run on the image: a real, imperfect expert) comes back as the user turn the
+  agent loop writes (result text + ``"Use this result to respond to this prompt:\\n" + question``), then the answer;
+  otherwise a which / where / describe question answered directly (so whether to call is learnable from the
+  question, like the reference's segmentation-type vs. what-type split).
 
 The mixture file (:func:`write_mixture` / :func:`read_mixture`) lists JSONL files with up-sampling factors and
 the stages that use them (the reference's 8B mixture is in ``pipelines/vila_m3/mixture_m3_8b.yaml``).
@@ -88,16 +90,21 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
     if cxr is not None:
         cards = model_cards(experts)
         result = cxr.run([ph.image if image is None else image]).text
+        # with the model cards in the prompt, a yes/no finding question is always answered through <CXR()>; the
+        # other questions (which / where / describe) are answered directly: the policy is learnable from the
+        # question, and about expert_fraction of these records carry an expert turn (reference: 50 %)
+        direct = [c for c in out["vqa"] if "label" not in c] + out["report"]
         for lab, v in zip(labels, ph.labels):
-            q = classification_question(lab)
-            ans = "yes" if v else "no"
-            first = f"{cards}{IMAGE_TOKEN}{MODALITY_HINT}{q}"
             if rng.random() < expert_fraction:
-                rec("expert", f"exp-{lab}", [("human", first), ("gpt", TRIGGER_REPLY),
-                                             ("human", f"{result} {FEEDBACK_PREFIX}{q}"), ("gpt", ans)],
-                    {"label": lab, "with_expert": True})
+                q = classification_question(lab)
+                rec("expert", f"exp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{MODALITY_HINT}{q}"),
+                                             ("gpt", TRIGGER_REPLY), ("human", f"{result} {FEEDBACK_PREFIX}{q}"),
+                                             ("gpt", "yes" if v else "no")], {"label": lab, "with_expert": True})
             else:
-                rec("expert", f"noexp-{lab}", [("human", first), ("gpt", ans)], {"label": lab, "with_expert": False})
+                d = direct[int(rng.integers(len(direct)))]
+                q = d["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip()
+                rec("expert", f"noexp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{MODALITY_HINT}{q}"),
+                                               ("gpt", d["conversations"][1]["value"])], {"with_expert": False})
     return out
 
 

@@ -32,6 +32,9 @@ def test_phantom_instruction_data(tmp_path):
     assert conv[2]["value"].startswith("The resulting predictions are:\natelectasis: ")
     assert "\n. Use this result to respond to this prompt:\nIs there " in conv[2]["value"]
     assert conv[3]["value"] in ("yes", "no")
+    # every yes/no finding question with model cards goes through the expert; the direct ones are other questions
+    direct = [r for r in recs if not r["with_expert"]]
+    assert direct and all("Is there " not in r["conversations"][0]["value"] for r in direct)
     # the answers are the phantom truth (not the expert's call)
     vqa, _ = read_conversations(tmp_path / tr["vqa"])
     assert {r["conversations"][1]["value"] for r in vqa if "label" in r} <= {"yes", "no"}
