@@ -92,6 +92,8 @@ def timing(runs: Path, reps: int = 1, steps: int = 1, overrides: list[str] | Non
     from medvit.vlm.train import LoraSettings, StageConfig, _StageModule, apply_stage, resolve_lm
 
     _, cfg = build_config(PRESET, list(overrides or []))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     lm_path, gguf = resolve_lm(cfg.lm, runs)
     vcfg = dataclasses.replace(cfg.vlm, lm_path=lm_path, gguf_file=gguf)
     torch.manual_seed(0)
