@@ -8,7 +8,8 @@ Three steps, the first two before training (general-vision notes, entry 20; ``zi
    ``cost_lora / structured_alpha`` sensitive entries gets **structured** tuning (LoRA of rank ``r``
    through the huggingface ``peft`` library, cost ``r·(in + out)``), the others get **unstructured**
    tuning of exactly their sensitive entries; τ is searched so the total trainable count fits ``budget``;
-3. the plan is applied as the registered PEFT method ``"spt"`` (:func:`apply_spt` does 1–3).
+3. the plan is applied as the registered PEFT method ``"spt"`` (:func:`apply_spt` does 1–3; the
+   ``prompt_tune`` task calls it when the method config gives a ``budget`` and no plan).
 
 Unstructured tuning is a sparse delta, not a gradient mask on the dense weight: the layer computes
 ``W' = W.flatten().index_add(0, idx, values)`` with ``W`` frozen, ``idx`` (persistent int64 buffer) the
@@ -80,15 +81,27 @@ class SPTConfig(MethodConfig):
                                     help="module name -> number of individually tuned weight entries (unstructured)")
     r: int = option(8, "LoRA rank of the structured matrices (paper: 8)")
     alpha: float = option(16.0, "LoRA scaling numerator (update × alpha / r)")
-    budget: int | None = option(None, "trainable-parameter budget the plan was allocated for (informational)")
-    structured_alpha: float = option(10.0, "α of the allocation rule (informational; released configs: 10)")
+    budget: int | None = option(None, "trainable-parameter budget (head excluded); with lora_targets and sparse "
+                                      "empty, the tune task runs the sensitivity pass and allocates it")
+    structured_alpha: float = option(10.0, "α of the allocation rule: LoRA when ≥ r·(in+out)/α entries of a "
+                                           "matrix are sensitive (released configs: 10)")
+    targets: list[str] = option(default_factory=lambda: ["all-linear"],
+                                help="candidate matrices of the sensitivity pass (as for lora)")
+    sensitivity_batches: int = option(8, "training batches of the sensitivity pass (paper: 8)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.r < 1:
             raise ValueError(f"r must be >= 1, got {self.r}")
-        if not self.lora_targets and not self.sparse:
-            raise ValueError("lora_targets and sparse are both empty: nothing to tune (run spt_allocate for a plan)")
+        if not self.lora_targets and not self.sparse and self.budget is None:
+            raise ValueError("lora_targets and sparse are both empty and no budget is set: nothing to tune "
+                             "(set budget, or give a plan from spt_allocate)")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget must be >= 1 parameter, got {self.budget}")
+        if self.structured_alpha < 1:
+            raise ValueError(f"structured_alpha must be >= 1, got {self.structured_alpha}")
+        if self.sensitivity_batches < 1:
+            raise ValueError(f"sensitivity_batches must be >= 1, got {self.sensitivity_batches}")
         for name, k in self.sparse.items():
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                 raise ValueError(f"sparse: entry count for {name!r} must be a positive integer, got {k!r}")
@@ -109,6 +122,9 @@ def _check_linear(model: nn.Module, names: Iterable[str], what: str) -> dict[str
                  "SPT sensitivity-aware PEFT: LoRA on sensitive matrices + sparse tuning of sensitive weights")
 def inject(model: nn.Module, cfg: SPTConfig) -> nn.Module:
     """Apply the plan in place: LoRA (huggingface ``peft``) on ``lora_targets``, sparse deltas on ``sparse``."""
+    if not cfg.lora_targets and not cfg.sparse:
+        raise ValueError(f"spt: budget={cfg.budget} but no allocation; the sensitivity pass needs training data: "
+                         "use medvit.peft.spt.apply_spt (the prompt_tune task does this)")
     _check_linear(model, cfg.lora_targets, "lora_targets")
     sparse_layers = _check_linear(model, cfg.sparse, "sparse")
     if cfg.lora_targets:
@@ -198,6 +214,7 @@ def spt_allocate(
     r: int = 8,
     structured_alpha: float = 10.0,
     alpha: float = 16.0,
+    extra: dict[str, Any] | None = None,
 ) -> SPTPlan:
     """Budgeted allocation between LoRA and unstructured tuning (SPT §3.2, rule of ``ziplab/SPT``).
 
@@ -205,6 +222,8 @@ def spt_allocate(
     order), matrix i with n_i selected entries gets LoRA if n_i ≥ r·(in+out)/structured_alpha, else
     unstructured tuning of its n_i entries. τ is the largest value (binary search) whose trainable
     count Σ LoRA costs + Σ unstructured n_i is ≤ ``budget``.
+
+    ``extra``: further :class:`SPTConfig` fields to record in the plan's config (``train_head``, ``targets``...).
 
     Raises:
         ValueError: empty sensitivity, budget < 1, or no τ ≥ 1 fits the budget.
@@ -250,7 +269,7 @@ def spt_allocate(
         sel = top[owner[top] == i] - offsets[i]
         indices[n] = torch.sort(sel).values.long()
     cfg = SPTConfig(lora_targets=lora_targets, sparse={n: int(v.numel()) for n, v in indices.items()}, r=r,
-                    alpha=alpha, budget=budget, structured_alpha=structured_alpha)
+                    alpha=alpha, budget=budget, structured_alpha=structured_alpha, **(extra or {}))
     logger.info("SPT plan: τ=%d, %d LoRA matrices, %d sparse matrices, %d trainable (budget %d)",
                 lo, len(lora_targets), len(indices), total, budget)
     return SPTPlan(config=cfg, indices=indices, tau=lo, trainable=total)
@@ -258,22 +277,39 @@ def spt_allocate(
 
 def apply_spt(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    budget: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    targets: str | list[str] = "all-linear",
-    r: int = 8,
-    structured_alpha: float = 10.0,
-    alpha: float = 16.0,
+    batches: Iterable[tuple[torch.Tensor, Any]],
+    config: SPTConfig | dict[str, Any],
+    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
     **peft_kwargs: Any,
 ) -> nn.Module:
-    """Sensitivity pass + allocation + ``apply_peft(model, "spt", plan)``; returns the model to train.
+    """Sensitivity pass + allocation for ``config.budget`` + ``apply_peft(model, "spt", plan)``.
 
-    ``peft_kwargs`` go to :func:`apply_peft` (``base_weights``, ...). The selected indices are written
-    into the ``spt_index`` buffers, so :func:`medvit.peft.save_adapter` stores them with the deltas.
+    Args:
+        model: the base backbone with its task head sized.
+        batches: (images, targets) pairs; only the first ``config.sensitivity_batches`` are used.
+        config: an :class:`SPTConfig` (or mapping) with ``budget`` set; its ``r``, ``alpha``,
+            ``structured_alpha``, ``targets``, ``train_head`` and ``extra_trainable`` are kept.
+        loss_fn: ``loss_fn(logits, targets)``; default cross-entropy.
+        peft_kwargs: to :func:`apply_peft` (``base_weights``, ...).
+    Returns:
+        the model to train; the selected indices are in its ``spt_index`` buffers, so
+        :func:`medvit.peft.save_adapter` stores them with the deltas.
+    Raises:
+        ValueError: ``budget`` is not set.
     """
-    sens = spt_sensitivity(model, batches, loss_fn=loss_fn, targets=targets)
-    plan = spt_allocate(sens, budget, r=r, structured_alpha=structured_alpha, alpha=alpha)
+    from itertools import islice
+
+    from medvit.peft.base import make_config
+
+    cfg = make_config("spt", config)
+    assert isinstance(cfg, SPTConfig)
+    if cfg.budget is None:
+        raise ValueError("apply_spt: config.budget is not set (trainable parameters to allocate)")
+    sens = spt_sensitivity(model, islice(batches, cfg.sensitivity_batches), loss_fn=loss_fn, targets=cfg.targets)
+    keep = {"train_head": cfg.train_head, "extra_trainable": list(cfg.extra_trainable), "targets": list(cfg.targets),
+            "sensitivity_batches": cfg.sensitivity_batches}
+    plan = spt_allocate(sens, cfg.budget, r=cfg.r, structured_alpha=cfg.structured_alpha, alpha=cfg.alpha,
+                        extra=keep)
     out = apply_peft(model, "spt", plan.config, **peft_kwargs)
     set_sparse_indices(out, plan.indices)
     return out

@@ -269,6 +269,29 @@ def _contract(cfg: PromptTuneConfig, pre: Any, problem: str, names: list[str],
                     "research use only")
 
 
+def _task_loss(problem: str, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """The tuning loss: masked BCE (multi-label) or cross-entropy (ordinal grades as classes)."""
+    if problem == "multilabel":
+        return masked_bce(logits, batch["label"], batch["label_mask"])
+    return F.cross_entropy(logits.float(), batch["label"].long())
+
+
+def _apply_spt(cfg: PromptTuneConfig, base: nn.Module, mcfg: Any, train_ds: Any, train_tf: Any, tcfg: Any,
+               problem: str, seed: int, **peft_kwargs: Any) -> nn.Module:
+    """SPT's sensitivity pass over the first ``sensitivity_batches`` augmented training batches, then allocation."""
+    from torch.utils.data import DataLoader
+
+    from medvit.peft.spt import apply_spt
+    from medvit.train.sampler import SeededTransformDataset
+
+    n = min(len(train_ds), mcfg.sensitivity_batches * tcfg.batch_size)
+    order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    loader = DataLoader(SeededTransformDataset(train_ds, train_tf), batch_size=tcfg.batch_size,
+                        sampler=[(i, seed * 1_000_003 + i) for i in order])
+    batches = ((b["image"], b) for b in loader)
+    return apply_spt(base, batches, mcfg, loss_fn=lambda logits, b: _task_loss(problem, logits, b), **peft_kwargs)
+
+
 # --------------------------------------------------------------------------------------------- run
 def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     """One seed: tune, select on validation, test once, save the adapter. Returns the seed summary."""
@@ -302,7 +325,11 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
         mcfg = dataclasses.replace(mcfg, total_step=total)
     torch.manual_seed(seed)
     base, base_weights, sha = build_base(cfg, k, out / "base")
-    model = apply_peft(base, cfg.method, mcfg, base_weights=base_weights, base_weights_sha256=sha)
+    if cfg.method == "spt" and not (mcfg.lora_targets or mcfg.sparse):  # SPT: allocate from training gradients
+        model = _apply_spt(cfg, base, mcfg, train_ds, train_tf, tcfg, problem, seed,
+                           base_weights=base_weights, base_weights_sha256=sha)
+    else:
+        model = apply_peft(base, cfg.method, mcfg, base_weights=base_weights, base_weights_sha256=sha)
     spec = get_method(cfg.method)
     rep = trainable_report(model)
     reading = getattr(mcfg, "reading", None)  # DVPT: "abstract" | "released" | "custom"
@@ -312,11 +339,7 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     dev = resolve_device(tcfg.device)
 
     def step_fn(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        logits = m(batch["image"])
-        if problem == "multilabel":
-            loss = masked_bce(logits, batch["label"], batch["label_mask"])
-        else:
-            loss = F.cross_entropy(logits.float(), batch["label"].long())
+        loss = _task_loss(problem, m(batch["image"]), batch)
         if spec.regularizer is not None and (reg := spec.regularizer(model)) is not None:
             loss = loss + reg
         return loss

@@ -112,7 +112,7 @@ def test_unselected_weights_bit_exact_after_adamw_steps_and_adapter_round_trip(t
     batches = _batches()
     base = make_base()
     w0 = {n: m.weight.detach().clone() for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)}
-    model = apply_spt(base, batches, budget=300, r=2, structured_alpha=10.0)
+    model = apply_spt(base, batches, {"budget": 300, "r": 2, "structured_alpha": 10.0})
     sparse = {n: m for n, m in model.named_modules() if isinstance(m, SparseDeltaLinear)}
     assert sparse, model.peft_info.config
     idx0 = {n: m.spt_index.clone() for n, m in sparse.items()}
@@ -141,7 +141,8 @@ def test_unselected_weights_bit_exact_after_adamw_steps_and_adapter_round_trip(t
 @pytest.mark.parametrize(
     "cfg, match",
     [
-        ({}, "both empty"),
+        ({}, "no budget is set"),
+        ({"budget": 100}, "needs training data"),
         ({"sparse": {"blocks.0.mlp.fc1": 0}}, "positive integer"),
         ({"lora_targets": ["blocks.0.mlp.fc1"], "sparse": {"blocks.0.mlp.fc1": 3}}, "LoRA or unstructured"),
         ({"sparse": {"blocks.0.mlp": 3}}, "not nn.Linear"),
@@ -158,3 +159,24 @@ def test_allocate_errors():
         spt_allocate(_fake_sensitivity(), 0)
     with pytest.raises(ValueError, match="empty"):
         spt_sensitivity(make_base(), [])
+
+
+def test_prompt_tune_task_allocates_spt_from_training_gradients(tmp_path):
+    """``method=spt`` with only a budget: the task runs the sensitivity pass, the adapter records the plan."""
+    import json
+
+    from medvit.tasks import run_task
+    from tests.peft.test_prompt_tune import TINY
+
+    cfg = dict(task="prompt_tune", output_dir=str(tmp_path / "run"), dataset="cxr_phantom",
+               dataset_args=dict(n=40, image_size=32, seed=0), method="spt",
+               method_config=dict(budget=2000, r=2, sensitivity_batches=2), seeds=[0],
+               train=dict(epochs=1, batch_size=16, lr=1e-2, progress=False), **TINY)
+    s = run_task(None, [], data=cfg)
+    seed = s["seeds"][0]
+    head = 48 * 7 + 7
+    assert head < seed["trainable_params"] <= 2000 + head
+    ad = json.loads((tmp_path / "run" / "seed_0" / "adapter" / "adapter_config.json").read_text())
+    mc = ad["method_config"]
+    assert mc["budget"] == 2000 and (mc["lora_targets"] or mc["sparse"])
+    assert any(k.endswith("spt_index") for k in ad["tensors"]) == bool(mc["sparse"])
