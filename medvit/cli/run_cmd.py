@@ -1,10 +1,15 @@
-"""``medvit run PIPELINE.yaml [key.sub=value ...]``: run a registered task from a YAML config."""
+"""``medvit run PIPELINE.yaml [key.sub=value ...]``: run a registered task from a YAML config.
+
+Exit codes (as ``medvit infer``): 0 done; 3 some units of a task that counts them failed (summary keys
+``failed`` / ``finished`` as integers, e.g. BenchX grid cells; see the task's failures file); 4 none finished;
+2 bad arguments or configuration."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pipeline", help="pipeline YAML file")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides (values parsed as YAML)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, run nothing")
+    p.epilog = "exit codes: 0 done, 3 some units (e.g. grid cells) failed, 4 none finished, 2 bad arguments"
     p.add_argument("--json", action="store_true", help="print the task's whole summary as JSON (default: a short "
                    "readable summary and where the results are)")
     p.set_defaults(func=run)
@@ -39,7 +45,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         _, cfg = build_config(args.pipeline, args.overrides)
         print(format_summary(summary, getattr(cfg, "output_dir", None)))  # noqa: T201
-    return 0
+    return failure_exit_code(summary)
+
+
+def failure_exit_code(summary: Any) -> int:
+    """0, or 3 when the summary counts failed units (int ``failed`` > 0), 4 when none of them finished (int
+    ``finished`` == 0); a line on stderr says so."""
+    if not isinstance(summary, dict):
+        return 0
+    failed, finished = summary.get("failed"), summary.get("finished")
+    if not isinstance(failed, int) or isinstance(failed, bool) or failed <= 0:
+        return 0
+    none = isinstance(finished, int) and finished == 0
+    print(f"medvit run: {failed} of {failed + (finished or 0) if isinstance(finished, int) else '?'} "  # noqa: T201
+          f"failed{' (nothing finished)' if none else ''}; see failures.csv in the output folder", file=sys.stderr)
+    return 4 if none else 3
 
 
 def format_summary(summary: Any, output_dir: str | None, max_items: int = 12) -> str:

@@ -102,9 +102,14 @@ class BenchXGridConfig:
         for m in self.methods:
             for t in m.overrides:
                 self.protocol(t, m)
-        for d in self.datasets:
+        if self.data_root and not Path(self.data_root).is_dir():
+            raise ValueError(f"data_root {self.data_root!r}: no such folder (the dataset folder as published)")
+        for i, d in enumerate(self.datasets):
             if self.data_root and "root" not in d.args:
                 d.args["root"] = self.data_root
+            root = d.args.get("root")
+            if isinstance(root, str | Path) and str(root) and not Path(root).is_dir():
+                raise ValueError(f"datasets[{i}].args.root {str(root)!r} ({d.name}): no such folder")
             if self.split_dir and "split_dir" not in d.args:
                 d.args["split_dir"] = self.split_dir
         if self.workers < 1 or self.cpu_threads < 0:

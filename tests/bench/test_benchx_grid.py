@@ -39,9 +39,12 @@ def test_config_validation_names_the_key(tmp_path):
         _grid(tmp_path, datasets=[{"name": "cxr_phantom_benchx", "tasks": ["caption"]}])
     with pytest.raises(ConfigError, match="text_metrics: unknown 'spice'"):
         _grid(tmp_path, protocols={"report_generation": {"text_metrics": ["spice"]}})
-    _, cfg = _grid(tmp_path, data_root="/data/x", datasets=[{"name": "covidx_cxr4"},
-                                                            {"name": "tbx11k", "args": {"root": "/other"}}])
-    assert cfg.datasets[0].args["root"] == "/data/x" and cfg.datasets[1].args["root"] == "/other"
+    (tmp_path / "x").mkdir()
+    (tmp_path / "other").mkdir()
+    _, cfg = _grid(tmp_path, data_root=str(tmp_path / "x"), datasets=[
+        {"name": "covidx_cxr4"}, {"name": "tbx11k", "args": {"root": str(tmp_path / "other")}}])
+    assert cfg.datasets[0].args["root"] == str(tmp_path / "x") and cfg.datasets[1].args["root"] == str(
+        tmp_path / "other")
     _, cfg = _grid(tmp_path, methods=[{"name": "a", "overrides": {"classification": {"lr": 0.03}}}])
     assert cfg.protocol("classification", cfg.methods[0]).lr == 0.03  # per-method LR as data
     assert cfg.protocol("classification", None).encoder_lr_mult == 0.1  # BenchX default
@@ -173,3 +176,34 @@ def test_preset_on_a_native_layout_folder_one_command(tmp_path):
     assert s["finished"] == 2 and s["failed"] == 0
     assert sorted(p.name for p in (root / "benchx_splits").iterdir())[0] == "test.txt"
     assert {r["task"] for r in s["rows"]} == {"classification", "segmentation"}
+
+
+def test_missing_data_root_fails_before_the_grid_and_failed_cells_set_the_exit_code(tmp_path, monkeypatch, capsys):
+    """breaker F5: a data_root that does not exist made every cell fail, yet `medvit run` (and --dry-run) exited 0."""
+    import yaml
+
+    from medvit.cli.main import main
+
+    pipe = tmp_path / "grid.yaml"
+    data = {"task": "benchx_grid", "output_dir": str(tmp_path / "g"), "methods": [{"name": "a", **TINY},
+                                                                                  {"name": "b", **TINY}],
+            "datasets": [{"name": "cxr_phantom_benchx", "args": {"n": 40, "seed": 0, "image_size": 32},
+                          "image_size": 32, "tasks": ["classification"]}],
+            "fractions": [1.0], "seeds": [0], "plots": False}
+    pipe.write_text(yaml.safe_dump(data))
+    for argv in (["--dry-run"], []):
+        assert main(["run", str(pipe), "data_root=/nonexistent_dir", *argv]) == 2
+        assert "data_root '/nonexistent_dir': no such folder" in capsys.readouterr().err
+    assert main(["run", str(pipe), "--dry-run", "datasets=[{name: covidx_cxr4, args: {root: /nonexistent_dir}}]"]) == 2
+    assert "datasets[0].args.root '/nonexistent_dir'" in capsys.readouterr().err
+
+    def fake(method, data, proto, seed, out):
+        if method.name == "a":
+            raise RuntimeError("boom")
+        return {"test": {"auroc": 0.7}, "val": {}}
+
+    monkeypatch.setitem(PROTOCOLS, "classification", fake)
+    assert main(["run", str(pipe)]) == 3  # a failed, b finished
+    assert "1 of 2 failed" in capsys.readouterr().err
+    assert main(["run", str(pipe), f"output_dir={tmp_path / 'g2'}", "methods=[{name: a}]"]) == 4  # nothing finished
+    assert "nothing finished" in capsys.readouterr().err
