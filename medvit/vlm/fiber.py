@@ -71,7 +71,8 @@ class FiberFusion(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids {tuple(input_ids.shape)}")
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids "
+                             f"{tuple(input_ids.shape)}")
         blocks, layers = self.image.blocks, self.text.encoder.layer
         ki, kt = len(blocks) - self.num_fused, len(layers) - self.num_fused
         x = self.image.embed(images)
