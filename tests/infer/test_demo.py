@@ -128,12 +128,13 @@ def test_committed_demo_model_declares_scope_and_flags_foreign_images():
     from medvit.io import read_image
 
     model, c, info = load_for_inference(demo_cmd.COMMITTED)
-    assert (info.name, info.version) == ("medvit-demo-cxr-phantom", "1")
+    assert (info.name, info.version) == ("medvit-demo-cxr-phantom", "2")
     assert c.modalities == ["CR", "DX"] and c.view_positions == ["PA", "AP"] and c.body_parts == ["CHEST"]
     assert c.ood["target_fpr"] == 0.05 and c.ood["val_fpr"] <= 0.08 and c.ood["test_fpr"] <= 0.08
     pred = Predictor(model)
     tf = build_contract_eval_transform(c)
-    ds = build_dataset("cxr_phantom", "all", n=300, seed=5, image_size=c.input_size[0])
+    ds = build_dataset("cxr_phantom", "all", n=300, seed=5, image_size=c.input_size[0],
+                       **demo_cmd.pipeline_knobs())  # the phantoms' distribution the model was trained on
     _, s = pred.predict_with_ood(torch.stack([tf(ds[i])["image"] for i in range(len(ds))]).numpy())
     assert float(np.mean(s >= c.ood["threshold"])) <= 0.12
     pre = Preprocessor.from_contract(c)
