@@ -191,3 +191,61 @@ def test_export_refuses_output_holding_an_adapters_base_weights(tmp_path, capsys
     assert main(["export", str(adapter), "--to", "hf", "--merge-peft", "-o", str(base), "--overwrite"]) == 2
     assert "overlaps" in capsys.readouterr().err
     assert wfile.is_file() and _sha(wfile) == sha
+
+
+def test_monai_bundle_reproduces_medvit_preprocessing_on_16bit_rgb_and_non_square_files(ckpt, tmp_path, capsys):
+    """breaker F8: the bundle divided every PNG by 255 (16-bit inputs wrong) and resized differently from medvit;
+    export.json's parity compared network tensors only. Now the bundle run by MONAI's runner matches medvit's
+    read_image + Preprocessor end to end, and export.json records that file-level parity."""
+    from monai.bundle import run
+    from PIL import Image
+
+    from medvit.data.preprocess import Preprocessor
+    from medvit.io import read_image
+    from medvit.models import load_model
+
+    bundle = tmp_path / "bundle"
+    info = _export(capsys, str(ckpt), "--to", "monai-bundle", "-o", str(bundle))
+    e2e = info["bundle_parity"]["max_abs_prob_diff_per_file"]
+    assert set(e2e) >= {"grey16.png", "grey8_wide.png", "rgb8.png"} and max(e2e.values()) <= 1e-4
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    ramp = np.linspace(0, 1, 45 * 70).reshape(45, 70)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(images / "g16.png")  # 16-bit, non-square
+    Image.fromarray((rng.random((80, 30)) * 255).astype(np.uint8)).save(images / "tall8.png")
+    Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(images / "rgb.png")
+    run(run_id="run", config_file=str(bundle / "configs" / "inference.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle), dataset_dir=str(images))
+    preds = json.loads((bundle / "eval" / "predictions.json").read_text())
+    model = load_model(ckpt).eval()
+    pre = Preprocessor.from_contract(model.contract)
+    for name, probs in preds.items():
+        x = torch.from_numpy(pre(read_image(images / name))[0])[None]
+        with torch.no_grad():
+            want = torch.sigmoid(model(x))[0].numpy()
+        assert np.abs(np.array([probs[k] for k in LABELS]) - want).max() <= 1e-4, name
+
+
+def test_monai_bundle_crop_geometry_three_channels_and_unreproducible_contracts(tmp_path, capsys):
+    import medvit
+    from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY
+    from medvit.models import WeightContract, save_checkpoint
+    from medvit.tasks.export import bundle_parity, load_source
+
+    torch.manual_seed(2)
+    m = medvit.create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, embed_dim=48, depth=2, num_heads=4,
+                            in_chans=3, num_classes=2)
+    c = WeightContract(in_chans=3, input_size=(32, 32), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
+                       label_names=["a", "b"], thresholds=[0.5, 0.5], intensity=dict(TRAINING_DEFAULT_INTENSITY),
+                       crop_mode="crop", crop_pct=0.875, interpolation="bilinear")
+    src = save_checkpoint(m, tmp_path / "m3", contract=c)
+    info = _export(capsys, str(src), "--to", "monai-bundle", "-o", str(tmp_path / "b3"))
+    assert max(info["bundle_parity"]["max_abs_prob_diff_per_file"].values()) <= 1e-4
+    model, contract, _, _ = load_source(src)
+    with torch.no_grad():
+        assert max(bundle_parity(tmp_path / "b3", model, contract, seed=5).values()) <= 1e-4
+    c2 = WeightContract(**{**c.to_dict(), "intensity": {"raster": "minmax"}})
+    src2 = save_checkpoint(m, tmp_path / "m4", contract=c2)
+    assert main(["export", str(src2), "--to", "monai-bundle", "-o", str(tmp_path / "b4")]) == 2
+    assert "raster intensity rule 'full' only" in capsys.readouterr().err
