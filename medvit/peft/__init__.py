@@ -3,7 +3,7 @@
 Registered methods (registry kind ``"peft"``, ``medvit list peft``): ``full``, ``linear``,
 ``vpt_shallow``, ``vpt_deep``, ``dvpt``, and through huggingface ``peft`` (imported lazily):
 ``lora``, ``loha``, ``lokr``, ``ia3``, ``adalora``, ``oft``, ``vera``, and ``spt`` (sensitivity-aware
-allocation of LoRA + sparse tuning, :func:`medvit.peft.spt.apply_spt`).
+allocation of LoRA + sparse tuning, :func:`medvit.peft.spt.apply_spt`), ``hst`` (hierarchical side-tuning).
 
     model = create_model("vit_base_patch16_224", pretrained=..., num_classes=5)
     model = apply_peft(model, "dvpt", {"rank": 20, "num_prompts": 50})
@@ -16,6 +16,7 @@ from medvit.peft import (  # noqa: F401  (importing a method module registers it
     adalora,
     dvpt,
     full,
+    hst,
     ia3,
     linear,
     loha,

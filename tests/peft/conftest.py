@@ -21,6 +21,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "vera": {"r": 4, "targets": ["attention", "mlp"]},
     "spt": {"lora_targets": ["blocks.0.attn.qkv", "blocks.1.mlp.fc2"], "r": 2,
             "sparse": {"blocks.0.mlp.fc1": 10, "blocks.1.attn.proj": 5}},
+    "hst": {"side_dims": [4, 6, 8, 8]},
 }
 
 #: regex a parameter name must match exactly when it requires grad (and only then)
@@ -39,6 +40,7 @@ EXPECTED_TRAINABLE: dict[str, str] = {
     "vera": r"^(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])\.vera_lambda_[bd]\.default|head\.(weight|bias))$",
     "spt": r"^(blocks\.0\.attn\.qkv\.lora_[AB]\.default\.weight|blocks\.1\.mlp\.fc2\.lora_[AB]\.default\.weight"
            r"|blocks\.0\.mlp\.fc1\.spt_values|blocks\.1\.attn\.proj\.spt_values|head\.(weight|bias))$",
+    "hst": r"^(meta_tokens|(stem|down|bridges|stages|neck)\..+|backbone\.head\.(weight|bias))$",
 }
 
 MERGEABLE = {"lora", "loha", "lokr", "ia3", "adalora", "oft", "vera"}
