@@ -123,6 +123,20 @@ class CurriculumConfig:
     paraphraser: str = option("", "local HF causal LM directory rewriting answers (facts checked); empty: off")
     paraphrase_fraction: float = option(0.0, "fraction of answers offered to the paraphraser")
 
+    def __post_init__(self) -> None:
+        counts = {"part1_k": self.part1_k, "captions_k": self.captions_k, "max_images": self.max_images,
+                  **{f"part2_k.{m}": k for m, k in self.part2_k.items()}}
+        bad = {k: v for k, v in counts.items() if not isinstance(v, int) or v < 0}
+        if bad:
+            raise ValueError(f"counts must be integers >= 0 (0 turns a part off), got {bad}")
+        for k in ("part2_fraction", "paraphrase_fraction"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ValueError(f"{k} must be in [0, 1], got {getattr(self, k)}")
+
+
+#: split names a curriculum table may hold besides the selected ones (rows of other values are reported as skipped)
+KNOWN_SPLITS = frozenset({"train", "val", "valid", "validation", "dev", "test"})
+
 
 @dataclass
 class QA:
@@ -209,6 +223,12 @@ def read_rows(root: Path, cfg: CurriculumConfig, g: Guidelines) -> tuple[list[Im
         for i, raw in enumerate(reader, start=2):  # line numbers as an editor shows them
             iid = (raw.get(cols["image_id"]) or "").strip()
             if cfg.splits and "split" in cols and raw.get(cols["split"]) not in cfg.splits:
+                sv = (raw.get(cols["split"]) or "").strip()
+                if sv.lower() not in KNOWN_SPLITS:  # a typo is reported, not silently dropped with the other splits
+                    reason = (f"split {sv!r} in column {cols['split']!r} is neither a selected split "
+                              f"({', '.join(cfg.splits)}) nor one of {', '.join(sorted(KNOWN_SPLITS))}")
+                    skipped.append(Skipped(i, iid, reason))
+                    logger.warning("%s line %d (%s) skipped: %s", path.name, i, iid, reason)
                 continue
             try:
                 rows.append(_row(raw, cols, cfg, g, lookup, root))
@@ -242,6 +262,13 @@ def _row(
     if not re.fullmatch(r"[\w.\-]{1,128}", iid):
         raise ValueError(f"image_id {iid!r} must be 1-128 letters, digits, '.', '_' or '-'")
     image = safe_relpath(get("image") or "", "image")
+    img = root / image
+    if not img.is_file():
+        raise ValueError(f"image file {image} not found under the data root")
+    if not img.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"image file {image} is a symbolic link leading outside the data root (refused)")
+    if img.stat().st_size == 0:
+        raise ValueError(f"image file {image} is empty (0 bytes)")
     f: dict[str, Any] = {}
     if (sex := get("sex")) is not None:
         s = sex.lower()

@@ -137,7 +137,12 @@ def test_bad_rows_skipped_with_reasons(data, g, tmp_path):
 
 
 def test_user_csv_with_column_mapping_and_tags(g, tmp_path):
+    import numpy as np
+    from PIL import Image
+
     (tmp_path / "scans").mkdir()
+    for s in ("s1", "s2"):  # listed images must exist (rows with missing files are skipped)
+        Image.fromarray(np.full((8, 8), 90, np.uint8)).save(tmp_path / "scans" / f"{s}.png")
     with open(tmp_path / "clinic.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
@@ -261,3 +266,28 @@ def test_cli_generate(data, tmp_path, capsys):
     man = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert man["counts"][PART1_MODULE] == 2 * man["images"]["part1"] and man["images"]["part2"] < man["images"]["part1"]
     assert main(["curriculum", "generate", str(data), "-o", str(tmp_path / "c"), "--set", "part1_kk=2"]) == 2
+
+
+def test_missing_image_and_unknown_split_are_skipped_and_listed(data, g, tmp_path):
+    """breaker F6: a row whose image file does not exist went into the JSONL; a split typo dropped a row silently."""
+    root = tmp_path / "d"
+    shutil.copytree(data, root)
+    rows = list(csv.DictReader(open(root / "labels.csv")))
+    rows[0]["file"] = "images/does_not_exist.png"
+    rows[1]["split"] = "bogus"
+    (root / "empty.png").write_bytes(b"")
+    rows[2]["file"] = "empty.png"
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    res = generate_curriculum(root, tmp_path / "o", _cfg(splits=["train", "val", "test"]), g)
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    reasons = {s["line"]: s["reason"] for s in man["skipped"]}
+    assert set(reasons) == {2, 3, 4}
+    assert "does_not_exist.png not found" in reasons[2] and "split 'bogus'" in reasons[3] and "empty" in reasons[4]
+    text = "".join(p.read_text() for p in (tmp_path / "o").glob("*.jsonl"))
+    assert "does_not_exist" not in text and "empty.png" not in text
+    assert man["images"]["part1"] == 45 and res is not None
+    with pytest.raises(ValueError, match="part1_k"):
+        _cfg(part1_k=-3)
