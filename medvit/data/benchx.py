@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,12 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str,
 
 def _float(path: Path, line: int, row: dict[str, str], col: str) -> float:
     try:
-        return float(row[col])
+        v = float(row[col])
     except ValueError:
         raise ValueError(f"{path}:{line}: column {col!r} must be a number, got {row[col]!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{path}:{line}: column {col!r} must be a finite number, got {row[col]!r}")
+    return v
 
 
 def _binary(path: Path, line: int, value: str, col: str) -> int:
@@ -300,6 +304,8 @@ class RSNAPneumonia(BenchXDataset):
                 raise ValueError(f"{f}:{line}: Target {target} of {pid} disagrees with an earlier row")
             if target:
                 x, y, w, h = (_float(f, line, r, c) for c in ("x", "y", "width", "height"))
+                if w <= 0 or h <= 0:
+                    raise ValueError(f"{f}:{line}: box width and height must be > 0, got {w:g} x {h:g}")
                 rec.ann.append((x, y, x + w - 1, y + h - 1))
         return list(recs.values())
 
@@ -493,6 +499,8 @@ class TBX11K(BenchXDataset):
                 vals = tuple(float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr,arg-type]
             except (AttributeError, TypeError, ValueError):
                 raise ValueError(f"{f}: object {k} needs <bndbox> with numeric xmin, ymin, xmax, ymax") from None
+            if not all(math.isfinite(v) for v in vals) or vals[2] < vals[0] or vals[3] < vals[1]:
+                raise ValueError(f"{f}: object {k}: box {vals} must be finite with xmax >= xmin and ymax >= ymin")
             boxes.append(vals)
         return boxes
 

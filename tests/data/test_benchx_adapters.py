@@ -117,6 +117,12 @@ def test_rsna_boxes_and_binary_labels(tmp_path):
     (tmp_path / "stage_2_train_labels.csv").write_text("patientId,x,y,width,height,Target\np1,a,3,4,5,1\n")
     with pytest.raises(ValueError, match=r"stage_2_train_labels\.csv:2: column 'x' must be a number"):
         build_dataset("rsna_pneumonia", "all", root=tmp_path)
+    # breaker F5b: a negative-width box failed every segmentation cell later without file:line
+    for row, msg in (("p3,5,5,-50,1e30,1", r"csv:3: box width and height must be > 0, got -50 x 1e\+30"),
+                     ("p3,5,5,inf,2,1", r"csv:3: column 'width' must be a finite number")):
+        (tmp_path / "stage_2_train_labels.csv").write_text(f"patientId,x,y,width,height,Target\np1,2,3,4,5,1\n{row}\n")
+        with pytest.raises(ValueError, match=r"stage_2_train_labels\." + msg):
+            build_dataset("rsna_pneumonia", "all", root=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------------- SIIM
@@ -193,6 +199,10 @@ def test_tbx11k_xml_boxes(tmp_path):
     assert int(it["tb/tb0001.png"]["label"]) == 1 and int(it["health/h0001.png"]["label"]) == 0
     xml.write_text("<annotation><object><bndbox><xmin>a</xmin></bndbox></object></annotation>")
     with pytest.raises(ValueError, match=r"tb0001\.xml: object 1 needs <bndbox>"):
+        build_dataset("tbx11k", "all", root=tmp_path)
+    xml.write_text("<annotation><object><bndbox><xmin>9</xmin><ymin>1</ymin><xmax>2</xmax><ymax>5</ymax></bndbox>"
+                   "</object></annotation>")
+    with pytest.raises(ValueError, match=r"tb0001\.xml: object 1: box .* xmax >= xmin"):
         build_dataset("tbx11k", "all", root=tmp_path)
 
 
