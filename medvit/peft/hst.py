@@ -18,7 +18,6 @@ here each stage is one depthwise-separable conv block (a ConvNeXt-style residual
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ from torch import nn
 
 from medvit.config import option
 from medvit.peft.base import MethodConfig, register_method
-from medvit.peft.prompted import block_index
+from medvit.peft.prompted import WrappedBackbone, block_index
 
 
 @dataclass
@@ -61,7 +60,7 @@ class _SideBlock(nn.Module):
         return x + self.pw2(F.gelu(self.pw1(self.norm(self.dw(x)))))
 
 
-class HSTViT(nn.Module):
+class HSTViT(WrappedBackbone):
     """Frozen ViT + hierarchical side network. ``forward(x)`` (B, C, H, W) → logits (B, K).
 
     ``forward_pyramid(x)`` → 4 maps (B, C_s, H/2^(s+2), W/2^(s+2)) for dense heads.
@@ -86,18 +85,6 @@ class HSTViT(nn.Module):
         self.stages = nn.ModuleList(_SideBlock(c[s]) for s in range(4))
         self.out_norms = nn.ModuleList(nn.GroupNorm(1, c[s], affine=False) for s in range(4))  # HST: BN(affine=False)
         self.neck = nn.Sequential(nn.LayerNorm(c[3]), nn.Linear(c[3], d))
-
-    @property
-    def head(self) -> nn.Module:
-        return self.backbone.head
-
-    @property
-    def arch_name(self) -> str | None:
-        return getattr(self.backbone, "arch_name", None)
-
-    @property
-    def model_args(self) -> dict[str, Any]:
-        return getattr(self.backbone, "model_args", {})
 
     def _vit_taps(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(patch tokens (B, L, D), meta-token output (B, D) or None) after each tap block."""

@@ -37,25 +37,10 @@ def prompt_init_bound(backbone: nn.Module) -> float:
     return math.sqrt(6.0 / float(fan_in + backbone.embed_dim))
 
 
-class PromptedViT(nn.Module):
-    """Backbone wrapper with ``num_prompts`` prompt tokens; same interface as the backbone.
+class WrappedBackbone(nn.Module):
+    """Base of PEFT wrappers around a medvit backbone (``self.backbone``): delegates its public attributes."""
 
-    Args:
-        backbone: a medvit ``VisionTransformer`` (frozen by :func:`medvit.peft.apply_peft`).
-        num_prompts: N, prompt tokens inserted after the P prefix tokens.
-        pool: "backbone" drops the prompts and pools as the backbone does (CLS or patch mean);
-            "prompts" averages the prefix and prompt tokens (DVPT's released code).
-    """
-
-    def __init__(self, backbone: nn.Module, num_prompts: int, pool: PromptPool = "backbone"):
-        super().__init__()
-        if num_prompts < 1:
-            raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
-        if pool not in ("backbone", "prompts"):
-            raise ValueError(f"pool must be 'backbone' or 'prompts', got {pool!r}")
-        self.backbone = backbone
-        self.num_prompts = num_prompts
-        self.prompt_pool = pool
+    backbone: nn.Module
 
     # ------------------------------------------------------------------ delegated attributes
     @property
@@ -81,6 +66,27 @@ class PromptedViT(nn.Module):
     @property
     def head(self) -> nn.Module:
         return self.backbone.head
+
+
+class PromptedViT(WrappedBackbone):
+    """Backbone wrapper with ``num_prompts`` prompt tokens; same interface as the backbone.
+
+    Args:
+        backbone: a medvit ``VisionTransformer`` (frozen by :func:`medvit.peft.apply_peft`).
+        num_prompts: N, prompt tokens inserted after the P prefix tokens.
+        pool: "backbone" drops the prompts and pools as the backbone does (CLS or patch mean);
+            "prompts" averages the prefix and prompt tokens (DVPT's released code).
+    """
+
+    def __init__(self, backbone: nn.Module, num_prompts: int, pool: PromptPool = "backbone"):
+        super().__init__()
+        if num_prompts < 1:
+            raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
+        if pool not in ("backbone", "prompts"):
+            raise ValueError(f"pool must be 'backbone' or 'prompts', got {pool!r}")
+        self.backbone = backbone
+        self.num_prompts = num_prompts
+        self.prompt_pool = pool
 
     # ------------------------------------------------------------------ hooks for subclasses
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
