@@ -112,6 +112,25 @@ def _safe(key: str) -> str:
     return safe[:120]
 
 
+def _read_marks(p: Path) -> dict[str, Any]:
+    """``reading/read.json`` as ``{"format": ..., "read": {study key: mark}}``; a missing file, or one that is not
+    JSON of that shape (hand-edited, truncated, hostile), gives an empty document (logged; the next mark_read
+    replaces it)."""
+    empty: dict[str, Any] = {"format": "medvit-reading/1", "read": {}}
+    if not p.is_file():
+        return empty
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        logger.warning("%s: unreadable read marks (%s); ignored", p, e)
+        return empty
+    if not isinstance(doc, dict) or not isinstance(doc.get("read", {}), dict):
+        logger.warning("%s: unreadable read marks (expected an object with a 'read' object); ignored", p)
+        return empty
+    doc.setdefault("read", {})
+    return doc
+
+
 def reading_status(results_dir: str | Path) -> dict[str, str]:
     """Study key -> ``read`` or ``feedback`` for the studies readers touched (others are ``unread``).
 
@@ -121,12 +140,8 @@ def reading_status(results_dir: str | Path) -> dict[str, str]:
     root = Path(results_dir)
     out: dict[str, str] = {}
     marks = root / READ_MARKS
-    if marks.is_file():
-        try:
-            for k in json.loads(marks.read_text()).get("read", {}):
-                out[str(k)] = "read"
-        except (ValueError, AttributeError) as e:
-            logger.warning("%s: unreadable read marks (%s); ignored", marks, e)
+    for k in _read_marks(marks)["read"]:
+        out[str(k)] = "read"
     fb = root / "feedback"
     if fb.is_dir():
         for f in sorted(fb.glob("*.json")):
@@ -145,13 +160,8 @@ def mark_read(results_dir: str | Path, study_key: str, reader: str = "") -> Path
     from medvit.io.safe_write import atomic_write
 
     p = Path(results_dir) / READ_MARKS
-    doc: dict[str, Any] = {"format": "medvit-reading/1", "read": {}}
-    if p.is_file():
-        try:
-            doc = json.loads(p.read_text())
-        except ValueError:
-            logger.warning("%s: unreadable read marks; starting a new file", p)
-    doc.setdefault("read", {})[study_key] = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
+    doc = _read_marks(p)
+    doc["read"][study_key] = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
                                              "reader": reader}
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(p, json.dumps(doc, indent=2))

@@ -115,3 +115,15 @@ def test_worklist_folds_studies_orders_and_filters(tmp_path):
         load_worklist(tmp_path)
     with pytest.raises(FileNotFoundError, match="medvit infer"):
         load_worklist(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("content", ['{"read": 5}', "[]", '"x"', '{"read": ["a"]}', "{not json"])
+def test_hostile_read_marks_are_ignored_and_replaced(tmp_path, content):
+    """breaker minor: read.json of the wrong shape raised TypeError/AttributeError (the viewer worklist crashed)."""
+    from medvit.infer.worklist import READ_MARKS, mark_read, reading_status
+
+    (tmp_path / READ_MARKS).parent.mkdir(parents=True)
+    (tmp_path / READ_MARKS).write_text(content)
+    assert reading_status(tmp_path) == {}
+    mark_read(tmp_path, "1.3", reader="r")
+    assert reading_status(tmp_path) == {"1.3": "read"}
