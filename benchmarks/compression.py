@@ -48,6 +48,11 @@ from medvit.models import create_model  # noqa: E402
 from medvit.nn.flops import measured_macs  # noqa: E402
 
 
+def dyn_int8(m: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 linears (weights int8, activations quantised per call), eager."""
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(m), {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def chunks(x: torch.Tensor, b: int) -> list[torch.Tensor]:
     return [x[i:i + b] for i in range(0, len(x), b)]
 
@@ -135,9 +140,6 @@ def main() -> None:
 
         from medvit.compress.pt2e import quantize_pt2e_x86
         from medvit.compress.ptq import simulate
-
-        def dyn_int8(m):
-            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(m), {torch.nn.Linear}, dtype=torch.qint8)
 
         # metric at the training size: the numerics of each path (the int8 graphs run as their exact float
         # reference: PT2E converted graph / fake-quant simulation; Inductor's int8 kernels match them to ~1e-5)
