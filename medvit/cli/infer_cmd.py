@@ -237,6 +237,7 @@ def format_summary(result: Any) -> str:
     if result.exit_code == 3:
         lines.append(f"  exit code 3: {c['error']} input(s) failed" +
                      (f" and {c.get('sr_failed', 0)} SR(s)" if c.get("sr_failed") else "") +
+                     (f", {c.get('seg_failed', 0)} SEG(s)" if c.get("seg_failed") else "") +
                      (f", {pacs['retrieve_failed']} retrieve(s)" if pacs.get("retrieve_failed") else "") +
                      (f", {pacs['send_failed']} send(s)" if pacs.get("send_failed") else ""))
     elif result.exit_code == 4:

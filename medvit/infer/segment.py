@@ -87,6 +87,18 @@ def source_masks(maps: np.ndarray, notes: dict[str, Any], geometry: str | None, 
     return src.astype(np.float32)
 
 
+
+def _check_source_uids(header: Any) -> None:
+    """ValueError naming the tag when the source's Study / Series / SOP Instance UID is missing or not a UID
+    (PS3.5 9.1): a SEG references its source by these UIDs (PS3.3 C.8.20), so none is written (as for the SR)."""
+    from medvit.io.safe_write import is_valid_uid
+
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        v = str(getattr(header, kw, "") or "")
+        if not is_valid_uid(v):
+            what = f"no {kw}" if not v else f"an invalid {kw} (not a UID per PS3.5 9.1)"
+            raise ValueError(f"the source has {what}; a SEG references its source by it (PS3.3 C.8.20)")
+
 def segmentation_outputs(run: RunOutputs, seg: Any, thresholds: list[float], batch: list[Decoded],
                          maps: np.ndarray, recs: list[dict[str, Any]]) -> None:
     """Write one SEG per image of ``batch`` and add areas to ``recs`` (in place). ``seg``: the model's
@@ -111,8 +123,11 @@ def segmentation_outputs(run: RunOutputs, seg: Any, thresholds: list[float], bat
         rec["slice_mm"] = slice_spacing(d.header)
         rec["seg_dcm"] = ""
         try:
+            src = run.source_header(d.rel)
+            if run.deid is None:
+                _check_source_uids(src)
             p = seg_path(run.out, rec)
-            write_segmentation(p, run.source_header(d.rel), masks, seg.labels, seg.seg_type, run.info.name,
+            write_segmentation(p, src, masks, seg.labels, seg.seg_type, run.info.name,
                                run.info.version, run.info.sha256, run.info.research_only, root=run.out,
                                deidentifier=run.deid)
             rec["seg_dcm"] = str(p.relative_to(run.out))

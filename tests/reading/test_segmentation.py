@@ -240,3 +240,23 @@ def test_deidentified_run_writes_deidentified_seg(tmp_path, monkeypatch):
     row = next(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
     assert ref == row["sop_instance_uid"] != original.SOPInstanceUID
     assert dciodvfy_errors(seg_file) == []
+
+
+def test_seg_of_a_source_with_an_invalid_study_uid_is_refused_clearly_and_counted(tmp_path):
+    """breaker minor: a Study UID '../../..' leaked highdicom/sqlite internals (IntegrityError) as the SEG's reason
+    and the summary's exit-code line left the failed SEG out."""
+    from pydicom.uid import generate_uid
+
+    from medvit.cli.infer_cmd import format_summary
+    from medvit.infer import InferConfig, run_inference
+
+    model = make_seg_model(tmp_path / "model")
+    write_dx(tmp_path / "in" / "a.dcm", generate_uid(), generate_uid())
+    write_dx(tmp_path / "in" / "b.dcm", "../../..", generate_uid(), seed=1)
+    res = run_inference(InferConfig(model=str(model), input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                    workers=0, progress=False))
+    assert res.exit_code == 3 and res.counts["seg_written"] == 1 and res.counts["seg_failed"] == 1
+    recs = [json.loads(x) for x in open(tmp_path / "out" / "predictions.jsonl")]
+    err = next(r["seg_error"] for r in recs if r.get("seg_error"))
+    assert "invalid StudyInstanceUID (not a UID per PS3.5 9.1)" in err and "IntegrityError" not in err
+    assert "1 SEG(s)" in format_summary(res)
