@@ -22,6 +22,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "spt": {"lora_targets": ["blocks.0.attn.qkv", "blocks.1.mlp.fc2"], "r": 2,
             "sparse": {"blocks.0.mlp.fc1": 10, "blocks.1.attn.proj": 5}},
     "hst": {"side_dims": [4, 6, 8, 8]},
+    "vivit": {"temporal_depth": 1, "adapter_dim": 8, "max_frames": 4},
 }
 
 #: regex a parameter name must match exactly when it requires grad (and only then)
@@ -41,6 +42,8 @@ EXPECTED_TRAINABLE: dict[str, str] = {
     "spt": r"^(blocks\.0\.attn\.qkv\.lora_[AB]\.default\.weight|blocks\.1\.mlp\.fc2\.lora_[AB]\.default\.weight"
            r"|blocks\.0\.mlp\.fc1\.spt_values|blocks\.1\.attn\.proj\.spt_values|head\.(weight|bias))$",
     "hst": r"^(meta_tokens|(stem|down|bridges|stages|neck)\..+|backbone\.head\.(weight|bias))$",
+    "vivit": r"^(temporal\.0\..+|temporal_(pos|cls)|temporal_norm\.(weight|bias)|pool_score\.(weight|bias)"
+             r"|adapter_(down|up)\.(weight|bias)|backbone\.head\.(weight|bias))$",
 }
 
 MERGEABLE = {"lora", "loha", "lokr", "ia3", "adalora", "oft", "vera"}
