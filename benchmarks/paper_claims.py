@@ -341,8 +341,8 @@ def main() -> int:
     meta = {"text": "Commands and budget (processes per problem and fraction group, 1 torch thread each, `nice -n 10`, "
                     "2 CPU cores shared with ~8 other helpers' jobs, load average 15-28 during the runs):\n\n"
                     + "\n".join(texts) + "\n\nThe untagged processes (all three fractions in their command) were "
-                    "stopped after their first group (10 %); 1 % and 100 % ran in the `--tag` processes, in parallel. One row "
-                    "per (problem, arm, fraction): the first JSON in name order."}
+                    "stopped after their first group (10 %); 1 % and 100 % ran in the `--tag` processes, in "
+                    "parallel. One row per (problem, arm, fraction): the first JSON in name order."}
     text, verdicts = report(rows, meta)
     text = text.replace("\n## ", "\n" + summary(verdicts) + "\n## ", 1) + "\n" + CAVEATS
     (RESULTS / "paper_claims.md").write_text(text + "\n![test score vs label fraction](paper_claims.png)\n")
