@@ -40,7 +40,7 @@ def _ms(vals: list[float | None]) -> tuple[float, float]:
     return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
-def train_seeds(seeds: list[int], runs: Path, parallel: int, extra: list[str]) -> dict[int, dict]:
+def train_seeds(seeds: list[int], runs: Path, parallel: int, extra: list[str], launch: bool = True) -> dict[int, dict]:
     shared = runs / "data"
     if not (shared / "done.json").is_file():
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -49,7 +49,7 @@ def train_seeds(seeds: list[int], runs: Path, parallel: int, extra: list[str]) -
                "_mixture(c, Path(sys.argv[2]))", str(PRESET), str(runs)]
         subprocess.run(cmd, check=True, env=env)
     procs: dict[int, subprocess.Popen] = {}
-    pending = list(seeds)
+    pending = list(seeds) if launch else []
     while pending or procs:
         while pending and len(procs) < parallel:
             s = pending.pop(0)
@@ -206,6 +206,7 @@ def main() -> int:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench_vila_m3"))
     ap.add_argument("--timing-only", action="store_true")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--eval-only", action="store_true", help="re-evaluate the saved seed models, then report")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--name", default="vila_m3_phantoms", help="results file stem")
     ap.add_argument("--lm-label", default="SmolLM2-135M-Instruct", help="the LM, as written in the results")
@@ -224,7 +225,20 @@ def main() -> int:
         (OUT / "vila_m3_speed.json").write_text(json.dumps(tim, indent=2))
         print(json.dumps(tim, indent=2))
         return 0
-    res = train_seeds(a.seeds, runs, a.parallel, a.overrides)
+    if a.eval_only:  # re-evaluate the seeds' saved models (after an evaluation fix), in parallel
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        code = ("import json, sys; from pathlib import Path; from medvit.tasks import build_config; "
+                "from medvit.vlm import VisionLanguageModel; from medvit.vlm.evaluate import evaluate_phantoms; "
+                "import torch; out = Path(sys.argv[1]); s, c = build_config(sys.argv[2], sys.argv[3:]); "
+                "torch.set_num_threads(c.threads or torch.get_num_threads()); "
+                "v = VisionLanguageModel.load(out / 'model'); "
+                "e = evaluate_phantoms(v, out / 'data', c.data.phantom.expert_checkpoints, c.eval); "
+                "(out / 'eval.json').write_text(json.dumps(e, indent=2))")
+        ps = [subprocess.Popen([sys.executable, "-c", code, str(runs / f"seed_{s}"), str(PRESET), *a.overrides],
+                               env=env) for s in a.seeds]
+        for p in ps:
+            p.wait()
+    res = train_seeds(a.seeds, runs, a.parallel, a.overrides, launch=not a.eval_only)
     tim = None
     if not a.no_timing and (OUT / "vila_m3_speed.json").is_file():
         tim = json.loads((OUT / "vila_m3_speed.json").read_text())

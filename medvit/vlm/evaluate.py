@@ -49,7 +49,8 @@ def evaluate_phantoms(vlm: Any, data_dir: str | Path, expert_checkpoints: Sequen
     gen = {"max_new_tokens": settings.max_new_tokens, "temperature": 0.0}
     truth, classes, ans_wo, ans_w, ans_ex, calls = [], [], [], [], [], 0
     expert = CXRExpert(list(expert_checkpoints)) if (with_expert and expert_checkpoints) else None
-    chat = VLMChat(vlm, [expert] if expert else [], max_new_tokens=settings.max_new_tokens, temperature=0.0)
+    # the chat needs room for the trigger reply ("This looks like an chest x-ray. Let me first trigger <CXR()>.")
+    chat = VLMChat(vlm, [expert] if expert else [], max_new_tokens=max(settings.max_new_tokens, 32), temperature=0.0)
     n_tokens, t_gen = 0, 0.0
     for name in images:
         path = safe_image_path(d, name, "test_vqa.jsonl")
