@@ -26,6 +26,12 @@ def build_config(path: str | Path | None, overrides: list[str], data: dict | Non
         raise ConfigError(f"{path or 'config'}: missing top-level key 'task' (see `medvit list task`)")
     spec: TaskSpec = REGISTRY.get("task", name)
     cfg = from_dict(spec.config_cls, raw)
+    ds = getattr(cfg, "dataset", None)
+    if isinstance(ds, str) and ds:  # a registered dataset name: checked here so --dry-run catches a typo too
+        try:
+            REGISTRY.entry("dataset", ds)
+        except KeyError as e:
+            raise ConfigError(f"dataset: {e.args[0]}") from None
     return spec, cfg
 
 

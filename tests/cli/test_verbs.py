@@ -85,6 +85,11 @@ def test_verb_errors_name_the_problem(capsys):
     assert "unknown config key 'train.epochz'" in capsys.readouterr().err
     assert main(["finetune", "--report-to", "wandb", "--dry-run"]) == 2
     assert "unknown tracker 'wandb'" in capsys.readouterr().err
+    # breaker minor: --dry-run ("check") accepted an unregistered dataset name
+    assert main(["finetune", "--preset", "mae_thorax/finetune_tiny_cpu", "--dataset", "nosuch", "--dry-run"]) == 2
+    assert "dataset: unknown dataset 'nosuch'" in capsys.readouterr().err
+    assert main(["finetune", "--preset", "mae_thorax/finetune_tiny_cpu", "--dataset", "cvs", "--dry-run"]) == 2
+    assert "did you mean 'csv'" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a flag of another verb
         main(["finetune", "--method", "lora"])
 
