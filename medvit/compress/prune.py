@@ -158,11 +158,19 @@ class PrunePlan:
     embed: list[int]
     macs_dense: int
     macs_pruned: int
+    requested_ratio: float | None = None  # the mac_ratio asked for (None: not recorded)
+
+    @property
+    def budget_met(self) -> bool:
+        """Whether the pruned MACs are within the requested ratio (False when the floor of one head and one MLP
+        unit per block and 4 embedding channels is above it)."""
+        return self.requested_ratio is None or self.macs_pruned <= self.requested_ratio * self.macs_dense
 
     def to_dict(self) -> dict[str, Any]:
         return {"kept_heads": [len(h) for h in self.heads], "kept_mlp": [len(m) for m in self.mlp],
                 "kept_embed": len(self.embed), "macs_dense": self.macs_dense, "macs_pruned": self.macs_pruned,
-                "mac_ratio": self.macs_pruned / self.macs_dense}
+                "mac_ratio": self.macs_pruned / self.macs_dense, "requested_mac_ratio": self.requested_ratio,
+                "budget_met": self.budget_met}
 
 
 def plan_pruning(model: nn.Module, sal: Saliency, mac_ratio: float) -> PrunePlan:
@@ -216,7 +224,12 @@ def plan_pruning(model: nn.Module, sal: Saliency, mac_ratio: float) -> PrunePlan
         elif kind == "mlp" and j in mlp[b] and len(mlp[b]) > 1:
             mlp[b].remove(j)
     embed.sort()
-    return PrunePlan(heads, mlp, embed, dense, macs())
+    plan = PrunePlan(heads, mlp, embed, dense, macs(), mac_ratio)
+    if not plan.budget_met:
+        logger.warning("mac_ratio %.3g is not reachable: the smallest model this pruning keeps (one head and one "
+                       "MLP unit per block, %d embedding channels) has %.3g of the dense MACs", mac_ratio, len(embed),
+                       plan.macs_pruned / dense)
+    return plan
 
 
 def _slice(model: nn.Module, plan: PrunePlan) -> dict[str, torch.Tensor]:

@@ -116,6 +116,10 @@ class NViTPruneConfig(_Common):
     saliency_images: int = option(256, "images from fit_split the saliency is accumulated over")
     mac_ratio: float = option(0.5, "kept fraction of the dense model's MACs, in (0, 1]")
 
+    def __post_init__(self) -> None:
+        if not 0 < self.mac_ratio <= 1:  # before anything is written (the resolved config included)
+            raise ValueError(f"mac_ratio must be in (0, 1], got {self.mac_ratio}")
+
 
 def run_nvit(cfg: NViTPruneConfig) -> dict[str, Any]:
     """Saliency, plan, slice, save; compare dense and pruned on eval_split."""

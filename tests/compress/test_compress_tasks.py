@@ -46,6 +46,13 @@ def test_nvit_task_writes_a_smaller_checkpoint(ckpt, tmp_path):
     assert back.arch_name == "vit_pruned" and back.contract.label_names == list(CXR_LABELS)
 
 
+def test_nvit_bad_mac_ratio_refused_before_writing(ckpt, tmp_path):
+    with pytest.raises(ValueError, match="mac_ratio must be in"):
+        run_task(None, [f"checkpoint={ckpt}", f"output_dir={tmp_path / 'o'}", "mac_ratio=1.5", *COMMON],
+                 data={"task": "nvit_prune"})
+    assert not (tmp_path / "o").exists()
+
+
 def test_same_split_refused(ckpt, tmp_path):
     with pytest.raises(ValueError, match="must differ"):
         run_task(None, [f"checkpoint={ckpt}", f"output_dir={tmp_path}", "eval_split=train", *COMMON],

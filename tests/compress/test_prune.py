@@ -140,3 +140,14 @@ def test_bad_inputs():
         group_saliency(m, [], F.cross_entropy)
     with pytest.raises(ValueError, match="block_heads must list"):
         medvit.create_model("vit_pruned", depth=2, block_heads=[1], head_dim=8)
+
+
+def test_unreachable_budget_is_reported(caplog):
+    """breaker minor: mac_ratio=0.001 gave 38x the requested MACs with rc 0 and no warning."""
+    m = tiny()
+    with caplog.at_level("WARNING", logger="medvit.compress.prune"):
+        plan = plan_pruning(m, group_saliency(m, batches(1), F.cross_entropy), 0.001)
+    assert not plan.budget_met and plan.to_dict()["budget_met"] is False
+    assert plan.to_dict()["requested_mac_ratio"] == 0.001 and "0.001 is not reachable" in caplog.text
+    ok = plan_pruning(m, group_saliency(m, batches(1), F.cross_entropy), 0.5)
+    assert ok.budget_met and ok.to_dict()["requested_mac_ratio"] == 0.5
