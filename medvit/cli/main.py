@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `medvit dicom info FILE | head`: the reader left; not an error of ours
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports it
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
-        if args.verbose >= 2:
+    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError) as e:
+        if isinstance(e, RuntimeError):  # MONAI wraps a data item's error: report the item's own message
+            e = _data_item_error(e)
+        if e is None or args.verbose >= 2:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         from medvit.io.text import escape_text  # a file name or header value in the message: no raw escapes
@@ -85,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141
     return int(rc or 0)
+
+
+def _data_item_error(e: BaseException) -> BaseException | None:
+    """The ValueError / FileNotFoundError a MONAI transform (``RuntimeError("applying transform ...")``, e.g. a
+    dataset item that cannot be read mid-training) wraps, or None for any other RuntimeError."""
+    if not str(e).startswith("applying transform"):
+        return None
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ValueError | FileNotFoundError):
+            return e
+        e = e.__cause__
+    return None
 
 
 def _silence_stdout() -> None:

@@ -185,3 +185,24 @@ def test_split_column_with_one_patient_in_several_splits_is_refused_unless_allow
     (root / "labels.csv").write_text("path,patient,split,Mass\n0.png,SAME,train,1\n1.png,SAME,train,0\n"
                                      "2.png,p2,val,1\n")
     assert len(build_dataset("csv", "train", root=root)) == 2  # one patient, several images, one split: fine
+
+
+def test_broken_pixel_data_behind_a_good_header_is_one_error_line_naming_the_csv_line(tmp_path, capsys):
+    """F2, the part the header check cannot see: a DICOM whose Pixel Data is truncated fails when its item is read
+    (mid-training); the CLI reports that item's error (labels.csv:LINE and file) as one line, exit 2."""
+    from medvit.cli.main import main
+
+    root = _own_csv(tmp_path, n=24, fmt="dicom")
+    args = dict(root=root, csv_file="my_labels.csv", val_fraction=0.25, test_fraction=0.25)
+    first = build_dataset("csv", "train", **args).rows[0][0]
+    data = (root / first).read_bytes()
+    (root / first).write_bytes(data[:-500])
+    assert len(build_dataset("csv", "all", **args)) == 24  # the header check passes
+    assert main(["finetune", "--dataset", "csv", "--data", str(root), "--epochs", "1", "--output",
+                 str(tmp_path / "run"), "--batch-size", "4", "dataset_args.csv_file=my_labels.csv",
+                 "dataset_args.val_fraction=0.25", "dataset_args.test_fraction=0.25", "image_size=32",
+                 "backbone=vit_tiny_patch16_224", "train.progress=false", "ood_fpr=0",
+                 "backbone_args={patch_size: 16, embed_dim: 32, depth: 1, num_heads: 2}"]) == 2
+    err = capsys.readouterr().err
+    assert "my_labels.csv:" in err and f"{first}: cannot read as an image" in err and "truncated" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
