@@ -90,9 +90,11 @@ def _records(curriculum_dir: Path, files: tuple[str, ...], modules: tuple[str, .
 
 def train_phase(model: VisionLanguageModel, records: list[dict[str, Any]], image_root: str | Path, steps: int,
                 batch_size: int, lr: float, weight_decay: float, max_length: int | None, seed: int,
-                log: list[dict[str, Any]], phase: str, log_every: int = 10) -> float:
+                log: list[dict[str, Any]], phase: str, log_every: int = 10,
+                problems: list[dict[str, str]] | None = None) -> float:
     """``steps`` AdamW steps on ``records`` (reshuffled each pass, seeded); returns the mean loss of the last
-    ``log_every`` steps. Only parameters with ``requires_grad`` are optimised."""
+    ``log_every`` steps. Only parameters with ``requires_grad`` are optimised. Conversations that could not be
+    used (unreadable image ...; replaced by the next good one) are appended to ``problems`` when given."""
     ds = ConversationDataset(model, records=records, image_root=image_root, max_length=max_length)
     g = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=False,
@@ -126,6 +128,8 @@ def train_phase(model: VisionLanguageModel, records: list[dict[str, Any]], image
             logger.info("%s step %d/%d loss %.4f", phase, step, steps, log[-1]["loss"])
     if ds.problems:
         logger.warning("%s: %d conversation problems (first: %s)", phase, len(ds.problems), ds.problems[0])
+    if problems is not None:
+        problems += ds.problems
     return sum(recent[-log_every:]) / max(len(recent[-log_every:]), 1)
 
 
@@ -152,12 +156,14 @@ def train_curriculum(cfg: TrainConfig) -> dict[str, Any]:
     for i, ph in enumerate(phases):
         steps = max(1, int(round(budget[ph.part] * ph.share)))
         recs = _records(cur, ph.files, ph.modules)
+        problems: list[dict[str, str]] = []
         loss = train_phase(model, recs, cfg.data_root or cur, steps, cfg.batch_size, cfg.lr, cfg.weight_decay,
-                           max_len[ph.part] or None, cfg.seed + i, log, ph.name, cfg.log_every)
+                           max_len[ph.part] or None, cfg.seed + i, log, ph.name, cfg.log_every, problems)
         ckpt = model.save(out / ph.name, trained=trained, extra={"retinavlm": {"phase": ph.name, "steps": steps,
                                                                                 "schedule": cfg.schedule}})
         summary["phases"].append({"name": ph.name, "steps": steps, "records": len(recs), "final_loss": loss,
-                                  "checkpoint": str(ckpt)})
+                                  "checkpoint": str(ckpt), "skipped_conversations": len(problems),
+                                  "problems": problems[:20]})
     summary["final_checkpoint"] = summary["phases"][-1]["checkpoint"]
     summary["seconds"] = round(time.time() - t0, 1)
     with open(out / "log.csv", "w", newline="") as f:

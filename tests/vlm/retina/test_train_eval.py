@@ -149,3 +149,21 @@ def test_cli_train_and_evaluate(data, tiny_llama, tmp_path, capsys):
     assert "staging" in out and (tmp_path / "ev" / "predictions.csv").is_file()
     assert main(["curriculum", "evaluate", str(data), "-m", str(tmp_path / "run" / "part2"), "-o",
                  str(tmp_path / "ev2"), "--tasks", "staging,grading"]) == 2
+
+
+def test_conversations_with_unreadable_images_are_counted_in_the_summary(data, tiny_llama, tmp_path):
+    """breaker note: bad image paths were replaced by the next good item with only a log line; the phase
+    summary now counts and lists them."""
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(data, root)
+    imgs = sorted(p for p in root.rglob("*.png") if "cur" not in p.parts)
+    for p in imgs[::2]:
+        p.unlink()
+    torch.manual_seed(0)
+    s = train_curriculum(_cfg(root, tmp_path / "run", tiny_llama, curriculum_dir=str(root / "cur"),
+                              schedule="part1_only", part1_steps=2))
+    ph = s["phases"][0]
+    assert ph["skipped_conversations"] > 0 and len(ph["problems"]) == min(ph["skipped_conversations"], 20)
+    assert "not found" in ph["problems"][0]["reason"] or "No such file" in ph["problems"][0]["reason"]
