@@ -191,7 +191,7 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
                color=["grey", "tab:blue", "tab:green", "tab:orange"])
         ax.set_xticks(range(4), ["majority", "VLM w/o expert", "VLM with expert", "expert alone"])
         ax.set_ylabel("mean per-class F1")
-        ax.set_title(f"VILA-M3 on chest phantoms ({lm_label}, {n} seeds)")
+        ax.set_title(f"VILA-M3 on chest phantoms\n{lm_label}, {n} seeds", fontsize=9)
         fig.tight_layout()
         fig.savefig(OUT / f"{name}.png", dpi=120)
     except ImportError:
