@@ -115,18 +115,23 @@ def test_answers_follow_the_guidelines(out, g):
             assert "fluid" in r["conversations"][1]["value"]  # the fluid rule is always stated
 
 
-def test_bad_rows_skipped_with_reasons(data, g, tmp_path):
+def _edited_copy(data, tmp_path, edits):
+    """A copy of the phantom data root whose labels.csv has ``edits`` {row index: {column: value}} applied."""
     root = tmp_path / "d"
     shutil.copytree(data, root)
     rows = list(csv.DictReader(open(root / "labels.csv")))
-    rows[0]["sex"] = "X"
-    rows[1]["file"] = "../../etc/passwd"
-    rows[2]["stage_name"] = "very late"
-    rows[3]["report_file"] = "reports/missing.txt"
+    for i, kv in edits.items():
+        rows[i].update(kv)
     with open(root / "labels.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    return root
+
+
+def test_bad_rows_skipped_with_reasons(data, g, tmp_path):
+    root = _edited_copy(data, tmp_path, {0: {"sex": "X"}, 1: {"file": "../../etc/passwd"},
+                                         2: {"stage_name": "very late"}, 3: {"report_file": "reports/missing.txt"}})
     generate_curriculum(root, tmp_path / "o", _cfg(), g)
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     reasons = {s["line"]: s["reason"] for s in man["skipped"]}
@@ -270,17 +275,9 @@ def test_cli_generate(data, tmp_path, capsys):
 
 def test_missing_image_and_unknown_split_are_skipped_and_listed(data, g, tmp_path):
     """breaker F6: a row whose image file does not exist went into the JSONL; a split typo dropped a row silently."""
-    root = tmp_path / "d"
-    shutil.copytree(data, root)
-    rows = list(csv.DictReader(open(root / "labels.csv")))
-    rows[0]["file"] = "images/does_not_exist.png"
-    rows[1]["split"] = "bogus"
+    root = _edited_copy(data, tmp_path, {0: {"file": "images/does_not_exist.png"}, 1: {"split": "bogus"},
+                                         2: {"file": "empty.png"}})
     (root / "empty.png").write_bytes(b"")
-    rows[2]["file"] = "empty.png"
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     res = generate_curriculum(root, tmp_path / "o", _cfg(splits=["train", "val", "test"]), g)
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     reasons = {s["line"]: s["reason"] for s in man["skipped"]}
