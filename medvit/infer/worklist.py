@@ -112,23 +112,37 @@ def _safe(key: str) -> str:
     return safe[:120]
 
 
-def _read_marks(p: Path) -> dict[str, Any]:
-    """``reading/read.json`` as ``{"format": ..., "read": {study key: mark}}``; a missing file, or one that is not
-    JSON of that shape (hand-edited, truncated, hostile), gives an empty document (logged; the next mark_read
-    replaces it)."""
+def _read_marks(p: Path) -> tuple[dict[str, Any], bool]:
+    """``reading/read.json`` as ``({"format": ..., "read": {study key: mark}}, usable)``.
+
+    A missing file gives an empty document (usable). A file that cannot be read, is not JSON, or is not an object
+    with a ``read`` object (hand-edited, truncated, hostile) gives an empty document and ``usable=False``, with a
+    warning naming the file; :func:`mark_read` then keeps that file as a backup instead of overwriting it.
+    """
     empty: dict[str, Any] = {"format": "medvit-reading/1", "read": {}}
     if not p.is_file():
-        return empty
+        return empty, True
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        logger.warning("%s: unreadable read marks (%s); ignored", p, e)
-        return empty
+        logger.warning("%s: unreadable read marks (%s); treated as no marks", p, e)
+        return empty, False
     if not isinstance(doc, dict) or not isinstance(doc.get("read", {}), dict):
-        logger.warning("%s: unreadable read marks (expected an object with a 'read' object); ignored", p)
-        return empty
+        logger.warning("%s: unreadable read marks (expected a JSON object with a 'read' object, got %s); "
+                       "treated as no marks", p, type(doc.get("read") if isinstance(doc, dict) else doc).__name__)
+        return empty, False
     doc.setdefault("read", {})
-    return doc
+    return doc, True
+
+
+def _backup_unreadable(p: Path) -> Path:
+    """Move an unusable ``read.json`` aside to ``read.json.unreadable[-N]`` (first free name); returns it."""
+    n, dest = 0, p.with_name(p.name + ".unreadable")
+    while dest.exists():
+        n += 1
+        dest = p.with_name(f"{p.name}.unreadable-{n}")
+    p.replace(dest)
+    return dest
 
 
 def reading_status(results_dir: str | Path) -> dict[str, str]:
@@ -140,7 +154,7 @@ def reading_status(results_dir: str | Path) -> dict[str, str]:
     root = Path(results_dir)
     out: dict[str, str] = {}
     marks = root / READ_MARKS
-    for k in _read_marks(marks)["read"]:
+    for k in _read_marks(marks)[0]["read"]:
         out[str(k)] = "read"
     fb = root / "feedback"
     if fb.is_dir():
@@ -156,11 +170,20 @@ def reading_status(results_dir: str | Path) -> dict[str, str]:
 
 
 def mark_read(results_dir: str | Path, study_key: str, reader: str = "") -> Path:
-    """Record that ``study_key`` was read (atomically, in ``reading/read.json``); returns the file."""
+    """Record that ``study_key`` was read (atomically, in ``reading/read.json``); returns the file.
+
+    The file is rewritten atomically with the marks it already held plus this one. If the existing file is not
+    usable (not JSON, or not an object with a ``read`` object), it is never overwritten: it is moved aside to
+    ``reading/read.json.unreadable`` (``.unreadable-1``, ... if taken), a warning names both files, and a new
+    ``read.json`` holding only this mark is written.
+    """
     from medvit.io.safe_write import atomic_write
 
     p = Path(results_dir) / READ_MARKS
-    doc = _read_marks(p)
+    doc, usable = _read_marks(p)
+    if not usable:
+        kept = _backup_unreadable(p)
+        logger.warning("%s: unreadable read marks kept as %s; a new read.json is started", p, kept)
     doc["read"][study_key] = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
                                              "reader": reader}
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -127,3 +127,27 @@ def test_hostile_read_marks_are_ignored_and_replaced(tmp_path, content):
     assert reading_status(tmp_path) == {}
     mark_read(tmp_path, "1.3", reader="r")
     assert reading_status(tmp_path) == {"1.3": "read"}
+
+
+@pytest.mark.parametrize("content", ['{"read": 5}', "[]", "{not json", '{"read": {"1.1": {"reader": "a"}'])
+def test_unusable_read_marks_warn_naming_the_file_and_are_kept_not_overwritten(tmp_path, caplog, content):
+    """F-READJSON: mark_read silently replaced an unusable read.json (its content lost); now it is moved aside
+    (read.json.unreadable, then -1, ...) with a warning naming the files, and valid marks are kept as they are."""
+    import logging
+
+    from medvit.infer.worklist import READ_MARKS, mark_read, reading_status
+
+    p = tmp_path / READ_MARKS
+    p.parent.mkdir(parents=True)
+    p.write_text(content)
+    with caplog.at_level(logging.WARNING, logger="medvit"):
+        assert reading_status(tmp_path) == {}
+        mark_read(tmp_path, "1.3", reader="r")
+    assert str(p) in caplog.text and "read.json.unreadable" in caplog.text
+    assert (p.parent / "read.json.unreadable").read_text() == content
+    assert reading_status(tmp_path) == {"1.3": "read"}
+    p.write_text(content)                      # a second unusable file does not overwrite the first backup
+    mark_read(tmp_path, "1.4")
+    assert (p.parent / "read.json.unreadable-1").read_text() == content
+    mark_read(tmp_path, "1.5")                 # a usable file keeps its marks
+    assert reading_status(tmp_path) == {"1.4": "read", "1.5": "read"}
