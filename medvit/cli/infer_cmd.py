@@ -219,8 +219,8 @@ def format_summary(result: Any) -> str:
         lines.append(f"  SR: {c['sr_written']} written" + (f", {c['sr_failed']} failed (sr_errors.csv)"
                                                           if c["sr_failed"] else ""))
     if "seg_written" in c:
-        lines.append(f"  SEG: {c['seg_written']} written" + (f", {c['seg_failed']} failed (seg_error in "
-                                                            "predictions.jsonl)" if c["seg_failed"] else ""))
+        lines.append(f"  SEG: {c['seg_written']} written" + (f", {c['seg_failed']} failed (seg_errors.csv)"
+                                                            if c["seg_failed"] else ""))
     pacs = c.get("pacs") or {}
     if "source" in pacs:
         lines.append(f"  PACS {pacs['source']}: {pacs['studies_found']} studies, {pacs['retrieved']} instances "

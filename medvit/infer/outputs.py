@@ -176,7 +176,9 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str],
                  segment_labels: list[str] | None = None) -> dict[str, Any]:
     """Rebuild predictions.csv/.jsonl, status.csv and errors.csv from the journal; returns counts.
 
-    ``segment_labels``: for segmentation models, adds :func:`segment_columns` after the probabilities.
+    ``segment_labels``: for segmentation models, adds :func:`segment_columns` after the probabilities, writes
+    ``segment_volumes.csv`` and, when some predicted image got no SEG, ``seg_errors.csv`` (file, stage, reason;
+    like ``sr_errors.csv``), counted as ``seg_failed``.
 
     Counts: ``predicted``, ``skipped``, ``error``, ``studies`` (predicted), ``positives`` per label,
     ``skip_reasons`` / ``error_stages`` histograms.
@@ -200,6 +202,7 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str],
     counts: dict[str, Any] = {"predicted": 0, "skipped": 0, "error": 0, "positives": dict.fromkeys(labels, 0),
                               "skip_reasons": {}, "error_stages": {}}
     studies: set[str] = set()
+    seg_failures: list[list[Any]] = []
     for rec in journal.records():
         rec = printable(rec)  # the journal keeps the exact name (resume key); tables get valid text
         status_w.writerow(csv_row(rec))
@@ -231,6 +234,8 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str],
         if segment_labels:
             key = "seg_written" if rec.get("seg_dcm") else "seg_failed"
             counts[key] = counts.get(key, 0) + 1
+            if not rec.get("seg_dcm"):
+                seg_failures.append([rec["file"], "seg", rec.get("seg_error") or "SEG not written"])
         if rec.get("ood_flag") is True:
             counts["ood_flagged"] = counts.get("ood_flagged", 0) + 1
     counts["studies"] = len(studies)
@@ -243,6 +248,8 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str],
             + [f"volume_mm3_{k}" for k in segment_labels], vol_rows))
         counts.setdefault("seg_written", 0)
         counts.setdefault("seg_failed", 0)
+        if seg_failures or (out_dir / "seg_errors.csv").exists():  # as sr_errors.csv: one row per SEG not written
+            atomic_write(out_dir / "seg_errors.csv", csv_text(["file", "stage", "reason"], seg_failures), out_dir)
     for k, f in bufs.items():
         f.flush()
         os.fsync(f.fileno())

@@ -260,3 +260,28 @@ def test_seg_of_a_source_with_an_invalid_study_uid_is_refused_clearly_and_counte
     err = next(r["seg_error"] for r in recs if r.get("seg_error"))
     assert "invalid StudyInstanceUID (not a UID per PS3.5 9.1)" in err and "IntegrityError" not in err
     assert "1 SEG(s)" in format_summary(res)
+
+
+def test_failed_seg_is_listed_in_seg_errors_csv_like_a_failed_sr(tmp_path):
+    """F-SEGUID: a failed SEG was only a seg_error field in predictions.jsonl; failed SRs are rows of
+    sr_errors.csv. Now each SEG not written is a row of seg_errors.csv (file, stage, reason) named in the summary,
+    and a rerun where every SEG is written empties it."""
+    from pydicom.uid import generate_uid
+
+    from medvit.cli.infer_cmd import format_summary
+    from medvit.infer import InferConfig, run_inference
+
+    model = make_seg_model(tmp_path / "model")
+    write_dx(tmp_path / "in" / "a.dcm", generate_uid(), generate_uid())
+    write_dx(tmp_path / "in" / "b.dcm", "../../..", generate_uid(), seed=1)
+    cfg = dict(model=str(model), input=str(tmp_path / "in"), output=str(tmp_path / "out"), workers=0,
+               progress=False)
+    res = run_inference(InferConfig(**cfg))
+    assert res.exit_code == 3 and res.counts["seg_failed"] == 1
+    rows = list(csv.DictReader(open(tmp_path / "out" / "seg_errors.csv")))
+    assert [(r["file"], r["stage"]) for r in rows] == [("b.dcm", "seg")]
+    assert "invalid StudyInstanceUID" in rows[0]["reason"] and "IntegrityError" not in rows[0]["reason"]
+    assert "1 failed (seg_errors.csv)" in format_summary(res)
+    (tmp_path / "in" / "b.dcm").unlink()
+    res = run_inference(InferConfig(**{**cfg, "output": str(tmp_path / "out2")}))
+    assert res.exit_code == 0 and not (tmp_path / "out2" / "seg_errors.csv").exists()
