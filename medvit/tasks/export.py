@@ -199,6 +199,22 @@ def export_torchscript(model: nn.Module, contract: Any, path: Path) -> float:
 _FULL_RANGE = "(255.0 if x.dtype == torch.uint8 else 65535.0)"
 
 
+#: Pillow modes the bundle reads as medvit's read_raster does (EXIF orientation applied first): bilevel, grey+alpha
+#: and grey-palette images -> 8-bit grey 'L'; colour palettes, RGBA, CMYK, YCbCr, ... -> 'RGB'; 8-bit 'L', 'RGB'
+#: and 16-bit 'I;16*' as stored. Other modes (32-bit integer 'I', float 'F', whose stored range is not a bit depth)
+#: are refused with a ValueError naming the mode, instead of being scaled differently from medvit.
+_BUNDLE_MODES = ("L", "RGB", "I;16", "I;16B", "I;16L", "I;16N")
+_PIL_CONVERTER = (
+    "$lambda im: (lambda im, pal: im.convert('L') if im.mode in ('1', 'LA') or (im.mode in ('P', 'PA') and "
+    "all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) // 3 * 3, 3))) "
+    "else im.convert('RGB') if im.mode in ('P', 'PA', 'RGBA', 'CMYK', 'YCbCr', 'LAB', 'HSV', 'RGBX') "
+    f"else im if im.mode in {_BUNDLE_MODES!r} "
+    "else (_ for _ in ()).throw(ValueError('image mode ' + repr(im.mode) + ' is not read by this bundle (8/16-bit "
+    "grey, palette or RGB files only; use medvit infer)')))"
+    "(*(lambda im: (im, im.getpalette() or []))(__import__('PIL.ImageOps', fromlist=['ImageOps']).exif_transpose(im)"
+    " or im))")
+
+
 def bundle_preprocessing(contract: Any) -> list[dict[str, Any]]:
     """MONAI dictionary transforms (bundle config form) reproducing the contract's serving preprocessing
     (:class:`medvit.data.preprocess.Preprocessor`) for 8/16-bit grey or RGB PNG/JPEG/TIFF/BMP files: intensity by
@@ -243,7 +259,7 @@ def bundle_preprocessing(contract: Any) -> list[dict[str, Any]]:
     std = list(contract.std) * (c if len(contract.std) == 1 else 1)
     return [
         {"_target_": "LoadImaged", "keys": "image", "image_only": True, "reader": "PILReader",
-         "reverse_indexing": False, "dtype": None},
+         "reverse_indexing": False, "dtype": None, "converter": _PIL_CONVERTER},
         {"_target_": "Lambdad", "keys": "image", "func": intensity},
         {"_target_": "Lambdad", "keys": "image", "func": aspect},
         {"_target_": "Lambdad", "keys": "image", "func": resize},
@@ -346,8 +362,10 @@ def export_monai_bundle(model: nn.Module, contract: Any, out: Path, sha: str) ->
         f"Labels: {', '.join(names)}. Source weights SHA-256: {sha}. Research use only.\n\n"
         "    python -m monai.bundle run --config_file configs/inference.json --bundle_root . "
         "--dataset_dir IMAGES\n\nwrites eval/predictions.json (probability per label per image). Images: 8- or "
-        "16-bit grey or RGB PNG/JPEG/TIFF/BMP, preprocessed as medvit does (stored bit range, the contract's "
-        "pad/crop geometry and resize; see configs/inference.json); the end-to-end difference to medvit measured "
+        "16-bit grey or RGB PNG/JPEG/TIFF/BMP (palette, bilevel and alpha images converted as medvit does, EXIF "
+        "orientation applied; 32-bit integer or float images are refused), preprocessed as medvit does (stored bit "
+        "range, the contract's pad/crop geometry and resize; see configs/inference.json); "
+        "the end-to-end difference to medvit measured "
         "at export is in export.json (`bundle_parity`). DICOM input: use `medvit infer` (VOI LUT).\n")
     return diff
 

@@ -249,3 +249,40 @@ def test_monai_bundle_crop_geometry_three_channels_and_unreproducible_contracts(
     src2 = save_checkpoint(m, tmp_path / "m4", contract=c2)
     assert main(["export", str(src2), "--to", "monai-bundle", "-o", str(tmp_path / "b4")]) == 2
     assert "raster intensity rule 'full' only" in capsys.readouterr().err
+
+
+def test_monai_bundle_reads_palette_bilevel_alpha_and_exif_images_as_medvit_and_refuses_32bit(tmp_path):
+    """F-EXPORT16 residual: the bundle's PILReader read colour-palette PNGs as indices, bilevel images as 0/1 over
+    65535, ignored EXIF orientation, failed on LA/RGBA and scaled 32-bit/float TIFFs differently from medvit
+    (silently different probabilities). Its converter now mirrors medvit.io.read_raster and refuses the rest."""
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY, Preprocessor
+    from medvit.io import read_image
+    from medvit.models import WeightContract
+    from medvit.tasks.export import bundle_preprocessing
+
+    c = WeightContract(in_chans=1, input_size=(32, 32), mean=(0.5,), std=(0.25,), label_names=["a", "b"],
+                       thresholds=[0.5, 0.5], intensity=dict(TRAINING_DEFAULT_INTENSITY), crop_mode="pad")
+    pre = Preprocessor.from_contract(c)
+    tf = ConfigParser({"t": {"_target_": "Compose", "transforms": bundle_preprocessing(c)}}).get_parsed_content("t")
+    rng = np.random.default_rng(0)
+    g8 = (rng.random((40, 50)) * 255).astype(np.uint8)
+    rgb = np.stack([g8, g8[::-1], g8[:, ::-1]], -1)
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees (TIFF 6.0 / EXIF 2.3)
+    rotated.save(tmp_path / "exif.jpg", exif=exif, quality=95)
+    ims = {"palette.png": Image.fromarray(rgb).quantize(16), "bilevel.png": Image.fromarray(g8 > 128),
+           "la.png": Image.fromarray(g8).convert("LA"), "rgba.png": Image.fromarray(rgb).convert("RGBA")}
+    for name, im in ims.items():
+        im.save(tmp_path / name)
+    for name in [*ims, "exif.jpg"]:
+        want = pre(read_image(tmp_path / name))[0]
+        got = np.asarray(tf({"image": str(tmp_path / name)})["image"])
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5, name
+    Image.fromarray((rng.random((40, 50)) * 1e6).astype(np.int32)).save(tmp_path / "i32.tif")
+    with pytest.raises(RuntimeError) as e:
+        tf({"image": str(tmp_path / "i32.tif")})
+    assert "image mode 'I' is not read by this bundle" in str(e.value.__cause__)
