@@ -271,7 +271,8 @@ def bundle_preprocessing(contract: Any) -> list[dict[str, Any]]:
 def bundle_parity(bundle: Path, model: nn.Module, contract: Any, seed: int = 0) -> dict[str, float]:
     """End-to-end check of an exported bundle on image files: the bundle's ``preprocessing`` + ``network`` vs
     medvit (:func:`medvit.io.read_image` + :class:`~medvit.data.preprocess.Preprocessor` + ``model``) on
-    synthetic 8-bit, 16-bit, RGB and non-square PNGs; returns max |Δ probability| per file."""
+    synthetic 8-bit, 16-bit, RGB, colour-palette, bilevel and non-square PNGs; returns max |Δ probability| per
+    file."""
     import tempfile
 
     import numpy as np
@@ -284,11 +285,14 @@ def bundle_parity(bundle: Path, model: nn.Module, contract: Any, seed: int = 0) 
     pre = Preprocessor.from_contract(contract)
     rng = np.random.default_rng(seed)
     th, tw = pre.input_size
-    cases = {"grey8_square.png": (rng.random((th * 2, tw * 2)) * 255).astype(np.uint8),
-             "grey8_wide.png": (rng.random((th, tw * 2 + 3)) * 255).astype(np.uint8),
-             "grey8_tall.png": (rng.random((th * 2 + 1, tw)) * 255).astype(np.uint8),
-             "grey16.png": (rng.random((th + 5, tw)) * 65535).astype(np.uint16),
-             "rgb8.png": (rng.random((th, tw + 7, 3)) * 255).astype(np.uint8)}
+    arrays = {"grey8_square.png": (rng.random((th * 2, tw * 2)) * 255).astype(np.uint8),
+              "grey8_wide.png": (rng.random((th, tw * 2 + 3)) * 255).astype(np.uint8),
+              "grey8_tall.png": (rng.random((th * 2 + 1, tw)) * 255).astype(np.uint8),
+              "grey16.png": (rng.random((th + 5, tw)) * 65535).astype(np.uint16),
+              "rgb8.png": (rng.random((th, tw + 7, 3)) * 255).astype(np.uint8),
+              "bilevel.png": rng.random((th + 3, tw)) > 0.5}
+    cases = {k: Image.fromarray(a) for k, a in arrays.items()}
+    cases["palette.png"] = cases["rgb8.png"].quantize(16)  # colour palette: read as RGB, not as indices
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser["bundle_root"] = str(bundle)
@@ -296,9 +300,9 @@ def bundle_parity(bundle: Path, model: nn.Module, contract: Any, seed: int = 0) 
     net = parser.get_parsed_content("network")
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
-        for name, arr in cases.items():
+        for name, im in cases.items():
             f = Path(d) / name
-            Image.fromarray(arr).save(f)
+            im.save(f)
             x = torch.from_numpy(pre(read_image(f))[0])[None]
             want = torch.sigmoid(model(x))
             got = torch.sigmoid(net(torch.as_tensor(tf({"image": str(f)})["image"])[None].float()))
