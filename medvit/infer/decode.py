@@ -209,6 +209,13 @@ def init_worker(spec: DecodeSpec) -> None:
     """Pool initializer: keep the spec in the worker; stop BLAS/OpenMP threads from oversubscribing cores."""
     global _SPEC
     _SPEC = spec
+    # A forked worker inherits the parent's Python signal handlers; `medvit infer` turns SIGTERM into SystemExit
+    # so that a stopped job unwinds cleanly. In a worker that handler is harmful: when a sibling dies the pool
+    # terminates the others with SIGTERM, and a worker that turned it into an exception tried to send that back
+    # through the (dirty, unread) result queue and blocked forever — the run then hung. Workers die on SIGTERM.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _exit_with_parent(spec.parent_pid)
     if spec.worker_memory_bytes:
         limit_worker_memory(spec.worker_memory_bytes)

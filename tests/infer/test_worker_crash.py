@@ -35,3 +35,28 @@ def test_worker_death_is_isolated_to_one_file(tmp_path, monkeypatch):
         errors = list(csv.DictReader(f))
     assert [e["file"] for e in errors] == ["patient1/study1/img1.dcm"]
     assert "worker process died" in errors[0]["reason"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on fork-started workers")
+def test_decode_workers_die_on_sigterm_even_when_the_parent_turns_it_into_an_exception():
+    """`medvit infer` makes SIGTERM raise SystemExit in its own process; forked decoding workers inherited that
+    handler, so the pool's SIGTERM to surviving workers after a crash became an exception that blocked on the
+    dirty result queue and hung the run. Workers must take SIGTERM's default action."""
+    import multiprocessing as mp
+    import signal
+    import types
+    from concurrent.futures import ProcessPoolExecutor
+
+    from medvit.infer.decode import init_worker
+
+    def _stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, _stop)
+    try:
+        spec = types.SimpleNamespace(parent_pid=os.getpid(), worker_memory_bytes=None, stderr_file=None)
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=init_worker,
+                                 initargs=(spec,)) as ex:
+            assert ex.submit(signal.getsignal, signal.SIGTERM).result() == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, old)
