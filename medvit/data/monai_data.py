@@ -29,26 +29,18 @@ import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose, MapTransform, Transform
 
+from medvit.io.hashing import cached_sha256_file
+
 logger = logging.getLogger(__name__)
 
 #: bump when the cached item format changes (invalidates every disk cache)
 CACHE_VERSION = 1
 CACHE_MODES = ("none", "memory", "disk")
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, memoised per (path, size, mtime_ns) in this process."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
+    return cached_sha256_file(path)
 
 
 def source_file(ds: Any, i: int) -> Path | None:

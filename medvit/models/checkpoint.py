@@ -8,7 +8,6 @@ unpickler that refuses arbitrary objects, with an explicit allow-list of plain-d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvit.io.hashing import sha256_file  # re-exported: checkpoint users import it from here
 from medvit.io.safe_write import atomic_write
 from medvit.models.contract import WeightContract
 from medvit.models.convert import to_medvit
@@ -32,14 +32,6 @@ FORMAT = "medvit-checkpoint/1"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message names file and reason."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def write_safetensors(

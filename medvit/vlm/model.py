@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from medvit.config import option
+from medvit.io.hashing import cached_sha256_file
 from medvit.models import create_model, load_model
 from medvit.models.checkpoint import read_safetensors, write_safetensors
 from medvit.vlm.projectors import build_projector
@@ -77,7 +78,6 @@ class VLMConfig:
     max_length: int = option(1024, "tokens per training sequence (longer ones are truncated)")
 
 
-_HASH_CACHE: dict[tuple[str, int, float], str] = {}
 
 
 def lm_files(lm_path: str | Path, gguf_file: str | None = None) -> list[Path]:
@@ -96,15 +96,7 @@ def lm_sha256(lm_path: str | Path, gguf_file: str | None = None) -> str:
     for f in lm_files(lm_path, gguf_file):
         if not f.is_file():
             raise FileNotFoundError(f"language model file not found: {f}")
-        st = f.stat()
-        key = (str(f.resolve()), st.st_size, st.st_mtime)
-        if key not in _HASH_CACHE:
-            fh = hashlib.sha256()
-            with open(f, "rb") as fp:
-                for chunk in iter(lambda: fp.read(1 << 22), b""):
-                    fh.update(chunk)
-            _HASH_CACHE[key] = fh.hexdigest()
-        h.update(f.name.encode() + b"\0" + _HASH_CACHE[key].encode())
+        h.update(f.name.encode() + b"\0" + cached_sha256_file(f).encode())
     return h.hexdigest()
 
 
