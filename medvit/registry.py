@@ -45,6 +45,7 @@ PROVIDERS: dict[str, list[str]] = {
     "preset": ["medvit.tasks.presets"],
     "segmentation": ["medvit.models"],
     "schedule": ["medvit.vlm.retina.schedules"],
+    "loss": ["medvit.train.losses"],
 }
 
 
@@ -156,7 +157,7 @@ class Registry:
 
 REGISTRY = Registry(
     ["backbone", "weight", "peft", "task", "dataset", "expert", "projector", "metric", "transform", "preset",
-     "segmentation", "schedule"]
+     "segmentation", "schedule", "loss"]
 )
 
 

@@ -2,7 +2,8 @@
 
 Per seed: build the datasets, keep ``label_fraction`` of the training images, create the backbone (random init or
 ``pretrained`` weights: a medvit checkpoint, a released CXR-MAE / HF ViT-MAE file, a weight tag, or the
-``encoder/`` written by ``mae_pretrain``), train with masked BCE-with-logits (unknown labels excluded), select the
+``encoder/`` written by ``mae_pretrain``), train with the registered ``loss`` (default masked BCE-with-logits,
+unknown labels excluded), select the
 checkpoint on validation mean AUROC, choose per-label operating thresholds on validation, evaluate the test split
 once. The model of the seed with the best validation score is saved with its :class:`WeightContract` in
 ``output_dir/model``; ``summary.json`` / ``results.md`` hold per-class AUROC tables and mean ± sd over seeds.
@@ -25,7 +26,7 @@ from medvit.data.fraction import fraction_subset
 from medvit.eval.metrics import mean_sd
 from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
-from medvit.train.losses import masked_bce
+from medvit.train.losses import LossSpec, loss_step, masked_bce
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class FinetuneMultilabelConfig:
     crop_mode: str = option("crop", "eval/serving geometry to the input's aspect: crop (centre) | pad | squash")
     interpolation: str = option("bicubic", "resize filter for training, evaluation and serving: bicubic | bilinear")
     train: TrainConfig = option(default_factory=TrainConfig, help="optimisation; train.output_dir is set per seed")
+    loss: LossSpec = option(default_factory=LossSpec, help="training loss by registered name (`medvit list loss`), "
+                                                           "e.g. {name: masked_bce, args: {pos_weight: [...]}}")
     seeds: list[int] = option(default_factory=lambda: [0], help="one full run per seed; results as mean ± sd")
     threshold_rule: str = option("youden", 'per-label operating threshold chosen on validation: "youden" or "f1"')
     eval_batch_size: int = option(128, "batch size for validation/test prediction")
@@ -222,10 +225,6 @@ def _today() -> str:
     return datetime.now(UTC).strftime("%Y.%m.%d")
 
 
-def _step(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    return masked_bce(model(batch["image"]), batch["label"], batch["label_mask"])
-
-
 def build_model(cfg: FinetuneMultilabelConfig, num_classes: int) -> torch.nn.Module:
     """The backbone with a fresh ``num_classes`` head, loaded from ``cfg.pretrained`` when given."""
     from medvit.models import create_model
@@ -277,7 +276,7 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
         res = mean_auroc(y, logits, mask)
         return {"val_mean_auroc": res.mean, "val_loss": float(masked_bce(logits, y, mask))}
 
-    trainer = Trainer(model, tcfg, train_ds, _step, evaluate=evaluate, select_metric="val_mean_auroc",
+    trainer = Trainer(model, tcfg, train_ds, loss_step(cfg.loss), evaluate=evaluate, select_metric="val_mean_auroc",
                       transform=train_tf)
     result = trainer.fit()
     summary: dict[str, Any] = {"seed": seed, "n_train": len(train_ds), "n_val": len(val_ds),

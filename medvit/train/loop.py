@@ -111,6 +111,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dist: DistInfo = init_distributed(self.device)
         self.model = model.to(self.device)
+        if isinstance(step_fn, nn.Module):  # a registered loss (medvit.train.losses.LossStep): its teacher etc.
+            step_fn.to(self.device)
         self.groups = groups
         self.find_unused = find_unused_parameters
         self.restore_best = restore_best
@@ -299,7 +301,9 @@ class Trainer:
         stop = min(self.total_steps, cfg.stop_at_step or self.total_steps)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         # modules that follow training progress (e.g. EViT's keep-rate warm-up): on_train_step(step, total_steps)
-        progress_hooks = [m.on_train_step for m in module.modules() if callable(getattr(m, "on_train_step", None))]
+        # (also the modules of a step_fn that is an nn.Module, e.g. a loss's class-weight schedule)
+        hooked = [*module.modules(), *(self.step_fn.modules() if isinstance(self.step_fn, nn.Module) else [])]
+        progress_hooks = [m.on_train_step for m in hooked if callable(getattr(m, "on_train_step", None))]
         result = TrainResult(steps=step, total_steps=self.total_steps)
         bar = tqdm(total=stop, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
                    mininterval=1.0, disable=not (cfg.progress and self.dist.is_main))

@@ -1,9 +1,33 @@
-"""Training losses shared by the task kinds."""
+"""Training losses by name: registry kind ``loss``, built from YAML, used by the training loop.
+
+A loss is an :class:`Loss` (an ``nn.Module``) called as ``loss(output, batch)``:
+
+- ``output`` is what the model returned for ``batch["image"]`` (logits ``(B, K)``, a tuple such as DeiT's
+  ``(cls_logits, dist_logits)``, or a dict for self-supervised models);
+- ``batch`` is the collated batch dict on the device (the loss reads the keys it lists in ``inputs``);
+- it returns a scalar tensor, or ``{"loss": scalar, other scalars logged beside it}``.
+
+Register with :func:`register_loss` (a class; its ``__init__`` keyword arguments are the YAML ``args``), giving an
+``example(generator) -> (output, batch)`` so the registry-driven test can run forward/backward on every entry.
+Tasks hold a :class:`LossSpec` (``loss: {name: cross_entropy, args: {label_smoothing: 0.1}}``), build it with
+:func:`build_loss` and train with :func:`loss_step` (its ``on_train_step`` hooks reach the loop as the model's do).
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from medvit.config import option
+from medvit.registry import REGISTRY, did_you_mean
+
+Example = Callable[[torch.Generator], tuple[Any, dict[str, Any]]]
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -15,3 +39,181 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     m = mask.float()
     return (loss * m).sum() / m.sum().clamp(min=1.0)
+
+
+class Loss(nn.Module):
+    """Base of registered losses: ``forward(output, batch) -> scalar | {"loss": scalar, ...}``.
+
+    ``inputs`` names the batch keys read (checked by :meth:`require`, so a missing key names the loss and key).
+    Losses that follow training progress define ``on_train_step(step, total_steps)`` (called by the loop before
+    each optimizer step, as for model modules).
+    """
+
+    inputs: tuple[str, ...] = ()
+
+    def require(self, batch: dict[str, Any]) -> None:
+        """Raise ``KeyError`` naming the loss and the batch keys it needs but the batch lacks."""
+        missing = [k for k in self.inputs if k not in batch]
+        if missing:
+            raise KeyError(f"loss {type(self).__name__} needs batch keys {missing}; the batch has {sorted(batch)}")
+
+
+def register_loss(name: str, *, example: Example, description: str = "") -> Callable[[type], type]:
+    """Decorator registering a :class:`Loss` subclass as ``loss`` ``name``.
+
+    ``example(generator) -> (output, batch)`` builds a small valid input (the registry-driven test sets
+    ``requires_grad`` on the floating tensors of ``output`` and checks a finite loss with gradients).
+    """
+
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Loss)):
+            raise TypeError(f"loss {name!r}: register a medvit.train.losses.Loss subclass, got {cls!r}")
+        REGISTRY.add("loss", name, cls, example=example, description=description or (cls.__doc__ or ""))
+        return cls
+
+    return deco
+
+
+@dataclass
+class LossSpec:
+    """A loss by registered name plus its constructor arguments (YAML ``loss: {name: ..., args: {...}}``)."""
+
+    name: str = option("masked_bce", "registered loss (`medvit list loss`)")
+    args: dict[str, Any] = option(default_factory=dict, help="keyword arguments of the loss, e.g. {label_smoothing: "
+                                                             "0.1}")
+
+    def __post_init__(self) -> None:
+        check_loss(self.name, self.args)
+
+
+def check_loss(name: str, args: dict[str, Any]) -> type:
+    """The registered class of ``name``; ``ValueError`` naming ``loss.name`` / ``loss.args.<key>`` when the name is
+    unknown or an argument is not one the loss takes (missing required arguments are named too)."""
+    try:
+        cls = REGISTRY.get("loss", name)
+    except KeyError as e:
+        raise ValueError(f"loss.name: {e.args[0]}") from None
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
+              if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    for k in args:
+        if k not in params:
+            hint = did_you_mean(k, params)
+            raise ValueError(f"loss.args.{k}: loss {name!r} takes no argument {k!r}"
+                             f"{'; ' + hint if hint else ''} (it takes {sorted(params) or 'none'})")
+    missing = [k for k, p in params.items() if p.default is p.empty and k not in args]
+    if missing:
+        raise ValueError(f"loss.args: loss {name!r} needs {missing}")
+    return cls
+
+
+def build_loss(spec: LossSpec | dict[str, Any] | str) -> Loss:
+    """Instantiate a registered loss from a :class:`LossSpec`, a ``{name, args}`` mapping or a bare name."""
+    if isinstance(spec, str):
+        spec = LossSpec(spec)
+    elif isinstance(spec, dict):
+        unknown = set(spec) - {"name", "args"}
+        if unknown or "name" not in spec:
+            raise ValueError(f"loss: expected {{name: ..., args: {{...}}}}, got keys {sorted(spec)}")
+        spec = LossSpec(spec["name"], dict(spec.get("args") or {}))
+    cls = check_loss(spec.name, spec.args)
+    try:
+        return cls(**spec.args)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"loss.args ({spec.name}): {e}") from e
+
+
+class LossStep(nn.Module):
+    """The loop's ``step_fn`` for a loss: ``loss(model(batch[input_key]), batch)``.
+
+    An ``nn.Module`` so the loop moves the loss's own modules (e.g. a distillation teacher) to the device and
+    calls their ``on_train_step`` hooks.
+    """
+
+    def __init__(self, loss: Loss, input_key: str = "image"):
+        super().__init__()
+        self.loss, self.input_key = loss, input_key
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
+        self.loss.require(batch)
+        return self.loss(model(batch[self.input_key]), batch)
+
+
+def loss_step(loss: Loss | LossSpec | dict[str, Any] | str, input_key: str = "image") -> LossStep:
+    """``step_fn`` for :class:`medvit.train.Trainer` from a loss or its spec."""
+    return LossStep(loss if isinstance(loss, Loss) else build_loss(loss), input_key)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The classification logits in a model output: the tensor itself, or the mean of a ``(cls, dist)`` pair
+    (DeiT inference), or ``output["logits"]``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return torch.stack([o.float() for o in output]).mean(0)
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------------- entries
+def _ex_multilabel(g: torch.Generator) -> tuple[Any, dict[str, Any]]:
+    logits = torch.randn(4, 3, generator=g)
+    y = (torch.rand(4, 3, generator=g) > 0.5).float()
+    mask = torch.rand(4, 3, generator=g) > 0.2
+    mask[0] = True
+    return logits, {"label": y, "label_mask": mask}
+
+
+def _ex_multiclass(g: torch.Generator) -> tuple[Any, dict[str, Any]]:
+    return torch.randn(4, 5, generator=g), {"label": torch.randint(0, 5, (4,), generator=g)}
+
+
+@register_loss("masked_bce", example=_ex_multilabel,
+               description="multi-label BCE-with-logits over known labels (label_mask; CheXpert blanks excluded)")
+class MaskedBCE(Loss):
+    """Multi-label BCE-with-logits, averaged over known labels.
+
+    Output ``(B, K)`` logits (a ``(cls, dist)`` pair is averaged); batch ``label`` ``(B, K)`` in {0, 1} and
+    optional ``label_mask`` ``(B, K)`` bool (absent = all known). ``pos_weight``: per-label positive weight
+    (``torch.nn.BCEWithLogitsLoss``), a list of K numbers or None.
+    """
+
+    inputs = ("label",)
+
+    def __init__(self, pos_weight: list[float] | None = None):
+        super().__init__()
+        self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float))
+
+    def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
+        logits, y = logits_of(output).float(), batch["label"].float()
+        mask = batch.get("label_mask")
+        mask = torch.ones_like(y, dtype=torch.bool) if mask is None else mask
+        if self.pos_weight is not None and self.pos_weight.numel() != logits.shape[-1]:
+            raise ValueError(f"masked_bce: pos_weight has {self.pos_weight.numel()} values, logits have "
+                             f"{logits.shape[-1]} labels")
+        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none", pos_weight=self.pos_weight)
+        m = mask.float()
+        return (loss * m).sum() / m.sum().clamp(min=1.0)
+
+
+@register_loss("cross_entropy", example=_ex_multiclass,
+               description="single-label softmax cross-entropy (class weights, label smoothing)")
+class CrossEntropy(Loss):
+    """Softmax cross-entropy (``torch.nn.functional.cross_entropy``).
+
+    Output ``(B, K)`` logits (a ``(cls, dist)`` pair is averaged); batch ``label`` ``(B,)`` class indices.
+    ``label_smoothing`` in [0, 1); ``weight``: per-class weights (K numbers) or None.
+    """
+
+    inputs = ("label",)
+
+    def __init__(self, label_smoothing: float = 0.0, weight: list[float] | None = None):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+        self.register_buffer("weight", None if weight is None else torch.tensor(weight, dtype=torch.float))
+
+    def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
+        return F.cross_entropy(logits_of(output).float(), batch["label"].long(), weight=self.weight,
+                               label_smoothing=self.label_smoothing)
