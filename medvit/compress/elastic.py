@@ -13,13 +13,20 @@ subnet extraction to a MAC budget as an ordinary checkpoint.
   family), so it saves and reloads like any checkpoint; :func:`search_subnet` picks, among random subnets under a
   MAC budget, the one with the lowest validation loss (the paper uses an evolutionary search).
 
-Not implemented: elastic resolution and v-scale, the conv stages of the paper's hybrid space, in-place
-α-divergence distillation, the supernet training loop itself (the samplers are its building blocks).
+- **Supernet training** (:func:`train_supernet`): each step trains the largest subnet on the labels and one
+  subnet drawn by the two samplers (level by ``adjacent_step``, candidate by preference) on the labels plus an
+  in-place distillation term towards the largest subnet's detached predictions (ElasticViT's in-place
+  distillation; the paper uses α-divergence, here KL for softmax heads / BCE on soft targets for multi-label
+  heads); the drawn subnet's loss updates its preference score.
+
+Not implemented: elastic resolution and v-scale, the conv stages of the paper's hybrid space, α-divergence and the
+external teacher, the evolutionary search (random search under the budget instead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvit.compress.prune import PrunePlan, apply_plan, pruned_macs
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -176,3 +185,76 @@ def search_subnet(elastic: ElasticViT, mac_budget: int, val_loss: Callable[[Call
         raise ValueError(f"no sampled subnet under {mac_budget} MACs (smallest depth {elastic.min_depth})")
     return best
 
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """In-place distillation towards the largest subnet's detached logits (B, K): BCE on its sigmoid for
+    multi-label heads, KL(teacher ‖ student) of the softmaxes otherwise."""
+    t = teacher.detach()
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(student, torch.sigmoid(t))
+    return F.kl_div(F.log_softmax(student, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
+
+
+@dataclass
+class SupernetTrainResult:
+    """Per-step record of :func:`train_supernet`: drawn level and subnet MACs, losses of the largest and the
+    drawn subnet."""
+
+    levels: list[int]
+    macs: list[int]
+    loss_max: list[float]
+    loss_sub: list[float]
+
+
+def train_supernet(elastic: ElasticViT, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], lr: float = 1e-4,
+                   weight_decay: float = 0.05, kd_weight: float = 1.0, n_levels: int = 5, bound: int = 1,
+                   bank_size: int = 8, temperature: float = 0.1, multilabel: bool | None = None, seed: int = 0,
+                   clip_grad: float = 1.0) -> SupernetTrainResult:
+    """ElasticViT conflict-aware supernet training, in place on ``elastic.net`` (AdamW, cosine LR).
+
+    ``batches`` yields (x (B, C, H, W), y) for ``steps`` steps (``y`` (B, K) float for multi-label, (B,) int
+    otherwise; ``multilabel`` defaults to ``y.dim() == 2``). A step: loss_fn(largest subnet) + loss_fn(drawn
+    subnet) + ``kd_weight`` · :func:`distill_loss`(drawn, largest). The drawn subnet's level comes from an
+    :class:`AdjacentFlopsSampler` (levels at most ``bound`` apart between steps), the subnet from a
+    :class:`PreferenceSampler` over ``bank_size`` candidates per level. Raises ``ValueError`` when ``steps`` < 1
+    or ``batches`` runs out early."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    adj = AdjacentFlopsSampler(elastic, n_levels=n_levels, bound=bound, seed=seed)
+    pref = PreferenceSampler([lv[:bank_size] for lv in adj.levels], temperature=temperature, seed=seed)
+    params = [p for p in elastic.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    mx = elastic.max_spec
+    rec = SupernetTrainResult([], [], [], [])
+    elastic.train()
+    for step in range(steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            raise ValueError(f"batches ran out after {step} of {steps} steps") from None
+        ml = (y.dim() == 2) if multilabel is None else multilabel
+        level, _ = adj.sample()
+        spec = pref.sample(level)
+        out_max = elastic(x, mx)
+        out_sub = elastic(x, spec)
+        l_max, l_sub = loss_fn(out_max, y), loss_fn(out_sub, y)
+        loss = l_max + l_sub + kd_weight * distill_loss(out_sub, out_max, ml)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        opt.step()
+        sched.step()
+        pref.update(spec, float(l_sub.detach()))
+        rec.levels.append(level)
+        rec.macs.append(elastic.macs(spec))
+        rec.loss_max.append(float(l_max.detach()))
+        rec.loss_sub.append(float(l_sub.detach()))
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            logger.info("supernet step %d/%d: level %d, loss max %.4f, subnet %.4f", step + 1, steps, level,
+                        rec.loss_max[-1], rec.loss_sub[-1])
+    elastic.eval()
+    return rec

@@ -11,6 +11,9 @@ low-rank stitching layers, one checkpoint serving many size/speed points chosen 
   ``[W | b] = pinv([X_front, 1]) · X_end`` (SN-Net's ``ps_inv``, :func:`least_squares_affine`).
 - **FLOPs-aware sampling** (:class:`FlopsSampler`): configurations grouped into MAC bins; a training step draws a
   bin uniformly, then a configuration inside it.
+- **Training** (:func:`train_stitches`): each step draws a configuration with the FLOPs-aware sampler and trains
+  it on the task loss — the stitching layers only (anchors frozen, the default here) or everything
+  (``train_anchors=True``, SN-Netv2's joint fine-tuning).
 - **Deployment**: :func:`save_stitched` writes one ``model.safetensors`` + ``config.json`` (both anchors'
   architectures and every stitching layer); :func:`load_stitched` rebuilds it with the chosen ``config_id``.
 """
@@ -18,6 +21,8 @@ low-rank stitching layers, one checkpoint serving many size/speed points chosen 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ import torch
 from torch import nn
 
 FORMAT = "medvit-snnet/1"
+logger = logging.getLogger(__name__)
 
 
 def least_squares_affine(x_front: torch.Tensor, x_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +153,75 @@ class FlopsSampler:
     def sample(self) -> int:
         b = self.bins[int(torch.randint(len(self.bins), (1,), generator=self.g))]
         return b[int(torch.randint(len(b), (1,), generator=self.g))]
+
+
+@dataclass
+class StitchTrainResult:
+    """Per-step record of :func:`train_stitches`: drawn configuration id and its loss."""
+
+    config_ids: list[int]
+    losses: list[float]
+
+
+def train_stitches(model: StitchedViT, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], lr: float = 1e-3,
+                   weight_decay: float = 0.0, train_anchors: bool = False, n_bins: int = 4, seed: int = 0,
+                   clip_grad: float = 1.0) -> StitchTrainResult:
+    """SN-Netv2 training with FLOPs-aware sampling (AdamW, cosine LR), in place.
+
+    ``batches`` yields (x (B, C, H, W), y) for ``steps`` steps. Each step draws a configuration from a
+    :class:`FlopsSampler` over the configurations' measured MACs (the anchors alone are left out when
+    ``train_anchors`` is False: they have nothing to train then) and minimises ``loss_fn(logits, y)``. With
+    ``train_anchors=False`` only the stitching layers change (anchors frozen, in eval mode). Raises
+    ``ValueError`` when ``steps`` < 1 or ``batches`` runs out early."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    try:
+        x, y = next(batches)
+    except StopIteration:
+        raise ValueError("batches is empty") from None
+    ids = [i for i, c in enumerate(model.configs) if train_anchors or c.route not in ("S", "L")]
+    macs = model.config_macs(x)
+    sampler = FlopsSampler([macs[i] for i in ids], n_bins=n_bins, seed=seed)
+    anchors = [model.small, model.large]
+    req = {id(p): p.requires_grad for a in anchors for p in a.parameters()}
+    if not train_anchors:
+        for a in anchors:
+            a.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    rec = StitchTrainResult([], [])
+    model.train()
+    if not train_anchors:
+        for a in anchors:
+            a.eval()
+    try:
+        for step in range(steps):
+            if step:
+                try:
+                    x, y = next(batches)
+                except StopIteration:
+                    raise ValueError(f"batches ran out after {step} of {steps} steps") from None
+            cid = ids[sampler.sample()]
+            loss = loss_fn(model.forward_config(x, model.configs[cid]), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            opt.step()
+            sched.step()
+            rec.config_ids.append(cid)
+            rec.losses.append(float(loss.detach()))
+            if (step + 1) % 25 == 0 or step + 1 == steps:
+                logger.info("stitch step %d/%d: %s loss %.4f", step + 1, steps, model.configs[cid].key,
+                            rec.losses[-1])
+    finally:
+        for a in anchors:
+            for p in a.parameters():
+                p.requires_grad_(req[id(p)])
+        model.eval()
+    return rec
 
 
 def save_stitched(model: StitchedViT, out_dir: str | Path) -> Path:

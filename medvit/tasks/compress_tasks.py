@@ -35,26 +35,42 @@ class _Common:
     batch_size: int = option(32, "images per forward pass")
 
 
-def _load(cfg: Any) -> tuple[Any, Any, Any]:
+def _data(cfg: Any, contract: Any) -> tuple[Any, Any]:
+    """fit_split and eval_split of ``cfg.dataset`` through the contract's eval preprocessing, in memory."""
     from medvit.data import build_dataset
     from medvit.data.augment import build_contract_eval_transform
     from medvit.eval.predict import cache_dataset
+
+    if cfg.fit_split == cfg.eval_split:
+        raise ValueError(f"fit_split and eval_split must differ (both {cfg.fit_split!r}): the comparison must run on "
+                         "images the calibration / saliency never saw")
+    tf = build_contract_eval_transform(contract)
+    fit = cache_dataset(build_dataset(cfg.dataset, cfg.fit_split, **cfg.dataset_args), tf, keys=("image", "label"))
+    ev = cache_dataset(build_dataset(cfg.dataset, cfg.eval_split, **cfg.dataset_args), tf, keys=("image", "label"))
+    if not len(fit) or not len(ev):
+        raise ValueError(f"{cfg.dataset}: empty split ({cfg.fit_split}: {len(fit)}, {cfg.eval_split}: {len(ev)})")
+    return fit, ev
+
+
+def _load_checkpoint(path: str, key: str = "checkpoint") -> Any:
     from medvit.models import load_model
 
+    if not path:
+        raise ValueError(f"{key} is required (a medvit checkpoint directory)")
+    model = load_model(path).eval()
+    if model.contract is None:
+        raise ValueError(f"{path}: config.json has no weight contract (preprocessing); re-save it with one")
+    return model
+
+
+def _load(cfg: Any) -> tuple[Any, Any, Any]:
     if not cfg.checkpoint:
         raise ValueError("checkpoint is required (a medvit checkpoint directory)")
     if cfg.fit_split == cfg.eval_split:
         raise ValueError(f"fit_split and eval_split must differ (both {cfg.fit_split!r}): the comparison must run on "
                          "images the calibration / saliency never saw")
-    model = load_model(cfg.checkpoint).eval()
-    if model.contract is None:
-        raise ValueError(f"{cfg.checkpoint}: config.json has no weight contract (preprocessing); re-save it with one")
-    tf = build_contract_eval_transform(model.contract)
-    fit = cache_dataset(build_dataset(cfg.dataset, cfg.fit_split, **cfg.dataset_args), tf, keys=("image", "label"))
-    ev = cache_dataset(build_dataset(cfg.dataset, cfg.eval_split, **cfg.dataset_args), tf, keys=("image", "label"))
-    if not len(fit) or not len(ev):
-        raise ValueError(f"{cfg.dataset}: empty split ({cfg.fit_split}: {len(fit)}, {cfg.eval_split}: {len(ev)})")
-    return model, fit, ev
+    model = _load_checkpoint(cfg.checkpoint)
+    return (model, *_data(cfg, model.contract))
 
 
 def _stack(ds: Any, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
