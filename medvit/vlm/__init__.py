@@ -9,8 +9,11 @@ from medvit.vlm.chat import ChatResponse, ChatTurn, VLMChat
 from medvit.vlm.data import (
     ConversationDataset,
     ConversationError,
+    PackedConversationDataset,
     VLMProcessor,
     collate_conversations,
+    collate_packed,
+    pack_by_length,
     read_conversations,
     validate_record,
 )
@@ -28,7 +31,8 @@ from medvit.vlm.templates import (
 )
 
 __all__ = ["ChatResponse", "ChatTemplate", "ChatTurn", "ConversationDataset", "ConversationError", "Expert",
-           "ExpertResult", "IGNORE_INDEX", "IMAGE_TOKEN", "ModelCard", "TEMPLATES", "TriggerError", "VLMChat",
-           "VLMConfig", "VLMProcessor", "VisionLanguageModel", "build_expert", "build_projector",
-           "collate_conversations", "encode_conversation", "lm_sha256", "load_lm", "model_cards",
-           "normalize_messages", "parse_trigger", "read_conversations", "template_for", "validate_record"]
+           "ExpertResult", "IGNORE_INDEX", "IMAGE_TOKEN", "ModelCard", "PackedConversationDataset", "TEMPLATES",
+           "TriggerError", "VLMChat", "VLMConfig", "VLMProcessor", "VisionLanguageModel", "build_expert",
+           "build_projector", "collate_conversations", "collate_packed", "encode_conversation", "lm_sha256",
+           "load_lm", "model_cards", "normalize_messages", "pack_by_length", "parse_trigger", "read_conversations",
+           "template_for", "validate_record"]

@@ -16,8 +16,15 @@ the image root: absolute paths and ``..`` are refused (a value read from a file 
 Tokenisation (:func:`encode_conversation`): the template's segments are tokenised one by one; labels are the
 token ids inside assistant segments and -100 elsewhere (system, user, headers, image placeholders). Truncation
 to ``max_length``: tokens past it are dropped; an image whose placeholder block would be cut is dropped with
-everything after it; a sample left without any assistant token is skipped (and reported). No packing of several
-conversations into one sequence (batches are padded on the right).
+everything after it; a sample left without any assistant token is skipped (and reported).
+
+Packing (:class:`PackedConversationDataset`, :func:`collate_packed`): several whole conversations share one
+sequence of at most ``max_length`` tokens (first-fit over a seeded shuffle; a conversation is never split — one
+longer than ``max_length`` is truncated by the rule above and packed alone). Each conversation keeps its own
+``position_ids`` (0, 1, …) and attends only to itself: the batch carries ``segment_ids`` (1, 2, … per
+conversation, 0 on padding) from which :meth:`medvit.vlm.model.VisionLanguageModel.forward` builds a
+block-diagonal causal 4D mask; the first label of every conversation is -100, so no loss crosses a boundary.
+With these rules the summed token loss of a packed row equals the sum of the conversations' separate losses.
 """
 
 from __future__ import annotations
@@ -197,6 +204,18 @@ class ConversationDataset(Dataset):
                 "image_mask": torch.tensor(enc["image_mask"], dtype=torch.bool),
                 "pixel_values": torch.stack(pix) if pix else torch.zeros(0, c, s, s)}
 
+    def token_length(self, i: int) -> int:
+        """Tokens of item ``i`` after truncation (tokenisation only, no image read); 0 if it cannot be encoded."""
+        rec, _ = self.items[i]
+        try:
+            msgs = with_image_markers(normalize_messages(rec["conversations"], str(rec.get("id", "?"))),
+                                      len(rec["images"]))
+            enc = encode_conversation(self.tokenizer, self.template, msgs, self.num_image_tokens,
+                                      max_length=self.max_length)
+        except ValueError:
+            return 0
+        return len(enc["input_ids"])
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         for k in range(len(self.items)):
             rec, root = self.items[(i + k) % len(self.items)]
@@ -222,3 +241,92 @@ def collate_conversations(batch: list[dict[str, Any]], pad_id: int = 0) -> dict[
             "attention_mask": torch.stack([pad(torch.ones(len(b["input_ids"]), dtype=torch.long), 0) for b in batch]),
             "pixel_values": torch.cat([b["pixel_values"] for b in batch]),
             "ids": [b["id"] for b in batch]}
+
+
+def pack_by_length(lengths: Sequence[int], max_length: int, seed: int = 0) -> list[list[int]]:
+    """Group item indices into bins whose total length is ≤ ``max_length`` (first fit over a seeded shuffle of the
+    items; an item longer than ``max_length`` gets a bin of its own). Items of length 0 (unusable) are left out.
+    Returns the bins, each a list of indices in packing order."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = int(lengths[i])
+        if n <= 0:
+            continue
+        for b, r in enumerate(room):
+            if n <= r:
+                bins[b].append(int(i))
+                room[b] -= n
+                break
+        else:
+            bins.append([int(i)])
+            room.append(max(max_length - n, 0))
+    return bins
+
+
+class PackedConversationDataset(Dataset):
+    """Several conversations of a :class:`ConversationDataset` per sequence (module docstring, "Packing").
+
+    ``max_length``: tokens per packed sequence (default: the base dataset's). Items: lists of the base items
+    (dicts as :class:`ConversationDataset` gives); :func:`collate_packed` turns a batch of them into tensors.
+    Packing is fixed at construction (``seed``); the training loop shuffles the packed sequences.
+    """
+
+    def __init__(self, base: ConversationDataset, max_length: int | None = None, seed: int = 0):
+        self.base = base
+        self.max_length = int(max_length or base.max_length)
+        lengths = [base.token_length(i) for i in range(len(base))]
+        self.bins = pack_by_length(lengths, self.max_length, seed)
+        if not self.bins:
+            raise ValueError("packed conversation dataset is empty (no conversation could be encoded)")
+        n = sum(len(b) for b in self.bins)
+        logger.info("packed %d conversations into %d sequences of <= %d tokens (fill %.0f %%)", n, len(self.bins),
+                    self.max_length, 100 * sum(lengths) / max(len(self.bins) * self.max_length, 1))
+
+    @property
+    def problems(self) -> list[dict[str, str]]:
+        return self.base.problems
+
+    def __len__(self) -> int:
+        return len(self.bins)
+
+    def __getitem__(self, i: int) -> list[dict[str, Any]]:
+        return [self.base[j] for j in self.bins[i]]
+
+
+def collate_packed(batch: list[list[dict[str, Any]]], pad_id: int = 0) -> dict[str, Any]:
+    """Concatenate each list of conversation items into one row, pad rows on the right.
+
+    Returns input_ids (B, L), labels (B, L) (-100 on padding and on each conversation's first token),
+    image_mask (B, L) bool, position_ids (B, L) (restarting at 0 for each conversation; padding continues from 0),
+    segment_ids (B, L) (k = 1, 2, … for the k-th conversation of the row, 0 on padding), attention_mask (B, L)
+    (1 on tokens, 0 on padding), pixel_values (N, C, S, S) in row-major order, ids (list of lists)."""
+    rows = []
+    for items in batch:
+        ids, labs, img, pos, seg = [], [], [], [], []
+        for k, it in enumerate(items, 1):
+            n = len(it["input_ids"])
+            lab = it["labels"].clone()
+            lab[0] = IGNORE_INDEX
+            ids.append(it["input_ids"])
+            labs.append(lab)
+            img.append(it["image_mask"])
+            pos.append(torch.arange(n))
+            seg.append(torch.full((n,), k, dtype=torch.long))
+        rows.append([torch.cat(x) for x in (ids, labs, img, pos, seg)])
+    n = max(len(r[0]) for r in rows)
+
+    def pad(t: torch.Tensor, v: Any) -> torch.Tensor:
+        return torch.cat([t, torch.full((n - len(t),), v, dtype=t.dtype)])
+
+    return {"input_ids": torch.stack([pad(r[0], pad_id) for r in rows]),
+            "labels": torch.stack([pad(r[1], IGNORE_INDEX) for r in rows]),
+            "image_mask": torch.stack([pad(r[2], False) for r in rows]),
+            "position_ids": torch.stack([torch.cat([r[3], torch.arange(n - len(r[3]))]) for r in rows]),
+            "segment_ids": torch.stack([pad(r[4], 0) for r in rows]),
+            "attention_mask": torch.stack([pad(torch.ones(len(r[0]), dtype=torch.long), 0) for r in rows]),
+            "pixel_values": torch.cat([it["pixel_values"] for items in batch for it in items]),
+            "ids": [[it["id"] for it in items] for items in batch]}

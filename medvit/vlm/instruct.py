@@ -110,10 +110,13 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
 
 def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101, image_size: int = 64,
                              experts: Sequence[Expert] = (), expert_fraction: float = 0.5,
-                             splits: Sequence[str] = ("train", "val", "test")) -> dict[str, Any]:
+                             splits: Sequence[str] = ("train", "val", "test"), expert_factor: int = 2
+                             ) -> dict[str, Any]:
     """Write phantoms + conversation JSONL per split and kind to ``out_dir`` (``{split}_{kind}.jsonl``, images in
     ``images/``) and ``mixture.yaml``. ``n``: phantoms in all splits together (patient-disjoint 70/15/15 split of
-    medvit's phantom dataset). Returns {"files": {split: {kind: path}}, "counts": …, "mixture": path}."""
+    medvit's phantom dataset). ``expert_factor``: the up-sampling factor of the expert conversations in the mixture
+    (stage 3; reference mixture: 2 for its expert sets). Returns {"files": {split: {kind: path}}, "counts": …,
+    "mixture": path}."""
     from PIL import Image
 
     from medvit.data.phantom_datasets import PhantomDataset
@@ -147,7 +150,7 @@ def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101,
         entries += [MixtureEntry("phantom_report", files["train"]["report"], 1, [1, 2, 3]),
                     MixtureEntry("phantom_vqa", files["train"]["vqa"], 1, [2, 3])]
         if "expert" in files["train"]:
-            entries.append(MixtureEntry("expert_phantom_cxr", files["train"]["expert"], 2, [3]))
+            entries.append(MixtureEntry("expert_phantom_cxr", files["train"]["expert"], int(expert_factor), [3]))
     mix = write_mixture(out / "mixture.yaml", entries)
     return {"files": files, "counts": counts, "mixture": str(mix)}
 

@@ -117,6 +117,23 @@ def load_lm(lm_path: str | Path, gguf_file: str | None = None, dtype: torch.dtyp
     return lm, tok
 
 
+def packed_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype = torch.float32,
+                          boolean: bool = False) -> torch.Tensor:
+    """Block-diagonal causal mask of packed rows: query i may attend key j iff j ≤ i and both belong to the same
+    conversation (``segment_ids`` equal and > 0). Padding (segment 0) attends only to itself, so no attention
+    row is empty. segment_ids: (B, L) long. Returns (B, 1, L, L): bool (True = attend; for SDPA) or ``dtype``
+    additive (0 / dtype min; for eager attention), the 4D form transformers passes through unchanged."""
+    seg = segment_ids
+    n = seg.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=seg.device).tril()
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
+    allow = (same & causal) | torch.eye(n, dtype=torch.bool, device=seg.device)
+    allow = allow[:, None]
+    if boolean:
+        return allow
+    return torch.zeros(allow.shape, dtype=dtype, device=seg.device).masked_fill(~allow, torch.finfo(dtype).min)
+
+
 class VisionLanguageModel(nn.Module):
     """medvit backbone → projector → causal LM (see module docstring).
 
@@ -215,12 +232,23 @@ class VisionLanguageModel(nn.Module):
         return emb
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_mask: torch.Tensor,
-                pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> Any:
+                pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None) -> Any:
         """Training/scoring forward. labels: (B, L) with -100 where no loss (non-assistant and image tokens).
+
+        Packed rows (``medvit.vlm.data.collate_packed``): ``segment_ids`` (B, L) long, k ≥ 1 for the tokens of
+        the k-th conversation of a row, 0 on padding, and ``position_ids`` (B, L) restarting per conversation;
+        the LM then gets a block-diagonal causal 4D mask (:func:`packed_attention_mask`) instead of
+        ``attention_mask``, so no token attends across a conversation boundary.
         Returns the transformers ``CausalLMOutputWithPast`` (``.loss`` = mean next-token CE over labelled
         tokens, ``.logits`` (B, L, V))."""
         emb = self.embed(input_ids, image_mask, pixel_values)
-        return self.lm(inputs_embeds=emb, attention_mask=attention_mask, labels=labels)
+        if segment_ids is None:
+            return self.lm(inputs_embeds=emb, attention_mask=attention_mask, labels=labels, position_ids=position_ids)
+        impl = getattr(self.lm.config, "_attn_implementation", None) or "eager"
+        mask = packed_attention_mask(segment_ids, emb.dtype, boolean=impl == "sdpa")
+        return self.lm(inputs_embeds=emb, attention_mask=mask, labels=labels, position_ids=position_ids,
+                       use_cache=False)
 
     # ------------------------------------------------------------------ generation
     def generate(self, messages: list[dict[str, Any]], images: torch.Tensor | None = None, max_new_tokens: int = 128,

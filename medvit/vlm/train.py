@@ -40,7 +40,7 @@ from torch import nn
 from medvit.config import ConfigError, option
 from medvit.registry import register_task
 from medvit.train.config import TrainConfig
-from medvit.vlm.data import ConversationDataset, collate_conversations
+from medvit.vlm.data import ConversationDataset, PackedConversationDataset, collate_conversations, collate_packed
 from medvit.vlm.model import CONFIG_NAME, VisionLanguageModel, VLMConfig
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class StageConfig:
     stage: int = option(0, "0 projector alignment | 1 VL pre-training | 2 instruction FT | 3 expert-guided IFT")
     lm: str = option("full", '"full" or "lora": how the LM is tuned where the pattern trains it')
     max_length: int | None = option(None, "tokens per sequence (None = vlm.max_length)")
+    packing: bool = option(False, "pack several whole conversations into each sequence of max_length tokens "
+                           "(block-diagonal attention, per-conversation positions; batch_size counts sequences)")
     train: TrainConfig = option(default_factory=TrainConfig, help="the training loop settings of this stage")
 
     def __post_init__(self) -> None:
@@ -98,6 +100,11 @@ class PhantomData:
     expert_checkpoints: list[str] = option(default_factory=lambda: ["pipelines/demo/model"],
                                            help="medvit multi-label checkpoints of the CXR expert ensemble")
     expert_fraction: float = option(0.5, "fraction of expert conversations with a <CXR()> turn (reference: 0.5)")
+    expert_factor: int = option(2, "mixture up-sampling factor of the expert conversations in stage 3 (reference: 2)")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.expert_factor, int) or self.expert_factor < 1:
+            raise ValueError(f"expert_factor must be an integer >= 1, got {self.expert_factor!r}")
 
 
 @dataclass
@@ -183,7 +190,8 @@ class _StageModule(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.vlm(batch["input_ids"], batch["attention_mask"], batch["image_mask"], batch["pixel_values"],
-                        labels=batch["labels"]).loss
+                        labels=batch["labels"], position_ids=batch.get("position_ids"),
+                        segment_ids=batch.get("segment_ids")).loss
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
@@ -229,7 +237,8 @@ def _mixture(cfg: VilaM3Config, out: Path) -> Path:
 
         ph = cfg.data.phantom
         experts = [CXRExpert(ph.expert_checkpoints)] if ph.expert_checkpoints else []
-        res = phantom_instruction_data(d, ph.n, ph.seed, ph.image_size, experts, ph.expert_fraction)
+        res = phantom_instruction_data(d, ph.n, ph.seed, ph.image_size, experts, ph.expert_fraction,
+                                       expert_factor=ph.expert_factor)
         done.write_text(json.dumps(res, indent=2))
     return d / "mixture.yaml"
 
@@ -272,15 +281,20 @@ def run_stages(cfg: VilaM3Config) -> tuple[VisionLanguageModel, list[dict[str, A
             raise ConfigError(f"{mix}: no mixture entry lists stage {sc.stage}")
         ds = ConversationDataset(vlm, sources=[p for _, p in entries], repeat=[e.factor for e, _ in entries],
                                  max_length=sc.max_length)
+        n_img = sum(len(r["images"]) for r, _ in ds.items) / max(len(ds.items), 1)
+        pad_id = vlm.tokenizer.pad_token_id or 0
+        collate = partial(collate_conversations, pad_id=pad_id)
+        if sc.packing:
+            ds = PackedConversationDataset(ds, seed=cfg.seed + 1000 * sc.stage)
+            n_img *= sum(len(b) for b in ds.bins) / len(ds.bins)
+            collate = partial(collate_packed, pad_id=pad_id)
         tcfg = dataclasses.replace(sc.train, output_dir=str(sdir / "train"), seed=cfg.seed + 1000 * sc.stage,
                                    resume="auto" if (sdir / "train").is_dir() else sc.train.resume)
         t0 = time.perf_counter()
-        res = fit(_StageModule(vlm), tcfg, ds, _step,
-                  collate_fn=partial(collate_conversations, pad_id=vlm.tokenizer.pad_token_id or 0))
-        n_img = sum(len(r["images"]) for r, _ in ds.items) / max(len(ds.items), 1)
+        res = fit(_StageModule(vlm), tcfg, ds, _step, collate_fn=collate)
         row = {"stage": sc.stage, "name": STAGE_NAMES[sc.stage], "dir": str(sdir), "lm_mode": vlm.lm_mode,
                "pattern": dict(zip(("vision", "projector", "lm"), pattern)), "trained": trained,
-               "steps": res.steps, "total_steps": res.total_steps, "samples": len(ds),
+               "steps": res.steps, "total_steps": res.total_steps, "samples": len(ds), "packing": sc.packing,
                "first_loss": res.losses[0] if res.losses else None, "last_loss": res.losses[-1] if res.losses else None,
                "samples_per_s": res.samples_per_s, "images_per_s": res.samples_per_s * n_img,
                "precision": tcfg.precision, "wall_s": time.perf_counter() - t0, "problems": ds.problems[:20],
