@@ -22,6 +22,8 @@ def tiny_args(name: str) -> dict:
     kw = dict(TINY, img_size=32, patch_size=16)  # 2 patches a side in 2D and 3D
     if args.get("hcs"):  # ChannelViT: random channel dropping would leave the dropped channels'
         kw["hcs"] = False  # embeddings without gradient in a one-step backward test; HCS has own tests
+    if max(args.get("freqs", (1,))) > 1:  # FMViT: a 2-side grid pooled by 2 is one key, leaving its
+        kw["patch_size"] = 8  # queries without gradient; 4 patches a side keep 2 pooled keys per side
     return kw
 
 

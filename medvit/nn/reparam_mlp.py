@@ -14,22 +14,33 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _conv(spatial_dims: int) -> type[nn.Module]:
+def conv_class(spatial_dims: int) -> type[nn.Module]:
+    """nn.Conv1d / Conv2d / Conv3d for ``spatial_dims`` 1 / 2 / 3."""
     return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
 
 
-def _bn(spatial_dims: int) -> type[nn.Module]:
+def bn_class(spatial_dims: int) -> type[nn.Module]:
+    """nn.BatchNorm1d / 2d / 3d for ``spatial_dims`` 1 / 2 / 3."""
     return {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[spatial_dims]
+
+
+def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = s·x + t per channel: s = γ/√(σ² + ε), t = β − μ·s, each (C,)."""
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return s, bn.bias - bn.running_mean * s
 
 
 class ReparamGroupConv(nn.Module):
     """Σ_g BN_g(GroupConv1×1_g(x)) over ``groups`` (e.g. (1, 2, 4)), fusable into one dense 1×1 conv.
 
     x: (B, C_in, *S) -> (B, C_out, *S); ``spatial_dims`` 1 (token sequences as (B, D, N)), 2 or 3.
+    ``norm=False``: branches are grouped convs with bias and no BN (Σ_g GroupConv_g(x)), for a
+    projection whose output a train-mode BN would otherwise make partly redundant.
     After :meth:`reparameterize` the module holds only ``fused`` (a dense conv with bias).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, groups: tuple[int, ...] = (1, 2, 4), spatial_dims: int = 2):
+    def __init__(self, in_channels: int, out_channels: int, groups: tuple[int, ...] = (1, 2, 4), spatial_dims: int = 2,
+                 norm: bool = True):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
@@ -42,9 +53,12 @@ class ReparamGroupConv(nn.Module):
                 )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, tuple(groups)
         self.spatial_dims = spatial_dims
-        conv, bn = _conv(spatial_dims), _bn(spatial_dims)
+        conv, bn = conv_class(spatial_dims), bn_class(spatial_dims)
+        self.norm = norm
         self.branches = nn.ModuleList(
-            nn.Sequential(conv(in_channels, out_channels, 1, groups=g, bias=False), bn(out_channels)) for g in groups
+            nn.Sequential(conv(in_channels, out_channels, 1, groups=g, bias=False), bn(out_channels)) if norm
+            else nn.Sequential(conv(in_channels, out_channels, 1, groups=g, bias=True))
+            for g in groups
         )
         self.fused: nn.Module | None = None
 
@@ -58,15 +72,19 @@ class ReparamGroupConv(nn.Module):
         """The equivalent dense kernel (C_out, C_in) and bias (C_out,) of the eval-mode branches."""
         W = torch.zeros(self.out_channels, self.in_channels)
         b = torch.zeros(self.out_channels)
-        for (conv, bn), g in zip(self.branches, self.groups):
+        for branch, g in zip(self.branches, self.groups):
+            conv = branch[0]
             w = conv.weight.reshape(self.out_channels, self.in_channels // g)
             dense = torch.zeros(self.out_channels, self.in_channels, dtype=w.dtype)
             co, ci = self.out_channels // g, self.in_channels // g
             for j in range(g):  # block-diagonal expansion of the grouped kernel
                 dense[j * co : (j + 1) * co, j * ci : (j + 1) * ci] = w[j * co : (j + 1) * co]
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            if self.norm:
+                scale, shift = bn_scale_shift(branch[1])
+            else:
+                scale, shift = torch.ones(self.out_channels), conv.bias
             W += dense * scale[:, None]
-            b += bn.bias - bn.running_mean * scale
+            b += shift
         return W, b
 
     @torch.no_grad()
@@ -76,7 +94,7 @@ class ReparamGroupConv(nn.Module):
             return
         W, b = self.fused_weight_and_bias()
         dev = self.branches[0][0].weight.device
-        fused = _conv(self.spatial_dims)(self.in_channels, self.out_channels, 1, bias=True).to(dev)
+        fused = conv_class(self.spatial_dims)(self.in_channels, self.out_channels, 1, bias=True).to(dev)
         fused.weight.copy_(W.reshape(fused.weight.shape))
         fused.bias.copy_(b)
         self.fused = fused

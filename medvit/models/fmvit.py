@@ -1,0 +1,89 @@
+"""FMViT backbones: a ViT whose blocks are multi-frequency mixing blocks (:class:`~medvit.nn.fmvit.FMBlock`).
+
+Tan et al., arXiv 2311.05707 (general-vision notes, entry 3; code unreleased). The paper's network is
+hierarchical (a convolutional stem and stages of CFBs and FMBs at falling resolution); medvit keeps
+the uniform isotropic interface of its backbone family instead: patch embed (2D or 3D) → FMBlocks
+on the token grid → average pool. The blocks are the paper's components (CFB convolution branch,
+RLMHSA at several resolutions, gMLP), and :meth:`FMViT.reparameterize` turns the trained model into
+its deployment form (same outputs in eval mode within 1e-5, tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from medvit.models.factory import register_backbone
+from medvit.models.family import vit_signature
+from medvit.models.vit import VisionTransformer
+from medvit.nn.fmvit import FMBlock
+
+
+class FMViT(VisionTransformer):
+    """Isotropic FMViT: :class:`VisionTransformer` with :class:`~medvit.nn.fmvit.FMBlock` blocks.
+
+    Args:
+        freqs: pooling rates of the low-frequency attention branches of every block.
+        kernel_size: kernel of the high-frequency (depthwise re-parameterised) branch.
+        reparam_groups: group counts of the multi-group 1×1 branches (gMLP re-parameterisation).
+        share_kv: RLMHSA shares one key/value projection ([verify] against the paper's code).
+        **vit_kwargs: :class:`VisionTransformer` arguments (``class_token`` False, ``global_pool``
+            "avg" by registration). Blocks use BatchNorm: train with batches of more than one image.
+    Raises:
+        ValueError: as :class:`VisionTransformer`; ``freqs`` that leave no local channels.
+    """
+
+    @vit_signature
+    def __init__(
+        self,
+        *,
+        freqs: tuple[int, ...] | list[int] = (1, 2),
+        kernel_size: int = 3,
+        reparam_groups: tuple[int, ...] | list[int] = (1, 2),
+        share_kv: bool = True,
+        **vit_kwargs: Any,
+    ):
+        super().__init__(**vit_kwargs)
+        old = self.blocks
+        dpr = [getattr(b.drop_path1, "p", 0.0) for b in old]
+        self.freqs = tuple(int(s) for s in freqs)
+        self.blocks = nn.ModuleList(
+            FMBlock(self.embed_dim, old[0].attn.num_heads, self.patch_embed.grid_size, self.freqs,
+                    mlp_ratio=old[0].mlp.fc1.out_features / self.embed_dim, kernel_size=kernel_size,
+                    groups=tuple(int(g) for g in reparam_groups), share_kv=share_kv, drop_path=dpr[i])
+            for i in range(len(old))
+        )
+        self.reparameterized = False
+
+    def reparameterize(self) -> FMViT:
+        """Fuse every block into its inference form in place (puts the model in eval mode); returns self.
+
+        Afterwards the state dict has the fused layout: save the training form for fine-tuning.
+        """
+        self.eval()
+        for blk in self.blocks:
+            blk.reparameterize()
+        self.reparameterized = True
+        return self
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", freqs={self.freqs}, reparameterized={self.reparameterized}"
+
+
+_SIZES = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+}
+for _size, _shape in _SIZES.items():
+    register_backbone(
+        f"fmvit_{_size}_patch16_224", FMViT,
+        description=f"FMViT-{_size[0].upper()}/16 (isotropic): multi-frequency mixing blocks, re-parameterisable",
+        img_size=224, patch_size=16, class_token=False, global_pool="avg", freqs=(1, 2), **_shape,
+    )
+register_backbone(
+    "fmvit_small_patch16_96_3d", FMViT,
+    description="3D FMViT-S/16 (isotropic) for 96^3 volumes, 1 channel, sin-cos positions",
+    img_size=96, patch_size=16, in_chans=1, spatial_dims=3, pos_embed="sincos", class_token=False,
+    global_pool="avg", freqs=(1, 2), **_SIZES["small"],
+)
