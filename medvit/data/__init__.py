@@ -16,9 +16,11 @@ from medvit.data import (
     own,
     phantom_datasets,
     phantom_multiwindow,
+    phantom_volume,
 )
 from medvit.data.datasets import build_dataset, dataset_normalization
 from medvit.data.labels import LabelVocabulary, canonical_label
 
 __all__ = ["LabelVocabulary", "benchx", "benchx_phantom", "build_dataset", "canonical_label", "chexpert",
-           "dataset_normalization", "io_transforms", "nih", "own", "phantom_datasets", "phantom_multiwindow"]
+           "dataset_normalization", "io_transforms", "nih", "own", "phantom_datasets", "phantom_multiwindow",
+           "phantom_volume"]

@@ -52,6 +52,13 @@ class MAEPretrainConfig:
     mask_ratio: float = option(
         0.75, "fraction of patches removed (0.90 in the thorax-MAE recipe); must keep >= 1 patch")
     norm_pix_loss: bool = option(False, "per-patch normalised target (off in the thorax-MAE recipe)")
+    encoder_mask: str = option("random", 'encoder mask: "random" (MAE) or "tube" (VideoMAE; 3D/2D+t backbones: one '
+                                         "spatial mask repeated along axis 0)")
+    decoder_mask_ratio: float = option(
+        0.0, "VideoMAE V2 running-cell decoder mask ratio (0.5 in the paper; 0 = decode every masked token); "
+             "> 0 needs a 3D backbone with an even token grid in H and W")
+    dual_loss_on: str = option("masked", 'dual masking: loss over decoded tokens the encoder did not see ("masked") '
+                                         'or over every decoded token ("decoded", the official engine)')
     image_size: int = option(224, "square training size")
     in_chans: int = option(1, "encoder input channels (grey images are repeated when 3)")
     mean: list[float] | None = option(None, "normalisation mean; None = the dataset's registered default")
@@ -87,6 +94,22 @@ class MAEPretrainConfig:
         grid = [s // p for s, p in zip(to_tuple(self.image_size, sd, "image_size"),
                                        to_tuple(args["patch_size"], sd, "patch_size"))]
         check_mask_ratio(self.mask_ratio, math.prod(grid))
+        if self.dual_masking:
+            from medvit.models.videomae import LOSS_ON, running_cell_patterns, tube_mask
+
+            if sd != 3:
+                raise ValueError("encoder_mask=tube / decoder_mask_ratio > 0 need a 3D backbone (backbone_args."
+                                 "spatial_dims=3, e.g. vit_small_patch16_96_3d)")
+            if self.encoder_mask == "tube":
+                tube_mask(1, tuple(grid), self.mask_ratio)
+            if self.decoder_mask_ratio > 0:
+                running_cell_patterns(tuple(grid), self.decoder_mask_ratio)
+            if self.dual_loss_on not in LOSS_ON:
+                raise ValueError(f"dual_loss_on must be one of {LOSS_ON}, got {self.dual_loss_on!r}")
+        if self.encoder_mask not in ("random", "tube"):
+            raise ValueError(f"encoder_mask must be 'random' or 'tube', got {self.encoder_mask!r}")
+        if not 0.0 <= self.decoder_mask_ratio < 1.0:
+            raise ValueError(f"decoder_mask_ratio must be in [0, 1), got {self.decoder_mask_ratio}")
         for k in ("decoder_dim", "decoder_depth", "decoder_heads", "in_chans", "figure_images"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
@@ -109,6 +132,12 @@ class MAEPretrainConfig:
                 raise ValueError(f"more_datasets[{i}].splits must not include 'test'")
 
 
+    @property
+    def dual_masking(self) -> bool:
+        """True when the VideoMAE (V2) masks are asked for (tube encoder mask or a running-cell decoder mask)."""
+        return self.encoder_mask == "tube" or self.decoder_mask_ratio > 0
+
+
 class _Tagged(torch.utils.data.Dataset):
     """Adds ``item["source"] = name`` so the transform can normalise each source with its own statistics."""
 
@@ -128,7 +157,12 @@ def build_mae(cfg: MAEPretrainConfig) -> torch.nn.Module:
     from medvit.models.mae_convert import load_mae_weights
 
     kw: dict[str, Any] = dict(img_size=cfg.image_size, in_chans=cfg.in_chans, **cfg.backbone_args)
-    if cfg.preset:
+    if cfg.dual_masking:
+        from medvit.models.videomae import create_dual_mae
+
+        mae = create_dual_mae(cfg.backbone, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mask_ratio,
+                              cfg.decoder_mask_ratio, cfg.encoder_mask, cfg.dual_loss_on, cfg.norm_pix_loss, **kw)
+    elif cfg.preset:
         mae = create_mae(preset=cfg.preset, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, **kw)
     else:
         mae = create_mae(cfg.backbone, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth,
@@ -191,7 +225,9 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
     (mae_dir / "config.json").write_text(json.dumps({
         "format": "medvit-mae/1", "backbone": mae.encoder.arch_name, "backbone_args": mae.encoder.model_args,
         "decoder_dim": mae.decoder_dim, "decoder_depth": len(mae.decoder_blocks), "mask_ratio": mae.mask_ratio,
-        "norm_pix_loss": mae.norm_pix_loss, "steps": result.steps}, indent=2, default=list))
+        "norm_pix_loss": mae.norm_pix_loss, "steps": result.steps,
+        **({"encoder_mask": cfg.encoder_mask, "decoder_mask_ratio": cfg.decoder_mask_ratio,
+            "dual_loss_on": cfg.dual_loss_on} if cfg.dual_masking else {})}, indent=2, default=list))
     from medvit.tasks.finetune_multilabel import preprocessing_contract
 
     contract = dataclasses.replace(  # preprocessing (intensity rules of the readers) + provenance; no outputs
@@ -201,7 +237,9 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
     save_checkpoint(mae.encoder, out / "encoder", contract=contract, state_dict=export_encoder(mae),
                     extra={"task": "mae_pretrain", "mask_ratio": mae.mask_ratio, "steps": result.steps})
     summary.update(mae_dir=str(mae_dir), encoder_dir=str(out / "encoder"))
-    if cfg.figure_split:
+    if cfg.figure_split and cfg.dual_masking:
+        logger.info("reconstruction.png is not drawn for dual-masked MAE (the decoder predicts a subset of tokens)")
+    elif cfg.figure_split:
         from medvit.visualize.mae_figure import reconstruction_figure
 
         fig_ds = build_dataset(cfg.dataset, cfg.figure_split, **cfg.dataset_args)
