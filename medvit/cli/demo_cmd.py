@@ -133,10 +133,31 @@ def pipeline_knobs(pipeline: Path | None = None) -> dict[str, float]:
     return {k: float(args[k]) for k in KNOBS if k in args}
 
 
-def build_inbox(inbox: Path, n: int, knobs: dict[str, float] | None = None) -> dict[str, Any]:
-    """Phantom studies (two sites: plain; MONOCHROME1 + JPEG 2000) and hostile extras; returns the truth table.
+#: the demo inbox: (site, phantom seed, synth options); site_b's studies are MONOCHROME1 + JPEG 2000
+SITES = (("site_a", 104, {}), ("site_b", 106, {"monochrome1": True, "jpeg2000": True}))
+#: pixels per side the demo's phantom studies are drawn at when the pipeline names no ``dataset_args.image_size``
+DRAW_SIZE = 256
 
-    ``knobs``: phantom calibration knobs (default: those of the demo pipeline's ``dataset_args``)."""
+
+def pipeline_draw_size(pipeline: Path | None = None) -> int:
+    """Pixels per side the demo pipeline draws its training phantoms at (``dataset_args.image_size``, else
+    :data:`DRAW_SIZE`): the inbox is drawn at the same size, so the model meets its studies through the same
+    contract resize it was evaluated with (a phantom drawn small is not a large one resized)."""
+    import yaml
+
+    doc = yaml.safe_load((pipeline or PIPELINE).read_text()) or {}
+    return int((doc.get("dataset_args") or {}).get("image_size", DRAW_SIZE))
+
+
+def build_inbox(inbox: Path, n: int, knobs: dict[str, float] | None = None, seeds: tuple[int, int] | None = None,
+                extras: bool = True, work: Path | None = None, image_size: int = DRAW_SIZE) -> dict[str, Any]:
+    """Phantom studies (two sites: plain; MONOCHROME1 + JPEG 2000) and hostile extras; returns the truth table
+    (inbox-relative file -> the synth ``labels.csv`` row).
+
+    ``knobs``: phantom calibration knobs (default: those of the demo pipeline's ``dataset_args``). ``seeds``:
+    phantom seeds of the two sites (default 104, 106: the studies `medvit demo` shows; other seeds draw unseen
+    studies, as benchmarks/demo_agreement.py does). ``extras``: also the hostile files. ``work``: where the synth
+    folders go (default: beside ``inbox``). ``image_size``: pixels per side of the drawn studies."""
     import csv
 
     from medvit.data.synth import write_synth
@@ -144,31 +165,53 @@ def build_inbox(inbox: Path, n: int, knobs: dict[str, float] | None = None) -> d
     knobs = pipeline_knobs() if knobs is None and PIPELINE.is_file() else (knobs or {})
 
     truth: dict[str, dict[str, str]] = {}
-    phantoms = inbox.parent / "phantoms"
+    phantoms = (work or inbox.parent) / "phantoms"
     n_b = max(1, n // 3)
-    for site, count, seed, opts in (("site_a", n - n_b, 104, {}), ("site_b", n_b, 106,
-                                                                   {"monochrome1": True, "jpeg2000": True})):
+    for (site, seed, opts), count, s in zip(SITES, (n - n_b, n_b), seeds or (None, None)):
         src = phantoms / site
-        write_synth("cxr", count, src, seed=seed, image_size=256, masks=False, **opts, **knobs)
+        write_synth("cxr", count, src, seed=seed if s is None else int(s), image_size=image_size, masks=False,
+                    **opts, **knobs)
         with open(src / "labels.csv", newline="") as f:
             for row in csv.DictReader(f):
                 dst = inbox / site / row["patient_id"] / Path(row["file"]).name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(src / row["file"], dst)
                 truth[dst.relative_to(inbox).as_posix()] = row
+    if not extras:
+        return truth
     from pydicom.data import get_testdata_file
 
-    extras = inbox / "extras"
-    extras.mkdir(parents=True, exist_ok=True)
+    xdir = inbox / "extras"
+    xdir.mkdir(parents=True, exist_ok=True)
     for name in EXTRAS:
         try:
-            shutil.copy(get_testdata_file(name), extras / name)
+            shutil.copy(get_testdata_file(name), xdir / name)
         except (TypeError, OSError):  # a pydicom without that file: fewer extras
             pass
-    (extras / "README.txt").write_text("not an image: medvit infer lists it in status.csv and moves on\n")
+    (xdir / "README.txt").write_text("not an image: medvit infer lists it in status.csv and moves on\n")
     first = inbox / sorted(truth)[0]
-    (extras / "truncated_dx.dcm").write_bytes(first.read_bytes()[:-2000])  # a selected image that cannot decode
+    (xdir / "truncated_dx.dcm").write_bytes(first.read_bytes()[:-2000])  # a selected image that cannot decode
     return truth
+
+
+def truth_vs_findings(truth: dict[str, dict[str, str]], preds: dict[str, dict[str, str]]) -> tuple[list, Any]:
+    """Score ``medvit infer``'s ``predictions.csv`` rows (file -> row) against the phantoms' truth (file -> synth
+    ``labels.csv`` row). Returns per image ``(file, true findings, found findings or None when the image was not
+    predicted, OOD flag)`` and the :class:`~medvit.eval.operating.OperatingSummary` over the predicted images
+    (per-label agreement, all-negative baseline, sensitivity / specificity per finding; None when none was)."""
+    from medvit.data.phantom_cxr import CXR_LABELS
+    from medvit.eval.operating import operating_summary
+
+    rows, y_true, y_pred = [], [], []
+    for rel, t in sorted(truth.items()):
+        p = preds.get(rel)
+        true_pos = [k for k in CXR_LABELS if str(t.get(k, "0")) == "1"]
+        found = (p["positive_findings"].split(";") if p["positive_findings"] else []) if p else None
+        if found is not None:  # images the model did not predict are listed but not scored
+            y_true.append([k in true_pos for k in CXR_LABELS])
+            y_pred.append([k in found for k in CXR_LABELS])
+        rows.append((rel, true_pos, found, bool(p and p.get("ood_flag") == "True")))
+    return rows, (operating_summary(y_true, y_pred, CXR_LABELS) if y_true else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,8 +219,6 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from medvit.cli.main import build_parser
-    from medvit.data.phantom_cxr import CXR_LABELS
-    from medvit.eval.operating import operating_summary
 
     for name in ("medvit.data.synth", "openjpeg", "medvit.tasks"):  # keep the demo's console readable
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -186,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     model = demo_model(Path(args.cache), args.retrain)
-    truth = build_inbox(out / "inbox", args.n)
+    truth = build_inbox(out / "inbox", args.n, image_size=pipeline_draw_size() if PIPELINE.is_file() else DRAW_SIZE)
     results = out / "results"
     argv = ["infer", "-m", _show(model), "-i", _show(out / "inbox"), "-o", _show(results), "--sr", "--heatmaps",
             "--rules", _show(RULES)]
@@ -196,19 +237,12 @@ def run(args: argparse.Namespace) -> int:
     with open(results / "predictions.csv", newline="") as f:
         preds = {r["file"]: r for r in csv.DictReader(f)}
     print("\nphantom truth vs findings (positive at the model's thresholds):")  # noqa: T201
-    y_true, y_pred = [], []
-    for rel, t in sorted(truth.items()):
-        p = preds.get(rel)
-        true_pos = [k for k in CXR_LABELS if str(t.get(k, "0")) == "1"]
-        found = p["positive_findings"].split(";") if p and p["positive_findings"] else []
-        if p:  # images the model did not predict are listed but not scored
-            y_true.append([k in true_pos for k in CXR_LABELS])
-            y_pred.append([k in found for k in CXR_LABELS])
-        ood = " [flagged out of distribution]" if p and p.get("ood_flag") == "True" else ""
+    rows, op = truth_vs_findings(truth, preds)
+    for rel, true_pos, found, flagged in rows:
+        ood = " [flagged out of distribution]" if flagged else ""
         print(f"  {rel:40s} truth: {', '.join(true_pos) or 'no finding':32s} "  # noqa: T201
-              f"model: {', '.join(found) or ('no finding' if p else '(not predicted)')}{ood}")
-    if y_true:
-        op = operating_summary(y_true, y_pred, CXR_LABELS)
+              f"model: {'(not predicted)' if found is None else (', '.join(found) or 'no finding')}{ood}")
+    if op is not None:
         print(f"  {op.headline()} (answering 'no finding' everywhere)")  # noqa: T201
         print("  per finding (sensitivity = found/present, specificity = clear/absent):")  # noqa: T201
         for f in op.findings:

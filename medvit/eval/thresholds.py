@@ -1,6 +1,9 @@
 """Operating thresholds per label, chosen on a validation set (never on test).
 
-``youden``: maximise sensitivity + specificity − 1; ``f1``: maximise F1 of the positive class. Candidate
+``youden``: maximise sensitivity + specificity − 1; ``f1``: maximise F1 of the positive class; ``accuracy``: maximise
+the share of correct answers (TP + TN) / N, the per-label agreement that ``medvit demo`` prints (at a prevalence of
+10–20 % Youden and F1 trade many false positives for a few true ones and can score below answering "no finding"
+everywhere; accuracy cannot on the set it is chosen on). Candidate
 thresholds are the distinct scores themselves, with their true/false positive rates from
 ``sklearn.metrics.roc_curve``; the chosen threshold is the midpoint between the best score and
 the next lower one, so the operating point is stable to tiny score perturbations.
@@ -13,7 +16,9 @@ from typing import Literal
 
 import numpy as np
 
-ThresholdRule = Literal["youden", "f1"]
+ThresholdRule = Literal["youden", "f1", "accuracy"]
+#: the rules :func:`choose_thresholds` knows (task configs validate against this tuple)
+THRESHOLD_RULES: tuple[str, ...] = ("youden", "f1", "accuracy")
 
 
 def _best_threshold(y: np.ndarray, p: np.ndarray, rule: ThresholdRule) -> float:
@@ -31,8 +36,10 @@ def _best_threshold(y: np.ndarray, p: np.ndarray, rule: ThresholdRule) -> float:
     elif rule == "f1":
         tp, fp = tpr * n_pos, fpr * n_neg
         score = 2 * tp / (2 * tp + fp + (n_pos - tp))
+    elif rule == "accuracy":
+        score = tpr * n_pos + (1 - fpr) * n_neg
     else:
-        raise ValueError(f"threshold rule must be 'youden' or 'f1', got {rule!r}")
+        raise ValueError(f"threshold rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
     i = int(np.argmax(score))
     hi = thr[i]
     lo = thr[i + 1] if i + 1 < thr.size else hi - 1e-6

@@ -32,8 +32,8 @@ class EvaluateConfig:
     dataset: str = option("cxr_phantom", "registered dataset (`medvit list dataset`)")
     dataset_args: dict[str, Any] = option(default_factory=dict, help="build_dataset kwargs, e.g. {root: DIR}")
     split: str = option("test", "split evaluated")
-    thresholds: str = option("contract", '"contract" (the model\'s operating thresholds) or "youden" / "f1" chosen on '
-                                         "this split (optimistic: report only)")
+    thresholds: str = option("contract", '"contract" (the model\'s operating thresholds) or "youden" / "f1" / '
+                                         '"accuracy" chosen on this split (optimistic: report only)')
     batch_size: int = option(64, "images per forward pass")
     precision: str = option("fp32", '"fp32" or "bf16" (autocast)')
     device: str = option("auto", '"auto" (cuda if available), "cpu" or "cuda[:i]"')
@@ -45,8 +45,11 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model: give the trained model directory (model=DIR or --model DIR)")
-        if self.thresholds not in ("contract", "youden", "f1"):
-            raise ValueError(f"thresholds must be contract, youden or f1, got {self.thresholds!r}")
+        from medvit.eval.thresholds import THRESHOLD_RULES
+
+        if self.thresholds not in ("contract", *THRESHOLD_RULES):
+            raise ValueError(f"thresholds must be contract or one of {', '.join(THRESHOLD_RULES)}, got "
+                             f"{self.thresholds!r}")
         if self.batch_size < 1 or self.n_bins < 2:
             raise ValueError("batch_size must be >= 1 and n_bins >= 2")
         if self.precision not in ("fp32", "bf16"):

@@ -62,7 +62,8 @@ class FinetuneMultilabelConfig:
     loss: LossSpec = option(default_factory=LossSpec, help="training loss by registered name (`medvit list loss`), "
                                                            "e.g. {name: masked_bce, args: {pos_weight: [...]}}")
     seeds: list[int] = option(default_factory=lambda: [0], help="one full run per seed; results as mean ± sd")
-    threshold_rule: str = option("youden", 'per-label operating threshold chosen on validation: "youden" or "f1"')
+    threshold_rule: str = option("youden", 'per-label operating threshold chosen on validation: "youden", "f1" or '
+                                                 '"accuracy" (medvit.eval.thresholds)')
     eval_batch_size: int = option(128, "batch size for validation/test prediction")
     cache_data: bool = option(True, "hold decoded images in memory (MONAI CacheDataset; phantoms, small sets); false "
                                     "= read every epoch (MONAI Dataset)")
@@ -105,8 +106,10 @@ class FinetuneMultilabelConfig:
             raise ValueError(f"interpolation must be bilinear or bicubic, got {self.interpolation!r}")
         if not 0.0 <= self.ood_fpr < 1.0:
             raise ValueError(f"ood_fpr must be in [0, 1) (0 = no OOD reference), got {self.ood_fpr}")
-        if self.threshold_rule not in ("youden", "f1"):
-            raise ValueError(f"threshold_rule must be 'youden' or 'f1', got {self.threshold_rule!r}")
+        from medvit.eval.thresholds import THRESHOLD_RULES
+
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
         if self.randaug:

@@ -94,7 +94,7 @@ class PromptTuneConfig:
                                     "(contract)")
     interpolation: str = option("bicubic", "resize filter for training, evaluation and serving: bicubic | bilinear")
     threshold_rule: str = option("youden", "multilabel: per-label operating threshold chosen on validation (youden | "
-                                           "f1)")
+                                           "f1 | accuracy)")
     modalities: list[str] = option(
         default_factory=list, help="contract scope, e.g. [CR, DX]; `medvit infer` selects on it")
     view_positions: list[str] = option(default_factory=list, help="contract scope, e.g. [PA, AP]")
@@ -136,8 +136,10 @@ class PromptTuneConfig:
             raise ValueError(f"crop_mode must be pad, crop or squash, got {self.crop_mode!r}")
         if self.interpolation not in ("bilinear", "bicubic"):
             raise ValueError(f"interpolation must be bilinear or bicubic, got {self.interpolation!r}")
-        if self.threshold_rule not in ("youden", "f1"):
-            raise ValueError(f"threshold_rule must be 'youden' or 'f1', got {self.threshold_rule!r}")
+        from medvit.eval.thresholds import THRESHOLD_RULES
+
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
         if not 0.0 <= self.ood_fpr < 1.0:
             raise ValueError(f"ood_fpr must be in [0, 1) (0 = no OOD reference), got {self.ood_fpr}")
         if self.save_merged and not spec.mergeable:

@@ -97,6 +97,28 @@ def test_thresholds_youden_and_f1():
     assert choose_thresholds(np.ones((3, 1)), np.full((3, 1), 0.3)) == [0.5]
 
 
+def test_accuracy_threshold_rule_maximises_agreement_and_does_not_over_call():
+    """Rule "accuracy" = the best share of correct answers among the candidate thresholds (brute force), and on a
+    rare finding it calls fewer positives than Youden (which over-calls at low prevalence)."""
+    from medvit.eval.thresholds import THRESHOLD_RULES
+
+    assert "accuracy" in THRESHOLD_RULES
+    rng = np.random.default_rng(3)
+    y = (rng.random((600, 2)) < 0.12).astype(float)
+    p = 1 / (1 + np.exp(-(rng.normal(size=(600, 2)) + 2.2 * y - 2)))
+    ta, ty = choose_thresholds(y, p, rule="accuracy"), choose_thresholds(y, p, rule="youden")
+    for k in range(2):
+        best = max(((p[:, k] >= c) == (y[:, k] == 1)).mean() for c in np.unique(p[:, k]))
+        assert ((p[:, k] >= ta[k]) == (y[:, k] == 1)).mean() == pytest.approx(best)
+        assert (p[:, k] >= ta[k]).sum() < (p[:, k] >= ty[k]).sum()
+    # by hand: scores 0.2 (neg), 0.4 (pos), 0.6 (neg), 0.8 (pos): calling >= 0.8 gets 3/4 right, >= 0.4 gets 3/4,
+    # >= 0.2 gets 2/4: the first best (the highest threshold) wins, the midpoint between 0.8 and 0.6
+    assert choose_thresholds(np.array([[0.0], [1.0], [0.0], [1.0]]), np.array([[0.2], [0.4], [0.6], [0.8]]),
+                             rule="accuracy") == [pytest.approx(0.7)]
+    with pytest.raises(ValueError, match="accuracy"):
+        choose_thresholds(y, p, rule="kappa")
+
+
 def test_metrics_on_hand_computed_values():
     """Values worked out by hand, so the checks do not rest only on the library the metrics call."""
     from medvit.eval import binary_auroc
