@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import pytest
@@ -17,11 +18,15 @@ TINY = dict(embed_dim=48, depth=2, num_heads=4)
 def tiny_args(name: str) -> dict:
     """Tiny overrides for registered backbone ``name`` (small image, small width)."""
     from medvit.models import backbone_args
+    from medvit.registry import REGISTRY
 
     args = backbone_args(name)  # raises KeyError (with close matches) for an unregistered name
     kw = dict(TINY, img_size=32, patch_size=16)  # 2 patches a side in 2D and 3D
     if args.get("hcs"):  # ChannelViT: random channel dropping would leave the dropped channels'
         kw["hcs"] = False  # embeddings without gradient in a one-step backward test; HCS has own tests
+    own = inspect.signature(REGISTRY.entry("backbone", name).obj).parameters
+    if args.get("spatial_dims") == 3 and "local_up_to_layer" in own:
+        kw["num_heads"] = 8  # 3D ConViT: the GPSA local init needs a cube number of heads (48 / 8 = 6 per head)
     if max(args.get("freqs", (1,))) > 1:  # FMViT: a 2-side grid pooled by 2 is one key, leaving its
         kw["patch_size"] = 8  # queries without gradient; 4 patches a side keep 2 pooled keys per side
     return kw

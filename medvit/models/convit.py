@@ -21,13 +21,14 @@ from medvit.nn.init import mae_init_
 
 
 class ConViT(VisionTransformer):
-    """ViT whose first ``local_up_to_layer`` blocks are GPSA blocks (2D only).
+    """ViT whose first ``local_up_to_layer`` blocks are GPSA blocks (2D, or 3D with (Δx, Δy, Δz) offsets).
 
     Args:
         local_up_to_layer: number of GPSA blocks; None → ⌊10·depth/12⌋ (10 of 12, the paper's).
             Must be < depth (the CLS token joins before the first non-local block).
         locality_strength: α of the GPSA local init.
-        **vit_kwargs: :class:`VisionTransformer` arguments; ``num_heads`` must be a perfect square.
+        **vit_kwargs: :class:`VisionTransformer` arguments; ``num_heads`` must be a perfect square
+            (2D) or cube (3D, e.g. 8 or 27).
     """
 
     @vit_signature
@@ -39,8 +40,6 @@ class ConViT(VisionTransformer):
         **vit_kwargs: Any,
     ):
         super().__init__(**vit_kwargs)
-        if self.spatial_dims != 2:
-            raise ValueError("ConViT's GPSA uses 2D offsets (Δx, Δy); spatial_dims must be 2")
         if not self.num_prefix_tokens:
             raise ValueError("ConViT concatenates a CLS token after the GPSA blocks; it needs class_token=True")
         depth = len(self.blocks)
@@ -49,7 +48,7 @@ class ConViT(VisionTransformer):
             raise ValueError(f"local_up_to_layer must be in [0, {depth - 1}] for depth {depth}, got {n_local}")
         first = self.blocks[0]
         heads = first.attn.num_heads
-        head_offsets(heads)  # raises unless heads is a perfect square
+        head_offsets(heads, self.spatial_dims)  # raises unless heads is a perfect square (2D) / cube (3D)
         self.local_up_to_layer = n_local
         for i in range(n_local):
             old = self.blocks[i]
@@ -71,7 +70,7 @@ class ConViT(VisionTransformer):
 
     # ------------------------------------------------------------------ stages
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> patch tokens with positions, no CLS: (B, C, H, W) -> (B, N, D)."""
+        """Image -> patch tokens with positions, no CLS: (B, C, *S) -> (B, N, D)."""
         return self.pos_drop(self.patch_tokens(x))
 
     def _blocks(self, t: torch.Tensor, start: int, stop: int, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -144,3 +143,9 @@ for _size, _shape in _SIZES.items():
         description=f"ConViT-{_size[0].upper()}/16: 10 GPSA blocks (locality prior) then 2 ViT blocks",
         img_size=224, patch_size=16, qkv_bias=False, **_shape,
     )
+register_backbone(
+    "convit_small_patch16_96_3d", ConViT,
+    description="3D ConViT-S/16 for 96^3 volumes: 10 GPSA blocks with (Δx, Δy, Δz) offsets, 8 heads, sin-cos positions",
+    img_size=96, patch_size=16, in_chans=1, spatial_dims=3, pos_embed="sincos", qkv_bias=False,
+    embed_dim=384, depth=12, num_heads=8,
+)

@@ -11,6 +11,10 @@ term). Local init: V = identity, and head h = h1 + k·h2 on a k×k grid (k = √
 positional row α·(2Δx_h, 2Δy_h, −1) with Δ_h = (h1 − c, h2 − c), c = ⌊(k − 1)/2⌋, so its score
 α(2Δ_h·r − |r|²) = −α|r − Δ_h|² + const peaks at the neighbour at offset Δ_h: a convolution-like
 head. With λ → −∞ GPSA is vanilla self-attention.
+
+3D (volumes): the equations carry over unchanged with r_ij = (Δx, Δy, Δz, |Δ|²) (``pos_proj`` =
+Linear(4, heads)) and head h = h1 + k·h2 + k²·h3 on a k×k×k grid (k = ∛heads, heads a perfect cube).
+The paper and the notes describe 2D only; this extension is medvit's.
 """
 
 from __future__ import annotations
@@ -25,34 +29,39 @@ from medvit.nn.drop_path import DropPath
 from medvit.nn.mlp import Mlp
 
 
-def relative_offsets(grid: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
-    """r_ij = (Δx, Δy, Δx² + Δy²) for every query i and key j of an (h, w) grid: -> (N, N, 3).
+def relative_offsets(grid: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
+    """r_ij for every query i and key j of an (h, w) or (d, h, w) grid: -> (N, N, 3) or (N, N, 4).
 
-    Δx is the column offset and Δy the row offset of key j from query i (tokens row-major).
+    2D: (Δx, Δy, Δx² + Δy²), Δx the column and Δy the row offset of key j from query i (tokens
+    row-major). 3D: (Δx, Δy, Δz, Δx² + Δy² + Δz²), Δz the slice offset.
+    Raises ValueError for a grid that is not 2D or 3D.
     """
-    h, w = grid
-    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    xs, ys = xs.reshape(-1).float(), ys.reshape(-1).float()
-    dx = xs[None, :] - xs[:, None]
-    dy = ys[None, :] - ys[:, None]
-    return torch.stack([dx, dy, dx**2 + dy**2], dim=-1)
+    if len(grid) not in (2, 3):
+        raise ValueError(f"GPSA offsets need a 2D or 3D token grid, got {tuple(grid)}")
+    axes = torch.meshgrid(*[torch.arange(g, device=device) for g in grid], indexing="ij")
+    coords = [a.reshape(-1).float() for a in reversed(axes)]  # x (last axis) first, then y, then z
+    deltas = [c[None, :] - c[:, None] for c in coords]
+    return torch.stack([*deltas, sum(d**2 for d in deltas)], dim=-1)
 
 
-def head_offsets(num_heads: int) -> list[tuple[int, int]]:
-    """Initial attention offset (Δx, Δy) of each head on the √heads × √heads grid (h = h1 + k·h2)."""
-    k = math.isqrt(num_heads)
-    if k * k != num_heads:
-        raise ValueError(f"GPSA local init needs a square number of heads, got {num_heads}")
+def head_offsets(num_heads: int, spatial_dims: int = 2) -> list[tuple[int, ...]]:
+    """Initial attention offset of each head on the k^dims head grid: (Δx, Δy) with h = h1 + k·h2 in 2D,
+    (Δx, Δy, Δz) with h = h1 + k·h2 + k²·h3 in 3D. Raises ValueError unless heads = k^dims."""
+    k = round(num_heads ** (1 / spatial_dims))
+    if k**spatial_dims != num_heads:
+        kind = "square" if spatial_dims == 2 else "cube"
+        raise ValueError(f"GPSA local init needs a {kind} number of heads in {spatial_dims}D, got {num_heads}")
     c = (k - 1) // 2
-    return [(h % k - c, h // k - c) for h in range(num_heads)]
+    return [tuple((h // k**a) % k - c for a in range(spatial_dims)) for h in range(num_heads)]
 
 
 class GPSA(nn.Module):
-    """Gated positional self-attention over the patch tokens of a 2D grid.
+    """Gated positional self-attention over the patch tokens of a 2D or 3D grid.
 
     Args:
-        dim, num_heads: embedding width and heads (a perfect square for the local init).
-        grid_size: (h, w) token grid of the training resolution; other square grids are inferred.
+        dim, num_heads: embedding width and heads (a perfect square in 2D, a cube in 3D, for the local init).
+        grid_size: (h, w) or (d, h, w) token grid of the training resolution; other square / cubic
+            grids are inferred.
         qkv_bias: bias on the q, k and v projections.
         locality_strength: α of the local init (1 in the paper; larger → harder attention).
         gate_init: initial λ_h (1 in the paper).
@@ -63,7 +72,7 @@ class GPSA(nn.Module):
         self,
         dim: int,
         num_heads: int,
-        grid_size: tuple[int, int],
+        grid_size: tuple[int, ...],
         qkv_bias: bool = False,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
@@ -77,12 +86,15 @@ class GPSA(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.grid_size = tuple(grid_size)
+        if len(self.grid_size) not in (2, 3):
+            raise ValueError(f"GPSA grid_size must be (h, w) or (d, h, w), got {grid_size!r}")
+        self.spatial_dims = len(self.grid_size)
         self.qk = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.pos_proj = nn.Linear(3, num_heads)
+        self.pos_proj = nn.Linear(self.spatial_dims + 1, num_heads)
         self.gating_param = nn.Parameter(torch.full((num_heads,), float(gate_init)))
         self.locality_strength = locality_strength
         self.local_init_()
@@ -91,17 +103,18 @@ class GPSA(nn.Module):
     def local_init_(self) -> None:
         """V = identity; head h's positional scores peak at offset Δ_h (module docstring)."""
         self.v.weight.copy_(torch.eye(self.v.weight.shape[0]))
-        for h, (dx, dy) in enumerate(head_offsets(self.num_heads)):
-            self.pos_proj.weight[h] = self.locality_strength * torch.tensor([2.0 * dx, 2.0 * dy, -1.0])
+        for h, offset in enumerate(head_offsets(self.num_heads, self.spatial_dims)):
+            self.pos_proj.weight[h] = self.locality_strength * torch.tensor([2.0 * d for d in offset] + [-1.0])
         self.pos_proj.bias.zero_()
 
-    def _grid(self, n: int) -> tuple[int, int]:
-        if n == self.grid_size[0] * self.grid_size[1]:
-            return self.grid_size  # type: ignore[return-value]
-        s = math.isqrt(n)
-        if s * s != n:
-            raise ValueError(f"GPSA got {n} tokens: neither the {self.grid_size} grid nor a square grid")
-        return (s, s)
+    def _grid(self, n: int) -> tuple[int, ...]:
+        if n == math.prod(self.grid_size):
+            return self.grid_size
+        d = self.spatial_dims
+        s = round(n ** (1 / d))
+        if s**d != n:
+            raise ValueError(f"GPSA got {n} tokens: neither the {self.grid_size} grid nor a square/cubic grid")
+        return (s,) * d
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Gated attention probabilities (B, H, N, N); each row sums to 1."""
@@ -133,7 +146,7 @@ class GPSABlock(nn.Module):
         self,
         dim: int,
         num_heads: int,
-        grid_size: tuple[int, int],
+        grid_size: tuple[int, ...],
         mlp_ratio: float = 4.0,
         qkv_bias: bool = False,
         drop: float = 0.0,
