@@ -74,6 +74,9 @@ class DecodeSpec:
     worker_memory_bytes: int | None = None  # address-space headroom of a decoding worker (RLIMIT_DATA); None = no cap
     parent_pid: int = 0  # the run's process id: a worker whose parent is already gone exits at start
     stderr_file: str | None = None  # worker processes append their C-level stderr (decoder libraries) here
+    # pixels a side the model (and display) need: JPEG 2000 images >= 2x larger are decoded at a lower wavelet
+    # resolution level (medvit.io.dicom.image_from_dataset); None = always full resolution
+    min_side: int | None = None
 
 
 def _jsonable(v: Any) -> Any:
@@ -134,7 +137,7 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
         return Decoded(rel, "skipped", "select", f"multi-frame image ({frames} frames); the model takes 2D "
                        "single-frame images", header, selection)
     try:
-        image = _read_image(p, spec.pixel_budget)
+        image = _read_image(p, spec.pixel_budget, spec.min_side)
     except Exception as e:
         kind = type(e).__name__
         if kind in ("NoPixelDataError", "NotDicomError"):
@@ -151,6 +154,9 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
         if np.asarray(image.pixels).ndim not in (2, 3):
             return Decoded(rel, "skipped", "select", f"not a 2D image (shape {px.shape})", header, selection)
         x, notes, unit = spec.preprocessor(image)
+        factor = image.meta.get("ReducedResolutionFactor")
+        if factor:  # source_size is then the decoded (reduced) size
+            notes["decoded_at"] = f"1/{factor} resolution (JPEG 2000 level {int(factor).bit_length() - 1})"
         if not np.isfinite(x).all():
             return Decoded(rel, "error", "preprocess", "non-finite values after preprocessing", header, selection)
     except Exception as e:
@@ -181,10 +187,10 @@ def _reason(e: BaseException) -> str:
     return redact_values(str(getattr(e, "reason", e)))
 
 
-def _read_image(p: Path, pixel_budget: int | None) -> Any:
+def _read_image(p: Path, pixel_budget: int | None, min_side: int | None = None) -> Any:
     from medvit.io import read_image
 
-    return read_image(p, pixel_budget=pixel_budget)
+    return read_image(p, pixel_budget=pixel_budget, min_side=min_side)
 
 
 def _int(v: Any) -> int:

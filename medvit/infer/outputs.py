@@ -36,7 +36,7 @@ ID_COLUMNS = ["file", "study_instance_uid", "series_instance_uid", "sop_instance
               "laterality", "selection"]
 #: trailing columns of predictions.csv
 TAIL_COLUMNS = ["positive_findings", "n_positive", "ood_score", "ood_flag", "heatmap_target", "heatmap_png",
-                "model_name", "model_version", "model_sha256", "preprocessing", "intended_use"]
+                "model_name", "model_version", "model_sha256", "model_precision", "preprocessing", "intended_use"]
 STATUS_COLUMNS = ["file", "status", "stage", "reason", "study_instance_uid", "series_instance_uid",
                   "sop_instance_uid"]
 ERROR_COLUMNS = ["file", "stage", "reason"]
@@ -223,7 +223,8 @@ def write_tables(journal: Journal, out_dir: Path, labels: list[str],
         row["positive_findings"] = ";".join(rec["positive_findings"])
         row["n_positive"] = len(rec["positive_findings"])
         model = rec["model"]
-        row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"])
+        row.update(model_name=model["name"], model_version=model["version"], model_sha256=model["sha256"],
+                   model_precision=model.get("precision", ""))  # fp32 | bf16 | int8 (+ " compiled"): what ran
         row["preprocessing"] = format_notes(rec["preprocessing"])
         for k in segment_labels or []:
             row[f"area_mm2_{k}"] = (rec.get("segment_areas_mm2") or {}).get(k, "")

@@ -78,6 +78,7 @@ class InferConfig:
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
     follow_links: bool = False  # follow symlinked folders and links leading outside INPUT (refused otherwise)
     progress: bool = True  # show a progress bar on stderr
+    full_decode: bool = False  # decode JPEG 2000 at full resolution even when a lower wavelet level covers the input
     log_file: str | None = None  # decoding worker processes send their C-level stderr here (the CLI's infer.log)
     engine: str = "local"  # local (worker processes on this machine) | ray (decode + predict on Ray workers)
     address: str | None = None  # --engine ray: auto | HOST:PORT | ray://HOST:PORT; None = start a local Ray
@@ -268,6 +269,7 @@ class InferenceRun:
                 "geometry": self.pre.geometry, "rules": self.rules.content(), "heatmaps": c.heatmaps,
                 "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify,
                 **({"any_modality": True} if c.any_modality else {}),
+                **({"full_decode": True} if c.full_decode else {}),
                 **({"deid_key_id": self.deid.key_id(), "deid_keep_dates": c.deid_keep_dates} if self.deid else {})}
 
     def _deid_key(self) -> bytes:
@@ -374,6 +376,15 @@ class InferenceRun:
                 rec["heatmap_error"] = f"{type(e).__name__}: {redact_values(str(e))}"
                 logger.warning("%s: heatmap not written (%s)", printable_path(d.rel), rec["heatmap_error"])
 
+    def _decode_min_side(self) -> int | None:
+        """Pixels a side a decoded image must keep: twice the model input's longer side (the antialiased resize
+        still does the last factor <= 2), at least the heatmap display size; None (full resolution) for
+        segmentation models (their SEG is on the source grid) and with ``full_decode``."""
+        if self.cfg.full_decode or self.seg is not None:
+            return None
+        side = 2 * max(tuple(self.contract.input_size)[:2])
+        return max(side, DISPLAY_MAX_SIDE) if self.cfg.heatmaps else side
+
     def _max_inflight(self, spec: DecodeSpec) -> int:
         """Decoded items allowed in flight: enough to keep workers and batches busy, within ``inflight_mb``."""
         c, (h, w) = self.contract.in_chans, tuple(self.contract.input_size)[:2]
@@ -472,7 +483,7 @@ class InferenceRun:
         spec = DecodeSpec(str(self.root), self.pre, self.rules, keep_unit=cfg.heatmaps,
                           pixel_budget=image_bytes // 4, display_max_side=DISPLAY_MAX_SIDE,
                           worker_memory_bytes=6 * image_bytes + 2**28, parent_pid=os.getpid(),
-                          stderr_file=cfg.log_file)
+                          stderr_file=cfg.log_file, min_side=self._decode_min_side())
         max_inflight = self._max_inflight(spec)
         bar = self._bar = tqdm(total=total, initial=len(done), unit="file", desc="medvit infer", mininterval=0.5,
                                file=sys.stderr, disable=not cfg.progress)

@@ -33,12 +33,15 @@ from medvit.io.raster import RASTER_SUFFIXES
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img")
 
 
-def read_image(path: str | Path, frame: int | None = None, pixel_budget: int | None = None) -> MedicalImage:
+def read_image(path: str | Path, frame: int | None = None, pixel_budget: int | None = None,
+               min_side: int | None = None) -> MedicalImage:
     """Read DICOM (file, or a folder = one series volume), NIfTI, PNG/JPEG/TIFF/BMP or .npy into a MedicalImage.
 
     The format is chosen by suffix; anything else is tried as DICOM (DICOM files often have no suffix).
     ``frame`` selects one DICOM frame (0-based). ``pixel_budget`` caps decoded samples (see
-    :data:`DEFAULT_PIXEL_BUDGET`). Raises :class:`MedicalIOError` subclasses or FileNotFoundError.
+    :data:`DEFAULT_PIXEL_BUDGET`). ``min_side`` (DICOM only): the caller needs only this many pixels a side, so a
+    JPEG 2000 image at least twice as large may be decoded at a lower resolution level
+    (:func:`medvit.io.dicom.image_from_dataset`). Raises :class:`MedicalIOError` subclasses or FileNotFoundError.
     """
     p = Path(path)
     name = p.name.lower()
@@ -58,7 +61,7 @@ def read_image(path: str | Path, frame: int | None = None, pixel_budget: int | N
         return read_raster(p, pixel_budget=pixel_budget)
     if name.endswith(".npy"):
         return _read_npy(p, pixel_budget)
-    return read_dicom(p, frame=frame, pixel_budget=pixel_budget)
+    return read_dicom(p, frame=frame, pixel_budget=pixel_budget, min_side=min_side)
 
 
 def _read_npy(p: Path, pixel_budget: int | None) -> MedicalImage:

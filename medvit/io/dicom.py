@@ -309,15 +309,25 @@ def _meta(ds: Dataset, g: dict[str, int], ts: Any) -> dict[str, Any]:
 
 
 def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None = None,
-                       pixel_budget: int | None = None) -> MedicalImage:
+                       pixel_budget: int | None = None, min_side: int | None = None) -> MedicalImage:
     """Decode a pydicom Dataset (with Pixel Data) into a MedicalImage; ``frame`` selects one frame (0-based).
 
     Shapes: 2D single frame or ``frame`` given -> (H, W) / (H, W, 3); multi-frame -> (F, H, W) / (F, H, W, 3).
+    ``min_side``: the caller needs only this many pixels a side (a model input): a JPEG 2000 greyscale image at
+    least twice as large is decoded at a lower wavelet resolution level instead
+    (:func:`medvit.io.dicom_pixels.decode_j2k_reduced`): pixels (h, w) >= ``min_side`` a side, spacing scaled
+    by the factor, ``meta["ReducedResolutionFactor"]`` = the factor (2, 4, ...); other images are decoded in full.
     """
     g = px.pixel_geometry(ds, path)
     px.check_budget(g, path, pixel_budget, frame)
     ts = px.transfer_syntax(ds, path)
-    stored, pi = px.decode(ds, path, g, frame)  # (F, H, W[, 3])
+    reduced = px.decode_j2k_reduced(ds, path, g, frame, min_side) if min_side else None
+    factor, header_g = 1, g
+    if reduced is not None:
+        stored, pi, factor = reduced
+        g = {**g, "rows": stored.shape[1], "columns": stored.shape[2]}
+    else:
+        stored, pi = px.decode(ds, path, g, frame)  # (F, H, W[, 3])
     frames = [frame] if frame is not None else list(range(stored.shape[0]))
     color = stored.ndim == 4
     pad = None
@@ -329,6 +339,8 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
     else:
         pad = px.padding_mask(stored, ds, path)
         pixels, vrange = px.modality_lut(stored, ds, path, g, frames[0])
+        if factor > 1:
+            pixels = px.realign_reduced(pixels, factor)
         b = g["bits_stored"]
     geo = _geometry(ds, g, frames)
     single = len(frames) == 1 and (frame is not None or g["frames"] == 1)
@@ -342,8 +354,12 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
         direction = None if d is None else d[:, [2, 0, 1]]
     if color:
         axes += "C"
-    meta = _meta(ds, g, ts)
+    meta = _meta(ds, header_g, ts)  # Rows/Columns as in the file, also when decoded at a reduced resolution
     meta.update(geo["meta"])
+    if factor > 1:  # one pixel of the reduced image covers factor x factor source pixels
+        geo["dy"], geo["dx"] = geo["dy"] * factor, geo["dx"] * factor
+        spacing = (geo["dy"], geo["dx"])
+        meta["ReducedResolutionFactor"] = factor
     if frame is not None:
         meta["frame_index"] = frame
     if not color and not single and "WindowCenter" not in ds and ds.get("PerFrameFunctionalGroupsSequence"):
@@ -360,13 +376,16 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
         padding_mask=pad, uids=uids, meta=meta, path=path)
 
 
-def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | None = None) -> MedicalImage:
+def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | None = None,
+               min_side: int | None = None) -> MedicalImage:
     """Read a DICOM file into a :class:`MedicalImage` (modality values, geometry, windows, UIDs, metadata).
 
     Args:
         path: the file.
         frame: decode only this frame (0-based); None = all frames.
         pixel_budget: max samples to decode (default :data:`medvit.io.dicom_pixels.DEFAULT_PIXEL_BUDGET`).
+        min_side: pixels a side the caller needs; JPEG 2000 images twice as large or more are decoded at a lower
+            resolution level (see :func:`image_from_dataset`). None = full resolution.
 
     Raises:
         NotDicomError, NoPixelDataError, UnsupportedTransferSyntaxError, UnsupportedPhotometricError,
@@ -378,7 +397,7 @@ def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | N
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return image_from_dataset(ds, p, frame, pixel_budget)
+            return image_from_dataset(ds, p, frame, pixel_budget, min_side)
         except (MedicalIOError, MemoryError):
             raise
         except Exception as e:  # anything unforeseen in a hostile header is a corrupt file, never a crash

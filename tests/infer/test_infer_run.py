@@ -68,6 +68,7 @@ def test_every_file_has_one_status_row(run_out, material):
 def test_predictions_csv_schema(run_out, material):
     _, out = run_out
     rows = read_csv(out / "predictions.csv")
+    run = json.loads((out / "run.json").read_text())
     assert list(rows[0]) == ID_COLUMNS + [f"p_{k}" for k in LABELS] + TAIL_COLUMNS
     assert len(rows) == 4
     thresholds = json.loads((material["model"] / "config.json").read_text())["contract"]["thresholds"]
@@ -79,6 +80,7 @@ def test_predictions_csv_schema(run_out, material):
         assert got == expect
         assert int(r["n_positive"]) == len(expect)
         assert r["model_version"] == "test-1" and len(r["model_sha256"]) == 64
+        assert r["model_precision"] == run["execution"]["precision"] != ""  # what ran, in every row (issue 24)
         assert r["intended_use"] == "research use only - not for diagnosis"
         assert "intensity=file VOI" in r["preprocessing"] and "resize=" in r["preprocessing"]
         assert r["modality"] == "DX" and r["view_position"] == "PA" and r["patient_id"] in ("P0", "P1")
