@@ -1,4 +1,4 @@
-"""Denoising Vision Transformers (DVT, Yang et al., ECCV'24), stage 1: split ViT features into a clean part and a
+"""Denoising Vision Transformers (DVT, Yang et al., ECCV'24): stage 1 splits ViT features into a clean part and a
 position-dependent artefact, without retraining the backbone.
 
 Noise model (DVT): the feature map of a view (a random resized crop, maybe flipped) of one image is
@@ -9,8 +9,12 @@ with u the patch position *within the view*. F is a neural feature field over th
 (shared by all views), G a learnable artefact map read at view-local coordinates (``grid_sample``; shared by all
 views, the position-dependent artefact), h a residual. :func:`fit_dvt` fits F and G on many views of one image
 with DVT's loss (MSE + (1 − cosine)); the denoised features of any view are ``raw − G(local)``
-(:meth:`DVTDecomposition.denoise`). Stage 2 of DVT (a one-block online denoiser trained to regress the stage-1
-clean features of many images) is not implemented here.
+(:meth:`DVTDecomposition.denoise`).
+
+Stage 2 (DVT's online denoiser, :class:`DVTDenoiser`): one ViT block (D/64 heads, MLP ratio 4) plus a learnable
+position embedding, applied to the frozen backbone's raw (D, h, w) feature map and trained
+(:func:`fit_denoiser`) to regress the stage-1 clean features of many images (:func:`stage1_targets`), so new
+images are denoised in one forward pass without a per-image fit. Loss as DVT: MSE + (1 − cosine) per patch.
 
 Views are described by boxes ``(x0, y0, x1, y1)`` in global coordinates [−1, 1] and a horizontal-flip flag;
 ``view_features(box, flip)`` returns the frozen backbone's (D, h, w) feature map of that view (for a medvit ViT:
@@ -26,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from medvit.nn.block import Block
 
 Box = tuple[float, float, float, float]
 
@@ -150,3 +156,67 @@ def vit_view_features(model: nn.Module, image: torch.Tensor, block: int = -1, si
         return model.forward_intermediates(v, [block], output_fmt="NCHW")[0][0]
 
     return fn
+
+
+FULL_VIEW: Box = (-1.0, -1.0, 1.0, 1.0)
+
+
+def stage1_targets(view_fns: list[Callable[[Box, bool], torch.Tensor]], dim: int, artifact_size: tuple[int, int],
+                   steps: int = 200, views_per_step: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1 per image: for each image's ``view_features`` fit F + G and denoise its full, unflipped view.
+    Returns (raw (N, D, h, w), clean (N, D, h, w)) — the pairs stage 2 learns from."""
+    raw, clean = [], []
+    for i, fn in enumerate(view_fns):
+        fit = fit_dvt(fn, dim, artifact_size, steps=steps, views_per_step=views_per_step, seed=seed + i)
+        with torch.no_grad():
+            r = fn(FULL_VIEW, False).float()
+            raw.append(r)
+            clean.append(fit.model.denoise(r))
+    return torch.stack(raw), torch.stack(clean)
+
+
+class DVTDenoiser(nn.Module):
+    """DVT stage 2: (B, D, h, w) raw features -> (B, D, h, w) denoised; one ViT block over the h·w patch tokens
+    with a learnable position embedding (1, h·w, D) (zero init) added before it."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], num_heads: int | None = None, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim))
+        heads = num_heads or max(1, dim // 64)
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {heads}")
+        self.block = Block(dim, heads, mlp_ratio=mlp_ratio)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) with (h, w) = ``grid`` -> (B, D, h, w). Raises ``ValueError`` on another grid."""
+        B, D, h, w = features.shape
+        if (h, w) != self.grid:
+            raise ValueError(f"feature grid {(h, w)} differs from the denoiser's {self.grid}")
+        t = features.flatten(2).transpose(1, 2) + self.pos_embed
+        return self.block(t).transpose(1, 2).reshape(B, D, h, w)
+
+
+def fit_denoiser(raw: torch.Tensor, clean: torch.Tensor, steps: int = 500, lr: float = 1e-3, batch_size: int = 16,
+                 seed: int = 0, num_heads: int | None = None) -> tuple[DVTDenoiser, list[float]]:
+    """Train a :class:`DVTDenoiser` on stage-1 pairs raw, clean (N, D, h, w) (MSE + (1 − cos) over channels,
+    AdamW, cosine LR). Returns (denoiser in eval mode, loss per step). Raises ``ValueError`` on shape mismatch."""
+    if raw.shape != clean.shape or raw.dim() != 4:
+        raise ValueError(f"raw {tuple(raw.shape)} and clean {tuple(clean.shape)} must both be (N, D, h, w)")
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = DVTDenoiser(raw.shape[1], (raw.shape[2], raw.shape[3]), num_heads)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(raw), (min(batch_size, len(raw)),), generator=g)
+        pred, tgt = model(raw[idx]), clean[idx]
+        loss = F.mse_loss(pred, tgt) + (1 - F.cosine_similarity(pred, tgt, dim=1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return model.eval(), losses
