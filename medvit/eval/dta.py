@@ -77,20 +77,27 @@ def most_vulnerable_layer(backbone: nn.Module, x: torch.Tensor, eps: float, laye
 
 @torch.no_grad()
 def transfer_report(downstream: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, eps: float,
-                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, seed: int = 0
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, seed: int = 0,
+                    clamp: tuple[float, float] | None = None, logits: dict[str, torch.Tensor] | None = None
                     ) -> dict[str, float]:
     """Loss and accuracy of a downstream classifier on clean images, on DTA images and on random ±eps sign noise
-    (same ℓ∞ norm). Single-label targets (B,) for accuracy; any ``loss_fn`` for the loss."""
+    (same ℓ∞ norm; ``clamp`` keeps it in the valid input range as the attack does). Single-label targets (B,)
+    for accuracy; any ``loss_fn`` for the loss. When ``logits`` is a dict, the three (B, K) logit tensors are
+    stored in it under "clean", "dta", "noise"."""
     was = downstream.training
     downstream.eval()
     g = torch.Generator().manual_seed(seed)
     noise = x + eps * (torch.randint(0, 2, x.shape, generator=g).to(x) * 2 - 1)
+    if clamp:
+        noise = noise.clamp(*clamp)
     out = {}
     for name, xx in (("clean", x), ("dta", x_adv), ("noise", noise)):
-        logits = downstream(xx)
-        out[f"loss_{name}"] = float(loss_fn(logits, y))
+        z = downstream(xx)
+        if logits is not None:
+            logits[name] = z
+        out[f"loss_{name}"] = float(loss_fn(z, y))
         if y.dim() == 1:
-            out[f"acc_{name}"] = float((logits.argmax(-1) == y).float().mean())
+            out[f"acc_{name}"] = float((z.argmax(-1) == y).float().mean())
     if "acc_clean" in out:
         out["acc_drop_dta"] = out["acc_clean"] - out["acc_dta"]
     downstream.train(was)

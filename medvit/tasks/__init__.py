@@ -17,6 +17,7 @@ from __future__ import annotations
 from medvit.tasks import benchx_grid as _benchx_grid  # noqa: F401
 from medvit.tasks import compress_tasks as _compress_tasks  # noqa: F401
 from medvit.tasks import compress_train as _compress_train  # noqa: F401
+from medvit.tasks import dta_audit as _dta_audit  # noqa: F401
 from medvit.tasks import evaluate as _evaluate  # noqa: F401
 from medvit.tasks import extract_features as _extract_features  # noqa: F401
 from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F401
