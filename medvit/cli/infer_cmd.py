@@ -81,9 +81,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="refuse images whose header claims more than this many MiB of decoded float32 pixels "
                    "(decompression bombs; default 256 = 8192 x 8192 greyscale)")
     p.add_argument("--full-decode", action="store_true",
-                   help="decode JPEG 2000 images at full resolution (default: an image at least twice the model "
-                   "input's size a side is decoded at the lowest wavelet resolution level that still is, which is "
-                   "several times faster; recorded as decoded_at in the preprocessing notes)")
+                   help="use every image at full resolution (default: a greyscale image at least twice the model "
+                   "input's size a side is first reduced by the largest power of two that keeps it so: JPEG 2000 "
+                   "decoded at that wavelet level, several times faster; others averaged over blocks; recorded "
+                   "as decoded_at in the preprocessing notes)")
     p.add_argument("--follow-links", action="store_true",
                    help="follow symlinked folders and links that lead outside INPUT (refused by default; each "
                    "gets a status row)")

@@ -156,7 +156,7 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
         x, notes, unit = spec.preprocessor(image)
         factor = image.meta.get("ReducedResolutionFactor")
         if factor:  # source_size is then the decoded (reduced) size
-            notes["decoded_at"] = f"1/{factor} resolution (JPEG 2000 level {int(factor).bit_length() - 1})"
+            notes["decoded_at"] = f"1/{factor} resolution ({image.meta.get('ReducedResolutionMethod', '')})"
         if not np.isfinite(x).all():
             return Decoded(rel, "error", "preprocess", "non-finite values after preprocessing", header, selection)
     except Exception as e:

@@ -40,8 +40,9 @@ def read_image(path: str | Path, frame: int | None = None, pixel_budget: int | N
     The format is chosen by suffix; anything else is tried as DICOM (DICOM files often have no suffix).
     ``frame`` selects one DICOM frame (0-based). ``pixel_budget`` caps decoded samples (see
     :data:`DEFAULT_PIXEL_BUDGET`). ``min_side`` (DICOM only): the caller needs only this many pixels a side, so a
-    JPEG 2000 image at least twice as large may be decoded at a lower resolution level
-    (:func:`medvit.io.dicom.image_from_dataset`). Raises :class:`MedicalIOError` subclasses or FileNotFoundError.
+    greyscale image at least twice as large comes reduced by a power of two (JPEG 2000 decoded at a lower
+    wavelet level; :func:`medvit.io.dicom.image_from_dataset`). Raises :class:`MedicalIOError` subclasses or
+    FileNotFoundError.
     """
     p = Path(path)
     name = p.name.lower()

@@ -313,10 +313,12 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
     """Decode a pydicom Dataset (with Pixel Data) into a MedicalImage; ``frame`` selects one frame (0-based).
 
     Shapes: 2D single frame or ``frame`` given -> (H, W) / (H, W, 3); multi-frame -> (F, H, W) / (F, H, W, 3).
-    ``min_side``: the caller needs only this many pixels a side (a model input): a JPEG 2000 greyscale image at
-    least twice as large is decoded at a lower wavelet resolution level instead
-    (:func:`medvit.io.dicom_pixels.decode_j2k_reduced`): pixels (h, w) >= ``min_side`` a side, spacing scaled
-    by the factor, ``meta["ReducedResolutionFactor"]`` = the factor (2, 4, ...); other images are decoded in full.
+    ``min_side``: the caller needs only this many pixels a side (a model input): a greyscale single-frame image at
+    least twice as large is returned reduced by the largest power of two ``f`` that keeps ``min_side``: JPEG 2000
+    decoded at a lower wavelet resolution level (:func:`medvit.io.dicom_pixels.decode_j2k_reduced`), others decoded
+    in full and averaged over f x f blocks (:func:`medvit.io.dicom_pixels.box_reduce`; not with a Pixel Padding
+    Value or a Modality LUT Sequence). Spacing is scaled by f, ``meta["ReducedResolutionFactor"]`` = f and
+    ``meta["ReducedResolutionMethod"]`` says how; Rows/Columns in meta stay the file's.
     """
     g = px.pixel_geometry(ds, path)
     px.check_budget(g, path, pixel_budget, frame)
@@ -328,6 +330,12 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
         g = {**g, "rows": stored.shape[1], "columns": stored.shape[2]}
     else:
         stored, pi = px.decode(ds, path, g, frame)  # (F, H, W[, 3])
+        r = px.reduction_levels(g["rows"], g["columns"], int(min_side)) if min_side else 0
+        if (r and stored.shape[0] == 1 and stored.ndim == 3 and stored.dtype.kind in "ui"
+                and "PixelPaddingValue" not in ds and "ModalityLUTSequence" not in ds):
+            factor = 1 << r  # decoded in full, but needed far smaller: block means (no realignment needed)
+            stored = px.box_reduce(stored, factor)
+            g = {**g, "rows": stored.shape[1], "columns": stored.shape[2]}
     frames = [frame] if frame is not None else list(range(stored.shape[0]))
     color = stored.ndim == 4
     pad = None
@@ -339,7 +347,7 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
     else:
         pad = px.padding_mask(stored, ds, path)
         pixels, vrange = px.modality_lut(stored, ds, path, g, frames[0])
-        if factor > 1:
+        if reduced is not None:
             pixels = px.realign_reduced(pixels, factor)
         b = g["bits_stored"]
     geo = _geometry(ds, g, frames)
@@ -360,6 +368,7 @@ def image_from_dataset(ds: Dataset, path: str | None = None, frame: int | None =
         geo["dy"], geo["dx"] = geo["dy"] * factor, geo["dx"] * factor
         spacing = (geo["dy"], geo["dx"])
         meta["ReducedResolutionFactor"] = factor
+        meta["ReducedResolutionMethod"] = "JPEG 2000 LL band" if reduced is not None else "block mean"
     if frame is not None:
         meta["frame_index"] = frame
     if not color and not single and "WindowCenter" not in ds and ds.get("PerFrameFunctionalGroupsSequence"):

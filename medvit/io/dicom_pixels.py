@@ -495,3 +495,22 @@ def realign_reduced(pixels: np.ndarray, factor: int) -> np.ndarray:
     y[:, :-1, :] = (1 - a) * y[:, :-1, :] + a * y[:, 1:, :]
     y[:, :, :-1] = (1 - a) * y[:, :, :-1] + a * y[:, :, 1:]
     return y
+
+
+def box_reduce(stored: np.ndarray, factor: int) -> np.ndarray:
+    """(1, H, W) integer stored values -> (1, ceil(H/f), ceil(W/f)) float32 means of ``factor`` x ``factor`` blocks.
+
+    Pixel n of the result covers source pixels [f n, f n + f), i.e. the grid of a ``factor``-fold smaller image of
+    the same field (edge rows/columns are replicated to fill the last block). Used for images decoded in full that
+    a reader needs at a much lower resolution: every later step then touches ``factor**2`` fewer pixels.
+    """
+    f = int(factor)
+    a = stored[0]
+    h, w = a.shape
+    ph, pw = -h % f, -w % f
+    if ph or pw:
+        a = np.pad(a, ((0, ph), (0, pw)), mode="edge")
+    acc = a.astype(np.uint32 if a.dtype.kind == "u" and a.dtype.itemsize <= 2 else np.int64)
+    acc = sum(acc[:, k::f] for k in range(f))
+    acc = sum(acc[k::f] for k in range(f))
+    return (acc.astype(np.float32) / np.float32(f * f))[None]

@@ -1,4 +1,4 @@
-"""JPEG 2000 decoded at a lower wavelet resolution level (issue 24: decoding must keep up with the model).
+"""Images read at a reduced resolution for a small model input (issue 24: decoding must keep up with the model).
 
 Tolerance stated: the reduced image is the codestream's LL band, a 2**r-fold antialiased down-sampling, realigned
 onto the pixel grid of an image of the same field; against the full decode box-averaged by 2**r it differs by
@@ -58,13 +58,26 @@ def test_reduced_monochrome1_and_bounds(files):
     assert read_image(f["j2k"], min_side=129).pixels.shape == (256, 256)  # half would be < min_side: full decode
 
 
-def test_uncompressed_and_padded_images_are_decoded_in_full(files, tmp_path):
+def test_uncompressed_images_are_block_averaged(files):
+    f, q = files
+    raw = read_image(f["raw"], min_side=32)  # 256 -> 32: 8 x 8 block means (exact for 12-bit sums)
+    assert raw.pixels.shape == (32, 32) and raw.meta["ReducedResolutionFactor"] == 8
+    assert raw.meta["ReducedResolutionMethod"] == "block mean" and raw.spacing == pytest.approx((4.0, 2.0))
+    np.testing.assert_allclose(raw.pixels, q.astype(np.float64).reshape(32, 8, 32, 8).mean((1, 3)), atol=1e-3)
+    from medvit.io.dicom_pixels import box_reduce
+
+    odd = np.arange(5 * 7, dtype=np.uint16).reshape(1, 5, 7)  # last block filled by the edge row/column
+    got = box_reduce(odd, 2)
+    assert got.shape == (1, 3, 4) and got[0, 0, 0] == (0 + 1 + 7 + 8) / 4 and got[0, 2, 3] == 34
+
+
+def test_padded_images_are_decoded_in_full(files, tmp_path):
     import pydicom
 
-    f, q = files
-    raw = read_image(f["raw"], min_side=32)
-    assert raw.pixels.shape == (256, 256) and "ReducedResolutionFactor" not in raw.meta
-    ds = pydicom.dcmread(f["j2k"])
-    ds.add_new(0x00280120, "US", 0)  # Pixel Padding Value: padding would blur into its neighbours at a lower level
-    ds.save_as(tmp_path / "pad.dcm")
-    assert read_image(tmp_path / "pad.dcm", min_side=32).pixels.shape == (256, 256)
+    f, _ = files
+    for name in ("j2k", "raw"):
+        ds = pydicom.dcmread(f[name])
+        ds.add_new(0x00280120, "US", 0)  # Pixel Padding Value: padding would blur into its neighbours
+        ds.save_as(tmp_path / f"pad_{name}.dcm")
+        img = read_image(tmp_path / f"pad_{name}.dcm", min_side=32)
+        assert img.pixels.shape == (256, 256) and "ReducedResolutionFactor" not in img.meta
