@@ -23,10 +23,14 @@ from medvit.tasks import extract_features as _extract_features  # noqa: F401
 from medvit.tasks import finetune_multilabel as _finetune_multilabel  # noqa: F401
 from medvit.tasks import finetune_segmentation as _finetune_segmentation  # noqa: F401
 from medvit.tasks import frozen_eval as _frozen_eval  # noqa: F401
+from medvit.tasks import look_finetune as _look_finetune  # noqa: F401
+from medvit.tasks import m3i_pretrain as _m3i_pretrain  # noqa: F401
 from medvit.tasks import mae_pretrain as _mae_pretrain  # noqa: F401
 from medvit.tasks import ood_reference as _ood_reference  # noqa: F401
 from medvit.tasks import prompt_tune as _prompt_tune  # noqa: F401
 from medvit.tasks import resizer_probe as _resizer_probe  # noqa: F401
+from medvit.tasks import tov_vicreg as _tov_vicreg  # noqa: F401
+from medvit.tasks import unip_distill as _unip_distill  # noqa: F401
 from medvit.tasks.base import TaskSpec, build_config, register_task, run_task
 
 __all__ = ["TaskSpec", "build_config", "register_task", "run_task"]
