@@ -110,7 +110,7 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
     p = Path(path)
     rel = _rel(p, spec.root)
     try:
-        ds = read_header(p)
+        ds, whole = _open_dataset(p, spec.pixel_budget)
     except Exception as e:
         return Decoded(rel, "error", "header", f"unreadable header ({type(e).__name__}: {_reason(e)})")
     if ds is None:
@@ -137,7 +137,8 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
         return Decoded(rel, "skipped", "select", f"multi-frame image ({frames} frames); the model takes 2D "
                        "single-frame images", header, selection)
     try:
-        image = _read_image(p, spec.pixel_budget, spec.min_side)
+        image = _decode_dataset(ds, p, spec.pixel_budget, spec.min_side) if whole else \
+            _read_image(p, spec.pixel_budget, spec.min_side)
     except Exception as e:
         kind = type(e).__name__
         if kind in ("NoPixelDataError", "NotDicomError"):
@@ -185,6 +186,29 @@ def _reason(e: BaseException) -> str:
     from medvit.io.errors import redact_values
 
     return redact_values(str(getattr(e, "reason", e)))
+
+
+def _open_dataset(p: Path, pixel_budget: int | None) -> tuple[Any, bool]:
+    """(data set, whole): the file parsed once, pixels included, so that decoding does not parse it again; when
+    that fails (a damaged Pixel Data region), the header alone, as before (the image then fails at the decode
+    stage). (None, False) when the file is not DICOM; header errors are raised."""
+    from medvit.io import NotDicomError
+    from medvit.io.dicom import read_dicom_dataset
+
+    try:
+        return read_dicom_dataset(p, pixel_budget), True
+    except NotDicomError:
+        return None, False
+    except (MemoryError, RecursionError, OSError):
+        raise
+    except Exception:
+        return read_header(p), False
+
+
+def _decode_dataset(ds: Any, p: Path, pixel_budget: int | None, min_side: int | None) -> Any:
+    from medvit.io.dicom import decode_dataset
+
+    return decode_dataset(ds, p, None, pixel_budget, min_side)
 
 
 def _read_image(p: Path, pixel_budget: int | None, min_side: int | None = None) -> Any:

@@ -393,8 +393,8 @@ def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | N
         path: the file.
         frame: decode only this frame (0-based); None = all frames.
         pixel_budget: max samples to decode (default :data:`medvit.io.dicom_pixels.DEFAULT_PIXEL_BUDGET`).
-        min_side: pixels a side the caller needs; JPEG 2000 images twice as large or more are decoded at a lower
-            resolution level (see :func:`image_from_dataset`). None = full resolution.
+        min_side: pixels a side the caller needs; greyscale images twice as large or more come reduced by a power
+            of two (JPEG 2000: decoded at a lower wavelet level; see :func:`image_from_dataset`). None = full size.
 
     Raises:
         NotDicomError, NoPixelDataError, UnsupportedTransferSyntaxError, UnsupportedPhotometricError,
@@ -402,7 +402,23 @@ def read_dicom(path: str | Path, frame: int | None = None, pixel_budget: int | N
         FrameIndexError (also an IndexError) for a frame out of range.
     """
     p = str(path)
-    ds = _open(p, stop_before_pixels=False, pixel_budget=pixel_budget)
+    return decode_dataset(read_dicom_dataset(p, pixel_budget), p, frame, pixel_budget, min_side)
+
+
+def read_dicom_dataset(path: str | Path, pixel_budget: int | None = None) -> Dataset:
+    """The whole data set of a DICOM file (Pixel Data over :data:`DEFER_SIZE` bytes read when first used).
+
+    For a reader that inspects the header and then decodes (:func:`decode_dataset`) without parsing the file
+    twice. Raises as :func:`read_dicom_header`.
+    """
+    return _open(path, stop_before_pixels=False, pixel_budget=pixel_budget)
+
+
+def decode_dataset(ds: Dataset, path: str | Path | None = None, frame: int | None = None,
+                   pixel_budget: int | None = None, min_side: int | None = None) -> MedicalImage:
+    """:func:`image_from_dataset` of a data set from :func:`read_dicom_dataset`, any unforeseen failure of a
+    hostile header raised as :class:`CorruptFileError` (errors as :func:`read_dicom`)."""
+    p = None if path is None else str(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
