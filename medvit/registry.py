@@ -45,7 +45,7 @@ PROVIDERS: dict[str, list[str]] = {
     "preset": ["medvit.tasks.presets"],
     "segmentation": ["medvit.models"],
     "schedule": ["medvit.vlm.retina.schedules"],
-    "loss": ["medvit.train.losses", "medvit.train.ssl_losses"],
+    "loss": ["medvit.train.losses", "medvit.train.distill", "medvit.train.ssl_losses"],
 }
 
 

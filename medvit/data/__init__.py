@@ -12,6 +12,7 @@ from medvit.data import (
     benchx_phantom,
     chexpert,
     io_transforms,
+    long_tail,
     nih,
     own,
     phantom_datasets,
@@ -22,5 +23,5 @@ from medvit.data.datasets import build_dataset, dataset_normalization
 from medvit.data.labels import LabelVocabulary, canonical_label
 
 __all__ = ["LabelVocabulary", "benchx", "benchx_phantom", "build_dataset", "canonical_label", "chexpert",
-           "dataset_normalization", "io_transforms", "nih", "own", "phantom_datasets", "phantom_multiwindow",
-           "phantom_volume"]
+           "dataset_normalization", "io_transforms", "long_tail", "nih", "own", "phantom_datasets",
+           "phantom_multiwindow", "phantom_volume"]

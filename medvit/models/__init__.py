@@ -27,10 +27,12 @@ for _size in ("small", "base"):
 
 from medvit.models import channelvit as _channelvit  # noqa: E402,F401  (general-vision families register on import)
 from medvit.models import convit as _convit  # noqa: E402,F401
+from medvit.models import deit as _deit  # noqa: E402,F401
 from medvit.models import evit as _evit  # noqa: E402,F401
 from medvit.models import fmvit as _fmvit  # noqa: E402,F401
 from medvit.models import lgvit as _lgvit  # noqa: E402,F401
 from medvit.models import lookupvit as _lookupvit  # noqa: E402,F401
+from medvit.models import monai_cnn as _monai_cnn  # noqa: E402,F401
 from medvit.models import pretrained as _pretrained  # noqa: E402,F401  (registers weight tags)
 from medvit.models import pruned as _pruned  # noqa: E402,F401
 from medvit.models import segmentation as _segmentation  # noqa: E402,F401  (registers segmentation models)

@@ -22,13 +22,20 @@ from medvit.registry import REGISTRY, did_you_mean
 logger = logging.getLogger(__name__)
 
 
-def register_backbone(name: str, cls: type[nn.Module], description: str = "", **defaults: Any) -> None:
-    """Register ``name`` as ``cls(**defaults)``; ``create_model`` may override any default."""
+def register_backbone(name: str, cls: type[nn.Module], description: str = "", interface: str = "vit",
+                      **defaults: Any) -> None:
+    """Register ``name`` as ``cls(**defaults)``; ``create_model`` may override any default.
+
+    ``interface``: "vit" (the uniform ViT interface of :mod:`medvit.models.vit`: tokens, blocks, attention maps) or
+    "classifier" (only ``forward`` -> logits, ``reset_classifier``, ``in_chans``/``num_classes``; e.g. a MONAI CNN
+    teacher). Kept in the entry's meta (``interface``)."""
+    if interface not in ("vit", "classifier"):
+        raise ValueError(f"backbone {name!r}: interface must be 'vit' or 'classifier', got {interface!r}")
     sig = inspect.signature(cls.__init__)
     bad = [k for k in defaults if k not in sig.parameters]
     if bad:
         raise TypeError(f"backbone {name!r}: {cls.__name__} has no arguments {bad}")
-    REGISTRY.add("backbone", name, cls, defaults=dict(defaults), description=description)
+    REGISTRY.add("backbone", name, cls, defaults=dict(defaults), description=description, interface=interface)
 
 
 def _model_kind(name: str) -> str:

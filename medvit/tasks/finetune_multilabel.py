@@ -24,9 +24,10 @@ import torch
 from medvit.config import option
 from medvit.data.fraction import fraction_subset
 from medvit.eval.metrics import mean_sd
+from medvit.nn.ewa import EWAConfig
 from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
-from medvit.train.losses import LossSpec, loss_step, masked_bce
+from medvit.train.losses import LossSpec, TrainContext, loss_step, masked_bce
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class FinetuneMultilabelConfig:
     train: TrainConfig = option(default_factory=TrainConfig, help="optimisation; train.output_dir is set per seed")
     loss: LossSpec = option(default_factory=LossSpec, help="training loss by registered name (`medvit list loss`), "
                                                            "e.g. {name: masked_bce, args: {pos_weight: [...]}}")
+    ewa: EWAConfig | None = option(None, "Experts Weights Averaging: chosen MLPs trained as a randomly routed MoE "
+                                         "whose experts are averaged after each step, converted back to the plain "
+                                         "backbone before evaluation/saving (null = off)")
     seeds: list[int] = option(default_factory=lambda: [0], help="one full run per seed; results as mean ± sd")
     threshold_rule: str = option("youden", 'per-label operating threshold chosen on validation: "youden", "f1" or '
                                                  '"accuracy" (medvit.eval.thresholds)')
@@ -261,6 +265,7 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     train_ds = build_dataset(cfg.dataset, cfg.train_split, **args)
     label_names = list(train_ds.label_names)
     train_ds = fraction_subset(train_ds, cfg.label_fraction, seed)
+    source_train = train_ds  # before caching wrappers (keeps e.g. the long-tail split's label_counts)
     val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
     test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
     for name, d in ((cfg.train_split, train_ds), (cfg.val_split, val_ds), (cfg.test_split, test_ds)):
@@ -270,18 +275,30 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
                             (cfg.test_split, test_ds, False)], pre_contract, cfg.cache_data, cfg.cache_dir)
     torch.manual_seed(seed)
     model = build_model(cfg, len(label_names))
+    if cfg.ewa is not None:
+        from medvit.nn.ewa import apply_ewa
+
+        moe = apply_ewa(model, cfg.ewa.experts, cfg.ewa.share_rate, cfg.ewa.layers)
+        logger.info("EWA: MLPs of blocks %s trained as %d-expert MoEs", moe, cfg.ewa.experts)
     tcfg = dataclasses.replace(cfg.train, seed=seed, output_dir=str(out))
     dev = torch.device("cuda" if tcfg.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if tcfg.device == "auto" else tcfg.device))
+    step = loss_step(cfg.loss)
+    step.loss.setup(TrainContext(train_set=train_ds, transform=train_tf, train=tcfg, device=dev, multilabel=True,
+                                 output_dir=str(out), source_set=source_train, model=model))
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         logits, y, mask = predict_multilabel(m, val_ds, cfg.eval_batch_size, dev, tcfg.precision)
         res = mean_auroc(y, logits, mask)
         return {"val_mean_auroc": res.mean, "val_loss": float(masked_bce(logits, y, mask))}
 
-    trainer = Trainer(model, tcfg, train_ds, loss_step(cfg.loss), evaluate=evaluate, select_metric="val_mean_auroc",
+    trainer = Trainer(model, tcfg, train_ds, step, evaluate=evaluate, select_metric="val_mean_auroc",
                       transform=train_tf)
     result = trainer.fit()
+    if cfg.ewa is not None:
+        from medvit.nn.ewa import convert_ewa
+
+        convert_ewa(model)  # the averaged experts: the plain registered backbone is evaluated and saved
     summary: dict[str, Any] = {"seed": seed, "n_train": len(train_ds), "n_val": len(val_ds),
                                "steps": result.steps, "train_samples_per_s": result.samples_per_s,
                                "best": result.best, "final_loss": result.losses[-1] if result.losses else None}

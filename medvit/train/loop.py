@@ -120,7 +120,8 @@ class Trainer:
         self.sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, cfg.seed, self.dist.rank,
                                              self.dist.world_size)
         self.loader = DataLoader(
-            SeededTransformDataset(train_set, transform), batch_sampler=self.sampler, num_workers=cfg.num_workers,
+            SeededTransformDataset(train_set, transform, getattr(step_fn, "seed_key", None)),
+            batch_sampler=self.sampler, num_workers=cfg.num_workers,
             collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed),
             persistent_workers=False, pin_memory=self.device.type == "cuda",
         )

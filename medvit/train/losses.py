@@ -27,7 +27,7 @@ from torch import nn
 from medvit.config import option
 from medvit.registry import REGISTRY, did_you_mean
 
-Example = Callable[[torch.Generator], tuple[Any, dict[str, Any]]]
+Example = Callable[[torch.Generator], tuple[Any, ...]]
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -41,6 +41,21 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     return (loss * m).sum() / m.sum().clamp(min=1.0)
 
 
+@dataclass
+class TrainContext:
+    """What :meth:`Loss.setup` sees: the training set as the loop indexes it, the per-sample train transform
+    (``transform(item, generator) -> item``), the training config, the device, and the task's label kind."""
+
+    train_set: Any
+    transform: Any = None
+    train: Any = None  # medvit.train.TrainConfig
+    device: Any = "cpu"
+    multilabel: bool = True
+    output_dir: str = ""
+    source_set: Any = None  # the training set before caching wrappers (label tables such as label_counts())
+    model: Any = None  # the model being trained (a loss may switch a training output on, e.g. DeiT's (cls, dist))
+
+
 class Loss(nn.Module):
     """Base of registered losses: ``forward(output, batch) -> scalar | {"loss": scalar, ...}``.
 
@@ -50,6 +65,17 @@ class Loss(nn.Module):
     """
 
     inputs: tuple[str, ...] = ()
+    #: batch key the loop fills with each sample's augmentation seed (:mod:`medvit.train.sampler`); None = none
+    seed_key: str | None = None
+
+    def setup(self, ctx: TrainContext) -> None:
+        """Called by a task once before training with what the loss may need from the run (class counts for
+        long-tail weights, a teacher pass over the training set). Default: nothing."""
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Batch-level augmentation before the model sees ``batch`` (e.g. Mixup/CutMix). Default: unchanged.
+        Random draws use torch's global generator, which the loop seeds per run and restores on resume."""
+        return batch
 
     def require(self, batch: dict[str, Any]) -> None:
         """Raise ``KeyError`` naming the loss and the batch keys it needs but the batch lacks."""
@@ -61,8 +87,9 @@ class Loss(nn.Module):
 def register_loss(name: str, *, example: Example, description: str = "") -> Callable[[type], type]:
     """Decorator registering a :class:`Loss` subclass as ``loss`` ``name``.
 
-    ``example(generator) -> (output, batch)`` builds a small valid input (the registry-driven test sets
-    ``requires_grad`` on the floating tensors of ``output`` and checks a finite loss with gradients).
+    ``example(generator) -> (output, batch)`` or ``(output, batch, args)`` builds a small valid input (and the
+    constructor arguments it needs); the registry-driven test sets ``requires_grad`` on the floating tensors of
+    ``output`` and checks a finite loss with gradients.
     """
 
     def deco(cls: type) -> type:
@@ -132,9 +159,11 @@ class LossStep(nn.Module):
     def __init__(self, loss: Loss, input_key: str = "image"):
         super().__init__()
         self.loss, self.input_key = loss, input_key
+        self.seed_key = loss.seed_key  # read by the loop: put each sample's augmentation seed into the batch
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
         self.loss.require(batch)
+        batch = self.loss.prepare(batch)
         return self.loss(model(batch[self.input_key]), batch)
 
 

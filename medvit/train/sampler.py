@@ -69,10 +69,11 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 class SeededTransformDataset(Dataset):
-    """Wraps a dataset so ``ds[(index, seed)]`` returns ``transform(base[index], Generator(seed))``."""
+    """Wraps a dataset so ``ds[(index, seed)]`` returns ``transform(base[index], Generator(seed))``; with
+    ``seed_key`` the item also carries the seed under that key (a loss that looks records up by it, TinyViT)."""
 
-    def __init__(self, base: Dataset, transform: Transform | None = None):
-        self.base, self.transform = base, transform
+    def __init__(self, base: Dataset, transform: Transform | None = None, seed_key: str | None = None):
+        self.base, self.transform, self.seed_key = base, transform, seed_key
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -82,4 +83,6 @@ class SeededTransformDataset(Dataset):
         item = self.base[idx]
         if self.transform is not None:
             item = self.transform(item, torch.Generator().manual_seed(seed))
+        if self.seed_key:
+            item = {**item, self.seed_key: seed}
         return item

@@ -37,9 +37,10 @@ def _with_grad(out):
 def test_every_registered_loss_forward_backward(name):
     entry = REGISTRY.entry("loss", name)
     assert callable(entry.meta.get("example")), f"loss {name} registered without an example"
-    output, batch = entry.meta["example"](torch.Generator().manual_seed(0))
+    output, batch, *args = entry.meta["example"](torch.Generator().manual_seed(0))
     output = _with_grad(output)
-    loss_fn = build_loss(name)
+    loss_fn = build_loss({"name": name, "args": args[0] if args else {}})
+    batch = loss_fn.prepare(batch)
     res = loss_fn(output, batch)
     loss = res if isinstance(res, torch.Tensor) else res["loss"]
     assert loss.dim() == 0 and torch.isfinite(loss), name

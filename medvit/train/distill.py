@@ -1,0 +1,313 @@
+"""Distillation losses (registry kind ``loss``): TinyViT sparse-logit soft cross-entropy and DeiT-LT.
+
+- ``tinyvit_kd``: Wu et al., "TinyViT: Fast Pretraining Distillation for Small Vision Transformers", ECCV 2022,
+  §3.2: the teacher's top-K probabilities, stored once per (epoch, image) by :mod:`medvit.train.logit_store`,
+  rebuilt into a dense distribution and used as the soft target; no teacher forward during the student run.
+- ``deit_lt``: Rangwani et al., "DeiT-LT: Distillation Strikes Back for Vision Transformer Training on Long-Tailed
+  Datasets", CVPR 2024, §3-4: ``L = (1-α)·CE(cls, y) + α·CE_w(dist, argmax teacher(x̃))`` on out-of-distribution
+  (Mixup/CutMix) images x̃ labelled by a CNN teacher, with class-balanced weights from the effective number of
+  samples (Cui et al., CVPR 2019, eq. 4) switched on late in training (deferred re-weighting, DRW).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medvit.train.logit_store import LogitStore, dense_from_topk, save_teacher_logits
+from medvit.train.losses import Loss, TrainContext, logits_of, register_loss
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------- TinyViT
+def soft_target_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample soft-target cross-entropy ``-Σ_c p_c log softmax(z)_c``: (B, C), (B, C) -> (B,)."""
+    return -(target * F.log_softmax(logits.float(), -1)).sum(-1)
+
+
+def _load_teacher(teacher: str | nn.Module) -> nn.Module:
+    if isinstance(teacher, nn.Module):
+        return teacher
+    from medvit.models import load_model
+
+    p = Path(teacher)
+    if not p.exists():
+        raise FileNotFoundError(f"teacher checkpoint {p} does not exist (a medvit checkpoint directory)")
+    return load_model(p)
+
+
+def _example_tinyvit(g: torch.Generator) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    import tempfile
+
+    from medvit.train.logit_store import StoreMeta
+    from medvit.train.sampler import sample_seed
+
+    root = tempfile.mkdtemp(prefix="medvit-logits-")
+    store = LogitStore.create(root, StoreMeta(k=3, num_classes=6, n=4, epochs=1, seed=0))
+    seeds = [sample_seed(0, 0, i) for i in range(4)]
+    idx, val = torch.stack([torch.randperm(6, generator=g)[:3] for _ in range(4)]), torch.full((4, 3), 0.25)
+    store.write(torch.arange(4).numpy(), torch.tensor(seeds).numpy(), idx, val)
+    store.flush()
+    return torch.randn(4, 6, generator=g), {"aug_seed": torch.tensor(seeds)}, {"store": root}
+
+
+@register_loss("tinyvit_kd", example=_example_tinyvit,
+               description="TinyViT sparse-logit soft cross-entropy from a stored top-K teacher (replayed seeds)")
+class TinyViTDistill(Loss):
+    """TinyViT fast-distillation loss from a sparse teacher-logit store.
+
+    Args:
+        store: store folder (:mod:`medvit.train.logit_store`); ``{seed}`` in it is replaced by the run's seed.
+        teacher: medvit checkpoint directory; when ``store`` holds no store yet, :meth:`setup` runs this teacher
+            once over the training set with the run's transform and seed and writes it ("" = the store must exist).
+        k: top-K kept per record (paper: 10; 4 + 4K bytes per record).
+        probs: "softmax" (single-label, the paper: dense target = stored values, the rest ``(1-Σv)/(C-K)``) or
+            "sigmoid" (multi-label: per-label probabilities, soft-target BCE; unstored labels 0).
+        epochs: epochs the teacher pass covers (0 = enough for the run's schedule).
+        gt_weight: weight of the ground-truth loss added to the distillation (0 = TinyViT: labels unused).
+        batch_size: teacher-pass batch size.
+    Model output (B, C) logits; batch ``aug_seed`` (B,) (filled by the loop), ``label`` when ``gt_weight`` > 0.
+    Records of images that failed in the teacher pass (index -1) are left out of the mean.
+    """
+
+    inputs = ("aug_seed",)
+    seed_key = "aug_seed"
+
+    def __init__(self, store: str, teacher: str = "", k: int = 10, probs: str = "softmax", epochs: int = 0,
+                 gt_weight: float = 0.0, batch_size: int = 64):
+        super().__init__()
+        if probs not in ("softmax", "sigmoid"):
+            raise ValueError(f"probs must be 'softmax' or 'sigmoid', got {probs!r}")
+        if k < 1 or epochs < 0 or batch_size < 1 or not 0.0 <= gt_weight <= 1.0:
+            raise ValueError("k and batch_size must be >= 1, epochs >= 0, gt_weight in [0, 1]")
+        self.store_template = str(store)
+        self.store_dir, self.teacher, self.k, self.probs = str(store), teacher, int(k), probs
+        self.epochs, self.gt_weight, self.batch_size = int(epochs), float(gt_weight), int(batch_size)
+        self._store: LogitStore | None = None
+
+    @property
+    def store(self) -> LogitStore:
+        if self._store is None:
+            self._store = LogitStore.open(self.store_dir)
+            if self._store.meta.probs != self.probs:
+                raise ValueError(f"{self.store_dir} holds {self._store.meta.probs} probabilities, the loss was "
+                                 f"configured with probs={self.probs!r}")
+        return self._store
+
+    def setup(self, ctx: TrainContext) -> None:
+        """Run the teacher pass when the store does not exist yet (and check an existing one fits the run)."""
+        from medvit.train.logit_store import META_NAME
+
+        seed = int(getattr(ctx.train, "seed", 0))
+        n = len(ctx.train_set)
+        if "{seed}" in self.store_template:  # one store per run seed (multi-seed tasks)
+            self.store_dir, self._store = self.store_template.format(seed=seed), None
+        if not (Path(self.store_dir) / META_NAME).is_file():
+            if not self.teacher:
+                raise FileNotFoundError(f"loss.args.store: {self.store_dir} holds no teacher-logit store; give "
+                                        "loss.args.teacher (a medvit checkpoint) to write it")
+            epochs = self.epochs or _epochs_needed(ctx.train, n)
+            logger.info("tinyvit_kd: teacher pass over %d images x %d epochs -> %s", n, epochs, self.store_dir)
+            save_teacher_logits(_load_teacher(self.teacher), ctx.train_set, ctx.transform, self.store_dir, k=self.k,
+                                epochs=epochs, seed=seed, probs=self.probs, device=ctx.device,
+                                batch_size=self.batch_size, teacher_name=str(self.teacher))
+        m = self.store.meta
+        if m.n != n or m.seed != seed:
+            raise ValueError(f"{self.store_dir}: written for {m.n} images with train.seed={m.seed}; this run has "
+                             f"{n} images, seed {seed} (one store per training set and seed)")
+
+    def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
+        logits = logits_of(output).float()
+        _, idx, val = self.store.lookup(batch["aug_seed"].cpu())
+        c = logits.shape[-1]
+        if c != self.store.meta.num_classes:
+            raise ValueError(f"{self.store_dir}: teacher has {self.store.meta.num_classes} outputs, the student "
+                             f"{c}")
+        target = dense_from_topk(idx, val, c, self.probs).to(logits.device)
+        valid = (idx[:, 0] >= 0).to(logits.device).float()
+        if self.probs == "softmax":
+            per = soft_target_ce(logits, target)
+        else:
+            per = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
+        kd = (per * valid).sum() / valid.sum().clamp(min=1.0)
+        if self.gt_weight == 0:
+            return kd
+        if "label" not in batch:
+            raise KeyError("tinyvit_kd with gt_weight > 0 needs batch key 'label'")
+        y = batch["label"]
+        if self.probs == "softmax":
+            gt = F.cross_entropy(logits, y.long())
+        else:
+            m = batch.get("label_mask", torch.ones_like(y, dtype=torch.bool)).float()
+            gt = (F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none") * m).sum() / m.sum().clamp(
+                min=1.0)
+        return {"loss": (1 - self.gt_weight) * kd + self.gt_weight * gt, "loss_kd": kd.detach(),
+                "loss_gt": gt.detach()}
+
+
+def _epochs_needed(train: Any, n: int) -> int:
+    """Epochs a run's schedule touches (per :class:`medvit.train.Trainer`'s step count), at least 1."""
+    if train is None:
+        return 1
+    per_epoch = max(1, n // train.batch_size)
+    steps = train.steps or math.ceil(train.epochs * per_epoch / train.accum_steps)
+    return max(1, math.ceil(steps * train.accum_steps / per_epoch))
+
+
+# ---------------------------------------------------------------------------------------------------- DeiT-LT
+def effective_number_weights(counts: Any, beta: float = 0.9999) -> torch.Tensor:
+    """Class-balanced weights ``w_c ∝ (1-β)/(1-β^{n_c})`` normalised to ``Σ w = C`` (Cui et al. 2019, eq. 4; the
+    DRW weights of DeiT-LT). counts: (C,) samples (positives) per class; a class with 0 samples counts as 1."""
+    n = torch.as_tensor(counts, dtype=torch.float64).clamp(min=1.0)
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n)) if beta > 0 else torch.ones_like(n)
+    return (w / w.sum() * len(n)).float()
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix: float,
+              multilabel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with the batch reversed as partner (timm's
+    ``Mixup`` rule; CutMix or Mixup chosen with probability 1/2 when both are on). x (B, C, H, W), y (B,) class
+    indices or (B, K) multi-hot -> mixed x, soft targets (B, K). λ ~ Beta(α, α) from torch's global generator."""
+    yt = y.float() if multilabel else F.one_hot(y.long(), num_classes).float()
+    use_cut = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
+    alpha = cutmix if use_cut else mixup
+    if alpha <= 0:
+        return x, yt
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    if use_cut:
+        h, w = x.shape[-2:]
+        rh, rw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(torch.randint(0, h, ())), int(torch.randint(0, w, ()))
+        y0, y1 = max(cy - rh // 2, 0), min(cy + rh // 2, h)
+        x0, x1 = max(cx - rw // 2, 0), min(cx + rw // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = lam * x + (1 - lam) * x.flip(0)
+    return x, lam * yt + (1 - lam) * yt.flip(0)
+
+
+def _example_deit_lt(g: torch.Generator) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(1 * 8 * 8, 3))
+    x = torch.randn(4, 1, 8, 8, generator=g)
+    y = (torch.rand(4, 3, generator=g) > 0.5).float()
+    out = (torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g))
+    return out, {"image": x, "label": y, "label_mask": torch.ones(4, 3, dtype=torch.bool)}, {
+        "teacher": teacher, "class_counts": [100, 10, 1], "mixup": 0.0, "cutmix": 0.0}
+
+
+@register_loss("deit_lt", example=_example_deit_lt,
+               description="DeiT-LT: CE on the CLS head + class-weighted hard distillation of a CNN teacher on "
+                           "Mixup/CutMix images through the DIST head (effective-number DRW weights)")
+class DeiTLTLoss(Loss):
+    """DeiT-LT distillation loss for a model returning ``(cls_logits, dist_logits)`` (a distilled ViT such as
+    ``deit_tiny_distilled_patch16_224`` in training mode).
+
+    ``L = (1-α)·L_cls + α·L_dist`` where, single-label (the paper): ``L_cls = CE(cls, ỹ)`` with the mixed targets
+    and ``L_dist = CE(dist, argmax t(x̃); weight=w)`` (weighted mean, ``F.cross_entropy``); multi-label (medvit's
+    extension for findings): ``L_cls`` = masked BCE on ỹ and ``L_dist`` = BCE against the teacher's hard labels
+    ``σ(t(x̃)) > 0.5`` with ``w_c`` weighting label c's positive term. ``w`` = :func:`effective_number_weights`
+    of the training set's class (positive) counts, all ones before ``drw_start`` × total steps.
+
+    Args:
+        teacher: medvit checkpoint directory of the (CNN) teacher, e.g. a ``monai_cnn`` fine-tuned on the same data
+            (or an ``nn.Module``); frozen, evaluated on the same augmented batch as the student.
+        alpha: distillation weight α (paper 0.5).
+        beta: effective-number β (paper 0.9999).
+        drw_start: fraction of the run after which class weights switch on (paper 1100/1200 epochs ≈ 0.92; 0 = from
+            the start).
+        mixup, cutmix: Beta(α, α) parameters of the out-of-distribution batch augmentation (paper 0.8, 1.0; 0 = off).
+        class_counts: per-class training counts; None = counted from the training set in :meth:`setup`.
+    """
+
+    inputs = ("image", "label")
+
+    def __init__(self, teacher: Any, alpha: float = 0.5, beta: float = 0.9999, drw_start: float = 0.0,
+                 mixup: float = 0.8, cutmix: float = 1.0, class_counts: list[int] | None = None):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0 or not 0.0 <= drw_start <= 1.0 or mixup < 0 or cutmix < 0:
+            raise ValueError("alpha and drw_start must be in [0, 1], mixup/cutmix >= 0")
+        self.teacher = _load_teacher(teacher).eval().requires_grad_(False)
+        self.alpha, self.beta, self.drw_start = float(alpha), float(beta), float(drw_start)
+        self.mixup, self.cutmix = float(mixup), float(cutmix)
+        self.register_buffer("weights", None if class_counts is None else effective_number_weights(class_counts, beta))
+        self.weights_on = drw_start == 0.0
+
+    def train(self, mode: bool = True) -> DeiTLTLoss:  # the teacher stays in eval mode
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def setup(self, ctx: TrainContext) -> None:
+        switch = getattr(ctx.model, "set_distilled_training", None)
+        if callable(switch):
+            switch(True)
+        if self.weights is None:
+            counts = class_counts(ctx.source_set if ctx.source_set is not None else ctx.train_set, ctx.multilabel)
+            self.weights = effective_number_weights(counts, self.beta).to(ctx.device)
+            logger.info("deit_lt: class counts %s -> weights %s", counts, [round(float(w), 3) for w in self.weights])
+
+    def on_train_step(self, step: int, total_steps: int) -> None:
+        self.weights_on = step >= self.drw_start * total_steps
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        y = batch["label"]
+        multilabel = y.dim() == 2
+        k = y.shape[-1] if multilabel else self._num_classes()
+        x, soft = mix_batch(batch["image"], y, k, self.mixup, self.cutmix, multilabel)
+        return {**batch, "image": x, "soft_label": soft}
+
+    def _num_classes(self) -> int:
+        if self.weights is None:
+            raise ValueError("deit_lt: class counts unknown (give loss.args.class_counts or run setup)")
+        return int(self.weights.numel())
+
+    def forward(self, output: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if not (isinstance(output, (tuple, list)) and len(output) == 2):
+            raise TypeError("deit_lt needs a model returning (cls_logits, dist_logits) in training, e.g. backbone "
+                            "deit_tiny_distilled_patch16_224 with global_pool='token' (setup() switches its "
+                            "distilled_training on; or backbone_args.distilled_training: true)")
+        cls, dist = output[0].float(), output[1].float()
+        y = batch["label"]
+        multilabel = y.dim() == 2
+        soft = batch.get("soft_label")
+        if soft is None:
+            soft = y.float() if multilabel else F.one_hot(y.long(), cls.shape[-1]).float()
+        with torch.no_grad():
+            t = logits_of(self.teacher(batch["image"])).float()
+        w = self.weights if (self.weights_on and self.weights is not None) else None
+        if w is not None and w.numel() != cls.shape[-1]:
+            raise ValueError(f"deit_lt: {w.numel()} class weights for {cls.shape[-1]} outputs")
+        if multilabel:
+            m = batch.get("label_mask", torch.ones_like(y, dtype=torch.bool)).float()
+            l_cls = (F.binary_cross_entropy_with_logits(cls, soft, reduction="none") * m).sum() / m.sum().clamp(
+                min=1.0)
+            hard = (torch.sigmoid(t) > 0.5).float()
+            l_dist = F.binary_cross_entropy_with_logits(dist, hard, pos_weight=w)
+        else:
+            l_cls = soft_target_ce(cls, soft).mean()
+            l_dist = F.cross_entropy(dist, t.argmax(-1), weight=w)
+        loss = (1 - self.alpha) * l_cls + self.alpha * l_dist
+        return {"loss": loss, "loss_cls": l_cls.detach(), "loss_dist": l_dist.detach()}
+
+
+def class_counts(ds: Any, multilabel: bool) -> list[int]:
+    """Samples per class (single-label) or positives per label (multi-label) of a dataset: its ``label_counts()``
+    when it has one (e.g. the long-tailed phantom split), else counted over its items' ``label``."""
+    if callable(getattr(ds, "label_counts", None)):
+        return [int(c) for c in ds.label_counts()]
+    ys = [ds[i]["label"] for i in range(len(ds))]
+    if multilabel:
+        return [int(c) for c in torch.stack([torch.as_tensor(y).float() for y in ys]).sum(0).tolist()]
+    k = int(max(int(y) for y in ys)) + 1
+    return torch.bincount(torch.tensor([int(y) for y in ys]), minlength=k).tolist()

@@ -1,0 +1,251 @@
+"""TinyViT's sparse teacher-logit store (Wu et al., ECCV 2022, §3.2 "fast pretraining distillation").
+
+The teacher runs once over the training set, for each (epoch, image) on the image augmented exactly as the
+student will see it; only its top-K probabilities are kept. One record per (epoch, image) in a memory-mapped file
+``logits.bin``, packed without padding: augmentation seed int32 ‖ K class indices int16 ‖ K probabilities fp16,
+4 + 4K bytes (44 at K = 10, the paper's setting); ``meta.json`` beside it records K, the class count, the run
+seed, image count, epochs, probability kind and the teacher.
+
+Seed replay: medvit's training loop already gives every (epoch, image) its own augmentation seed
+(:func:`medvit.train.sampler.sample_seed`) and applies the train transform with ``Generator(seed)``. The teacher
+pass applies the same transform with the same 63-bit seeds; the record keeps their low 31 bits. During the
+student run the loop hands each sample's seed to the loss (``batch["aug_seed"]``), the record is found by that
+seed and its stored seed is checked against it, so the student's augmentation is the teacher's, bit for bit
+(tested), without storing any image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medvit.train.sampler import sample_seed
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "medvit-logit-store/1"
+DATA_NAME = "logits.bin"
+META_NAME = "meta.json"
+SEED_MASK = 0x7FFFFFFF  # the stored augmentation seed: the loop's 63-bit seed, low 31 bits (int32, non-negative)
+
+
+def record_dtype(k: int) -> np.dtype:
+    """Packed record (no padding): ``seed`` int32, ``index`` int16[K], ``value`` float16[K] -> 4 + 4K bytes."""
+    if not 1 <= k <= 32767:
+        raise ValueError(f"top-K must be in [1, 32767], got {k}")
+    return np.dtype([("seed", "<i4"), ("index", "<i2", (k,)), ("value", "<f2", (k,))], align=False)
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What ``meta.json`` holds. ``probs``: ``"softmax"`` (single-label, the paper) or ``"sigmoid"`` (multi-label:
+    per-label probabilities, top-K labels kept)."""
+
+    k: int
+    num_classes: int
+    n: int  # images per epoch (the training set the loop indexes)
+    epochs: int
+    seed: int  # the training run's seed (TrainConfig.seed): the augmentation seeds derive from it
+    probs: str = "softmax"
+    teacher: str = ""
+    transform: str = ""  # free-text description of the train transform (checked on open when given)
+    failed: tuple[int, ...] = ()  # record rows whose image could not be read / augmented (index -1, ignored)
+
+    def to_json(self) -> str:
+        d = {"format": FORMAT, **self.__dict__, "failed": list(self.failed)}
+        return json.dumps(d, indent=2)
+
+
+class LogitStore:
+    """Read (and fill) a store folder. ``records`` is the ``np.memmap`` of shape ``(epochs * n,)``; row
+    ``epoch * n + index``."""
+
+    def __init__(self, root: str | Path, meta: StoreMeta, mode: str = "r"):
+        self.root, self.meta = Path(root), meta
+        self.dtype = record_dtype(meta.k)
+        rows = meta.epochs * meta.n
+        f = self.root / DATA_NAME
+        if mode == "r":
+            want = rows * self.dtype.itemsize
+            if not f.is_file() or f.stat().st_size != want:
+                have = f.stat().st_size if f.is_file() else "missing"
+                raise ValueError(f"{f}: expected {want} bytes ({rows} records of {self.dtype.itemsize}), got {have}")
+        self.records = np.memmap(f, dtype=self.dtype, mode=mode, shape=(rows,))
+        self._row_of_seed: dict[int, int] | None = None
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def create(cls, root: str | Path, meta: StoreMeta) -> LogitStore:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        if meta.probs not in ("softmax", "sigmoid"):
+            raise ValueError(f"probs must be 'softmax' or 'sigmoid', got {meta.probs!r}")
+        if not 1 <= meta.k <= meta.num_classes:
+            raise ValueError(f"top-K {meta.k} must be in [1, num_classes={meta.num_classes}]")
+        if meta.n < 1 or meta.epochs < 1:
+            raise ValueError(f"a store needs n >= 1 images and epochs >= 1, got n={meta.n}, epochs={meta.epochs}")
+        (root / META_NAME).write_text(meta.to_json())
+        return cls(root, meta, mode="w+")
+
+    @classmethod
+    def open(cls, root: str | Path) -> LogitStore:
+        """Open a store folder read-only; ValueError naming the file when it is not a complete store."""
+        root = Path(root)
+        mf = root / META_NAME
+        if not mf.is_file():
+            raise FileNotFoundError(f"{mf} not found: is {root} a teacher-logit store (tinyvit_kd teacher pass)?")
+        try:
+            d = json.loads(mf.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{mf}: not JSON ({e})") from e
+        if d.pop("format", None) != FORMAT:
+            raise ValueError(f"{mf}: not a {FORMAT} file")
+        try:
+            meta = StoreMeta(**{**d, "failed": tuple(d.get("failed", ()))})
+        except TypeError as e:
+            raise ValueError(f"{mf}: {e}") from e
+        return cls(root, meta, mode="r")
+
+    def write_meta(self, meta: StoreMeta) -> None:
+        self.meta = meta
+        (self.root / META_NAME).write_text(meta.to_json())
+
+    # ------------------------------------------------------------------ records
+    def write(self, rows: np.ndarray, seeds: np.ndarray, index: torch.Tensor, value: torch.Tensor) -> None:
+        """Write records ``rows``: seeds (B,) int, top-K class indices (B, K), probabilities (B, K)."""
+        r = self.records
+        r["seed"][rows] = (np.asarray(seeds, dtype=np.int64) & SEED_MASK).astype(np.int32)
+        r["index"][rows] = index.detach().cpu().numpy().astype(np.int16)
+        r["value"][rows] = value.detach().float().cpu().numpy().astype(np.float16)
+
+    def flush(self) -> None:
+        self.records.flush()
+
+    def row_of_seed(self, seed: int) -> int:
+        """Record row of the loop's augmentation seed ``seed`` (epochs past the stored ones wrap around)."""
+        if self._row_of_seed is None:
+            m, table = self.meta, {}
+            for e in range(m.epochs):
+                for i in range(m.n):
+                    table[sample_seed(m.seed, e, i)] = e * m.n + i
+            self._row_of_seed = table
+        row = self._row_of_seed.get(int(seed))
+        if row is None:
+            raise KeyError(f"{self.root}: no record for augmentation seed {seed}: the student run must use the "
+                           f"store's training set ({self.meta.n} images), train.seed={self.meta.seed} and at most "
+                           f"{self.meta.epochs} epochs (rerun the teacher pass with more epochs)")
+        return row
+
+    def lookup(self, aug_seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Records of a batch by the loop's seeds (B,) -> (stored seed (B,) int64, index (B, K) long, value (B, K)
+        float32). ValueError when a stored seed differs from the seed the loop augmented with."""
+        seeds = [int(s) for s in aug_seeds.reshape(-1).tolist()]
+        rows = np.array([self.row_of_seed(s) for s in seeds], dtype=np.int64)
+        rec = self.records[rows]
+        stored = torch.from_numpy(rec["seed"].astype(np.int64))
+        want = torch.tensor([s & SEED_MASK for s in seeds], dtype=torch.int64)
+        if not torch.equal(stored, want):
+            bad = int(rows[(stored != want).nonzero()[0, 0]])
+            raise ValueError(f"{self.root / DATA_NAME}: record {bad} holds seed {int(stored[0])}, the loop augmented "
+                             "with another: the store was written for a different run")
+        return (stored, torch.from_numpy(rec["index"].astype(np.int64)),
+                torch.from_numpy(rec["value"].astype(np.float32)))
+
+
+def topk_probs(logits: torch.Tensor, k: int, probs: str = "softmax") -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher logits (B, C) -> (top-K class indices (B, K) long, their probabilities (B, K) float32), by
+    decreasing probability; ``probs`` "softmax" (single-label) or "sigmoid" (per-label, multi-label)."""
+    p = torch.softmax(logits.float(), -1) if probs == "softmax" else torch.sigmoid(logits.float())
+    val, idx = p.topk(k, dim=-1)
+    return idx, val
+
+
+@torch.no_grad()
+def save_teacher_logits(teacher: nn.Module, train_set: Any, transform: Any, out_dir: str | Path, *, k: int,
+                        epochs: int, seed: int, probs: str = "softmax", batch_size: int = 64,
+                        device: str | torch.device = "cpu", teacher_name: str = "",
+                        transform_desc: str = "") -> LogitStore:
+    """Run ``teacher`` once per (epoch, image) of ``train_set`` on ``transform(item, Generator(s))`` with ``s`` the
+    loop's augmentation seed (:func:`medvit.train.sampler.sample_seed` of ``seed``), keep the top-``k``
+    probabilities. Items that fail to load or augment are logged, left as index -1 records (the loss ignores
+    them) and listed in ``meta.json`` ``failed``; the pass goes on. Returns the store (read-only)."""
+    from medvit.train.sampler import SeededTransformDataset
+
+    teacher = teacher.to(device).eval()
+    n = len(train_set)
+    data = SeededTransformDataset(train_set, transform)
+    store: LogitStore | None = None
+    num_classes: int | None = None
+    failed: list[int] = []
+    for e in range(epochs):
+        pending: list[tuple[int, int, torch.Tensor]] = []
+
+        def flush_batch(pending: list[tuple[int, int, torch.Tensor]]) -> None:
+            nonlocal store, num_classes
+            x = torch.stack([p[2] for p in pending]).to(device)
+            out = teacher(x)
+            logits = out if isinstance(out, torch.Tensor) else torch.stack([o.float() for o in out]).mean(0)
+            if store is None:
+                num_classes = int(logits.shape[-1])
+                store = LogitStore.create(out_dir, StoreMeta(k, num_classes, n, epochs, seed, probs, teacher_name,
+                                                             transform_desc))
+                store.records["index"][:] = -1
+            idx, val = topk_probs(logits, k, probs)
+            store.write(np.array([p[0] for p in pending]), np.array([p[1] for p in pending]), idx, val)
+
+        for i in range(n):
+            s = sample_seed(seed, e, i)
+            try:
+                x = data[(i, s)]["image"]
+            except Exception as err:  # noqa: BLE001 - a bad image must not end the pass; it is reported
+                logger.warning("teacher pass: epoch %d image %d skipped: %s", e, i, err)
+                failed.append(e * n + i)
+                continue
+            pending.append((e * n + i, s, x))
+            if len(pending) == batch_size:
+                flush_batch(pending)
+                pending = []
+        if pending:
+            flush_batch(pending)
+        logger.info("teacher pass: epoch %d/%d done", e + 1, epochs)
+    if store is None:
+        raise ValueError(f"teacher pass: no image of the {n} could be read")
+    for row in failed:
+        store.records["seed"][row] = sample_seed(seed, row // n, row % n) & SEED_MASK
+    store.flush()
+    store.write_meta(StoreMeta(k, int(num_classes or 0), n, epochs, seed, probs, teacher_name, transform_desc,
+                               tuple(failed)))
+    del store
+    if failed:
+        logger.warning("teacher pass: %d of %d records failed (listed in %s)", len(failed), n * epochs,
+                       Path(out_dir) / META_NAME)
+    return LogitStore.open(out_dir)
+
+
+def dense_from_topk(index: torch.Tensor, value: torch.Tensor, num_classes: int,
+                    probs: str = "softmax") -> torch.Tensor:
+    """Rebuild the teacher distribution from top-K records: (B, K) indices, (B, K) probabilities -> (B, C).
+
+    softmax (TinyViT): the K stored classes take their values, every other class ``(1 - Σv) / (C - K)`` (clamped
+    at 0), so each row sums to 1 (up to fp16 rounding of the values). sigmoid: stored labels take their values,
+    the others 0 (the teacher ranked them lowest). Records with index -1 (failed images) give an all-zero row.
+    """
+    b, k = index.shape
+    valid = (index >= 0).all(-1, keepdim=True)
+    idx = index.clamp(min=0)
+    if probs == "softmax":
+        rest = (1.0 - value.sum(-1, keepdim=True)).clamp(min=0.0) / max(num_classes - k, 1)
+        dense = rest.expand(b, num_classes).clone() if num_classes > k else value.new_zeros(b, num_classes)
+    elif probs == "sigmoid":
+        dense = value.new_zeros(b, num_classes)
+    else:
+        raise ValueError(f"probs must be 'softmax' or 'sigmoid', got {probs!r}")
+    dense.scatter_(1, idx, value)
+    return dense * valid

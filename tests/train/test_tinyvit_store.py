@@ -1,0 +1,133 @@
+"""TinyViT sparse-logit store: record size, exact top-K round trip, seed replay bit-exact, loss vs hand-computed,
+and a student trained from the store through the loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medvit.train.distill import TinyViTDistill, soft_target_ce
+from medvit.train.logit_store import LogitStore, dense_from_topk, record_dtype, save_teacher_logits, topk_probs
+from medvit.train.losses import TrainContext, loss_step
+from medvit.train.sampler import sample_seed
+
+
+def test_record_is_4_plus_4k_bytes():
+    assert record_dtype(10).itemsize == 44
+    assert record_dtype(5).itemsize == 24
+
+
+class _Data(torch.utils.data.Dataset):
+    def __init__(self, n=12):
+        g = torch.Generator().manual_seed(3)
+        self.x = torch.rand(n, 1, 12, 12, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "label": torch.tensor(i % 5)}
+
+
+def _aug(item, g):  # random crop-and-noise: any draw from g shows up in the output
+    x = item["image"]
+    dy, dx = (int(v) for v in torch.randint(0, 5, (2,), generator=g))
+    x = torch.nn.functional.pad(x, (2, 2, 2, 2))[:, dy:dy + 12, dx:dx + 12]
+    return {**item, "image": x + 0.1 * torch.randn(x.shape, generator=g)}
+
+
+def _teacher(c=20):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, c))
+
+
+def test_store_reconstructs_stored_topk_exactly(tmp_path):
+    ds, teacher = _Data(), _teacher()
+    store = save_teacher_logits(teacher, ds, _aug, tmp_path / "s", k=5, epochs=2, seed=7, batch_size=5)
+    assert (tmp_path / "s" / "logits.bin").stat().st_size == 2 * len(ds) * (4 + 4 * 5)
+    for e in range(2):
+        for i in range(len(ds)):
+            s = sample_seed(7, e, i)
+            x = _aug(ds[i], torch.Generator().manual_seed(s))["image"]
+            idx, val = topk_probs(teacher(x[None]), 5)
+            stored_seed, sidx, sval = store.lookup(torch.tensor([s]))
+            assert int(stored_seed) == s & 0x7FFFFFFF
+            assert torch.equal(sidx, idx)  # indices exact
+            assert torch.equal(sval, val.half().float())  # values exact at the stored fp16
+    reopened = LogitStore.open(tmp_path / "s")
+    assert reopened.meta.k == 5 and reopened.meta.num_classes == 20 and reopened.meta.n == len(ds)
+
+
+def test_seed_replay_regenerates_augmentation_bit_exact():
+    """The loop's per-sample seed drives the train transform: two runs (teacher pass and student) see identical
+    tensors, and another seed gives another augmentation."""
+    from medvit.data.augment import build_train_transform
+    from medvit.train.sampler import SeededTransformDataset
+
+    base = _Data()
+    tf = build_train_transform(12, (0.5,), (0.25,), scale=(0.3, 1.0), randaug="rand-m9-mstd0.5-inc1")
+    a = SeededTransformDataset(base, tf, "aug_seed")
+    b = SeededTransformDataset(base, tf)
+    s = sample_seed(1, 3, 4)
+    x1, x2 = a[(4, s)], b[(4, s)]
+    assert torch.equal(x1["image"], x2["image"]) and x1["aug_seed"] == s
+    assert not torch.equal(x1["image"], b[(4, sample_seed(1, 4, 4))]["image"])
+
+
+def test_dense_rebuild_and_kl_properties():
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(3, 20, generator=g) * 2, -1)
+    kls = []
+    for k in (1, 5, 10, 19, 20):
+        val, idx = p.topk(k, -1)
+        d = dense_from_topk(idx, val, 20)
+        assert torch.allclose(d.sum(-1), torch.ones(3), atol=1e-6)
+        assert torch.equal(d.gather(1, idx), val)
+        kls.append(float((p * (p.log() - d.log())).sum(-1).mean()))
+    assert all(a >= b - 1e-7 for a, b in zip(kls, kls[1:])) and kls[-1] == pytest.approx(0.0, abs=1e-6)
+    bad = dense_from_topk(torch.full((1, 2), -1), torch.zeros(1, 2), 4)
+    assert torch.equal(bad, torch.zeros(1, 4))
+
+
+def test_loss_value_hand_computed(tmp_path):
+    from medvit.train.logit_store import StoreMeta
+
+    store = LogitStore.create(tmp_path / "s", StoreMeta(k=2, num_classes=4, n=2, epochs=1, seed=0))
+    seeds = [sample_seed(0, 0, i) for i in range(2)]
+    store.write(np.arange(2), np.array(seeds), torch.tensor([[2, 0], [1, 3]]), torch.tensor([[0.5, 0.25],
+                                                                                          [0.75, 0.125]]))
+    store.flush()
+    z = torch.tensor([[1.0, 0.0, 2.0, -1.0], [0.0, 0.5, 0.0, 0.0]])
+    loss = TinyViTDistill(str(tmp_path / "s"), k=2)(z, {"aug_seed": torch.tensor(seeds)})
+    # row 0: p = [.25, .125, .5, .125]; row 1: p = [.0625, .75, .0625, .125]
+    want = []
+    for zi, p in zip(z.tolist(), ([.25, .125, .5, .125], [.0625, .75, .0625, .125])):
+        lse = math.log(sum(math.exp(v) for v in zi))
+        want.append(-sum(pc * (v - lse) for pc, v in zip(p, zi)))
+    assert float(loss) == pytest.approx(sum(want) / 2, rel=1e-6)
+    assert float(soft_target_ce(z, torch.eye(4)[[2, 1]]).mean()) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(z, torch.tensor([2, 1]))), rel=1e-6)
+    with pytest.raises(KeyError, match="train.seed=0"):  # a seed the store was not written for
+        TinyViTDistill(str(tmp_path / "s"), k=2)(z, {"aug_seed": torch.tensor([1, 2])})
+
+
+def test_student_trains_from_store_through_the_loop(tmp_path):
+    """setup() runs the teacher pass with the run's seed/transform; the student lowers its KL to the teacher."""
+    from medvit.train import TrainConfig, Trainer
+
+    ds, teacher = _Data(16), _teacher(6)
+    with torch.no_grad():
+        teacher[1].weight.mul_(20)  # a confident teacher: soft CE far above its entropy at the start
+    cfg = TrainConfig(steps=40, batch_size=8, lr=0.05, weight_decay=0.0, progress=False, schedule="constant", seed=2)
+    loss = TinyViTDistill(str(tmp_path / "logits_{seed}"), teacher=teacher, k=3)
+    loss.setup(TrainContext(train_set=ds, transform=_aug, train=cfg))
+    assert loss.store.meta.epochs == 40 * 8 // 16 and (tmp_path / "logits_2" / "meta.json").is_file()
+    torch.manual_seed(1)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 6))
+    res = Trainer(student, cfg, ds, loss_step(loss), transform=_aug).fit()
+    assert sum(res.losses[-5:]) / 5 < 0.8 * sum(res.losses[:5]) / 5
+    with pytest.raises(ValueError, match="one store per training set and seed"):
+        TinyViTDistill(str(tmp_path / "logits_2"), k=3).setup(TrainContext(train_set=_Data(10), train=cfg))
