@@ -26,3 +26,77 @@ def fraction_subset(ds: Any, fraction: float, seed: int) -> Any:
     if hasattr(ds, "label_names"):
         sub.label_names = list(ds.label_names)  # type: ignore[attr-defined]
     return sub
+
+
+def label_table(ds: Any) -> Any:
+    """Labels of every item of ``ds`` as a numpy array: (N, K) multi-hot or (N,) class indices.
+
+    Uses the dataset's ``labels`` property when it has one (no image is read), else reads each item's ``label``.
+    Unknown multi-label entries (``label_mask`` false) count as negative.
+    """
+    import numpy as np
+
+    lab = getattr(ds, "labels", None)
+    if lab is not None and not callable(lab):
+        return np.asarray(lab)
+    rows = []
+    for i in range(len(ds)):
+        it = ds[i]
+        y = it["label"]
+        if "label_mask" in it:
+            y = y * it["label_mask"]
+        rows.append(np.asarray(y))
+    return np.stack(rows) if rows else np.zeros((0,))
+
+
+def few_shot_indices(labels: Any, shots: int, seed: int) -> list[int]:
+    """N-way ``shots``-shot training subset, drawn per seed (sorted indices).
+
+    - class indices (N,): ``shots`` images of every class present;
+    - multi-hot (N, K) findings: for every finding, ``shots`` images positive for it, plus ``shots`` images with no
+      finding (the "no finding" class). An image positive for several findings counts for each of them, so the subset
+      holds at most ``shots · (K + 1)`` images. Findings are visited in a seeded random order.
+
+    A class with fewer than ``shots`` images contributes all it has (logged). Raises ``ValueError`` for ``shots < 1``
+    or labels of another rank.
+    """
+    import numpy as np
+
+    if shots < 1:
+        raise ValueError(f"shots_per_class must be >= 1, got {shots}")
+    y = np.asarray(labels)
+    g = np.random.default_rng(20_011 + seed)
+    if y.ndim == 1:
+        groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+    elif y.ndim == 2:
+        pos = y > 0.5
+        groups = [np.flatnonzero(pos[:, j]) for j in g.permutation(y.shape[1])] + [np.flatnonzero(~pos.any(axis=1))]
+    else:
+        raise ValueError(f"labels must be (N,) classes or (N, K) multi-hot, got shape {y.shape}")
+    chosen: set[int] = set()
+    short = 0
+    for members in groups:
+        have = sum(1 for i in members if int(i) in chosen) if y.ndim == 2 else 0
+        for i in g.permutation(members):
+            if have >= shots:
+                break
+            if int(i) not in chosen:
+                chosen.add(int(i))
+                have += 1
+        short += have < shots
+    if short:
+        import logging
+
+        logging.getLogger(__name__).warning("few-shot subset: %d class(es) have fewer than %d images", short, shots)
+    return sorted(chosen)
+
+
+def few_shot_subset(ds: Any, shots: int, seed: int) -> Any:
+    """A ``torch.utils.data.Subset`` of :func:`few_shot_indices` over ``ds`` (keeps ``label_names``/``class_names``)."""
+    from torch.utils.data import Subset
+
+    sub = Subset(ds, few_shot_indices(label_table(ds), shots, seed))
+    for attr in ("label_names", "class_names"):
+        if hasattr(ds, attr):
+            setattr(sub, attr, list(getattr(ds, attr)))
+    return sub

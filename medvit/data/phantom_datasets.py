@@ -132,6 +132,14 @@ class PhantomFolderDataset(ItemDataset):
     def patient_ids(self) -> list[str]:
         return [r["patient_id"] for r in self.rows]
 
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels from ``labels.csv`` without reading images: (N,) stages (retina) or (N, K) findings (chest)."""
+        if self.classification:
+            return np.array([int(r["stage"]) for r in self.rows], dtype=np.int64)
+        return np.array([[float(r[n]) for n in self.label_names] for r in self.rows],
+                        dtype=np.float32).reshape(len(self.rows), len(self.label_names))
+
     def _item(self, i: int) -> dict[str, Any]:
         from medvit.data.imageload import load_gray01
 

@@ -17,6 +17,7 @@ here each stage is one depthwise-separable conv block (a ConvNeXt-style residual
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -120,6 +121,11 @@ class HSTViT(WrappedBackbone):
             h = self.stages[s](h)
             outs.append(self.out_norms[s](h))
         return outs
+
+    def patch_token_slice(self, n_tokens: int) -> slice:
+        """Block inputs are ``[prefix | patches | meta token]``: the patches follow the prefix."""
+        p = self.backbone.num_prefix_tokens
+        return slice(p, p + math.prod(self.backbone.grid_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.neck(self.forward_pyramid(x)[-1].mean(dim=(-2, -1)))

@@ -67,6 +67,12 @@ class WrappedBackbone(nn.Module):
     def head(self) -> nn.Module:
         return self.backbone.head
 
+    def patch_token_slice(self, n_tokens: int) -> slice:
+        """Where the backbone's patch tokens sit among the ``n_tokens`` a block sees (default: the last ones,
+        after prefix and prompt tokens). Used to read per-patch attention (Hint-Aug's detector)."""
+        n_patch = math.prod(self.backbone.grid_size)
+        return slice(n_tokens - n_patch, n_tokens)
+
 
 class PromptedViT(WrappedBackbone):
     """Backbone wrapper with ``num_prompts`` prompt tokens; same interface as the backbone.

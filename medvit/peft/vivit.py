@@ -58,6 +58,8 @@ class FrozenSpatialViViT(WrappedBackbone):
         ``max_frames``, or an input of the wrong rank.
     """
 
+    image_grad = False  # the spatial ViT runs without autograd (Hint-Aug cannot perturb its input)
+
     def __init__(self, backbone: nn.Module, cfg: ViViTConfig) -> None:
         super().__init__()
         depth, d = len(backbone.blocks), backbone.embed_dim

@@ -15,6 +15,7 @@ trainable parameters (count and % of the backbone), adapter checkpoint size and 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -31,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvit.config import option
-from medvit.data.fraction import fraction_subset
+from medvit.data.fraction import few_shot_subset, fraction_subset
 from medvit.eval.metrics import mean_sd
 from medvit.eval.predict import predict
+from medvit.peft.hint_aug import HintAug, HintAugConfig
 from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
 from medvit.train.losses import masked_bce
@@ -66,6 +68,8 @@ class PromptTuneConfig:
     val_split: str = option("val", "split used for model selection (never test)")
     test_split: str = option("test", 'split evaluated once at the end ("" = none)')
     label_fraction: float = option(1.0, "fraction of training images kept (label-efficiency studies), drawn per seed")
+    shots_per_class: int = option(0, "few-shot: keep this many training images per class (per finding + 'no "
+                                     "finding' for multi-label), drawn per seed; 0 = off")
     backbone: str = option("vit_small_patch16_224", "registered backbone")
     backbone_args: dict[str, Any] = option(default_factory=dict, help="constructor overrides (depth, embed_dim, ...)")
     pretrained: str | None = option(
@@ -82,6 +86,8 @@ class PromptTuneConfig:
     hflip: float = option(0.5, "horizontal flip probability")
     train: TrainConfig = option(default_factory=_default_train, help="optimisation (only trainable params are "
                                                                      "optimised)")
+    hint_aug: HintAugConfig = option(default_factory=HintAugConfig, help="Hint-Aug few-shot augmentation stage "
+                                                                         "(enabled: true) with any image method")
     seeds: list[int] = option(default_factory=lambda: [0], help="one run per seed; results as mean ± sd")
     eval_batch_size: int = option(128, "batch size for validation/test prediction")
     cache_data: bool = option(True, "hold decoded images in memory (MONAI CacheDataset; phantoms, small sets); false "
@@ -112,6 +118,10 @@ class PromptTuneConfig:
             raise ValueError(f"problem must be one of {PROBLEMS}, got {self.problem!r}")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.shots_per_class < 0:
+            raise ValueError(f"shots_per_class must be >= 0 (0 = off), got {self.shots_per_class}")
+        if self.shots_per_class and self.label_fraction < 1.0:
+            raise ValueError("give shots_per_class or label_fraction < 1, not both")
         if self.global_pool not in ("avg", "token"):
             raise ValueError(f"global_pool must be 'avg' or 'token', got {self.global_pool!r}")
         if self.in_chans < 1 or self.image_size < 1 or self.eval_batch_size < 1:
@@ -216,9 +226,10 @@ def _total_steps(cfg: TrainConfig, n_train: int) -> int:
 class _StepHook:
     """Global optimizer post-step hook for one model: the method's ``on_step`` and step timing."""
 
-    def __init__(self, model: nn.Module, on_step: Any):
+    def __init__(self, model: nn.Module, on_step: Any, counter: list[int] | None = None):
         self.ids = {id(p) for p in model.parameters() if p.requires_grad}
         self.model, self.on_step = model, on_step
+        self.counter = counter if counter is not None else [0]
         self.step, self.times = 0, [time.perf_counter()]
         self.handle: Any = None
 
@@ -229,6 +240,7 @@ class _StepHook:
         if self.on_step is not None:
             self.on_step(self.model, self.step)
         self.step += 1
+        self.counter[0] = self.step
         self.times.append(time.perf_counter())
 
     def __enter__(self) -> _StepHook:
@@ -271,6 +283,18 @@ def _contract(cfg: PromptTuneConfig, pre: Any, problem: str, names: list[str],
                     "research use only")
 
 
+def hint_check(model: nn.Module, layer: int) -> None:
+    """Refuse Hint-Aug up front for a method it cannot augment (encoder without autograd) or a bad ``layer``."""
+    from medvit.peft.hint_aug import vit_of
+
+    try:
+        vit = vit_of(model)
+    except ValueError as e:
+        raise ValueError(f"hint_aug: {e}") from e
+    if layer >= len(vit.blocks):
+        raise ValueError(f"hint_aug.layer={layer} but the backbone has {len(vit.blocks)} blocks")
+
+
 def _task_loss(problem: str, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
     """The tuning loss: masked BCE (multi-label) or cross-entropy (ordinal grades as classes)."""
     if problem == "multilabel":
@@ -311,7 +335,8 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     args = dict(cfg.dataset_args)
     train_raw = build_dataset(cfg.dataset, cfg.train_split, **args)
     problem, k, names = _problem(cfg, train_raw)
-    train_ds = fraction_subset(train_raw, cfg.label_fraction, seed)
+    train_ds = (few_shot_subset(train_raw, cfg.shots_per_class, seed) if cfg.shots_per_class
+                else fraction_subset(train_raw, cfg.label_fraction, seed))
     val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
     test_ds = build_dataset(cfg.dataset, cfg.test_split, **args) if cfg.test_split else None
     from medvit.data.monai_data import task_datasets
@@ -327,12 +352,17 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
         mcfg = dataclasses.replace(mcfg, total_step=total)
     torch.manual_seed(seed)
     base, base_weights, sha = build_base(cfg, k, out / "base")
+    fvit = copy.deepcopy(base) if cfg.hint_aug.enabled else None  # Hint-Aug's frozen foundation ViT
     if cfg.method == "spt" and not (mcfg.lora_targets or mcfg.sparse):  # SPT: allocate from training gradients
         model = _apply_spt(cfg, base, mcfg, train_ds, train_tf, tcfg, problem, seed,
                            base_weights=base_weights, base_weights_sha256=sha)
     else:
         model = apply_peft(base, cfg.method, mcfg, base_weights=base_weights, base_weights_sha256=sha)
     spec = get_method(cfg.method)
+    hint = (HintAug.from_config(cfg.hint_aug, fvit, k, multilabel=problem == "multilabel")
+            if fvit is not None else None)
+    if hint is not None:
+        hint_check(model, cfg.hint_aug.layer)
     rep = trainable_report(model)
     reading = getattr(mcfg, "reading", None)  # DVPT: "abstract" | "released" | "custom"
     logger.info("prompt_tune %s seed %d%s: trainable %d of %d backbone params (%.3f%%)", cfg.method, seed,
@@ -340,8 +370,16 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
                 rep["trainable_pct"])
     dev = resolve_device(tcfg.device)
 
+    steps_done = [0]  # optimizer steps so far (the step hook counts them); Hint-Aug starts at start_step
+
     def step_fn(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        loss = _task_loss(problem, m(batch["image"]), batch)
+        logits = m(batch["image"])
+        loss = _task_loss(problem, logits, batch)
+        if hint is not None:  # Hint-Aug: a second loss on AOD/CFI-augmented images, true labels
+            hint.update_confusion(logits, batch["label"])
+            if steps_done[0] >= cfg.hint_aug.start_step:
+                aug = hint.augment(model, batch["image"], batch["label"])
+                loss = loss + cfg.hint_aug.weight * _task_loss(problem, m(aug), batch)
         if spec.regularizer is not None and (reg := spec.regularizer(model)) is not None:
             loss = loss + reg
         return loss
@@ -352,7 +390,7 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
 
     trainer = Trainer(model, tcfg, train_ds, step_fn, evaluate=evaluate, select_metric="val_score",
                       transform=train_tf)
-    with _StepHook(model, spec.on_step) as hook:
+    with _StepHook(model, spec.on_step, steps_done) as hook:
         result = trainer.fit()
     summary: dict[str, Any] = {
         "seed": seed, "problem": problem, "n_train": len(train_ds), "n_val": len(val_ds),
@@ -360,7 +398,11 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
         **{k2: rep[k2] for k2 in ("trainable_params", "backbone_params", "trainable_pct")},
         **({"reading": reading} if reading else {}),
         "step_time_ms": 1000.0 * hook.median_step_s(), "train_samples_per_s": result.samples_per_s,
+        **({"shots_per_class": cfg.shots_per_class} if cfg.shots_per_class else {}),
     }
+    if hint is not None:
+        summary["hint_aug"] = {"augmented_batches": len(hint.overfit_rate),
+                               "aod_overfit_share": statistics.fmean(hint.overfit_rate) if hint.overfit_rate else None}
     if not trainer.dist.is_main:
         return summary
     val_out = predict(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision)

@@ -177,3 +177,63 @@ def test_smoke_test_label_only_for_frozen_random_backbones():
     assert "frozen *random* backbone" in smoke_test_reason(build_config(None, [], data=base)[1])
     assert smoke_test_reason(build_config(None, [], data={**base, "pretrained": "runs/mae_tiny_cpu"})[1]) == ""
     assert smoke_test_reason(build_config(None, [], data={**base, "method": "full"})[1]) == ""
+
+
+def test_few_shot_indices_per_class_and_per_finding():
+    from medvit.data.fraction import few_shot_indices
+
+    grades = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 0])
+    idx = few_shot_indices(grades, 2, seed=0)
+    assert np.bincount(grades[idx]).tolist() == [2, 2, 2]
+    assert idx == few_shot_indices(grades, 2, seed=0)  # seeded
+    multi = np.zeros((40, 3))
+    multi[:10, 0] = 1
+    multi[5:15, 1] = 1
+    multi[20:30, 2] = 1  # 15..19 and 30..39 have no finding
+    for seed in range(4):
+        idx = few_shot_indices(multi, 3, seed)
+        y = multi[idx]
+        assert (y.sum(0) >= 3).all() and ((y.sum(1) == 0).sum() >= 3)
+        assert len(idx) <= 3 * 4 and idx == sorted(set(idx))
+    with pytest.raises(ValueError, match="shots_per_class must be >= 1"):
+        few_shot_indices(grades, 0, 0)
+
+
+@pytest.mark.slow
+def test_hint_aug_stage_from_yaml_few_shot_with_lora(tmp_path):
+    """Hint-Aug configured in a YAML file, on a 2-shot multi-label phantom run with LoRA: every optimizer step
+    adds the augmented batch, the few-shot subset is what trains, the adapter reloads exactly."""
+    import yaml
+
+    cfg = dict(task="prompt_tune", output_dir=str(tmp_path / "run"), dataset="cxr_phantom",
+               dataset_args=dict(n=80, image_size=32, seed=0), method="lora",
+               method_config=dict(r=2, targets=["attention"]), seeds=[0], shots_per_class=2, ood_fpr=0,
+               hint_aug=dict(enabled=True, layer=1, num_patch=2, eps=0.05, steps=2),
+               backbone_args=dict(embed_dim=48, depth=2, num_heads=4, patch_size=8),
+               train=dict(steps=3, batch_size=8, lr=1e-2, progress=False),
+               **{k: v for k, v in TINY.items() if k != "backbone_args"})
+    path = tmp_path / "hint.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    s = run_task(path)
+    seed = s["seeds"][0]
+    assert seed["shots_per_class"] == 2 and seed["n_train"] <= 2 * 8
+    assert seed["hint_aug"]["augmented_batches"] == 3  # one augmented batch per optimizer step
+    assert 0.0 <= seed["hint_aug"]["aod_overfit_share"] <= 1.0
+    from medvit.data import build_dataset
+    from medvit.data.fraction import few_shot_indices, label_table
+
+    train = build_dataset("cxr_phantom", "train", n=80, image_size=32, seed=0)
+    assert seed["n_train"] == len(few_shot_indices(label_table(train), 2, 0))
+    with pytest.raises(ConfigError, match="hint_aug"):
+        build_config(None, [], data={**cfg, "hint_aug": {"enabled": True, "eps": 0}})
+
+
+def test_hint_aug_refused_for_an_encoder_without_autograd():
+    from medvit.peft import apply_peft
+    from medvit.tasks.prompt_tune import hint_check
+    from tests.peft.conftest import make_base
+
+    with pytest.raises(ValueError, match="hint_aug: .*without autograd"):
+        hint_check(apply_peft(make_base(), "vivit", {"temporal_depth": 1}), 0)
+    with pytest.raises(ValueError, match="hint_aug.layer=5"):
+        hint_check(apply_peft(make_base(), "lora", {"r": 2}), 5)
