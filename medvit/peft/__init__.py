@@ -4,7 +4,8 @@ Registered methods (registry kind ``"peft"``, ``medvit list peft``): ``full``, `
 ``vpt_shallow``, ``vpt_deep``, ``dvpt``, and through huggingface ``peft`` (imported lazily):
 ``lora``, ``loha``, ``lokr``, ``ia3``, ``adalora``, ``oft``, ``vera``, and ``spt`` (sensitivity-aware
 allocation of LoRA + sparse tuning, :func:`medvit.peft.spt.apply_spt`), ``hst`` (hierarchical side-tuning),
-``vivit`` (frozen spatial ViT + temporal transformer for 2D+t clips).
+``vivit`` (frozen spatial ViT + temporal transformer for 2D+t clips), ``still_moving`` (spatial LoRA trained on
+still images + a train-time motion LoRA on a frozen temporal model).
 
     model = create_model("vit_base_patch16_224", pretrained=..., num_classes=5)
     model = apply_peft(model, "dvpt", {"rank": 20, "num_prompts": 50})
@@ -25,6 +26,7 @@ from medvit.peft import (  # noqa: F401  (importing a method module registers it
     lora,
     oft,
     spt,
+    still_moving,
     vera,
     vivit,
     vpt,

@@ -17,8 +17,8 @@ import dataclasses
 import hashlib
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -70,15 +70,27 @@ class PeftInfo:
     base_model_args: dict[str, Any] | None = None
     base_weights: str | None = None  # where the base weights came from (path or weight tag), if known
     base_weights_sha256: str | None = None  # checksum of that file, if known
+    #: frozen tensors the method builds deterministically from the base and its config at inject (e.g. Still-Moving's
+    #: frozen temporal model): not saved in adapters, rebuilt at load and checked by :meth:`derived_sha256`
+    derived: list[tuple[str, torch.Tensor]] = field(default_factory=list)
 
     def base_state_sha256(self) -> str:
         """sha256 over the frozen base tensors (names, dtypes, shapes, bytes), order-independent."""
-        h = hashlib.sha256()
-        for name, t in sorted(self.frozen_base, key=lambda kv: kv[0]):
-            t = t.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
+        return tensors_sha256(self.frozen_base)
+
+    def derived_sha256(self) -> str | None:
+        """sha256 over the method-derived frozen tensors; None when the method derives none."""
+        return tensors_sha256(self.derived) if self.derived else None
+
+
+def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of named tensors, order-independent."""
+    h = hashlib.sha256()
+    for name, t in sorted(named, key=lambda kv: kv[0]):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def register_method(
@@ -174,6 +186,10 @@ def apply_peft(
             names_before[n].requires_grad_(True)
     trainable_ids = {id(p) for p in out.parameters() if p.requires_grad}
     frozen = [(n, t) for n, t in before.items() if id(t) not in trainable_ids]
+    derived_fn = getattr(out, "peft_derived_state", None)
+    derived = list(derived_fn()) if callable(derived_fn) else []
+    if any(id(t) in trainable_ids for _, t in derived):
+        raise RuntimeError(f"PEFT method {method!r}: a derived (rebuilt-at-load) tensor is trainable")
     sha = base_weights_sha256 or getattr(model, "checkpoint_sha256", None)
     out.peft_info = PeftInfo(
         method=method,
@@ -184,6 +200,7 @@ def apply_peft(
         base_model_args=dict(getattr(model, "model_args", {}) or {}) or None,
         base_weights=base_weights,
         base_weights_sha256=sha,
+        derived=derived,
     )
     rep = trainable_report(out)
     logger.info("PEFT %s: %d trainable parameters (%.3f%% of the %d-parameter backbone)",

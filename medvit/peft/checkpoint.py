@@ -44,7 +44,7 @@ def adapter_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, 
     the method added, trained or not).
     """
     info = _info(model)
-    base_ids = {id(t) for _, t in info.frozen_base}
+    base_ids = {id(t) for _, t in info.frozen_base} | {id(t) for _, t in info.derived}
     tensors: dict[str, torch.Tensor] = {}
     tied: dict[str, str] = {}
     first: dict[int, str] = {}
@@ -87,6 +87,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
             "weights": info.base_weights,
             "weights_sha256": info.base_weights_sha256,
             "state_sha256": info.base_state_sha256(),
+            "derived_sha256": info.derived_sha256(),
         },
         "tensors": {k: list(v.shape) for k, v in sd.items()},
         "tied": tied,
@@ -168,6 +169,11 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
                 f"{p}: the base model differs from the one this adapter was trained on (frozen-tensor sha256 "
                 f"{got[:12]}… vs saved {str(base.get('state_sha256'))[:12]}…; base weights "
                 f"{base.get('weights')!r}); load the same base or pass check_base=False"
+            )
+        if model.peft_info.derived_sha256() != base.get("derived_sha256"):
+            raise AdapterError(
+                f"{p}: the frozen tensors method {cfg['method']!r} rebuilds from its base and config (e.g. a temporal "
+                "model) differ from those the adapter was trained with; the files they came from have changed"
             )
     saved = read_safetensors(p / ADAPTER_WEIGHTS)
     expected, tied = adapter_state(model)

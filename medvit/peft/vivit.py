@@ -59,6 +59,7 @@ class FrozenSpatialViViT(WrappedBackbone):
     """
 
     image_grad = False  # the spatial ViT runs without autograd (Hint-Aug cannot perturb its input)
+    still_frames = 1  # frames of the clip an image (B, C, H, W) stands for
 
     def __init__(self, backbone: nn.Module, cfg: ViViTConfig) -> None:
         super().__init__()
@@ -88,9 +89,9 @@ class FrozenSpatialViViT(WrappedBackbone):
         self.temporal_norm = nn.LayerNorm(d)
 
     def spatial_tokens(self, clip: torch.Tensor) -> torch.Tensor:
-        """Frozen spatial pass, no autograd graph: (B, T, C, H, W) → (B, T, P + N, D)."""
+        """Spatial pass per frame: (B, T, C, H, W) → (B, T, P + N, D); without autograd unless ``image_grad``."""
         b, t = clip.shape[:2]
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.image_grad and torch.is_grad_enabled()):
             tok = self.backbone.forward_features(clip.flatten(0, 1))
         return tok.view(b, t, *tok.shape[1:])
 
@@ -103,18 +104,30 @@ class FrozenSpatialViViT(WrappedBackbone):
         base = tokens[:, :, 0] if p > 0 else patches.mean(dim=2)
         return base + self.adapter_up(nn.functional.gelu(self.adapter_down(pooled)))
 
+    def temporal_forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Temporal transformer over frame vectors: (B, T, D) → clip feature (B, D) (normalised CLS)."""
+        f = frames + self.temporal_pos[: frames.shape[1]]
+        z = torch.cat([self.temporal_cls.expand(frames.shape[0], -1, -1).to(f.dtype), f], dim=1)
+        for blk in self.temporal:
+            z = blk(z)
+        return self.temporal_norm(z[:, 0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
+        """(B, T, C, H, W) clip, or (B, C, H, W) image = a clip of ``still_frames`` identical frames (its spatial
+        pass runs once) → logits (B, K)."""
+        still = x.dim() == 4
+        if still:
             x = x[:, None]
         if x.dim() != 5:
             raise ValueError(f"expected a clip (B, T, C, H, W) or an image (B, C, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] > self.temporal_pos.shape[0]:
-            raise ValueError(f"clip of {x.shape[1]} frames is longer than max_frames={self.temporal_pos.shape[0]}")
-        f = self.frame_vectors(self.spatial_tokens(x)) + self.temporal_pos[: x.shape[1]]
-        z = torch.cat([self.temporal_cls.expand(x.shape[0], -1, -1).to(f.dtype), f], dim=1)
-        for blk in self.temporal:
-            z = blk(z)
-        return self.backbone.head(self.backbone.head_drop(self.temporal_norm(z[:, 0])))
+        frames = self.still_frames if still else x.shape[1]
+        if frames > self.temporal_pos.shape[0]:
+            raise ValueError(f"clip of {frames} frames is longer than max_frames={self.temporal_pos.shape[0]}")
+        tok = self.spatial_tokens(x)
+        if still and frames > 1:
+            tok = tok.expand(-1, frames, -1, -1)
+        feat = self.temporal_forward(self.frame_vectors(tok))
+        return self.backbone.head(self.backbone.head_drop(feat))
 
 
 @register_method("vivit", ViViTConfig,

@@ -23,6 +23,8 @@ TINY_CONFIGS: dict[str, dict] = {
             "sparse": {"blocks.0.mlp.fc1": 10, "blocks.1.attn.proj": 5}},
     "hst": {"side_dims": [4, 6, 8, 8]},
     "vivit": {"temporal_depth": 1, "adapter_dim": 8, "max_frames": 4},
+    "still_moving": {"temporal_depth": 1, "adapter_dim": 8, "max_frames": 4, "still_frames": 2, "spatial_r": 2,
+                     "motion_r": 3},
 }
 
 #: regex a parameter name must match exactly when it requires grad (and only then)
@@ -44,6 +46,8 @@ EXPECTED_TRAINABLE: dict[str, str] = {
     "hst": r"^(meta_tokens|(stem|down|bridges|stages|neck)\..+|backbone\.head\.(weight|bias))$",
     "vivit": r"^(temporal\.0\..+|temporal_(pos|cls)|temporal_norm\.(weight|bias)|pool_score\.(weight|bias)"
              r"|adapter_(down|up)\.(weight|bias)|backbone\.head\.(weight|bias))$",
+    "still_moving": r"^((backbone\.blocks\.\d+|temporal\.0)\.attn\.(qkv|proj)\.lora_[AB]\.default\.weight"
+                    r"|backbone\.head\.(weight|bias))$",
 }
 
 MERGEABLE = {"lora", "loha", "lokr", "ia3", "adalora", "oft", "vera"}
