@@ -169,18 +169,23 @@ class PreferenceSampler:
 
 @torch.no_grad()
 def search_subnet(elastic: ElasticViT, mac_budget: int, val_loss: Callable[[Callable], float], n: int = 50,
-                  seed: int = 0) -> tuple[SubnetSpec, float]:
-    """Among ``n`` random subnets with MACs ≤ ``mac_budget``, the one with the lowest ``val_loss(forward)``.
-    Raises ``ValueError`` when no sampled subnet fits the budget."""
+                  seed: int = 0, max_draws: int | None = None) -> tuple[SubnetSpec, float]:
+    """Among ``n`` random subnets with MACs ≤ ``mac_budget`` (drawn until ``n`` fit, at most ``max_draws``
+    draws, default 200·n), the one with the lowest ``val_loss(forward)``. Raises ``ValueError`` when no drawn
+    subnet fits the budget."""
     g = torch.Generator().manual_seed(seed)
     best: tuple[SubnetSpec, float] | None = None
-    for _ in range(n):
+    fit = 0
+    for _ in range(max_draws or 200 * n):
         s = elastic.random_spec(g)
         if elastic.macs(s) > mac_budget:
             continue
         v = val_loss(lambda x, s=s: elastic(x, s))
         if best is None or v < best[1]:
             best = (s, v)
+        fit += 1
+        if fit == n:
+            break
     if best is None:
         raise ValueError(f"no sampled subnet under {mac_budget} MACs (smallest depth {elastic.min_depth})")
     return best
