@@ -68,3 +68,18 @@ def test_deit_lt_on_long_tailed_split(tmp_path):
 
     m = load_model(tmp_path / "s" / "model").eval()
     assert m(torch.rand(2, 1, 32, 32)).shape == (2, 7)
+
+
+def test_distill20_presets_validate():
+    from pathlib import Path
+
+    from medvit.tasks import build_config
+
+    presets = sorted((Path(__file__).resolve().parents[2] / "pipelines" / "distill20").glob("*.yaml"))
+    assert len(presets) >= 8, "no presets found: the glob must not pass empty"
+    losses = set()
+    for p in presets:
+        spec, cfg = build_config(p, [])
+        assert spec.name == "finetune_multilabel", p
+        losses.add(cfg.loss.name)
+    assert {"tinyvit_kd", "deit_lt", "masked_bce"} <= losses
