@@ -98,7 +98,8 @@ def part_deit_lt(work: Path, seeds: list[int], steps: int, teacher_steps: int) -
         arms[name] = {"tail_auroc_pneumothorax": _per_seed(s, "Pneumothorax"), "tail3_auroc": _per_seed(s, "tail3"),
                       "test_mean_auroc": _per_seed(s, "mean"), "wall_s": s["_wall_s"]}
     return {
-        "teacher_test": {"mean_auroc": t0["test"]["mean_auroc"], "Pneumothorax": t0["test"]["per_class"]["Pneumothorax"],
+        "teacher_test": {"mean_auroc": t0["test"]["mean_auroc"],
+                         "Pneumothorax": t0["test"]["per_class"]["Pneumothorax"],
                          "tail3": statistics.mean(t0["test"]["per_class"][n] for n in TAIL)},
         "teacher_wall_s": teacher["_wall_s"],
         "train_positives": t0.get("n_train"),
@@ -127,9 +128,10 @@ def write(res: dict) -> None:
         r = res["deit_lt"]
         t = r["teacher_test"]
         lines += ["## DeiT-LT vs plain fine-tuning on the long-tailed split (training positives 1:100)", "",
-                  f"CNN teacher (MONAI DenseNet) test: mean {t['mean_auroc']:.4f}, Pneumothorax {t['Pneumothorax']:.4f}, "
-                  f"3 rarest {t['tail3']:.4f}; test positives {r['test_positives']}", "",
-                  "| arm | tail AUROC Pneumothorax | 3 rarest findings | all findings | wall s |", "|---|---|---|---|---|"]
+                  f"CNN teacher (MONAI DenseNet) test: mean {t['mean_auroc']:.4f}, Pneumothorax "
+                  f"{t['Pneumothorax']:.4f}, 3 rarest {t['tail3']:.4f}; test positives {r['test_positives']}", "",
+                  "| arm | tail AUROC Pneumothorax | 3 rarest findings | all findings | wall s |",
+                  "|---|---|---|---|---|"]
         for name, a in r["arms"].items():
             cells = []
             for k in ("tail_auroc_pneumothorax", "tail3_auroc", "test_mean_auroc"):
