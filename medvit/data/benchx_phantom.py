@@ -3,8 +3,10 @@
 Items (phantoms of :class:`medvit.data.phantom_datasets.PhantomDataset`, generated with masks): ``image``
 (1, H, W) in [0, 1]; ``label`` (7,) + ``label_mask`` (multi-label findings, :data:`CXR_LABELS`); ``mask`` (1, H, W)
 float 0/1 — the union of the phantom masks whose names start with one of ``mask_of`` (default both lungs, the
-segmentation target of the CPU preset); ``report`` (the phantom's template report). Splits ``train``/``val``/
-``test`` are patient-disjoint (80/10/10 % of patients); label fractions are drawn by the harness.
+segmentation target of the CPU preset); ``report`` (the phantom's template report); ``boxes`` /
+``box_labels`` (pixel boxes of the finding masks and their lower-case names: PTP position prompts,
+:mod:`medvit.data.ptp`). Splits ``train``/``val``/``test`` are patient-disjoint (80/10/10 % of patients); label
+fractions are drawn by the harness.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from medvit.data.datasets import ItemDataset, check_split
 from medvit.data.phantom_cxr import CXR_LABELS
 from medvit.data.phantom_datasets import PhantomDataset
+from medvit.data.ptp import boxes_from_masks
 from medvit.registry import register
 
 
@@ -44,6 +47,8 @@ class PhantomBenchX(ItemDataset):
         it = self.base[i]
         h, w = it["image"].shape[-2:]
         m = np.zeros((h, w), bool)
+        masks = it["masks"]
+        it["boxes"], it["box_labels"] = boxes_from_masks(masks, CXR_LABELS)  # finding boxes (PTP prompts)
         for name, mk in it.pop("masks").items():
             if name.startswith(self.mask_of):
                 m |= mk.numpy().astype(bool)

@@ -16,7 +16,11 @@ One function per task, each ``run_<task>(method, data, proto, seed, out) -> metr
   BLEU-1..4, ROUGE-L, METEOR, CIDEr (:mod:`medvit.eval.text_metrics`) of beam-3 trigram-blocked decoding.
 - :func:`run_retrieval`: for a vision-only backbone, a contrastive pair is trained on the training split (image
   projection on the frozen encoder + bag-of-words text encoder, InfoNCE); image-to-text Hits@K / Precision@K on the
-  test split and zero-shot classification (prompt = class name) scored by AUROC.
+  test split and zero-shot classification (prompt = class name) scored by AUROC. Options: a from-scratch BERT text
+  encoder (``text_encoder: bert``) with FIBER fusion in its last ``fiber_fused`` blocks and the image encoder's
+  (ITC on the unfused streams, ITM on the fused ones re-ranking each image's top candidates:
+  :class:`medvit.models.fiber.FiberRetrieval`), and PTP position prompts on the training captions (``ptp: true``:
+  :func:`medvit.data.ptp.position_prompt` from the items' ``boxes`` / ``box_labels``; test captions stay plain).
 
 Deviations (where BenchX's code cannot be followed on medvit's loop): AdamW everywhere (the loop's optimiser; BenchX
 uses SGD/Adam per method for classification and Adam + amsgrad + ReduceLROnPlateau for R2Gen); classification
@@ -100,6 +104,15 @@ class ProtocolConfig:
     embed_dim: int = option(128, "retrieval: joint embedding width")
     temperature: float = option(0.07, "retrieval: InfoNCE temperature")
     ks: list[int] = option(default_factory=lambda: [1, 5, 10], help="retrieval: Hits@K / Precision@K cut-offs")
+    text_encoder: str = option("bow", 'retrieval text tower: "bow" (bag of words) | "bert" (from-scratch BERT over '
+                                      "the report vocabulary; needed for FIBER)")
+    text_layers: int = option(2, "retrieval, bert: encoder layers")
+    text_width: int = option(64, "retrieval, bert: hidden width")
+    text_heads: int = option(4, "retrieval, bert: attention heads (also FIBER's cross-attention heads)")
+    fiber_fused: int = option(0, "retrieval, bert: FIBER-fused top blocks of both towers (0 = dual encoder); ITM "
+                                 "re-ranks each image's top max(ks) texts")
+    ptp: bool = option(False, "retrieval: PTP position prompts on training captions from the items' boxes")
+    ptp_grid: int = option(3, "retrieval: PTP blocks per side (paper: 3)")
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.encoder_lr_mult < 0 or self.epochs <= 0 or self.batch_size < 1 or self.steps < 0:
@@ -113,6 +126,12 @@ class ProtocolConfig:
             raise ValueError(f"text_metrics: unknown {bad[0]!r}; choose from {', '.join(METRIC_FAMILIES)}")
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} must be divisible by heads {self.heads}")
+        if self.text_encoder not in ("bow", "bert"):
+            raise ValueError(f"text_encoder must be 'bow' or 'bert', got {self.text_encoder!r}")
+        if self.fiber_fused < 0 or (self.fiber_fused and self.text_encoder != "bert"):
+            raise ValueError("fiber_fused must be >= 0 and needs text_encoder: bert")
+        if self.text_width % self.text_heads or self.text_layers < 1 or self.ptp_grid < 1:
+            raise ValueError("text_width must be divisible by text_heads; text_layers and ptp_grid must be >= 1")
 
 
 def default_protocols() -> dict[str, ProtocolConfig]:
@@ -457,6 +476,25 @@ class _Pair(nn.Module):
         return F.normalize(self.img_proj(_patch_features(self.encoder, images).mean(1)), dim=-1)
 
 
+def _bert(vocab: int, proto: ProtocolConfig) -> nn.Module:
+    """A from-scratch BERT encoder over the report vocabulary (id 0 = padding)."""
+    from transformers import BertConfig, BertModel
+
+    return BertModel(BertConfig(vocab_size=vocab, hidden_size=proto.text_width, num_hidden_layers=proto.text_layers,
+                                num_attention_heads=proto.text_heads, intermediate_size=4 * proto.text_width,
+                                max_position_embeddings=256, pad_token_id=0), add_pooling_layer=False)
+
+
+def _ptp_vocabulary(data: CellData, proto: ProtocolConfig) -> list[str]:
+    """The words of every PTP prompt the training items can produce (block numbers and object names)."""
+    from medvit.eval.text_metrics import normalize_report
+
+    names = sorted({str(n) for it in data.train for n in it.get("box_labels", [])})
+    if not names:
+        logger.warning("ptp: no training item has boxes/box_labels; every caption only gets a full stop")
+    return [normalize_report(f"x. The block {b} has a {n} .") for b in range(proto.ptp_grid ** 2) for n in names]
+
+
 def run_retrieval(method: MethodSpec, data: CellData, proto: ProtocolConfig, seed: int, out: Path) -> dict[str, Any]:
     """Contrastive pair on the frozen encoder (training split), then test retrieval and zero-shot AUROC."""
     from medvit.eval.dense_metrics import retrieval_scores
@@ -469,14 +507,31 @@ def run_retrieval(method: MethodSpec, data: CellData, proto: ProtocolConfig, see
     proto = dataclasses.replace(proto, freeze_encoder=True)
     encoder = _peft(build_backbone(method, data, 0), method, proto)
     clean = lambda it: normalize_report(it["report"])  # noqa: E731
-    tok = ReportTokenizer.build([clean(it) for it in data.train], 1)
-    model = _Pair(encoder, _TextEncoder(len(tok), proto.embed_dim), proto.embed_dim)
+    extra = _ptp_vocabulary(data, proto) if proto.ptp else []
+    tok = ReportTokenizer.build([clean(it) for it in data.train] + extra, 1)
+    if proto.text_encoder == "bert":
+        from medvit.models.fiber import FiberRetrieval
+
+        model: nn.Module = FiberRetrieval(encoder, _bert(len(tok), proto), proto.embed_dim, proto.fiber_fused,
+                                          proto.text_heads)
+    else:
+        model = _Pair(encoder, _TextEncoder(len(tok), proto.embed_dim), proto.embed_dim)
     texts = {id(it): tok.batch([clean(it)], 200)[0] for d in (data.train, data.val, data.test) for it in d}
+    ptp_gen = torch.Generator().manual_seed(seed)  # PTP samples one object per caption each time it is used
+
+    def train_text(it: dict[str, Any]) -> torch.Tensor:
+        if not proto.ptp:
+            return texts[id(it)]
+        from medvit.data.ptp import position_prompt
+
+        hw = tuple(it["image"].shape[-2:])
+        return tok.batch([normalize_report(position_prompt(clean(it), it.get("boxes", []), it.get("box_labels", []),
+                                                           hw, proto.ptp_grid, ptp_gen))], 200)[0]
     train_ds = _Items(data.train, ("image",), data.mean, data.std)
     dev = _device()
 
-    def tokens_of(items: list[dict[str, Any]], idx: list[int]) -> torch.Tensor:
-        seqs = [texts[id(items[i])] for i in idx]
+    def tokens_of(items: list[dict[str, Any]], idx: list[int], train: bool = False) -> torch.Tensor:
+        seqs = [train_text(items[i]) if train else texts[id(items[i])] for i in idx]
         outb = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
         for j, s in enumerate(seqs):
             outb[j, : len(s)] = s
@@ -484,10 +539,18 @@ def run_retrieval(method: MethodSpec, data: CellData, proto: ProtocolConfig, see
 
     def step(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         img = m.image(batch["image"])
-        txt = m.text(tokens_of(data.train, batch["index"].tolist()).to(img.device))
-        logits = img @ txt.T / proto.temperature
+        ids = tokens_of(data.train, batch["index"].tolist(), train=True).to(img.device)
+        logits = img @ m.text(ids).T / proto.temperature
         target = torch.arange(len(img), device=img.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        if proto.fiber_fused and len(img) > 1:  # FIBER ITM: matched pairs vs each image's hardest in-batch text
+            with torch.no_grad():
+                hard = logits.detach().masked_fill(torch.eye(len(img), dtype=torch.bool, device=img.device),
+                                                   float("-inf")).argmax(1)
+            itm = m.itm_logits(torch.cat([batch["image"], batch["image"]]), torch.cat([ids, ids[hard]]))
+            loss = loss + F.binary_cross_entropy_with_logits(
+                itm, torch.cat([torch.ones(len(img)), torch.zeros(len(img))]).to(itm))
+        return loss
 
     @torch.no_grad()
     def embed(m: nn.Module, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -502,7 +565,14 @@ def run_retrieval(method: MethodSpec, data: CellData, proto: ProtocolConfig, see
     def scores(m: nn.Module, items: list[dict[str, Any]]) -> dict[str, Any]:
         imgs, txt = embed(m, items)
         labels = [it["label"].numpy() if torch.is_tensor(it["label"]) else it["label"] for it in items]
-        s = retrieval_scores(imgs @ txt.T, labels, labels, proto.ks)
+        sim = imgs @ txt.T
+        if proto.fiber_fused:  # ITM on the fused streams re-ranks each image's top max(ks) texts
+            was = m.training
+            m.eval()
+            pix = torch.stack([b["image"] for b in _Items(items, ("image",), data.mean, data.std)]).to(dev)
+            sim = m.rerank(sim, pix, tokens_of(items, list(range(len(items)))).to(dev), max(proto.ks))
+            m.train(was)
+        s = retrieval_scores(sim, labels, labels, proto.ks)
         prompts = m.text(tok.batch([normalize_report(n).rstrip(" .") for n in data.label_names], 20)
                          .to(dev)).cpu()
         zs = imgs @ prompts.T

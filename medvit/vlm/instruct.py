@@ -60,9 +60,12 @@ def _where(f: dict[str, Any]) -> str | None:
 
 
 def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, experts: Sequence[Expert] = (),
-                          expert_fraction: float = 0.5, image: Any = None) -> dict[str, list[dict[str, Any]]]:
+                          expert_fraction: float = 0.5, image: Any = None, ptp_grid: int = 0
+                          ) -> dict[str, list[dict[str, Any]]]:
     """The conversations of one phantom, by kind (caption, report, vqa, expert). ``experts``: the CXR expert is
-    run on ``image`` (default ``ph.image``) for the expert conversations (none written without experts)."""
+    run on ``image`` (default ``ph.image``) for the expert conversations (none written without experts).
+    ``ptp_grid`` > 0: the caption answer gets PTP's position prompt (:func:`medvit.data.ptp.position_prompt`) for
+    one finding box from the phantom's masks (needs ``ph.masks``), drawn with a generator seeded by the image id."""
     pid = ph.meta.get("ImageID", image_name)
     labels = list(ph.label_names)
     present = [lab for lab, v in zip(labels, ph.labels) if v]
@@ -73,7 +76,18 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
         out[kind].append({"id": f"{pid}-{suffix}", "images": [image_name],
                           "conversations": [{"from": f, "value": v} for f, v in turns], **(extra or {})})
 
-    rec("caption", "cap", [("human", f"{IMAGE_TOKEN}\n{CAPTION_PROMPT}"), ("gpt", impression)])
+    caption = impression
+    if ptp_grid:
+        import zlib
+
+        import torch
+
+        from medvit.data.ptp import boxes_from_masks, position_prompt
+
+        boxes, names = boxes_from_masks(getattr(ph, "masks", None) or {}, labels)
+        gen = torch.Generator().manual_seed(zlib.crc32(str(pid).encode()))
+        caption = position_prompt(impression, boxes, names, ph.image.shape[-2:], ptp_grid, gen)
+    rec("caption", "cap", [("human", f"{IMAGE_TOKEN}\n{CAPTION_PROMPT}"), ("gpt", caption)])
     rec("report", "rep", [("human", f"{IMAGE_TOKEN}\n{REPORT_PROMPT}"), ("gpt", ph.report)])
     for lab, v in zip(labels, ph.labels):
         rec("vqa", f"cls-{lab}", [("human", f"{IMAGE_TOKEN}\n{classification_question(lab)}"),
@@ -110,13 +124,14 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
 
 def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101, image_size: int = 64,
                              experts: Sequence[Expert] = (), expert_fraction: float = 0.5,
-                             splits: Sequence[str] = ("train", "val", "test"), expert_factor: int = 2
-                             ) -> dict[str, Any]:
+                             splits: Sequence[str] = ("train", "val", "test"), expert_factor: int = 2,
+                             ptp_grid: int = 0) -> dict[str, Any]:
     """Write phantoms + conversation JSONL per split and kind to ``out_dir`` (``{split}_{kind}.jsonl``, images in
     ``images/``) and ``mixture.yaml``. ``n``: phantoms in all splits together (patient-disjoint 70/15/15 split of
     medvit's phantom dataset). ``expert_factor``: the up-sampling factor of the expert conversations in the mixture
-    (stage 3; reference mixture: 2 for its expert sets). Returns {"files": {split: {kind: path}}, "counts": …,
-    "mixture": path}."""
+    (stage 3; reference mixture: 2 for its expert sets). ``ptp_grid`` > 0: PTP position prompts on the *training*
+    captions (the image–text alignment stage; evaluation captions stay plain). Returns
+    {"files": {split: {kind: path}}, "counts": …, "mixture": path}."""
     from PIL import Image
 
     from medvit.data.phantom_datasets import PhantomDataset
@@ -135,7 +150,8 @@ def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101,
             img8 = np.clip(np.round(ph.image * 255), 0, 255).astype(np.uint8)
             Image.fromarray(img8).save(out / name)
             # the expert sees what is stored (8-bit PNG), as at inference
-            conv = phantom_conversations(ph, name, rng, experts, expert_fraction, image=img8.astype(np.float32) / 255)
+            conv = phantom_conversations(ph, name, rng, experts, expert_fraction, image=img8.astype(np.float32) / 255,
+                                         ptp_grid=ptp_grid if split == "train" else 0)
             for k, v in conv.items():
                 recs.setdefault(k, []).extend(v)
         files[split], counts[split] = {}, {}

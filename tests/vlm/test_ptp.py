@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medvit.vlm.ptp import block_index, position_prompt
+from medvit.vlm.ptp import block_index, boxes_from_masks, position_prompt
 
 
 def test_corner_blocks_and_every_block_of_the_grid():
@@ -66,3 +66,40 @@ def test_prompt_errors():
         position_prompt("x", [(0, 0, 1, 1), (0, 0, 1, 1)], ["a"], (10, 10))
     with pytest.raises(ValueError, match="empty"):
         position_prompt("x", [(0, 0, 1, 1)], [" "], (10, 10))
+
+
+def test_boxes_from_masks_span_the_foreground_and_name_the_finding():
+    import numpy as np
+
+    m = np.zeros((30, 30), bool)
+    m[3:7, 20:26] = True  # rows 3..6, cols 20..25
+    e = np.zeros((30, 30), bool)
+    e[25, 1] = True
+    boxes, names = boxes_from_masks({"nodule": m, "effusion_left": e, "lung_left": m, "mass": np.zeros((30, 30))},
+                                    ["Nodule", "Effusion", "Mass"])
+    assert boxes == [(20.0, 3.0, 26.0, 7.0), (1.0, 25.0, 2.0, 26.0)] and names == ["nodule", "effusion"]
+    assert block_index(boxes[0], (30, 30)) == 2 and block_index(boxes[1], (30, 30)) == 6
+    with pytest.raises(ValueError, match="must be 2D"):
+        boxes_from_masks({"nodule": np.zeros((2, 3, 3))}, ["Nodule"])
+
+
+def test_vlm_phantom_captions_carry_ptp_prompts_in_training_only(tmp_path):
+    """medvit.vlm's image–text data: with ptp_grid the training captions name the block of a finding box taken
+    from the phantom's masks; evaluation captions stay plain; off by default."""
+    import json
+
+    from medvit.data.phantom_datasets import PhantomDataset
+    from medvit.vlm.instruct import phantom_instruction_data
+
+    res = phantom_instruction_data(tmp_path / "p", n=20, seed=5, image_size=32, ptp_grid=3)
+    caps = {s: [json.loads(line)["conversations"][1]["value"]
+                for line in (tmp_path / "p" / res["files"][s]["caption"]).read_text().splitlines()]
+            for s in ("train", "test")}
+    with_box = [c for c in caps["train"] if " The block " in c]
+    assert with_box and all(c.endswith(" .") for c in with_box)
+    assert not any(" The block " in c for c in caps["test"])
+    ds = PhantomDataset("cxr", "train", n=20, seed=5, image_size=32, with_masks=True)
+    n_with = sum(1 for i in range(len(ds)) if boxes_from_masks(ds.phantom(i).masks, ds.label_names)[0])
+    assert len(with_box) == n_with  # every training phantom with a finding mask gets a prompt
+    plain = phantom_instruction_data(tmp_path / "q", n=20, seed=5, image_size=32)
+    assert " The block " not in (tmp_path / "q" / plain["files"]["train"]["caption"]).read_text()
