@@ -4,17 +4,23 @@ One run, interleaved per round, on the same phantom DICOM files (1024² DX by de
 
 * ``medvit infer`` end to end (subprocess; run clock from run.json, and wall clock) for each path:
   ``auto`` (what the default picks here), ``fp32``, ``bf16`` (bf16 weights), ``compile`` (``--compile inductor``:
-  AOTInductor with freezing, fp32 on CPU / bf16 on CUDA) and ``int8`` (PT2E x86 static, compiled);
-  compile paths are warmed first on a subset holding the same first batch (compile time recorded apart),
-  so the timed runs load the cached package;
+  AOTInductor with freezing at the auto precision) and ``int8`` (PT2E x86 static, compiled); compile paths are
+  warmed first on a subset holding the same first batch (compile time recorded apart), so the timed runs load
+  the cached package;
 * the same model alone on pre-decoded tensors, per path (the end-to-end / model-alone ratio);
 * HF ``transformers.ViTModel`` of the same shape under bf16 autocast alone (random weights);
-* the compute limit of this machine: measured GEMM throughput (fp32, bf16, int8) ÷ the model's FLOPs.
+* the compute limit of this machine: measured GEMM throughput (fp32, bf16, int8) ÷ the model's FLOPs;
+* ``--inputs``: the pipeline around the model — ``medvit infer`` on other inputs (e.g. ``2048:j2k`` = 2048² DX in
+  JPEG 2000 lossless) against the model alone measured right after it, per input.
 
-    nice -n 10 python benchmarks/infer_fastpaths.py [--n 160] [--size 1024] [--archs vit_base_patch16_224,...]
-        [--paths auto,fp32,bf16,compile,int8] [--device cpu|cuda] [--name infer_fastpaths]
+    python benchmarks/infer_fastpaths.py [--n 160] [--size 1024] [--archs vit_base_patch16_224,...]
+        [--paths auto,fp32,bf16,compile,int8] [--inputs 1024:raw,1024:j2k,2048:raw,2048:j2k] [--device cpu|cuda]
+        [--cache-dir DIR] [--warm-only] [--name infer_fastpaths]
 
-Writes benchmarks/results/<name>.{json,md}. Random weights (speed does not depend on them).
+Each file is a distinct instance (own UIDs; ``--distinct`` phantoms rendered, the rest copies of their pixels),
+so nothing is skipped as a duplicate. Models are seeded (same weights and compile-cache key on every run):
+``--warm-only`` with a ``--cache-dir`` compiles in one call and a later call times with the packages loaded.
+Writes benchmarks/results/<name>.{json,md} (+ what was measured so far after every arm). Random weights.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.infer_benchmark import make_model, make_phantoms, peak_rss_of_tree  # noqa: E402
+from benchmarks.infer_benchmark import peak_rss_of_tree  # noqa: E402
 
 ISSUE_LIMIT = 46.0  # images/s, issue 24: ViT-B/16 at 800 GFLOP/s bf16 on the machine it was measured on
 
@@ -174,10 +180,52 @@ def hf_alone(arch: str, x: torch.Tensor, args: argparse.Namespace) -> dict:
     return {"n": len(x), "seconds": dt, "img_s": len(x) / dt}
 
 
+def make_inputs(out: Path, n: int, size: int, j2k: bool, distinct: int) -> list[Path]:
+    """``n`` DX DICOM files (12-bit, file VOI window, 4 images per study, every 5th MONOCHROME1) from ``distinct``
+    rendered chest phantoms; copies get their own Study/Series/SOP Instance UIDs (no duplicate is skipped)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medvit.data.phantom_cxr import ChestPhantomGenerator
+    from medvit.io.writers import write_dicom_dx
+
+    gen = ChestPhantomGenerator(image_size=size, seed=7, with_masks=False)
+    base = []
+    for i in range(min(distinct, n)):
+        ph = gen.sample(i, patient=i // 4, visit=0)
+        px = np.round(ph.image * 4095).astype(np.uint16)
+        p = out / "base" / f"base{i:03d}.dcm"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_dicom_dx(p, px, dict(ph.meta), window=(2048.0, 4096.0), monochrome1=(i % 5 == 0), jpeg2000=j2k)
+        base.append(pydicom.dcmread(p))
+    paths = []
+    for i in range(n):
+        ds = base[i % len(base)]
+        if i % 4 == 0:
+            study, series = generate_uid(), generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study, series, f"P{i // 4:05d}"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        p = out / "in" / f"patient{i // 4:05d}" / f"img{i:05d}.dcm"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(p, enforce_file_format=True)
+        paths.append(p)
+    shutil.rmtree(out / "base")
+    return paths
+
+
+def seeded_model(out: Path, arch: str) -> Path:
+    """A random-weight checkpoint with a fixed seed (same hash, hence same compile-cache entry, on every run)."""
+    from benchmarks.infer_benchmark import make_model
+
+    torch.manual_seed(24)
+    return make_model(out, arch)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=160)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--distinct", type=int, default=32, help="phantoms rendered; the other files copy their pixels")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--workers", type=int, default=None, help="decoding workers (default: medvit's choice)")
@@ -186,48 +234,55 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (best of each kept)")
     ap.add_argument("--replicate", type=int, default=1,
-                    help="copy the n files this many times (a GPU needs more images than are worth generating)")
+                    help="files = n x replicate (a GPU needs more images than are worth rendering)")
     ap.add_argument("--alone-n", type=int, default=None,
                     help="images for the model-alone and HF arms (default: all; fewer on a slow shared CPU)")
     ap.add_argument("--e2e-paths", default=None,
                     help="paths also run end to end through medvit infer (default: all of --paths)")
+    ap.add_argument("--inputs", default="",
+                    help="pipeline section: SIZE:raw|j2k,... run with the first arch and --pipeline-paths")
+    ap.add_argument("--pipeline-n", type=int, default=96, help="files per --inputs entry")
+    ap.add_argument("--pipeline-paths", default="auto")
+    ap.add_argument("--cache-dir", default=None, help="compile cache (default: a fresh temporary folder)")
+    ap.add_argument("--warm-only", action="store_true", help="only compile (into --cache-dir) and exit")
     ap.add_argument("--name", default="infer_fastpaths")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("MEDVIT_COMPILE_CACHE", tempfile.mkdtemp(prefix="medvit_compile_"))
+    os.environ["MEDVIT_COMPILE_CACHE"] = args.cache_dir or tempfile.mkdtemp(prefix="medvit_compile_")
     work = Path(tempfile.mkdtemp(prefix="medvit_fastpaths_"))
-    t0 = time.perf_counter()
-    paths = make_phantoms(work / "in", args.n, args.size)
-    warm = work / "warm"  # the first batch's files: compile and int8 calibration see the same first batch
-    for p in paths[: args.batch]:
-        q = warm / p.relative_to(work / "in")
-        q.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(p, q)
-    for k in range(1, args.replicate):
-        for p in paths[: args.n]:
-            q = work / "in" / f"copy{k}" / p.relative_to(work / "in")
-            q.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, q)
-    gen_s = time.perf_counter() - t0
-    archs, fast = args.archs.split(","), args.paths.split(",")
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args),
                  "command": "python benchmarks/infer_fastpaths.py " + " ".join(sys.argv[1:]),
                  "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                          "native_bf16": _native_bf16(), "cpu_model": _cpu_model(),
                           "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-                          "load_avg_start": os.getloadavg()},
-                 "generate_s": gen_s, "gemm_gflops": gemm_gflops(args.device, args.threads), "models": {}}
-    models = {a: make_model(work / f"model_{a}", a) for a in archs}
-    xs = {a: decoded(models[a], paths[: args.alone_n]).repeat(args.replicate, 1, 1, 1) for a in archs}
-    e2e_paths = args.e2e_paths.split(",") if args.e2e_paths else fast
+                          "load_avg_start": os.getloadavg()}, "models": {}, "pipeline": []}
+    t0 = time.perf_counter()
+    paths = make_inputs(work / "main", args.n * args.replicate, args.size, False, args.distinct)
+    warm = work / "warm"  # the first batch's files: compile and int8 calibration see the same first batch
+    for p in paths[: args.batch]:
+        q = warm / p.relative_to(work / "main" / "in")
+        q.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, q)
+    res["generate_s"] = time.perf_counter() - t0
+    archs, fast = args.archs.split(","), args.paths.split(",")
+    models = {a: seeded_model(work / f"model_{a}", a) for a in archs}
     for a in archs:
-        r = res["models"][a] = {"gflop_per_image": vit_flops(a) / 1e9, "warmup": {}, "rounds": []}
-        for path in fast:
-            if path in ("compile", "int8"):
+        res["models"][a] = {"gflop_per_image": vit_flops(a) / 1e9, "warmup": {}, "rounds": []}
+        for path in fast + (args.pipeline_paths.split(",") if a == archs[0] and args.inputs else []):
+            if path in ("compile", "int8") and path not in res["models"][a]["warmup"]:
                 out = work / f"warm_{a}_{path}"
-                r["warmup"][path] = run_infer(infer_cmd(models[a], warm, out, path, args), out)["execution"]
-                print(a, path, "warm-up", r["warmup"][path], flush=True)  # noqa: T201
+                t1 = time.perf_counter()
+                r = run_infer(infer_cmd(models[a], warm, out, path, args), out)
+                res["models"][a]["warmup"][path] = r["execution"] | {"run_wall_s": time.perf_counter() - t1}
+                print(a, path, "warm-up", res["models"][a]["warmup"][path], flush=True)  # noqa: T201
+    if args.warm_only:
+        write(res, args)
+        return
+    res["gemm_gflops"] = gemm_gflops(args.device, args.threads)
+    xs = {a: decoded(models[a], paths[: args.alone_n]) for a in archs}
+    e2e_paths = args.e2e_paths.split(",") if args.e2e_paths else fast
     for rnd in range(args.rounds):
         for a in archs:
             row: dict = {"e2e": {}, "alone": {}, "hf_bf16_autocast": hf_alone(a, xs[a], args)}
@@ -235,15 +290,52 @@ def main() -> None:
             for path in fast:
                 out = work / f"out_{a}_{path}_{rnd}"
                 if path in e2e_paths:
-                    row["e2e"][path] = run_infer(infer_cmd(models[a], work / "in", out, path, args), out)
+                    row["e2e"][path] = run_infer(infer_cmd(models[a], work / "main" / "in", out, path, args), out)
+                    shutil.rmtree(out, ignore_errors=True)
                 row["alone"][path] = model_alone(models[a], xs[a], path, args)
                 print(a, path, row["e2e"].get(path, {}).get("img_s_run"), row["alone"][path]["img_s"],  # noqa: T201
                       flush=True)
                 write(res | {"partial": row}, args)
+            row["hf_bf16_autocast_after"] = hf_alone(a, xs[a], args)  # the HF arm again: load drift across the round
             res["models"][a]["rounds"].append(row)
             write(res, args)  # after every model: a run cut short keeps what it measured
+    if args.inputs:
+        a = archs[0]
+        for spec in args.inputs.split(","):
+            size, kind = spec.split(":")
+            inp = work / f"pipe_{size}_{kind}"
+            t1 = time.perf_counter()
+            files = make_inputs(inp, args.pipeline_n, int(size), kind == "j2k", min(args.distinct, 16))
+            gen_s = time.perf_counter() - t1
+            for path in args.pipeline_paths.split(","):
+                out = inp / f"out_{path}"
+                e = run_infer(infer_cmd(models[a], inp / "in", out, path, args), out)
+                alone = model_alone(models[a], xs[a], path, args)
+                res["pipeline"].append({"arch": a, "input": spec, "files": len(files), "path": path, "e2e": e,
+                                        "alone": alone, "generate_s": gen_s,
+                                        "mb_per_file": sum(f.stat().st_size for f in files) / len(files) / 2**20})
+                print(spec, path, e["img_s_run"], alone["img_s"], flush=True)  # noqa: T201
+                write(res, args)
+            shutil.rmtree(inp, ignore_errors=True)
+    write(res, args)
     print(render_md(res))  # noqa: T201
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _native_bf16() -> bool:
+    from medvit.infer.fastpath import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def write(res: dict, args: argparse.Namespace) -> None:
@@ -255,44 +347,66 @@ def write(res: dict, args: argparse.Namespace) -> None:
 
 
 def render_md(r: dict) -> str:
-    a, h, g = r["args"], r["host"], r["gemm_gflops"]
+    a, h = r["args"], r["host"]
+    g = r.get("gemm_gflops") or {}
+    la = ", ".join(f"{x:.1f}" for x in h["load_avg_start"])
+    lb = ", ".join(f"{x:.1f}" for x in h.get("load_avg_end", []))
     lines = [f"# `medvit infer` execution paths ({a['device']})", "",
              f"Command: `{r['command']}`  ",
-             f"{r['date']}; {h['platform']}; {h['cpus']} CPUs ({h['cpu_capability']}); GPU {h['gpu']}; torch "
-             f"{h['torch']}; load average at start {', '.join(f'{x:.1f}' for x in h['load_avg_start'])}, at end "
-             f"{', '.join(f'{x:.1f}' for x in h['load_avg_end'])}. {a['n']} phantom DX DICOM {a['size']}² "
-             f"(12-bit; {a.get('replicate', 1)} copies of each file), batch {a['batch']}, {a['threads']} torch "
-             "threads, random weights, 1 channel, 224 px.",
-             "",
-             f"GEMM throughput here (3152×768 · 768×3072): fp32 {g['fp32']:.0f} GFLOP/s, bf16 {g['bf16']:.0f} "
-             f"GFLOP/s, int8 {g['int8']:.0f} GOP/s.", ""]
+             f"{r['date']}; {h['platform']}; {h['cpus']} CPUs ({h.get('cpu_model', '?')}, torch capability "
+             f"{h['cpu_capability']}, native bf16 {h.get('native_bf16')}); GPU {h['gpu']}; torch {h['torch']}; "
+             f"load average (1, 5, 15 min) at start {la}, at end {lb}. {a['n'] * a.get('replicate', 1)} phantom DX "
+             f"DICOM {a['size']}² (12-bit, distinct instances), batch {a['batch']}, {a['threads']} torch threads, "
+             "random weights, 1 channel, 224 px.", ""]
+    if g:
+        lines += [f"GEMM throughput here (3152×768 · 768×3072): fp32 {g['fp32']:.0f} GFLOP/s, bf16 {g['bf16']:.0f} "
+                  f"GFLOP/s, int8 {g['int8']:.0f} GOP/s.", ""]
     for arch, m in r["models"].items():
         if not m["rounds"]:
+            for k, w in m["warmup"].items():
+                cc = w.get("compile_cache") or {}
+                lines.append(f"{arch} {k}: compiled in {cc.get('seconds', float('nan')):.0f} s "
+                             f"(reused: {cc.get('reused')}).  ")
             continue
         gf = m["gflop_per_image"]
         best = {k: max(x["e2e"][k]["img_s_run"] for x in m["rounds"]) for k in m["rounds"][0]["e2e"]}
         alone = {k: max(x["alone"][k]["img_s"] for x in m["rounds"]) for k in m["rounds"][0]["alone"]}
         n_alone = m["rounds"][0]["hf_bf16_autocast"]["n"]
-        hf = max(x["hf_bf16_autocast"]["img_s"] for x in m["rounds"])
+        hfs = [x["hf_bf16_autocast"]["img_s"] for x in m["rounds"]] + \
+            [x["hf_bf16_autocast_after"]["img_s"] for x in m["rounds"] if "hf_bf16_autocast_after" in x]
+        hf = max(hfs)
+        lim = (f"Limits from the GEMM rates: fp32 {g['fp32'] / gf:.1f}, bf16 {g['bf16'] / gf:.1f}, int8 "
+               f"{g['int8'] / gf:.1f} images/s; " if g else "")
         lines += [f"## {arch} ({gf:.1f} GFLOP/image = 2 × {gf / 2:.1f} G multiply-adds)", "",
-                  f"HF ViTModel bf16 autocast alone: **{hf:.1f} images/s**. Limits from the GEMM rates: fp32 "
-                  f"{g['fp32'] / gf:.1f}, bf16 {g['bf16'] / gf:.1f}, int8 {g['int8'] / gf:.1f} images/s; the "
-                  f"issue's figure: {ISSUE_LIMIT:.0f} images/s (ViT-B/16, another machine with AMX).", "",
+                  f"HF ViTModel bf16 autocast alone: **{hf:.1f} images/s** (arm before / after the round: "
+                  f"{' / '.join(f'{x:.1f}' for x in hfs)}). {lim}the issue's figure: {ISSUE_LIMIT:.0f} images/s.", "",
                   "| path | precision used | e2e images/s (run clock) | e2e wall (incl. start, load) | model alone "
-                  "| e2e / alone | e2e / HF bf16 | peak RSS MB | workers | files failed |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| e2e / alone | e2e / HF bf16 | e2e / 46 | peak RSS MB | workers | files failed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, v in best.items():
             e = next(x["e2e"][k] for x in m["rounds"] if x["e2e"][k]["img_s_run"] == v)
             used = e["execution"]["precision"] + (" compiled" if e["execution"]["compile"] != "none" else "")
             lines.append(f"| {k} | {used} | {v:.2f} | {e['img_s_wall']:.2f} | {alone[k]:.2f} | {v / alone[k]:.2f} | "
-                         f"{v / hf:.2f} | {e['peak_rss_mb']:.0f} | {e['workers']} | {e.get('failed', 0)} |")
+                         f"{v / hf:.2f} | {v / ISSUE_LIMIT:.2f} | {e['peak_rss_mb']:.0f} | {e['workers']} | "
+                         f"{e.get('failed', 0)} |")
         for k, w in m["warmup"].items():
             cc = w.get("compile_cache") or {}
-            lines.append(f"\nCompile ({k}, first run, cached afterwards): {cc.get('seconds', float('nan')):.0f} s.")
+            lines.append(f"\nCompile ({k}): {cc.get('seconds', float('nan')):.0f} s the first time (package reused "
+                         f"by the timed runs: cache key {cc.get('key', '?')}).")
         for k in alone.keys() - best.keys():
             lines.append(f"\nModel alone only (no medvit infer run): {k} {alone[k]:.2f} images/s "
                          f"({alone[k] / hf:.2f} × HF bf16).")
         lines.append(f"\nModel-alone and HF arms on {n_alone} pre-decoded images; medvit infer on all files.")
+        lines.append("")
+    if r.get("pipeline"):
+        lines += ["## The pipeline around the model (end to end vs the model alone right after it)", "",
+                  "| model | input | MB/file | files | path | e2e images/s (run clock) | model alone | e2e / alone | "
+                  "decoding workers | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for p in r["pipeline"]:
+            e, al = p["e2e"], p["alone"]
+            lines.append(f"| {p['arch']} | {p['input']} | {p['mb_per_file']:.1f} | {p['files']} | {p['path']} | "
+                         f"{e['img_s_run']:.2f} | {al['img_s']:.2f} | {e['img_s_run'] / al['img_s']:.2f} | "
+                         f"{e['workers']} | {e['peak_rss_mb']:.0f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
