@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvit.compress.optim import optimizer_step
 from medvit.compress.prune import PrunePlan, apply_plan, pruned_macs
 
 logger = logging.getLogger(__name__)
@@ -247,12 +248,7 @@ def train_supernet(elastic: ElasticViT, batches: Iterator[tuple[torch.Tensor, to
         out_sub = elastic(x, spec)
         l_max, l_sub = loss_fn(out_max, y), loss_fn(out_sub, y)
         loss = l_max + l_sub + kd_weight * distill_loss(out_sub, out_max, ml)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad:
-            torch.nn.utils.clip_grad_norm_(params, clip_grad)
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched, params, clip_grad)
         pref.update(spec, float(l_sub.detach()))
         rec.levels.append(level)
         rec.macs.append(elastic.macs(spec))

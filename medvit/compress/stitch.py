@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvit.compress.optim import optimizer_step
+
 FORMAT = "medvit-snnet/1"
 logger = logging.getLogger(__name__)
 
@@ -205,12 +207,7 @@ def train_stitches(model: StitchedViT, batches: Iterator[tuple[torch.Tensor, tor
                     raise ValueError(f"batches ran out after {step} of {steps} steps") from None
             cid = ids[sampler.sample()]
             loss = loss_fn(model.forward_config(x, model.configs[cid]), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad)
-            opt.step()
-            sched.step()
+            optimizer_step(loss, opt, sched, params, clip_grad)
             rec.config_ids.append(cid)
             rec.losses.append(float(loss.detach()))
             if (step + 1) % 25 == 0 or step + 1 == steps:
