@@ -247,7 +247,7 @@ def time_phase(args: argparse.Namespace) -> None:
             m = load_model(r["checkpoint"]).eval()
             preds["ViT-S/16 dense fp32 Inductor"] = Predictor(m, "fp32", compile="inductor")
         preds[r["variant"]] = predictor_for(r, work)
-    b_rows = {} if args.skip_b16 else b16_predictors(size, log["meta"]["args"]["mac_ratio"])
+    b_rows = {} if args.skip_b16 else b16_predictors(size, log["meta"]["args"]["mac_ratio"], args.b16_full)
     for k, (p, _) in b_rows.items():
         preds[k] = p
     for name, p in preds.items():  # warm-up: compiles the Inductor / int8 graphs (first batch fixes the shape)
@@ -282,7 +282,7 @@ def time_phase(args: argparse.Namespace) -> None:
     plot(log, out / "compression.png")
 
 
-def b16_predictors(size: int, mac_ratio: float) -> dict:
+def b16_predictors(size: int, mac_ratio: float, full: bool = False) -> dict:
     """ViT-B/16 rows: random weights, the shapes of a trained one (speed does not depend on the values); the NViT
     shapes from saliency on random images; int8 from a PTQ parameter set without reconstruction."""
     from medvit.compress.prune import apply_plan, group_saliency, plan_pruning
@@ -297,16 +297,19 @@ def b16_predictors(size: int, mac_ratio: float) -> dict:
     sal = group_saliency(b16, [(xr[:8], yr[:8]), (xr[8:], yr[8:])], F.binary_cross_entropy_with_logits)
     b16p = apply_plan(b16, plan_pruning(b16, sal, mac_ratio))
     bq = {}
-    for k, m in (("dense", b16), ("pruned", b16p)):
+    for k, m in (("dense", b16), ("pruned", b16p))[:2 if full else 1]:
         qm, res = ptq_calibrate(m, [xr[:8]], PTQConfig(recon_iters=0, search_rows=512))
         qm.int8_qparams = res.qparams
         bq[k] = qm
-    return {"ViT-B/16 dense fp32": (Predictor(b16, "fp32"), b16),
+    rows = {"ViT-B/16 dense fp32": (Predictor(b16, "fp32"), b16),
             "ViT-B/16 dense bf16 weights": (Predictor(b16, "bf16"), b16),
-            "ViT-B/16 dense fp32 Inductor": (Predictor(b16, "fp32", compile="inductor"), b16),
+            "ViT-B/16 dense dynamic int8": (Predictor(dyn_int8(b16), "fp32"), b16),
             "ViT-B/16 static int8 (PTQ)": (Predictor(bq["dense"], "int8"), b16),
-            f"ViT-B/16 NViT {mac_ratio:.0%} MACs fp32": (Predictor(b16p, "fp32"), b16p),
-            f"ViT-B/16 NViT {mac_ratio:.0%} MACs static int8 (PTQ)": (Predictor(bq["pruned"], "int8"), b16p)}
+            f"ViT-B/16 NViT {mac_ratio:.0%} MACs fp32": (Predictor(b16p, "fp32"), b16p)}
+    if full:  # two more Inductor compiles (minutes on 2 cores)
+        rows["ViT-B/16 dense fp32 Inductor"] = (Predictor(b16, "fp32", compile="inductor"), b16)
+        rows[f"ViT-B/16 NViT {mac_ratio:.0%} MACs static int8 (PTQ)"] = (Predictor(bq["pruned"], "int8"), b16p)
+    return rows
 
 
 def e2e_infer(args: argparse.Namespace, work: Path, log: dict) -> dict:
@@ -450,11 +453,12 @@ def main() -> None:
     a.add_argument("--speed-batch", type=int, default=32)
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--snnet-every", type=int, default=2, help="time every k-th stitch position (all are scored)")
-    a.add_argument("--e2e-n", type=int, default=128)
+    a.add_argument("--e2e-n", type=int, default=256)
     a.add_argument("--e2e-size", type=int, default=256)
     a.add_argument("--e2e-rounds", type=int, default=2)
     a.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a.add_argument("--n", type=int, default=2000, help="phantoms drawn (split into train/val/test)")
+    a.add_argument("--b16-full", action="store_true", help="also ViT-B/16 fp32 Inductor and NViT int8 rows")
     a.add_argument("--skip-b16", action="store_true", help="no ViT-B/16 speed rows (smoke runs)")
     args = a.parse_args()
     DATA["n"] = args.n
