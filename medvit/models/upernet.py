@@ -125,6 +125,33 @@ class UperNetViT(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class UperNetPyramid(nn.Module):
+    """:class:`UPerHead` on a backbone's own feature pyramid, e.g. HST's side network (:mod:`medvit.peft.hst`).
+
+    Args:
+        backbone: a module with ``forward_pyramid(x)`` → maps (B, C_i, H/s_i, W/s_i), finest first, and
+            ``pyramid_channels`` (the C_i).
+        num_classes: output maps; channels: head width (default: the widest level).
+    Input (B, C, H, W) -> logits (B, num_classes, H, W). Each level is projected (1×1 conv + BN + ReLU) to the head
+    width first (UPerHead's laterals take one width).
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int = 1, channels: int | None = None):
+        super().__init__()
+        chans = [int(c) for c in getattr(backbone, "pyramid_channels", [])]
+        if not chans or not hasattr(backbone, "forward_pyramid"):
+            raise ValueError(f"{type(backbone).__name__} has no forward_pyramid / pyramid_channels")
+        ch = channels or max(chans)
+        self.backbone = backbone
+        self.proj = nn.ModuleList(ConvNormAct(c, ch, 1) for c in chans)
+        self.decode_head = UPerHead(ch, ch, len(chans), num_classes)
+        self.num_classes = self.num_labels = int(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [p(f) for p, f in zip(self.proj, self.backbone.forward_pyramid(x))]
+        return F.interpolate(self.decode_head(feats), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 class UperNetSegmenter(UperNetViT):
     """UperNet as a model of the registry kind ``segmentation`` (:mod:`medvit.models.segmentation`): built by
     ``create_model("upernet_vit", backbone=NAME, backbone_args={...}, num_labels=K)``, per-label logits

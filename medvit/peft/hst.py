@@ -78,6 +78,7 @@ class HSTViT(WrappedBackbone):
         self.taps = [block_index(int(t), depth) for t in taps]
         self.backbone = backbone
         c = [int(v) for v in cfg.side_dims]
+        self.pyramid_channels = list(c)  # channels of forward_pyramid's maps (dense heads: UperNetPyramid)
         self.meta_tokens = nn.Parameter(torch.randn(depth, d) * 0.02) if cfg.meta_tokens else None
         self.stem = nn.Sequential(nn.Conv2d(backbone.in_chans, c[0], 3, stride=2, padding=1), nn.GELU(),
                                   nn.Conv2d(c[0], c[0], 3, stride=2, padding=1))

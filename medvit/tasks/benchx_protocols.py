@@ -10,7 +10,8 @@ One function per task, each ``run_<task>(method, data, proto, seed, out) -> metr
   ``out_indices`` [3, 5, 7, 11] scaled to the depth, neck scales [4, 2, 1, 0.5]), AdamW + linear warmup + poly
   decay, one sigmoid foreground map with BCE (the kind's convention; BenchX: CE on 2 classes, the same binary
   problem), checkpoint chosen by validation Dice; Dice / IoU via MONAI (:mod:`medvit.eval.dense_metrics`), plus
-  the empty-mask baseline's Dice on the same test images.
+  the empty-mask baseline's Dice on the same test images. A PEFT method with its own feature pyramid (``hst``) feeds
+  UPerHead directly (:class:`medvit.models.upernet.UperNetPyramid`) instead of the neck over ViT blocks.
 - :func:`run_report_generation`: R2Gen-style decoder (:mod:`medvit.models.r2gen`) on the frozen encoder's patch
   tokens (frontal + lateral when the item has ``image_lateral``), early stopping on validation BLEU-4; test
   BLEU-1..4, ROUGE-L, METEOR, CIDEr (:mod:`medvit.eval.text_metrics`) of beam-3 trigram-blocked decoding.
@@ -333,7 +334,13 @@ def run_segmentation(method: MethodSpec, data: CellData, proto: ProtocolConfig, 
                          backbone_args={**method.backbone_args, "img_size": data.image_size, "in_chans": in_chans})
     if method.pretrained:
         load_pretrained_encoder(model.backbone, method.pretrained)
-    model.backbone = backbone = _peft(model.backbone, method, proto)
+    backbone = _peft(model.backbone, method, proto)
+    if hasattr(backbone, "forward_pyramid"):  # a PEFT side network with its own multi-scale maps (HST)
+        from medvit.models.upernet import UperNetPyramid
+
+        model = UperNetPyramid(backbone, num_classes=1)
+    else:
+        model.backbone = backbone
     keys = ("image", "mask")
     train_ds = _Items(data.train, keys, data.mean, data.std)
     val_ds, test_ds = (_Items(d, keys, data.mean, data.std) for d in (data.val, data.test))

@@ -81,3 +81,27 @@ def test_protocol_config_refuses_fiber_without_bert():
         ProtocolConfig(fiber_fused=2)
     with pytest.raises(ValueError, match="text_encoder must be"):
         ProtocolConfig(text_encoder="clip")
+
+
+@pytest.mark.slow
+def test_segmentation_cell_with_hst_side_network(tmp_path):
+    """HST in the BenchX segmentation protocol: UPerHead on the side network's pyramid, end to end in a cell."""
+    from medvit.models.upernet import UperNetPyramid
+    from medvit.peft import apply_peft
+    from tests.peft.conftest import make_base
+
+    hst = apply_peft(make_base(patch_size=8), "hst", {"side_dims": [4, 6, 8, 8]})
+    seg = UperNetPyramid(hst, num_classes=1)
+    x = torch.rand(2, 1, 32, 32)
+    assert seg(x).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="no forward_pyramid"):
+        UperNetPyramid(make_base())
+    data = _cell()
+    method = MethodSpec(name="hst", backbone="vit_tiny_patch16_224",
+                        backbone_args={"patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2},
+                        peft="hst", peft_config={"side_dims": [8, 8, 16, 16]})
+    from medvit.tasks.benchx_protocols import run_segmentation
+
+    res = run_segmentation(method, data, ProtocolConfig(lr=1e-3, steps=3, batch_size=8, warmup_steps=0, eval_every=3),
+                           seed=0, out=tmp_path / "s")
+    assert 0.0 <= res["test"]["dice"] <= 1.0 and res["steps"] == 3
