@@ -235,6 +235,16 @@ def _rel(p: Path, root: str) -> str:
 _SPEC: DecodeSpec | None = None
 
 
+def preload() -> None:
+    """Import the decoding stack (pydicom and its pixel plugins, medvit.io, Pillow's JPEG 2000 codec) in this
+    process, so that forked workers inherit it instead of each importing it on its first file."""
+    import PIL.Jpeg2KImagePlugin  # noqa: F401
+    import pydicom.pixels  # noqa: F401
+
+    import medvit.io.dicom  # noqa: F401
+    import medvit.io.dicom_pixels  # noqa: F401
+
+
 def init_worker(spec: DecodeSpec) -> None:
     """Pool initializer: keep the spec in the worker; stop BLAS/OpenMP threads from oversubscribing cores."""
     global _SPEC

@@ -185,6 +185,9 @@ class _Decoder:
                     d = decode_file(p, self.spec)
                 yield d
             return
+        from medvit.infer.decode import preload
+
+        preload()  # forked workers start with the decoders imported
         self.pool = self._new_pool()
         inflight: deque[tuple[Path, Future]] = deque()
         try:
@@ -327,7 +330,11 @@ class InferenceRun:
             x = np.stack([d.x for d in batch]) if self.cfg.heatmaps else np.zeros((len(batch), 0), np.float32)
         else:
             x = np.stack([d.x for d in batch])
+            t = time.perf_counter()
             probs, ood = self.predictor.predict_with_ood(x)
+            timing = getattr(self, "_timing", None)
+            if timing is not None:
+                timing.predicted(time.perf_counter() - t, len(batch))
         maps = None
         if self.seg is not None:  # (B, K, h, w) probability maps; presence = highest pixel probability
             from medvit.infer.segment import presence
@@ -490,8 +497,9 @@ class InferenceRun:
         batch: list[Decoded] = []
         n_new = n_pred = 0
         t_pred = time.perf_counter()
+        self._timing = _Timing(t0)
         try:
-            for d in self._decoder(spec, max_inflight).run(todo):
+            for d in self._timing.waiting(self._decoder(spec, max_inflight).run(todo)):
                 n_new += 1
                 dup = dups.same_sop(d.rel, str(d.header.get("SOPInstanceUID", "")), d.x, d.digest) \
                     if d.status == "ok" else None
@@ -576,6 +584,8 @@ class InferenceRun:
             code = EXIT_OK
         ips = n_pred / max(seconds, 1e-9)
         counts["images_per_s_this_run"] = round(ips, 3)
+        if getattr(self, "_timing", None) is not None:
+            counts["timing"] = self._timing.summary(seconds, n_pred)
         self._write_run_json(started, _now(), counts, "finished", seconds, code)
         files["run.json"] = str(self.out / "run.json")
         return RunResult(code, counts, str(self.out), seconds, ips, n_new, files)
@@ -612,6 +622,43 @@ class InferenceRun:
                             if self.deid.keep_dates else []),
                 "dates": "retained" if self.deid.keep_dates else "removed",
                 "key": f"outside OUTPUT (key id {self.deid.key_id()})"}
+
+
+class _Timing:
+    """Where a run's time went (run.json ``counts.timing``, seconds): waiting for the next decoded file
+    (``input_wait_s``: walk + decoding not hidden behind the model), in the model (``predict_s``), and when the
+    first batch was done (``first_batch_s``: worker start, first decodes, the model's first call — oneDNN
+    primitives or a compiled package); ``images_per_s_after_first_batch`` is the steady rate."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.wait, self.predict = t0, 0.0, 0.0
+        self.first: tuple[float, int] | None = None
+
+    def waiting(self, items: Iterator[Decoded]) -> Iterator[Decoded]:
+        it = iter(items)
+        while True:
+            t = time.perf_counter()
+            try:
+                d = next(it)
+            except StopIteration:
+                return
+            self.wait += time.perf_counter() - t
+            yield d
+
+    def predicted(self, seconds: float, n: int) -> None:
+        self.predict += seconds
+        if self.first is None:
+            self.first = (time.perf_counter() - self.t0, n)
+
+    def summary(self, seconds: float, n_pred: int) -> dict[str, float | None]:
+        out: dict[str, float | None] = {"input_wait_s": round(self.wait, 3), "predict_s": round(self.predict, 3),
+                                        "first_batch_s": None, "images_per_s_after_first_batch": None}
+        if self.first is not None:
+            t1, n1 = self.first
+            out["first_batch_s"] = round(t1, 3)
+            if n_pred > n1 and seconds > t1:
+                out["images_per_s_after_first_batch"] = round((n_pred - n1) / (seconds - t1), 3)
+        return out
 
 
 def _remove_stale_temporaries(out: Path) -> None:

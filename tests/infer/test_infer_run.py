@@ -49,6 +49,9 @@ def test_exit_code_and_counts(run_out):
     assert res.exit_code == EXIT_SOME_FAILED
     c = res.counts
     assert (c["predicted"], c["skipped"], c["error"], c["studies"]) == (4, 2, 1, 2)
+    t = c["timing"]  # where the time went (issue 24): model, waiting for input, first batch
+    assert t["predict_s"] > 0 and t["input_wait_s"] >= 0 and t["first_batch_s"] > 0
+    assert t["images_per_s_after_first_batch"] is not None  # 4 images in batches of 3: a second batch exists
 
 
 def test_every_file_has_one_status_row(run_out, material):
