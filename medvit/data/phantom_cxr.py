@@ -163,8 +163,10 @@ class ChestPhantomGenerator:
         if present[lab["Atelectasis"]]:
             a_side = int(ri.integers(2))
             lift = ri.uniform(0.05, 0.11)
+            if siz != 1.0:  # volume loss grows with the finding: hemidiaphragm lift and mediastinal shift (capped)
+                lift = min(lift * siz, 0.25)
             domes[a_side] -= lift
-            mx += (-1 if a_side == 0 else 1) * ri.uniform(0.01, 0.03)
+            mx += (-1 if a_side == 0 else 1) * ri.uniform(0.01, 0.03) * min(siz, 2.5)
         ctr = ri.uniform(0.53, 0.64) if present[lab["Cardiomegaly"]] else float(np.clip(ctr0 + ri.normal(0, 0.01),
                                                                                       0.36, 0.49))
         # coordinates

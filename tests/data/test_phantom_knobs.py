@@ -60,6 +60,20 @@ def test_lesion_size_scales_the_nodule_area():
                                                                      abs=1)
 
 
+def test_lesion_size_scales_the_atelectasis_volume_loss():
+    """Atelectasis is mostly an anatomical sign (a lifted hemidiaphragm, a mediastinal shift): lesion_size scales
+    the lift (capped at 0.25 of the half-field) as well as the band, so the lung of that side loses area."""
+    base, big = ChestPhantomGenerator(96, seed=0), ChestPhantomGenerator(96, seed=0, lesion_size=2.0)
+    i = _first_with_only(base, CXR_LABELS.index("Atelectasis"))
+    p0, p1 = base.sample(i, i), big.sample(i, i)
+    f0, f1 = p0.findings[0], p1.findings[0]
+    assert f0["side"] == f1["side"] and f1["lift_mm"] == pytest.approx(min(2 * f0["lift_mm"], 50), abs=1)
+    lung = f"lung_{f0['side']}"
+    assert p1.masks[lung].sum() < 0.97 * p0.masks[lung].sum()
+    other = "lung_left" if f0["side"] == "right" else "lung_right"
+    assert p1.masks[other].sum() == pytest.approx(p0.masks[other].sum(), rel=0.1)
+
+
 def test_noise_scales_the_quantum_noise():
     g = {k: ChestPhantomGenerator(64, seed=1, noise=k) for k in (0.0, 1.0, 2.0)}
     p = {k: g[k].sample(5, 5).image.astype(np.float64) for k in g}

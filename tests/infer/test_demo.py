@@ -99,15 +99,17 @@ def test_committed_demo_model_still_fits_todays_phantoms():
 
     from medvit.cli import demo_cmd
     from medvit.data import build_dataset
+    from medvit.data.augment import build_contract_eval_transform
     from medvit.models import load_model
 
     model = load_model(demo_cmd.COMMITTED).eval()
     c = model.contract
-    ds = build_dataset("cxr_phantom", "test", n=1200, seed=5, image_size=c.input_size[0])
-    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    tf = build_contract_eval_transform(c)  # drawn at the demo's size, resized by the contract as medvit infer does
+    ds = build_dataset("cxr_phantom", "test", n=1200, seed=5, image_size=demo_cmd.pipeline_draw_size())
+    x = torch.stack([tf(ds[i])["image"] for i in range(len(ds))])
     y = torch.stack([ds[i]["label"] for i in range(len(ds))]).numpy()
     with torch.inference_mode():
-        p = torch.sigmoid(model((x - c.mean[0]) / c.std[0])).numpy()
+        p = torch.sigmoid(model(x)).numpy()
     auc = {k: roc_auc_score(y[:, i], p[:, i]) for i, k in enumerate(c.label_names) if 0 < y[:, i].sum() < len(y)}
     assert auc["Cardiomegaly"] > 0.9, auc
     assert np.mean(list(auc.values())) > 0.6, auc
@@ -128,12 +130,12 @@ def test_committed_demo_model_declares_scope_and_flags_foreign_images():
     from medvit.io import read_image
 
     model, c, info = load_for_inference(demo_cmd.COMMITTED)
-    assert (info.name, info.version) == ("medvit-demo-cxr-phantom", "2")
+    assert (info.name, info.version) == ("medvit-demo-cxr-phantom", "3")
     assert c.modalities == ["CR", "DX"] and c.view_positions == ["PA", "AP"] and c.body_parts == ["CHEST"]
     assert c.ood["target_fpr"] == 0.05 and c.ood["val_fpr"] <= 0.08 and c.ood["test_fpr"] <= 0.08
     pred = Predictor(model)
     tf = build_contract_eval_transform(c)
-    ds = build_dataset("cxr_phantom", "all", n=300, seed=5, image_size=c.input_size[0],
+    ds = build_dataset("cxr_phantom", "all", n=300, seed=5, image_size=demo_cmd.pipeline_draw_size(),
                        **demo_cmd.pipeline_knobs())  # the phantoms' distribution the model was trained on
     _, s = pred.predict_with_ood(torch.stack([tf(ds[i])["image"] for i in range(len(ds))]).numpy())
     assert float(np.mean(s >= c.ood["threshold"])) <= 0.12
