@@ -4,7 +4,8 @@ One run, interleaved per round, on the same phantom DICOM files (1024² DX by de
 
 * ``medvit infer`` end to end (subprocess; run clock from run.json, and wall clock) for each path:
   ``auto`` (what the default picks here), ``fp32``, ``bf16`` (bf16 weights), ``compile`` (``--compile inductor``:
-  AOTInductor with freezing at the auto precision) and ``int8`` (PT2E x86 static, compiled); compile paths are
+  AOTInductor with freezing at the auto precision), ``int8`` (PT2E x86 static, compiled) and ``openvino``
+  (``--compile openvino``: the optional OpenVINO backend at the auto precision); compile paths are
   warmed first on a subset holding the same first batch (compile time recorded apart), so the timed runs load
   the cached package;
 * the same model alone on pre-decoded tensors, per path (the end-to-end / model-alone ratio);
@@ -98,12 +99,12 @@ def _sync(device: str) -> None:
 
 
 def infer_cmd(model: Path, inp: Path, out: Path, path: str, args: argparse.Namespace) -> list[str]:
-    prec = {"auto": "auto", "fp32": "fp32", "bf16": "bf16", "compile": "auto", "int8": "int8"}[path]
+    prec = {"auto": "auto", "fp32": "fp32", "bf16": "bf16", "compile": "auto", "int8": "int8", "openvino": "auto"}[path]
     cmd = [sys.executable, "-m", "medvit.cli.main", "infer", "-m", str(model), "-i", str(inp), "-o", str(out),
            "--batch-size", str(args.batch), "--precision", prec, "--device", args.device, "--quiet",
            "--threads", str(args.threads)]
-    if path == "compile":
-        cmd += ["--compile", "inductor"]
+    if path in ("compile", "openvino"):
+        cmd += ["--compile", "inductor" if path == "compile" else "openvino"]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     return cmd
@@ -146,9 +147,9 @@ def model_alone(model_dir: Path, x: torch.Tensor, path: str, args: argparse.Name
     from medvit.infer.predictor import Predictor, load_for_inference
 
     model, _, info = load_for_inference(model_dir)
-    prec = {"compile": "auto"}.get(path, path)
-    pred = Predictor(model, prec, args.device, compile="inductor" if path == "compile" else "none",
-                     model_sha256=info.sha256)
+    prec = {"compile": "auto", "openvino": "auto"}.get(path, path)
+    mode = {"compile": "inductor", "openvino": "openvino"}.get(path, "none")
+    pred = Predictor(model, prec, args.device, compile=mode, model_sha256=info.sha256)
     t0 = time.perf_counter()
     pred.predict(x[: args.batch])  # warm-up (compiled paths: loads the package the warm-up run wrote)
     _sync(args.device)
@@ -249,9 +250,14 @@ def main() -> None:
     ap.add_argument("--pipeline-paths", default="auto")
     ap.add_argument("--cache-dir", default=None, help="compile cache (default: a fresh temporary folder)")
     ap.add_argument("--warm-only", action="store_true", help="only compile (into --cache-dir) and exit")
+    ap.add_argument("--render", metavar="JSON", help="only write the .md of an earlier run's .json and exit")
     ap.add_argument("--name", default="infer_fastpaths")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
+    if args.render:
+        f = Path(args.render)
+        f.with_suffix(".md").write_text(render_md(json.loads(f.read_text())))
+        return
     torch.set_num_threads(args.threads)
     os.environ["MEDVIT_COMPILE_CACHE"] = args.cache_dir or tempfile.mkdtemp(prefix="medvit_compile_")
     work = Path(tempfile.mkdtemp(prefix="medvit_fastpaths_"))
@@ -275,7 +281,7 @@ def main() -> None:
     for a in archs:
         res["models"][a] = {"gflop_per_image": vit_flops(a) / 1e9, "warmup": {}, "rounds": []}
         for path in fast + (args.pipeline_paths.split(",") if a == archs[0] and args.inputs else []):
-            if path in ("compile", "int8") and path not in res["models"][a]["warmup"]:
+            if path in ("compile", "int8", "openvino") and path not in res["models"][a]["warmup"]:
                 out = work / f"warm_{a}_{path}"
                 t1 = time.perf_counter()
                 r = run_infer(infer_cmd(models[a], warm, out, path, args), out)
@@ -397,8 +403,10 @@ def render_md(r: dict) -> str:
                          f"{e['peak_rss_mb']:.0f} | {e['workers']} | {e.get('failed', 0)} |")
         for k, w in m["warmup"].items():
             cc = w.get("compile_cache") or {}
-            lines.append(f"\nCompile ({k}): {cc.get('seconds', float('nan')):.0f} s the first time (package reused "
-                         f"by the timed runs: cache key {cc.get('key', '?')}).")
+            how = ("loaded from the cache (compiled by an earlier --warm-only call) in" if cc.get("reused") else
+                   "compiled the first time in")
+            lines.append(f"\nCompile ({k}): {how} {cc.get('seconds', float('nan')):.1f} s; the timed runs loaded the "
+                         f"package (cache key {cc.get('key', '?')}).")
         for k in alone.keys() - best.keys():
             lines.append(f"\nModel alone only (no medvit infer run): {k} {alone[k]:.2f} images/s "
                          f"({alone[k] / hf:.2f} × HF bf16).")

@@ -117,10 +117,12 @@ class Predictor:
     (a bf16 copy of the weights, inputs cast to bf16: no per-call weight casts as under autocast); "int8"
     (CPU only: static int8 through PT2E with the x86 Inductor quantizer, then compiled by Inductor; the parameters
     of a PTQ checkpoint (``model.int8_qparams``, :mod:`medvit.compress.ptq`) when it has them, else activations
-    calibrated on the first batch predicted). ``compile``: "none" (eager) or "inductor"
+    calibrated on the first batch predicted). ``compile``: "none" (eager), "inductor"
     (``torch.compile`` with freezing, cached on disk per model hash and input shape; the first batch fixes
-    the compiled shape and smaller batches are zero-padded to it). ``model_sha256`` names the weights in
-    the cache key (hashed from the state dict when None). ``multilabel`` chooses sigmoid vs softmax.
+    the compiled shape and smaller batches are zero-padded to it) or "openvino" (the optional OpenVINO CPU
+    backend, fp32 or bf16, IR cached the same way: :func:`medvit.infer.fastpath.openvino_cached`). ``model_sha256``
+    names the weights in the cache key (hashed from the state dict when None). ``multilabel`` chooses sigmoid vs
+    softmax.
     ``fp32_model`` keeps the fp32 module for gradient-based explanations.
     """
 
@@ -138,6 +140,9 @@ class Predictor:
         if self.precision == "int8" and device != "cpu":
             raise ValueError("int8 (PT2E x86 static quantisation) runs on CPU only; use --device cpu or "
                              "--precision bf16")
+        if compile == "openvino" and (device != "cpu" or self.precision == "int8"):
+            raise ValueError("--compile openvino runs fp32 or bf16 on the CPU (int8 has one path: --precision int8, "
+                             "PT2E + Inductor)")
         self.device = torch.device(device)
         self.multilabel = multilabel
         self.compile_mode = "inductor" if self.precision == "int8" else compile
@@ -154,19 +159,20 @@ class Predictor:
         ref = getattr(model, "ood_reference", None)
         self._with_features = ref is not None and all(hasattr(model, a) for a in ("embed", "blocks", "norm",
                                                                                   "forward_head", "head"))
-        if ref is not None and self.compile_mode == "inductor" and not self._with_features:
+        if ref is not None and self.compile_mode != "none" and not self._with_features:
             raise ValueError(f"{type(model).__name__} has an OOD reference but not the VisionTransformer stages "
                              "(embed, blocks, norm, forward_head) a compiled graph needs to return its features; "
                              "run it without --compile and with --precision fp32 or bf16")
         self._ood_blocks: tuple[int, ...] = tuple(ref.blocks) if ref is not None else ()
         self.last_features: dict[str, np.ndarray] | None = None
-        if self.precision == "bf16":
+        if self.precision == "bf16" and self.compile_mode != "openvino":  # OpenVINO converts the fp32 model
             import copy
 
             self.model = copy.deepcopy(model).to(self.device, torch.bfloat16).eval()
         else:
             self.model = model.to(self.device)
-        self.input_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        bf16_input = self.precision == "bf16" and self.compile_mode != "openvino"
+        self.input_dtype = torch.bfloat16 if bf16_input else torch.float32
 
     def describe(self) -> dict[str, Any]:
         """How the model runs (for run.json): precision requested/used and why, compile cache, calibration."""
@@ -183,7 +189,7 @@ class Predictor:
 
     def _prepare(self, t: torch.Tensor) -> None:
         """First batch: quantise (int8, calibrated on it) and/or compile for its shape."""
-        from medvit.infer.fastpath import compile_cached, quantize_int8_pt2e, state_dict_sha256
+        from medvit.infer.fastpath import compile_cached, openvino_cached, quantize_int8_pt2e, state_dict_sha256
 
         module: nn.Module = _LogitsAndFeatures(self.model, self._ood_blocks) if self._with_features else self.model
         sha = self.model_sha256 or state_dict_sha256(self.fp32_model)
@@ -201,7 +207,10 @@ class Predictor:
             self.calibration_images = int(t.shape[0])
             self.int8_source = "first batch"
             sha = f"{sha}:int8-pt2e-x86:calib={_tensor_sha256(t)}"
-        self._compiled, self.compile_info = compile_cached(module, t, self.precision, sha, self.cache_root)
+        if self.compile_mode == "openvino":
+            self._compiled, self.compile_info = openvino_cached(module, t, self.precision, sha, self.cache_root)
+        else:
+            self._compiled, self.compile_info = compile_cached(module, t, self.precision, sha, self.cache_root)
         self._batch = int(t.shape[0])
 
     def _run_compiled(self, t: torch.Tensor) -> torch.Tensor:
@@ -231,7 +240,7 @@ class Predictor:
         if self.device.type == "cuda" and t.device.type == "cpu":
             t = t.pin_memory()
         t = t.to(self.device, self.input_dtype, non_blocking=True)
-        if self.compile_mode == "inductor":
+        if self.compile_mode != "none":
             if self._compiled is None:
                 self._prepare(t)
             out = self._run_compiled(t)
@@ -253,7 +262,7 @@ class Predictor:
         if ref is None:
             z = self.logits(x)
             scores = None
-        elif self.compile_mode == "inductor":  # hooks do not run inside a compiled graph: it returns the features
+        elif self.compile_mode != "none":  # hooks do not run inside a compiled graph: it returns the features
             z = self.logits(x)
             scores = ref.score(self.last_features)
         else:

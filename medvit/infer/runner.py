@@ -61,7 +61,7 @@ class InferConfig:
     batch_size: int = 16  # images per forward pass
     workers: int | None = None  # decoding worker processes (0 = in the main process; None = from cores/device)
     precision: str = "auto"  # auto (bf16 on CUDA / native-bf16 CPUs, else fp32) | fp32 | bf16 | int8 (PT2E, CPU)
-    compile: str = "none"  # none | inductor (torch.compile with freezing, cached per model hash and shape)
+    compile: str = "none"  # none | inductor (AOTInductor, freezing) | openvino; cached per model hash and shape
     device: str = "cpu"  # cpu | cuda | cuda:N
     sr: bool = False  # write a DICOM Comprehensive 3D SR (TID 1500) per study
     heatmaps: bool = False  # write a PNG overlay and a DICOM Secondary Capture per image

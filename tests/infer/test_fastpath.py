@@ -212,3 +212,47 @@ def test_cuda_compiled_within_tolerance(model, phantoms, reference, cache_root):
     q = Predictor(model, "bf16", "cuda", compile="inductor", cache_root=cache_root)
     assert np.abs(q.predict(phantoms) - reference).max() <= TOL["bf16"]
     assert q.describe()["compile_cache"]["key"] != p.describe()["compile_cache"]["key"]
+
+
+def test_openvino_backend_within_tolerance_and_cached(model, phantoms, reference, cache_root, monkeypatch):
+    """The optional OpenVINO backend: fp32 within 1e-4 and bf16 within the bf16 tolerance of eager fp32; the IR is
+    converted once per model and precision and read back by a later predictor (no conversion: counted)."""
+    ov = pytest.importorskip("openvino")
+    converts = []
+    real = ov.convert_model
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: converts.append(1) or real(*a, **k))
+    p32 = Predictor(model, "fp32", compile="openvino", cache_root=cache_root)
+    got = np.concatenate([p32.predict(phantoms[:4]), p32.predict(phantoms[4:7]), p32.predict(phantoms[7:])])
+    np.testing.assert_allclose(got, reference, atol=TOL["compiled_fp32"])
+    d = p32.describe()
+    assert d["compile"] == "openvino" and not d["compile_cache"]["reused"] and converts == [1]
+    p16 = Predictor(model, "bf16", compile="openvino", cache_root=cache_root)
+    got16 = p16.predict(phantoms[:4])
+    assert np.abs(got16 - reference[:4]).max() <= TOL["bf16"] and converts == [1, 1]
+    assert p16.describe()["compile_cache"]["key"] != d["compile_cache"]["key"]
+    again = Predictor(model, "fp32", compile="openvino", cache_root=cache_root)
+    np.testing.assert_allclose(again.predict(phantoms[:4]), got[:4], atol=1e-6)
+    assert again.describe()["compile_cache"]["reused"] and converts == [1, 1]  # read back, not converted
+    with pytest.raises(ValueError, match="openvino"):
+        Predictor(model, "int8", compile="openvino")
+
+
+def test_openvino_predictor_returns_ood_features(model, phantoms, cache_root):
+    """With an OOD reference the converted graph returns the head input and block statistics beside the logits."""
+    import copy
+
+    pytest.importorskip("openvino")
+    from medvit.eval.ood import OODReference
+
+    m = copy.deepcopy(model)
+    rng = np.random.default_rng(2)
+
+    def layer(d):
+        a = rng.normal(size=(d, d))
+        return rng.normal(size=d), a @ a.T / d + np.eye(d), 2.0
+
+    m.ood_reference = OODReference({"head": layer(64), "block1": layer(128)}, 3.0, {})
+    eager_p, eager_s = Predictor(m, "fp32").predict_with_ood(phantoms[:4])
+    got_p, got_s = Predictor(m, "fp32", compile="openvino", cache_root=cache_root).predict_with_ood(phantoms[:4])
+    np.testing.assert_allclose(got_p, eager_p, atol=TOL["compiled_fp32"])
+    np.testing.assert_allclose(got_s, eager_s, rtol=1e-4)
