@@ -59,7 +59,7 @@ class Block(nn.Module):
         by ``torch.compile``/``torch.export``: Inductor and the PT2E quantizer need the separate linear,
         norm and attention ops to fuse, prepack and quantise (an opaque fused call would hide them).
         """
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # tracers (ONNX, OpenVINO) see the plain ops
             return False
         a, m = self.attn, self.mlp
         if type(a) is not Attention or type(m) is not Mlp:  # a replaced attn/mlp module keeps the module path
