@@ -510,7 +510,11 @@ def box_reduce(stored: np.ndarray, factor: int) -> np.ndarray:
     ph, pw = -h % f, -w % f
     if ph or pw:
         a = np.pad(a, ((0, ph), (0, pw)), mode="edge")
-    acc = a.astype(np.uint32 if a.dtype.kind == "u" and a.dtype.itemsize <= 2 else np.int64)
-    acc = sum(acc[:, k::f] for k in range(f))
-    acc = sum(acc[k::f] for k in range(f))
-    return (acc.astype(np.float32) / np.float32(f * f))[None]
+    small = a.dtype.itemsize <= 2 and f <= 256  # 16-bit sums of up to 256 x 256 values fit 32 bits
+    acc = a[0::f].astype((np.uint32 if a.dtype.kind == "u" else np.int32) if small else np.int64)
+    for k in range(1, f):  # rows first: contiguous, and every later step touches f times fewer values
+        acc += a[k::f]
+    out = acc[:, 0::f].copy()
+    for k in range(1, f):
+        out += acc[:, k::f]
+    return (out.astype(np.float32) / np.float32(f * f))[None]
