@@ -1,7 +1,8 @@
 """General-vision components against the plain ViT: speed (CPU images/s, analytic GMACs) and accuracy.
 
 ``throughput``: ViT-S/16 at 224 vs EViT (r = 1, 0.7, 0.5), LookupViT (7×7 compressed tokens), LGViT
-(bounds: every sample out at the first exit / none early) and ChannelViT with 1..3 channels present;
+(bounds: every sample out at the first exit / none early), ChannelViT with 1..3 channels present and
+FMViT-S (training form vs re-parameterised; MACs measured by torch's FLOP counter, no analytic formula);
 random weights, batch B, models interleaved per round (A B C … A B C …), median images/s and the
 median of the per-round ratios to the ViT.
 
@@ -12,7 +13,7 @@ evaluated at several thresholds; ChannelViT + HCS vs ViT on the 3-window phantom
 (``cxr_multiwindow_phantom``) with every subset of windows present at test time (ViT: missing
 windows zero-filled; also a ViT trained with random window zeroing).
 
-    python benchmarks/general_vision.py throughput [--threads 8] [--batch 16] [--rounds 5]
+    python benchmarks/general_vision.py throughput [--threads 8] [--batch 16] [--rounds 5] [--name NAME]
     python benchmarks/general_vision.py accuracy [--n 8000] [--image-size 96] [--epochs 30] [--device cuda]
 
 Writes ``general_vision_{throughput,accuracy}.{json,md}`` into ``--out`` (benchmarks/results).
@@ -25,6 +26,7 @@ import copy
 import itertools
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -40,7 +42,7 @@ from medvit.data.phantom_datasets import PhantomDataset
 from medvit.data.phantom_multiwindow import CXR_WINDOWS, apply_window
 from medvit.models import create_model
 from medvit.nn.early_exit import exit_distillation_loss
-from medvit.nn.flops import patch_embed_macs, vit_macs
+from medvit.nn.flops import measured_macs, patch_embed_macs, vit_macs
 from medvit.nn.token_reorganize import keep_rate_schedule
 
 
@@ -80,6 +82,12 @@ def throughput(args: argparse.Namespace) -> None:
     for c in (1, 2, 3):
         xc, ids = x3[:, :c], torch.arange(c)
         cases[f"channelvit_small {c} of 3 channels"] = (lambda xc=xc, ids=ids: cv(xc, ids), cv.analytic_macs(c))
+    fm = create_model("fmvit_small_patch16_224", num_classes=K).eval()
+    fm_fused = copy.deepcopy(fm).reparameterize()
+    x1 = x3[:1]
+    cases["fmvit_small training form (measured MACs)"] = (lambda: fm(x3), measured_macs(fm, x1))
+    cases["fmvit_small re-parameterised (measured MACs)"] = (lambda: fm_fused(x3), measured_macs(fm_fused, x1))
+    load_start = os.getloadavg()
     with torch.inference_mode():
         for fn, _ in cases.values():
             fn()  # warm-up
@@ -101,23 +109,27 @@ def throughput(args: argparse.Namespace) -> None:
         print(rows[-1], flush=True)
     meta = dict(command="python " + " ".join(sys.argv), torch=torch.__version__, threads=args.threads, batch=B,
                 rounds=args.rounds, iters=args.iters, cpu=platform.processor() or platform.machine(),
-                when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                cores=os.cpu_count(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                load_avg_start=[round(v, 2) for v in load_start],
+                load_avg_end=[round(v, 2) for v in os.getloadavg()])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "general_vision_throughput.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    (out / f"{args.name}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     lines = [
         "# General-vision components vs the plain ViT-S/16: CPU throughput and analytic MACs", "",
         f"Command: `{meta['command']}`  ",
         f"torch {meta['torch']}, {args.threads} threads, batch {B}, 224×224, random weights, 7 classes, "
         f"inference mode, fp32; median of {args.rounds} interleaved rounds ({meta['when']}). "
-        "GMACs: the shared analytic formula (`medvit.nn.flops`), per image.", "",
+        "GMACs: the shared analytic formula (`medvit.nn.flops`), per image (FMViT: measured by torch's FLOP "
+        f"counter). {meta['cores']} CPU cores; load average (1, 5, 15 min) {meta['load_avg_start']} at the start, "
+        f"{meta['load_avg_end']} at the end.", "",
         "| model | img/s | ratio vs ViT (median, per-round range) | GMACs | GMACs vs ViT |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['model']} | {r['img_s']} | {r['ratio_vs_vit']} ({r['ratio_min']}–{r['ratio_max']}) | "
                      f"{r['gmacs']} | {r['gmacs_vs_vit']} |")
-    (out / "general_vision_throughput.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- accuracy
@@ -361,6 +373,7 @@ def main() -> None:
     t.add_argument("--rounds", type=int, default=5)
     t.add_argument("--iters", type=int, default=1)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--name", default="general_vision_throughput", help="output file stem in --out")
     a = sub.add_parser("accuracy")
     a.add_argument("--n", type=int, default=8000)
     a.add_argument("--image-size", type=int, default=96)

@@ -14,7 +14,7 @@ import torch
 
 from medvit.models.factory import register_backbone
 from medvit.models.family import vit_signature
-from medvit.models.vit import VisionTransformer
+from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.channel_patch_embed import PerChannelPatchEmbed, hierarchical_channel_sampling
 from medvit.nn.flops import patch_embed_macs, vit_macs
 
@@ -69,12 +69,10 @@ class ChannelViT(VisionTransformer):
         return self.forward_head(self.forward_features(x, channels))
 
     def forward_until(self, x: torch.Tensor, k: int, channels: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed (``channels`` as in :meth:`forward`) and run blocks 0..k-1: -> (B, P + C'·N, D)."""
         if not 0 <= k <= len(self.blocks):
             raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
-        t = self.embed(x, channels)
-        for blk in self.blocks[:k]:
-            t = blk(t)
-        return t
+        return self.run_blocks(self.embed(x, channels), 0, k).tokens
 
     def num_output_tokens(self, num_patches: int, num_channels: int | None = None) -> int:
         """P + C·N for ``num_channels`` channels present (default: all of them)."""
@@ -99,33 +97,22 @@ class ChannelViT(VisionTransformer):
         channels: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """"NLC": (B, [P +] C·N, D) per block; "NCHW": the channel mean of the patch tokens (B, D, *grid)."""
-        wanted = set(self._resolve_indices(indices))
         grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        P = self.num_prefix_tokens
-        t = self.embed(x, channels)
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            t = blk(t)
-            if i in wanted:
-                o = self.norm(t) if norm else t
-                if output_fmt == "NCHW":
-                    B, T, D = o.shape
-                    o = o[:, P:].reshape(B, -1, *grid, D).mean(1).movedim(-1, 1)
-                elif not return_prefix_tokens:
-                    o = o[:, P:]
-                outs.append(o)
-            if i >= max(wanted):
-                break
-        return outs
+        return self.intermediates_from(self.embed(x, channels), grid, indices, norm, output_fmt, return_prefix_tokens)
+
+    def intermediate(
+        self, tokens: torch.Tensor, state: BlockState, grid: tuple[int, ...], output_fmt: str,
+        return_prefix_tokens: bool,
+    ) -> torch.Tensor:
+        if output_fmt != "NCHW":
+            return super().intermediate(tokens, state, grid, output_fmt, return_prefix_tokens)
+        B, _, D = tokens.shape
+        return tokens[:, state.num_prefix :].reshape(B, -1, *grid, D).mean(1).movedim(-1, 1)
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> list[torch.Tensor]:
-        t = self.embed(x, channels)
-        maps = []
-        for blk in self.blocks:
-            t, a = blk.forward_with_attention(t)
-            maps.append(a)
-        return maps
+        """Attention probabilities of every block, (B, H, P + C'·N, P + C'·N)."""
+        return self.attention_maps_from(self.embed(x, channels), self.patch_embed.dynamic_grid(tuple(x.shape[2:])))
 
     def no_weight_decay(self) -> set[str]:
         return super().no_weight_decay() | {"patch_embed.channel_embed"}

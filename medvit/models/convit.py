@@ -9,13 +9,13 @@ constant added to a learned token: the same function class as the paper's CLS wi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from medvit.models.factory import register_backbone
 from medvit.models.family import vit_signature
-from medvit.models.vit import VisionTransformer, intermediate_output
+from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.gpsa import GPSABlock, head_offsets
 from medvit.nn.init import mae_init_
 
@@ -30,6 +30,8 @@ class ConViT(VisionTransformer):
         **vit_kwargs: :class:`VisionTransformer` arguments; ``num_heads`` must be a perfect square
             (2D) or cube (3D, e.g. 8 or 27).
     """
+
+    plain_blocks = False
 
     @vit_signature
     def __init__(
@@ -73,60 +75,24 @@ class ConViT(VisionTransformer):
         """Image -> patch tokens with positions, no CLS: (B, C, *S) -> (B, N, D)."""
         return self.pos_drop(self.patch_tokens(x))
 
-    def _blocks(self, t: torch.Tensor, start: int, stop: int, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
-        for i in range(start, stop):
-            if i == self.local_up_to_layer:
-                t = torch.cat([self.prefix_tokens(t.shape[0]).to(t.dtype), t], dim=1)
-            if maps is None:
-                t = self.blocks[i](t)
-            else:
-                t, a = self.blocks[i].forward_with_attention(t)
-                maps.append(a)
-        return t
+    def walk_start(self, tokens: torch.Tensor, start: int = 0, grid: tuple[int, ...] | None = None,
+                   **kwargs: Any) -> BlockState:
+        """Before block ``local_up_to_layer`` the tokens are patch tokens only (no prefix)."""
+        return BlockState(start - 1, tokens, self.num_prefix_tokens if start > self.local_up_to_layer else 0)
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Patch tokens (B, N, D) -> normalised (B, 1 + N, D) (the CLS token joins on the way)."""
-        return self.norm(self._blocks(tokens, 0, len(self.blocks)))
+    def block_step(self, state: BlockState, i: int, attention: bool = False, **kwargs: Any) -> BlockState:
+        """Block i; the CLS token is concatenated just before block ``local_up_to_layer``.
 
-    def forward_until(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Blocks 0..k-1: (B, N, D) while k ≤ ``local_up_to_layer``, else (B, 1 + N, D)."""
-        if not 0 <= k <= len(self.blocks):
-            raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
-        return self._blocks(self.embed(x), 0, k)
-
-    def forward_from(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
-        if not 0 <= k <= len(self.blocks):
-            raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
-        return self.norm(self._blocks(tokens, k, len(self.blocks)))
-
-    # ------------------------------------------------------------------ introspection
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        output_fmt: Literal["NLC", "NCHW"] = "NLC",
-        return_prefix_tokens: bool = False,
-    ) -> list[torch.Tensor]:
-        """Outputs of the chosen blocks; GPSA blocks have no prefix token to return."""
-        wanted = self._resolve_indices(indices)
-        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        t = self.embed(x)
-        outs = []
-        for i in range(max(wanted) + 1):
-            t = self._blocks(t, i, i + 1)
-            if i in wanted:
-                o = self.norm(t) if norm else t
-                p = self.num_prefix_tokens if i >= self.local_up_to_layer else 0
-                outs.append(intermediate_output(o, grid, p, output_fmt, return_prefix_tokens))
-        return outs
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Attention of every block: (B, H, N, N) for GPSA blocks, (B, H, 1 + N, 1 + N) after."""
-        maps: list[torch.Tensor] = []
-        self._blocks(self.embed(x), 0, len(self.blocks), maps)
-        return maps
+        Tokens: (B, N, D) while i < ``local_up_to_layer``, else (B, 1 + N, D); GPSA attention (B, H, N, N).
+        """
+        t = state.tokens
+        if i == self.local_up_to_layer:
+            t = torch.cat([self.prefix_tokens(t.shape[0]).to(t.dtype), t], dim=1)
+        P = self.num_prefix_tokens if i >= self.local_up_to_layer else 0
+        if attention:
+            t, probs = self.blocks[i].forward_with_attention(t)
+            return BlockState(i, t, P, probs)
+        return BlockState(i, self.blocks[i](t), P)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", local_up_to_layer={self.local_up_to_layer}"

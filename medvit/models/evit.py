@@ -7,13 +7,13 @@ into an EViT backbone for the fine-tune the paper uses; ``keep_rate = 1`` comput
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from medvit.models.factory import register_backbone
 from medvit.models.family import default_block_indices, vit_signature
-from medvit.models.vit import VisionTransformer
+from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.flops import patch_embed_macs, vit_macs
 from medvit.nn.token_reorganize import FUSED_INDEX, block_forward_reorganize, keep_rate_schedule, num_kept
 
@@ -37,6 +37,8 @@ class EViT(VisionTransformer):
     Raises:
         ValueError: keep_rate outside (0, 1], block indices outside the depth, no class token.
     """
+
+    plain_blocks = False
 
     @vit_signature
     def __init__(
@@ -75,31 +77,27 @@ class EViT(VisionTransformer):
         start, end = (int(round(f * total_steps)) for f in self.keep_rate_warmup)
         self.keep_rate = keep_rate_schedule(step, self.target_keep_rate, start, end)
 
-    # ------------------------------------------------------------------ token bookkeeping
-    def _run(
-        self, tokens: torch.Tensor, keep_rate: float | None, upto: int | None = None, return_attention: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """Blocks 0..upto with reorganisation: -> (tokens, patch index (B, N'), per-block outputs, probs)."""
-        r = self.keep_rate if keep_rate is None else keep_rate
-        B, T, _ = tokens.shape
+    # ------------------------------------------------------------------ token bookkeeping (walk hooks)
+    def walk_start(self, tokens: torch.Tensor, start: int = 0, grid: tuple[int, ...] | None = None,
+                   **kwargs: Any) -> BlockState:
+        """Every non-prefix token starts as its own patch: index (B, T - P) = 0..T-P-1."""
         P = self.num_prefix_tokens
-        index = torch.arange(T - P, device=tokens.device).expand(B, -1)
-        outs, maps = [], []
-        last = len(self.blocks) - 1 if upto is None else upto
-        for i, blk in enumerate(self.blocks):
-            rate = r if i in self.keep_locs else 1.0
-            tokens, index, probs = block_forward_reorganize(blk, tokens, rate, P, self.fuse_token, index,
-                                                            return_attention)
-            outs.append(tokens)
-            if probs is not None:
-                maps.append(probs)
-            if i >= last:
-                break
-        return tokens, index, outs, maps
+        index = torch.arange(tokens.shape[1] - P, device=tokens.device).expand(tokens.shape[0], -1)
+        return BlockState(start - 1, tokens, P, patch_index=index)
+
+    def block_step(self, state: BlockState, i: int, attention: bool = False, keep_rate: float | None = None,
+                   **kwargs: Any) -> BlockState:
+        """Block i, reorganising the tokens at r (``keep_rate``, default the model's) when i is in ``keep_locs``."""
+        r = self.keep_rate if keep_rate is None else keep_rate
+        rate = r if i in self.keep_locs else 1.0
+        P = self.num_prefix_tokens
+        tokens, index, probs = block_forward_reorganize(self.blocks[i], state.tokens, rate, P, self.fuse_token,
+                                                        state.patch_index, attention)
+        return BlockState(i, tokens, P, probs, index)
 
     def forward_tokens(self, tokens: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
         """(B, P + N, D) -> (B, P + N', D) after all blocks and the final norm (N' ≤ N)."""
-        return self.norm(self._run(tokens, keep_rate)[0])
+        return self.norm(self.run_blocks(tokens, keep_rate=keep_rate).tokens)
 
     def forward_features(self, x: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
         """(B, C, *S) -> normalised tokens (B, P + N', D); N' from :meth:`num_output_tokens`."""
@@ -138,56 +136,26 @@ class EViT(VisionTransformer):
     def kept_token_map(self, x: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
         """Which patches survive every reorganisation as themselves: (B, C, *S) -> bool (B, *grid)."""
         grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        _, index, _, _ = self._run(self.embed(x), keep_rate)
+        index = self.run_blocks(self.embed(x), keep_rate=keep_rate).patch_index
         B = x.shape[0]
         kept = torch.zeros(B, int(torch.tensor(grid).prod()) + 1, dtype=torch.bool, device=x.device)
         kept.scatter_(1, torch.where(index == FUSED_INDEX, kept.shape[1] - 1, index), True)
         return kept[:, :-1].reshape(B, *grid)
 
-    # ------------------------------------------------------------------ introspection
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        output_fmt: Literal["NLC", "NCHW"] = "NLC",
-        return_prefix_tokens: bool = False,
-    ) -> list[torch.Tensor]:
-        """Outputs of the chosen blocks. "NLC": (B, [P +] N_i, D), the tokens alive after block i.
-
-        "NCHW": (B, D, *grid) with each surviving patch token at its original position and zeros at
-        dropped ones (the fused token has no position and is left out).
-        """
-        wanted = self._resolve_indices(indices)
-        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        P = self.num_prefix_tokens
-        B = x.shape[0]
-        tokens = self.embed(x)
-        index = torch.arange(tokens.shape[1] - P, device=x.device).expand(B, -1)
-        r = self.keep_rate
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            rate = r if i in self.keep_locs else 1.0
-            tokens, index, _ = block_forward_reorganize(blk, tokens, rate, P, self.fuse_token, index)
-            if i in wanted:
-                o = self.norm(tokens) if norm else tokens
-                if output_fmt == "NCHW":
-                    n = int(torch.tensor(grid).prod())
-                    full = o.new_zeros(B, n + 1, o.shape[-1])
-                    slot = torch.where(index == FUSED_INDEX, n, index)
-                    full.scatter_(1, slot[..., None].expand(-1, -1, o.shape[-1]), o[:, P:])
-                    o = full[:, :n].transpose(1, 2).reshape(B, -1, *grid)
-                elif not return_prefix_tokens:
-                    o = o[:, P:]
-                outs.append(o)
-            if i >= max(wanted):
-                break
-        return outs
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Attention probabilities of every block, (B, H, T_i, T_i) with T_i the tokens block i sees."""
-        return self._run(self.embed(x), None, return_attention=True)[3]
+    def intermediate(
+        self, tokens: torch.Tensor, state: BlockState, grid: tuple[int, ...], output_fmt: str,
+        return_prefix_tokens: bool,
+    ) -> torch.Tensor:
+        """"NLC": (B, [P +] N_i, D), the tokens alive after block i. "NCHW": (B, D, *grid) with each
+        surviving patch token at its original position and zeros at dropped ones (the fused token has
+        no position and is left out)."""
+        if output_fmt != "NCHW":
+            return super().intermediate(tokens, state, grid, output_fmt, return_prefix_tokens)
+        B, P, n = tokens.shape[0], state.num_prefix, int(torch.tensor(grid).prod())
+        full = tokens.new_zeros(B, n + 1, tokens.shape[-1])
+        slot = torch.where(state.patch_index == FUSED_INDEX, n, state.patch_index)
+        full.scatter_(1, slot[..., None].expand(-1, -1, tokens.shape[-1]), tokens[:, P:])
+        return full[:, :n].transpose(1, 2).reshape(B, -1, *grid)
 
     def extra_repr(self) -> str:
         own = f", keep_rate={self.keep_rate}, keep_locs={self.keep_locs}, fuse={self.fuse_token}"

@@ -17,7 +17,7 @@ from torch import nn
 
 from medvit.models.factory import register_backbone
 from medvit.models.family import vit_signature
-from medvit.models.vit import VisionTransformer
+from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.early_exit import Criterion, GlobalAggregationHead, LocalPerceptionHead, should_exit
 from medvit.nn.flops import block_macs, patch_embed_macs
 
@@ -94,12 +94,13 @@ class LGViT(VisionTransformer):
     def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every exit and of the final head: list of num_exits + 1 tensors (B, K)."""
         grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        t = self.embed(x)
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            t = blk(t)
-            if i in self.exit_layers:
-                outs.append(self._exit_logits(self.exit_layers.index(i), t, grid))
+        outs: list[torch.Tensor] = []
+
+        def exit_head(state: BlockState) -> None:
+            if state.index in self.exit_layers:
+                outs.append(self._exit_logits(self.exit_layers.index(state.index), state.tokens, grid))
+
+        t = self.run_blocks(self.embed(x), grid=grid, on_block=exit_head).tokens
         outs.append(self.forward_head(self.norm(t)))
         return outs
 

@@ -4,11 +4,12 @@ information with the N full-resolution lookup tokens in every block (ECCV'24, no
 ``forward_features`` returns the normalised lookup tokens (B, N, D), so dense decoders and the
 uniform interface see a patch-token map; the classifier averages them (they received the compressed
 tokens' information in the last block). [verify] which tokens the paper's classifier pools.
+``attention_maps`` returns each block's gather attention, compressed ← lookup: (B, H, M, N).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch import nn
 
 from medvit.models.factory import register_backbone
 from medvit.models.family import vit_signature
-from medvit.models.vit import VisionTransformer
+from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.flops import patch_embed_macs
 from medvit.nn.init import mae_init_
 from medvit.nn.lookup_block import LookupBlock
@@ -32,6 +33,8 @@ class LookupViT(VisionTransformer):
         **vit_kwargs: :class:`VisionTransformer` arguments (``class_token`` False, ``global_pool``
             "avg" by registration).
     """
+
+    plain_blocks = False
 
     @vit_signature
     def __init__(
@@ -80,25 +83,23 @@ class LookupViT(VisionTransformer):
             "call forward_features(x) for other input sizes"
         )
 
-    def _run(self, x: torch.Tensor, grid: tuple[int, ...], stop: int | None = None, outs=None, maps=None):
-        z = self.compress(x, grid)
-        for i, blk in enumerate(self.blocks):
-            x, z, logits = blk.forward_with_attention(x, z)
-            if outs is not None:
-                outs.append(x)
-            if maps is not None:
-                maps.append(logits.softmax(dim=-1))
-            if stop is not None and i >= stop:
-                break
-        return x
+    def walk_start(self, tokens: torch.Tensor, start: int = 0, grid: tuple[int, ...] | None = None,
+                   **kwargs: Any) -> BlockState:
+        """Lookup tokens (B, N, D) on ``grid`` (None: the training grid) and their compressed tokens (B, M, D)."""
+        if start:
+            raise ValueError("LookupViT blocks carry two token sets; a walk starts at block 0")
+        grid = self._grid_of(tokens.shape[1]) if grid is None else grid
+        return BlockState(-1, tokens, 0, aux=self.compress(tokens, grid))
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Lookup tokens (B, N, D) on the training grid -> normalised lookup tokens (B, N, D)."""
-        return self.norm(self._run(tokens, self._grid_of(tokens.shape[1])))
+    def block_step(self, state: BlockState, i: int, attention: bool = False, **kwargs: Any) -> BlockState:
+        """Block i on both token sets; ``attention``: the gather attention (B, H, M, N), rows sum to 1."""
+        x, z, logits = self.blocks[i].forward_with_attention(state.tokens, state.aux)
+        return BlockState(i, x, 0, logits.softmax(dim=-1) if attention else None, aux=z)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> normalised lookup tokens (B, N, D) (any size divisible by the patch)."""
         grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        return self.norm(self._run(self.embed(x), grid))
+        return self.norm(self.run_blocks(self.embed(x), grid=grid).tokens)
 
     def forward_until(self, x: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError("LookupViT blocks carry two token sets; use forward_intermediates")
@@ -114,33 +115,6 @@ class LookupViT(VisionTransformer):
             m *= c
         pe = patch_embed_macs(n, self.in_chans, self.patch_size, self.embed_dim)
         return pe + sum(b.macs(n, m) for b in self.blocks) + self.embed_dim * self.num_classes
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        output_fmt: Literal["NLC", "NCHW"] = "NLC",
-        return_prefix_tokens: bool = False,
-    ) -> list[torch.Tensor]:
-        """Lookup tokens after the chosen blocks: (B, N, D), or (B, D, *grid) for "NCHW"."""
-        wanted = self._resolve_indices(indices)
-        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        outs: list[torch.Tensor] = []
-        self._run(self.embed(x), grid, max(wanted), outs=outs)
-        res = []
-        for i in wanted:
-            o = self.norm(outs[i]) if norm else outs[i]
-            res.append(o.transpose(1, 2).reshape(o.shape[0], -1, *grid) if output_fmt == "NCHW" else o)
-        return res
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Gather attention of every block, compressed ← lookup: (B, H, M, N), rows sum to 1."""
-        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        maps: list[torch.Tensor] = []
-        self._run(self.embed(x), grid, maps=maps)
-        return maps
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", compressed_grid={self.compressed_grid}"

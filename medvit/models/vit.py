@@ -8,6 +8,13 @@ Uniform interface (what MAE, PEFT, layer decay, probes and explainers are writte
 - ``attention_maps(x)`` → list of attention probabilities (B, H, T, T) per block
 - ``patch_tokens(x)`` / ``prefix_tokens(B)`` / ``forward_tokens(tokens)``: the embedding and encoder
   stages separately, so a wrapper can drop or add tokens in between (MAE masking, prompts)
+- ``forward_until(x, k)`` / ``forward_from(tokens, k)``: the encoder split at block k
+
+Families whose blocks change the token set (EViT, ConViT, LookupViT) override only the two walk
+hooks, :meth:`VisionTransformer.walk_start` and :meth:`VisionTransformer.block_step`, which carry a
+:class:`BlockState` (tokens, prefix count, surviving-patch index, a second token set); the encoder
+loop :meth:`VisionTransformer.run_blocks` and everything built on it (``forward_until``/``forward_from``,
+``forward_intermediates``, ``attention_maps``, per-block features for exits) is this class's, written once.
 - ``reset_classifier(n)``, ``group_matcher()``, ``no_weight_decay()``
 - attributes ``embed_dim``, ``num_prefix_tokens``, ``patch_embed``, ``blocks``, ``num_classes``
 
@@ -19,6 +26,8 @@ checkpoints in that layout load without renaming.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -44,6 +53,24 @@ def intermediate_output(
     return tokens if return_prefix_tokens else tokens[:, num_prefix:]
 
 
+@dataclass
+class BlockState:
+    """The encoder's state after block ``index`` (-1: before the first block run) of a walk.
+
+    tokens: (B, T, D), the first ``num_prefix`` of them prefix tokens. attention: block ``index``'s
+    attention probabilities (B, H, T_q, T_k) when asked for, else None. patch_index: (B, T - P) original
+    patch index of each non-prefix token for token-reducing families (-1 = a fused token), else None.
+    aux: a second token set carried between blocks (LookupViT's compressed tokens), else None.
+    """
+
+    index: int
+    tokens: torch.Tensor
+    num_prefix: int
+    attention: torch.Tensor | None = None
+    patch_index: torch.Tensor | None = None
+    aux: torch.Tensor | None = None
+
+
 class VisionTransformer(nn.Module):
     """Vision Transformer (Dosovitskiy et al. 2021) with MAE/timm conventions.
 
@@ -65,6 +92,10 @@ class VisionTransformer(nn.Module):
         spatial_dims: 2 for images, 3 for volumes.
         norm_eps: LayerNorm epsilon (1e-6 timm/MAE, 1e-12 HF ViT).
     """
+
+    #: the blocks keep the token set (``forward_tokens`` runs the plain loop that torch.compile/export
+    #: and the fused inference kernel see); families overriding the walk hooks set False
+    plain_blocks: bool = True
 
     def __init__(
         self,
@@ -193,8 +224,51 @@ class VisionTransformer(nn.Module):
         t = torch.cat([self.prefix_tokens(x.shape[0]).to(t.dtype), t], dim=1)
         return self.pos_drop(t)
 
+    # ------------------------------------------------------------------ the encoder walk
+    def walk_start(self, tokens: torch.Tensor, start: int = 0, grid: tuple[int, ...] | None = None,
+                   **kwargs: Any) -> BlockState:
+        """State before block ``start`` for ``tokens`` (B, T, D) on the patch ``grid`` (None: training grid)."""
+        return BlockState(start - 1, tokens, self.num_prefix_tokens)
+
+    def block_step(self, state: BlockState, i: int, attention: bool = False, **kwargs: Any) -> BlockState:
+        """Run block ``i`` on ``state``; with ``attention`` also its probabilities. Token-changing families override."""
+        blk = self.blocks[i]
+        if attention:
+            t, probs = blk.forward_with_attention(state.tokens)
+            return BlockState(i, t, state.num_prefix, probs, state.patch_index, state.aux)
+        return BlockState(i, blk(state.tokens), state.num_prefix, None, state.patch_index, state.aux)
+
+    def run_blocks(
+        self,
+        tokens: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        attention: bool = False,
+        grid: tuple[int, ...] | None = None,
+        on_block: Callable[[BlockState], None] | None = None,
+        **kwargs: Any,
+    ) -> BlockState:
+        """Run blocks ``start .. stop-1`` (no final norm) through the walk hooks; ``on_block`` sees each state.
+
+        tokens: (B, T, D) as block ``start`` expects them. ``kwargs`` go to the hooks (EViT: ``keep_rate``).
+        Returns the state after the last block run (the start state when ``start == stop``).
+        Raises ValueError for ``start``/``stop`` outside [0, depth].
+        """
+        depth = len(self.blocks)
+        stop = depth if stop is None else stop
+        if not 0 <= start <= stop <= depth:
+            raise ValueError(f"blocks {start}..{stop} out of range for a {depth}-block model")
+        state = self.walk_start(tokens, start, grid, **kwargs)
+        for i in range(start, stop):
+            state = self.block_step(state, i, attention, **kwargs)
+            if on_block is not None:
+                on_block(state)
+        return state
+
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Run all blocks and the final norm: (B, T, D) -> (B, T, D)."""
+        """Run all blocks and the final norm: (B, T, D) -> (B, T', D) (T' = T unless the family changes it)."""
+        if not self.plain_blocks:
+            return self.norm(self.run_blocks(tokens).tokens)
         for blk in self.blocks:
             tokens = blk(tokens)
         return self.norm(tokens)
@@ -207,18 +281,13 @@ class VisionTransformer(nn.Module):
         """Embed and run blocks 0..k-1 (no final norm): (B, C, *S) -> (B, P + N, D). k = 0: embedding only."""
         if not 0 <= k <= len(self.blocks):
             raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
-        t = self.embed(x)
-        for blk in self.blocks[:k]:
-            t = blk(t)
-        return t
+        return self.run_blocks(self.embed(x), 0, k, grid=self.patch_embed.dynamic_grid(tuple(x.shape[2:]))).tokens
 
     def forward_from(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
-        """Run blocks k.. and the final norm on tokens from :meth:`forward_until`: (B, T, D) -> (B, T, D)."""
+        """Run blocks k.. and the final norm on tokens from :meth:`forward_until`: (B, T, D) -> (B, T', D)."""
         if not 0 <= k <= len(self.blocks):
             raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
-        for blk in self.blocks[k:]:
-            tokens = blk(tokens)
-        return self.norm(tokens)
+        return self.norm(self.run_blocks(tokens, k).tokens)
 
     def num_output_tokens(self, num_patches: int) -> int:
         """Tokens ``forward_features`` returns for an input of ``num_patches`` patches (P + N here;
@@ -267,32 +336,53 @@ class VisionTransformer(nn.Module):
         output_fmt: Literal["NLC", "NCHW"] = "NLC",
         return_prefix_tokens: bool = False,
     ) -> list[torch.Tensor]:
-        """Outputs of the chosen blocks (int n = last n; list = block indices, negatives allowed).
+        """Outputs of the chosen blocks (int n = last n; list = block indices, negatives allowed), in block order.
 
         "NLC": (B, [P +] N, D) per block; "NCHW": patch tokens as a map (B, D, *grid) (for
         dense decoders; prefix tokens are dropped). ``norm`` applies the final norm to each.
         """
-        wanted = set(self._resolve_indices(indices))
         grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        t = self.embed(x)
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            t = blk(t)
-            if i in wanted:
-                o = self.norm(t) if norm else t
-                outs.append(intermediate_output(o, grid, self.num_prefix_tokens, output_fmt, return_prefix_tokens))
-            if i >= max(wanted):
-                break
+        return self.intermediates_from(self.embed(x), grid, indices, norm, output_fmt, return_prefix_tokens)
+
+    def intermediates_from(
+        self,
+        tokens: torch.Tensor,
+        grid: tuple[int, ...],
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        output_fmt: Literal["NLC", "NCHW"] = "NLC",
+        return_prefix_tokens: bool = False,
+        **kwargs: Any,
+    ) -> list[torch.Tensor]:
+        """:meth:`forward_intermediates` on embedded ``tokens`` of a patch ``grid`` (``kwargs`` to the walk hooks)."""
+        wanted = set(self._resolve_indices(indices))
+        outs: list[torch.Tensor] = []
+
+        def keep(state: BlockState) -> None:
+            if state.index in wanted:
+                o = self.norm(state.tokens) if norm else state.tokens
+                outs.append(self.intermediate(o, state, grid, output_fmt, return_prefix_tokens))
+
+        self.run_blocks(tokens, 0, max(wanted) + 1, grid=grid, on_block=keep, **kwargs)
         return outs
+
+    def intermediate(
+        self, tokens: torch.Tensor, state: BlockState, grid: tuple[int, ...], output_fmt: str,
+        return_prefix_tokens: bool,
+    ) -> torch.Tensor:
+        """One block output (B, T, D) in ``forward_intermediates`` form; families with other token layouts override."""
+        return intermediate_output(tokens, grid, state.num_prefix, output_fmt, return_prefix_tokens)
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Attention probabilities of every block: list of depth tensors (B, H, T, T)."""
-        t = self.embed(x)
-        maps = []
-        for blk in self.blocks:
-            t, a = blk.forward_with_attention(t)
-            maps.append(a)
+        """Attention probabilities of every block: list of depth tensors (B, H, T_i, T_i)."""
+        return self.attention_maps_from(self.embed(x), self.patch_embed.dynamic_grid(tuple(x.shape[2:])))
+
+    @torch.no_grad()
+    def attention_maps_from(self, tokens: torch.Tensor, grid: tuple[int, ...], **kwargs: Any) -> list[torch.Tensor]:
+        """:meth:`attention_maps` on embedded ``tokens`` of a patch ``grid`` (``kwargs`` to the walk hooks)."""
+        maps: list[torch.Tensor] = []
+        self.run_blocks(tokens, attention=True, grid=grid, on_block=lambda s: maps.append(s.attention), **kwargs)
         return maps
 
     def reset_classifier(self, num_classes: int, global_pool: GlobalPool | None = None) -> None:

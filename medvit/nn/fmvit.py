@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvit.nn.drop_path import DropPath
-from medvit.nn.reparam_mlp import ReparamGroupConv, ReparamGroupMLP, bn_class, bn_scale_shift, conv_class
+from medvit.nn.reparam_mlp import (
+    ReparamGroupConv,
+    ReparamGroupMLP,
+    bn_class,
+    bn_scale_shift,
+    conv_class,
+    fused_conv,
+)
 
 
 class RepConv(nn.Module):
@@ -87,12 +94,7 @@ class RepConv(nn.Module):
         if self.fused is not None:
             return
         W, b = self.fused_weight_and_bias()
-        fused = conv_class(self.spatial_dims)(self.channels, self.channels, self.kernel_size,
-                                              padding=self.kernel_size // 2, groups=self.channels, bias=True)
-        fused = fused.to(W.device)
-        fused.weight.copy_(W)
-        fused.bias.copy_(b)
-        self.fused = fused
+        self.fused = fused_conv(self.spatial_dims, W, b, padding=self.kernel_size // 2, groups=self.channels)
         del self.conv_k, self.conv_1, self.identity
 
 

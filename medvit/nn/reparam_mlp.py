@@ -30,6 +30,19 @@ def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return s, bn.bias - bn.running_mean * s
 
 
+def fused_conv(spatial_dims: int, weight: torch.Tensor, bias: torch.Tensor, padding: int = 0,
+               groups: int = 1) -> nn.Module:
+    """The inference form of a re-parameterised branch sum: one conv with bias holding ``weight``
+    (C_out, C_in / groups, *kernel) and ``bias`` (C_out,), on their device and dtype."""
+    c_out, c_in_g = weight.shape[:2]
+    conv = conv_class(spatial_dims)(c_in_g * groups, c_out, tuple(weight.shape[2:]), padding=padding, groups=groups,
+                                    bias=True).to(weight.device, weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    return conv
+
+
 class ReparamGroupConv(nn.Module):
     """Σ_g BN_g(GroupConv1×1_g(x)) over ``groups`` (e.g. (1, 2, 4)), fusable into one dense 1×1 conv.
 
@@ -70,19 +83,20 @@ class ReparamGroupConv(nn.Module):
     @torch.no_grad()
     def fused_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The equivalent dense kernel (C_out, C_in) and bias (C_out,) of the eval-mode branches."""
-        W = torch.zeros(self.out_channels, self.in_channels)
-        b = torch.zeros(self.out_channels)
+        ref = self.branches[0][0].weight
+        W = ref.new_zeros(self.out_channels, self.in_channels)
+        b = ref.new_zeros(self.out_channels)
         for branch, g in zip(self.branches, self.groups):
             conv = branch[0]
             w = conv.weight.reshape(self.out_channels, self.in_channels // g)
-            dense = torch.zeros(self.out_channels, self.in_channels, dtype=w.dtype)
+            dense = w.new_zeros(self.out_channels, self.in_channels)
             co, ci = self.out_channels // g, self.in_channels // g
             for j in range(g):  # block-diagonal expansion of the grouped kernel
                 dense[j * co : (j + 1) * co, j * ci : (j + 1) * ci] = w[j * co : (j + 1) * co]
             if self.norm:
                 scale, shift = bn_scale_shift(branch[1])
             else:
-                scale, shift = torch.ones(self.out_channels), conv.bias
+                scale, shift = torch.ones_like(b), conv.bias
             W += dense * scale[:, None]
             b += shift
         return W, b
@@ -93,11 +107,7 @@ class ReparamGroupConv(nn.Module):
         if self.fused is not None:
             return
         W, b = self.fused_weight_and_bias()
-        dev = self.branches[0][0].weight.device
-        fused = conv_class(self.spatial_dims)(self.in_channels, self.out_channels, 1, bias=True).to(dev)
-        fused.weight.copy_(W.reshape(fused.weight.shape))
-        fused.bias.copy_(b)
-        self.fused = fused
+        self.fused = fused_conv(self.spatial_dims, W.reshape(*W.shape, *([1] * self.spatial_dims)), b)
         del self.branches
         self.branches = nn.ModuleList()
 
