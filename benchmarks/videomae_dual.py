@@ -287,6 +287,10 @@ def write_md(out: Path) -> None:
                   f"the same seed's plain MSE at {sp} steps: {hits} (None = not within {sd}). Training time to equal "
                   "reconstruction quality, dual / plain (time per step from the timing table): "
                   + (f"{mean_sd(ratios)} over {len(ratios)} seed(s)" if ratios else "not reached") + "."]
+    verdict = out / "videomae_dual_verdict.md"  # the human verdict on these figures, kept beside the generated part
+    if verdict.is_file():
+        lines += ["", verdict.read_text().strip()]
+    lines += ["", "![dual vs plain](videomae_dual.png)"]
     (out / "videomae_dual.md").write_text("\n".join(lines) + "\n")
     plot(tim, seeds, out)
 
