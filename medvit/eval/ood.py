@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +173,7 @@ def fit_reference(train_features: dict[str, np.ndarray], val_features: dict[str,
 
 def save_reference(ref: OODReference, ckpt_dir: str | Path) -> dict[str, Any]:
     """Write ``ckpt_dir/ood.safetensors``; returns the contract ``ood`` entry (with the file's SHA-256)."""
-    from safetensors.torch import save_file
+    from medvit.models.checkpoint import write_safetensors
 
     out = Path(ckpt_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,10 +182,8 @@ def save_reference(ref: OODReference, ckpt_dir: str | Path) -> dict[str, Any]:
         tensors[f"{k}.mean"] = torch.from_numpy(mean.astype(np.float32))
         tensors[f"{k}.precision"] = torch.from_numpy(prec.astype(np.float32)).contiguous()
         tensors[f"{k}.scale"] = torch.tensor([scale], dtype=torch.float32)
-    tmp = out / (OOD_NAME + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "medvit-ood/2", "method": METHOD})
-    os.chmod(tmp, 0o644)  # shipped beside the weights: readable like them
-    os.replace(tmp, out / OOD_NAME)
+    # atomic and byte-reproducible (sorted metadata), readable like the weights it is shipped beside
+    write_safetensors(out / OOD_NAME, tensors, metadata={"format": "medvit-ood/2", "method": METHOD}, mode=0o644)
     return {**ref.info, "sha256": hashlib.sha256((out / OOD_NAME).read_bytes()).hexdigest()}
 
 

@@ -34,15 +34,42 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message names file and reason."""
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its ``__metadata__`` map written in sorted key order.
+
+    safetensors serialises that map from a hash map whose order changes from process to process, so the same
+    tensors and metadata gave files with different SHA-256 (a retrained demo model with bit-identical weights did
+    not match its committed checksum). The map is rewritten in place: same characters, same header length, same
+    tensor offsets. Returned unchanged when there is no map of two or more keys or its text is not the compact JSON
+    this rewrite reproduces.
+    """
+    n = int.from_bytes(data[:8], "little")
+    head = data[8:8 + n].decode("utf-8")
+    key = '"__metadata__":'
+    i = head.find(key)
+    if i < 0:
+        return data
+    start = i + len(key)
+    meta, end = json.JSONDecoder().raw_decode(head, start)
+    if not isinstance(meta, dict) or len(meta) < 2:
+        return data
+    if json.dumps(meta, separators=(",", ":"), ensure_ascii=False) != head[start:end]:
+        return data
+    ordered = json.dumps(dict(sorted(meta.items())), separators=(",", ":"), ensure_ascii=False)
+    return data[:8] + (head[:start] + ordered + head[end:]).encode("utf-8") + data[8 + n:]
+
+
 def write_safetensors(
-    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+    mode: int = FILE_MODE,
 ) -> Path:
     """Write ``tensors`` (made contiguous, on CPU) as a safetensors file, atomically
-    (:func:`medvit.io.safe_write.atomic_write`: a reader never sees half a file). Returns ``path``."""
+    (:func:`medvit.io.safe_write.atomic_write`: a reader never sees half a file) and byte-reproducibly (the same
+    tensors and metadata give the same bytes: :func:`canonical_safetensors`). Returns ``path``."""
     from safetensors.torch import save
 
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    return atomic_write(path, data, mode=FILE_MODE)
+    return atomic_write(path, canonical_safetensors(data), mode=mode)
 
 
 def save_checkpoint(
