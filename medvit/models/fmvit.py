@@ -17,6 +17,7 @@ from torch import nn
 from medvit.models.factory import register_backbone
 from medvit.models.family import vit_signature
 from medvit.models.vit import VisionTransformer
+from medvit.nn.flops import patch_embed_macs
 from medvit.nn.fmvit import FMBlock
 
 
@@ -66,6 +67,17 @@ class FMViT(VisionTransformer):
             blk.reparameterize()
         self.reparameterized = True
         return self
+
+    def analytic_macs(self, num_patches: int | None = None) -> int:
+        """MACs of one image in the current form (training or re-parameterised): patch embed + blocks + head.
+
+        ``num_patches`` must be the training grid's count (FMBlocks need the grid shape). Raises ValueError otherwise.
+        """
+        n = self.patch_embed.num_patches
+        if num_patches is not None and num_patches != n:
+            raise ValueError(f"FMViT.analytic_macs counts the training grid ({n} patches), got {num_patches}")
+        pe = patch_embed_macs(n, self.in_chans, self.patch_size, self.embed_dim)
+        return pe + sum(b.macs() for b in self.blocks) + self.embed_dim * self.num_classes
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", freqs={self.freqs}, reparameterized={self.reparameterized}"

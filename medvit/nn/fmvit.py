@@ -88,6 +88,11 @@ class RepConv(nn.Module):
             b += t
         return W, b
 
+    def macs(self, n: int) -> int:
+        """MACs at ``n`` positions: (k^d + 1)·C·n while multi-branch (the identity BN is not counted), k^d·C·n fused."""
+        k = self.kernel_size**self.spatial_dims
+        return (k if self.fused is not None else k + 1) * self.channels * n
+
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Replace the three branches by one depthwise k×k conv with bias (inference form)."""
@@ -153,6 +158,13 @@ class RLMHSA(nn.Module):
             out = self.proj(out)
         out = out.reshape(B, C, *size)
         return (out, probs) if return_attention else out
+
+    def macs(self, n: int, n_kv: int | None = None) -> int:
+        """MACs for ``n`` query and ``n_kv`` key/value positions (default ``n``; with ``kv_pool`` > 1 pass the
+        pooled count): projections + QKᵀ and A·V (2·n·n_kv·dim)."""
+        n_kv = n if n_kv is None else n_kv
+        out = self.proj.macs(n) if self.proj is not None else 0
+        return self.q.macs(n) + self.kv.macs(n_kv) + 2 * n * n_kv * self.dim + out
 
     def reparameterize(self) -> None:
         """Fuse the q, kv and output projections into single 1×1 convolutions."""
@@ -287,6 +299,18 @@ class FMBlock(nn.Module):
         if tokens:
             x = x.flatten(2).transpose(1, 2)
         return x, probs
+
+    def macs(self, grid: tuple[int, ...] | None = None) -> int:
+        """Analytic MACs of the block on a token ``grid`` (default: its training grid), in its current form
+        (multi-branch or fused): the :mod:`medvit.nn.flops` convention (matmuls/convs; norms, pooling,
+        resizing and activations not counted)."""
+        grid = self.grid_size if grid is None else tuple(grid)
+        n = math.prod(grid)
+        total = self.high.macs(n) + self.mix.macs(n) + self.ffn.mlp.macs(n)
+        for s, attn in zip(self.freqs, self.low):
+            n_s = math.prod(max(1, g // s) for g in grid) if s > 1 else n
+            total += attn.macs(n_s)
+        return total
 
     def reparameterize(self) -> None:
         """Fuse every branch (RepConv, attention projections, mixing conv, gMLP) for inference."""

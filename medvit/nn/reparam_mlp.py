@@ -101,6 +101,12 @@ class ReparamGroupConv(nn.Module):
             b += shift
         return W, b
 
+    def macs(self, n: int) -> int:
+        """MACs at ``n`` positions: Σ_g C_in·C_out/g·n while multi-branch, C_in·C_out·n once fused (BN not counted)."""
+        if self.fused is not None:
+            return self.in_channels * self.out_channels * n
+        return sum(self.in_channels * self.out_channels // g for g in self.groups) * n
+
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Replace the branches by one dense 1×1 conv computing the same eval-mode function."""
@@ -129,6 +135,10 @@ class ReparamGroupMLP(nn.Module):
         if self.tokens:
             return self.fc2(F.gelu(self.fc1(x.transpose(1, 2)))).transpose(1, 2)
         return self.fc2(F.gelu(self.fc1(x)))
+
+    def macs(self, n: int) -> int:
+        """MACs at ``n`` positions (both projections; GELU not counted)."""
+        return self.fc1.macs(n) + self.fc2.macs(n)
 
     def reparameterize(self) -> None:
         """Fuse both projections (inference / deployment form)."""

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from medvit.models import create_model
+from medvit.nn.flops import measured_macs
 from medvit.nn.fmvit import CFB, RLMHSA, FMBlock, RepConv, low_frequency_dim
 
 
@@ -121,3 +122,15 @@ def test_fmvit_backbone_reparameterised_equals_trained(name):
     assert (out - ref).abs().max().item() < 1e-5
     assert sum(p.numel() for p in m.parameters()) < n_train
     assert "reparameterized=True" in repr(m).replace("\n", " ")
+
+
+@pytest.mark.parametrize("name", ["fmvit_tiny_patch16_224", "fmvit_small_patch16_96_3d"])
+def test_fmvit_analytic_macs_equal_the_measured_count(name):
+    m = create_model(name, img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_classes=3).eval()
+    x = torch.randn(1, m.in_chans, *m.img_size)
+    train_form = m.analytic_macs()
+    assert train_form == measured_macs(m, x)
+    m.reparameterize()
+    assert m.analytic_macs() == measured_macs(m, x) < train_form
+    with pytest.raises(ValueError, match="training grid"):
+        m.analytic_macs(7)
