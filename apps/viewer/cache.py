@@ -121,20 +121,49 @@ def heatmap(ref: str, sha256: str, path: str, modified: float, frame: int | None
     """
     import torch
 
-    from medvit.infer.preprocess import unmap_heatmap
     from medvit.visualize.attribution import explain
 
     lm = load_model(ref)
     x, notes, _unit = lm.preprocess(image_2d(path, frame))
+    heat = explain(lm.model, torch.from_numpy(x[None]), method=method, target=target)[0].numpy()
+    return _on_source(heat, notes, lm.preprocess.geometry)
+
+
+def _on_source(heat: np.ndarray, notes: dict[str, Any], geometry: str | None) -> np.ndarray:
+    """A (H, W) map on the model input -> float32 in [0, 1] on the source image, at most HEAT_SIDE a side."""
     from apps.viewer.view import fit
     from medvit.data.preprocess import resize_array
+    from medvit.infer.preprocess import unmap_heatmap
 
-    heat = explain(lm.model, torch.from_numpy(x[None]), method=method, target=target)[0].numpy()
-    full = np.clip(unmap_heatmap(heat, notes, lm.preprocess.geometry), 0.0, 1.0).astype(np.float32)
+    full = np.clip(unmap_heatmap(heat, notes, geometry), 0.0, 1.0).astype(np.float32)
     if max(full.shape) <= HEAT_SIDE:
         return full
     h, w = fit(*full.shape, HEAT_SIDE)
     return resize_array(full, (h, w))
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the kept-token map…")
+def keep_map(ref: str, sha256: str, path: str, modified: float, frame: int | None) -> tuple[np.ndarray, list[int]]:
+    """EViT kept-token map over the source image: ((h, w) float32 in [0, 1], patches alive after each stage).
+
+    :meth:`medvit.models.evit.EViT.keep_stage_map` on the model input (stages each patch survived, 0..S),
+    divided by S, each patch drawn as its input-pixel square, mapped back like :func:`heatmap`.
+    Raises ValueError when the model has no token reorganisation (not an EViT backbone).
+    """
+    import torch
+
+    lm = load_model(ref)
+    fn = getattr(lm.model, "keep_stage_map", None)
+    if fn is None:
+        raise ValueError(f"{lm.info.name} has no token reorganisation (the kept-token map is for EViT models)")
+    x, notes, _unit = lm.preprocess(image_2d(path, frame))
+    with torch.no_grad():
+        stages = fn(torch.from_numpy(x[None]))[0].numpy()
+    n_stages = len(set(lm.model.keep_locs))
+    alive = [int((stages > s).sum()) for s in range(n_stages)]
+    ph, pw = (x.shape[-2] // stages.shape[0], x.shape[-1] // stages.shape[1])
+    on_input = np.kron(stages.astype(np.float32) / max(n_stages, 1), np.ones((ph, pw), np.float32))
+    return _on_source(on_input, notes, lm.preprocess.geometry), alive
 
 
 @st.cache_resource(show_spinner="No studies given: generating a few chest X-ray phantoms…")

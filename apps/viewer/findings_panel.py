@@ -171,9 +171,12 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any,
 
 
 def heat_label(on: bool) -> str:
-    """``"heatmap: <finding> (<method>)"`` for the heatmap on screen (from the widgets' state), else ``""``."""
+    """``"heatmap: <finding> (<method>)"`` for the heatmap on screen (from the widgets' state),
+    ``"kept-token map (EViT)"`` for that overlay, else ``""``."""
     if not on:
         return ""
+    if st.session_state.get("evit_keep"):
+        return "kept-token map (EViT)"
     target = st.session_state.get("heat_target", "")
     method = st.session_state.get("heat_method", "")
     return f"heatmap: {target} ({METHOD_LABELS.get(method, method).split(' (')[0]})"
@@ -188,6 +191,10 @@ def heatmap_controls(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame) -> H
     target = c1.selectbox("Heatmap for", ["Off", *df["Finding"]], key="heat_target")
     method = c2.radio("Method", list(METHODS), format_func=lambda m: METHOD_LABELS.get(m, m), key="heat_method")
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="heat_opacity")
+    if hasattr(lm.model, "keep_stage_map") and st.toggle(
+            "Kept-token map (EViT)", key="evit_keep",
+            help="which patches the model kept at each token-reorganisation stage (replaces the heatmap)"):
+        return keep_map_view(lm, shown), opacity
     if target == "Off":
         return None, opacity
     idx = lm.contract.label_names.index(target)
@@ -198,6 +205,21 @@ def heatmap_controls(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame) -> H
         return None, opacity
     st.caption("Heatmaps are approximate attributions for research use, not evidence of a finding.")
     return heat, opacity
+
+
+def keep_map_view(lm: cache.LoadedModel, shown: Shown) -> np.ndarray | None:
+    """The EViT kept-token overlay ((h, w) in [0, 1]: stages survived / stages) and its caption, or None on error."""
+    try:
+        heat, alive = cache.keep_map(lm.ref, lm.info.sha256, shown.path, cache.mtime(shown.path), shown.frame)
+    except (ValueError, RuntimeError) as e:
+        st.error(f"Kept-token map failed: {e}")
+        return None
+    total = int(np.prod(lm.model.patch_embed.grid_size)) if not alive else None
+    stages = " → ".join(str(a) for a in alive) or f"{total} (no reorganising block)"
+    st.caption(f"Kept-token map (keep rate r = {lm.model.keep_rate:g}): brightest patches stayed tokens through all "
+               f"{len(alive)} reorganisation stages; each darker step was fused one stage earlier. "
+               f"Patches kept after each stage: {stages}.")
+    return heat
 
 
 def feedback_form(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame, results_dir: str) -> None:

@@ -133,14 +133,34 @@ class EViT(VisionTransformer):
         return blocks + pe + cls_rows
 
     @torch.no_grad()
+    def keep_stage_map(self, x: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
+        """Per-patch count of the reorganisation stages each patch survived as its own token, for display.
+
+        x: (B, C, *S) -> int64 (B, *grid) (grid = S / patch, e.g. (B, H/p, W/p)) with values in
+        0 .. ``len(keep_locs)``: 0 = dropped (fused) at the first reorganising block, ``len(keep_locs)`` =
+        kept to the end. Read from the walk's index bookkeeping (``BlockState.patch_index`` after each
+        block in ``keep_locs``), so a dropped patch never counts again. At r = 1 every patch scores
+        ``len(keep_locs)``. With ``fuse_token=False`` the patches alive after stage s number exactly
+        ``tokens_per_block(N)[keep_locs[s]][1] - 1`` (with fusion, fused slots that were kept take some of those).
+        Source: EViT (Liang et al., ICLR 2022) Fig. 4, the kept-token visualisation.
+        """
+        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
+        B, n = x.shape[0], int(torch.tensor(grid).prod())
+        survived = torch.zeros(B, n, dtype=torch.long, device=x.device)
+
+        def count(state: BlockState) -> None:
+            if state.index in self.keep_locs:
+                alive = torch.zeros(B, n + 1, dtype=torch.bool, device=x.device)
+                alive.scatter_(1, torch.where(state.patch_index == FUSED_INDEX, n, state.patch_index), True)
+                survived.add_(alive[:, :n].long())
+
+        self.run_blocks(self.embed(x), grid=grid, on_block=count, keep_rate=keep_rate)
+        return survived.reshape(B, *grid)
+
+    @torch.no_grad()
     def kept_token_map(self, x: torch.Tensor, keep_rate: float | None = None) -> torch.Tensor:
         """Which patches survive every reorganisation as themselves: (B, C, *S) -> bool (B, *grid)."""
-        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
-        index = self.run_blocks(self.embed(x), keep_rate=keep_rate).patch_index
-        B = x.shape[0]
-        kept = torch.zeros(B, int(torch.tensor(grid).prod()) + 1, dtype=torch.bool, device=x.device)
-        kept.scatter_(1, torch.where(index == FUSED_INDEX, kept.shape[1] - 1, index), True)
-        return kept[:, :-1].reshape(B, *grid)
+        return self.keep_stage_map(x, keep_rate) == len(set(self.keep_locs))
 
     def intermediate(
         self, tokens: torch.Tensor, state: BlockState, grid: tuple[int, ...], output_fmt: str,

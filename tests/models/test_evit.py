@@ -90,3 +90,31 @@ def test_keep_rate_schedule():
 def test_illegal_evit_arguments(bad):
     with pytest.raises(ValueError):
         create_model("evit_small_patch16_224", **{**TINY, **bad})
+
+
+def test_keep_stage_map_keeps_everything_at_r_one():
+    m = create_model("evit_small_patch16_224", keep_rate=1.0, num_classes=2, **TINY).eval()
+    stages = m.keep_stage_map(torch.randn(2, 3, 32, 32))
+    assert stages.shape == (2, 8, 8) and stages.dtype == torch.int64
+    assert bool((stages == 3).all())
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_keep_stage_map_counts_are_the_model_token_counts(fuse):
+    torch.manual_seed(0)
+    m = create_model("evit_small_patch16_224", keep_rate=0.7, fuse_token=fuse, num_classes=2, **TINY).eval()
+    x = torch.randn(3, 3, 32, 32)
+    stages = m.keep_stage_map(x)
+    after = [m.tokens_per_block(64)[i][1] - 1 for i in m.keep_locs]  # tokens after each stage, CLS excluded
+    assert after == ([45, 32, 23] if not fuse else [46, 34, 25])
+    for s, n in enumerate(after):
+        alive = (stages > s).flatten(1).sum(dim=1).tolist()
+        if fuse:  # each stage adds one fused slot; a kept earlier fused slot takes a patch's place
+            assert all(n - 1 - s <= a <= n - 1 for a in alive), (s, alive)
+        else:
+            assert alive == [n] * 3
+    # the map is monotone bookkeeping of the same walk: "kept to the end" is the kept-token map
+    assert torch.equal(stages == 3, m.kept_token_map(x))
+    # and the patches alive after the last stage are exactly those the NCHW layout fills
+    feats = m.forward_intermediates(x, indices=[5], output_fmt="NCHW")[0]
+    assert torch.equal(feats.abs().sum(dim=1) > 0, stages == 3)
