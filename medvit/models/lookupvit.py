@@ -5,6 +5,8 @@ information with the N full-resolution lookup tokens in every block (ECCV'24, no
 uniform interface see a patch-token map; the classifier averages them (they received the compressed
 tokens' information in the last block). [verify] which tokens the paper's classifier pools.
 ``attention_maps`` returns each block's gather attention, compressed ← lookup: (B, H, M, N).
+``forward_until(x, k)`` returns both token sets, (B, N + M, D) lookup then compressed, which
+``forward_from`` splits again.
 """
 
 from __future__ import annotations
@@ -84,12 +86,32 @@ class LookupViT(VisionTransformer):
         )
 
     def walk_start(self, tokens: torch.Tensor, start: int = 0, grid: tuple[int, ...] | None = None,
-                   **kwargs: Any) -> BlockState:
-        """Lookup tokens (B, N, D) on ``grid`` (None: the training grid) and their compressed tokens (B, M, D)."""
+                   carried: bool = False, **kwargs: Any) -> BlockState:
+        """Lookup tokens (B, N, D) on ``grid`` (None: the training grid) and their compressed tokens (B, M, D).
+
+        ``carried``: ``tokens`` is (B, N + M, D), the lookup tokens followed by the compressed tokens of a
+        split walk (:meth:`forward_until`); a walk without them starts at block 0 and compresses ``tokens``.
+        Raises ValueError for a later start without carried tokens, or carried tokens not longer than M.
+        """
+        if carried:
+            m = self.num_compressed
+            if tokens.shape[1] <= m:
+                raise ValueError(f"LookupViT carried tokens must be (B, N + {m}, D) (lookup then compressed), "
+                                 f"got {tuple(tokens.shape)}")
+            return BlockState(start - 1, tokens[:, :-m], 0, aux=tokens[:, -m:])
         if start:
-            raise ValueError("LookupViT blocks carry two token sets; a walk starts at block 0")
+            raise ValueError("LookupViT blocks carry two token sets; a walk from block > 0 needs the "
+                             "tokens of forward_until (lookup + compressed)")
         grid = self._grid_of(tokens.shape[1]) if grid is None else grid
         return BlockState(-1, tokens, 0, aux=self.compress(tokens, grid))
+
+    @property
+    def num_compressed(self) -> int:
+        """M, the number of compressed tokens (product of ``compressed_grid``)."""
+        m = 1
+        for c in self.compressed_grid:
+            m *= c
+        return m
 
     def block_step(self, state: BlockState, i: int, attention: bool = False, **kwargs: Any) -> BlockState:
         """Block i on both token sets; ``attention``: the gather attention (B, H, M, N), rows sum to 1."""
@@ -102,17 +124,26 @@ class LookupViT(VisionTransformer):
         return self.norm(self.run_blocks(self.embed(x), grid=grid).tokens)
 
     def forward_until(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        raise NotImplementedError("LookupViT blocks carry two token sets; use forward_intermediates")
+        """Embed and run blocks 0..k-1 (no final norm): (B, C, *S) -> (B, N + M, D), the N lookup tokens
+        followed by the M compressed tokens (both sets flow between blocks; :meth:`forward_from` splits them).
+        k = 0: the embedding and its bilinear compression. Raises ValueError for k outside [0, depth]."""
+        if not 0 <= k <= len(self.blocks):
+            raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
+        grid = self.patch_embed.dynamic_grid(tuple(x.shape[2:]))
+        state = self.run_blocks(self.embed(x), 0, k, grid=grid)
+        return torch.cat([state.tokens, state.aux], dim=1)
 
     def forward_from(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
-        raise NotImplementedError("LookupViT blocks carry two token sets; use forward_intermediates")
+        """Blocks k.. and the final norm on :meth:`forward_until`'s (B, N + M, D) -> lookup tokens (B, N, D);
+        ``forward_from(forward_until(x, k), k)`` is ``forward_features(x)`` exactly."""
+        if not 0 <= k <= len(self.blocks):
+            raise ValueError(f"k must be in [0, {len(self.blocks)}], got {k}")
+        return self.norm(self.run_blocks(tokens, k, carried=True).tokens)
 
     def analytic_macs(self, num_patches: int | None = None) -> int:
         """MACs of one image: patch embed + blocks (linear in N for a fixed compressed grid) + head."""
         n = self.patch_embed.num_patches if num_patches is None else num_patches
-        m = 1
-        for c in self.compressed_grid:
-            m *= c
+        m = self.num_compressed
         pe = patch_embed_macs(n, self.in_chans, self.patch_size, self.embed_dim)
         return pe + sum(b.macs(n, m) for b in self.blocks) + self.embed_dim * self.num_classes
 

@@ -123,6 +123,6 @@ def test_run_blocks_range_errors():
     m, x = _model("vit_tiny_patch16_224")
     with pytest.raises(ValueError, match="blocks 3..2 out of range"):
         m.run_blocks(m.embed(x), 3, 2)
-    with pytest.raises(ValueError, match="a walk starts at block 0"):
+    with pytest.raises(ValueError, match="a walk from block > 0 needs the tokens of forward_until"):
         lk, _ = _model("lookupvit_small_patch16_224")
         lk.run_blocks(lk.embed(x), 1)

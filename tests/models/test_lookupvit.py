@@ -64,3 +64,27 @@ def test_analytic_macs_equal_measured():
 def test_illegal_lookupvit_arguments(bad):
     with pytest.raises(ValueError):
         create_model("lookupvit_small_patch16_224", **{**TINY, **bad})
+
+
+@pytest.mark.parametrize("size", [32, 24])
+def test_forward_until_from_split_anywhere_exactly(size):
+    torch.manual_seed(0)
+    m = create_model("lookupvit_small_patch16_224", **{**TINY, "depth": 3}).eval()
+    x = torch.randn(2, 3, size, size)
+    n = (size // 4) ** 2
+    full, feats = m(x), m.forward_features(x)
+    for k in range(len(m.blocks) + 1):
+        t = m.forward_until(x, k)
+        assert t.shape == (2, n + 9, 48)  # N lookup tokens, then the M = 3x3 compressed tokens
+        assert torch.equal(m.forward_from(t, k), feats)
+        assert torch.equal(m.forward_head(m.forward_from(t, k)), full)
+    # k = 0 is the embedding and its compression; the carried compressed tokens change block by block
+    t0 = m.forward_until(x, 0)
+    assert torch.equal(t0[:, :n], m.embed(x)) and torch.equal(t0[:, n:], m.compress(m.embed(x), (size // 4,) * 2))
+    assert not torch.equal(m.forward_until(x, 1)[:, n:], t0[:, n:])
+    with pytest.raises(ValueError, match="k must be"):
+        m.forward_until(x, 4)
+    with pytest.raises(ValueError, match="lookup then compressed"):
+        m.forward_from(t0[:, :5], 1)
+    with pytest.raises(ValueError, match="forward_until"):
+        m.run_blocks(m.embed(x), 1)
