@@ -185,6 +185,49 @@ def hf_alone(arch: str, x: torch.Tensor, args: argparse.Namespace) -> dict:
     return {"n": len(x), "seconds": dt, "img_s": len(x) / dt}
 
 
+def interleaved_alone(model_dir: Path, arch: str, x: torch.Tensor, paths: list[str], rounds: int,
+                      args: argparse.Namespace) -> dict:
+    """Model-alone rates measured batch by batch in turn: HF bf16 autocast, then each path, ``rounds`` times over,
+    in one process (a load change hits every arm alike). Returns per arm the images/s of every batch."""
+    from transformers import ViTConfig, ViTModel
+
+    from medvit.infer.predictor import Predictor, load_for_inference
+    from medvit.models import backbone_args
+
+    a = backbone_args(arch)
+    cfg = ViTConfig(hidden_size=a["embed_dim"], num_hidden_layers=a["depth"], num_attention_heads=a["num_heads"],
+                    intermediate_size=4 * a["embed_dim"], image_size=224, patch_size=16, num_channels=1,
+                    attn_implementation="sdpa")
+    hf = ViTModel(cfg, add_pooling_layer=False).eval().to(args.device)
+    dev = torch.device(args.device)
+
+    def run_hf(t: torch.Tensor) -> None:
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            hf(pixel_values=t.to(dev)).last_hidden_state.float().cpu()
+
+    arms = {"hf_bf16_autocast": run_hf}
+    for path in paths:
+        model, _, info = load_for_inference(model_dir)
+        mode = {"compile": "inductor", "openvino": "openvino"}.get(path, "none")
+        pred = Predictor(model, {"compile": "auto", "openvino": "auto"}.get(path, path), args.device, compile=mode,
+                         model_sha256=info.sha256)
+        arms[path] = pred.predict
+    b = x[: args.batch]
+    for f in arms.values():  # warm-up (packages loaded, int8 calibrated on the first batch as in medvit infer)
+        f(b)
+    rates: dict[str, list[float]] = {k: [] for k in arms}
+    for r in range(rounds):
+        c = x[(r % max(1, len(x) // args.batch)) * args.batch:][: args.batch]
+        for k, f in arms.items():
+            _sync(args.device)
+            t0 = time.perf_counter()
+            f(c)
+            _sync(args.device)
+            rates[k].append(len(c) / (time.perf_counter() - t0))
+    return {"rounds": rounds, "batch": args.batch, "rates": rates,
+            "median": {k: float(np.median(v)) for k, v in rates.items()}}
+
+
 def make_inputs(out: Path, n: int, size: int, j2k: bool, distinct: int) -> list[Path]:
     """``n`` DX DICOM files (12-bit, file VOI window, 4 images per study, every 5th MONOCHROME1) from ``distinct``
     rendered chest phantoms; copies get their own Study/Series/SOP Instance UIDs (no duplicate is skipped)."""
@@ -248,6 +291,8 @@ def main() -> None:
                     help="pipeline section: SIZE:raw|j2k,... run with the first arch and --pipeline-paths")
     ap.add_argument("--pipeline-n", type=int, default=96, help="files per --inputs entry")
     ap.add_argument("--pipeline-paths", default="auto")
+    ap.add_argument("--alone-rounds", type=int, default=0,
+                    help="also measure the model-alone arms batch by batch in turn, this many rounds per model")
     ap.add_argument("--cache-dir", default=None, help="compile cache (default: a fresh temporary folder)")
     ap.add_argument("--warm-only", action="store_true", help="only compile (into --cache-dir) and exit")
     ap.add_argument("--render", metavar="JSON", help="only write the .md of an earlier run's .json and exit")
@@ -293,6 +338,12 @@ def main() -> None:
     res["gemm_gflops"] = gemm_gflops(args.device, args.threads)
     xs = {a: decoded(models[a], paths[: args.alone_n]) for a in archs}
     e2e_paths = args.e2e_paths.split(",") if args.e2e_paths else fast
+    if args.alone_rounds:
+        for a in archs:
+            res["models"][a]["interleaved_alone"] = interleaved_alone(models[a], a, xs[a], fast, args.alone_rounds,
+                                                                      args)
+            print(a, "interleaved", res["models"][a]["interleaved_alone"]["median"], flush=True)  # noqa: T201
+            write(res, args)
     for rnd in range(args.rounds):
         for a in archs:
             row: dict = {"e2e": {}, "alone": {}, "hf_bf16_autocast": hf_alone(a, xs[a], args)}
@@ -372,6 +423,20 @@ def render_md(r: dict) -> str:
         lines += [f"GEMM throughput here (3152×768 · 768×3072): fp32 {g['fp32']:.0f} GFLOP/s, bf16 {g['bf16']:.0f} "
                   f"GFLOP/s, int8 {g['int8']:.0f} GOP/s.", ""]
     for arch, m in r["models"].items():
+        il = m.get("interleaved_alone")
+        if il:
+            med = il["median"]
+            hf = med["hf_bf16_autocast"]
+            gf = m["gflop_per_image"]
+            lim = g.get("bf16", float("nan")) / gf
+            lines += [f"### {arch}: model alone, interleaved batch by batch ({il['rounds']} rounds of batch "
+                      f"{il['batch']}; median, min–max images/s)", "",
+                      "| arm | images/s (median) | min–max | × HF bf16 autocast | × bf16 GEMM limit |",
+                      "|---|---|---|---|---|"]
+            for k, v in med.items():
+                lo, hi = min(il["rates"][k]), max(il["rates"][k])
+                lines.append(f"| {k} | {v:.2f} | {lo:.2f}–{hi:.2f} | {v / hf:.2f} | {v / lim:.2f} |")
+            lines.append("")
         if not m["rounds"]:
             for k, w in m["warmup"].items():
                 cc = w.get("compile_cache") or {}
