@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,12 @@ def cache_key(model_sha256: str, shape: Sequence[int], dtype: torch.dtype, preci
 PACKAGE = "model.pt2"
 
 
-def compile_cached(model: nn.Module, example: torch.Tensor, precision: str, model_sha256: str | None = None,
-                   cache_root: Path | None = None) -> tuple[Any, CompileInfo]:
+def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Tensor, precision: str,
+                   model_sha256: str | None = None, cache_root: Path | None = None) -> tuple[Any, CompileInfo]:
     """Compile ``model`` for inputs shaped like ``example`` (B, C, H, W) once; later runs load the result.
+
+    ``model`` may be a zero-argument callable building the module (an int8 quantisation): it is called only when
+    the package has to be compiled, so a run that loads the package skips building it (give ``model_sha256``).
 
     Ahead-of-time Inductor (``torch.export`` → ``torch._inductor.aoti_compile_and_package``) with
     ``freezing`` (weights become constants: folded, prepacked for oneDNN / fused epilogues). The package
@@ -122,7 +125,9 @@ def compile_cached(model: nn.Module, example: torch.Tensor, precision: str, mode
 
     import torch._inductor.config as inductor_config
 
-    sha = model_sha256 or state_dict_sha256(model)
+    if model_sha256 is None and not isinstance(model, nn.Module):
+        model = model()
+    sha = model_sha256 or state_dict_sha256(model)  # type: ignore[arg-type]
     key = cache_key(sha, tuple(example.shape), example.dtype, precision, str(example.device))
     d = (cache_root or default_cache_root()) / key
     pkg = d / PACKAGE
@@ -137,6 +142,8 @@ def compile_cached(model: nn.Module, example: torch.Tensor, precision: str, mode
             return fn, info
         except Exception as e:  # a package from another build of torch/the CPU: compile again
             logger.warning("compiled package %s not loadable (%s: %s); compiling again", pkg, type(e).__name__, e)
+    if not isinstance(model, nn.Module):
+        model = model()
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".tmp{os.getpid()}.{PACKAGE}"  # torch wants the .pt2 suffix
     # no_grad, not inference_mode: under inference_mode the freezing pass cannot prepack int8 weights

@@ -196,21 +196,22 @@ class Predictor:
         if self._with_features:
             sha += f":logits+features{list(self._ood_blocks)}"
         qparams = getattr(self.fp32_model, "int8_qparams", None)
+        build: Any = module
         if self.precision == "int8" and qparams:  # a PTQ checkpoint: its searched/reconstructed static parameters
-            module = quantize_int8_pt2e(module, [t], qparams=qparams)
+            build = lambda: quantize_int8_pt2e(module, [t], qparams=qparams)  # noqa: E731
             ptq = ((getattr(self.fp32_model, "checkpoint_config", None) or {}).get("extra") or {}).get("ptq") or {}
             self.calibration_images = int((ptq.get("report") or {}).get("calibration_images", 0))
             self.int8_source = "checkpoint (Q-HyViT-style PTQ)"
-            sha = f"{sha}:int8-pt2e-x86:ptq-checkpoint"
-        elif self.precision == "int8":
-            module = quantize_int8_pt2e(module, [t])  # the features wrapper too: the OOD score needs them
+            sha = f"{sha}:int8-pt2e-x86:ptq-checkpoint:{ptq.get('sha256', '')}"
+        elif self.precision == "int8":  # the features wrapper too: the OOD score needs them
+            build = lambda: quantize_int8_pt2e(module, [t])  # noqa: E731
             self.calibration_images = int(t.shape[0])
             self.int8_source = "first batch"
             sha = f"{sha}:int8-pt2e-x86:calib={_tensor_sha256(t)}"
         if self.compile_mode == "openvino":
             self._compiled, self.compile_info = openvino_cached(module, t, self.precision, sha, self.cache_root)
-        else:
-            self._compiled, self.compile_info = compile_cached(module, t, self.precision, sha, self.cache_root)
+        else:  # int8: quantised only when the package is not cached yet (a later run loads it directly)
+            self._compiled, self.compile_info = compile_cached(build, t, self.precision, sha, self.cache_root)
         self._batch = int(t.shape[0])
 
     def _run_compiled(self, t: torch.Tensor) -> torch.Tensor:

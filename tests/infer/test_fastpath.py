@@ -132,7 +132,7 @@ def test_compiled_predictor_pads_partial_batches(model, phantoms, reference, cac
     assert d["compile"] == "inductor" and d["compile_cache"]["shape"] == [4, 1, 64, 64]
 
 
-def test_int8_pt2e_within_tolerance(model, phantoms, reference, cache_root):
+def test_int8_pt2e_within_tolerance(model, phantoms, reference, cache_root, monkeypatch):
     pytest.importorskip("torchao")
     p = Predictor(model, "int8", cache_root=cache_root)
     calibrated = p.predict(phantoms[:8])  # the first batch calibrates the activation ranges
@@ -141,6 +141,14 @@ def test_int8_pt2e_within_tolerance(model, phantoms, reference, cache_root):
     got = np.concatenate([calibrated, held_out])
     assert np.abs(got - reference).max() <= TOL["int8"]
     assert not np.allclose(got, reference, atol=1e-5)  # it did quantise
+
+    def refuse(*a, **k):
+        raise AssertionError("quantised again although the package is cached")
+
+    monkeypatch.setattr(fastpath, "quantize_int8_pt2e", refuse)  # a later run, same first batch: loads the package
+    again = Predictor(model, "int8", cache_root=cache_root)
+    np.testing.assert_allclose(again.predict(phantoms[:8]), calibrated, atol=1e-6)
+    assert again.describe()["compile_cache"]["reused"]
 
 
 def test_int8_refused_on_cuda(model):
