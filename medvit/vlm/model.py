@@ -199,6 +199,12 @@ class VisionLanguageModel(nn.Module):
             k = len(v.blocks) + 1 + self.cfg.vision_layer
             t = v.forward_until(pixel_values, k)
         prefix, patches = t[:, : v.num_prefix_tokens], t[:, v.num_prefix_tokens:]
+        n_grid = self.grid[0] * self.grid[1]
+        if patches.shape[1] != n_grid:
+            raise ValueError(
+                f"vision backbone {type(v).__name__} returned {patches.shape[1]} patch tokens at vision_layer="
+                f"{self.cfg.vision_layer}, expected the {self.grid[0]}x{self.grid[1]} = {n_grid} patch grid: "
+                "token-changing backbones (EViT keep rate < 1, LookupViT, ...) cannot feed a VLM projector")
         k = self.cfg.downsample
         if k > 1:
             n, _, d = patches.shape

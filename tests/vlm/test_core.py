@@ -14,6 +14,7 @@ from medvit.vlm import (
     TEMPLATES,
     ConversationDataset,
     VisionLanguageModel,
+    VLMConfig,
     collate_conversations,
     encode_conversation,
     normalize_messages,
@@ -201,3 +202,19 @@ def test_dataset_jsonl_truncation_bad_lines_and_paths(make_vlm, tmp_path):
     # truncation never cuts an image block: cut before it, the image is dropped
     enc = encode_conversation(vlm.tokenizer, vlm.template, normalize_messages(CONV), 16, max_length=10)
     assert enc["truncated"] and enc["n_images"] == 0 and not any(enc["image_mask"])
+
+
+_TINY_EVIT = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "in_chans": 1}
+
+
+def test_token_changing_backbone_is_refused_with_a_clear_error(tiny_llama):
+    """An EViT that drops patch tokens cannot feed the projector's fixed patch grid: clear ValueError, no
+    silent mis-splice (found when LookupViT gained forward_until)."""
+    cfg = VLMConfig(lm_path=str(tiny_llama), backbone="evit_tiny_patch16_224",
+                    backbone_args={**_TINY_EVIT, "keep_rate": 0.5, "keep_locs": (0,)})
+    vlm = VisionLanguageModel(cfg)
+    with pytest.raises(ValueError, match="patch tokens.*token-changing"):
+        vlm.encode_images(torch.zeros(1, 1, 32, 32))
+    cfg_full = VLMConfig(lm_path=str(tiny_llama), backbone="evit_tiny_patch16_224",
+                         backbone_args={**_TINY_EVIT, "keep_rate": 1.0, "keep_locs": (0,)})
+    assert VisionLanguageModel(cfg_full).encode_images(torch.zeros(1, 1, 32, 32)).shape[1] == 16
