@@ -71,8 +71,9 @@ def train_seeds(seeds: list[int], runs: Path, parallel: int, extra: list[str], l
     for s in seeds:
         f = runs / f"seed_{s}" / "eval.json"
         if f.is_file():
-            res[s] = {"eval": json.loads(f.read_text()),
-                      "stages": json.loads((runs / f"seed_{s}" / "summary.json").read_text())["stages"]}
+            summ = json.loads((runs / f"seed_{s}" / "summary.json").read_text())
+            res[s] = {"eval": json.loads(f.read_text()), "stages": summ["stages"],
+                      "cpu_seconds": summ.get("cpu_seconds")}
     return res
 
 
@@ -207,6 +208,9 @@ def main() -> int:
     ap.add_argument("--timing-only", action="store_true")
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate the saved seed models, then report")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only collect the seeds' finished eval.json files (e.g. each seed run by its own CPU-gate "
+                    "call) and write the report")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--name", default="vila_m3_phantoms", help="results file stem")
     ap.add_argument("--lm-label", default="SmolLM2-135M-Instruct", help="the LM, as written in the results")
@@ -238,12 +242,14 @@ def main() -> int:
                                env=env) for s in a.seeds]
         for p in ps:
             p.wait()
-    res = train_seeds(a.seeds, runs, a.parallel, a.overrides, launch=not a.eval_only)
+    res = train_seeds(a.seeds, runs, a.parallel, a.overrides, launch=not (a.eval_only or a.report_only))
     tim = None
     if not a.no_timing and (OUT / "vila_m3_speed.json").is_file():
         tim = json.loads((OUT / "vila_m3_speed.json").read_text())
     ru_c, ru_s = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     cpu = ru_c.ru_utime + ru_c.ru_stime + ru_s.ru_utime + ru_s.ru_stime + (tim or {}).get("cpu_seconds", 0.0)
+    if a.report_only:  # the seeds ran elsewhere: their own recorded CPU time
+        cpu += sum(r.get("cpu_seconds") or 0.0 for r in res.values())
     report(res, tim, cpu, time.perf_counter() - t0, cmd, a.name, a.lm_label, a.overrides)
     print((OUT / f"{a.name}.md").read_text())
     return 0

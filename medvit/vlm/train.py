@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import resource
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -331,5 +332,7 @@ def run(cfg: VilaM3Config) -> dict[str, Any]:
         ev = evaluate_phantoms(vlm, out / "data", cfg.data.phantom.expert_checkpoints, cfg.eval)
         (out / "eval.json").write_text(json.dumps(ev, indent=2))
         summary["eval"] = {k: v for k, v in ev.items() if not isinstance(v, dict | list)}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    summary["cpu_seconds"] = ru.ru_utime + ru.ru_stime  # this process (stages run here, resumed ones partly)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -18,7 +18,7 @@ DEMO = Path(__file__).resolve().parents[2] / "pipelines" / "demo" / "model"
 
 def test_phantom_instruction_data(tmp_path):
     ex = CXRExpert([DEMO])
-    res = phantom_instruction_data(tmp_path, n=20, seed=5, image_size=64, experts=[ex])
+    res = phantom_instruction_data(tmp_path, n=20, seed=5, image_size=64, experts=[ex], expert_factor=3)
     tr = res["files"]["train"]
     assert set(tr) == {"caption", "report", "vqa", "expert"}
     recs, bad = read_conversations(tmp_path / tr["expert"])
@@ -41,7 +41,7 @@ def test_phantom_instruction_data(tmp_path):
     assert (tmp_path / r["images"][0]).is_file()
     mix = read_mixture(res["mixture"], stage=3)
     assert [e.name for e, _ in mix] == ["phantom_report", "phantom_vqa", "expert_phantom_cxr"]
-    assert mix[-1][0].factor == 2 and mix[-1][1] == tmp_path / tr["expert"]
+    assert mix[-1][0].factor == 3 and mix[-1][1] == tmp_path / tr["expert"]
 
 
 def test_mixture_refuses_escapes_and_bad_factors(tmp_path):

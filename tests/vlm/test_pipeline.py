@@ -148,3 +148,8 @@ def test_reference_mixture_file_reads():
     root = Path(__file__).resolve().parents[2]
     mix = read_mixture(root / "pipelines" / "vila_m3" / "mixture_m3_8b.yaml")
     assert {e.name: e.factor for e, _ in mix}["expert_brats"] == 16 and len(mix) == 9
+
+
+def test_config_refuses_bad_expert_factor():
+    with pytest.raises(Exception, match="expert_factor"):
+        from_dict(VilaM3Config, {"data": {"phantom": {"expert_factor": 0}}})
