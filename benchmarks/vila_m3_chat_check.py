@@ -39,7 +39,9 @@ def main() -> int:
     ap.add_argument("-m", "--model", required=True, help="VLM checkpoint directory")
     ap.add_argument("--n", type=int, default=6, help="phantom DICOMs")
     ap.add_argument("--seed", type=int, default=777, help="phantom seed (training phantoms use 101)")
-    ap.add_argument("--image-size", type=int, default=None, help="phantom size (default: medvit data synth's)")
+    ap.add_argument("--like-pipeline", default=str(ROOT / "pipelines" / "demo" / "cxr_phantom_demo.yaml"),
+                    help="draw the phantoms with this pipeline's dataset_args (size, calibration knobs: the CXR "
+                    "expert's training distribution, as the tiny_cpu preset); '' = medvit data synth defaults")
     ap.add_argument("--name", default="vila_m3_chat_check")
     a = ap.parse_args()
 
@@ -48,12 +50,15 @@ def main() -> int:
     from medvit.data.synth import write_synth
     from medvit.eval.vqa import parse_yes_no
     from medvit.vlm.chat import load_chat
+    from medvit.vlm.train import PhantomData, phantom_draw_settings
 
     t0 = time.perf_counter()
     chat = load_chat(a.model, max_new_tokens=48)
     rows, transcript = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        write_synth("cxr", a.n, tmp, fmt="dicom", seed=a.seed, image_size=a.image_size, masks=False)
+        size, knobs = phantom_draw_settings(PhantomData(like_pipeline=a.like_pipeline)) if a.like_pipeline else (
+            None, {})
+        write_synth("cxr", a.n, tmp, fmt="dicom", seed=a.seed, image_size=size, masks=False, **knobs)
         with open(Path(tmp) / "labels.csv", newline="") as f:
             labels = list(csv.DictReader(f))
         for lab_row in labels:
@@ -72,7 +77,8 @@ def main() -> int:
     n = len(rows)
     called = [r for r in rows if r["called"]]
     agree = [r for r in called if r["expert"] is not None and r["answer_yes"] == r["expert"]]
-    res = {"model": a.model, "n_images": a.n, "phantom_seed": a.seed, "n_questions": n,
+    res = {"model": a.model, "n_images": a.n, "phantom_seed": a.seed, "like_pipeline": a.like_pipeline,
+           "n_questions": n,
            "call_rate": len(called) / n, "answer_matches_expert": len(agree) / max(len(called), 1),
            "answer_matches_truth": sum(r["answer_yes"] == r["truth"] for r in rows) / n,
            "expert_matches_truth": (round(sum(r["expert"] == r["truth"] for r in called) / len(called), 2)
@@ -87,7 +93,8 @@ def main() -> int:
     md = [f"# VILA-M3 chat check: {a.model}", "",
           f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/vila_m3_chat_check.py -m {a.model} --n {a.n} "
           f"--seed {a.seed}`  ",
-          f"{a.n} unseen chest-phantom DICOMs (medvit data synth, seed {a.seed}) x {len(QUESTIONS)} finding questions "
+          f"{a.n} unseen chest-phantom DICOMs (medvit data synth, seed {a.seed}, drawn like "
+          f"`{a.like_pipeline or 'defaults'}`) x {len(QUESTIONS)} finding questions "
           f"= {n} questions; wall {res['wall_s']:.0f} s with {res['threads']} torch threads.", "",
           "| measure | value |", "|---|---|",
           f"| model called `<CXR()>` | {res['call_rate']:.2f} ({len(called)}/{n}) |",

@@ -102,6 +102,11 @@ class PhantomData:
                                            help="medvit multi-label checkpoints of the CXR expert ensemble")
     expert_fraction: float = option(0.5, "fraction of expert conversations with a <CXR()> turn (reference: 0.5)")
     expert_factor: int = option(2, "mixture up-sampling factor of the expert conversations in stage 3 (reference: 2)")
+    knobs: dict[str, float] = option(default_factory=dict, help="phantom calibration knobs (docs/phantoms.md: "
+                                     "lesion_contrast, lesion_size, anatomy, ...)")
+    like_pipeline: str = option("", "a training pipeline YAML (e.g. the expert's, pipelines/demo/cxr_phantom_demo.yaml)"
+                                " whose dataset_args give image_size and the knobs not set here: the phantoms are "
+                                "drawn from the distribution the expert was trained on")
 
     def __post_init__(self) -> None:
         if not isinstance(self.expert_factor, int) or self.expert_factor < 1:
@@ -227,6 +232,35 @@ def stage_dir(out: Path, i: int, sc: StageConfig, stages: list[StageConfig]) -> 
     return out / (base if sum(s.stage == sc.stage for s in stages) == 1 else f"{base}_{i}")
 
 
+#: phantom calibration knobs a pipeline's dataset_args may set (docs/phantoms.md)
+PHANTOM_KNOBS = ("lesion_contrast", "lesion_size", "anatomy", "noise", "label_noise", "prevalence", "healthy_fraction")
+
+
+def phantom_draw_settings(ph: PhantomData) -> tuple[int, dict[str, float]]:
+    """(image_size, knobs) for drawing the phantoms: ``ph.like_pipeline``'s ``dataset_args`` (image_size and
+    knobs), overridden by ``ph.knobs``; ``ph.image_size`` when no pipeline is named. Raises ``ConfigError`` naming
+    the file when it cannot be read."""
+    import yaml
+
+    size, knobs = int(ph.image_size), {}
+    if ph.like_pipeline:
+        p = Path(ph.like_pipeline)
+        try:
+            doc = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"data.phantom.like_pipeline: cannot read {p}: {e}") from e
+        args = doc.get("dataset_args") if isinstance(doc, dict) else None
+        if not isinstance(args, dict):
+            raise ConfigError(f"data.phantom.like_pipeline: {p} has no dataset_args mapping")
+        size = int(args.get("image_size", size))
+        knobs = {k: float(args[k]) for k in PHANTOM_KNOBS if k in args}
+    bad = sorted(set(ph.knobs) - set(PHANTOM_KNOBS))
+    if bad:
+        raise ConfigError(f"data.phantom.knobs: unknown {bad}; known: {', '.join(PHANTOM_KNOBS)}")
+    knobs.update({k: float(v) for k, v in ph.knobs.items()})
+    return size, knobs
+
+
 def _mixture(cfg: VilaM3Config, out: Path) -> Path:
     if cfg.data.mixture:
         return Path(cfg.data.mixture)
@@ -237,9 +271,11 @@ def _mixture(cfg: VilaM3Config, out: Path) -> Path:
         from medvit.vlm.instruct import phantom_instruction_data
 
         ph = cfg.data.phantom
+        size, knobs = phantom_draw_settings(ph)
         experts = [CXRExpert(ph.expert_checkpoints)] if ph.expert_checkpoints else []
-        res = phantom_instruction_data(d, ph.n, ph.seed, ph.image_size, experts, ph.expert_fraction,
-                                       expert_factor=ph.expert_factor)
+        res = phantom_instruction_data(d, ph.n, ph.seed, size, experts, ph.expert_fraction,
+                                       expert_factor=ph.expert_factor, knobs=knobs)
+        res["draw"] = {"image_size": size, "knobs": knobs}
         done.write_text(json.dumps(res, indent=2))
     return d / "mixture.yaml"
 

@@ -153,3 +153,17 @@ def test_reference_mixture_file_reads():
 def test_config_refuses_bad_expert_factor():
     with pytest.raises(Exception, match="expert_factor"):
         from_dict(VilaM3Config, {"data": {"phantom": {"expert_factor": 0}}})
+
+
+def test_phantom_draw_settings_like_pipeline(tmp_path):
+    from medvit.config import ConfigError
+    from medvit.vlm.train import PhantomData, phantom_draw_settings
+
+    (tmp_path / "p.yaml").write_text("dataset_args: {n: 10, image_size: 128, lesion_contrast: 2.5, anatomy: 0.5}\n")
+    ph = PhantomData(image_size=64, like_pipeline=str(tmp_path / "p.yaml"), knobs={"anatomy": 0.75})
+    assert phantom_draw_settings(ph) == (128, {"lesion_contrast": 2.5, "anatomy": 0.75})
+    assert phantom_draw_settings(PhantomData(image_size=64)) == (64, {})
+    with pytest.raises(ConfigError, match="unknown"):
+        phantom_draw_settings(PhantomData(knobs={"contrast": 2.0}))
+    with pytest.raises(ConfigError, match="cannot read"):
+        phantom_draw_settings(PhantomData(like_pipeline=str(tmp_path / "missing.yaml")))
