@@ -301,7 +301,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.render:
         f = Path(args.render)
-        f.with_suffix(".md").write_text(render_md(json.loads(f.read_text())))
+        r = json.loads(f.read_text())
+        f.with_suffix(".md").write_text(render_md(r))
+        plot_png(r, f.with_suffix(".png"))
         return
     torch.set_num_threads(args.threads)
     os.environ["MEDVIT_COMPILE_CACHE"] = args.cache_dir or tempfile.mkdtemp(prefix="medvit_compile_")
@@ -399,12 +401,53 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def plot_png(r: dict, f: Path) -> bool:
+    """Bar chart of the interleaved model-alone arms per model (median, min–max) and the end-to-end runs, with the
+    bf16 GEMM limit; False when the run has no interleaved measurement."""
+    arches = [a for a, m in r["models"].items() if m.get("interleaved_alone")]
+    if not arches:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(arches), figsize=(6 * len(arches), 4.2), squeeze=False)
+    g = r.get("gemm_gflops") or {}
+    for ax, a in zip(axes[0], arches, strict=True):
+        m = r["models"][a]
+        il = m["interleaved_alone"]
+        names = list(il["median"])
+        med = [il["median"][k] for k in names]
+        lo = [med[i] - min(il["rates"][k]) for i, k in enumerate(names)]
+        hi = [max(il["rates"][k]) - med[i] for i, k in enumerate(names)]
+        xs = np.arange(len(names))
+        ax.bar(xs - 0.2, med, 0.4, yerr=[lo, hi], capsize=3, label="model alone (interleaved, median)")
+        e2e = [max((x["e2e"].get(k) or {}).get("img_s_run", 0) for x in m["rounds"]) if m["rounds"] else 0
+               for k in names]
+        ax.bar(xs + 0.2, e2e, 0.4, label="medvit infer end to end (run clock)")
+        if g.get("bf16"):
+            ax.axhline(g["bf16"] / m["gflop_per_image"], color="k", ls="--", lw=1, label="bf16 GEMM limit")
+        if a.startswith("vit_base"):
+            ax.axhline(30, color="r", ls=":", lw=1, label="issue target 30")
+        ax.set_xticks(xs, [n.replace("hf_bf16_autocast", "HF bf16\nautocast") for n in names])
+        ax.set_ylabel("images / s")
+        ax.set_title(f"{a} ({r['host'].get('cpus')} CPUs)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(f, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write(res: dict, args: argparse.Namespace) -> None:
     res["host"]["load_avg_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=str))
     (out / f"{args.name}.md").write_text(render_md(res))
+    if not res.get("partial"):
+        plot_png(res, out / f"{args.name}.png")
 
 
 def render_md(r: dict) -> str:
