@@ -172,6 +172,10 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         md.append(f"| {a} | {rs[0]['trainable_pct']:.2f} | {ab:,.0f} | {ips:.0f} | " + " | ".join(cells) + " |")
     md += ["", "Training images per shot level (per seed): " + "; ".join(
         f"{k}-shot {next(r['n_train_per_seed'] for r in rows if r['shots'] == k)}" for k in shots), ""]
+    missing = [a for a in ARMS if a not in arms]
+    if missing:
+        md += [f"**Not run** (the CPU gate did not give this run a slot before the deadline): {', '.join(missing)}.",
+               ""]
     hint = [r for r in rows if r["arm"] == "hint_lora"]
     if hint:
         md.append("Hint-Aug's detector judged this share of samples over-fitted (mean over the augmented batches): "
@@ -184,6 +188,8 @@ CAVEATS = """## Reading these numbers
 - Budget limits every figure: a tiny ViT (32 px, 16 tokens, width 96, depth 4), a fixed number of optimizer steps
   per run, learning rates fixed a priori per method family (paper_claims.py), no tuning of any arm. The MAE encoder
   is the one paper_claims.py builds (chest phantoms of data seed 1, 20 epochs); evaluation phantoms are data seed 0.
+  The CPU figures above exclude it: this run found it cached (a copy of paper_claims' work folder); building it
+  from scratch is one `mae_pretrain` run of about 7 min on one core (``paper_claims.mae_backbone``).
 - Trainable % includes the 7-output head (0.15 % of this 455,520-parameter backbone). HST's default side network is
   half the size of this tiny backbone (52 % trainable; on ViT-B it is ~1 %): `hst_matched` is HST at LoRA's budget.
 - "CPU train images/s" is clean training images per second of the training loop (Hint-Aug's extra passes included),
