@@ -138,6 +138,27 @@ def _has_avx512_bf16() -> bool:
         return False
 
 
+def verdict(res: dict[int, dict]) -> str:
+    """The paper's claim (F1 with the expert in the loop > without, both > majority) judged on paired seeds:
+    holds when every seed's with-minus-without difference is positive and the mean difference exceeds its sd;
+    does not hold when the mean difference is <= 0; otherwise not separable at this budget."""
+    d = [r["eval"]["f1_with_expert"] - r["eval"]["f1_without_expert"] for r in res.values()
+         if r["eval"].get("f1_with_expert") is not None and r["eval"].get("f1_without_expert") is not None]
+    if not d:
+        return "Verdict: not measured."
+    m, s = statistics.fmean(d), (statistics.stdev(d) if len(d) > 1 else 0.0)
+    above = all(r["eval"]["f1_with_expert"] > r["eval"]["f1_majority"] for r in res.values())
+    if m <= 0:
+        v = "does not hold"
+    elif all(x > 0 for x in d) and m > s and len(d) >= 3:
+        v = "holds"
+    else:
+        v = "not separable at this budget"
+    return (f"**Verdict on the paper's claim (F1 with expert > without): {v}** — paired difference with − without "
+            f"{m:+.3f} ± {s:.3f} over {len(d)} seeds ({', '.join(f'{x:+.3f}' for x in d)}); with-expert F1 above "
+            f"the majority baseline in {'every' if above else 'not every'} seed.")
+
+
 def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, cmd: str, name: str,
            lm_label: str, overrides: list[str]) -> None:
     rows = {}
@@ -163,6 +184,7 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
                     ("f1_with_expert", "VLM with CXR expert in the loop"), ("f1_expert_alone", "CXR expert alone")):
         m, s = rows[k]
         lines.append(f"| {arm} | {m:.3f} ± {s:.3f} |")
+    lines += ["", verdict(res), ""]
     m, s = rows["expert_call_rate"]
     lines += ["", f"Expert call rate (with-expert arm): {m:.2f} ± {s:.2f}; unparseable answers without / with: "
               f"{rows['unparseable_without'][0]:.1f} / {rows['unparseable_with'][0]:.1f} per seed.", "",
@@ -170,6 +192,17 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
     for k in ("vqa_exact_match", "report_BLEU_4", "report_ROUGE_L", "report_METEOR", "report_CIDEr"):
         m, s = rows[k]
         lines.append(f"| {k} | {m:.3f} ± {s:.3f} |")
+    st_rows = [r["stages"] for r in res.values() if r.get("stages")]
+    if st_rows:
+        lines += ["", "## Training stages (the runs above, mean over seeds)", "",
+                  "| stage | steps | loss first → last | wall s | images/s | precision |", "|---|---|---|---|---|---|"]
+        for k in range(len(st_rows[0])):
+            rr = [sr[k] for sr in st_rows if len(sr) > k]
+            f = statistics.fmean(x.get("first_loss") or float("nan") for x in rr)
+            la = statistics.fmean(x.get("last_loss") or float("nan") for x in rr)
+            lines.append(f"| {rr[0]['stage']} {rr[0]['name']}{' (packed)' if rr[0].get('packing') else ''} | "
+                         f"{rr[0]['steps']} | {f:.2f} → {la:.2f} | {statistics.fmean(x['wall_s'] for x in rr):.0f} | "
+                         f"{statistics.fmean(x['images_per_s'] for x in rr):.2f} | {rr[0]['precision']} |")
     if tim:
         lines += ["", "## Speed on this CPU (fp32 vs bf16 autocast, interleaved, mean of reps)", "",
                   f"Native bf16 instructions (avx512_bf16/amx): {tim['bf16_native']}.", "",
