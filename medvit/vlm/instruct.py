@@ -125,7 +125,7 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
 def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101, image_size: int = 64,
                              experts: Sequence[Expert] = (), expert_fraction: float = 0.5,
                              splits: Sequence[str] = ("train", "val", "test"), expert_factor: int = 2,
-                             ptp_grid: int = 0) -> dict[str, Any]:
+                             ptp_grid: int = 0, knobs: dict[str, float] | None = None) -> dict[str, Any]:
     """Write phantoms + conversation JSONL per split and kind to ``out_dir`` (``{split}_{kind}.jsonl``, images in
     ``images/``) and ``mixture.yaml``. ``n``: phantoms in all splits together (patient-disjoint 70/15/15 split of
     medvit's phantom dataset). ``expert_factor``: the up-sampling factor of the expert conversations in the mixture
@@ -141,7 +141,8 @@ def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101,
     files: dict[str, dict[str, str]] = {}
     counts: dict[str, dict[str, int]] = {}
     for split in splits:
-        ds = PhantomDataset("cxr", split=split, n=n, seed=seed, image_size=image_size, with_masks=True)
+        ds = PhantomDataset("cxr", split=split, n=n, seed=seed, image_size=image_size, with_masks=True,
+                            **(knobs or {}))
         rng = np.random.default_rng([seed, len(split), 7])
         recs: dict[str, list[dict[str, Any]]] = {}
         for i in range(len(ds)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medvit.vlm import read_conversations
@@ -101,3 +102,17 @@ def test_mimic_cxr_reports(tmp_path):
         "files/p10/p10000032/s50414267/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg"]
     assert recs[0]["conversations"][1]["value"] == "FINDINGS: Lungs are clear. IMPRESSION: No acute process."
     assert len(bad) == 2  # empty report, unsafe dicom id
+
+
+def test_phantom_instruction_data_knobs(tmp_path):
+    """Calibration knobs reach the phantom generator (the images differ from the default draw)."""
+    from PIL import Image
+
+    a = phantom_instruction_data(tmp_path / "a", n=10, seed=5, image_size=32, splits=("train",))
+    b = phantom_instruction_data(tmp_path / "b", n=10, seed=5, image_size=32, splits=("train",),
+                                 knobs={"lesion_contrast": 3.0, "anatomy": 0.5})
+    assert a["counts"] == b["counts"]
+    name = sorted((tmp_path / "a" / "images").iterdir())[0].name
+    ia = np.asarray(Image.open(tmp_path / "a" / "images" / name))
+    ib = np.asarray(Image.open(tmp_path / "b" / "images" / name))
+    assert ia.shape == ib.shape and not np.array_equal(ia, ib)
