@@ -162,8 +162,8 @@ def model_alone(model_dir: Path, x: torch.Tensor, path: str, args: argparse.Name
     return {"n": len(x), "seconds": dt, "img_s": len(x) / dt, "precision": pred.precision, "first_batch_s": first}
 
 
-def hf_alone(arch: str, x: torch.Tensor, args: argparse.Namespace) -> dict:
-    """transformers.ViTModel (same width/depth/patch, 1 channel, random weights) under bf16 autocast."""
+def hf_vit(arch: str, device: str) -> torch.nn.Module:
+    """transformers.ViTModel of the same width/depth/patch as ``arch``, 1 channel, random weights, SDPA attention."""
     from transformers import ViTConfig, ViTModel
 
     from medvit.models import backbone_args
@@ -172,7 +172,12 @@ def hf_alone(arch: str, x: torch.Tensor, args: argparse.Namespace) -> dict:
     cfg = ViTConfig(hidden_size=a["embed_dim"], num_hidden_layers=a["depth"], num_attention_heads=a["num_heads"],
                     intermediate_size=4 * a["embed_dim"], image_size=224, patch_size=16, num_channels=1,
                     attn_implementation="sdpa")
-    m = ViTModel(cfg, add_pooling_layer=False).eval().to(args.device)
+    return ViTModel(cfg, add_pooling_layer=False).eval().to(device)
+
+
+def hf_alone(arch: str, x: torch.Tensor, args: argparse.Namespace) -> dict:
+    """transformers.ViTModel (same width/depth/patch, 1 channel, random weights) under bf16 autocast."""
+    m = hf_vit(arch, args.device)
     dev = torch.device(args.device)
     with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
         m(pixel_values=x[: args.batch].to(dev))
@@ -189,16 +194,9 @@ def interleaved_alone(model_dir: Path, arch: str, x: torch.Tensor, paths: list[s
                       args: argparse.Namespace) -> dict:
     """Model-alone rates measured batch by batch in turn: HF bf16 autocast, then each path, ``rounds`` times over,
     in one process (a load change hits every arm alike). Returns per arm the images/s of every batch."""
-    from transformers import ViTConfig, ViTModel
-
     from medvit.infer.predictor import Predictor, load_for_inference
-    from medvit.models import backbone_args
 
-    a = backbone_args(arch)
-    cfg = ViTConfig(hidden_size=a["embed_dim"], num_hidden_layers=a["depth"], num_attention_heads=a["num_heads"],
-                    intermediate_size=4 * a["embed_dim"], image_size=224, patch_size=16, num_channels=1,
-                    attn_implementation="sdpa")
-    hf = ViTModel(cfg, add_pooling_layer=False).eval().to(args.device)
+    hf = hf_vit(arch, args.device)
     dev = torch.device(args.device)
 
     def run_hf(t: torch.Tensor) -> None:

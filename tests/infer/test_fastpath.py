@@ -47,6 +47,23 @@ def reference(model, phantoms):
     return Predictor(model, "fp32").predict(phantoms)
 
 
+def _with_ood_reference(model, seed, blocks):
+    """A copy of ``model`` with a random (valid) Mahalanobis OOD reference on the head and ``blocks``."""
+    import copy
+
+    from medvit.eval.ood import OODReference
+
+    m = copy.deepcopy(model)
+    rng = np.random.default_rng(seed)
+
+    def layer(d):
+        a = rng.normal(size=(d, d))
+        return rng.normal(size=d), a @ a.T / d + np.eye(d), 2.0
+
+    m.ood_reference = OODReference({"head": layer(64), **{f"block{b}": layer(128) for b in blocks}}, 3.0, {})
+    return m
+
+
 @pytest.mark.parametrize(("bf16", "amx", "device", "want"), [
     (True, False, "cpu", "bf16"), (False, True, "cpu", "bf16"), (True, True, "cpu", "bf16"),
     (False, False, "cpu", "fp32"), (False, False, "cuda", "bf16"), (False, False, "cuda:1", "bf16"),
@@ -162,18 +179,7 @@ def test_int8_refused_on_cuda(model):
 
 def test_compiled_predictor_returns_ood_features(model, phantoms, cache_root):
     """A compiled graph runs no hooks: with an OOD reference it returns the head input and block statistics."""
-    import copy
-
-    from medvit.eval.ood import OODReference
-
-    m = copy.deepcopy(model)
-    rng = np.random.default_rng(0)
-
-    def layer(d):
-        a = rng.normal(size=(d, d))
-        return rng.normal(size=d), a @ a.T / d + np.eye(d), 2.0
-
-    m.ood_reference = OODReference({"head": layer(64), "block0": layer(128), "block1": layer(128)}, 3.0, {})
+    m = _with_ood_reference(model, 0, (0, 1))
     eager_p, eager_s = Predictor(m, "fp32").predict_with_ood(phantoms[:4])
     p = Predictor(m, "fp32", compile="inductor", cache_root=cache_root)
     got_p, got_s = p.predict_with_ood(phantoms[:4])
@@ -183,19 +189,8 @@ def test_compiled_predictor_returns_ood_features(model, phantoms, cache_root):
 
 def test_int8_predictor_returns_ood_features(model, phantoms, cache_root):
     """int8 quantises the features wrapper too, so a model with an OOD reference gets its scores (it crashed)."""
-    import copy
-
     pytest.importorskip("torchao")
-    from medvit.eval.ood import OODReference
-
-    m = copy.deepcopy(model)
-    rng = np.random.default_rng(1)
-
-    def layer(d):
-        a = rng.normal(size=(d, d))
-        return rng.normal(size=d), a @ a.T / d + np.eye(d), 2.0
-
-    m.ood_reference = OODReference({"head": layer(64), "block1": layer(128)}, 3.0, {})
+    m = _with_ood_reference(model, 1, (1,))
     _, eager_s = Predictor(m, "fp32").predict_with_ood(phantoms[:8])
     got_p, got_s = Predictor(m, "int8", cache_root=cache_root).predict_with_ood(phantoms[:8])
     assert got_p.shape == (8, 5) and got_s.shape == (8,)
@@ -247,19 +242,8 @@ def test_openvino_backend_within_tolerance_and_cached(model, phantoms, reference
 
 def test_openvino_predictor_returns_ood_features(model, phantoms, cache_root):
     """With an OOD reference the converted graph returns the head input and block statistics beside the logits."""
-    import copy
-
     pytest.importorskip("openvino")
-    from medvit.eval.ood import OODReference
-
-    m = copy.deepcopy(model)
-    rng = np.random.default_rng(2)
-
-    def layer(d):
-        a = rng.normal(size=(d, d))
-        return rng.normal(size=d), a @ a.T / d + np.eye(d), 2.0
-
-    m.ood_reference = OODReference({"head": layer(64), "block1": layer(128)}, 3.0, {})
+    m = _with_ood_reference(model, 2, (1,))
     eager_p, eager_s = Predictor(m, "fp32").predict_with_ood(phantoms[:4])
     got_p, got_s = Predictor(m, "fp32", compile="openvino", cache_root=cache_root).predict_with_ood(phantoms[:4])
     np.testing.assert_allclose(got_p, eager_p, atol=TOL["compiled_fp32"])
