@@ -60,12 +60,16 @@ def _where(f: dict[str, Any]) -> str | None:
 
 
 def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, experts: Sequence[Expert] = (),
-                          expert_fraction: float = 0.5, image: Any = None, ptp_grid: int = 0
-                          ) -> dict[str, list[dict[str, Any]]]:
+                          expert_fraction: float = 0.5, image: Any = None, ptp_grid: int = 0,
+                          expert_balance: bool = False) -> dict[str, list[dict[str, Any]]]:
     """The conversations of one phantom, by kind (caption, report, vqa, expert). ``experts``: the CXR expert is
     run on ``image`` (default ``ph.image``) for the expert conversations (none written without experts).
     ``ptp_grid`` > 0: the caption answer gets PTP's position prompt (:func:`medvit.data.ptp.position_prompt`) for
-    one finding box from the phantom's masks (needs ``ph.masks``), drawn with a generator seeded by the image id."""
+    one finding box from the phantom's masks (needs ``ph.masks``), drawn with a generator seeded by the image id.
+    ``expert_balance``: the expert conversations ask about every finding present (truth or expert) and as many
+    absent ones (about half "yes" answers, so a short training learns to read the expert's result; the other
+    findings get a direct conversation with probability ``1 - expert_fraction``); default: each finding is asked
+    through the expert with probability ``expert_fraction`` (reference)."""
     pid = ph.meta.get("ImageID", image_name)
     labels = list(ph.label_names)
     present = [lab for lab, v in zip(labels, ph.labels) if v]
@@ -103,13 +107,27 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
     cxr = next((e for e in experts if e.name == "CXR"), None)
     if cxr is not None:
         cards = model_cards(experts)
-        result = cxr.run([ph.image if image is None else image]).text
+        er = cxr.run([ph.image if image is None else image])
+        result = er.text
+        pick: set[int] = set()
+        if expert_balance:
+            said = (er.values or {}).get("predictions", {})
+            pos = [i for i, (lab, v) in enumerate(zip(labels, ph.labels)) if v or said.get(lab)]
+            neg = [i for i in range(len(labels)) if i not in pos]
+            k = min(max(1, len(pos)), len(neg))
+            pick = set(pos) | {int(i) for i in (rng.choice(neg, size=k, replace=False) if k else [])}
         # with the model cards in the prompt, a yes/no finding question is always answered through <CXR()>; the
         # other questions (which / where / describe) are answered directly: the policy is learnable from the
         # question, and about expert_fraction of these records carry an expert turn (reference: 50 %)
         direct = [c for c in out["vqa"] if "label" not in c] + out["report"]
-        for lab, v in zip(labels, ph.labels):
-            if rng.random() < expert_fraction:
+        for i, (lab, v) in enumerate(zip(labels, ph.labels)):
+            if expert_balance:
+                call = i in pick
+                if not call and rng.random() < expert_fraction:
+                    continue
+            else:
+                call = rng.random() < expert_fraction
+            if call:
                 q = classification_question(lab)
                 rec("expert", f"exp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{MODALITY_HINT}{q}"),
                                              ("gpt", TRIGGER_REPLY), ("human", f"{result} {FEEDBACK_PREFIX}{q}"),
@@ -125,7 +143,8 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
 def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101, image_size: int = 64,
                              experts: Sequence[Expert] = (), expert_fraction: float = 0.5,
                              splits: Sequence[str] = ("train", "val", "test"), expert_factor: int = 2,
-                             ptp_grid: int = 0, knobs: dict[str, float] | None = None) -> dict[str, Any]:
+                             ptp_grid: int = 0, knobs: dict[str, float] | None = None,
+                             expert_balance: bool = False) -> dict[str, Any]:
     """Write phantoms + conversation JSONL per split and kind to ``out_dir`` (``{split}_{kind}.jsonl``, images in
     ``images/``) and ``mixture.yaml``. ``n``: phantoms in all splits together (patient-disjoint 70/15/15 split of
     medvit's phantom dataset). ``expert_factor``: the up-sampling factor of the expert conversations in the mixture
@@ -152,7 +171,7 @@ def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101,
             Image.fromarray(img8).save(out / name)
             # the expert sees what is stored (8-bit PNG), as at inference
             conv = phantom_conversations(ph, name, rng, experts, expert_fraction, image=img8.astype(np.float32) / 255,
-                                         ptp_grid=ptp_grid if split == "train" else 0)
+                                         ptp_grid=ptp_grid if split == "train" else 0, expert_balance=expert_balance)
             for k, v in conv.items():
                 recs.setdefault(k, []).extend(v)
         files[split], counts[split] = {}, {}

@@ -102,6 +102,9 @@ class PhantomData:
                                            help="medvit multi-label checkpoints of the CXR expert ensemble")
     expert_fraction: float = option(0.5, "fraction of expert conversations with a <CXR()> turn (reference: 0.5)")
     expert_factor: int = option(2, "mixture up-sampling factor of the expert conversations in stage 3 (reference: 2)")
+    expert_balance: bool = option(False, "expert conversations ask about every present finding and as many absent "
+                                  "ones (~50 % yes: a short training learns to read the expert result); false = "
+                                  "each finding with probability expert_fraction (reference)")
     knobs: dict[str, float] = option(default_factory=dict, help="phantom calibration knobs (docs/phantoms.md: "
                                      "lesion_contrast, lesion_size, anatomy, ...)")
     like_pipeline: str = option("", "a training pipeline YAML (e.g. the expert's, pipelines/demo/cxr_phantom_demo.yaml)"
@@ -274,7 +277,7 @@ def _mixture(cfg: VilaM3Config, out: Path) -> Path:
         size, knobs = phantom_draw_settings(ph)
         experts = [CXRExpert(ph.expert_checkpoints)] if ph.expert_checkpoints else []
         res = phantom_instruction_data(d, ph.n, ph.seed, size, experts, ph.expert_fraction,
-                                       expert_factor=ph.expert_factor, knobs=knobs)
+                                       expert_factor=ph.expert_factor, knobs=knobs, expert_balance=ph.expert_balance)
         res["draw"] = {"image_size": size, "knobs": knobs}
         done.write_text(json.dumps(res, indent=2))
     return d / "mixture.yaml"

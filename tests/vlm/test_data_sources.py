@@ -116,3 +116,15 @@ def test_phantom_instruction_data_knobs(tmp_path):
     ia = np.asarray(Image.open(tmp_path / "a" / "images" / name))
     ib = np.asarray(Image.open(tmp_path / "b" / "images" / name))
     assert ia.shape == ib.shape and not np.array_equal(ia, ib)
+
+
+def test_expert_balance_asks_present_findings(tmp_path):
+    ex = CXRExpert([DEMO])
+    res = phantom_instruction_data(tmp_path, n=30, seed=5, image_size=64, experts=[ex], splits=("train",),
+                                   expert_balance=True)
+    recs, _ = read_conversations(tmp_path / res["files"]["train"]["expert"])
+    withe = [r for r in recs if r["with_expert"]]
+    yes = [r for r in withe if r["conversations"][3]["value"] == "yes"
+           or f"{r['label'].lower()}: yes" in r["conversations"][2]["value"]]
+    assert withe and 0.3 <= len(yes) / len(withe) <= 0.7  # about half present (truth or expert), half absent
+    assert any(not r["with_expert"] for r in recs)
