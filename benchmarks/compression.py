@@ -49,6 +49,7 @@ from medvit.data.phantom_cxr import CXR_LABELS  # noqa: E402
 from medvit.models import create_model, load_model, save_checkpoint  # noqa: E402
 from medvit.nn.flops import measured_macs  # noqa: E402
 
+TIMED_FAMILIES = ("dense", "nvit", "snnet", "elastic")
 DATA = {"n": 2000, "seed": 0, "image_size": 64, "lesion_contrast": 3.0, "lesion_size": 2.0, "anatomy": 0.5}
 
 
@@ -115,9 +116,6 @@ def kd_finetune(student, teacher, x, y, epochs: int, lr: float, bs: int = 32, al
 
 
 def build(args: argparse.Namespace) -> None:
-    from medvit.compress.ptq import load_qparams, simulate
-    from medvit.compress.stitch import load_stitched
-
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.time(), os.getloadavg()
@@ -126,7 +124,32 @@ def build(args: argparse.Namespace) -> None:
     xte, yte = load_split(contract, "test")
     xtr, ytr = load_split(contract, "train")
     x1 = xte[:1]
-    rows, secs = [], {}
+    fams = args.families.split(",")
+    prev = json.loads((work / "build.json").read_text()) if (work / "build.json").exists() else {"meta": {},
+                                                                                                "rows": []}
+    rows = [r for r in prev["rows"] if r["family"] not in fams]
+    secs = dict(prev["meta"].get("seconds_build", {}))
+    meta = {"torch": torch.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
+            "threads_build": torch.get_num_threads(), "data": DATA, "n_test": len(xte), "n_train": len(xtr),
+            "s16": args.s16, "ti16": args.ti16, "args": vars(args),
+            "commands_build": prev["meta"].get("commands_build", []) + [
+                "python benchmarks/compression.py " + " ".join(sys.argv[1:])],
+            "load_build": prev["meta"].get("load_build", []) + [[load0]],
+            "build_s": prev["meta"].get("build_s", 0.0)}
+
+    def save():
+        meta.update(date_build=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    seconds_build={k: round(v, 1) for k, v in secs.items()})
+        meta["load_build"][-1] = [load0, os.getloadavg()]
+        for ck, key in ((args.s16, "s16_training"), (args.ti16, "ti16_training")):
+            summ = Path(ck).parent / "summary.json"
+            if summ.exists():
+                js = json.loads(summ.read_text())
+                meta[key] = {k: js.get(k) for k in ("val_mean_auroc", "test_mean_auroc")}
+        order = {f: i for i, f in enumerate(TIMED_FAMILIES)}
+        rows.sort(key=lambda r: order[r["family"]])  # stable: the order within a family is kept
+        out = {"meta": {**meta, "build_s": round(meta["build_s"] + time.time() - t0, 1)}, "rows": rows}
+        (work / "build.json").write_text(json.dumps(out, indent=2, default=float))
 
     def add(name, family, fn, macs, ckpt=None, **extra):
         auc = mean_auroc(logits_of(fn, xte), yte)
@@ -136,6 +159,23 @@ def build(args: argparse.Namespace) -> None:
 
     dm = measured_macs(dense, x1)
     common = dict(dataset="cxr_phantom", dataset_args=DATA, batch_size=32)
+    if "dense" in fams:
+        build_dense(args, work, dense, dm, add, secs, common)
+        save()
+    if "nvit" in fams:
+        build_nvit(args, work, dense, xtr, ytr, xte, yte, add, secs, common)
+        save()
+    if "elastic" in fams:
+        build_elastic(args, work, dm, x1, add, secs, common)
+        save()
+    if "snnet" in fams:
+        build_snnet(args, work, add, secs, common)
+        save()
+
+
+def build_dense(args, work, dense, dm, add, secs, common) -> None:
+    from medvit.compress.ptq import load_qparams, simulate
+
     add("ViT-S/16 dense fp32", "dense", dense, dm, args.s16)
     bf = copy.deepcopy(dense).to(torch.bfloat16)
     add("ViT-S/16 dense bf16 weights", "dense", lambda x: bf(x.to(torch.bfloat16)), dm, args.s16, precision="bf16")
@@ -149,6 +189,12 @@ def build(args: argparse.Namespace) -> None:
     add("ViT-S/16 static int8 (Q-HyViT PTQ)", "dense", simulate(q, load_qparams(work / "ptq_dense" / "model")), dm,
         work / "ptq_dense" / "model", precision="int8", val_fp32_vs_int8=[s["fp32"], s["int8"]])
 
+
+def build_nvit(args, work, dense, xtr, ytr, xte, yte, add, secs, common) -> None:
+    from medvit.compress.ptq import load_qparams, simulate
+
+    contract = dense.contract
+    x1 = xte[:1]
     t = time.time()
     s = run_task("nvit_prune", checkpoint=args.s16, output_dir=work / "nvit", saliency_images=256,
                  mac_ratio=args.mac_ratio, **common)
@@ -168,6 +214,10 @@ def build(args: argparse.Namespace) -> None:
     add(f"NViT {args.mac_ratio:.0%} MACs static int8 (PTQ)", "nvit",
         simulate(qp, load_qparams(work / "ptq_nvit" / "model")), pm, work / "ptq_nvit" / "model", precision="int8")
 
+
+def build_snnet(args, work, add, secs, common) -> None:
+    from medvit.compress.stitch import load_stitched
+
     t = time.time()
     s = run_task("snnet_train", checkpoint=args.ti16, large_checkpoint=args.s16, output_dir=work / "snnet",
                  steps=args.snnet_steps, rank=8, calibration_images=128, lr=1e-3, **common)
@@ -181,6 +231,8 @@ def build(args: argparse.Namespace) -> None:
             config_id=r["config_id"], val_auroc=r["val"]["mean_auroc"],
             val_auroc_least_squares_init=r["val_after_least_squares_init"]["mean_auroc"])
 
+
+def build_elastic(args, work, dm, x1, add, secs, common) -> None:
     t = time.time()
     s = run_task("elastic_train", checkpoint=args.s16, output_dir=work / "elastic", steps=args.elastic_steps,
                  lr=args.elastic_lr, mac_ratios=[0.75, 0.5, 0.25], search_candidates=args.search, **common)
@@ -192,21 +244,9 @@ def build(args: argparse.Namespace) -> None:
         add(f"ElasticViT subnet ≤{r['mac_ratio_budget']:.0%} MACs", "elastic", m, measured_macs(m, x1),
             r["checkpoint"], depth=r["depth"], heads=r["heads"], mlp=r["mlp"], val_auroc=r["val"]["mean_auroc"])
 
-    meta = {"command_build": "python benchmarks/compression.py " + " ".join(sys.argv[1:]),
-            "date_build": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
-            "platform": platform.platform(), "cpus": os.cpu_count(), "threads_build": torch.get_num_threads(),
-            "load_build": [load0, os.getloadavg()], "data": DATA, "n_test": len(xte), "n_train": len(xtr),
-            "s16": args.s16, "ti16": args.ti16, "seconds_build": {k: round(v, 1) for k, v in secs.items()},
-            "build_s": round(time.time() - t0, 1), "args": vars(args)}
-    for ck, key in ((args.s16, "s16_training"), (args.ti16, "ti16_training")):
-        summ = Path(ck).parent / "summary.json"
-        if summ.exists():
-            js = json.loads(summ.read_text())
-            meta[key] = {k: js.get(k) for k in ("val_mean_auroc", "test_mean_auroc")}
-    (work / "build.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=float))
 
 
-TIMED_FAMILIES = ("dense", "nvit", "snnet", "elastic")
+
 
 
 def predictor_for(row: dict, work: Path):
@@ -347,9 +387,10 @@ def write_md(log: dict, path: Path) -> None:
     m, sp = log["meta"], log["speed"]
     base = next(r for r in log["rows"] if r["variant"] == "ViT-S/16 dense fp32")
     lines = ["# Post-training compression on chest phantoms: test AUROC vs measured CPU images/s", "",
-             f"Build (one core): `/work/cpu.sh -n 1 stitch22 {m['command_build']}` — {m['date_build']}, "
-             f"{m['build_s'] / 60:.0f} min wall, load average {m['load_build'][0][0]:.1f} → "
-             f"{m['load_build'][1][0]:.1f} (shared 2-core machine), {m['threads_build']} torch thread(s).  ",
+             "Build (one core each): " + "; ".join(f"`/work/cpu.sh -n 1 stitch22 {c}`" for c in m["commands_build"])
+             + f" — last {m['date_build']}, {m['build_s'] / 60:.0f} min wall in all, load average (start → end) "
+             + ", ".join(f"{a[0]:.1f} → {b[0]:.1f}" for a, b in m["load_build"])
+             + f" (shared 2-core machine), {m['threads_build']} torch thread(s).  ",
              f"Timing (whole machine): `/work/cpu.sh -n 2 stitch22 {m['command_time']}` — {m['date_time']}, "
              f"{m['time_s'] / 60:.0f} min wall, load average {m['load_time'][0][0]:.1f} → "
              f"{m['load_time'][1][0]:.1f}, {m['threads_time']} torch threads; {m['platform']}; torch {m['torch']}.",
@@ -457,6 +498,8 @@ def main() -> None:
     a.add_argument("--e2e-size", type=int, default=256)
     a.add_argument("--e2e-rounds", type=int, default=2)
     a.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    a.add_argument("--families", default="dense,nvit,elastic,snnet",
+                   help="variant families built now (rows of the others are kept from an earlier build.json)")
     a.add_argument("--n", type=int, default=2000, help="phantoms drawn (split into train/val/test)")
     a.add_argument("--b16-full", action="store_true", help="also ViT-B/16 fp32 Inductor and NViT int8 rows")
     a.add_argument("--skip-b16", action="store_true", help="no ViT-B/16 speed rows (smoke runs)")
