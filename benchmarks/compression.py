@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -202,7 +203,8 @@ def build_nvit(args, work, dense, xtr, ytr, xte, yte, add, secs, common) -> None
     pm = measured_macs(pruned, x1)
     before = mean_auroc(logits_of(pruned, xte), yte)
     kd_finetune(pruned, dense, xtr, ytr, args.ft_epochs, args.ft_lr)
-    save_checkpoint(pruned, work / "nvit_ft", contract=contract, extra={"nvit": {k: s[k] for k in ("mac_ratio",)}})
+    save_checkpoint(pruned, work / "nvit_ft", contract=dataclasses.replace(contract, ood=None),
+                    extra={"nvit": {k: s[k] for k in ("mac_ratio",)}})
     secs["nvit_prune_finetune"] = time.time() - t
     add(f"NViT {args.mac_ratio:.0%} MACs fp32", "nvit", pruned, pm, work / "nvit_ft", test_auroc_before_finetune=before,
         plan={k: s[k] for k in ("kept_heads", "kept_mlp", "kept_embed", "mac_ratio")})
@@ -260,6 +262,7 @@ def predictor_for(row: dict, work: Path):
         return Predictor(m, "fp32")
     if prec == "int8":
         m, _, _ = load_for_inference(row["checkpoint"])
+        m.ood_reference = None  # the model path alone, as for the other rows (medvit infer e2e keeps OOD)
         return Predictor(m, "int8")
     m = load_model(row["checkpoint"]).eval()
     if prec == "dynamic_int8":
@@ -384,7 +387,7 @@ def e2e_infer(args: argparse.Namespace, work: Path, log: dict) -> dict:
 
 
 def write_md(log: dict, path: Path) -> None:
-    m, sp = log["meta"], log["speed"]
+    m, sp = log["meta"], log.get("speed", {})
     base = next(r for r in log["rows"] if r["variant"] == "ViT-S/16 dense fp32")
     lines = ["# Post-training compression on chest phantoms: test AUROC vs measured CPU images/s", "",
              "ViT-S/16 trained first (`/work/cpu.sh -n 1 stitch22 medvit run "
@@ -424,7 +427,9 @@ def write_md(log: dict, path: Path) -> None:
     for k, s in sp.items():
         if k.startswith("ViT-B/16"):
             lines.append(f"| {k} | not trained (budget) | {s['gmacs']:.3f} | {cell(k)} |")
-    e = log["e2e"]
+    e = log.get("e2e") or {"files": 0, "dicom_size": 0, "rounds": {"fp32": []},
+                           "median_img_s_run": {"fp32": float("nan"), "int8": float("nan")},
+                           "int8_gain": float("nan")}
     lines += ["", f"**`medvit infer` end to end** ({e['files']} phantom DX DICOM files {e['dicom_size']}², decode + "
               f"preprocess + predict + CSV, batch {m['speed_batch']}, `--workers 0`, the Q-HyViT PTQ checkpoint "
               f"`ptq_dense/model`; run clock from run.json, median of {len(e['rounds']['fp32'])} interleaved rounds "
@@ -460,7 +465,7 @@ def plot(log: dict, path: Path) -> None:
     pts = []
     seen = set()
     for r in log["rows"]:
-        s = log["speed"].get(r["variant"])
+        s = log.get("speed", {}).get(r["variant"])
         if s is None:
             continue
         mk, col = style[r["family"]]

@@ -91,6 +91,26 @@ def _logits(model: Any, x: torch.Tensor, bs: int) -> torch.Tensor:
     return torch.cat([model(x[i:i + bs]).float() for i in range(0, len(x), bs)])
 
 
+def _without_ood(contract: Any, what: str) -> Any:
+    """The contract minus its OOD reference: a reference fitted on the source model's features does not describe
+    a model whose features changed (pruned, retrained)."""
+    import dataclasses
+
+    if getattr(contract, "ood", None):
+        logger.warning("%s: the source checkpoint's OOD reference is dropped (its features changed); fit a new one "
+                       "with task ood_reference", what)
+        return dataclasses.replace(contract, ood=None)
+    return contract
+
+
+def _copy_ood(src: str, dst: Path, contract: Any) -> None:
+    """Copy the source checkpoint's ood.safetensors next to a checkpoint that keeps its contract's reference."""
+    import shutil
+
+    if getattr(contract, "ood", None):
+        shutil.copyfile(Path(src) / "ood.safetensors", dst / "ood.safetensors")
+
+
 def _write(out: Path, summary: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -113,6 +133,7 @@ def run_ptq(cfg: PTQTaskConfig) -> dict[str, Any]:
     qm, res = ptq_calibrate(model, list(xc.split(cfg.batch_size)), PTQConfig(recon_iters=cfg.recon_iters))
     out = Path(cfg.output_dir)
     save_ptq_checkpoint(qm, res, out / "model", contract=model.contract)
+    _copy_ood(cfg.checkpoint, out / "model", model.contract)  # int8 features ≈ fp32: the reference stays
     xe, ye = _stack(ev)
     ref, q = _logits(model, xe, cfg.batch_size), _logits(simulate(qm, res.qparams), xe, cfg.batch_size)
     act = torch.sigmoid if ye.dim() == 2 else (lambda t: torch.softmax(t, 1))
@@ -151,7 +172,8 @@ def run_nvit(cfg: NViTPruneConfig) -> dict[str, Any]:
     pruned, plan = prune_to_budget(model, list(zip(xs.split(cfg.batch_size), ys.split(cfg.batch_size),
                                                    strict=True)), loss, cfg.mac_ratio)
     out = Path(cfg.output_dir)
-    save_checkpoint(pruned, out / "model", contract=model.contract, extra={"nvit": plan.to_dict()})
+    save_checkpoint(pruned, out / "model", contract=_without_ood(model.contract, "nvit_prune"),
+                    extra={"nvit": plan.to_dict()})
     xe, ye = _stack(ev)
     summary = {"checkpoint": cfg.checkpoint, "pruned_checkpoint": str(out / "model"), **plan.to_dict(),
                "dense": _metric(_logits(model, xe, cfg.batch_size), ye),

@@ -27,7 +27,17 @@ import torch.nn.functional as F
 
 from medvit.config import option
 from medvit.tasks.base import register_task
-from medvit.tasks.compress_tasks import _Common, _data, _load, _load_checkpoint, _logits, _metric, _stack, _write
+from medvit.tasks.compress_tasks import (
+    _Common,
+    _data,
+    _load,
+    _load_checkpoint,
+    _logits,
+    _metric,
+    _stack,
+    _without_ood,
+    _write,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +100,8 @@ def run_elastic(cfg: ElasticTrainConfig) -> dict[str, Any]:
     rec = train_supernet(elastic, _batches(xf, yf, cfg.batch_size, cfg.seed), cfg.steps, loss_fn, lr=cfg.lr,
                          kd_weight=cfg.kd_weight, n_levels=cfg.n_levels, bound=cfg.bound, seed=cfg.seed)
     out = Path(cfg.output_dir)
-    save_checkpoint(model, out / "supernet", contract=model.contract,
+    contract = _without_ood(model.contract, "elastic_train")
+    save_checkpoint(model, out / "supernet", contract=contract,
                     extra={"elastic": {"steps": cfg.steps, "source": cfg.checkpoint}})
     full_macs = elastic.macs(elastic.max_spec)
 
@@ -104,7 +115,7 @@ def run_elastic(cfg: ElasticTrainConfig) -> dict[str, Any]:
         spec, vl = search_subnet(elastic, int(r * full_macs), val_loss, n=cfg.search_candidates, seed=cfg.seed)
         sub = extract_subnet(elastic, spec).eval()
         d = out / f"subnet_{r:g}"
-        save_checkpoint(sub, d, contract=model.contract,
+        save_checkpoint(sub, d, contract=contract,
                         extra={"elastic": {"depth": spec.depth, "heads": list(spec.heads), "mlp": list(spec.mlp)}})
         subnets.append({"mac_ratio_budget": r, "mac_ratio": elastic.macs(spec) / full_macs, "checkpoint": str(d),
                         "depth": spec.depth, "heads": list(spec.heads), "mlp": list(spec.mlp), "val_loss": vl,

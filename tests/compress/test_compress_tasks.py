@@ -74,3 +74,29 @@ def test_safetensors_whose_header_length_starts_like_a_pickle_is_read(tmp_path):
         pytest.skip("no padding gave the header length 0x..0380")
     (tmp_path / "m.safetensors").write_bytes(data)
     assert torch.equal(read_safetensors(tmp_path / "m.safetensors")["w"], torch.ones(2))
+
+
+def test_ptq_keeps_and_nvit_drops_the_ood_reference(ckpt, tmp_path):
+    import dataclasses
+
+    from medvit.data import build_dataset
+    from medvit.data.augment import build_contract_eval_transform
+    from medvit.eval.ood import fit_for_model, save_reference
+    from medvit.eval.predict import cache_dataset
+    from medvit.infer.predictor import load_for_inference
+
+    model = load_model(ckpt).eval()
+    tf = build_contract_eval_transform(model.contract)
+    tr, va = (cache_dataset(build_dataset("cxr_phantom", s, n=60, seed=0, image_size=32), tf, keys=("image", "label"))
+              for s in ("train", "val"))
+    src = save_checkpoint(model, tmp_path / "src", contract=model.contract)
+    info = save_reference(fit_for_model(model, tr, va, None, 0.1, 16, "cpu"), src)
+    src = save_checkpoint(model, src, contract=dataclasses.replace(model.contract, ood=info))
+    run_task(None, [f"checkpoint={src}", f"output_dir={tmp_path / 'q'}", "calibration_images=16", "recon_iters=0",
+                    *COMMON], data={"task": "ptq"})
+    m, c, _ = load_for_inference(tmp_path / "q" / "model")  # was refused: ood.safetensors missing
+    assert c.ood is not None and m.ood_reference is not None
+    run_task(None, [f"checkpoint={src}", f"output_dir={tmp_path / 'p'}", "saliency_images=16", "mac_ratio=0.7",
+                    *COMMON], data={"task": "nvit_prune"})
+    _, c, _ = load_for_inference(tmp_path / "p" / "model")
+    assert c.ood is None  # a reference fitted on the dense model's features would be stale
