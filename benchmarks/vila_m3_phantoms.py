@@ -283,7 +283,10 @@ def main() -> int:
     cpu = ru_c.ru_utime + ru_c.ru_stime + ru_s.ru_utime + ru_s.ru_stime + (tim or {}).get("cpu_seconds", 0.0)
     if a.report_only:  # the seeds ran elsewhere: their own recorded CPU time
         cpu += sum(r.get("cpu_seconds") or 0.0 for r in res.values())
-    report(res, tim, cpu, time.perf_counter() - t0, cmd, a.name, a.lm_label, a.overrides)
+    wall = time.perf_counter() - t0
+    if a.report_only:  # the seeds' own training wall time (their evaluation not included)
+        wall += sum(st.get("wall_s") or 0.0 for r in res.values() for st in r.get("stages") or [])
+    report(res, tim, cpu, wall, cmd, a.name, a.lm_label, a.overrides)
     print((OUT / f"{a.name}.md").read_text())
     return 0
 
