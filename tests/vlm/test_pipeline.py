@@ -77,7 +77,7 @@ def test_freeze_pattern_per_stage(make_vlm, stage, lm_mode):
 def _cfg(tmp_path, **over):
     raw = {"output_dir": str(tmp_path / "run"), "lm": {"preset": "tiny_llama"}, "vlm": TINY_VLM,
            "data": {"phantom": {"n": 20, "image_size": 32, "expert_checkpoints": [DEMO]}},
-           "stages": [{"stage": s, "lm": "lora" if s else "full",
+           "stages": [{"stage": s, "lm": "lora" if s else "full", "packing": s == 3,
                        "train": {"steps": 2, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "progress": False,
                                  "device": "cpu", "ckpt_every": 1}} for s in range(4)],
            "lora": {"r": 2, "alpha": 4},
@@ -92,6 +92,12 @@ def test_tiny_pipeline_runs_all_stages_then_skips_on_rerun(tmp_path):
     s = run(_cfg(tmp_path))
     assert [r["stage"] for r in s["stages"]] == [0, 1, 2, 3] and not any(r["skipped"] for r in s["stages"])
     assert [r["lm_mode"] for r in s["stages"]] == ["full", "lora", "lora", "lora"]
+    assert [r["packing"] for r in s["stages"]] == [False, False, False, True]  # stage 3 trains on packed rows
+    from medvit.vlm.instruct import read_mixture
+
+    n_conv = sum(e.factor * len(p.read_text().splitlines())
+                 for e, p in read_mixture(tmp_path / "run" / "data" / "mixture.yaml", stage=3))
+    assert s["stages"][3]["samples"] < n_conv  # fewer packed sequences than conversations
     ev = json.loads((tmp_path / "run" / "eval.json").read_text())
     for k in ("f1_without_expert", "f1_with_expert", "f1_majority", "f1_expert_alone", "vqa_exact_match",
               "report_BLEU_4", "report_ROUGE_L"):
