@@ -358,7 +358,7 @@ class InferenceRun:
             segmentation_outputs(self.output_context(), self.seg, self.thresholds, batch, maps[finite], recs)
         for r in recs:
             self.journal.append(r)
-        self.journal.sync()
+        self.journal.sync(max_lag_s=1.0)  # at most one fsync a second (a fast model does several batches)
         return len(recs)
 
     def _heatmaps(self, batch: list[Decoded], x: np.ndarray, probs: np.ndarray, recs: list[dict[str, Any]]) -> None:

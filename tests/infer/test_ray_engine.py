@@ -137,8 +137,8 @@ import os, signal, sys
 from medvit.cli.main import main
 from medvit.infer.outputs import Journal
 _sync = Journal.sync
-def sync(self):
-    _sync(self)
+def sync(self, *args, **kwargs):
+    _sync(self, *args, **kwargs)
     if self.path.read_bytes().count(b"\\n") >= 4:
         os.kill(os.getpid(), signal.SIGKILL)
 Journal.sync = sync

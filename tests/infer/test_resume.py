@@ -26,8 +26,8 @@ import os, signal, sys
 from medvit.cli.main import main
 from medvit.infer.outputs import Journal
 _sync = Journal.sync
-def sync(self):
-    _sync(self)
+def sync(self, *args, **kwargs):
+    _sync(self, *args, **kwargs)
     if self.path.read_bytes().count(b"\\n") >= 4:
         os.killpg(0, signal.SIGKILL)
 Journal.sync = sync
@@ -104,3 +104,26 @@ def test_journal_cuts_partial_last_line(tmp_path):
     done = Journal(tmp_path).open()
     assert done == {"x.dcm"}
     assert j.path.read_bytes().endswith(b"}\n")
+
+
+def test_journal_fsync_at_most_once_per_max_lag(tmp_path, monkeypatch):
+    """Batches sync the journal at most once a second (fsync blocks a fast model); every record is still written
+    through to the OS at once, and closing always syncs."""
+    import os
+
+    from medvit.infer import outputs
+
+    calls = []
+    monkeypatch.setattr(outputs.os, "fsync", lambda fd: calls.append(fd))
+    clock = iter([100.0, 100.4, 100.9, 101.2, 101.3])
+    monkeypatch.setattr("time.monotonic", lambda: next(clock))
+    j = outputs.Journal(tmp_path)
+    j.open()
+    for i in range(5):
+        j.append({"file": f"f{i}", "status": "skipped"})
+        j.sync(max_lag_s=1.0)
+    assert len(calls) == 2  # t=100.0 and t=101.2; 100.4, 100.9, 101.3 skipped
+    assert len((tmp_path / outputs.STATE_DIR / outputs.JOURNAL).read_text().splitlines()) == 5  # all written
+    monkeypatch.setattr("time.monotonic", lambda: 101.4)
+    j.close()
+    assert len(calls) == 3 and os.path.exists(tmp_path / outputs.STATE_DIR / outputs.JOURNAL)
