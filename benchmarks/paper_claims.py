@@ -246,7 +246,7 @@ def caveats(rows: list[dict[str, Any]]) -> str:
     return f"""## Reading these numbers
 
 - Budget, not method, limits every figure here: a tiny ViT (32 px, 16 tokens, width 96, depth 4) and a fixed number
-  of optimizer steps per run: {per}. The demo recipe (same model family at 64 px, 10 epochs of 4,800 phantoms drawn
+  of optimizer steps per run: {per}. The demo recipe (same model family at 64 px, 20 epochs of 4,737 phantoms drawn
   at 256 px) is the ceiling reference (pipelines/demo/README.md). Learning rates were fixed a priori per method
   family (benchmarks/peft_benchmark.py), not tuned; the thresholded agreement uses each run's validation-chosen
   thresholds (rule {", ".join(rules) or "n/a"}).
@@ -353,7 +353,11 @@ def main() -> int:
             texts.append(f"- {prob}: `{d['command']}`; {d['n']} phantoms of data seed 0 (knobs {knobs}), "
                          f"optimizer steps per run {d['steps']}, seeds {d['seeds']}, fractions {d['fractions']}; "
                          f"wall {d['wall_s'] / 60:.1f} min, CPU {d.get('cpu_s', math.nan) / 60:.1f} min "
-                         f"(MAE {d['mae']['s'] / 60:.1f} min wall when not cached)")
+                         f"(MAE {d['mae']['s'] / 60:.1f} min wall when not cached)"
+                         + ("" if any("threshold_rule" in r for r in d["rows"]) else
+                            " — **an earlier run** (issue 15, session 30): its MAE encoder was pretrained on chest "
+                            "phantoms drawn before `lesion_size` scaled atelectasis' volume loss, Youden thresholds; "
+                            "not rerun since (CPU)"))
     meta = {"text": "Commands and budget (one process per problem and fraction group, 1 torch thread each, through "
                     "the shared CPU gate /work/cpu.sh, 2 cores shared with other helpers' jobs):\n\n"
                     + "\n".join(texts) + "\n\nOne row per (problem, arm, fraction): the first JSON in name order."}
