@@ -155,7 +155,7 @@ def write(res: dict) -> None:
         ax.barh([f[0] for f in figs], [f[1] for f in figs], xerr=[f[2] for f in figs], color="#4a7ab5", capsize=4)
         ax.set_xlim(0.4, 1.0)
         ax.set_xlabel("test AUROC (mean ± sd over 3 seeds)")
-        ax.set_title("issue 20A: TinyViT distillation (mean AUROC) / DeiT-LT (tail AUROC)")
+        ax.set_title("issue 20A: TinyViT distillation (mean AUROC) / DeiT-LT (tail AUROC)", fontsize=10)
         fig.tight_layout()
         fig.savefig(RESULTS / "distill20_science.png", dpi=120)
 
