@@ -392,8 +392,9 @@ def write_md(log: dict, path: Path) -> None:
     lines = ["# Post-training compression on chest phantoms: test AUROC vs measured CPU images/s", "",
              "ViT-S/16 trained first (`/work/cpu.sh -n 1 stitch22 medvit run "
              "pipelines/compress/vit_s16_cxr_phantom.yaml`, 1 thread; see the note under the table). Then, in this "
-             "order, in one whole-machine gate call (`/work/cpu.sh -n 2`; build and ViT-Ti/16 training with "
-             f"{m['threads_build']} torch threads, nothing else of this benchmark running during the timing): "
+             "order, in one whole-machine gate call (`/work/cpu.sh -n 2`, build and ViT-Ti/16 training with "
+             f"{m['threads_build']} torch threads), then the timing in a second `/work/cpu.sh -n 2` call (nothing "
+             "else of this benchmark running): "
              + "; ".join(f"`{c}`" for c in m["commands_build"][:1])
              + "; `medvit run pipelines/compress/vit_ti16_cxr_phantom.yaml`; "
              + "; ".join(f"`{c}`" for c in m["commands_build"][1:])
@@ -445,6 +446,10 @@ def write_md(log: dict, path: Path) -> None:
               "weights (step 686, val mean AUROC 0.8225); the task's own post-training code (validation "
               "thresholds, test, OOD reference, weight contract, save) was then run on those weights "
               "(`Trainer.fit` replaced by loading them). ViT-Ti/16: the full 12-epoch preset.",
+              "", "Between the two calls the built checkpoints were brought to what the fixed `ptq` / `nvit_prune` / "
+              "`elastic_train` tasks write (landed f0c274c): the PTQ checkpoint got its source's `ood.safetensors` "
+              "(its contract named an OOD reference that `medvit infer` could not load), the pruned / supernet / "
+              "subnet checkpoints lost the stale OOD entry; weights untouched.",
               "", f"Build seconds: {m['seconds_build']}.", "",
               "SN-Net rows: `S2L i→j` = ViT-Ti/16 blocks < i, stitching layer, ViT-S/16 blocks ≥ j; `L2S` the other "
               "way; the stitching layers were trained with FLOPs-aware sampling, anchors frozen (val AUROC right "
