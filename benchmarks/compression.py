@@ -469,8 +469,11 @@ def plot(log: dict, path: Path) -> None:
     style = {"dense": ("o", "C0"), "nvit": ("s", "C1"), "snnet": ("^", "C2"), "elastic": ("D", "C3")}
     pts = []
     seen = set()
+    no_speed = not log.get("speed")
     for r in log["rows"]:
         s = log.get("speed", {}).get(r["variant"])
+        if no_speed:
+            s = {"images_per_s": 1.0 / r["gmacs"]}  # no timing run: 1 / GMACs on the x axis
         if s is None:
             continue
         mk, col = style[r["family"]]
@@ -488,7 +491,8 @@ def plot(log: dict, path: Path) -> None:
             best = p[1]
     ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("images/s on this CPU, 64 px, medvit infer predictor (log)")
+    ax.set_xlabel("1 / GMACs per image (no timing run)" if no_speed else
+                  "images/s on this CPU, 64 px, medvit infer predictor (log)")
     ax.set_ylabel("test mean AUROC (chest phantoms)")
     ax.set_title("ViT-S/16 compressed: NViT, Q-HyViT int8, SN-Netv2 (Ti↔S), ElasticViT")
     ax.legend(fontsize=7)
@@ -498,7 +502,8 @@ def plot(log: dict, path: Path) -> None:
 
 def main() -> None:
     a = argparse.ArgumentParser()
-    a.add_argument("--phase", choices=("build", "time"), required=True)
+    a.add_argument("--phase", choices=("build", "time", "report"), required=True,
+                   help="report: results from build.json alone (no timing run; speed columns 'not timed')")
     a.add_argument("--work", default=str(ROOT / "runs" / "compression_bench"))
     a.add_argument("--s16", default=str(ROOT / "runs" / "vit_s16_cxr" / "model"))
     a.add_argument("--ti16", default=str(ROOT / "runs" / "vit_ti16_cxr" / "model"))
@@ -526,7 +531,18 @@ def main() -> None:
     a.add_argument("--skip-b16", action="store_true", help="no ViT-B/16 speed rows (smoke runs)")
     args = a.parse_args()
     DATA["n"] = args.n
-    build(args) if args.phase == "build" else time_phase(args)
+    if args.phase == "build":
+        build(args)
+    elif args.phase == "time":
+        time_phase(args)
+    else:
+        log = json.loads((Path(args.work) / "build.json").read_text())
+        log["meta"].update(command_time="(not run)", date_time="—", time_s=0.0, threads_time=0,
+                           load_time=[[float("nan")], [float("nan")]], speed_batch=0, rounds=0)
+        out = Path(args.out)
+        (out / "compression.json").write_text(json.dumps(log, indent=2, default=float))
+        write_md(log, out / "compression.md")
+        plot(log, out / "compression.png")
 
 
 if __name__ == "__main__":
