@@ -82,11 +82,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-mb", type=int, default=256,
                    help="refuse images whose header claims more than this many MiB of decoded float32 pixels "
                    "(decompression bombs; default 256 = 8192 x 8192 greyscale)")
-    p.add_argument("--full-decode", action="store_true",
-                   help="use every image at full resolution (default: a greyscale image at least twice the model "
-                   "input's size a side is first reduced by the largest power of two that keeps it so: JPEG 2000 "
-                   "decoded at that wavelet level, several times faster; others averaged over blocks; recorded "
-                   "as decoded_at in the preprocessing notes)")
+    dec = p.add_mutually_exclusive_group()
+    dec.add_argument("--full-decode", dest="full_decode", action="store_true", default=True,
+                     help="decode every image at full resolution, exactly as training and the viewer read it "
+                     "(default: one preprocessing path from training to serving)")
+    dec.add_argument("--reduced-decode", dest="full_decode", action="store_false",
+                     help="faster, opt-in: a greyscale image at least twice the model input's size a side is first "
+                     "reduced by the largest power of two that keeps it so (JPEG 2000 decoded at that wavelet "
+                     "level, several times faster; others averaged over blocks; recorded as decoded_at in the "
+                     "preprocessing notes). The model input moves by up to ~0.01 of the intensity range, so "
+                     "probabilities differ slightly from training/viewer reads")
     p.add_argument("--follow-links", action="store_true",
                    help="follow symlinked folders and links that lead outside INPUT (refused by default; each "
                    "gets a status row)")

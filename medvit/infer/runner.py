@@ -78,7 +78,7 @@ class InferConfig:
     overwrite: bool = False  # discard results of a different earlier run in OUTPUT instead of refusing
     follow_links: bool = False  # follow symlinked folders and links leading outside INPUT (refused otherwise)
     progress: bool = True  # show a progress bar on stderr
-    full_decode: bool = False  # use images at full resolution (default: reduced by 2**r while >= 2x the model input)
+    full_decode: bool = True  # full resolution = training's read (False: reduce by 2**r while >= 2x the model input)
     log_file: str | None = None  # decoding worker processes send their C-level stderr here (the CLI's infer.log)
     engine: str = "local"  # local (worker processes on this machine) | ray (decode + predict on Ray workers)
     address: str | None = None  # --engine ray: auto | HOST:PORT | ray://HOST:PORT; None = start a local Ray

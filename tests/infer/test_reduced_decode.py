@@ -2,7 +2,8 @@
 
 Tolerance stated: against a full-resolution decode the model input moves by <= 0.03 of the [0, 1] intensity range at
 any pixel, <= 0.004 on average (512² -> 64 here; measured 0.007 / 0.0007 for 2048² -> 224), and the probabilities
-of a small random ViT by <= 0.01 (the contract thresholds sit 0.1 apart); `--full-decode` restores the full decode.
+of a small random ViT by <= 0.01 (the contract thresholds sit 0.1 apart).
+Full decode is the default (`--reduced-decode` opts in).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _run(material, name, **kw):
 
 
 def test_reduced_decode_within_tolerance_and_opt_out(material):
-    fast, full = _run(material, "fast"), _run(material, "full", full_decode=True)
+    fast, full = _run(material, "fast", full_decode=False), _run(material, "full")
     for f, r in fast.items():
         how = "JPEG 2000 LL band" if f != "img3.dcm" else "block mean"
         assert r["preprocessing"]["decoded_at"] == f"1/4 resolution ({how})"  # 512 -> 128 = 2 x 64
@@ -60,7 +61,7 @@ def test_reduced_decode_within_tolerance_and_opt_out(material):
         assert "decoded_at" not in full[f]["preprocessing"] and full[f]["preprocessing"]["source_size"] == [512, 512]
         p, q = np.array(list(r["probabilities"].values())), np.array(list(full[f]["probabilities"].values()))
         assert np.abs(p - q).max() <= 0.01
-    again = _run(material, "full2", full_decode=True)
+    again = _run(material, "full2")
     assert {f: r["probabilities"] for f, r in again.items()} == {f: r["probabilities"] for f, r in full.items()}
 
 
@@ -87,4 +88,19 @@ def test_min_side_from_contract_and_heatmaps(material, tmp_path):
         return InferenceRun(InferConfig(str(material["model"]), str(material["root"] / "in"), str(tmp_path / "o"),
                                         workers=0, progress=False, **kw))._decode_min_side()
 
-    assert side() == 128 and side(heatmaps=True) == DISPLAY_MAX_SIDE and side(full_decode=True) is None
+    assert side() is None  # default: full decode, the training/viewer read
+    assert side(full_decode=False) == 128 and side(full_decode=False, heatmaps=True) == DISPLAY_MAX_SIDE
+
+
+def test_cli_default_is_the_full_decode_and_reduced_is_opt_in(material, tmp_path):
+    """One preprocessing path by default: `medvit infer` reads what training and the viewer read."""
+    from medvit.cli.infer_cmd import _config
+    from medvit.cli.main import build_parser
+
+    base = ["infer", "-m", str(material["model"]), "-i", str(material["root"] / "in"), "-o", str(tmp_path / "o")]
+    parse = build_parser().parse_args
+    assert _config(parse(base), base[4]).full_decode is True
+    assert _config(parse(base + ["--full-decode"]), base[4]).full_decode is True
+    assert _config(parse(base + ["--reduced-decode"]), base[4]).full_decode is False
+    with pytest.raises(SystemExit):
+        parse(base + ["--reduced-decode", "--full-decode"])
