@@ -56,10 +56,20 @@ class UNIPDistillConfig(SSLTaskConfig):
             raise ValueError(f"nmi_images must be >= 1, got {self.nmi_images}")
 
 
+def resolve_layer(layer: int, depth: int, key: str = "teacher_layer") -> int:
+    """Block index ``layer`` (negative from the end) of a ``depth``-block model as 0..depth-1; ``ValueError`` naming
+    ``key`` and the valid range ``[-depth, depth)`` when it is out of range (no silent wrap-around)."""
+    if not -depth <= layer < depth:
+        raise ValueError(f"{key}={layer} is out of range for a {depth}-block teacher: give an index in "
+                         f"[{-depth}, {depth}) or 'auto'")
+    return layer % depth
+
+
 def block_logits(model: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
-    """Pre-softmax attention logits (B, H, T, T) of block ``layer`` (negative from the end) of a medvit ViT."""
+    """Pre-softmax attention logits (B, H, T, T) of block ``layer`` (negative from the end) of a medvit ViT;
+    ``ValueError`` when ``layer`` is outside ``[-depth, depth)``."""
     n = len(model.blocks)
-    k = layer % n
+    k = resolve_layer(layer, n, "layer")
     t = model.forward_until(x, k)
     blk = model.blocks[k]
     return blk.attn.attention_logits(blk.norm1(t))
@@ -137,7 +147,8 @@ def run(cfg: UNIPDistillConfig) -> dict[str, Any]:
         if not hasattr(m, "forward_until") or not hasattr(m, "blocks"):
             raise ValueError(f"{name} has no ViT block interface (forward_until / blocks); UNIP needs attention logits")
     nmi = teacher_nmi(teacher, x_nmi)
-    layer = pick_hybrid_layer(nmi) if cfg.teacher_layer == "auto" else int(cfg.teacher_layer) % len(teacher.blocks)
+    layer = pick_hybrid_layer(nmi) if cfg.teacher_layer == "auto" else resolve_layer(int(cfg.teacher_layer),
+                                                                                     len(teacher.blocks))
     step = UNIPStep(teacher, layer, build_loss(cfg.loss))
     with torch.no_grad():
         out = step.outputs(student, x_val)

@@ -102,3 +102,18 @@ def test_bad_task_configs_are_refused():
         build_config(preset_path("ssl20/look_retina_tiny_cpu"), ["loss.name=lookk"])
     with pytest.raises(ValueError, match="gap"):
         build_config(preset_path("ssl20/tov_vicreg_cine_tiny_cpu"), ["gap=0"])
+
+
+@pytest.mark.parametrize("layer", ["99", "-5", "2", "-3"])
+def test_unip_teacher_layer_out_of_range_is_refused_not_wrapped(tmp_path, layer):
+    """A 2-block teacher: teacher_layer 99 / -5 / 2 / -3 used to wrap modulo depth (99 -> block 1); now a ValueError
+    naming teacher_layer and the valid range [-2, 2) before any training."""
+    t = create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                     in_chans=1, num_classes=0)
+    save_checkpoint(t, tmp_path / "teacher")
+    with pytest.raises(ValueError, match=r"teacher_layer=-?\d+ is out of range .*\[-2, 2\)"):
+        run_task(preset_path("ssl20/unip_cxr_tiny_cpu"), [
+            *TINY, "dataset_args.image_size=32", "image_size=32", "backbone_args.patch_size=8",
+            "backbone_args.embed_dim=32", "backbone_args.num_heads=2", f"teacher={tmp_path / 'teacher'}",
+            f"teacher_layer={layer}", f"output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run" / "encoder").exists()
