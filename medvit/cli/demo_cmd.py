@@ -214,6 +214,18 @@ def truth_vs_findings(truth: dict[str, dict[str, str]], preds: dict[str, dict[st
     return rows, (operating_summary(y_true, y_pred, CXR_LABELS) if y_true else None)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that is (or lies under) an existing non-folder, before anything is trained or written.
+    Raises ``ValueError`` naming --out (the command prints it on one line and exits 2)."""
+    for p in (out, *out.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "" if p == out else f" (its parent {p} is not a folder)"
+                raise ValueError(f"--out {out}: exists and is not a folder{where}; give a folder path "
+                                 "(it is created when missing)")
+            return
+
+
 def run(args: argparse.Namespace) -> int:
     import csv
     import logging
@@ -223,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("medvit.data.synth", "openjpeg", "medvit.tasks"):  # keep the demo's console readable
         logging.getLogger(name).setLevel(logging.WARNING)
     out = Path(args.out)
+    _check_out(out)
     for sub in ("inbox", "phantoms", "results"):  # demo-owned: start clean
         if (out / sub).exists():
             shutil.rmtree(out / sub)

@@ -148,3 +148,20 @@ def test_committed_demo_model_declares_scope_and_flags_foreign_images():
     for f in (get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm"), portal):
         x, _, _ = pre(read_image(f))
         assert pred.predict_with_ood(x[None])[1][0] >= c.ood["threshold"], f
+
+
+@pytest.mark.parametrize("sub", ["", "x"])
+def test_demo_out_that_is_a_file_is_a_one_line_error(tmp_path, monkeypatch, capsys, sub):
+    """Breaker F12: `medvit demo --out FILE` (or a path under a file) ends with exit 2 and an error naming --out,
+    no traceback, before the model is loaded or anything is written."""
+    from medvit.cli import demo_cmd
+    from medvit.cli.main import main
+
+    f = tmp_path / "f"
+    f.write_text("not a folder")
+    monkeypatch.setattr(demo_cmd, "demo_model", lambda *a, **k: pytest.fail("--out must be checked first"))
+    rc = main(["demo", "--out", str(f / sub if sub else f), "--cache", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "--out" in err and "not a folder" in err and "Traceback" not in err
+    assert f.read_text() == "not a folder"
