@@ -49,7 +49,7 @@ def label_table(ds: Any) -> Any:
     return np.stack(rows) if rows else np.zeros((0,))
 
 
-def few_shot_indices(labels: Any, shots: int, seed: int) -> list[int]:
+def few_shot_indices(labels: Any, shots: int, seed: int, names: list[str] | None = None) -> list[int]:
     """N-way ``shots``-shot training subset, drawn per seed (sorted indices).
 
     - class indices (N,): ``shots`` images of every class present;
@@ -57,8 +57,10 @@ def few_shot_indices(labels: Any, shots: int, seed: int) -> list[int]:
       finding (the "no finding" class). An image positive for several findings counts for each of them, so the subset
       holds at most ``shots · (K + 1)`` images. Findings are visited in a seeded random order.
 
-    A class with fewer than ``shots`` images contributes all it has (logged). Raises ``ValueError`` for ``shots < 1``
-    or labels of another rank.
+    A class (finding, "no finding") with fewer than ``shots`` images cannot give a ``shots``-shot subset: ``ValueError``
+    naming ``shots_per_class``, the short classes (``names`` when given) and their image counts, so a run is never
+    reported as k-shot while it trained on fewer (or on all) images. Also ``ValueError`` for ``shots < 1`` or labels
+    of another rank.
     """
     import numpy as np
 
@@ -67,14 +69,22 @@ def few_shot_indices(labels: Any, shots: int, seed: int) -> list[int]:
     y = np.asarray(labels)
     g = np.random.default_rng(20_011 + seed)
     if y.ndim == 1:
-        groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+        classes = [int(c) for c in np.unique(y)]
+        groups = [np.flatnonzero(y == c) for c in classes]
+        labels_of = [str(names[c]) if names and 0 <= c < len(names) else f"class {c}" for c in classes]
     elif y.ndim == 2:
         pos = y > 0.5
-        groups = [np.flatnonzero(pos[:, j]) for j in g.permutation(y.shape[1])] + [np.flatnonzero(~pos.any(axis=1))]
+        order = [int(j) for j in g.permutation(y.shape[1])]
+        groups = [np.flatnonzero(pos[:, j]) for j in order] + [np.flatnonzero(~pos.any(axis=1))]
+        labels_of = [str(names[j]) if names and j < len(names) else f"finding {j}" for j in order] + ["no finding"]
     else:
         raise ValueError(f"labels must be (N,) classes or (N, K) multi-hot, got shape {y.shape}")
+    short = sorted((len(m), lab) for m, lab in zip(groups, labels_of) if len(m) < shots)
+    if short:
+        raise ValueError(f"shots_per_class={shots}: the training split has fewer images than that for "
+                         f"{len(short)} class(es): " + ", ".join(f"{lab} {n}" for n, lab in short)
+                         + f"; the largest k-shot subset it can give is shots_per_class={short[0][0]}")
     chosen: set[int] = set()
-    short = 0
     for members in groups:
         have = sum(1 for i in members if int(i) in chosen) if y.ndim == 2 else 0
         for i in g.permutation(members):
@@ -83,11 +93,6 @@ def few_shot_indices(labels: Any, shots: int, seed: int) -> list[int]:
             if int(i) not in chosen:
                 chosen.add(int(i))
                 have += 1
-        short += have < shots
-    if short:
-        import logging
-
-        logging.getLogger(__name__).warning("few-shot subset: %d class(es) have fewer than %d images", short, shots)
     return sorted(chosen)
 
 
@@ -95,7 +100,8 @@ def few_shot_subset(ds: Any, shots: int, seed: int) -> Any:
     """A ``torch.utils.data.Subset`` of :func:`few_shot_indices` over ``ds`` (keeps ``label_names``/``class_names``)."""
     from torch.utils.data import Subset
 
-    sub = Subset(ds, few_shot_indices(label_table(ds), shots, seed))
+    sub = Subset(ds, few_shot_indices(label_table(ds), shots, seed,
+                                      names=getattr(ds, "label_names", None) or getattr(ds, "class_names", None)))
     for attr in ("label_names", "class_names"):
         if hasattr(ds, attr):
             setattr(sub, attr, list(getattr(ds, attr)))

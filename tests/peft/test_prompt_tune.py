@@ -199,6 +199,31 @@ def test_few_shot_indices_per_class_and_per_finding():
         few_shot_indices(grades, 0, 0)
 
 
+def test_few_shot_request_larger_than_a_class_is_refused_naming_it(tmp_path):
+    """shots_per_class above what a class / finding / "no finding" has used to train on everything it had while the
+    summary said k-shot; now a ValueError naming shots_per_class, the short classes with their counts and the
+    largest k the split allows — also through the prompt_tune task (breaker F10)."""
+    from medvit.data.fraction import few_shot_indices
+
+    grades = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 0])  # class 0: 6, classes 1 and 2: 3 images
+    assert len(few_shot_indices(grades, 3, 0)) == 9  # exactly enough: fine
+    with pytest.raises(ValueError, match=r"shots_per_class=4: .*2 class\(es\): mild 3, moderate 3.*"
+                                         r"shots_per_class=3"):
+        few_shot_indices(grades, 4, 0, names=["none", "mild", "moderate"])
+    multi = np.zeros((20, 2))
+    multi[:5, 0] = 1
+    multi[5:7, 1] = 1  # finding 1: 2 positives; 13 images without a finding
+    with pytest.raises(ValueError, match=r"finding 1 2.*shots_per_class=2"):
+        few_shot_indices(multi, 3, 0)
+    with pytest.raises(ValueError, match=r"shots_per_class=10000: .*no finding"):
+        run_task(None, [], data=dict(task="prompt_tune", output_dir=str(tmp_path / "run"), dataset="cxr_phantom",
+                                     dataset_args=dict(n=40, image_size=32, seed=0), method="lora",
+                                     method_config=dict(r=2, targets=["attention"]), seeds=[0],
+                                     shots_per_class=10000, ood_fpr=0, train=dict(steps=1, batch_size=8,
+                                                                                  progress=False), **TINY))
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 @pytest.mark.slow
 def test_hint_aug_stage_from_yaml_few_shot_with_lora(tmp_path):
     """Hint-Aug configured in a YAML file, on a 2-shot multi-label phantom run with LoRA: every optimizer step
