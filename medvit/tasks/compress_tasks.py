@@ -63,6 +63,35 @@ def _load_checkpoint(path: str, key: str = "checkpoint") -> Any:
     return model
 
 
+def input_mismatch(a: Any, a_key: str, b: Any, b_key: str) -> str | None:
+    """Why two models cannot take the same input tensor, or None when they can: ``a`` / ``b`` are loaded medvit
+    models, ``a_key`` / ``b_key`` the config keys that named them. Compared: the weight contracts' ``in_chans``,
+    ``input_size``, ``mean``, ``std`` (the model input: channels, pixels, normalisation); for a model without a
+    contract (a public backbone), its ``model_args`` ``in_chans`` and ``img_size`` against the other's contract.
+    The message names both keys and the first differing field."""
+    ca, cb = getattr(a, "contract", None), getattr(b, "contract", None)
+    if ca is None and cb is None:
+        return None
+    if ca is None or cb is None:  # one side has only its architecture's arguments
+        (cm, ck), (bm, bk) = ((b, b_key), (a, a_key)) if ca is None else ((a, a_key), (b, b_key))
+        c, args = cm.contract, dict(getattr(bm, "model_args", {}) or {})
+        size = args.get("img_size")
+        fields = [("in_chans", args.get("in_chans"), int(c.in_chans)),
+                  ("img_size", None if size is None else tuple(size) if isinstance(size, list | tuple)
+                   else (int(size), int(size)), tuple(int(s) for s in c.input_size))]
+        for name, got, want in fields:
+            if got is not None and got != want:
+                return (f"{bk}: model_args {name!r} is {got}, but {ck}'s contract takes {want} "
+                        f"({'in_chans' if name == 'in_chans' else 'input_size'})")
+        return None
+    for name in ("in_chans", "input_size", "mean", "std"):
+        va, vb = getattr(ca, name), getattr(cb, name)
+        va, vb = (tuple(va), tuple(vb)) if isinstance(va, list | tuple) else (va, vb)
+        if va != vb:
+            return f"{a_key} and {b_key}: contract key {name!r} differs ({va} vs {vb})"
+    return None
+
+
 def _load(cfg: Any) -> tuple[Any, Any, Any]:
     if not cfg.checkpoint:
         raise ValueError("checkpoint is required (a medvit checkpoint directory)")

@@ -37,6 +37,7 @@ from medvit.tasks.compress_tasks import (
     _stack,
     _without_ood,
     _write,
+    input_mismatch,
 )
 
 logger = logging.getLogger(__name__)
@@ -156,11 +157,11 @@ def run_snnet(cfg: SNNetTrainConfig) -> dict[str, Any]:
 
     small = _load_checkpoint(cfg.checkpoint)
     large = _load_checkpoint(cfg.large_checkpoint, "large_checkpoint")
-    cs, cl = small.contract, large.contract
-    if (cs.in_chans, tuple(cs.input_size), tuple(cs.mean), tuple(cs.std)) != \
-            (cl.in_chans, tuple(cl.input_size), tuple(cl.mean), tuple(cl.std)):
+    cs = small.contract
+    why = input_mismatch(small, "checkpoint", large, "large_checkpoint")
+    if why:
         raise ValueError(f"{cfg.checkpoint} and {cfg.large_checkpoint}: the anchors' input contracts differ "
-                         "(channels / size / normalisation): they cannot share one input")
+                         f"(channels / size / normalisation), they cannot share one input: {why}")
     fit, ev = _data(cfg, cs)
     xf, yf = _stack(fit)
     xe, ye = _stack(ev)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from medvit.config import option
 from medvit.tasks.base import register_task
-from medvit.tasks.compress_tasks import _load_checkpoint, _metric, _stack, _write
+from medvit.tasks.compress_tasks import _load_checkpoint, _metric, _stack, _write, input_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +75,21 @@ def run_dta_audit(cfg: DTAAuditConfig) -> dict[str, Any]:
     if cfg.layer >= len(backbone.blocks):
         raise ValueError(f"layer {cfg.layer} >= the backbone's {len(backbone.blocks)} blocks")
     c = tuned.contract
+    if c.segmentation is not None:
+        raise ValueError(f"checkpoint {cfg.checkpoint}: a segmentation model (its contract has key 'segmentation'); "
+                         "dta_audit scores a classifier tuned from the backbone (per-image logits)")
+    why = input_mismatch(tuned, "checkpoint", backbone, "backbone_checkpoint")
+    if why:  # the attack is crafted in the tuned model's input space: the backbone must take the same tensor
+        raise ValueError(f"the tuned checkpoint and the backbone it is attacked through take different inputs: {why}")
     ds = cache_dataset(build_dataset(cfg.dataset, cfg.split, **cfg.dataset_args), build_contract_eval_transform(c),
                        keys=("image", "label"))
     if not len(ds):
         raise ValueError(f"{cfg.dataset}: split {cfg.split!r} is empty")
     x, y = _stack(ds, cfg.max_images or None)
+    n_out = len(c.label_names) if c.label_names else None
+    if y.dim() == 2 and n_out is not None and y.shape[1] != n_out:
+        raise ValueError(f"checkpoint {cfg.checkpoint}: contract key 'label_names' has {n_out} labels, the dataset "
+                         f"{cfg.dataset!r} gives {y.shape[1]} per image")
     y = y.float() if y.dim() == 2 else y.long()
     loss_fn = F.binary_cross_entropy_with_logits if y.dim() == 2 else F.cross_entropy
     mean, std = torch.tensor(c.mean, dtype=torch.float64), torch.tensor(c.std, dtype=torch.float64)

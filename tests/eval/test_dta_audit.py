@@ -65,3 +65,23 @@ def test_dta_audit_bad_config(pair, tmp_path):
     with pytest.raises(ValueError, match="layer 7"):
         run_task(None, [f"checkpoint={tuned}", f"backbone_checkpoint={bb}", f"output_dir={tmp_path}", "layer=7",
                         f"dataset_args={json.dumps(DATA)}"], data={"task": "dta_audit"})
+
+
+def test_dta_audit_checks_the_tuned_checkpoint_against_the_backbone(pair, tmp_path):
+    """Breaker F6 (DTA half): a segmentation checkpoint as the tuned model, a backbone on another input contract,
+    a backbone without a contract whose img_size differs: clear ValueErrors naming the key, before any attack."""
+    bb, tuned = pair
+    base = [f"output_dir={tmp_path}", f"dataset_args={json.dumps(DATA)}", "layer=0", "steps=1"]
+    seg = "pipelines/segmentation/model"
+    with pytest.raises(ValueError, match="checkpoint .*segmentation model.*'segmentation'"):
+        run_task(None, [f"checkpoint={seg}", f"backbone_checkpoint={bb}", *base], data={"task": "dta_audit"})
+    m = medvit.create_model("vit_small_patch16_224", img_size=48, patch_size=8, embed_dim=32, depth=3,
+                            num_heads=4, in_chans=1, num_classes=K)
+    other = WeightContract(in_chans=1, input_size=(48, 48), mean=(0.524,), std=(0.290,),
+                           label_names=list(CXR_LABELS), version="t")
+    bb48 = save_checkpoint(m, tmp_path / "bb48", contract=other)
+    with pytest.raises(ValueError, match="checkpoint and backbone_checkpoint: contract key 'input_size'"):
+        run_task(None, [f"checkpoint={tuned}", f"backbone_checkpoint={bb48}", *base], data={"task": "dta_audit"})
+    bare = save_checkpoint(m, tmp_path / "bare")  # a public backbone: no contract, only model_args
+    with pytest.raises(ValueError, match="backbone_checkpoint: model_args 'img_size'"):
+        run_task(None, [f"checkpoint={tuned}", f"backbone_checkpoint={bare}", *base], data={"task": "dta_audit"})
