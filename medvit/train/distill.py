@@ -107,8 +107,8 @@ class TinyViTDistill(Loss):
 
         seed = int(getattr(ctx.train, "seed", 0))
         n = len(ctx.train_set)
-        if "{seed}" in self.store_template:  # one store per run seed (multi-seed tasks)
-            self.store_dir, self._store = self.store_template.format(seed=seed), None
+        if "{seed}" in self.store_template:  # one store per run seed; replaced literally (no other format fields)
+            self.store_dir, self._store = self.store_template.replace("{seed}", str(seed)), None
         if not (Path(self.store_dir) / META_NAME).is_file():
             if not self.teacher:
                 raise FileNotFoundError(f"loss.args.store: {self.store_dir} holds no teacher-logit store; give "

@@ -79,18 +79,40 @@ class LogitStore:
                 raise ValueError(f"{f}: expected {want} bytes ({rows} records of {self.dtype.itemsize}), got {have}")
         self.records = np.memmap(f, dtype=self.dtype, mode=mode, shape=(rows,))
         self._row_of_seed: dict[int, int] | None = None
+        if mode == "r":
+            self.check_records()
+
+    def check_records(self, chunk: int = 1 << 20) -> None:
+        """Validate every record once (chunked): each row's K indices all -1 (a failed image) or all in
+        ``[0, num_classes)``; the values of valid rows finite and in [0, 1]. ``ValueError`` naming ``logits.bin``,
+        the first bad record and the reason (a corrupt store must not crash the loss or train on garbage)."""
+        f, c = self.root / DATA_NAME, self.meta.num_classes
+        for start in range(0, len(self.records), chunk):
+            rec = self.records[start:start + chunk]
+            idx, val = rec["index"].astype(np.int64), rec["value"].astype(np.float32)
+            failed = (idx == -1).all(axis=1)
+            bad_idx = ~failed & ((idx < 0) | (idx >= c)).any(axis=1)
+            if bad_idx.any():
+                r = int(np.flatnonzero(bad_idx)[0])
+                raise ValueError(f"{f}: record {start + r} holds class indices {idx[r].tolist()}: each must be in "
+                                 f"[0, {c}) (num_classes in {META_NAME}), or all -1 for a failed image")
+            bad_val = ~failed & ~(np.isfinite(val) & (val >= 0) & (val <= 1)).all(axis=1)
+            if bad_val.any():
+                r = int(np.flatnonzero(bad_val)[0])
+                raise ValueError(f"{f}: record {start + r} holds probabilities {val[r].tolist()}: each must be finite "
+                                 "and in [0, 1]")
 
     # ------------------------------------------------------------------ open / create
     @classmethod
     def create(cls, root: str | Path, meta: StoreMeta) -> LogitStore:
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
         if meta.probs not in ("softmax", "sigmoid"):
             raise ValueError(f"probs must be 'softmax' or 'sigmoid', got {meta.probs!r}")
         if not 1 <= meta.k <= meta.num_classes:
             raise ValueError(f"top-K {meta.k} must be in [1, num_classes={meta.num_classes}]")
         if meta.n < 1 or meta.epochs < 1:
             raise ValueError(f"a store needs n >= 1 images and epochs >= 1, got n={meta.n}, epochs={meta.epochs}")
+        root.mkdir(parents=True, exist_ok=True)  # after the checks: a refused store leaves no empty folder
         (root / META_NAME).write_text(meta.to_json())
         return cls(root, meta, mode="w+")
 
@@ -105,12 +127,17 @@ class LogitStore:
             d = json.loads(mf.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{mf}: not JSON ({e})") from e
-        if d.pop("format", None) != FORMAT:
+        if not isinstance(d, dict) or d.pop("format", None) != FORMAT:
             raise ValueError(f"{mf}: not a {FORMAT} file")
-        try:
-            meta = StoreMeta(**{**d, "failed": tuple(d.get("failed", ()))})
-        except TypeError as e:
-            raise ValueError(f"{mf}: {e}") from e
+        meta = StoreMeta(**_checked_meta(d, mf))
+        if meta.probs not in ("softmax", "sigmoid") or not 1 <= meta.k <= meta.num_classes or meta.n < 1 \
+                or meta.epochs < 1:
+            raise ValueError(f"{mf}: needs probs softmax|sigmoid, 1 <= k <= num_classes, n >= 1, epochs >= 1; got "
+                             f"probs={meta.probs!r}, k={meta.k}, num_classes={meta.num_classes}, n={meta.n}, "
+                             f"epochs={meta.epochs}")
+        bad = [r for r in meta.failed if not 0 <= r < meta.n * meta.epochs]
+        if bad:
+            raise ValueError(f"{mf}: key 'failed' lists rows outside [0, {meta.n * meta.epochs}): {bad[:5]}")
         return cls(root, meta, mode="r")
 
     def write_meta(self, meta: StoreMeta) -> None:
@@ -157,6 +184,35 @@ class LogitStore:
                              "with another: the store was written for a different run")
         return (stored, torch.from_numpy(rec["index"].astype(np.int64)),
                 torch.from_numpy(rec["value"].astype(np.float32)))
+
+
+def _checked_meta(d: dict[str, Any], mf: Path) -> dict[str, Any]:
+    """``meta.json`` fields type-checked against :class:`StoreMeta`; ``ValueError`` naming the file and key."""
+    import dataclasses
+
+    kinds = {"k": int, "num_classes": int, "n": int, "epochs": int, "seed": int, "probs": str, "teacher": str,
+             "transform": str}
+    fields = {f.name for f in dataclasses.fields(StoreMeta)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ValueError(f"{mf}: unknown key(s) {unknown} (a {FORMAT} meta.json has {sorted(fields)})")
+    out = dict(d)
+    for key, value in d.items():
+        if key == "failed":
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"{mf}: key 'failed' must be a list of record rows (integers), got {value!r}")
+            out[key] = tuple(value)
+        elif key in kinds:
+            want = kinds[key]
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise ValueError(f"{mf}: key {key!r} must be {'an integer' if want is int else 'a string'}, got "
+                                 f"{value!r}")
+        elif not isinstance(value, (str, int, float, list, dict)) or isinstance(value, bool):
+            raise ValueError(f"{mf}: key {key!r} has a value of the wrong type: {value!r}")
+    missing = sorted({"k", "num_classes", "n", "epochs", "seed"} - set(d))
+    if missing:
+        raise ValueError(f"{mf}: missing key(s) {missing}")
+    return out
 
 
 def topk_probs(logits: torch.Tensor, k: int, probs: str = "softmax") -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,3 +131,54 @@ def test_student_trains_from_store_through_the_loop(tmp_path):
     assert sum(res.losses[-5:]) / 5 < 0.8 * sum(res.losses[:5]) / 5
     with pytest.raises(ValueError, match="one store per training set and seed"):
         TinyViTDistill(str(tmp_path / "logits_2"), k=3).setup(TrainContext(train_set=_Data(10), train=cfg))
+
+
+def _edited_store(tmp_path, name, edit_records=None, edit_meta=None):
+    import json
+
+    root = tmp_path / name
+    save_teacher_logits(_teacher(7), _Data(6), _aug, root, k=3, epochs=1, seed=0, batch_size=6)
+    if edit_records is not None:
+        rec = np.memmap(root / "logits.bin", dtype=record_dtype(3), mode="r+", shape=(6,))
+        edit_records(rec)
+        rec.flush()
+        del rec
+    if edit_meta is not None:
+        meta = json.loads((root / "meta.json").read_text())
+        edit_meta(meta)
+        (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("what,edit,match", [
+    ("index_99", lambda r: r["index"].__setitem__((2, 0), 99), r"logits\.bin: record 2 .*\[0, 7\)"),
+    ("index_neg5", lambda r: r["index"].__setitem__((4, 1), -5), r"logits\.bin: record 4 .*\[0, 7\)"),
+    ("partial_failed", lambda r: r["index"].__setitem__((1, 2), -1), r"logits\.bin: record 1 .*all -1"),
+    ("nan", lambda r: r["value"].__setitem__((0, 0), np.nan), r"logits\.bin: record 0 .*finite and in \[0, 1\]"),
+    ("above_one", lambda r: r["value"].__setitem__((3, 1), 2.0), r"logits\.bin: record 3 .*finite"),
+])
+def test_corrupt_records_are_refused_at_open_naming_the_file(tmp_path, what, edit, match):
+    """Breaker F3: an index out of range used to crash the loss (99) or wrap silently (-5), NaN values blamed the
+    learning rate; every record is now checked once at open."""
+    root = _edited_store(tmp_path, what, edit_records=edit)
+    with pytest.raises(ValueError, match=match):
+        LogitStore.open(root)
+
+
+@pytest.mark.parametrize("what,edit,match", [
+    ("k_string", lambda m: m.__setitem__("k", "3"), r"meta\.json: key 'k' must be an integer"),
+    ("n_string", lambda m: m.__setitem__("n", "6"), r"meta\.json: key 'n' must be an integer"),
+    ("extra_key", lambda m: m.__setitem__("evil", 1), r"meta\.json: unknown key\(s\) \['evil'\]"),
+    ("failed_out_of_range", lambda m: m.__setitem__("failed", [99]), r"meta\.json: key 'failed'"),
+])
+def test_bad_meta_is_refused_naming_the_key(tmp_path, what, edit, match):
+    root = _edited_store(tmp_path, what, edit_meta=edit)
+    with pytest.raises(ValueError, match=match):
+        LogitStore.open(root)
+
+
+def test_store_path_with_other_format_fields_is_used_literally(tmp_path):
+    """Breaker F4: '{0}' in loss.args.store crashed with IndexError; only '{seed}' is replaced."""
+    loss = TinyViTDistill(store=str(tmp_path / "s{seed}{0}"))
+    with pytest.raises(FileNotFoundError, match=r"loss\.args\.store: .*s3\{0\} holds no teacher-logit store"):
+        loss.setup(TrainContext(train_set=_Data(4), transform=_aug, train=type("T", (), {"seed": 3})()))
