@@ -136,9 +136,13 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
     if frames > 1:
         return Decoded(rel, "skipped", "select", f"multi-frame image ({frames} frames); the model takes 2D "
                        "single-frame images", header, selection)
+    min_side = spec.min_side
+    refused = reduced_read_refusal(ds, spec.preprocessor) if min_side else None
+    if refused:  # the intensity mapping is not linear: block means / LL band would change the model input
+        min_side = None
     try:
-        image = _decode_dataset(ds, p, spec.pixel_budget, spec.min_side) if whole else \
-            _read_image(p, spec.pixel_budget, spec.min_side)
+        image = _decode_dataset(ds, p, spec.pixel_budget, min_side) if whole else \
+            _read_image(p, spec.pixel_budget, min_side)
     except Exception as e:
         kind = type(e).__name__
         if kind in ("NoPixelDataError", "NotDicomError"):
@@ -158,12 +162,56 @@ def decode_file(path: str | Path, spec: DecodeSpec) -> Decoded:
         factor = image.meta.get("ReducedResolutionFactor")
         if factor:  # source_size is then the decoded (reduced) size
             notes["decoded_at"] = f"1/{factor} resolution ({image.meta.get('ReducedResolutionMethod', '')})"
+        elif refused and not image.is_color and _reducible(np.asarray(image.pixels).shape, spec.min_side):
+            notes["decoded_at"] = f"full resolution (reduced read not used: {refused})"
         if not np.isfinite(x).all():
             return Decoded(rel, "error", "preprocess", "non-finite values after preprocessing", header, selection)
     except Exception as e:
         return Decoded(rel, "error", "preprocess", f"{type(e).__name__}: {_reason(e)}", header, selection)
     return Decoded(rel, "ok", "", "", header, selection, x, notes,
                    shrink_display(unit, spec.display_max_side).astype(np.float16) if spec.keep_unit else None)
+
+
+def reduced_read_refusal(ds: Any, pre: Preprocessor) -> str | None:
+    """Why a reduced-resolution read (``--reduced-decode``: 2**r block means of the stored values, or a JPEG 2000
+    LL band) would not give this file's model input, or None when it does within the stated drift.
+
+    Averaging before the intensity step equals averaging after it only when the mapping from stored values to
+    [0, 1] is affine (the clip at a window's edges aside): a Rescale Slope/Intercept Modality LUT followed by a fixed
+    LINEAR / LINEAR_EXACT window (the file's first window, the contract's ``intensity_window``) or the stored bit
+    range. Refused (the caller decodes in full): a Modality LUT Sequence or a VOI LUT Sequence (tables:
+    LUT(mean) != mean(LUT)), a SIGMOID VOI function, and min-max scaling (a file without a window under the
+    ``voi`` rule, or the ``minmax`` rule): the range is set by the extreme pixels, which block means average away
+    (a few hot detector pixels set a full decode's range but vanish from a reduced one). PS3.3 C.11.1, C.11.2.
+    """
+    from medvit.io.dicom import windows_from
+
+    if "ModalityLUTSequence" in ds:
+        return "Modality LUT Sequence (a table, not linear)"
+    if pre.intensity_window is not None:
+        return None  # the contract's fixed LINEAR window
+    rule = pre.intensity.get("dicom", "voi")
+    if rule in ("full", "identity"):
+        return None
+    if rule == "minmax":
+        return "min-max intensity (set by the extreme pixels, which block means remove)"
+    try:
+        windows = windows_from(ds, 0)
+    except Exception:  # a hostile header: the full read reports what is wrong with it
+        return "VOI window unreadable"
+    if windows:
+        fn = windows[0].function.upper()
+        return None if fn in ("LINEAR", "LINEAR_EXACT") else f"non-linear VOI LUT Function {fn}"
+    if ds.get("VOILUTSequence"):
+        return "VOI LUT Sequence (a table, not linear)"
+    return "no VOI window in the file: min-max intensity (set by the extreme pixels, which block means remove)"
+
+
+def _reducible(shape: tuple[int, ...], min_side: int | None) -> bool:
+    """True when a (h, w) image would have been read reduced for a reader that needs ``min_side`` pixels a side."""
+    from medvit.io.dicom_pixels import reduction_levels
+
+    return bool(min_side) and len(shape) == 2 and reduction_levels(shape[0], shape[1], int(min_side)) >= 1
 
 
 def shrink_display(unit: np.ndarray, max_side: int) -> np.ndarray:

@@ -104,3 +104,66 @@ def test_cli_default_is_the_full_decode_and_reduced_is_opt_in(material, tmp_path
     assert _config(parse(base + ["--reduced-decode"]), base[4]).full_decode is False
     with pytest.raises(SystemExit):
         parse(base + ["--reduced-decode", "--full-decode"])
+
+
+@pytest.fixture(scope="module")
+def nonlinear_files(tmp_path_factory):
+    """512² uncompressed DX whose intensity mapping is not linear: no window (min-max) with 20 hot detector pixels,
+    a steep VOI LUT Sequence, a SIGMOID window; and the same image with a LINEAR window (reduced read allowed)."""
+    import pydicom
+
+    from medvit.data.phantom_cxr import ChestPhantomGenerator
+    from medvit.io.writers import write_dicom_dx
+
+    root = tmp_path_factory.mktemp("nonlinear")
+    ph = ChestPhantomGenerator(512, seed=5, with_masks=False).sample(0, patient=0)
+    q = np.round(ph.image * 3000).astype(np.uint16)
+    base = write_dicom_dx(root / "src.dcm", q, dict(ph.meta), window=(1500.0, 3000.0))
+    rng = np.random.default_rng(0)
+    out = root / "in"
+    out.mkdir()
+    for name in ("hotpixels", "voi_lut", "sigmoid", "linear"):
+        ds = pydicom.dcmread(base)
+        if name in ("hotpixels", "voi_lut"):
+            del ds.WindowCenter, ds.WindowWidth
+        if name == "hotpixels":
+            a = ds.pixel_array.copy()
+            a[rng.integers(0, 512, 20), rng.integers(0, 512, 20)] = 4095
+            ds.PixelData = a.tobytes()
+        if name == "voi_lut":
+            tab = (65535 / (1 + np.exp(-(np.arange(4096) - 1500.0) / 40.0))).astype("<u2")
+            item = pydicom.Dataset()
+            item.LUTDescriptor = [4096, 0, 16]
+            item.add_new(0x00283006, "OW", tab.tobytes())
+            ds.VOILUTSequence = pydicom.Sequence([item])
+        if name == "sigmoid":
+            ds.VOILUTFunction = "SIGMOID"
+        ds.save_as(out / f"{name}.dcm")
+    base.unlink()
+    return out
+
+
+def test_reduced_read_only_where_the_intensity_mapping_is_linear(material, nonlinear_files):
+    """F1: block means before a min-max / VOI LUT table / SIGMOID mapping moved the model input by up to 0.5 of the
+    range (hot pixels set the full decode's min-max range, the block means average them away). The reduced read now
+    falls back to the full decode there, saying why in decoded_at; a LINEAR window still reads reduced."""
+    from medvit.infer.decode import DecodeSpec, decode_file
+    from medvit.infer.preprocess import Preprocessor
+    from medvit.infer.rules import SelectionRules
+    from medvit.models import load_model
+
+    pre = Preprocessor.from_contract(load_model(material["model"]).contract)
+    root = str(nonlinear_files)
+    why = {"hotpixels": "min-max", "voi_lut": "VOI LUT Sequence", "sigmoid": "SIGMOID"}
+    for f in sorted(nonlinear_files.iterdir()):
+        full = decode_file(f, DecodeSpec(root, pre, SelectionRules([])))
+        fast = decode_file(f, DecodeSpec(root, pre, SelectionRules([]), min_side=128))
+        assert full.status == fast.status == "ok", (f.name, full.reason, fast.reason)
+        d = np.abs(full.x - fast.x) * STD
+        if f.stem == "linear":
+            assert fast.notes["decoded_at"] == "1/4 resolution (block mean)"
+            assert d.max() <= 0.03 and d.mean() <= 0.004, (d.max(), d.mean())
+        else:
+            note = fast.notes["decoded_at"]
+            assert note.startswith("full resolution (reduced read not used: ") and why[f.stem] in note, note
+            assert fast.notes["source_size"] == [512, 512] and np.array_equal(full.x, fast.x)
