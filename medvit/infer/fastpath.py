@@ -80,6 +80,33 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medvit" / "compile"
 
 
+def entry_dir(key: str, cache_root: Path | None = None) -> tuple[Path, str | None]:
+    """(folder to write the cache entry ``key`` into, None), or (a private temporary folder, why the cache is
+    unusable) when the cache root (``cache_root`` or :func:`default_cache_root`) cannot hold it: a file, an
+    unwritable or missing-and-uncreatable folder. The caller then compiles without caching (logged as a warning
+    naming the path; the temporary folder is removed at exit), instead of failing the run."""
+    import atexit
+    import shutil
+    import tempfile
+
+    base = cache_root or default_cache_root()
+    d = base / key
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".probe{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return d, None
+    except OSError as e:
+        var = "$MEDVIT_COMPILE_CACHE=" if cache_root is None and os.environ.get("MEDVIT_COMPILE_CACHE") else ""
+        why = f"compile cache {var}{base} is not a writable folder ({e.strerror or e}: {e.filename or d})"
+        tmp = Path(tempfile.mkdtemp(prefix="medvit-compile-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        logger.warning("%s; compiling without caching (the next run compiles again). Point MEDVIT_COMPILE_CACHE at "
+                       "a writable folder to keep compiled models.", why)
+        return tmp, why
+
+
 @dataclass
 class CompileInfo:
     """What a compile did (goes into run.json): cache key and folder, whether the package was reused."""
@@ -108,7 +135,8 @@ PACKAGE = "model.pt2"
 
 
 def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Tensor, precision: str,
-                   model_sha256: str | None = None, cache_root: Path | None = None) -> tuple[Any, CompileInfo]:
+                   model_sha256: str | None = None, cache_root: Path | None = None,
+                   record: Mapping[str, Any] | None = None) -> tuple[Any, CompileInfo]:
     """Compile ``model`` for inputs shaped like ``example`` (B, C, H, W) once; later runs load the result.
 
     ``model`` may be a zero-argument callable building the module (an int8 quantisation): it is called only when
@@ -119,7 +147,11 @@ def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Te
     goes to ``cache_root/<key>/model.pt2`` (key: :func:`cache_key` of the model hash, shape, dtype,
     precision, torch version and hardware; written atomically); when it exists it is loaded and nothing is
     compiled. A model with other weights has another hash, hence another entry. The compiled callable
-    accepts exactly ``example``'s shape: callers pad the last batch. Returns (callable, :class:`CompileInfo`).
+    accepts exactly ``example``'s shape: callers pad the last batch. ``record``: JSON-able facts about how the
+    package was made (an int8 calibration), written beside it and returned in ``CompileInfo.meta`` by the runs that
+    load it. A cache root that cannot be written (a file, no permission) is not an error: the model is compiled
+    into a temporary folder, with a warning naming the path (:func:`entry_dir`; ``meta["cache_unusable"]``).
+    Returns (callable, :class:`CompileInfo`).
     """
     import time
 
@@ -137,6 +169,11 @@ def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Te
     if pkg.is_file():
         try:
             fn = torch._inductor.aoti_load_package(str(pkg))
+            try:
+                stored = json.loads((d / "medvit_compile.json").read_text())
+                meta.update({k: stored[k] for k in (record or {}) if k in stored})
+            except (OSError, ValueError, TypeError):
+                logger.warning("%s: no readable medvit_compile.json beside the package", d)
             info = CompileInfo(key, str(d), True, time.perf_counter() - t0, meta)
             logger.info("loaded compiled model %s (%.1f s)", pkg, info.seconds)
             return fn, info
@@ -144,7 +181,11 @@ def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Te
             logger.warning("compiled package %s not loadable (%s: %s); compiling again", pkg, type(e).__name__, e)
     if not isinstance(model, nn.Module):
         model = model()
-    d.mkdir(parents=True, exist_ok=True)
+    d, unusable = entry_dir(key, cache_root)
+    pkg = d / PACKAGE
+    meta.update(record or {})
+    if unusable:
+        meta["cache_unusable"] = unusable
     tmp = d / f".tmp{os.getpid()}.{PACKAGE}"  # torch wants the .pt2 suffix
     # no_grad, not inference_mode: under inference_mode the freezing pass cannot prepack int8 weights
     with torch.no_grad(), warnings.catch_warnings(), inductor_config.patch(freezing=True):
@@ -209,7 +250,10 @@ def openvino_cached(model: nn.Module, example: torch.Tensor, precision: str, mod
     if reused:
         ov_model = core.read_model(str(ir))
     else:
-        d.mkdir(parents=True, exist_ok=True)
+        d, unusable = entry_dir(key, cache_root)  # unwritable cache root: convert into a temporary folder
+        ir = d / OPENVINO_IR
+        if unusable:
+            meta["cache_unusable"] = unusable
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ov_model = ov.convert_model(model.eval(), example_input=example.float())

@@ -128,7 +128,7 @@ class Predictor:
 
     def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu",
                  multilabel: bool = True, compile: str = "none", model_sha256: str | None = None,
-                 cache_root: Path | None = None) -> None:
+                 cache_root: Path | None = None, batch_size: int | None = None) -> None:
         from medvit.infer.fastpath import COMPILE_MODES, resolve_precision
 
         if compile not in COMPILE_MODES:
@@ -154,6 +154,8 @@ class Predictor:
         self.int8_source: str | None = None
         self._compiled: Any = None
         self._batch = 0
+        self.batch_size = batch_size  # the compiled shape's batch (None: the first batch's size)
+        self.int8_calibration: dict[str, Any] | None = None
         # an OOD reference reads the head's input and block statistics (hooks, which a compiled graph does not
         # run): the compiled graph returns them beside the logits
         ref = getattr(model, "ood_reference", None)
@@ -181,38 +183,64 @@ class Predictor:
                 "compile": self.compile_mode,
                 "compile_cache": self.compile_info.to_dict() if self.compile_info is not None else None,
                 "int8_calibration_images": self.calibration_images if self.precision == "int8" else None,
-                "int8_calibration_source": self.int8_source if self.precision == "int8" else None}
+                "int8_calibration_source": self.int8_source if self.precision == "int8" else None,
+                "int8_calibration": self.int8_calibration if self.precision == "int8" else None}
 
     def autocast(self) -> Any:
         """A no-op context (bf16 runs on bf16 weights; kept for callers written against autocast)."""
         return torch.autocast(self.device.type, enabled=False)
 
     def _prepare(self, t: torch.Tensor) -> None:
-        """First batch: quantise (int8, calibrated on it) and/or compile for its shape."""
+        """First batch: quantise (int8) and/or compile for the run's batch shape.
+
+        The compiled shape is ``batch_size`` (the first batch's rows repeated when it is shorter), so that the cache
+        entry depends on the model and the shapes only, not on how many files an inbox holds. int8: a PTQ
+        checkpoint's stored parameters (nothing depends on the run), else activation ranges calibrated on this first
+        batch when no package is cached for the model and shape yet; a cached package (and its calibration, recorded
+        beside it) is reused by every later run whatever its images (``int8_calibration`` in :meth:`describe`).
+        """
         from medvit.infer.fastpath import compile_cached, openvino_cached, quantize_int8_pt2e, state_dict_sha256
 
         module: nn.Module = _LogitsAndFeatures(self.model, self._ood_blocks) if self._with_features else self.model
         sha = self.model_sha256 or state_dict_sha256(self.fp32_model)
         if self._with_features:
             sha += f":logits+features{list(self._ood_blocks)}"
+        n = int(t.shape[0])
+        b = max(n, int(self.batch_size or n))
+        example = t if b == n else t[torch.arange(b, device=t.device) % n]  # real rows repeated, never zeros
         qparams = getattr(self.fp32_model, "int8_qparams", None)
         build: Any = module
+        record: dict[str, Any] = {}
         if self.precision == "int8" and qparams:  # a PTQ checkpoint: its searched/reconstructed static parameters
-            build = lambda: quantize_int8_pt2e(module, [t], qparams=qparams)  # noqa: E731
+            build = lambda: quantize_int8_pt2e(module, [example], qparams=qparams)  # noqa: E731
             ptq = ((getattr(self.fp32_model, "checkpoint_config", None) or {}).get("extra") or {}).get("ptq") or {}
             self.calibration_images = int((ptq.get("report") or {}).get("calibration_images", 0))
             self.int8_source = "checkpoint (Q-HyViT-style PTQ)"
+            self.int8_calibration = {"source": self.int8_source, "images": self.calibration_images,
+                                     "run_independent": True}
             sha = f"{sha}:int8-pt2e-x86:ptq-checkpoint:{ptq.get('sha256', '')}"
         elif self.precision == "int8":  # the features wrapper too: the OOD score needs them
-            build = lambda: quantize_int8_pt2e(module, [t])  # noqa: E731
-            self.calibration_images = int(t.shape[0])
-            self.int8_source = "first batch"
-            sha = f"{sha}:int8-pt2e-x86:calib={_tensor_sha256(t)}"
+            build = lambda: quantize_int8_pt2e(module, [example])  # noqa: E731
+            record = {"int8_calibration": {"images": n, "input_sha256": _tensor_sha256(t)}}
+            sha = f"{sha}:int8-pt2e-x86:calibrated-once"  # one entry per model + shape, not per inbox
         if self.compile_mode == "openvino":
-            self._compiled, self.compile_info = openvino_cached(module, t, self.precision, sha, self.cache_root)
+            self._compiled, self.compile_info = openvino_cached(module, example, self.precision, sha,
+                                                                self.cache_root)
         else:  # int8: quantised only when the package is not cached yet (a later run loads it directly)
-            self._compiled, self.compile_info = compile_cached(build, t, self.precision, sha, self.cache_root)
-        self._batch = int(t.shape[0])
+            self._compiled, self.compile_info = compile_cached(build, example, self.precision, sha, self.cache_root,
+                                                               record=record)
+        if record:
+            cal = dict(self.compile_info.meta.get("int8_calibration") or record["int8_calibration"])
+            self.calibration_images = int(cal.get("images", n))
+            self.int8_source = ("first batch of an earlier run (cached package)" if self.compile_info.reused
+                                else "first batch of this run")
+            self.int8_calibration = {**cal, "source": self.int8_source, "run_independent": False,
+                                     "note": "activation ranges calibrated on the first batch of the run that "
+                                             "compiled the cached package (key in compile_cache); later runs reuse "
+                                             "it whatever their images. With an empty or other cache the ranges "
+                                             "come from another first batch: use a PTQ checkpoint "
+                                             "(medvit.compress.ptq) for int8 results that depend on no run"}
+        self._batch = b
 
     def _run_compiled(self, t: torch.Tensor) -> torch.Tensor:
         outs, feats = [], []

@@ -258,7 +258,8 @@ class InferenceRun:
             self.rules = SelectionRules.from_contract(self.contract)
         self.pre = Preprocessor.from_contract(self.contract, cfg.geometry)  # type: ignore[arg-type]
         self.predictor = Predictor(model, cfg.precision, cfg.device, self.contract.multilabel,  # type: ignore
-                                   compile=cfg.compile, model_sha256=self.info.sha256)
+                                   compile=cfg.compile, model_sha256=self.info.sha256,
+                                   batch_size=cfg.batch_size)
         self.journal = Journal(self.out)
         self.deid = None
         self.writers: Any = None

@@ -67,3 +67,62 @@ def test_compiled_runs_reuse_the_cache_and_recompile_for_another_model(material,
     assert third["compile_cache"]["key"] != first["compile_cache"]["key"]
     _, ref = _run(material, "a", "eager", precision="fp32")
     assert max(np.abs(np.subtract(p1[f], ref[f])).max() for f in ref) <= 0.03
+
+
+def _count_compiles(monkeypatch):
+    compiles = []
+    real = torch._inductor.aoti_compile_and_package
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package",
+                        lambda *a, **k: compiles.append(1) or real(*a, **k))
+    return compiles
+
+
+def test_unusable_compile_cache_warns_and_compiles_without_caching(material, monkeypatch, caplog):
+    """F11: $MEDVIT_COMPILE_CACHE naming a file aborted the run (NotADirectoryError traceback, no predictions)."""
+    bad = material["root"] / "not_a_folder"
+    bad.write_text("a file")
+    monkeypatch.setenv("MEDVIT_COMPILE_CACHE", str(bad))
+    compiles = _count_compiles(monkeypatch)
+    with caplog.at_level("WARNING", logger="medvit.infer.fastpath"):
+        ex, probs = _run(material, "a", "run_badcache", precision="fp32", compile="inductor")
+    assert compiles == [1] and ex["compile_cache"]["reused"] is False and len(probs) == 6
+    why = ex["compile_cache"]["cache_unusable"]
+    assert f"$MEDVIT_COMPILE_CACHE={bad}" in why and "not a writable folder" in why
+    assert any(f"$MEDVIT_COMPILE_CACHE={bad}" in r.getMessage() and "without caching" in r.getMessage()
+               for r in caplog.records)
+    assert bad.read_text() == "a file"
+    _, eager = _run(material, "a", "eager_badcache", precision="fp32")
+    assert max(np.abs(np.subtract(probs[f], eager[f])).max() for f in eager) <= 1e-4
+
+
+def test_int8_result_and_cache_do_not_depend_on_the_other_files_of_the_run(material, monkeypatch, tmp_path):
+    """F13: the int8 package was keyed on (and calibrated on) the run's first batch, so a new inbox re-quantised and
+    recompiled and a file's probabilities depended on its companions. Now one package per model + shape: the second
+    inbox (other companions, another size) loads it (compiler calls counted) and img0 gets identical probabilities."""
+    pytest.importorskip("torchao")
+    import shutil
+
+    from medvit.infer import InferConfig, run_inference
+
+    monkeypatch.setenv("MEDVIT_COMPILE_CACHE", str(tmp_path / "cache"))
+    compiles = _count_compiles(monkeypatch)
+    got = {}
+    for name, files in (("x", ["img0", "img1", "img2"]), ("y", ["img0", "img3", "img4", "img5", "img2"])):
+        inbox = tmp_path / f"inbox_{name}"
+        inbox.mkdir()
+        for f in files:
+            shutil.copy(material["root"] / "in" / f"{f}.dcm", inbox / f"{f}.dcm")
+        out = tmp_path / f"out_{name}"
+        res = run_inference(InferConfig(str(material["a"]), str(inbox), str(out), batch_size=8, workers=0,
+                                        precision="int8", progress=False))
+        assert res.exit_code == 0 and res.counts["predicted"] == len(files)
+        recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+        got[name] = ({r["file"]: r["probabilities"] for r in recs}, json.loads((out / "run.json").read_text()))
+    (px, rx), (py, ry) = got["x"], got["y"]
+    assert compiles == [1]  # the second inbox reused the package: no quantisation, no compile
+    cx, cy = rx["execution"]["compile_cache"], ry["execution"]["compile_cache"]
+    assert cx["key"] == cy["key"] and cx["reused"] is False and cy["reused"] is True and cy["shape"][0] == 8
+    assert px["img0.dcm"] == py["img0.dcm"] and px["img2.dcm"] == py["img2.dcm"]
+    calx, caly = rx["execution"]["int8_calibration"], ry["execution"]["int8_calibration"]
+    assert calx["run_independent"] is False and calx["images"] == 3 and caly["images"] == 3
+    assert caly["input_sha256"] == calx["input_sha256"] and "earlier run" in caly["source"]
