@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medvit.train.logit_store import LogitStore, dense_from_topk, save_teacher_logits
+from medvit.train.logit_store import LogitStore, check_input, dense_from_topk, save_teacher_logits
 from medvit.train.losses import Loss, TrainContext, logits_of, register_loss
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,22 @@ logger = logging.getLogger(__name__)
 def soft_target_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample soft-target cross-entropy ``-Σ_c p_c log softmax(z)_c``: (B, C), (B, C) -> (B,)."""
     return -(target * F.log_softmax(logits.float(), -1)).sum(-1)
+
+
+def _teacher_sha256(teacher: str | nn.Module) -> str:
+    """SHA-256 of a teacher checkpoint's weights file ("" for an in-memory module); FileNotFoundError naming
+    ``loss.args.teacher`` when the path does not exist."""
+    if isinstance(teacher, nn.Module):
+        return ""
+    from medvit.models.checkpoint import WEIGHTS_NAME, sha256_file
+
+    p = Path(teacher)
+    if not p.exists():
+        raise FileNotFoundError(f"loss.args.teacher: {p} does not exist (a medvit checkpoint directory)")
+    w = p / WEIGHTS_NAME if p.is_dir() else p
+    if not w.is_file():
+        raise FileNotFoundError(f"loss.args.teacher: {p} holds no {WEIGHTS_NAME} (a medvit checkpoint directory)")
+    return sha256_file(w)
 
 
 def _load_teacher(teacher: str | nn.Module) -> nn.Module:
@@ -115,13 +131,28 @@ class TinyViTDistill(Loss):
                                         "loss.args.teacher (a medvit checkpoint) to write it")
             epochs = self.epochs or _epochs_needed(ctx.train, n)
             logger.info("tinyvit_kd: teacher pass over %d images x %d epochs -> %s", n, epochs, self.store_dir)
-            save_teacher_logits(_load_teacher(self.teacher), ctx.train_set, ctx.transform, self.store_dir, k=self.k,
+            teacher = _load_teacher(self.teacher)
+            save_teacher_logits(teacher, ctx.train_set, ctx.transform, self.store_dir, k=self.k,
                                 epochs=epochs, seed=seed, probs=self.probs, device=ctx.device,
-                                batch_size=self.batch_size, teacher_name=str(self.teacher))
+                                batch_size=self.batch_size, teacher_name=str(self.teacher),
+                                teacher_sha256=_teacher_sha256(self.teacher))
         m = self.store.meta
         if m.n != n or m.seed != seed:
             raise ValueError(f"{self.store_dir}: written for {m.n} images with train.seed={m.seed}; this run has "
                              f"{n} images, seed {seed} (one store per training set and seed)")
+        if m.k != self.k:
+            raise ValueError(f"loss.args.k: {self.k}, but {self.store_dir} holds top-{m.k} records (give k: {m.k} or "
+                             "a new loss.args.store)")
+        if self.teacher and not isinstance(self.teacher, nn.Module):
+            sha = _teacher_sha256(self.teacher)  # FileNotFoundError naming loss.args.teacher when it is missing
+            if not m.teacher_sha256:
+                logger.warning("%s records no teacher weights hash (older store): loss.args.teacher %s not verified",
+                               self.store_dir, self.teacher)
+            elif sha != m.teacher_sha256:
+                raise ValueError(f"loss.args.teacher: {self.teacher} (weights SHA-256 {sha[:12]}...) is not the "
+                                 f"teacher {self.store_dir} was written with ({m.teacher or '?'}, "
+                                 f"{m.teacher_sha256[:12]}...): give that teacher or a new loss.args.store")
+        check_input(self.store, ctx.train_set, ctx.transform)
 
     def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
         logits = logits_of(output).float()

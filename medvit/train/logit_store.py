@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from medvit.train.sampler import sample_seed
 logger = logging.getLogger(__name__)
 
 FORMAT = "medvit-logit-store/1"
+PROBE_PARTS = 16  # chunk means of the teacher's first input kept in meta.json (input_probe)
+PROBE_ATOL = 1e-3  # a run's recomputed probe may differ by this much (float ops across machines) and still match
 DATA_NAME = "logits.bin"
 META_NAME = "meta.json"
 SEED_MASK = 0x7FFFFFFF  # the stored augmentation seed: the loop's 63-bit seed, low 31 bits (int32, non-negative)
@@ -57,9 +60,16 @@ class StoreMeta:
     teacher: str = ""
     transform: str = ""  # free-text description of the train transform (checked on open when given)
     failed: tuple[int, ...] = ()  # record rows whose image could not be read / augmented (index -1, ignored)
+    teacher_sha256: str = ""  # SHA-256 of the teacher's weights file ("" = unknown, e.g. an in-memory teacher)
+    # what the teacher saw: record row, shape and PROBE_PARTS chunk means of the augmented input of that row (the
+    # first readable image of epoch 0) — a later run recomputes it to check image size / normalisation / transform
+    input_row: int = -1
+    input_shape: tuple[int, ...] = ()
+    input_probe: tuple[float, ...] = ()
 
     def to_json(self) -> str:
-        d = {"format": FORMAT, **self.__dict__, "failed": list(self.failed)}
+        d = {"format": FORMAT, **self.__dict__, "failed": list(self.failed), "input_shape": list(self.input_shape),
+             "input_probe": list(self.input_probe)}
         return json.dumps(d, indent=2)
 
 
@@ -191,17 +201,22 @@ def _checked_meta(d: dict[str, Any], mf: Path) -> dict[str, Any]:
     import dataclasses
 
     kinds = {"k": int, "num_classes": int, "n": int, "epochs": int, "seed": int, "probs": str, "teacher": str,
-             "transform": str}
+             "transform": str, "teacher_sha256": str, "input_row": int}
     fields = {f.name for f in dataclasses.fields(StoreMeta)}
     unknown = sorted(set(d) - fields)
     if unknown:
         raise ValueError(f"{mf}: unknown key(s) {unknown} (a {FORMAT} meta.json has {sorted(fields)})")
     out = dict(d)
     for key, value in d.items():
-        if key == "failed":
+        if key in ("failed", "input_shape"):
             if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"{mf}: key 'failed' must be a list of record rows (integers), got {value!r}")
+                raise ValueError(f"{mf}: key {key!r} must be a list of integers, got {value!r}")
             out[key] = tuple(value)
+        elif key == "input_probe":
+            if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      and math.isfinite(v) for v in value):
+                raise ValueError(f"{mf}: key 'input_probe' must be a list of finite numbers, got {value!r}")
+            out[key] = tuple(float(v) for v in value)
         elif key in kinds:
             want = kinds[key]
             if not isinstance(value, want) or isinstance(value, bool):
@@ -213,6 +228,39 @@ def _checked_meta(d: dict[str, Any], mf: Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{mf}: missing key(s) {missing}")
     return out
+
+
+def input_probe(x: torch.Tensor) -> tuple[float, ...]:
+    """A compact fingerprint of one model input (any shape): the means of :data:`PROBE_PARTS` consecutive chunks of
+    its flattened values. Changes with image size, normalisation, channel count or the augmentation drawn."""
+    flat = x.detach().float().cpu().reshape(-1)
+    return tuple(round(float(c.mean()), 6) for c in torch.tensor_split(flat, min(PROBE_PARTS, flat.numel())))
+
+
+def check_input(store: LogitStore, train_set: Any, transform: Any) -> None:
+    """Recompute the augmented input of record ``meta.input_row`` with this run's training set and transform and
+    compare it with what the teacher saw (shape exactly, :func:`input_probe` within :data:`PROBE_ATOL`).
+    ``ValueError`` naming the store when they differ (another image size, normalisation or train transform: the
+    stored teacher outputs would describe other images). Stores without a probe (older format) are only logged."""
+    from medvit.train.sampler import SeededTransformDataset
+
+    m = store.meta
+    if m.input_row < 0 or not m.input_shape:
+        logger.warning("%s: store records no teacher input probe (older format); image size / transform of this run "
+                       "cannot be checked against the teacher pass", store.root)
+        return
+    e, i = divmod(m.input_row, m.n)
+    x = SeededTransformDataset(train_set, transform)[(i, sample_seed(m.seed, e, i))]["image"]
+    probe = input_probe(x)
+    if tuple(x.shape) != m.input_shape:
+        raise ValueError(f"{store.root / META_NAME}: the teacher saw inputs of shape {list(m.input_shape)}, this run's "
+                         f"train transform gives {list(x.shape)} (image_size / in_chans changed): rewrite the store "
+                         "for this input (new loss.args.store) or train at the teacher pass's size")
+    diff = max((abs(a - b) for a, b in zip(probe, m.input_probe)), default=0.0)
+    if len(probe) != len(m.input_probe) or diff > PROBE_ATOL:
+        raise ValueError(f"{store.root / META_NAME}: record {m.input_row}'s input differs from the one the teacher saw "
+                         f"(input_probe max difference {diff:.4g} > {PROBE_ATOL}): normalisation, dataset or train "
+                         "transform changed; rewrite the store for this run (new loss.args.store)")
 
 
 def topk_probs(logits: torch.Tensor, k: int, probs: str = "softmax") -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +275,7 @@ def topk_probs(logits: torch.Tensor, k: int, probs: str = "softmax") -> tuple[to
 def save_teacher_logits(teacher: nn.Module, train_set: Any, transform: Any, out_dir: str | Path, *, k: int,
                         epochs: int, seed: int, probs: str = "softmax", batch_size: int = 64,
                         device: str | torch.device = "cpu", teacher_name: str = "",
-                        transform_desc: str = "") -> LogitStore:
+                        transform_desc: str = "", teacher_sha256: str = "") -> LogitStore:
     """Run ``teacher`` once per (epoch, image) of ``train_set`` on ``transform(item, Generator(s))`` with ``s`` the
     loop's augmentation seed (:func:`medvit.train.sampler.sample_seed` of ``seed``), keep the top-``k``
     probabilities. Items that fail to load or augment are logged, left as index -1 records (the loss ignores
@@ -240,6 +288,7 @@ def save_teacher_logits(teacher: nn.Module, train_set: Any, transform: Any, out_
     store: LogitStore | None = None
     num_classes: int | None = None
     failed: list[int] = []
+    probe: tuple[int, tuple[int, ...], tuple[float, ...]] = (-1, (), ())
     for e in range(epochs):
         pending: list[tuple[int, int, torch.Tensor]] = []
 
@@ -264,6 +313,8 @@ def save_teacher_logits(teacher: nn.Module, train_set: Any, transform: Any, out_
                 logger.warning("teacher pass: epoch %d image %d skipped: %s", e, i, err)
                 failed.append(e * n + i)
                 continue
+            if probe[0] < 0:
+                probe = (e * n + i, tuple(x.shape), input_probe(x))
             pending.append((e * n + i, s, x))
             if len(pending) == batch_size:
                 flush_batch(pending)
@@ -277,7 +328,7 @@ def save_teacher_logits(teacher: nn.Module, train_set: Any, transform: Any, out_
         store.records["seed"][row] = sample_seed(seed, row // n, row % n) & SEED_MASK
     store.flush()
     store.write_meta(StoreMeta(k, int(num_classes or 0), n, epochs, seed, probs, teacher_name, transform_desc,
-                               tuple(failed)))
+                               tuple(failed), teacher_sha256, *probe))
     del store
     if failed:
         logger.warning("teacher pass: %d of %d records failed (listed in %s)", len(failed), n * epochs,

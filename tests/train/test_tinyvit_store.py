@@ -182,3 +182,38 @@ def test_store_path_with_other_format_fields_is_used_literally(tmp_path):
     loss = TinyViTDistill(store=str(tmp_path / "s{seed}{0}"))
     with pytest.raises(FileNotFoundError, match=r"loss\.args\.store: .*s3\{0\} holds no teacher-logit store"):
         loss.setup(TrainContext(train_set=_Data(4), transform=_aug, train=type("T", (), {"seed": 3})()))
+
+
+def test_reused_store_is_checked_against_teacher_k_and_input(tmp_path):
+    """Breaker F2: a store was reused whatever the teacher (even a missing path), k or input size/normalisation; now
+    meta.json carries the teacher's weights SHA-256 and a probe of the input the teacher saw, and a run whose teacher,
+    k or input differ is refused naming the key."""
+    from medvit.models import create_model, save_checkpoint
+    from medvit.train import TrainConfig
+
+    for name, seed in (("teacher_a", 0), ("teacher_b", 1)):
+        torch.manual_seed(seed)
+        save_checkpoint(create_model("vit_tiny_patch16_224", img_size=12, patch_size=4, embed_dim=16, depth=1,
+                                     num_heads=2, in_chans=1, num_classes=7), tmp_path / name)
+    ds, cfg = _Data(8), TrainConfig(steps=2, batch_size=4, progress=False, seed=0)
+    store, a = str(tmp_path / "store"), str(tmp_path / "teacher_a")
+
+    def setup(transform=_aug, **args):
+        TinyViTDistill(store, **{"teacher": a, "k": 3, **args}).setup(
+            TrainContext(train_set=ds, transform=transform, train=cfg))
+
+    setup()  # teacher pass
+    meta = LogitStore.open(store).meta
+    assert len(meta.teacher_sha256) == 64 and meta.input_shape == (1, 12, 12) and len(meta.input_probe) == 16
+    setup()  # same teacher, k and input: reused
+    setup(teacher="")  # store alone: the input is still checked (and matches)
+    with pytest.raises(ValueError, match=r"loss\.args\.teacher: .*teacher_b .*is not the teacher"):
+        setup(teacher=str(tmp_path / "teacher_b"))
+    with pytest.raises(FileNotFoundError, match=r"loss\.args\.teacher: /nonexistent does not exist"):
+        setup(teacher="/nonexistent")
+    with pytest.raises(ValueError, match=r"loss\.args\.k: 5, but .* top-3"):
+        setup(k=5)
+    with pytest.raises(ValueError, match=r"teacher saw inputs of shape \[1, 12, 12\].* \[1, 8, 8\]"):
+        setup(transform=lambda item, g: {**_aug(item, g), "image": _aug(item, g)["image"][:, :8, :8]})
+    with pytest.raises(ValueError, match=r"input differs from the one the teacher saw"):
+        setup(transform=lambda item, g: {**item, "image": (_aug(item, g)["image"] - 0.5) / 0.25})
