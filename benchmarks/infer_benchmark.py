@@ -116,7 +116,7 @@ def model_alone(model_dir: Path, paths: list[Path], args: argparse.Namespace) ->
     from medvit.infer.decode import DecodeSpec, decode_file
     from medvit.infer.predictor import Predictor, load_for_inference
     from medvit.infer.preprocess import Preprocessor
-    from medvit.infer.rules import SelectionRules
+    from medvit.io.rules import SelectionRules
 
     model, contract, _ = load_for_inference(model_dir)
     spec = DecodeSpec(str(paths[0].parents[1]), Preprocessor.from_contract(contract), SelectionRules([]))

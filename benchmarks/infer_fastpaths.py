@@ -137,7 +137,7 @@ def decoded(model_dir: Path, paths: list[Path]) -> torch.Tensor:
     from medvit.infer.decode import DecodeSpec, decode_file
     from medvit.infer.predictor import load_for_inference
     from medvit.infer.preprocess import Preprocessor
-    from medvit.infer.rules import SelectionRules
+    from medvit.io.rules import SelectionRules
 
     _, contract, _ = load_for_inference(model_dir)  # decoded as medvit infer does (InferenceRun._decode_min_side)
     spec = DecodeSpec(str(paths[0].parents[1]), Preprocessor.from_contract(contract), SelectionRules([]),

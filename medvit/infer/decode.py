@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medvit.infer.preprocess import Preprocessor
-from medvit.infer.rules import SelectionRules
+from medvit.io.rules import SelectionRules
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from medvit.infer.outputs import (
 )
 from medvit.infer.predictor import PRECISIONS, Predictor, load_for_inference
 from medvit.infer.preprocess import Preprocessor
-from medvit.infer.rules import SelectionRules
 from medvit.infer.walk import WALK_STAGE, WalkIssue, walk_inputs
+from medvit.io.rules import SelectionRules
 from medvit.io.safe_write import atomic_write
 from medvit.io.text import header_text
 

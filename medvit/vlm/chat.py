@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from medvit.vlm.experts import FEEDBACK_PREFIX, Expert, ExpertResult, TriggerError, model_cards, parse_trigger
+from medvit.vlm.experts import (
+    FEEDBACK_PREFIX,
+    Expert,
+    ExpertResult,
+    TriggerError,
+    modality_sentence,
+    model_cards,
+    parse_trigger,
+)
 from medvit.vlm.templates import IMAGE_TOKEN
 
 logger = logging.getLogger(__name__)
@@ -48,12 +56,15 @@ class VLMChat:
     """Chat with a :class:`~medvit.vlm.model.VisionLanguageModel` and a set of experts.
 
     Args: model; experts (their model cards are prepended to the first user turn when any); max_expert_calls
-    (bound on expert runs per question); modality_hint: e.g. ``"CXR"`` → ``"This is a CXR image.\\n"`` before the
-    question (reference); generation settings (reference: temperature 0, top_p 0.9).
+    (bound on expert runs per question); modality_hint: ``"auto"`` (default) = the reference's modality line
+    (``"This is a CXR image.\\n"`` before the question) written from the first image's own header
+    (:func:`medvit.vlm.experts.modality_sentence`: DICOM Modality / Body Part Examined; no line when the image
+    has no header or names no known modality), a word such as ``"CXR"`` to state it, None for no line;
+    generation settings (reference: temperature 0, top_p 0.9).
     """
 
     def __init__(self, model: Any, experts: Sequence[Expert] = (), max_expert_calls: int = 2,
-                 modality_hint: str | None = "CXR", max_new_tokens: int = 128, temperature: float = 0.0,
+                 modality_hint: str | None = "auto", max_new_tokens: int = 128, temperature: float = 0.0,
                  top_p: float = 0.9):
         from medvit.vlm.data import VLMProcessor
 
@@ -63,10 +74,16 @@ class VLMChat:
         self.gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.processor = VLMProcessor.for_model(model)
 
-    def first_user_turn(self, prompt: str, n_images: int = 1) -> str:
-        """``MODEL_CARDS + <image> + "This is a {modality} image.\\n" + prompt`` (reference layout)."""
+    def first_user_turn(self, prompt: str, n_images: int = 1, image: Any = None) -> str:
+        """``MODEL_CARDS + <image> + "This is a {modality} image.\\n" + prompt`` (reference layout); with
+        ``modality_hint="auto"`` the modality line comes from ``image``'s header (none without one)."""
         cards = model_cards(self.experts) if self.experts else ""
-        hint = f"This is a {self.modality_hint} image.\n" if self.modality_hint else ""
+        if self.modality_hint == "auto":
+            from medvit.io.rules import header_of
+
+            hint = modality_sentence(None if image is None else header_of(image))
+        else:
+            hint = f"This is a {self.modality_hint} image.\n" if self.modality_hint else ""
         return cards + IMAGE_TOKEN * n_images + hint + prompt
 
     def _pixels(self, images: Sequence[Any]) -> torch.Tensor:
@@ -89,7 +106,7 @@ class VLMChat:
         if experts is not None:
             self.experts = list(experts)
         images = list(images)
-        msgs = [{"role": "user", "content": self.first_user_turn(prompt, len(images))}]
+        msgs = [{"role": "user", "content": self.first_user_turn(prompt, len(images), images[0] if images else None)}]
         turns = [ChatTurn("user", prompt)]
         pix = self._pixels(images)
         calls = 0
@@ -117,7 +134,10 @@ class VLMChat:
                     result = trig.expert.run(images, trig.args)
                 except (ValueError, OSError, RuntimeError) as e:  # an expert failing on this image
                     err = f"The expert {trig.expert.name} could not run on this image: {e}"
-            if result is not None:
+            if result is not None and result.values.get("out_of_scope"):  # the expert declined: no findings
+                turns.append(ChatTurn("error", result.text, result.name, result.args))
+                text = result.text
+            elif result is not None:
                 turns.append(ChatTurn("expert", result.text, trig.expert.name, trig.args, result.overlay))
                 text = result.text
                 if result.overlay is not None and IMAGE_TOKEN in text:

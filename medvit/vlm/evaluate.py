@@ -50,7 +50,9 @@ def evaluate_phantoms(vlm: Any, data_dir: str | Path, expert_checkpoints: Sequen
     truth, classes, ans_wo, ans_w, ans_ex, calls = [], [], [], [], [], 0
     expert = CXRExpert(list(expert_checkpoints)) if (with_expert and expert_checkpoints) else None
     # the chat needs room for the trigger reply ("This looks like an chest x-ray. Let me first trigger <CXR()>.")
-    chat = VLMChat(vlm, [expert] if expert else [], max_new_tokens=max(settings.max_new_tokens, 32), temperature=0.0)
+    # the test images are the chest phantoms' PNGs (no header): the modality line is stated, as in training
+    chat = VLMChat(vlm, [expert] if expert else [], max_new_tokens=max(settings.max_new_tokens, 32), temperature=0.0,
+                   modality_hint="CXR")
     n_tokens, t_gen = 0, 0.0
     for name in images:
         path = safe_image_path(d, name, "test_vqa.jsonl")

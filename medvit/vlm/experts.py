@@ -117,6 +117,77 @@ class Expert(ABC):
     def run(self, images: Sequence[Any], args: str = "") -> ExpertResult:
         """Run on the conversation's images (file paths, ``MedicalImage`` or (H, W) arrays in [0, 1])."""
 
+    #: (checkpoint, weight contract) whose scope (modalities / view positions / body parts) the input must fit
+    scopes: Sequence[tuple[str, Any]] = ()
+
+    def out_of_scope(self, image: Any) -> str | None:
+        """Why ``image`` (a path or ``MedicalImage``) is outside the scope of this expert's checkpoints, or None.
+
+        The decision is ``medvit infer``'s: :meth:`medvit.io.rules.SelectionRules.from_contract` matched on the
+        image's own header (:func:`medvit.io.rules.header_of`; Modality must match, View Position / Body Part
+        Examined when present). A multi-frame image is refused too (``medvit infer`` skips those). Arrays and
+        tensors carry no header: the caller vouches for them (None). A checkpoint whose contract declares no
+        scope accepts everything (a warning is logged when the expert is built)."""
+        from medvit.io.rules import SelectionRules, header_of
+
+        hdr = header_of(image)
+        if hdr is None:
+            return None
+        axes, px = str(getattr(image, "axes", "")), getattr(image, "pixels", None)
+        if "F" in axes and px is not None and px.shape[axes.index("F")] > 1:
+            return f"it is a multi-frame image ({px.shape[axes.index('F')]} frames); the expert reads single images"
+        for ck, contract in self.scopes:
+            selected, _why = SelectionRules.from_contract(contract).match(hdr)
+            if selected is None:
+                return f"it is {_describe(hdr)}, but the expert's checkpoint {ck} is for {_describe_scope(contract)}"
+        return None
+
+    def refusal(self, reason: str, args: str = "") -> ExpertResult:
+        """The in-conversation answer for an image outside the expert's scope: a message, no findings
+        (``values["out_of_scope"]`` = the reason)."""
+        return ExpertResult(f"The {self.name} expert does not apply to this image: {reason}. It gave no result.",
+                            None, self.name, args, {"out_of_scope": reason})
+
+    def _scoped_contracts(self, items: Sequence[tuple[str, Any]]) -> None:
+        self.scopes = [(ck, c) for ck, c in items if c is not None]
+        for ck, c in self.scopes:
+            if not (c.modalities or c.view_positions or c.body_parts):
+                logger.warning("%s expert: checkpoint %s declares no scope (modalities, views, body parts): it will "
+                               "answer on any image", self.name, ck)
+
+
+def _describe(hdr: dict[str, Any]) -> str:
+    parts = [f"{w} {hdr[k]}" for k, w in (("Modality", "Modality"), ("ViewPosition", "view"),
+                                          ("BodyPartExamined", "body part")) if hdr.get(k)]
+    return "an image with " + ", ".join(parts) if parts else "an image without a DICOM Modality"
+
+
+def _describe_scope(contract: Any) -> str:
+    parts = [f"{w} {' or '.join(str(v) for v in vals)}" for w, vals in
+             (("Modality", contract.modalities), ("view", contract.view_positions),
+              ("body part", contract.body_parts)) if vals]
+    return ", ".join(parts) or "any image"
+
+
+#: DICOM Modality → how the chat names the image (X-ray modalities of the chest: "CXR", the reference's word)
+_MODALITY_WORDS = {"CT": "a CT", "MR": "an MR", "US": "an ultrasound", "MG": "a mammography", "PT": "a PET",
+                   "NM": "a nuclear medicine", "OP": "an ophthalmic", "OPT": "an OCT", "XA": "an angiography",
+                   "RF": "a fluoroscopy"}
+_XRAY = ("CR", "DX", "RG")
+
+
+def modality_sentence(header: dict[str, Any] | None) -> str:
+    """``"This is a CXR image.\n"`` (VILA-M3's modality line) from an image's own header (Modality, Body Part
+    Examined; :func:`medvit.io.rules.header_of`): CR/DX/RG of the chest → CXR, other X-rays → X-ray, CT, MR, …;
+    ``""`` (no sentence) when the header is absent or names no known modality."""
+    mod = str((header or {}).get("Modality", "")).strip().upper()
+    if mod in _XRAY:
+        chest = str(header.get("BodyPartExamined", "")).strip().upper() in ("CHEST", "THORAX")  # type: ignore[union-attr]
+        words = "a CXR" if chest else "an X-ray"
+    else:
+        words = _MODALITY_WORDS.get(mod, "")
+    return f"This is {words} image.\n" if words else ""
+
 
 class TriggerError(ValueError):
     """A trigger that cannot be run; its message is written into the conversation for the model."""
@@ -169,17 +240,26 @@ def segmentation_text(color_labels: Sequence[tuple[str, str]]) -> str:
     return SEG_PREFIX + ", ".join(f"{c}: {lab}" for c, lab in color_labels) + ". "
 
 
-def _unit_image(img: Any) -> Any:
-    """Path → MedicalImage; MedicalImage and arrays pass through."""
+def _read(img: Any) -> Any:
+    """Path → MedicalImage (all frames); MedicalImage and arrays pass through."""
     if isinstance(img, str | Path):
         from medvit.io import read_image
-        from medvit.io.display import slice_for_display
 
         p = Path(img)
         if not p.is_file():
             raise FileNotFoundError(f"expert input image not found: {p}")
-        return slice_for_display(read_image(p))
+        return read_image(p)
     return img
+
+
+def _unit_image(img: Any) -> Any:
+    """Path → 2D MedicalImage (frame 0 / middle slice); MedicalImage → its 2D image; arrays pass through."""
+    img = _read(img)
+    if isinstance(img, np.ndarray) or not hasattr(img, "axes"):
+        return img
+    from medvit.io.display import slice_for_display
+
+    return slice_for_display(img)
 
 
 def _model_input(pre: Any, img: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +303,7 @@ class CXRExpert(Expert):
             self.models.append(m)
             self.pres.append(Preprocessor.from_contract(c))
             self.labels.append(list(c.label_names))
+        self._scoped_contracts([(str(ck), m.contract) for ck, m in zip(checkpoints, self.models)])
         all_labels = sorted({lab for labs in self.labels for lab in labs})
         self.class_models = {lab: [i for i, labs in enumerate(self.labels) if lab in labs] for lab in all_labels}
         for lab, idx in (class_models or {}).items():
@@ -261,7 +342,11 @@ class CXRExpert(Expert):
         self.check_args(args)
         if not images:
             raise ValueError("the CXR expert needs an image")
-        probs = self.probabilities(images[0])
+        image = _read(images[0])
+        why = self.out_of_scope(image)
+        if why:
+            return self.refusal(why, args)
+        probs = self.probabilities(image)
         calls = {lab: p >= self.thresholds[lab] for lab, p in probs.items()}
         return ExpertResult(cxr_text(calls), None, self.name, args, {"probabilities": probs, "predictions": calls})
 
@@ -302,7 +387,9 @@ class SegmentationExpert(Expert):
         c = getattr(m, "contract", None)
         if c is None or not c.label_names:
             raise ValueError(f"{path}: the segmentation expert needs a contract naming the labels")
-        return cls(m, c.label_names, Preprocessor.from_contract(c), thresholds=c.thresholds or None, **kw)
+        ex = cls(m, c.label_names, Preprocessor.from_contract(c), thresholds=c.thresholds or None, **kw)
+        ex._scoped_contracts([(str(path), c)])
+        return ex
 
     @classmethod
     def from_monai_bundle(cls, bundle_dir: str | Path, **kw: Any) -> SegmentationExpert:
@@ -367,7 +454,11 @@ class SegmentationExpert(Expert):
         a = self.check_args(args)
         if not images:
             raise ValueError(f"the {self.name} expert needs an image")
-        masks, grey = self.masks(images[0])
+        image = _read(images[0])
+        why = self.out_of_scope(image)
+        if why:
+            return self.refusal(why, a)
+        masks, grey = self.masks(image)
         show = self.label_groups.get(a, list(masks)) if a else list(masks)
         over = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
         pairs = []

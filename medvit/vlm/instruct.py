@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from medvit.vlm.experts import FEEDBACK_PREFIX, Expert, model_cards
+from medvit.vlm.experts import FEEDBACK_PREFIX, Expert, modality_sentence, model_cards
 from medvit.vlm.templates import IMAGE_TOKEN
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 REPORT_PROMPT = "Describe the image in detail."
 CAPTION_PROMPT = "Describe the image briefly."
 TRIGGER_REPLY = "This looks like an chest x-ray. Let me first trigger <CXR()>."
-MODALITY_HINT = "This is a CXR image.\n"
 #: plain-English finding names used in questions (phantom label → words)
 FINDING_WORDS = {"Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly", "Consolidation": "consolidation",
                  "Effusion": "a pleural effusion", "Mass": "a mass", "Nodule": "a nodule",
@@ -107,6 +106,7 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
     cxr = next((e for e in experts if e.name == "CXR"), None)
     if cxr is not None:
         cards = model_cards(experts)
+        hint = modality_sentence(ph.meta)  # the phantoms' header: DX of the chest -> "This is a CXR image.\n"
         er = cxr.run([ph.image if image is None else image])
         result = er.text
         pick: set[int] = set()
@@ -129,13 +129,13 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
                 call = rng.random() < expert_fraction
             if call:
                 q = classification_question(lab)
-                rec("expert", f"exp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{MODALITY_HINT}{q}"),
+                rec("expert", f"exp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{hint}{q}"),
                                              ("gpt", TRIGGER_REPLY), ("human", f"{result} {FEEDBACK_PREFIX}{q}"),
                                              ("gpt", "yes" if v else "no")], {"label": lab, "with_expert": True})
             else:
                 d = direct[int(rng.integers(len(direct)))]
                 q = d["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip()
-                rec("expert", f"noexp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{MODALITY_HINT}{q}"),
+                rec("expert", f"noexp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{hint}{q}"),
                                                ("gpt", d["conversations"][1]["value"])], {"with_expert": False})
     return out
 

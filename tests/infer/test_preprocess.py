@@ -94,7 +94,7 @@ def test_phantom_storage_variants_give_the_same_model_input(tmp_path):
 
     from medvit.data.phantom_cxr import ChestPhantomGenerator
     from medvit.infer.decode import DecodeSpec, decode_file
-    from medvit.infer.rules import SelectionRules
+    from medvit.io.rules import SelectionRules
     from medvit.io.writers import write_dicom_dx
 
     ph = ChestPhantomGenerator(96, seed=3, with_masks=False).sample(0)

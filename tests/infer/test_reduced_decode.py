@@ -68,7 +68,7 @@ def test_reduced_decode_within_tolerance_and_opt_out(material):
 def test_model_input_drift(material):
     from medvit.infer.decode import DecodeSpec, decode_file
     from medvit.infer.preprocess import Preprocessor
-    from medvit.infer.rules import SelectionRules
+    from medvit.io.rules import SelectionRules
     from medvit.models import load_model
 
     pre = Preprocessor.from_contract(load_model(material["model"]).contract)

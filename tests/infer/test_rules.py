@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from medvit.infer.rules import RulesError, SelectionRules
+from medvit.io.rules import RulesError, SelectionRules
 from medvit.models import WeightContract
 
 CXR = {"Modality": "DX", "ImageType": ["ORIGINAL", "PRIMARY"], "ViewPosition": "PA", "Rows": 2048,

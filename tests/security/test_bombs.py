@@ -81,8 +81,8 @@ def test_worker_memory_is_capped(tmp_path):
     """A worker whose decoder wants more than its cap fails that file only; the next file is decoded."""
     from medvit.infer.decode import DecodeSpec
     from medvit.infer.preprocess import Preprocessor
-    from medvit.infer.rules import SelectionRules
     from medvit.infer.runner import _Decoder
+    from medvit.io.rules import SelectionRules
     from medvit.models import load_model
 
     contract = load_model(make_model(tmp_path / "model")).contract

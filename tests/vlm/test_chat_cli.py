@@ -67,3 +67,49 @@ def test_chat_cli_real_generation_runs(make_vlm, tmp_path, capsys):
                  "--expert", f"cxr={DEMO}", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["turns"][0] == {"role": "user", "text": "Describe the image.", "expert": None, "args": None}
+
+
+def test_chat_and_cxr_expert_respect_the_image_and_the_contract_scope(make_vlm, tmp_path, capsys, monkeypatch):
+    """Breaker F7: on a CT slice the CXR expert (demo contract: CR/DX) declines in the conversation — no findings,
+    no exception — and the modality line comes from the image's own header ("CT", not "CXR"); a chest DX keeps
+    the reference's "This is a CXR image." and gets findings; a 2-frame DX is declined as infer skips it."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medvit.vlm.experts import CXRExpert
+
+    ct = get_testdata_file("CT_small.dcm")
+    ex = CXRExpert([DEMO])
+    r = ex.run([ct])
+    assert "does not apply" in r.text and "Modality CT" in r.text and "CR or DX" in r.text
+    assert "predictions" not in r.values and "resulting predictions" not in r.text
+    dx = _dicom(tmp_path)
+    assert ex.run([dx]).text.startswith("The resulting predictions are:\n")
+    ds = pydicom.dcmread(dx)
+    ds.NumberOfFrames, ds.PixelData = 2, ds.PixelData * 2
+    ds.save_as(tmp_path / "two.dcm")
+    assert "multi-frame" in ex.run([str(tmp_path / "two.dcm")]).values["out_of_scope"]
+
+    vlm = make_vlm()
+    vlm.save(tmp_path / "vlm", extra={"experts": [{"kind": "cxr", "checkpoints": [DEMO]}]})
+    seen = []
+
+    def fake_generate(self, messages, images=None, **kw):
+        seen.append([dict(m) for m in messages])
+        return "Let me first trigger <CXR()>." if len(seen) % 2 else "I cannot tell."
+
+    monkeypatch.setattr(VisionLanguageModel, "generate", fake_generate)
+    assert main(["chat", "-m", str(tmp_path / "vlm"), ct, "Is there a pleural effusion?", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    first = seen[0][0]["content"]
+    assert "This is a CT image.\nIs there a pleural effusion?" in first and "CXR image" not in first
+    assert [t["role"] for t in out["turns"]] == ["user", "assistant", "error", "assistant"]
+    assert "does not apply" in out["turns"][2]["text"] and out["answer"] == "I cannot tell."
+    assert "predictions" not in seen[1][-1]["content"] and "does not apply" in seen[1][-1]["content"]
+    seen.clear()
+    assert main(["chat", "-m", str(tmp_path / "vlm"), str(dx), "Is there a mass?", "--json"]) == 0
+    assert "<image>This is a CXR image.\nIs there a mass?" in seen[0][0]["content"]
+    assert json.loads(capsys.readouterr().out)["turns"][2]["role"] == "expert"
+    seen.clear()
+    assert main(["chat", "-m", str(tmp_path / "vlm"), str(_png(tmp_path)), "Is there a mass?", "--json"]) == 0
+    assert "This is a" not in seen[0][0]["content"]  # a PNG has no header: no modality line

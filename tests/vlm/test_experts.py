@@ -169,7 +169,7 @@ class Scripted:
 def test_agent_loop_runs_one_expert_and_answers():
     ex = Echo("CXR")
     m = Scripted(["Let me first trigger <CXR()>.", "There is an effusion."])
-    r = VLMChat(m, [ex]).respond([np.zeros((40, 40), np.float32)], "Is there an effusion?")
+    r = VLMChat(m, [ex], modality_hint="CXR").respond([np.zeros((40, 40), np.float32)], "Is there an effusion?")
     assert r.answer == "There is an effusion." and r.expert_calls == 1 and ex.calls == [""]
     first = m.seen[0][0][0]["content"]
     assert first.startswith("Here is a list of available expert models:\n<CXR(args)>")

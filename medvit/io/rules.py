@@ -34,15 +34,25 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from medvit.models.contract import WeightContract
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
 _RELATIONS = {">", ">=", "<", "<=", "==", "!="}
 _PLANES = {"axial", "coronal", "sagittal"}
+
+
+class Scope(Protocol):
+    """What a weight contract (:class:`medvit.models.contract.WeightContract`) declares about the images it is
+    meant for: DICOM Modality, View Position and Body Part Examined values (empty = not restricted)."""
+
+    modalities: Any
+    view_positions: Any
+    body_parts: Any
+
+
+#: the header attributes a contract's scope reads (and :func:`header_of` returns)
+SCOPE_KEYWORDS = ("Modality", "ViewPosition", "BodyPartExamined")
 
 
 class RulesError(ValueError):
@@ -96,7 +106,7 @@ class SelectionRules:
         return cls(sels, source)
 
     @classmethod
-    def from_contract(cls, contract: WeightContract) -> SelectionRules:
+    def from_contract(cls, contract: Scope) -> SelectionRules:
         """Default rules from a :class:`~medvit.models.WeightContract` (modalities, view positions, body parts).
 
         Each non-empty list becomes an anchored case-insensitive regex, e.g. ``["CR","DX"]`` ->
@@ -248,3 +258,31 @@ def _plane(iop: Any) -> str | None:
     n = [r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0]]
     axis = max(range(3), key=lambda i: abs(n[i]))
     return ("sagittal", "coronal", "axial")[axis]
+
+
+def header_of(image: Any) -> dict[str, Any] | None:
+    """The scope attributes (:data:`SCOPE_KEYWORDS`, absent ones left out) of an image's own DICOM header: a
+    DICOM file (header read without pixels) or a ``medvit.io.MedicalImage`` read from one (``modality`` +
+    ``meta``). ``None`` when the image has no DICOM header at all (arrays, tensors, PNG/JPEG/TIFF, NIfTI, .npy —
+    nothing says what they show: the caller vouches for them). ``{}`` for a file that is not readable DICOM.
+    Never raises."""
+    if isinstance(image, str | Path):
+        from medvit.io import NIFTI_SUFFIXES
+        from medvit.io.dicom import read_dicom_header
+        from medvit.io.errors import MedicalIOError
+        from medvit.io.raster import RASTER_SUFFIXES
+
+        p = Path(image)
+        if p.is_dir() or p.name.lower().endswith((*NIFTI_SUFFIXES, *RASTER_SUFFIXES, ".npy")):
+            return None
+        try:
+            ds = read_dicom_header(p, specific_tags=list(SCOPE_KEYWORDS))
+        except (MedicalIOError, OSError, ValueError):
+            return {}
+        return {k: str(v) for k in SCOPE_KEYWORDS if (v := get_attr(ds, k)) is not None}
+    if hasattr(image, "modality") and isinstance(getattr(image, "meta", None), Mapping):
+        if not image.modality and not getattr(image, "uids", None):  # not read from DICOM
+            return None
+        out = {"Modality": image.modality, **{k: image.meta.get(k) for k in SCOPE_KEYWORDS[1:]}}
+        return {k: str(v) for k, v in out.items() if get_attr(out, k) is not None}
+    return None
