@@ -149,7 +149,7 @@ def test_reduced_read_only_where_the_intensity_mapping_is_linear(material, nonli
     falls back to the full decode there, saying why in decoded_at; a LINEAR window still reads reduced."""
     from medvit.infer.decode import DecodeSpec, decode_file
     from medvit.infer.preprocess import Preprocessor
-    from medvit.infer.rules import SelectionRules
+    from medvit.io.rules import SelectionRules
     from medvit.models import load_model
 
     pre = Preprocessor.from_contract(load_model(material["model"]).contract)
