@@ -110,14 +110,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for a in args:
-            if a is type(None):
-                continue
+        arms = [a for a in args if a is not type(None)]
+        for a in arms:
             try:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
+        if len(arms) == 1:  # X | None: the one arm's own message names the field and the reason
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: {value!r} fits none of {tp} ({'; '.join(errors)})")
     if origin is typing.Literal:
         if value not in get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")

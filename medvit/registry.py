@@ -132,7 +132,8 @@ class Registry:
         if name not in table:
             hint = did_you_mean(name, table, n=5)
             hint = f"; {hint}" if hint else ""
-            known = f" Registered {kind}s: {', '.join(sorted(table)) or '(none)'}."
+            plural = f"{kind}es" if kind.endswith("s") else f"{kind}s"
+            known = f" Registered {plural}: {', '.join(sorted(table)) or '(none)'}."
             if len(table) > 30:
                 known = f" Run `medvit list {kind}` to see all {len(table)}."
             raise KeyError(f"unknown {kind} {name!r}{hint}{known}")

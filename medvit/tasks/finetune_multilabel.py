@@ -132,7 +132,12 @@ class FinetuneMultilabelConfig:
                 monai_augment(e)
             except ValueError as err:
                 raise ValueError(f"augment: {err}") from err
-        check_backbone(self.backbone, self.backbone_args, self.image_size)
+        args = check_backbone(self.backbone, self.backbone_args, self.image_size)
+        depth = args.get("depth")
+        if self.ewa is not None and self.ewa.layers and isinstance(depth, int):
+            from medvit.nn.ewa import ewa_layers
+
+            ewa_layers(depth, self.ewa.layers)  # ValueError naming ewa.layers at config time (--dry-run)
 
 
 def check_backbone(name: str, overrides: dict[str, Any], image_size: int) -> dict[str, Any]:

@@ -111,6 +111,30 @@ class LossSpec:
 
     def __post_init__(self) -> None:
         check_loss(self.name, self.args)
+        self.args = coerce_loss_args(self.name, self.args)
+
+
+def coerce_loss_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` checked (and converted, e.g. int -> float) against the type annotations of loss ``name``'s
+    constructor, so a wrong-typed value fails at config time (``--dry-run``) with ``ConfigError`` naming
+    ``loss.args.<key>``. Arguments without an annotation (or hints that cannot be resolved) pass unchanged."""
+    import typing
+
+    from medvit.config import ConfigError, _coerce
+
+    cls = check_loss(name, args)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+        return dict(args)
+    out = dict(args)
+    for k, v in args.items():
+        if k in hints:
+            try:
+                out[k] = _coerce(v, hints[k], f"loss.args.{k}")
+            except ConfigError as e:
+                raise ConfigError(f"{e} (loss {name!r})") from None
+    return out
 
 
 def check_loss(name: str, args: dict[str, Any]) -> type:
@@ -144,7 +168,7 @@ def build_loss(spec: LossSpec | dict[str, Any] | str) -> Loss:
         spec = LossSpec(spec["name"], dict(spec.get("args") or {}))
     cls = check_loss(spec.name, spec.args)
     try:
-        return cls(**spec.args)
+        return cls(**coerce_loss_args(spec.name, spec.args))
     except (TypeError, ValueError) as e:
         raise ValueError(f"loss.args ({spec.name}): {e}") from e
 

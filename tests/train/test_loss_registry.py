@@ -122,3 +122,26 @@ def test_loop_trains_with_a_loss_by_name_and_calls_its_hooks():
     res = Trainer(model, cfg, data, loss_step(loss)).fit()
     assert loss.calls == [(s, 20) for s in range(20)]
     assert res.losses[-1] < res.losses[0]
+
+
+@pytest.mark.parametrize("preset,override,match", [
+    ("cxr_student_tinyvit_tiny_cpu", "loss.args.k=abc", r"loss\.args\.k: expected an integer, got 'abc'"),
+    ("cxr_student_tinyvit_tiny_cpu", "loss.args.gt_weight=[1]", r"loss\.args\.gt_weight: expected a number"),
+    ("cxr_ewa_tiny_cpu", "ewa.experts=0", r"ewa\.experts must be >= 2, got 0"),
+    ("cxr_ewa_tiny_cpu", "ewa.share_rate=2", r"ewa\.share_rate must be in \[0, 1\], got 2"),
+    ("cxr_ewa_tiny_cpu", "ewa.bogus=1", r"unknown config key 'ewa\.bogus'"),
+    ("cxr_ewa_tiny_cpu", "ewa.layers=[99]", r"ewa\.layers \[99\] outside the model's blocks 0\.\.3"),
+])
+def test_loss_and_ewa_value_errors_are_caught_at_config_time_naming_the_field(preset, override, match):
+    """Breaker F5: these passed --dry-run (or named no field: 'fits none of EWAConfig | None') and failed only
+    after the teacher pass / model build had started."""
+    from medvit.tasks import build_config
+    from medvit.tasks.presets import preset_path
+
+    with pytest.raises(ValueError, match=match):
+        build_config(preset_path(f"distill20/{preset}"), [override])
+
+
+def test_unknown_loss_lists_the_registered_losses():
+    with pytest.raises(ValueError, match="Registered losses: "):
+        build_loss("no_such_loss_xyz")
