@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medvit import demo as demo_files
+from medvit.data.phantom_common import knobs_from_dataset_args
 
 #: the demo's pipeline, rules and committed model (pipelines/demo of the source tree; see medvit.demo)
 try:
@@ -119,10 +120,6 @@ def _ratio(k: int, n: int) -> str:
     return f"{k}/{n} ({100 * k / n:.0f} %)" if n else "n/a (none)"
 
 
-#: phantom calibration knobs (docs/phantoms.md) the demo inbox takes from the pipeline's dataset_args
-KNOBS = ("lesion_contrast", "lesion_size", "anatomy", "noise", "label_noise", "prevalence", "healthy_fraction")
-
-
 def pipeline_knobs(pipeline: Path | None = None) -> dict[str, float]:
     """The phantom knobs in the demo pipeline's ``dataset_args``: the inbox is drawn from the distribution the
     demo model was trained on (a phantom study of other difficulty would be another test)."""
@@ -130,7 +127,7 @@ def pipeline_knobs(pipeline: Path | None = None) -> dict[str, float]:
 
     doc = yaml.safe_load((pipeline or PIPELINE).read_text()) or {}
     args = doc.get("dataset_args") or {}
-    return {k: float(args[k]) for k in KNOBS if k in args}
+    return knobs_from_dataset_args(args)
 
 
 #: the demo inbox: (site, phantom seed, synth options); site_b's studies are MONOCHROME1 + JPEG 2000

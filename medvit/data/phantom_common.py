@@ -150,6 +150,16 @@ def take_window(bank: np.ndarray, rng: np.random.Generator, h: int, w: int) -> n
     return win
 
 
+#: the phantom calibration knobs a pipeline's ``dataset_args`` may set (docs/phantoms.md): the five
+#: :class:`Difficulty` fields plus the findings' prevalence and the healthy fraction
+PHANTOM_KNOBS = ("lesion_contrast", "lesion_size", "anatomy", "noise", "label_noise", "prevalence", "healthy_fraction")
+
+
+def knobs_from_dataset_args(args: dict) -> dict[str, float]:
+    """The phantom knobs present in a pipeline's ``dataset_args`` mapping, as floats (others ignored)."""
+    return {k: float(args[k]) for k in PHANTOM_KNOBS if k in args}
+
+
 @dataclass(frozen=True)
 class Difficulty:
     """Calibration knobs shared by the chest and retina phantom generators (all deterministic).

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from medvit.config import ConfigError, option
+from medvit.data.phantom_common import PHANTOM_KNOBS, knobs_from_dataset_args
 from medvit.registry import register_task
 from medvit.train.config import TrainConfig
 from medvit.vlm.data import ConversationDataset, PackedConversationDataset, collate_conversations, collate_packed
@@ -235,10 +236,6 @@ def stage_dir(out: Path, i: int, sc: StageConfig, stages: list[StageConfig]) -> 
     return out / (base if sum(s.stage == sc.stage for s in stages) == 1 else f"{base}_{i}")
 
 
-#: phantom calibration knobs a pipeline's dataset_args may set (docs/phantoms.md)
-PHANTOM_KNOBS = ("lesion_contrast", "lesion_size", "anatomy", "noise", "label_noise", "prevalence", "healthy_fraction")
-
-
 def phantom_draw_settings(ph: PhantomData) -> tuple[int, dict[str, float]]:
     """(image_size, knobs) for drawing the phantoms: ``ph.like_pipeline``'s ``dataset_args`` (image_size and
     knobs), overridden by ``ph.knobs``; ``ph.image_size`` when no pipeline is named. Raises ``ConfigError`` naming
@@ -256,7 +253,7 @@ def phantom_draw_settings(ph: PhantomData) -> tuple[int, dict[str, float]]:
         if not isinstance(args, dict):
             raise ConfigError(f"data.phantom.like_pipeline: {p} has no dataset_args mapping")
         size = int(args.get("image_size", size))
-        knobs = {k: float(args[k]) for k in PHANTOM_KNOBS if k in args}
+        knobs = knobs_from_dataset_args(args)
     bad = sorted(set(ph.knobs) - set(PHANTOM_KNOBS))
     if bad:
         raise ConfigError(f"data.phantom.knobs: unknown {bad}; known: {', '.join(PHANTOM_KNOBS)}")
