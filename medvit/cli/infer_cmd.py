@@ -48,12 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
                    help="auto = bf16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else fp32; bf16 "
                    "weights; int8 = static PT2E x86 quantisation, compiled (CPU): a PTQ checkpoint "
-                   "(medvit.compress.ptq) brings its calibrated/reconstructed parameters, otherwise calibrated on "
-                   "the first batch "
+                   "(medvit.compress.ptq) brings its calibrated/reconstructed parameters (results independent of "
+                   "the run); otherwise calibrated on the first batch of the run that compiles the cached package, "
+                   "which later runs reuse whatever their images (run.json execution.int8_calibration) "
                    "(default auto; the choice is in run.json and every prediction row)")
     p.add_argument("--compile", choices=["none", "inductor", "openvino"], default="none",
                    help="inductor = AOTInductor with weight freezing, cached across runs per model hash and "
-                   "input shape (the first run compiles: ~15 s for a ViT-B/16 on 2 cores); openvino = the "
+                   "input shape (the first run compiles: ~15 s for a ViT-B/16 on 2 cores; $MEDVIT_COMPILE_CACHE, "
+                   "an unusable one is warned about and the model compiled without caching); openvino = the "
                    "optional OpenVINO CPU backend (pip install 'medvit[openvino]'), fp32 or bf16, converted once "
                    "and cached the same way (default none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -90,8 +92,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="faster, opt-in: a greyscale image at least twice the model input's size a side is first "
                      "reduced by the largest power of two that keeps it so (JPEG 2000 decoded at that wavelet "
                      "level, several times faster; others averaged over blocks; recorded as decoded_at in the "
-                     "preprocessing notes). The model input moves by up to ~0.01 of the intensity range, so "
-                     "probabilities differ slightly from training/viewer reads")
+                     "preprocessing notes), only where the intensity mapping is linear (a LINEAR window, the bit "
+                     "range); no window (min-max), VOI LUT tables and SIGMOID are decoded in full. The model input "
+                     "moves by up to ~0.045 of the intensity range (measured), probabilities by up to 0.13 on the "
+                     "demo model, so findings can differ from training/viewer reads")
     p.add_argument("--follow-links", action="store_true",
                    help="follow symlinked folders and links that lead outside INPUT (refused by default; each "
                    "gets a status row)")

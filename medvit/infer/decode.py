@@ -74,8 +74,9 @@ class DecodeSpec:
     worker_memory_bytes: int | None = None  # address-space headroom of a decoding worker (RLIMIT_DATA); None = no cap
     parent_pid: int = 0  # the run's process id: a worker whose parent is already gone exits at start
     stderr_file: str | None = None  # worker processes append their C-level stderr (decoder libraries) here
-    # pixels a side the model (and display) need: JPEG 2000 images >= 2x larger are decoded at a lower wavelet
-    # resolution level (medvit.io.dicom.image_from_dataset); None = always full resolution
+    # pixels a side the model (and display) need: greyscale images >= 2x larger are read reduced (JPEG 2000 wavelet
+    # level / block means, medvit.io.dicom.image_from_dataset) where the intensity mapping is linear
+    # (reduced_read_refusal); None = always full resolution
     min_side: int | None = None
 
 
