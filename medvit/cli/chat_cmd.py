@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="expert to offer instead of those recorded in the checkpoint (e.g. cxr=pipelines/demo/model); "
                    "repeatable")
     p.add_argument("--no-experts", action="store_true", help="offer no expert (the model answers alone)")
+    p.add_argument("--lm", default=None, metavar="DIR",
+                   help="the language model directory, when it is no longer where the checkpoint recorded it "
+                   "(same weights: its SHA-256 is checked)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="generation bound per reply")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (reference)")
     p.add_argument("--max-expert-calls", type=int, default=2, help="bound on expert runs")
@@ -27,14 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _expert_specs(items: list[str]) -> list[dict]:
+    from medvit.vlm.paths import EXPERT_PATH_KEYS
+
     specs = []
     for it in items:
         kind, sep, dirs = it.partition("=")
         if not sep or not dirs:
             raise SystemExit(f"--expert {it!r}: expected KIND=DIR[,DIR] (e.g. cxr=pipelines/demo/model)")
-        key = {"cxr": "checkpoints", "segmentation": "checkpoint", "monai_bundle": "bundle_dir"}.get(kind)
+        key = EXPERT_PATH_KEYS.get(kind)
         if key is None:
-            raise SystemExit(f"--expert {it!r}: unknown kind {kind!r}; kinds: cxr, segmentation, monai_bundle")
+            raise SystemExit(f"--expert {it!r}: unknown kind {kind!r}; kinds: {', '.join(EXPERT_PATH_KEYS)}")
         paths = dirs.split(",")
         specs.append({"kind": kind, key: paths if key == "checkpoints" else paths[0]})
     return specs
@@ -50,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.image).is_file():
         raise SystemExit(f"image not found: {args.image}")
     experts = [] if args.no_experts else (_expert_specs(args.expert) if args.expert else None)
-    chat = load_chat(args.model, experts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                     max_expert_calls=args.max_expert_calls)
+    chat = load_chat(args.model, experts, lm_path=args.lm, max_new_tokens=args.max_new_tokens,
+                     temperature=args.temperature, max_expert_calls=args.max_expert_calls)
     resp = chat.respond([args.image], args.question)
     overlay_written = None
     for t in resp.turns:

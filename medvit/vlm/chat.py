@@ -151,16 +151,21 @@ class VLMChat:
         return ChatResponse(reply, turns, msgs, calls)
 
 
-def load_chat(model_dir: str | Path, experts: Sequence[dict[str, Any]] | None = None, **chat_kw: Any) -> VLMChat:
-    """A :class:`VLMChat` for a saved VLM (``VisionLanguageModel.load``) with the experts recorded in its
-    ``vlm_config.json`` (key ``experts``: ``[{"kind": "cxr", "checkpoints": [...]}]``, written by the ``vila_m3``
-    task), or ``experts`` given here (same form; ``[]`` = none). Each expert is built through the registry
-    (kind ``expert``), so its checkpoints are verified as every medvit checkpoint is."""
+def load_chat(model_dir: str | Path, experts: Sequence[dict[str, Any]] | None = None,
+              lm_path: str | Path | None = None, **chat_kw: Any) -> VLMChat:
+    """A :class:`VLMChat` for a saved VLM (``VisionLanguageModel.load``; ``lm_path`` overrides the recorded LM
+    directory, same weights) with the experts recorded in its ``vlm_config.json`` (key ``experts``:
+    ``[{"kind": "cxr", "checkpoints": [...]}]``, written by the ``vila_m3`` task; paths relative to the model
+    directory and kept inside it: :func:`medvit.vlm.paths.recorded_expert_specs`), or ``experts`` given here
+    (same form, paths as given; ``[]`` = none). Each expert is built through the registry (kind ``expert``), so
+    its checkpoints are verified as every medvit checkpoint is."""
     from medvit.vlm.experts import build_expert
     from medvit.vlm.model import VisionLanguageModel
+    from medvit.vlm.paths import recorded_expert_specs
 
-    vlm = VisionLanguageModel.load(model_dir)
-    specs = experts if experts is not None else (vlm.checkpoint_meta.get("experts") or [])
+    vlm = VisionLanguageModel.load(model_dir, lm_path=lm_path)
+    specs = experts if experts is not None else recorded_expert_specs(vlm.checkpoint_meta.get("experts") or [],
+                                                                      Path(model_dir))
     built = []
     for i, spec in enumerate(specs):
         if not isinstance(spec, dict) or "kind" not in spec:

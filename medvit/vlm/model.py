@@ -13,6 +13,10 @@ Checkpoints (:meth:`save` / :meth:`load`): ``vlm_config.json`` (format ``medvit-
 :class:`VLMConfig`, the LM directory and the SHA-256 of its weight files, what was trained),
 ``trainable.safetensors`` (projector; vision encoder unless it is a frozen verified checkpoint; the LM's
 weights when the LM was fully tuned) and ``lm_adapter/`` (a ``peft`` LoRA adapter, adapter weights only).
+A vision checkpoint (and any expert checkpoints named in ``extra["experts"]``) is copied into the model directory
+(``vision/``, ``experts/…``) and recorded relative to it, so the directory can be moved or copied anywhere; the LM
+is recorded by absolute path and SHA-256 (``load(lm_path=…)`` / ``medvit chat --lm DIR`` points at a moved copy).
+Paths read from ``vlm_config.json`` must stay inside the model directory (:func:`medvit.vlm.paths.inside_model_dir`).
 """
 
 from __future__ import annotations
@@ -31,13 +35,13 @@ from medvit.config import option
 from medvit.io.hashing import cached_sha256_file
 from medvit.models import create_model, load_model
 from medvit.models.checkpoint import read_safetensors, write_safetensors
+from medvit.vlm.paths import CONFIG_NAME, VISION_DIR, bundle_checkpoint, bundle_expert_specs, inside_model_dir
 from medvit.vlm.projectors import build_projector
 from medvit.vlm.templates import ChatTemplate, encode_conversation, template_for
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "medvit-vlm/1"
-CONFIG_NAME = "vlm_config.json"
 WEIGHTS_NAME = "trainable.safetensors"
 ADAPTER_DIR = "lm_adapter"
 SELECT_MODES = ("patch", "cls_patch")
@@ -354,9 +358,15 @@ class VisionLanguageModel(nn.Module):
         write_safetensors(out / WEIGHTS_NAME, {k: v.detach().contiguous().cpu() for k, v in sd.items()})
         if self.lm_mode == "lora":
             self.lm.save_pretrained(out / ADAPTER_DIR)
+        cfg_d = asdict(self.cfg)
+        if self.cfg.vision_checkpoint:  # the architecture + contract travel with the model (relocatable)
+            cfg_d["vision_checkpoint"] = bundle_checkpoint(self.cfg.vision_checkpoint, out, VISION_DIR)
+        extra = dict(extra or {})
+        if extra.get("experts"):
+            extra["experts"] = bundle_expert_specs(extra["experts"], out)
         meta = {
             "format": FORMAT,
-            "config": asdict(self.cfg),
+            "config": cfg_d,
             "lm": {"path": str(Path(self.cfg.lm_path).resolve()), "gguf_file": self.cfg.gguf_file,
                    "sha256": lm_sha256(self.cfg.lm_path, self.cfg.gguf_file),
                    "model_type": getattr(self.lm.config, "model_type", None)},
@@ -365,18 +375,24 @@ class VisionLanguageModel(nn.Module):
             "saved": {"vision": save_vision, "lm_full": self.lm_mode == "full" and bool(trained.get("lm"))},
             "num_image_tokens": self.num_image_tokens,
             "template": self.template.name,
-            **(extra or {}),
+            **extra,
         }
         (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         return out
 
     @classmethod
     def load(cls, path: str | Path, lm_path: str | Path | None = None, lora_trainable: bool = False,
-             check_lm_hash: bool = True) -> VisionLanguageModel:
-        """Rebuild a saved VLM. ``lm_path`` overrides the recorded LM directory (same weights expected).
+             check_lm_hash: bool = True, vision_checkpoint: str | Path | None = None) -> VisionLanguageModel:
+        """Rebuild a saved VLM from wherever its directory now is.
 
-        Raises ``FileNotFoundError`` (missing files), ``ValueError`` naming ``vlm_config.json`` and the key for a
-        wrong format or an LM whose SHA-256 differs from the recorded one (``check_lm_hash=False`` to allow).
+        ``lm_path`` overrides the recorded LM directory (key ``lm.path``; the same weights are expected: its
+        SHA-256 is checked). The vision checkpoint recorded relative to the model directory is read from there
+        (:func:`medvit.vlm.paths.inside_model_dir`); ``vision_checkpoint`` names one explicitly (checkpoints
+        saved before the vision encoder was bundled recorded a path outside the directory).
+
+        Raises ``FileNotFoundError`` (missing files; a missing LM names ``--lm`` / ``lm_path``), ``ValueError``
+        naming ``vlm_config.json`` and the key for a wrong format, a path outside the model directory or an LM
+        whose SHA-256 differs from the recorded one (``check_lm_hash=False`` to allow).
         """
         p = Path(path)
         cf = p / CONFIG_NAME
@@ -389,14 +405,31 @@ class VisionLanguageModel(nn.Module):
         if meta.get("format") != FORMAT:
             raise ValueError(f"{cf}: key 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
         cfg_d = dict(meta["config"])
+        lm_meta = meta.get("lm") or {}
+        override = ("pass the same language model with `medvit chat --lm DIR` "
+                    "(VisionLanguageModel.load(..., lm_path=DIR))")
         if lm_path is not None:
             cfg_d["lm_path"] = str(lm_path)
+        else:
+            cfg_d["lm_path"] = str(lm_meta.get("path") or cfg_d.get("lm_path") or "")
+            if not Path(cfg_d["lm_path"]).is_dir():
+                raise FileNotFoundError(f"{cf}: the language model recorded in key 'lm.path' ({cfg_d['lm_path']}) "
+                                        f"is not there (moved or on another machine); {override}, SHA-256 "
+                                        f"{str(lm_meta.get('sha256', '?'))[:12]}…")
+        if vision_checkpoint is not None:
+            cfg_d["vision_checkpoint"] = str(vision_checkpoint)
+        elif cfg_d.get("vision_checkpoint"):
+            vc = inside_model_dir(p, cfg_d["vision_checkpoint"], "config.vision_checkpoint")
+            if not vc.is_dir():
+                raise FileNotFoundError(f"{cf}: key 'config.vision_checkpoint': {vc} not found; pass the vision "
+                                        "checkpoint with VisionLanguageModel.load(..., vision_checkpoint=DIR)")
+            cfg_d["vision_checkpoint"] = str(vc)
         cfg = VLMConfig(**cfg_d)
         if check_lm_hash:
             got = lm_sha256(cfg.lm_path, cfg.gguf_file)
-            if got != meta["lm"]["sha256"]:
-                raise ValueError(f"{cf}: key 'lm.sha256' records {meta['lm']['sha256'][:12]}…, but the language "
-                                 f"model at {cfg.lm_path} hashes to {got[:12]}… (a different LM)")
+            if got != lm_meta.get("sha256"):
+                raise ValueError(f"{cf}: key 'lm.sha256' records {str(lm_meta.get('sha256'))[:12]}…, but the "
+                                 f"language model at {cfg.lm_path} hashes to {got[:12]}… (a different LM); {override}")
         model = cls(cfg)
         sd = read_safetensors(p / WEIGHTS_NAME)
         parts: dict[str, dict[str, torch.Tensor]] = {"projector": {}, "vision": {}, "lm": {}}

@@ -113,3 +113,54 @@ def test_chat_and_cxr_expert_respect_the_image_and_the_contract_scope(make_vlm, 
     seen.clear()
     assert main(["chat", "-m", str(tmp_path / "vlm"), str(_png(tmp_path)), "Is there a mass?", "--json"]) == 0
     assert "This is a" not in seen[0][0]["content"]  # a PNG has no header: no modality line
+
+
+def test_saved_vlm_is_relocatable_and_follows_no_outside_path_from_its_config(make_vlm, tiny_llama, tmp_path,
+                                                                              capsys, monkeypatch):
+    """Breaker F8: a VLM saved with a CWD-relative vision checkpoint and expert checkpoints, then moved, loads from
+    another directory (checkpoints copied into the model directory, recorded relative to it); a moved LM is named
+    in the error with the --lm override, which works (hash-checked); paths in vlm_config.json that are absolute
+    or lead out of the model directory are refused naming the key, unless the experts are given explicitly."""
+    import shutil
+
+    import pytest
+
+    from medvit.vlm.chat import load_chat
+
+    lm = tmp_path / "lm"
+    shutil.copytree(tiny_llama, lm)
+    img = _dicom(tmp_path)
+    monkeypatch.chdir(Path(DEMO).parents[2])
+    rel = "pipelines/demo/model"
+    make_vlm(lm=lm, vision_checkpoint=rel).save(tmp_path / "run" / "model",
+                                                extra={"experts": [{"kind": "cxr", "checkpoints": [rel]}]})
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "run" / "model", moved)
+    shutil.rmtree(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    cf = moved / "vlm_config.json"
+    meta = json.loads(cf.read_text())
+    assert meta["config"]["vision_checkpoint"] == "vision" and meta["experts"][0]["checkpoints"] == ["experts/cxr_0"]
+    chat = load_chat(moved)
+    assert chat.experts[0].name == "CXR" and chat.model.vision_from_checkpoint
+
+    shutil.move(lm, tmp_path / "lm2")
+    with pytest.raises(FileNotFoundError, match=r"key 'lm.path'.*--lm DIR"):
+        VisionLanguageModel.load(moved)
+    monkeypatch.setattr(VisionLanguageModel, "generate", lambda self, m, i=None, **kw: "no")
+    assert main(["chat", "-m", str(moved), str(img), "Is there a mass?", "--lm", str(tmp_path / "lm2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["answer"] == "no"
+
+    good = cf.read_text()
+    for bad in ["/etc", "../lm2", DEMO]:
+        meta["experts"][0]["checkpoints"] = [bad]
+        cf.write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match=r"experts\[0\]\.checkpoints.*outside the model directory"):
+            load_chat(moved, lm_path=tmp_path / "lm2")
+    assert load_chat(moved, [{"kind": "cxr", "checkpoints": [DEMO]}], lm_path=tmp_path / "lm2").experts
+    meta = json.loads(good)
+    meta["config"]["vision_checkpoint"] = "../run/model/vision"
+    cf.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config.vision_checkpoint.*outside the model directory"):
+        VisionLanguageModel.load(moved, lm_path=tmp_path / "lm2")
+    assert VisionLanguageModel.load(moved, lm_path=tmp_path / "lm2", vision_checkpoint=DEMO).vision_from_checkpoint

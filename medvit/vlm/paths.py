@@ -1,0 +1,92 @@
+"""Paths of a saved VLM (:mod:`medvit.vlm.model`): checkpoints copied into the model directory and recorded
+relative to it (so the directory can be moved), and the rule for reading them back — a value read from
+``vlm_config.json`` stays inside the model directory (no absolute path, no ``..`` out of it)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "vlm_config.json"
+VISION_DIR = "vision"
+
+
+def inside_model_dir(model_dir: str | Path, value: Any, key: str) -> Path:
+    """``model_dir / value`` for a path recorded in ``vlm_config.json``: it must be a relative path that stays
+    inside the model directory (no absolute path, no ``..`` out of it, no symlink leading out). Raises
+    ``ValueError`` naming the file and key otherwise (a value read from a file never becomes an arbitrary path:
+    pass such a checkpoint explicitly instead)."""
+    root = Path(model_dir)
+    cf = root / CONFIG_NAME
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{cf}: key {key!r} must be a path relative to the model directory, got {value!r:.80}")
+    p = Path(value)
+    target = (root / p).resolve()
+    if p.is_absolute() or not target.is_relative_to(root.resolve()):
+        raise ValueError(f"{cf}: key {key!r} is {value!r}, outside the model directory {root} (an absolute path or "
+                         "one leading out of it is not followed); pass that checkpoint explicitly")
+    return root / p
+
+
+def bundle_checkpoint(src: str | Path, out_dir: Path, rel: str) -> str:
+    """Copy the checkpoint directory ``src`` (regular files and sub-folders; symlinks copied as the files they
+    point to) to ``out_dir / rel`` unless it is that directory already; returns ``rel`` (POSIX) for the config."""
+    s, dst = Path(src), out_dir / rel
+    if not s.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {s}")
+    if s.resolve() != dst.resolve():
+        if s.resolve().is_relative_to(dst.resolve()):
+            raise ValueError(f"cannot copy checkpoint {s} into {dst}: it lies inside the destination")
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(s, dst, symlinks=False)
+    return Path(rel).as_posix()
+
+
+#: expert kind → the spec key holding its checkpoint path(s) (``checkpoints`` is a list)
+EXPERT_PATH_KEYS = {"cxr": "checkpoints", "segmentation": "checkpoint", "monai_bundle": "bundle_dir"}
+
+
+def _spec_paths(spec: Any, i: int, where: str) -> tuple[str, list[Any]]:
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ValueError(f"{where}: experts[{i}] must be an object with a 'kind'")
+    key = EXPERT_PATH_KEYS.get(str(spec["kind"]))
+    if key is None:
+        raise ValueError(f"{where}: experts[{i}].kind {spec['kind']!r} unknown; kinds: {', '.join(EXPERT_PATH_KEYS)}")
+    v = spec.get(key)
+    return key, (list(v) if key == "checkpoints" and isinstance(v, list | tuple) else [v])
+
+
+def bundle_expert_specs(specs: Sequence[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """Copy each expert's checkpoint(s) into ``out_dir/experts/<kind>_<i>[_<j>]`` and return the specs with
+    those paths relative to ``out_dir`` (what ``vlm_config.json`` records: the model directory stays
+    self-contained)."""
+    out = []
+    for i, spec in enumerate(specs):
+        key, paths = _spec_paths(spec, i, str(out_dir))
+        rel = [bundle_checkpoint(pth, out_dir, f"experts/{spec['kind']}_{i}" + (f"_{j}" if len(paths) > 1 else ""))
+               for j, pth in enumerate(paths)]
+        out.append({**spec, key: rel if key == "checkpoints" else rel[0]})
+    return out
+
+
+def recorded_expert_specs(specs: Any, model_dir: Path) -> list[dict[str, Any]]:
+    """The expert specs read from a model's ``vlm_config.json`` with their checkpoint paths resolved inside the
+    model directory (:func:`inside_model_dir`); an absolute path or one leading out of the
+    directory is refused (``ValueError`` naming the key — pass such experts explicitly, e.g. ``medvit chat
+    --expert cxr=DIR``)."""
+    if not isinstance(specs, list):
+        raise ValueError(f"{model_dir / CONFIG_NAME}: key 'experts' must be a list, got {type(specs).__name__}")
+    out = []
+    for i, spec in enumerate(specs):
+        key, paths = _spec_paths(spec, i, str(model_dir / CONFIG_NAME))
+        res = []
+        for pth in paths:
+            try:
+                res.append(str(inside_model_dir(model_dir, pth, f"experts[{i}].{key}")))
+            except ValueError as e:
+                raise ValueError(f"{e} (e.g. `medvit chat --expert {spec['kind']}=DIR`)") from e
+        out.append({**spec, key: res if key == "checkpoints" else res[0]})
+    return out
