@@ -290,7 +290,8 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
                        ("cpu" if tcfg.device == "auto" else tcfg.device))
     step = loss_step(cfg.loss)
     step.loss.setup(TrainContext(train_set=train_ds, transform=train_tf, train=tcfg, device=dev, multilabel=True,
-                                 output_dir=str(out), source_set=source_train, model=model))
+                                 output_dir=str(out), source_set=source_train, model=model,
+                                 contract=pre_contract, label_names=label_names))
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         logits, y, mask = predict_multilabel(m, val_ds, cfg.eval_batch_size, dev, tcfg.precision)

@@ -268,6 +268,7 @@ class DeiTLTLoss(Loss):
         super().__init__()
         if not 0.0 <= alpha <= 1.0 or not 0.0 <= drw_start <= 1.0 or mixup < 0 or cutmix < 0:
             raise ValueError("alpha and drw_start must be in [0, 1], mixup/cutmix >= 0")
+        self.teacher_path = "" if isinstance(teacher, nn.Module) else str(teacher)
         self.teacher = _load_teacher(teacher).eval().requires_grad_(False)
         self.alpha, self.beta, self.drw_start = float(alpha), float(beta), float(drw_start)
         self.mixup, self.cutmix = float(mixup), float(cutmix)
@@ -287,6 +288,53 @@ class DeiTLTLoss(Loss):
             counts = class_counts(ctx.source_set if ctx.source_set is not None else ctx.train_set, ctx.multilabel)
             self.weights = effective_number_weights(counts, self.beta).to(ctx.device)
             logger.info("deit_lt: class counts %s -> weights %s", counts, [round(float(w), 3) for w in self.weights])
+        self.check_teacher(ctx)
+
+    def check_teacher(self, ctx: TrainContext) -> None:
+        """Refuse a teacher that does not fit the run, naming ``loss.args.teacher``: its contract (when it has one)
+        must be a classifier (no segmentation), with the run's label names, input channels, input size and
+        normalisation (mean/std) — a teacher fed other images than it was trained on labels them silently wrong;
+        and its output on one augmented training image must be ``(1, C)`` logits for the run's C labels."""
+        where = f"loss.args.teacher ({self.teacher_path or type(self.teacher).__name__})"
+        tc, run = getattr(self.teacher, "contract", None), ctx.contract
+        if tc is not None:
+            if getattr(tc, "segmentation", None) is not None:
+                raise ValueError(f"{where}: a segmentation checkpoint; deit_lt needs a classifier teacher trained on "
+                                 "the run's labels")
+            if ctx.label_names and tc.label_names and list(tc.label_names) != list(ctx.label_names):
+                raise ValueError(f"{where}: teacher labels {list(tc.label_names)} differ from the run's "
+                                 f"{list(ctx.label_names)}")
+            if run is not None:
+                diffs = []
+                for f in ("in_chans", "input_size"):
+                    if tuple(_as_tuple(getattr(tc, f))) != tuple(_as_tuple(getattr(run, f))):
+                        diffs.append(f"{f} {getattr(tc, f)} vs the run's {getattr(run, f)}")
+                for f in ("mean", "std"):
+                    a, b = _as_tuple(getattr(tc, f)), _as_tuple(getattr(run, f))
+                    if len(a) != len(b) or any(abs(float(x) - float(y)) > 1e-6 for x, y in zip(a, b)):
+                        diffs.append(f"{f} {list(a)} vs the run's {list(b)}")
+                if diffs:
+                    raise ValueError(f"{where}: the teacher was trained on other inputs than this run feeds it "
+                                     f"({'; '.join(diffs)}): train the teacher with the run's image_size / in_chans "
+                                     "/ mean / std")
+        if len(ctx.train_set) == 0:
+            return
+        item = ctx.train_set[0]
+        if ctx.transform is not None:
+            item = ctx.transform(item, torch.Generator().manual_seed(0))
+        x = torch.as_tensor(item["image"]).float()[None]
+        dev = next(iter(self.teacher.parameters()), torch.empty(0)).device
+        with torch.no_grad():
+            try:
+                out = logits_of(self.teacher(x.to(dev)))
+            except Exception as e:  # noqa: BLE001 - reported with the key that names the teacher
+                raise ValueError(f"{where}: the teacher fails on a training image of shape {list(x.shape)}: {e}") \
+                    from e
+        c = self._num_classes()
+        if out.dim() != 2 or out.shape[-1] != c:
+            raise ValueError(f"{where}: outputs shape {list(out.shape)} for one training image; deit_lt needs a "
+                             f"classifier giving (B, {c}) logits for the run's {c} labels (a segmentation or other-"
+                             "task checkpoint?)")
 
     def on_train_step(self, step: int, total_steps: int) -> None:
         self.weights_on = step >= self.drw_start * total_steps
@@ -330,6 +378,10 @@ class DeiTLTLoss(Loss):
             l_dist = F.cross_entropy(dist, t.argmax(-1), weight=w)
         loss = (1 - self.alpha) * l_cls + self.alpha * l_dist
         return {"loss": loss, "loss_cls": l_cls.detach(), "loss_dist": l_dist.detach()}
+
+
+def _as_tuple(v: Any) -> tuple[Any, ...]:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
 
 
 def class_counts(ds: Any, multilabel: bool) -> list[int]:

@@ -54,6 +54,8 @@ class TrainContext:
     output_dir: str = ""
     source_set: Any = None  # the training set before caching wrappers (label tables such as label_counts())
     model: Any = None  # the model being trained (a loss may switch a training output on, e.g. DeiT's (cls, dist))
+    contract: Any = None  # the run's preprocessing (WeightContract: in_chans, input_size, mean, std) to check teachers
+    label_names: list[str] | None = None  # the run's output names (a teacher's contract labels are compared)
 
 
 class Loss(nn.Module):

@@ -145,3 +145,38 @@ def test_long_tailed_chest_split():
     assert len(val) == len(build_dataset("cxr_phantom", "val", n=1500, seed=0, image_size=32))
     with pytest.raises(ValueError, match="order must list every finding"):
         build_dataset("cxr_phantom_lt", "train", n=100, seed=0, image_size=32, order=["Mass"])
+
+
+def test_teacher_that_does_not_fit_the_run_is_refused_naming_loss_args_teacher(tmp_path):
+    """Breaker F6: a segmentation / wrong-task teacher gave a bare 'Target size ... must be the same as input size'
+    shape error mid-step, and a teacher trained at another input size or normalisation was used silently."""
+    from medvit.models import WeightContract
+    from medvit.train.losses import TrainContext
+
+    names = [f"f{i}" for i in range(3)]
+    run = WeightContract(in_chans=1, input_size=(32, 32), mean=(0.5,), std=(0.25,))
+
+    def teacher(name, **contract):
+        torch.manual_seed(0)
+        m = create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, embed_dim=16, depth=1, num_heads=2,
+                         in_chans=1, num_classes=contract.pop("classes", 3))
+        c = {"in_chans": 1, "input_size": (32, 32), "mean": (0.5,), "std": (0.25,), "label_names": names, **contract}
+        return str(save_checkpoint(m, tmp_path / name, contract=WeightContract(**c)))
+
+    ds = [{"image": torch.rand(1, 32, 32), "label": torch.tensor([1.0, 0.0, 0.0])}]
+
+    def setup(t):
+        DeiTLTLoss(t, class_counts=[10, 5, 1]).setup(TrainContext(train_set=ds, contract=run, label_names=names))
+
+    setup(teacher("ok"))  # fits: accepted
+    with pytest.raises(ValueError, match=r"loss\.args\.teacher .*input_size \(48, 48\) vs the run's \(32, 32\)"):
+        setup(teacher("size", input_size=(48, 48)))
+    with pytest.raises(ValueError, match=r"loss\.args\.teacher .*mean \[0\.4\] vs the run's \[0\.5\]"):
+        setup(teacher("norm", mean=(0.4,)))
+    with pytest.raises(ValueError, match=r"loss\.args\.teacher .*teacher labels \['a', 'b', 'c'\] differ"):
+        setup(teacher("labels", label_names=["a", "b", "c"]))
+    with pytest.raises(ValueError, match=r"loss\.args\.teacher .*outputs shape \[1, 5\].*\(B, 3\) logits"):
+        setup(teacher("classes", classes=5, label_names=[]))
+    seg = torch.nn.Conv2d(1, 3, 1)  # dense (B, 3, H, W) output, like a segmentation checkpoint
+    with pytest.raises(ValueError, match=r"loss\.args\.teacher \(Conv2d\): outputs shape \[1, 3, 32, 32\]"):
+        setup(seg)
