@@ -125,6 +125,9 @@ class TinyViTDistill(Loss):
         n = len(ctx.train_set)
         if "{seed}" in self.store_template:  # one store per run seed; replaced literally (no other format fields)
             self.store_dir, self._store = self.store_template.replace("{seed}", str(seed)), None
+        if ctx.label_names and self.k > len(ctx.label_names):
+            raise ValueError(f"loss.args.k: top-{self.k} of a run with {len(ctx.label_names)} labels; give k <= "
+                             f"{len(ctx.label_names)}")
         if not (Path(self.store_dir) / META_NAME).is_file():
             if not self.teacher:
                 raise FileNotFoundError(f"loss.args.store: {self.store_dir} holds no teacher-logit store; give "

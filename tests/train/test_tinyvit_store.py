@@ -217,3 +217,14 @@ def test_reused_store_is_checked_against_teacher_k_and_input(tmp_path):
         setup(transform=lambda item, g: {**_aug(item, g), "image": _aug(item, g)["image"][:, :8, :8]})
     with pytest.raises(ValueError, match=r"input differs from the one the teacher saw"):
         setup(transform=lambda item, g: {**item, "image": (_aug(item, g)["image"] - 0.5) / 0.25})
+
+
+def test_k_above_the_label_count_is_refused_before_the_teacher_pass(tmp_path):
+    """Breaker F5: loss.args.k=1000 failed only after the teacher pass had started and left an empty store folder."""
+    loss = TinyViTDistill(str(tmp_path / "store"), teacher=_teacher(7), k=1000)
+    with pytest.raises(ValueError, match=r"loss\.args\.k: top-1000 of a run with 7 labels"):
+        loss.setup(TrainContext(train_set=_Data(4), transform=_aug, label_names=[f"l{i}" for i in range(7)]))
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(ValueError, match=r"top-K 1000 must be in \[1, num_classes=7\]"):  # no label names given
+        save_teacher_logits(_teacher(7), _Data(4), _aug, tmp_path / "s2", k=1000, epochs=1, seed=0)
+    assert not (tmp_path / "s2").exists()
