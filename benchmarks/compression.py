@@ -370,7 +370,8 @@ def e2e_infer(args: argparse.Namespace, work: Path, log: dict) -> dict:
             out = work / f"infer_{prec}_{rnd}"
             cmd = [sys.executable, "-m", "medvit.cli.main", "infer", "-m", str(model), "-i", str(inp), "-o",
                    str(out), "--batch-size", str(args.speed_batch), "--precision", prec, "--device", "cpu",
-                   "--quiet", "--threads", str(args.threads), "--workers", "0", "--any-modality"]
+                   "--quiet", "--threads", str(args.threads), "--workers", "0", "--any-modality",
+                   f"--{args.e2e_decode}-decode"]
             t = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             wall = time.perf_counter() - t
@@ -383,7 +384,7 @@ def e2e_infer(args: argparse.Namespace, work: Path, log: dict) -> dict:
             print(f"e2e {prec} round {rnd}: {n} images, run {run['seconds']:.1f} s, wall {wall:.1f} s", flush=True)
     med = {k: statistics.median([r["img_s_run"] for r in v]) for k, v in res.items()}
     return {"rounds": res, "median_img_s_run": med, "int8_gain": med["int8"] / med["fp32"],
-            "files": args.e2e_n, "dicom_size": args.e2e_size, "checkpoint": str(model)}
+            "files": args.e2e_n, "dicom_size": args.e2e_size, "decode": args.e2e_decode, "checkpoint": str(model)}
 
 
 def write_md(log: dict, path: Path) -> None:
@@ -433,7 +434,8 @@ def write_md(log: dict, path: Path) -> None:
                            "int8_gain": float("nan")}
     lines += ["", f"**`medvit infer` end to end** ({e['files']} phantom DX DICOM files {e['dicom_size']}², decode + "
               f"preprocess + predict + CSV, batch {m['speed_batch']}, `--workers 0`, the Q-HyViT PTQ checkpoint "
-              f"`ptq_dense/model`; run clock from run.json, median of {len(e['rounds']['fp32'])} interleaved rounds "
+              f"`ptq_dense/model`, `--{e.get('decode', 'full')}-decode`; run clock from run.json, median of "
+              f"{len(e['rounds']['fp32'])} interleaved rounds "
               f"after a warm-up round): fp32 {e['median_img_s_run']['fp32']:.1f} images/s, `--precision int8` "
               f"{e['median_img_s_run']['int8']:.1f} images/s → **{e['int8_gain']:.2f}×**.", ""]
     nv = next((r for r in log["rows"] if r.get("test_auroc_before_finetune") is not None), None)
@@ -523,6 +525,8 @@ def main() -> None:
     a.add_argument("--e2e-n", type=int, default=256)
     a.add_argument("--e2e-size", type=int, default=256)
     a.add_argument("--e2e-rounds", type=int, default=2)
+    a.add_argument("--e2e-decode", choices=("full", "reduced"), default="full",
+                   help="medvit infer --full-decode (its default) or the opt-in --reduced-decode")
     a.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a.add_argument("--families", default="dense,nvit,elastic,snnet",
                    help="variant families built now (rows of the others are kept from an earlier build.json)")
