@@ -22,6 +22,7 @@ from torch import nn
 
 from medvit.train.logit_store import LogitStore, check_input, dense_from_topk, save_teacher_logits
 from medvit.train.losses import Loss, TrainContext, logits_of, register_loss
+from medvit.train.mixing import batch_mix_seed, mix_images
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,12 @@ class TinyViTDistill(Loss):
             "sigmoid" (multi-label: per-label probabilities, soft-target BCE; unstored labels 0).
         epochs: epochs the teacher pass covers (0 = enough for the run's schedule).
         gt_weight: weight of the ground-truth loss added to the distillation (0 = TinyViT: labels unused).
-        batch_size: teacher-pass batch size.
+        batch_size: teacher-pass batch size (without mixing; with mixing the pass forms the loop's batches).
+        mixup, cutmix: Beta(α, α) parameters of batch-level Mixup / CutMix (TinyViT paper 0.8 / 1.0; 0 = off, the
+            default). The mixing of a batch is drawn from :func:`batch_mix_seed` of its samples' seeds, so the
+            teacher pass (which forms the same batches as the loop: ``train.batch_size``, one process) stores the
+            teacher's top-K on the mixed images and the student run rebuilds exactly those images (tested bit-exact).
+            With ``gt_weight`` > 0 the ground-truth term uses the mixed labels.
     Model output (B, C) logits; batch ``aug_seed`` (B,) (filled by the loop), ``label`` when ``gt_weight`` > 0.
     Records of images that failed in the teacher pass (index -1) are left out of the mean.
     """
@@ -97,8 +103,11 @@ class TinyViTDistill(Loss):
     seed_key = "aug_seed"
 
     def __init__(self, store: str, teacher: str = "", k: int = 10, probs: str = "softmax", epochs: int = 0,
-                 gt_weight: float = 0.0, batch_size: int = 64):
+                 gt_weight: float = 0.0, batch_size: int = 64, mixup: float = 0.0, cutmix: float = 0.0):
         super().__init__()
+        if mixup < 0 or cutmix < 0:
+            raise ValueError(f"loss.args.mixup / cutmix must be >= 0, got {mixup}, {cutmix}")
+        self.mixup, self.cutmix = float(mixup), float(cutmix)
         if probs not in ("softmax", "sigmoid"):
             raise ValueError(f"probs must be 'softmax' or 'sigmoid', got {probs!r}")
         if k < 1 or epochs < 0 or batch_size < 1 or not 0.0 <= gt_weight <= 1.0:
@@ -138,11 +147,18 @@ class TinyViTDistill(Loss):
             save_teacher_logits(teacher, ctx.train_set, ctx.transform, self.store_dir, k=self.k,
                                 epochs=epochs, seed=seed, probs=self.probs, device=ctx.device,
                                 batch_size=self.batch_size, teacher_name=str(self.teacher),
-                                teacher_sha256=_teacher_sha256(self.teacher))
+                                teacher_sha256=_teacher_sha256(self.teacher), mixup=self.mixup,
+                                cutmix=self.cutmix, mix_batch_size=self._loop_batch_size(ctx))
         m = self.store.meta
         if m.n != n or m.seed != seed:
             raise ValueError(f"{self.store_dir}: written for {m.n} images with train.seed={m.seed}; this run has "
                              f"{n} images, seed {seed} (one store per training set and seed)")
+        if (m.mixup, m.cutmix) != (self.mixup, self.cutmix) or (self.mixing and m.mix_batch_size
+                                                                  != self._loop_batch_size(ctx)):
+            raise ValueError(f"{self.store_dir}: written with mixup={m.mixup}, cutmix={m.cutmix}, batches of "
+                             f"{m.mix_batch_size}; this run has loss.args.mixup={self.mixup}, cutmix={self.cutmix}, "
+                             f"train.batch_size={self._loop_batch_size(ctx)} (the stored logits are of other images: "
+                             "give a new loss.args.store)")
         if m.k != self.k:
             raise ValueError(f"loss.args.k: {self.k}, but {self.store_dir} holds top-{m.k} records (give k: {m.k} or "
                              "a new loss.args.store)")
@@ -156,6 +172,32 @@ class TinyViTDistill(Loss):
                                  f"teacher {self.store_dir} was written with ({m.teacher or '?'}, "
                                  f"{m.teacher_sha256[:12]}...): give that teacher or a new loss.args.store")
         check_input(self.store, ctx.train_set, ctx.transform)
+
+    @property
+    def mixing(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    @staticmethod
+    def _loop_batch_size(ctx: TrainContext) -> int:
+        return int(getattr(ctx.train, "batch_size", 0) or 0)
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Mixup/CutMix of the batch from :func:`batch_mix_seed` of ``batch["aug_seed"]`` (unchanged when off);
+        adds ``soft_label`` (mixed labels) when the batch has ``label``."""
+        if not self.mixing:
+            return batch
+        import numpy as np
+
+        rng = np.random.default_rng(batch_mix_seed(batch["aug_seed"]))
+        x, lam = mix_images(batch["image"], self.mixup, self.cutmix, rng)
+        out = {**batch, "image": x, "mix_lambda": lam}
+        if "label" in batch:
+            y = batch["label"]
+            yt = y.float() if y.dim() == 2 else F.one_hot(y.long(), self.store.meta.num_classes).float()
+            out["soft_label"] = lam * yt + (1 - lam) * yt.flip(0)
+            if "label_mask" in batch:
+                out["label_mask"] = batch["label_mask"] & batch["label_mask"].flip(0)
+        return out
 
     def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
         logits = logits_of(output).float()
@@ -176,11 +218,13 @@ class TinyViTDistill(Loss):
         if "label" not in batch:
             raise KeyError("tinyvit_kd with gt_weight > 0 needs batch key 'label'")
         y = batch["label"]
+        soft = batch.get("soft_label")
         if self.probs == "softmax":
-            gt = F.cross_entropy(logits, y.long())
+            gt = F.cross_entropy(logits, y.long()) if soft is None else soft_target_ce(logits, soft).mean()
         else:
             m = batch.get("label_mask", torch.ones_like(y, dtype=torch.bool)).float()
-            gt = (F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none") * m).sum() / m.sum().clamp(
+            t = y.float() if soft is None else soft
+            gt = (F.binary_cross_entropy_with_logits(logits, t, reduction="none") * m).sum() / m.sum().clamp(
                 min=1.0)
         return {"loss": (1 - self.gt_weight) * kd + self.gt_weight * gt, "loss_kd": kd.detach(),
                 "loss_gt": gt.detach()}
@@ -207,27 +251,13 @@ def effective_number_weights(counts: Any, beta: float = 0.9999) -> torch.Tensor:
 
 
 def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix: float,
-              multilabel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) with the batch reversed as partner (timm's
-    ``Mixup`` rule; CutMix or Mixup chosen with probability 1/2 when both are on). x (B, C, H, W), y (B,) class
-    indices or (B, K) multi-hot -> mixed x, soft targets (B, K). λ ~ Beta(α, α) from torch's global generator."""
+              multilabel: bool, rng: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mix_images` plus the mixed targets: y (B,) class indices or (B, K) multi-hot -> mixed x, soft
+    targets (B, K) ``λ·y + (1-λ)·y.flip(0)``."""
     yt = y.float() if multilabel else F.one_hot(y.long(), num_classes).float()
-    use_cut = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
-    alpha = cutmix if use_cut else mixup
-    if alpha <= 0:
+    x, lam = mix_images(x, mixup, cutmix, rng)
+    if lam == 1.0:
         return x, yt
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    if use_cut:
-        h, w = x.shape[-2:]
-        rh, rw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-        cy, cx = int(torch.randint(0, h, ())), int(torch.randint(0, w, ()))
-        y0, y1 = max(cy - rh // 2, 0), min(cy + rh // 2, h)
-        x0, x1 = max(cx - rw // 2, 0), min(cx + rw // 2, w)
-        x = x.clone()
-        x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
-        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    else:
-        x = lam * x + (1 - lam) * x.flip(0)
     return x, lam * yt + (1 - lam) * yt.flip(0)
 
 

@@ -66,6 +66,10 @@ class StoreMeta:
     input_row: int = -1
     input_shape: tuple[int, ...] = ()
     input_probe: tuple[float, ...] = ()
+    # batch-level Mixup / CutMix the teacher saw (0, 0 = none) and the loop batch size its batches were formed with
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_batch_size: int = 0
 
     def to_json(self) -> str:
         d = {"format": FORMAT, **self.__dict__, "failed": list(self.failed), "input_shape": list(self.input_shape),
@@ -201,7 +205,7 @@ def _checked_meta(d: dict[str, Any], mf: Path) -> dict[str, Any]:
     import dataclasses
 
     kinds = {"k": int, "num_classes": int, "n": int, "epochs": int, "seed": int, "probs": str, "teacher": str,
-             "transform": str, "teacher_sha256": str, "input_row": int}
+             "transform": str, "teacher_sha256": str, "input_row": int, "mix_batch_size": int}
     fields = {f.name for f in dataclasses.fields(StoreMeta)}
     unknown = sorted(set(d) - fields)
     if unknown:
@@ -217,6 +221,10 @@ def _checked_meta(d: dict[str, Any], mf: Path) -> dict[str, Any]:
                                                       and math.isfinite(v) for v in value):
                 raise ValueError(f"{mf}: key 'input_probe' must be a list of finite numbers, got {value!r}")
             out[key] = tuple(float(v) for v in value)
+        elif key in ("mixup", "cutmix"):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{mf}: key {key!r} must be a number >= 0, got {value!r}")
+            out[key] = float(value)
         elif key in kinds:
             want = kinds[key]
             if not isinstance(value, want) or isinstance(value, bool):
@@ -275,13 +283,24 @@ def topk_probs(logits: torch.Tensor, k: int, probs: str = "softmax") -> tuple[to
 def save_teacher_logits(teacher: nn.Module, train_set: Any, transform: Any, out_dir: str | Path, *, k: int,
                         epochs: int, seed: int, probs: str = "softmax", batch_size: int = 64,
                         device: str | torch.device = "cpu", teacher_name: str = "",
-                        transform_desc: str = "", teacher_sha256: str = "") -> LogitStore:
+                        transform_desc: str = "", teacher_sha256: str = "", mixup: float = 0.0,
+                        cutmix: float = 0.0, mix_batch_size: int = 0) -> LogitStore:
     """Run ``teacher`` once per (epoch, image) of ``train_set`` on ``transform(item, Generator(s))`` with ``s`` the
     loop's augmentation seed (:func:`medvit.train.sampler.sample_seed` of ``seed``), keep the top-``k``
     probabilities. Items that fail to load or augment are logged, left as index -1 records (the loss ignores
-    them) and listed in ``meta.json`` ``failed``; the pass goes on. Returns the store (read-only)."""
-    from medvit.train.sampler import SeededTransformDataset
+    them) and listed in ``meta.json`` ``failed``; the pass goes on. Returns the store (read-only).
 
+    With ``mixup`` or ``cutmix`` > 0 the pass forms the training loop's batches (:class:`ResumableBatchSampler` of
+    ``mix_batch_size``, seed ``seed``, one process), mixes each with :func:`medvit.train.mixing.mix_images` drawn
+    from :func:`~medvit.train.mixing.batch_mix_seed` of its seeds, and stores the teacher's outputs on the mixed
+    images; a batch with a failing item is failed as a whole (the loop could not form it either); images the loop
+    never uses (the tail that does not fill a batch) keep index -1 without being listed as failed."""
+    from medvit.train.mixing import batch_mix_seed, mix_images
+    from medvit.train.sampler import ResumableBatchSampler, SeededTransformDataset
+
+    mixing = mixup > 0 or cutmix > 0
+    if mixing and mix_batch_size < 1:
+        raise ValueError("teacher pass with Mixup/CutMix needs the training loop's batch size (train.batch_size)")
     teacher = teacher.to(device).eval()
     n = len(train_set)
     data = SeededTransformDataset(train_set, transform)
@@ -289,46 +308,69 @@ def save_teacher_logits(teacher: nn.Module, train_set: Any, transform: Any, out_
     num_classes: int | None = None
     failed: list[int] = []
     probe: tuple[int, tuple[int, ...], tuple[float, ...]] = (-1, (), ())
+
+    def flush_batch(rows: list[int], seeds: list[int], xs: list[torch.Tensor]) -> None:
+        nonlocal store, num_classes
+        x = torch.stack(xs)
+        if mixing:
+            x, _ = mix_images(x, mixup, cutmix, np.random.default_rng(batch_mix_seed(seeds)))
+        out = teacher(x.to(device))
+        logits = out if isinstance(out, torch.Tensor) else torch.stack([o.float() for o in out]).mean(0)
+        if store is None:
+            num_classes = int(logits.shape[-1])
+            store = LogitStore.create(out_dir, StoreMeta(k, num_classes, n, epochs, seed, probs, teacher_name,
+                                                         transform_desc))
+            store.records["index"][:] = -1
+        idx, val = topk_probs(logits, k, probs)
+        store.write(np.array(rows), np.array(seeds), idx, val)
+
+    def load(e: int, i: int, s: int) -> torch.Tensor | None:
+        nonlocal probe
+        try:
+            x = data[(i, s)]["image"]
+        except Exception as err:  # noqa: BLE001 - a bad image must not end the pass; it is reported
+            logger.warning("teacher pass: epoch %d image %d skipped: %s", e, i, err)
+            failed.append(e * n + i)
+            return None
+        if probe[0] < 0:
+            probe = (e * n + i, tuple(x.shape), input_probe(x))
+        return x
+
     for e in range(epochs):
-        pending: list[tuple[int, int, torch.Tensor]] = []
-
-        def flush_batch(pending: list[tuple[int, int, torch.Tensor]]) -> None:
-            nonlocal store, num_classes
-            x = torch.stack([p[2] for p in pending]).to(device)
-            out = teacher(x)
-            logits = out if isinstance(out, torch.Tensor) else torch.stack([o.float() for o in out]).mean(0)
-            if store is None:
-                num_classes = int(logits.shape[-1])
-                store = LogitStore.create(out_dir, StoreMeta(k, num_classes, n, epochs, seed, probs, teacher_name,
-                                                             transform_desc))
-                store.records["index"][:] = -1
-            idx, val = topk_probs(logits, k, probs)
-            store.write(np.array([p[0] for p in pending]), np.array([p[1] for p in pending]), idx, val)
-
-        for i in range(n):
-            s = sample_seed(seed, e, i)
-            try:
-                x = data[(i, s)]["image"]
-            except Exception as err:  # noqa: BLE001 - a bad image must not end the pass; it is reported
-                logger.warning("teacher pass: epoch %d image %d skipped: %s", e, i, err)
-                failed.append(e * n + i)
-                continue
-            if probe[0] < 0:
-                probe = (e * n + i, tuple(x.shape), input_probe(x))
-            pending.append((e * n + i, s, x))
-            if len(pending) == batch_size:
-                flush_batch(pending)
-                pending = []
-        if pending:
-            flush_batch(pending)
+        if mixing:
+            sampler = ResumableBatchSampler(n, mix_batch_size, seed)
+            sampler.set_epoch(e)
+            for batch in sampler:
+                xs = [load(e, i, s) for i, s in batch]
+                rows = [e * n + i for i, _ in batch]
+                if any(x is None for x in xs):
+                    failed.extend(r for r, x in zip(rows, xs) if x is not None)
+                    continue
+                flush_batch(rows, [s for _, s in batch], xs)  # type: ignore[arg-type]
+        else:
+            pending: list[tuple[int, int, torch.Tensor]] = []
+            for i in range(n):
+                s = sample_seed(seed, e, i)
+                x = load(e, i, s)
+                if x is None:
+                    continue
+                pending.append((e * n + i, s, x))
+                if len(pending) == batch_size:
+                    flush_batch(*map(list, zip(*pending)))
+                    pending = []
+            if pending:
+                flush_batch(*map(list, zip(*pending)))
         logger.info("teacher pass: epoch %d/%d done", e + 1, epochs)
     if store is None:
         raise ValueError(f"teacher pass: no image of the {n} could be read")
-    for row in failed:
-        store.records["seed"][row] = sample_seed(seed, row // n, row % n) & SEED_MASK
+    written = np.zeros(n * epochs, dtype=bool)
+    written[(store.records["index"][:, 0] >= 0)] = True
+    for row in np.flatnonzero(~written):  # failed or never batched: seed kept so lookups check it
+        store.records["seed"][row] = sample_seed(seed, int(row) // n, int(row) % n) & SEED_MASK
     store.flush()
     store.write_meta(StoreMeta(k, int(num_classes or 0), n, epochs, seed, probs, teacher_name, transform_desc,
-                               tuple(failed), teacher_sha256, *probe))
+                               tuple(sorted(failed)), teacher_sha256, *probe, float(mixup), float(cutmix),
+                               int(mix_batch_size) if mixing else 0))
     del store
     if failed:
         logger.warning("teacher pass: %d of %d records failed (listed in %s)", len(failed), n * epochs,

@@ -12,7 +12,7 @@ import torch
 from medvit.train.distill import TinyViTDistill, soft_target_ce
 from medvit.train.logit_store import LogitStore, dense_from_topk, record_dtype, save_teacher_logits, topk_probs
 from medvit.train.losses import TrainContext, loss_step
-from medvit.train.sampler import sample_seed
+from medvit.train.sampler import SeededTransformDataset, sample_seed
 
 
 def test_record_is_4_plus_4k_bytes():
@@ -228,3 +228,65 @@ def test_k_above_the_label_count_is_refused_before_the_teacher_pass(tmp_path):
     with pytest.raises(ValueError, match=r"top-K 1000 must be in \[1, num_classes=7\]"):  # no label names given
         save_teacher_logits(_teacher(7), _Data(4), _aug, tmp_path / "s2", k=1000, epochs=1, seed=0)
     assert not (tmp_path / "s2").exists()
+
+
+class _RecordingTeacher(torch.nn.Module):
+    """A linear teacher that keeps every batch it is shown."""
+
+    def __init__(self, c=6):
+        super().__init__()
+        self.net, self.seen = _teacher(c), []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+@pytest.mark.parametrize("mixup,cutmix", [(0.8, 1.0), (0.0, 1.0), (0.8, 0.0)])
+def test_mixup_cutmix_replayed_bit_exact_from_the_samples_seeds(tmp_path, mixup, cutmix):
+    """The teacher pass forms the loop's batches and mixes them from batch_mix_seed(per-sample seeds); the student
+    run (Trainer + loss.prepare) rebuilds exactly the teacher's mixed images, and the stored top-K are the
+    teacher's top-K on them."""
+    from medvit.train import TrainConfig, Trainer
+
+    seen_student: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class _Rec(TinyViTDistill):
+        def forward(self, output, batch):
+            seen_student.append((batch["aug_seed"].clone(), batch["image"].detach().clone()))
+            return super().forward(output, batch)
+
+    ds, teacher = _Data(20), _RecordingTeacher(6)
+    cfg = TrainConfig(steps=6, batch_size=6, lr=0.01, progress=False, schedule="constant", seed=4)
+    loss = _Rec(str(tmp_path / "mix"), teacher=teacher, k=3, mixup=mixup, cutmix=cutmix)
+    loss.setup(TrainContext(train_set=ds, transform=_aug, train=cfg))
+    assert (loss.store.meta.mixup, loss.store.meta.cutmix, loss.store.meta.mix_batch_size) == (mixup, cutmix, 6)
+    torch.manual_seed(0)
+    Trainer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 6)), cfg, ds, loss_step(loss),
+            transform=_aug).fit()
+    assert len(seen_student) == 6 and len(teacher.seen) >= 6  # 3 batches per epoch, 2 epochs
+    plain = SeededTransformDataset(ds, _aug)
+    n_mixed = 0
+    for (seeds, x_student), x_teacher in zip(seen_student, teacher.seen):
+        assert torch.equal(x_student, x_teacher)  # bit-exact: same partner, λ and box
+        idx_t, val_t = topk_probs(teacher.net(x_student), 3)
+        _, idx, val = loss.store.lookup(seeds)
+        assert torch.equal(idx, idx_t) and torch.equal(val, val_t.half().float())
+        rows = [loss.store.row_of_seed(int(s)) for s in seeds]
+        unmixed = torch.stack([plain[(r % 20, int(s))]["image"] for r, s in zip(rows, seeds)])
+        n_mixed += not torch.equal(unmixed, x_student)
+    assert n_mixed >= 3  # mixing really happened (a CutMix box can be empty on a 12-px image)
+    # the tail the loop never batches (20 = 3*6 + 2 per epoch) is left as index -1, not reported as failed
+    assert (loss.store.records["index"][:, 0] == -1).sum() == 2 * loss.store.meta.epochs
+    assert loss.store.meta.failed == ()
+    # a run without mixing (or another batch size) must not reuse the mixed store
+    with pytest.raises(ValueError, match="mixup"):
+        TinyViTDistill(str(tmp_path / "mix"), k=3).setup(TrainContext(train_set=ds, transform=_aug, train=cfg))
+
+
+def test_batch_mix_seed_depends_on_members_and_order():
+    from medvit.train.mixing import batch_mix_seed
+
+    a = [sample_seed(0, 0, i) for i in range(4)]
+    assert batch_mix_seed(a) == batch_mix_seed(torch.tensor(a)) and 0 <= batch_mix_seed(a) < 2 ** 63
+    assert batch_mix_seed(a) != batch_mix_seed(a[::-1]) and batch_mix_seed(a) != batch_mix_seed(a[:3])
