@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from medvit.config import option
+from medvit.train.sampler import SamplerSpec
 
 
 @dataclass
@@ -43,6 +44,9 @@ class TrainConfig:
     progress: bool = option(True, "tqdm progress bar on rank 0")
     ema_decay: float = option(0.0, "exponential moving average of the weights (e.g. 0.999; 0 = off): the average "
                                    "is evaluated, selected and saved (timm --model-ema)")
+    sampler: SamplerSpec | None = option(None, "long-tail re-sampling of the training loader, e.g. {name: "
+                                                "square_root} (class_balanced | square_root | progressive | power, "
+                                                "Kang et al. ICLR 2020); null = shuffled epochs")
     report_to: list[str] = option(default_factory=list, help="trackers beside log.csv: tensorboard (event files in "
                                                              "output_dir/tensorboard), mlflow (local store "
                                                              "output_dir/mlruns); empty = none")

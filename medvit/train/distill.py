@@ -132,6 +132,10 @@ class TinyViTDistill(Loss):
 
         seed = int(getattr(ctx.train, "seed", 0))
         n = len(ctx.train_set)
+        if getattr(ctx.train, "sampler", None) is not None:
+            raise ValueError("loss tinyvit_kd with train.sampler: the store holds one record per (epoch, image) of "
+                             "the shuffled epochs; a re-sampled run draws images repeatedly with other seeds (give "
+                             "train.sampler: null)")
         if "{seed}" in self.store_template:  # one store per run seed; replaced literally (no other format fields)
             self.store_dir, self._store = self.store_template.replace("{seed}", str(seed)), None
         if ctx.label_names and self.k > len(ctx.label_names):

@@ -101,6 +101,7 @@ class Trainer:
         groups: list[dict[str, Any]] | None = None,
         find_unused_parameters: bool = False,
         restore_best: bool = True,
+        sample_labels: Any = None,
     ):
         if select_mode not in ("max", "min"):
             raise ValueError(f"select_mode must be 'max' or 'min', got {select_mode!r}")
@@ -119,6 +120,15 @@ class Trainer:
         self.out = Path(cfg.output_dir) if cfg.output_dir else None
         self.sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, cfg.seed, self.dist.rank,
                                              self.dist.world_size)
+        if cfg.sampler is not None:  # long-tail re-sampling (train.sampler): per-sample probabilities per epoch
+            from medvit.train.sampler import label_table
+
+            labels = label_table(train_set) if sample_labels is None else sample_labels
+            if len(labels) != len(train_set):
+                raise ValueError(f"train.sampler: {len(labels)} labels for {len(train_set)} training items")
+            spec = cfg.sampler
+            spec.probabilities(labels)  # refuse label tables it cannot use before training starts
+            self.sampler.probabilities = lambda epoch: spec.probabilities(labels, epoch, self.total_epochs)
         self.loader = DataLoader(
             SeededTransformDataset(train_set, transform, getattr(step_fn, "seed_key", None)),
             batch_sampler=self.sampler, num_workers=cfg.num_workers,
@@ -127,6 +137,7 @@ class Trainer:
         )
         per_epoch = self.sampler.batches_per_epoch
         self.total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.accum_steps))
+        self.total_epochs = max(1, math.ceil(self.total_steps * cfg.accum_steps / per_epoch))
         steps_per_epoch = max(per_epoch / cfg.accum_steps, 1e-9)
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_steps >= 0 else round(cfg.warmup_epochs * steps_per_epoch)
         self.warmup_steps = min(self.warmup_steps, self.total_steps)
