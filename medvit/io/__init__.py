@@ -28,9 +28,8 @@ from medvit.io.errors import (
     UnsupportedTransferSyntaxError,
 )
 from medvit.io.image import MedicalImage, VoiLut, Window
+from medvit.io.nifti import NIFTI_SUFFIXES
 from medvit.io.raster import RASTER_SUFFIXES
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img")
 
 
 def read_image(path: str | Path, frame: int | None = None, pixel_budget: int | None = None,

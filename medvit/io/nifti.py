@@ -11,6 +11,9 @@ from medvit.io.dicom_pixels import pixel_budget as _budget
 from medvit.io.errors import CorruptFileError, NotDicomError, PixelBudgetError, UnsupportedPhotometricError
 from medvit.io.image import MedicalImage
 
+#: file-name suffixes read as NIfTI-1/2 (single file) or Analyze-style pairs
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img")
+
 logger = logging.getLogger(__name__)
 
 

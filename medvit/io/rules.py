@@ -267,9 +267,9 @@ def header_of(image: Any) -> dict[str, Any] | None:
     nothing says what they show: the caller vouches for them). ``{}`` for a file that is not readable DICOM.
     Never raises."""
     if isinstance(image, str | Path):
-        from medvit.io import NIFTI_SUFFIXES
         from medvit.io.dicom import read_dicom_header
         from medvit.io.errors import MedicalIOError
+        from medvit.io.nifti import NIFTI_SUFFIXES
         from medvit.io.raster import RASTER_SUFFIXES
 
         p = Path(image)
