@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import shlex
@@ -42,8 +41,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_claims as pc  # noqa: E402  (backbone, MAE encoder, phantom folder, formatting)
@@ -242,19 +239,12 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--n", type=int, default=2000, help="phantoms (all splits; 80/10/10 by patient)")
     ap.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
-    ap.add_argument("--mae-n", type=int, default=2000)
-    ap.add_argument("--mae-epochs", type=float, default=20.0)
-    ap.add_argument("--work", default="/tmp/medvit_fewshot",
-                    help="cache: mae/ (paper_claims.mae_backbone) and the phantom folder; a copy of paper_claims' "
-                         "work folder serves as is")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 2 arms, 1 seed, 4 steps, 300 phantoms")
-    ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--report", action="store_true", help="only rebuild md + png from the JSON(s)")
-    ap.add_argument("--tag", default="", help="suffix of this process's JSON (split grids over processes)")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.WARNING)
-    RESULTS.mkdir(exist_ok=True)
+    pc.add_run_args(ap, "/tmp/medvit_fewshot",
+                    "cache: mae/ (paper_claims.mae_backbone) and the phantom folder; a copy of paper_claims' work "
+                    "folder serves as is", "smoke test: 2 arms, 1 seed, 4 steps, 300 phantoms",
+                    "only rebuild md + png from the JSON(s)",
+                    "suffix of this process's JSON (split grids over processes)")
+    args = pc.parse_run_args(ap)
     if not args.report:
         if args.quick:
             args.arms, args.seeds, args.n, args.steps, args.mae_n, args.mae_epochs = (

@@ -288,6 +288,29 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def add_run_args(ap: argparse.ArgumentParser, work: str, work_help: str | None, quick_help: str, report_help: str,
+                 tag_help: str) -> None:
+    """The options every phantom benchmark built on these pieces shares: MAE encoder size, work/cache folder,
+    smoke test, write/report switches and the per-process JSON tag (paper_claims.py, fewshot_peft.py)."""
+    ap.add_argument("--mae-n", type=int, default=2000)
+    ap.add_argument("--mae-epochs", type=float, default=20.0)
+    ap.add_argument("--work", default=work, help=work_help)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--report", action="store_true", help=report_help)
+    ap.add_argument("--tag", default="", help=tag_help)
+
+
+def parse_run_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, then the shared process set-up: 1 torch thread (processes run side by side), warnings-only logging,
+    the results folder."""
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    RESULTS.mkdir(exist_ok=True)
+    return args
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
@@ -298,17 +321,10 @@ def main() -> int:
     ap.add_argument("--steps", nargs="*", type=int, default=[100, 200, 400],
                     help="optimizer steps per run: one number for every fraction, or one per --fractions entry "
                          "(default 100 / 200 / 400 for 1 / 10 / 100 %%: several epochs at every fraction)")
-    ap.add_argument("--mae-n", type=int, default=2000)
-    ap.add_argument("--mae-epochs", type=float, default=20.0)
-    ap.add_argument("--work", default="/tmp/medvit_paper_claims")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 200 images, 4 steps")
-    ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--report", action="store_true", help="only rebuild md + png from the per-problem JSONs")
-    ap.add_argument("--tag", default="", help="suffix of this process's JSON (parallel processes per fraction)")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.WARNING)
-    RESULTS.mkdir(exist_ok=True)
+    add_run_args(ap, "/tmp/medvit_paper_claims", None, "smoke test: 1 seed, 200 images, 4 steps",
+                 "only rebuild md + png from the per-problem JSONs",
+                 "suffix of this process's JSON (parallel processes per fraction)")
+    args = parse_run_args(ap)
     if not args.report:
         if args.quick:
             args.seeds, args.n, args.steps, args.mae_n, args.mae_epochs = [0, 1], 300, [4], 200, 1.0
