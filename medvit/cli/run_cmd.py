@@ -32,12 +32,14 @@ def run(args: argparse.Namespace) -> int:
 
     from medvit.config import to_dict
     from medvit.tasks import build_config, run_task
+    from medvit.train.distributed import finish_distributed
 
     if args.dry_run:
         spec, cfg = build_config(args.pipeline, args.overrides)
         print(yaml.safe_dump({"task": spec.name, **to_dict(cfg)}, sort_keys=False))  # noqa: T201
         return 0
     summary = run_task(args.pipeline, args.overrides)
+    finish_distributed()  # every rank waits for rank 0's last writes, then leaves the process group in order
     if os.environ.get("RANK", "0") != "0":  # torchrun: the summary once, from rank 0
         return 0
     if args.json:

@@ -195,12 +195,14 @@ def run(args: argparse.Namespace) -> int:
     from medvit.cli.run_cmd import format_summary
     from medvit.config import to_dict
     from medvit.tasks import run_task
+    from medvit.train.distributed import finish_distributed
 
     spec, cfg, raw = resolve(args)
     if args.dry_run:
         print(yaml.safe_dump({"task": spec.name, **to_dict(cfg)}, sort_keys=False))  # noqa: T201
         return 0
     summary = run_task(None, [], data=raw)
+    finish_distributed()  # as `medvit run`: ranks leave the process group together, after rank 0's last writes
     if os.environ.get("RANK", "0") != "0":
         return 0
     if args.json:

@@ -103,3 +103,19 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def finish_distributed() -> None:
+    """End this process's part of a torchrun job in order: wait for every rank (rank 0 may still be writing the
+    final checkpoint), then destroy the process group while Python is fully alive.
+
+    Without it each rank leaves at its own time and the process group (gloo's I/O threads, the attempt's TCP store
+    client after a restart) is torn down by interpreter exit; a rank leaving while another still uses the group can
+    then abort with ``terminate called without an active exception`` (SIGABRT), which torchrun reports as a failed
+    job although the work finished. No-op without a process group. PyTorch's docs ask for
+    ``destroy_process_group()`` at the end of every distributed program."""
+    if not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    logger.debug("process group destroyed")

@@ -40,3 +40,17 @@ def test_two_ranks_identical_weights(tmp_path):
     assert len(r0["losses"]) == 2 and r0["losses"] != r1["losses"]  # each rank saw its own batches
     ck = tmp_path / "run" / "checkpoints" / "step_000002"
     assert (ck / "rng_rank1.safetensors").is_file() and (ck / "model.safetensors").is_file()
+
+
+def test_finish_distributed_leaves_the_process_group_after_a_barrier(tmp_path):
+    """The CLI ends every torchrun rank with finish_distributed: the group is destroyed in order (not by interpreter
+    exit, which aborted a rank in CI), and a second call without a group is a no-op."""
+    import torch.distributed as dist
+
+    from medvit.train.distributed import finish_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    finish_distributed()
+    assert not dist.is_initialized()
+    finish_distributed()
