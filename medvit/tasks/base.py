@@ -32,7 +32,21 @@ def build_config(path: str | Path | None, overrides: list[str], data: dict | Non
             REGISTRY.entry("dataset", ds)
         except KeyError as e:
             raise ConfigError(f"dataset: {e.args[0]}") from None
+    check_loss_values(cfg)
     return spec, cfg
+
+
+def check_loss_values(cfg: Any) -> None:
+    """The values of a task's ``loss.args`` checked at config time (so ``--dry-run`` refuses what the run would),
+    against the dataset's registered label names when it has them (e.g. TinyViT's top-k <= labels)."""
+    from medvit.train.losses import LossSpec
+
+    loss = getattr(cfg, "loss", None)
+    if not isinstance(loss, LossSpec):
+        return
+    ds = getattr(cfg, "dataset", None)
+    labels = REGISTRY.entry("dataset", ds).meta.get("label_names") if isinstance(ds, str) and ds else None
+    loss.check(list(labels) if labels else None)
 
 
 def run_task(path: str | Path | None, overrides: list[str] | None = None, data: dict | None = None) -> dict[str, Any]:

@@ -60,6 +60,13 @@ def _load_teacher(teacher: str | nn.Module) -> nn.Module:
     return load_model(p)
 
 
+def _check_k(k: int, label_names: list[str] | None) -> None:
+    """``ValueError`` naming ``loss.args.k`` when the stored top-k exceeds the run's label count."""
+    if label_names and k > len(label_names):
+        raise ValueError(f"loss.args.k: top-{k} of a run with {len(label_names)} labels; give k <= "
+                         f"{len(label_names)}")
+
+
 def _example_tinyvit(g: torch.Generator) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     import tempfile
 
@@ -110,12 +117,21 @@ class TinyViTDistill(Loss):
         self.mixup, self.cutmix = float(mixup), float(cutmix)
         if probs not in ("softmax", "sigmoid"):
             raise ValueError(f"probs must be 'softmax' or 'sigmoid', got {probs!r}")
-        if k < 1 or epochs < 0 or batch_size < 1 or not 0.0 <= gt_weight <= 1.0:
-            raise ValueError("k and batch_size must be >= 1, epochs >= 0, gt_weight in [0, 1]")
+        for key, value, ok, rule in (("k", k, k >= 1, ">= 1"), ("batch_size", batch_size, batch_size >= 1, ">= 1"),
+                                     ("epochs", epochs, epochs >= 0, ">= 0"),
+                                     ("gt_weight", gt_weight, 0.0 <= gt_weight <= 1.0, "in [0, 1]")):
+            if not ok:
+                raise ValueError(f"loss.args.{key} must be {rule}, got {value}")
         self.store_template = str(store)
         self.store_dir, self.teacher, self.k, self.probs = str(store), teacher, int(k), probs
         self.epochs, self.gt_weight, self.batch_size = int(epochs), float(gt_weight), int(batch_size)
         self._store: LogitStore | None = None
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any], label_names: list[str] | None = None) -> None:
+        """Constructor checks plus top-``k`` <= the run's labels (when the dataset registry names them)."""
+        super().check_args(args, label_names)
+        _check_k(int(args.get("k", 10)), label_names)
 
     @property
     def store(self) -> LogitStore:
@@ -138,9 +154,7 @@ class TinyViTDistill(Loss):
                              "train.sampler: null)")
         if "{seed}" in self.store_template:  # one store per run seed; replaced literally (no other format fields)
             self.store_dir, self._store = self.store_template.replace("{seed}", str(seed)), None
-        if ctx.label_names and self.k > len(ctx.label_names):
-            raise ValueError(f"loss.args.k: top-{self.k} of a run with {len(ctx.label_names)} labels; give k <= "
-                             f"{len(ctx.label_names)}")
+        _check_k(self.k, ctx.label_names)
         if not (Path(self.store_dir) / META_NAME).is_file():
             if not self.teacher:
                 raise FileNotFoundError(f"loss.args.store: {self.store_dir} holds no teacher-logit store; give "
@@ -303,14 +317,29 @@ class DeiTLTLoss(Loss):
     def __init__(self, teacher: Any, alpha: float = 0.5, beta: float = 0.9999, drw_start: float = 0.0,
                  mixup: float = 0.8, cutmix: float = 1.0, class_counts: list[int] | None = None):
         super().__init__()
-        if not 0.0 <= alpha <= 1.0 or not 0.0 <= drw_start <= 1.0 or mixup < 0 or cutmix < 0:
-            raise ValueError("alpha and drw_start must be in [0, 1], mixup/cutmix >= 0")
+        self._check_values(alpha, drw_start, mixup, cutmix)
         self.teacher_path = "" if isinstance(teacher, nn.Module) else str(teacher)
         self.teacher = _load_teacher(teacher).eval().requires_grad_(False)
         self.alpha, self.beta, self.drw_start = float(alpha), float(beta), float(drw_start)
         self.mixup, self.cutmix = float(mixup), float(cutmix)
         self.register_buffer("weights", None if class_counts is None else effective_number_weights(class_counts, beta))
         self.weights_on = drw_start == 0.0
+
+    @staticmethod
+    def _check_values(alpha: float, drw_start: float, mixup: float, cutmix: float) -> None:
+        if not 0.0 <= alpha <= 1.0 or not 0.0 <= drw_start <= 1.0 or mixup < 0 or cutmix < 0:
+            raise ValueError(f"alpha and drw_start must be in [0, 1], mixup/cutmix >= 0; got alpha={alpha}, "
+                             f"drw_start={drw_start}, mixup={mixup}, cutmix={cutmix}")
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any], label_names: list[str] | None = None) -> None:
+        """The value checks alone: the teacher checkpoint is read at run start (a chained pipeline may write it
+        after this run's config is resolved)."""
+        cls._check_values(args.get("alpha", 0.5), args.get("drw_start", 0.0), args.get("mixup", 0.8),
+                          args.get("cutmix", 1.0))
+        counts = args.get("class_counts")
+        if counts is not None and label_names and len(counts) != len(label_names):
+            raise ValueError(f"loss.args.class_counts: {len(counts)} counts for a run with {len(label_names)} labels")
 
     def train(self, mode: bool = True) -> DeiTLTLoss:  # the teacher stays in eval mode
         super().train(mode)

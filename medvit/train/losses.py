@@ -70,6 +70,15 @@ class Loss(nn.Module):
     #: batch key the loop fills with each sample's augmentation seed (:mod:`medvit.train.sampler`); None = none
     seed_key: str | None = None
 
+    @classmethod
+    def check_args(cls, args: dict[str, Any], label_names: list[str] | None = None) -> None:
+        """Config-time check of the argument *values* (``--dry-run`` runs it through :meth:`LossSpec.check`):
+        raise ``ValueError`` for values the loss would refuse. ``label_names``: the run's outputs when the
+        dataset registry knows them (None otherwise). Default: build the loss once and drop it — registered
+        constructors take plain values and read no files; a loss whose constructor does I/O (a teacher checkpoint)
+        overrides this with its value checks alone."""
+        cls(**args)
+
     def setup(self, ctx: TrainContext) -> None:
         """Called by a task once before training with what the loss may need from the run (class counts for
         long-tail weights, a teacher pass over the training set). Default: nothing."""
@@ -114,6 +123,18 @@ class LossSpec:
     def __post_init__(self) -> None:
         check_loss(self.name, self.args)
         self.args = coerce_loss_args(self.name, self.args)
+
+    def check(self, label_names: list[str] | None = None) -> None:
+        """The argument values checked as the loss will check them (:meth:`Loss.check_args`), for config
+        resolution / ``--dry-run``; ``ConfigError`` naming ``loss.args`` and the loss on a refused value.
+        ``label_names``: the run's outputs when known before the data is read (e.g. TinyViT's top-k <= labels)."""
+        from medvit.config import ConfigError
+
+        try:
+            check_loss(self.name, self.args).check_args(self.args, label_names)
+        except (TypeError, ValueError) as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith("loss.") else f"loss.args ({self.name}): {msg}") from None
 
 
 def coerce_loss_args(name: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -142,6 +142,36 @@ def test_loss_and_ewa_value_errors_are_caught_at_config_time_naming_the_field(pr
         build_config(preset_path(f"distill20/{preset}"), [override])
 
 
+@pytest.mark.parametrize("preset,override,match", [
+    ("cxr_student_tinyvit_tiny_cpu", "loss.args.k=1000", r"loss\.args\.k: top-1000 of a run with 7 labels"),
+    ("cxr_student_tinyvit_tiny_cpu", "loss.args.k=0", r"loss\.args\.k must be >= 1, got 0"),
+    ("cxr_student_tinyvit_tiny_cpu", "loss.args.gt_weight=5", r"loss\.args\.gt_weight must be in \[0, 1\], got 5"),
+    ("cxr_lt_deit_lt_tiny_cpu", "loss.args.alpha=5", r"loss\.args \(deit_lt\): alpha and drw_start must be in"),
+    ("cxr_lt_deit_lt_tiny_cpu", "loss.args.class_counts=[1,2]", r"loss\.args\.class_counts: 2 counts for a run "
+                                                                r"with 7 labels"),
+])
+def test_loss_values_are_checked_at_config_time_against_the_dataset_labels(preset, override, match):
+    """Breaker F5 (re-check): `loss.args.k=1000` (and k=0, gt_weight=5) passed `--dry-run` and were refused only at
+    run start, after the teacher pass had begun. Config resolution now checks the values as the loss will, and
+    top-k against the registered dataset's label count; the DeiT-LT teacher is not read at config time."""
+    from medvit.tasks import build_config
+    from medvit.tasks.presets import preset_path
+
+    with pytest.raises(ConfigError, match=match):
+        build_config(preset_path(f"distill20/{preset}"), [override, "loss.args.teacher=/nonexistent/teacher"])
+    spec, cfg = build_config(preset_path(f"distill20/{preset}"), ["loss.args.teacher=/nonexistent/teacher"])
+    assert cfg.loss.args["teacher"] == "/nonexistent/teacher"  # valid values (teacher written later) still resolve
+
+
+def test_dry_run_refuses_a_top_k_above_the_label_count(capsys):
+    from medvit.cli.main import main
+    from medvit.tasks.presets import preset_path
+
+    rc = main(["run", "--dry-run", str(preset_path("distill20/cxr_student_tinyvit_tiny_cpu")), "loss.args.k=1000"])
+    assert rc == 2
+    assert "loss.args.k: top-1000 of a run with 7 labels; give k <= 7" in capsys.readouterr().err
+
+
 def test_unknown_loss_lists_the_registered_losses():
     with pytest.raises(ValueError, match="Registered losses: "):
         build_loss("no_such_loss_xyz")
