@@ -310,8 +310,10 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
     summary: dict[str, Any] = {"seed": seed, "n_train": len(train_ds), "n_val": len(val_ds),
                                "steps": result.steps, "train_samples_per_s": result.samples_per_s,
                                "best": result.best, "final_loss": result.losses[-1] if result.losses else None}
-    if not trainer.dist.is_main or result.steps < result.total_steps:
-        return summary
+    if result.stopped_early:
+        summary["stopped_early"] = True
+    if not trainer.dist.is_main or not result.finished:
+        return summary  # interrupted (stop_at_step): no thresholds, test or model from a partial schedule
     logits, y, mask = predict_multilabel(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision)
     val = mean_auroc(y, logits, mask, label_names)
     thresholds = choose_thresholds(y.numpy(), torch.sigmoid(logits).numpy(), mask.numpy(), cfg.threshold_rule)

@@ -112,7 +112,7 @@ def run(cfg: LOOKFinetuneConfig) -> dict[str, Any]:
                                "first_loss": result.losses[0] if result.losses else None,
                                "last_loss": result.losses[-1] if result.losses else None,
                                "best": result.best, "samples_per_s": result.samples_per_s}
-    if not trainer.dist.is_main or result.steps < result.total_steps:
+    if not trainer.dist.is_main or not result.finished:
         return summary
     summary["encoder_dir"] = str(save_encoder(model.encoder, cfg, "look_finetune", result.steps, mean, std))
     if cfg.evaluate:

@@ -216,7 +216,7 @@ def run(cfg: MAEPretrainConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"task": "mae_pretrain", "steps": result.steps, "total_steps": result.total_steps,
                                "losses": result.losses, "samples_per_s": result.samples_per_s,
                                "n_images": len(ds), "wall_s": result.wall_s}
-    if not trainer.dist.is_main or result.steps < result.total_steps:
+    if not trainer.dist.is_main or not result.finished:
         return summary
     mae_dir = out / "mae"
     mae_dir.mkdir(parents=True, exist_ok=True)

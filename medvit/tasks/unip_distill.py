@@ -171,7 +171,7 @@ def run(cfg: UNIPDistillConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"task": "unip_distill", "teacher_nmi": [round(v, 4) for v in nmi],
                                "teacher_layer": layer, "val_kl_before": kl_before, "val_kl_after": kl_after,
                                "steps": result.steps, "samples_per_s": result.samples_per_s}
-    if not trainer.dist.is_main or result.steps < result.total_steps:
+    if not trainer.dist.is_main or not result.finished:
         return summary
     summary["encoder_dir"] = str(save_encoder(student, cfg, "unip_distill", result.steps, mean, std))
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)

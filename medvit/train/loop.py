@@ -67,6 +67,13 @@ class TrainResult:
     samples_per_s: float = 0.0  # training samples per second over all ranks (this process' wall time)
     wall_s: float = 0.0
     skipped_steps: int = 0  # steps skipped for a non-finite loss
+    stopped_early: bool = False  # ended by early_stop_patience (a finished run, best weights restored)
+
+    @property
+    def finished(self) -> bool:
+        """The schedule ran to its end or early stopping ended it; false for an interrupted run (stop_at_step), whose
+        tasks save no final model and evaluate nothing on test."""
+        return self.steps >= self.total_steps or self.stopped_early
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -398,7 +405,7 @@ class Trainer:
             stream.close()  # stops DataLoader workers of the unfinished epoch
         result.wall_s = time.perf_counter() - t0
         result.samples_per_s = n_samples / max(result.wall_s, 1e-9)
-        result.steps, result.skipped_steps = step, skipped
+        result.steps, result.skipped_steps, result.stopped_early = step, skipped, self.stopped_early
         result.history, result.best = list(self.history), self.best
         if self.ema is not None and step == self.total_steps:  # the average is the model (unless best replaces it)
             module.load_state_dict(self.ema.module.state_dict())

@@ -65,6 +65,18 @@ def test_finetune_two_steps_saves_model_with_contract(tmp_path):
     assert "mean AUROC" in (tmp_path / "results.md").read_text()
 
 
+def test_finetune_stopped_early_is_a_finished_run(tmp_path):
+    """Early stopping (train.early_stop_patience) ends the schedule on purpose: thresholds, test and the model are
+    written from the restored best weights (an interrupted run, stop_at_step, writes none of them)."""
+    s = run_task(None, data=_with(FT, output_dir=str(tmp_path), ood_fpr=0, report=False, randaug="",
+                                  **{"train.steps": 8, "train.lr": 1e-12, "train.eval_every": 1,
+                                     "train.early_stop_patience": 1}))
+    seed = s["seeds"][0]
+    assert seed["stopped_early"] and seed["steps"] == 2 < 8  # lr ~0: validation never improves after step 1
+    assert seed["best"]["step"] == 1 and "test" in seed and len(seed["thresholds"]) == 7
+    assert (tmp_path / "model" / "model.safetensors").is_file() and s["test_mean_auroc"] is not None
+
+
 @pytest.mark.slow
 def test_mae_two_steps_then_finetune_from_it(tmp_path):
     more = [{"name": "cxr_phantom", "args": {"n": 40, "seed": 1, "image_size": 32}, "splits": ["train", "val"]}]
