@@ -98,9 +98,10 @@ class InferConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.precision == "int8" and self.batch_size < 8:
+        if self.precision == "int8" and self.batch_size < 8 and not _is_ptq_checkpoint(self.model):
             raise ValueError(f"--precision int8 calibrates activation ranges on the first batch: use --batch-size "
-                             f">= 8 (got {self.batch_size})")
+                             f">= 8 (got {self.batch_size}), or a PTQ checkpoint (medvit.compress.ptq: its stored "
+                             "int8 parameters need no calibration batch)")
         if self.engine not in ("local", "ray"):
             raise ValueError(f"engine must be local or ray, got {self.engine!r}")
         if self.engine == "local" and (self.address or self.num_workers is not None):
@@ -123,6 +124,14 @@ class InferConfig:
         if in_root.is_dir() and (out == in_root or in_root in out.parents):
             raise ValueError(f"output {self.output} is inside input {self.input}: a later run would read its own "
                              "heatmaps and reports as inputs. Choose an output folder outside the input.")
+
+
+def _is_ptq_checkpoint(model: str) -> bool:
+    """Whether ``model`` is a checkpoint directory holding PTQ int8 parameters (``ptq.safetensors``): int8 then uses
+    them and calibrates nothing, so any batch size works (the file's checksum is verified when the model loads)."""
+    from medvit.compress.ptq import PTQ_FILE
+
+    return (Path(model) / PTQ_FILE).is_file()
 
 
 @dataclass
