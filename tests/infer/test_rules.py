@@ -88,3 +88,12 @@ def test_bad_json_names_file(tmp_path):
     f.write_text("{not json")
     with pytest.raises(RulesError, match="r.json"):
         SelectionRules.from_file(f)
+
+
+def test_one_rules_module():
+    """The rules live in medvit.io.rules only (infer and the VLM experts import it there); the former
+    medvit.infer.rules re-export was an indirection nothing documented or imported."""
+    import importlib.util
+
+    assert importlib.util.find_spec("medvit.io.rules") is not None
+    assert importlib.util.find_spec("medvit.infer.rules") is None
