@@ -52,8 +52,10 @@ BACKBONE: dict[str, Any] = dict(backbone="vit_tiny_patch16_224",
 #: calibrated phantom knobs (docs/phantoms.md); the retina phantoms keep their defaults (already learnable)
 KNOBS: dict[str, dict[str, float]] = {"cxr": {"lesion_contrast": 3.0, "lesion_size": 2.0, "anatomy": 0.5},
                                      "retina": {}}
+#: retina: QWK of the 5 AMD stages (primary) and referable AUROC, P(stage >= 3) = late AMD (the phantoms' referral
+#: "routine"/"urgent"), the binary decision a graded screen serves
 PROBLEMS = {"cxr": dict(dataset="cxr_phantom", problem="multilabel", metric="mean_auroc"),
-            "retina": dict(dataset="retina_phantom", problem="ordinal", metric="qwk")}
+            "retina": dict(dataset="retina_phantom", problem="ordinal", metric="qwk", referable_grade=3)}
 #: multi-label operating thresholds chosen on validation by this rule (medvit.eval.thresholds): most correct answers,
 #: so the agreement rows compare with the all-negative baseline fairly (Youden over-calls at 10-20 % prevalence)
 THRESHOLD_RULE = "accuracy"
@@ -88,16 +90,34 @@ def mae_backbone(out: Path, n: int, epochs: float) -> str:
     return str(run_dir)
 
 
-def phantom_folder(problem: str, n: int, work: Path) -> Path:
+def phantom_folder(problem: str, n: int, work: Path, knobs: dict[str, float] | None = None) -> Path:
     """The evaluation phantoms (data seed 0, calibrated knobs) written once as 16-bit PNGs at the benchmark size:
-    every run reads the same files instead of generating them again (``medvit data synth`` layout)."""
+    every run reads the same files instead of generating them again (``medvit data synth`` layout). The folder
+    name carries the knobs when they differ from ``KNOBS[problem]`` (calibration runs do not reuse each other's)."""
     from medvit.data.synth import write_synth
 
-    root = work / f"data_{problem}_{n}_{BACKBONE['image_size']}"
+    knobs = KNOBS[problem] if knobs is None else knobs
+    tag = "" if knobs == KNOBS[problem] else "_" + "_".join(f"{k}{v:g}" for k, v in sorted(knobs.items()))
+    root = work / f"data_{problem}_{n}_{BACKBONE['image_size']}{tag}"
     if not (root / "manifest.json").is_file():
-        write_synth(problem, n, root, fmt="png", seed=0, image_size=BACKBONE["image_size"], masks=False,
-                    **KNOBS[problem])
+        write_synth(problem, n, root, fmt="png", seed=0, image_size=BACKBONE["image_size"], masks=False, **knobs)
     return root
+
+
+def parse_knobs(items: list[str]) -> dict[str, float]:
+    """``--knobs lesion_contrast=3 noise=0.5`` -> {"lesion_contrast": 3.0, "noise": 0.5} (names checked)."""
+    from medvit.data.phantom_common import PHANTOM_KNOBS
+
+    out: dict[str, float] = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or k not in PHANTOM_KNOBS:
+            raise ValueError(f"--knobs: expected NAME=VALUE with NAME in {PHANTOM_KNOBS}, got {it!r}")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ValueError(f"--knobs {k}: not a number: {v!r}") from None
+    return out
 
 
 def n_train(root: Path) -> int:
@@ -119,6 +139,7 @@ def run_arm(problem: str, arm: str, fraction: float, mae: str, seeds: list[int],
         dataset_args=dict(root=str(root), image_size=BACKBONE["image_size"]), problem=p["problem"],
         pretrained=mae if from_mae else None, method=method, method_config=cfg, seeds=seeds,
         label_fraction=fraction, eval_batch_size=256, ood_fpr=0, threshold_rule=THRESHOLD_RULE,
+        referable_grade=p.get("referable_grade"),
         train=dict(steps=steps, eval_every=max(1, steps // 8), batch_size=batch, lr=lr, warmup_steps=steps // 10,
                    weight_decay=1e-4, clip_grad=1.0, progress=False, log_every=50),
         **BACKBONE))
@@ -126,6 +147,8 @@ def run_arm(problem: str, arm: str, fraction: float, mae: str, seeds: list[int],
             "from_mae": from_mae, "n_train": k, "batch": batch, "steps": steps, "threshold_rule": THRESHOLD_RULE,
             "test_per_seed": [x.get("test", {}).get("score") for x in s["seeds"]],
             "val_per_seed": [x.get("val", {}).get("score") for x in s["seeds"]],
+            **({"test_referable_auroc_per_seed": [x.get("test", {}).get("referable_auroc") for x in s["seeds"]]}
+               if p.get("referable_grade") else {}),
             "agreement_per_seed": [x.get("test_operating", {}).get("agreement") for x in s["seeds"]],
             "all_negative_per_seed": [x.get("test_operating", {}).get("all_negative_agreement") for x in s["seeds"]],
             "trainable_pct": s["trainable_pct"], "trainable_params": s["trainable_params"],
@@ -187,6 +210,17 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[str, list[
         missing = [f"{a} at {f:g}" for f in (0.01, 0.1, 1.0) for a in ARMS if not _row(rows, prob, a, f)]
         if missing:
             md += ["", f"**Not run** (CPU budget ran out): {', '.join(missing)}."]
+        if p.get("referable_grade"):
+            md += ["", f"Referable AUROC (grade >= {p['referable_grade']} from the softmax mass, test; mean ± sd over "
+                   "seeds; model selection on validation QWK):", "",
+                   "| arm | " + " | ".join(f"{f:g} of labels" for f in fr) + " |", "|---|" + "---|" * len(fr)]
+            for a in arms:
+                cells = []
+                for f in fr:
+                    r = _row(rows, prob, a, f)
+                    ref = (r or {}).get("test_referable_auroc_per_seed")
+                    cells.append(_ms(ref) if ref and all(x is not None for x in ref) else "—")
+                md.append(f"| {a} | " + " | ".join(cells) + " |")
         if p["problem"] == "multilabel":
             md += ["", "Per-label agreement at the validation thresholds vs the all-negative baseline (mean over "
                    "seeds; a model is only useful above the baseline):", ""]
@@ -321,6 +355,8 @@ def main() -> int:
     ap.add_argument("--steps", nargs="*", type=int, default=[100, 200, 400],
                     help="optimizer steps per run: one number for every fraction, or one per --fractions entry "
                          "(default 100 / 200 / 400 for 1 / 10 / 100 %%: several epochs at every fraction)")
+    ap.add_argument("--knobs", nargs="*", default=None, metavar="NAME=VALUE",
+                    help="phantom knobs for this run instead of KNOBS[problem] (calibration; recorded in the JSON)")
     add_run_args(ap, "/tmp/medvit_paper_claims", None, "smoke test: 1 seed, 200 images, 4 steps",
                  "only rebuild md + png from the per-problem JSONs",
                  "suffix of this process's JSON (parallel processes per fraction)")
@@ -338,15 +374,18 @@ def main() -> int:
         cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
         for prob in args.problems:
             rows = []
-            root = phantom_folder(prob, args.n, work)
+            knobs = KNOBS[prob] if args.knobs is None else parse_knobs(args.knobs)
+            root = phantom_folder(prob, args.n, work, knobs)
             for f in args.fractions:
                 for a in args.arms:
                     r = run_arm(prob, a, f, mae, args.seeds, root, steps[f], work / "runs")
                     rows.append(r)
-                    print(f"{prob} f={f:g} {a:14s} test {_ms(r['test_per_seed'])} ({r['wall_s']:.0f} s)", flush=True)
+                    ref = r.get("test_referable_auroc_per_seed")
+                    print(f"{prob} f={f:g} {a:14s} test {_ms(r['test_per_seed'])} (val {_ms(r['val_per_seed'])})"
+                          + (f" referable AUROC {_ms(ref)}" if ref else "") + f" ({r['wall_s']:.0f} s)", flush=True)
                     if not args.no_write:  # partial results after every arm
                         (RESULTS / f"paper_claims_{prob}{args.tag}.json").write_text(json.dumps(_finite({
-                            "command": f"nice -n 10 {cmd}", "problem": prob, "knobs": KNOBS[prob],
+                            "command": f"nice -n 10 {cmd}", "problem": prob, "knobs": knobs,
                             "backbone": BACKBONE, "mae": {"n": args.mae_n, "epochs": args.mae_epochs, "s": mae_s},
                             "n": args.n, "steps": {str(f): v for f, v in steps.items()}, "seeds": args.seeds,
                             "fractions": args.fractions,

@@ -35,6 +35,8 @@ AMD_STAGES: tuple[str, ...] = ("healthy", "early", "intermediate", "late dry", "
 REFERRALS: tuple[str, ...] = ("none", "routine", "urgent")
 RETINA_BIOMARKERS: tuple[str, ...] = ("drusen", "large_drusen", "pigment", "atrophy", "srf", "irf", "ped")
 WIDTH_UM, DEPTH_UM = 3000.0, 800.0
+#: cap of a druse's elevation when ``lesion_size`` lifts it (µm; the largest default druse is 140 µm high)
+_MAX_DRUSEN_UM = 200.0
 
 # inner retina (fraction of inner thickness) and outer retina (fraction of outer thickness) reflectivity
 _INNER = (np.array([0, .12, .13, .35, .36, .55, .56, .78, .79, .999]),
@@ -68,9 +70,11 @@ class RetinaPhantomGenerator:
         seed: dataset seed.
         stage_probs: probabilities of the 5 stages (default uniform).
         with_masks: also return masks (retina, drusen, fluid, atrophy, ped).
-        lesion_contrast, anatomy, noise, label_noise: calibration knobs, see
+        lesion_contrast, lesion_size, anatomy, noise, label_noise: calibration knobs, see
             :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms). ``lesion_size``
-            must stay 1 here: drusen size defines the stage.
+            multiplies the drusen elevation (height above Bruch's membrane, capped at 200 µm) and the size of the
+            hyperreflective foci, never the drusen basal width: the width defines the stage (Beckman
+            classification: small < 63 µm, medium 63–125 µm, large > 125 µm), so stage and report stay true.
     Raises:
         ValueError: image_size < 32, bad stage_probs or a knob outside its range.
     """
@@ -89,8 +93,6 @@ class RetinaPhantomGenerator:
             raise ValueError(f"stage_probs must be 5 non-negative numbers summing to 1, got {stage_probs}")
         self.size, self.seed, self.probs, self.with_masks = int(image_size), int(seed), probs, with_masks
         self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise)
-        if lesion_size != 1.0:
-            raise ValueError("retina phantoms: lesion_size must be 1 (drusen size defines the AMD stage)")
         s = self.size
         self.x = ((np.arange(s) + 0.5) / s).astype(np.float32)
         self.z = ((np.arange(s) + 0.5) / s).astype(np.float32)[:, None]
@@ -167,8 +169,9 @@ class RetinaPhantomGenerator:
             return (h_um * uz) * np.sqrt(np.clip(1 - ((x - cx) / (w_um * ux / 2)) ** 2, 0, 1))
 
         elev = np.zeros(s, np.float32)
-        for cx, w, h in f["drusen"]:
-            elev = np.maximum(elev, dome(cx, w, h))
+        ls = dk.lesion_size
+        for cx, w, h in f["drusen"]:  # lesion_size lifts drusen (height only: the basal width defines the stage)
+            elev = np.maximum(elev, dome(cx, w, h if ls == 1.0 else min(h * ls, max(h, _MAX_DRUSEN_UM))))
         ped = dome(*f["ped"]) if f["ped"] else np.zeros(s, np.float32)
         rpe_th = 0.022
         z_rpe = z_bm - np.maximum(elev, ped) - rpe_th  # RPE top
@@ -223,7 +226,12 @@ class RetinaPhantomGenerator:
                 col = int(ri.integers(int(0.15 * s), int(0.85 * s)))
                 zc = z_out[col] + outer[col] * ri.uniform(0.1, 0.5)
                 r = max(1.0, 15 * uz * s)
-                refl = np.where(((x[None, :] - x[col]) * s / 2) ** 2 + ((zz - zc) * s / r) ** 2 < 1, 0.95, refl)
+                if ls == 1.0:
+                    refl = np.where(((x[None, :] - x[col]) * s / 2) ** 2 + ((zz - zc) * s / r) ** 2 < 1, 0.95,
+                                    refl)
+                else:  # lesion_size scales each focus (width and depth)
+                    refl = np.where(((x[None, :] - x[col]) * s / (2 * ls)) ** 2 + ((zz - zc) * s / (r * ls)) ** 2
+                                    < 1, 0.95, refl)
         # shadows of retinal vessels, speckle, log display
         shade = np.ones(s, np.float32)
         for _ in range(int(ri.integers(1, 4))):

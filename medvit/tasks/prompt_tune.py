@@ -64,6 +64,9 @@ class PromptTuneConfig:
     problem: str = option("auto", '"multilabel" (AUROC), "ordinal" (QWK), "auto": ordinal when the dataset has '
                                   'class_names')
     num_grades: int | None = option(None, "ordinal: number of grades (None = len(class_names) of the dataset)")
+    referable_grade: int | None = option(
+        None, "ordinal: also report referable_auroc, the AUROC of P(grade >= this) (softmax mass) against truth "
+              "grade >= this (e.g. 2 = referable DR, 3 = late AMD on retina_phantom); None = off")
     train_split: str = option("train", "split used for training")
     val_split: str = option("val", "split used for model selection (never test)")
     test_split: str = option("test", 'split evaluated once at the end ("" = none)')
@@ -128,6 +131,9 @@ class PromptTuneConfig:
             raise ValueError("in_chans, image_size and eval_batch_size must be >= 1")
         if self.num_grades is not None and self.num_grades < 2:
             raise ValueError(f"num_grades must be >= 2, got {self.num_grades}")
+        if self.referable_grade is not None and (self.problem == "multilabel" or self.referable_grade < 1):
+            raise ValueError(f"referable_grade must be >= 1 and needs an ordinal problem, got {self.referable_grade} "
+                             f"with problem {self.problem!r}")
         if not (0.0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1.0):
             raise ValueError(f"rrc_scale must satisfy 0 < lo <= hi <= 1, got {self.rrc_scale}")
         if not self.seeds:
@@ -158,17 +164,28 @@ class PromptTuneConfig:
 
 # --------------------------------------------------------------------------------------------- helpers
 def score(problem: str, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None,
-          num_classes: int) -> dict[str, float]:
-    """Primary metric ``score`` (mean AUROC / QWK), ``loss`` and, for ordinal grading, ``accuracy``."""
+          num_classes: int, referable_grade: int | None = None) -> dict[str, float]:
+    """Primary metric ``score`` (mean AUROC / QWK), ``loss`` and, for ordinal grading, ``accuracy``.
+
+    Ordinal with ``referable_grade`` r also ``referable_auroc``: AUROC of the softmax mass on grades >= r,
+    ``softmax(logits)[:, r:].sum(1)`` (logits (N, num_classes)), against ``labels >= r`` (the binary referral
+    decision a graded screen is used for, e.g. referable DR = grade >= 2); NaN when one side is absent.
+    """
     from medvit.eval import mean_auroc, quadratic_weighted_kappa
 
     if problem == "multilabel":
         m = mask if mask is not None else torch.ones_like(labels, dtype=torch.bool)
         return {"score": mean_auroc(labels, logits, m).mean, "loss": float(masked_bce(logits, labels, m))}
     pred = logits.argmax(dim=1)
-    return {"score": quadratic_weighted_kappa(labels, pred, labels=list(range(num_classes))),
-            "loss": float(F.cross_entropy(logits, labels.long())),
-            "accuracy": float((pred == labels).float().mean())}
+    out = {"score": quadratic_weighted_kappa(labels, pred, labels=list(range(num_classes))),
+           "loss": float(F.cross_entropy(logits, labels.long())),
+           "accuracy": float((pred == labels).float().mean())}
+    if referable_grade is not None:
+        from medvit.eval.metrics import binary_auroc
+
+        p_ref = torch.softmax(logits.float(), dim=1)[:, referable_grade:].sum(dim=1)
+        out["referable_auroc"] = binary_auroc((labels >= referable_grade).long(), p_ref)
+    return out
 
 
 def _problem(cfg: PromptTuneConfig, ds: Any) -> tuple[str, int, list[str]]:
@@ -385,7 +402,7 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
         return loss
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        res = score(problem, *predict(m, val_ds, cfg.eval_batch_size, dev, tcfg.precision), k)
+        res = score(problem, *predict(m, val_ds, cfg.eval_batch_size, dev, tcfg.precision), k, cfg.referable_grade)
         return {f"val_{n}": v for n, v in res.items()}
 
     trainer = Trainer(model, tcfg, train_ds, step_fn, evaluate=evaluate, select_metric="val_score",
@@ -406,11 +423,11 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     if not trainer.dist.is_main:
         return summary
     val_out = predict(model, val_ds, cfg.eval_batch_size, dev, tcfg.precision)
-    summary["val"] = score(problem, *val_out, k)
+    summary["val"] = score(problem, *val_out, k, cfg.referable_grade)
     contract = _contract(cfg, pre_contract, problem, names, val_out, seed)
     if test_ds is not None:
         test_out = predict(model, test_ds, cfg.eval_batch_size, dev, tcfg.precision)
-        summary["test"] = score(problem, *test_out, k)
+        summary["test"] = score(problem, *test_out, k, cfg.referable_grade)
         if problem == "multilabel":  # agreement vs the all-negative baseline, sensitivity/specificity per finding
             from medvit.eval.operating import operating_at
 

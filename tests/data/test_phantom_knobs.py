@@ -11,6 +11,8 @@ from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import RetinaPhantomGenerator
 
 NODULE = CXR_LABELS.index("Nodule")
+#: checksum of default retina phantoms (computed on medvit 48feead, before the retina lesion_size knob existed)
+RETINA_DEFAULT_SHA256 = "2b63b07bf80d08412725cead467631cee6db3acf0a1cb80a51ac723c9d684616"
 
 
 def _first_with_only(gen: ChestPhantomGenerator, label: int, start: int = 0):
@@ -116,7 +118,62 @@ def test_retina_knobs():
     m = c0.sample(i, i).masks["srf"]
     assert c2.sample(i, i).image[m].mean() < c0.sample(i, i).image[m].mean()  # darker fluid
     with pytest.raises(ValueError, match="lesion_size"):
-        RetinaPhantomGenerator(64, lesion_size=2.0)
+        RetinaPhantomGenerator(64, lesion_size=5.0)
+
+
+def _retina_first(gen: RetinaPhantomGenerator, stage: int, pigment: bool | None = None) -> int:
+    for i in range(200):
+        p = gen.sample(i, i)
+        if p.target == stage and (pigment is None or p.findings[0]["pigment"] == pigment):
+            return i
+    raise AssertionError(f"no retina phantom of stage {stage}")
+
+
+def test_retina_lesion_size_lifts_drusen_but_keeps_their_width_and_the_stage():
+    """Retina lesion_size multiplies the drusen elevation (height), never the basal width that defines the stage:
+    the drusen cover the same A-scans, the truth (stage, biomarkers, report) is unchanged, A-scans away from the
+    drusen are untouched, and the drusen occupy more depth."""
+    base, big = RetinaPhantomGenerator(96, seed=0), RetinaPhantomGenerator(96, seed=0, lesion_size=2.0)
+    i = _retina_first(base, 1, pigment=False)  # early AMD: medium drusen only
+    p0, p1 = base.sample(i, i), big.sample(i, i)
+    assert p0.target == p1.target and np.array_equal(p0.labels, p1.labels) and p0.report == p1.report
+    cols0, cols1 = p0.masks["drusen"].any(0), p1.masks["drusen"].any(0)
+    assert cols0.any() and np.array_equal(cols0, cols1)  # same basal extent (A-scans)
+    assert p1.masks["drusen"].sum() > 1.5 * p0.masks["drusen"].sum()  # taller
+    assert np.array_equal(p0.image[:, ~cols1], p1.image[:, ~cols1])  # nothing else moves
+    assert p0.masks["drusen"].sum(0).max() < p1.masks["drusen"].sum(0).max() <= 200 / (800 / 96) + 2  # capped
+
+
+def test_retina_lesion_size_scales_the_hyperreflective_foci():
+    base, big = RetinaPhantomGenerator(96, seed=0), RetinaPhantomGenerator(96, seed=0, lesion_size=2.0)
+    i = _retina_first(base, 2, pigment=True)
+    p0, p1 = base.sample(i, i), big.sample(i, i)
+    away = ~(p0.masks["drusen"].any(0) | p1.masks["drusen"].any(0))  # A-scans where only the foci can change
+    d = p1.image[:, away] - p0.image[:, away]
+    assert (d > 0.2).sum() >= 4  # foci grew into darker outer-retina pixels
+    j = next(j for j in range(200) if base.sample(j, j).findings[0] == {"drusen_count": 0, "pigment": False,
+                                                                        "atrophy_um": 0, "srf": False, "irf": False,
+                                                                        "ped": False})
+    assert np.array_equal(base.sample(j, j).image, big.sample(j, j).image)  # no lesion: nothing to scale
+
+
+def test_retina_defaults_are_the_original_phantoms():
+    """Checksum of default retina phantoms (and of every knob but lesion_size) as drawn before the knob existed
+    (images quantised to 16 bits as the synth writers store them, so 1-ulp float differences between CPUs cannot
+    change it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for kw in ({}, {"lesion_contrast": 3.0, "anatomy": 0.5, "noise": 0.5, "label_noise": 0.1}):
+        g = RetinaPhantomGenerator(48, seed=7, **kw)
+        for i in range(6):
+            p = g.sample(i, i // 2)
+            h.update(np.round(p.image * 65535).astype(np.uint16).tobytes())
+            h.update(p.labels.tobytes())
+            h.update(p.report.encode())
+            for k in sorted(p.masks):
+                h.update(p.masks[k].tobytes())
+    assert h.hexdigest() == RETINA_DEFAULT_SHA256
 
 
 @pytest.mark.parametrize("kw, name", [({"lesion_contrast": 0.0}, "lesion_contrast"), ({"noise": -1}, "noise"),

@@ -109,6 +109,24 @@ def test_score_qwk_matches_sklearn():
     assert res["score"] == pytest.approx(ref, abs=1e-12)
 
 
+def test_score_referable_auroc_by_hand():
+    """referable_auroc: AUROC of the softmax mass on grades >= r against truth >= r, here 4 images by hand."""
+    import math
+
+    from medvit.tasks.prompt_tune import PromptTuneConfig, score
+
+    labels = torch.tensor([0, 1, 3, 4])
+    # P(grade >= 3) = 0.1, 0.6, 0.5, 0.9: positives (0.5, 0.9) vs negatives (0.1, 0.6) -> 3 of 4 pairs ordered
+    probs = torch.tensor([[0.6, 0.2, 0.1, 0.05, 0.05], [0.1, 0.1, 0.2, 0.3, 0.3],
+                          [0.2, 0.2, 0.1, 0.4, 0.1], [0.0, 0.05, 0.05, 0.4, 0.5]]).clamp_min(1e-9)
+    res = score("ordinal", probs.log(), labels, None, 5, referable_grade=3)
+    assert res["referable_auroc"] == pytest.approx(0.75, abs=1e-6)
+    assert "referable_auroc" not in score("ordinal", probs.log(), labels, None, 5)
+    assert math.isnan(score("ordinal", probs.log(), torch.tensor([0, 1, 2, 2]), None, 5, 3)["referable_auroc"])
+    with pytest.raises(ValueError, match="referable_grade"):
+        PromptTuneConfig(problem="multilabel", referable_grade=3)
+
+
 def test_adalora_total_step_filled_from_the_run(tmp_path):
     from medvit.peft import make_config
     from medvit.tasks.prompt_tune import _total_steps
