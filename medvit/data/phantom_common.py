@@ -173,7 +173,8 @@ class Difficulty:
             fluid; retina: drusen, fluid and PED reflectivity against their background). 0 < value <= 4.
         lesion_size: multiplies focal lesion sizes (chest: nodule/mass diameter, consolidation extent,
             atelectasis band, pneumothorax rim depth and effusion height, capped to stay inside the lung;
-            retina: not used — drusen size defines the AMD stage). 0 < value <= 4.
+            retina: drusen elevation, capped at 200 µm, and hyperreflective foci — never the drusen basal width,
+            which defines the AMD stage). 0 < value <= 4.
         anatomy: scales the spread of patient anatomy and pose around each range's centre (0 = every patient
             the same average anatomy, 1 = the default ranges, 2 = twice as wide). 0 <= value <= 2.
         noise: multiplies the acquisition noise (quantum noise; retina also the speckle contrast). 0 <= value <= 4.
