@@ -17,6 +17,11 @@ Result texts (exact strings of the reference):
 - segmentation: ``"The results are <image>. The colors in this image describe " + ", ".join(f"{color}: {label}")
   + ". "`` with the overlay image as that ``<image>`` (``expert_monai_vista3d.py``).
 - feedback turn: ``"Use this result to respond to this prompt:\\n" + question``.
+
+medvit addition: when a CXR checkpoint carries an out-of-distribution reference (``ood`` in its contract,
+``ood.safetensors``; :mod:`medvit.eval.ood`, the score and threshold ``medvit infer`` reports), the result text of
+an image at or above the threshold ends with :data:`OOD_NOTE` (:func:`ood_text`) — the reference format is
+unchanged for in-distribution images — and ``values["ood"]`` holds every checkpoint's score, threshold and flag.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ MODEL_CARDS_HEAD = "Here is a list of available expert models:\n"
 MODEL_CARDS_TAIL = "Give the model <NAME(args)> when selecting a suitable expert model.\n"
 FEEDBACK_PREFIX = "Use this result to respond to this prompt:\n"
 CXR_PREFIX = "The resulting predictions are:\n"
+#: appended to the CXR result when the image is outside an expert checkpoint's training distribution (medvit)
+OOD_NOTE = (" Caution: this image is outside the expert's training distribution (OOD score {score:.2f} >= "
+            "threshold {threshold:.2f}{which}); these predictions may be unreliable.")
 SEG_PREFIX = "The results are <image>. The colors in this image describe "
 _TRIGGER = re.compile(r"<(.*?)>")
 _CALL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*\((.*)\)\s*$", re.S)
@@ -228,10 +236,26 @@ def model_cards(experts: Sequence[Expert]) -> str:
     return MODEL_CARDS_HEAD + "".join(e.model_card.line(e.name) + "\n" for e in experts) + MODEL_CARDS_TAIL
 
 
+def cxr_line(label: str, present: bool) -> str:
+    """One line of the CXR expert's result: ``"{class}: yes|no"`` (class lower-case, ``_`` → space)."""
+    return f"{label.lower().replace('_', ' ')}: {'yes' if present else 'no'}"
+
+
 def cxr_text(predictions: dict[str, bool]) -> str:
     """The CXR expert's result text (exact reference format; classes sorted by name)."""
-    return CXR_PREFIX + "\n".join(f"{c.lower().replace('_', ' ')}: {'yes' if predictions[c] else 'no'}"
-                                  for c in sorted(predictions)) + "\n."
+    return CXR_PREFIX + "\n".join(cxr_line(c, predictions[c]) for c in sorted(predictions)) + "\n."
+
+
+def ood_text(ood: Sequence[dict[str, Any] | None]) -> str:
+    """:data:`OOD_NOTE` for the flagged checkpoints of an ensemble (``[{"score", "threshold", "flag"}, …]``, None for
+    a checkpoint without a reference), quoting the one furthest above its threshold; ``""`` when none is flagged."""
+    flagged = [o for o in ood if o and o["flag"]]
+    if not flagged:
+        return ""
+    worst = max(flagged, key=lambda o: o["score"] / max(o["threshold"], 1e-12))
+    scored = sum(o is not None for o in ood)
+    which = f"; {len(flagged)} of {scored} models" if scored > 1 else ""
+    return OOD_NOTE.format(score=worst["score"], threshold=worst["threshold"], which=which)
 
 
 def segmentation_text(color_labels: Sequence[tuple[str, str]]) -> str:
@@ -295,12 +319,14 @@ class CXRExpert(Expert):
             raise ValueError("CXR expert needs at least one medvit multi-label checkpoint")
         self.name = name
         self.models, self.pres, self.labels = [], [], []
+        self.oods: list[Any] = []  # per checkpoint: its OOD reference (medvit.eval.ood.OODReference) or None
         for ck in checkpoints:
             m = load_model(ck).eval()
             c = getattr(m, "contract", None)
             if c is None or not c.label_names:
                 raise ValueError(f"{ck}: the CXR expert needs a checkpoint whose contract names its labels")
             self.models.append(m)
+            self.oods.append(_ood_reference(ck, c))
             self.pres.append(Preprocessor.from_contract(c))
             self.labels.append(list(c.label_names))
         self._scoped_contracts([(str(ck), m.contract) for ck, m in zip(checkpoints, self.models)])
@@ -328,15 +354,33 @@ class CXRExpert(Expert):
             f"an ensemble of {len(self.models)} medvit classifier(s) for {', '.join(c.lower() for c in all_labels)}",
             "see the checkpoints' validation results")
 
-    @torch.no_grad()
     def probabilities(self, image: Any) -> dict[str, float]:
         """Class → ensemble probability for one image."""
-        per_model = []
-        for m, pre in zip(self.models, self.pres):
+        return self.assess(image)[0]
+
+    @torch.no_grad()
+    def assess(self, image: Any) -> tuple[dict[str, float], list[dict[str, Any] | None]]:
+        """(class → ensemble probability, per checkpoint ``{"score", "threshold", "flag"}`` or None without an OOD
+        reference) for one image. The OOD score is :meth:`medvit.eval.ood.OODReference.score` of the checkpoint's
+        features of this input (1 = a typical training image); flag = score ≥ the contract's threshold."""
+        from medvit.eval.ood import FeatureTap
+
+        per_model, ood = [], []
+        for m, pre, ref in zip(self.models, self.pres, self.oods):
             x, _ = _model_input(pre, image)
-            per_model.append(torch.sigmoid(m(torch.from_numpy(x)[None].float()))[0].numpy())
-        return {lab: float(np.mean([per_model[i][self.labels[i].index(lab)] for i in idx]))
-                for lab, idx in self.class_models.items()}
+            t = torch.from_numpy(x)[None].float()
+            if ref is None:
+                z, o = m(t), None
+            else:
+                with FeatureTap(m, ref.blocks) as tap:
+                    z = m(t)
+                sc = float(ref.score(tap.arrays())[0])
+                o = {"score": sc, "threshold": float(ref.threshold), "flag": bool(sc >= ref.threshold)}
+            per_model.append(torch.sigmoid(z)[0].numpy())
+            ood.append(o)
+        probs = {lab: float(np.mean([per_model[i][self.labels[i].index(lab)] for i in idx]))
+                 for lab, idx in self.class_models.items()}
+        return probs, ood
 
     def run(self, images: Sequence[Any], args: str = "") -> ExpertResult:
         self.check_args(args)
@@ -346,9 +390,22 @@ class CXRExpert(Expert):
         why = self.out_of_scope(image)
         if why:
             return self.refusal(why, args)
-        probs = self.probabilities(image)
+        probs, ood = self.assess(image)
         calls = {lab: p >= self.thresholds[lab] for lab, p in probs.items()}
-        return ExpertResult(cxr_text(calls), None, self.name, args, {"probabilities": probs, "predictions": calls})
+        flag = None if all(o is None for o in ood) else any(o["flag"] for o in ood if o)
+        return ExpertResult(cxr_text(calls) + ood_text(ood), None, self.name, args,
+                            {"probabilities": probs, "predictions": calls, "ood": ood, "ood_flag": flag})
+
+
+def _ood_reference(ck: str | Path, contract: Any) -> Any:
+    """The checkpoint's OOD reference (:func:`medvit.eval.ood.load_reference`, as ``medvit infer`` loads it), or
+    None when its contract declares none. Raises ``ValueError`` naming the file when it is missing or changed."""
+    info = getattr(contract, "ood", None)
+    if not info:
+        return None
+    from medvit.eval.ood import load_reference
+
+    return load_reference(Path(ck), info)
 
 
 # ---------------------------------------------------------------------------------------------------- segmentation

@@ -13,7 +13,9 @@
   ``expert_utils.add_expert_conversation``): with probability ``expert_fraction`` (reference: 50 %) a yes/no finding
   question, where the assistant first calls ``<CXR()>`` ("This looks like an chest x-ray. Let me first trigger
   <CXR()>."), the CXR expert's result (run on the image: a real, imperfect expert) comes back as the user turn the
-  agent loop writes (result text + ``"Use this result to respond to this prompt:\\n" + question``), then the answer;
+  agent loop writes (result text + ``"Use this result to respond to this prompt:\\n" + question``), then the answer
+  (the phantom's truth, as the reference's dataset answer; or, ``expert_answer="cite"``, the expert's line for the
+  asked finding and the answer it gives: :func:`cited_answer`);
   otherwise a which / where / describe question answered directly (so whether to call is learnable from the
   question, like the reference's segmentation-type vs. what-type split).
 
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from medvit.vlm.experts import FEEDBACK_PREFIX, Expert, modality_sentence, model_cards
+from medvit.vlm.experts import FEEDBACK_PREFIX, Expert, cxr_line, modality_sentence, model_cards
 from medvit.vlm.templates import IMAGE_TOKEN
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,20 @@ def classification_question(label: str) -> str:
     return f"Is there {FINDING_WORDS.get(label, label.lower())} in this image?"
 
 
+#: the sentence a cited answer ends with when the expert flagged the image as out of its training distribution
+OOD_ANSWER = "The expert flags this image as outside its training data, so this answer may be wrong."
+
+
+def cited_answer(expert: str, label: str, present: bool, ood_flag: bool = False) -> str:
+    """The ``cite`` answer after an expert turn: ``"The {expert} expert reports:\n{class}: yes|no\nAnswer: yes|no"``
+    — the asked finding's line copied from the result (:func:`medvit.vlm.experts.cxr_line`), then the answer it
+    gives; ``+ "\n" +`` :data:`OOD_ANSWER` when the result carries the expert's out-of-distribution caution. A
+    direct function of the expert turn's text (a copy, which a small LM learns in a short training)."""
+    yn = "yes" if present else "no"
+    return f"The {expert} expert reports:\n{cxr_line(label, present)}\nAnswer: {yn}" + (
+        f"\n{OOD_ANSWER}" if ood_flag else "")
+
+
 def _where(f: dict[str, Any]) -> str | None:
     side, zone = f.get("side"), f.get("zone")
     if side and zone:
@@ -60,7 +76,8 @@ def _where(f: dict[str, Any]) -> str | None:
 
 def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, experts: Sequence[Expert] = (),
                           expert_fraction: float = 0.5, image: Any = None, ptp_grid: int = 0,
-                          expert_balance: bool = False) -> dict[str, list[dict[str, Any]]]:
+                          expert_balance: bool = False, expert_answer: str = "truth"
+                          ) -> dict[str, list[dict[str, Any]]]:
     """The conversations of one phantom, by kind (caption, report, vqa, expert). ``experts``: the CXR expert is
     run on ``image`` (default ``ph.image``) for the expert conversations (none written without experts).
     ``ptp_grid`` > 0: the caption answer gets PTP's position prompt (:func:`medvit.data.ptp.position_prompt`) for
@@ -68,7 +85,13 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
     ``expert_balance``: the expert conversations ask about every finding present (truth or expert) and as many
     absent ones (about half "yes" answers, so a short training learns to read the expert's result; the other
     findings get a direct conversation with probability ``1 - expert_fraction``); default: each finding is asked
-    through the expert with probability ``expert_fraction`` (reference)."""
+    through the expert with probability ``expert_fraction`` (reference). ``expert_answer``: the answer after the
+    expert turn — ``"truth"`` (the phantom's truth as ``yes``/``no``; reference: the dataset's answer) or
+    ``"cite"`` (:func:`cited_answer` with the expert's own call: the answer follows the result by construction;
+    with ``expert_balance`` the expert's positive calls are the "present" findings asked); findings the expert
+    does not predict are not asked through it in ``cite`` mode. Raises ``ValueError`` for another value."""
+    if expert_answer not in ("truth", "cite"):
+        raise ValueError(f"expert_answer must be 'truth' or 'cite', got {expert_answer!r}")
     pid = ph.meta.get("ImageID", image_name)
     labels = list(ph.label_names)
     present = [lab for lab, v in zip(labels, ph.labels) if v]
@@ -109,10 +132,12 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
         hint = modality_sentence(ph.meta)  # the phantoms' header: DX of the chest -> "This is a CXR image.\n"
         er = cxr.run([ph.image if image is None else image])
         result = er.text
+        said = (er.values or {}).get("predictions", {})
+        cite = expert_answer == "cite"
         pick: set[int] = set()
         if expert_balance:
-            said = (er.values or {}).get("predictions", {})
-            pos = [i for i, (lab, v) in enumerate(zip(labels, ph.labels)) if v or said.get(lab)]
+            pos = [i for i, (lab, v) in enumerate(zip(labels, ph.labels)) if (said.get(lab) if cite else
+                                                                                  (v or said.get(lab)))]
             neg = [i for i in range(len(labels)) if i not in pos]
             k = min(max(1, len(pos)), len(neg))
             pick = set(pos) | {int(i) for i in (rng.choice(neg, size=k, replace=False) if k else [])}
@@ -127,11 +152,15 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
                     continue
             else:
                 call = rng.random() < expert_fraction
+            if call and cite and lab not in said:
+                call = False
             if call:
                 q = classification_question(lab)
+                ans = (cited_answer(cxr.name, lab, bool(said[lab]), bool(er.values.get("ood_flag"))) if cite
+                       else "yes" if v else "no")
                 rec("expert", f"exp-{lab}", [("human", f"{cards}{IMAGE_TOKEN}{hint}{q}"),
                                              ("gpt", TRIGGER_REPLY), ("human", f"{result} {FEEDBACK_PREFIX}{q}"),
-                                             ("gpt", "yes" if v else "no")], {"label": lab, "with_expert": True})
+                                             ("gpt", ans)], {"label": lab, "with_expert": True})
             else:
                 d = direct[int(rng.integers(len(direct)))]
                 q = d["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip()
@@ -144,12 +173,13 @@ def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101,
                              experts: Sequence[Expert] = (), expert_fraction: float = 0.5,
                              splits: Sequence[str] = ("train", "val", "test"), expert_factor: int = 2,
                              ptp_grid: int = 0, knobs: dict[str, float] | None = None,
-                             expert_balance: bool = False) -> dict[str, Any]:
+                             expert_balance: bool = False, expert_answer: str = "truth") -> dict[str, Any]:
     """Write phantoms + conversation JSONL per split and kind to ``out_dir`` (``{split}_{kind}.jsonl``, images in
     ``images/``) and ``mixture.yaml``. ``n``: phantoms in all splits together (patient-disjoint 70/15/15 split of
     medvit's phantom dataset). ``expert_factor``: the up-sampling factor of the expert conversations in the mixture
     (stage 3; reference mixture: 2 for its expert sets). ``ptp_grid`` > 0: PTP position prompts on the *training*
-    captions (the image–text alignment stage; evaluation captions stay plain). Returns
+    captions (the image–text alignment stage; evaluation captions stay plain). ``expert_balance``, ``expert_answer``:
+    see :func:`phantom_conversations`. Returns
     {"files": {split: {kind: path}}, "counts": …, "mixture": path}."""
     from PIL import Image
 
@@ -171,7 +201,8 @@ def phantom_instruction_data(out_dir: str | Path, n: int = 400, seed: int = 101,
             Image.fromarray(img8).save(out / name)
             # the expert sees what is stored (8-bit PNG), as at inference
             conv = phantom_conversations(ph, name, rng, experts, expert_fraction, image=img8.astype(np.float32) / 255,
-                                         ptp_grid=ptp_grid if split == "train" else 0, expert_balance=expert_balance)
+                                         ptp_grid=ptp_grid if split == "train" else 0, expert_balance=expert_balance,
+                                         expert_answer=expert_answer)
             for k, v in conv.items():
                 recs.setdefault(k, []).extend(v)
         files[split], counts[split] = {}, {}

@@ -106,6 +106,9 @@ class PhantomData:
     expert_balance: bool = option(False, "expert conversations ask about every present finding and as many absent "
                                   "ones (~50 % yes: a short training learns to read the expert result); false = "
                                   "each finding with probability expert_fraction (reference)")
+    expert_answer: str = option("truth", 'answer after the expert turn: "truth" (the phantom truth as yes/no; '
+                                'reference) | "cite" (quotes the expert\'s line for the asked finding, then its '
+                                'value: the answer follows the result; medvit.vlm.instruct.cited_answer)')
     knobs: dict[str, float] = option(default_factory=dict, help="phantom calibration knobs (docs/phantoms.md: "
                                      "lesion_contrast, lesion_size, anatomy, ...)")
     like_pipeline: str = option("", "a training pipeline YAML (e.g. the expert's, pipelines/demo/cxr_phantom_demo.yaml)"
@@ -115,6 +118,8 @@ class PhantomData:
     def __post_init__(self) -> None:
         if not isinstance(self.expert_factor, int) or self.expert_factor < 1:
             raise ValueError(f"expert_factor must be an integer >= 1, got {self.expert_factor!r}")
+        if self.expert_answer not in ("truth", "cite"):
+            raise ValueError(f"expert_answer must be 'truth' or 'cite', got {self.expert_answer!r}")
 
 
 @dataclass
@@ -274,7 +279,8 @@ def _mixture(cfg: VilaM3Config, out: Path) -> Path:
         size, knobs = phantom_draw_settings(ph)
         experts = [CXRExpert(ph.expert_checkpoints)] if ph.expert_checkpoints else []
         res = phantom_instruction_data(d, ph.n, ph.seed, size, experts, ph.expert_fraction,
-                                       expert_factor=ph.expert_factor, knobs=knobs, expert_balance=ph.expert_balance)
+                                       expert_factor=ph.expert_factor, knobs=knobs, expert_balance=ph.expert_balance,
+                                       expert_answer=ph.expert_answer)
         res["draw"] = {"image_size": size, "knobs": knobs}
         done.write_text(json.dumps(res, indent=2))
     return d / "mixture.yaml"

@@ -128,3 +128,37 @@ def test_expert_balance_asks_present_findings(tmp_path):
            or f"{r['label'].lower()}: yes" in r["conversations"][2]["value"]]
     assert withe and 0.3 <= len(yes) / len(withe) <= 0.7  # about half present (truth or expert), half absent
     assert any(not r["with_expert"] for r in recs)
+
+
+def test_cite_answers_follow_the_expert(tmp_path):
+    """expert_answer="cite": every answer after the expert turn quotes the result's line for the asked finding and
+    answers with it (the expert's call, not the truth), ends with the OOD sentence exactly when the result carries
+    the expert's caution; about half the cited calls are "yes" with expert_balance. A wrong value is refused."""
+    import re
+
+    from medvit.vlm.instruct import OOD_ANSWER, cited_answer
+
+    ex = CXRExpert([DEMO])
+    res = phantom_instruction_data(tmp_path, n=30, seed=5, image_size=64, experts=[ex], splits=("train",),
+                                   expert_balance=True, expert_answer="cite")
+    recs, _ = read_conversations(tmp_path / res["files"]["train"]["expert"])
+    withe = [r for r in recs if r["with_expert"]]
+    vqa, _ = read_conversations(tmp_path / res["files"]["train"]["vqa"])
+    truth = {r["id"].replace("-cls-", "-exp-"): r["conversations"][1]["value"] == "yes" for r in vqa if "label" in r}
+    assert withe
+    differs = 0
+    for r in withe:
+        result, answer = r["conversations"][2]["value"], r["conversations"][3]["value"]
+        said = re.search(rf"^{r['label'].lower()}: (yes|no)$", result, re.M).group(1) == "yes"
+        assert answer == cited_answer("CXR", r["label"], said, "Caution: this image is outside" in result)
+        assert answer.startswith(f"The CXR expert reports:\n{r['label'].lower()}: ")
+        assert answer.split("\n")[2] == f"Answer: {'yes' if said else 'no'}"
+        differs += said != truth[r["id"]]
+    assert differs >= 1  # where the expert is wrong, the cited answer still follows the expert
+    flagged = [r for r in withe if "Caution" in r["conversations"][2]["value"]]
+    assert all(r["conversations"][3]["value"].endswith(OOD_ANSWER) for r in flagged)
+    yes = sum("\nAnswer: yes" in r["conversations"][3]["value"] for r in withe)
+    assert 0.2 <= yes / len(withe) <= 0.7
+    with pytest.raises(ValueError, match="expert_answer"):
+        phantom_instruction_data(tmp_path / "x", n=10, seed=5, image_size=32, experts=[ex], splits=("train",),
+                                 expert_answer="expert")

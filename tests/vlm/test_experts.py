@@ -21,6 +21,7 @@ from medvit.vlm.experts import (
     build_expert,
     cxr_text,
     model_cards,
+    ood_text,
     parse_trigger,
     segmentation_text,
 )
@@ -96,12 +97,55 @@ def test_cxr_expert_ensemble_on_demo_model():
     res = ex.run([ph.image])
     single = CXRExpert([DEMO]).run([ph.image])
     assert res.values["probabilities"] == pytest.approx(single.values["probabilities"], abs=1e-6)
-    lines = res.text.split("\n")
+    assert res.text == cxr_text(res.values["predictions"]) + ood_text(res.values["ood"])
+    lines = cxr_text(res.values["predictions"]).split("\n")
     assert lines[0] == "The resulting predictions are:" and lines[-1] == "."
     assert lines[1:-1] == [f"{c.lower()}: {'yes' if res.values['predictions'][c] else 'no'}"
                            for c in sorted(res.values["predictions"])]
     with pytest.raises(ValueError, match="unknown class 'Hernia'"):
         CXRExpert([DEMO], class_models={"Hernia": [0]})
+
+
+def test_cxr_expert_reports_the_checkpoints_ood_flag():
+    """The CXR result carries the demo checkpoint's OOD score/flag, equal to what `medvit infer`'s Predictor computes
+    for the same input; a flagged image's text ends with the caution, an in-distribution phantom keeps the exact
+    reference text. Breaks if the expert drops the reference, scores other features or ignores the threshold."""
+    from pydicom.data import get_testdata_file
+
+    from medvit.cli import demo_cmd
+    from medvit.data.phantom_datasets import PhantomDataset
+    from medvit.infer.predictor import Predictor, load_for_inference
+    from medvit.io import read_image
+    from medvit.vlm.experts import OOD_NOTE
+
+    ex = CXRExpert([DEMO, DEMO])
+    model, contract, _ = load_for_inference(DEMO)
+    pred = Predictor(model)
+    thr = contract.ood["threshold"]
+    ct = read_image(get_testdata_file("CT_small.dcm")).pixels.astype(np.float32).squeeze()
+    ct = (ct - ct.min()) / (ct.max() - ct.min())  # an array: no header, so no scope refusal, only the OOD check
+    ds = PhantomDataset("cxr", split="all", n=6, seed=11, image_size=demo_cmd.pipeline_draw_size(),
+                        **demo_cmd.pipeline_knobs())  # the expert's training distribution
+    seen = {True: 0, False: 0}
+    for img in [ct] + [ds.phantom(i).image for i in range(6)]:
+        res = ex.run([img])
+        x, _ = ex.pres[0].from_unit(np.asarray(img, dtype=np.float32))
+        _, want = pred.predict_with_ood(x[None])
+        for o in res.values["ood"]:
+            assert o["score"] == pytest.approx(float(want[0]), rel=1e-4) and o["threshold"] == pytest.approx(thr)
+            assert o["flag"] == (o["score"] >= thr)
+        flag = res.values["ood_flag"]
+        seen[flag] += 1
+        if flag:
+            assert res.text.startswith(cxr_text(res.values["predictions"]) + " Caution: this image is outside")
+            assert res.text.endswith(OOD_NOTE.format(score=res.values["ood"][0]["score"], threshold=thr,
+                                                     which="; 2 of 2 models"))
+        else:
+            assert res.text == cxr_text(res.values["predictions"])
+    assert seen[True] >= 1 and seen[False] >= 3  # the CT slice is flagged; most fresh phantoms are not
+    assert ex.run([ct]).values["ood_flag"] is True
+    two = [None, {"score": 3.0, "threshold": 1.5, "flag": True}, {"score": 1.0, "threshold": 1.5, "flag": False}]
+    assert ood_text([None, None]) == "" and "(OOD score 3.00 >= threshold 1.50; 1 of 2 models)" in ood_text(two)
 
 
 def _write_bundle(d: Path) -> Path:

@@ -159,6 +159,8 @@ def test_reference_mixture_file_reads():
 def test_config_refuses_bad_expert_factor():
     with pytest.raises(Exception, match="expert_factor"):
         from_dict(VilaM3Config, {"data": {"phantom": {"expert_factor": 0}}})
+    with pytest.raises(Exception, match="expert_answer"):
+        from_dict(VilaM3Config, {"data": {"phantom": {"expert_answer": "expert"}}})
 
 
 def test_phantom_draw_settings_like_pipeline(tmp_path):
