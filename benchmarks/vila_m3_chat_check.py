@@ -2,6 +2,8 @@
 ``medvit chat`` on unseen chest-phantom DICOMs (written by ``medvit data synth``, another seed than the training
 phantoms) with several finding questions, some phrased as in training, some not. Per question: did the model call
 ``<CXR()>``, is its final yes/no answer the expert's result for the asked finding, and is it the phantom's truth.
+Then ``--ood-n`` chest DICOMs drawn with ``medvit data synth``'s default settings (not the expert's training
+distribution): does the expert flag them out of distribution, and does the model's answer say so.
 
     PYTHONPATH=. .venv/bin/python benchmarks/vila_m3_chat_check.py -m runs/vila_m3_tiny_cpu/model --n 6
 
@@ -42,6 +44,7 @@ def main() -> int:
     ap.add_argument("--like-pipeline", default=str(ROOT / "pipelines" / "demo" / "cxr_phantom_demo.yaml"),
                     help="draw the phantoms with this pipeline's dataset_args (size, calibration knobs: the CXR "
                     "expert's training distribution, as the tiny_cpu preset); '' = medvit data synth defaults")
+    ap.add_argument("--ood-n", type=int, default=2, help="extra DICOMs drawn with synth defaults (OOD for the expert)")
     ap.add_argument("--name", default="vila_m3_chat_check")
     a = ap.parse_args()
 
@@ -71,9 +74,27 @@ def main() -> int:
                 rows.append({"image": lab_row["image_id"], "question": q, "label": label,
                              "truth": bool(int(lab_row[label])), "called": ex is not None and ex.expert == "CXR",
                              "expert": said, "answer": resp.answer, "answer_yes": ans,
+                             "expert_text": ex.text if ex else None,
                              "replies": [t.text for t in resp.turns if t.role == "assistant"]})
                 if transcript is None and ex is not None:
                     transcript = [{"role": t.role, "text": t.text} for t in resp.turns]
+    ood_rows, ood_transcript = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.ood_n:
+            write_synth("cxr", a.ood_n, tmp, fmt="dicom", seed=a.seed + 1, masks=False)
+            with open(Path(tmp) / "labels.csv", newline="") as f:
+                labels = list(csv.DictReader(f))
+        for lab_row in labels if a.ood_n else []:
+            q = next(iter(QUESTIONS))
+            resp = chat.respond([str(Path(tmp) / lab_row["file"])], q)
+            ex = next((t for t in resp.turns if t.role == "expert"), None)
+            direct = chat.experts[0].run([str(Path(tmp) / lab_row["file"])]).values if chat.experts else {}
+            ood_rows.append({"image": lab_row["image_id"], "question": q, "called": ex is not None,
+                             "expert_ood_flag": direct.get("ood_flag"), "expert_ood": direct.get("ood"),
+                             "expert_flagged": bool(ex and "Caution: this image is outside" in ex.text),
+                             "answer_says_ood": "outside" in resp.answer.lower(), "answer": resp.answer})
+            if ood_transcript is None and ood_rows[-1]["expert_flagged"]:
+                ood_transcript = [{"role": t.role, "text": t.text} for t in resp.turns]
     n = len(rows)
     called = [r for r in rows if r["called"]]
     agree = [r for r in called if r["expert"] is not None and r["answer_yes"] == r["expert"]]
@@ -86,6 +107,9 @@ def main() -> int:
            "unparseable": sum(r["answer_yes"] is None for r in rows),
            "per_question_call_rate": {q: sum(r["called"] for r in rows if r["question"] == q) / a.n
                                       for q in QUESTIONS},
+           "expert_flagged_in_distribution": sum("Caution: this image is outside" in (r.get("expert_text") or "")
+                                                 for r in rows),
+           "ood_rows": ood_rows, "ood_transcript": ood_transcript,
            "wall_s": time.perf_counter() - t0, "threads": torch.get_num_threads(), "rows": rows,
            "transcript": transcript}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -107,6 +131,22 @@ def main() -> int:
           "", "## One transcript", ""]
     for t in transcript or []:
         md.append(f"- **{t['role']}**: " + t["text"].replace("\n", " / "))
+    if ood_rows:
+        fl = [r for r in ood_rows if r["expert_flagged"]]
+        scores = ", ".join(f"{r['expert_ood'][0]['score']:.2f}" for r in ood_rows if r["expert_ood"]
+                           and r["expert_ood"][0])
+        md += ["", f"## Outside the expert's training distribution ({len(ood_rows)} DICOMs, synth defaults, "
+               f"seed {a.seed + 1})", "",
+               f"In-distribution questions above with the expert's OOD caution: "
+               f"{res['expert_flagged_in_distribution']}/{n}.  ",
+               f"The CXR expert run directly flags {sum(bool(r['expert_ood_flag']) for r in ood_rows)}/"
+               f"{len(ood_rows)} of these images (OOD scores {scores}). "
+               f"Model called the expert {sum(r['called'] for r in ood_rows)}/{len(ood_rows)}; its result flagged "
+               f"the image "
+               f"{len(fl)}/{len(ood_rows)}; the model's answer says it is outside the expert's data "
+               f"{sum(r['answer_says_ood'] for r in fl)}/{len(fl)} (of the flagged).", ""]
+        for t in ood_transcript or []:
+            md.append(f"- **{t['role']}**: " + t["text"].replace("\n", " / "))
     (OUT / f"{a.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md[:14]))  # noqa: T201
     return 0

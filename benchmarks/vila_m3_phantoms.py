@@ -77,20 +77,24 @@ def train_seeds(seeds: list[int], runs: Path, parallel: int, extra: list[str], l
     return res
 
 
-def timing(runs: Path, reps: int = 1, steps: int = 1, overrides: list[str] | None = None) -> dict:
-    """Generation tokens/s and training images/s per stage pattern, fp32 vs bf16 autocast, interleaved, on a VLM
-    built from the preset (speed does not depend on the trained weights)."""
+def timing(runs: Path, reps: int = 2, steps: int = 4, overrides: list[str] | None = None) -> dict:
+    """Generation tokens/s and training images/s per stage, fp32 vs bf16 autocast, interleaved (per rep and stage
+    both precisions back to back, the order alternating between reps), on a VLM built from the preset (speed does
+    not depend on the trained weights). Each stage as the preset trains it: its freeze pattern, LoRA, batch size,
+    sequence length and packing; one untimed warm-up step, then ``steps`` timed steps of forward + backward +
+    AdamW on fixed batches. Images/s counts the images in the timed batches (a packed row holds several). LoRA
+    adapters are attached from the start (stage 0 carries them frozen), so every rep times the same graph."""
     import dataclasses
+    from itertools import islice
 
     import torch
 
     from medvit.nn.precision import autocast
     from medvit.tasks import build_config
-    from medvit.train.config import TrainConfig
-    from medvit.train.loop import fit
-    from medvit.vlm import ConversationDataset, VisionLanguageModel, VLMProcessor, collate_conversations
+    from medvit.vlm import ConversationDataset, VisionLanguageModel, VLMProcessor
+    from medvit.vlm.data import PackedConversationDataset, collate_conversations, collate_packed
     from medvit.vlm.instruct import read_mixture
-    from medvit.vlm.train import LoraSettings, StageConfig, _StageModule, apply_stage, resolve_lm
+    from medvit.vlm.train import _mixture, _StageModule, apply_stage, resolve_lm
 
     _, cfg = build_config(PRESET, list(overrides or []))
     if cfg.threads:
@@ -99,36 +103,82 @@ def timing(runs: Path, reps: int = 1, steps: int = 1, overrides: list[str] | Non
     vcfg = dataclasses.replace(cfg.vlm, lm_path=lm_path, gguf_file=gguf)
     torch.manual_seed(0)
     vlm = VisionLanguageModel(dataclasses.replace(vcfg))
-    vlm.enable_lora(cfg.lora.r, cfg.lora.alpha)
-    data = runs / "data"
-    pix = VLMProcessor.for_model(vlm).load_image(sorted((data / "images").glob("*.png"))[0])[None]
+    vlm.enable_lora(cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, list(cfg.lora.target_modules) or None)
+    mix_file = _mixture(dataclasses.replace(cfg, output_dir=str(runs)), runs)
+    pix = VLMProcessor.for_model(vlm).load_image(sorted((mix_file.parent / "images").glob("*.png"))[0])[None]
     msgs = [{"role": "user", "content": "<image>\nDescribe the image in detail."}]
     gen: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for _ in range(reps):
-        for prec in ("fp32", "bf16"):
+    gen_tokens: dict[str, list[int]] = {"fp32": [], "bf16": []}
+    batches: dict[int, list[dict]] = {}
+    pad = vlm.tokenizer.pad_token_id or 0
+    for sc in cfg.stages:  # fixed batches per stage (the stage's data, batch size, length, packing)
+        ds = ConversationDataset(vlm, sources=[p for _, p in read_mixture(mix_file, stage=sc.stage)],
+                                 max_length=sc.max_length)
+        coll = partial(collate_conversations, pad_id=pad)
+        if sc.packing:
+            ds, coll = PackedConversationDataset(ds, seed=0), partial(collate_packed, pad_id=pad)
+        dl = torch.utils.data.DataLoader(ds, batch_size=sc.train.batch_size, shuffle=True, collate_fn=coll,
+                                         generator=torch.Generator().manual_seed(sc.stage))
+        batches[sc.stage] = list(islice(iter(dl), steps + 1))
+    train: dict[str, dict[str, list[float]]] = {str(sc.stage): {"fp32": [], "bf16": []} for sc in cfg.stages}
+    for rep in range(reps):
+        order = ("fp32", "bf16") if rep % 2 == 0 else ("bf16", "fp32")
+        for prec in order:
+            vlm.eval()
             t0 = time.perf_counter()
-            with autocast("cpu", prec):
+            with autocast("cpu", prec), torch.no_grad():
                 ids = vlm.generate_ids(msgs, pix, max_new_tokens=24, temperature=0.0)
             gen[prec].append(len(ids) / (time.perf_counter() - t0))
-    train: dict[str, dict[str, list[float]]] = {}
-    mix = read_mixture(data / "mixture.yaml")
-    for stage in (0, 1, 2, 3):
-        m = vlm
-        apply_stage(m, StageConfig(stage=stage, lm="lora"), LoraSettings())
-        srcs = [p for e, p in mix if stage in e.stages]
-        ds = ConversationDataset(m, sources=srcs)
-        train[str(stage)] = {"fp32": [], "bf16": []}
-        for _ in range(reps):
-            for prec in ("fp32", "bf16"):
-                tc = TrainConfig(steps=steps, batch_size=2, lr=1e-5, weight_decay=0.0, precision=prec,
-                                 progress=False, device="cpu", seed=0)
-                r = fit(_StageModule(m), tc, ds, lambda mod, b: mod(b),
-                        collate_fn=partial(collate_conversations, pad_id=m.tokenizer.pad_token_id or 0))
-                train[str(stage)][prec].append(r.samples_per_s)
-    return {"generation_tokens_per_s": gen, "training_images_per_s": train, "reps": reps, "steps": steps,
-            "batch_size": 2,
+            gen_tokens[prec].append(len(ids))
+        for sc in cfg.stages:
+            apply_stage(vlm, sc, cfg.lora)
+            mod = _StageModule(vlm).train()
+            params = [p for p in mod.parameters() if p.requires_grad]
+            for prec in order:
+                opt = torch.optim.AdamW(params, lr=1e-6, weight_decay=0.0)
+                n_img, dt = 0, 0.0
+                for k, b in enumerate(batches[sc.stage]):
+                    t0 = time.perf_counter()
+                    with autocast("cpu", prec):
+                        loss = mod(b)
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    if k:  # step 0 is the warm-up
+                        dt += time.perf_counter() - t0
+                        n_img += int(b["pixel_values"].shape[0])
+                train[str(sc.stage)][prec].append(n_img / dt)
+    return {"generation_tokens_per_s": gen, "generation_tokens": gen_tokens, "training_images_per_s": train,
+            "reps": reps, "steps": steps, "batch_sizes": {str(sc.stage): sc.train.batch_size for sc in cfg.stages},
+            "packing": {str(sc.stage): sc.packing for sc in cfg.stages}, "threads": torch.get_num_threads(),
             "bf16_native": bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
                                 and _has_avx512_bf16())}
+
+
+def speed_table(tim: dict) -> str:
+    """Markdown of :func:`timing`'s result: per row fp32 and bf16 (mean ± sd over reps) and the bf16/fp32 ratio."""
+    def ms(v: list[float]) -> str:
+        m, s = _ms(v)
+        return f"{m:.2f} ± {s:.2f}"
+
+    g = tim["generation_tokens_per_s"]
+    rows = [("generation tokens/s (greedy, KV cache, 24 new tokens)", g)]
+    rows += [(f"training images/s, stage {st} (batch {tim['batch_sizes'][st]}"
+              f"{', packed' if tim['packing'][st] else ''})", v) for st, v in tim["training_images_per_s"].items()]
+    lines = ["# VILA-M3 speed on this CPU: fp32 vs bf16 autocast (SmolLM2-135M-Instruct, tiny_cpu preset)", "",
+             f"Command: `{tim['command']}` through the CPU gate (`/work/cpu.sh -n 2`: both cores, "
+             f"{tim['threads']} torch threads).  ",
+             f"Interleaved: {tim['reps']} reps; per rep and stage both precisions back to back (order alternating); "
+             f"{tim['steps']} timed steps (fwd + bwd + AdamW) after one warm-up step on fixed batches. Wall "
+             f"{tim['wall_seconds'] / 60:.1f} min, {tim['cpu_seconds'] / 60:.1f} CPU-min. Load average (1/5/15 "
+             f"min) at start {', '.join(f'{x:.2f}' for x in tim['loadavg_start'])}, at end "
+             f"{', '.join(f'{x:.2f}' for x in tim['loadavg_end'])} (other helpers' jobs share the machine). "
+             f"Native bf16 instructions (avx512_bf16/amx): {tim['bf16_native']}.", "",
+             "| what | fp32 | bf16 | bf16 / fp32 |", "|---|---|---|---|"]
+    for what, v in rows:
+        lines.append(f"| {what} | {ms(v['fp32'])} | {ms(v['bf16'])} | "
+                     f"{_ms(v['bf16'])[0] / _ms(v['fp32'])[0]:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _has_avx512_bf16() -> bool:
@@ -244,23 +294,25 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="only collect the seeds' finished eval.json files (e.g. each seed run by its own CPU-gate "
                     "call) and write the report")
-    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--name", default="vila_m3_phantoms", help="results file stem")
     ap.add_argument("--lm-label", default="SmolLM2-135M-Instruct", help="the LM, as written in the results")
-    ap.add_argument("--timing-steps", type=int, default=1)
+    ap.add_argument("--timing-steps", type=int, default=4)
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every seed's run")
     a = ap.parse_args()
     cmd = "nice -n 10 .venv/bin/python benchmarks/vila_m3_phantoms.py " + " ".join(sys.argv[1:])
     t0 = time.perf_counter()
     runs = Path(a.runs)
     if a.timing_only:  # speed only, written to its own file (run it beside the seeds)
+        load0 = os.getloadavg()
         tim = timing(runs, a.reps, a.timing_steps, a.overrides)
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        tim["cpu_seconds"] = ru.ru_utime + ru.ru_stime
-        tim["command"] = cmd
+        tim.update(cpu_seconds=ru.ru_utime + ru.ru_stime, wall_seconds=time.perf_counter() - t0, command=cmd,
+                   loadavg_start=load0, loadavg_end=os.getloadavg())
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / "vila_m3_speed.json").write_text(json.dumps(tim, indent=2))
-        print(json.dumps(tim, indent=2))
+        (OUT / "vila_m3_speed.md").write_text(speed_table(tim))
+        print(speed_table(tim))
         return 0
     if a.eval_only:  # re-evaluate the seeds' saved models (after an evaluation fix), in parallel
         env = dict(os.environ, PYTHONPATH=str(ROOT))
