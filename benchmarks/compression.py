@@ -1,27 +1,29 @@
 """Post-training compression on chest phantoms: test mean AUROC and measured CPU images/s of every compressed form
-of a repo-trained ViT-S/16 (and ViT-B/16 speed), one table, one Pareto plot.
+of repo-trained ViT-S/16 and ViT-B/16 models, one table, one Pareto plot.
 
-Inputs: checkpoints trained by the repo's own task (``medvit run pipelines/compress/vit_s16_cxr_phantom.yaml`` →
-ViT-S/16, ``vit_ti16_cxr_phantom.yaml`` → ViT-Ti/16, the small SN-Netv2 anchor), on the calibrated chest phantoms
-at 64 px. Two phases over one work directory (``--work``):
+Inputs: checkpoints trained by the repo's own task on the calibrated chest phantoms at 64 px
+(``medvit run pipelines/compress/vit_s16_cxr_phantom.yaml`` → ViT-S/16, ``vit_ti16_cxr_phantom.yaml`` → ViT-Ti/16,
+the small SN-Netv2 anchor, ``vit_b16_cxr_phantom.yaml`` → ViT-B/16). Two phases over one work directory (``--work``):
 
 ``--phase build`` (one core): with the repo's tasks and libraries, on the training split,
+- fp32 / bf16 weights / dynamic int8 / Q-HyViT-style static int8 PTQ (``ptq`` task) of the dense ViT-S/16 (family
+  ``dense``) and ViT-B/16 (family ``b16``);
 - NViT (``nvit_prune`` task) to ``--mac-ratio`` of the dense MACs + the paper's short fine-tune with distillation
-  from the dense model (``--ft-epochs``);
-- Q-HyViT-style static int8 PTQ (``ptq`` task) of the dense and of the pruned model;
+  from the dense model (``--ft-epochs``; ``--b16-ft-epochs``), and the PTQ of the pruned ViT-S/16;
 - SN-Netv2 (``snnet_train`` task): Ti/16 + S/16 stitched, stitching layers trained (``--snnet-steps``);
 - ElasticViT (``elastic_train`` task): the S/16 as supernet, conflict-aware training (``--elastic-steps``), one
   subnet per MAC budget (searched on val loss);
 then the test mean AUROC of every variant (int8 rows through the exact float simulation of the PT2E graph).
+``--families`` rebuilds only some families (the rows of the others are kept in ``build.json``).
 
 ``--phase time`` (run it with the whole machine, ``/work/cpu.sh -n 2``): images/s of every variant through the
 `medvit infer` predictor (``medvit.infer.predictor.Predictor``) at the models' 64 px input, all variants
-interleaved per round (median); ViT-B/16 rows with random weights (same shapes as a trained one); and the
-`medvit infer` end-to-end gain of the PTQ checkpoint (``--precision int8`` vs fp32) on phantom DICOM files.
-Writes ``compression.{json,md,png}`` into ``--out``.
+interleaved per round (median), every sample taken while no other process kept the machine busy
+(``benchmarks/cpu_timing.py``); and the `medvit infer` end-to-end gain of the PTQ checkpoint (``--precision int8``
+vs fp32) on phantom DICOM files, in adjacent pairs. Writes ``compression.{json,md,png}`` into ``--out``.
+``--phase report`` renders md/png from ``build.json`` alone (or, with ``--timed``, from a timed json).
 
-    /work/cpu.sh -n 1 TAG python benchmarks/compression.py --phase build --s16 runs/vit_s16_cxr/model \\
-        --ti16 runs/vit_ti16_cxr/model
+    /work/cpu.sh -n 1 TAG python benchmarks/compression.py --phase build --families b16 --b16 runs/vit_b16_cxr/model
     /work/cpu.sh -n 2 TAG python benchmarks/compression.py --phase time
 """
 
@@ -31,8 +33,10 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,12 +49,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from medvit.data.phantom_cxr import CXR_LABELS  # noqa: E402
-from medvit.models import create_model, load_model, save_checkpoint  # noqa: E402
+from medvit.models import load_model, save_checkpoint  # noqa: E402
 from medvit.nn.flops import measured_macs  # noqa: E402
 
-TIMED_FAMILIES = ("dense", "nvit", "snnet", "elastic")
+TIMED_FAMILIES = ("dense", "nvit", "snnet", "elastic", "b16")
 DATA = {"n": 2000, "seed": 0, "image_size": 64, "lesion_contrast": 3.0, "lesion_size": 2.0, "anatomy": 0.5}
 
 
@@ -88,24 +92,29 @@ def run_task(task: str, **kw) -> dict:
               data={"task": task})
 
 
-def kd_finetune(student, teacher, x, y, epochs: int, lr: float, bs: int = 32, alpha: float = 0.5) -> None:
+def kd_finetune(student, teacher, x, y, epochs: float, lr: float, bs: int = 32, alpha: float = 0.5,
+                bf16: bool = False) -> None:
     """NViT's fine-tune after pruning: labels + distillation from the dense model (BCE on its sigmoid), AdamW,
-    cosine LR."""
-    if epochs <= 0:
+    cosine LR; ``epochs`` may be fractional; ``bf16``: autocast (as the ViT-B/16 preset trains)."""
+    steps = int(epochs * (len(x) // bs))
+    if steps <= 0:
         return
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * (len(x) // bs)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(0)
     teacher.eval()
-    for _ in range(epochs):
-        student.train()
+    student.train()
+    done = 0
+    while done < steps:
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x) - bs + 1, bs):
+            if done == steps:
+                break
             idx = perm[i:i + bs]
-            out = student(x[idx])
-            with torch.no_grad():
-                t = torch.sigmoid(teacher(x[idx]))
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                out = student(x[idx]).float()
+                with torch.no_grad():
+                    t = torch.sigmoid(teacher(x[idx]).float())
             loss = (1 - alpha) * F.binary_cross_entropy_with_logits(out, y[idx].float()) + \
                 alpha * F.binary_cross_entropy_with_logits(out, t)
             opt.zero_grad(set_to_none=True)
@@ -113,36 +122,50 @@ def kd_finetune(student, teacher, x, y, epochs: int, lr: float, bs: int = 32, al
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
             sched.step()
+            done += 1
     student.eval()
+
+
+@dataclasses.dataclass
+class Base:
+    """A trained dense model the compressed rows start from: row-name prefix, family, checkpoint, its test split."""
+
+    tag: str  # "ViT-S/16" | "ViT-B/16"
+    family: str  # family of its dense rows
+    ckpt: str
+    model: torch.nn.Module
+    macs: float
+    xte: torch.Tensor
+    yte: torch.Tensor
 
 
 def build(args: argparse.Namespace) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.time(), os.getloadavg()
-    dense = load_model(args.s16).eval()
-    contract = dense.contract
-    xte, yte = load_split(contract, "test")
-    xtr, ytr = load_split(contract, "train")
-    x1 = xte[:1]
     fams = args.families.split(",")
+    unknown = set(fams) - set(TIMED_FAMILIES)
+    if unknown:
+        raise SystemExit(f"--families: unknown {sorted(unknown)} (choose from {TIMED_FAMILIES})")
     prev = json.loads((work / "build.json").read_text()) if (work / "build.json").exists() else {"meta": {},
                                                                                                 "rows": []}
     rows = [r for r in prev["rows"] if r["family"] not in fams]
     secs = dict(prev["meta"].get("seconds_build", {}))
-    meta = {"torch": torch.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
-            "threads_build": torch.get_num_threads(), "data": DATA, "n_test": len(xte), "n_train": len(xtr),
-            "s16": args.s16, "ti16": args.ti16, "args": vars(args),
+    meta = {**prev["meta"], "torch": torch.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
+            "threads_build": torch.get_num_threads(), "data": DATA, "s16": args.s16, "ti16": args.ti16,
+            "args": {**prev["meta"].get("args", {}), **vars(args)},
             "commands_build": prev["meta"].get("commands_build", []) + [
                 "python benchmarks/compression.py " + " ".join(sys.argv[1:])],
             "load_build": prev["meta"].get("load_build", []) + [[load0]],
             "build_s": prev["meta"].get("build_s", 0.0)}
+    if "b16" in fams:
+        meta["b16"] = args.b16
 
     def save():
         meta.update(date_build=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     seconds_build={k: round(v, 1) for k, v in secs.items()})
         meta["load_build"][-1] = [load0, os.getloadavg()]
-        for ck, key in ((args.s16, "s16_training"), (args.ti16, "ti16_training")):
+        for ck, key in ((args.s16, "s16_training"), (args.ti16, "ti16_training"), (args.b16, "b16_training")):
             summ = Path(ck).parent / "summary.json"
             if summ.exists():
                 js = json.loads(summ.read_text())
@@ -152,76 +175,96 @@ def build(args: argparse.Namespace) -> None:
         out = {"meta": {**meta, "build_s": round(meta["build_s"] + time.time() - t0, 1)}, "rows": rows}
         (work / "build.json").write_text(json.dumps(out, indent=2, default=float))
 
-    def add(name, family, fn, macs, ckpt=None, **extra):
-        auc = mean_auroc(logits_of(fn, xte), yte)
+    def add(base: Base, name, family, fn, macs, ckpt=None, **extra):
+        auc = mean_auroc(logits_of(fn, base.xte), base.yte)
         rows.append({"variant": name, "family": family, "test_auroc": auc, "gmacs": macs / 1e9,
                      "checkpoint": str(ckpt) if ckpt else None, **extra})
         print(f"{name}: test AUROC {auc:.4f}, {macs / 1e9:.3f} GMACs", flush=True)
 
-    dm = measured_macs(dense, x1)
+    def base_of(tag, family, ck) -> tuple[Base, torch.Tensor, torch.Tensor]:
+        m = load_model(ck).eval()
+        xte, yte = load_split(m.contract, "test")
+        xtr, ytr = load_split(m.contract, "train")
+        meta["n_test"], meta["n_train"] = len(xte), len(xtr)
+        return Base(tag, family, str(ck), m, measured_macs(m, xte[:1]), xte, yte), xtr, ytr
+
     common = dict(dataset="cxr_phantom", dataset_args=DATA, batch_size=32)
-    if "dense" in fams:
-        build_dense(args, work, dense, dm, add, secs, common)
+    if {"dense", "nvit", "elastic", "snnet"} & set(fams):
+        s16, xtr, ytr = base_of("ViT-S/16", "dense", args.s16)
+        if "dense" in fams:
+            build_dense(args, work / "ptq_dense", s16, add, secs, common)
+            save()
+        if "nvit" in fams:
+            build_nvit(args, work, s16, "nvit", xtr, ytr, add, secs, common, ft_epochs=args.ft_epochs)
+            save()
+        if "elastic" in fams:
+            build_elastic(args, work, s16, add, secs, common)
+            save()
+        if "snnet" in fams:
+            build_snnet(args, work, s16, add, secs, common)
+            save()
+    if "b16" in fams:
+        b16, xtr, ytr = base_of("ViT-B/16", "b16", args.b16)
+        build_dense(args, work / "ptq_b16", b16, add, secs, common)
         save()
-    if "nvit" in fams:
-        build_nvit(args, work, dense, xtr, ytr, xte, yte, add, secs, common)
-        save()
-    if "elastic" in fams:
-        build_elastic(args, work, dm, x1, add, secs, common)
-        save()
-    if "snnet" in fams:
-        build_snnet(args, work, add, secs, common)
+        build_nvit(args, work, b16, "b16", xtr, ytr, add, secs, common, ft_epochs=args.b16_ft_epochs, bf16=True,
+                   with_ptq=False)
         save()
 
 
-def build_dense(args, work, dense, dm, add, secs, common) -> None:
+def build_dense(args, out: Path, b: Base, add, secs, common) -> None:
+    """fp32, bf16 weights, dynamic int8 and Q-HyViT static int8 (the ``ptq`` task) of a dense model."""
     from medvit.compress.ptq import load_qparams, simulate
 
-    add("ViT-S/16 dense fp32", "dense", dense, dm, args.s16)
-    bf = copy.deepcopy(dense).to(torch.bfloat16)
-    add("ViT-S/16 dense bf16 weights", "dense", lambda x: bf(x.to(torch.bfloat16)), dm, args.s16, precision="bf16")
-    add("ViT-S/16 dense dynamic int8", "dense", dyn_int8(dense), dm, args.s16, precision="dynamic_int8")
-
+    add(b, f"{b.tag} dense fp32", b.family, b.model, b.macs, b.ckpt)
+    bf = copy.deepcopy(b.model).to(torch.bfloat16)
+    add(b, f"{b.tag} dense bf16 weights", b.family, lambda x: bf(x.to(torch.bfloat16)), b.macs, b.ckpt,
+        precision="bf16")
+    add(b, f"{b.tag} dense dynamic int8", b.family, dyn_int8(b.model), b.macs, b.ckpt, precision="dynamic_int8")
     t = time.time()
-    s = run_task("ptq", checkpoint=args.s16, output_dir=work / "ptq_dense", calibration_images=args.calib,
+    s = run_task("ptq", checkpoint=b.ckpt, output_dir=out, calibration_images=args.calib,
                  recon_iters=args.recon_iters, **common)
-    secs["ptq_dense"] = time.time() - t
-    q = load_model(work / "ptq_dense" / "model").eval()
-    add("ViT-S/16 static int8 (Q-HyViT PTQ)", "dense", simulate(q, load_qparams(work / "ptq_dense" / "model")), dm,
-        work / "ptq_dense" / "model", precision="int8", val_fp32_vs_int8=[s["fp32"], s["int8"]])
+    secs[out.name] = time.time() - t
+    q = load_model(out / "model").eval()
+    add(b, f"{b.tag} static int8 (Q-HyViT PTQ)", b.family, simulate(q, load_qparams(out / "model")), b.macs,
+        out / "model", precision="int8", val_fp32_vs_int8=[s["fp32"], s["int8"]])
 
 
-def build_nvit(args, work, dense, xtr, ytr, xte, yte, add, secs, common) -> None:
+def build_nvit(args, work, b: Base, family, xtr, ytr, add, secs, common, ft_epochs: float, bf16: bool = False,
+               with_ptq: bool = True) -> None:
+    """NViT pruning (``nvit_prune`` task) to ``--mac-ratio`` + the KD fine-tune; optionally its static int8."""
     from medvit.compress.ptq import load_qparams, simulate
 
-    contract = dense.contract
-    x1 = xte[:1]
+    sub = "nvit" if family == "nvit" else f"nvit_{family}"
+    name = f"NViT {args.mac_ratio:.0%} MACs" if family == "nvit" else f"{b.tag} NViT {args.mac_ratio:.0%} MACs"
     t = time.time()
-    s = run_task("nvit_prune", checkpoint=args.s16, output_dir=work / "nvit", saliency_images=256,
+    s = run_task("nvit_prune", checkpoint=b.ckpt, output_dir=work / sub, saliency_images=256,
                  mac_ratio=args.mac_ratio, **common)
-    pruned = load_model(work / "nvit" / "model").eval()
-    pm = measured_macs(pruned, x1)
-    before = mean_auroc(logits_of(pruned, xte), yte)
-    kd_finetune(pruned, dense, xtr, ytr, args.ft_epochs, args.ft_lr)
-    save_checkpoint(pruned, work / "nvit_ft", contract=dataclasses.replace(contract, ood=None),
+    pruned = load_model(work / sub / "model").eval()
+    pm = measured_macs(pruned, b.xte[:1])
+    before = mean_auroc(logits_of(pruned, b.xte), b.yte)
+    kd_finetune(pruned, b.model, xtr, ytr, ft_epochs, args.ft_lr, bf16=bf16)
+    save_checkpoint(pruned, work / f"{sub}_ft", contract=dataclasses.replace(b.model.contract, ood=None),
                     extra={"nvit": {k: s[k] for k in ("mac_ratio",)}})
-    secs["nvit_prune_finetune"] = time.time() - t
-    add(f"NViT {args.mac_ratio:.0%} MACs fp32", "nvit", pruned, pm, work / "nvit_ft", test_auroc_before_finetune=before,
-        plan={k: s[k] for k in ("kept_heads", "kept_mlp", "kept_embed", "mac_ratio")})
+    secs[f"{sub}_prune_finetune"] = time.time() - t
+    add(b, f"{name} fp32", family, pruned, pm, work / f"{sub}_ft", test_auroc_before_finetune=before,
+        ft_epochs=ft_epochs, plan={k: s[k] for k in ("kept_heads", "kept_mlp", "kept_embed", "mac_ratio")})
+    if not with_ptq:
+        return
     t = time.time()
-    run_task("ptq", checkpoint=work / "nvit_ft", output_dir=work / "ptq_nvit", calibration_images=args.calib,
+    run_task("ptq", checkpoint=work / f"{sub}_ft", output_dir=work / f"ptq_{sub}", calibration_images=args.calib,
              recon_iters=args.recon_iters, **common)
-    secs["ptq_nvit"] = time.time() - t
-    qp = load_model(work / "ptq_nvit" / "model").eval()
-    add(f"NViT {args.mac_ratio:.0%} MACs static int8 (PTQ)", "nvit",
-        simulate(qp, load_qparams(work / "ptq_nvit" / "model")), pm, work / "ptq_nvit" / "model", precision="int8")
+    secs[f"ptq_{sub}"] = time.time() - t
+    qp = load_model(work / f"ptq_{sub}" / "model").eval()
+    add(b, f"{name} static int8 (PTQ)", family, simulate(qp, load_qparams(work / f"ptq_{sub}" / "model")), pm,
+        work / f"ptq_{sub}" / "model", precision="int8")
 
 
-def build_snnet(args, work, add, secs, common) -> None:
+def build_snnet(args, work, b: Base, add, secs, common) -> None:
     from medvit.compress.stitch import load_stitched
 
     t = time.time()
-    s = run_task("snnet_train", checkpoint=args.ti16, large_checkpoint=args.s16, output_dir=work / "snnet",
+    s = run_task("snnet_train", checkpoint=args.ti16, large_checkpoint=b.ckpt, output_dir=work / "snnet",
                  steps=args.snnet_steps, rank=8, calibration_images=128, lr=1e-3, **common)
     secs["snnet_train"] = time.time() - t
     sn = load_stitched(work / "snnet" / "model")
@@ -229,30 +272,64 @@ def build_snnet(args, work, add, secs, common) -> None:
         c = sn.configs[r["config_id"]]
         name = {"S": "SN-Net anchor ViT-Ti/16", "L": "SN-Net anchor ViT-S/16"}.get(
             c.key, f"SN-Net {c.route} stitch {c.front}→{c.back}")
-        add(name, "snnet", lambda x, c=c: sn.forward_config(x, c), r["macs"], work / "snnet" / "model",
+        add(b, name, "snnet", lambda x, c=c: sn.forward_config(x, c), r["macs"], work / "snnet" / "model",
             config_id=r["config_id"], val_auroc=r["val"]["mean_auroc"],
             val_auroc_least_squares_init=r["val_after_least_squares_init"]["mean_auroc"])
 
 
-def build_elastic(args, work, dm, x1, add, secs, common) -> None:
+def build_elastic(args, work, b: Base, add, secs, common) -> None:
     t = time.time()
-    s = run_task("elastic_train", checkpoint=args.s16, output_dir=work / "elastic", steps=args.elastic_steps,
+    s = run_task("elastic_train", checkpoint=b.ckpt, output_dir=work / "elastic", steps=args.elastic_steps,
                  lr=args.elastic_lr, mac_ratios=[0.75, 0.5, 0.25], search_candidates=args.search, **common)
     secs["elastic_train"] = time.time() - t
     sup = load_model(work / "elastic" / "supernet").eval()
-    add("ElasticViT supernet (largest subnet)", "elastic", sup, dm, work / "elastic" / "supernet")
+    add(b, "ElasticViT supernet (largest subnet)", "elastic", sup, b.macs, work / "elastic" / "supernet")
     for r in s["subnets"]:
         m = load_model(r["checkpoint"]).eval()
-        add(f"ElasticViT subnet ≤{r['mac_ratio_budget']:.0%} MACs", "elastic", m, measured_macs(m, x1),
+        add(b, f"ElasticViT subnet ≤{r['mac_ratio_budget']:.0%} MACs", "elastic", m, measured_macs(m, b.xte[:1]),
             r["checkpoint"], depth=r["depth"], heads=r["heads"], mlp=r["mlp"], val_auroc=r["val"]["mean_auroc"])
 
 
 
+def row_forward(row: dict):
+    """The float forward a build row is scored with (int8: the exact float simulation of its PT2E graph)."""
+    from medvit.compress.ptq import load_qparams, simulate
+    from medvit.compress.stitch import load_stitched
 
+    if row["family"] == "snnet":
+        return load_stitched(row["checkpoint"], row["config_id"]).eval()
+    m = load_model(row["checkpoint"]).eval()
+    prec = row.get("precision", "fp32")
+    if prec == "int8":
+        return simulate(m, load_qparams(row["checkpoint"]))
+    if prec == "bf16":
+        bf = m.to(torch.bfloat16)
+        return lambda x: bf(x.to(torch.bfloat16))
+    return dyn_int8(m) if prec == "dynamic_int8" else m
+
+
+def rescore(args: argparse.Namespace) -> None:
+    """Every row of build.json scored again on the test split the current phantom generator draws (the models are
+    kept; the earlier value stays in ``test_auroc_earlier_data``): for when the generator changed after a build."""
+    work = Path(args.work)
+    log = json.loads((work / "build.json").read_text())
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for r in log["rows"]:
+        base = log["meta"]["b16"] if r["family"] == "b16" else log["meta"]["s16"]
+        if base not in splits:
+            splits[base] = load_split(load_model(base).contract, "test")
+        x, y = splits[base]
+        auc = mean_auroc(logits_of(row_forward(r), x), y)
+        r.setdefault("test_auroc_earlier_data", r["test_auroc"])
+        print(f"{r['variant']}: {r['test_auroc']:.4f} -> {auc:.4f}", flush=True)
+        r["test_auroc"] = auc
+    log["meta"]["rescored"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                               "command": "python benchmarks/compression.py " + " ".join(sys.argv[1:])}
+    (work / "build.json").write_text(json.dumps(log, indent=2, default=float))
 
 
 def predictor_for(row: dict, work: Path):
-    """(Predictor, note) running the row's model the way `medvit infer` would."""
+    """The Predictor running the row's model the way `medvit infer` would."""
     from medvit.compress.stitch import load_stitched
     from medvit.infer.predictor import Predictor, load_for_inference
 
@@ -270,7 +347,16 @@ def predictor_for(row: dict, work: Path):
     return Predictor(m, prec)
 
 
+#: rows that run the very same ViT-S/16 forward under other names: their images/s must agree (timing check)
+SAME_FORWARD = ("ViT-S/16 dense fp32", "SN-Net anchor ViT-S/16", "ElasticViT supernet (largest subnet)")
+BASE = "ViT-S/16 dense fp32"
+
+
 def time_phase(args: argparse.Namespace) -> None:
+    """Every variant through the `medvit infer` Predictor, interleaved per round; each timed call repeated until it
+    ran on a machine where other processes used ≤ ``--max-foreign`` cores (:mod:`cpu_timing`)."""
+    import cpu_timing as ct
+
     from medvit.infer.predictor import Predictor
 
     torch.set_num_threads(args.threads)
@@ -279,45 +365,51 @@ def time_phase(args: argparse.Namespace) -> None:
     log = json.loads((work / "build.json").read_text())
     t0, load0 = time.time(), os.getloadavg()
     size = log["meta"]["data"]["image_size"]
-    xs = torch.randn(args.speed_batch, 1, size, size)
+    xs = torch.randn(args.speed_batch, 1, size, size).numpy()
     preds: dict[str, object] = {}
     for r in log["rows"]:
         if r["family"] == "snnet" and r["variant"].startswith("SN-Net") and "anchor" not in r["variant"]:
             c = r["variant"].split()[-1]
             if args.snnet_every and int(c.split("→")[0]) % args.snnet_every:
                 continue
-        if r["variant"] == "ViT-S/16 dense fp32":
-            m = load_model(r["checkpoint"]).eval()
-            preds["ViT-S/16 dense fp32 Inductor"] = Predictor(m, "fp32", compile="inductor")
         preds[r["variant"]] = predictor_for(r, work)
-    b_rows = {} if args.skip_b16 else b16_predictors(size, log["meta"]["args"]["mac_ratio"], args.b16_full)
-    for k, (p, _) in b_rows.items():
-        preds[k] = p
+        if r["variant"] == BASE:
+            preds[f"{BASE} Inductor"] = Predictor(load_model(r["checkpoint"]).eval(), "fp32", compile="inductor")
+    reps, warm_s = {}, {}
     for name, p in preds.items():  # warm-up: compiles the Inductor / int8 graphs (first batch fixes the shape)
-        t = time.time()
-        p.predict(xs.numpy())
-        print(f"warm {name}: {time.time() - t:.1f} s", flush=True)
-    times: dict[str, list[float]] = {k: [] for k in preds}
-    for _ in range(args.rounds):
+        t = time.perf_counter()
+        p.predict(xs)
+        warm_s[name] = time.perf_counter() - t
+        t = time.perf_counter()
+        p.predict(xs)
+        reps[name] = ct.reps_for(time.perf_counter() - t, args.min_sample_s)
+        print(f"warm {name}: {warm_s[name]:.1f} s, {reps[name]} batches per sample", flush=True)
+    samples: dict[str, list] = {k: [] for k in preds}
+    for rnd in range(args.rounds):
         for name, p in preds.items():
-            t = time.perf_counter()
-            p.predict(xs.numpy())
-            times[name].append(args.speed_batch / (time.perf_counter() - t))
-    base = "ViT-S/16 dense fp32"
+            s = ct.timed_call(lambda p=p, k=reps[name]: [p.predict(xs) for _ in range(k)], args.max_foreign,
+                              args.tries)
+            samples[name].append(s)
+        bad = sum(not v[-1].clean for v in samples.values())
+        print(f"round {rnd}: {bad} of {len(preds)} samples disturbed after {args.tries} tries", flush=True)
     speed = {}
     for name in preds:
-        speed[name] = {"images_per_s": statistics.median(times[name]), "rounds_images_per_s": times[name],
-                       "speedup_vs_s16_fp32": statistics.median([a / b for a, b in zip(times[name], times[base],
-                                                                                       strict=True)])}
-    for k, (_, m) in b_rows.items():
-        speed[k]["gmacs"] = measured_macs(m, xs[:1]) / 1e9
-    speed["ViT-S/16 dense fp32 Inductor"]["gmacs"] = next(r["gmacs"] for r in log["rows"] if r["variant"] == base)
+        n_img = reps[name] * args.speed_batch
+        sm = ct.summarize(samples[name], n_img)
+        ratio, used = ct.paired_ratio(samples[name], samples[BASE], n_img, reps[BASE] * args.speed_batch)
+        speed[name] = {"images_per_s": sm["per_s"], "images_per_s_min": sm["min_per_s"],
+                       "images_per_s_max": sm["max_per_s"], "clean_samples": sm["clean"], "samples": sm["n"],
+                       "foreign_cores_max": sm["foreign_cores_max"], "batches_per_sample": reps[name],
+                       "warmup_s": warm_s[name], "speedup_vs_s16_fp32": ratio, "speedup_rounds": used,
+                       "rounds": [s.to_dict() for s in samples[name]]}
+    speed[f"{BASE} Inductor"]["gmacs"] = next(r["gmacs"] for r in log["rows"] if r["variant"] == BASE)
     log["speed"] = speed
-    log["e2e"] = e2e_infer(args, work, log)
+    log["e2e"] = e2e_infer(args, work)
     log["meta"].update({"command_time": "python benchmarks/compression.py " + " ".join(sys.argv[1:]),
                         "date_time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads_time": args.threads,
                         "load_time": [load0, os.getloadavg()], "speed_batch": args.speed_batch,
-                        "rounds": args.rounds, "time_s": round(time.time() - t0, 1)})
+                        "rounds": args.rounds, "time_s": round(time.time() - t0, 1),
+                        "max_foreign": args.max_foreign, "tries": args.tries, "min_sample_s": args.min_sample_s})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compression.json").write_text(json.dumps(log, indent=2, default=float))
@@ -325,147 +417,155 @@ def time_phase(args: argparse.Namespace) -> None:
     plot(log, out / "compression.png")
 
 
-def b16_predictors(size: int, mac_ratio: float, full: bool = False) -> dict:
-    """ViT-B/16 rows: random weights, the shapes of a trained one (speed does not depend on the values); the NViT
-    shapes from saliency on random images; int8 from a PTQ parameter set without reconstruction."""
-    from medvit.compress.prune import apply_plan, group_saliency, plan_pruning
-    from medvit.compress.ptq import PTQConfig, ptq_calibrate
-    from medvit.infer.predictor import Predictor
-
-    torch.manual_seed(1)
-    K = len(CXR_LABELS)
-    b16 = create_model("vit_base_patch16_224", img_size=size, in_chans=1, num_classes=K, global_pool="avg").eval()
-    yr = (torch.rand(16, K) < 0.3).float()
-    xr = torch.randn(16, 1, size, size)
-    sal = group_saliency(b16, [(xr[:8], yr[:8]), (xr[8:], yr[8:])], F.binary_cross_entropy_with_logits)
-    b16p = apply_plan(b16, plan_pruning(b16, sal, mac_ratio))
-    bq = {}
-    for k, m in (("dense", b16), ("pruned", b16p))[:2 if full else 1]:
-        qm, res = ptq_calibrate(m, [xr[:8]], PTQConfig(recon_iters=0, search_rows=512))
-        qm.int8_qparams = res.qparams
-        bq[k] = qm
-    rows = {"ViT-B/16 dense fp32": (Predictor(b16, "fp32"), b16),
-            "ViT-B/16 dense bf16 weights": (Predictor(b16, "bf16"), b16),
-            "ViT-B/16 dense dynamic int8": (Predictor(dyn_int8(b16), "fp32"), b16),
-            "ViT-B/16 static int8 (PTQ)": (Predictor(bq["dense"], "int8"), b16),
-            f"ViT-B/16 NViT {mac_ratio:.0%} MACs fp32": (Predictor(b16p, "fp32"), b16p)}
-    if full:  # two more Inductor compiles (minutes on 2 cores)
-        rows["ViT-B/16 dense fp32 Inductor"] = (Predictor(b16, "fp32", compile="inductor"), b16)
-        rows[f"ViT-B/16 NViT {mac_ratio:.0%} MACs static int8 (PTQ)"] = (Predictor(bq["pruned"], "int8"), b16p)
-    return rows
-
-
-def e2e_infer(args: argparse.Namespace, work: Path, log: dict) -> dict:
-    """`medvit infer` on phantom DX DICOM files with the PTQ checkpoint: --precision fp32 vs int8, interleaved."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def e2e_infer(args: argparse.Namespace, work: Path) -> dict:
+    """`medvit infer` on phantom DX DICOM files with the PTQ checkpoint: --precision fp32 vs int8 in adjacent pairs
+    (order alternating), each run repeated while other processes kept the machine busy (:mod:`cpu_timing`).
+    Verdict: a gain is separable when every clean pair points the same way and the sign test gives p ≤ 0.05."""
+    import cpu_timing as ct
     from infer_benchmark import make_phantoms
 
-    inp = work / "dicom"
+    inp = work / f"dicom_{args.e2e_n}_{args.e2e_size}"
     if not inp.exists():
         make_phantoms(inp, args.e2e_n, args.e2e_size)
     model = work / "ptq_dense" / "model"
-    res: dict[str, list[dict]] = {"fp32": [], "int8": []}
-    for rnd in range(args.e2e_rounds + 1):  # round 0 warms the compile cache
-        for prec in ("fp32", "int8"):
-            out = work / f"infer_{prec}_{rnd}"
-            cmd = [sys.executable, "-m", "medvit.cli.main", "infer", "-m", str(model), "-i", str(inp), "-o",
-                   str(out), "--batch-size", str(args.speed_batch), "--precision", prec, "--device", "cpu",
-                   "--quiet", "--threads", str(args.threads), "--workers", "0", "--any-modality",
-                   f"--{args.e2e_decode}-decode"]
-            t = time.perf_counter()
-            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            wall = time.perf_counter() - t
-            if p.returncode not in (0, 3):
-                raise RuntimeError(f"medvit infer failed ({p.returncode}): {p.stderr[-2000:]}")
-            run = json.loads((out / "run.json").read_text())
-            n = run["counts"]["predicted"]
-            if rnd:
-                res[prec].append({"n": n, "run_s": run["seconds"], "wall_s": wall, "img_s_run": n / run["seconds"]})
-            print(f"e2e {prec} round {rnd}: {n} images, run {run['seconds']:.1f} s, wall {wall:.1f} s", flush=True)
-    med = {k: statistics.median([r["img_s_run"] for r in v]) for k, v in res.items()}
-    return {"rounds": res, "median_img_s_run": med, "int8_gain": med["int8"] / med["fp32"],
+
+    def infer(prec: str, tag: str) -> dict:
+        out = work / f"infer_{prec}_{tag}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "medvit.cli.main", "infer", "-m", str(model), "-i", str(inp), "-o", str(out),
+               "--batch-size", str(args.speed_batch), "--precision", prec, "--device", "cpu", "--quiet",
+               "--threads", str(args.threads), "--workers", "0", "--any-modality", f"--{args.e2e_decode}-decode"]
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if p.returncode not in (0, 3):
+            raise RuntimeError(f"medvit infer failed ({p.returncode}): {p.stderr[-2000:]}")
+        run = json.loads((out / "run.json").read_text())
+        tm = run["counts"].get("timing") or {}
+        return {"n": run["counts"]["predicted"], "run_s": run["seconds"], "predict_s": tm.get("predict_s"),
+                "input_wait_s": tm.get("input_wait_s"), "img_s_run": run["counts"]["predicted"] / run["seconds"]}
+
+    for prec in ("fp32", "int8"):  # warm-up: the int8 compile goes into the cache; file-system caches filled
+        r = infer(prec, "warm")
+        print(f"e2e warm {prec}: {r['n']} images, run {r['run_s']:.1f} s", flush=True)
+    pairs = []
+    for rnd in range(args.e2e_rounds):
+        pair = {}
+        for prec in (("fp32", "int8") if rnd % 2 == 0 else ("int8", "fp32")):
+            box: dict = {}
+            s = ct.timed_call(lambda prec=prec, box=box, tag=str(rnd): box.update(infer(prec, tag)), args.max_foreign,
+                              args.tries)
+            pair[prec] = {**box, "wall_s": s.wall_s, "foreign_cores": s.foreign_cores, "clean": s.clean,
+                          "tries": s.tries}
+        pair["gain"] = pair["int8"]["img_s_run"] / pair["fp32"]["img_s_run"]
+        pair["clean"] = pair["int8"]["clean"] and pair["fp32"]["clean"]
+        pairs.append(pair)
+        print(f"e2e pair {rnd}: fp32 {pair['fp32']['img_s_run']:.1f} int8 {pair['int8']['img_s_run']:.1f} img/s, "
+              f"gain {pair['gain']:.2f}, clean {pair['clean']}", flush=True)
+    use = [p for p in pairs if p["clean"]] or pairs
+    gains = [p["gain"] for p in use]
+    same_side = all(g > 1 for g in gains) or all(g < 1 for g in gains)
+    p_sign = 2 * 0.5 ** len(gains) if same_side else 1.0
+    med = {k: statistics.median([p[k]["img_s_run"] for p in use]) for k in ("fp32", "int8")}
+    pred = {k: statistics.median([p[k]["predict_s"] for p in use if p[k]["predict_s"] is not None] or [math.nan])
+            for k in ("fp32", "int8")}
+    return {"pairs": pairs, "clean_pairs": sum(p["clean"] for p in pairs), "median_img_s_run": med,
+            "median_predict_s": pred, "int8_gain": statistics.median(gains), "gain_min": min(gains),
+            "gain_max": max(gains), "sign_test_p": p_sign, "separable": same_side and p_sign <= 0.05,
             "files": args.e2e_n, "dicom_size": args.e2e_size, "decode": args.e2e_decode, "checkpoint": str(model)}
+
 
 
 def write_md(log: dict, path: Path) -> None:
     m, sp = log["meta"], log.get("speed", {})
-    base = next(r for r in log["rows"] if r["variant"] == "ViT-S/16 dense fp32")
+    base = next(r for r in log["rows"] if r["variant"] == BASE)
+    b16 = m.get("b16_training")
     lines = ["# Post-training compression on chest phantoms: test AUROC vs measured CPU images/s", "",
-             "ViT-S/16 trained first (`/work/cpu.sh -n 1 stitch22 medvit run "
-             "pipelines/compress/vit_s16_cxr_phantom.yaml`, 1 thread; see the note under the table). Then, in this "
-             "order, in one whole-machine gate call (`/work/cpu.sh -n 2`, build and ViT-Ti/16 training with "
-             f"{m['threads_build']} torch threads), then the timing in a second `/work/cpu.sh -n 2` call (nothing "
-             "else of this benchmark running): "
-             + "; ".join(f"`{c}`" for c in m["commands_build"][:1])
-             + "; `medvit run pipelines/compress/vit_ti16_cxr_phantom.yaml`; "
-             + "; ".join(f"`{c}`" for c in m["commands_build"][1:])
-             + f"; `{m['command_time']}`.  ",
-             f"Build {m['build_s'] / 60:.0f} min wall (load average start → end per call: "
+             "Build (each through the CPU gate, `/work/cpu.sh`): "
+             + "; ".join(f"`{c}`" for c in m["commands_build"])
+             + f". Timing, one whole-machine gate call (`/work/cpu.sh -n 2`): `{m['command_time']}`.  ",
+             f"Build {m['build_s'] / 60:.0f} min wall over {len(m['load_build'])} calls (load average start → end: "
              + ", ".join(f"{a[0]:.1f} → {b[0]:.1f}" for a, b in m["load_build"])
-             + f"); timing {m['date_time']}, {m['time_s'] / 60:.0f} min wall, load average "
+             + f"); timing {m['date_time']}, {m['time_s'] / 60:.1f} min wall, load average "
              f"{m['load_time'][0][0]:.1f} → {m['load_time'][1][0]:.1f}, {m['threads_time']} torch threads; "
-             f"{m['platform']}; torch {m['torch']}.",
-             "",
-             f"Models: ViT-S/16 and ViT-Ti/16 trained from scratch by the repo's `finetune_multilabel` task "
-             f"(`pipelines/compress/vit_s16_cxr_phantom.yaml`, `vit_ti16_cxr_phantom.yaml`) on the calibrated "
-             f"chest phantoms {m['data']} at 64 px (ViT-S/16 val/test mean AUROC from its run: "
-             f"{m.get('s16_training')}; ViT-Ti/16: {m.get('ti16_training')}). Metric: mean AUROC over 7 findings "
-             f"on the patient-disjoint test split ({m['n_test']} images), one training seed — differences below "
-             f"≈ 0.01–0.02 are not separable. int8 rows are scored through the exact float simulation of the "
-             f"exported PT2E graph (equal to 1e-5, tests/compress/test_ptq.py). Speed: images/s of "
-             f"`Predictor.predict` (the `medvit infer` engine) on batches of {m['speed_batch']} at 64 px, every "
-             f"variant interleaved per round, median of {m['rounds']} rounds; speed-up = median per-round ratio to "
-             f"ViT-S/16 dense fp32 eager.", "",
-             "| variant | test mean AUROC | GMACs | images/s | speed-up |", "|---|---|---|---|---|"]
-
-    same = [sp[k]["images_per_s"] for k in ("ViT-S/16 dense fp32", "SN-Net anchor ViT-S/16",
-                                             "ElasticViT supernet (largest subnet)") if k in sp]
-    if len(same) > 1 and max(same) / min(same) > 1.5:
-        lines[-2:-2] = [f"**Absolute images/s are unstable in this run:** the same ViT-S/16 forward (dense "
-                        f"fp32, the SN-Net S/16 anchor, the ElasticViT largest subnet) measured {min(same):.0f}–"
-                        f"{max(same):.0f} images/s (the machine's speed changed during the run). Compare rows by the "
-                        "speed-up column (both timed in the same round) and read images/s as indicative only.", ""]
+             f"{m['platform']}; torch {m['torch']}.", "",
+             f"Models: ViT-Ti/16, ViT-S/16 and ViT-B/16 trained from scratch by the repo's `finetune_multilabel` task "
+             f"(`pipelines/compress/vit_{{ti16,s16,b16}}_cxr_phantom.yaml`) on the calibrated chest phantoms "
+             f"{m['data']} at 64 px (val/test mean AUROC from their runs — ViT-S/16: {m.get('s16_training')}; "
+             f"ViT-Ti/16: {m.get('ti16_training')}; ViT-B/16: {b16}). Metric: mean AUROC over 7 findings on the "
+             f"patient-disjoint test split ({m['n_test']} images), one training seed — differences below ≈ 0.01–0.02 "
+             f"are not separable. int8 rows are scored through the exact float simulation of the exported PT2E graph "
+             f"(equal to 1e-5, tests/compress/test_ptq.py).", ""]
+    if sp:
+        lines += [
+            f"Speed: images/s of `Predictor.predict` (the `medvit infer` engine) on batches of {m['speed_batch']} at "
+            f"64 px, every variant interleaved per round, median of {m['rounds']} rounds; one sample = as many batches "
+            f"as fill ≥ {m.get('min_sample_s', 0.5)} s. **Each sample is taken on a quiet machine:** the CPU time "
+            f"other processes used during it is measured (`/proc/stat` minus this process, "
+            f"`benchmarks/cpu_timing.py`) and a sample during which they kept more than {m.get('max_foreign')} core "
+            f"busy is retaken (≤ {m.get('tries')} tries). Why: with {m['threads_time']} torch threads on 2 cores one "
+            "foreign runnable process slows an eager forward 5–8× (OpenMP regions wait for the descheduled thread) — "
+            "the cause of last session's unstable figures (the same forward read 260, 33 and 37 images/s). "
+            "speed-up = median per-round ratio to ViT-S/16 dense fp32 eager (rounds where both samples were clean).",
+            ""]
+        same = {k: sp[k] for k in SAME_FORWARD if k in sp}
+        if len(same) > 1:
+            v = [s["images_per_s"] for s in same.values()]
+            lines += [f"Check — the same ViT-S/16 forward under {len(same)} names ("
+                      + ", ".join(f"{k}: {s['images_per_s']:.0f}" for k, s in same.items())
+                      + f" images/s): max/min {max(v) / min(v):.2f}"
+                      + (" — consistent." if max(v) / min(v) <= 1.15 else " — **NOT consistent: read absolute "
+                         "images/s as indicative only.**"), ""]
+        bad = {k: f"{s['clean_samples']}/{s['samples']}" for k, s in sp.items() if s["clean_samples"] < s["samples"]}
+        lines += [f"Samples still disturbed after the retries (clean/all): {bad or 'none'}.", ""]
 
     def cell(name):
         s = sp.get(name)
-        return (f"{s['images_per_s']:.1f} | {s['speedup_vs_s16_fp32']:.2f}×" if s else "not timed | —")
+        return (f"{s['images_per_s']:.1f} ({s['images_per_s_min']:.0f}–{s['images_per_s_max']:.0f}) | "
+                f"{s['speedup_vs_s16_fp32']:.2f}×" if s else "not timed | —")
 
+    lines += ["| variant | test mean AUROC | GMACs | images/s (median, range over rounds) | speed-up |",
+              "|---|---|---|---|---|"]
     for r in log["rows"]:
         lines.append(f"| {r['variant']} | {r['test_auroc']:.4f} | {r['gmacs']:.3f} | {cell(r['variant'])} |")
-    lines.append(f"| ViT-S/16 dense fp32 Inductor | {base['test_auroc']:.4f} (= fp32) | {base['gmacs']:.3f} | "
-                 f"{cell('ViT-S/16 dense fp32 Inductor')} |")
-    for k, s in sp.items():
-        if k.startswith("ViT-B/16"):
-            lines.append(f"| {k} | not trained (budget) | {s['gmacs']:.3f} | {cell(k)} |")
-    e = log.get("e2e") or {"files": 0, "dicom_size": 0, "rounds": {"fp32": []},
-                           "median_img_s_run": {"fp32": float("nan"), "int8": float("nan")},
-                           "int8_gain": float("nan")}
-    lines += ["", f"**`medvit infer` end to end** ({e['files']} phantom DX DICOM files {e['dicom_size']}², decode + "
-              f"preprocess + predict + CSV, batch {m['speed_batch']}, `--workers 0`, the Q-HyViT PTQ checkpoint "
-              f"`ptq_dense/model`, `--{e.get('decode', 'full')}-decode`; run clock from run.json, median of "
-              f"{len(e['rounds']['fp32'])} interleaved rounds "
-              f"after a warm-up round): fp32 {e['median_img_s_run']['fp32']:.1f} images/s, `--precision int8` "
-              f"{e['median_img_s_run']['int8']:.1f} images/s → **{e['int8_gain']:.2f}×**.", ""]
-    nv = next((r for r in log["rows"] if r.get("test_auroc_before_finetune") is not None), None)
-    if nv:
-        lines.append(f"NViT: test AUROC right after pruning {nv['test_auroc_before_finetune']:.4f}, after the "
-                     f"{m['args']['ft_epochs']}-epoch distillation fine-tune {nv['test_auroc']:.4f}; plan "
-                     f"{nv.get('plan')}.")
-    lines += ["", "ViT-S/16 training: 20 epochs planned (blr 4e-3, batch 32, 1 thread, load average 2–8); the gate's "
-              "25-min limit stopped the run at step ≈ 950 of 980, after the Trainer had kept its best-validation "
-              "weights (step 686, val mean AUROC 0.8225); the task's own post-training code (validation "
-              "thresholds, test, OOD reference, weight contract, save) was then run on those weights "
-              "(`Trainer.fit` replaced by loading them). ViT-Ti/16: the full 12-epoch preset.",
-              "", "Between the two calls the built checkpoints were brought to what the fixed `ptq` / `nvit_prune` / "
-              "`elastic_train` tasks write (landed f0c274c): the PTQ checkpoint got its source's `ood.safetensors` "
-              "(its contract named an OOD reference that `medvit infer` could not load), the pruned / supernet / "
-              "subnet checkpoints lost the stale OOD entry; weights untouched.",
-              "", f"Build seconds: {m['seconds_build']}.", "",
+    lines.append(f"| {BASE} Inductor | {base['test_auroc']:.4f} (= fp32) | {base['gmacs']:.3f} | "
+                 f"{cell(BASE + ' Inductor')} |")
+    e = log.get("e2e")
+    if e and "pairs" in e:
+        g = [f"{p['gain']:.2f}" + ("" if p["clean"] else " (disturbed)") for p in e["pairs"]]
+        lines += ["", f"**`medvit infer` end to end** ({e['files']} phantom DX DICOM files {e['dicom_size']}², "
+                  f"decode + preprocess + predict + CSV, batch {m['speed_batch']}, `--workers 0`, "
+                  f"`--threads {m['threads_time']}`, the Q-HyViT PTQ checkpoint `ptq_dense/model`, "
+                  f"`--{e['decode']}-decode`; run clock from run.json; {len(e['pairs'])} adjacent fp32/int8 pairs, "
+                  f"order alternating, after one warm-up run each, each run retaken while other processes kept > "
+                  f"{m.get('max_foreign')} core busy): fp32 {e['median_img_s_run']['fp32']:.1f} images/s, "
+                  f"`--precision int8` {e['median_img_s_run']['int8']:.1f} images/s → **{e['int8_gain']:.2f}×** "
+                  f"(per pair: {', '.join(g)}; {e['clean_pairs']} clean pairs; sign test p = {e['sign_test_p']:.3f}) "
+                  f"— the end-to-end gain is **{'separable' if e['separable'] else 'not separable'}** here. Model "
+                  f"time inside the run (`predict_s`, median): fp32 {e['median_predict_s']['fp32']:.2f} s, int8 "
+                  f"{e['median_predict_s']['int8']:.2f} s; the rest is decoding, preprocessing and writing."]
+    for nv in (r for r in log["rows"] if r.get("test_auroc_before_finetune") is not None):
+        lines += ["", f"{nv['variant']}: test AUROC right after pruning {nv['test_auroc_before_finetune']:.4f}, after "
+                  f"the {nv.get('ft_epochs', m['args']['ft_epochs'])}-epoch distillation fine-tune "
+                  f"{nv['test_auroc']:.4f}; plan {nv.get('plan')}."]
+    lines += ["", "ViT-S/16 training (session 31): 20 epochs planned (blr 4e-3, batch 32, 1 thread, load average 2–8); "
+              "the gate's 25-min limit stopped the run at step ≈ 950 of 980, after the Trainer had kept its "
+              "best-validation weights (step 686, val mean AUROC 0.8225); the task's own post-training code "
+              "(validation thresholds, test, OOD reference, weight contract, save) was then run on those weights "
+              "(`Trainer.fit` replaced by loading them; rerun in session 32 to recreate the deleted checkpoint, same "
+              "test AUROC). ViT-Ti/16: the full 12-epoch preset. ViT-B/16 (session 32): the full 10-epoch preset "
+              "(bf16 autocast, ≈ 490 steps), run as resumable gate chunks (`train.stop_at_step`, then "
+              "`train.resume=auto`); the ViT-B/16 NViT row was fine-tuned with distillation for "
+              f"{m['args'].get('b16_ft_epochs', '—')} epoch(s) (bf16 autocast).",
+              "", f"Build seconds: {m['seconds_build']}."]
+    if m.get("rescored"):
+        lines += ["", "All rows were scored again on the current phantom generator's test split "
+                  f"({m['rescored']['date']}, "
+                  f"`{m['rescored']['command']}`): its lesion_size knob changed after the session-31 build (8820f2d); "
+                  "the models are unchanged, the earlier values are in compression.json (`test_auroc_earlier_data`)."]
+    lines += ["",
               "SN-Net rows: `S2L i→j` = ViT-Ti/16 blocks < i, stitching layer, ViT-S/16 blocks ≥ j; `L2S` the other "
               "way; the stitching layers were trained with FLOPs-aware sampling, anchors frozen (val AUROC right "
               "after the least-squares init is in compression.json). ElasticViT subnets were chosen on val loss "
-              "(random search), then scored on test. ViT-B/16: speed rows only (random weights; training it on this "
-              "shared CPU did not fit the session's budget).", "", "![Pareto](compression.png)"]
+              "(random search), then scored on test.", "", "![Pareto](compression.png)"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -476,23 +576,25 @@ def plot(log: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    style = {"dense": ("o", "C0"), "nvit": ("s", "C1"), "snnet": ("^", "C2"), "elastic": ("D", "C3")}
-    pts = []
-    seen = set()
+    style = {"dense": ("o", "C0"), "nvit": ("s", "C1"), "snnet": ("^", "C2"), "elastic": ("D", "C3"),
+             "b16": ("P", "C4")}
+    label = {"dense": "ViT-S/16 dense / int8", "nvit": "ViT-S/16 NViT", "snnet": "SN-Netv2 Ti↔S",
+             "elastic": "ElasticViT (S/16)", "b16": "ViT-B/16 dense / int8 / NViT"}
+    pts, seen = [], set()
     no_speed = not log.get("speed")
     for r in log["rows"]:
         s = log.get("speed", {}).get(r["variant"])
         if no_speed:
-            s = {"x": 1.0 / r["gmacs"]}  # no timing run: 1 / GMACs on the x axis
-        elif s is not None:  # per-round ratio: both timed in the same round, so robust to load changes between rounds
-            s = {"x": s["speedup_vs_s16_fp32"]}
-        if s is None:
+            x = 1.0 / r["gmacs"]  # no timing run: 1 / GMACs on the x axis
+        elif s is not None:
+            x = s["images_per_s"]
+        else:
             continue
         mk, col = style[r["family"]]
-        ax.scatter(s["x"], r["test_auroc"], marker=mk, color=col,
-                   label=r["family"] if r["family"] not in seen else None)
+        ax.scatter(x, r["test_auroc"], marker=mk, color=col,
+                   label=label[r["family"]] if r["family"] not in seen else None)
         seen.add(r["family"])
-        pts.append((s["x"], r["test_auroc"]))
+        pts.append((x, r["test_auroc"]))
         if r["family"] != "snnet" or "anchor" in r["variant"]:
             ax.annotate(r["variant"].replace("ViT-S/16 ", ""), pts[-1], fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
@@ -504,18 +606,21 @@ def plot(log: dict, path: Path) -> None:
     ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("1 / GMACs per image (no timing run)" if no_speed else
-                  "measured CPU speed-up vs ViT-S/16 fp32 eager (images/s ratio per round, median; log)")
+                  f"measured CPU images/s (Predictor, batch {log['meta']['speed_batch']}, "
+                  f"{log['meta']['threads_time']} threads, quiet-machine samples; log)")
     ax.set_ylabel("test mean AUROC (chest phantoms)")
-    ax.set_title("ViT-S/16 compressed: NViT, Q-HyViT int8, SN-Netv2 (Ti↔S), ElasticViT")
+    ax.set_title("Compressed ViT-S/16 and ViT-B/16: NViT, Q-HyViT int8, SN-Netv2 (Ti↔S), ElasticViT")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+
 def main() -> None:
     a = argparse.ArgumentParser()
-    a.add_argument("--phase", choices=("build", "time", "report"), required=True,
-                   help="report: results from build.json alone (no timing run; speed columns 'not timed')")
+    a.add_argument("--phase", choices=("build", "rescore", "time", "report"), required=True,
+                   help="report: results from build.json alone (no timing run; speed columns 'not timed'); rescore: "
+                        "test AUROC of every built row again on the current phantom generator's test split")
     a.add_argument("--work", default=str(ROOT / "runs" / "compression_bench"))
     a.add_argument("--s16", default=str(ROOT / "runs" / "vit_s16_cxr" / "model"))
     a.add_argument("--ti16", default=str(ROOT / "runs" / "vit_ti16_cxr" / "model"))
@@ -532,22 +637,29 @@ def main() -> None:
     a.add_argument("--speed-batch", type=int, default=32)
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--snnet-every", type=int, default=2, help="time every k-th stitch position (all are scored)")
-    a.add_argument("--e2e-n", type=int, default=256)
+    a.add_argument("--e2e-n", type=int, default=512)
     a.add_argument("--e2e-size", type=int, default=256)
-    a.add_argument("--e2e-rounds", type=int, default=2)
+    a.add_argument("--e2e-rounds", type=int, default=6, help="adjacent fp32/int8 pairs (order alternating)")
     a.add_argument("--e2e-decode", choices=("full", "reduced"), default="full",
                    help="medvit infer --full-decode (its default) or the opt-in --reduced-decode")
     a.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    a.add_argument("--families", default="dense,nvit,elastic,snnet",
+    a.add_argument("--families", default="dense,nvit,elastic,snnet,b16",
                    help="variant families built now (rows of the others are kept from an earlier build.json)")
     a.add_argument("--n", type=int, default=2000, help="phantoms drawn (split into train/val/test)")
-    a.add_argument("--b16-full", action="store_true", help="also ViT-B/16 fp32 Inductor and NViT int8 rows")
-    a.add_argument("--skip-b16", action="store_true", help="no ViT-B/16 speed rows (smoke runs)")
+    a.add_argument("--b16", default=str(ROOT / "runs" / "vit_b16_cxr" / "model"),
+                   help="ViT-B/16 trained by pipelines/compress/vit_b16_cxr_phantom.yaml (family b16)")
+    a.add_argument("--b16-ft-epochs", type=float, default=1.0, help="KD fine-tune of the ViT-B/16 NViT row")
+    a.add_argument("--max-foreign", type=float, default=0.15,
+                   help="a timed call during which other processes kept more cores busy than this is retaken")
+    a.add_argument("--tries", type=int, default=4, help="calls per timed sample at most (cpu_timing.timed_call)")
+    a.add_argument("--min-sample-s", type=float, default=0.6, help="batches per timed sample fill at least this")
     a.add_argument("--timed", help="report phase: re-render md/png from this timed compression.json instead")
     args = a.parse_args()
     DATA["n"] = args.n
     if args.phase == "build":
         build(args)
+    elif args.phase == "rescore":
+        rescore(args)
     elif args.phase == "time":
         time_phase(args)
     elif args.timed:
@@ -558,6 +670,7 @@ def main() -> None:
         log = json.loads((Path(args.work) / "build.json").read_text())
         log["meta"].update(command_time="(not run)", date_time="—", time_s=0.0, threads_time=0,
                            load_time=[[float("nan")], [float("nan")]], speed_batch=0, rounds=0)
+        log.pop("speed", None)
         out = Path(args.out)
         (out / "compression.json").write_text(json.dumps(log, indent=2, default=float))
         write_md(log, out / "compression.md")
