@@ -385,7 +385,11 @@ def time_phase(args: argparse.Namespace) -> None:
         reps[name] = ct.reps_for(time.perf_counter() - t, args.min_sample_s)
         print(f"warm {name}: {warm_s[name]:.1f} s, {reps[name]} batches per sample", flush=True)
     samples: dict[str, list] = {k: [] for k in preds}
+    t_rounds = time.time()
     for rnd in range(args.rounds):
+        if rnd >= 3 and time.time() - t0 > 0.6 * args.deadline_s:
+            print(f"round {rnd}: past 60 % of --deadline-s, {rnd} rounds kept", flush=True)
+            break
         for name, p in preds.items():
             s = ct.timed_call(lambda p=p, k=reps[name]: [p.predict(xs) for _ in range(k)], args.max_foreign,
                               args.tries)
@@ -404,11 +408,13 @@ def time_phase(args: argparse.Namespace) -> None:
                        "rounds": [s.to_dict() for s in samples[name]]}
     speed[f"{BASE} Inductor"]["gmacs"] = next(r["gmacs"] for r in log["rows"] if r["variant"] == BASE)
     log["speed"] = speed
-    log["e2e"] = e2e_infer(args, work)
+    rounds_s = time.time() - t_rounds
+    log["e2e"] = e2e_infer(args, work, t0)
     log["meta"].update({"command_time": "python benchmarks/compression.py " + " ".join(sys.argv[1:]),
                         "date_time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads_time": args.threads,
                         "load_time": [load0, os.getloadavg()], "speed_batch": args.speed_batch,
-                        "rounds": args.rounds, "time_s": round(time.time() - t0, 1),
+                        "rounds": len(samples[BASE]), "time_s": round(time.time() - t0, 1),
+                        "rounds_s": round(rounds_s, 1),
                         "max_foreign": args.max_foreign, "tries": args.tries, "min_sample_s": args.min_sample_s})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -417,7 +423,7 @@ def time_phase(args: argparse.Namespace) -> None:
     plot(log, out / "compression.png")
 
 
-def e2e_infer(args: argparse.Namespace, work: Path) -> dict:
+def e2e_infer(args: argparse.Namespace, work: Path, t0: float) -> dict:
     """`medvit infer` on phantom DX DICOM files with the PTQ checkpoint: --precision fp32 vs int8 in adjacent pairs
     (order alternating), each run repeated while other processes kept the machine busy (:mod:`cpu_timing`).
     Verdict: a gain is separable when every clean pair points the same way and the sign test gives p ≤ 0.05."""
@@ -448,6 +454,9 @@ def e2e_infer(args: argparse.Namespace, work: Path) -> dict:
         print(f"e2e warm {prec}: {r['n']} images, run {r['run_s']:.1f} s", flush=True)
     pairs = []
     for rnd in range(args.e2e_rounds):
+        if rnd >= 3 and time.time() - t0 > args.deadline_s:
+            print(f"e2e: past --deadline-s, {rnd} pairs kept", flush=True)
+            break
         pair = {}
         for prec in (("fp32", "int8") if rnd % 2 == 0 else ("int8", "fp32")):
             box: dict = {}
@@ -653,6 +662,8 @@ def main() -> None:
                    help="a timed call during which other processes kept more cores busy than this is retaken")
     a.add_argument("--tries", type=int, default=4, help="calls per timed sample at most (cpu_timing.timed_call)")
     a.add_argument("--min-sample-s", type=float, default=0.6, help="batches per timed sample fill at least this")
+    a.add_argument("--deadline-s", type=float, default=500,
+                   help="time phase: no round starts after 60 %% of this (3 at least), no e2e pair after it (3+)")
     a.add_argument("--timed", help="report phase: re-render md/png from this timed compression.json instead")
     args = a.parse_args()
     DATA["n"] = args.n

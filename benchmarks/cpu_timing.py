@@ -56,8 +56,8 @@ def timed_call(fn: Callable[[], object], max_foreign: float = 0.15, tries: int =
                busy: Callable[[], float] = machine_busy_s, cpu: Callable[[], float] = own_cpu_s,
                clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep) -> Sample:
     """Run ``fn()`` until one call ran while other processes used at most ``max_foreign`` cores (``tries`` calls at
-    most, ``pause_s`` between them so that a short burst passes); returns that call's :class:`Sample`, else the
-    least disturbed call's with ``clean=False``."""
+    most; pauses of ``pause_s``, doubling, between them so that a burst passes); returns that call's
+    :class:`Sample`, else the least disturbed call's with ``clean=False``."""
     if tries < 1:
         raise ValueError(f"tries must be >= 1, got {tries}")
     best: Sample | None = None
@@ -72,7 +72,7 @@ def timed_call(fn: Callable[[], object], max_foreign: float = 0.15, tries: int =
         if best is None or s.foreign_cores < best.foreign_cores:
             best = s
         if k < tries:
-            sleep(pause_s)
+            sleep(pause_s * 2 ** (k - 1))
     assert best is not None
     best.tries = tries
     return best

@@ -47,7 +47,7 @@ def test_disturbed_calls_are_retaken_until_one_is_clean(ct):
     assert (m.calls, s.tries, s.clean) == (3, 3, True)
     assert s.foreign_cores == pytest.approx(0.05)
     assert s.own_cpu_s == pytest.approx(2.0) and s.wall_s == pytest.approx(1.0)
-    assert m.slept == [0.5, 0.5]  # a pause between tries, none after the clean one
+    assert m.slept == [0.5, 1.0]  # doubling pauses between tries, none after the clean one
 
 
 def test_after_all_tries_the_least_disturbed_call_is_kept_and_flagged(ct):
