@@ -99,12 +99,15 @@ def _sync(device: str) -> None:
 
 
 def infer_cmd(model: Path, inp: Path, out: Path, path: str, args: argparse.Namespace) -> list[str]:
-    prec = {"auto": "auto", "fp32": "fp32", "bf16": "bf16", "compile": "auto", "int8": "int8", "openvino": "auto"}[path]
+    prec = {"auto": "auto", "fp32": "fp32", "bf16": "bf16", "compile": "auto", "int8": "int8", "int8fp32": "int8",
+            "openvino": "auto"}[path]
     cmd = [sys.executable, "-m", "medvit.cli.main", "infer", "-m", str(model), "-i", str(inp), "-o", str(out),
            "--batch-size", str(args.batch), "--precision", prec, "--device", args.device, "--quiet",
            "--threads", str(args.threads)]
     if path in ("compile", "openvino"):
         cmd += ["--compile", "inductor" if path == "compile" else "openvino"]
+    if path in INT8_REST_ARMS:
+        cmd += ["--int8-rest", INT8_REST_ARMS[path]]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
     if args.reduced_decode:
@@ -145,13 +148,33 @@ def decoded(model_dir: Path, paths: list[Path]) -> torch.Tensor:
     return torch.from_numpy(np.stack([decode_file(p, spec).x for p in paths]))
 
 
+def decode_cost(model_dir: Path, paths: list[Path], reduced: bool, n: int = 8) -> dict:
+    """Median ms per file of decode + preprocess (header, pixels, modality/VOI, resize to the model input) in this
+    process on one thread, as a decoding worker of medvit infer does it (full decode unless ``reduced``)."""
+    from medvit.infer.decode import DecodeSpec, decode_file
+    from medvit.infer.predictor import load_for_inference
+    from medvit.infer.preprocess import Preprocessor
+    from medvit.io.rules import SelectionRules
+
+    _, contract, _ = load_for_inference(model_dir)
+    spec = DecodeSpec(str(paths[0].parents[1]), Preprocessor.from_contract(contract), SelectionRules([]),
+                      min_side=2 * max(tuple(contract.input_size)[:2]) if reduced else None)
+    decode_file(paths[0], spec)  # imports, decoder plugin selection
+    ts = []
+    for p in paths[:n]:
+        t0 = time.perf_counter()
+        d = decode_file(p, spec)
+        ts.append(time.perf_counter() - t0)
+        if d.status != "ok":
+            raise RuntimeError(f"{p}: {d.status} {d.reason}")
+    return {"ms_median": 1000 * float(np.median(ts)), "ms_min": 1000 * min(ts), "n": len(ts)}
+
+
 def model_alone(model_dir: Path, x: torch.Tensor, path: str, args: argparse.Namespace) -> dict:
     from medvit.infer.predictor import Predictor, load_for_inference
 
     model, _, info = load_for_inference(model_dir)
-    prec = {"compile": "auto", "openvino": "auto"}.get(path, path)
-    mode = {"compile": "inductor", "openvino": "openvino"}.get(path, "none")
-    pred = Predictor(model, prec, args.device, compile=mode, model_sha256=info.sha256)
+    pred = predictor_for(Predictor, model, path, args, info.sha256)
     t0 = time.perf_counter()
     pred.predict(x[: args.batch])  # warm-up (compiled paths: loads the package the warm-up run wrote)
     _sync(args.device)
@@ -162,6 +185,18 @@ def model_alone(model_dir: Path, x: torch.Tensor, path: str, args: argparse.Name
     _sync(args.device)
     dt = time.perf_counter() - t0
     return {"n": len(x), "seconds": dt, "img_s": len(x) / dt, "precision": pred.precision, "first_batch_s": first}
+
+
+#: int8 with fp32 between the GEMMs (``--int8-rest fp32``), to compare with the default (int8-mixed-bf16 on a CPU
+#: with native bf16)
+INT8_REST_ARMS = {"int8fp32": "fp32"}
+
+
+def predictor_for(cls: type, model: torch.nn.Module, path: str, args: argparse.Namespace, sha: str):
+    """The Predictor ``medvit infer`` builds for a path name."""
+    prec = {"compile": "auto", "openvino": "auto", "int8fp32": "int8"}.get(path, path)
+    mode = {"compile": "inductor", "openvino": "openvino"}.get(path, "none")
+    return cls(model, prec, args.device, compile=mode, model_sha256=sha, int8_rest=INT8_REST_ARMS.get(path))
 
 
 def hf_vit(arch: str, device: str) -> torch.nn.Module:
@@ -208,9 +243,7 @@ def interleaved_alone(model_dir: Path, arch: str, x: torch.Tensor, paths: list[s
     arms = {"hf_bf16_autocast": run_hf}
     for path in paths:
         model, _, info = load_for_inference(model_dir)
-        mode = {"compile": "inductor", "openvino": "openvino"}.get(path, "none")
-        pred = Predictor(model, {"compile": "auto", "openvino": "auto"}.get(path, path), args.device, compile=mode,
-                         model_sha256=info.sha256)
+        pred = predictor_for(Predictor, model, path, args, info.sha256)
         arms[path] = pred.predict
     b = x[: args.batch]
     for f in arms.values():  # warm-up (packages loaded, int8 calibrated on the first batch as in medvit infer)
@@ -331,7 +364,7 @@ def main() -> None:
     for a in archs:
         res["models"][a] = {"gflop_per_image": vit_flops(a) / 1e9, "warmup": {}, "rounds": []}
         for path in fast + (args.pipeline_paths.split(",") if a == archs[0] and args.inputs else []):
-            if path in ("compile", "int8", "openvino") and path not in res["models"][a]["warmup"]:
+            if path in ("compile", "int8", "int8fp32", "openvino") and path not in res["models"][a]["warmup"]:
                 out = work / f"warm_{a}_{path}"
                 t1 = time.perf_counter()
                 r = run_infer(infer_cmd(models[a], warm, out, path, args), out)
@@ -373,12 +406,16 @@ def main() -> None:
             t1 = time.perf_counter()
             files = make_inputs(inp, args.pipeline_n, int(size), kind == "j2k", min(args.distinct, 16))
             gen_s = time.perf_counter() - t1
+            n_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            dec = decode_cost(models[a], files, args.reduced_decode)
+            torch.set_num_threads(n_threads)
             for path in args.pipeline_paths.split(","):
                 out = inp / f"out_{path}"
                 e = run_infer(infer_cmd(models[a], inp / "in", out, path, args), out)
                 alone = model_alone(models[a], xs[a], path, args)
                 res["pipeline"].append({"arch": a, "input": spec, "files": len(files), "path": path, "e2e": e,
-                                        "alone": alone, "generate_s": gen_s,
+                                        "alone": alone, "generate_s": gen_s, "decode": dec,
                                         "mb_per_file": sum(f.stat().st_size for f in files) / len(files) / 2**20})
                 print(spec, path, e["img_s_run"], alone["img_s"], flush=True)  # noqa: T201
                 write(res, args)
@@ -530,18 +567,25 @@ def render_md(r: dict) -> str:
     if r.get("pipeline"):
         lines += ["## The pipeline around the model (end to end vs the model alone right after it)", "",
                   "| model | input | MB/file | files | path | e2e images/s (run clock) | e2e after 1st batch | model "
-                  "alone | e2e / alone (after 1st batch) | waiting for input s / run s | decoding workers | peak RSS "
-                  "MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "alone | e2e / alone (after 1st batch) | decode + preprocess ms/file (1 core) | ratio bound | "
+                  "waiting for input s / run s | decoding workers | peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for p in r["pipeline"]:
             e, al = p["e2e"], p["alone"]
             t = e.get("timing") or {}
             steady = t.get("images_per_s_after_first_batch") or float("nan")
+            dec_ms = (p.get("decode") or {}).get("ms_median", float("nan"))
+            model_core_ms = r["args"]["threads"] * 1000 / al["img_s"]  # CPU time of the model per image
+            bound = model_core_ms / (model_core_ms + dec_ms)  # both on the same cores, perfectly shared
             lines.append(f"| {p['arch']} | {p['input']} | {p['mb_per_file']:.1f} | {p['files']} | {p['path']} | "
                          f"{e['img_s_run']:.2f} | {steady:.2f} | {al['img_s']:.2f} | "
                          f"{e['img_s_run'] / al['img_s']:.2f} ({steady / al['img_s']:.2f}) | "
-                         f"{t.get('input_wait_s', float('nan')):.1f} / "
+                         f"{dec_ms:.1f} | {bound:.2f} | {t.get('input_wait_s', float('nan')):.1f} / "
                          f"{e['run_s']:.1f} | {e['workers']} | {e['peak_rss_mb']:.0f} |")
-        lines.append("")
+        lines += ["", "Ratio bound = model CPU time per image / (model + decode CPU time per image): the best "
+                  "end-to-end / model-alone ratio when decoding and the model share these cores perfectly (model CPU "
+                  "time = threads × 1 / model-alone images/s; decode measured on one core in the benchmark process).",
+                  ""]
     return "\n".join(lines) + "\n"
 
 

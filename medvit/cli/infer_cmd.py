@@ -52,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "the run); otherwise calibrated on the first batch of the run that compiles the cached package, "
                    "which later runs reuse whatever their images (run.json execution.int8_calibration) "
                    "(default auto; the choice is in run.json and every prediction row)")
+    p.add_argument("--int8-rest", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="with --precision int8: dtype of the ops between the int8 matrix products (norms, GELU, "
+                   "attention, residual adds); auto = bf16 on a CPU with native bf16 (int8-mixed-bf16), else fp32; "
+                   "fp32 reproduces a PTQ checkpoint's float simulation most closely (default auto)")
     p.add_argument("--compile", choices=["none", "inductor", "openvino"], default="none",
                    help="inductor = AOTInductor with weight freezing, cached across runs per model hash and "
                    "input shape (the first run compiles: ~15 s for a ViT-B/16 on 2 cores; $MEDVIT_COMPILE_CACHE, "
@@ -204,6 +208,7 @@ def _config(args: argparse.Namespace, input_path: str) -> Any:
 
     return InferConfig(model=args.model, input=input_path, output=args.output, batch_size=args.batch_size,
                       workers=args.workers, precision=args.precision, device=args.device, sr=args.sr,
+                      int8_rest=None if args.int8_rest == "auto" else args.int8_rest,
                       compile=args.compile, heatmaps=args.heatmaps, heatmap_method=args.heatmap_method,
                       deidentify=args.deidentify,
                       deid_key=args.deid_key, deid_keep_dates=args.keep_dates,

@@ -287,6 +287,41 @@ def quantize_int8_pt2e(model: nn.Module, calibration: Sequence[torch.Tensor],
     return quantize_pt2e_x86(model, calibration, qparams)
 
 
+INT8_REST = ("fp32", "bf16")
+
+
+def resolve_int8_rest(requested: str | None = None) -> tuple[str, str]:
+    """(dtype of the non-GEMM ops of an int8 model, reason): ``"bf16"`` (int8-mixed-bf16: the quantised linears
+    write bf16 and the norms, GELU, attention and residual adds run in bf16) where the CPU has native bf16, else
+    ``"fp32"``; a requested ``"fp32"``/``"bf16"`` is returned as given. Raises ``ValueError`` for another value."""
+    if requested is not None:
+        if requested not in INT8_REST:
+            raise ValueError(f"int8_rest must be one of {INT8_REST} or None (auto), got {requested!r}")
+        return requested, "requested"
+    if cpu_has_native_bf16():
+        return "bf16", "auto: CPU has native bf16 (AVX512-BF16/AMX): int8 GEMMs, bf16 elsewhere"
+    return "fp32", "auto: CPU has no native bf16: int8 GEMMs, fp32 elsewhere"
+
+
+class AutocastBF16(nn.Module):
+    """``module`` run under CPU bf16 autocast, outputs returned as float32 (a tensor or a tuple of tensors).
+
+    Wrapped around a PT2E-quantised graph before ``torch.export``, the autocast region is kept in the exported
+    program, so Inductor sees ``dequantize → to(bf16) → linear`` and lowers it to oneDNN int8 GEMMs with bf16 output
+    (the "int8-mixed-bf16" recipe of the x86 Inductor quantizer); everything between the GEMMs runs in bf16 instead
+    of fp32. (A global autocast context around ``torch.export`` is not captured: measured, no bf16 op in the graph.)
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> Any:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.module(x)
+        return tuple(o.float() for o in out) if isinstance(out, tuple | list) else out.float()
+
+
 def available_cores() -> int:
     """CPU cores this process may run on (the affinity mask where the OS has one, else ``os.cpu_count()``)."""
     try:

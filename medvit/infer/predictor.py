@@ -115,7 +115,8 @@ class Predictor:
     ``precision`` (see :mod:`medvit.infer.fastpath`): "auto" (bf16 on CUDA or a CPU with native bf16, else
     fp32; the choice is in ``self.precision``, the reason in ``self.precision_reason``); "fp32"; "bf16"
     (a bf16 copy of the weights, inputs cast to bf16: no per-call weight casts as under autocast); "int8"
-    (CPU only: static int8 through PT2E with the x86 Inductor quantizer, then compiled by Inductor; the parameters
+    (CPU only: static int8 through PT2E with the x86 Inductor quantizer, then compiled by Inductor, the ops between the
+    int8 GEMMs in ``int8_rest`` — None: bf16 where the CPU has native bf16, else fp32; the parameters
     of a PTQ checkpoint (``model.int8_qparams``, :mod:`medvit.compress.ptq`) when it has them, else activations
     calibrated on the first batch predicted). ``compile``: "none" (eager), "inductor"
     (``torch.compile`` with freezing, cached on disk per model hash and input shape; the first batch fixes
@@ -128,8 +129,9 @@ class Predictor:
 
     def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu",
                  multilabel: bool = True, compile: str = "none", model_sha256: str | None = None,
-                 cache_root: Path | None = None, batch_size: int | None = None) -> None:
-        from medvit.infer.fastpath import COMPILE_MODES, resolve_precision
+                 cache_root: Path | None = None, batch_size: int | None = None,
+                 int8_rest: str | None = None) -> None:
+        from medvit.infer.fastpath import COMPILE_MODES, resolve_int8_rest, resolve_precision
 
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
@@ -146,6 +148,9 @@ class Predictor:
         self.device = torch.device(device)
         self.multilabel = multilabel
         self.compile_mode = "inductor" if self.precision == "int8" else compile
+        # int8: dtype of everything between the int8 GEMMs (bf16 where the CPU has native bf16; resolve_int8_rest)
+        self.int8_rest, self.int8_rest_reason = resolve_int8_rest(int8_rest) if self.precision == "int8" else \
+            (None, None)
         self.model_sha256 = model_sha256
         self.cache_root = cache_root
         self.fp32_model = model.eval()
@@ -184,7 +189,9 @@ class Predictor:
                 "compile_cache": self.compile_info.to_dict() if self.compile_info is not None else None,
                 "int8_calibration_images": self.calibration_images if self.precision == "int8" else None,
                 "int8_calibration_source": self.int8_source if self.precision == "int8" else None,
-                "int8_calibration": self.int8_calibration if self.precision == "int8" else None}
+                "int8_calibration": self.int8_calibration if self.precision == "int8" else None,
+                **({"int8_rest": self.int8_rest, "int8_rest_reason": self.int8_rest_reason}
+                   if self.precision == "int8" else {})}
 
     def autocast(self) -> Any:
         """A no-op context (bf16 runs on bf16 weights; kept for callers written against autocast)."""
@@ -199,7 +206,13 @@ class Predictor:
         batch when no package is cached for the model and shape yet; a cached package (and its calibration, recorded
         beside it) is reused by every later run whatever its images (``int8_calibration`` in :meth:`describe`).
         """
-        from medvit.infer.fastpath import compile_cached, openvino_cached, quantize_int8_pt2e, state_dict_sha256
+        from medvit.infer.fastpath import (
+            AutocastBF16,
+            compile_cached,
+            openvino_cached,
+            quantize_int8_pt2e,
+            state_dict_sha256,
+        )
 
         module: nn.Module = _LogitsAndFeatures(self.model, self._ood_blocks) if self._with_features else self.model
         sha = self.model_sha256 or state_dict_sha256(self.fp32_model)
@@ -223,11 +236,16 @@ class Predictor:
             build = lambda: quantize_int8_pt2e(module, [example])  # noqa: E731
             record = {"int8_calibration": {"images": n, "input_sha256": _tensor_sha256(t)}}
             sha = f"{sha}:int8-pt2e-x86:calibrated-once"  # one entry per model + shape, not per inbox
+        precision = self.precision
+        if self.precision == "int8" and self.int8_rest == "bf16":  # int8-mixed-bf16: one more cache entry kind
+            quantize = build
+            build = lambda: AutocastBF16(quantize())  # noqa: E731
+            precision = "int8-mixed-bf16"
         if self.compile_mode == "openvino":
             self._compiled, self.compile_info = openvino_cached(module, example, self.precision, sha,
                                                                 self.cache_root)
         else:  # int8: quantised only when the package is not cached yet (a later run loads it directly)
-            self._compiled, self.compile_info = compile_cached(build, example, self.precision, sha, self.cache_root,
+            self._compiled, self.compile_info = compile_cached(build, example, precision, sha, self.cache_root,
                                                                record=record)
         if record:
             cal = dict(self.compile_info.meta.get("int8_calibration") or record["int8_calibration"])

@@ -62,6 +62,7 @@ class InferConfig:
     workers: int | None = None  # decoding worker processes (0 = in the main process; None = from cores/device)
     precision: str = "auto"  # auto (bf16 on CUDA / native-bf16 CPUs, else fp32) | fp32 | bf16 | int8 (PT2E, CPU)
     compile: str = "none"  # none | inductor (AOTInductor, freezing) | openvino; cached per model hash and shape
+    int8_rest: str | None = None  # int8: fp32 | bf16 between the int8 GEMMs (None = bf16 on native-bf16 CPUs)
     device: str = "cpu"  # cpu | cuda | cuda:N
     sr: bool = False  # write a DICOM Comprehensive 3D SR (TID 1500) per study
     heatmaps: bool = False  # write a PNG overlay and a DICOM Secondary Capture per image
@@ -98,6 +99,8 @@ class InferConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.int8_rest is not None and (self.precision != "int8" or self.int8_rest not in ("fp32", "bf16")):
+            raise ValueError(f"int8_rest ({self.int8_rest!r}) is fp32 or bf16 and applies to --precision int8 only")
         if self.precision == "int8" and self.batch_size < 8 and not _is_ptq_checkpoint(self.model):
             raise ValueError(f"--precision int8 calibrates activation ranges on the first batch: use --batch-size "
                              f">= 8 (got {self.batch_size}), or a PTQ checkpoint (medvit.compress.ptq: its stored "
@@ -268,7 +271,7 @@ class InferenceRun:
         self.pre = Preprocessor.from_contract(self.contract, cfg.geometry)  # type: ignore[arg-type]
         self.predictor = Predictor(model, cfg.precision, cfg.device, self.contract.multilabel,  # type: ignore
                                    compile=cfg.compile, model_sha256=self.info.sha256,
-                                   batch_size=cfg.batch_size)
+                                   batch_size=cfg.batch_size, int8_rest=cfg.int8_rest)
         self.journal = Journal(self.out)
         self.deid = None
         self.writers: Any = None
@@ -279,6 +282,7 @@ class InferenceRun:
     def _fingerprint(self) -> dict[str, Any]:
         c = self.cfg
         return {"input": str(self.root), "model_sha256": self.info.sha256, "precision": self.predictor.precision,
+                **({"int8_rest": self.predictor.int8_rest} if self.predictor.precision == "int8" else {}),
                 "geometry": self.pre.geometry, "rules": self.rules.content(), "heatmaps": c.heatmaps,
                 "heatmap_method": c.heatmap_method if c.heatmaps else None, "deidentify": c.deidentify,
                 **({"any_modality": True} if c.any_modality else {}),

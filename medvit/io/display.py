@@ -79,7 +79,8 @@ def window_linear(x: np.ndarray, center: float, width: float, function: str = "L
     elif fn == "LINEAR_EXACT":
         if width <= 0:
             raise ValueError(f"LINEAR_EXACT window width must be > 0, got {width}")
-        y = (x - np.float32(center)) * np.float32(1.0 / width)
+        y = np.subtract(x, np.float32(center))  # one output array, the steps in place (same arithmetic)
+        y *= np.float32(1.0 / width)
         y += 0.5
         np.clip(y, 0.0, 1.0, out=y)
     elif fn == "LINEAR":
@@ -88,7 +89,8 @@ def window_linear(x: np.ndarray, center: float, width: float, function: str = "L
         if width == 1:
             y = (x > center - 0.5).astype(np.float32)
         else:
-            y = (x - np.float32(center - 0.5)) * np.float32(1.0 / (width - 1.0))
+            y = np.subtract(x, np.float32(center - 0.5))
+            y *= np.float32(1.0 / (width - 1.0))
             y += 0.5
             np.clip(y, 0.0, 1.0, out=y)
     else:
@@ -176,7 +178,9 @@ def display_array(image: MedicalImage, window: tuple[float, float] | None = None
         window_linear(image.pixels, voi.center, voi.width, voi.function)
     if invert and image.invert:
         np.subtract(1.0, y, out=y)
-    if not np.isfinite(y).all():  # NaN voxels (no value) display as the background, not as garbage
+    # NaN voxels (no value) display as the background, not as garbage; the sum is finite iff every value is (values
+    # are in [0, 1] here, so it cannot overflow): one pass without a mask array
+    if not np.isfinite(y.sum(dtype=np.float64)):
         np.nan_to_num(y, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     return y
 

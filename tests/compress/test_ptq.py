@@ -120,7 +120,7 @@ def test_ptq_checkpoint_is_used_by_infer_int8(tmp_path, calibrated):
     model, _, _ = load_for_inference(out)
     assert set(model.int8_qparams) == set(res.qparams)
     x = phantoms(8, seed=9)
-    p = Predictor(model, "int8", cache_root=tmp_path / "cache")
+    p = Predictor(model, "int8", cache_root=tmp_path / "cache", int8_rest="fp32")  # bf16 between GEMMs adds ~0.02
     got = p.predict(x.numpy())
     d = p.describe()
     assert d["int8_calibration_source"].startswith("checkpoint") and d["int8_calibration_images"] == 48

@@ -168,6 +168,33 @@ def test_int8_pt2e_within_tolerance(model, phantoms, reference, cache_root, monk
     assert again.describe()["compile_cache"]["reused"]
 
 
+@pytest.mark.parametrize("rest", ["fp32", "bf16"])
+def test_int8_rest_dtype_within_tolerance(model, phantoms, reference, cache_root, rest):
+    """int8 GEMMs with fp32 or bf16 between them (int8-mixed-bf16: the autocast region survives torch.export, so
+    the compiled graph computes the norms/GELU/attention in bf16); each within the int8 tolerance of fp32, each
+    its own cache entry, the choice in describe()."""
+    pytest.importorskip("torchao")
+    p = Predictor(model, "int8", cache_root=cache_root, int8_rest=rest)
+    got = np.concatenate([p.predict(phantoms[:8]), p.predict(phantoms[8:])])
+    d = p.describe()
+    assert d["int8_rest"] == rest and d["int8_rest_reason"] == "requested"
+    assert np.abs(got - reference).max() <= TOL["int8"]
+    assert not np.allclose(got, reference, atol=1e-5)
+    other = Predictor(model, "int8", cache_root=cache_root, int8_rest={"fp32": "bf16", "bf16": "fp32"}[rest])
+    other.predict(phantoms[:8])
+    assert other.describe()["compile_cache"]["key"] != d["compile_cache"]["key"]
+
+
+def test_int8_rest_auto_follows_native_bf16(monkeypatch):
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: True)
+    assert fastpath.resolve_int8_rest(None)[0] == "bf16"
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: False)
+    assert fastpath.resolve_int8_rest(None)[0] == "fp32"
+    assert fastpath.resolve_int8_rest("fp32") == ("fp32", "requested")
+    with pytest.raises(ValueError, match="int8_rest"):
+        fastpath.resolve_int8_rest("fp16")
+
+
 def test_int8_refused_on_cuda(model):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):

@@ -61,3 +61,6 @@ def test_plain_checkpoint_int8_still_needs_a_calibration_batch(material, tmp_pat
                     precision="int8", progress=False)
     InferConfig(str(material["plain"]), str(material["input"]), str(tmp_path / "o"), batch_size=8,
                 precision="int8", progress=False)  # accepted
+    with pytest.raises(ValueError, match="int8_rest"):
+        InferConfig(str(material["plain"]), str(material["input"]), str(tmp_path / "o"), precision="bf16",
+                    int8_rest="fp32", progress=False)
