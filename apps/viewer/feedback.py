@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from medvit.io.jsonfile import read_json
 from medvit.io.safe_write import atomic_write
 
 FORMAT = "medvit-viewer-feedback/1"
@@ -38,11 +39,11 @@ def load(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         return {"format": FORMAT, "study": "", "entries": []}
     try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: feedback file is not valid JSON ({e}); move it aside to start a new one") from e
-    if doc.get("format") != FORMAT or not isinstance(doc.get("entries"), list):
-        raise ValueError(f"{p}: not a {FORMAT} document; move it aside to start a new one")
+        doc = read_json(p, format_id=FORMAT)
+    except ValueError as e:
+        raise ValueError(f"feedback file {e}; move it aside to start a new one") from None
+    if not isinstance(doc.get("entries"), list):
+        raise ValueError(f"{p}: not a {FORMAT} document (no 'entries' list); move it aside to start a new one")
     return doc
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from medvit.compress.optim import optimizer_step
+from medvit.io.jsonfile import read_json
 
 FORMAT = "medvit-snnet/1"
 logger = logging.getLogger(__name__)
@@ -257,12 +258,7 @@ def load_stitched(path: str | Path, config_id: int = 0) -> StitchedViT:
 
     p = Path(path)
     cfg_file = p / "config.json"
-    try:
-        cfg: dict[str, Any] = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{cfg_file}: not readable as JSON ({e})") from e
-    if cfg.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_file}: format {cfg.get('format')!r} is not {FORMAT!r}")
+    cfg: dict[str, Any] = read_json(cfg_file, error=CheckpointError, format_id=FORMAT)
     f = p / WEIGHTS_NAME
     if cfg.get("sha256") != sha256_file(f):
         raise CheckpointError(f"{f}: SHA-256 differs from config.json (file changed or replaced)")

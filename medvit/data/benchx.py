@@ -22,7 +22,6 @@ path outside the dataset root: image names are joined under the root's image fol
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from medvit.data.benchx_masks import (
 )
 from medvit.data.benchx_splits import SPLIT_NAMES, resolve_splits, split_name
 from medvit.data.datasets import ItemDataset, to_chw
+from medvit.io.jsonfile import read_json
 from medvit.registry import register
 
 logger = logging.getLogger(__name__)
@@ -525,12 +525,7 @@ class IUXRay(BenchXDataset):
 
     def _records(self) -> list[Record]:
         f = self.root / "annotation.json"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} not found: root must be R2Gen's iu_xray folder (annotation.json, images/)")
-        try:
-            data = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{f}: not valid JSON ({e})") from None
+        data = read_json(f, missing="root must be R2Gen's iu_xray folder (annotation.json, images/)")
         recs = []
         for part in ("train", "val", "test"):
             for k, e in enumerate(data.get(part, [])):

@@ -10,7 +10,6 @@ From a folder (``root``): reads what ``medvit data synth`` wrote (``labels.csv``
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from medvit.data.datasets import ItemDataset, check_split, to_chw
 from medvit.data.phantom_common import patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
+from medvit.io.jsonfile import read_json
 from medvit.registry import register
 
 _SPLITS = ("train", "val", "test", "all")
@@ -100,9 +100,7 @@ class PhantomFolderDataset(ItemDataset):
         check_split(split, _SPLITS, "phantom folder")
         self.root = Path(root)
         man = self.root / "manifest.json"
-        if not man.is_file():
-            raise FileNotFoundError(f"{man} not found: is {self.root} a folder written by `medvit data synth`?")
-        self.manifest = json.loads(man.read_text())
+        self.manifest = read_json(man, missing=f"is {self.root} a folder written by `medvit data synth`?")
         if kind is not None and self.manifest["kind"] != kind:
             raise ValueError(f"{self.root} holds {self.manifest['kind']!r} phantoms, not {kind!r}")
         self.kind = self.manifest["kind"]

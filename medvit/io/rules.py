@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from medvit.io.jsonfile import parse_json, read_json
+
 logger = logging.getLogger(__name__)
 
 _RELATIONS = {">", ">=", "<", "<=", "==", "!="}
@@ -78,18 +80,12 @@ class SelectionRules:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_json(cls, text: str, source: str = "<string>") -> SelectionRules:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RulesError(f"{source}: not valid JSON ({e})") from e
-        return cls.from_dict(doc, source)
+        return cls.from_dict(parse_json(text, source, error=RulesError, expect=None), source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> SelectionRules:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"rules file not found: {p}")
-        return cls.from_json(p.read_text(), str(p))
+        return cls.from_dict(read_json(path, error=RulesError, expect=None, missing="a selection rules file"),
+                             str(path))
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], source: str = "<dict>") -> SelectionRules:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from medvit.io.hashing import sha256_file  # re-exported: checkpoint users import it from here
+from medvit.io.jsonfile import read_json
 from medvit.io.safe_write import atomic_write
 from medvit.models.contract import WeightContract
 from medvit.models.convert import to_medvit
@@ -156,13 +157,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint directory (or of the directory holding a weights file)."""
     p = Path(path)
     cfg_path = p / CONFIG_NAME if p.is_dir() else p.with_name(CONFIG_NAME)
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} beside {p}; a medvit checkpoint is a directory with "
-                                f"{WEIGHTS_NAME} and {CONFIG_NAME}")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from e
+    cfg = read_json(cfg_path, error=CheckpointError,
+                    missing=f"{p} is not a medvit checkpoint (a directory with {WEIGHTS_NAME} and {CONFIG_NAME})")
     for key in ("architecture", "model_args"):
         if key not in cfg:
             raise CheckpointError(f"{cfg_path} lacks required key {key!r}")

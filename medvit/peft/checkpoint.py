@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvit.io.jsonfile import read_json
 from medvit.peft.base import PeftInfo, apply_peft, config_dict, trainable_report
 
 logger = logging.getLogger(__name__)
@@ -107,15 +108,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
 
 def read_adapter_config(path: str | Path) -> dict[str, Any]:
     p = Path(path) / ADAPTER_CONFIG
-    if not p.is_file():
-        raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {path}; an adapter checkpoint is a directory with "
-                                f"{ADAPTER_WEIGHTS} and {ADAPTER_CONFIG} (written by save_adapter)")
-    try:
-        cfg = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise AdapterError(f"{p} is not valid JSON ({e})") from e
-    if cfg.get("format") != FORMAT:
-        raise AdapterError(f"{p}: format {cfg.get('format')!r} is not {FORMAT!r}")
+    cfg = read_json(p, error=AdapterError, format_id=FORMAT, missing=f"an adapter checkpoint is a directory with "
+                    f"{ADAPTER_WEIGHTS} and {ADAPTER_CONFIG} (written by save_adapter)")
     for key in ("method", "method_config", "base", "tensors"):
         if key not in cfg:
             raise AdapterError(f"{p} lacks required key {key!r}")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medvit.io.jsonfile import read_json
 from medvit.train.sampler import sample_seed
 
 logger = logging.getLogger(__name__)
@@ -135,14 +136,8 @@ class LogitStore:
         """Open a store folder read-only; ValueError naming the file when it is not a complete store."""
         root = Path(root)
         mf = root / META_NAME
-        if not mf.is_file():
-            raise FileNotFoundError(f"{mf} not found: is {root} a teacher-logit store (tinyvit_kd teacher pass)?")
-        try:
-            d = json.loads(mf.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{mf}: not JSON ({e})") from e
-        if not isinstance(d, dict) or d.pop("format", None) != FORMAT:
-            raise ValueError(f"{mf}: not a {FORMAT} file")
+        d = read_json(mf, format_id=FORMAT, missing=f"is {root} a teacher-logit store (tinyvit_kd teacher pass)?")
+        d.pop("format")
         meta = StoreMeta(**_checked_meta(d, mf))
         if meta.probs not in ("softmax", "sigmoid") or not 1 <= meta.k <= meta.num_classes or meta.n < 1 \
                 or meta.epochs < 1:

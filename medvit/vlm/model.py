@@ -33,6 +33,7 @@ from torch import nn
 
 from medvit.config import option
 from medvit.io.hashing import cached_sha256_file
+from medvit.io.jsonfile import read_json
 from medvit.models import create_model, load_model
 from medvit.models.checkpoint import read_safetensors, write_safetensors
 from medvit.vlm.paths import CONFIG_NAME, VISION_DIR, bundle_checkpoint, bundle_expert_specs, inside_model_dir
@@ -396,14 +397,7 @@ class VisionLanguageModel(nn.Module):
         """
         p = Path(path)
         cf = p / CONFIG_NAME
-        if not cf.is_file():
-            raise FileNotFoundError(f"not a medvit VLM checkpoint: {cf} not found")
-        try:
-            meta = json.loads(cf.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cf}: not valid JSON ({e})") from e
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{cf}: key 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+        meta = read_json(cf, format_id=FORMAT, missing="not a medvit VLM checkpoint")
         cfg_d = dict(meta["config"])
         lm_meta = meta.get("lm") or {}
         override = ("pass the same language model with `medvit chat --lm DIR` "

@@ -23,10 +23,10 @@ Image names are kept relative (the dataset resolves them under its image root an
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
+from medvit.io.jsonfile import read_json
 from medvit.vlm.instruct import REPORT_PROMPT
 from medvit.vlm.templates import IMAGE_TOKEN
 
@@ -34,15 +34,7 @@ Records = tuple[list[dict[str, Any]], list[dict[str, str]]]
 
 
 def _load_json_list(path: Path) -> list[Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from e
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of question items, got {type(data).__name__}")
-    return data
+    return read_json(path, expect=list, missing="a JSON array of question items")
 
 
 def _qa(rid: str, image: str, q: str, a: str, closed: bool, source: str) -> dict[str, Any]:
