@@ -2,28 +2,21 @@
 
 from medvit.models.checkpoint import CheckpointError, load_weights_into, save_checkpoint
 from medvit.models.contract import WeightContract
-from medvit.models.factory import backbone_args, create_model, load_model, register_backbone
+from medvit.models.factory import (
+    VIT_SIZES,
+    backbone_args,
+    create_model,
+    load_model,
+    register_backbone,
+    register_sizes,
+)
 from medvit.models.vit import VisionTransformer
 
-_VIT_SIZES = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-    "large": dict(embed_dim=1024, depth=24, num_heads=16),
-}
-for _size, _shape in _VIT_SIZES.items():
-    register_backbone(
-        f"vit_{_size}_patch16_224", VisionTransformer,
-        description=f"ViT-{_size[0].upper()}/16 at 224x224 (2D)",
-        img_size=224, patch_size=16, **_shape,
-    )
-for _size in ("small", "base"):
-    register_backbone(
-        f"vit_{_size}_patch16_96_3d", VisionTransformer,
-        description=f"3D ViT-{_size[0].upper()}/16 for 96^3 volumes, 1 channel, sin-cos positions",
-        img_size=96, patch_size=16, in_chans=1, spatial_dims=3, pos_embed="sincos",
-        **_VIT_SIZES[_size],
-    )
+register_sizes("vit_{size}_patch16_224", VisionTransformer, "ViT-{S}/16 at 224x224 (2D)", sizes=VIT_SIZES,
+               img_size=224, patch_size=16)
+register_sizes("vit_{size}_patch16_96_3d", VisionTransformer,
+               "3D ViT-{S}/16 for 96^3 volumes, 1 channel, sin-cos positions", sizes=("small", "base"),
+               img_size=96, patch_size=16, in_chans=1, spatial_dims=3, pos_embed="sincos")
 
 from medvit.models import channelvit as _channelvit  # noqa: E402,F401  (general-vision families register on import)
 from medvit.models import convit as _convit  # noqa: E402,F401
@@ -39,6 +32,7 @@ from medvit.models import segmentation as _segmentation  # noqa: E402,F401  (reg
 from medvit.models import upernet as _upernet  # noqa: E402,F401  (registers the upernet_vit segmenter)
 
 __all__ = [
+    "VIT_SIZES",
     "CheckpointError",
     "VisionTransformer",
     "WeightContract",
@@ -47,5 +41,6 @@ __all__ = [
     "load_model",
     "load_weights_into",
     "register_backbone",
+    "register_sizes",
     "save_checkpoint",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from medvit.models.factory import register_backbone
+from medvit.models.factory import register_sizes
 from medvit.models.family import vit_signature
 from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.channel_patch_embed import PerChannelPatchEmbed, hierarchical_channel_sampling
@@ -121,18 +121,9 @@ class ChannelViT(VisionTransformer):
         return super().extra_repr() + f", hcs={self.hcs}"
 
 
-_SIZES = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-}
-for _size, _shape in _SIZES.items():
-    register_backbone(
-        f"channelvit_{_size}_patch16_224", ChannelViT,
-        description=f"ChannelViT-{_size[0].upper()}/16: one token per (channel, patch), HCS in training",
-        img_size=224, patch_size=16, in_chans=3, hcs=True, **_shape,
-    )
-register_backbone(
-    "channelvit_small_patch16_96_3d", ChannelViT,
-    description="3D ChannelViT-S/16 for multi-sequence 96^3 volumes (4 sequences), sin-cos positions",
-    img_size=96, patch_size=16, in_chans=4, spatial_dims=3, pos_embed="sincos", hcs=True, **_SIZES["small"],
-)
+register_sizes("channelvit_{size}_patch16_224", ChannelViT,
+               "ChannelViT-{S}/16: one token per (channel, patch), HCS in training", sizes=("tiny", "small"),
+               img_size=224, patch_size=16, in_chans=3, hcs=True)
+register_sizes("channelvit_{size}_patch16_96_3d", ChannelViT,
+               "3D ChannelViT-{S}/16 for multi-sequence 96^3 volumes (4 sequences), sin-cos positions",
+               sizes=("small",), img_size=96, patch_size=16, in_chans=4, spatial_dims=3, pos_embed="sincos", hcs=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from medvit.models.factory import register_backbone
+from medvit.models.factory import register_backbone, register_sizes
 from medvit.models.family import vit_signature
 from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.gpsa import GPSABlock, head_offsets
@@ -103,12 +103,8 @@ _SIZES = {  # 48 dims per head, heads a perfect square (paper Table 1)
     "small": dict(embed_dim=432, depth=12, num_heads=9),
     "base": dict(embed_dim=768, depth=12, num_heads=16),
 }
-for _size, _shape in _SIZES.items():
-    register_backbone(
-        f"convit_{_size}_patch16_224", ConViT,
-        description=f"ConViT-{_size[0].upper()}/16: 10 GPSA blocks (locality prior) then 2 ViT blocks",
-        img_size=224, patch_size=16, qkv_bias=False, **_shape,
-    )
+register_sizes("convit_{size}_patch16_224", ConViT, "ConViT-{S}/16: 10 GPSA blocks (locality prior) then 2 ViT blocks",
+               sizes=_SIZES, img_size=224, patch_size=16, qkv_bias=False)
 register_backbone(
     "convit_small_patch16_96_3d", ConViT,
     description="3D ConViT-S/16 for 96^3 volumes: 10 GPSA blocks with (Δx, Δy, Δz) offsets, 8 heads, sin-cos positions",

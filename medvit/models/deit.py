@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medvit.models.factory import register_backbone
+from medvit.models.factory import register_sizes
 from medvit.models.family import vit_signature
 from medvit.models.vit import VisionTransformer
 from medvit.nn import sincos_pos_embed
@@ -92,11 +92,6 @@ class DistilledVisionTransformer(VisionTransformer):
         return super().no_weight_decay() | {"dist_token"}
 
 
-_SIZES = {"tiny": dict(embed_dim=192, depth=12, num_heads=3), "small": dict(embed_dim=384, depth=12, num_heads=6),
-          "base": dict(embed_dim=768, depth=12, num_heads=12)}
-for _size, _shape in _SIZES.items():
-    register_backbone(
-        f"deit_{_size}_distilled_patch16_224", DistilledVisionTransformer,
-        description=f"DeiT-{_size[0].upper()}/16 distilled: CLS + DIST tokens and heads (DeiT / DeiT-LT student)",
-        img_size=224, patch_size=16, global_pool="token", **_shape,
-    )
+register_sizes("deit_{size}_distilled_patch16_224", DistilledVisionTransformer,
+               "DeiT-{S}/16 distilled: CLS + DIST tokens and heads (DeiT / DeiT-LT student)",
+               img_size=224, patch_size=16, global_pool="token")

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from medvit.models.factory import register_backbone
+from medvit.models.factory import register_sizes
 from medvit.models.family import default_block_indices, vit_signature
 from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.flops import patch_embed_macs, vit_macs
@@ -182,14 +182,5 @@ class EViT(VisionTransformer):
         return super().extra_repr() + own
 
 
-_SIZES = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-}
-for _size, _shape in _SIZES.items():
-    register_backbone(
-        f"evit_{_size}_patch16_224", EViT,
-        description=f"EViT-{_size[0].upper()}/16: ViT with token reorganisation, r=0.7 at blocks 4/7/10",
-        img_size=224, patch_size=16, keep_rate=0.7, **_shape,
-    )
+register_sizes("evit_{size}_patch16_224", EViT, "EViT-{S}/16: ViT with token reorganisation, r=0.7 at blocks 4/7/10",
+               img_size=224, patch_size=16, keep_rate=0.7)

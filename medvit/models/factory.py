@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,35 @@ def register_backbone(name: str, cls: type[nn.Module], description: str = "", in
     if bad:
         raise TypeError(f"backbone {name!r}: {cls.__name__} has no arguments {bad}")
     REGISTRY.add("backbone", name, cls, defaults=dict(defaults), description=description, interface=interface)
+
+
+#: Standard ViT shapes: Ti/S from DeiT (Touvron et al., ICML 2021, Table 1), B/L from ViT (Dosovitskiy et al.,
+#: ICLR 2021, Table 1): width (embed_dim), depth, heads
+VIT_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+}
+
+
+def register_sizes(pattern: str, cls: type[nn.Module], description: str,
+                   sizes: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("tiny", "small", "base"),
+                   **defaults: Any) -> list[str]:
+    """Register one backbone a size of a family: ``pattern.format(size=s)`` as ``cls(**defaults, **shape)``.
+
+    ``sizes``: names in :data:`VIT_SIZES`, or a mapping ``size -> shape`` for a family with its own shapes (e.g.
+    ConViT's square head counts). ``description`` may hold ``{size}`` and ``{S}`` (the size's capital initial:
+    "ViT-{S}/16" -> "ViT-B/16"). Returns the registered names in order; errors as :func:`register_backbone`.
+    """
+    shapes = dict(sizes) if isinstance(sizes, Mapping) else {s: VIT_SIZES[s] for s in sizes}
+    names = []
+    for size, shape in shapes.items():
+        name = pattern.format(size=size)
+        register_backbone(name, cls, description=description.format(size=size, S=size[0].upper()),
+                          **defaults, **shape)
+        names.append(name)
+    return names
 
 
 def _model_kind(name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from medvit.models.factory import register_backbone
+from medvit.models.factory import register_sizes
 from medvit.models.family import vit_signature
 from medvit.models.vit import VisionTransformer
 from medvit.nn.flops import patch_embed_macs
@@ -83,19 +83,10 @@ class FMViT(VisionTransformer):
         return super().extra_repr() + f", freqs={self.freqs}, reparameterized={self.reparameterized}"
 
 
-_SIZES = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-}
-for _size, _shape in _SIZES.items():
-    register_backbone(
-        f"fmvit_{_size}_patch16_224", FMViT,
-        description=f"FMViT-{_size[0].upper()}/16 (isotropic): multi-frequency mixing blocks, re-parameterisable",
-        img_size=224, patch_size=16, class_token=False, global_pool="avg", freqs=(1, 2), **_shape,
-    )
-register_backbone(
-    "fmvit_small_patch16_96_3d", FMViT,
-    description="3D FMViT-S/16 (isotropic) for 96^3 volumes, 1 channel, sin-cos positions",
-    img_size=96, patch_size=16, in_chans=1, spatial_dims=3, pos_embed="sincos", class_token=False,
-    global_pool="avg", freqs=(1, 2), **_SIZES["small"],
-)
+register_sizes("fmvit_{size}_patch16_224", FMViT,
+               "FMViT-{S}/16 (isotropic): multi-frequency mixing blocks, re-parameterisable", sizes=("tiny", "small"),
+               img_size=224, patch_size=16, class_token=False, global_pool="avg", freqs=(1, 2))
+register_sizes("fmvit_{size}_patch16_96_3d", FMViT,
+               "3D FMViT-{S}/16 (isotropic) for 96^3 volumes, 1 channel, sin-cos positions", sizes=("small",),
+               img_size=96, patch_size=16, in_chans=1, spatial_dims=3, pos_embed="sincos", class_token=False,
+               global_pool="avg", freqs=(1, 2))

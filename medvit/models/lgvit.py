@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from medvit.models.factory import register_backbone
+from medvit.models.factory import register_sizes
 from medvit.models.family import vit_signature
 from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.early_exit import Criterion, GlobalAggregationHead, LocalPerceptionHead, should_exit
@@ -152,13 +152,6 @@ class LGViT(VisionTransformer):
         return super().extra_repr() + f", exit_layers={self.exit_layers}, local_exits={self.num_local_exits}"
 
 
-_SIZES = {
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-}
-for _size, _shape in _SIZES.items():
-    register_backbone(
-        f"lgvit_{_size}_patch16_224", LGViT,
-        description=f"LGViT-{_size[0].upper()}/16: ViT with local-perception and global-aggregation early exits",
-        img_size=224, patch_size=16, **_shape,
-    )
+register_sizes("lgvit_{size}_patch16_224", LGViT,
+               "LGViT-{S}/16: ViT with local-perception and global-aggregation early exits", sizes=("small", "base"),
+               img_size=224, patch_size=16)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medvit.models.factory import register_backbone
+from medvit.models.factory import register_sizes
 from medvit.models.family import vit_signature
 from medvit.models.vit import BlockState, VisionTransformer
 from medvit.nn.flops import patch_embed_macs
@@ -151,13 +151,6 @@ class LookupViT(VisionTransformer):
         return super().extra_repr() + f", compressed_grid={self.compressed_grid}"
 
 
-_SIZES = {
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-}
-for _size, _shape in _SIZES.items():
-    register_backbone(
-        f"lookupvit_{_size}_patch16_224", LookupViT,
-        description=f"LookupViT-{_size[0].upper()}/16: 7x7 compressed tokens, bidirectional cross-attention",
-        img_size=224, patch_size=16, class_token=False, global_pool="avg", **_shape,
-    )
+register_sizes("lookupvit_{size}_patch16_224", LookupViT,
+               "LookupViT-{S}/16: 7x7 compressed tokens, bidirectional cross-attention", sizes=("small", "base"),
+               img_size=224, patch_size=16, class_token=False, global_pool="avg")
