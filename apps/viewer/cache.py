@@ -47,13 +47,16 @@ def load_model(ref: str) -> LoadedModel:
     """Load a checkpoint directory or weight tag once per server (errors propagate: ValueError/FileNotFoundError)."""
     import torch
 
+    from medvit.infer.fastpath import DEFAULT_PRECISION
     from medvit.infer.predictor import Predictor, load_for_inference
     from medvit.infer.preprocess import Preprocessor
 
     torch.set_num_threads(min(4, torch.get_num_threads()))
     model, contract, info = load_for_inference(ref)
-    return LoadedModel(ref, model, contract, info, Predictor(model, multilabel=contract.multilabel),
-                       Preprocessor.from_contract(contract))
+    # the predictor and precision `medvit infer` uses by default (bf16 on a CPU with native bf16, else fp32), so
+    # the viewer shows the probabilities the batch run writes; heatmaps use the fp32 module (gradients)
+    predictor = Predictor(model, DEFAULT_PRECISION, "cpu", contract.multilabel, model_sha256=info.sha256)
+    return LoadedModel(ref, predictor.fp32_model, contract, info, predictor, Preprocessor.from_contract(contract))
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
@@ -91,7 +94,8 @@ def thumbnail(path: str, modified: float) -> np.ndarray | None:
 
 @st.cache_data(max_entries=256, show_spinner="Running the model…")
 def predict(ref: str, sha256: str, path: str, modified: float, frame: int | None) -> dict[str, Any]:
-    """Probabilities of the model on one 2D image: ``{"probabilities": [K floats], "notes": {...}, "ood": ...}``;
+    """Probabilities of the model on one 2D image: ``{"probabilities": [K floats], "notes": {...}, "ood": ...,
+    "precision": "bf16" | "fp32"}`` (the precision the model ran at, as in ``medvit infer``'s ``model_precision``);
     a segmentation model adds ``masks`` (K, h, w) probabilities on the source grid (presence = highest pixel)
     (``ood``: ``{"score", "threshold", "flag"}`` when the model's contract has an out-of-distribution reference)."""
     lm = load_model(ref)
@@ -105,7 +109,7 @@ def predict(ref: str, sha256: str, path: str, modified: float, frame: int | None
                                       "FRACTIONAL")
         probs = presence(probs)
     ref = lm.contract.ood
-    return {**extra, "probabilities": [float(p) for p in probs[0]], "notes": notes,
+    return {**extra, "probabilities": [float(p) for p in probs[0]], "notes": notes, "precision": lm.predictor.precision,
             "ood": None if ood is None else {"score": float(ood[0]), "threshold": float(ref["threshold"]),
                                              "flag": bool(ood[0] >= float(ref["threshold"]))}}
 

@@ -4,7 +4,7 @@ Layout: ``<results_dir>/feedback/<study key>.json`` holding::
 
     {"format": "medvit-viewer-feedback/1", "study": "<StudyInstanceUID or file key>",
      "entries": [{"saved_at": ISO-8601 UTC, "reader": str, "series": uid, "instance": uid, "frame": int,
-                  "model": {"name", "version", "sha256"},
+                  "model": {"name", "version", "sha256", "precision" (the precision the findings were computed at)},
                   "findings": [{"finding", "probability", "threshold", "positive", "verdict", "comment"}]}]}
 
 An entry is identified by (instance, frame, model sha256, reader): saving again replaces it, so the file holds

@@ -88,8 +88,9 @@ def banner(lm: cache.LoadedModel | None, error: str | None) -> None:
 
 
 def _model_text(lm: cache.LoadedModel) -> str:
-    i = lm.info
-    return f"**Model** {i.name} · version {i.version} · {i.architecture} · sha256 `{i.sha256[:12]}…`"
+    i, p = lm.info, lm.predictor
+    return (f"**Model** {i.name} · version {i.version} · {i.architecture} · sha256 `{i.sha256[:12]}…` · "
+            f"runs in {p.precision} as `medvit infer` ({p.precision_reason})")
 
 
 def _contract_warnings(lm: cache.LoadedModel, shown: Shown, image: Any) -> list[str]:
@@ -162,7 +163,7 @@ def findings(lm: cache.LoadedModel | None, shown: Shown, image: Any,
     })
     n_pos = int((df["Result"] == "POSITIVE").sum())
     st.caption(f"{n_pos} positive at the model's operating thresholds · preprocessing: "
-               f"{res['notes'].get('intensity', '')}")
+               f"{res['notes'].get('intensity', '')} · model precision: {res.get('precision', '')}")
     if lm.contract.segmentation is not None:  # masks instead of heatmaps (seg_panel.from_model draws them)
         st.caption("Segmentation model: probability = highest pixel probability of each label; its masks are "
                    "drawn on the image (computed here; `medvit infer` writes them as DICOM SEG).")
@@ -244,7 +245,8 @@ def feedback_form(lm: cache.LoadedModel, shown: Shown, df: pd.DataFrame, results
     if submitted:
         entry = {"reader": reader, "series": shown.series_uid, "instance": shown.instance_uid,
                  "frame": shown.frame, "model": {"name": lm.info.name, "version": lm.info.version,
-                                                 "sha256": lm.info.sha256}, "findings": rows}
+                                                 "sha256": lm.info.sha256, "precision": lm.predictor.precision},
+                 "findings": rows}
         try:
             path = feedback.save(results_dir, shown.study_key, entry)
         except (OSError, ValueError, KeyError) as e:

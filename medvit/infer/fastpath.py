@@ -37,6 +37,9 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+#: the precision ``medvit infer`` and the viewer run a model at unless told otherwise (resolved by
+#: :func:`resolve_precision`, so both show the same probabilities for the same image)
+DEFAULT_PRECISION = "auto"
 COMPILE_MODES = ("none", "inductor", "openvino")
 
 

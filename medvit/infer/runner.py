@@ -27,6 +27,7 @@ from tqdm import tqdm
 from medvit.infer.context import RunOutputs
 from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker, stderr_to
 from medvit.infer.duplicates import DUPLICATE_STAGE, DuplicateTracker
+from medvit.infer.fastpath import DEFAULT_PRECISION
 from medvit.infer.outputs import (
     HEADER_TO_RECORD,
     RESEARCH_NOTE,
@@ -60,7 +61,7 @@ class InferConfig:
     output: str  # output folder (created; re-running on it resumes)
     batch_size: int = 16  # images per forward pass
     workers: int | None = None  # decoding worker processes (0 = in the main process; None = from cores/device)
-    precision: str = "auto"  # auto (bf16 on CUDA / native-bf16 CPUs, else fp32) | fp32 | bf16 | int8 (PT2E, CPU)
+    precision: str = DEFAULT_PRECISION  # auto (bf16 on CUDA / native-bf16 CPUs, else fp32) | fp32 | bf16 | int8
     compile: str = "none"  # none | inductor (AOTInductor, freezing) | openvino; cached per model hash and shape
     int8_rest: str | None = None  # int8: fp32 | bf16 between the int8 GEMMs (None = bf16 on native-bf16 CPUs)
     device: str = "cpu"  # cpu | cuda | cuda:N

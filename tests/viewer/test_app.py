@@ -103,13 +103,14 @@ def test_series_browser_and_window_presets(app):
 
 
 def _expected_probs(model_dir: Path, dcm: Path) -> np.ndarray:
+    from medvit.infer.fastpath import DEFAULT_PRECISION
     from medvit.infer.predictor import Predictor, load_for_inference
     from medvit.infer.preprocess import Preprocessor
     from medvit.io import read_image
 
     model, contract, _ = load_for_inference(model_dir)
     x, _, _ = Preprocessor.from_contract(contract)(read_image(dcm))
-    return Predictor(model).predict(x[None])[0]
+    return Predictor(model, DEFAULT_PRECISION).predict(x[None])[0]  # as `medvit infer` runs it by default
 
 
 def test_findings_heatmap_and_feedback(app, studies, tiny_model, tmp_path):
