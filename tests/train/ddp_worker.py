@@ -23,6 +23,7 @@ def main(out: str, init_method: str | None = None) -> None:
     from medvit.data.augment import build_train_transform
     from medvit.models.mae import create_mae
     from medvit.train import TrainConfig, Trainer
+    from medvit.train.distributed import finish_distributed
 
     torch.set_num_threads(1)
     if init_method:
@@ -45,8 +46,7 @@ def main(out: str, init_method: str | None = None) -> None:
     save_file({k: v.contiguous() for k, v in mae.state_dict().items()}, str(Path(out) / f"rank{rank}.safetensors"))
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({"ids": seen, "losses": res.losses,
                                                             "world": int(os.environ.get("WORLD_SIZE", "1"))}))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    finish_distributed()  # as `medvit run` ends a torchrun rank: barrier (rank 0 may still write), then destroy
 
 
 if __name__ == "__main__":

@@ -50,7 +50,11 @@ def test_finish_distributed_leaves_the_process_group_after_a_barrier(tmp_path):
     from medvit.train.distributed import finish_distributed
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    assert dist.is_initialized()
-    finish_distributed()
-    assert not dist.is_initialized()
-    finish_distributed()
+    try:
+        assert dist.is_initialized()
+        finish_distributed()
+        assert not dist.is_initialized()
+        finish_distributed()
+    finally:  # never leave a process group to the pytest worker's later tests
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,14 +1,14 @@
-"""``torchrun`` through the c10d rendezvous (a TCP store on a free localhost port, as on several machines; not
-``--standalone``): two processes pretrain an MAE / fine-tune a classifier with ``medvit run``; one rank killed
+"""``torchrun`` through the c10d rendezvous (a TCP store at an explicit ``--rdzv-endpoint``, as on several machines;
+not ``--standalone``): two processes pretrain an MAE / fine-tune a classifier with ``medvit run``; one rank killed
 after a checkpoint is restarted by torchrun (``--max-restarts 1``) and resumes (``train.resume=auto``) to the same
 weights as an uninterrupted run."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,17 +29,12 @@ TASKS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(task: str, out: Path, log: Path, kill: str | None = None) -> int:
-    """Two processes on this machine, joined through the c10d rendezvous at 127.0.0.1:<free port>."""
-    port = _free_port()
+    """Two processes on this machine, joined through the c10d rendezvous at 127.0.0.1, port 0: the agent binds its
+    store on a port the kernel picks (a probed free port could be taken before the agent binds it, and torchrun's
+    agent then joins whatever listens there as a client)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"medvit-test-{port}",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", f"medvit-test-{uuid.uuid4().hex}",
            "--max-restarts", "1", "--monitor-interval", "0.5",
            str(REPO / "tests" / "train" / "torchrun_entry.py"),
            "run", str(REPO / "pipelines" / "mae_thorax" / TASKS[task][0]), f"output_dir={out}", *COMMON,
