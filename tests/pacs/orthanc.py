@@ -7,11 +7,13 @@ port another process took in between, it is restarted on new ports (up to three 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A localhost port where connections are refused for as long as the block runs: a socket bound to it but not
+    listening holds it, so no concurrent test or server can start listening there (a probed "free" port could
+    be taken in between, and the test would then talk to that server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 class OrthancServer:

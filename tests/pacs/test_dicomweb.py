@@ -82,16 +82,16 @@ def test_stow_sink_stores_and_reports(orthanc, tmp_path):
 
 
 def test_down_server_names_server_and_step(tmp_path):
-    from tests.pacs.orthanc import free_port
+    from tests.pacs.orthanc import refused_port
 
-    port = free_port()  # nothing listens there
-    with pytest.raises(PacsError) as e:
-        open_source(f"dicomweb://127.0.0.1:{port}/dicom-web", retries=0).query()
-    msg = str(e.value)
-    assert f"DICOMweb http://127.0.0.1:{port}/dicom-web" in msg and "QIDO-RS search for studies" in msg
-    assert "cannot connect" in msg
-    rep = open_sink(f"dicomweb://127.0.0.1:{port}/dicom-web", retries=0).send(
-        make_studies(tmp_path / "s", n_studies=1, per_study=1))
+    with refused_port() as port:  # nothing listens there, and nothing can start to
+        with pytest.raises(PacsError) as e:
+            open_source(f"dicomweb://127.0.0.1:{port}/dicom-web", retries=0).query()
+        msg = str(e.value)
+        assert f"DICOMweb http://127.0.0.1:{port}/dicom-web" in msg and "QIDO-RS search for studies" in msg
+        assert "cannot connect" in msg
+        rep = open_sink(f"dicomweb://127.0.0.1:{port}/dicom-web", retries=0).send(
+            make_studies(tmp_path / "s", n_studies=1, per_study=1))
     assert len(rep.failures) == 1 and rep.failures[0].step == "STOW-RS" and "cannot connect" in rep.failures[0].reason
 
 

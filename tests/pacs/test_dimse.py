@@ -7,7 +7,7 @@ import pytest
 
 from medvit.pacs import PacsError, Spool, open_sink, open_source
 from tests.infer.helpers import make_studies
-from tests.pacs.orthanc import free_port
+from tests.pacs.orthanc import free_port, refused_port
 from tests.pacs.test_dicomweb import _phantoms
 
 
@@ -47,11 +47,11 @@ def test_c_store_sink(orthanc, tmp_path):
 
 
 def test_dimse_down_names_server_and_step(tmp_path):
-    port = free_port()
-    with pytest.raises(PacsError) as e:
+    with refused_port() as port, pytest.raises(PacsError) as e:
         open_source(f"dimse://PACS@127.0.0.1:{port}?timeout=5", retries=0).query()
     assert f"DIMSE PACS@127.0.0.1:{port}: C-FIND: association failed: cannot connect" in str(e.value)
-    rep = open_sink(f"dimse://PACS@127.0.0.1:{port}", retries=0).send(make_studies(tmp_path, 1, 1))
+    with refused_port() as port:
+        rep = open_sink(f"dimse://PACS@127.0.0.1:{port}", retries=0).send(make_studies(tmp_path, 1, 1))
     assert len(rep.failures) == 1 and "cannot connect" in rep.failures[0].reason
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from medvit.cli.main import main
 from tests.infer.helpers import make_studies
-from tests.pacs.orthanc import free_port
+from tests.pacs.orthanc import refused_port
 
 DCIODVFY = shutil.which("dciodvfy")
 
@@ -72,9 +72,9 @@ def test_dciodvfy_is_present_for_sr_validation():
 
 
 def test_pacs_down_exit_code_and_message(tiny_model, tmp_path, capsys):
-    port = free_port()
-    rc = main(["infer", "-m", str(tiny_model), "--source", f"dicomweb://127.0.0.1:{port}/dicom-web",
-               "-o", str(tmp_path / "out"), "--workers", "0", "--quiet"])
+    with refused_port() as port:
+        rc = main(["infer", "-m", str(tiny_model), "--source", f"dicomweb://127.0.0.1:{port}/dicom-web",
+                   "-o", str(tmp_path / "out"), "--workers", "0", "--quiet"])
     assert rc == 5
     err = capsys.readouterr().err
     assert f"DICOMweb http://127.0.0.1:{port}/dicom-web: QIDO-RS search for studies failed: cannot connect" in err
@@ -82,9 +82,9 @@ def test_pacs_down_exit_code_and_message(tiny_model, tmp_path, capsys):
 
 def test_send_failure_is_reported_per_instance(orthanc, tiny_model, tmp_path, capsys):
     make_studies(tmp_path / "in", n_studies=1, per_study=1)
-    port = free_port()
-    rc = main(["infer", "-m", str(tiny_model), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-               "--send-to", f"dicomweb://127.0.0.1:{port}/dicom-web", "--workers", "0", "--quiet"])
+    with refused_port() as port:
+        rc = main(["infer", "-m", str(tiny_model), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                   "--send-to", f"dicomweb://127.0.0.1:{port}/dicom-web", "--workers", "0", "--quiet"])
     assert rc == 3
     assert "1 FAILED (send_errors.csv)" in capsys.readouterr().out
     with open(tmp_path / "out" / "send_errors.csv", newline="") as f:
