@@ -51,6 +51,16 @@ def _seed():
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads():
+    """In-process runs set torch's process-wide thread count (``run_inference(threads=1)``, ``--threads``); put it
+    back after each test so that a test's numerics never depend on which tests ran before it in the same worker."""
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
 def _deid_key_dir(tmp_path_factory, monkeypatch):
     """De-identification keys of tests go to a temporary per-site key folder, never to the user's home."""
     monkeypatch.setenv("MEDVIT_DEID_KEY_DIR", str(tmp_path_factory.mktemp("deid-keys")))
