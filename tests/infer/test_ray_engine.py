@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from medvit.infer import EXIT_OK, EXIT_SOME_FAILED, InferConfig, run_inference
 from tests.infer.helpers import make_model, make_studies
 from tests.infer.ray_crash_hook import rule_file
+from tests.ports import refused_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -177,20 +177,15 @@ def test_killed_driver_then_resume_equals_the_uninterrupted_local_run(tmp_path, 
     assert run["previous_runs"][-1]["state"] == "killed" and run["engine"]["started_cluster"] is True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("scheme", ["", "ray://"])
 def test_unreachable_address_is_one_clear_error_and_exit_5(tmp_path, capsys, scheme, model):
     from medvit.cli.main import main
 
     make_studies(tmp_path / "in", n_studies=1, per_study=1)
-    address = f"{scheme}127.0.0.1:{_free_port()}"  # nothing listens there (bound and released)
-    rc = main(["infer", "-m", str(model), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--quiet",
-               "--engine", "ray", "--address", address])
+    with refused_port() as port:  # nothing listens there, and nothing can start to
+        address = f"{scheme}127.0.0.1:{port}"
+        rc = main(["infer", "-m", str(model), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--quiet",
+                   "--engine", "ray", "--address", address])
     err = capsys.readouterr().err
     assert rc == 5
     assert f"Ray cluster at {address} cannot be reached" in err and err.count("\n") == 1

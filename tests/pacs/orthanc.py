@@ -7,37 +7,23 @@ port another process took in between, it is restarted on new ports (up to three 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import uuid
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_port, refused_port
+
+__all__ = ["OrthancServer", "free_port", "refused_port"]
 
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
 DICOMWEB_PLUGIN = next((p for p in ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
                                     "/usr/lib/orthanc/plugins/libOrthancDicomWeb.so") if Path(p).exists()), None)
 SKIP_REASON = ("Orthanc with its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb; "
                "scripts/install_sysdeps.sh installs them)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def refused_port() -> Iterator[int]:
-    """A localhost port where connections are refused for as long as the block runs: a socket bound to it but not
-    listening holds it, so no concurrent test or server can start listening there (a probed "free" port could
-    be taken in between, and the test would then talk to that server)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
 
 
 class OrthancServer:
@@ -54,6 +40,7 @@ class OrthancServer:
         self.extra_config = extra_config or {}
         self.proc: subprocess.Popen | None = None
         self.http_port = self.dicom_port = 0
+        self.name = f"medvit-test-{uuid.uuid4().hex[:12]}"  # the readiness probe checks it is this server answering
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout_s: float = 30.0) -> OrthancServer:
@@ -62,7 +49,7 @@ class OrthancServer:
             if self.http_port == self.dicom_port:
                 continue
             cfg = {
-                "Name": "medvit-test", "StorageDirectory": str(self.workdir / "db"),
+                "Name": self.name, "StorageDirectory": str(self.workdir / "db"),
                 "IndexDirectory": str(self.workdir / "db"), "HttpPort": self.http_port,
                 "DicomPort": self.dicom_port, "DicomAet": self.aet, "RemoteAccessAllowed": False,
                 "AuthenticationEnabled": False, "Plugins": [DICOMWEB_PLUGIN],
@@ -83,7 +70,8 @@ class OrthancServer:
         raise RuntimeError(f"Orthanc did not start; log: {(self.workdir / 'orthanc.log').read_text()[-2000:]}")
 
     def _wait_ready(self, timeout_s: float) -> bool:
-        """Readiness probe: GET /system answers 200 (False if the process exited, e.g. a port was taken)."""
+        """Readiness probe: GET /system answers with this server's name (False if the process exited, e.g. a port
+        was taken; a server another test started on the same port would answer with another name)."""
         import requests
 
         deadline = time.monotonic() + timeout_s
@@ -91,9 +79,12 @@ class OrthancServer:
             if self.proc is None or self.proc.poll() is not None:
                 return False
             try:
-                if requests.get(f"{self.http_url}/system", timeout=2).status_code == 200:
-                    return True
-            except requests.ConnectionError:
+                r = requests.get(f"{self.http_url}/system", timeout=2)
+                if r.status_code == 200:
+                    if r.json().get("Name") == self.name:
+                        return True
+                    return False  # someone else's server holds the HTTP port: start again on new ports
+            except (requests.ConnectionError, requests.Timeout, ValueError):
                 pass
             time.sleep(0.05)
         return False
