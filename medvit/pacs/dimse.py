@@ -59,10 +59,24 @@ class _DimsePeer:
         a = self.address
 
         def connect() -> Any:
-            assoc = ae.associate(a.host, a.port, ae_title=a.called_aet, **kw)
+            from pynetdicom import evt
+            from pynetdicom.pdu import A_ASSOCIATE_RJ
+
+            rejections: list[Any] = []  # A-ASSOCIATE-RJ PDUs received (PS3.8 9.3.4)
+
+            def on_pdu(event: Any) -> None:
+                if isinstance(event.pdu, A_ASSOCIATE_RJ):
+                    rejections.append(event.pdu)
+
+            handlers = [*kw.get("evt_handlers", []), (evt.EVT_PDU_RECV, on_pdu)]
+            assoc = ae.associate(a.host, a.port, ae_title=a.called_aet, **{**kw, "evt_handlers": handlers})
             if assoc.is_established:
+                assoc.unbind(evt.EVT_PDU_RECV, on_pdu)
                 return assoc
-            if assoc.is_rejected:
+            # pynetdicom 3.0 reports a rejection as an abort when the PACS closes the connection right after its
+            # A-ASSOCIATE-RJ and the requesting thread looks at the socket only after that (a loaded machine):
+            # the received PDU says what happened
+            if assoc.is_rejected or rejections:
                 raise PacsError(a.server, f"{step}: association", "the PACS rejected the association (check the "
                                 f"called AE title {a.called_aet!r} and that it accepts calling AE "
                                 f"{a.calling_aet!r})")

@@ -75,6 +75,37 @@ def test_refused_association_and_find_name_server_and_step(tmp_path):
         assert "does it accept C-STORE from calling AE 'MEDVIT'" in rep.failures[0].reason
 
 
+def test_rejection_followed_by_close_is_reported_as_a_rejection(tmp_path, monkeypatch):
+    """Orthanc answers a wrong called AE title with A-ASSOCIATE-RJ and closes the connection at once. When
+    pynetdicom's requesting thread looks at the socket only after that close (a loaded machine: it failed this
+    way in a full-suite run), pynetdicom 3.0 reports an abort; medvit reads the received RJ PDU instead. The
+    late look is forced here: the request waits until the PACS has closed the connection."""
+    import time
+
+    from pynetdicom import acse
+
+    from tests.pacs.orthanc import DICOMWEB_PLUGIN, ORTHANC, SKIP_REASON, OrthancServer
+
+    if ORTHANC is None or DICOMWEB_PLUGIN is None:
+        pytest.skip(SKIP_REASON)
+    send = acse.ACSE.send_request
+    closed: list[bool] = []
+
+    def send_then_wait_for_the_close(self):
+        send(self)
+        deadline = time.monotonic() + 30
+        while not (self.socket._ready.is_set() and not self.socket._is_connected):  # connected, then closed
+            assert time.monotonic() < deadline, "the PACS did not close the rejected association"
+            time.sleep(0.01)
+        closed.append(True)
+
+    monkeypatch.setattr(acse.ACSE, "send_request", send_then_wait_for_the_close)
+    with OrthancServer(tmp_path / "o", extra_config={"DicomCheckCalledAet": True}) as o:
+        with pytest.raises(PacsError) as e:
+            open_source(f"dimse://WRONGAET@127.0.0.1:{o.dicom_port}", retries=0).echo()
+    assert closed and "C-ECHO: association failed: the PACS rejected the association" in str(e.value)
+
+
 def test_c_move_retrieve(tmp_path):
     """C-MOVE to medvit's own storage SCP (Orthanc knows MEDVIT at the move port); an unknown AE gets 0xA801."""
     from tests.pacs.orthanc import DICOMWEB_PLUGIN, ORTHANC, SKIP_REASON, OrthancServer
