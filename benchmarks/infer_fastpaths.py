@@ -544,7 +544,9 @@ def render_md(r: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, v in best.items():
             e = next(x["e2e"][k] for x in m["rounds"] if x["e2e"][k]["img_s_run"] == v)
-            used = e["execution"]["precision"] + (" compiled" if e["execution"]["compile"] != "none" else "")
+            ex = e["execution"]
+            used = ex["precision"] + (f" ({ex['int8_rest']} between GEMMs)" if ex.get("int8_rest") else "") + \
+                (" compiled" if ex["compile"] != "none" else "")
             steady = (e.get("timing") or {}).get("images_per_s_after_first_batch") or float("nan")
             lines.append(f"| {k} | {used} | {v:.2f} | {steady:.2f} | {e['img_s_wall']:.2f} | {alone[k]:.2f} | "
                          f"{v / alone[k]:.2f} ({steady / alone[k]:.2f}) | {v / hf:.2f} | {v / ISSUE_LIMIT:.2f} | "
