@@ -43,6 +43,7 @@ from torch import nn
 
 from medvit.config import option
 from medvit.train.config import TrainConfig
+from medvit.train.losses import LossSpec, check_direct_loss, direct_loss
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ class ProtocolConfig:
     hflip: float = option(0.5, "classification: flip probability")
     rrc_scale: tuple[float, float] = option((0.6, 1.0), "classification: random resized crop area range")
     freeze_encoder: bool = option(False, "train only the head/decoder (report generation: True, as BenchX)")
+    loss: LossSpec | None = option(None, "classification / segmentation: training loss by registered name (`medvit "
+                                         "list loss`); null = bce (multi-label; segmentation on batch 'mask') or "
+                                         "cross_entropy (single-label)")
     # report generation
     d_model: int = option(512, "R2Gen width")
     num_layers: int = option(3, "R2Gen encoder/decoder layers")
@@ -120,6 +124,8 @@ class ProtocolConfig:
             raise ValueError("lr and epochs must be > 0, encoder_lr_mult >= 0, batch_size >= 1, steps >= 0")
         if self.schedule not in ("cosine", "poly", "constant"):
             raise ValueError(f"schedule must be cosine, poly or constant, got {self.schedule!r}")
+        if self.loss is not None:
+            check_direct_loss(self.loss.name)
         from medvit.eval.text_metrics import METRIC_FAMILIES
 
         bad = [m for m in self.text_metrics if m not in METRIC_FAMILIES]
@@ -294,12 +300,10 @@ def run_classification(method: MethodSpec, data: CellData, proto: ProtocolConfig
     val_ds, test_ds = (_Items(d, keys, data.mean, data.std) for d in (data.val, data.test))
     select = "val_auroc" if data.problem == "multilabel" else "val_f1"
     dev = _device()
+    loss = direct_loss(proto.loss, LossSpec("bce" if data.problem == "multilabel" else "cross_entropy")).to(dev)
 
     def step(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        logits = m(batch["image"])
-        if data.problem == "multilabel":
-            return F.binary_cross_entropy_with_logits(logits.float(), batch["label"].float())
-        return F.cross_entropy(logits.float(), batch["label"].long())
+        return loss(m(batch["image"]), batch)
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         logits, y, _ = predict(m, val_ds, 256, dev, proto.precision)
@@ -345,9 +349,10 @@ def run_segmentation(method: MethodSpec, data: CellData, proto: ProtocolConfig, 
     train_ds = _Items(data.train, keys, data.mean, data.std)
     val_ds, test_ds = (_Items(d, keys, data.mean, data.std) for d in (data.val, data.test))
     dev = _device()
+    loss = direct_loss(proto.loss, LossSpec("bce", {"target": "mask"})).to(dev)
 
     def step(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(m(batch["image"]).float(), batch["mask"].float())
+        return loss(m(batch["image"]), batch)
 
     @torch.no_grad()
     def predict_masks(m: nn.Module, ds: _Items) -> tuple[torch.Tensor, torch.Tensor]:

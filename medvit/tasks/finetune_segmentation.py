@@ -4,7 +4,8 @@ The dataset must give ``masks`` (dict name → (H, W) bool) with ``with_masks=Tr
 phantoms do). Each contract label is the union of the masks named ``label`` or ``label_<suffix>`` (so
 ``effusion`` joins ``effusion_left`` and ``effusion_right``). Loss: per-pixel binary cross-entropy + soft Dice
 (Milletari et al., V-Net 2016); the epoch kept is the one with the best mean validation Dice, and the test
-split is evaluated once with it. ``output_dir/model`` is a checkpoint whose contract carries the
+split is evaluated once with it. The loss is a registered ``loss`` (YAML ``loss: {name, args}``; default
+``bce_dice``). ``output_dir/model`` is a checkpoint whose contract carries the
 segmentation contract (labels, colours, SNOMED CT concepts from
 :data:`medvit.models.segmentation.KNOWN_CONCEPTS`, DICOM SEG type), the preprocessing and the scope, so
 ``medvit infer`` writes DICOM SEG with it; ``summary.json`` and ``results.md`` hold Dice per label.
@@ -25,6 +26,7 @@ import torch
 
 from medvit.config import option
 from medvit.tasks.base import register_task
+from medvit.train.losses import LossSpec, check_direct_loss, direct_loss
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,12 @@ class FinetuneSegmentationConfig:
     modalities: list[str] = option(default_factory=list, help="contract scope, e.g. [CR, DX]")
     view_positions: list[str] = option(default_factory=list, help="contract scope, e.g. [PA, AP]")
     body_parts: list[str] = option(default_factory=list, help="contract scope, e.g. [CHEST]")
+    loss: LossSpec | None = option(None, "training loss by registered name (`medvit list loss`) on batch 'mask' "
+                                         "(K, H, W) targets; null = bce_dice (per-pixel BCE + soft Dice)")
 
     def __post_init__(self) -> None:
+        if self.loss is not None:
+            check_direct_loss(self.loss.name)
         if not self.labels:
             raise ValueError("labels must name at least one mask")
         if self.seg_type not in ("BINARY", "FRACTIONAL"):
@@ -94,13 +100,6 @@ def _tensors(ds: Any, labels: list[str], size: int) -> tuple[torch.Tensor, torch
         ys.append(torch.from_numpy(label_masks({k: v.numpy() for k, v in item["masks"].items()}, labels,
                                                (size, size))))
     return torch.stack(xs), torch.stack(ys)
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice per image and label, averaged; logits/target (B, K, H, W)."""
-    p = torch.sigmoid(logits)
-    inter = (p * target).sum((2, 3))
-    return (1 - (2 * inter + eps) / (p.sum((2, 3)) + target.sum((2, 3)) + eps)).mean()
 
 
 def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean: float, std: float,
@@ -143,6 +142,7 @@ def run(cfg: FinetuneSegmentationConfig) -> dict[str, Any]:
                          backbone_pretrained=cfg.pretrained, **cfg.segmenter_args)
     model.model_args["backbone_pretrained"] = None  # the checkpoint holds every weight
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = direct_loss(cfg.loss, LossSpec("bce_dice"))
     xtr, ytr = data["train"]
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     total, warm = cfg.epochs * steps_per_epoch, steps_per_epoch
@@ -160,8 +160,7 @@ def run(cfg: FinetuneSegmentationConfig) -> dict[str, Any]:
         for i in range(0, len(xtr), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
             x, y = (xtr[idx] - mean) / std, ytr[idx].float()
-            logits = model(x)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + soft_dice_loss(logits, y)
+            loss = loss_fn(model(x), {"mask": y})
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

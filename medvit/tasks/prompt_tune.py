@@ -38,7 +38,7 @@ from medvit.eval.predict import predict
 from medvit.peft.hint_aug import HintAug, HintAugConfig
 from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
-from medvit.train.losses import masked_bce
+from medvit.train.losses import LossSpec, check_direct_loss, direct_loss, masked_bce
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ class PromptTuneConfig:
     hflip: float = option(0.5, "horizontal flip probability")
     train: TrainConfig = option(default_factory=_default_train, help="optimisation (only trainable params are "
                                                                      "optimised)")
+    loss: LossSpec | None = option(None, "training loss by registered name (`medvit list loss`), e.g. {name: "
+                                         "masked_bce, args: {pos_weight: [...]}}; null = masked_bce (multilabel) or "
+                                         "cross_entropy (ordinal grades as classes)")
     hint_aug: HintAugConfig = option(default_factory=HintAugConfig, help="Hint-Aug few-shot augmentation stage "
                                                                          "(enabled: true) with any image method")
     seeds: list[int] = option(default_factory=lambda: [0], help="one run per seed; results as mean ± sd")
@@ -158,6 +161,8 @@ class PromptTuneConfig:
             raise ValueError(f"threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
         if not 0.0 <= self.ood_fpr < 1.0:
             raise ValueError(f"ood_fpr must be in [0, 1) (0 = no OOD reference), got {self.ood_fpr}")
+        if self.loss is not None:
+            check_direct_loss(self.loss.name)
         if self.save_merged and not spec.mergeable:
             raise ValueError(f"save_merged: method {self.method!r} cannot be merged into the base")
 
@@ -312,15 +317,14 @@ def hint_check(model: nn.Module, layer: int) -> None:
         raise ValueError(f"hint_aug.layer={layer} but the backbone has {len(vit.blocks)} blocks")
 
 
-def _task_loss(problem: str, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-    """The tuning loss: masked BCE (multi-label) or cross-entropy (ordinal grades as classes)."""
-    if problem == "multilabel":
-        return masked_bce(logits, batch["label"], batch["label_mask"])
-    return F.cross_entropy(logits.float(), batch["label"].long())
+def task_loss(cfg: PromptTuneConfig, problem: str) -> nn.Module:
+    """The tuning loss from ``cfg.loss`` (registry kind ``loss``), by default masked BCE (multi-label) or
+    cross-entropy (ordinal grades as classes); called as ``loss(logits, batch)``."""
+    return direct_loss(cfg.loss, LossSpec("masked_bce" if problem == "multilabel" else "cross_entropy"))
 
 
-def _apply_spt(cfg: PromptTuneConfig, base: nn.Module, mcfg: Any, train_ds: Any, train_tf: Any, tcfg: Any,
-               problem: str, seed: int, **peft_kwargs: Any) -> nn.Module:
+def _apply_spt(base: nn.Module, mcfg: Any, train_ds: Any, train_tf: Any, tcfg: Any, loss_fn: Any, seed: int,
+               **peft_kwargs: Any) -> nn.Module:
     """SPT's sensitivity pass over the first ``sensitivity_batches`` augmented training batches, then allocation."""
     from torch.utils.data import DataLoader
 
@@ -332,7 +336,7 @@ def _apply_spt(cfg: PromptTuneConfig, base: nn.Module, mcfg: Any, train_ds: Any,
     loader = DataLoader(SeededTransformDataset(train_ds, train_tf), batch_size=tcfg.batch_size,
                         sampler=[(i, seed * 1_000_003 + i) for i in order])
     batches = ((b["image"], b) for b in loader)
-    return apply_spt(base, batches, mcfg, loss_fn=lambda logits, b: _task_loss(problem, logits, b), **peft_kwargs)
+    return apply_spt(base, batches, mcfg, loss_fn=loss_fn, **peft_kwargs)
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -352,6 +356,7 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     args = dict(cfg.dataset_args)
     train_raw = build_dataset(cfg.dataset, cfg.train_split, **args)
     problem, k, names = _problem(cfg, train_raw)
+    loss_fn = task_loss(cfg, problem)
     train_ds = (few_shot_subset(train_raw, cfg.shots_per_class, seed) if cfg.shots_per_class
                 else fraction_subset(train_raw, cfg.label_fraction, seed))
     val_ds = build_dataset(cfg.dataset, cfg.val_split, **args)
@@ -371,7 +376,7 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
     base, base_weights, sha = build_base(cfg, k, out / "base")
     fvit = copy.deepcopy(base) if cfg.hint_aug.enabled else None  # Hint-Aug's frozen foundation ViT
     if cfg.method == "spt" and not (mcfg.lora_targets or mcfg.sparse):  # SPT: allocate from training gradients
-        model = _apply_spt(cfg, base, mcfg, train_ds, train_tf, tcfg, problem, seed,
+        model = _apply_spt(base, mcfg, train_ds, train_tf, tcfg, loss_fn, seed,
                            base_weights=base_weights, base_weights_sha256=sha)
     else:
         model = apply_peft(base, cfg.method, mcfg, base_weights=base_weights, base_weights_sha256=sha)
@@ -386,17 +391,18 @@ def run_seed(cfg: PromptTuneConfig, seed: int, out: Path) -> dict[str, Any]:
                 f" ({reading} reading)" if reading else "", rep["trainable_params"], rep["backbone_params"],
                 rep["trainable_pct"])
     dev = resolve_device(tcfg.device)
+    loss_fn.to(dev)
 
     steps_done = [0]  # optimizer steps so far (the step hook counts them); Hint-Aug starts at start_step
 
     def step_fn(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         logits = m(batch["image"])
-        loss = _task_loss(problem, logits, batch)
+        loss = loss_fn(logits, batch)
         if hint is not None:  # Hint-Aug: a second loss on AOD/CFI-augmented images, true labels
             hint.update_confusion(logits, batch["label"])
             if steps_done[0] >= cfg.hint_aug.start_step:
                 aug = hint.augment(model, batch["image"], batch["label"])
-                loss = loss + cfg.hint_aug.weight * _task_loss(problem, m(aug), batch)
+                loss = loss + cfg.hint_aug.weight * loss_fn(m(aug), batch)
         if spec.regularizer is not None and (reg := spec.regularizer(model)) is not None:
             loss = loss + reg
         return loss

@@ -214,6 +214,35 @@ class LossStep(nn.Module):
         return self.loss(model(batch[self.input_key]), batch)
 
 
+def direct_loss(spec: LossSpec | None, default: LossSpec, where: str = "loss") -> Loss:
+    """The loss of a task that calls ``loss(output, batch)`` in its own step (prompt_tune, BenchX protocols,
+    finetune_segmentation): ``spec``, or ``default`` when None. Such tasks run no :meth:`Loss.setup`, batch
+    :meth:`Loss.prepare` or per-sample seeds, so a loss that needs them (a teacher pass, Mixup/CutMix) is refused
+    with ``ValueError`` naming ``where`` (:func:`check_direct_loss`, also called at config time)."""
+    spec = default if spec is None else spec
+    check_direct_loss(spec.name, where)
+    return build_loss(spec)
+
+
+def check_direct_loss(name: str, where: str = "loss") -> None:
+    """``ValueError`` naming ``where`` when registered loss ``name`` needs the training loop's hooks (its own
+    ``setup`` / ``prepare`` / ``on_train_step`` or a ``seed_key``), which a task calling the loss directly does not
+    run."""
+    try:
+        cls = REGISTRY.get("loss", name)
+    except KeyError as e:
+        raise ValueError(f"{where}.name: {e.args[0]}") from None
+    needs = [h for h in ("setup", "prepare") if getattr(cls, h) is not getattr(Loss, h)]
+    if cls.seed_key:
+        needs.append("per-sample seeds")
+    if hasattr(cls, "on_train_step"):
+        needs.append("on_train_step hook")
+    if needs:
+        raise ValueError(f"{where}.name: loss {name!r} needs the training loop's {' / '.join(needs)}, which this "
+                         "task does not run (finetune_multilabel does); give a loss computed from the output and "
+                         "batch alone, e.g. masked_bce, bce, cross_entropy")
+
+
 def loss_step(loss: Loss | LossSpec | dict[str, Any] | str, input_key: str = "image") -> LossStep:
     """``step_fn`` for :class:`medvit.train.Trainer` from a loss or its spec."""
     return LossStep(loss if isinstance(loss, Loss) else build_loss(loss), input_key)
@@ -293,3 +322,54 @@ class CrossEntropy(Loss):
     def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
         return F.cross_entropy(logits_of(output).float(), batch["label"].long(), weight=self.weight,
                                label_smoothing=self.label_smoothing)
+
+
+def _ex_masks(g: torch.Generator) -> tuple[Any, dict[str, Any]]:
+    return torch.randn(2, 3, 8, 8, generator=g), {"mask": (torch.rand(2, 3, 8, 8, generator=g) > 0.5).float()}
+
+
+@register_loss("bce", example=_ex_multilabel,
+               description="BCE-with-logits averaged over every element (labels or mask pixels; no label mask)")
+class BCE(Loss):
+    """``F.binary_cross_entropy_with_logits(output, batch[target]).mean()`` over every element.
+
+    Output ``(B, K)`` logits or ``(B, K, H, W)`` mask logits (a ``(cls, dist)`` pair is averaged); ``target`` names
+    the batch key holding the {0, 1} targets of the same shape ("label" for findings, "mask" for segmentation).
+    Unlike ``masked_bce`` no label is left out (BenchX's classification and segmentation protocols).
+    """
+
+    def __init__(self, target: str = "label"):
+        super().__init__()
+        if not target:
+            raise ValueError("target must name a batch key, e.g. 'label' or 'mask'")
+        self.target = target
+        self.inputs = (target,)
+
+    def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits_of(output).float(), batch[self.target].float())
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice per image and label, averaged: logits/target (B, K, H, W) -> scalar (Milletari et al., V-Net,
+    3DV 2016, with ``eps`` added to numerator and denominator)."""
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((2, 3))
+    return (1 - (2 * inter + eps) / (p.sum((2, 3)) + target.sum((2, 3)) + eps)).mean()
+
+
+@register_loss("bce_dice", example=_ex_masks,
+               description="segmentation: per-pixel BCE-with-logits + soft Dice (V-Net) on batch 'mask'")
+class BCEDice(Loss):
+    """``BCE(logits, mask) + dice_weight · (1 − soft Dice)`` for ``(B, K, H, W)`` mask logits and {0, 1} targets in
+    ``batch[target]`` (default "mask"); :func:`soft_dice_loss` with ``eps``."""
+
+    def __init__(self, target: str = "mask", dice_weight: float = 1.0, eps: float = 1.0):
+        super().__init__()
+        if dice_weight < 0 or eps <= 0:
+            raise ValueError(f"dice_weight must be >= 0 and eps > 0, got {dice_weight}, {eps}")
+        self.target, self.dice_weight, self.eps = target, float(dice_weight), float(eps)
+        self.inputs = (target,)
+
+    def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
+        logits, y = logits_of(output), batch[self.target].float()
+        return F.binary_cross_entropy_with_logits(logits, y) + self.dice_weight * soft_dice_loss(logits, y, self.eps)

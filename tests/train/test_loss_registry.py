@@ -175,3 +175,88 @@ def test_dry_run_refuses_a_top_k_above_the_label_count(capsys):
 def test_unknown_loss_lists_the_registered_losses():
     with pytest.raises(ValueError, match="Registered losses: "):
         build_loss("no_such_loss_xyz")
+
+
+def _grad_and_value(fn, logits):
+    x = logits.detach().clone().requires_grad_(True)
+    v = fn(x)
+    v.backward()
+    return v.detach(), x.grad
+
+
+def test_task_default_losses_equal_the_formulas_they_replace():
+    """prompt_tune / BenchX / finetune_segmentation now build their default loss from the registry: the value and
+    gradient are bit-identical (torch.equal) to the code each task held before."""
+    import torch.nn.functional as F
+
+    from medvit.train.losses import direct_loss, masked_bce
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 7, generator=g)
+    y = (torch.rand(6, 7, generator=g) > 0.5).float()
+    mask = torch.rand(6, 7, generator=g) > 0.2
+    grades = torch.randint(0, 7, (6,), generator=g)
+    seg = torch.randn(4, 2, 16, 16, generator=g)
+    masks = (torch.rand(4, 2, 16, 16, generator=g) > 0.6).float()
+
+    def soft_dice(lg, t, eps=1.0):  # finetune_segmentation.soft_dice_loss as it was
+        p = torch.sigmoid(lg)
+        inter = (p * t).sum((2, 3))
+        return (1 - (2 * inter + eps) / (p.sum((2, 3)) + t.sum((2, 3)) + eps)).mean()
+
+    cases = [  # (default spec of the task, former formula, logits, batch)
+        (LossSpec("masked_bce"), lambda lg: masked_bce(lg, y, mask), logits, {"label": y, "label_mask": mask}),
+        (LossSpec("cross_entropy"), lambda lg: F.cross_entropy(lg.float(), grades.long()), logits, {"label": grades}),
+        (LossSpec("bce"), lambda lg: F.binary_cross_entropy_with_logits(lg.float(), y.float()), logits, {"label": y}),
+        (LossSpec("bce", {"target": "mask"}), lambda lg: F.binary_cross_entropy_with_logits(lg.float(), masks),
+         seg, {"mask": masks}),
+        (LossSpec("bce_dice"), lambda lg: F.binary_cross_entropy_with_logits(lg, masks) + soft_dice(lg, masks), seg,
+         {"mask": masks}),
+    ]
+    for spec, former, lg, batch in cases:
+        loss = direct_loss(None, spec)
+        new_v, new_g = _grad_and_value(lambda x, loss=loss, batch=batch: loss(x, batch), lg)
+        old_v, old_g = _grad_and_value(former, lg)
+        assert torch.equal(new_v, old_v) and torch.equal(new_g, old_g), spec
+
+
+@pytest.mark.parametrize("data,get", [
+    ({"task": "prompt_tune", "loss": {"name": "masked_bce", "args": {"pos_weight": [2.0] * 7}}},
+     lambda c: c.loss),
+    ({"task": "finetune_segmentation", "loss": {"name": "bce_dice", "args": {"dice_weight": 0.5}}},
+     lambda c: c.loss),
+    ({"task": "benchx_grid", "methods": [{"name": "r", "backbone": "vit_tiny_patch16_224"}],
+      "protocols": {"segmentation": {"loss": {"name": "bce_dice"}}}},
+     lambda c: c.protocol("segmentation", None).loss),
+])
+def test_prompt_tune_benchx_and_segmentation_take_their_loss_by_name(data, get):
+    from medvit.tasks import build_config
+
+    spec, cfg = build_config(None, [], data)
+    loss = get(cfg)
+    assert isinstance(loss, LossSpec) and loss.name == data.get("loss", {}).get("name", "bce_dice")
+
+
+@pytest.mark.parametrize("task", ["prompt_tune", "finetune_segmentation"])
+def test_a_loss_needing_the_loops_hooks_is_refused_by_a_task_that_calls_it_directly(task):
+    from medvit.tasks import build_config
+
+    with pytest.raises(ValueError, match=r"loss\.name: loss 'deit_lt' needs the training loop's setup / prepare"):
+        build_config(None, [], {"task": task, "loss": {"name": "deit_lt", "args": {"teacher": "/x"}}})
+
+
+def test_prompt_tune_trains_with_the_loss_from_yaml(tmp_path):
+    """The YAML loss is the one trained with: the default equals an explicit masked_bce bit for bit, a positive
+    weight changes the run."""
+    from medvit.tasks import run_task
+
+    base = dict(task="prompt_tune", dataset="cxr_phantom", dataset_args=dict(n=40, image_size=32, seed=0),
+                method="lora", method_config=dict(r=2), seeds=[0], ood_fpr=0.0, backbone="vit_tiny_patch16_224",
+                backbone_args=dict(embed_dim=32, depth=1, num_heads=2, patch_size=8), image_size=32,
+                train=dict(epochs=1, batch_size=16, lr=1e-2, progress=False))
+    runs = {}
+    for name, loss in (("default", None), ("explicit", {"name": "masked_bce"}),
+                       ("weighted", {"name": "masked_bce", "args": {"pos_weight": [5.0] * 7}})):
+        s = run_task(None, [], data={**base, "output_dir": str(tmp_path / name), "loss": loss})
+        runs[name] = s["seeds"][0]["final_loss"]
+    assert runs["default"] == runs["explicit"] != runs["weighted"]
