@@ -126,6 +126,10 @@ class ProtocolConfig:
             raise ValueError(f"schedule must be cosine, poly or constant, got {self.schedule!r}")
         if self.loss is not None:
             check_direct_loss(self.loss.name)
+            try:
+                self.loss.check()  # argument values too, so --dry-run refuses what a cell would
+            except ValueError as e:  # a plain ValueError: from_dict prefixes protocols.<task>
+                raise ValueError(str(e)) from None
         from medvit.eval.text_metrics import METRIC_FAMILIES
 
         bad = [m for m in self.text_metrics if m not in METRIC_FAMILIES]

@@ -237,6 +237,22 @@ def test_prompt_tune_benchx_and_segmentation_take_their_loss_by_name(data, get):
     assert isinstance(loss, LossSpec) and loss.name == data.get("loss", {}).get("name", "bce_dice")
 
 
+@pytest.mark.parametrize("data,match", [
+    ({"task": "prompt_tune", "loss": {"name": "cross_entropy", "args": {"label_smoothing": 2}}},
+     r"loss\.args \(cross_entropy\): label_smoothing must be in \[0, 1\), got 2"),
+    ({"task": "finetune_segmentation", "loss": {"name": "bce_dice", "args": {"dice_weight": -1}}},
+     r"loss\.args \(bce_dice\): dice_weight must be >= 0"),
+    ({"task": "benchx_grid", "methods": [{"name": "r", "backbone": "vit_tiny_patch16_224"}],
+      "protocols": {"segmentation": {"loss": {"name": "bce_dice", "args": {"eps": 0}}}}},
+     r"protocols\.segmentation.*eps > 0"),
+])
+def test_task_loss_values_are_refused_at_config_time(data, match):
+    from medvit.tasks import build_config
+
+    with pytest.raises(ValueError, match=match):
+        build_config(None, [], data)
+
+
 @pytest.mark.parametrize("task", ["prompt_tune", "finetune_segmentation"])
 def test_a_loss_needing_the_loops_hooks_is_refused_by_a_task_that_calls_it_directly(task):
     from medvit.tasks import build_config
