@@ -37,7 +37,11 @@ def _evidence(sr) -> set[str]:
 
 
 class _Running:
-    """A Listener served in a thread; ``done[study]`` events fire when a study was handled."""
+    """A Listener served in a thread; ``done[study]`` events fire when a study was handled.
+
+    Start it with a long quiet period (nothing completes while the test sends) and call :meth:`complete` once every
+    instance was acknowledged: a short quiet period while instances arrive would split a study whenever the sender
+    pauses longer than that (a loaded machine), and the test would see a partial study handled first."""
 
     def __init__(self, cfg: ListenConfig) -> None:
         self.lst = Listener(cfg)
@@ -53,6 +57,10 @@ class _Running:
         self.lst.start()
         self.thread = threading.Thread(target=self.lst.serve, daemon=True)
         self.thread.start()
+
+    def complete(self) -> None:
+        """From now on a study quiet for 0.05 s is complete (the watcher looks again within a second)."""
+        self.lst.scp.quiet_s = 0.05
 
     def wait(self, study: str, timeout: float = 60) -> dict:
         with self.cond:
@@ -74,12 +82,13 @@ def _uids(paths):
 def test_listen_storescu_to_orthanc(orthanc, tiny_model, tmp_path):
     images = make_studies(tmp_path / "src", n_studies=1, per_study=3)
     study, sops = _uids(images)
-    run = _Running(ListenConfig(model=str(tiny_model), output=str(tmp_path / "out"), port=0, quiet_s=0.3,
+    run = _Running(ListenConfig(model=str(tiny_model), output=str(tmp_path / "out"), port=0, quiet_s=600,
                                 send_to=orthanc.dicomweb()))
     try:
         r = subprocess.run([STORESCU, "-aec", "MEDVIT", "127.0.0.1", str(run.lst.port), *map(str, images)],
                            capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 0, r.stderr  # all three acknowledged
+        run.complete()
         ev = run.wait(study)
     finally:
         run.stop()
@@ -99,7 +108,7 @@ def test_listen_contains_bad_input(orthanc, tiny_model, tmp_path):
     bad.StudyInstanceUID = "../../etc"
     bad.SOPInstanceUID = "1.2.3.999"
     study, sops = _uids(good)
-    run = _Running(ListenConfig(model=str(tiny_model), output=str(tmp_path / "out"), port=0, quiet_s=0.3,
+    run = _Running(ListenConfig(model=str(tiny_model), output=str(tmp_path / "out"), port=0, quiet_s=600,
                                 send_to=orthanc.dimse()))
     try:
         with socket.create_connection(("127.0.0.1", run.lst.port), timeout=5) as s:  # not DICOM at all
@@ -113,6 +122,7 @@ def test_listen_contains_bad_input(orthanc, tiny_model, tmp_path):
         assoc.release()
         rep = open_sink(f"dimse://MEDVIT@127.0.0.1:{run.lst.port}").send(good)
         assert not rep.failures
+        run.complete()
         ev = run.wait(study)
     finally:
         run.stop()
