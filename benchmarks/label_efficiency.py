@@ -75,6 +75,7 @@ def run_one(fraction: float, seed: int, schedule: str, work: Path, quick: bool) 
     test = seed_row.get("test", {})
     return {"fraction": fraction, "seed": seed, "schedule": schedule, "n_train": seed_row["n_train"],
             "n_val": seed_row["n_val"], "steps": seed_row["steps"], "best_step": seed_row["best"]["step"],
+            "stopped_early": bool(seed_row.get("stopped_early", False)),
             "val_mean_auroc": seed_row["val"]["mean_auroc"], "test_mean_auroc": test.get("mean_auroc"),
             "test_per_class": test.get("per_class"),
             "test_agreement": seed_row.get("test_operating", {}).get("agreement"),
@@ -157,8 +158,8 @@ def report(rows: list[dict[str, Any]]) -> str:
           "steps at every fraction (compute-matched; validation every 148 steps); **epochs** = the recipe's 20 "
           "epochs of the labelled subset (fewer steps at small fractions). The committed demo model is the 100 % run "
           f"of seed 0 (test {DEMO_MODEL_AUROC:.3f}).", "",
-          "| schedule | label fraction | labelled images | optimizer steps | seeds | test mean AUROC (mean ± sd) | "
-          "Δ vs 0.951 | agreement vs all-negative | CPU min per run |",
+          "| schedule | label fraction | labelled images | steps run (best validation step) per seed | seeds | "
+          "test mean AUROC (mean ± sd) | Δ vs 0.951 | agreement vs all-negative | CPU min per run |",
           "|---|---|---|---|---|---|---|---|---|"]
     for sch in SCHEDULES:
         for f in fracs:
@@ -169,7 +170,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             ag = [r["test_agreement"] for r in rs if r["test_agreement"] is not None]
             bl = [r["test_all_negative_agreement"] for r in rs if r["test_all_negative_agreement"] is not None]
             agree = f"{100 * sum(ag) / len(ag):.1f} % vs {100 * sum(bl) / len(bl):.1f} %" if ag else "—"
-            md.append(f"| {sch} | {100 * f:g} % | {rs[0]['n_train']} | {sorted({r['steps'] for r in rs})} | "
+            steps = ", ".join(f"{r['steps']} ({r['best_step']:.0f})" for r in rs)
+            md.append(f"| {sch} | {100 * f:g} % | {rs[0]['n_train']} | {steps} | "
                       f"{[r['seed'] for r in rs]} | {_ms(v)} | {sum(v) / len(v) - DEMO_MODEL_AUROC:+.3f} | {agree} | "
                       f"{sum(r['cpu_s'] for r in rs) / len(rs) / 60:.1f} |")
     md += ["", "## Paired comparisons against 100 % of the labels (same seeds)", "",
@@ -181,6 +183,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             if f >= 1:
                 continue
             g = _group(rows, sch, f)
+            if not g:
+                continue
             seeds = sorted(set(g) & set(full))
             if len(seeds) < 2:
                 md.append(f"| {sch} | {100 * f:g} % | — | — | fewer than 2 shared seeds with 100 % ({sorted(g)} vs "
@@ -204,7 +208,11 @@ def report(rows: list[dict[str, Any]]) -> str:
                 if rs:
                     cells = [sum(r["test_per_class"][n] for r in rs) / len(rs) for n in names]
                     md.append(f"| {sch} | {100 * f:g} % | " + " | ".join(f"{x:.3f}" for x in cells) + " |")
-    md += ["", "## Commands", ""] + sorted({f"- `/work/cpu.sh -n 1 gap15 {r['command']}`" for r in rows})
+    md += ["", "## Commands", "",
+           "Training runs went through the shared CPU gate (`/work/cpu.sh -n 1 TAG CMD`: 1 torch thread, nice 5; 2 "
+           "cores shared with other helpers' jobs, so wall times are not speeds); `committed` only scores the "
+           "committed weights (seconds of CPU).", ""]
+    md += sorted({f"- `{r['command']}`" for r in rows})
     return "\n".join(md) + "\n"
 
 
