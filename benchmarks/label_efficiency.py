@@ -144,6 +144,29 @@ def _ms(v: list[float]) -> str:
     return f"{m:.3f} ± {sd:.3f}" if len(v) > 1 else f"{m:.3f} (1 seed)"
 
 
+#: "well below" in issue 15's point 3, made concrete: the mean at a fraction at least this far under 100 %
+WELL_BELOW = 0.05
+
+
+def gap_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per (schedule, fraction < 1): the gap to 100 % and whether it is "well below" (>= WELL_BELOW)."""
+    full = list(_group(rows, "steps", 1.0).values())
+    if not full:
+        return ["- no 100 % run stored."]
+    ref = sum(full) / len(full)
+    lines = []
+    for sch in SCHEDULES:
+        for f in sorted({r["fraction"] for r in rows if r["fraction"] < 1}, reverse=True):
+            v = [r["test_mean_auroc"] for r in rows if r["fraction"] == f and r["schedule"] == sch]
+            if not v:
+                continue
+            gap = ref - sum(v) / len(v)
+            word = "**well below**" if gap >= WELL_BELOW else "**not well below**"
+            lines.append(f"- {sch} schedule, {100 * f:g} % of the labels: {sum(v) / len(v):.3f} over {len(v)} seed(s), "
+                         f"{gap:+.3f} under 100 % ({ref:.3f}) — {word}.")
+    return lines
+
+
 def report(rows: list[dict[str, Any]]) -> str:
     """The markdown of ``label_efficiency.md``: per schedule and fraction mean ± sd over seeds, the gap to the
     committed model's 0.951 and, with shared seeds, the paired comparison against 100 %."""
@@ -174,6 +197,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             md.append(f"| {sch} | {100 * f:g} % | {rs[0]['n_train']} | {steps} | "
                       f"{[r['seed'] for r in rs]} | {_ms(v)} | {sum(v) / len(v) - DEMO_MODEL_AUROC:+.3f} | {agree} | "
                       f"{sum(r['cpu_s'] for r in rs) / len(rs) / 60:.1f} |")
+    md += ["", "## Reading (issue 15, point 3: 1 % and 10 % \"well below\" 100 %, taken as at least 0.05 below)", ""]
+    md += gap_lines(rows)
     md += ["", "## Paired comparisons against 100 % of the labels (same seeds)", "",
            "| schedule | fraction | 100 % (mean ± sd) | fraction (mean ± sd) | "
            "mean 100 % − fraction [95 % bootstrap CI] | sign test | reading |", "|---|---|---|---|---|---|---|"]
