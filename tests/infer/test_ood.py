@@ -95,7 +95,7 @@ def test_infer_columns_sr_and_viewer_carry_the_flag(ood_model, tmp_path):
     (inbox / "ct").mkdir()
     shutil.copy(get_testdata_file("CT_small.dcm"), inbox / "ct" / "ct.dcm")
     res = run_inference(InferConfig(str(model_dir), str(inbox), str(tmp_path / "out"), workers=0, sr=True,
-                                    any_modality=True, progress=False, precision="fp32"))  # viewer runs fp32
+                                    any_modality=True, progress=False, batch_size=1))  # as the viewer runs it
     with open(tmp_path / "out" / "predictions.csv", newline="") as f:
         rows = {r["file"]: r for r in csv.DictReader(f)}
     assert rows["ct/ct.dcm"]["ood_flag"] == "True" and float(rows["ct/ct.dcm"]["ood_score"]) > 0
