@@ -1,5 +1,6 @@
 """One DDP rank (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set as torchrun sets them): two MAE steps on phantoms (gloo);
-saves its weights and the image ids it trained on to ``OUT/rank<r>.safetensors`` / ``OUT/rank<r>.json``.
+saves its weights and the image ids it trained on to ``OUT/rank<r>.safetensors`` / ``OUT/rank<r>.json`` (with the
+names of its gloo threads before and after ``finish_distributed``).
 
 ``python ddp_worker.py OUT [INIT_METHOD]``: with ``INIT_METHOD`` (e.g. ``file:///tmp/x/rendezvous``) the process group
 is started on it before the trainer joins it; without, the trainer starts it from torchrun's environment. Used by
@@ -44,9 +45,19 @@ def main(out: str, init_method: str | None = None) -> None:
     res = Trainer(mae, cfg, ds, step, transform=build_train_transform(32, (0.5,), (0.25,), (0.5, 1.0))).fit()
     rank = int(os.environ.get("RANK", "0"))
     save_file({k: v.contiguous() for k, v in mae.state_dict().items()}, str(Path(out) / f"rank{rank}.safetensors"))
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps({"ids": seen, "losses": res.losses,
-                                                            "world": int(os.environ.get("WORLD_SIZE", "1"))}))
+    during = _gloo_threads()
     finish_distributed()  # as `medvit run` ends a torchrun rank: barrier (rank 0 may still write), then destroy
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps({
+        "ids": seen, "losses": res.losses, "world": int(os.environ.get("WORLD_SIZE", "1")),
+        "gloo_threads": {"during": during, "after": _gloo_threads()}}))
+
+
+def _gloo_threads() -> list[str]:
+    """Names of this process's gloo threads (Linux: /proc/self/task/*/comm; elsewhere none)."""
+    task = Path("/proc/self/task")
+    if not task.is_dir():
+        return []
+    return sorted(n for n in ((t / "comm").read_text().strip() for t in task.iterdir()) if "gloo" in n)
 
 
 if __name__ == "__main__":
