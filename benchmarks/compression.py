@@ -169,7 +169,8 @@ def build(args: argparse.Namespace) -> None:
             summ = Path(ck).parent / "summary.json"
             if summ.exists():
                 js = json.loads(summ.read_text())
-                meta[key] = {k: js.get(k) for k in ("val_mean_auroc", "test_mean_auroc")}
+                meta[key] = {k: js[k] for k in ("val_mean_auroc", "test_mean_auroc", "trained_steps", "planned_steps",
+                                                "best_step") if k in js}
         order = {f: i for i, f in enumerate(TIMED_FAMILIES)}
         rows.sort(key=lambda r: order[r["family"]])  # stable: the order within a family is kept
         out = {"meta": {**meta, "build_s": round(meta["build_s"] + time.time() - t0, 1)}, "rows": rows}
@@ -490,7 +491,7 @@ def write_md(log: dict, path: Path) -> None:
     lines = ["# Post-training compression on chest phantoms: test AUROC vs measured CPU images/s", "",
              "Build (each through the CPU gate, `/work/cpu.sh`): "
              + "; ".join(f"`{c}`" for c in m["commands_build"])
-             + f". Timing, one whole-machine gate call (`/work/cpu.sh -n 2`): `{m['command_time']}`.  ",
+             + f". Timing, one gate call (`/work/cpu.sh -n {m['threads_time']}`): `{m['command_time']}`.  ",
              f"Build {m['build_s'] / 60:.0f} min wall over {len(m['load_build'])} calls (load average start → end: "
              + ", ".join(f"{a[0]:.1f} → {b[0]:.1f}" for a, b in m["load_build"])
              + f"); timing {m['date_time']}, {m['time_s'] / 60:.1f} min wall, load average "
@@ -510,10 +511,13 @@ def write_md(log: dict, path: Path) -> None:
             f"as fill ≥ {m.get('min_sample_s', 0.5)} s. **Each sample is taken on a quiet machine:** the CPU time "
             f"other processes used during it is measured (`/proc/stat` minus this process, "
             f"`benchmarks/cpu_timing.py`) and a sample during which they kept more than {m.get('max_foreign')} core "
-            f"busy is retaken (≤ {m.get('tries')} tries). Why: with {m['threads_time']} torch threads on 2 cores one "
-            "foreign runnable process slows an eager forward 5–8× (OpenMP regions wait for the descheduled thread) — "
-            "the cause of last session's unstable figures (the same forward read 260, 33 and 37 images/s). "
-            "speed-up = median per-round ratio to ViT-S/16 dense fp32 eager (rounds where both samples were clean).",
+            f"busy is retaken (≤ {m.get('tries')} tries). Why: with as many torch threads as cores (2), one foreign "
+            "runnable process slows an eager forward 5–8× (OpenMP regions wait for the descheduled thread) — the cause "
+            "of last session's unstable figures (the same forward read 260, 33 and 37 images/s). "
+            + ("This run used 1 torch thread in a one-slot gate call: the other slot's job may keep the other core "
+               "busy (hence the limit above 1 core); a third process is what gets a sample retaken. "
+               if m["threads_time"] == 1 else "")
+            + "speed-up = median per-round ratio to ViT-S/16 dense fp32 eager (rounds where both samples were clean).",
             ""]
         same = {k: sp[k] for k in SAME_FORWARD if k in sp}
         if len(same) > 1:
@@ -559,23 +563,38 @@ def write_md(log: dict, path: Path) -> None:
               "the gate's 25-min limit stopped the run at step ≈ 950 of 980, after the Trainer had kept its "
               "best-validation weights (step 686, val mean AUROC 0.8225); the task's own post-training code "
               "(validation thresholds, test, OOD reference, weight contract, save) was then run on those weights "
-              "(`Trainer.fit` replaced by loading them; rerun in session 32 to recreate the deleted checkpoint, same "
-              "test AUROC). ViT-Ti/16: the full 12-epoch preset. ViT-B/16 (session 32): the full 10-epoch preset "
-              "(bf16 autocast, ≈ 490 steps), run as resumable gate chunks (`train.stop_at_step`, then "
-              "`train.resume=auto`); the ViT-B/16 NViT row was fine-tuned with distillation for "
-              f"{m['args'].get('b16_ft_epochs', '—')} epoch(s) (bf16 autocast).",
+              "(`Trainer.fit` replaced by loading them; rerun in session 32 to recreate the deleted checkpoint from "
+              "the same weights). ViT-Ti/16: the full 12-epoch preset. " + b16_note(m),
               "", f"Build seconds: {m['seconds_build']}."]
     if m.get("rescored"):
         lines += ["", "All rows were scored again on the current phantom generator's test split "
                   f"({m['rescored']['date']}, "
                   f"`{m['rescored']['command']}`): its lesion_size knob changed after the session-31 build (8820f2d); "
-                  "the models are unchanged, the earlier values are in compression.json (`test_auroc_earlier_data`)."]
+                  "the models are unchanged, the earlier values are in compression.json (`test_auroc_earlier_data`; "
+                  "the ViT-S/16 NViT 'right after pruning' value is from the earlier data)."]
     lines += ["",
               "SN-Net rows: `S2L i→j` = ViT-Ti/16 blocks < i, stitching layer, ViT-S/16 blocks ≥ j; `L2S` the other "
               "way; the stitching layers were trained with FLOPs-aware sampling, anchors frozen (val AUROC right "
               "after the least-squares init is in compression.json). ElasticViT subnets were chosen on val loss "
               "(random search), then scored on test.", "", "![Pareto](compression.png)"]
     path.write_text("\n".join(lines) + "\n")
+
+
+def b16_note(m: dict) -> str:
+    """How the ViT-B/16 was trained (from its summary.json, see build)."""
+    b = m.get("b16_training") or {}
+    if not b:
+        return "ViT-B/16: not built."
+    ft = m["args"].get("b16_ft_epochs", "—")
+    if b.get("trained_steps") is None:
+        return (f"ViT-B/16: the full 10-epoch preset (bf16 autocast); its NViT row was fine-tuned with distillation "
+                f"for {ft} epoch(s).")
+    return (f"ViT-B/16 (session 32, `pipelines/compress/vit_b16_cxr_phantom.yaml`, bf16 autocast, resumable gate "
+            f"chunks with `train.stop_at_step` / `train.resume=auto`): only {b['trained_steps']} of the "
+            f"{b['planned_steps']} planned steps ran (the shared CPU gate's queue left no time for the rest), so it is "
+            f"under-trained; the Trainer's best-validation weights (step {b['best_step']:.0f}) were finished by the "
+            f"task's own post-training code as for the ViT-S/16. Its NViT row was fine-tuned with distillation for "
+            f"{ft} epoch(s) (bf16 autocast).")
 
 
 def plot(log: dict, path: Path) -> None:
