@@ -149,7 +149,8 @@ def build(args: argparse.Namespace) -> None:
         raise SystemExit(f"--families: unknown {sorted(unknown)} (choose from {TIMED_FAMILIES})")
     prev = json.loads((work / "build.json").read_text()) if (work / "build.json").exists() else {"meta": {},
                                                                                                 "rows": []}
-    rows = [r for r in prev["rows"] if r["family"] not in fams]
+    parts = args.b16_parts.split(",")
+    rows = [r for r in prev["rows"] if r["family"] not in fams or (r["family"] == "b16" and r.get("part") not in parts)]
     secs = dict(prev["meta"].get("seconds_build", {}))
     meta = {**prev["meta"], "torch": torch.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
             "threads_build": torch.get_num_threads(), "data": DATA, "s16": args.s16, "ti16": args.ti16,
@@ -206,29 +207,37 @@ def build(args: argparse.Namespace) -> None:
             save()
     if "b16" in fams:
         b16, xtr, ytr = base_of("ViT-B/16", "b16", args.b16)
-        build_dense(args, work / "ptq_b16", b16, add, secs, common)
-        save()
-        build_nvit(args, work, b16, "b16", xtr, ytr, add, secs, common, ft_epochs=args.b16_ft_epochs, bf16=True,
-                   with_ptq=False)
-        save()
+        if "dense" in parts or "ptq" in parts:
+            build_dense(args, work / "ptq_b16", b16, add, secs, common, float_rows="dense" in parts,
+                        ptq="ptq" in parts)
+            save()
+        if "nvit" in parts:
+            build_nvit(args, work, b16, "b16", xtr, ytr, add, secs, common, ft_epochs=args.b16_ft_epochs, bf16=True,
+                       with_ptq=False)
+            save()
 
 
-def build_dense(args, out: Path, b: Base, add, secs, common) -> None:
-    """fp32, bf16 weights, dynamic int8 and Q-HyViT static int8 (the ``ptq`` task) of a dense model."""
+def build_dense(args, out: Path, b: Base, add, secs, common, float_rows: bool = True, ptq: bool = True) -> None:
+    """fp32, bf16 weights, dynamic int8 (``float_rows``) and Q-HyViT static int8 (``ptq``: the ``ptq`` task) of a
+    dense model."""
     from medvit.compress.ptq import load_qparams, simulate
 
-    add(b, f"{b.tag} dense fp32", b.family, b.model, b.macs, b.ckpt)
-    bf = copy.deepcopy(b.model).to(torch.bfloat16)
-    add(b, f"{b.tag} dense bf16 weights", b.family, lambda x: bf(x.to(torch.bfloat16)), b.macs, b.ckpt,
-        precision="bf16")
-    add(b, f"{b.tag} dense dynamic int8", b.family, dyn_int8(b.model), b.macs, b.ckpt, precision="dynamic_int8")
+    if float_rows:
+        add(b, f"{b.tag} dense fp32", b.family, b.model, b.macs, b.ckpt, part="dense")
+        bf = copy.deepcopy(b.model).to(torch.bfloat16)
+        add(b, f"{b.tag} dense bf16 weights", b.family, lambda x: bf(x.to(torch.bfloat16)), b.macs, b.ckpt,
+            precision="bf16", part="dense")
+        add(b, f"{b.tag} dense dynamic int8", b.family, dyn_int8(b.model), b.macs, b.ckpt, precision="dynamic_int8",
+            part="dense")
+    if not ptq:
+        return
     t = time.time()
     s = run_task("ptq", checkpoint=b.ckpt, output_dir=out, calibration_images=args.calib,
                  recon_iters=args.recon_iters, **common)
     secs[out.name] = time.time() - t
     q = load_model(out / "model").eval()
     add(b, f"{b.tag} static int8 (Q-HyViT PTQ)", b.family, simulate(q, load_qparams(out / "model")), b.macs,
-        out / "model", precision="int8", val_fp32_vs_int8=[s["fp32"], s["int8"]])
+        out / "model", precision="int8", val_fp32_vs_int8=[s["fp32"], s["int8"]], part="ptq")
 
 
 def build_nvit(args, work, b: Base, family, xtr, ytr, add, secs, common, ft_epochs: float, bf16: bool = False,
@@ -249,7 +258,8 @@ def build_nvit(args, work, b: Base, family, xtr, ytr, add, secs, common, ft_epoc
                     extra={"nvit": {k: s[k] for k in ("mac_ratio",)}})
     secs[f"{sub}_prune_finetune"] = time.time() - t
     add(b, f"{name} fp32", family, pruned, pm, work / f"{sub}_ft", test_auroc_before_finetune=before,
-        ft_epochs=ft_epochs, plan={k: s[k] for k in ("kept_heads", "kept_mlp", "kept_embed", "mac_ratio")})
+        ft_epochs=ft_epochs, plan={k: s[k] for k in ("kept_heads", "kept_mlp", "kept_embed", "mac_ratio")},
+        part="nvit")
     if not with_ptq:
         return
     t = time.time()
@@ -374,7 +384,7 @@ def time_phase(args: argparse.Namespace) -> None:
             if args.snnet_every and int(c.split("→")[0]) % args.snnet_every:
                 continue
         preds[r["variant"]] = predictor_for(r, work)
-        if r["variant"] == BASE:
+        if r["variant"] == BASE and not args.no_inductor:
             preds[f"{BASE} Inductor"] = Predictor(load_model(r["checkpoint"]).eval(), "fp32", compile="inductor")
     reps, warm_s = {}, {}
     for name, p in preds.items():  # warm-up: compiles the Inductor / int8 graphs (first batch fixes the shape)
@@ -407,7 +417,8 @@ def time_phase(args: argparse.Namespace) -> None:
                        "foreign_cores_max": sm["foreign_cores_max"], "batches_per_sample": reps[name],
                        "warmup_s": warm_s[name], "speedup_vs_s16_fp32": ratio, "speedup_rounds": used,
                        "rounds": [s.to_dict() for s in samples[name]]}
-    speed[f"{BASE} Inductor"]["gmacs"] = next(r["gmacs"] for r in log["rows"] if r["variant"] == BASE)
+    if f"{BASE} Inductor" in speed:
+        speed[f"{BASE} Inductor"]["gmacs"] = next(r["gmacs"] for r in log["rows"] if r["variant"] == BASE)
     log["speed"] = speed
     rounds_s = time.time() - t_rounds
     log["e2e"] = e2e_infer(args, work, t0)
@@ -694,6 +705,9 @@ def main() -> None:
     a.add_argument("--b16", default=str(ROOT / "runs" / "vit_b16_cxr" / "model"),
                    help="ViT-B/16 trained by pipelines/compress/vit_b16_cxr_phantom.yaml (family b16)")
     a.add_argument("--b16-ft-epochs", type=float, default=1.0, help="KD fine-tune of the ViT-B/16 NViT row")
+    a.add_argument("--b16-parts", default="dense,ptq,nvit",
+                   help="family b16: which rows to (re)build — dense (fp32/bf16/dynamic int8), ptq, nvit")
+    a.add_argument("--no-inductor", action="store_true", help="time phase: no ViT-S/16 fp32 Inductor row")
     a.add_argument("--max-foreign", type=float, default=0.15,
                    help="a timed call during which other processes kept more cores busy than this is retaken")
     a.add_argument("--tries", type=int, default=4, help="calls per timed sample at most (cpu_timing.timed_call)")
@@ -709,8 +723,17 @@ def main() -> None:
         rescore(args)
     elif args.phase == "time":
         time_phase(args)
-    elif args.timed:
+    elif args.timed:  # speeds and e2e from the timed json; rows (built or rescored since) from build.json
         log = json.loads(Path(args.timed).read_text())
+        built = Path(args.work) / "build.json"
+        if built.exists():
+            b = json.loads(built.read_text())
+            log["rows"] = b["rows"]
+            log["meta"].update({k: v for k, v in b["meta"].items() if k not in log["meta"] or k in (
+                "rescored", "b16_training", "b16", "seconds_build", "commands_build", "load_build", "build_s",
+                "args", "n_test", "n_train")})
+            log["meta"]["args"] = {**b["meta"]["args"], "b16_ft_epochs": b["meta"]["args"].get("b16_ft_epochs")}
+        (Path(args.out) / "compression.json").write_text(json.dumps(log, indent=2, default=float))
         write_md(log, Path(args.out) / "compression.md")
         plot(log, Path(args.out) / "compression.png")
     else:
