@@ -49,9 +49,10 @@ RESULTS = Path(__file__).parent / "results"
 BACKBONE: dict[str, Any] = dict(backbone="vit_tiny_patch16_224",
                                 backbone_args=dict(patch_size=8, embed_dim=96, depth=4, num_heads=3),
                                 image_size=32, in_chans=1, global_pool="token")
-#: calibrated phantom knobs (docs/phantoms.md); the retina phantoms keep their defaults (already learnable)
+#: calibrated phantom knobs (docs/phantoms.md); retina since session 32 (its rows before were drawn at the defaults)
 KNOBS: dict[str, dict[str, float]] = {"cxr": {"lesion_contrast": 3.0, "lesion_size": 2.0, "anatomy": 0.5},
-                                     "retina": {}}
+                                     "retina": {"lesion_contrast": 3.0, "lesion_size": 2.0, "anatomy": 0.5,
+                                                "noise": 0.5}}
 #: retina: QWK of the 5 AMD stages (primary) and referable AUROC, P(stage >= 3) = late AMD (the phantoms' referral
 #: "routine"/"urgent"), the binary decision a graded screen serves
 PROBLEMS = {"cxr": dict(dataset="cxr_phantom", problem="multilabel", metric="mean_auroc"),
