@@ -243,6 +243,7 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[str, list[
                 verdicts.append(v)
         md += ["", f"### Claim 2 (DVPT): ~0.5 % trainable parameters, competitive with or above full fine-tuning "
                f"at low label fractions — {p['dataset']}", "", head]
+        n_claim2 = len(md)
         for dv in ("dvpt", "dvpt_released"):
             for other in ("full", "lora", "vpt_deep", "linear"):
                 for f in fr:
@@ -251,6 +252,8 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[str, list[
                         line, v = _cmp_line(a, b, f"{dv} >= {other}")
                         md.append(line)
                         verdicts.append(v)
+        if len(md) == n_claim2:  # no pair measured: say so instead of an empty table
+            md[-1:] = ["No DVPT arm was run for this problem at any fraction (see **Not run** above): no verdict."]
         md.append("")
     return "\n".join(md), verdicts
 
@@ -311,7 +314,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             xs = [100 * f for f, _ in pts]
             ms = [sum(v) / len(v) for _, v in pts]
             sds = [(sum((x - m) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5 for (_, v), m in zip(pts, ms)]
-            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=a,
+            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=a, color=f"C{list(ARMS).index(a)}",
                         linestyle="--" if a == "full_random" else "-")
         ax.set_xscale("log")
         ax.set_xlabel("labelled training images (%)")
