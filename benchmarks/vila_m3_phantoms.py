@@ -237,7 +237,23 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
     lines += ["", verdict(res), ""]
     m, s = rows["expert_call_rate"]
     lines += ["", f"Expert call rate (with-expert arm): {m:.2f} ± {s:.2f}; unparseable answers without / with: "
-              f"{rows['unparseable_without'][0]:.1f} / {rows['unparseable_with'][0]:.1f} per seed.", "",
+              f"{rows['unparseable_without'][0]:.1f} / {rows['unparseable_with'][0]:.1f} per seed.", ""]
+    checks = {sd: json.loads((OUT / f"vila_m3_chat_check_seed{sd}.json").read_text()) for sd in sorted(res)
+              if (OUT / f"vila_m3_chat_check_seed{sd}.json").is_file()}
+    if checks:
+        out["chat_checks"] = {sd: {k: c[k] for k in ("call_rate", "answer_matches_expert", "answer_matches_truth",
+                                                       "expert_matches_truth", "n_questions")}
+                              for sd, c in checks.items()}
+        (OUT / f"{name}.json").write_text(json.dumps(out, indent=2, default=str))
+        cr, fe = _ms([c["call_rate"] for c in checks.values()]), _ms([c["answer_matches_expert"]
+                                                                      for c in checks.values()])
+        lines += [f"Newcomer chat check (`benchmarks/vila_m3_chat_check.py`, per seed: "
+                  f"{checks[next(iter(checks))]['n_questions']} questions on unseen phantom DICOMs, 2 of 4 phrasings "
+                  f"unseen): `<CXR()>` call rate {cr[0]:.2f} ± {cr[1]:.2f}; final answer = the expert's result "
+                  f"{fe[0]:.2f} ± {fe[1]:.2f} (" + ", ".join(
+                      f"seed {sd}: {round(c['answer_matches_expert'] * c['n_questions'])}/{c['n_questions']}"
+                      for sd, c in checks.items()) + ").", ""]
+    lines += [
               "## VQA and report generation", "", "| metric | value |", "|---|---|"]
     for k in ("vqa_exact_match", "report_BLEU_4", "report_ROUGE_L", "report_METEOR", "report_CIDEr"):
         m, s = rows[k]
