@@ -313,9 +313,9 @@ def main() -> None:
     ap.add_argument("--archs", default="vit_base_patch16_224,vit_small_patch16_224")
     ap.add_argument("--paths", default="auto,fp32,bf16,compile,int8")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=True,
-                    help="pass --reduced-decode to medvit infer (the figures in results/infer_fastpaths.md were "
-                    "measured with it; medvit infer's default is full decode)")
+    ap.add_argument("--reduced-decode", action=argparse.BooleanOptionalAction, default=False,
+                    help="pass --reduced-decode to medvit infer (default: full decode, medvit infer's default; the "
+                    "session-31 figures in results/infer_fastpaths_run*.md were measured with it)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (best of each kept)")
     ap.add_argument("--replicate", type=int, default=1,
                     help="files = n x replicate (a GPU needs more images than are worth rendering)")
