@@ -4,18 +4,26 @@ checks the top level, with errors that name the file and the reason (never a bar
 
 Each caller passes its domain's error type (``CheckpointError``, ``AdapterError``, ``RulesError``, ...; all are
 ``ValueError`` subclasses), so its callers and messages keep their meaning.
+
+Strict JSON (RFC 8259): ``NaN`` / ``Infinity`` literals (Python's ``json`` extension) are refused, naming the key,
+except under the top-level keys a caller lists in ``nonfinite_ok`` (e.g. a checkpoint's free-form ``extra``, where
+the code itself records metrics that can be NaN). A number longer than Python's integer-string limit and a document
+nested deeper than the parser's recursion limit are refused as invalid JSON naming the file. A UTF-8 byte-order mark
+(files saved by Windows Notepad) is accepted.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from medvit.io.errors import printable_path
 
-__all__ = ["parse_json", "read_json"]
+__all__ = ["json_type_name", "parse_json", "read_json"]
 
 _JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "true/false",
                type(None): "null"}
@@ -25,23 +33,71 @@ def _json_name(tp: type) -> str:
     return _JSON_NAMES.get(tp, tp.__name__)
 
 
+def json_type_name(value: Any) -> str:
+    """The JSON name of ``value``'s type (``object``, ``array``, ``string``, ``number``, ``true/false``, ``null``), for
+    messages such as ``"'base' must be an object, got string"``."""
+    return _json_name(type(value))
+
+
+def _first_nonfinite(doc: Any, allowed: tuple[str, ...]) -> tuple[str, float] | None:
+    """Key path (``contract.thresholds[0]``) of the first NaN/±Infinity in ``doc``, in document order, outside the
+    top-level keys ``allowed``, and the value; None when there is none. Iterative: ``doc`` may be nested up to the
+    parser's limit."""
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return path or "the document", v
+        if isinstance(v, dict):
+            items = [(x, f"{path}.{k}" if path else str(k)) for k, x in v.items() if path or k not in allowed]
+        elif isinstance(v, list):
+            items = [(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return None
+
+
 def parse_json(text: str, source: str, *, error: Callable[[str], Exception] = ValueError,
-               expect: type | None = dict, format_id: str | None = None) -> Any:
+               expect: type | None = dict, format_id: str | None = None, nonfinite_ok: tuple[str, ...] = ()) -> Any:
     """The JSON document in ``text`` (read from ``source``, a file name or ``"<string>"`` for messages).
 
     Args:
         error: exception type raised (called with the message) on a refused document.
         expect: the top level's Python type (``dict`` = a JSON object, ``list`` = an array); None = any.
         format_id: when given, the object's ``"format"`` key must equal it (the house's versioned file formats).
+        nonfinite_ok: top-level keys under which ``NaN`` / ``Infinity`` are tolerated (read as float nan/inf);
+            anywhere else they are refused.
 
     Raises:
-        ``error``: ``"<source>: not valid JSON (<reason>, line L column C)"``, ``"<source>: expected a JSON object,
-        got array"``, ``"<source>: format 'x' is not 'medvit-.../1'"``.
+        ``error``: ``"<source>: not valid JSON (<reason>, line L column C)"`` (also a number over the integer-string
+        digit limit, nesting beyond the recursion limit), ``"<source>: contract.thresholds[0] is NaN, not a finite
+        number (NaN/Infinity are not JSON)"``, ``"<source>: expected a JSON object, got array"``,
+        ``"<source>: format 'x' is not 'medvit-.../1'"``.
     """
+    seen: list[str] = []
+
+    def constant(name: str) -> float:
+        seen.append(name)
+        return float(name)
+
+    if text.startswith("\ufeff"):  # UTF-8 byte-order mark (already dropped by read_json's utf-8-sig decoding)
+        text = text[1:]
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=constant)
     except json.JSONDecodeError as e:
         raise error(f"{source}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise error(f"{source}: not valid JSON (nested too deeply)") from None
+    except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
+        raise error(f"{source}: not valid JSON (a number has more than {sys.get_int_max_str_digits()} "
+                    f"digits)") from None
+    if seen:
+        found = _first_nonfinite(doc, nonfinite_ok)
+        if found is not None:
+            where, v = found
+            literal = "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+            raise error(f"{source}: {where} is {literal}, not a finite number (NaN and Infinity are not JSON)")
     if expect is not None and not isinstance(doc, expect):
         raise error(f"{source}: expected a JSON {_json_name(expect)}, got {_json_name(type(doc))}")
     if format_id is not None and (not isinstance(doc, dict) or doc.get("format") != format_id):
@@ -51,22 +107,28 @@ def parse_json(text: str, source: str, *, error: Callable[[str], Exception] = Va
 
 
 def read_json(path: str | Path, *, error: Callable[[str], Exception] = ValueError, expect: type | None = dict,
-              format_id: str | None = None, missing: str = "") -> Any:
-    """The JSON document in file ``path`` (UTF-8), checked as :func:`parse_json` does.
+              format_id: str | None = None, missing: str = "", nonfinite_ok: tuple[str, ...] = ()) -> Any:
+    """The JSON document in file ``path`` (UTF-8, with or without a byte-order mark), checked as :func:`parse_json`
+    does.
 
     Raises:
-        FileNotFoundError: ``"<path> not found[: <missing>]"`` when ``path`` is not a regular file (``missing``: what
+        FileNotFoundError: ``"<path> not found[: <missing>]"`` when nothing is at ``path`` (``missing``: what
             the caller expected there, e.g. "a medvit checkpoint is a directory with ...").
-        ``error``: unreadable (permissions, not UTF-8) or refused by :func:`parse_json`; the message names the file.
+        ``error``: ``path`` is a directory or not a regular file (device, FIFO, socket), unreadable (permissions,
+            not UTF-8) or refused by :func:`parse_json`; the message names the file.
     """
     p = Path(path)
     name = printable_path(p)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"{name} not found{': ' + missing if missing else ''}")
+    if p.is_dir():
+        raise error(f"{name}: is a directory, not a JSON file")
+    if not p.is_file():
+        raise error(f"{name}: not a regular file (a device, FIFO or socket), not a JSON file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise error(f"{name}: not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
     except OSError as e:
         raise error(f"{name}: not readable ({e.strerror or e})") from None
-    return parse_json(text, name, error=error, expect=expect, format_id=format_id)
+    return parse_json(text, name, error=error, expect=expect, format_id=format_id, nonfinite_ok=nonfinite_ok)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medvit.io.hashing import sha256_file  # re-exported: checkpoint users import it from here
-from medvit.io.jsonfile import read_json
+from medvit.io.jsonfile import json_type_name, read_json
 from medvit.io.safe_write import atomic_write
 from medvit.models.contract import WeightContract
 from medvit.models.convert import to_medvit
@@ -157,11 +157,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint directory (or of the directory holding a weights file)."""
     p = Path(path)
     cfg_path = p / CONFIG_NAME if p.is_dir() else p.with_name(CONFIG_NAME)
-    cfg = read_json(cfg_path, error=CheckpointError,
+    cfg = read_json(cfg_path, error=CheckpointError, nonfinite_ok=("extra",),  # extra: metrics that can be NaN
                     missing=f"{p} is not a medvit checkpoint (a directory with {WEIGHTS_NAME} and {CONFIG_NAME})")
     for key in ("architecture", "model_args"):
         if key not in cfg:
             raise CheckpointError(f"{cfg_path} lacks required key {key!r}")
+    if not isinstance(cfg["architecture"], str) or not cfg["architecture"]:
+        raise CheckpointError(f"{cfg_path}: 'architecture' must be a registered architecture name (a string), got "
+                              f"{json_type_name(cfg['architecture'])}")
+    if not isinstance(cfg["model_args"], dict):
+        raise CheckpointError(f"{cfg_path}: 'model_args' must be an object {{argument: value}}, got "
+                              f"{json_type_name(cfg['model_args'])}")
     return cfg
 
 

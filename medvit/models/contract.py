@@ -10,6 +10,7 @@ Checkpoints written before a field existed load with its default, which is what 
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -96,6 +97,8 @@ class WeightContract:
             raise ValueError(
                 f"contract has {len(self.thresholds)} thresholds for {len(self.label_names)} labels"
             )
+        if not all(0.0 <= t <= 1.0 for t in self.thresholds):  # NaN fails too: `p >= NaN` never calls a finding
+            raise ValueError(f"contract key 'thresholds' must hold probabilities in [0, 1], got {self.thresholds}")
         if not self.thresholds and self.label_names:
             self.thresholds = [0.5] * len(self.label_names)
 
@@ -111,18 +114,19 @@ class WeightContract:
             v = getattr(self, key)
             if not isinstance(v, list | tuple) or not all(_is_number(x) for x in v) or (key != "thresholds"
                                                                                          and not v):
-                raise ValueError(f"contract key {key!r} must be a list of numbers, got {type(v).__name__} {v!r:.80}")
+                raise ValueError(f"contract key {key!r} must be a list of finite numbers, got {type(v).__name__} "
+                                 f"{v!r:.80}")
         for key in ("intensity_window", "resize_size"):
             v = getattr(self, key)
             if v is not None and (not isinstance(v, list | tuple) or not all(_is_number(x) for x in v)):
-                raise ValueError(f"contract key {key!r} must be null or a list of numbers, got {v!r:.80}")
+                raise ValueError(f"contract key {key!r} must be null or a list of finite numbers, got {v!r:.80}")
         if self.intensity_window is not None and len(self.intensity_window) != 2:
             raise ValueError(f"contract key 'intensity_window' must be [center, width], got {self.intensity_window}")
         for key in ("in_chans",):
             if not isinstance(getattr(self, key), numbers.Integral) or isinstance(getattr(self, key), bool):
                 raise ValueError(f"contract key {key!r} must be an integer, got {getattr(self, key)!r:.80}")
         if not _is_number(self.crop_pct):
-            raise ValueError(f"contract key 'crop_pct' must be a number, got {self.crop_pct!r:.80}")
+            raise ValueError(f"contract key 'crop_pct' must be a finite number, got {self.crop_pct!r:.80}")
         for key in ("multilabel", "research_only"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"contract key {key!r} must be true or false, got {getattr(self, key)!r:.80}")
@@ -180,4 +184,5 @@ _EXAMPLES = {"modalities": '["CR", "DX"]', "view_positions": '["PA", "AP"]', "bo
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+    """A finite real number (not a bool; NaN / ±inf refused)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medvit.io.jsonfile import read_json
+from medvit.io.jsonfile import json_type_name, read_json
 from medvit.peft.base import PeftInfo, apply_peft, config_dict, trainable_report
 
 logger = logging.getLogger(__name__)
@@ -108,11 +108,21 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
 
 def read_adapter_config(path: str | Path) -> dict[str, Any]:
     p = Path(path) / ADAPTER_CONFIG
-    cfg = read_json(p, error=AdapterError, format_id=FORMAT, missing=f"an adapter checkpoint is a directory with "
-                    f"{ADAPTER_WEIGHTS} and {ADAPTER_CONFIG} (written by save_adapter)")
+    cfg = read_json(p, error=AdapterError, format_id=FORMAT, nonfinite_ok=("extra",),
+                    missing=f"an adapter checkpoint is a directory with {ADAPTER_WEIGHTS} and {ADAPTER_CONFIG} "
+                    "(written by save_adapter)")
     for key in ("method", "method_config", "base", "tensors"):
         if key not in cfg:
             raise AdapterError(f"{p} lacks required key {key!r}")
+    for key, tp in (("method", str), ("method_config", dict), ("base", dict), ("tensors", dict)):
+        if not isinstance(cfg[key], tp):
+            raise AdapterError(f"{p}: {key!r} must be {'a string' if tp is str else 'an object'}, got "
+                               f"{json_type_name(cfg[key])}")
+    base = cfg["base"]
+    for key, tp in (("architecture", str), ("weights", str), ("weights_sha256", str), ("model_args", dict)):
+        if base.get(key) is not None and not isinstance(base[key], tp):
+            raise AdapterError(f"{p}: 'base.{key}' must be {'a string' if tp is str else 'an object'} or null, got "
+                               f"{json_type_name(base[key])}")
     return cfg
 
 

@@ -29,8 +29,8 @@ def test_read_json_gives_the_document_and_names_file_and_reason(tmp_path):
         read_json(f)
     with pytest.raises(FileNotFoundError, match=r"nope\.json not found: a test file"):
         read_json(tmp_path / "nope.json", missing="a test file")
-    with pytest.raises(FileNotFoundError, match=r"not found$"):
-        read_json(tmp_path)  # a folder is not a file
+    with pytest.raises(ValueError, match=rf"{tmp_path.name}: is a directory, not a JSON file"):
+        read_json(tmp_path)  # a folder is not a file, and is not reported as missing (breaker B5)
 
 
 def test_domain_error_type_and_any_top_level():
@@ -90,4 +90,105 @@ def test_every_object_reader_refuses_another_top_level_naming_the_file(tmp_path,
     _, name, call, err = case
     (tmp_path / name).write_text("[1, 2]")
     with pytest.raises(err, match=rf"{name}: expected a JSON object, got array"):
+        call(tmp_path)
+
+
+# breaker B1 / B2: json.loads raises a plain ValueError (int over sys.get_int_max_str_digits()) or RecursionError for
+# these, neither of which was caught: no file name, a developer's advice or a raw traceback
+_HOSTILE = {
+    "over-long integer": ('{"format": ' + "9" * 5000 + "}", r"not valid JSON \(a number has more than \d+ digits\)"),
+    "deep nesting": ("[" * 200_000 + "]" * 200_000, r"not valid JSON \(nested too deeply\)"),
+    "NaN literal": ('{"format": NaN}', r"format is NaN, not a finite number \(NaN and Infinity are not JSON\)"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_HOSTILE))
+@pytest.mark.parametrize("case", _readers(), ids=lambda c: c[0])
+def test_every_reader_refuses_hostile_json_naming_the_file(tmp_path, case, kind):
+    _, name, call, err = case
+    text, reason = _HOSTILE[kind]
+    if kind == "NaN literal" and name in ("vqa.json", "rules.json"):
+        text = "[NaN]" if name == "vqa.json" else '{"selections": [], "x": NaN}'
+        reason = reason.replace("format is", r"(\[0\]|x) is")
+    (tmp_path / name).write_text(text)
+    with pytest.raises(err, match=rf"{name}: {reason}"):
+        call(tmp_path)
+
+
+def test_non_finite_numbers_are_named_by_key_unless_the_caller_allows_them(tmp_path):
+    """breaker B3: NaN / Infinity are not JSON (RFC 8259); Python's json accepted them, so a contract threshold NaN
+    loaded silently (``p >= NaN`` never calls the finding)."""
+    doc = '{"contract": {"thresholds": [0.5, -Infinity]}, "extra": {"best": NaN}}'
+    with pytest.raises(ValueError, match=r"s: contract\.thresholds\[1\] is -Infinity, not a finite number"):
+        parse_json(doc, "s", nonfinite_ok=("extra",))
+    with pytest.raises(ValueError, match=r"s: contract\.thresholds\[1\] is -Infinity"):
+        parse_json(doc, "s")  # first in document order
+    got = parse_json('{"extra": {"best": NaN}, "v": 1}', "s", nonfinite_ok=("extra",))
+    assert got["v"] == 1 and got["extra"]["best"] != got["extra"]["best"]  # NaN kept where the caller allows it
+
+
+def test_special_files_and_byte_order_mark(tmp_path):
+    """breaker B5 / B6: a device is reported as such (never read); a UTF-8 BOM (Windows Notepad) is accepted."""
+    import os
+
+    dev = tmp_path / "dev.json"
+    os.symlink(os.devnull, dev)
+    with pytest.raises(ValueError, match=r"dev\.json: not a regular file"):
+        read_json(dev)
+    f = tmp_path / "bom.json"
+    f.write_bytes(b"\xef\xbb\xbf" + b'{"v": 1}')
+    assert read_json(f) == {"v": 1}
+    assert parse_json("\ufeff[1]", "s", expect=list) == [1]
+
+
+def test_checkpoint_nan_threshold_refused_at_load_naming_file_and_key(tmp_path):
+    """breaker B3 / B9: load_model accepted contract.thresholds [NaN, ...]; `medvit infer` then failed late with
+    "Out of range float values are not JSON compliant". A NaN metric under ``extra`` (written by the code itself,
+    e.g. an undefined validation AUROC) still loads."""
+    import json
+
+    from medvit.models import WeightContract, create_model, load_model
+    from medvit.models.checkpoint import CheckpointError, save_checkpoint
+    from tests.conftest import tiny_args
+
+    name = "vit_tiny_patch16_224"
+    model = create_model(name, **tiny_args(name), num_classes=2)
+    c = WeightContract(input_size=(32, 32), label_names=["A", "B"], thresholds=[0.3, 0.6])
+    out = save_checkpoint(model, tmp_path / "m", contract=c, extra={"best": float("nan")})
+    assert load_model(out).contract.thresholds == [0.3, 0.6]
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["contract"]["thresholds"][0] = float("nan")
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"m/config\.json: contract\.thresholds\[0\] is NaN, not a finite"):
+        load_model(out)
+    with pytest.raises(ValueError, match=r"'thresholds' must be a list of finite numbers"):
+        WeightContract(input_size=(32, 32), label_names=["A"], thresholds=[float("nan")])
+    with pytest.raises(ValueError, match=r"'thresholds' must hold probabilities in \[0, 1\]"):
+        WeightContract(input_size=(32, 32), label_names=["A"], thresholds=[1.5])
+
+
+@pytest.mark.parametrize("name, edit, reason", [
+    ("config.json", {"architecture": 5},
+     r"'architecture' must be a registered architecture name \(a string\), got number"),
+    ("config.json", {"model_args": [1, 2]}, r"'model_args' must be an object \{argument: value\}, got array"),
+    ("adapter_config.json", {"base": "vit"}, r"'base' must be an object, got string"),
+    ("adapter_config.json", {"base": {"weights": 5}}, r"'base\.weights' must be a string or null, got number"),
+    ("adapter_config.json", {"method_config": []}, r"'method_config' must be an object, got array"),
+], ids=["architecture", "model_args", "adapter base", "adapter base.weights", "adapter method_config"])
+def test_wrong_types_one_level_down_name_file_and_key(tmp_path, name, edit, reason):
+    """breaker B4 / B19: a checkpoint or adapter config with a wrong-typed value gave a bare TypeError /
+    AttributeError ("argument of type 'int' is not iterable", "'str' object has no attribute 'get'")."""
+    import json
+
+    from medvit.models.checkpoint import CheckpointError, read_config
+    from medvit.peft.checkpoint import FORMAT, AdapterError, read_adapter_config
+
+    if name == "config.json":
+        doc, call, err = {"architecture": "vit_tiny_patch16_224", "model_args": {}}, read_config, CheckpointError
+    else:
+        doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": {}, "tensors": {}}
+        call, err = read_adapter_config, AdapterError
+    doc.update(edit)
+    (tmp_path / name).write_text(json.dumps(doc))
+    with pytest.raises(err, match=rf"{name}: {reason}"):
         call(tmp_path)
