@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import resource
 import shlex
 import sys
@@ -37,6 +38,7 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "label_efficiency_runs"
+PROBES = RESULTS / "label_efficiency_probes"
 PIPELINE = Path(__file__).parent.parent / "pipelines" / "demo" / "cxr_phantom_demo.yaml"
 #: the 100 % recipe's optimisation: 20 epochs of 148 batches (4,737 training phantoms, batch 32), warmup 2 epochs
 RECIPE_STEPS, RECIPE_EPOCH_STEPS, RECIPE_WARMUP = 2960, 148, 296
@@ -122,6 +124,44 @@ def committed_row() -> dict[str, Any]:
             "pipeline README (5.6 CPU-min); this row was scored from the committed weights",
             "pipeline": str(PIPELINE.relative_to(PIPELINE.parents[2])), "overrides": [],
             "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])}
+
+
+def probe(fractions: list[float], steps: int, seed: int, knobs: list[str] | None, n: int, work: Path) -> dict[str, Any]:
+    """One-seed probe at the paper-claims benchmark's scale (benchmarks/paper_claims.py: 32 px, from scratch =
+    its ``full_random`` arm, same phantoms folder and prompt_tune settings) with the same ``steps`` at every fraction
+    (compute-matched) and optional phantom knobs (``NAME=VALUE``; default: the benchmark's calibrated knobs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import paper_claims as pc
+
+    kn = pc.KNOBS["cxr"] if knobs is None else pc.parse_knobs(knobs)
+    root = pc.phantom_folder("cxr", n, work, kn)
+    t0, c0 = time.perf_counter(), time.process_time()
+    rows = [pc.run_arm("cxr", "full_random", f, "", [seed], root, steps, work / "probe_runs") for f in fractions]
+    return {"scale": "paper_claims (32 px, full_random)", "knobs": kn, "n": n, "steps": steps, "seed": seed,
+            "test": {f"{r['fraction']:g}": r["test_per_seed"][0] for r in rows},
+            "val": {f"{r['fraction']:g}": r["val_per_seed"][0] for r in rows},
+            "n_train": {f"{r['fraction']:g}": r["n_train"] for r in rows},
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])}
+
+
+def probe_lines(probes: list[dict[str, Any]]) -> list[str]:
+    """Markdown table of the stored probes (one seed each)."""
+    if not probes:
+        return []
+    fr = sorted({f for p in probes for f in p["test"]}, key=float)
+    md = ["", "## Probes at the paper-claims scale (32 px, from scratch, 1 seed, same steps at every fraction)", "",
+          "How much of the benchmark's 10 % vs 100 % gap (0.807 vs 0.836 at 200 / 300 steps, 5 seeds) is labels and "
+          "how much is steps; whether a knob change widens it. One seed each: a direction, not a verdict.", "",
+          "| phantom knobs | phantoms | steps | " + " | ".join(f"test {100 * float(f):g} %" for f in fr)
+          + " | 100 % − 10 % | CPU min |", "|---|---|---|" + "---|" * len(fr) + "---|---|"]
+    for p in probes:
+        gap = (p["test"]["1"] - p["test"]["0.1"]) if {"1", "0.1"} <= set(p["test"]) else math.nan
+        kn = ", ".join(f"{k} {v:g}" for k, v in sorted(p["knobs"].items()))
+        md.append(f"| {kn} | {p['n']} | {p['steps']} | " + " | ".join(
+            f"{p['test'][f]:.3f}" if f in p["test"] else "—" for f in fr) + f" | {gap:+.3f} | {p['cpu_s'] / 60:.1f} |")
+    md += ["", "Probe commands:", ""] + sorted({f"- `{p['command']}`" for p in probes})
+    return md
 
 
 # -- report -------------------------------------------------------------------------------------------------------
@@ -233,6 +273,7 @@ def report(rows: list[dict[str, Any]]) -> str:
                 if rs:
                     cells = [sum(r["test_per_class"][n] for r in rs) / len(rs) for n in names]
                     md.append(f"| {sch} | {100 * f:g} % | " + " | ".join(f"{x:.3f}" for x in cells) + " |")
+    md += probe_lines([json.loads(p.read_text()) for p in sorted(PROBES.glob("*.json"))])
     md += ["", "## Commands", "",
            "Training runs went through the shared CPU gate (`/work/cpu.sh -n 1 TAG CMD`: 1 torch thread, nice 5; 2 "
            "cores shared with other helpers' jobs, so wall times are not speeds); `committed` only scores the "
@@ -284,6 +325,13 @@ def main() -> int:
     r.add_argument("--schedule", choices=SCHEDULES, default="steps")
     r.add_argument("--work", default="/tmp/medvit_label_efficiency", help="run folders (checkpoints, logs)")
     r.add_argument("--quick", action="store_true", help="smoke test: 1,200 phantoms at 64 px, 4 steps, writes nothing")
+    pr = sub.add_parser("probe", help="1-seed compute-matched probe at the paper-claims scale (32 px)")
+    pr.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
+    pr.add_argument("--steps", type=int, default=1200)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--n", type=int, default=2000)
+    pr.add_argument("--knobs", nargs="*", default=None, metavar="NAME=VALUE")
+    pr.add_argument("--work", default="/tmp/medvit_paper_claims")
     sub.add_parser("committed", help="the 100 %% / seed 0 row from the committed demo model (scored, not retrained)")
     sub.add_parser("report", help="md + png from the stored runs")
     args = ap.parse_args()
@@ -301,6 +349,16 @@ def main() -> int:
                 RUNS.mkdir(parents=True, exist_ok=True)
                 name = f"cxr_f{args.fraction:g}_{args.schedule}_s{seed}.json"
                 (RUNS / name).write_text(json.dumps(row, indent=2, allow_nan=False))
+        return 0
+    if args.cmd == "probe":
+        import torch
+
+        torch.set_num_threads(1)
+        row = probe(args.fractions, args.steps, args.seed, args.knobs, args.n, Path(args.work))
+        print(json.dumps(row["test"]), flush=True)
+        PROBES.mkdir(parents=True, exist_ok=True)
+        tag = "_".join(f"{k}{v:g}" for k, v in sorted(row["knobs"].items()))
+        (PROBES / f"cxr32_{tag}_n{args.n}_steps{args.steps}_s{args.seed}.json").write_text(json.dumps(row, indent=2))
         return 0
     if args.cmd == "committed":
         row = committed_row()
