@@ -88,8 +88,9 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
     through the expert with probability ``expert_fraction`` (reference). ``expert_answer``: the answer after the
     expert turn — ``"truth"`` (the phantom's truth as ``yes``/``no``; reference: the dataset's answer) or
     ``"cite"`` (:func:`cited_answer` with the expert's own call: the answer follows the result by construction;
-    with ``expert_balance`` the expert's positive calls are the "present" findings asked); findings the expert
-    does not predict are not asked through it in ``cite`` mode. Raises ``ValueError`` for another value."""
+    with ``expert_balance`` the expert's positive calls are the "present" findings asked and the absent ones are
+    drawn from the findings the expert predicts); findings the expert does not predict are not asked through it in
+    ``cite`` mode. Raises ``ValueError`` for another value."""
     if expert_answer not in ("truth", "cite"):
         raise ValueError(f"expert_answer must be 'truth' or 'cite', got {expert_answer!r}")
     pid = ph.meta.get("ImageID", image_name)
@@ -138,7 +139,8 @@ def phantom_conversations(ph: Any, image_name: str, rng: np.random.Generator, ex
         if expert_balance:
             pos = [i for i, (lab, v) in enumerate(zip(labels, ph.labels)) if (said.get(lab) if cite else
                                                                                   (v or said.get(lab)))]
-            neg = [i for i in range(len(labels)) if i not in pos]
+            # cite: an absent pick must be a finding the expert answers (else it is dropped below, unasked)
+            neg = [i for i in range(len(labels)) if i not in pos and (not cite or labels[i] in said)]
             k = min(max(1, len(pos)), len(neg))
             pick = set(pos) | {int(i) for i in (rng.choice(neg, size=k, replace=False) if k else [])}
         # with the model cards in the prompt, a yes/no finding question is always answered through <CXR()>; the

@@ -162,3 +162,34 @@ def test_cite_answers_follow_the_expert(tmp_path):
     with pytest.raises(ValueError, match="expert_answer"):
         phantom_instruction_data(tmp_path / "x", n=10, seed=5, image_size=32, experts=[ex], splits=("train",),
                                  expert_answer="expert")
+
+
+def test_cite_balance_draws_absent_findings_the_expert_predicts():
+    """cite + expert_balance with an expert that predicts one of the phantom's findings: the absent pick is that
+    finding (drawn from the expert's labels), so every phantom gets its expert conversation; drawing from all the
+    phantom's findings asked ones the expert cannot answer, which cite mode then drops (breaker B14)."""
+    from medvit.data.phantom_cxr import ChestPhantomGenerator
+    from medvit.vlm.experts import Expert, ExpertResult, ModelCard, cxr_text
+    from medvit.vlm.instruct import phantom_conversations
+
+    class OneFinding(Expert):
+        name = "CXR"
+        model_card = ModelCard("chest x-ray (CXR)", "classification", "one finding", "n/a")
+
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+        def run(self, images, args=""):
+            calls = {self.label: False}
+            return ExpertResult(cxr_text(calls), None, self.name, args, {"predictions": calls})
+
+    g = ChestPhantomGenerator(image_size=32, seed=5)
+    only = list(g.sample(0, 0).label_names)[-1]
+    ex = OneFinding(only)
+    for i in range(6):
+        ph = g.sample(i, i)
+        out = phantom_conversations(ph, f"img{i}.png", np.random.default_rng(i), [ex], expert_balance=True,
+                                    expert_answer="cite")
+        withe = [c for c in out["expert"] if c["with_expert"]]
+        assert [c["label"] for c in withe] == [only], i
+        assert withe[0]["conversations"][3]["value"].endswith("Answer: no")
