@@ -16,6 +16,9 @@ from medvit.models.contract import WeightContract
 
 logger = logging.getLogger(__name__)
 
+#: the fewest images a plain checkpoint's int8 activation ranges are calibrated on (the first batch of a run)
+INT8_MIN_CALIBRATION_IMAGES = 8
+
 
 @dataclass
 class ModelInfo:
@@ -203,8 +206,10 @@ class Predictor:
         The compiled shape is ``batch_size`` (the first batch's rows repeated when it is shorter), so that the cache
         entry depends on the model and the shapes only, not on how many files an inbox holds. int8: a PTQ
         checkpoint's stored parameters (nothing depends on the run), else activation ranges calibrated on this first
-        batch when no package is cached for the model and shape yet; a cached package (and its calibration, recorded
-        beside it) is reused by every later run whatever its images (``int8_calibration`` in :meth:`describe`).
+        batch when no package is cached for the model and shape yet (``ValueError`` when it holds fewer than
+        :data:`INT8_MIN_CALIBRATION_IMAGES` images: nothing is calibrated or cached on fewer); a cached package (and
+        its calibration, recorded beside it) is reused by every later run whatever its images (``int8_calibration``
+        in :meth:`describe`).
         """
         from medvit.infer.fastpath import (
             AutocastBF16,
@@ -233,7 +238,14 @@ class Predictor:
                                      "run_independent": True}
             sha = f"{sha}:int8-pt2e-x86:ptq-checkpoint:{ptq.get('sha256', '')}"
         elif self.precision == "int8":  # the features wrapper too: the OOD score needs them
-            build = lambda: quantize_int8_pt2e(module, [example])  # noqa: E731
+            def build() -> nn.Module:  # only when no package is cached yet: a calibration needs enough images
+                if n < INT8_MIN_CALIBRATION_IMAGES:
+                    raise ValueError(f"--precision int8 calibrates activation ranges on the first batch, which holds "
+                                     f"{n} image(s) (the input has fewer than the batch size); it needs >= "
+                                     f"{INT8_MIN_CALIBRATION_IMAGES} images: give more images, or use a PTQ "
+                                     "checkpoint (medvit.compress.ptq: its stored int8 parameters need no "
+                                     "calibration batch)")
+                return quantize_int8_pt2e(module, [example])
             record = {"int8_calibration": {"images": n, "input_sha256": _tensor_sha256(t)}}
             sha = f"{sha}:int8-pt2e-x86:calibrated-once"  # one entry per model + shape, not per inbox
         precision = self.precision

@@ -35,7 +35,7 @@ from medvit.infer.outputs import (
     Journal,
     write_tables,
 )
-from medvit.infer.predictor import PRECISIONS, Predictor, load_for_inference
+from medvit.infer.predictor import INT8_MIN_CALIBRATION_IMAGES, PRECISIONS, Predictor, load_for_inference
 from medvit.infer.preprocess import Preprocessor
 from medvit.infer.walk import WALK_STAGE, WalkIssue, walk_inputs
 from medvit.io.rules import SelectionRules
@@ -102,10 +102,11 @@ class InferConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.int8_rest is not None and (self.precision != "int8" or self.int8_rest not in ("fp32", "bf16")):
             raise ValueError(f"int8_rest ({self.int8_rest!r}) is fp32 or bf16 and applies to --precision int8 only")
-        if self.precision == "int8" and self.batch_size < 8 and not _is_ptq_checkpoint(self.model):
+        if self.precision == "int8" and self.batch_size < INT8_MIN_CALIBRATION_IMAGES and \
+                not _is_ptq_checkpoint(self.model):
             raise ValueError(f"--precision int8 calibrates activation ranges on the first batch: use --batch-size "
-                             f">= 8 (got {self.batch_size}), or a PTQ checkpoint (medvit.compress.ptq: its stored "
-                             "int8 parameters need no calibration batch)")
+                             f">= {INT8_MIN_CALIBRATION_IMAGES} (got {self.batch_size}), or a PTQ checkpoint "
+                             "(medvit.compress.ptq: its stored int8 parameters need no calibration batch)")
         if self.engine not in ("local", "ray"):
             raise ValueError(f"engine must be local or ray, got {self.engine!r}")
         if self.engine == "local" and (self.address or self.num_workers is not None):

@@ -21,10 +21,10 @@ def material(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("compiled_runs")
     gen = ChestPhantomGenerator(64, seed=2, with_masks=False)
-    for i in range(6):
+    for i in range(12):  # in/: img0-5; more/: img6-11 (int8 calibration batches need >= 8 images)
         ph = gen.sample(i, patient=i // 3)
-        write_dicom_dx(root / "in" / f"img{i}.dcm", np.round(ph.image * 4095).astype(np.uint16), dict(ph.meta),
-                       window=(2048.0, 4096.0))
+        write_dicom_dx(root / ("in" if i < 6 else "more") / f"img{i}.dcm",
+                       np.round(ph.image * 4095).astype(np.uint16), dict(ph.meta), window=(2048.0, 4096.0))
     torch.manual_seed(0)
     m = medvit.create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2,
                             in_chans=1, num_classes=len(CXR_LABELS))
@@ -107,11 +107,13 @@ def test_int8_result_and_cache_do_not_depend_on_the_other_files_of_the_run(mater
     monkeypatch.setenv("MEDVIT_COMPILE_CACHE", str(tmp_path / "cache"))
     compiles = _count_compiles(monkeypatch)
     got = {}
-    for name, files in (("x", ["img0", "img1", "img2"]), ("y", ["img0", "img3", "img4", "img5", "img2"])):
+    x = ["img0", "img1", "img2", "img6", "img7", "img8", "img9", "img10"]
+    for name, files in (("x", x), ("y", ["img0", "img3", "img4", "img5", "img11", "img6", "img9", "img7", "img2"])):
         inbox = tmp_path / f"inbox_{name}"
         inbox.mkdir()
         for f in files:
-            shutil.copy(material["root"] / "in" / f"{f}.dcm", inbox / f"{f}.dcm")
+            src = material["root"] / ("in" if int(f[3:]) < 6 else "more") / f"{f}.dcm"
+            shutil.copy(src, inbox / f"{f}.dcm")
         out = tmp_path / f"out_{name}"
         res = run_inference(InferConfig(str(material["a"]), str(inbox), str(out), batch_size=8, workers=0,
                                         precision="int8", progress=False))
@@ -124,5 +126,5 @@ def test_int8_result_and_cache_do_not_depend_on_the_other_files_of_the_run(mater
     assert cx["key"] == cy["key"] and cx["reused"] is False and cy["reused"] is True and cy["shape"][0] == 8
     assert px["img0.dcm"] == py["img0.dcm"] and px["img2.dcm"] == py["img2.dcm"]
     calx, caly = rx["execution"]["int8_calibration"], ry["execution"]["int8_calibration"]
-    assert calx["run_independent"] is False and calx["images"] == 3 and caly["images"] == 3
+    assert calx["run_independent"] is False and calx["images"] == 8 and caly["images"] == 8
     assert caly["input_sha256"] == calx["input_sha256"] and "earlier run" in caly["source"]

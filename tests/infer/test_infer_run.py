@@ -128,22 +128,27 @@ def test_rerun_is_a_noop_and_state_mismatch_refused(run_out, material):
 
 
 def test_workers_and_precisions_agree(material, tmp_path):
+    # int8 is static (activation ranges calibrated on the first batch), which needs >= 8 images: its input is the
+    # 4 images plus 4 more studies' images, compared on the 4
+    int8_input = tmp_path / "in8"
+    shutil.copytree(material["input"], int8_input)
+    make_studies(int8_input / "more", n_studies=2, per_study=2, seed=50)
     base = None
     for i, (workers, precision, tol) in enumerate([(0, "fp32", 0), (2, "fp32", 1e-5), (0, "bf16", 0.05),
                                                    (0, "int8", 0.05)]):
         out = tmp_path / f"o{i}"
-        # int8 is static (activation ranges calibrated on the first batch), which needs a batch of >= 8
-        res = run_inference(InferConfig(str(material["model"]), str(material["input"]), str(out),
+        res = run_inference(InferConfig(str(material["model"]),
+                                        str(int8_input if precision == "int8" else material["input"]), str(out),
                                         batch_size=8 if precision == "int8" else 2,
                                         workers=workers, precision=precision, progress=False))
-        assert res.counts["predicted"] == 4
+        assert res.counts["predicted"] == (8 if precision == "int8" else 4)
         assert json.loads((out / "run.json").read_text())["execution"]["precision"] == precision
-        rows = read_csv(out / "predictions.csv")
-        probs = np.array([[float(r[f"p_{k}"]) for k in LABELS] for r in rows])
+        rows = {r["sop_instance_uid"]: r for r in read_csv(out / "predictions.csv")}
         if base is None:
-            base = probs
+            base = {uid: [float(r[f"p_{k}"]) for k in LABELS] for uid, r in rows.items()}
         else:
-            np.testing.assert_allclose(probs, base, atol=tol + 1e-6)
+            probs = np.array([[float(rows[uid][f"p_{k}"]) for k in LABELS] for uid in base])
+            np.testing.assert_allclose(probs, np.array(list(base.values())), atol=tol + 1e-6)
 
 
 def test_rules_file_and_nothing_predicted(material, tmp_path):

@@ -64,3 +64,14 @@ def test_plain_checkpoint_int8_still_needs_a_calibration_batch(material, tmp_pat
     with pytest.raises(ValueError, match="int8_rest"):
         InferConfig(str(material["plain"]), str(material["input"]), str(tmp_path / "o"), precision="bf16",
                     int8_rest="fp32", progress=False)
+
+
+def test_plain_checkpoint_int8_refuses_to_calibrate_on_fewer_than_8_images(material, tmp_path, monkeypatch):
+    """--batch-size 8 over an input of 4 images: the first batch (the calibration) holds 4, so the run is refused
+    naming the count, and no package calibrated on them is cached for later runs (breaker B15)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEDVIT_COMPILE_CACHE", str(cache))
+    with pytest.raises(ValueError, match=r"first batch, which holds 4 image\(s\).*>= 8 images.*PTQ checkpoint"):
+        run_inference(InferConfig(str(material["plain"]), str(material["input"]), str(tmp_path / "o"),
+                                  batch_size=8, workers=0, precision="int8", progress=False))
+    assert not list(cache.rglob("*.pt2"))
