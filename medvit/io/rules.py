@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from medvit.io.jsonfile import parse_json, read_json
+from medvit.io.jsonfile import json_type_name, parse_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +91,15 @@ class SelectionRules:
     def from_dict(cls, doc: Mapping[str, Any], source: str = "<dict>") -> SelectionRules:
         if not isinstance(doc, Mapping) or "selections" not in doc:
             raise RulesError(f'{source}: expected {{"selections": [{{"name": ..., "conditions": {{...}}}}]}}')
+        if not isinstance(doc["selections"], list | tuple):
+            raise RulesError(f'{source}: "selections" must be a list of objects '
+                             f'[{{"name": ..., "conditions": {{...}}}}], got {json_type_name(doc["selections"])}')
         sels = []
         for i, s in enumerate(doc["selections"]):
             if not isinstance(s, Mapping) or not isinstance(s.get("conditions", {}), Mapping):
                 raise RulesError(f"{source}: selection {i} must be an object with a 'conditions' object")
+            if not isinstance(s.get("name", ""), str):
+                raise RulesError(f"{source}: selection {i}: 'name' must be a string, got {json_type_name(s['name'])}")
             sel = Selection(str(s.get("name", f"selection_{i}")), dict(s.get("conditions", {})))
             for key, cond in sel.conditions.items():
                 _validate(cond, f"{source}: selection {sel.name!r} key {key!r}")

@@ -83,6 +83,20 @@ def test_bad_rules_raise(doc, msg):
         SelectionRules.from_dict(doc)
 
 
+@pytest.mark.parametrize("selections", ["null", "5", '"abc"', '{"a": 1}'])
+def test_selections_of_the_wrong_type_name_the_file(tmp_path, selections):
+    """breaker B12: null / a number gave a bare TypeError ('NoneType' object is not iterable); a string was
+    iterated letter by letter ("selection 0 must be an object")."""
+    f = tmp_path / "r.json"
+    f.write_text(f'{{"selections": {selections}}}')
+    with pytest.raises(RulesError, match=r'r\.json: "selections" must be a list of objects .*, got (null|number|string|'
+                                         r'object)$'):
+        SelectionRules.from_file(f)
+    f.write_text('{"selections": [{"name": {"a": 1}, "conditions": {}}]}')
+    with pytest.raises(RulesError, match=r"r\.json: selection 0: 'name' must be a string, got object"):
+        SelectionRules.from_file(f)
+
+
 def test_bad_json_names_file(tmp_path):
     f = tmp_path / "r.json"
     f.write_text("{not json")
