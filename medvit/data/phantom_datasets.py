@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from medvit.data.datasets import ItemDataset, check_split, to_chw
+from medvit.data.own import inside
 from medvit.data.phantom_common import patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
-from medvit.io.jsonfile import read_json
+from medvit.io.jsonfile import json_type_name, read_json
 from medvit.registry import register
 
 _SPLITS = ("train", "val", "test", "all")
@@ -101,6 +102,15 @@ class PhantomFolderDataset(ItemDataset):
         self.root = Path(root)
         man = self.root / "manifest.json"
         self.manifest = read_json(man, missing=f"is {self.root} a folder written by `medvit data synth`?")
+        for key in ("kind", "label_names", "class_names"):
+            v = self.manifest.get(key)
+            if key != "class_names" and key not in self.manifest:
+                raise ValueError(f"{man}: required key {key!r} missing (rerun `medvit data synth`)")
+            if key == "kind" and not (isinstance(v, str) and v):
+                raise ValueError(f"{man}: 'kind' must be a phantom kind (a string), got {json_type_name(v)}")
+            if key != "kind" and key in self.manifest and not (
+                    isinstance(v, list) and all(isinstance(x, str) and x for x in v)):
+                raise ValueError(f"{man}: {key!r} must be a list of non-empty strings, got {json_type_name(v)}")
         if kind is not None and self.manifest["kind"] != kind:
             raise ValueError(f"{self.root} holds {self.manifest['kind']!r} phantoms, not {kind!r}")
         self.kind = self.manifest["kind"]
@@ -109,7 +119,10 @@ class PhantomFolderDataset(ItemDataset):
         if self.classification:
             self.class_names = list(self.manifest["class_names"])
         with open(self.root / "labels.csv", newline="") as f:
-            rows = {r["image_id"]: r for r in csv.DictReader(f)}
+            table = list(csv.DictReader(f))
+        for line, r in enumerate(table, start=2):  # a path read from a file stays inside the folder
+            inside(self.root, r.get("file") or "", f"{self.root / 'labels.csv'} line {line} column 'file'")
+        rows = {r["image_id"]: r for r in table}
         if split == "all":
             ids = list(rows)
         else:
@@ -142,7 +155,7 @@ class PhantomFolderDataset(ItemDataset):
         from medvit.data.imageload import load_gray01
 
         r = self.rows[i]
-        img = load_gray01(self.root / r["file"], self.intensity)
+        img = load_gray01(inside(self.root, r["file"], f"{self.root / 'labels.csv'} 'file'"), self.intensity)
         item: dict[str, Any] = {"image": to_chw(img, self.in_chans, self.image_size), "id": r["image_id"],
                                 "patient_id": r["patient_id"]}
         if self.classification:

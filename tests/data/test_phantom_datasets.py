@@ -89,3 +89,30 @@ def test_bad_arguments():
         ChestPhantomGenerator(8)
     with pytest.raises(KeyError, match="did you mean"):
         build_dataset("cxr_phantm", "train")
+
+
+@pytest.mark.parametrize("manifest, labels_file, msg", [
+    ({"label_names": ["A"]}, "images/x.png", r"manifest\.json: required key 'kind' missing"),
+    ({"kind": "cxr", "label_names": 5}, "images/x.png", r"manifest\.json: 'label_names' must be a list of non-empty "
+                                                        r"strings, got number"),
+    ({"kind": "cxr", "label_names": "Effusion"}, "images/x.png", r"'label_names' must be a list .*, got string"),
+    ({"kind": ["cxr"], "label_names": ["A"]}, "images/x.png", r"manifest\.json: 'kind' must be a phantom kind"),
+    ({"kind": "cxr", "label_names": ["A"]}, "../../outside.png",
+     r"labels\.csv line 2 column 'file': image path '\.\./\.\./outside\.png' must be a relative path inside"),
+    ({"kind": "cxr", "label_names": ["A"]}, "/etc/hostname", r"labels\.csv line 2 column 'file': image path "
+                                                             r"'/etc/hostname' must be a relative path inside"),
+], ids=["no kind", "label_names number", "label_names string", "kind list", "file ..", "file absolute"])
+def test_phantom_folder_refuses_wrong_manifest_types_and_paths_leaving_the_folder(tmp_path, manifest, labels_file,
+                                                                                 msg):
+    """breaker B16: a manifest without 'kind' gave KeyError, label_names 5 a TypeError, "Effusion" the label names
+    E, f, f, u, ...; a labels.csv 'file' of ../.. or an absolute path read an image outside the folder."""
+    import json
+
+    from medvit.data.phantom_datasets import PhantomFolderDataset
+
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "labels.csv").write_text(f"image_id,patient_id,file,A\nx1,p1,{labels_file},1\n")
+    (tmp_path / "splits" / "train.txt").write_text("x1\n")
+    with pytest.raises(ValueError, match=msg):
+        PhantomFolderDataset(tmp_path, "train")
