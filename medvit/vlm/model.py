@@ -33,7 +33,7 @@ from torch import nn
 
 from medvit.config import option
 from medvit.io.hashing import cached_sha256_file
-from medvit.io.jsonfile import read_json
+from medvit.io.jsonfile import json_type_name, read_json
 from medvit.models import create_model, load_model
 from medvit.models.checkpoint import read_safetensors, write_safetensors
 from medvit.vlm.paths import CONFIG_NAME, VISION_DIR, bundle_checkpoint, bundle_expert_specs, inside_model_dir
@@ -85,11 +85,23 @@ class VLMConfig:
 
 
 
+def gguf_name(gguf_file: Any, where: str = "gguf_file") -> str:
+    """``gguf_file`` when it is a plain file name (the GGUF file inside ``lm_path``); ValueError naming ``where``
+    for a path with a directory part, an absolute path or ``..`` (a value read from ``vlm_config.json`` never
+    becomes a path outside the LM directory)."""
+    if (not isinstance(gguf_file, str) or not gguf_file or gguf_file in (".", "..") or "\\" in gguf_file
+            or Path(gguf_file).name != gguf_file):
+        raise ValueError(f"{where}: must be a GGUF file name inside lm_path (no directory part), got "
+                         f"{gguf_file!r:.80}")
+    return gguf_file
+
+
 def lm_files(lm_path: str | Path, gguf_file: str | None = None) -> list[Path]:
-    """The files that define an LM's weights: the GGUF file, or ``config.json`` + ``*.safetensors`` / ``*.bin``."""
+    """The files that define an LM's weights: the GGUF file, or ``config.json`` + ``*.safetensors`` / ``*.bin``.
+    Raises ValueError for a ``gguf_file`` that is not a plain file name (:func:`gguf_name`)."""
     p = Path(lm_path)
     if gguf_file:
-        return [p / gguf_file]
+        return [p / gguf_name(gguf_file)]
     files = sorted([*p.glob("*.safetensors"), *p.glob("*.bin")])
     return [p / "config.json", *files]
 
@@ -114,7 +126,7 @@ def load_lm(lm_path: str | Path, gguf_file: str | None = None, dtype: torch.dtyp
         raise FileNotFoundError(f"language model directory not found: {p}")
     kw: dict[str, Any] = {"local_files_only": True}
     if gguf_file:
-        kw["gguf_file"] = gguf_file
+        kw["gguf_file"] = gguf_name(gguf_file)
     tok = AutoTokenizer.from_pretrained(p, **kw)
     lm = AutoModelForCausalLM.from_pretrained(p, dtype=dtype, **kw)
     if tok.pad_token_id is None:
@@ -398,6 +410,9 @@ class VisionLanguageModel(nn.Module):
         p = Path(path)
         cf = p / CONFIG_NAME
         meta = read_json(cf, format_id=FORMAT, missing="not a medvit VLM checkpoint")
+        if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("lm") or {}, dict):
+            bad = "config" if not isinstance(meta.get("config"), dict) else "lm"
+            raise ValueError(f"{cf}: key {bad!r} must be an object, got {json_type_name(meta.get(bad))}")
         cfg_d = dict(meta["config"])
         lm_meta = meta.get("lm") or {}
         override = ("pass the same language model with `medvit chat --lm DIR` "
@@ -410,6 +425,8 @@ class VisionLanguageModel(nn.Module):
                 raise FileNotFoundError(f"{cf}: the language model recorded in key 'lm.path' ({cfg_d['lm_path']}) "
                                         f"is not there (moved or on another machine); {override}, SHA-256 "
                                         f"{str(lm_meta.get('sha256', '?'))[:12]}…")
+        if cfg_d.get("gguf_file") is not None:
+            gguf_name(cfg_d["gguf_file"], f"{cf}: key 'config.gguf_file'")
         if vision_checkpoint is not None:
             cfg_d["vision_checkpoint"] = str(vision_checkpoint)
         elif cfg_d.get("vision_checkpoint"):

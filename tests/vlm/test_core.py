@@ -218,3 +218,25 @@ def test_token_changing_backbone_is_refused_with_a_clear_error(tiny_llama):
     cfg_full = VLMConfig(lm_path=str(tiny_llama), backbone="evit_tiny_patch16_224",
                          backbone_args={**_TINY_EVIT, "keep_rate": 1.0, "keep_locs": (0,)})
     assert VisionLanguageModel(cfg_full).encode_images(torch.zeros(1, 1, 32, 32)).shape[1] == 16
+
+
+@pytest.mark.parametrize("gguf", ["/etc/hostname", "../../etc/hostname", "sub/model.gguf", "..", 5])
+def test_gguf_file_from_a_config_stays_a_file_name_inside_the_lm_directory(tmp_path, gguf):
+    """breaker B20: ``config.gguf_file`` read from vlm_config.json was joined to the LM path unchecked
+    (``lm_files('/some/lm', '/etc/hostname') == [/etc/hostname]``), then hashed and handed to transformers."""
+    import json
+
+    from medvit.vlm.model import FORMAT, VisionLanguageModel, lm_files
+
+    assert lm_files(tmp_path, "model.gguf") == [tmp_path / "model.gguf"]
+    with pytest.raises(ValueError, match=r"gguf_file: must be a GGUF file name inside lm_path"):
+        lm_files(tmp_path, gguf)
+    d = tmp_path / "vlm"
+    d.mkdir()
+    (d / "vlm_config.json").write_text(json.dumps({"format": FORMAT, "config": {"gguf_file": gguf},
+                                                   "lm": {"path": str(tmp_path)}}))
+    with pytest.raises(ValueError, match=r"vlm_config\.json: key 'config\.gguf_file': must be a GGUF file name"):
+        VisionLanguageModel.load(d)
+    (d / "vlm_config.json").write_text(json.dumps({"format": FORMAT, "config": "x"}))
+    with pytest.raises(ValueError, match=r"vlm_config\.json: key 'config' must be an object, got string"):
+        VisionLanguageModel.load(d)
