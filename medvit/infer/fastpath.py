@@ -1,6 +1,7 @@
 """How `medvit infer` executes the model: precision choice, bf16 weights, Inductor compile, PT2E int8.
 
-- :func:`resolve_precision` — ``auto`` means bf16 where the hardware multiplies bf16 natively (CPU with
+- :func:`resolve_precision` (:mod:`medvit.nn.precision`, shared with the viewer and the VLM CXR expert) —
+  ``auto`` means bf16 where the hardware multiplies bf16 natively (CPU with
   AVX512-BF16 or AMX, or CUDA), fp32 elsewhere (on a CPU without them oneDNN emulates bf16 and is slower
   than fp32; measured in ``benchmarks/results/infer_fastpaths.md``).
 - :func:`compile_cached` — Inductor (PyTorch's maintained fusion compiler) ahead of time, with weight
@@ -34,35 +35,17 @@ from typing import Any
 import torch
 from torch import nn
 
+# the precision resolution is shared with the viewer and the VLM CXR expert (re-exported here)
+from medvit.nn.precision import (  # noqa: F401
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    cpu_has_native_bf16,
+    resolve_precision,
+)
+
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
-#: the precision ``medvit infer`` and the viewer run a model at unless told otherwise (resolved by
-#: :func:`resolve_precision`, so both show the same probabilities for the same image)
-DEFAULT_PRECISION = "auto"
 COMPILE_MODES = ("none", "inductor", "openvino")
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), as torch's cpuinfo reports."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def resolve_precision(requested: str, device: str) -> tuple[str, str]:
-    """(precision, reason) for a requested precision on a device ("cpu", "cuda", "cuda:N").
-
-    ``auto`` → ``bf16`` on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else ``fp32``. Any other
-    value is returned as given. Raises ``ValueError`` for an unknown precision.
-    """
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
-    if requested != "auto":
-        return requested, "requested"
-    if device.startswith("cuda"):
-        return "bf16", "auto: CUDA device (bf16 tensor cores)"
-    if cpu_has_native_bf16():
-        return "bf16", "auto: CPU has native bf16 (AVX512-BF16/AMX)"
-    return "fp32", "auto: CPU has no native bf16 (no AVX512-BF16/AMX), bf16 would be emulated"
 
 
 def state_dict_sha256(model: nn.Module) -> str:

@@ -13,6 +13,7 @@ from torch import nn
 
 from medvit.infer.fastpath import PRECISIONS  # noqa: F401  (re-exported: auto, fp32, bf16, int8)
 from medvit.models.contract import WeightContract
+from medvit.nn.precision import model_at_precision
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +176,10 @@ class Predictor:
                              "run it without --compile and with --precision fp32 or bf16")
         self._ood_blocks: tuple[int, ...] = tuple(ref.blocks) if ref is not None else ()
         self.last_features: dict[str, np.ndarray] | None = None
-        if self.precision == "bf16" and self.compile_mode != "openvino":  # OpenVINO converts the fp32 model
-            import copy
-
-            self.model = copy.deepcopy(model).to(self.device, torch.bfloat16).eval()
-        else:
-            self.model = model.to(self.device)
-        bf16_input = self.precision == "bf16" and self.compile_mode != "openvino"
-        self.input_dtype = torch.bfloat16 if bf16_input else torch.float32
+        # bf16: a bf16 copy of the weights (as the viewer and the VLM CXR expert run it); OpenVINO converts the fp32
+        # model, int8 quantises it
+        eager = "bf16" if self.precision == "bf16" and self.compile_mode != "openvino" else "fp32"
+        self.model, self.input_dtype = model_at_precision(model, eager, self.device)
 
     def describe(self) -> dict[str, Any]:
         """How the model runs (for run.json): precision requested/used and why, compile cache, calibration."""

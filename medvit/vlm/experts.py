@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medvit.nn.precision import DEFAULT_PRECISION, model_at_precision, resolve_precision
 from medvit.registry import REGISTRY, register
 
 logger = logging.getLogger(__name__)
@@ -306,19 +307,30 @@ class CXRExpert(Expert):
     operating thresholds from their contracts (0.5 where a contract has none), or a number (the reference uses
     0.5 on TorchXRayVision's calibrated outputs).
 
+    Each checkpoint runs at ``precision`` as ``medvit infer`` runs it (:mod:`medvit.nn.precision`; default
+    :data:`~medvit.nn.precision.DEFAULT_PRECISION`, ``auto``: bf16 on a CPU with native bf16, else fp32), so the
+    expert's probabilities and OOD scores are the ones ``medvit infer`` and the viewer report for the image; the
+    precision used is in ``self.precision`` and in every result's ``values["precision"]``.
+
     Args: checkpoints: medvit checkpoint directories (multi-label contracts with label names); class_models:
-    label → list of checkpoint indices; name: the trigger name (default ``CXR``).
+    label → list of checkpoint indices; name: the trigger name (default ``CXR``); precision: ``auto``, ``fp32`` or
+    ``bf16`` (``ValueError`` otherwise).
     """
 
     def __init__(self, checkpoints: Sequence[str | Path], class_models: dict[str, list[int]] | None = None,
-                 threshold: str | float = "contract", name: str = "CXR", card: ModelCard | None = None):
+                 threshold: str | float = "contract", name: str = "CXR", card: ModelCard | None = None,
+                 precision: str = DEFAULT_PRECISION):
         from medvit.data.preprocess import Preprocessor
         from medvit.models import load_model
 
         if not checkpoints:
             raise ValueError("CXR expert needs at least one medvit multi-label checkpoint")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"CXR expert precision must be auto, fp32 or bf16, got {precision!r}")
         self.name = name
+        self.precision, self.precision_reason = resolve_precision(precision, "cpu")
         self.models, self.pres, self.labels = [], [], []
+        self._runs: list[tuple[torch.nn.Module, torch.dtype]] = []  # per checkpoint: (module at precision, input)
         self.oods: list[Any] = []  # per checkpoint: its OOD reference (medvit.eval.ood.OODReference) or None
         for ck in checkpoints:
             m = load_model(ck).eval()
@@ -326,6 +338,7 @@ class CXRExpert(Expert):
             if c is None or not c.label_names:
                 raise ValueError(f"{ck}: the CXR expert needs a checkpoint whose contract names its labels")
             self.models.append(m)
+            self._runs.append(model_at_precision(m, self.precision))
             self.oods.append(_ood_reference(ck, c))
             self.pres.append(Preprocessor.from_contract(c))
             self.labels.append(list(c.label_names))
@@ -362,18 +375,19 @@ class CXRExpert(Expert):
     def assess(self, image: Any) -> tuple[dict[str, float], list[dict[str, Any] | None]]:
         """(class → ensemble probability, per checkpoint ``{"score", "threshold", "flag"}`` or None without an OOD
         reference) for one image. The OOD score is :meth:`medvit.eval.ood.OODReference.score` of the checkpoint's
-        features of this input (1 = a typical training image); flag = score ≥ the contract's threshold."""
+        features of this input (1 = a typical training image); flag = score ≥ the contract's threshold. Computed at
+        ``self.precision`` (as ``medvit infer``)."""
         from medvit.eval.ood import FeatureTap
 
         per_model, ood = [], []
-        for m, pre, ref in zip(self.models, self.pres, self.oods):
+        for (m, dtype), pre, ref in zip(self._runs, self.pres, self.oods):
             x, _ = _model_input(pre, image)
-            t = torch.from_numpy(x)[None].float()
+            t = torch.from_numpy(x)[None].to(dtype)
             if ref is None:
-                z, o = m(t), None
+                z, o = m(t).float(), None
             else:
                 with FeatureTap(m, ref.blocks) as tap:
-                    z = m(t)
+                    z = m(t).float()
                 sc = float(ref.score(tap.arrays())[0])
                 o = {"score": sc, "threshold": float(ref.threshold), "flag": bool(sc >= ref.threshold)}
             per_model.append(torch.sigmoid(z)[0].numpy())
@@ -394,7 +408,8 @@ class CXRExpert(Expert):
         calls = {lab: p >= self.thresholds[lab] for lab, p in probs.items()}
         flag = None if all(o is None for o in ood) else any(o["flag"] for o in ood if o)
         return ExpertResult(cxr_text(calls) + ood_text(ood), None, self.name, args,
-                            {"probabilities": probs, "predictions": calls, "ood": ood, "ood_flag": flag})
+                            {"probabilities": probs, "predictions": calls, "ood": ood, "ood_flag": flag,
+                             "precision": self.precision})
 
 
 def _ood_reference(ck: str | Path, contract: Any) -> Any:

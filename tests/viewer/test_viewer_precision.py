@@ -10,10 +10,11 @@ import pytest
 
 @pytest.fixture
 def native_bf16(monkeypatch):
-    """`auto` resolves to bf16 whatever this CPU is (the flag read by medvit.infer.fastpath.resolve_precision)."""
-    from medvit.infer import fastpath
+    """`auto` resolves to bf16 whatever this CPU is (the flag read by medvit.nn.precision.resolve_precision,
+    which medvit.infer.fastpath re-exports)."""
+    from medvit.nn import precision
 
-    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
 
 
 def test_viewer_predicts_as_medvit_infer_and_says_at_which_precision(studies, tiny_model, tmp_path, native_bf16):

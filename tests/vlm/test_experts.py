@@ -116,11 +116,12 @@ def test_cxr_expert_reports_the_checkpoints_ood_flag():
     from medvit.data.phantom_datasets import PhantomDataset
     from medvit.infer.predictor import Predictor, load_for_inference
     from medvit.io import read_image
+    from medvit.nn.precision import DEFAULT_PRECISION
     from medvit.vlm.experts import OOD_NOTE
 
     ex = CXRExpert([DEMO, DEMO])
     model, contract, _ = load_for_inference(DEMO)
-    pred = Predictor(model)
+    pred = Predictor(model, DEFAULT_PRECISION)  # as `medvit infer` runs it by default (and the expert does)
     thr = contract.ood["threshold"]
     ct = read_image(get_testdata_file("CT_small.dcm")).pixels.astype(np.float32).squeeze()
     ct = (ct - ct.min()) / (ct.max() - ct.min())  # an array: no header, so no scope refusal, only the OOD check
@@ -146,6 +147,37 @@ def test_cxr_expert_reports_the_checkpoints_ood_flag():
     assert ex.run([ct]).values["ood_flag"] is True
     two = [None, {"score": 3.0, "threshold": 1.5, "flag": True}, {"score": 1.0, "threshold": 1.5, "flag": False}]
     assert ood_text([None, None]) == "" and "(OOD score 3.00 >= threshold 1.50; 1 of 2 models)" in ood_text(two)
+
+
+def test_cxr_expert_predicts_as_medvit_infer_at_its_default_precision(tmp_path, monkeypatch):
+    """One DICOM: CXRExpert.run gives the probabilities and OOD score/flag `medvit infer` writes at its default
+    precision (auto, bf16 here: the CPU is made to report native bf16), and records that precision. Before, the
+    expert ran fp32 while infer and the viewer ran bf16 (breaker B11: |dp| up to 1.5e-3, OOD score off by 0.2)."""
+    from medvit.cli import demo_cmd
+    from medvit.data.phantom_datasets import PhantomDataset
+    from medvit.infer import InferConfig, run_inference
+    from medvit.io.writers import write_dicom_dx
+    from medvit.nn import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    ph = PhantomDataset("cxr", split="all", n=1, seed=11, image_size=demo_cmd.pipeline_draw_size(),
+                        **demo_cmd.pipeline_knobs()).phantom(0)
+    dcm = write_dicom_dx(tmp_path / "in" / "img.dcm", np.round(ph.image * 4095).astype(np.uint16), dict(ph.meta),
+                         window=(2048.0, 4096.0))
+    out = tmp_path / "out"
+    run_inference(InferConfig(model=str(DEMO), input=str(dcm), output=str(out), workers=0, batch_size=1,
+                              progress=False))
+    (rec,) = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    run = json.loads((out / "run.json").read_text())
+    ex = CXRExpert([DEMO])
+    res = ex.run([dcm])
+    assert ex.precision == res.values["precision"] == run["execution"]["precision"] == "bf16"
+    assert res.values["probabilities"] == pytest.approx(rec["probabilities"], abs=1e-6)
+    (o,) = res.values["ood"]
+    assert o["score"] == pytest.approx(rec["ood_score"], abs=1e-4) and o["flag"] == rec["ood_flag"]
+    assert res.values["predictions"] == {k: k in rec["positive_findings"] for k in rec["probabilities"]}
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+        CXRExpert([DEMO], precision="int8")
 
 
 def _write_bundle(d: Path) -> Path:
