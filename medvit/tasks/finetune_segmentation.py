@@ -161,6 +161,9 @@ def run(cfg: FinetuneSegmentationConfig) -> dict[str, Any]:
             idx = perm[i:i + cfg.batch_size]
             x, y = (xtr[idx] - mean) / std, ytr[idx].float()
             loss = loss_fn(model(x), {"mask": y})
+            if not torch.isfinite(loss):  # stop before NaN/inf reaches the weights: no NaN model is ever saved
+                raise FloatingPointError(f"loss is not finite ({float(loss)}) at epoch {epoch + 1}, step "
+                                         f"{i // cfg.batch_size + 1}; nothing saved: check loss.args and lower lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -16,6 +16,7 @@ Tasks hold a :class:`LossSpec` (``loss: {name: cross_entropy, args: {label_smoot
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +158,24 @@ def coerce_loss_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
                 out[k] = _coerce(v, hints[k], f"loss.args.{k}")
             except ConfigError as e:
                 raise ConfigError(f"{e} (loss {name!r})") from None
+        _check_finite(out[k], f"loss.args.{k}", name)
     return out
+
+
+def _check_finite(value: Any, where: str, name: str) -> None:
+    """``ConfigError`` naming ``where`` when a number in ``value`` (a number, or a list / mapping of them) is NaN
+    or infinite: no loss argument means anything at NaN/inf, and NaN passes every ``<``/``>`` range check."""
+    from medvit.config import ConfigError
+
+    if isinstance(value, dict):
+        items = [(f"{where}.{k}", x) for k, x in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{where}[{i}]", x) for i, x in enumerate(value)]
+    else:
+        items = [(where, value)]
+    for at, x in items:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ConfigError(f"{at} must be a finite number, got {x} (loss {name!r})")
 
 
 def check_loss(name: str, args: dict[str, Any]) -> type:
@@ -273,6 +291,14 @@ def _ex_multiclass(g: torch.Generator) -> tuple[Any, dict[str, Any]]:
     return torch.randn(4, 5, generator=g), {"label": torch.randint(0, 5, (4,), generator=g)}
 
 
+def _check_weights(weights: list[float] | None, name: str) -> None:
+    """``ValueError`` naming ``loss.args.<name>`` unless ``weights`` is None or finite numbers >= 0 (a negative
+    weight rewards the wrong answer; NaN/inf poison every step)."""
+    for i, w in enumerate(weights or []):
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"loss.args.{name}[{i}] must be a finite number >= 0, got {w}")
+
+
 @register_loss("masked_bce", example=_ex_multilabel,
                description="multi-label BCE-with-logits over known labels (label_mask; CheXpert blanks excluded)")
 class MaskedBCE(Loss):
@@ -287,6 +313,7 @@ class MaskedBCE(Loss):
 
     def __init__(self, pos_weight: list[float] | None = None):
         super().__init__()
+        _check_weights(pos_weight, "pos_weight")
         self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float))
 
     def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
@@ -316,6 +343,7 @@ class CrossEntropy(Loss):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        _check_weights(weight, "weight")
         self.label_smoothing = float(label_smoothing)
         self.register_buffer("weight", None if weight is None else torch.tensor(weight, dtype=torch.float))
 
@@ -365,7 +393,7 @@ class BCEDice(Loss):
 
     def __init__(self, target: str = "mask", dice_weight: float = 1.0, eps: float = 1.0):
         super().__init__()
-        if dice_weight < 0 or eps <= 0:
+        if not (math.isfinite(dice_weight) and math.isfinite(eps) and dice_weight >= 0 and eps > 0):
             raise ValueError(f"dice_weight must be >= 0 and eps > 0, got {dice_weight}, {eps}")
         self.target, self.dice_weight, self.eps = target, float(dice_weight), float(eps)
         self.inputs = (target,)
