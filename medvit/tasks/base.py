@@ -37,16 +37,33 @@ def build_config(path: str | Path | None, overrides: list[str], data: dict | Non
 
 
 def check_loss_values(cfg: Any) -> None:
-    """The values of a task's ``loss.args`` checked at config time (so ``--dry-run`` refuses what the run would),
-    against the dataset's registered label names when it has them (e.g. TinyViT's top-k <= labels)."""
+    """The task's ``loss`` checked at config time (so ``--dry-run`` refuses what the run would): its argument values,
+    against the dataset's registered label names when it has them (e.g. TinyViT's top-k <= labels), and — for a
+    config with ``loss_feed(meta) -> LossFeed`` — against what the task feeds its loss (batch keys, label kind,
+    per-output argument lengths). ``loss.args`` without ``loss.name`` becomes the task's default loss with those
+    arguments (the feed's default, else the ``loss`` field's default)."""
+    import dataclasses
+
     from medvit.train.losses import LossSpec
 
     loss = getattr(cfg, "loss", None)
     if not isinstance(loss, LossSpec):
         return
     ds = getattr(cfg, "dataset", None)
-    labels = REGISTRY.entry("dataset", ds).meta.get("label_names") if isinstance(ds, str) and ds else None
-    loss.check(list(labels) if labels else None)
+    meta = REGISTRY.entry("dataset", ds).meta if isinstance(ds, str) and ds else {}
+    labels = meta.get("label_names")
+    feed = cfg.loss_feed(meta) if hasattr(cfg, "loss_feed") else None
+    if not loss.name:
+        default = feed.default if feed is not None else None
+        if default is None:
+            field = next((f for f in dataclasses.fields(cfg) if f.name == "loss"), None)
+            made = field.default_factory() if field is not None and callable(field.default_factory) else None
+            default = made if isinstance(made, LossSpec) and made.name else None
+        if default is None:  # the default depends on the data (e.g. multilabel vs ordinal)
+            raise ConfigError("loss.name: not given, and this task's default loss depends on the data (see the "
+                              "loss option's help); give loss.name with loss.args")
+        loss = cfg.loss = loss.or_default(default)
+    loss.check(list(labels) if labels else None, feed)
 
 
 def run_task(path: str | Path | None, overrides: list[str] | None = None, data: dict | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from medvit.tasks.benchx_protocols import (
     CellData,
     MethodSpec,
     ProtocolConfig,
+    check_protocol_loss,
     default_protocols,
 )
 
@@ -122,7 +123,12 @@ class BenchXGridConfig:
         if method is not None:
             base.update(method.overrides.get(task, {}))
         try:
-            return from_dict(ProtocolConfig, base, prefix=f"protocols.{task}")
+            proto = from_dict(ProtocolConfig, base, prefix=f"protocols.{task}")
+            try:
+                check_protocol_loss(task, proto)
+            except ValueError as e:
+                raise ConfigError(f"protocols.{task}.{e}") from None
+            return proto
         except ConfigError as e:
             who = f" (method {method.name!r})" if method is not None else ""
             raise ConfigError(f"{e}{who}") from None

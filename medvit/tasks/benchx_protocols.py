@@ -43,7 +43,7 @@ from torch import nn
 
 from medvit.config import option
 from medvit.train.config import TrainConfig
-from medvit.train.losses import LossSpec, check_direct_loss, direct_loss
+from medvit.train.losses import LossFeed, LossSpec, check_direct_loss, direct_loss
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,36 @@ class ProtocolConfig:
             raise ValueError("fiber_fused must be >= 0 and needs text_encoder: bert")
         if self.text_width % self.text_heads or self.text_layers < 1 or self.ptp_grid < 1:
             raise ValueError("text_width must be divisible by text_heads; text_layers and ptp_grid must be >= 1")
+
+
+#: what each protocol hands a configured ``loss`` (None: the protocol trains with its own loss and takes none)
+LOSS_FEEDS: dict[str, LossFeed | None] = {
+    "classification": LossFeed(("image", "label"), where="the classification protocol"),  # kind: from the data
+    "segmentation": LossFeed(("image", "mask"), None, 1, LossSpec("bce", {"target": "mask"}),
+                             "the segmentation protocol"),
+    "report_generation": None,
+    "retrieval": None,
+}
+
+
+def check_protocol_loss(task: str, proto: ProtocolConfig) -> None:
+    """``proto.loss`` checked against what protocol ``task`` feeds it (:data:`LOSS_FEEDS`; ``ConfigError`` naming
+    ``loss``): refused where the protocol takes no loss (report generation, retrieval), resolved to the protocol's
+    default when only ``loss.args`` is given (segmentation; classification resolves at run time, by problem)."""
+    from medvit.config import ConfigError
+
+    if proto.loss is None:
+        return
+    feed = LOSS_FEEDS[task]
+    if feed is None:
+        raise ConfigError(f"loss: the {task} protocol trains with its own objective and takes no loss (loss "
+                          "applies to classification and segmentation)")
+    if not proto.loss.name:
+        if feed.default is None:
+            raise ConfigError(f"loss.name: not given, and the {task} protocol's default loss depends on the data "
+                              "(bce multi-label, cross_entropy single-label); give loss.name with loss.args")
+        proto.loss = proto.loss.or_default(feed.default)
+    proto.loss.check(None, feed)
 
 
 def default_protocols() -> dict[str, ProtocolConfig]:
@@ -353,7 +383,7 @@ def run_segmentation(method: MethodSpec, data: CellData, proto: ProtocolConfig, 
     train_ds = _Items(data.train, keys, data.mean, data.std)
     val_ds, test_ds = (_Items(d, keys, data.mean, data.std) for d in (data.val, data.test))
     dev = _device()
-    loss = direct_loss(proto.loss, LossSpec("bce", {"target": "mask"})).to(dev)
+    loss = direct_loss(proto.loss, LOSS_FEEDS["segmentation"].default).to(dev)
 
     def step(m: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         return loss(m(batch["image"]), batch)

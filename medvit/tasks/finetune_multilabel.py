@@ -27,7 +27,7 @@ from medvit.eval.metrics import mean_sd
 from medvit.nn.ewa import EWAConfig
 from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
-from medvit.train.losses import LossSpec, TrainContext, loss_step, masked_bce
+from medvit.train.losses import LossFeed, LossSpec, TrainContext, loss_step, masked_bce
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ class FinetuneMultilabelConfig:
     crop_mode: str = option("crop", "eval/serving geometry to the input's aspect: crop (centre) | pad | squash")
     interpolation: str = option("bicubic", "resize filter for training, evaluation and serving: bicubic | bilinear")
     train: TrainConfig = option(default_factory=TrainConfig, help="optimisation; train.output_dir is set per seed")
-    loss: LossSpec = option(default_factory=LossSpec, help="training loss by registered name (`medvit list loss`), "
-                                                           "e.g. {name: masked_bce, args: {pos_weight: [...]}}")
+    loss: LossSpec = option(default_factory=lambda: LossSpec("masked_bce"),
+                            help="training loss by registered name (`medvit list loss`), e.g. {name: masked_bce, "
+                                 "args: {pos_weight: [...]}}; loss.args alone = masked_bce's")
     ewa: EWAConfig | None = option(None, "Experts Weights Averaging: chosen MLPs trained as a randomly routed MoE "
                                          "whose experts are averaged after each step, converted back to the plain "
                                          "backbone before evaluation/saving (null = off)")
@@ -90,6 +91,12 @@ class FinetuneMultilabelConfig:
     body_parts: list[str] = option(default_factory=list, help="contract scope, e.g. [CHEST]; empty = any body part")
     report: bool = option(True, "write seed_<s>/report/: ROC and PR curves per label, reliability diagram, confusion "
                                 "table at the validation-chosen thresholds, on the test split (validation if none)")
+
+    def loss_feed(self, meta: dict[str, Any]) -> LossFeed:
+        """What the loop hands the loss (config-time check by :func:`medvit.tasks.base.check_loss_values`):
+        dataset items' keys, multi-hot labels, one output per registered label."""
+        return LossFeed(("image", "label", "label_mask", "id", "patient_id"), "multilabel",
+                        default=LossSpec("masked_bce"), where="finetune_multilabel")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.label_fraction <= 1.0:

@@ -26,7 +26,7 @@ import torch
 
 from medvit.config import option
 from medvit.tasks.base import register_task
-from medvit.train.losses import LossSpec, check_direct_loss, direct_loss
+from medvit.train.losses import LossFeed, LossSpec, check_direct_loss, direct_loss
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ class FinetuneSegmentationConfig:
     body_parts: list[str] = option(default_factory=list, help="contract scope, e.g. [CHEST]")
     loss: LossSpec | None = option(None, "training loss by registered name (`medvit list loss`) on batch 'mask' "
                                          "(K, H, W) targets; null = bce_dice (per-pixel BCE + soft Dice)")
+
+    def loss_feed(self, meta: dict[str, Any]) -> LossFeed:
+        """What the training step hands the loss: ``{"mask": (B, K, H, W)}``, K = len(labels); default bce_dice."""
+        return LossFeed(("mask",), None, len(self.labels), LossSpec("bce_dice"), "finetune_segmentation")
 
     def __post_init__(self) -> None:
         if self.loss is not None:
@@ -142,7 +146,7 @@ def run(cfg: FinetuneSegmentationConfig) -> dict[str, Any]:
                          backbone_pretrained=cfg.pretrained, **cfg.segmenter_args)
     model.model_args["backbone_pretrained"] = None  # the checkpoint holds every weight
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = direct_loss(cfg.loss, LossSpec("bce_dice"))
+    loss_fn = direct_loss(cfg.loss, cfg.loss_feed({}).default)
     xtr, ytr = data["train"]
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     total, warm = cfg.epochs * steps_per_epoch, steps_per_epoch
@@ -162,7 +166,7 @@ def run(cfg: FinetuneSegmentationConfig) -> dict[str, Any]:
             x, y = (xtr[idx] - mean) / std, ytr[idx].float()
             loss = loss_fn(model(x), {"mask": y})
             if not torch.isfinite(loss):  # stop before NaN/inf reaches the weights: no NaN model is ever saved
-                raise FloatingPointError(f"loss is not finite ({float(loss)}) at epoch {epoch + 1}, step "
+                raise FloatingPointError(f"loss is not finite ({loss.item()}) at epoch {epoch + 1}, step "
                                          f"{i // cfg.batch_size + 1}; nothing saved: check loss.args and lower lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -38,7 +38,7 @@ from medvit.eval.predict import predict
 from medvit.peft.hint_aug import HintAug, HintAugConfig
 from medvit.tasks.base import register_task
 from medvit.train.config import TrainConfig
-from medvit.train.losses import LossSpec, check_direct_loss, direct_loss, masked_bce
+from medvit.train.losses import LossFeed, LossSpec, check_direct_loss, direct_loss, masked_bce
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,20 @@ class PromptTuneConfig:
     model_version: str = option("", 'contract version ("" = the training date, YYYY.MM.DD)')
     ood_fpr: float = option(0.05, "OOD reference: flag threshold at this FPR on validation (0 = none)")
     ood_max_train: int = option(10000, "training images (evenly spaced) the OOD reference is fitted on")
+
+    def loss_feed(self, meta: dict[str, Any]) -> LossFeed:
+        """What the tuning step hands the loss (batch image/label/label_mask): multi-hot labels (multilabel) or
+        grade indices (ordinal); with ``problem: auto`` the registered dataset's meta decides (unknown = None)."""
+        problem = self.problem
+        if problem == "auto" and ("class_names" in meta or "label_names" in meta):
+            problem = "ordinal" if meta.get("class_names") else "multilabel"
+        if problem == "multilabel":
+            k = len(meta["label_names"]) if meta.get("label_names") else None
+            return LossFeed(CACHED_KEYS, "multilabel", k, LossSpec("masked_bce"), "prompt_tune (multilabel)")
+        if problem == "ordinal":
+            k = self.num_grades or (len(meta["class_names"]) if meta.get("class_names") else None)
+            return LossFeed(CACHED_KEYS, "classes", k, LossSpec("cross_entropy"), "prompt_tune (ordinal)")
+        return LossFeed(CACHED_KEYS, where="prompt_tune")
 
     def __post_init__(self) -> None:
         from medvit.peft import get_method, make_config

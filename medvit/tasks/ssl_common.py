@@ -46,7 +46,8 @@ class SSLTaskConfig:
     std: list[float] | None = option(None, "normalisation std; None = the dataset's registered default")
     rrc_scale: tuple[float, float] = option((0.5, 1.0), "random resized crop area range of the views")
     hflip: float = option(0.5, "horizontal flip probability of the views")
-    loss: LossSpec = option(default_factory=LossSpec, help="registered loss {name, args} (`medvit list loss`)")
+    loss: LossSpec = option(default_factory=lambda: LossSpec("masked_bce"),
+                            help="registered loss {name, args} (`medvit list loss`)")
     evaluate: bool = option(True, "kNN + linear probe of the frozen encoder on val and test at the end")
     train: TrainConfig = option(default_factory=_train_default, help="optimisation (AdamW, cosine schedule)")
 

@@ -70,6 +70,16 @@ class Loss(nn.Module):
     inputs: tuple[str, ...] = ()
     #: batch key the loop fills with each sample's augmentation seed (:mod:`medvit.train.sampler`); None = none
     seed_key: str | None = None
+    #: what ``batch["label"]`` must hold: "multilabel" ((B, K) in {0, 1}), "classes" ((B,) indices), None = any/unread
+    label_kind: str | None = None
+    #: arguments holding one value per model output (label or class), checked against the run's output count
+    per_output: tuple[str, ...] = ()
+
+    @classmethod
+    def reads(cls, args: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+        """(batch keys read, label kind) of the loss built with ``args``, without building it (config-time
+        check against what a task feeds, :class:`LossFeed`). Default: the class's ``inputs`` / ``label_kind``."""
+        return tuple(cls.inputs), cls.label_kind
 
     @classmethod
     def check_args(cls, args: dict[str, Any], label_names: list[str] | None = None) -> None:
@@ -113,29 +123,80 @@ def register_loss(name: str, *, example: Example, description: str = "") -> Call
     return deco
 
 
+LABEL_KINDS = {"multilabel": "multi-hot labels (B, K)", "classes": "class indices (B,)"}
+
+
+@dataclass(frozen=True)
+class LossFeed:
+    """What a task hands its loss, known at config time: the batch keys it carries, the kind of ``batch["label"]``
+    (a :data:`LABEL_KINDS` key; None = unknown or no labels), the model's output count K (None = unknown), and the
+    task's default loss (used when ``loss.name`` is not given; None = it depends on the data)."""
+
+    keys: tuple[str, ...]
+    labels: str | None = None
+    outputs: int | None = None
+    default: LossSpec | None = None
+    where: str = "this task"
+
+
 @dataclass
 class LossSpec:
-    """A loss by registered name plus its constructor arguments (YAML ``loss: {name: ..., args: {...}}``)."""
+    """A loss by registered name plus its constructor arguments (YAML ``loss: {name: ..., args: {...}}``).
 
-    name: str = option("masked_bce", "registered loss (`medvit list loss`)")
+    ``name`` "" (``loss.args`` given without ``loss.name``) means the task's default loss with these arguments
+    (:meth:`or_default`); its arguments are checked once the task resolves it."""
+
+    name: str = option("", "registered loss (`medvit list loss`); empty = the task's default loss")
     args: dict[str, Any] = option(default_factory=dict, help="keyword arguments of the loss, e.g. {label_smoothing: "
                                                              "0.1}")
 
     def __post_init__(self) -> None:
-        check_loss(self.name, self.args)
-        self.args = coerce_loss_args(self.name, self.args)
+        if self.name:
+            check_loss(self.name, self.args)
+            self.args = coerce_loss_args(self.name, self.args)
 
-    def check(self, label_names: list[str] | None = None) -> None:
+    def or_default(self, default: LossSpec) -> LossSpec:
+        """This spec, or when it names no loss, ``default`` with these arguments over its own (checked now)."""
+        if self.name:
+            return self
+        try:
+            return LossSpec(default.name, {**default.args, **self.args})
+        except ValueError as e:
+            raise type(e)(f"{e} (loss.name not given: this task's default loss is {default.name!r})") from None
+
+    def check(self, label_names: list[str] | None = None, feed: LossFeed | None = None) -> None:
         """The argument values checked as the loss will check them (:meth:`Loss.check_args`), for config
         resolution / ``--dry-run``; ``ConfigError`` naming ``loss.args`` and the loss on a refused value.
-        ``label_names``: the run's outputs when known before the data is read (e.g. TinyViT's top-k <= labels)."""
+        ``label_names``: the run's outputs when known before the data is read (e.g. TinyViT's top-k <= labels).
+        ``feed``: what the task hands the loss — batch keys it reads but the task's batch lacks, a label kind
+        other than the task's, and per-output arguments (``pos_weight``, ``weight``) of another length than the
+        task's outputs are refused naming ``loss.name`` / ``loss.args.<key>``."""
         from medvit.config import ConfigError
 
+        if not self.name:
+            return
+        cls = check_loss(self.name, self.args)
         try:
-            check_loss(self.name, self.args).check_args(self.args, label_names)
+            cls.check_args(self.args, label_names)
         except (TypeError, ValueError) as e:
             msg = str(e)
             raise ConfigError(msg if msg.startswith("loss.") else f"loss.args ({self.name}): {msg}") from None
+        if feed is None:
+            return
+        keys, kind = cls.reads(self.args)
+        missing = [k for k in keys if k not in feed.keys and k != cls.seed_key]
+        if missing:
+            raise ConfigError(f"loss.name: loss {self.name!r} reads batch {missing}, which {feed.where} does not "
+                              f"feed (its batch: {list(feed.keys)})")
+        if kind and feed.labels and kind != feed.labels:
+            raise ConfigError(f"loss.name: loss {self.name!r} takes {LABEL_KINDS[kind]}; {feed.where} feeds "
+                              f"{LABEL_KINDS[feed.labels]}")
+        n = feed.outputs or (len(label_names) if label_names else None)
+        for a in cls.per_output:
+            v = self.args.get(a)
+            if n is not None and v is not None and len(v) != n:
+                raise ConfigError(f"loss.args.{a}: {len(v)} values for a run with {n} outputs (loss "
+                                  f"{self.name!r}: one per output)")
 
 
 def coerce_loss_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +268,9 @@ def build_loss(spec: LossSpec | dict[str, Any] | str) -> Loss:
         if unknown or "name" not in spec:
             raise ValueError(f"loss: expected {{name: ..., args: {{...}}}}, got keys {sorted(spec)}")
         spec = LossSpec(spec["name"], dict(spec.get("args") or {}))
+    if not spec.name:
+        raise ValueError("loss.name: not given (loss.args alone means the task's default loss, which this caller "
+                         "does not resolve); give loss.name")
     cls = check_loss(spec.name, spec.args)
     try:
         return cls(**coerce_loss_args(spec.name, spec.args))
@@ -237,7 +301,7 @@ def direct_loss(spec: LossSpec | None, default: LossSpec, where: str = "loss") -
     finetune_segmentation): ``spec``, or ``default`` when None. Such tasks run no :meth:`Loss.setup`, batch
     :meth:`Loss.prepare` or per-sample seeds, so a loss that needs them (a teacher pass, Mixup/CutMix) is refused
     with ``ValueError`` naming ``where`` (:func:`check_direct_loss`, also called at config time)."""
-    spec = default if spec is None else spec
+    spec = default if spec is None else spec.or_default(default)
     check_direct_loss(spec.name, where)
     return build_loss(spec)
 
@@ -245,7 +309,9 @@ def direct_loss(spec: LossSpec | None, default: LossSpec, where: str = "loss") -
 def check_direct_loss(name: str, where: str = "loss") -> None:
     """``ValueError`` naming ``where`` when registered loss ``name`` needs the training loop's hooks (its own
     ``setup`` / ``prepare`` / ``on_train_step`` or a ``seed_key``), which a task calling the loss directly does not
-    run."""
+    run. An empty ``name`` (the task's default loss, a direct one) passes."""
+    if not name:
+        return
     try:
         cls = REGISTRY.get("loss", name)
     except KeyError as e:
@@ -310,6 +376,8 @@ class MaskedBCE(Loss):
     """
 
     inputs = ("label",)
+    label_kind = "multilabel"
+    per_output = ("pos_weight",)
 
     def __init__(self, pos_weight: list[float] | None = None):
         super().__init__()
@@ -338,6 +406,8 @@ class CrossEntropy(Loss):
     """
 
     inputs = ("label",)
+    label_kind = "classes"
+    per_output = ("weight",)
 
     def __init__(self, label_smoothing: float = 0.0, weight: list[float] | None = None):
         super().__init__()
@@ -366,6 +436,11 @@ class BCE(Loss):
     Unlike ``masked_bce`` no label is left out (BenchX's classification and segmentation protocols).
     """
 
+    @classmethod
+    def reads(cls, args: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+        target = args.get("target", "label")
+        return (target,), "multilabel" if target == "label" else None
+
     def __init__(self, target: str = "label"):
         super().__init__()
         if not target:
@@ -390,6 +465,10 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 class BCEDice(Loss):
     """``BCE(logits, mask) + dice_weight · (1 − soft Dice)`` for ``(B, K, H, W)`` mask logits and {0, 1} targets in
     ``batch[target]`` (default "mask"); :func:`soft_dice_loss` with ``eps``."""
+
+    @classmethod
+    def reads(cls, args: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+        return (args.get("target", "mask"),), None
 
     def __init__(self, target: str = "mask", dice_weight: float = 1.0, eps: float = 1.0):
         super().__init__()

@@ -250,6 +250,7 @@ class LOOKLoss(Loss):
     """
 
     inputs = ("label",)
+    label_kind = "classes"
 
     def __init__(self, k: int = 20, temperature: float = 0.1, bank_size: int = 1024, dim: int | None = None):
         super().__init__()

@@ -57,3 +57,77 @@ def test_segmentation_stops_on_a_non_finite_loss_and_saves_nothing(tmp_path, mon
     with pytest.raises(FloatingPointError, match=r"loss is not finite \(nan\) at epoch 1, step 1; nothing saved"):
         run_task(None, data={**SEG, "output_dir": str(tmp_path / "run")})
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "summary.json").exists()
+
+
+DEMO, PT = "pipelines/demo/cxr_phantom_demo.yaml", "pipelines/peft_fewshot/cxr_hint_aug_tiny_cpu.yaml"
+RETINA, SEGY, BX = ("pipelines/dvpt/retina_tiny_cpu.yaml", "pipelines/segmentation/cxr_phantom_seg.yaml",
+                    "pipelines/benchx/cpu_phantoms.yaml")
+
+
+@pytest.mark.parametrize("path,overrides,match", [
+    # B7b crash: softmax CE on multi-hot labels raised a raw RuntimeError traceback at run time
+    (DEMO, ["loss.name=cross_entropy"], r"loss\.name: loss 'cross_entropy' takes class indices \(B,\); "
+                                        r"finetune_multilabel feeds multi-hot labels"),
+    (DEMO, ["loss.name=bce_dice"], r"loss 'bce_dice' reads batch \['mask'\], which finetune_multilabel does not feed"),
+    (DEMO, ["loss.name=bce", "loss.args.target=nosuchkey"], r"reads batch \['nosuchkey'\]"),
+    (DEMO, ["loss.name=look"], r"loss 'look' takes class indices"),
+    (DEMO, ["loss.args.pos_weight=[1,2]"], r"loss\.args\.pos_weight: 2 values for a run with 7 outputs"),
+    # B7b unclear: 'medvit run: error: label' after the data was built
+    (SEGY, ["loss.name=masked_bce"], r"loss 'masked_bce' reads batch \['label'\], which finetune_segmentation does "
+                                     r"not feed \(its batch: \['mask'\]\)"),
+    (SEGY, ["loss.name=cross_entropy"], r"loss 'cross_entropy' reads batch \['label'\]"),
+    (SEGY, ["loss.name=bce_dice", "loss.args.target=label"], r"reads batch \['label'\]"),
+    (PT, ["loss.name=cross_entropy"], r"takes class indices \(B,\); prompt_tune \(multilabel\) feeds multi-hot"),
+    (PT, ["loss.args.pos_weight=[1]"], r"loss\.args\.pos_weight: 1 values for a run with 7 outputs"),
+    (RETINA, ["loss.name=masked_bce"], r"takes multi-hot labels \(B, K\); prompt_tune \(ordinal\) feeds class"),
+    (RETINA, ["loss.name=cross_entropy", "loss.args.weight=[1,1]"], r"loss\.args\.weight: 2 values for a run with 5 "
+                                                                    r"outputs"),
+    # B7c: BenchX protocols
+    (BX, ["protocols.classification.loss.name=bce_dice"], r"protocols\.classification\.loss\.name: loss 'bce_dice' "
+                                                          r"reads batch \['mask'\]"),
+    (BX, ["protocols.segmentation.loss.name=cross_entropy"], r"protocols\.segmentation\.loss\.name: .*\['label'\]"),
+    (BX, ["protocols.retrieval.loss.name=bce"], r"protocols\.retrieval\.loss: the retrieval protocol trains with its "
+                                                r"own objective and takes no loss"),
+    (BX, ["protocols.report_generation.loss.name=bce"], r"protocols\.report_generation\.loss: .* takes no loss"),
+    (BX, ["protocols.segmentation.loss.name=bce_dice", "protocols.segmentation.loss.args.dice_weight=.nan"],
+     r"loss\.args\.dice_weight must be a finite number"),
+    (BX, ["protocols.classification.loss.args.bogus=1"], r"protocols\.classification\.loss\.name: not given, and "
+                                                         r"the classification protocol's default loss depends on"),
+])
+def test_dry_run_refuses_a_loss_the_task_cannot_feed(path, overrides, match):
+    """B7 / B7b / B7c: these passed `--dry-run` and crashed, failed unclearly or trained wrongly at run time."""
+    from medvit.tasks import build_config
+
+    with pytest.raises(ValueError, match=match):
+        build_config(path, overrides)
+
+
+@pytest.mark.parametrize("path,overrides,name,args", [
+    (SEGY, ["loss.args.dice_weight=2"], "bce_dice", {"dice_weight": 2.0}),
+    (RETINA, ["loss.args.label_smoothing=0.1"], "cross_entropy", {"label_smoothing": 0.1}),
+    (PT, ["loss.args.pos_weight=[1,1,1,1,1,1,1]"], "masked_bce", {"pos_weight": [1.0] * 7}),
+    (DEMO, [], "masked_bce", {}),
+])
+def test_loss_args_without_a_name_tune_the_tasks_default_loss(path, overrides, name, args):
+    """B8: `loss.args.X` alone meant masked_bce in every task ('masked_bce takes no argument dice_weight')."""
+    from medvit.tasks import build_config
+
+    _, cfg = build_config(path, overrides)
+    assert (cfg.loss.name, cfg.loss.args) == (name, args)
+
+
+def test_benchx_segmentation_loss_args_alone_name_the_protocol_default():
+    from medvit.tasks import build_config
+
+    with pytest.raises(ValueError, match=r"loss 'bce' takes no argument 'dice_weight'.*this task's default loss is "
+                                         r"'bce'"):
+        build_config(BX, ["protocols.segmentation.loss.args.dice_weight=2"])
+    _, cfg = build_config(BX, ["protocols.segmentation.loss.args.target=mask"])
+    assert cfg.protocol("segmentation", None).loss.name == "bce"
+
+
+def test_dry_run_cli_refuses_cross_entropy_on_multilabel(capsys):
+    from medvit.cli.main import main
+
+    assert main(["run", "--dry-run", DEMO, "loss.name=cross_entropy"]) == 2
+    assert "loss 'cross_entropy' takes class indices" in capsys.readouterr().err
