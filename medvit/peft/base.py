@@ -146,6 +146,21 @@ def backbone_param_count(model: nn.Module) -> int:
     return count_params(model) - (count_params(head) if isinstance(head, nn.Module) else 0)
 
 
+def _weights_sha256(base_weights: str | None) -> str | None:
+    """SHA-256 of the file ``base_weights`` names (run folder, checkpoint dir or file); None for a weight tag or
+    nothing. Recorded so :func:`medvit.peft.checkpoint.load_adapter` follows the path only to the same bytes."""
+    if not base_weights:
+        return None
+    from medvit.io.hashing import cached_sha256_file
+    from medvit.models.mae_convert import resolve_encoder_file
+
+    try:
+        f = resolve_encoder_file(base_weights)
+    except FileNotFoundError:
+        return None
+    return cached_sha256_file(f) if f is not None else None
+
+
 def apply_peft(
     model: nn.Module,
     method: str,
@@ -159,7 +174,8 @@ def apply_peft(
         model: a medvit backbone (``create_model``), with the task head already sized.
         method: registered method name (``medvit list peft``).
         config: the method's config (dataclass or mapping); None takes the defaults.
-        base_weights / base_weights_sha256: provenance recorded in adapter checkpoints.
+        base_weights / base_weights_sha256: provenance recorded in adapter checkpoints (the SHA-256 of the file
+            ``base_weights`` names is computed when not given).
     Returns:
         the model with exactly the method's parameters (plus head / ``extra_trainable``) requiring
         grad, and ``peft_info`` set.
@@ -190,7 +206,7 @@ def apply_peft(
     derived = list(derived_fn()) if callable(derived_fn) else []
     if any(id(t) in trainable_ids for _, t in derived):
         raise RuntimeError(f"PEFT method {method!r}: a derived (rebuilt-at-load) tensor is trainable")
-    sha = base_weights_sha256 or getattr(model, "checkpoint_sha256", None)
+    sha = base_weights_sha256 or getattr(model, "checkpoint_sha256", None) or _weights_sha256(base_weights)
     out.peft_info = PeftInfo(
         method=method,
         config=cfg,

@@ -132,12 +132,14 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
     Args:
         path: adapter directory written by :func:`save_adapter`.
         base_model: the untouched base (with a head of the right size); None rebuilds it from the
-            architecture and the encoder weights named in the adapter config (the checksum then tells
-            whether they are still the same).
+            architecture and the encoder weights named in the adapter config (a registered weight tag, or a path
+            followed only when ``base.weights_sha256`` is recorded and matches: the file is hashed before it is
+            parsed).
         check_base: verify the frozen base tensors' sha256 against the one saved (recommended).
     Raises:
-        AdapterError: the base differs from the one the adapter was trained on, or tensors are
-            missing / unexpected / mis-shaped.
+        AdapterError: the base differs from the one the adapter was trained on, its weights path has no recorded
+            checksum, the config has a wrong-typed value (file and key named), or tensors are missing / unexpected /
+            mis-shaped.
     """
     from medvit.models.checkpoint import read_safetensors
 
@@ -158,7 +160,12 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
         except FileNotFoundError as e:
             raise AdapterError(f"{p}: the base weights {base['weights']!r} recorded by the adapter are not found "
                                f"({e}); put them back or pass base_model") from e
-        if wfile is not None and base.get("weights_sha256") and sha256_file(wfile) != base["weights_sha256"]:
+        if wfile is not None and not base.get("weights_sha256"):  # a path read from the config: followed only
+            # to the bytes it was trained on (the file is hashed before any reader parses it)
+            raise AdapterError(f"{p / ADAPTER_CONFIG}: key 'base.weights' names the file {wfile}, but "
+                               "'base.weights_sha256' is not recorded: a weights path read from an adapter config "
+                               "is followed only with its checksum; pass base_model (the base you trust)")
+        if wfile is not None and sha256_file(wfile) != base["weights_sha256"]:
             raise AdapterError(f"{p}: the base weights file {wfile} has changed since the adapter was trained "
                                f"(sha256 {sha256_file(wfile)[:12]}… vs recorded {base['weights_sha256'][:12]}…)")
         # encoder weights only (an MAE run folder, a checkpoint with another head...): the head is in the adapter

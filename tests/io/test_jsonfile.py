@@ -192,3 +192,24 @@ def test_wrong_types_one_level_down_name_file_and_key(tmp_path, name, edit, reas
     (tmp_path / name).write_text(json.dumps(doc))
     with pytest.raises(err, match=rf"{name}: {reason}"):
         call(tmp_path)
+
+
+def test_adapter_base_weights_path_is_followed_only_with_its_checksum(tmp_path):
+    """breaker B19: ``base.weights`` read from adapter_config.json was opened as a path (``/etc/hostname`` ->
+    "is not a readable safetensors file"); the checksum was checked only when the same file recorded one."""
+    import json
+
+    from medvit.peft.checkpoint import FORMAT, AdapterError, load_adapter
+
+    target = tmp_path / "elsewhere.safetensors"
+    target.write_bytes(b"not weights")
+    base = {"architecture": "vit_tiny_patch16_224", "weights": str(target)}
+    doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": base, "tensors": {}}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: key 'base\.weights' names the file .*"
+                                           r"elsewhere\.safetensors, but 'base\.weights_sha256' is not recorded"):
+        load_adapter(tmp_path)
+    base["weights_sha256"] = "0" * 64
+    (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
+    with pytest.raises(AdapterError, match=r"has changed since the adapter was trained"):
+        load_adapter(tmp_path)
