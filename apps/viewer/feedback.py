@@ -39,7 +39,8 @@ def load(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         return {"format": FORMAT, "study": "", "entries": []}
     try:
-        doc = read_json(p, format_id=FORMAT)
+        doc = read_json(p, format_id=FORMAT, nonfinite_ok=("entries",))  # a NaN probability saved by the viewer
+        # (json.dumps writes NaN) must not lock a reader out of their earlier verdicts
     except ValueError as e:
         raise ValueError(f"feedback file {e}; move it aside to start a new one") from None
     if not isinstance(doc.get("entries"), list):

@@ -213,3 +213,16 @@ def test_adapter_base_weights_path_is_followed_only_with_its_checksum(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
     with pytest.raises(AdapterError, match=r"has changed since the adapter was trained"):
         load_adapter(tmp_path)
+
+
+def test_viewer_feedback_with_a_nan_probability_still_loads(tmp_path):
+    """The strict reader must not lock a reader out of saved verdicts: the viewer writes entries with json.dumps,
+    which writes NaN for a NaN probability (a model with NaN weights)."""
+    from apps.viewer import feedback
+
+    entry = {"instance": "1.2.3", "frame": 0, "model": {"sha256": "x"},
+             "findings": [{"finding": "A", "probability": float("nan"), "verdict": None}]}
+    path = feedback.save(tmp_path, "study", entry)
+    assert "NaN" in path.read_text()
+    feedback.save(tmp_path, "study", dict(entry, frame=1))  # reads the file back, adds the second entry
+    assert [e["frame"] for e in feedback.load(path)["entries"]] == [0, 1]
