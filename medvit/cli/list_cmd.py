@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "metric, transform; singular or plural); default: all. Weight tags say whether their file is "
                    "present")
     p.add_argument("name", nargs="?", help="with kind task: that task's config keys, types, defaults and what "
-                   "each does (the text validation errors quote)")
+                   "each does (the text validation errors quote); with kind loss: that loss's args and ranges")
     p.set_defaults(func=run)
 
 
@@ -20,9 +20,14 @@ def run(args: argparse.Namespace) -> int:
     from medvit.registry import REGISTRY
 
     if args.name:
+        if args.kind in ("loss", "losses"):
+            from medvit.train.losses import describe_loss
+
+            print(describe_loss(args.name))  # noqa: T201
+            return 0
         if args.kind != "task":
-            raise SystemExit(f"medvit list {args.kind} NAME: only tasks have documented configs (medvit list task "
-                             "NAME)")
+            raise SystemExit(f"medvit list {args.kind} NAME: only tasks and losses are documented (medvit list task "
+                             "NAME, medvit list loss NAME)")
         from medvit.config import format_fields
 
         spec = REGISTRY.get("task", args.name)

@@ -259,6 +259,40 @@ def check_loss(name: str, args: dict[str, Any]) -> type:
     return cls
 
 
+def describe_loss(name: str) -> str:
+    """Text of ``medvit list loss NAME``: the loss's description and docstring (its value ranges), its arguments
+    (YAML ``loss.args``) with types and defaults, the batch keys and label kind it reads, and which arguments hold
+    one value per output. ``ValueError`` naming ``loss.name`` for an unknown loss."""
+    import typing
+
+    try:
+        entry = REGISTRY.entry("loss", name)
+    except KeyError as e:
+        raise ValueError(f"loss.name: {e.args[0]}") from None
+    cls = entry.obj
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: show the raw ones
+        hints = {}
+    lines = [f"loss {name}: {entry.description.strip()}", "", inspect.cleandoc(cls.__doc__ or ""), "",
+             "args (YAML loss.args):"]
+    params = [p for k, p in inspect.signature(cls.__init__).parameters.items()
+              if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for p in params:
+        tp = hints.get(p.name, p.annotation)
+        tp = getattr(tp, "__name__", None) if isinstance(tp, type) else str(tp).replace("typing.", "")
+        default = "required" if p.default is p.empty else f"default {p.default!r}"
+        lines.append(f"  {p.name}: {tp} ({default})")
+    if not params:
+        lines.append("  none")
+    keys, kind = cls.reads({})
+    lines.append(f"reads batch: {list(keys) or 'only the model output'}"
+                 + (f"; label: {LABEL_KINDS[kind]}" if kind else ""))
+    if cls.per_output:
+        lines.append(f"one value per model output: {', '.join(cls.per_output)}")
+    return "\n".join(lines)
+
+
 def build_loss(spec: LossSpec | dict[str, Any] | str) -> Loss:
     """Instantiate a registered loss from a :class:`LossSpec`, a ``{name, args}`` mapping or a bare name."""
     if isinstance(spec, str):
@@ -372,7 +406,7 @@ class MaskedBCE(Loss):
 
     Output ``(B, K)`` logits (a ``(cls, dist)`` pair is averaged); batch ``label`` ``(B, K)`` in {0, 1} and
     optional ``label_mask`` ``(B, K)`` bool (absent = all known). ``pos_weight``: per-label positive weight
-    (``torch.nn.BCEWithLogitsLoss``), a list of K numbers or None.
+    (``torch.nn.BCEWithLogitsLoss``), a list of K finite numbers >= 0 or None.
     """
 
     inputs = ("label",)
@@ -402,7 +436,7 @@ class CrossEntropy(Loss):
     """Softmax cross-entropy (``torch.nn.functional.cross_entropy``).
 
     Output ``(B, K)`` logits (a ``(cls, dist)`` pair is averaged); batch ``label`` ``(B,)`` class indices.
-    ``label_smoothing`` in [0, 1); ``weight``: per-class weights (K numbers) or None.
+    ``label_smoothing`` in [0, 1); ``weight``: per-class weights (K finite numbers >= 0) or None.
     """
 
     inputs = ("label",)
@@ -464,7 +498,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
                description="segmentation: per-pixel BCE-with-logits + soft Dice (V-Net) on batch 'mask'")
 class BCEDice(Loss):
     """``BCE(logits, mask) + dice_weight · (1 − soft Dice)`` for ``(B, K, H, W)`` mask logits and {0, 1} targets in
-    ``batch[target]`` (default "mask"); :func:`soft_dice_loss` with ``eps``."""
+    ``batch[target]`` (default "mask"); :func:`soft_dice_loss` with ``eps``. Ranges: ``dice_weight`` >= 0, ``eps`` > 0
+    (finite numbers)."""
 
     @classmethod
     def reads(cls, args: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:

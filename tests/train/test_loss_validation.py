@@ -131,3 +131,19 @@ def test_dry_run_cli_refuses_cross_entropy_on_multilabel(capsys):
 
     assert main(["run", "--dry-run", DEMO, "loss.name=cross_entropy"]) == 2
     assert "loss 'cross_entropy' takes class indices" in capsys.readouterr().err
+
+
+def test_list_loss_name_documents_its_args_and_ranges(capsys):
+    """B18: every loss error points to `medvit list loss`, which refused a NAME ('only tasks have documented
+    configs')."""
+    from medvit.cli.main import main
+
+    assert main(["list", "loss", "bce_dice"]) == 0
+    out = capsys.readouterr().out
+    for text in ("dice_weight: float (default 1.0)", "eps: float (default 1.0)", "target: str (default 'mask')",
+                 "dice_weight`` >= 0, ``eps`` > 0", "reads batch: ['mask']"):
+        assert text in out, text
+    assert main(["list", "loss", "masked_bce"]) == 0
+    assert "one value per model output: pos_weight" in capsys.readouterr().out
+    assert main(["list", "loss", "no_such_loss"]) == 2
+    assert "unknown loss 'no_such_loss'" in capsys.readouterr().err
