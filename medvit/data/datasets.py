@@ -27,6 +27,31 @@ def build_dataset(name: str, split: str, **kwargs: Any) -> torch.utils.data.Data
     return entry.obj(split=split, **kwargs)
 
 
+def check_dataset_args(name: str, args: dict[str, Any]) -> None:
+    """Config-time check of ``dataset_args`` for registered dataset ``name`` (``medvit run --dry-run``):
+    ``ValueError`` naming ``dataset_args.<key>``. A dataset registering ``check_args`` (meta, a callable on the
+    mapping) checks itself; otherwise a key the builder's signature does not take is refused (builders taking
+    ``**kwargs`` without ``check_args``: not checked here, the run checks)."""
+    import inspect
+
+    from medvit.registry import did_you_mean
+
+    entry = REGISTRY.entry("dataset", name)
+    check = entry.meta.get("check_args")
+    if callable(check):
+        check(args)
+        return
+    params = inspect.signature(entry.obj).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k in params if k != "split"]
+    for k in args:
+        if k not in known:
+            hint = did_you_mean(k, known)
+            raise ValueError(f"dataset_args.{k}: dataset {name!r} takes no argument {k!r}"
+                             f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
+
+
 def dataset_normalization(name: str, in_chans: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Default (mean, std) per channel for dataset ``name`` (applied after [0, 1] scaling), ``in_chans`` long.
 

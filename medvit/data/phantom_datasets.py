@@ -18,11 +18,11 @@ import torch
 
 from medvit.data.datasets import ItemDataset, check_split, to_chw
 from medvit.data.own import inside
-from medvit.data.phantom_common import patient_meta, plan_patients
+from medvit.data.phantom_common import Difficulty, patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
 from medvit.io.jsonfile import json_type_name, read_json
-from medvit.registry import register
+from medvit.registry import did_you_mean, register
 
 _SPLITS = ("train", "val", "test", "all")
 
@@ -179,10 +179,39 @@ def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed
                           image_size=224 if image_size is None else image_size, **kw)
 
 
+def check_phantom_args(kind: str, args: dict[str, Any]) -> None:
+    """Config-time check of a phantom dataset's ``dataset_args`` (``medvit run --dry-run``, via the registry meta
+    ``check_args``): ``ValueError`` naming ``dataset_args.<key>`` for a key neither the in-memory generator nor a
+    synth folder (``root``) takes, and for a calibration knob outside its range (:class:`Difficulty`)."""
+    import dataclasses
+    import inspect
+
+    def params(fn: Any) -> set[str]:
+        return {k for k, p in inspect.signature(fn).parameters.items()
+                if k not in ("self", "kind", "split") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    gen = ChestPhantomGenerator if kind == "cxr" else RetinaPhantomGenerator
+    known = ({"root"} | params(PhantomFolderDataset.__init__) if args.get("root") is not None
+             else {"root"} | params(PhantomDataset.__init__) | params(gen.__init__))
+    for k in args:
+        if k not in known:
+            hint = did_you_mean(k, known)
+            where = "a synth folder (root)" if args.get("root") is not None else "in-memory phantoms"
+            raise ValueError(f"dataset_args.{k}: {kind}_phantom takes no argument {k!r} for {where}"
+                             f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
+    knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
+    if knobs:
+        try:
+            Difficulty(**knobs)
+        except ValueError as e:
+            raise ValueError(f"dataset_args: {e}") from None
+
+
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
 @register("dataset", "cxr_phantom", mean=(0.524,), std=(0.290,), label_names=list(CXR_LABELS), task="multilabel",
-          in_chans=1, description="Synthetic chest X-ray phantoms (7 findings, masks, reports); in memory or "
-          "from a `medvit data synth` folder")
+          in_chans=1, check_args=lambda args: check_phantom_args("cxr", args),
+          description="Synthetic chest X-ray phantoms (7 findings, masks, reports); in memory or from a `medvit "
+          "data synth` folder")
 def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None, seed: int | None = None,
                 image_size: int | None = None, **kw: Any) -> ItemDataset:
     """Chest X-ray phantoms: ``root=DIR`` (synth folder) or in memory ``n=, seed=, image_size=``."""
@@ -192,6 +221,7 @@ def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | N
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
 @register("dataset", "retina_phantom", mean=(0.382,), std=(0.306,), class_names=list(AMD_STAGES),
           label_names=list(RETINA_BIOMARKERS), task="multiclass", in_chans=1,
+          check_args=lambda args: check_phantom_args("retina", args),
           description="Synthetic foveal OCT B-scans: AMD stage (5), referral (3), 7 biomarkers, masks, reports")
 def retina_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None,
                    seed: int | None = None, image_size: int | None = None, **kw: Any) -> ItemDataset:

@@ -32,6 +32,14 @@ def build_config(path: str | Path | None, overrides: list[str], data: dict | Non
             REGISTRY.entry("dataset", ds)
         except KeyError as e:
             raise ConfigError(f"dataset: {e.args[0]}") from None
+        dargs = getattr(cfg, "dataset_args", None)
+        if isinstance(dargs, dict):
+            from medvit.data.datasets import check_dataset_args
+
+            try:
+                check_dataset_args(ds, dargs)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(str(e)) from None
     check_loss_values(cfg)
     return spec, cfg
 
