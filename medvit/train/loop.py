@@ -318,6 +318,10 @@ class Trainer:
                         find_unused_parameters=self.find_unused)
         model.train()
         stop = min(self.total_steps, cfg.stop_at_step or self.total_steps)
+        if ckpt is not None and step < stop and self._patience_spent():  # resuming a run that stopped early
+            self.stopped_early, stop = True, step
+            logger.info("%s: the run had stopped early (%s did not improve in %d evaluations); nothing to train",
+                        ckpt, self.select_metric, cfg.early_stop_patience)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         # modules that follow training progress (e.g. EViT's keep-rate warm-up): on_train_step(step, total_steps)
         # (also the modules of a step_fn that is an nn.Module, e.g. a loss's class-weight schedule)

@@ -134,3 +134,29 @@ def test_worker_processes_do_not_change_the_run(tmp_path):
     a = Trainer(_model(), _cfg(tmp_path / "a", steps=3), ds, _step, transform=_flip).fit()
     b = Trainer(_model(), _cfg(tmp_path / "b", steps=3, num_workers=2), ds, _step, transform=_flip).fit()
     assert a.losses == b.losses
+
+
+def test_resuming_an_early_stopped_run_trains_no_more(tmp_path):
+    """Breaker s32 B17: resume='auto' on a finished early-stopped run trained two more steps and stopped again (new
+    checkpoint, summary steps changed). It is finished: nothing to train, best weights restored, no new
+    checkpoint."""
+    from safetensors.torch import load_file
+
+    ds = SyntheticCXR(n=16)
+
+    def evaluate_from(scores):
+        it = iter(scores)
+        return lambda model: {"val_auroc": next(it)}
+
+    cfg = dict(steps=8, eval_every=1, early_stop_patience=2)
+    first = Trainer(_model(), _cfg(tmp_path, **cfg), ds, _step, evaluate=evaluate_from([0.5, 0.9, 0.4, 0.3]),
+                    select_metric="val_auroc").fit()
+    assert first.stopped_early and first.steps == 4 and first.finished
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    model = _model()
+    again = Trainer(model, _cfg(tmp_path, resume="auto", **cfg), ds, _step, evaluate=evaluate_from([]),
+                    select_metric="val_auroc").fit()  # an evaluation would raise StopIteration
+    assert again.stopped_early and again.finished and again.steps == 4 and again.losses == []
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ckpts
+    best = load_file(str(tmp_path / "best" / "model.safetensors"))
+    assert all(torch.equal(model.state_dict()[k], best[k]) for k in best)
