@@ -322,6 +322,9 @@ def run_classification(method: MethodSpec, data: CellData, proto: ProtocolConfig
 
     k = len(data.label_names)
     num_out = k if data.problem == "multilabel" else max(2, k)
+    if proto.loss is not None and proto.loss.name:  # the label kind is known now (the config check could not)
+        proto.loss.check(None, LossFeed(("image", "label"), "multilabel" if data.problem == "multilabel" else
+                                        "classes", num_out, where=f"the classification protocol ({data.problem})"))
     torch.manual_seed(seed)
     model = _peft(build_backbone(method, data, num_out), method, proto)
     # the pretrained encoder gets lr × encoder_lr_mult; a PEFT method's new parameters train at the full LR

@@ -4,6 +4,7 @@ naming the key and the reason; a non-finite loss never ends in a saved model."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from medvit.config import ConfigError
 
@@ -147,3 +148,17 @@ def test_list_loss_name_documents_its_args_and_ranges(capsys):
     assert "one value per model output: pos_weight" in capsys.readouterr().out
     assert main(["list", "loss", "no_such_loss"]) == 2
     assert "unknown loss 'no_such_loss'" in capsys.readouterr().err
+
+
+def test_benchx_classification_checks_the_loss_once_the_label_kind_is_known(tmp_path):
+    """B7c: the classification protocol's problem (multi-label or not) is known only from the data; a multi-hot
+    loss on class indices is refused naming the loss before any training (was a torch shape error)."""
+    from medvit.config import from_dict
+    from medvit.tasks.benchx_protocols import CellData, MethodSpec, ProtocolConfig, run_classification
+
+    item = {"image": torch.zeros(1, 32, 32), "label": torch.tensor(1)}
+    data = CellData([item] * 4, [item] * 2, [item] * 2, ["a", "b", "c"], "multiclass", image_size=32)
+    proto = from_dict(ProtocolConfig, {"loss": {"name": "masked_bce"}})
+    with pytest.raises(ConfigError, match=r"loss 'masked_bce' takes multi-hot labels \(B, K\); the classification "
+                                          r"protocol \(multiclass\) feeds class indices"):
+        run_classification(MethodSpec(), data, proto, 0, tmp_path)
