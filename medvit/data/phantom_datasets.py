@@ -191,13 +191,12 @@ def check_phantom_args(kind: str, args: dict[str, Any]) -> None:
                 if k not in ("self", "kind", "split") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
     gen = ChestPhantomGenerator if kind == "cxr" else RetinaPhantomGenerator
-    known = ({"root"} | params(PhantomFolderDataset.__init__) if args.get("root") is not None
-             else {"root"} | params(PhantomDataset.__init__) | params(gen.__init__))
+    # either mode's arguments (root + n is the builder's own run-time refusal: a preset's n may be overridden)
+    known = {"root"} | params(PhantomFolderDataset.__init__) | params(PhantomDataset.__init__) | params(gen.__init__)
     for k in args:
         if k not in known:
             hint = did_you_mean(k, known)
-            where = "a synth folder (root)" if args.get("root") is not None else "in-memory phantoms"
-            raise ValueError(f"dataset_args.{k}: {kind}_phantom takes no argument {k!r} for {where}"
+            raise ValueError(f"dataset_args.{k}: {kind}_phantom takes no argument {k!r}"
                              f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
     knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
     if knobs:

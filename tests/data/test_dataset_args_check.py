@@ -9,8 +9,8 @@ RETINA = "pipelines/dvpt/retina_tiny_cpu.yaml"
 
 
 @pytest.mark.parametrize("override,match", [
-    ("dataset_args.lesionsize=2", r"dataset_args\.lesionsize: retina_phantom takes no argument 'lesionsize' for "
-                                  r"in-memory phantoms; did you mean 'lesion_size'"),
+    ("dataset_args.lesionsize=2", r"dataset_args\.lesionsize: retina_phantom takes no argument 'lesionsize'; "
+                                  r"did you mean 'lesion_size'"),
     ("dataset_args.nosuchknob=1", r"dataset_args\.nosuchknob: retina_phantom takes no argument"),
     ("dataset_args.lesion_size=-1", r"dataset_args: phantom knob lesion_size=-1 is outside \(0\.0, 4\.0\]"),
     ("dataset_args.lesion_size=.nan", r"phantom knob lesion_size=nan is outside"),
@@ -32,8 +32,7 @@ def test_valid_dataset_args_and_plain_builders():
     _, cfg = build_config(RETINA, ["dataset_args.lesion_size=4"])
     assert cfg.dataset_args["lesion_size"] == 4
     build_config("pipelines/demo/cxr_phantom_demo.yaml", ["dataset_args.prevalence=0.3"])
-    with pytest.raises(ValueError, match=r"dataset_args\.bogus: cxr_phantom takes no argument 'bogus' for a synth "
-                                         r"folder \(root\)"):
+    with pytest.raises(ValueError, match=r"dataset_args\.bogus: cxr_phantom takes no argument 'bogus'"):
         check_dataset_args("cxr_phantom", {"root": "/nonexistent", "bogus": 1})
 
 
