@@ -210,7 +210,7 @@ def verdict(res: dict[int, dict]) -> str:
 
 
 def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, cmd: str, name: str,
-           lm_label: str, overrides: list[str]) -> None:
+           lm_label: str, overrides: list[str], note: str = "") -> None:
     rows = {}
     keys = ["f1_without_expert", "f1_with_expert", "f1_expert_alone", "f1_majority", "expert_call_rate",
             "unparseable_without", "unparseable_with", "vqa_exact_match", "report_BLEU_4", "report_ROUGE_L",
@@ -234,7 +234,7 @@ def report(res: dict[int, dict], tim: dict | None, cpu_s: float, wall_s: float, 
                     ("f1_with_expert", "VLM with CXR expert in the loop"), ("f1_expert_alone", "CXR expert alone")):
         m, s = rows[k]
         lines.append(f"| {arm} | {m:.3f} ± {s:.3f} |")
-    lines += ["", verdict(res), ""]
+    lines += ["", verdict(res), ""] + ([note, ""] if note else [])
     m, s = rows["expert_call_rate"]
     lines += ["", f"Expert call rate (with-expert arm): {m:.2f} ± {s:.2f}; unparseable answers without / with: "
               f"{rows['unparseable_without'][0]:.1f} / {rows['unparseable_with'][0]:.1f} per seed.", ""]
@@ -314,9 +314,11 @@ def main() -> int:
     ap.add_argument("--name", default="vila_m3_phantoms", help="results file stem")
     ap.add_argument("--lm-label", default="SmolLM2-135M-Instruct", help="the LM, as written in the results")
     ap.add_argument("--timing-steps", type=int, default=4)
+    ap.add_argument("--note", default="", help="a paragraph written under the verdict (how to read it)")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every seed's run")
     a = ap.parse_args()
-    cmd = "nice -n 10 .venv/bin/python benchmarks/vila_m3_phantoms.py " + " ".join(sys.argv[1:])
+    cmd = "nice -n 10 .venv/bin/python benchmarks/vila_m3_phantoms.py " + " ".join(
+        x for x in sys.argv[1:] if x not in ("--note", a.note))  # the note is printed under the verdict
     t0 = time.perf_counter()
     runs = Path(a.runs)
     if a.timing_only:  # speed only, written to its own file (run it beside the seeds)
@@ -354,7 +356,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     if a.report_only:  # the seeds' own training wall time (their evaluation not included)
         wall += sum(st.get("wall_s") or 0.0 for r in res.values() for st in r.get("stages") or [])
-    report(res, tim, cpu, wall, cmd, a.name, a.lm_label, a.overrides)
+    report(res, tim, cpu, wall, cmd, a.name, a.lm_label, a.overrides, a.note)
     print((OUT / f"{a.name}.md").read_text())
     return 0
 
