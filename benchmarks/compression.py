@@ -448,6 +448,8 @@ def e2e_more(args: argparse.Namespace) -> None:
         p["call"] = when
     log["e2e"] = e2e_summary(e["pairs"] + new, e["files"], e["dicom_size"], e["decode"], e["checkpoint"])
     log["e2e"]["calls"] = e.get("calls", [log["meta"]["date_time"]]) + [when]
+    log["meta"]["commands_e2e"] = log["meta"].get("commands_e2e", []) + [
+        "python benchmarks/compression.py " + " ".join(sys.argv[1:])]
     path.write_text(json.dumps(log, indent=2, default=float))
 
 
@@ -546,7 +548,9 @@ def write_md(log: dict, path: Path) -> None:
     lines = ["# Post-training compression on chest phantoms: test AUROC vs measured CPU images/s", "",
              "Build (each through the CPU gate, `/work/cpu.sh`): "
              + "; ".join(f"`{c}`" for c in m["commands_build"])
-             + f". Timing, one gate call (`/work/cpu.sh -n {m['threads_time']}`): `{m['command_time']}`.  ",
+             + f". Timing, one gate call (`/work/cpu.sh -n {m['threads_time']}`): `{m['command_time']}`"
+             + "".join(f"; then `{c}`" for c in m.get("commands_e2e", [])) + ".  "
+             + (f"{m['gate']}  " if m.get("gate") else ""),
              f"Build {m['build_s'] / 60:.0f} min wall over {len(m['load_build'])} calls (load average start → end: "
              + ", ".join(f"{a[0]:.1f} → {b[0]:.1f}" for a, b in m["load_build"])
              + f"); timing {m['date_time']}, {m['time_s'] / 60:.1f} min wall, load average "
@@ -654,6 +658,19 @@ def write_md(log: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def b16_val_trace(m: dict) -> str:
+    """' (val mean AUROC a / b / … at each evaluation)' from the ViT-B/16 run's log.csv, when it is on this machine."""
+    import csv
+
+    f = Path(m.get("b16", "")).parent / "seed_0" / "log.csv"
+    if not m.get("b16") or not f.is_file():
+        return ""
+    with f.open() as fh:
+        ev = [r for r in csv.DictReader(fh) if r["kind"] == "eval"]
+    return (" (val mean AUROC at each epoch: " + " / ".join(f"{float(r['val_mean_auroc']):.3f}" for r in ev)
+            + "; the best is kept)") if ev else ""
+
+
 def b16_note(m: dict) -> str:
     """How the ViT-B/16 was trained (from its summary.json, see build)."""
     b = m.get("b16_training") or {}
@@ -661,8 +678,12 @@ def b16_note(m: dict) -> str:
         return "ViT-B/16: not built."
     ft = m["args"].get("b16_ft_epochs", "—")
     if b.get("trained_steps") is None:
-        return (f"ViT-B/16: the full 10-epoch preset (bf16 autocast); its NViT row was fine-tuned with distillation "
-                f"for {ft} epoch(s).")
+        return ("ViT-B/16 (session 32): the full 10-epoch preset `pipelines/compress/vit_b16_cxr_phantom.yaml` (490 "
+                "steps, bf16 autocast, 1 thread), run in three resumable gate chunks: `medvit run "
+                "pipelines/compress/vit_b16_cxr_phantom.yaml train.stop_at_step=150`, then `... "
+                "train.stop_at_step=320 train.resume=auto train.ckpt_every=25`, then `... train.resume=auto "
+                f"train.ckpt_every=25`{b16_val_trace(m)}. Its NViT row was fine-tuned with distillation for {ft} "
+                "epoch(s) (bf16 autocast).")
     return (f"ViT-B/16 (session 32, `pipelines/compress/vit_b16_cxr_phantom.yaml`, bf16 autocast, resumable gate "
             f"chunks with `train.stop_at_step` / `train.resume=auto`): only {b['trained_steps']} of the "
             f"{b['planned_steps']} planned steps ran (the shared CPU gate's queue left no time for the rest), so it is "
