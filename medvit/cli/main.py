@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `medvit dicom info FILE | head`: the reader left; not an error of ours
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports it
-    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError) as e:
+    except (ValueError, KeyError, FileNotFoundError, TypeError, RuntimeError, FloatingPointError) as e:
         if isinstance(e, RuntimeError):  # MONAI wraps a data item's error: report the item's own message
             e = _data_item_error(e)
         if e is None or args.verbose >= 2:

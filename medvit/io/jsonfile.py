@@ -81,10 +81,16 @@ def parse_json(text: str, source: str, *, error: Callable[[str], Exception] = Va
         seen.append(name)
         return float(name)
 
+    def number(literal: str) -> float:  # 1e999 is valid JSON syntax but overflows to inf: as non-finite as Infinity
+        v = float(literal)
+        if not math.isfinite(v):
+            seen.append(literal)
+        return v
+
     if text.startswith("\ufeff"):  # UTF-8 byte-order mark (already dropped by read_json's utf-8-sig decoding)
         text = text[1:]
     try:
-        doc = json.loads(text, parse_constant=constant)
+        doc = json.loads(text, parse_constant=constant, parse_float=number)
     except json.JSONDecodeError as e:
         raise error(f"{source}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
     except RecursionError:

@@ -79,3 +79,18 @@ def test_run_unknown_task(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("task: extract_feature\n")
     assert main(["run", str(tmp_path / "p.yaml")]) == 2
     assert "extract_features" in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_an_error_line_not_a_traceback(monkeypatch, capsys):
+    """recheck N6: the training loops stop a diverged run (non-finite loss) with FloatingPointError before anything
+    is saved; the CLI reports it as an error (rc 2, one line naming the cause) like any other refused run."""
+    import medvit.cli.run_cmd as run_cmd
+    from medvit.cli.main import main
+
+    def diverge(args):
+        raise FloatingPointError("loss is not finite (nan) at step 3; lower train.lr")
+
+    monkeypatch.setattr(run_cmd, "run", diverge)
+    assert main(["run", "pipelines/demo/cxr_phantom_demo.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "medvit run: error: loss is not finite (nan) at step 3" in err and "Traceback" not in err

@@ -127,6 +127,16 @@ def test_non_finite_numbers_are_named_by_key_unless_the_caller_allows_them(tmp_p
     assert got["v"] == 1 and got["extra"]["best"] != got["extra"]["best"]  # NaN kept where the caller allows it
 
 
+def test_overflowing_numbers_are_as_non_finite_as_infinity():
+    """recheck N1: ``1e999`` is valid JSON syntax but float() makes it inf (an adapter "alpha": 1e999 loaded and
+    predicted NaN everywhere); it is refused like the Infinity literal, and tolerated where the caller allows it."""
+    with pytest.raises(ValueError, match=r"s: alpha is Infinity, not a finite number"):
+        parse_json('{"alpha": 1e999}', "s")
+    with pytest.raises(ValueError, match=r"s: rules\[0\]\.gt is -Infinity"):
+        parse_json('{"rules": [{"gt": -1e999}]}', "s")
+    assert parse_json('{"extra": {"x": 1e999}, "v": 1e300}', "s", nonfinite_ok=("extra",))["v"] == 1e300
+
+
 def test_special_files_and_byte_order_mark(tmp_path):
     """breaker B5 / B6: a device is reported as such (never read); a UTF-8 BOM (Windows Notepad) is accepted."""
     import os
