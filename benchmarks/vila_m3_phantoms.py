@@ -42,7 +42,7 @@ def _ms(vals: list[float | None]) -> tuple[float, float]:
 
 def train_seeds(seeds: list[int], runs: Path, parallel: int, extra: list[str], launch: bool = True) -> dict[int, dict]:
     shared = runs / "data"
-    if not (shared / "done.json").is_file():
+    if launch and not (shared / "done.json").is_file():  # report-only: never build data
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cmd = [sys.executable, "-c", "import sys; from medvit.tasks import build_config; from medvit.vlm.train import "
                "_mixture; from pathlib import Path; s, c = build_config(sys.argv[1], []); "
