@@ -12,7 +12,7 @@
   pickle.)
 - :func:`openvino_cached` — the optional OpenVINO CPU backend (``--compile openvino``; fp32 or bf16), converted to
   IR once per the same kind of key and loaded afterwards; measured faster than the native bf16 path on this project's
-  2-core AVX512-BF16 CPU (``benchmarks/results/infer_fastpaths.md``).
+  2-core AVX512-BF16 CPU (``benchmarks/results/infer_fastpaths_run3.md``).
 - :func:`quantize_int8_pt2e` — static int8 post-training quantisation through the PT2E flow with the x86
   Inductor quantizer (``torchao.quantization.pt2e``; activations calibrated on real input batches, per-channel
   symmetric weights), lowered by Inductor to oneDNN int8 kernels (VNNI/AMX).
