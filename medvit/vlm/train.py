@@ -342,7 +342,7 @@ def run_stages(cfg: VilaM3Config) -> tuple[VisionLanguageModel, list[dict[str, A
                "samples_per_s": res.samples_per_s, "images_per_s": res.samples_per_s * n_img,
                "precision": tcfg.precision, "wall_s": time.perf_counter() - t0, "problems": ds.problems[:20],
                "skipped": False}
-        if res.steps < res.total_steps:  # stopped early (stop_at_step): resumable, not done
+        if not res.finished:  # stopped at stop_at_step (not by early stopping): resumable, not done
             row["stopped"] = True
             rows.append(row)
             logger.info("stage %d stopped at step %d/%d; rerun to resume", sc.stage, res.steps, res.total_steps)
