@@ -4,22 +4,14 @@ throughput are judged separately."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def cb():
-    spec = importlib.util.spec_from_file_location("compression_bench", ROOT / "benchmarks" / "compression.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["compression_bench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("compression", "compression_bench")
 
 
 def _pair(whole: float, steady: float, clean: bool = True) -> dict:

@@ -3,22 +3,14 @@ and paired ratios use the clean samples. Clocks are injected (no wall-clock asse
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ct():
-    spec = importlib.util.spec_from_file_location("cpu_timing", ROOT / "benchmarks" / "cpu_timing.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["cpu_timing"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("cpu_timing", "cpu_timing")
 
 
 class FakeMachine:

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def gv():
-    spec = importlib.util.spec_from_file_location("gv_bench", ROOT / "benchmarks" / "general_vision.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("general_vision", "gv_bench")
 
 
 def _run(seed: int, vit: float, evit: float, ci: tuple[float, float]) -> dict:
