@@ -421,7 +421,8 @@ def time_phase(args: argparse.Namespace) -> None:
         speed[f"{BASE} Inductor"]["gmacs"] = next(r["gmacs"] for r in log["rows"] if r["variant"] == BASE)
     log["speed"] = speed
     rounds_s = time.time() - t_rounds
-    log["e2e"] = e2e_infer(args, work, t0)
+    log["e2e"] = carried_e2e(json.loads(Path(args.e2e_from).read_text())) if args.e2e_from else e2e_infer(
+        args, work, t0)
     log["meta"].update({"command_time": "python benchmarks/compression.py " + " ".join(sys.argv[1:]),
                         "date_time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads_time": args.threads,
                         "load_time": [load0, os.getloadavg()], "speed_batch": args.speed_batch,
@@ -433,6 +434,20 @@ def time_phase(args: argparse.Namespace) -> None:
     (out / "compression.json").write_text(json.dumps(log, indent=2, default=float))
     write_md(log, out / "compression.md")
     plot(log, out / "compression.png")
+
+
+def carried_e2e(prev: dict) -> dict:
+    """The end-to-end section of an earlier timed compression.json (``--e2e-from``: a time run that re-times the
+    variants only), with the settings it ran under — torch threads, ``--max-foreign``, its commands, its dates — so
+    that the md states those and not the new run's. Raises ValueError when that json has no e2e pairs."""
+    e, m = dict(prev.get("e2e") or {}), prev.get("meta", {})
+    if not e.get("pairs"):
+        raise ValueError("--e2e-from: that compression.json has no e2e pairs (key 'e2e.pairs')")
+    e.setdefault("threads", m["threads_time"])
+    e.setdefault("max_foreign", m.get("max_foreign"))
+    e.setdefault("commands", [m["command_time"], *m.get("commands_e2e", [])])
+    e.setdefault("calls", [m["date_time"]])
+    return e
 
 
 def e2e_more(args: argparse.Namespace) -> None:
@@ -603,18 +618,21 @@ def write_md(log: dict, path: Path) -> None:
     e = log.get("e2e")
     if e and "pairs" in e:
         e = e2e_summary(e["pairs"], e["files"], e["dicom_size"], e["decode"], e["checkpoint"]) | {
-            "calls": e.get("calls")}
+            k: e.get(k) for k in ("calls", "threads", "max_foreign", "commands") if k in e or k == "calls"}
         log["e2e"] = e
         w, st = e["whole_run"], e["after_first_batch"]
         g = [f"{p['gain']:.2f}" + ("" if p["clean"] else "*") for p in e["pairs"]]
         lines += ["", f"**`medvit infer` end to end** ({e['files']} phantom DX DICOM files {e['dicom_size']}², "
                   f"decode + preprocess + predict + CSV, batch {m['speed_batch']}, `--workers 0`, "
-                  f"`--threads {m['threads_time']}`, the Q-HyViT PTQ checkpoint `ptq_dense/model`, "
+                  f"`--threads {e.get('threads', m['threads_time'])}`, the Q-HyViT PTQ checkpoint `ptq_dense/model`, "
                   f"`--{e['decode']}-decode`; run clock and timing from run.json; {len(e['pairs'])} adjacent "
                   f"fp32/int8 pairs" + (f" in {len(e['calls'])} calls ({', '.join(e['calls'])})" if e.get("calls")
                                         else "")
                   + f", order alternating, after one warm-up run each per call, each run retaken while other processes "
-                  f"kept > {m.get('max_foreign')} core busy; {e['clean_pairs']} clean pairs used, * = disturbed):",
+                  f"kept > {e.get('max_foreign', m.get('max_foreign'))} core busy; {e['clean_pairs']} clean pairs "
+                  "used, * = disturbed" + ("; carried over from an earlier timing run, not the one above: "
+                                           + "; then ".join(f"`{c}`" for c in e["commands"]) if e.get("commands")
+                                           else "") + "):",
                   "",
                   f"- whole run: fp32 {e['median_img_s_run']['fp32']:.1f} images/s, `--precision int8` "
                   f"{e['median_img_s_run']['int8']:.1f} → **{w['median']:.2f}×** (clean pairs {w['min']:.2f}–"
@@ -781,6 +799,8 @@ def main() -> None:
     a.add_argument("--min-sample-s", type=float, default=0.6, help="batches per timed sample fill at least this")
     a.add_argument("--deadline-s", type=float, default=500,
                    help="time phase: no round starts after 60 %% of this (3 at least), no e2e pair after it (3+)")
+    a.add_argument("--e2e-from", help="time phase: no new `medvit infer` e2e pairs; carry this timed "
+                   "compression.json's e2e section (with its threads/--max-foreign/commands)")
     a.add_argument("--timed", help="report phase: re-render md/png from this timed compression.json instead")
     args = a.parse_args()
     DATA["n"] = args.n

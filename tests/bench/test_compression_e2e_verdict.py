@@ -39,3 +39,15 @@ def test_noisy_gains_around_one_are_not_separable(cb):
     noisy = [_pair(g, g) for g in (1.5, 0.8, 1.3, 0.9)]
     e = cb.e2e_summary(noisy, 8, 64, "full", "m")
     assert not e["whole_run"]["separable"] and e["whole_run"]["sign_test_p"] == 1.0
+
+
+def test_carried_e2e_keeps_the_settings_it_ran_under(cb):
+    prev = {"meta": {"threads_time": 1, "max_foreign": 1.15, "command_time": "time --threads 1",
+                     "commands_e2e": ["e2e --threads 1"], "date_time": "03:55 UTC"},
+            "e2e": {"pairs": [_pair(1.2, 2.3)], "calls": ["03:55 UTC", "03:59 UTC"]}}
+    e = cb.carried_e2e(prev)
+    assert e["threads"] == 1 and e["max_foreign"] == 1.15 and e["calls"] == ["03:55 UTC", "03:59 UTC"]
+    assert e["commands"] == ["time --threads 1", "e2e --threads 1"]
+    assert "threads" not in prev["e2e"]  # the earlier json is not changed
+    with pytest.raises(ValueError, match="e2e.pairs"):
+        cb.carried_e2e({"meta": prev["meta"], "e2e": {}})
