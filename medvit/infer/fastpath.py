@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 # the precision resolution is shared with the viewer and the VLM CXR expert (re-exported here)
+from medvit.io.jsonfile import read_json
 from medvit.nn.precision import (  # noqa: F401
     DEFAULT_PRECISION,
     PRECISIONS,
@@ -155,11 +156,12 @@ def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Te
     if pkg.is_file():
         try:
             fn = torch._inductor.aoti_load_package(str(pkg))
-            try:
-                stored = json.loads((d / "medvit_compile.json").read_text())
-                meta.update({k: stored[k] for k in (record or {}) if k in stored})
-            except (OSError, ValueError, TypeError):
-                logger.warning("%s: no readable medvit_compile.json beside the package", d)
+            if record:  # the stored values of the recorded keys (e.g. the int8 calibration) describe this package
+                try:
+                    stored = read_json(d / "medvit_compile.json")
+                    meta.update({k: stored[k] for k in record if k in stored})
+                except (OSError, ValueError):
+                    logger.warning("%s: no readable medvit_compile.json beside the package", d)
             info = CompileInfo(key, str(d), True, time.perf_counter() - t0, meta)
             logger.info("loaded compiled model %s (%.1f s)", pkg, info.seconds)
             return fn, info

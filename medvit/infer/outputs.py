@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ class Journal:
         self.dir = Path(out_dir) / STATE_DIR
         self.path = self.dir / JOURNAL
         self._f: Any = None
+        self._synced = float("-inf")  # time.monotonic() of the last fsync
 
     def check_state(self, fingerprint: dict[str, Any], overwrite: bool = False) -> bool:
         """Record ``fingerprint`` for a new run or check it against a previous one; True when resuming.
@@ -148,11 +150,9 @@ class Journal:
         record is still written and flushed to the OS at once (a killed process loses nothing); a power loss may
         lose the last ``max_lag_s`` seconds of records, which a resumed run predicts again.
         """
-        import time
-
         if self._f is not None:
             now = time.monotonic()
-            if max_lag_s > 0 and now - getattr(self, "_synced", -1e18) < max_lag_s:
+            if max_lag_s > 0 and now - self._synced < max_lag_s:
                 return
             os.fsync(self._f.fileno())
             self._synced = now

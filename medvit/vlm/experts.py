@@ -137,7 +137,7 @@ class Expert(ABC):
         Examined when present). A multi-frame image is refused too (``medvit infer`` skips those). Arrays and
         tensors carry no header: the caller vouches for them (None). A checkpoint whose contract declares no
         scope accepts everything (a warning is logged when the expert is built)."""
-        from medvit.io.rules import SelectionRules, header_of
+        from medvit.io.rules import header_of
 
         hdr = header_of(image)
         if hdr is None:
@@ -145,8 +145,8 @@ class Expert(ABC):
         axes, px = str(getattr(image, "axes", "")), getattr(image, "pixels", None)
         if "F" in axes and px is not None and px.shape[axes.index("F")] > 1:
             return f"it is a multi-frame image ({px.shape[axes.index('F')]} frames); the expert reads single images"
-        for ck, contract in self.scopes:
-            selected, _why = SelectionRules.from_contract(contract).match(hdr)
+        for (ck, contract), rules in zip(self.scopes, self._scope_rules, strict=True):
+            selected, _why = rules.match(hdr)
             if selected is None:
                 return f"it is {_describe(hdr)}, but the expert's checkpoint {ck} is for {_describe_scope(contract)}"
         return None
@@ -158,7 +158,10 @@ class Expert(ABC):
                             None, self.name, args, {"out_of_scope": reason})
 
     def _scoped_contracts(self, items: Sequence[tuple[str, Any]]) -> None:
+        from medvit.io.rules import SelectionRules
+
         self.scopes = [(ck, c) for ck, c in items if c is not None]
+        self._scope_rules = [SelectionRules.from_contract(c) for _, c in self.scopes]  # built once, not per image
         for ck, c in self.scopes:
             if not (c.modalities or c.view_positions or c.body_parts):
                 logger.warning("%s expert: checkpoint %s declares no scope (modalities, views, body parts): it will "
