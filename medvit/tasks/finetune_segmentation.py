@@ -165,14 +165,15 @@ def run(cfg: FinetuneSegmentationConfig) -> dict[str, Any]:
             idx = perm[i:i + cfg.batch_size]
             x, y = (xtr[idx] - mean) / std, ytr[idx].float()
             loss = loss_fn(model(x), {"mask": y})
-            if not torch.isfinite(loss):  # stop before NaN/inf reaches the weights: no NaN model is ever saved
-                raise FloatingPointError(f"loss is not finite ({loss.item()}) at epoch {epoch + 1}, step "
+            lv = loss.item()  # one read of the loss per step (the check and the epoch mean)
+            if not math.isfinite(lv):  # stop before NaN/inf reaches the weights: no NaN model is ever saved
+                raise FloatingPointError(f"loss is not finite ({lv}) at epoch {epoch + 1}, step "
                                          f"{i // cfg.batch_size + 1}; nothing saved: check loss.args and lower lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(loss.item())
+            losses.append(lv)
         val = _evaluate(model, *data["val"], mean, std, cfg.threshold)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": [round(float(v), 4)
                                                                                          for v in val]})

@@ -155,6 +155,7 @@ class TinyViTDistill(Loss):
         if "{seed}" in self.store_template:  # one store per run seed; replaced literally (no other format fields)
             self.store_dir, self._store = self.store_template.replace("{seed}", str(seed)), None
         _check_k(self.k, ctx.label_names)
+        teacher_sha: str | None = None
         if not (Path(self.store_dir) / META_NAME).is_file():
             if not self.teacher:
                 raise FileNotFoundError(f"loss.args.store: {self.store_dir} holds no teacher-logit store; give "
@@ -162,11 +163,13 @@ class TinyViTDistill(Loss):
             epochs = self.epochs or _epochs_needed(ctx.train, n)
             logger.info("tinyvit_kd: teacher pass over %d images x %d epochs -> %s", n, epochs, self.store_dir)
             teacher = _load_teacher(self.teacher)
-            save_teacher_logits(teacher, ctx.train_set, ctx.transform, self.store_dir, k=self.k,
-                                epochs=epochs, seed=seed, probs=self.probs, device=ctx.device,
-                                batch_size=self.batch_size, teacher_name=str(self.teacher),
-                                teacher_sha256=_teacher_sha256(self.teacher), mixup=self.mixup,
-                                cutmix=self.cutmix, mix_batch_size=self._loop_batch_size(ctx))
+            teacher_sha = _teacher_sha256(self.teacher)  # hashed once: verified below against what was written
+            # the store just written, opened (and its records checked) once: the `store` property reuses it
+            self._store = save_teacher_logits(teacher, ctx.train_set, ctx.transform, self.store_dir, k=self.k,
+                                              epochs=epochs, seed=seed, probs=self.probs, device=ctx.device,
+                                              batch_size=self.batch_size, teacher_name=str(self.teacher),
+                                              teacher_sha256=teacher_sha, mixup=self.mixup, cutmix=self.cutmix,
+                                              mix_batch_size=self._loop_batch_size(ctx))
         m = self.store.meta
         if m.n != n or m.seed != seed:
             raise ValueError(f"{self.store_dir}: written for {m.n} images with train.seed={m.seed}; this run has "
@@ -181,7 +184,7 @@ class TinyViTDistill(Loss):
             raise ValueError(f"loss.args.k: {self.k}, but {self.store_dir} holds top-{m.k} records (give k: {m.k} or "
                              "a new loss.args.store)")
         if self.teacher and not isinstance(self.teacher, nn.Module):
-            sha = _teacher_sha256(self.teacher)  # FileNotFoundError naming loss.args.teacher when it is missing
+            sha = teacher_sha if teacher_sha is not None else _teacher_sha256(self.teacher)  # names a missing teacher
             if not m.teacher_sha256:
                 logger.warning("%s records no teacher weights hash (older store): loss.args.teacher %s not verified",
                                self.store_dir, self.teacher)
