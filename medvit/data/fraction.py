@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
@@ -31,14 +34,24 @@ def fraction_subset(ds: Any, fraction: float, seed: int) -> Any:
 def label_table(ds: Any) -> Any:
     """Labels of every item of ``ds`` as a numpy array: (N, K) multi-hot or (N,) class indices.
 
-    Uses the dataset's ``labels`` property when it has one (no image is read), else reads each item's ``label``.
-    Unknown multi-label entries (``label_mask`` false) count as negative.
+    Uses the dataset's ``labels`` table when it has one (no image is read) — also through ``torch.utils.data.Subset``
+    and wrappers with ``base``/``dataset`` + ``indices`` (phantoms, NIH, own data, the long-tail split) — else reads
+    each item's ``label`` (logged). Unknown multi-label entries (``label_mask`` false) count as negative.
+    One table for few-shot / fraction subsetting and the training re-sampler (``train.sampler``).
     """
     import numpy as np
+    from torch.utils.data import Subset
 
+    if isinstance(ds, Subset):
+        return label_table(ds.dataset)[np.asarray(ds.indices)]
     lab = getattr(ds, "labels", None)
-    if lab is not None and not callable(lab):
+    if lab is not None and not callable(lab) and len(lab) == len(ds):
         return np.asarray(lab)
+    base = getattr(ds, "base", None) or getattr(ds, "dataset", None)
+    idx = getattr(ds, "indices", None)
+    if base is not None and idx is not None and getattr(base, "labels", None) is not None:
+        return label_table(base)[np.asarray(idx)]
+    logger.info("reading %d items for their labels (the dataset has no label table)", len(ds))
     rows = []
     for i in range(len(ds)):
         it = ds[i]

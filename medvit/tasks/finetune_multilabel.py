@@ -305,7 +305,7 @@ def run_seed(cfg: FinetuneMultilabelConfig, seed: int, out: Path) -> dict[str, A
         res = mean_auroc(y, logits, mask)
         return {"val_mean_auroc": res.mean, "val_loss": float(masked_bce(logits, y, mask))}
 
-    from medvit.train.sampler import label_table
+    from medvit.data.fraction import label_table
 
     trainer = Trainer(model, tcfg, train_ds, step, evaluate=evaluate, select_metric="val_mean_auroc",
                       transform=train_tf, sample_labels=label_table(source_train) if tcfg.sampler else None)

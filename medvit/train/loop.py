@@ -128,7 +128,7 @@ class Trainer:
         self.sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, cfg.seed, self.dist.rank,
                                              self.dist.world_size)
         if cfg.sampler is not None:  # long-tail re-sampling (train.sampler): per-sample probabilities per epoch
-            from medvit.train.sampler import label_table
+            from medvit.data.fraction import label_table
 
             labels = label_table(train_set) if sample_labels is None else sample_labels
             if len(labels) != len(train_set):

@@ -122,24 +122,6 @@ def expected_class_frequency(labels: Any, probs: np.ndarray, no_finding_class: b
     return class_membership(labels, no_finding_class).astype(np.float64).T @ probs
 
 
-def label_table(ds: Any) -> np.ndarray:
-    """Training labels without reading images when the dataset has a ``labels`` table (phantoms, NIH, own data,
-    long-tail split; through ``torch.utils.data.Subset``), else read item by item (logged)."""
-    from torch.utils.data import Subset
-
-    if isinstance(ds, Subset):
-        return label_table(ds.dataset)[np.asarray(ds.indices)]
-    lab = getattr(ds, "labels", None)
-    if lab is not None and not callable(lab) and len(lab) == len(ds):
-        return np.asarray(lab)
-    base = getattr(ds, "base", None) or getattr(ds, "dataset", None)
-    idx = getattr(ds, "indices", None)
-    if base is not None and idx is not None and getattr(base, "labels", None) is not None:
-        return label_table(base)[np.asarray(idx)]
-    logger.info("train.sampler: reading %d items for their labels (the dataset has no label table)", len(ds))
-    return np.stack([np.asarray(ds[i]["label"]) for i in range(len(ds))])
-
-
 class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
     """Yields batches of ``(dataset index, augmentation seed)`` for one epoch of one rank.
 

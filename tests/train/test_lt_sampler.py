@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medvit.data.fraction import label_table
 from medvit.train.sampler import (
     ResumableBatchSampler,
     SamplerSpec,
     class_aware_probabilities,
     expected_class_frequency,
-    label_table,
 )
 
 COUNTS = [400, 120, 40, 12, 4]  # a long-tailed single-label table, head:tail = 100:1
