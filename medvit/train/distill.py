@@ -214,8 +214,7 @@ class TinyViTDistill(Loss):
         out = {**batch, "image": x, "mix_lambda": lam}
         if "label" in batch:
             y = batch["label"]
-            yt = y.float() if y.dim() == 2 else F.one_hot(y.long(), self.store.meta.num_classes).float()
-            out["soft_label"] = lam * yt + (1 - lam) * yt.flip(0)
+            out["soft_label"] = mix_targets(y, lam, self.store.meta.num_classes, multilabel=y.dim() == 2)
             if "label_mask" in batch:
                 out["label_mask"] = batch["label_mask"] & batch["label_mask"].flip(0)
         return out
@@ -275,11 +274,15 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, 
               multilabel: bool, rng: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`mix_images` plus the mixed targets: y (B,) class indices or (B, K) multi-hot -> mixed x, soft
     targets (B, K) ``λ·y + (1-λ)·y.flip(0)``."""
-    yt = y.float() if multilabel else F.one_hot(y.long(), num_classes).float()
     x, lam = mix_images(x, mixup, cutmix, rng)
-    if lam == 1.0:
-        return x, yt
-    return x, lam * yt + (1 - lam) * yt.flip(0)
+    return x, mix_targets(y, lam, num_classes, multilabel)
+
+
+def mix_targets(y: torch.Tensor, lam: float, num_classes: int, multilabel: bool) -> torch.Tensor:
+    """Soft targets (B, K) of a batch mixed with its flip at weight ``lam``: ``λ·y + (1-λ)·y.flip(0)``; y (B,) class
+    indices (one-hot over ``num_classes``) or (B, K) multi-hot."""
+    yt = y.float() if multilabel else F.one_hot(y.long(), num_classes).float()
+    return yt if lam == 1.0 else lam * yt + (1 - lam) * yt.flip(0)
 
 
 def _example_deit_lt(g: torch.Generator) -> tuple[Any, dict[str, Any], dict[str, Any]]:
