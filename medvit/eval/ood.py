@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,13 @@ class OODReference:
     def flag(self, scores: np.ndarray) -> np.ndarray:
         """(B,) bool: outside the training distribution (score >= threshold)."""
         return np.asarray(scores) >= self.threshold
+
+    def score_call(self, model: nn.Module, call: Callable[[], Any]) -> tuple[Any, np.ndarray]:
+        """(``call()``'s result, (B,) score) with ``model``'s blocks tapped during the call: one eager forward
+        gives the outputs and the OOD score (``medvit infer``'s predictor and the VLM's CXR expert use this)."""
+        with FeatureTap(model, self.blocks) as tap:
+            out = call()
+        return out, self.score(tap.arrays())
 
 
 def fit_reference(train_features: dict[str, np.ndarray], val_features: dict[str, np.ndarray],

@@ -322,11 +322,7 @@ class Predictor:
             z = self.logits(x)
             scores = ref.score(self.last_features)
         else:
-            from medvit.eval.ood import FeatureTap
-
-            with FeatureTap(self.model, ref.blocks) as tap:
-                z = self.logits(x)
-            scores = ref.score(tap.arrays())
+            z, scores = ref.score_call(self.model, lambda: self.logits(x))
         p = torch.sigmoid(z) if self.multilabel else torch.softmax(z, dim=-1)
         return p.numpy().astype(np.float32), scores
 

@@ -380,8 +380,6 @@ class CXRExpert(Expert):
         reference) for one image. The OOD score is :meth:`medvit.eval.ood.OODReference.score` of the checkpoint's
         features of this input (1 = a typical training image); flag = score ≥ the contract's threshold. Computed at
         ``self.precision`` (as ``medvit infer``)."""
-        from medvit.eval.ood import FeatureTap
-
         per_model, ood = [], []
         for (m, dtype), pre, ref in zip(self._runs, self.pres, self.oods):
             x, _ = _model_input(pre, image)
@@ -389,9 +387,8 @@ class CXRExpert(Expert):
             if ref is None:
                 z, o = m(t).float(), None
             else:
-                with FeatureTap(m, ref.blocks) as tap:
-                    z = m(t).float()
-                sc = float(ref.score(tap.arrays())[0])
+                z, scores = ref.score_call(m, lambda m=m, t=t: m(t).float())
+                sc = float(scores[0])
                 o = {"score": sc, "threshold": float(ref.threshold), "flag": bool(sc >= ref.threshold)}
             per_model.append(torch.sigmoid(z)[0].numpy())
             ood.append(o)
