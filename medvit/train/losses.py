@@ -151,8 +151,7 @@ class LossSpec:
                                                              "0.1}")
 
     def __post_init__(self) -> None:
-        if self.name:
-            check_loss(self.name, self.args)
+        if self.name:  # checked and coerced here, once: build_loss takes these args as they are
             self.args = coerce_loss_args(self.name, self.args)
 
     def or_default(self, default: LossSpec) -> LossSpec:
@@ -294,7 +293,9 @@ def describe_loss(name: str) -> str:
 
 
 def build_loss(spec: LossSpec | dict[str, Any] | str) -> Loss:
-    """Instantiate a registered loss from a :class:`LossSpec`, a ``{name, args}`` mapping or a bare name."""
+    """Instantiate a registered loss from a :class:`LossSpec`, a ``{name, args}`` mapping or a bare name. Every path
+    goes through a :class:`LossSpec`, whose construction checked and coerced the arguments
+    (:func:`coerce_loss_args`); they are passed to the constructor as they are."""
     if isinstance(spec, str):
         spec = LossSpec(spec)
     elif isinstance(spec, dict):
@@ -307,7 +308,7 @@ def build_loss(spec: LossSpec | dict[str, Any] | str) -> Loss:
                          "does not resolve); give loss.name")
     cls = check_loss(spec.name, spec.args)
     try:
-        return cls(**coerce_loss_args(spec.name, spec.args))
+        return cls(**spec.args)
     except (TypeError, ValueError) as e:
         raise ValueError(f"loss.args ({spec.name}): {e}") from e
 

@@ -88,6 +88,23 @@ def test_spec_errors_name_the_key():
         loss_step("cross_entropy")(torch.nn.Identity(), {"image": torch.zeros(2, 3)})
 
 
+def test_loss_args_are_coerced_once_per_build(monkeypatch):
+    """review-A 6: build_loss coerced the arguments LossSpec had already coerced (type hints parsed, names and
+    finite values checked twice per build). One coercion per spec; the loss gets the coerced values."""
+    import medvit.train.losses as losses
+
+    calls = []
+    real = losses.coerce_loss_args
+    monkeypatch.setattr(losses, "coerce_loss_args", lambda name, args: calls.append(name) or real(name, args))
+    loss = build_loss({"name": "cross_entropy", "args": {"label_smoothing": 0}})  # int 0 -> float 0.0
+    assert calls == ["cross_entropy"]
+    assert isinstance(loss.label_smoothing, float) and loss.label_smoothing == 0.0
+    calls.clear()
+    spec = LossSpec("masked_bce")
+    build_loss(spec)
+    assert calls == ["masked_bce"]
+
+
 def test_task_config_takes_loss_from_yaml():
     from medvit.tasks.finetune_multilabel import FinetuneMultilabelConfig
 
