@@ -50,9 +50,26 @@ DEMO_MODEL_AUROC = 0.9514
 SCHEDULES = ("steps", "epochs")
 
 
-def overrides(fraction: float, seed: int, schedule: str, out: Path) -> list[str]:
-    """``key=value`` overrides of the demo pipeline for one run."""
+def knob_overrides(knobs: dict[str, Any]) -> list[str]:
+    """``dataset_args.NAME=VALUE`` overrides for phantom knobs on top of the pipeline's calibrated ones."""
+    return [f"dataset_args.{k}=[{', '.join(v)}]" if isinstance(v, tuple | list) else f"dataset_args.{k}={v!r}"
+            for k, v in sorted(knobs.items())]
+
+
+def setting_name(knobs: dict[str, Any]) -> str:
+    """Readable name of a phantom setting: the demo's calibrated knobs plus the run's changes."""
+    if not knobs:
+        return "calibrated (demo)"
+    return "calibrated + " + ", ".join(
+        f"{k} {'+'.join(v) if isinstance(v, tuple | list) else format(v, 'g')}" for k, v in sorted(knobs.items()))
+
+
+def overrides(fraction: float, seed: int, schedule: str, out: Path,
+              knobs: dict[str, Any] | None = None) -> list[str]:
+    """``key=value`` overrides of the demo pipeline for one run (``knobs``: phantom knobs changed from the
+    pipeline's calibrated ones, e.g. ``{"anatomy": 2.0}``)."""
     ov = [f"label_fraction={fraction}", f"seeds=[{seed}]", f"output_dir={out}", "ood_fpr=0", "report=false"]
+    ov += knob_overrides(knobs or {})
     if schedule == "steps":
         ov += [f"train.steps={RECIPE_STEPS}", f"train.warmup_steps={RECIPE_WARMUP}",
                f"train.eval_every={RECIPE_EPOCH_STEPS}"]
@@ -63,19 +80,21 @@ def overrides(fraction: float, seed: int, schedule: str, out: Path) -> list[str]
     return ov
 
 
-def run_one(fraction: float, seed: int, schedule: str, work: Path, quick: bool) -> dict[str, Any]:
-    """Train and test one (fraction, seed, schedule); returns the compact row stored in ``RUNS``."""
+def run_one(fraction: float, seed: int, schedule: str, work: Path, quick: bool,
+            knobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and test one (fraction, seed, schedule, phantom knobs); returns the compact row stored in ``RUNS``."""
     from medvit.tasks import run_task
 
-    out = work / f"f{fraction:g}_{schedule}_s{seed}"
-    ov = overrides(fraction, seed, schedule, out)
+    knobs = dict(knobs or {})
+    out = work / f"f{fraction:g}_{schedule}_s{seed}{run_tag(knobs)}"
+    ov = overrides(fraction, seed, schedule, out, knobs)
     if quick:
         ov += ["dataset_args.n=1200", "dataset_args.image_size=64", "train.steps=4", "train.eval_every=2"]
     t0, c0 = time.perf_counter(), time.process_time()
     s = run_task(PIPELINE, ov)
     seed_row = s["seeds"][0]
     test = seed_row.get("test", {})
-    return {"fraction": fraction, "seed": seed, "schedule": schedule, "n_train": seed_row["n_train"],
+    return {"fraction": fraction, "seed": seed, "schedule": schedule, "knobs": knobs, "n_train": seed_row["n_train"],
             "n_val": seed_row["n_val"], "steps": seed_row["steps"], "best_step": seed_row["best"]["step"],
             "stopped_early": bool(seed_row.get("stopped_early", False)),
             "val_mean_auroc": seed_row["val"]["mean_auroc"], "test_mean_auroc": test.get("mean_auroc"),
@@ -86,6 +105,16 @@ def run_one(fraction: float, seed: int, schedule: str, work: Path, quick: bool) 
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pipeline": str(PIPELINE.relative_to(PIPELINE.parents[2])), "overrides": ov,
             "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])}
+
+
+def run_tag(knobs: dict[str, Any]) -> str:
+    """File-name suffix of a run's knob changes ("" for the demo's calibrated setting)."""
+    if not knobs:
+        return ""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from paper_claims import knob_tag
+
+    return "_" + knob_tag(knobs)
 
 
 def committed_row() -> dict[str, Any]:
@@ -157,7 +186,8 @@ def probe_lines(probes: list[dict[str, Any]]) -> list[str]:
           + " | 100 % − 10 % | CPU min |", "|---|---|---|" + "---|" * len(fr) + "---|---|"]
     for p in probes:
         gap = (p["test"]["1"] - p["test"]["0.1"]) if {"1", "0.1"} <= set(p["test"]) else math.nan
-        kn = ", ".join(f"{k} {v:g}" for k, v in sorted(p["knobs"].items()))
+        kn = ", ".join(f"{k} {'+'.join(v) if isinstance(v, list) else format(v, 'g')}"
+                       for k, v in sorted(p["knobs"].items()))
         md.append(f"| {kn} | {p['n']} | {p['steps']} | " + " | ".join(
             f"{p['test'][f]:.3f}" if f in p["test"] else "—" for f in fr) + f" | {gap:+.3f} | {p['cpu_s'] / 60:.1f} |")
     md += ["", "Probe commands:", ""] + sorted({f"- `{p['command']}`" for p in probes})
@@ -187,6 +217,8 @@ def _ms(v: list[float]) -> str:
 #: the planned grid (schedule, fraction, seed): 3 seeds per fraction, 100 % seeds 1-2 for paired statistics
 PLANNED = ([(sch, f, sd) for sch in SCHEDULES for f in (0.1, 0.01) for sd in (0, 1, 2)]
            + [("steps", 1.0, sd) for sd in (0, 1, 2)])
+#: the grid for other phantom settings: the steps schedule only
+PLANNED_STEPS = [("steps", f, sd) for f in (1.0, 0.1, 0.01) for sd in (0, 1, 2)]
 #: "well below" in issue 15's point 3, made concrete: the mean at a fraction at least this far under 100 %
 WELL_BELOW = 0.05
 
@@ -210,22 +242,56 @@ def gap_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report(rows: list[dict[str, Any]]) -> str:
-    """The markdown of ``label_efficiency.md``: per schedule and fraction mean ± sd over seeds, the gap to the
-    committed model's 0.951 and, with shared seeds, the paired comparison against 100 %."""
-    from medvit.eval.stats import compare
+def setting_of(row: dict[str, Any]) -> str:
+    """The phantom setting a stored run belongs to (its knob changes; rows from before knobs were recorded are the
+    demo's calibrated setting)."""
+    return setting_name(row.get("knobs") or {})
 
-    fracs = sorted({r["fraction"] for r in rows}, reverse=True)
+
+def settings(rows: list[dict[str, Any]]) -> list[str]:
+    """Settings present in ``rows``, the demo's calibrated one first."""
+    names = sorted({setting_of(r) for r in rows})
+    return sorted(names, key=lambda n: (n != setting_name({}), n))
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """The markdown of ``label_efficiency.md``: per phantom setting, schedule and fraction mean ± sd over seeds, the
+    gap to that setting's 100 % and, with shared seeds, the paired comparison against 100 %."""
     md = ["# Label efficiency of the demo recipe (chest phantoms, small ViT from scratch)", "",
           "Recipe: `pipelines/demo/cxr_phantom_demo.yaml` (6,000 calibrated chest phantoms, knobs "
           "lesion_contrast 3.0, lesion_size 2.0, anatomy 0.5, drawn at 256 px; 64-px input, patch 8, width 96, depth "
           "4; from scratch; best validation checkpoint; test split of 586 phantoms) with `label_fraction` and `seeds` "
-          "overridden (benchmarks/label_efficiency.py). Schedules: **steps** = the 100 % recipe's 2,960 optimizer "
+          "overridden (benchmarks/label_efficiency.py), and for the other phantom settings the knobs named in the "
+          "section title (`--knobs`, as `dataset_args` overrides; same images, splits and subsets otherwise). "
+          "Schedules: **steps** = the 100 % recipe's 2,960 optimizer "
           "steps at every fraction (compute-matched; validation every 148 steps); **epochs** = the recipe's 20 "
           "epochs of the labelled subset (fewer steps at small fractions). The committed demo model is the 100 % run "
-          f"of seed 0 (test {DEMO_MODEL_AUROC:.3f}).", "",
+          f"of seed 0 of the calibrated setting (test {DEMO_MODEL_AUROC:.3f}). Validation and test labels are the "
+          "truth in every setting (with `label_noise_splits: [train]` only the training labels are noisy)."]
+    for name in settings(rows):
+        md += setting_section([r for r in rows if setting_of(r) == name], name)
+    cpu = sum(r["cpu_s"] for r in rows) / 60
+    md += ["", f"CPU: {cpu:.1f} CPU-min over the {len(rows)} stored runs (1 torch thread each)."]
+    md += probe_lines([json.loads(p.read_text()) for p in sorted(PROBES.glob("*.json"))])
+    md += ["", "## Commands", "",
+           "Training runs went through the shared CPU gate (`/work/cpu.sh -n 1 TAG CMD`: 1 torch thread, nice 5; 2 "
+           "cores shared with other helpers' jobs, so wall times are not speeds); `committed` only scores the "
+           "committed weights (seconds of CPU).", ""]
+    md += sorted({f"- `{r['command']}`" for r in rows})
+    return "\n".join(md) + "\n"
+
+
+def setting_section(rows: list[dict[str, Any]], name: str) -> list[str]:
+    """The sections of one phantom setting (its stored runs)."""
+    from medvit.eval.stats import compare
+
+    fracs = sorted({r["fraction"] for r in rows}, reverse=True)
+    calibrated = name == setting_name({})
+    ref = list(_group(rows, "steps", 1.0).values())
+    ref_m = sum(ref) / len(ref) if ref else math.nan
+    md = ["", f"## Phantoms: {name}", "",
           "| schedule | label fraction | labelled images | steps run (best validation step) per seed | seeds | "
-          "test mean AUROC (mean ± sd) | Δ vs 0.951 | agreement vs all-negative | CPU min per run |",
+          "test mean AUROC (mean ± sd) | Δ vs 100 % | agreement vs all-negative | CPU min per run |",
           "|---|---|---|---|---|---|---|---|---|"]
     for sch in SCHEDULES:
         for f in fracs:
@@ -238,17 +304,15 @@ def report(rows: list[dict[str, Any]]) -> str:
             agree = f"{100 * sum(ag) / len(ag):.1f} % vs {100 * sum(bl) / len(bl):.1f} %" if ag else "—"
             steps = ", ".join(f"{r['steps']} ({r['best_step']:.0f})" for r in rs)
             md.append(f"| {sch} | {100 * f:g} % | {rs[0]['n_train']} | {steps} | "
-                      f"{[r['seed'] for r in rs]} | {_ms(v)} | {sum(v) / len(v) - DEMO_MODEL_AUROC:+.3f} | {agree} | "
+                      f"{[r['seed'] for r in rs]} | {_ms(v)} | {sum(v) / len(v) - ref_m:+.3f} | {agree} | "
                       f"{sum(r['cpu_s'] for r in rs) / len(rs) / 60:.1f} |")
-    cpu = sum(r["cpu_s"] for r in rows) / 60
-    md += ["", f"CPU: {cpu:.1f} CPU-min over the {len(rows)} stored runs (1 torch thread each)."]
-    missing = [f"{sch} {100 * f:g} % seed {sd}" for sch, f, sd in PLANNED
+    missing = [f"{sch} {100 * f:g} % seed {sd}" for sch, f, sd in (PLANNED if calibrated else PLANNED_STEPS)
                if not any(r["schedule"] == sch and r["fraction"] == f and r["seed"] == sd for r in rows)]
     if missing:
         md += ["", f"**Not run** (CPU gate): {', '.join(missing)}."]
-    md += ["", "## Reading (issue 15, point 3: 1 % and 10 % \"well below\" 100 %, taken as at least 0.05 below)", ""]
+    md += ["", "### Reading (issue 15, point 3: 1 % and 10 % \"well below\" 100 %, taken as at least 0.05 below)", ""]
     md += gap_lines(rows)
-    md += ["", "## Paired comparisons against 100 % of the labels (same seeds)", "",
+    md += ["", "### Paired comparisons against 100 % of the labels (same seeds)", "",
            "| schedule | fraction | 100 % (mean ± sd) | fraction (mean ± sd) | "
            "mean 100 % − fraction [95 % bootstrap CI] | sign test | reading |", "|---|---|---|---|---|---|---|"]
     full = _group(rows, "steps", 1.0)
@@ -272,7 +336,7 @@ def report(rows: list[dict[str, Any]]) -> str:
             md.append(f"| {sch} | {100 * f:g} % | {_ms(a)} | {_ms(b)} | {bt['mean_diff']:+.3f} [{bt['ci_low']:+.3f}, "
                       f"{bt['ci_high']:+.3f}] | {st['n_positive']}/{st['n_positive'] + st['n_negative']} (p "
                       f"{st['p_value']:.3f}) | {reading} |")
-    md += ["", "## Per finding (test AUROC, mean over seeds)", ""]
+    md += ["", "### Per finding (test AUROC, mean over seeds)", ""]
     names = next((list(r["test_per_class"]) for r in rows if r.get("test_per_class")), [])
     if names:
         md += ["| schedule | fraction | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
@@ -282,24 +346,21 @@ def report(rows: list[dict[str, Any]]) -> str:
                 if rs:
                     cells = [sum(r["test_per_class"][n] for r in rs) / len(rs) for n in names]
                     md.append(f"| {sch} | {100 * f:g} % | " + " | ".join(f"{x:.3f}" for x in cells) + " |")
-    md += probe_lines([json.loads(p.read_text()) for p in sorted(PROBES.glob("*.json"))])
-    md += ["", "## Commands", "",
-           "Training runs went through the shared CPU gate (`/work/cpu.sh -n 1 TAG CMD`: 1 torch thread, nice 5; 2 "
-           "cores shared with other helpers' jobs, so wall times are not speeds); `committed` only scores the "
-           "committed weights (seconds of CPU).", ""]
-    md += sorted({f"- `{r['command']}`" for r in rows})
-    return "\n".join(md) + "\n"
+    return md
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Test mean AUROC vs label fraction (log x), one line per schedule, seeds as dots, mean ± sd as error bars."""
+def plot(all_rows: list[dict[str, Any]], path: Path) -> None:
+    """Test mean AUROC vs label fraction (log x), one line per phantom setting and schedule (the 100 % point of the
+    setting's steps runs joins both schedules' lines), seeds as dots, mean ± sd as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.2, 4.2))
-    for sch, style in zip(SCHEDULES, ("-o", "--s")):
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    for (name, sch), style in zip([(n, sc) for n in settings(all_rows) for sc in SCHEDULES],
+                                  ("-o", "--s", "-^", "--v", "-D", "--x", "-P", "--*")):
+        rows = [r for r in all_rows if setting_of(r) == name]
         pts = []
         for f in sorted({r["fraction"] for r in rows}):
             v = list(_group(rows, sch, f).values())
@@ -310,7 +371,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         if len(pts) < 2:
             continue
         xs, ms, sds = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
-        ax.errorbar(xs, ms, yerr=sds, fmt=style, capsize=3, label=f"{sch} schedule (mean ± sd)")
+        ax.errorbar(xs, ms, yerr=sds, fmt=style, capsize=3, label=f"{name}, {sch} schedule (mean ± sd)")
         for x, _, _, v in pts:
             ax.scatter([x] * len(v), v, s=10, alpha=0.4, color="grey")
     ax.axhline(DEMO_MODEL_AUROC, color="green", lw=0.8, ls=":", label=f"committed demo model {DEMO_MODEL_AUROC:.3f}")
@@ -319,7 +380,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("labelled training images (% of 4,737)")
     ax.set_ylabel("test mean AUROC (7 findings)")
     ax.set_title("Demo recipe from scratch, chest phantoms")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -334,6 +395,8 @@ def main() -> int:
     r.add_argument("--schedule", choices=SCHEDULES, default="steps")
     r.add_argument("--work", default="/tmp/medvit_label_efficiency", help="run folders (checkpoints, logs)")
     r.add_argument("--quick", action="store_true", help="smoke test: 1,200 phantoms at 64 px, 4 steps, writes nothing")
+    r.add_argument("--knobs", nargs="*", default=None, metavar="NAME=VALUE",
+                   help="phantom knobs changed from the demo pipeline's calibrated ones (e.g. anatomy=2 noise=2)")
     pr = sub.add_parser("probe", help="1-seed compute-matched probe at the paper-claims scale (32 px)")
     pr.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     pr.add_argument("--steps", type=int, default=1200)
@@ -349,14 +412,18 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(1)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from paper_claims import parse_knobs
+
+        knobs = parse_knobs(args.knobs) if args.knobs else {}
         for seed in args.seed:
-            row = run_one(args.fraction, seed, args.schedule, Path(args.work), args.quick)
+            row = run_one(args.fraction, seed, args.schedule, Path(args.work), args.quick, knobs)
             print(f"f={args.fraction:g} {args.schedule} seed {seed}: test {row['test_mean_auroc']:.4f} "
                   f"(val {row['val_mean_auroc']:.4f}, best step {row['best_step']:.0f}/{row['steps']}, "
                   f"{row['cpu_s'] / 60:.1f} CPU-min)", flush=True)
             if not args.quick:
                 RUNS.mkdir(parents=True, exist_ok=True)
-                name = f"cxr_f{args.fraction:g}_{args.schedule}_s{seed}.json"
+                name = f"cxr_f{args.fraction:g}_{args.schedule}_s{seed}{run_tag(knobs)}.json"
                 (RUNS / name).write_text(json.dumps(row, indent=2, allow_nan=False))
         return 0
     if args.cmd == "probe":
@@ -366,7 +433,10 @@ def main() -> int:
         row = probe(args.fractions, args.steps, args.seed, args.knobs, args.n, Path(args.work))
         print(json.dumps(row["test"]), flush=True)
         PROBES.mkdir(parents=True, exist_ok=True)
-        tag = "_".join(f"{k}{v:g}" for k, v in sorted(row["knobs"].items()))
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from paper_claims import knob_tag
+
+        tag = knob_tag(row["knobs"])
         (PROBES / f"cxr32_{tag}_n{args.n}_steps{args.steps}_s{args.seed}.json").write_text(json.dumps(row, indent=2))
         return 0
     if args.cmd == "committed":

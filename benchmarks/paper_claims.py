@@ -98,22 +98,32 @@ def phantom_folder(problem: str, n: int, work: Path, knobs: dict[str, float] | N
     from medvit.data.synth import write_synth
 
     knobs = KNOBS[problem] if knobs is None else knobs
-    tag = "" if knobs == KNOBS[problem] else "_" + "_".join(f"{k}{v:g}" for k, v in sorted(knobs.items()))
+    tag = "" if knobs == KNOBS[problem] else "_" + knob_tag(knobs)
     root = work / f"data_{problem}_{n}_{BACKBONE['image_size']}{tag}"
     if not (root / "manifest.json").is_file():
         write_synth(problem, n, root, fmt="png", seed=0, image_size=BACKBONE["image_size"], masks=False, **knobs)
     return root
 
 
-def parse_knobs(items: list[str]) -> dict[str, float]:
-    """``--knobs lesion_contrast=3 noise=0.5`` -> {"lesion_contrast": 3.0, "noise": 0.5} (names checked)."""
-    from medvit.data.phantom_common import PHANTOM_KNOBS
+def knob_tag(knobs: dict[str, Any]) -> str:
+    """File-name tag of a knob setting: ``anatomy0.5_label_noise0.1_label_noise_splitstrain`` (sorted names)."""
+    return "_".join(f"{k}{'+'.join(v) if isinstance(v, tuple | list) else format(v, 'g')}"
+                    for k, v in sorted(knobs.items()))
 
-    out: dict[str, float] = {}
+
+def parse_knobs(items: list[str]) -> dict[str, Any]:
+    """``--knobs lesion_contrast=3 noise=0.5 label_noise_splits=train`` -> {"lesion_contrast": 3.0, "noise": 0.5,
+    "label_noise_splits": ("train",)} (names checked; splits comma-separated)."""
+    from medvit.data.phantom_common import PHANTOM_KNOBS, SPLIT_KNOB
+
+    out: dict[str, Any] = {}
     for it in items:
         k, sep, v = it.partition("=")
+        if sep and k == SPLIT_KNOB:
+            out[k] = tuple(x for x in v.split(",") if x)
+            continue
         if not sep or k not in PHANTOM_KNOBS:
-            raise ValueError(f"--knobs: expected NAME=VALUE with NAME in {PHANTOM_KNOBS}, got {it!r}")
+            raise ValueError(f"--knobs: expected NAME=VALUE with NAME in {PHANTOM_KNOBS + (SPLIT_KNOB,)}, got {it!r}")
         try:
             out[k] = float(v)
         except ValueError:

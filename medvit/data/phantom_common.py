@@ -153,11 +153,17 @@ def take_window(bank: np.ndarray, rng: np.random.Generator, h: int, w: int) -> n
 #: the phantom calibration knobs a pipeline's ``dataset_args`` may set (docs/phantoms.md): the five
 #: :class:`Difficulty` fields plus the findings' prevalence and the healthy fraction
 PHANTOM_KNOBS = ("lesion_contrast", "lesion_size", "anatomy", "noise", "label_noise", "prevalence", "healthy_fraction")
+#: the non-numeric knob: which splits' reported labels carry ``label_noise`` (docs/phantoms.md)
+SPLIT_KNOB = "label_noise_splits"
 
 
-def knobs_from_dataset_args(args: dict) -> dict[str, float]:
-    """The phantom knobs present in a pipeline's ``dataset_args`` mapping, as floats (others ignored)."""
-    return {k: float(args[k]) for k in PHANTOM_KNOBS if k in args}
+def knobs_from_dataset_args(args: dict) -> dict[str, Any]:
+    """The phantom knobs present in a pipeline's ``dataset_args`` mapping: the numeric ones as floats,
+    ``label_noise_splits`` as a tuple of split names (others ignored)."""
+    out: dict[str, Any] = {k: float(args[k]) for k in PHANTOM_KNOBS if k in args}
+    if SPLIT_KNOB in args:
+        out[SPLIT_KNOB] = tuple(args[SPLIT_KNOB])
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,8 +187,12 @@ class Difficulty:
         label_noise: probability that each reported label is wrong (chest: each finding flipped independently;
             retina: the stage replaced by a neighbouring stage and the biomarkers kept). Drawn from its own random
             stream, so the image does not change. 0 <= value <= 0.5.
+        label_noise_splits: the splits whose reported labels carry ``label_noise`` (default all three). ``("train",)``
+            models a training set labelled by an error-prone reader (e.g. report-mining labellers) evaluated
+            against a clean reference standard on val/test, as CheXpert's radiologist-labelled val/test sets
+            (Irvin et al., AAAI 2019). Images sampled without a split (``split=None``) carry the noise.
     Raises:
-        ValueError: a knob outside its range, naming it.
+        ValueError: a knob outside its range or an unknown split, naming it.
     """
 
     lesion_contrast: float = 1.0
@@ -190,6 +200,7 @@ class Difficulty:
     anatomy: float = 1.0
     noise: float = 1.0
     label_noise: float = 0.0
+    label_noise_splits: tuple[str, ...] = SPLITS
 
     def __post_init__(self) -> None:
         limits = {"lesion_contrast": (0.0, 4.0, False), "lesion_size": (0.0, 4.0, False),
@@ -200,6 +211,15 @@ class Difficulty:
                 raise ValueError(f"phantom knob {name} must be a number, got {v!r}")
             if not ((lo <= v) if closed else (lo < v)) or v > hi:
                 raise ValueError(f"phantom knob {name}={v} is outside {'[' if closed else '('}{lo}, {hi}]")
+        sp = self.label_noise_splits
+        if isinstance(sp, str) or not isinstance(sp, tuple | list) or not all(x in SPLITS for x in sp):
+            raise ValueError(f"phantom knob {SPLIT_KNOB} must be a list of split names from {list(SPLITS)}, "
+                             f"got {sp!r}")
+        object.__setattr__(self, "label_noise_splits", tuple(sp))
+
+    def noisy_labels(self, split: str | None) -> bool:
+        """Whether an image of ``split`` (None: not known) gets ``label_noise`` on its reported labels."""
+        return self.label_noise > 0 and (split is None or split in self.label_noise_splits)
 
     def as_dict(self) -> dict[str, float]:
         """The knobs as plain floats (recorded in synth manifests)."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medvit.data.phantom_common import (
+    SPLITS,
     Difficulty,
     image_rng,
     patient_meta,
@@ -71,7 +72,7 @@ class ChestPhantomGenerator:
         healthy_fraction: probability that an image has no finding at all.
         fov_mm: detector field of view (sets pixel spacing and lesion sizes in pixels).
         with_masks: also return masks (slightly slower).
-        lesion_contrast, lesion_size, anatomy, noise, label_noise: calibration knobs, see
+        lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits: calibration knobs, see
             :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms).
     Raises:
         ValueError: image_size < 32, a probability outside [0, 1] or a knob outside its range.
@@ -83,14 +84,15 @@ class ChestPhantomGenerator:
     def __init__(self, image_size: int = 512, seed: int = 0, prevalence: float = 0.22,
                  healthy_fraction: float = 0.3, fov_mm: float = 400.0, with_masks: bool = True,
                  lesion_contrast: float = 1.0, lesion_size: float = 1.0, anatomy: float = 1.0, noise: float = 1.0,
-                 label_noise: float = 0.0):
+                 label_noise: float = 0.0,
+                 label_noise_splits: tuple[str, ...] | list[str] = SPLITS):
         if image_size < 32:
             raise ValueError(f"image_size must be >= 32 for chest phantoms, got {image_size}")
         if not 0.0 <= prevalence <= 1.0 or not 0.0 <= healthy_fraction <= 1.0:
             raise ValueError("prevalence and healthy_fraction must lie in [0, 1]")
         self.size, self.seed, self.prevalence = int(image_size), int(seed), float(prevalence)
         self.healthy_fraction, self.fov_mm, self.with_masks = float(healthy_fraction), float(fov_mm), with_masks
-        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise)
+        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits)
         s = self.size
         lin = ((np.arange(s, dtype=np.float32) + 0.5) / s * 2 - 1).astype(np.float32)
         self.v, self.u = np.meshgrid(lin, lin, indexing="ij")
@@ -141,8 +143,11 @@ class ChestPhantomGenerator:
         return float(g["cx"]), float(g["cy"]), "mid"
 
     # -- main ------------------------------------------------------------------------------------
-    def sample(self, index: int, patient: int = 0, visit: int = 0) -> Phantom:
-        """Generate image ``index`` of ``patient`` (``visit``-th study of that patient)."""
+    def sample(self, index: int, patient: int = 0, visit: int = 0, split: str | None = None) -> Phantom:
+        """Generate image ``index`` of ``patient`` (``visit``-th study of that patient).
+
+        ``split`` (the image's split, when known) decides whether ``label_noise`` applies
+        (``label_noise_splits``); the image is the same either way."""
         rp, ri = patient_rng(self.seed, "cxr", patient), image_rng(self.seed, "cxr", index)
         K = len(CXR_LABELS)
         lab = {n: i for i, n in enumerate(CXR_LABELS)}
@@ -340,7 +345,7 @@ class ChestPhantomGenerator:
         img += sigma * ri.standard_normal((self.size, self.size), dtype=np.float32)
         image = np.clip(img, 0, 1).astype(np.float32)
         labels = present.astype(np.uint8)
-        if dk.label_noise > 0:  # reported labels wrong with this probability each; the image keeps the truth
+        if dk.noisy_labels(split):  # reported labels wrong with this probability each; the image keeps the truth
             flip = dk.label_rng(self.seed, "cxr", index).random(K) < dk.label_noise
             labels = np.where(flip, 1 - labels, labels).astype(np.uint8)
         if self.with_masks:

@@ -74,7 +74,7 @@ class PhantomDataset(ItemDataset):
     def phantom(self, i: int) -> Any:
         """The full :class:`~medvit.data.phantom_cxr.Phantom` of item ``i``."""
         j = int(self.indices[i])
-        return self.gen.sample(j, int(self.plan.patient_of[j]), int(self.visit[j]))
+        return self.gen.sample(j, int(self.plan.patient_of[j]), int(self.visit[j]), self.plan.split_of_image(j))
 
     def _item(self, i: int) -> dict[str, Any]:
         p = self.phantom(i)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medvit.data.phantom_common import (
+    SPLITS,
     Difficulty,
     image_rng,
     patient_meta,
@@ -70,7 +71,7 @@ class RetinaPhantomGenerator:
         seed: dataset seed.
         stage_probs: probabilities of the 5 stages (default uniform).
         with_masks: also return masks (retina, drusen, fluid, atrophy, ped).
-        lesion_contrast, lesion_size, anatomy, noise, label_noise: calibration knobs, see
+        lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits: calibration knobs, see
             :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms). ``lesion_size``
             multiplies the drusen elevation (height above Bruch's membrane, capped at 200 µm) and the size of the
             hyperreflective foci, never the drusen basal width: the width defines the stage (Beckman
@@ -85,14 +86,15 @@ class RetinaPhantomGenerator:
 
     def __init__(self, image_size: int = 256, seed: int = 0, stage_probs: tuple[float, ...] | None = None,
                  with_masks: bool = True, lesion_contrast: float = 1.0, lesion_size: float = 1.0,
-                 anatomy: float = 1.0, noise: float = 1.0, label_noise: float = 0.0):
+                 anatomy: float = 1.0, noise: float = 1.0, label_noise: float = 0.0,
+                 label_noise_splits: tuple[str, ...] | list[str] = SPLITS):
         if image_size < 32:
             raise ValueError(f"image_size must be >= 32 for retina phantoms, got {image_size}")
         probs = np.full(5, 0.2) if stage_probs is None else np.asarray(stage_probs, float)
         if probs.shape != (5,) or (probs < 0).any() or not math.isclose(probs.sum(), 1.0, abs_tol=1e-6):
             raise ValueError(f"stage_probs must be 5 non-negative numbers summing to 1, got {stage_probs}")
         self.size, self.seed, self.probs, self.with_masks = int(image_size), int(seed), probs, with_masks
-        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise)
+        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits)
         s = self.size
         self.x = ((np.arange(s) + 0.5) / s).astype(np.float32)
         self.z = ((np.arange(s) + 0.5) / s).astype(np.float32)[:, None]
@@ -150,8 +152,11 @@ class RetinaPhantomGenerator:
         return stage, f
 
     # -- image -----------------------------------------------------------------------------------
-    def sample(self, index: int, patient: int = 0, visit: int = 0) -> Phantom:
-        """Generate B-scan ``index`` of ``patient``."""
+    def sample(self, index: int, patient: int = 0, visit: int = 0, split: str | None = None) -> Phantom:
+        """Generate B-scan ``index`` of ``patient``.
+
+        ``split`` (the image's split, when known) decides whether ``label_noise`` applies
+        (``label_noise_splits``); the image is the same either way."""
         rp, ri = patient_rng(self.seed, "retina", patient), image_rng(self.seed, "retina", index)
         s, x, z = self.size, self.x, self.z
         eye_right = bool(rp.random() < 0.5)
@@ -251,7 +256,8 @@ class RetinaPhantomGenerator:
             image = image[:, ::-1].copy()
         labels, findings = self._describe(f)
         true_stage = stage
-        if dk.label_noise > 0:  # reported stage replaced by a neighbour with this probability; image keeps the truth
+        # reported stage replaced by a neighbour with this probability; the image keeps the truth
+        if dk.noisy_labels(split):
             lr = dk.label_rng(self.seed, "retina", index)
             if lr.random() < dk.label_noise:
                 stage = min(4, stage + 1) if (stage == 0 or (stage < 4 and lr.random() < 0.5)) else stage - 1

@@ -76,12 +76,12 @@ def _write_image(path: Path, kind: str, fmt: str, image: np.ndarray, meta: dict[
 
 def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: int = 0, image_size: int | None = None,
                 masks: bool = True, monochrome1: bool = False, jpeg2000: bool = False,
-                **knobs: float) -> dict[str, Any]:
+                **knobs: Any) -> dict[str, Any]:
     """Generate ``n`` phantoms of ``kind`` (``cxr``/``retina``) into ``out``; returns a summary dict.
 
     ``knobs``: the generator's calibration knobs (``lesion_contrast``, ``lesion_size``, ``anatomy``, ``noise``,
-    ``label_noise``; chest also ``prevalence``, ``healthy_fraction``; see ``docs/phantoms.md``), recorded in
-    ``manifest.json``."""
+    ``label_noise``, ``label_noise_splits``; chest also ``prevalence``, ``healthy_fraction``; see
+    ``docs/phantoms.md``), recorded in ``manifest.json``; ``labels.csv`` holds each split's reported labels."""
     if kind not in DEFAULT_SIZE:
         raise ValueError(f"unknown phantom kind {kind!r}; use 'cxr' or 'retina'")
     if fmt not in FORMATS:
@@ -98,7 +98,7 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
     t0 = time.perf_counter()
     rows, jsonl = [], io.StringIO()
     for i in range(n):
-        p = gen.sample(i, int(plan.patient_of[i]), int(visit[i]))
+        p = gen.sample(i, int(plan.patient_of[i]), int(visit[i]), plan.split_of_image(i))
         iid = p.meta["ImageID"]
         rel = f"images/{iid}{FORMATS[fmt]}"
         _write_image(out / rel, kind, fmt, p.image, p.meta, monochrome1, jpeg2000)
@@ -141,6 +141,7 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
                      "axes (column, row)"}[fmt],
         "masks": "16-bit PNG bit field; bit k = k-th name in labels.csv mask_names" if masks else None,
         "split_fractions_by_patient": [0.8, 0.1, 0.1], "knobs": gen.difficulty.as_dict(),
+        "label_noise_splits": list(gen.difficulty.label_noise_splits),
     }
     if kind == "retina":
         manifest["class_names"] = list(gen.class_names)

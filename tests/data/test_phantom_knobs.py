@@ -196,3 +196,52 @@ def test_synth_records_knobs_and_stays_dciodvfy_clean(tmp_path):
         r = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
         out = r.stdout + r.stderr
         assert [ln for ln in out.splitlines() if ln.startswith("Error")] == [], f
+
+
+@pytest.mark.parametrize("kind", ["cxr", "retina"])
+def test_label_noise_splits_keeps_the_reference_standard_clean(kind):
+    """label_noise_splits=[train]: training labels noisy, val/test labels the truth; images never change."""
+    from medvit.data.phantom_datasets import PhantomDataset
+
+    kw = dict(n=240, seed=4, image_size=32, label_noise=0.3)
+    for split in ("train", "val", "test"):
+        clean = PhantomDataset(kind, split, n=240, seed=4, image_size=32)
+        only_train = PhantomDataset(kind, split, label_noise_splits=["train"], **kw)
+        every = PhantomDataset(kind, split, **kw)  # the default: every split's reported labels are noisy
+        a = [clean[i] for i in range(len(clean))]
+        b = [only_train[i] for i in range(len(clean))]
+        c = [every[i] for i in range(len(clean))]
+        assert all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, b))
+        differ_b = sum(not np.array_equal(x["label"], y["label"]) for x, y in zip(a, b))
+        differ_c = sum(not np.array_equal(x["label"], y["label"]) for x, y in zip(a, c))
+        if split == "train":
+            assert differ_b == differ_c > 0.1 * len(a)  # the same flips as the all-splits default
+        else:
+            assert differ_b == 0 and differ_c > 0
+
+
+def test_label_noise_splits_in_synth_folder_and_checked(tmp_path):
+    import csv
+
+    from medvit.data.phantom_datasets import check_phantom_args
+    from medvit.data.synth import write_synth
+
+    write_synth("cxr", 120, tmp_path / "n", fmt="png", seed=1, image_size=32, masks=False, label_noise=0.4,
+                label_noise_splits=["train"])
+    write_synth("cxr", 120, tmp_path / "c", fmt="png", seed=1, image_size=32, masks=False)
+    man = json.loads((tmp_path / "n" / "manifest.json").read_text())
+    assert man["label_noise_splits"] == ["train"] and man["knobs"]["label_noise"] == 0.4
+    rows = {}
+    for name in ("n", "c"):
+        with open(tmp_path / name / "labels.csv", newline="") as f:
+            rows[name] = {r["image_id"]: r for r in csv.DictReader(f)}
+    changed = {rows["c"][i]["split"] for i in rows["c"]
+               if any(rows["c"][i][k] != rows["n"][i][k] for k in CXR_LABELS)}
+    assert changed == {"train"}
+    with pytest.raises(ValueError, match="label_noise_splits"):
+        ChestPhantomGenerator(64, label_noise=0.1, label_noise_splits=["training"])
+    with pytest.raises(ValueError, match="label_noise_splits"):
+        ChestPhantomGenerator(64, label_noise=0.1, label_noise_splits="train")
+    with pytest.raises(ValueError, match="dataset_args: phantom knob label_noise_splits"):
+        check_phantom_args("cxr", {"label_noise": 0.1, "label_noise_splits": ["tets"]})
+    check_phantom_args("retina", {"label_noise": 0.1, "label_noise_splits": ["train", "val"]})
