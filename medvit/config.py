@@ -3,6 +3,10 @@
 - :func:`from_dict` builds a (nested) dataclass from a mapping and rejects unknown keys with the
   closest valid names; values are checked against the field types.
 - :func:`apply_overrides` applies ``a.b=value`` strings (values parsed as YAML scalars/lists).
+- :func:`yaml_loads` / :func:`yaml_dumps`: the one YAML reading rule for config files and overrides. PyYAML resolves
+  scalars by YAML 1.1, where ``1e-300`` or ``1.0e9`` (an exponent without a dot or without a sign) is a *string*;
+  here they are numbers, as in YAML 1.2's core schema (section 10.3.2) and JSON, and the writer quotes strings that
+  would read back as numbers.
 - :func:`to_dict` / :func:`save_resolved` write the resolved config beside a run's outputs.
 - :func:`option` declares a field with its documentation (dataclass field metadata ``"help"``, as peft and
   transformers do); :func:`describe` lists a config's fields with type, default and that text. ``medvit list task
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -198,8 +203,49 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix or cls.__name__}: {_with_help(cls, first, str(e))}") from e
 
 
+#: numbers in exponent form that YAML 1.1 reads as strings (``1e9``, ``1.0e9``, ``.5E-3``); YAML 1.2 core schema
+#: (section 10.3.2) and JSON read them as floats. The 1.1 rules still cover every other form.
+_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_yaml_classes: tuple[type, type] | None = None
+
+
+def _yaml_pair() -> tuple[type, type]:
+    """(Loader, Dumper): PyYAML's safe pair plus :data:`_EXP_FLOAT` as a float (the dumper then quotes a string
+    such as ``"1e5"`` so that it reads back as the string)."""
+    global _yaml_classes
+    if _yaml_classes is None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        class Dumper(yaml.SafeDumper):
+            pass
+
+        for cls in (Loader, Dumper):
+            cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789."))
+        _yaml_classes = (Loader, Dumper)
+    return _yaml_classes
+
+
+def yaml_loads(text: str) -> Any:
+    """Parse YAML text safely (no object tags) with exponent-form numbers read as floats (see module doc).
+    Raises ``yaml.YAMLError`` as ``yaml.safe_load`` does."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_pair()[0])  # a SafeLoader subclass: no object tags
+
+
+def yaml_dumps(data: Any, sort_keys: bool = False) -> str:
+    """YAML text for plain data (``yaml.safe_dump``) that :func:`yaml_loads` reads back to the same values."""
+    import yaml
+
+    return yaml.dump(data, Dumper=_yaml_pair()[1], sort_keys=sort_keys)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"a.b=3"`` -> (["a", "b"], 3); the value is parsed as a YAML scalar or list."""
+    """``"a.b=3"`` -> (["a", "b"], 3); the value is parsed as a YAML scalar or list (:func:`yaml_loads`:
+    ``eps=1e-8`` is a number)."""
     import yaml
 
     if "=" not in text:
@@ -208,7 +254,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml_loads(raw) if raw != "" else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
     return key.strip().split("."), value
@@ -245,14 +291,14 @@ def to_dict(obj: Any) -> Any:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; errors name the file."""
+    """Read a YAML mapping (:func:`yaml_loads`); errors name the file."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml_loads(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({e})") from e
     if data is None:
@@ -264,10 +310,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_resolved(cfg: Any, out_dir: str | Path, name: str = "config.resolved.yaml") -> Path:
     """Write the resolved config beside a run's outputs; returns the file path."""
-    import yaml
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     p = out / name
-    p.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    p.write_text(yaml_dumps(to_dict(cfg)))
     return p

@@ -76,3 +76,21 @@ def test_every_task_config_key_is_documented_once_and_errors_quote_it():
         build_config(None, ["train.batch_size=0"], {"task": "finetune_multilabel"})
     with pytest.raises(ConfigError, match=r"label_fraction: expected a number.*fraction of training images kept"):
         build_config(None, ["label_fraction=abc"], {"task": "finetune_multilabel"})
+
+
+@pytest.mark.parametrize("text, value", [("1e-300", 1e-300), ("1e9", 1e9), ("1.0e9", 1e9), ("-2E3", -2000.0),
+                                         (".5e-3", 5e-4), ("1.0e+9", 1e9), ("[1e3, 2]", [1000.0, 2])])
+def test_exponent_numbers_are_numbers_in_overrides_and_files(tmp_path, text, value):
+    # YAML 1.1 (PyYAML's default) reads 1e-300 / 1e9 / 1.0e9 as strings; one YAML 1.2 / JSON rule here
+    assert apply_overrides({}, [f"optim.lr={text}"])["optim"]["lr"] == value
+    (tmp_path / "c.yaml").write_text(f"optim:\n  lr: {text}\n")
+    assert load_yaml(tmp_path / "c.yaml")["optim"]["lr"] == value
+    c = from_dict(Cfg, apply_overrides({}, ["optim.lr=1e-4", "epochs=1e1"]))
+    assert c.optim.lr == 1e-4 and c.epochs == 10
+
+
+def test_saved_strings_that_look_like_numbers_read_back_as_strings(tmp_path):
+    c = from_dict(Cfg, {"name": "1e5", "weights": "2.5E3"})
+    got = load_yaml(save_resolved(c, tmp_path))
+    assert got["name"] == "1e5" and got["weights"] == "2.5E3"
+    assert load_yaml(save_resolved(from_dict(Cfg, {"optim": {"lr": 1e-300}}), tmp_path))["optim"]["lr"] == 1e-300

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medvit import demo as demo_files
+from medvit.config import yaml_loads
 from medvit.data.phantom_common import knobs_from_dataset_args
 
 #: the demo's pipeline, rules and committed model (pipelines/demo of the source tree; see medvit.demo)
@@ -123,9 +124,7 @@ def _ratio(k: int, n: int) -> str:
 def pipeline_knobs(pipeline: Path | None = None) -> dict[str, float]:
     """The phantom knobs in the demo pipeline's ``dataset_args``: the inbox is drawn from the distribution the
     demo model was trained on (a phantom study of other difficulty would be another test)."""
-    import yaml
-
-    doc = yaml.safe_load((pipeline or PIPELINE).read_text()) or {}
+    doc = yaml_loads((pipeline or PIPELINE).read_text()) or {}
     args = doc.get("dataset_args") or {}
     return knobs_from_dataset_args(args)
 
@@ -140,9 +139,7 @@ def pipeline_draw_size(pipeline: Path | None = None) -> int:
     """Pixels per side the demo pipeline draws its training phantoms at (``dataset_args.image_size``, else
     :data:`DRAW_SIZE`): the inbox is drawn at the same size, so the model meets its studies through the same
     contract resize it was evaluated with (a phantom drawn small is not a large one resized)."""
-    import yaml
-
-    doc = yaml.safe_load((pipeline or PIPELINE).read_text()) or {}
+    doc = yaml_loads((pipeline or PIPELINE).read_text()) or {}
     return int((doc.get("dataset_args") or {}).get("image_size", DRAW_SIZE))
 
 

@@ -28,15 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from medvit.config import to_dict
+    from medvit.config import to_dict, yaml_dumps
     from medvit.tasks import build_config, run_task
     from medvit.train.distributed import finish_distributed
 
     if args.dry_run:
         spec, cfg = build_config(args.pipeline, args.overrides)
-        print(yaml.safe_dump({"task": spec.name, **to_dict(cfg)}, sort_keys=False))  # noqa: T201
+        print(yaml_dumps({"task": spec.name, **to_dict(cfg)}))  # noqa: T201
         return 0
     summary = run_task(args.pipeline, args.overrides)
     finish_distributed()  # every rank waits for rank 0's last writes, then leaves the process group in order

@@ -190,16 +190,14 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     from medvit.cli.run_cmd import format_summary
-    from medvit.config import to_dict
+    from medvit.config import to_dict, yaml_dumps
     from medvit.tasks import run_task
     from medvit.train.distributed import finish_distributed
 
     spec, cfg, raw = resolve(args)
     if args.dry_run:
-        print(yaml.safe_dump({"task": spec.name, **to_dict(cfg)}, sort_keys=False))  # noqa: T201
+        print(yaml_dumps({"task": spec.name, **to_dict(cfg)}))  # noqa: T201
         return 0
     summary = run_task(None, [], data=raw)
     finish_distributed()  # as `medvit run`: ranks leave the process group together, after rank 0's last writes

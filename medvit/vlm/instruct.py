@@ -237,24 +237,23 @@ class MixtureEntry:
 
 def write_mixture(path: str | Path, entries: Sequence[MixtureEntry]) -> Path:
     """Write a mixture YAML (``mixture: [{name, path, factor, stages}]``)."""
-    import yaml
+    from medvit.config import yaml_dumps
 
     p = Path(path)
-    p.write_text(yaml.safe_dump({"mixture": [vars(e) for e in entries]}, sort_keys=False))
+    p.write_text(yaml_dumps({"mixture": [vars(e) for e in entries]}))
     return p
 
 
 def read_mixture(path: str | Path, stage: int | None = None) -> list[tuple[MixtureEntry, Path]]:
     """Entries of a mixture YAML (those of ``stage`` if given) with their resolved JSONL paths. Paths must be
     relative, inside the mixture's folder. Raises ``ValueError`` naming the file and key."""
-    import yaml
-
+    from medvit.config import yaml_loads
     from medvit.vlm.data import ConversationError, safe_image_path
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"mixture file not found: {p}")
-    raw = yaml.safe_load(p.read_text()) or {}
+    raw = yaml_loads(p.read_text()) or {}
     items = raw.get("mixture") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         raise ValueError(f"{p}: key 'mixture' must be a list of {{name, path, factor, stages}}")

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medvit.config import ConfigError, option
+from medvit.config import ConfigError, option, yaml_loads
 from medvit.data.phantom_common import PHANTOM_KNOBS, knobs_from_dataset_args
 from medvit.registry import register_task
 from medvit.train.config import TrainConfig
@@ -251,7 +251,7 @@ def phantom_draw_settings(ph: PhantomData) -> tuple[int, dict[str, float]]:
     if ph.like_pipeline:
         p = Path(ph.like_pipeline)
         try:
-            doc = yaml.safe_load(p.read_text()) or {}
+            doc = yaml_loads(p.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"data.phantom.like_pipeline: cannot read {p}: {e}") from e
         args = doc.get("dataset_args") if isinstance(doc, dict) else None

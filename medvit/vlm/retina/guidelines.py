@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from medvit.config import yaml_loads
+
 BIOMARKER_TYPES = ("bool", "enum", "int")
 FILES = ("biomarkers.yaml", "staging.yaml", "referral.yaml")
 
@@ -123,7 +125,7 @@ def _load(path: Path, kind: str) -> dict[str, Any]:
     if not path.is_file():
         raise GuidelineError(f"{path}: guideline file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_loads(path.read_text())
     except yaml.YAMLError as e:
         raise GuidelineError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
