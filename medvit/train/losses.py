@@ -437,7 +437,8 @@ class CrossEntropy(Loss):
     """Softmax cross-entropy (``torch.nn.functional.cross_entropy``).
 
     Output ``(B, K)`` logits (a ``(cls, dist)`` pair is averaged); batch ``label`` ``(B,)`` class indices.
-    ``label_smoothing`` in [0, 1); ``weight``: per-class weights (K finite numbers >= 0) or None.
+    ``label_smoothing`` in [0, 1); ``weight``: per-class weights (K finite numbers >= 0, not all 0) or None.
+    Raises ``ValueError`` naming ``loss.args.<key>`` for a value out of range.
     """
 
     inputs = ("label",)
@@ -449,6 +450,11 @@ class CrossEntropy(Loss):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         _check_weights(weight, "weight")
+        if weight is not None and len(weight) and not any(weight):
+            # the weighted mean is sum(w[y] * loss) / sum(w[y]): 0/0 on every batch
+            raise ValueError(f"loss.args.weight: every class weight is 0 ({list(weight)}); the weighted mean "
+                             "cross-entropy divides by the batch's summed class weights (0/0 = NaN on every "
+                             "step): give at least one weight > 0")
         self.label_smoothing = float(label_smoothing)
         self.register_buffer("weight", None if weight is None else torch.tensor(weight, dtype=torch.float))
 

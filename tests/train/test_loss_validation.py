@@ -43,6 +43,16 @@ def test_negative_per_label_weights_are_refused(args, match):
         _build({"task": "prompt_tune", "loss": {"name": "cross_entropy", "args": {"weight": [-1.0, 1.0]}}})
 
 
+def test_all_zero_class_weights_are_refused_at_dry_run():
+    """recheck N3: weight=[0,0,0,0,0] passed --dry-run; the run died of 0/0 with unrelated lr advice."""
+    from medvit.tasks import build_config
+
+    with pytest.raises(ValueError, match=r"loss\.args\.weight: every class weight is 0 .*at least one weight > 0"):
+        build_config(RETINA, ["loss.name=cross_entropy", "loss.args.weight=[0,0,0,0,0]"])
+    _, cfg = build_config(RETINA, ["loss.name=cross_entropy", "loss.args.weight=[0,1,0,0,0]"])
+    assert cfg.loss.args == {"weight": [0, 1, 0, 0, 0]}
+
+
 def test_segmentation_stops_on_a_non_finite_loss_and_saves_nothing(tmp_path, monkeypatch):
     """B10: finetune_segmentation had no non-finite guard (the Trainer has max_nonfinite): NaN weights were saved."""
     import medvit.tasks.finetune_segmentation as seg
