@@ -59,13 +59,26 @@ IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".
 _TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 
 
-def inside(root: Path, rel: str, where: str) -> Path:
-    """``root / rel`` for a relative path read from a file; ValueError naming ``where`` for an empty, absolute or
-    ``..`` path (a value read from a file never points outside the dataset folder)."""
+def inside(root: Path, rel: str, where: str, follow_links: bool = False, hint: str = "") -> Path:
+    """``root / rel`` for a relative path read from a file (a value read from a file never points outside the
+    dataset folder). ValueError naming ``where`` for an empty, absolute or ``..`` path, and, unless
+    ``follow_links``, for one that resolves outside ``root`` through a symbolic link (the file itself or a folder
+    on its way; ``hint`` is added to that message) or cannot be resolved (a link loop). A ``root`` that is itself
+    reached through a link is fine: both sides are resolved."""
     p = Path(rel)
     if not rel or p.is_absolute() or ".." in p.parts:
         raise ValueError(f"{where}: image path {rel!r} must be a relative path inside {root}")
-    return root / p
+    path = root / p
+    if not follow_links:
+        try:
+            target = path.resolve()
+            outside = not target.is_relative_to(Path(root).resolve())
+        except (OSError, RuntimeError) as e:  # a link loop (RuntimeError before Python 3.13)
+            raise ValueError(f"{where}: cannot resolve image path {rel!r} under {root} ({e})") from None
+        if outside:
+            raise ValueError(f"{where}: {rel} leads through a symbolic link to {target}, outside {root} (refused"
+                             f"{'; ' + hint if hint else ''})")
+    return path
 
 
 def _unreadable(p: Path) -> str | None:
@@ -99,15 +112,14 @@ def _unreadable(p: Path) -> str | None:
 
 
 def _check_links_and_headers(root: Path, items: list[tuple[str, str]], follow_links: bool) -> None:
-    """ValueError listing every ``(where, relative path)`` whose file is a symbolic link leading outside ``root``
-    (unless ``follow_links``) or is unreadable (:func:`_unreadable`)."""
-    real_root = root.resolve()
+    """ValueError listing every ``(where, relative path)`` that leads outside ``root`` (:func:`inside`; unless
+    ``follow_links``) or whose file is unreadable (:func:`_unreadable`)."""
     bad = []
     for where, rel in items:
-        p = root / rel
-        if not follow_links and not p.resolve().is_relative_to(real_root):
-            bad.append(f"{where}: {rel} is a symbolic link leading outside {root} (refused; set "
-                       "dataset_args.follow_links=true to read it)")
+        try:
+            p = inside(root, rel, where, follow_links, hint="set dataset_args.follow_links=true to read it")
+        except ValueError as e:
+            bad.append(str(e))
             continue
         why = _unreadable(p)
         if why is not None:
@@ -228,7 +240,7 @@ class LabelledCSV(_Rows):
             for line, r in enumerate(reader, start=2):
                 rel = (r.get(path_column) or "").strip()
                 where = f"{f}:{line}"
-                inside(self.root, rel, where)
+                inside(self.root, rel, where, follow_links=True)  # links: checked with the headers below
                 pid = (r.get(patient_column) or "").strip() if has_patient else rel
                 if not pid:
                     raise ValueError(f"{where}: empty patient in column {patient_column!r}")

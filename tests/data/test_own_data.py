@@ -154,7 +154,8 @@ def test_symlinks_leaving_the_root_are_refused_unless_follow_links(tmp_path):
     (root / "img" / "link.png").symlink_to(outside)
     (root / "img" / "inner.png").symlink_to(root / "img" / "ok.png")  # a link staying inside is fine
     (root / "labels.csv").write_text("path,patient,Mass\nimg/ok.png,p1,1\nimg/inner.png,p2,0\nimg/link.png,p3,1\n")
-    with pytest.raises(ValueError, match=r"labels\.csv:4: img/link\.png is a symbolic link leading outside"):
+    with pytest.raises(ValueError, match=r"labels\.csv:4: img/link\.png leads through a symbolic link to "
+                                         r".*secret\.png, outside .*follow_links=true"):
         build_dataset("csv", "all", root=root)
     assert len(build_dataset("csv", "all", root=root, follow_links=True)) == 3
     (root / "labels.csv").write_text("path,patient,Mass\nimg/ok.png,p1,1\nimg/inner.png,p2,0\n")
@@ -164,9 +165,59 @@ def test_symlinks_leaving_the_root_are_refused_unless_follow_links(tmp_path):
     _tiny_png(classes / "a" / "x.png")
     _tiny_png(classes / "b" / "y.png")
     (classes / "b" / "z.png").symlink_to(outside)
-    with pytest.raises(ValueError, match=r"b/z\.png is a symbolic link leading outside"):
+    with pytest.raises(ValueError, match=r"b/z\.png leads through a symbolic link to"):
         build_dataset("folder", "all", root=classes)
     assert len(build_dataset("folder", "all", root=classes, follow_links=True)) == 3
+
+
+@pytest.mark.parametrize("planted", ["folder link", "file link", "link loop"])
+def test_phantom_folder_refuses_file_paths_that_leave_it_through_a_symlink(tmp_path, planted):
+    """recheck N4: inside() was lexical, so a labels.csv 'file' through a symlink inside the phantom folder (a folder
+    link ``imgs -> /elsewhere`` with ``file = imgs/outside.png``, or ``x.png -> /elsewhere/outside.png``) read an
+    image outside the folder. A folder reached through a symlinked root, and links staying inside, still load."""
+    import shutil
+
+    from medvit.data.phantom_datasets import PhantomFolderDataset
+    from medvit.data.synth import write_synth
+
+    real = tmp_path / "real"
+    write_synth("cxr", 4, real, fmt="png", seed=0, image_size=32, masks=False)
+    (tmp_path / "via").symlink_to(real, target_is_directory=True)  # the whole folder reached through a link
+    with open(real / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    ds = PhantomFolderDataset(tmp_path / "via", "all")
+    assert len(ds) == 4 and ds[0]["image"].shape[-2:] == (32, 32)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(real / rows[0]["file"], elsewhere / "outside.png")
+    (real / "inner.png").symlink_to(real / rows[1]["file"])  # a link staying inside the folder is fine
+    rows[1]["file"] = "inner.png"
+    if planted == "folder link":
+        (real / "imgs").symlink_to(elsewhere, target_is_directory=True)
+        rows[0]["file"] = "imgs/outside.png"
+    elif planted == "file link":
+        (real / "x.png").symlink_to(elsewhere / "outside.png")
+        rows[0]["file"] = "x.png"
+    else:
+        (real / "loop.png").symlink_to(real / "loop.png")
+        rows[0]["file"] = "loop.png"
+    with open(real / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    msg = (r"cannot resolve image path 'loop\.png'" if planted == "link loop" else
+           rf"{rows[0]['file']} leads through a symbolic link to .*elsewhere.outside\.png, outside")
+    for root in (real, tmp_path / "via"):
+        with pytest.raises(ValueError, match=r"labels\.csv line 2 column 'file': " + msg):
+            PhantomFolderDataset(root, "all")
+    rows.pop(0)
+    with open(real / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ds = PhantomFolderDataset(tmp_path / "via", "all")
+    assert len(ds) == 3 and ds[0]["image"].shape[-2:] == (32, 32)
 
 
 def test_split_column_with_one_patient_in_several_splits_is_refused_unless_allowed(tmp_path, caplog):
