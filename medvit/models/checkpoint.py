@@ -219,6 +219,8 @@ def _resolve_source(src: str | Path) -> tuple[Path, bool]:
         return p / WEIGHTS_NAME, (p / CONFIG_NAME).is_file()
     if p.is_file():
         return p, False
+    if p.exists():  # a device, FIFO or socket: not opened, and not a weight tag either
+        raise ValueError(f"{p}: not a regular file (a device, FIFO or socket), not a weights file")
     from medvit.registry import REGISTRY
 
     if isinstance(src, str) and ("weight", src) in REGISTRY:
@@ -238,6 +240,10 @@ def load_weights_into(model: nn.Module, src: str | Path) -> nn.Module:
 
     medvit checkpoints load strictly. Foreign layouts are converted; a missing head / fc_norm
     (fine-tuning from a pretrained encoder) and an unused final ``norm`` are tolerated and logged.
+
+    Raises:
+        FileNotFoundError: ``src`` is no file, folder or registered weight tag.
+        ValueError: ``src`` is a device, FIFO or socket (not opened).
     """
     f, native = _resolve_source(src)
     raw = read_pickled_weights(f) if f.suffix in (".pth", ".pt", ".bin") else read_safetensors(f)

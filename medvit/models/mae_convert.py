@@ -94,8 +94,16 @@ def load_mae_weights(mae: nn.Module, src: str | Path) -> nn.Module:
 
 
 def resolve_encoder_file(src: str | Path) -> Path | None:
-    """Weights file holding an encoder for ``src`` (run folder, checkpoint dir or file); None for weight tags."""
+    """Weights file holding an encoder for ``src`` (run folder, checkpoint dir or file); None for weight tags.
+
+    Raises:
+        FileNotFoundError: a folder without ``model.safetensors`` (nor ``encoder/`` / ``model/`` holding one).
+        ValueError: ``src`` exists but is neither a folder nor a regular file (a device, FIFO or socket such as
+            ``/dev/zero``; never opened), so it is not a weight tag either.
+    """
     p = Path(src)
+    if p.exists() and not (p.is_dir() or p.is_file()):
+        raise ValueError(f"{p}: not a regular file (a device, FIFO or socket), not a weights file")
     if p.is_dir():
         for cand in (p / "encoder" / "model.safetensors", p / "model" / "model.safetensors", p / "model.safetensors"):
             if cand.is_file():

@@ -160,6 +160,9 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
         except FileNotFoundError as e:
             raise AdapterError(f"{p}: the base weights {base['weights']!r} recorded by the adapter are not found "
                                f"({e}); put them back or pass base_model") from e
+        except ValueError as e:  # it exists but is a device, FIFO or socket (not opened)
+            raise AdapterError(f"{p / ADAPTER_CONFIG}: key 'base.weights': {e}; pass base_model (the base you "
+                               "trust)") from e
         if wfile is not None and not base.get("weights_sha256"):  # a path read from the config: followed only
             # to the bytes it was trained on (the file is hashed before any reader parses it)
             raise AdapterError(f"{p / ADAPTER_CONFIG}: key 'base.weights' names the file {wfile}, but "

@@ -225,6 +225,29 @@ def test_adapter_base_weights_path_is_followed_only_with_its_checksum(tmp_path):
         load_adapter(tmp_path)
 
 
+@pytest.mark.parametrize("sha", [None, "0" * 64], ids=["no sha", "with sha"])
+def test_adapter_base_weights_on_a_device_is_named_not_a_regular_file(tmp_path, sha):
+    """recheck B19 wording: ``base.weights: /dev/zero`` (a device; it exists) was reported as "not found ... nor
+    is it a registered weight tag". Refused without opening it, saying what it is; the same for a model's
+    ``pretrained``."""
+    import json
+    import os
+
+    from medvit.models import create_model
+    from medvit.peft.checkpoint import FORMAT, AdapterError, load_adapter
+
+    base = {"architecture": "vit_tiny_patch16_224", "weights": os.devnull}
+    if sha:
+        base["weights_sha256"] = sha
+    doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": base, "tensors": {}}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: key 'base\.weights': /dev/null: not a regular "
+                                           r"file \(a device, FIFO or socket\), not a weights file"):
+        load_adapter(tmp_path)
+    with pytest.raises(ValueError, match=r"/dev/null: not a regular file \(a device"):
+        create_model("vit_tiny_patch16_224", pretrained=os.devnull, img_size=32, depth=1, embed_dim=32, num_heads=2)
+
+
 def test_viewer_feedback_with_a_nan_probability_still_loads(tmp_path):
     """The strict reader must not lock a reader out of saved verdicts: the viewer writes entries with json.dumps,
     which writes NaN for a NaN probability (a model with NaN weights)."""
