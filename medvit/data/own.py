@@ -49,6 +49,7 @@ import torch
 
 from medvit.data.datasets import ItemDataset, check_split, to_chw
 from medvit.data.nih import patient_hash_fraction
+from medvit.io.jsonfile import name_list_problem
 from medvit.registry import register
 
 logger = logging.getLogger(__name__)
@@ -234,6 +235,9 @@ class LabelledCSV(_Rows):
                 raise ValueError(f"{f}: label columns {missing} not in the header ({', '.join(header)})")
             if not names:
                 raise ValueError(f"{f}: no label columns (every column but {sorted(reserved)} is a label)")
+            if problem := name_list_problem(names):  # a repeated header column: DictReader keeps only the last
+                where = "dataset_args.label_columns" if label_columns else "the header's label columns"
+                raise ValueError(f"{f}: {where} {problem}")
             self.label_names = names
             rows, where_of = [], {}
             seen: dict[str, dict[str, int]] = {}  # patient -> {split: first CSV line} (split column only)

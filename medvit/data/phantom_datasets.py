@@ -21,7 +21,7 @@ from medvit.data.own import inside
 from medvit.data.phantom_common import Difficulty, patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
-from medvit.io.jsonfile import json_type_name, read_json
+from medvit.io.jsonfile import json_type_name, name_list_problem, read_json
 from medvit.registry import did_you_mean, register
 
 _SPLITS = ("train", "val", "test", "all")
@@ -108,9 +108,8 @@ class PhantomFolderDataset(ItemDataset):
                 raise ValueError(f"{man}: required key {key!r} missing (rerun `medvit data synth`)")
             if key == "kind" and not (isinstance(v, str) and v):
                 raise ValueError(f"{man}: 'kind' must be a phantom kind (a string), got {json_type_name(v)}")
-            if key != "kind" and key in self.manifest and not (
-                    isinstance(v, list) and all(isinstance(x, str) and x for x in v)):
-                raise ValueError(f"{man}: {key!r} must be a list of non-empty strings, got {json_type_name(v)}")
+            if key != "kind" and key in self.manifest and (problem := name_list_problem(v)):
+                raise ValueError(f"{man}: {key!r} {problem}")
         if kind is not None and self.manifest["kind"] != kind:
             raise ValueError(f"{self.root} holds {self.manifest['kind']!r} phantoms, not {kind!r}")
         self.kind = self.manifest["kind"]

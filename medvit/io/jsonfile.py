@@ -23,7 +23,7 @@ from typing import Any
 
 from medvit.io.errors import printable_path
 
-__all__ = ["json_type_name", "parse_json", "read_json"]
+__all__ = ["json_type_name", "name_list_problem", "parse_json", "read_json"]
 
 _JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "true/false",
                type(None): "null"}
@@ -37,6 +37,21 @@ def json_type_name(value: Any) -> str:
     """The JSON name of ``value``'s type (``object``, ``array``, ``string``, ``number``, ``true/false``, ``null``), for
     messages such as ``"'base' must be an object, got string"``."""
     return _json_name(type(value))
+
+
+def name_list_problem(value: Any, *, allow_empty: bool = False) -> str | None:
+    """Why ``value`` (label / class names read from a file: one name per model output) is not a list of distinct
+    non-empty strings, as the end of a message (``"must be ..., got ..."``); None when it is one. An empty list is
+    refused unless ``allow_empty`` (a run with no outputs); a repeated name is refused (two outputs under one
+    name: ``dict(zip(names, scores))`` keeps one of them, a CSV writes two columns of the same name)."""
+    if not isinstance(value, list | tuple) or not all(isinstance(x, str) and x.strip() for x in value):
+        return f"must be a list of non-empty strings, got {json_type_name(value)}"
+    if not value and not allow_empty:
+        return "must name at least one label, got an empty list"
+    repeated = sorted({x for x in value if list(value).count(x) > 1})
+    if repeated:
+        return f"must not repeat a name (one per output), got {', '.join(map(repr, repeated))} more than once"
+    return None
 
 
 def _first_nonfinite(doc: Any, allowed: tuple[str, ...]) -> tuple[str, float] | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from medvit.data.preprocess import FILE_KINDS, INTENSITY_RULES, INTERPOLATIONS
 from medvit.data.preprocess import GEOMETRIES as CROP_MODES  # preprocessing vocabulary, one definition
+from medvit.io.jsonfile import name_list_problem
 
 
 @dataclass
@@ -110,6 +111,8 @@ class WeightContract:
             if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x.strip() for x in v):
                 raise ValueError(f"contract key {key!r} must be a list of non-empty strings (e.g. "
                                  f"{_EXAMPLES[key]}), got {type(v).__name__} {v!r:.80}")
+        if problem := name_list_problem(self.label_names, allow_empty=True):  # one name per output
+            raise ValueError(f"contract key 'label_names' {problem}")
         for key in ("input_size", "mean", "std", "thresholds"):
             v = getattr(self, key)
             if not isinstance(v, list | tuple) or not all(_is_number(x) for x in v) or (key != "thresholds"

@@ -66,6 +66,8 @@ def test_csv_errors_name_file_row_and_column(tmp_path):
         "file,patient,Mass\na.npy,p1,1\n": "no image-path column 'path'",
         "path,patient,Mass\na.npy,p1,1\nb.npy,p2,0\n": "1 listed images of split 'all' are missing",
         "path,patient,split,Mass\na.npy,p1,training,1\n": "labels.csv:2: column 'split' must be train, val or test",
+        # recheck N5: a repeated label column (DictReader keeps the last) trained two outputs on one column
+        "path,patient,Mass,Mass\na.npy,p1,1,0\n": "labels.csv: the header's label columns must not repeat a name",
     }
     for text, msg in cases.items():
         (root / "labels.csv").write_text(text)

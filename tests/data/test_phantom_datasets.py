@@ -116,3 +116,32 @@ def test_phantom_folder_refuses_wrong_manifest_types_and_paths_leaving_the_folde
     (tmp_path / "splits" / "train.txt").write_text("x1\n")
     with pytest.raises(ValueError, match=msg):
         PhantomFolderDataset(tmp_path, "train")
+
+
+@pytest.mark.parametrize("manifest, msg", [
+    ({"kind": "cxr", "label_names": []}, r"manifest\.json: 'label_names' must name at least one label"),
+    ({"kind": "cxr", "label_names": ["A", "A"]}, r"manifest\.json: 'label_names' must not repeat a name .*'A'"),
+    ({"kind": "cxr", "label_names": ["A", " "]}, r"manifest\.json: 'label_names' must be a list of non-empty"),
+    ({"kind": "retina", "label_names": ["A"], "class_names": ["g0", "g0"]}, r"'class_names' must not repeat a name"),
+], ids=["empty", "repeated", "blank", "class_names repeated"])
+def test_phantom_folder_refuses_empty_or_repeated_label_names(tmp_path, manifest, msg):
+    """recheck N5: label_names [] and ["A", "A"] were accepted (no outputs / two outputs under one name)."""
+    import json
+
+    from medvit.data.phantom_datasets import PhantomFolderDataset
+
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "labels.csv").write_text("image_id,patient_id,file,A\nx1,p1,images/x.png,1\n")
+    (tmp_path / "splits" / "train.txt").write_text("x1\n")
+    with pytest.raises(ValueError, match=msg):
+        PhantomFolderDataset(tmp_path, "train")
+
+
+def test_contract_refuses_repeated_label_names():
+    """recheck N5 (same gap in the checkpoint contract): two outputs under one name; an empty list stays valid."""
+    from medvit.models.contract import WeightContract
+
+    with pytest.raises(ValueError, match=r"contract key 'label_names' must not repeat a name .*'Mass'"):
+        WeightContract(label_names=["Mass", "Nodule", "Mass"])
+    assert WeightContract(label_names=[]).label_names == []
