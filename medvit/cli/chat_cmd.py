@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _expert_specs(items: list[str]) -> list[dict]:
-    from medvit.vlm.paths import EXPERT_PATH_KEYS
+    from medvit.vlm.paths import EXPERT_PATH_KEYS, spec_with_paths
 
     specs = []
     for it in items:
@@ -40,8 +40,10 @@ def _expert_specs(items: list[str]) -> list[dict]:
         key = EXPERT_PATH_KEYS.get(kind)
         if key is None:
             raise SystemExit(f"--expert {it!r}: unknown kind {kind!r}; kinds: {', '.join(EXPERT_PATH_KEYS)}")
-        paths = dirs.split(",")
-        specs.append({"kind": kind, key: paths if key == "checkpoints" else paths[0]})
+        try:
+            specs.append(spec_with_paths({"kind": kind}, key, dirs.split(",")))
+        except ValueError as e:
+            raise SystemExit(f"--expert {it!r}: {e} (several DIRs only for an ensemble: cxr=DIR,DIR)") from None
     return specs
 
 

@@ -49,6 +49,17 @@ def bundle_checkpoint(src: str | Path, out_dir: Path, rel: str) -> str:
 EXPERT_PATH_KEYS = {"cxr": "checkpoints", "segmentation": "checkpoint", "monai_bundle": "bundle_dir"}
 
 
+def spec_with_paths(spec: dict[str, Any], key: str, paths: Sequence[Any]) -> dict[str, Any]:
+    """``spec`` with its checkpoint key ``key`` (:data:`EXPERT_PATH_KEYS`) set from ``paths``: the list for
+    ``checkpoints`` (an ensemble), the one path otherwise. ``ValueError`` when a single-path key gets another
+    count than one (the inverse of reading a spec's paths as a list)."""
+    if key == "checkpoints":
+        return {**spec, key: list(paths)}
+    if len(paths) != 1:
+        raise ValueError(f"expert kind {spec.get('kind')!r} takes one {key}, got {len(paths)}: {list(paths)!r:.200}")
+    return {**spec, key: paths[0]}
+
+
 def _spec_paths(spec: Any, i: int, where: str) -> tuple[str, list[Any]]:
     if not isinstance(spec, dict) or "kind" not in spec:
         raise ValueError(f"{where}: experts[{i}] must be an object with a 'kind'")
@@ -68,7 +79,7 @@ def bundle_expert_specs(specs: Sequence[dict[str, Any]], out_dir: Path) -> list[
         key, paths = _spec_paths(spec, i, str(out_dir))
         rel = [bundle_checkpoint(pth, out_dir, f"experts/{spec['kind']}_{i}" + (f"_{j}" if len(paths) > 1 else ""))
                for j, pth in enumerate(paths)]
-        out.append({**spec, key: rel if key == "checkpoints" else rel[0]})
+        out.append(spec_with_paths(spec, key, rel))
     return out
 
 
@@ -88,5 +99,5 @@ def recorded_expert_specs(specs: Any, model_dir: Path) -> list[dict[str, Any]]:
                 res.append(str(inside_model_dir(model_dir, pth, f"experts[{i}].{key}")))
             except ValueError as e:
                 raise ValueError(f"{e} (e.g. `medvit chat --expert {spec['kind']}=DIR`)") from e
-        out.append({**spec, key: res if key == "checkpoints" else res[0]})
+        out.append(spec_with_paths(spec, key, res))
     return out

@@ -164,3 +164,29 @@ def test_saved_vlm_is_relocatable_and_follows_no_outside_path_from_its_config(ma
     with pytest.raises(ValueError, match=r"config.vision_checkpoint.*outside the model directory"):
         VisionLanguageModel.load(moved, lm_path=tmp_path / "lm2")
     assert VisionLanguageModel.load(moved, lm_path=tmp_path / "lm2", vision_checkpoint=DEMO).vision_from_checkpoint
+
+
+def test_expert_paths_one_shape_rule_and_a_single_path_kind_refuses_several_dirs(tmp_path):
+    """One rule shapes an expert's checkpoint paths (``checkpoints`` a list, other kinds one path) for
+    ``--expert``, bundling and reading vlm_config.json back. ``--expert segmentation=A,B`` silently dropped B."""
+    import pytest
+
+    from medvit.cli.chat_cmd import _expert_specs
+    from medvit.vlm.paths import bundle_expert_specs, recorded_expert_specs
+
+    assert _expert_specs(["cxr=a,b", "segmentation=s"]) == [{"kind": "cxr", "checkpoints": ["a", "b"]},
+                                                             {"kind": "segmentation", "checkpoint": "s"}]
+    with pytest.raises(SystemExit, match=r"--expert 'segmentation=a,b': expert kind 'segmentation' takes one "
+                                         r"checkpoint, got 2"):
+        _expert_specs(["segmentation=a,b"])
+    src = tmp_path / "ck"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"x")
+    model_dir = tmp_path / "vlm"
+    specs = bundle_expert_specs([{"kind": "cxr", "checkpoints": [str(src)]},
+                                 {"kind": "segmentation", "checkpoint": str(src)}], model_dir)
+    assert specs == [{"kind": "cxr", "checkpoints": ["experts/cxr_0"]},
+                     {"kind": "segmentation", "checkpoint": "experts/segmentation_1"}]
+    assert recorded_expert_specs(specs, model_dir) == [
+        {"kind": "cxr", "checkpoints": [str(model_dir / "experts" / "cxr_0")]},
+        {"kind": "segmentation", "checkpoint": str(model_dir / "experts" / "segmentation_1")}]
