@@ -154,10 +154,13 @@ def read_pickled_weights(path: str | Path) -> dict[str, Any]:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """``config.json`` of a checkpoint directory (or of the directory holding a weights file)."""
+    """``config.json`` of a checkpoint directory (or of the directory holding a weights file). Raises
+    :class:`CheckpointError` naming the file and key: ``format`` not :data:`FORMAT`, ``architecture`` not a string,
+    ``model_args`` not an object."""
     p = Path(path)
     cfg_path = p / CONFIG_NAME if p.is_dir() else p.with_name(CONFIG_NAME)
     cfg = read_json(cfg_path, error=CheckpointError, nonfinite_ok=("extra",),  # extra: metrics that can be NaN
+                    format_id=FORMAT,  # a format this reader does not know (5, medvit-checkpoint/2): refused
                     missing=f"{p} is not a medvit checkpoint (a directory with {WEIGHTS_NAME} and {CONFIG_NAME})")
     for key in ("architecture", "model_args"):
         if key not in cfg:

@@ -13,6 +13,7 @@ from torch import nn
 from medvit.models.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    CheckpointError,
     load_state_dict_checked,
     load_weights_into,
     read_config,
@@ -119,7 +120,9 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     """Rebuild a model from a medvit checkpoint directory; ``model.contract`` holds its contract.
 
     ``overrides`` replace saved architecture arguments that do not change weight shapes (e.g.
-    ``drop_path_rate``).
+    ``drop_path_rate``). Raises :class:`CheckpointError` naming ``config.json`` and the key for a config the
+    reader or the architecture refuses (``format``, ``architecture``, ``model_args.<arg>``, ``contract``) or
+    weights that do not fit it.
     """
     from medvit.models.verify import check_args_fit_weights, read_verified_safetensors, safetensors_shapes
 
@@ -132,12 +135,30 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     f = p / WEIGHTS_NAME if p.is_dir() else p
     if not f.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {f}")
+    arch = cfg["architecture"]
+    try:  # an unknown architecture or argument in the file: refused naming it, before any weight is read
+        backbone_args(arch.split(".", 1)[0] if ("weight", arch) in REGISTRY else arch, **cfg["model_args"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{cfg_file}: {'model_args' if isinstance(e, TypeError) else 'architecture'}: "
+                              f"{e.args[0] if e.args else e}") from None
+
+    def build() -> nn.Module:
+        try:
+            return create_model(arch, **args)
+        except (TypeError, ValueError) as e:  # a constructor's refusal starts with the argument it is about
+            msg = str(e)
+            key = msg.split(" ", 1)[0].strip(":'\"")
+            if key in overrides or isinstance(e, CheckpointError):  # the caller's value / already names a file
+                raise
+            where = f"model_args.{msg}" if key in args else f"model_args: {msg}"
+            raise CheckpointError(f"{cfg_file}: {where}") from e
+
     # sizes first (header only, model on the meta device), then the weights, hashed as they are read
-    check_args_fit_weights(lambda: create_model(cfg["architecture"], **args), safetensors_shapes(f), str(f))
+    check_args_fit_weights(build, safetensors_shapes(f), str(f))
     sd, sha = read_verified_safetensors(f, cfg.get("sha256"))
     if not cfg.get("sha256"):
         logger.warning("%s: config.json records no sha256; the weights' computed hash %s is reported", f, sha)
-    model = create_model(cfg["architecture"], **args)
+    model = build()
     load_state_dict_checked(model, sd, str(f))
     model.contract = contract
     model.checkpoint_sha256 = sha  # computed from the bytes loaded, never copied from config.json

@@ -181,10 +181,11 @@ def test_checkpoint_nan_threshold_refused_at_load_naming_file_and_key(tmp_path):
     ("config.json", {"architecture": 5},
      r"'architecture' must be a registered architecture name \(a string\), got number"),
     ("config.json", {"model_args": [1, 2]}, r"'model_args' must be an object \{argument: value\}, got array"),
+    ("config.json", {"format": 5}, r"format 5 is not 'medvit-checkpoint/1'"),  # recheck: loaded unchecked
     ("adapter_config.json", {"base": "vit"}, r"'base' must be an object, got string"),
     ("adapter_config.json", {"base": {"weights": 5}}, r"'base\.weights' must be a string or null, got number"),
     ("adapter_config.json", {"method_config": []}, r"'method_config' must be an object, got array"),
-], ids=["architecture", "model_args", "adapter base", "adapter base.weights", "adapter method_config"])
+], ids=["architecture", "model_args", "format", "adapter base", "adapter base.weights", "adapter method_config"])
 def test_wrong_types_one_level_down_name_file_and_key(tmp_path, name, edit, reason):
     """breaker B4 / B19: a checkpoint or adapter config with a wrong-typed value gave a bare TypeError /
     AttributeError ("argument of type 'int' is not iterable", "'str' object has no attribute 'get'")."""
@@ -194,7 +195,10 @@ def test_wrong_types_one_level_down_name_file_and_key(tmp_path, name, edit, reas
     from medvit.peft.checkpoint import FORMAT, AdapterError, read_adapter_config
 
     if name == "config.json":
-        doc, call, err = {"architecture": "vit_tiny_patch16_224", "model_args": {}}, read_config, CheckpointError
+        from medvit.models.checkpoint import FORMAT as CKPT
+
+        doc = {"format": CKPT, "architecture": "vit_tiny_patch16_224", "model_args": {}}
+        call, err = read_config, CheckpointError
     else:
         doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": {}, "tensors": {}}
         call, err = read_adapter_config, AdapterError
@@ -202,6 +206,30 @@ def test_wrong_types_one_level_down_name_file_and_key(tmp_path, name, edit, reas
     (tmp_path / name).write_text(json.dumps(doc))
     with pytest.raises(err, match=rf"{name}: {reason}"):
         call(tmp_path)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    ({"model_args": {"depth": "abc"}}, r"model_args\.depth must be a positive int, got 'abc'"),
+    ({"model_args": {"nosuch_arg": 1}}, r"model_args: backbone 'vit_tiny_patch16_224' does not accept 'nosuch_arg'"),
+    ({"architecture": "vit_tiny_patch16_22"}, r"architecture: unknown backbone 'vit_tiny_patch16_22'; did you mean"),
+], ids=["depth string", "unknown arg", "unknown architecture"])
+def test_checkpoint_model_args_values_are_refused_naming_file_and_key(tmp_path, edit, reason):
+    """recheck B4 residual: a value inside model_args was refused without the file (`depth must be a positive int,
+    got 'abc'`; `backbone ... does not accept 'nosuch_arg'`)."""
+    import json
+
+    from medvit.models import create_model, load_model
+    from medvit.models.checkpoint import CheckpointError, save_checkpoint
+    from tests.conftest import tiny_args
+
+    name = "vit_tiny_patch16_224"
+    out = save_checkpoint(create_model(name, **tiny_args(name), num_classes=2), tmp_path / "m")
+    cfg = json.loads((out / "config.json").read_text())
+    for k, v in edit.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=rf"m/config\.json: {reason}"):
+        load_model(out)
 
 
 def test_adapter_base_weights_path_is_followed_only_with_its_checksum(tmp_path):
