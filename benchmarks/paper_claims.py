@@ -114,21 +114,9 @@ def knob_tag(knobs: dict[str, Any]) -> str:
 def parse_knobs(items: list[str]) -> dict[str, Any]:
     """``--knobs lesion_contrast=3 noise=0.5 label_noise_splits=train`` -> {"lesion_contrast": 3.0, "noise": 0.5,
     "label_noise_splits": ("train",)} (names checked; splits comma-separated)."""
-    from medvit.data.phantom_common import PHANTOM_KNOBS, SPLIT_KNOB
+    from medvit.data.phantom_common import parse_knob_assignments
 
-    out: dict[str, Any] = {}
-    for it in items:
-        k, sep, v = it.partition("=")
-        if sep and k == SPLIT_KNOB:
-            out[k] = tuple(x for x in v.split(",") if x)
-            continue
-        if not sep or k not in PHANTOM_KNOBS:
-            raise ValueError(f"--knobs: expected NAME=VALUE with NAME in {PHANTOM_KNOBS + (SPLIT_KNOB,)}, got {it!r}")
-        try:
-            out[k] = float(v)
-        except ValueError:
-            raise ValueError(f"--knobs {k}: not a number: {v!r}") from None
-    return out
+    return parse_knob_assignments(items, "--knobs")
 
 
 def n_train(root: Path) -> int:

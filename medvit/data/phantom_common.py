@@ -166,6 +166,30 @@ def knobs_from_dataset_args(args: dict) -> dict[str, Any]:
     return out
 
 
+def parse_knob_assignments(items: list[str], where: str = "--knob") -> dict[str, Any]:
+    """``["lesion_contrast=3", "label_noise_splits=train,val"]`` -> ``{"lesion_contrast": 3.0,
+    "label_noise_splits": ("train", "val")}``: numeric knobs as floats, the split knob comma-separated. Ranges are
+    checked where the knobs are used (:class:`Difficulty`).
+
+    Raises:
+        ValueError: an item that is not ``NAME=VALUE``, an unknown name or a value that is not a number, naming
+            ``where`` and the item.
+    """
+    out: dict[str, Any] = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if sep and k == SPLIT_KNOB:
+            out[k] = tuple(x for x in v.split(",") if x)
+            continue
+        if not sep or k not in PHANTOM_KNOBS:
+            raise ValueError(f"{where}: expected NAME=VALUE with NAME in {PHANTOM_KNOBS + (SPLIT_KNOB,)}, got {it!r}")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ValueError(f"{where} {k}: not a number: {v!r}") from None
+    return out
+
+
 @dataclass(frozen=True)
 class Difficulty:
     """Calibration knobs shared by the chest and retina phantom generators (all deterministic).

@@ -90,9 +90,9 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
         raise ValueError("monochrome1 applies to chest DICOM only (--kind cxr --format dicom)")
     size = DEFAULT_SIZE[kind] if image_size is None else int(image_size)
     out = Path(out)
+    gen = make_generator(kind, size, seed, with_masks=masks, **knobs)  # bad knobs refused before anything is written
     for sub in ("images", "reports", "splits") + (("masks",) if masks else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    gen = make_generator(kind, size, seed, with_masks=masks, **knobs)
     plan = plan_patients(n, seed, kind)
     visit = visits(plan.patient_of)
     t0 = time.perf_counter()

@@ -84,3 +84,28 @@ def test_cli_synth(tmp_path, capsys):
     assert len(list((tmp_path / "images").glob("*.dcm"))) == 4 and not (tmp_path / "masks").exists()
     assert main(["data", "synth", "--kind", "retina", "--n", "2", "--out", str(tmp_path / "x"),
                  "--format", "png", "--monochrome1"]) == 2
+
+
+def test_cli_synth_knobs_draw_what_the_demo_pipeline_draws(tmp_path, capsys):
+    """`--demo-knobs` draws the demo pipeline's calibrated phantoms (the same pixels as its in-memory dataset);
+    `--knob` adds to them; a bad knob is refused before anything is written."""
+    from medvit.cli.demo_cmd import pipeline_knobs
+    from medvit.cli.main import main
+
+    out = tmp_path / "demo"
+    assert main(["data", "synth", "--kind", "cxr", "--n", "5", "--out", str(out), "--format", "png", "--size", "48",
+                 "--no-masks", "--demo-knobs", "--knob", "label_noise=0.2", "--knob", "label_noise_splits=train"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    knobs = pipeline_knobs()
+    assert knobs and all(man["knobs"][k] == v for k, v in knobs.items())
+    assert man["knobs"]["label_noise"] == 0.2 and man["label_noise_splits"] == ["train"]
+    folder = build_dataset("cxr_phantom", split="all", root=str(out), image_size=48)
+    mem = PhantomDataset("cxr", "all", n=5, seed=0, image_size=48, **knobs)
+    for i in range(5):
+        assert np.abs(folder[i]["image"].numpy() - mem[i]["image"].numpy()).max() <= 1 / 65535 + 1e-7
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["data", "synth", "--kind", "cxr", "--n", "2", "--out", str(bad), "--knob", "lesion_contrast=9"]) == 2
+    assert main(["data", "synth", "--kind", "cxr", "--n", "2", "--out", str(bad), "--knob", "contrast=2"]) == 2
+    err = capsys.readouterr().err
+    assert "lesion_contrast=9.0 is outside" in err and "--knob: expected NAME=VALUE" in err and not bad.exists()
