@@ -136,8 +136,10 @@ def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Te
     compiled. A model with other weights has another hash, hence another entry. The compiled callable
     accepts exactly ``example``'s shape: callers pad the last batch. ``record``: JSON-able facts about how the
     package was made (an int8 calibration), written beside it and returned in ``CompileInfo.meta`` by the runs that
-    load it. A cache root that cannot be written (a file, no permission) is not an error: the model is compiled
-    into a temporary folder, with a warning naming the path (:func:`entry_dir`; ``meta["cache_unusable"]``).
+    load it; a value may be a zero-argument callable giving the fact, called only when the package is compiled
+    here (a run that loads the package reads the stored value and never computes it, e.g. a batch hash). A cache
+    root that cannot be written (a file, no permission) is not an error: the model is compiled into a temporary
+    folder, with a warning naming the path (:func:`entry_dir`; ``meta["cache_unusable"]``).
     Returns (callable, :class:`CompileInfo`).
     """
     import time
@@ -171,7 +173,7 @@ def compile_cached(model: nn.Module | Callable[[], nn.Module], example: torch.Te
         model = model()
     d, unusable = entry_dir(key, cache_root)
     pkg = d / PACKAGE
-    meta.update(record or {})
+    meta.update({k: v() if callable(v) else v for k, v in (record or {}).items()})
     if unusable:
         meta["cache_unusable"] = unusable
     tmp = d / f".tmp{os.getpid()}.{PACKAGE}"  # torch wants the .pt2 suffix

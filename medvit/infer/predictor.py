@@ -243,7 +243,10 @@ class Predictor:
                                      "checkpoint (medvit.compress.ptq: its stored int8 parameters need no "
                                      "calibration batch)")
                 return quantize_int8_pt2e(module, [example])
-            record = {"int8_calibration": {"images": n, "input_sha256": _tensor_sha256(t)}}
+            def calibration() -> dict[str, Any]:  # hashed only when this run calibrates (not on a cache hit)
+                return {"images": n, "input_sha256": _tensor_sha256(t)}
+
+            record = {"int8_calibration": calibration}
             sha = f"{sha}:int8-pt2e-x86:calibrated-once"  # one entry per model + shape, not per inbox
         precision = self.precision
         if self.precision == "int8" and self.int8_rest == "bf16":  # int8-mixed-bf16: one more cache entry kind
@@ -257,7 +260,7 @@ class Predictor:
             self._compiled, self.compile_info = compile_cached(build, example, precision, sha, self.cache_root,
                                                                record=record)
         if record:
-            cal = dict(self.compile_info.meta.get("int8_calibration") or record["int8_calibration"])
+            cal = dict(self.compile_info.meta.get("int8_calibration") or record["int8_calibration"]())
             self.calibration_images = int(cal.get("images", n))
             self.int8_source = ("first batch of an earlier run (cached package)" if self.compile_info.reused
                                 else "first batch of this run")

@@ -150,6 +150,10 @@ def test_compiled_predictor_pads_partial_batches(model, phantoms, reference, cac
 
 
 def test_int8_pt2e_within_tolerance(model, phantoms, reference, cache_root, monkeypatch):
+    """... and a later run that loads the cached package neither quantises nor hashes its own first batch (closing
+    32: the calibration batch was hashed on every cache hit): it reports the calibration stored beside the package."""
+    import medvit.infer.predictor as predictor_mod
+
     pytest.importorskip("torchao")
     p = Predictor(model, "int8", cache_root=cache_root)
     calibrated = p.predict(phantoms[:8])  # the first batch calibrates the activation ranges
@@ -163,9 +167,14 @@ def test_int8_pt2e_within_tolerance(model, phantoms, reference, cache_root, monk
         raise AssertionError("quantised again although the package is cached")
 
     monkeypatch.setattr(fastpath, "quantize_int8_pt2e", refuse)  # a later run, same first batch: loads the package
+    def no_hash(*a, **k):
+        raise AssertionError("hashed the first batch although the package (and its calibration record) is cached")
+
+    monkeypatch.setattr(predictor_mod, "_tensor_sha256", no_hash)  # ... and does not hash it either
     again = Predictor(model, "int8", cache_root=cache_root)
     np.testing.assert_allclose(again.predict(phantoms[:8]), calibrated, atol=1e-6)
     assert again.describe()["compile_cache"]["reused"]
+    assert again.describe()["int8_calibration"]["input_sha256"] == p.describe()["int8_calibration"]["input_sha256"]
 
 
 @pytest.mark.parametrize("rest", ["fp32", "bf16"])
