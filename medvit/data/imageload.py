@@ -12,6 +12,7 @@ preprocessing does for 1-channel models.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,20 +21,35 @@ from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY, Preprocessor
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def load_unit(path: str | Path, intensity: dict[str, str] | None = None,
-              window: tuple[float, float] | None = None) -> np.ndarray:
-    """File → (H, W) float32 in [0, 1] (see the module doc). Errors name the file."""
+def read_checked(path: str | Path) -> Any:
+    """File → ``medvit.io.MedicalImage`` (all frames / the whole volume). ``FileNotFoundError`` / ``ValueError``
+    naming the file when it is missing or cannot be read as an image."""
     from medvit.io import MedicalIOError, read_image
-    from medvit.io.display import slice_for_display
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p} (check the dataset root and its CSV paths)")
+    try:
+        return read_image(p)
+    except MedicalIOError as e:
+        raise ValueError(f"{p}: cannot read as an image ({e})") from e
+    except (OSError, ValueError, IndexError) as e:
+        raise ValueError(f"{p}: cannot read as an image ({type(e).__name__}: {e})") from e
+
+
+def load_unit(path: str | Path | Any, intensity: dict[str, str] | None = None,
+              window: tuple[float, float] | None = None) -> np.ndarray:
+    """File (or a ``medvit.io.MedicalImage`` already read, e.g. by :func:`read_checked`: not read again) →
+    (H, W) float32 in [0, 1] (see the module doc). Errors name the file."""
+    from medvit.io import MedicalIOError
+    from medvit.io.display import slice_for_display
+
+    image = read_checked(path) if isinstance(path, str | Path) else path
+    p = Path(path) if isinstance(path, str | Path) else getattr(image, "path", None)
     rules = dict(TRAINING_DEFAULT_INTENSITY if intensity is None else intensity)
     pre = Preprocessor(1, (1, 1), (0.0,), (1.0,), intensity_window=window, intensity=rules)
     try:
-        image = slice_for_display(read_image(p))
-        unit = pre.intensity01(image)
+        unit = pre.intensity01(slice_for_display(image))
     except MedicalIOError as e:
         raise ValueError(f"{p}: cannot read as an image ({e})") from e
     except (OSError, ValueError, IndexError) as e:

@@ -95,7 +95,7 @@ class VLMChat:
                 out.append(self.processor.from_array(im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else 1.0)))
             elif isinstance(im, str | Path):
                 out.append(self.processor.load_image(im))
-            else:  # a medvit.io.MedicalImage (the viewer's open image): pixels only
+            else:  # a medvit.io.MedicalImage (read by respond, or the viewer's open image): pixels only
                 out.append(self.processor.from_image(im))
         return torch.stack(out)
 
@@ -103,9 +103,12 @@ class VLMChat:
         """Answer ``prompt`` about ``images`` (paths, ``MedicalImage``, (H, W) arrays in [0, 1] or (H, W, 3) uint8,
         or preprocessed (C, S, S) tensors), consulting ``experts`` (default: the chat's). Never raises for expert
         problems."""
+        from medvit.data.imageload import read_checked
+
         if experts is not None:
             self.experts = list(experts)
-        images = list(images)
+        # a file is read once: its header (the modality line), the VLM's pixels and the experts all use that read
+        images = [read_checked(im) if isinstance(im, str | Path) else im for im in images]
         msgs = [{"role": "user", "content": self.first_user_turn(prompt, len(images), images[0] if images else None)}]
         turns = [ChatTurn("user", prompt)]
         pix = self._pixels(images)

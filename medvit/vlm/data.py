@@ -121,12 +121,12 @@ class VLMProcessor:
         return torch.from_numpy(np.ascontiguousarray(x))
 
     def from_image(self, image: Any) -> torch.Tensor:
-        """A 2D ``medvit.io.MedicalImage`` (pixels only) → (C, S, S), intensities by the training rule per file
-        kind (DICOM: file VOI; PNG/JPEG: stored bit range), as :meth:`load_image`."""
-        from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY, Preprocessor
+        """A ``medvit.io.MedicalImage`` already read (the viewer's open image, or one :meth:`respond
+        <medvit.vlm.chat.VLMChat.respond>` read once) → (C, S, S), exactly as :meth:`load_image` turns its file
+        (display slice, intensity rule per file kind, colour → luma; pixels only)."""
+        from medvit.data.imageload import load_unit
 
-        unit = Preprocessor(1, (1, 1), (0.0,), (1.0,), intensity=dict(TRAINING_DEFAULT_INTENSITY)).intensity01(image)
-        return self.from_array(unit)
+        return self.from_array(load_unit(image))
 
     def load_image(self, path: str | Path) -> torch.Tensor:
         """Image file (DICOM, PNG/JPEG, NIfTI, .npy) → (C, S, S). Errors name the file."""

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from medvit.cli.main import main
 from medvit.vlm import VisionLanguageModel
@@ -190,3 +191,37 @@ def test_expert_paths_one_shape_rule_and_a_single_path_kind_refuses_several_dirs
     assert recorded_expert_specs(specs, model_dir) == [
         {"kind": "cxr", "checkpoints": [str(model_dir / "experts" / "cxr_0")]},
         {"kind": "segmentation", "checkpoint": str(model_dir / "experts" / "segmentation_1")}]
+
+
+def test_chat_reads_the_image_file_once_for_the_modality_line_the_vlm_and_the_expert(make_vlm, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """closing 32: a chat turn with a file path read the file three times (its header for the modality line, its
+    pixels for the VLM, again for the expert). One read serves all three; the answer and the expert's findings are
+    those of the path read as before."""
+    import medvit.io
+    import medvit.io.rules
+
+    vlm = make_vlm()
+    vlm.save(tmp_path / "vlm", extra={"experts": [{"kind": "cxr", "checkpoints": [DEMO]}]})
+    img = _dicom(tmp_path)
+    reads, headers = [], []
+    real_read, real_header = medvit.io.read_image, medvit.io.rules.header_of
+    monkeypatch.setattr(medvit.io, "read_image", lambda p, *a, **k: reads.append(str(p)) or real_read(p, *a, **k))
+    monkeypatch.setattr(medvit.io.rules, "header_of", lambda im: headers.append(type(im).__name__) or real_header(im))
+    replies = iter(["Let me first trigger <CXR()>.", "yes"])
+    seen = []
+
+    def fake_generate(self, messages, images=None, **kw):
+        seen.append((messages, images))
+        return next(replies)
+
+    monkeypatch.setattr(VisionLanguageModel, "generate", fake_generate)
+    assert main(["chat", "-m", str(tmp_path / "vlm"), str(img), "Is there a pleural effusion?", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert reads == [str(img)] and set(headers) == {"MedicalImage"}  # one read; no header re-read from the path
+    assert out["expert_calls"] == 1 and seen[0][0][0]["content"].split("<image>")[1].startswith("This is a CXR image.")
+    ex = [t for t in out["turns"] if t["role"] == "expert"][0]
+    assert ex["text"].startswith("The resulting predictions are:\natelectasis: ")
+    from medvit.vlm.data import VLMProcessor
+
+    assert torch.equal(seen[0][1][0], VLMProcessor.for_model(vlm).load_image(img))  # the pixels a path gives
