@@ -172,6 +172,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def check_type(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked / converted as a config field of type ``tp`` would be (``1e3`` for an ``int`` -> 1000,
+    ``"abc"`` for a ``float`` refused); :class:`ConfigError` starting with ``where``. For values outside a
+    dataclass, e.g. a dataset's ``dataset_args`` against its builder's annotations."""
+    return _coerce(value, tp, where)
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError` with suggestions.
 

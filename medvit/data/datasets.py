@@ -27,11 +27,12 @@ def build_dataset(name: str, split: str, **kwargs: Any) -> torch.utils.data.Data
     return entry.obj(split=split, **kwargs)
 
 
-def check_dataset_args(name: str, args: dict[str, Any]) -> None:
+def check_dataset_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """Config-time check of ``dataset_args`` for registered dataset ``name`` (``medvit run --dry-run``):
     ``ValueError`` naming ``dataset_args.<key>``. A dataset registering ``check_args`` (meta, a callable on the
-    mapping) checks itself; otherwise a key the builder's signature does not take is refused (builders taking
-    ``**kwargs`` without ``check_args``: not checked here, the run checks)."""
+    mapping, returning the mapping with converted values or None) checks itself; otherwise a key the builder's
+    signature does not take is refused (builders taking ``**kwargs`` without ``check_args``: not checked here,
+    the run checks). Returns the arguments the run should use (``args`` or the check's converted copy)."""
     import inspect
 
     from medvit.registry import did_you_mean
@@ -39,17 +40,39 @@ def check_dataset_args(name: str, args: dict[str, Any]) -> None:
     entry = REGISTRY.entry("dataset", name)
     check = entry.meta.get("check_args")
     if callable(check):
-        check(args)
-        return
+        checked = check(args)
+        return args if checked is None else checked
     params = inspect.signature(entry.obj).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
+        return args
     known = [k for k in params if k != "split"]
     for k in args:
         if k not in known:
             hint = did_you_mean(k, known)
             raise ValueError(f"dataset_args.{k}: dataset {name!r} takes no argument {k!r}"
                              f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
+    return args
+
+
+def check_arg_types(args: dict[str, Any], functions: list[Callable[..., Any]], prefix: str = "dataset_args"
+                    ) -> dict[str, Any]:
+    """``args`` with each value checked / converted against the annotation of the same-named parameter of the
+    first of ``functions`` that has one (:func:`medvit.config.check_type`, the rule config files follow);
+    :class:`~medvit.config.ConfigError` naming ``<prefix>.<key>`` (``dataset_args.prevalence: expected a number,
+    got 'abc'``). Keys no function annotates pass unchanged."""
+    import inspect
+    import typing
+
+    from medvit.config import check_type
+
+    out = dict(args)
+    for k, v in args.items():
+        for fn in functions:
+            if k in inspect.signature(fn).parameters:
+                tp = typing.get_type_hints(fn).get(k, Any)
+                out[k] = check_type(v, tp, f"{prefix}.{k}")
+                break
+    return out
 
 
 def dataset_normalization(name: str, in_chans: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:

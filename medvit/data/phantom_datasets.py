@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medvit.data.datasets import ItemDataset, check_split, to_chw
+from medvit.data.datasets import ItemDataset, check_arg_types, check_split, to_chw
 from medvit.data.own import inside
 from medvit.data.phantom_common import Difficulty, patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
@@ -178,10 +178,13 @@ def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed
                           image_size=224 if image_size is None else image_size, **kw)
 
 
-def check_phantom_args(kind: str, args: dict[str, Any]) -> None:
+def check_phantom_args(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """Config-time check of a phantom dataset's ``dataset_args`` (``medvit run --dry-run``, via the registry meta
     ``check_args``): ``ValueError`` naming ``dataset_args.<key>`` for a key neither the in-memory generator nor a
-    synth folder (``root``) takes, and for a calibration knob outside its range (:class:`Difficulty`)."""
+    synth folder (``root``) takes, a value of the wrong type, a calibration knob outside its range
+    (:class:`Difficulty`) and, in memory, any value the run's generator and patient plan refuse (``n < 1``,
+    ``image_size < 32``, ``prevalence`` outside [0, 1], ...): ``--dry-run`` refuses what the run refuses.
+    Returns ``args`` with values converted as config fields are (``n: 1e3`` -> 1000)."""
     import dataclasses
     import inspect
 
@@ -203,6 +206,25 @@ def check_phantom_args(kind: str, args: dict[str, Any]) -> None:
             Difficulty(**knobs)
         except ValueError as e:
             raise ValueError(f"dataset_args: {e}") from None
+    # value types by the builders' annotations (prevalence=abc, n=2.5 were refused only when the run built the data)
+    builder = cxr_phantom if kind == "cxr" else retina_phantom
+    args = check_arg_types(args, [builder, PhantomDataset.__init__, PhantomFolderDataset.__init__, gen.__init__])
+    if args.get("root") is not None:
+        return args
+    # in memory: the run's own checks (n >= 1, image_size, prevalence, stage_probs, seed, ...), by the same code;
+    # the generator is built at the given image_size capped at 256 px (its textures are drawn on construction)
+    n, seed = (1000 if args.get(k) is None else args[k] for k in ("n", "seed"))
+    if seed < 0:  # numpy's refusal ("expected non-negative integer") names no key
+        raise ValueError(f"dataset_args.seed must be >= 0 (a random seed), got {seed}")
+    size = 224 if args.get("image_size") is None else args["image_size"]
+    gen_kw = {k: v for k, v in args.items() if k in params(gen.__init__) and k not in ("image_size", "seed")}
+    try:
+        if n < 1:
+            plan_patients(n, seed, kind)  # refuses before drawing anything
+        make_generator(kind, min(size, 256), seed, **gen_kw)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"dataset_args: {e}") from None
+    return args
 
 
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py

@@ -37,7 +37,7 @@ def build_config(path: str | Path | None, overrides: list[str], data: dict | Non
             from medvit.data.datasets import check_dataset_args
 
             try:
-                check_dataset_args(ds, dargs)
+                dargs.update(check_dataset_args(ds, dargs))  # values as the run takes them (n: 1e3 -> 1000)
             except (TypeError, ValueError) as e:
                 raise ConfigError(str(e)) from None
     check_loss_values(cfg)

@@ -25,6 +25,39 @@ def test_dry_run_refuses_bad_dataset_args_naming_the_key(override, match):
         build_config(RETINA, [override])
 
 
+DEMO = "pipelines/demo/cxr_phantom_demo.yaml"
+
+
+@pytest.mark.parametrize("path,override,match", [
+    (DEMO, "dataset_args.n=-5", r"dataset_args: n \(number of phantom images\) must be >= 1, got -5"),
+    (DEMO, "dataset_args.image_size=0", r"dataset_args: image_size must be >= 32 for chest phantoms, got 0"),
+    (DEMO, "dataset_args.prevalence=abc", r"dataset_args\.prevalence: expected a number, got 'abc'"),
+    (DEMO, "dataset_args.prevalence=2", r"prevalence and healthy_fraction must lie in \[0, 1\]"),
+    (DEMO, "dataset_args.n=2.5", r"dataset_args\.n: expected an integer, got 2\.5"),
+    (DEMO, "dataset_args.seed=-1", r"dataset_args\.seed must be >= 0"),
+    (DEMO, "dataset_args.with_masks=3", r"dataset_args\.with_masks: expected true/false"),
+    (RETINA, "dataset_args.stage_probs=[1,0,0,0]", r"stage_probs must be 5 non-negative numbers summing to 1"),
+])
+def test_dry_run_refuses_what_the_run_refuses(path, override, match):
+    """recheck B13 residual: these passed --dry-run (rc 0) and were refused only when the run built the data
+    (prevalence=abc as a TypeError from a comparison)."""
+    from medvit.config import ConfigError
+    from medvit.tasks import build_config
+
+    with pytest.raises(ConfigError, match=match):
+        build_config(path, [override])
+
+
+def test_dataset_args_take_the_values_the_run_uses():
+    """n: 1e3 is a float in YAML 1.2 / JSON; the phantom builder takes the int the check converts it to."""
+    from medvit.tasks import build_config
+
+    _, cfg = build_config(DEMO, ["dataset_args.n=1e3", "dataset_args.label_noise_splits=[train]"])
+    assert cfg.dataset_args["n"] == 1000 and isinstance(cfg.dataset_args["n"], int)
+    _, cfg = build_config(DEMO, ["dataset_args.root=/nonexistent", "dataset_args.n=null", "dataset_args.seed=null"])
+    assert cfg.dataset_args["root"] == "/nonexistent"  # a folder is read (and checked) by the run
+
+
 def test_valid_dataset_args_and_plain_builders():
     from medvit.data.datasets import check_dataset_args
     from medvit.tasks import build_config
