@@ -237,11 +237,14 @@ class Predictor:
         elif self.precision == "int8":  # the features wrapper too: the OOD score needs them
             def build() -> nn.Module:  # only when no package is cached yet: a calibration needs enough images
                 if n < INT8_MIN_CALIBRATION_IMAGES:
+                    # a batch is filled with decoded images only: a short first batch is all the input had
+                    why = (f"the input had only {n} decodable image(s) for a batch of {self.batch_size}; files "
+                           "that could not be decoded, duplicates and files the rules skip do not count"
+                           if self.batch_size and n < self.batch_size else f"batch size {n}")
                     raise ValueError(f"--precision int8 calibrates activation ranges on the first batch, which holds "
-                                     f"{n} image(s) (the input has fewer than the batch size); it needs >= "
-                                     f"{INT8_MIN_CALIBRATION_IMAGES} images: give more images, or use a PTQ "
-                                     "checkpoint (medvit.compress.ptq: its stored int8 parameters need no "
-                                     "calibration batch)")
+                                     f"{n} image(s) ({why}); it needs >= {INT8_MIN_CALIBRATION_IMAGES} images: give "
+                                     "more images, or use a PTQ checkpoint (medvit.compress.ptq: its stored int8 "
+                                     "parameters need no calibration batch)")
                 return quantize_int8_pt2e(module, [example])
             def calibration() -> dict[str, Any]:  # hashed only when this run calibrates (not on a cache hit)
                 return {"images": n, "input_sha256": _tensor_sha256(t)}

@@ -75,3 +75,20 @@ def test_plain_checkpoint_int8_refuses_to_calibrate_on_fewer_than_8_images(mater
         run_inference(InferConfig(str(material["plain"]), str(material["input"]), str(tmp_path / "o"),
                                   batch_size=8, workers=0, precision="int8", progress=False))
     assert not list(cache.rglob("*.pt2"))
+
+
+def test_int8_refusal_counts_decodable_images_not_files(material, tmp_path, monkeypatch):
+    """recheck wording: 8 files of which 3 undecodable were refused as "the input has fewer than the batch size";
+    the message now says how many decodable images the calibrating batch had."""
+    import shutil
+
+    monkeypatch.setenv("MEDVIT_COMPILE_CACHE", str(tmp_path / "cache"))
+    inbox = tmp_path / "in"
+    shutil.copytree(material["input"], inbox)
+    good = sorted(p for p in inbox.rglob("*") if p.is_file())
+    for i in range(4):  # 4 truncated copies: the first 128-byte preamble and "DICM", no data set
+        (inbox / f"broken{i}.dcm").write_bytes(good[0].read_bytes()[:140])
+    with pytest.raises(ValueError, match=r"which holds 4 image\(s\) \(the input had only 4 decodable image\(s\) "
+                                         r"for a batch of 8; files that could not be decoded"):
+        run_inference(InferConfig(str(material["plain"]), str(inbox), str(tmp_path / "o"), batch_size=8,
+                                  workers=0, precision="int8", progress=False))
