@@ -1,5 +1,6 @@
 """The chat tab: ask a vision-language model (``medvit viewer --vlm DIR``, a ``vila_m3`` checkpoint) about the
-open image. Expert calls are shown as such (name, args, result text, overlay image). Only the image's pixels and
+open image. Expert calls are shown as such (name, args, result text, overlay image); an expert's caution (its
+out-of-distribution flag) is shown as a warning after the answer, whatever the model said. Only the image's pixels and
 the typed question go to the model: no DICOM header text, no patient identifiers. Research use only.
 """
 
@@ -44,6 +45,8 @@ def _show(turn: dict[str, Any]) -> None:
             st.text(turn["text"])
             if turn.get("overlay") is not None:
                 st.image(turn["overlay"], caption=f"{turn['expert']} overlay", width=256)
+    elif role == "caution":  # an expert's caution (OOD flag), after the answer whatever the model said
+        st.warning(turn["text"], icon=":material/warning:")
     else:
         with st.chat_message("assistant", avatar=":material/block:"):
             st.caption("Expert call refused")
@@ -74,4 +77,5 @@ def panel(vlm_dir: str | None, image: Any, image_key: str) -> None:
             resp = chat.respond([image], question.strip())
         history.extend({"role": t.role, "text": t.text, "expert": t.expert, "args": t.args, "overlay": t.overlay}
                        for t in resp.turns)
+        history.extend({"role": "caution", "text": c} for c in resp.cautions)
         st.rerun()

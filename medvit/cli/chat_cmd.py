@@ -9,7 +9,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="ask a vision-language model (VILA-M3 style, with expert models) about an image",
                        description="Answer a question about one image (DICOM, PNG/JPEG, NIfTI, .npy) with a VLM "
                        "saved by the vila_m3 task. When the model calls an expert (<CXR()>), the expert runs, its "
-                       "result is shown and fed back, and the model answers with it. Only pixels go to the model "
+                       "result is shown and fed back, and the model answers with it; an expert's caution (its "
+                       "out-of-distribution flag) is printed after the answer. Only pixels go to the model "
                        "(no header text, no PHI). Research use only - not for diagnosis.")
     p.add_argument("-m", "--model", required=True, help="VLM checkpoint directory (vlm_config.json)")
     p.add_argument("image", help="image file")
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             Image.fromarray(t.overlay).save(args.overlay)
             overlay_written = args.overlay
     if args.json:
-        print(json.dumps({"answer": resp.answer, "expert_calls": resp.expert_calls, "overlay": overlay_written,  # noqa: T201
+        print(json.dumps({"answer": resp.answer, "cautions": resp.cautions, "expert_calls": resp.expert_calls,  # noqa: T201
+                          "overlay": overlay_written,
                           "turns": [{"role": t.role, "text": t.text, "expert": t.expert, "args": t.args}
                                     for t in resp.turns]}, indent=2))
         return 0
@@ -80,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"[expert call refused] {escape_text(t.text)}")
         else:
             lines.append(f"{t.role}: {escape_text(t.text)}")
+    # an expert's caution (e.g. the image is outside its training distribution) stands beside the answer, whatever
+    # the model wrote
+    lines.extend(f"!! {escape_text(c)}" for c in resp.cautions)
     if overlay_written:
         lines.append(f"overlay: {overlay_written}")
     print("\n".join(lines))  # noqa: T201

@@ -32,13 +32,15 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ChatTurn:
     """One step of a conversation shown to a person: role (user | assistant | expert | error), text, and for
-    expert steps the expert name, args and overlay image ((H, W, 3) uint8 or None)."""
+    expert steps the expert name, args, overlay image ((H, W, 3) uint8 or None) and caution (the expert's warning,
+    e.g. its OOD caution; ``""`` for none)."""
 
     role: str
     text: str
     expert: str | None = None
     args: str | None = None
     overlay: np.ndarray | None = None
+    caution: str = ""
 
 
 @dataclass
@@ -50,6 +52,12 @@ class ChatResponse:
     turns: list[ChatTurn] = field(default_factory=list)
     messages: list[dict[str, str]] = field(default_factory=list)
     expert_calls: int = 0
+
+    @property
+    def cautions(self) -> list[str]:
+        """The experts' cautions of this exchange (``"Caution from the <expert> expert: <caution>"``, e.g. its OOD
+        flag), to show the person next to the answer whatever the language model made of them."""
+        return [f"Caution from the {t.expert} expert: {t.caution}" for t in self.turns if t.caution]
 
 
 class VLMChat:
@@ -141,7 +149,8 @@ class VLMChat:
                 turns.append(ChatTurn("error", result.text, result.name, result.args))
                 text = result.text
             elif result is not None:
-                turns.append(ChatTurn("expert", result.text, trig.expert.name, trig.args, result.overlay))
+                turns.append(ChatTurn("expert", result.text, trig.expert.name, trig.args, result.overlay,
+                                      result.caution))
                 text = result.text
                 if result.overlay is not None and IMAGE_TOKEN in text:
                     pix = torch.cat([pix, self._pixels([result.overlay])])

@@ -48,8 +48,11 @@ MODEL_CARDS_TAIL = "Give the model <NAME(args)> when selecting a suitable expert
 FEEDBACK_PREFIX = "Use this result to respond to this prompt:\n"
 CXR_PREFIX = "The resulting predictions are:\n"
 #: appended to the CXR result when the image is outside an expert checkpoint's training distribution (medvit)
-OOD_NOTE = (" Caution: this image is outside the expert's training distribution (OOD score {score:.2f} >= "
-            "threshold {threshold:.2f}{which}); these predictions may be unreliable.")
+#: the CXR expert's out-of-distribution caution (shown apart from the answer: ``ChatResponse.cautions``) ...
+OOD_CAUTION = ("this image is outside the expert's training distribution (OOD score {score:.2f} >= threshold "
+               "{threshold:.2f}{which}); these predictions may be unreliable.")
+#: ... and as it ends the expert's result text
+OOD_NOTE = " Caution: " + OOD_CAUTION
 SEG_PREFIX = "The results are <image>. The colors in this image describe "
 _TRIGGER = re.compile(r"<(.*?)>")
 _CALL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*\((.*)\)\s*$", re.S)
@@ -85,13 +88,16 @@ class ModelCard:
 @dataclass
 class ExpertResult:
     """An expert's answer: ``text`` (exact reference format), ``overlay`` (H, W, 3) uint8 or None (the image the
-    text's ``<image>`` refers to), ``values`` (machine-readable outputs, e.g. per-class probabilities)."""
+    text's ``<image>`` refers to), ``values`` (machine-readable outputs, e.g. per-class probabilities), ``caution``
+    (a warning the person must see whatever the language model then says, e.g. the OOD caution also ending
+    ``text``; ``""`` for none)."""
 
     text: str
     overlay: np.ndarray | None = None
     name: str = ""
     args: str = ""
     values: dict[str, Any] = field(default_factory=dict)
+    caution: str = ""
 
 
 class Expert(ABC):
@@ -250,16 +256,23 @@ def cxr_text(predictions: dict[str, bool]) -> str:
     return CXR_PREFIX + "\n".join(cxr_line(c, predictions[c]) for c in sorted(predictions)) + "\n."
 
 
-def ood_text(ood: Sequence[dict[str, Any] | None]) -> str:
-    """:data:`OOD_NOTE` for the flagged checkpoints of an ensemble (``[{"score", "threshold", "flag"}, …]``, None for
-    a checkpoint without a reference), quoting the one furthest above its threshold; ``""`` when none is flagged."""
+def ood_caution(ood: Sequence[dict[str, Any] | None]) -> str:
+    """:data:`OOD_CAUTION` for the flagged checkpoints of an ensemble (``[{"score", "threshold", "flag"}, …]``, None
+    for a checkpoint without a reference), quoting the one furthest above its threshold; ``""`` when none is
+    flagged."""
     flagged = [o for o in ood if o and o["flag"]]
     if not flagged:
         return ""
     worst = max(flagged, key=lambda o: o["score"] / max(o["threshold"], 1e-12))
     scored = sum(o is not None for o in ood)
     which = f"; {len(flagged)} of {scored} models" if scored > 1 else ""
-    return OOD_NOTE.format(score=worst["score"], threshold=worst["threshold"], which=which)
+    return OOD_CAUTION.format(score=worst["score"], threshold=worst["threshold"], which=which)
+
+
+def ood_text(ood: Sequence[dict[str, Any] | None]) -> str:
+    """:data:`OOD_NOTE` (what ends the CXR result text) for :func:`ood_caution`; ``""`` when none is flagged."""
+    caution = ood_caution(ood)
+    return " Caution: " + caution if caution else ""
 
 
 def segmentation_text(color_labels: Sequence[tuple[str, str]]) -> str:
@@ -409,7 +422,7 @@ class CXRExpert(Expert):
         flag = None if all(o is None for o in ood) else any(o["flag"] for o in ood if o)
         return ExpertResult(cxr_text(calls) + ood_text(ood), None, self.name, args,
                             {"probabilities": probs, "predictions": calls, "ood": ood, "ood_flag": flag,
-                             "precision": self.precision})
+                             "precision": self.precision}, ood_caution(ood))
 
 
 def _ood_reference(ck: str | Path, contract: Any) -> Any:

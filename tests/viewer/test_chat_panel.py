@@ -65,3 +65,39 @@ def test_chat_tab_shows_expert_call_and_answer(studies, tiny_model, tiny_vlm, tm
     # pixels only: one (1, C, S, S) image; no patient name anywhere in the prompt
     assert seen[0][1] == (1, 1, 32, 32)
     assert all(PATIENT_NAME not in c and "Doe" not in c for msgs, _ in seen for c in msgs)
+
+
+def test_chat_tab_shows_the_experts_ood_caution_as_a_warning_whatever_the_model_answers(
+        studies, tiny_model, tiny_vlm, tmp_path, monkeypatch):
+    """The language model need not repeat the CXR expert's OOD caution; the Chat tab shows it as a warning after
+    the answer. The expert's OOD check is forced to flag (score 9 >= threshold 2) so the test does not depend on
+    which study the viewer opens."""
+    from streamlit.testing.v1 import AppTest
+
+    from medvit.vlm import VisionLanguageModel
+    from medvit.vlm.experts import CXRExpert
+
+    real_assess = CXRExpert.assess
+
+    def flagged(self, image):
+        probs, ood = real_assess(self, image)
+        return probs, [{"score": 9.0, "threshold": 2.0, "flag": True} for _ in ood]
+
+    replies = iter(["Let me first trigger <CXR()>.", "No abnormality."])
+    monkeypatch.setattr(VisionLanguageModel, "generate", lambda self, messages, images=None, **kw: next(replies))
+    monkeypatch.setattr(CXRExpert, "assess", flagged)
+    monkeypatch.setenv("MEDVIT_VIEWER_DATA", str(studies))
+    monkeypatch.setenv("MEDVIT_VIEWER_MODEL", str(tiny_model))
+    monkeypatch.setenv("MEDVIT_VIEWER_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("MEDVIT_VIEWER_VLM", str(tiny_vlm))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    next(b for b in at.button if "DX" in b.label or "series" in b.label.lower()).click().run()
+    at.text_input(key="vlm_question").set_value("Is there a pleural effusion?")
+    next(b for b in at.button if b.label == "Ask").click().run()
+    assert not at.exception, at.exception
+    assert "No abnormality." in [t.value for t in at.text]
+    assert any(w.value == "Caution from the CXR expert: this image is outside the expert's training distribution "
+               "(OOD score 9.00 >= threshold 2.00); these predictions may be unreliable." for w in at.warning)

@@ -225,3 +225,38 @@ def test_chat_reads_the_image_file_once_for_the_modality_line_the_vlm_and_the_ex
     from medvit.vlm.data import VLMProcessor
 
     assert torch.equal(seen[0][1][0], VLMProcessor.for_model(vlm).load_image(img))  # the pixels a path gives
+
+
+def test_chat_shows_the_experts_ood_caution_apart_from_the_answer(make_vlm, tmp_path, capsys, monkeypatch):
+    """The language model need not repeat the CXR expert's OOD caution (the tiny one here says "No abnormality."),
+    so `medvit chat` prints the caution itself after the answer (and lists it in --json), whatever the model wrote.
+    The image: a CT slice saved as PNG (no header, so no scope refusal) — outside the demo expert's distribution."""
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    from medvit.io import read_image
+
+    ct = read_image(get_testdata_file("CT_small.dcm")).pixels.astype(np.float32).squeeze()
+    png = tmp_path / "ct.png"
+    Image.fromarray((255 * (ct - ct.min()) / (ct.max() - ct.min())).astype(np.uint8)).save(png)
+    vlm = make_vlm()
+    vlm.save(tmp_path / "vlm", extra={"experts": [{"kind": "cxr", "checkpoints": [DEMO]}]})
+    answers = {"first": "Let me first trigger <CXR()>.", "then": "No abnormality."}
+
+    def fake_generate(self, messages, images=None, **kw):
+        return answers["then" if len(messages) > 1 else "first"]
+
+    monkeypatch.setattr(VisionLanguageModel, "generate", fake_generate)
+    assert main(["chat", "-m", str(tmp_path / "vlm"), str(png), "Is there a pleural effusion?", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"] == "No abnormality." and out["expert_calls"] == 1
+    (caution,) = out["cautions"]
+    assert caution.startswith("Caution from the CXR expert: this image is outside the expert's training "
+                              "distribution (OOD score ") and caution.endswith("these predictions may be unreliable.")
+    assert main(["chat", "-m", str(tmp_path / "vlm"), str(png), "Is there a pleural effusion?"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"!! {caution}" and "assistant: No abnormality." in lines  # after the answer, on its own
+    # no expert consulted: no caution
+    assert main(["chat", "-m", str(tmp_path / "vlm"), str(png), "Is there a pleural effusion?", "--no-experts",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cautions"] == []
