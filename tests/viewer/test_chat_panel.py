@@ -30,9 +30,23 @@ def tiny_vlm(tmp_path_factory):
     return d / "model"
 
 
-def test_chat_tab_shows_expert_call_and_answer(studies, tiny_model, tiny_vlm, tmp_path, monkeypatch):
+def _open_dx_study(studies, tiny_model, tiny_vlm, tmp_path, monkeypatch):
+    """The viewer (AppTest) with the chat's VLM, the DX study opened."""
     from streamlit.testing.v1 import AppTest
 
+    monkeypatch.setenv("MEDVIT_VIEWER_DATA", str(studies))
+    monkeypatch.setenv("MEDVIT_VIEWER_MODEL", str(tiny_model))
+    monkeypatch.setenv("MEDVIT_VIEWER_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("MEDVIT_VIEWER_VLM", str(tiny_vlm))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    next(b for b in at.button if "DX" in b.label or "series" in b.label.lower()).click().run()
+    return at
+
+
+def test_chat_tab_shows_expert_call_and_answer(studies, tiny_model, tiny_vlm, tmp_path, monkeypatch):
     from medvit.vlm import VisionLanguageModel
 
     seen = []
@@ -43,15 +57,7 @@ def test_chat_tab_shows_expert_call_and_answer(studies, tiny_model, tiny_vlm, tm
         return replies[len(seen) - 1]
 
     monkeypatch.setattr(VisionLanguageModel, "generate", fake_generate)
-    monkeypatch.setenv("MEDVIT_VIEWER_DATA", str(studies))
-    monkeypatch.setenv("MEDVIT_VIEWER_MODEL", str(tiny_model))
-    monkeypatch.setenv("MEDVIT_VIEWER_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("MEDVIT_VIEWER_VLM", str(tiny_vlm))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    assert not at.exception, at.exception
-    next(b for b in at.button if "DX" in b.label or "series" in b.label.lower()).click().run()
+    at = _open_dx_study(studies, tiny_model, tiny_vlm, tmp_path, monkeypatch)
     assert not at.exception, at.exception
     assert any("The model sees only this image's pixels" in e.value for e in at.error)
     assert any("Experts the model may call: CXR" in c.value for c in at.caption)
@@ -72,8 +78,6 @@ def test_chat_tab_shows_the_experts_ood_caution_as_a_warning_whatever_the_model_
     """The language model need not repeat the CXR expert's OOD caution; the Chat tab shows it as a warning after
     the answer. The expert's OOD check is forced to flag (score 9 >= threshold 2) so the test does not depend on
     which study the viewer opens."""
-    from streamlit.testing.v1 import AppTest
-
     from medvit.vlm import VisionLanguageModel
     from medvit.vlm.experts import CXRExpert
 
@@ -86,15 +90,7 @@ def test_chat_tab_shows_the_experts_ood_caution_as_a_warning_whatever_the_model_
     replies = iter(["Let me first trigger <CXR()>.", "No abnormality."])
     monkeypatch.setattr(VisionLanguageModel, "generate", lambda self, messages, images=None, **kw: next(replies))
     monkeypatch.setattr(CXRExpert, "assess", flagged)
-    monkeypatch.setenv("MEDVIT_VIEWER_DATA", str(studies))
-    monkeypatch.setenv("MEDVIT_VIEWER_MODEL", str(tiny_model))
-    monkeypatch.setenv("MEDVIT_VIEWER_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("MEDVIT_VIEWER_VLM", str(tiny_vlm))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    assert not at.exception, at.exception
-    next(b for b in at.button if "DX" in b.label or "series" in b.label.lower()).click().run()
+    at = _open_dx_study(studies, tiny_model, tiny_vlm, tmp_path, monkeypatch)
     at.text_input(key="vlm_question").set_value("Is there a pleural effusion?")
     next(b for b in at.button if b.label == "Ask").click().run()
     assert not at.exception, at.exception
