@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,36 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
     return model
 
 
+def model_builder(arch: str, model_args: Mapping[str, Any], source: str, prefix: str = "",
+                  overrides: Mapping[str, Any] | None = None, error: type[ValueError] = CheckpointError,
+                  ) -> Callable[[], nn.Module]:
+    """``create_model(arch, **model_args, **overrides)`` as a callable, for an architecture and arguments read from
+    file ``source`` (keys ``<prefix>architecture`` / ``<prefix>model_args``). ``error`` names the file and the key:
+    for an unknown architecture or argument at once (before anything is read or built), for a value the
+    constructor refuses when called (``<source>: model_args.depth must be a positive int, got 'abc'``). A refusal
+    of one of the caller's ``overrides`` is raised as the constructor raised it (not the file's value)."""
+    overrides = dict(overrides or {})
+    args = {**model_args, **overrides}
+    try:
+        backbone_args(arch.split(".", 1)[0] if ("weight", arch) in REGISTRY else arch, **model_args)
+    except (KeyError, TypeError) as e:
+        raise error(f"{source}: {prefix}{'model_args' if isinstance(e, TypeError) else 'architecture'}: "
+                    f"{e.args[0] if e.args else e}") from None
+
+    def build() -> nn.Module:
+        try:
+            return create_model(arch, **args)
+        except (TypeError, ValueError) as e:  # a constructor's refusal starts with the argument it is about
+            msg = str(e)
+            key = msg.split(" ", 1)[0].strip(":'\"")
+            if key in overrides or isinstance(e, error):  # the caller's value / already names a file
+                raise
+            where = f"{prefix}model_args.{msg}" if key in args else f"{prefix}model_args: {msg}"
+            raise error(f"{source}: {where}") from e
+
+    return build
+
+
 def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     """Rebuild a model from a medvit checkpoint directory; ``model.contract`` holds its contract.
 
@@ -135,24 +165,7 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     f = p / WEIGHTS_NAME if p.is_dir() else p
     if not f.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {f}")
-    arch = cfg["architecture"]
-    try:  # an unknown architecture or argument in the file: refused naming it, before any weight is read
-        backbone_args(arch.split(".", 1)[0] if ("weight", arch) in REGISTRY else arch, **cfg["model_args"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{cfg_file}: {'model_args' if isinstance(e, TypeError) else 'architecture'}: "
-                              f"{e.args[0] if e.args else e}") from None
-
-    def build() -> nn.Module:
-        try:
-            return create_model(arch, **args)
-        except (TypeError, ValueError) as e:  # a constructor's refusal starts with the argument it is about
-            msg = str(e)
-            key = msg.split(" ", 1)[0].strip(":'\"")
-            if key in overrides or isinstance(e, CheckpointError):  # the caller's value / already names a file
-                raise
-            where = f"model_args.{msg}" if key in args else f"model_args: {msg}"
-            raise CheckpointError(f"{cfg_file}: {where}") from e
-
+    build = model_builder(cfg["architecture"], cfg["model_args"], str(cfg_file), overrides=overrides)
     # sizes first (header only, model on the meta device), then the weights, hashed as they are read
     check_args_fit_weights(build, safetensors_shapes(f), str(f))
     sd, sha = read_verified_safetensors(f, cfg.get("sha256"))

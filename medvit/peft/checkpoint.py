@@ -151,10 +151,13 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
             raise AdapterError(f"{p}: the adapter does not name its base architecture; pass base_model")
         if not base.get("weights"):
             raise AdapterError(f"{p}: the adapter does not name its base weights (random-init base); pass base_model")
-        from medvit.models import create_model
         from medvit.models.checkpoint import sha256_file
+        from medvit.models.factory import model_builder
         from medvit.models.mae_convert import load_pretrained_encoder, resolve_encoder_file
 
+        # an unknown architecture / argument is refused naming the file and key before any weights file is read
+        build_base = model_builder(base["architecture"], base.get("model_args") or {}, str(p / ADAPTER_CONFIG),
+                                   prefix="base.", error=AdapterError)
         try:
             wfile = resolve_encoder_file(base["weights"])
         except FileNotFoundError as e:
@@ -172,7 +175,7 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
             raise AdapterError(f"{p}: the base weights file {wfile} has changed since the adapter was trained "
                                f"(sha256 {sha256_file(wfile)[:12]}… vs recorded {base['weights_sha256'][:12]}…)")
         # encoder weights only (an MAE run folder, a checkpoint with another head...): the head is in the adapter
-        base_model = create_model(base["architecture"], **base.get("model_args", {}))
+        base_model = build_base()
         load_pretrained_encoder(base_model, base["weights"])
     model = apply_peft(base_model, cfg["method"], cfg["method_config"], base_weights=base.get("weights"),
                        base_weights_sha256=base.get("weights_sha256"))

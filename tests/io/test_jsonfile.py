@@ -253,6 +253,28 @@ def test_adapter_base_weights_path_is_followed_only_with_its_checksum(tmp_path):
         load_adapter(tmp_path)
 
 
+def test_adapter_base_model_args_are_refused_naming_file_and_key(tmp_path):
+    """recheck B4 residual, adapter side: base.model_args values went to the constructor unnamed; an unknown
+    argument is refused before the base weights file is read."""
+    import json
+
+    from medvit.models.checkpoint import sha256_file
+    from medvit.peft.checkpoint import FORMAT, AdapterError, load_adapter
+
+    target = tmp_path / "base.safetensors"
+    target.write_bytes(b"not weights")
+    base = {"architecture": "vit_tiny_patch16_224", "weights": str(target), "model_args": {"nosuch_arg": 1}}
+    doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": base, "tensors": {}}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: base\.model_args: backbone "
+                                           r"'vit_tiny_patch16_224' does not accept 'nosuch_arg'"):
+        load_adapter(tmp_path)  # no sha recorded: the weights path would be refused next
+    base.update(model_args={"depth": "abc"}, weights_sha256=sha256_file(target))
+    (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: base\.model_args\.depth must be a positive int"):
+        load_adapter(tmp_path)
+
+
 @pytest.mark.parametrize("sha", [None, "0" * 64], ids=["no sha", "with sha"])
 def test_adapter_base_weights_on_a_device_is_named_not_a_regular_file(tmp_path, sha):
     """recheck B19 wording: ``base.weights: /dev/zero`` (a device; it exists) was reported as "not found ... nor
