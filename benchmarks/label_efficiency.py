@@ -122,8 +122,7 @@ def committed_row() -> dict[str, Any]:
     2,960 steps): its test split scored through the contract preprocessing at its validation-chosen thresholds,
     as tests/infer/test_demo_model.py does (the training run's figures; a retrain reproduces them bit-identically,
     pipelines/demo/README.md)."""
-    import yaml
-
+    from medvit.config import yaml_loads
     from medvit.data import build_dataset
     from medvit.data.augment import build_contract_eval_transform
     from medvit.eval import mean_auroc
@@ -132,7 +131,7 @@ def committed_row() -> dict[str, Any]:
     from medvit.models import load_model
 
     t0 = time.perf_counter()
-    pipe = yaml.safe_load(PIPELINE.read_text())
+    pipe = yaml_loads(PIPELINE.read_text())
     model = load_model(PIPELINE.parent / "model").eval()
     c = model.contract
     scores = {}
