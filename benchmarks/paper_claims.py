@@ -125,7 +125,8 @@ def n_train(root: Path) -> int:
 
 def run_arm(problem: str, arm: str, fraction: float, mae: str, seeds: list[int], root: Path, steps: int,
             out: Path) -> dict[str, Any]:
-    """One arm at one label fraction over ``seeds``: prompt_tune with a fixed number of optimizer steps."""
+    """One arm at one label fraction over ``seeds``: prompt_tune with a fixed number of optimizer steps (run folder
+    per phantom folder, arm and fraction: runs of other knob settings never share one)."""
     from medvit.tasks import run_task
 
     method, cfg, lr, from_mae = ARMS[arm]
@@ -134,7 +135,7 @@ def run_arm(problem: str, arm: str, fraction: float, mae: str, seeds: list[int],
     batch = int(min(32, k))
     t0 = time.perf_counter()
     s = run_task(None, [], data=dict(
-        task="prompt_tune", output_dir=str(out / problem / f"{arm}_f{fraction:g}"), dataset=p["dataset"],
+        task="prompt_tune", output_dir=str(out / root.name / f"{arm}_f{fraction:g}"), dataset=p["dataset"],
         dataset_args=dict(root=str(root), image_size=BACKBONE["image_size"]), problem=p["problem"],
         pretrained=mae if from_mae else None, method=method, method_config=cfg, seeds=seeds,
         label_fraction=fraction, eval_batch_size=256, ood_fpr=0, threshold_rule=THRESHOLD_RULE,
