@@ -239,6 +239,9 @@ class Difficulty:
         if isinstance(sp, str) or not isinstance(sp, tuple | list) or not all(x in SPLITS for x in sp):
             raise ValueError(f"phantom knob {SPLIT_KNOB} must be a list of split names from {list(SPLITS)}, "
                              f"got {sp!r}")
+        if self.label_noise > 0 and not sp:
+            raise ValueError(f"phantom knob {SPLIT_KNOB} is empty while label_noise={self.label_noise}: name the "
+                             "splits whose labels are noisy (e.g. [train]) or set label_noise 0")
         object.__setattr__(self, "label_noise_splits", tuple(sp))
 
     def noisy_labels(self, split: str | None) -> bool:

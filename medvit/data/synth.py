@@ -143,7 +143,10 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
         "split_fractions_by_patient": [0.8, 0.1, 0.1], "knobs": gen.difficulty.as_dict(),
         "label_noise_splits": list(gen.difficulty.label_noise_splits),
     }
+    if kind == "cxr":  # the population knobs, recorded like the difficulty ones
+        manifest["population"] = {"prevalence": gen.prevalence, "healthy_fraction": gen.healthy_fraction}
     if kind == "retina":
+        manifest["population"] = {"stage_probs": [float(x) for x in gen.probs]}
         manifest["class_names"] = list(gen.class_names)
         manifest["referral_names"] = ["none", "routine", "urgent"]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

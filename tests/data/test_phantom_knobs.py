@@ -231,6 +231,7 @@ def test_label_noise_splits_in_synth_folder_and_checked(tmp_path):
     write_synth("cxr", 120, tmp_path / "c", fmt="png", seed=1, image_size=32, masks=False)
     man = json.loads((tmp_path / "n" / "manifest.json").read_text())
     assert man["label_noise_splits"] == ["train"] and man["knobs"]["label_noise"] == 0.4
+    assert man["population"] == {"prevalence": 0.22, "healthy_fraction": 0.3}
     rows = {}
     for name in ("n", "c"):
         with open(tmp_path / name / "labels.csv", newline="") as f:
@@ -242,6 +243,8 @@ def test_label_noise_splits_in_synth_folder_and_checked(tmp_path):
         ChestPhantomGenerator(64, label_noise=0.1, label_noise_splits=["training"])
     with pytest.raises(ValueError, match="label_noise_splits"):
         ChestPhantomGenerator(64, label_noise=0.1, label_noise_splits="train")
+    with pytest.raises(ValueError, match="label_noise_splits is empty while label_noise=0.1"):
+        ChestPhantomGenerator(64, label_noise=0.1, label_noise_splits=[])  # would silently turn the noise off
     with pytest.raises(ValueError, match="dataset_args: phantom knob label_noise_splits"):
         check_phantom_args("cxr", {"label_noise": 0.1, "label_noise_splits": ["tets"]})
     check_phantom_args("retina", {"label_noise": 0.1, "label_noise_splits": ["train", "val"]})

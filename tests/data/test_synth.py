@@ -94,13 +94,15 @@ def test_cli_synth_knobs_draw_what_the_demo_pipeline_draws(tmp_path, capsys):
 
     out = tmp_path / "demo"
     assert main(["data", "synth", "--kind", "cxr", "--n", "5", "--out", str(out), "--format", "png", "--size", "48",
-                 "--no-masks", "--demo-knobs", "--knob", "label_noise=0.2", "--knob", "label_noise_splits=train"]) == 0
+                 "--no-masks", "--demo-knobs", "--knob", "label_noise=0.2", "--knob", "label_noise_splits=train",
+                 "--knob", "prevalence=0.4"]) == 0
     man = json.loads((out / "manifest.json").read_text())
     knobs = pipeline_knobs()
     assert knobs and all(man["knobs"][k] == v for k, v in knobs.items())
     assert man["knobs"]["label_noise"] == 0.2 and man["label_noise_splits"] == ["train"]
+    assert man["population"]["prevalence"] == 0.4
     folder = build_dataset("cxr_phantom", split="all", root=str(out), image_size=48)
-    mem = PhantomDataset("cxr", "all", n=5, seed=0, image_size=48, **knobs)
+    mem = PhantomDataset("cxr", "all", n=5, seed=0, image_size=48, prevalence=0.4, **knobs)
     for i in range(5):
         assert np.abs(folder[i]["image"].numpy() - mem[i]["image"].numpy()).max() <= 1 / 65535 + 1e-7
     capsys.readouterr()
