@@ -3,10 +3,12 @@
 - :func:`from_dict` builds a (nested) dataclass from a mapping and rejects unknown keys with the
   closest valid names; values are checked against the field types.
 - :func:`apply_overrides` applies ``a.b=value`` strings (values parsed as YAML scalars/lists).
-- :func:`yaml_loads` / :func:`yaml_dumps`: the one YAML reading rule for config files and overrides. PyYAML resolves
-  scalars by YAML 1.1, where ``1e-300`` or ``1.0e9`` (an exponent without a dot or without a sign) is a *string*;
-  here they are numbers, as in YAML 1.2's core schema (section 10.3.2) and JSON, and the writer quotes strings that
-  would read back as numbers.
+- :func:`yaml_loads` / :func:`yaml_dumps`: the one YAML reading rule for config files and overrides: YAML 1.1
+  (PyYAML's safe schema: ``yes``/``no``/``on``/``off`` are booleans, ``010`` octal, ``0x1F`` hex, ``1:30``
+  sexagesimal) plus YAML 1.2's exponent floats (core schema, section 10.3.2; JSON): ``1e-300`` or ``1.0e9``, strings
+  in YAML 1.1, are numbers here. The writer quotes strings that would read back as numbers. A number written in a
+  form its value does not print back as (``1e5``, ``1.10``, ``010``) keeps that text: a ``str`` field takes the
+  text the user wrote (``model_version: 1.10`` is ``"1.10"``, not ``"1.1"``), a number field takes the number.
 - :func:`to_dict` / :func:`save_resolved` write the resolved config beside a run's outputs.
 - :func:`option` declares a field with its documentation (dataclass field metadata ``"help"``, as peft and
   transformers do); :func:`describe` lists a config's fields with type, default and that text. ``medvit list task
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -105,6 +108,34 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" ({hint})" if hint else ""
 
 
+class _TextFloat(float):
+    """A float read from YAML whose written form its value does not print back as (``1e5``, ``1.10``, ``.inf``):
+    ``.text`` is that form, which a ``str`` field takes (:func:`_text`). Behaves as the float everywhere else."""
+
+    text: str
+
+
+class _TextInt(int):
+    """An int read from YAML written in another form than its decimal value (``010``, ``0x10``, ``1:30``, ``+5``);
+    ``.text`` is that form (see :class:`_TextFloat`)."""
+
+    text: str
+
+
+def _text(value: Any) -> str:
+    """The text a scalar was written as in YAML (a number keeps its written form), else ``str(value)``."""
+    return getattr(value, "text", None) or str(value)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with :class:`_TextFloat` / :class:`_TextInt` turned back into plain float / int."""
+    if isinstance(value, _TextFloat):
+        return float(value)
+    if isinstance(value, _TextInt):
+        return int(value)
+    return value
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert ``value`` to type ``tp`` (dataclass, Optional, list, tuple, Literal, scalars)."""
     origin = get_origin(tp)
@@ -127,7 +158,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is typing.Literal:
         if value not in get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
-        return value
+        return next(a for a in get_args(tp) if a == value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -158,15 +189,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
+        return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {_text(value)}"
+                              + (" (a number beyond ±1.8e308 reads as infinite)" if math.isinf(value) else ""))
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
+            raise ConfigError(f"{where}: expected a string, got {value!r}"
+                              + (" (YAML reads yes/no/on/off/true/false as booleans: quote it)"
+                                 if isinstance(value, bool) else ""))
+        return _text(value)
     if tp is Path:
         return Path(value)
     return value
@@ -231,8 +267,27 @@ def _yaml_pair() -> tuple[type, type]:
 
         for cls in (Loader, Dumper):
             cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789."))
+        Loader.add_constructor("tag:yaml.org,2002:int", _keeping_text(yaml.SafeLoader.construct_yaml_int, _TextInt))
+        Loader.add_constructor("tag:yaml.org,2002:float",
+                               _keeping_text(yaml.SafeLoader.construct_yaml_float, _TextFloat))
+        Dumper.add_representer(_TextInt, yaml.SafeDumper.represent_int)
+        Dumper.add_representer(_TextFloat, yaml.SafeDumper.represent_float)
         _yaml_classes = (Loader, Dumper)
     return _yaml_classes
+
+
+def _keeping_text(construct: Any, wrap: type) -> Any:
+    """A PyYAML scalar constructor whose number keeps its written text when the value prints otherwise."""
+
+    def constructor(loader: Any, node: Any) -> Any:
+        value = construct(loader, node)
+        if str(value) == node.value or (isinstance(value, float) and repr(value) == node.value):
+            return value
+        out = wrap(value)
+        out.text = node.value
+        return out
+
+    return constructor
 
 
 def yaml_loads(text: str) -> Any:
@@ -294,7 +349,7 @@ def to_dict(obj: Any) -> Any:
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, Path):
         return str(obj)
-    return obj
+    return _plain(obj)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -94,3 +94,25 @@ def test_saved_strings_that_look_like_numbers_read_back_as_strings(tmp_path):
     got = load_yaml(save_resolved(c, tmp_path))
     assert got["name"] == "1e5" and got["weights"] == "2.5E3"
     assert load_yaml(save_resolved(from_dict(Cfg, {"optim": {"lr": 1e-300}}), tmp_path))["optim"]["lr"] == 1e-300
+
+
+@pytest.mark.parametrize("text", ["1e5", "1.10", "010", "0x10", "1:30", "5297e12", "2024.10", "+5", "7"])
+def test_str_fields_keep_the_text_written_numbers_stay_numbers(tmp_path, text):
+    # breaker33 B4: model_version=1e5 became '100000.0', 1.10 '1.1', 010 '8' (YAML 1.1 octal)
+    c = from_dict(Cfg, apply_overrides({}, [f"name={text}", f"tags=[{text}, a]", f"weights={text}"]))
+    assert c.name == text and c.tags == [text, "a"] and c.weights == text
+    (tmp_path / "c.yaml").write_text(f"name: {text}\noptim:\n  lr: {text}\n")
+    got = from_dict(Cfg, load_yaml(tmp_path / "c.yaml"))
+    assert got.name == text and type(got.optim.lr) is float
+    assert load_yaml(save_resolved(got, tmp_path))["name"] == text
+    c = from_dict(Cfg, apply_overrides({}, ["epochs=010", "optim.lr=1e-3"]))
+    assert type(c.epochs) is int and c.epochs == 8 and type(c.optim.lr) is float and c.optim.lr == 1e-3
+    with pytest.raises(ConfigError, match=r"name: expected a string, got True .*quote it"):
+        from_dict(Cfg, apply_overrides({}, ["name=yes"]))
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e400", ".inf", "-.inf", ".nan"])
+def test_float_fields_must_be_finite(text):
+    # breaker33 B5: 1e400 (-> inf) and .inf passed --dry-run for train.blr / weight_decay
+    with pytest.raises(ConfigError, match=rf"optim.lr must be a finite number, got {__import__('re').escape(text)}"):
+        from_dict(Cfg, apply_overrides({}, [f"optim.lr={text}"]))
