@@ -10,6 +10,8 @@ From a folder (``root``): reads what ``medvit data synth`` wrote (``labels.csv``
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 
 from medvit.data.datasets import ItemDataset, check_arg_types, check_split, to_chw
 from medvit.data.own import inside
-from medvit.data.phantom_common import Difficulty, patient_meta, plan_patients
+from medvit.data.phantom_common import PHANTOM_KNOBS, SPLIT_KNOB, Difficulty, patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
 from medvit.io.jsonfile import json_type_name, name_list_problem, read_json
@@ -173,57 +175,137 @@ def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed
         if n is not None or seed is not None:
             raise ValueError(f"{kind}_phantom: give either root=DIR (a synth folder) or n=/seed= (in memory), "
                              "not both")
-        return PhantomFolderDataset(root, split, image_size=image_size, kind=kind, **kw)
+        folder = _params(PhantomFolderDataset.__init__)  # an in-memory argument set to null: not given
+        return PhantomFolderDataset(root, split, image_size=image_size, kind=kind,
+                                    **{k: v for k, v in kw.items() if k in folder or v is not None})
     return PhantomDataset(kind, split, n=1000 if n is None else n, seed=0 if seed is None else seed,
                           image_size=224 if image_size is None else image_size, **kw)
 
 
-def check_phantom_args(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Config-time check of a phantom dataset's ``dataset_args`` (``medvit run --dry-run``, via the registry meta
-    ``check_args``): ``ValueError`` naming ``dataset_args.<key>`` for a key neither the in-memory generator nor a
-    synth folder (``root``) takes, a value of the wrong type, a calibration knob outside its range
-    (:class:`Difficulty`) and, in memory, any value the run's generator and patient plan refuse (``n < 1``,
-    ``image_size < 32``, ``prevalence`` outside [0, 1], ...): ``--dry-run`` refuses what the run refuses.
-    Returns ``args`` with values converted as config fields are (``n: 1e3`` -> 1000)."""
-    import dataclasses
+#: upper bounds of in-memory phantom arguments (a config value is never allowed to exhaust memory): the generator
+#: draws its texture banks at twice ``image_size`` a side on construction (4096 px: about 3 GB), and the patient plan
+#: holds ``n`` integers
+MAX_IMAGE_SIZE = 4096
+MAX_N = 10_000_000
+
+
+def _folder_only(kind: str, args: dict[str, Any], name: Callable[[str], str]) -> None:
+    """Refuse what a synth folder (``root``) does not take: ``n`` / ``seed`` and the in-memory arguments (the
+    generator's knobs, ``with_masks``). A ``null`` value means "not given" (a preset's in-memory values switched off
+    by ``dataset_args.KEY=null``); the builder then drops it."""
+    if args.get("n") is not None or args.get("seed") is not None:
+        raise ValueError(f"{kind}_phantom: give either root=DIR (a synth folder) or n=/seed= (in memory), not both "
+                         f"(set {name('n')}=null {name('seed')}=null to read the folder)")
+    folder = {"root", "n", "seed"} | _params(PhantomFolderDataset.__init__)
+    for k, v in args.items():
+        if k in folder or v is None:
+            continue
+        if k in PHANTOM_KNOBS or k == SPLIT_KNOB:
+            raise ValueError(f"{name(k)}: a synth folder (root={args['root']}) is read as it was drawn, so it takes "
+                             f"no knob {k!r}: the knobs are fixed when the folder is drawn (its manifest.json "
+                             f"'knobs'; draw another with `medvit data synth --knob {k}=...`). Remove it or set "
+                             f"{name(k)}=null")
+        takes = sorted(folder - {"n", "seed", "transform"})
+        raise ValueError(f"{name(k)}: a synth folder (root={args['root']}) takes no {k!r}, only {takes} (an "
+                         f"in-memory argument; remove it or set {name(k)}=null)")
+
+
+def _params(fn: Any) -> set[str]:
     import inspect
 
-    def params(fn: Any) -> set[str]:
-        return {k for k, p in inspect.signature(fn).parameters.items()
-                if k not in ("self", "kind", "split") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return {k for k, p in inspect.signature(fn).parameters.items()
+            if k not in ("self", "kind", "split") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
+
+def _check_in_chans(args: dict[str, Any], name: Callable[[str], str]) -> None:
+    if args.get("in_chans") is not None and args["in_chans"] not in (1, 3):  # 0 gave 1 channel, 1e9 ran out of memory
+        raise ValueError(f"{name('in_chans')} must be 1 (grey) or 3 (the grey channel repeated, for RGB "
+                         f"backbones), got {args['in_chans']}")
+
+
+def _check_memory_values(kind: str, args: dict[str, Any], name: Callable[[str], str]) -> None:
+    """In-memory values the generator and patient plan take without a clear error (or at all): upper bounds that
+    keep a config value from exhausting memory, a finite positive field of view, the chest prevalences named one by
+    one; ``ValueError`` naming the key."""
+    for k, hi, what in (("n", MAX_N, "number of phantom images"), ("image_size", MAX_IMAGE_SIZE, "pixels a side")):
+        v = args.get(k)  # the lower bounds are the plan's and the generator's own refusals
+        if v is not None and v > hi:
+            raise ValueError(f"{name(k)} ({what}) must be <= {hi:,} (more would not fit in memory), "
+                             f"got {v:,}")
+    fov = args.get("fov_mm")
+    if fov is not None and not (math.isfinite(fov) and fov > 0):
+        raise ValueError(f"{name('fov_mm')} (detector field of view in mm; sets the pixel spacing) must be a finite "
+                         f"number > 0, got {fov}")
+    for k in ("prevalence", "healthy_fraction"):
+        v = args.get(k)
+        if v is not None and not 0.0 <= v <= 1.0:  # NaN fails too
+            raise ValueError(f"{name(k)} (a probability) must lie in [0, 1], got {v}")
+
+
+def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Config-time check of a phantom dataset's ``dataset_args`` (``medvit run --dry-run``, via the registry meta
+    ``check_args``; ``medvit data synth`` for its options): ``ValueError`` naming the key (``name(key)``, default
+    ``dataset_args.<key>``) for a key neither the in-memory generator nor a synth folder (``root``) takes, a
+    chest-only knob for retina, a value of the wrong type, a calibration knob outside its range
+    (:class:`Difficulty`); with ``root``, ``n`` / ``seed`` or an in-memory argument (a knob: the folder's were fixed
+    when it was drawn); in memory, any value the run's generator and patient plan refuse (``n < 1``,
+    ``image_size < 32``, ``prevalence`` outside [0, 1], ...) and values beyond :data:`MAX_N` /
+    :data:`MAX_IMAGE_SIZE`, ``fov_mm <= 0``, ``in_chans`` other than 1 or 3: ``--dry-run`` refuses what the run
+    refuses. ``transform`` is the task's, never a config value. Returns ``args`` with values converted as config
+    fields are (``n: 1e3`` -> 1000)."""
+    import dataclasses
+
+    if name is None:
+        def name(k: str) -> str:
+            return f"dataset_args.{k}"
+
+    where = name("").rstrip(". ") or "dataset_args"
     gen = ChestPhantomGenerator if kind == "cxr" else RetinaPhantomGenerator
-    # either mode's arguments (root + n is the builder's own run-time refusal: a preset's n may be overridden)
-    known = {"root"} | params(PhantomFolderDataset.__init__) | params(PhantomDataset.__init__) | params(gen.__init__)
+    known = {"root"} | _params(PhantomFolderDataset.__init__) | _params(PhantomDataset.__init__) | _params(gen.__init__)
     for k in args:
         if k not in known:
+            if k in PHANTOM_KNOBS:  # prevalence / healthy_fraction on retina
+                raise ValueError(f"{name(k)}: {k!r} is a chest-only knob; {kind} phantoms take "
+                                 f"{[x for x in PHANTOM_KNOBS + (SPLIT_KNOB,) if x in known]}")
             hint = did_you_mean(k, known)
-            raise ValueError(f"dataset_args.{k}: {kind}_phantom takes no argument {k!r}"
+            raise ValueError(f"{name(k)}: {kind}_phantom takes no argument {k!r}"
                              f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
+    if args.get("transform") is not None:
+        raise ValueError(f"{name('transform')}: the transform is set by the task (its augmentation fields), not by "
+                         f"a config value; remove it")
+    if args.get("root") is not None:
+        _folder_only(kind, args, name)
+        folder = _params(PhantomFolderDataset.__init__)
+        unset = {k: v for k, v in args.items() if v is None and k not in folder}  # dropped by the builder
+        checked = check_arg_types({k: v for k, v in args.items() if k not in unset},
+                                  [PhantomFolderDataset.__init__], prefix=where)
+        _check_in_chans(checked, name)
+        return {**checked, **unset}
     knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
     if knobs:
         try:
             Difficulty(**knobs)
         except ValueError as e:
-            raise ValueError(f"dataset_args: {e}") from None
+            raise ValueError(f"{where}: {e}") from None
     # value types by the builders' annotations (prevalence=abc, n=2.5 were refused only when the run built the data)
     builder = cxr_phantom if kind == "cxr" else retina_phantom
-    args = check_arg_types(args, [builder, PhantomDataset.__init__, PhantomFolderDataset.__init__, gen.__init__])
-    if args.get("root") is not None:
-        return args
+    args = check_arg_types(args, [builder, PhantomDataset.__init__, PhantomFolderDataset.__init__, gen.__init__],
+                           prefix=where)
     # in memory: the run's own checks (n >= 1, image_size, prevalence, stage_probs, seed, ...), by the same code;
     # the generator is built at the given image_size capped at 256 px (its textures are drawn on construction)
     n, seed = (1000 if args.get(k) is None else args[k] for k in ("n", "seed"))
     if seed < 0:  # numpy's refusal ("expected non-negative integer") names no key
-        raise ValueError(f"dataset_args.seed must be >= 0 (a random seed), got {seed}")
+        raise ValueError(f"{name('seed')} must be >= 0 (a random seed), got {seed}")
+    _check_in_chans(args, name)
+    _check_memory_values(kind, args, name)
     size = 224 if args.get("image_size") is None else args["image_size"]
-    gen_kw = {k: v for k, v in args.items() if k in params(gen.__init__) and k not in ("image_size", "seed")}
+    gen_kw = {k: v for k, v in args.items() if k in _params(gen.__init__) and k not in ("image_size", "seed")}
     try:
         if n < 1:
             plan_patients(n, seed, kind)  # refuses before drawing anything
         make_generator(kind, min(size, 256), seed, **gen_kw)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"dataset_args: {e}") from None
+        raise ValueError(f"{where}: {e}") from None
     return args
 
 
