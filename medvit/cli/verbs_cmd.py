@@ -166,9 +166,30 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         if flag == "report_to":
             value = [v.strip() for v in str(value).split(",") if v.strip()]
         _set(raw, key, value)
+    if getattr(args, "data", None):
+        _keep_folder_args(raw)
     raw = apply_overrides(raw, list(args.overrides))
     spec, cfg = build_config(None, [], data=raw)
     return spec, cfg, raw
+
+
+def _keep_folder_args(raw: dict[str, Any]) -> None:
+    """``--data DIR`` reads a folder: the preset's in-memory arguments of its dataset (a phantom's ``n``, ``seed``,
+    calibration knobs: the registry meta ``folder_args`` lists what the folder form takes) are dropped, logged, so
+    the run reads the folder instead of refusing ``root`` next to ``n``."""
+    from medvit.registry import REGISTRY
+
+    dargs, ds = raw.get("dataset_args"), raw.get("dataset")
+    if not (isinstance(dargs, dict) and isinstance(ds, str) and ("dataset", ds) in REGISTRY):
+        return
+    keep = REGISTRY.entry("dataset", ds).meta.get("folder_args")
+    if keep is None:
+        return
+    dropped = {k: v for k, v in dargs.items() if k not in keep}
+    if dropped:
+        logging.getLogger(__name__).info("--data: %s reads the folder; the preset's in-memory dataset_args %s are "
+                                         "dropped", ds, dropped)
+        raw["dataset_args"] = {k: v for k, v in dargs.items() if k in keep}
 
 
 def _presets(task: str) -> list[str]:

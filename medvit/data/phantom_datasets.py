@@ -120,7 +120,10 @@ class PhantomFolderDataset(ItemDataset):
         if self.classification:
             self.class_names = list(self.manifest["class_names"])
         with open(self.root / "labels.csv", newline="") as f:
-            table = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            table = list(reader)
+            header = list(reader.fieldnames or [])
+        self._check_table(header, table)
         for line, r in enumerate(table, start=2):  # a path read from a file stays inside the folder
             inside(self.root, r.get("file") or "", f"{self.root / 'labels.csv'} line {line} column 'file'")
         rows = {r["image_id"]: r for r in table}
@@ -137,6 +140,34 @@ class PhantomFolderDataset(ItemDataset):
         self.rows = [rows[i] for i in ids]
         self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
         self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
+
+    def _check_table(self, header: list[str], table: list[dict[str, str]]) -> None:
+        """ValueError naming ``labels.csv`` (and the line and column) for a column the manifest's names need that is
+        absent, or a label value the items could not use: a finding other than 0 / 1, a stage outside
+        ``class_names`` (retina), a referral that is not a non-negative integer. Checked at construction, so a
+        wrong folder fails before training, not on the first item that reads it."""
+        f = self.root / "labels.csv"
+        need = ["image_id", "patient_id", "file"] + (["stage", "referral"] if self.classification else [])
+        absent = [c for c in need if c not in header]
+        if absent:
+            raise ValueError(f"{f}: required columns {absent} missing (rerun `medvit data synth`)")
+        absent = [c for c in self.label_names if c not in header]
+        if absent:
+            raise ValueError(f"{self.root / 'manifest.json'}: label_names {absent} are not columns of {f} (its "
+                             f"columns: {', '.join(header)})")
+        for line, r in enumerate(table, start=2):
+            for c in self.label_names:
+                if (r.get(c) or "").strip() not in ("0", "1"):
+                    raise ValueError(f"{f} line {line} column {c!r}: a finding label must be 0 or 1, got {r.get(c)!r}")
+            if self.classification:
+                stage, ref = (r.get("stage") or "").strip(), (r.get("referral") or "").strip()
+                if not (stage.isdigit() and int(stage) < len(self.class_names)):
+                    raise ValueError(f"{f} line {line} column 'stage': must be a class index 0.."
+                                     f"{len(self.class_names) - 1} (manifest.json class_names "
+                                     f"{self.class_names}), got {r.get('stage')!r}")
+                if not ref.isdigit():
+                    raise ValueError(f"{f} line {line} column 'referral': must be a non-negative integer, got "
+                                     f"{r.get('referral')!r}")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -309,9 +340,14 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     return args
 
 
+#: the dataset_args a synth folder (``root``) takes (registry meta ``folder_args``: `medvit finetune --data DIR`
+#: drops a preset's in-memory arguments)
+_FOLDER_ARGS = frozenset({"root"} | _params(PhantomFolderDataset.__init__) - {"transform"})
+
+
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
 @register("dataset", "cxr_phantom", mean=(0.524,), std=(0.290,), label_names=list(CXR_LABELS), task="multilabel",
-          in_chans=1, check_args=lambda args: check_phantom_args("cxr", args),
+          in_chans=1, check_args=lambda args: check_phantom_args("cxr", args), folder_args=_FOLDER_ARGS,
           description="Synthetic chest X-ray phantoms (7 findings, masks, reports); in memory or from a `medvit "
           "data synth` folder")
 def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None, seed: int | None = None,
@@ -323,7 +359,7 @@ def cxr_phantom(split: str = "train", root: str | Path | None = None, n: int | N
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py
 @register("dataset", "retina_phantom", mean=(0.382,), std=(0.306,), class_names=list(AMD_STAGES),
           label_names=list(RETINA_BIOMARKERS), task="multiclass", in_chans=1,
-          check_args=lambda args: check_phantom_args("retina", args),
+          check_args=lambda args: check_phantom_args("retina", args), folder_args=_FOLDER_ARGS,
           description="Synthetic foveal OCT B-scans: AMD stage (5), referral (3), 7 biomarkers, masks, reports")
 def retina_phantom(split: str = "train", root: str | Path | None = None, n: int | None = None,
                    seed: int | None = None, image_size: int | None = None, **kw: Any) -> ItemDataset:

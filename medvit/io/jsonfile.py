@@ -44,8 +44,13 @@ def name_list_problem(value: Any, *, allow_empty: bool = False) -> str | None:
     non-empty strings, as the end of a message (``"must be ..., got ..."``); None when it is one. An empty list is
     refused unless ``allow_empty`` (a run with no outputs); a repeated name is refused (two outputs under one
     name: ``dict(zip(names, scores))`` keeps one of them, a CSV writes two columns of the same name)."""
-    if not isinstance(value, list | tuple) or not all(isinstance(x, str) and x.strip() for x in value):
+    if not isinstance(value, list | tuple):
         return f"must be a list of non-empty strings, got {json_type_name(value)}"
+    bad = next((i for i, x in enumerate(value) if not (isinstance(x, str) and x.strip())), None)
+    if bad is not None:
+        x = value[bad]
+        what = "blank" if isinstance(x, str) else f"a {json_type_name(x)}, not a string"
+        return f"must be a list of non-empty strings; item [{bad}] ({json.dumps(x)}) is {what}"
     if not value and not allow_empty:
         return "must name at least one label, got an empty list"
     repeated = sorted({x for x in value if list(value).count(x) > 1})

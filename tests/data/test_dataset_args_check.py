@@ -123,14 +123,14 @@ def test_in_memory_args_set_to_null_are_dropped_when_reading_a_synth_folder(tmp_
     ("dataset_args.n=1e9", r"dataset_args\.n \(number of phantom images\) must be <= 10,000,000"),
     ("dataset_args.fov_mm=-1", r"dataset_args\.fov_mm \(detector field of view in mm.*\) must be a finite number > 0, "
                                r"got -1"),
-    ("dataset_args.fov_mm=.nan", r"dataset_args\.fov_mm .* must be a finite number > 0, got nan"),
+    ("dataset_args.fov_mm=.nan", r"dataset_args\.fov_mm\b.* must be a finite number"),
     ("dataset_args.fov_mm=0", r"dataset_args\.fov_mm .* must be a finite number > 0, got 0"),
     ("dataset_args.in_chans=0", r"dataset_args\.in_chans must be 1 \(grey\) or 3 .*got 0"),
     ("dataset_args.in_chans=1e9", r"dataset_args\.in_chans must be 1 \(grey\) or 3"),
     ("dataset_args.transform=foo", r"dataset_args\.transform: the transform is set by the task"),
-    ("dataset_args.healthy_fraction=.inf", r"dataset_args\.healthy_fraction \(a probability\) must lie in \[0, 1\], "
-                                           r"got inf"),
-    ("dataset_args.prevalence=.nan", r"dataset_args\.prevalence \(a probability\) must lie in \[0, 1\], got nan"),
+    ("dataset_args.healthy_fraction=-0.5", r"dataset_args\.healthy_fraction \(a probability\) must lie in \[0, 1\], "
+                                           r"got -0\.5"),
+    ("dataset_args.prevalence=.nan", r"dataset_args\.prevalence\b.* must be a finite number"),
 ])
 def test_dry_run_refuses_in_memory_values_the_generator_cannot_use(override, match):
     """breaker33 B6 / B18: image_size=1e9 passed --dry-run (the check builds the generator at <= 256 px) and the run

@@ -145,3 +145,42 @@ def test_contract_refuses_repeated_label_names():
     with pytest.raises(ValueError, match=r"contract key 'label_names' must not repeat a name .*'Mass'"):
         WeightContract(label_names=["Mass", "Nodule", "Mass"])
     assert WeightContract(label_names=[]).label_names == []
+
+
+@pytest.mark.parametrize("manifest, labels, msg", [
+    ({"kind": "cxr", "label_names": ["A", "Nope"]}, "image_id,patient_id,file,A\nx1,p1,images/x.png,1\n",
+     r"manifest\.json: label_names \['Nope'\] are not columns of .*labels\.csv \(its columns: image_id, patient_id, "
+     r"file, A\)"),
+    ({"kind": "retina", "label_names": ["A"], "class_names": ["g0", "g1"]},
+     "image_id,patient_id,file,stage,referral,A\nx1,p1,images/x.png,1,0,1\nx2,p1,images/x.png,4,2,0\n",
+     r"labels\.csv line 3 column 'stage': must be a class index 0\.\.1 \(manifest\.json class_names \['g0', 'g1'\]\), "
+     r"got '4'"),
+    ({"kind": "retina", "label_names": ["A"], "class_names": ["g0"]},
+     "image_id,patient_id,file,stage,referral,A\nx1,p1,images/x.png,-1,0,1\n", r"line 2 column 'stage': .* got '-1'"),
+    ({"kind": "retina", "label_names": ["A"], "class_names": ["g0"]},
+     "image_id,patient_id,file,stage,referral,A\nx1,p1,images/x.png,0,x,1\n", r"line 2 column 'referral': must be a "
+                                                                             r"non-negative integer, got 'x'"),
+    ({"kind": "retina", "label_names": ["A"], "class_names": ["g0"]},
+     "image_id,patient_id,file,A\nx1,p1,images/x.png,1\n",
+     r"labels\.csv: required columns \['stage', 'referral'\] missing"),
+    ({"kind": "cxr", "label_names": ["A"]}, "image_id,patient_id,file,A\nx1,p1,images/x.png,yes\n",
+     r"labels\.csv line 2 column 'A': a finding label must be 0 or 1, got 'yes'"),
+    ({"kind": "cxr", "label_names": ["A", " "]}, "image_id,patient_id,file,A\nx1,p1,images/x.png,1\n",
+     r"'label_names' must be a list of non-empty strings; item \[1\] \(\" \"\) is blank"),
+    ({"kind": "cxr", "label_names": ["A", 1]}, "image_id,patient_id,file,A\nx1,p1,images/x.png,1\n",
+     r"'label_names' must be a list of non-empty strings; item \[1\] \(1\) is a number, not a string"),
+], ids=["label not a column", "stage beyond class_names", "stage negative", "referral", "no stage column",
+        "label yes", "blank name", "number name"])
+def test_phantom_folder_checks_labels_csv_against_the_manifest_at_construction(tmp_path, manifest, labels, msg):
+    """breaker33 B17: label_names naming an absent column gave a raw KeyError on the first item read; class_names
+    shorter than the stages in labels.csv was accepted; a blank name was reported as "got array"."""
+    import json
+
+    from medvit.data.phantom_datasets import PhantomFolderDataset
+
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "labels.csv").write_text(labels)
+    (tmp_path / "splits" / "train.txt").write_text("x1\n")
+    with pytest.raises(ValueError, match=msg):
+        PhantomFolderDataset(tmp_path, "train")
