@@ -53,9 +53,11 @@ def name_list_problem(value: Any, *, allow_empty: bool = False) -> str | None:
         return f"must be a list of non-empty strings; item [{bad}] ({json.dumps(x)}) is {what}"
     if not value and not allow_empty:
         return "must name at least one label, got an empty list"
-    repeated = sorted({x for x in value if list(value).count(x) > 1})
+    names = [x.strip() for x in value]  # "A" and "A " read as one name in a report or a CSV header
+    repeated = sorted({x for x in names if names.count(x) > 1})
     if repeated:
-        return f"must not repeat a name (one per output), got {', '.join(map(repr, repeated))} more than once"
+        return (f"must not repeat a name (one per output; surrounding spaces ignored), got "
+                f"{', '.join(map(repr, repeated))} more than once")
     return None
 
 

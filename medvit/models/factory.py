@@ -146,6 +146,13 @@ def model_builder(arch: str, model_args: Mapping[str, Any], source: str, prefix:
     return build
 
 
+def _num_outputs(model: nn.Module | None) -> int | None:
+    """The classifier outputs (``num_classes`` > 0) of ``model``; None for a model without a classification head
+    (or None)."""
+    n = getattr(model, "num_classes", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
 def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     """Rebuild a model from a medvit checkpoint directory; ``model.contract`` holds its contract.
 
@@ -154,7 +161,12 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     reader or the architecture refuses (``format``, ``architecture``, ``model_args.<arg>``, ``contract``) or
     weights that do not fit it.
     """
-    from medvit.models.verify import check_args_fit_weights, read_verified_safetensors, safetensors_shapes
+    from medvit.models.verify import (
+        check_arg_sizes,
+        check_args_fit_weights,
+        read_verified_safetensors,
+        safetensors_shapes,
+    )
 
     p = Path(path)
     cfg = read_config(p)
@@ -167,7 +179,16 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
         raise FileNotFoundError(f"checkpoint file not found: {f}")
     build = model_builder(cfg["architecture"], cfg["model_args"], str(cfg_file), overrides=overrides)
     # sizes first (header only, model on the meta device), then the weights, hashed as they are read
-    check_args_fit_weights(build, safetensors_shapes(f), str(f))
+    shapes = safetensors_shapes(f)
+    check_arg_sizes(cfg["model_args"], shapes, str(cfg_file))
+    meta_model = check_args_fit_weights(build, shapes, str(f))
+    if contract is not None and contract.segmentation is None and contract.label_names:
+        n_out = _num_outputs(meta_model)
+        if n_out is not None and n_out != len(contract.label_names):
+            raise CheckpointError(
+                f"{cfg_file}: contract.label_names names {len(contract.label_names)} labels but the model has "
+                f"{n_out} outputs (model_args.num_classes): one name per output; fix the contract or use the "
+                "config.json saved with these weights")
     sd, sha = read_verified_safetensors(f, cfg.get("sha256"))
     if not cfg.get("sha256"):
         logger.warning("%s: config.json records no sha256; the weights' computed hash %s is reported", f, sha)

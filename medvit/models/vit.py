@@ -448,10 +448,14 @@ def _check_args(a: dict[str, Any]) -> None:
                 f"sin-cos position init needs embed_dim divisible by {div} in {a['spatial_dims']}D, "
                 f"got {a['embed_dim']}"
             )
+    for k in ("mlp_ratio", "drop_rate", "pos_drop_rate", "attn_drop_rate", "drop_path_rate", "norm_eps"):
+        v = a[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{k} must be a finite number, got {v!r}")
     if a["mlp_ratio"] <= 0:
         raise ValueError(f"mlp_ratio must be > 0, got {a['mlp_ratio']}")
     for k in ("drop_rate", "pos_drop_rate", "attn_drop_rate", "drop_path_rate"):
         if not 0.0 <= a[k] < 1.0:
             raise ValueError(f"{k} must be in [0, 1), got {a[k]}")
-    if a["norm_eps"] <= 0 or not math.isfinite(a["norm_eps"]):
+    if a["norm_eps"] <= 0:
         raise ValueError(f"norm_eps must be a positive float, got {a['norm_eps']}")

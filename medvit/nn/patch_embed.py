@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 import torch
 from torch import nn
 
 
 def to_tuple(v: int | tuple[int, ...] | list[int], n: int, what: str) -> tuple[int, ...]:
-    """Broadcast an int to an n-tuple, or check a sequence has n entries."""
-    if isinstance(v, int):
-        return (v,) * n
-    t = tuple(int(i) for i in v)
+    """Broadcast an int to an n-tuple, or check a sequence has n entries; each side a positive int (an integral
+    float such as ``224.0`` is taken). :class:`ValueError` starting with ``what`` otherwise (``img_size: -32``)."""
+    def side(i: Any) -> int:
+        if (isinstance(i, bool) or not isinstance(i, (numbers.Integral, float))
+                or (isinstance(i, float) and not (math.isfinite(i) and i.is_integer())) or i < 1):
+            raise ValueError(f"{what} must be a positive int or {n} positive ints for spatial_dims={n}, got {v!r}")
+        return int(i)
+
+    if isinstance(v, (numbers.Number, str)) or not isinstance(v, (tuple, list, torch.Size)):
+        return (side(v),) * n
+    t = tuple(side(i) for i in v)
     if len(t) != n:
         raise ValueError(f"{what} must be an int or {n} ints for spatial_dims={n}, got {v!r}")
     return t

@@ -69,3 +69,51 @@ def test_huge_model_args_refused_before_allocation(tmp_path):
     (model / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="do not fit the weights"):
         load_model(model)
+
+
+@pytest.mark.parametrize("args, match", [
+    # breaker33 B9: depth 1e9 built a billion blocks on the meta device (memory without bound); an integer larger
+    # than the weights' element count is refused before anything is built
+    ({"depth": 1_000_000_000}, r"config.json: model_args.depth is 1000000000, more than the [\d,]+ elements"),
+    ({"embed_dim": 10**12}, r"config.json: model_args.embed_dim is 1000000000000"),
+    # a depth within that bound: the meta build is stopped once it outgrows the file
+    ({"depth": 200_000}, r"do not fit the weights: the config builds more than [\d,]+ (elements|modules)"),
+    ({"img_size": -32}, r"config.json: model_args.img_size must be a positive int"),
+    ({"patch_size": [16, 0]}, r"config.json: model_args.patch_size must be a positive int"),
+    ({"mlp_ratio": "NaN"}, r"config.json: model_args.mlp_ratio must be a finite number, got 'NaN'"),
+    ({"drop_rate": "x"}, r"config.json: model_args.drop_rate must be a finite number"),
+])
+def test_model_args_from_file_refused_fast_naming_the_key(tmp_path, args, match):
+    model = make_model(tmp_path / "m")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["model_args"].update(args)
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=match):
+        load_model(model)
+
+
+@pytest.mark.parametrize("names", [["A", "B", "C", "D", "E"], ["A"]])
+def test_contract_label_count_must_match_the_head(tmp_path, names):
+    # breaker33 B10: 5 (or 1) label names for a 3-output head loaded; only batch infer refused it later
+    model = make_model(tmp_path / "m")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["contract"].update(label_names=names, thresholds=[0.5] * len(names))
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=rf"config.json: contract.label_names names {len(names)} labels but "
+                                              r"the model has 3 outputs"):
+        load_model(model)
+    cfg["contract"].update(label_names=["A", "A ", "C"], thresholds=[0.5] * 3)
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"label_names' must not repeat a name .*'A' more than once"):
+        load_model(model)
+
+
+def test_meta_build_is_stopped_when_it_registers_far_more_modules_than_the_file_has_tensors():
+    from torch import nn
+
+    from medvit.models.verify import check_args_fit_weights
+
+    with pytest.raises(CheckpointError, match=r"w.safetensors: .*the config builds more than 1,016 modules"):
+        check_args_fit_weights(lambda: nn.Sequential(*[nn.Identity() for _ in range(100_000)]), {"w": (10,)},
+                               "w.safetensors")
+    assert check_args_fit_weights(lambda: nn.Linear(3, 2), {"weight": (2, 3), "bias": (2,)}, "w").weight.is_meta
