@@ -21,20 +21,39 @@ from medvit.data.preprocess import TRAINING_DEFAULT_INTENSITY, Preprocessor
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def nonfinite_problem(pixels: Any) -> str | None:
+    """Why an image's ``pixels`` (any shape) cannot be read as an image: some values are NaN or ±inf (a float
+    .npy / NIfTI can hold them; the preprocessing would clip or zero them, so an image without data would get
+    findings); None when every value is finite."""
+    a = np.asarray(pixels)
+    if a.dtype.kind not in "fc":
+        return None
+    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+    if not bad:
+        return None
+    which = f"all {a.size:,} of its pixel values are" if bad == a.size else \
+        f"{bad:,} of its {a.size:,} pixel values {'is' if bad == 1 else 'are'}"
+    return f"{which} not finite (NaN or ±inf): not an image the models can read"
+
+
 def read_checked(path: str | Path) -> Any:
     """File → ``medvit.io.MedicalImage`` (all frames / the whole volume). ``FileNotFoundError`` / ``ValueError``
-    naming the file when it is missing or cannot be read as an image."""
+    naming the file when it is missing, cannot be read as an image, or holds a non-finite pixel value
+    (:func:`nonfinite_problem`: refused, as ``medvit infer`` refuses "non-finite values after preprocessing")."""
     from medvit.io import MedicalIOError, read_image
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p} (check the dataset root and its CSV paths)")
     try:
-        return read_image(p)
+        image = read_image(p)
     except MedicalIOError as e:
         raise ValueError(f"{p}: cannot read as an image ({e})") from e
     except (OSError, ValueError, IndexError) as e:
         raise ValueError(f"{p}: cannot read as an image ({type(e).__name__}: {e})") from e
+    if why := nonfinite_problem(image.pixels):
+        raise ValueError(f"{p}: {why}")
+    return image
 
 
 def load_unit(path: str | Path | Any, intensity: dict[str, str] | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -331,9 +332,11 @@ class InferenceRun:
         rec["heatmap_png"] = ""
         ref = self.contract.ood
         # out-of-distribution: scaled Mahalanobis distance of the features to the training data, flag at threshold
-        rec["ood_score"] = "" if ood is None else round(float(ood), 4)
+        # a non-finite score (non-finite features) cannot be scored: flagged, fail closed
+        scored = ood is not None and math.isfinite(float(ood))
+        rec["ood_score"] = "" if ood is None else round(float(ood), 4) if scored else "non-finite"
         rec["ood_threshold"] = "" if ood is None else round(float(ref["threshold"]), 4)
-        rec["ood_flag"] = "" if ood is None else bool(ood >= float(ref["threshold"]))
+        rec["ood_flag"] = "" if ood is None else (not scored or bool(ood >= float(ref["threshold"])))
         return rec
 
     # ------------------------------------------------------------------ batches

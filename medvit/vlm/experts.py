@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -51,6 +52,10 @@ CXR_PREFIX = "The resulting predictions are:\n"
 #: the CXR expert's out-of-distribution caution (shown apart from the answer: ``ChatResponse.cautions``) ...
 OOD_CAUTION = ("this image is outside the expert's training distribution (OOD score {score:.2f} >= threshold "
                "{threshold:.2f}{which}); these predictions may be unreliable.")
+#: ... when a checkpoint's OOD score is not finite (NaN / inf features): the image is treated as out of distribution
+OOD_UNSCORED_CAUTION = ("this image cannot be scored against the expert's training distribution (non-finite OOD "
+                        "score{which}); it is treated as out of distribution and these predictions may be "
+                        "unreliable.")
 #: ... and as it ends the expert's result text
 OOD_NOTE = " Caution: " + OOD_CAUTION
 SEG_PREFIX = "The results are <image>. The colors in this image describe "
@@ -259,13 +264,15 @@ def cxr_text(predictions: dict[str, bool]) -> str:
 def ood_caution(ood: Sequence[dict[str, Any] | None]) -> str:
     """:data:`OOD_CAUTION` for the flagged checkpoints of an ensemble (``[{"score", "threshold", "flag"}, …]``, None
     for a checkpoint without a reference), quoting the one furthest above its threshold; ``""`` when none is
-    flagged."""
-    flagged = [o for o in ood if o and o["flag"]]
+    flagged. A non-finite score counts as flagged (:data:`OOD_UNSCORED_CAUTION`: fail closed)."""
+    flagged = [o for o in ood if o and (o["flag"] or not math.isfinite(o["score"]))]
     if not flagged:
         return ""
-    worst = max(flagged, key=lambda o: o["score"] / max(o["threshold"], 1e-12))
     scored = sum(o is not None for o in ood)
     which = f"; {len(flagged)} of {scored} models" if scored > 1 else ""
+    if any(not math.isfinite(o["score"]) for o in flagged):  # non-finite features: cannot be scored, fail closed
+        return OOD_UNSCORED_CAUTION.format(which=which)
+    worst = max(flagged, key=lambda o: o["score"] / max(o["threshold"], 1e-12))
     return OOD_CAUTION.format(score=worst["score"], threshold=worst["threshold"], which=which)
 
 
@@ -306,6 +313,11 @@ def _unit_image(img: Any) -> Any:
 def _model_input(pre: Any, img: Any) -> tuple[np.ndarray, np.ndarray]:
     """(C, H, W) model input and (h, w) grey [0, 1] image through the model contract's preprocessing."""
     img = _unit_image(img)
+    from medvit.data.imageload import nonfinite_problem
+
+    if why := nonfinite_problem(img if isinstance(img, np.ndarray) else getattr(img, "pixels", img)):
+        where = getattr(img, "path", None) or "the image"
+        raise ValueError(f"{where}: {why}")
     if isinstance(img, np.ndarray):
         x, grey = pre.from_unit(np.asarray(img, dtype=np.float32))
         return x, grey
@@ -402,7 +414,8 @@ class CXRExpert(Expert):
             else:
                 z, scores = ref.score_call(m, lambda m=m, t=t: m(t).float())
                 sc = float(scores[0])
-                o = {"score": sc, "threshold": float(ref.threshold), "flag": bool(sc >= ref.threshold)}
+                o = {"score": sc, "threshold": float(ref.threshold),
+                     "flag": bool(not math.isfinite(sc) or sc >= ref.threshold)}  # unscorable: out of distribution
             per_model.append(torch.sigmoid(z)[0].numpy())
             ood.append(o)
         probs = {lab: float(np.mean([per_model[i][self.labels[i].index(lab)] for i in idx]))

@@ -285,3 +285,29 @@ def test_segmentation_expert_on_a_medvit_segmentation_checkpoint(tmp_path):
     masks, _ = ex.masks(img)
     assert res.values["pixels"] == {k: int(v.sum()) for k, v in masks.items()}
     assert res.overlay.shape == (32, 32, 3)
+
+
+def test_non_finite_images_are_refused_and_a_non_finite_ood_score_cautions(tmp_path):
+    """breaker33 B11: an all-NaN .npy was read and the CXR expert answered it with findings and no caution (the
+    preprocessing zeroes NaN); a NaN OOD score (non-finite features) gave no caution either. Fail closed."""
+    from medvit.data.imageload import read_checked
+    from medvit.vlm.experts import OOD_UNSCORED_CAUTION, ood_caution
+
+    rng = np.random.default_rng(0)
+    ok = rng.random((64, 64)).astype(np.float32)
+    for name, bad, why in [("nanall", np.full((64, 64), np.nan, np.float32), "all 4,096 of its pixel values are"),
+                           ("nan1", np.where(np.arange(64 * 64).reshape(64, 64) == 7, np.nan, ok), "1 of its 4,096"),
+                           ("inf1", np.where(np.arange(64 * 64).reshape(64, 64) == 9, np.inf, ok), "1 of its 4,096")]:
+        f = tmp_path / f"{name}.npy"
+        np.save(f, bad.astype(np.float32))
+        with pytest.raises(ValueError, match=rf"{name}.npy: {why} .*not finite"):
+            read_checked(f)
+        with pytest.raises(ValueError, match=r"not finite \(NaN or ±inf\)"):
+            CXRExpert([DEMO]).run([bad])
+    np.save(tmp_path / "ok.npy", ok)
+    assert read_checked(tmp_path / "ok.npy").pixels.shape == (64, 64)
+    nan = {"score": float("nan"), "threshold": 1.0, "flag": False}  # as written before the flag rule changed
+    assert ood_caution([nan]) == OOD_UNSCORED_CAUTION.format(which="")
+    assert ood_caution([nan, {"score": 3.0, "threshold": 1.0, "flag": True}]) == OOD_UNSCORED_CAUTION.format(
+        which="; 2 of 2 models")
+    assert ood_text([{"score": 0.5, "threshold": 1.0, "flag": False}]) == ""
