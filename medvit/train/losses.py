@@ -398,6 +398,9 @@ def _check_weights(weights: list[float] | None, name: str) -> None:
     for i, w in enumerate(weights or []):
         if not (math.isfinite(w) and w >= 0):
             raise ValueError(f"loss.args.{name}[{i}] must be a finite number >= 0, got {w}")
+        if not math.isfinite(float(torch.tensor(w, dtype=torch.float32))):  # checked in the dtype the loss uses
+            raise ValueError(f"loss.args.{name}[{i}] is {w}, beyond float32's range (±3.4e38): the loss would "
+                             "use an infinite weight")
 
 
 @register_loss("masked_bce", example=_ex_multilabel,
@@ -450,17 +453,23 @@ class CrossEntropy(Loss):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         _check_weights(weight, "weight")
-        if weight is not None and len(weight) and not any(weight):
+        w32 = None if weight is None else torch.tensor(weight, dtype=torch.float)  # the dtype the loss uses
+        if w32 is not None and len(weight) and not bool(w32.any()):
             # the weighted mean is sum(w[y] * loss) / sum(w[y]): 0/0 on every batch
-            raise ValueError(f"loss.args.weight: every class weight is 0 ({list(weight)}); the weighted mean "
-                             "cross-entropy divides by the batch's summed class weights (0/0 = NaN on every "
-                             "step): give at least one weight > 0")
+            raise ValueError(f"loss.args.weight: every class weight is 0 in float32 ({list(weight)}); the "
+                             "weighted mean cross-entropy divides by the batch's summed class weights (0/0 = NaN "
+                             "on every step): give at least one weight > 0 (and >= 1.2e-38, float32's smallest "
+                             "normal number)")
         self.label_smoothing = float(label_smoothing)
-        self.register_buffer("weight", None if weight is None else torch.tensor(weight, dtype=torch.float))
+        self.register_buffer("weight", w32)
 
     def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
-        return F.cross_entropy(logits_of(output).float(), batch["label"].long(), weight=self.weight,
-                               label_smoothing=self.label_smoothing)
+        """Weighted mean over the batch; a batch whose labels all have class weight 0 gives loss 0 (no gradient),
+        not 0/0 = NaN (``weight`` with a 0 for an "ignored" class and a batch holding only that class)."""
+        logits, y = logits_of(output).float(), batch["label"].long()
+        if self.weight is not None and y.numel() and not bool(self.weight.to(y.device)[y].sum() > 0):
+            return logits.sum() * 0.0  # connected to the graph: every rank of a DDP step still reduces
+        return F.cross_entropy(logits, y, weight=self.weight, label_smoothing=self.label_smoothing)
 
 
 def _ex_masks(g: torch.Generator) -> tuple[Any, dict[str, Any]]:

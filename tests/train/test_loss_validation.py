@@ -172,3 +172,26 @@ def test_benchx_classification_checks_the_loss_once_the_label_kind_is_known(tmp_
     with pytest.raises(ConfigError, match=r"loss 'masked_bce' takes multi-hot labels \(B, K\); the classification "
                                           r"protocol \(multiclass\) feeds class indices"):
         run_classification(MethodSpec(), data, proto, 0, tmp_path)
+
+
+def test_class_weights_are_checked_in_float32_and_a_zero_weight_batch_is_not_nan():
+    """breaker33 B16: weight=[1e-320,0,0,0,0] passed (float64 "not all 0") but is all 0 in the float32 buffer, and
+    [0,1,1,1,1] on a batch holding only class 0 gave 0/0 = NaN (the non-finite guard then stopped the run)."""
+    from medvit.tasks import build_config
+    from medvit.train.losses import CrossEntropy, MaskedBCE
+
+    with pytest.raises(ValueError, match=r"loss\.args\.weight: every class weight is 0 in float32"):
+        build_config(RETINA, ["loss.name=cross_entropy", "loss.args.weight=[1e-320,0,0,0,0]"])
+    with pytest.raises(ValueError, match=r"loss\.args\.weight\[1\] is 1e\+39, beyond float32's range"):
+        CrossEntropy(weight=[1.0, 1e39])
+    with pytest.raises(ValueError, match=r"loss\.args\.pos_weight\[0\] is 1e\+39, beyond float32's range"):
+        MaskedBCE(pos_weight=[1e39])
+    ce = CrossEntropy(weight=[0.0, 1.0, 1.0, 1.0, 1.0], label_smoothing=0.1)
+    logits = torch.randn(4, 5, requires_grad=True)
+    loss = ce(logits, {"label": torch.zeros(4, dtype=torch.long)})
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros(4, 5))
+    mixed = ce(logits, {"label": torch.tensor([0, 1, 0, 2])})
+    want = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 2]), weight=ce.weight,
+                                             label_smoothing=0.1)
+    assert torch.isfinite(mixed) and torch.equal(mixed, want)
