@@ -41,10 +41,13 @@ def read_checked(path: str | Path) -> Any:
     naming the file when it is missing, cannot be read as an image, or holds a non-finite pixel value
     (:func:`nonfinite_problem`: refused, as ``medvit infer`` refuses "non-finite values after preprocessing")."""
     from medvit.io import MedicalIOError, read_image
+    from medvit.io.errors import file_problem
 
     p = Path(path)
-    if not p.is_file():
+    if (why := file_problem(p)) == "not found":
         raise FileNotFoundError(f"image file not found: {p} (check the dataset root and its CSV paths)")
+    if why:  # a directory, FIFO, device, link loop, ...: never opened
+        raise ValueError(f"{p}: {why}, not an image file (check the dataset root and its CSV paths)")
     try:
         image = read_image(p)
     except MedicalIOError as e:

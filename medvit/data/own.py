@@ -49,6 +49,7 @@ import torch
 
 from medvit.data.datasets import ItemDataset, check_split, to_chw
 from medvit.data.nih import patient_hash_fraction
+from medvit.io.errors import file_problem, printable_path
 from medvit.io.jsonfile import name_list_problem
 from medvit.registry import register
 
@@ -66,6 +67,8 @@ def inside(root: Path, rel: str, where: str, follow_links: bool = False, hint: s
     ``follow_links``, for one that resolves outside ``root`` through a symbolic link (the file itself or a folder
     on its way; ``hint`` is added to that message) or cannot be resolved (a link loop). A ``root`` that is itself
     reached through a link is fine: both sides are resolved."""
+    if "\x00" in rel:  # Path.resolve / os.stat: a bare "embedded null byte" naming nothing
+        raise ValueError(f"{where}: image path '{printable_path(rel)}' contains a NUL byte")
     p = Path(rel)
     if not rel or p.is_absolute() or ".." in p.parts:
         raise ValueError(f"{where}: image path {rel!r} must be a relative path inside {root}")
@@ -270,10 +273,15 @@ class LabelledCSV(_Rows):
                 rows.append((rel, pid, y, known))
                 where_of[rel] = where
         _check_patient_disjoint(f, seen, split_column, allow_patient_overlap)
-        absent = [(rel, i) for i, (rel, *_) in enumerate(rows) if not (self.root / rel).is_file()]
+        why = {rel: w for rel, *_ in rows if (w := file_problem(self.root / rel))}
+        absent = [rel for rel, w in why.items() if w == "not found"]
         if absent:
             raise FileNotFoundError(f"{f}: {len(absent)} listed images of split {split!r} are missing under "
-                                    f"{self.root} (e.g. {[a for a, _ in absent[:3]]})")
+                                    f"{self.root} (e.g. {absent[:3]})")
+        if why:  # there, but a directory / FIFO / device / link loop: never opened
+            rel, w = next(iter(why.items()))
+            raise ValueError(f"{where_of[rel]}: {printable_path(rel)} {w}, not an image file"
+                             + (f" ({len(why) - 1} more such rows)" if len(why) > 1 else ""))
         _check_links_and_headers(self.root, [(where_of[r[0]], r[0]) for r in rows], follow_links)
         self.rows, self.csv_file, self.where = rows, f, where_of
 

@@ -23,6 +23,7 @@ from medvit.data.own import inside
 from medvit.data.phantom_common import PHANTOM_KNOBS, SPLIT_KNOB, Difficulty, patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
+from medvit.io.errors import file_problem, printable_path
 from medvit.io.jsonfile import json_type_name, name_list_problem, read_json
 from medvit.registry import did_you_mean, register
 
@@ -125,7 +126,11 @@ class PhantomFolderDataset(ItemDataset):
             header = list(reader.fieldnames or [])
         self._check_table(header, table)
         for line, r in enumerate(table, start=2):  # a path read from a file stays inside the folder
-            inside(self.root, r.get("file") or "", f"{self.root / 'labels.csv'} line {line} column 'file'")
+            where = f"{self.root / 'labels.csv'} line {line} column 'file'"
+            why = file_problem(inside(self.root, r.get("file") or "", where))
+            if why:  # missing, or a directory / FIFO / device: said here, not when an item is read
+                err = FileNotFoundError if why == "not found" else ValueError
+                raise err(f"{where}: {printable_path(r['file'])} {why}, not an image file (rerun `medvit data synth`)")
         rows = {r["image_id"]: r for r in table}
         if split == "all":
             ids = list(rows)

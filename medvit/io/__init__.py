@@ -26,6 +26,7 @@ from medvit.io.errors import (
     PixelBudgetError,
     UnsupportedPhotometricError,
     UnsupportedTransferSyntaxError,
+    check_file,
 )
 from medvit.io.image import MedicalImage, VoiLut, Window
 from medvit.io.nifti import NIFTI_SUFFIXES
@@ -49,8 +50,7 @@ def read_image(path: str | Path, frame: int | None = None, pixel_budget: int | N
         from medvit.io.series import read_series
 
         return read_series(p, pixel_budget=pixel_budget)
-    if not p.exists():
-        raise FileNotFoundError(f"image file not found: {p}")
+    check_file(p, "image file")  # FileNotFoundError, or ValueError naming a FIFO / device / link loop
     if name.endswith(NIFTI_SUFFIXES):
         from medvit.io.nifti import read_nifti
 

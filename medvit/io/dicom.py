@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medvit.io import dicom_pixels as px
-from medvit.io.errors import CorruptFileError, MedicalIOError, NotDicomError, PixelBudgetError, redact_pydicom_log
+from medvit.io.errors import (
+    CorruptFileError,
+    MedicalIOError,
+    NotDicomError,
+    PixelBudgetError,
+    check_file,
+    redact_pydicom_log,
+)
 from medvit.io.image import MedicalImage, VoiLut, Window
 
 if TYPE_CHECKING:
@@ -133,9 +140,7 @@ def _open(path: str | Path, stop_before_pixels: bool, specific_tags: list | None
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"DICOM file not found: {p}")
+    p = check_file(path, "DICOM file")
     redact_pydicom_log()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on many benign quirks; errors below are typed

@@ -109,6 +109,11 @@ class MedicalIOError(ValueError):
         return (type(self), (self.path, self.reason))
 
 
+class NotAFileError(MedicalIOError):
+    """Something that is not a regular file is at the path: a directory, FIFO, socket, device, link loop or dangling
+    link (:func:`check_file`); it is never opened."""
+
+
 class NotDicomError(MedicalIOError):
     """The file is not DICOM (no preamble/meta and not parseable as a raw data set), or not a known image format."""
 
@@ -141,16 +146,66 @@ class PixelBudgetError(MedicalIOError):
     """The header claims more pixels than the configured budget; refused before any decoding."""
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a regular file to read (symbolic links followed), as the end of a message: ``"not
+    found"``, ``"is a directory"``, ``"is a FIFO (named pipe)"``, ``"is a socket"``, ``"is a device"``, ``"is a
+    symbolic link to a missing target"``, ``"is a symbolic-link loop"``, ``"contains a NUL byte"``, ``"cannot be
+    read (<reason>)"``; None when it is one. Nothing is opened (a FIFO is never waited on)."""
+    import errno
+    import stat
+
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except ValueError:  # os.stat: "embedded null byte"
+        return "contains a NUL byte"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic-link loop"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "is a symbolic link to a missing target" if p.is_symlink() else "not found"
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "is a socket"
+    return "is a device"
+
+
+def check_file(path: str | Path, what: str = "image file") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is a regular file (links followed).
+
+    Raises:
+        FileNotFoundError: ``"<what> not found: <path>"`` when nothing is there.
+        NotAFileError: ``"<path>: <why>, not an <what>"`` (a :class:`MedicalIOError`) when something that is
+            not a regular file is there (directory, FIFO, socket, device, link loop, dangling link, a NUL byte in
+            the name; :func:`file_problem`). The path is made printable (:func:`printable_path`)."""
+    p = Path(path)
+    why = file_problem(p)
+    if why is None:
+        return p
+    if why == "not found":
+        raise FileNotFoundError(f"{what} not found: {printable_path(p)}")
+    raise NotAFileError(p, f"{why}, not {'an' if what[0] in 'aeiou' else 'a'} {what}")
+
+
 __all__ = [
     "CorruptFileError",
     "FrameIndexError",
     "InconsistentSeriesError",
     "MedicalIOError",
     "NoPixelDataError",
+    "NotAFileError",
     "NotDicomError",
     "PixelBudgetError",
     "UnsupportedPhotometricError",
     "UnsupportedTransferSyntaxError",
+    "check_file",
+    "file_problem",
     "printable",
     "redact_pydicom_log",
     "redact_values",

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from medvit.io.dicom_pixels import pixel_budget as _budget
-from medvit.io.errors import CorruptFileError, NotDicomError, PixelBudgetError, UnsupportedPhotometricError
+from medvit.io.errors import (
+    CorruptFileError,
+    NotDicomError,
+    PixelBudgetError,
+    UnsupportedPhotometricError,
+    check_file,
+)
 from medvit.io.image import MedicalImage
 
 #: file-name suffixes read as NIfTI-1/2 (single file) or Analyze-style pairs
@@ -26,9 +32,7 @@ def read_nifti(path: str | Path, pixel_budget: int | None = None, canonical: boo
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"NIfTI file not found: {p}")
+    p = check_file(path, "NIfTI file")
     try:
         img = nib.load(str(p))
     except ImageFileError as e:

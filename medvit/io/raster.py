@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from medvit.io.dicom_pixels import pixel_budget as _budget
-from medvit.io.errors import CorruptFileError, NotDicomError, PixelBudgetError, UnsupportedPhotometricError
+from medvit.io.errors import (
+    CorruptFileError,
+    NotDicomError,
+    PixelBudgetError,
+    UnsupportedPhotometricError,
+    check_file,
+)
 from medvit.io.image import MedicalImage, Window
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -38,9 +44,7 @@ def read_raster(path: str | Path, pixel_budget: int | None = None) -> MedicalIma
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image file not found: {p}")
+    p = check_file(path, "image file")
     _check_png_header(p, _budget(pixel_budget))
     try:
         im = Image.open(p)
