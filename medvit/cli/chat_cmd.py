@@ -44,7 +44,8 @@ def _expert_specs(items: list[str]) -> list[dict]:
         try:
             specs.append(spec_with_paths({"kind": kind}, key, dirs.split(",")))
         except ValueError as e:
-            raise SystemExit(f"--expert {it!r}: {e} (several DIRs only for an ensemble: cxr=DIR,DIR)") from None
+            hint = "" if "empty path" in str(e) else " (several DIRs only for an ensemble: cxr=DIR,DIR)"
+            raise SystemExit(f"--expert {it!r}: {e}{hint}") from None
     return specs
 
 

@@ -353,6 +353,8 @@ class CXRExpert(Expert):
 
         if not checkpoints:
             raise ValueError("CXR expert needs at least one medvit multi-label checkpoint")
+        if empty := [i for i, ck in enumerate(checkpoints) if not str(ck).strip()]:  # '' would read as the CWD
+            raise ValueError(f"CXR expert checkpoints[{empty[0]}] is an empty path: name each checkpoint directory")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"CXR expert precision must be auto, fp32 or bf16, got {precision!r}")
         self.name = name

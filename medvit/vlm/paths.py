@@ -52,7 +52,11 @@ EXPERT_PATH_KEYS = {"cxr": "checkpoints", "segmentation": "checkpoint", "monai_b
 def spec_with_paths(spec: dict[str, Any], key: str, paths: Sequence[Any]) -> dict[str, Any]:
     """``spec`` with its checkpoint key ``key`` (:data:`EXPERT_PATH_KEYS`) set from ``paths``: the list for
     ``checkpoints`` (an ensemble), the one path otherwise. ``ValueError`` when a single-path key gets another
-    count than one (the inverse of reading a spec's paths as a list)."""
+    count than one (the inverse of reading a spec's paths as a list), or an empty path (``cxr=A,`` / ``cxr=A,,B``:
+    ``''`` would read as the current directory)."""
+    if any(not str(p).strip() for p in paths):
+        raise ValueError(f"an empty path in {list(paths)!r:.200} (a trailing or doubled comma?): name each {key} "
+                         "directory")
     if key == "checkpoints":
         return {**spec, key: list(paths)}
     if len(paths) != 1:

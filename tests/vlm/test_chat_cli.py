@@ -260,3 +260,18 @@ def test_chat_shows_the_experts_ood_caution_apart_from_the_answer(make_vlm, tmp_
     assert main(["chat", "-m", str(tmp_path / "vlm"), str(png), "Is there a pleural effusion?", "--no-experts",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cautions"] == []
+
+
+def test_expert_dirs_with_an_empty_entry_are_refused():
+    """breaker33 B20: ``--expert cxr=A,`` (trailing / doubled comma) added '' = the current directory to the
+    ensemble, which then averaged in whatever checkpoint the CWD held."""
+    import pytest
+
+    from medvit.cli.chat_cmd import _expert_specs
+    from medvit.vlm.experts import CXRExpert
+
+    for bad in ("cxr=A,", "cxr=A,,B", "cxr=,A", "segmentation= ", "cxr=A, "):
+        with pytest.raises(SystemExit, match=rf"--expert '{bad}': an empty path .*trailing or doubled comma"):
+            _expert_specs([bad])
+    with pytest.raises(ValueError, match=r"checkpoints\[1\] is an empty path"):
+        CXRExpert(["A", ""])
