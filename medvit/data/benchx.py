@@ -16,7 +16,10 @@ and returns items in medvit's format (:mod:`medvit.data.datasets`):
   ``report`` (str, when the CSV has one).
 
 Errors name the file, the row (CSV line number) or line, and what was expected. Nothing read from a file becomes a
-path outside the dataset root: image names are joined under the root's image folder and must stay inside it.
+path outside the dataset root: image names are joined under the root's image folder and must stay inside it, by
+the rule of :func:`medvit.data.own.inside` (no ``..`` or absolute name, and no symbolic link on the way that leads
+outside the folder, unless ``follow_links=True``: for a mirror that stores its images as links, e.g. git-annex, DVC
+or a Hugging Face cache; a dataset root that is itself a link is fine).
 """
 
 from __future__ import annotations
@@ -123,12 +126,18 @@ def _binary(path: Path, line: int, value: str, col: str) -> int:
     raise ValueError(f"{path}:{line}: column {col!r} must be 0/1 (or positive/negative), got {value!r}")
 
 
-def _inside(root: Path, rel: str, where: str) -> Path:
-    """``root / rel``, refusing a name that leaves ``root`` (``..``, absolute paths)."""
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or not rel:
-        raise ValueError(f"{where}: image name {rel!r} must be a relative path inside {root}")
-    return root / p
+#: added to the refusal of an image path that leads outside its folder through a symbolic link
+LINK_HINT = ("set dataset_args.follow_links=true if this dataset mirror stores its images as links (git-annex, DVC, "
+             "a Hugging Face cache)")
+
+
+def _inside(root: Path, rel: str, where: str, follow_links: bool = False) -> Path:
+    """``root / rel`` for an image name read from a dataset file: :func:`medvit.data.own.inside` (the one rule:
+    no empty, absolute or ``..`` name, no NUL, and unless ``follow_links`` no symbolic link leading outside
+    ``root``); ``ValueError`` naming ``where``."""
+    from medvit.data.own import inside
+
+    return inside(root, rel, where, follow_links, hint=LINK_HINT)
 
 
 class BenchXDataset(ItemDataset):
@@ -142,8 +151,9 @@ class BenchXDataset(ItemDataset):
     def __init__(self, root: str | Path, split: str = "train", split_dir: str | Path | None = None,
                  split_seed: int = 0, image_size: int | None = None, in_chans: int = 1,
                  max_short_side: int | None = None, with_mask: bool = False, transform: Any = None,
-                 intensity: dict[str, str] | None = None):
+                 intensity: dict[str, str] | None = None, follow_links: bool = False):
         self.root = Path(root)
+        self.follow_links = bool(follow_links)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{type(self).__name__}: dataset folder {self.root} not found")
         self.split = split_name(split) if split != "all" else split
@@ -249,7 +259,7 @@ class VinDrCXR(BenchXDataset):
                 labels[r["image_id"]] = np.maximum(labels.get(r["image_id"], y), y)
             boxes = self._boxes(ann_dir / f"annotations_{part}.csv")
             for image_id, y in labels.items():
-                path = _inside(self.root / part, f"{image_id}.dicom", str(f))
+                path = _inside(self.root / part, f"{image_id}.dicom", str(f), self.follow_links)
                 records.append(Record(image_id, image_id, path, y, boxes.get(image_id, {}),
                                       {"official": part, "fixed": part == "test"}))
         return records
@@ -299,7 +309,7 @@ class RSNAPneumonia(BenchXDataset):
             pid = r["patientId"]
             target = _binary(f, line, r["Target"], "Target")
             rec = recs.setdefault(pid, Record(pid, pid, _inside(self.root / "stage_2_train_images", f"{pid}.dcm",
-                                                                 str(f)), target, []))
+                                                                 str(f), self.follow_links), target, []))
             if rec.label != target:
                 raise ValueError(f"{f}:{line}: Target {target} of {pid} disagrees with an earlier row")
             if target:
@@ -386,7 +396,8 @@ class COVIDxCXR4(BenchXDataset):
                 if len(parts) < 3 or parts[2].lower() not in ("positive", "negative"):
                     raise ValueError(f"{f}:{k}: expected '<patient id> <file> <positive|negative> <source>', got "
                                      f"{line[:80]!r}")
-                recs.append(Record(parts[1], parts[0], _inside(self.root / part, parts[1], f"{f}:{k}"),
+                recs.append(Record(parts[1], parts[0],
+                                   _inside(self.root / part, parts[1], f"{f}:{k}", self.follow_links),
                                    int(parts[2].lower() == "positive"), None,
                                    {"official": part, "fixed": part in ("val", "test")}))
         return recs
@@ -420,8 +431,8 @@ class ObjectCXR(BenchXDataset):
             for line, r in read_csv(f, ("image_name", "annotation")):
                 shapes = self._parse(f, line, r["annotation"])
                 recs.append(Record(r["image_name"], r["image_name"],
-                                   _inside(self.root / part, r["image_name"], f"{f}:{line}"), int(bool(shapes)),
-                                   shapes))
+                                   _inside(self.root / part, r["image_name"], f"{f}:{line}", self.follow_links),
+                                   int(bool(shapes)), shapes))
         return recs
 
     @staticmethod
@@ -534,7 +545,7 @@ class IUXRay(BenchXDataset):
                         not isinstance(e.get("image_path"), list) or len(e["image_path"]) != 2:
                     raise ValueError(f"{where}: expected {{'id', 'report': str, 'image_path': [frontal, lateral]}}")
                 sid = str(e.get("id", f"{part}{k}"))
-                paths = [_inside(self.root / "images", str(p), where) for p in e["image_path"]]
+                paths = [_inside(self.root / "images", str(p), where, self.follow_links) for p in e["image_path"]]
                 recs.append(Record(sid, sid, paths[0], 0, None,
                                    {"official": part, "fixed": True, "lateral": paths[1], "report": e["report"]}))
         return recs
@@ -564,10 +575,10 @@ class FiveByTwoHundred(ItemDataset):
 
     def __init__(self, root: str | Path, csv_name: str, split: str = "test", image_size: int | None = None,
                  in_chans: int = 1, max_short_side: int | None = None, transform: Any = None,
-                 intensity: dict[str, str] | None = None):
+                 intensity: dict[str, str] | None = None, follow_links: bool = False):
         if split not in ("test", "all"):
             raise ValueError(f"{csv_name}: a zero-shot set has only the 'test' split, got {split!r}")
-        self.root = Path(root)
+        self.root, self.follow_links = Path(root), bool(follow_links)
         f = self.root / csv_name
         rows = read_csv(f, ("Path", *CLASSES_5X200))
         self.class_names = list(CLASSES_5X200)
@@ -578,7 +589,8 @@ class FiveByTwoHundred(ItemDataset):
             if sum(onehot) != 1:
                 raise ValueError(f"{f}:{line}: exactly one of {', '.join(CLASSES_5X200)} must be 1, got {onehot}")
             report = r.get("Report", r.get("report", ""))
-            self.records.append(Record(r["Path"], r["Path"], _inside(self.root, r["Path"], f"{f}:{line}"),
+            self.records.append(Record(r["Path"], r["Path"],
+                                       _inside(self.root, r["Path"], f"{f}:{line}", self.follow_links),
                                        onehot.index(1), None, {"report": report}))
         if not self.records:
             raise ValueError(f"{f}: no rows")

@@ -222,7 +222,7 @@ def test_iu_xray_r2gen_annotation(tmp_path):
     assert it["report"] == "The heart is normal 0." and it["image"].mean() < it["image_lateral"].mean()
     ann["train"][0]["image_path"] = ["../../etc/passwd", "x.png"]
     (tmp_path / "annotation.json").write_text(json.dumps(ann))
-    with pytest.raises(ValueError, match=r"annotation\.json: train\[0\]: image name '\.\./\.\./etc/passwd'"):
+    with pytest.raises(ValueError, match=r"annotation\.json: train\[0\]: image path '\.\./\.\./etc/passwd'"):
         build_dataset("iu_xray", "all", root=tmp_path)
 
 
@@ -242,3 +242,30 @@ def test_5x200_csv(tmp_path):
         build_dataset("chexpert_5x200", "test", root=tmp_path)
     with pytest.raises(ValueError, match="only the 'test' split"):
         build_dataset("mimic_5x200", "train", root=tmp_path)
+
+
+def test_image_names_that_lead_out_through_a_folder_link_are_refused(tmp_path):
+    """breaker33 B3: benchx kept a lexical copy of ``own.inside``: a CSV name through a planted folder link
+    (root/files/ext -> outside) read a file outside the dataset root. One rule now, with follow_links for mirrors
+    that store images as links; a root reached through a link is fine."""
+    outside, root = tmp_path / "outside", tmp_path / "ds"
+    _png(outside / "secret.png")
+    _png(root / "files" / "a.png")
+    (root / "files" / "ext").symlink_to(outside, target_is_directory=True)
+    hdr = "Path,Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion\n"
+    (root / "mimic_5x200.csv").write_text(hdr + "files/a.png,0,1,0,0,0\nfiles/ext/secret.png,1,0,0,0,0\n")
+    with pytest.raises(ValueError, match=r"mimic_5x200\.csv:3: files/ext/secret\.png leads through a symbolic link "
+                                         r"to .*secret\.png, outside .*follow_links=true"):
+        build_dataset("mimic_5x200", "test", root=root)
+    assert len(build_dataset("mimic_5x200", "test", root=root, follow_links=True)) == 2
+    (tmp_path / "via").symlink_to(root, target_is_directory=True)
+    (root / "mimic_5x200.csv").write_text(hdr + "files/a.png,0,1,0,0,0\n")
+    assert len(build_dataset("mimic_5x200", "test", root=tmp_path / "via")) == 1
+    # the BenchX base class (COVIDx here) follows the same rule
+    _png(root / "train" / "t.png")
+    (root / "train.txt").write_text("P1 t.png negative bimcv\n")
+    (root / "val.txt").write_text("V1 ext/secret.png positive ricord\n")
+    (root / "val").mkdir()
+    (root / "val" / "ext").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"val\.txt:1: ext/secret\.png leads through a symbolic link"):
+        build_dataset("covidx_cxr4", "val", root=root, split_dir=tmp_path / "sp")
