@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from medvit.data.phantom_common import parse_knob_assignments
+    from medvit.data.phantom_datasets import check_phantom_args
     from medvit.data.synth import write_synth
 
     if args.n < 1:
@@ -44,6 +45,12 @@ def run_synth(args: argparse.Namespace) -> int:
 
         knobs.update(pipeline_knobs())
     knobs.update(parse_knob_assignments(args.knob, "--knob"))
+    # the checks `medvit run` applies to dataset_args, naming the option (a chest-only knob for retina, which of
+    # prevalence / healthy_fraction, --seed -1, sizes that would not fit in memory); nothing is written before
+    flags = {"n": "--n", "seed": "--seed", "image_size": "--size"}
+    check_phantom_args(args.kind, {"n": args.n, "seed": args.seed, **knobs}
+                       | ({"image_size": args.size} if args.size is not None else {}),
+                       name=lambda k: flags.get(k, f"--knob {k}"), where="medvit data synth")
     res = write_synth(args.kind, args.n, args.out, fmt=args.format, seed=args.seed, image_size=args.size,
                       masks=not args.no_masks, monochrome1=args.monochrome1, jpeg2000=args.jpeg2000, **knobs)
     print(f"wrote {res['n']} {args.kind} phantoms to {res['out']} in {res['seconds']:.1f}s "  # noqa: T201

@@ -278,24 +278,24 @@ def _check_memory_values(kind: str, args: dict[str, Any], name: Callable[[str], 
             raise ValueError(f"{name(k)} (a probability) must lie in [0, 1], got {v}")
 
 
-def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], str] | None = None) -> dict[str, Any]:
+def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], str] | None = None,
+                       where: str = "dataset_args") -> dict[str, Any]:
     """Config-time check of a phantom dataset's ``dataset_args`` (``medvit run --dry-run``, via the registry meta
     ``check_args``; ``medvit data synth`` for its options): ``ValueError`` naming the key (``name(key)``, default
-    ``dataset_args.<key>``) for a key neither the in-memory generator nor a synth folder (``root``) takes, a
-    chest-only knob for retina, a value of the wrong type, a calibration knob outside its range
-    (:class:`Difficulty`); with ``root``, ``n`` / ``seed`` or an in-memory argument (a knob: the folder's were fixed
-    when it was drawn); in memory, any value the run's generator and patient plan refuse (``n < 1``,
-    ``image_size < 32``, ``prevalence`` outside [0, 1], ...) and values beyond :data:`MAX_N` /
-    :data:`MAX_IMAGE_SIZE`, ``fov_mm <= 0``, ``in_chans`` other than 1 or 3: ``--dry-run`` refuses what the run
-    refuses. ``transform`` is the task's, never a config value. Returns ``args`` with values converted as config
-    fields are (``n: 1e3`` -> 1000)."""
+    ``dataset_args.<key>``; ``where`` starts the messages that name no key) for a key neither the in-memory
+    generator nor a synth folder (``root``) takes, a chest-only knob for retina, a value of the wrong type, a
+    calibration knob outside its range (:class:`Difficulty`); with ``root``, ``n`` / ``seed`` or an in-memory
+    argument (a knob: the folder's were fixed when it was drawn); in memory, any value the run's generator and
+    patient plan refuse (``n < 1``, ``image_size < 32``, ``prevalence`` outside [0, 1], ...) and values beyond
+    :data:`MAX_N` / :data:`MAX_IMAGE_SIZE`, ``fov_mm <= 0``, ``in_chans`` other than 1 or 3: ``--dry-run`` refuses
+    what the run refuses. ``transform`` is the task's, never a config value. Returns ``args`` with values converted
+    as config fields are (``n: 1e3`` -> 1000)."""
     import dataclasses
 
     if name is None:
         def name(k: str) -> str:
             return f"dataset_args.{k}"
 
-    where = name("").rstrip(". ") or "dataset_args"
     gen = ChestPhantomGenerator if kind == "cxr" else RetinaPhantomGenerator
     known = {"root"} | _params(PhantomFolderDataset.__init__) | _params(PhantomDataset.__init__) | _params(gen.__init__)
     for k in args:
@@ -314,7 +314,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
         folder = _params(PhantomFolderDataset.__init__)
         unset = {k: v for k, v in args.items() if v is None and k not in folder}  # dropped by the builder
         checked = check_arg_types({k: v for k, v in args.items() if k not in unset},
-                                  [PhantomFolderDataset.__init__], prefix=where)
+                                  [PhantomFolderDataset.__init__], name=name)
         _check_in_chans(checked, name)
         return {**checked, **unset}
     knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
@@ -326,7 +326,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     # value types by the builders' annotations (prevalence=abc, n=2.5 were refused only when the run built the data)
     builder = cxr_phantom if kind == "cxr" else retina_phantom
     args = check_arg_types(args, [builder, PhantomDataset.__init__, PhantomFolderDataset.__init__, gen.__init__],
-                           prefix=where)
+                           name=name)
     # in memory: the run's own checks (n >= 1, image_size, prevalence, stage_probs, seed, ...), by the same code;
     # the generator is built at the given image_size capped at 256 px (its textures are drawn on construction)
     n, seed = (1000 if args.get(k) is None else args[k] for k in ("n", "seed"))
