@@ -39,6 +39,9 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "label_efficiency_runs"
 PROBES = RESULTS / "label_efficiency_probes"
+#: compute-matched 5-seed from-scratch runs at the paper-claims scale that are not the benchmark's own rows
+#: (calibration of other settings, retina): paper_claims.py JSONs
+SCALE32 = RESULTS / "label_efficiency_scale32"
 PIPELINE = Path(__file__).parent.parent / "pipelines" / "demo" / "cxr_phantom_demo.yaml"
 #: the 100 % recipe's optimisation: 20 epochs of 148 batches (4,737 training phantoms, batch 32), warmup 2 epochs
 RECIPE_STEPS, RECIPE_EPOCH_STEPS, RECIPE_WARMUP = 2960, 148, 296
@@ -58,10 +61,13 @@ def knob_overrides(knobs: dict[str, Any]) -> list[str]:
 
 def setting_name(knobs: dict[str, Any]) -> str:
     """Readable name of a phantom setting: the demo's calibrated knobs plus the run's changes."""
-    if not knobs:
-        return "calibrated (demo)"
-    return "calibrated + " + ", ".join(
-        f"{k} {'+'.join(v) if isinstance(v, tuple | list) else format(v, 'g')}" for k, v in sorted(knobs.items()))
+    return "calibrated (demo)" if not knobs else "calibrated + " + knob_text(knobs)
+
+
+def knob_text(knobs: dict[str, Any]) -> str:
+    """``anatomy 2, label_noise_splits train`` (sorted names; split lists joined by '+')."""
+    return ", ".join(f"{k} {'+'.join(v) if isinstance(v, tuple | list) else format(v, 'g')}"
+                     for k, v in sorted(knobs.items()))
 
 
 def overrides(fraction: float, seed: int, schedule: str, out: Path,
@@ -185,11 +191,80 @@ def probe_lines(probes: list[dict[str, Any]]) -> list[str]:
           + " | 100 % − 10 % | CPU min |", "|---|---|---|" + "---|" * len(fr) + "---|---|"]
     for p in probes:
         gap = (p["test"]["1"] - p["test"]["0.1"]) if {"1", "0.1"} <= set(p["test"]) else math.nan
-        kn = ", ".join(f"{k} {'+'.join(v) if isinstance(v, list) else format(v, 'g')}"
-                       for k, v in sorted(p["knobs"].items()))
+        kn = knob_text(p["knobs"])
         md.append(f"| {kn} | {p['n']} | {p['steps']} | " + " | ".join(
             f"{p['test'][f]:.3f}" if f in p["test"] else "—" for f in fr) + f" | {gap:+.3f} | {p['cpu_s'] / 60:.1f} |")
     md += ["", "Probe commands:", ""] + sorted({f"- `{p['command']}`" for p in probes})
+    return md
+
+
+def scale32_rows() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(problem, knobs, row) of every from-scratch (``full_random``) row run with the same steps at every fraction:
+    the benchmark's own chest rows (paper_claims_cxr*.json of its setting) and the JSONs in ``SCALE32``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from paper_claims import KNOBS, knob_tag
+
+    out = []
+    paths = [p for p in sorted(RESULTS.glob("paper_claims_*.json")) if "verdicts" not in p.name]
+    for path in paths + sorted(SCALE32.glob("*.json")):
+        d = json.loads(path.read_text())
+        prob = d.get("problem")
+        if path.parent == RESULTS and knob_tag(d.get("knobs") or {}) != knob_tag(KNOBS.get(prob, {})):
+            continue
+        if len(set((d.get("steps") or {}).values())) != 1:  # not compute-matched
+            continue
+        out += [(prob, d.get("knobs") or {}, r) for r in d["rows"] if r["arm"] == "full_random"]
+    return out
+
+
+def scale32_lines() -> list[str]:
+    """Issue 15 point 3 at the paper-claims scale (32 px, 2,000 phantoms, tiny ViT from scratch, same optimizer
+    steps at every fraction, seeds paired): mean ± sd per fraction and the paired gap to 100 % with its reading."""
+    from medvit.eval.stats import compare
+
+    rows = scale32_rows()
+    if not rows:
+        return []
+    md = ["", "## From scratch at the paper-claims scale, same steps at every fraction (seeds paired)", "",
+          "The tiny ViT of benchmarks/paper_claims.py (32 px, patch 8, width 96, depth 4; arm `full_random`) on "
+          "2,000 phantoms (1,573 / 1,551 training images for chest / retina): the same optimizer steps at 1 %, 10 % "
+          "and 100 % of the labels, validation selection, 5 seeds with the same seeds and label subsets per fraction. "
+          "Chest: test mean AUROC (7 findings); retina: QWK of the 5 AMD stages (the benchmark's metric) and "
+          "referable AUROC (late AMD). Reading: **well below** = 100 % above the fraction by at least "
+          f"{WELL_BELOW} and separable (paired bootstrap CI excludes 0, sign test p < 0.1).", "",
+          "| problem | phantom knobs | steps | metric | 100 % | 10 % | 1 % | 100 % − 10 % | 100 % − 1 % |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, dict[float, dict[str, Any]]] = {}
+    for prob, knobs, r in rows:
+        key = (prob, json.dumps(knobs, sort_keys=True), r["steps"])
+        groups.setdefault(key, {}).setdefault(r["fraction"], r)
+    for (prob, kn, steps), by_f in sorted(groups.items()):
+        if 1.0 not in by_f or len(by_f) < 2:  # nothing to compare at these steps
+            continue
+        knobs = json.loads(kn)
+        kn_s = knob_text(knobs)
+        metrics = [("test_per_seed", "mean AUROC" if prob == "cxr" else "QWK")]
+        if prob == "retina":
+            metrics.append(("test_referable_auroc_per_seed", "referable AUROC"))
+        for field, label in metrics:
+            cells = {f: by_f[f].get(field) for f in (1.0, 0.1, 0.01) if f in by_f and by_f[f].get(field)}
+            gaps = []
+            for f in (0.1, 0.01):
+                if 1.0 not in cells or f not in cells or len(cells[f]) != len(cells[1.0]) or len(cells[f]) < 2:
+                    gaps.append("—")
+                    continue
+                c = compare(cells[1.0], cells[f], "100 %", "fraction")
+                bt, st = c["bootstrap"], c["sign_test"]
+                word = ("**well below**" if c["outcome"] == "100 % better" and bt["mean_diff"] >= WELL_BELOW - 1e-9
+                        else "below, < 0.05" if c["outcome"] == "100 % better" else "not separable")
+                gaps.append(f"{bt['mean_diff']:+.3f} [{bt['ci_low']:+.3f}, {bt['ci_high']:+.3f}], "
+                            f"{st['n_positive']}/{st['n_positive'] + st['n_negative']}: {word}")
+            md.append(f"| {prob} | {kn_s} | {steps} | {label} | " + " | ".join(
+                _ms(cells[f]) if f in cells else "—" for f in (1.0, 0.1, 0.01)) + f" | {gaps[0]} | {gaps[1]} |")
+    cmds = sorted({json.loads(p.read_text())["command"] for p in SCALE32.glob("*.json")})
+    if cmds:
+        md += ["", "Calibration runs (JSONs in `benchmarks/results/label_efficiency_scale32/`; the benchmark's own "
+               "chest rows are in `paper_claims_cxr_*.json`):", ""] + [f"- `{c}`" for c in cmds]
     return md
 
 
@@ -271,6 +346,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         md += setting_section([r for r in rows if setting_of(r) == name], name)
     cpu = sum(r["cpu_s"] for r in rows) / 60
     md += ["", f"CPU: {cpu:.1f} CPU-min over the {len(rows)} stored runs (1 torch thread each)."]
+    md += scale32_lines()
     md += probe_lines([json.loads(p.read_text()) for p in sorted(PROBES.glob("*.json"))])
     md += ["", "## Commands", "",
            "Training runs went through the shared CPU gate (`/work/cpu.sh -n 1 TAG CMD`: 1 torch thread, nice 5; 2 "
