@@ -215,15 +215,32 @@ def _few(keys: list[str], n: int = 10) -> str:
     return f"{keys[:n]}" + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
+def special_file_problem(p: Path) -> str | None:
+    """Why ``p``, which exists, cannot be a weights file without opening it: a device, FIFO or socket (reading one
+    may block or never end), or a ``/proc`` / ``/sys`` pseudo-file (process or kernel state, never weights); None
+    otherwise, and when ``p`` does not exist. Links are followed."""
+    if not p.exists():
+        return None
+    if not (p.is_dir() or p.is_file()):
+        return "not a regular file (a device, FIFO or socket), not a weights file"
+    try:
+        top = p.resolve().parts[1:2]
+    except (OSError, RuntimeError):
+        return None
+    return f"a /{top[0]} pseudo-file, not a weights file" if top in (("proc",), ("sys",)) else None
+
+
 def _resolve_source(src: str | Path) -> tuple[Path, bool]:
     """(weights file, is_medvit_dir) for a directory, file, or registered weight tag."""
     p = Path(src)
+    if why := special_file_problem(p):  # not opened, and not a weight tag either
+        raise ValueError(f"{p}: {why}")
     if p.is_dir():
+        if why := special_file_problem(p / WEIGHTS_NAME):
+            raise ValueError(f"{p / WEIGHTS_NAME}: {why}")
         return p / WEIGHTS_NAME, (p / CONFIG_NAME).is_file()
     if p.is_file():
         return p, False
-    if p.exists():  # a device, FIFO or socket: not opened, and not a weight tag either
-        raise ValueError(f"{p}: not a regular file (a device, FIFO or socket), not a weights file")
     from medvit.registry import REGISTRY
 
     if isinstance(src, str) and ("weight", src) in REGISTRY:

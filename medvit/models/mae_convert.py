@@ -98,14 +98,19 @@ def resolve_encoder_file(src: str | Path) -> Path | None:
 
     Raises:
         FileNotFoundError: a folder without ``model.safetensors`` (nor ``encoder/`` / ``model/`` holding one).
-        ValueError: ``src`` exists but is neither a folder nor a regular file (a device, FIFO or socket such as
-            ``/dev/zero``; never opened), so it is not a weight tag either.
+        ValueError: ``src`` (or the model.safetensors a folder holds) exists but is neither a folder nor a regular
+            file (a device, FIFO or socket such as ``/dev/zero``, or a /proc or /sys pseudo-file; never opened), so
+            it is not a weight tag either.
     """
+    from medvit.models.checkpoint import special_file_problem
+
     p = Path(src)
-    if p.exists() and not (p.is_dir() or p.is_file()):
-        raise ValueError(f"{p}: not a regular file (a device, FIFO or socket), not a weights file")
+    if why := special_file_problem(p):
+        raise ValueError(f"{p}: {why}")
     if p.is_dir():
         for cand in (p / "encoder" / "model.safetensors", p / "model" / "model.safetensors", p / "model.safetensors"):
+            if why := special_file_problem(cand):  # it holds one, which is not a regular file
+                raise ValueError(f"{cand}: {why}")
             if cand.is_file():
                 return cand
         raise FileNotFoundError(f"{p} holds no model.safetensors (nor encoder/ or model/ subfolders)")

@@ -154,6 +154,7 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
         from medvit.models.checkpoint import sha256_file
         from medvit.models.factory import model_builder
         from medvit.models.mae_convert import load_pretrained_encoder, resolve_encoder_file
+        from medvit.registry import REGISTRY
 
         # an unknown architecture / argument is refused naming the file and key before any weights file is read
         build_base = model_builder(base["architecture"], base.get("model_args") or {}, str(p / ADAPTER_CONFIG),
@@ -166,6 +167,10 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
         except ValueError as e:  # it exists but is a device, FIFO or socket (not opened)
             raise AdapterError(f"{p / ADAPTER_CONFIG}: key 'base.weights': {e}; pass base_model (the base you "
                                "trust)") from e
+        if wfile is None and ("weight", str(base["weights"])) not in REGISTRY:
+            raise AdapterError(f"{p / ADAPTER_CONFIG}: key 'base.weights': {base['weights']!r} is no file or folder "
+                               f"(a relative path is read from the current directory, {Path.cwd()}) nor a "
+                               "registered weight tag (`medvit list weight`); pass base_model (the base you trust)")
         if wfile is not None and not base.get("weights_sha256"):  # a path read from the config: followed only
             # to the bytes it was trained on (the file is hashed before any reader parses it)
             raise AdapterError(f"{p / ADAPTER_CONFIG}: key 'base.weights' names the file {wfile}, but "

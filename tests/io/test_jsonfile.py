@@ -298,6 +298,36 @@ def test_adapter_base_weights_on_a_device_is_named_not_a_regular_file(tmp_path, 
         create_model("vit_tiny_patch16_224", pretrained=os.devnull, img_size=32, depth=1, embed_dim=32, num_heads=2)
 
 
+def test_adapter_base_weights_wording_names_the_config_key_and_what_the_path_is(tmp_path, monkeypatch):
+    """breaker33 B12: a checkpoint folder whose model.safetensors is a FIFO was said to "hold no
+    model.safetensors"; a relative base.weights that does not exist gave a bare FileNotFoundError naming neither
+    adapter_config.json nor the key; /proc/self/environ was read and hashed."""
+    import json
+    import os
+
+    from medvit.models import create_model
+    from medvit.peft.checkpoint import FORMAT, AdapterError, load_adapter
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    os.mkfifo(ck / "model.safetensors")
+    ad = tmp_path / "ad"
+    ad.mkdir()
+    for weights, reason in [(str(ck), r"ck/model\.safetensors: not a regular file \(a device, FIFO or socket\)"),
+                            ("/proc/self/environ", r"/proc/self/environ: a /proc pseudo-file, not a weights file"),
+                            ("base/model.safetensors", r"'base/model\.safetensors' is no file or folder \(a relative "
+                                                       r"path is read from the current directory, .*\) nor a "
+                                                       r"registered weight tag")]:
+        base = {"architecture": "vit_tiny_patch16_224", "weights": weights, "weights_sha256": "0" * 64}
+        doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": base, "tensors": {}}
+        (ad / "adapter_config.json").write_text(json.dumps(doc))
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(AdapterError, match=rf"ad/adapter_config\.json: key 'base\.weights': (\S*/)?{reason}"):
+            load_adapter(ad)
+    with pytest.raises(ValueError, match=r"ck/model\.safetensors: not a regular file"):
+        create_model("vit_tiny_patch16_224", pretrained=str(ck), img_size=32, depth=1, embed_dim=32, num_heads=2)
+
+
 def test_viewer_feedback_with_a_nan_probability_still_loads(tmp_path):
     """The strict reader must not lock a reader out of saved verdicts: the viewer writes entries with json.dumps,
     which writes NaN for a NaN probability (a model with NaN weights)."""
