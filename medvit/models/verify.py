@@ -88,11 +88,11 @@ class _TooBig(Exception):
 
 
 def check_arg_sizes(model_args: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str,
-                    slack_elements: int = 1_000_000) -> None:
+                    slack_elements: int = 1_000_000, prefix: str = "") -> None:
     """Refuse an integer in ``model_args`` (or in a list / tuple value) larger than the number of elements the
     weights hold plus ``slack_elements``: no size, depth or count of a model can exceed the weights it describes,
     and such a value (``depth: 1000000000``, ``embed_dim: 10**12``) would make even a meta-device build run out of
-    memory or time. :class:`CheckpointError` names ``source`` (the config file) and ``model_args.<key>``."""
+    memory or time. :class:`CheckpointError` names ``source`` (the config file) and ``<prefix>model_args.<key>``."""
     import math
 
     n_file = sum(math.prod(s) for s in shapes.values())
@@ -100,7 +100,7 @@ def check_arg_sizes(model_args: dict[str, Any], shapes: dict[str, tuple[int, ...
         for x in v if isinstance(v, (list, tuple)) else (v,):
             if isinstance(x, int) and not isinstance(x, bool) and abs(x) > n_file + slack_elements:
                 raise CheckpointError(
-                    f"{source}: model_args.{k} is {v!r}, more than the {n_file:,} elements the weights hold: "
+                    f"{source}: {prefix}model_args.{k} is {v!r}, more than the {n_file:,} elements the weights hold: "
                     "model_args do not fit the weights. Nothing was built; use the config.json saved with them.")
 
 
@@ -137,7 +137,7 @@ def _bounded_build(build: Callable[[], Any], max_modules: int, max_elements: int
 
 
 def check_args_fit_weights(build: Callable[[], Any], shapes: dict[str, tuple[int, ...]], source: str,
-                           slack_elements: int = 1_000_000) -> Any:
+                           slack_elements: int = 1_000_000, config: str = "model_args in config.json") -> Any:
     """Build the model with ``build()`` on the meta device and compare it with the weights' ``shapes``.
 
     Raises :class:`CheckpointError` when a parameter present in both has another shape, or when the model
@@ -159,9 +159,9 @@ def check_args_fit_weights(build: Callable[[], Any], shapes: dict[str, tuple[int
             # registered twice (tied weights, a table replaced in __init__); the exact count is compared below
     except _TooBig as e:
         raise CheckpointError(
-            f"{source}: model_args in config.json do not fit the weights: the config builds {e}, the weights "
-            f"hold {len(shapes):,} tensors of {n_file:,} elements. The build was stopped; fix model_args or use "
-            "the config.json saved with these weights.") from None
+            f"{source}: {config} do not fit the weights: the config builds {e}, the weights hold "
+            f"{len(shapes):,} tensors of {n_file:,} elements. The build was stopped; fix model_args or use the "
+            "config saved with these weights.") from None
     except Exception as e:  # an architecture whose constructor needs real tensors
         if isinstance(e, CheckpointError):
             raise
@@ -173,7 +173,7 @@ def check_args_fit_weights(build: Callable[[], Any], shapes: dict[str, tuple[int
     n_model = sum(v.numel() for v in target.values())
     if bad or n_model > n_file + slack_elements:
         raise CheckpointError(
-            f"{source}: model_args in config.json do not fit the weights"
+            f"{source}: {config} do not fit the weights"
             + (f" (shape mismatches {bad[:5]})" if bad else "")
             + f"; the config would build {n_model:,} elements, the weights hold {n_file:,}. "
             "Nothing was allocated; fix model_args or use the config.json saved with these weights.")

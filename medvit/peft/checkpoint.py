@@ -179,6 +179,16 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
         if wfile is not None and sha256_file(wfile) != base["weights_sha256"]:
             raise AdapterError(f"{p}: the base weights file {wfile} has changed since the adapter was trained "
                                f"(sha256 {sha256_file(wfile)[:12]}… vs recorded {base['weights_sha256'][:12]}…)")
+        if wfile is not None and wfile.suffix == ".safetensors":  # model_args sized against the verified file
+            from medvit.models.checkpoint import CheckpointError
+            from medvit.models.verify import check_arg_sizes, check_args_fit_weights, safetensors_shapes
+
+            try:
+                shapes = safetensors_shapes(wfile)
+                check_arg_sizes(base.get("model_args") or {}, shapes, str(p / ADAPTER_CONFIG), prefix="base.")
+                check_args_fit_weights(build_base, shapes, str(wfile), config="base.model_args in adapter_config.json")
+            except CheckpointError as e:
+                raise AdapterError(str(e)) from None
         # encoder weights only (an MAE run folder, a checkpoint with another head...): the head is in the adapter
         base_model = build_base()
         load_pretrained_encoder(base_model, base["weights"])

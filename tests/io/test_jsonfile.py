@@ -258,11 +258,14 @@ def test_adapter_base_model_args_are_refused_naming_file_and_key(tmp_path):
     argument is refused before the base weights file is read."""
     import json
 
+    import torch
+    from safetensors.torch import save_file
+
     from medvit.models.checkpoint import sha256_file
     from medvit.peft.checkpoint import FORMAT, AdapterError, load_adapter
 
     target = tmp_path / "base.safetensors"
-    target.write_bytes(b"not weights")
+    save_file({"x": torch.zeros(1)}, target)  # readable: the sizes are checked against its header first
     base = {"architecture": "vit_tiny_patch16_224", "weights": str(target), "model_args": {"nosuch_arg": 1}}
     doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": base, "tensors": {}}
     (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
@@ -326,6 +329,33 @@ def test_adapter_base_weights_wording_names_the_config_key_and_what_the_path_is(
             load_adapter(ad)
     with pytest.raises(ValueError, match=r"ck/model\.safetensors: not a regular file"):
         create_model("vit_tiny_patch16_224", pretrained=str(ck), img_size=32, depth=1, embed_dim=32, num_heads=2)
+
+
+@pytest.mark.parametrize("depth, reason", [
+    (10**9, r"ad/adapter_config\.json: base\.model_args\.depth is 1000000000, more than the [\d,]+ elements"),
+    (100_000, r"model\.safetensors: base\.model_args in adapter_config\.json do not fit the weights: the config "
+              r"builds more than"),
+])
+def test_adapter_base_model_args_are_sized_against_the_base_weights_before_building(tmp_path, depth, reason):
+    """breaker33 B9, adapter side: base.model_args from adapter_config.json built the base for real (depth 1e9:
+    memory without bound); now sized against the checksum-verified base weights first."""
+    import json
+
+    from medvit.models import create_model, save_checkpoint
+    from medvit.models.checkpoint import sha256_file
+    from medvit.peft.checkpoint import FORMAT, AdapterError, load_adapter
+
+    args = {"img_size": 32, "patch_size": 16, "depth": 1, "embed_dim": 32, "num_heads": 2}
+    ck = save_checkpoint(create_model("vit_tiny_patch16_224", **args), tmp_path / "base")
+    w = ck / "model.safetensors"
+    base = {"architecture": "vit_tiny_patch16_224", "weights": str(w), "weights_sha256": sha256_file(w),
+            "model_args": {**args, "depth": depth}}
+    ad = tmp_path / "ad"
+    ad.mkdir()
+    (ad / "adapter_config.json").write_text(json.dumps({"format": FORMAT, "method": "lora", "method_config": {},
+                                                        "base": base, "tensors": {}}))
+    with pytest.raises(AdapterError, match=reason):
+        load_adapter(ad)
 
 
 def test_viewer_feedback_with_a_nan_probability_still_loads(tmp_path):
