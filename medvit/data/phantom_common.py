@@ -179,7 +179,7 @@ def parse_knob_assignments(items: list[str], where: str = "--knob") -> dict[str,
     for it in items:
         k, sep, v = it.partition("=")
         if sep and k == SPLIT_KNOB:
-            out[k] = tuple(x for x in v.split(",") if x)
+            out[k] = tuple(x.strip() for x in v.split(",") if x.strip())
             continue
         if not sep or k not in PHANTOM_KNOBS:
             raise ValueError(f"{where}: expected NAME=VALUE with NAME in {PHANTOM_KNOBS + (SPLIT_KNOB,)}, got {it!r}")

@@ -248,3 +248,7 @@ def test_label_noise_splits_in_synth_folder_and_checked(tmp_path):
     with pytest.raises(ValueError, match="dataset_args: phantom knob label_noise_splits"):
         check_phantom_args("cxr", {"label_noise": 0.1, "label_noise_splits": ["tets"]})
     check_phantom_args("retina", {"label_noise": 0.1, "label_noise_splits": ["train", "val"]})
+    from medvit.data.phantom_common import parse_knob_assignments
+
+    assert parse_knob_assignments(["label_noise_splits=train, val", "noise=2"]) == {
+        "label_noise_splits": ("train", "val"), "noise": 2.0}
