@@ -97,10 +97,15 @@ class PhantomDataset(ItemDataset):
 
 
 class PhantomFolderDataset(ItemDataset):
-    """A folder written by ``medvit data synth``: ``manifest.json``, ``labels.csv``, ``splits/``, ``images/``."""
+    """A folder written by ``medvit data synth``: ``manifest.json``, ``labels.csv``, ``splits/``, ``images/``.
+
+    Each ``labels.csv`` ``file`` must be a relative path inside ``root``; one that leads outside it through a
+    symbolic link is refused (``ValueError`` naming the line) unless ``follow_links`` (a folder tracked by DVC or
+    git-annex stores each image as a link into a cache outside it). Every listed path is checked once, here."""
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None, in_chans: int = 1,
-                 transform: Any = None, kind: str | None = None, intensity: dict[str, str] | None = None):
+                 transform: Any = None, kind: str | None = None, intensity: dict[str, str] | None = None,
+                 follow_links: bool = False):
         check_split(split, _SPLITS, "phantom folder")
         self.root = Path(root)
         man = self.root / "manifest.json"
@@ -125,13 +130,17 @@ class PhantomFolderDataset(ItemDataset):
             table = list(reader)
             header = list(reader.fieldnames or [])
         self._check_table(header, table)
+        paths = []
         for line, r in enumerate(table, start=2):  # a path read from a file stays inside the folder
             where = f"{self.root / 'labels.csv'} line {line} column 'file'"
-            why = file_problem(inside(self.root, r.get("file") or "", where))
+            paths.append(inside(self.root, r.get("file") or "", where, follow_links,
+                                hint="set dataset_args.follow_links=true if this folder stores its images as links "
+                                     "(DVC, git-annex)"))
+            why = file_problem(paths[-1])
             if why:  # missing, or a directory / FIFO / device: said here, not when an item is read
                 err = FileNotFoundError if why == "not found" else ValueError
                 raise err(f"{where}: {printable_path(r['file'])} {why}, not an image file (rerun `medvit data synth`)")
-        rows = {r["image_id"]: r for r in table}
+        rows = {r["image_id"]: (r, p) for r, p in zip(table, paths)}
         if split == "all":
             ids = list(rows)
         else:
@@ -142,7 +151,8 @@ class PhantomFolderDataset(ItemDataset):
         missing = [i for i in ids if i not in rows]
         if missing:
             raise KeyError(f"{self.root}/splits/{split}.txt lists ids absent from labels.csv, e.g. {missing[:3]}")
-        self.rows = [rows[i] for i in ids]
+        self.rows = [rows[i][0] for i in ids]
+        self.paths = [rows[i][1] for i in ids]  # checked above: an item reads its path without a second check
         self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
         self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
 
@@ -192,7 +202,7 @@ class PhantomFolderDataset(ItemDataset):
         from medvit.data.imageload import load_gray01
 
         r = self.rows[i]
-        img = load_gray01(inside(self.root, r["file"], f"{self.root / 'labels.csv'} 'file'"), self.intensity)
+        img = load_gray01(self.paths[i], self.intensity)
         item: dict[str, Any] = {"image": to_chw(img, self.in_chans, self.image_size), "id": r["image_id"],
                                 "patient_id": r["patient_id"]}
         if self.classification:
@@ -214,6 +224,8 @@ def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed
         folder = _params(PhantomFolderDataset.__init__)  # an in-memory argument set to null: not given
         return PhantomFolderDataset(root, split, image_size=image_size, kind=kind,
                                     **{k: v for k, v in kw.items() if k in folder or v is not None})
+    _memory_only(kind, kw, lambda k: k)
+    kw = {k: v for k, v in kw.items() if k not in _FOLDER_ONLY}  # null: not given
     return PhantomDataset(kind, split, n=1000 if n is None else n, seed=0 if seed is None else seed,
                           image_size=224 if image_size is None else image_size, **kw)
 
@@ -244,6 +256,15 @@ def _folder_only(kind: str, args: dict[str, Any], name: Callable[[str], str]) ->
         takes = sorted(folder - {"n", "seed", "transform"})
         raise ValueError(f"{name(k)}: a synth folder (root={args['root']}) takes no {k!r}, only {takes} (an "
                          f"in-memory argument; remove it or set {name(k)}=null)")
+
+
+def _memory_only(kind: str, args: dict[str, Any], name: Callable[[str], str]) -> None:
+    """Refuse an argument only a synth folder takes (``follow_links``, ``intensity``: they say how its files are
+    read) when the phantoms are drawn in memory (no ``root``); ``null`` means "not given"."""
+    for k in sorted(_FOLDER_ONLY):
+        if args.get(k) is not None:
+            raise ValueError(f"{name(k)}: only a synth folder (root=DIR) takes {k!r} (it says how the folder's image "
+                             f"files are read); {kind}_phantom in memory reads no file: remove it")
 
 
 def _params(fn: Any) -> set[str]:
@@ -317,6 +338,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
                                   [PhantomFolderDataset.__init__], name=name)
         _check_in_chans(checked, name)
         return {**checked, **unset}
+    _memory_only(kind, args, name)
     knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
     if knobs:
         try:
@@ -325,8 +347,9 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
             raise ValueError(f"{where}: {e}") from None
     # value types by the builders' annotations (prevalence=abc, n=2.5 were refused only when the run built the data)
     builder = cxr_phantom if kind == "cxr" else retina_phantom
-    args = check_arg_types(args, [builder, PhantomDataset.__init__, PhantomFolderDataset.__init__, gen.__init__],
-                           name=name)
+    unset = {k: args[k] for k in _FOLDER_ONLY if k in args}  # all null here: dropped by the builder
+    args = check_arg_types({k: v for k, v in args.items() if k not in unset},
+                           [builder, PhantomDataset.__init__, PhantomFolderDataset.__init__, gen.__init__], name=name)
     # in memory: the run's own checks (n >= 1, image_size, prevalence, stage_probs, seed, ...), by the same code;
     # the generator is built at the given image_size capped at 256 px (its textures are drawn on construction)
     n, seed = (1000 if args.get(k) is None else args[k] for k in ("n", "seed"))
@@ -342,12 +365,14 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
         make_generator(kind, min(size, 256), seed, **gen_kw)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: {e}") from None
-    return args
+    return {**args, **unset}
 
 
 #: the dataset_args a synth folder (``root``) takes (registry meta ``folder_args``: `medvit finetune --data DIR`
 #: drops a preset's in-memory arguments)
 _FOLDER_ARGS = frozenset({"root"} | _params(PhantomFolderDataset.__init__) - {"transform"})
+#: the arguments only a synth folder takes (refused in memory)
+_FOLDER_ONLY = frozenset(_params(PhantomFolderDataset.__init__) - _params(PhantomDataset.__init__) - {"root"})
 
 
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py

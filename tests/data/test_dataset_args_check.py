@@ -87,7 +87,7 @@ FOLDER = ["dataset_args.root=/nonexistent", "dataset_args.n=null", "dataset_args
       "dataset_args.label_noise_splits=[train]"], r"dataset_args\.label_noise_splits: a synth folder .* no knob"),
     (["dataset_args.lesion_contrast=null", "dataset_args.lesion_size=null", "dataset_args.anatomy=null",
       "dataset_args.with_masks=true"], r"dataset_args\.with_masks: a synth folder .* takes no 'with_masks', only "
-                                      r"\['image_size', 'in_chans', 'intensity', 'root'\]"),
+                                      r"\['follow_links', 'image_size', 'in_chans', 'intensity', 'root'\]"),
     (["dataset_args.lesion_contrast=null", "dataset_args.lesion_size=null", "dataset_args.anatomy=null",
       "dataset_args.n=5"], r"give either root=DIR .* not both \(set dataset_args\.n=null dataset_args\.seed=null"),
     (["dataset_args.lesion_contrast=null", "dataset_args.lesion_size=null", "dataset_args.anatomy=null",

@@ -184,3 +184,36 @@ def test_phantom_folder_checks_labels_csv_against_the_manifest_at_construction(t
     (tmp_path / "splits" / "train.txt").write_text("x1\n")
     with pytest.raises(ValueError, match=msg):
         PhantomFolderDataset(tmp_path, "train")
+
+
+def test_phantom_folder_with_images_linked_into_an_outside_cache_needs_follow_links(tmp_path):
+    """review-fix R1: a synth folder tracked by DVC / git-annex (each image a link into a cache outside the folder)
+    was refused with no way to allow it and no remedy named; follow_links (as the own csv/folder and BenchX datasets
+    have) reads it, and is refused in memory, where no file is read (--dry-run as the run)."""
+    import os
+    import shutil
+
+    from medvit.data.phantom_datasets import check_phantom_args
+    from medvit.data.synth import write_synth
+
+    folder, cache = tmp_path / "proj" / "data" / "cxr", tmp_path / "proj" / ".dvc" / "cache"
+    write_synth("cxr", 4, folder, fmt="png", image_size=32)
+    cache.mkdir(parents=True)
+    for f in sorted((folder / "images").iterdir()):
+        shutil.move(f, cache / f.name)
+        os.symlink(cache / f.name, f)
+    with pytest.raises(ValueError, match=r"labels\.csv line 2 column 'file': .* leads through a symbolic link to "
+                                         r".*\.dvc/cache/.*outside .*set dataset_args\.follow_links=true"):
+        build_dataset("cxr_phantom", "all", root=folder)
+    ds = build_dataset("cxr_phantom", "all", root=folder, follow_links=True)
+    assert len(ds) == 4 and ds[3]["image"].shape == (1, 32, 32)
+    args = {"root": str(folder), "follow_links": True, "n": None, "seed": None}
+    assert check_phantom_args("cxr", args)["follow_links"] is True
+    for bad in ({"n": 10, "follow_links": True}, {"n": 10, "intensity": {"png": "minmax"}}):
+        key = next(k for k in bad if k != "n")
+        with pytest.raises(ValueError, match=rf"dataset_args\.{key}: only a synth folder \(root=DIR\) takes"):
+            check_phantom_args("cxr", bad)
+        with pytest.raises(ValueError, match=rf"{key}: only a synth folder"):
+            build_dataset("cxr_phantom", "all", **bad)
+    assert check_phantom_args("cxr", {"n": 10, "follow_links": None}) == {"n": 10, "follow_links": None}
+    assert len(build_dataset("cxr_phantom", "all", n=10, follow_links=None)) == 10
