@@ -215,6 +215,26 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
     return _coerce(value, tp, where)
 
 
+def check_arg_types(args: typing.Mapping[str, Any], functions: typing.Sequence[typing.Callable[..., Any]],
+                    prefix: str = "", name: typing.Callable[[str], str] | None = None) -> dict[str, Any]:
+    """``args`` (keyword arguments for ``functions``, e.g. read from a file) with each value checked / converted by
+    :func:`check_type` against the annotation of the same-named parameter in the first of ``functions`` that
+    annotates it; :class:`ConfigError` naming ``<prefix>.<key>`` (``dataset_args.prevalence: expected a number, got
+    'abc'``; ``name(key)`` instead when given, e.g. a command-line option). A key no function annotates (or whose
+    annotations cannot be resolved) passes unchanged."""
+    hints = []
+    for fn in functions:
+        try:
+            hints.append(typing.get_type_hints(fn))
+        except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+            continue
+    out = dict(args)
+    for k, v in args.items():
+        tp = next((h[k] for h in hints if k in h), Any)
+        out[k] = check_type(v, tp, name(k) if name else f"{prefix}.{k}" if prefix else k)
+    return out
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError` with suggestions.
 

@@ -54,28 +54,6 @@ def check_dataset_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def check_arg_types(args: dict[str, Any], functions: list[Callable[..., Any]], prefix: str = "dataset_args",
-                    name: Callable[[str], str] | None = None) -> dict[str, Any]:
-    """``args`` with each value checked / converted against the annotation of the same-named parameter of the
-    first of ``functions`` that has one (:func:`medvit.config.check_type`, the rule config files follow);
-    :class:`~medvit.config.ConfigError` naming ``<prefix>.<key>`` (``dataset_args.prevalence: expected a number,
-    got 'abc'``; ``name(key)`` instead when given, e.g. a command-line option). Keys no function annotates pass
-    unchanged."""
-    import inspect
-    import typing
-
-    from medvit.config import check_type
-
-    out = dict(args)
-    for k, v in args.items():
-        for fn in functions:
-            if k in inspect.signature(fn).parameters:
-                tp = typing.get_type_hints(fn).get(k, Any)
-                out[k] = check_type(v, tp, name(k) if name else f"{prefix}.{k}")
-                break
-    return out
-
-
 def dataset_normalization(name: str, in_chans: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Default (mean, std) per channel for dataset ``name`` (applied after [0, 1] scaling), ``in_chans`` long.
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medvit.data.datasets import ItemDataset, check_arg_types, check_split, to_chw
+from medvit.config import check_arg_types
+from medvit.data.datasets import ItemDataset, check_split, to_chw
 from medvit.data.own import inside
 from medvit.data.phantom_common import PHANTOM_KNOBS, SPLIT_KNOB, Difficulty, patient_meta, plan_patients
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator

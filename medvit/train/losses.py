@@ -202,23 +202,15 @@ def coerce_loss_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """``args`` checked (and converted, e.g. int -> float) against the type annotations of loss ``name``'s
     constructor, so a wrong-typed value fails at config time (``--dry-run``) with ``ConfigError`` naming
     ``loss.args.<key>``. Arguments without an annotation (or hints that cannot be resolved) pass unchanged."""
-    import typing
-
-    from medvit.config import ConfigError, _coerce
+    from medvit.config import ConfigError, check_arg_types
 
     cls = check_loss(name, args)
     try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
-        return dict(args)
-    out = dict(args)
-    for k, v in args.items():
-        if k in hints:
-            try:
-                out[k] = _coerce(v, hints[k], f"loss.args.{k}")
-            except ConfigError as e:
-                raise ConfigError(f"{e} (loss {name!r})") from None
-        _check_finite(out[k], f"loss.args.{k}", name)
+        out = check_arg_types(args, [cls.__init__], prefix="loss.args")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (loss {name!r})") from None
+    for k, v in out.items():
+        _check_finite(v, f"loss.args.{k}", name)
     return out
 
 
