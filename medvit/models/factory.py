@@ -116,21 +116,54 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
     return model
 
 
+def _checked_model_args(arch: str, model_args: Mapping[str, Any], where: str, arch_key: str,
+                        error: type[ValueError], source: str) -> dict[str, Any]:
+    """``model_args`` of registered model ``arch`` (read from file ``source``: keys ``where`` and, for ``arch``,
+    ``arch_key``) checked before
+    anything is built: unknown argument names (``backbone_args``' TypeError), then each value against the
+    constructor's annotations (the ones of its base classes too: the ViT variants forward ``**kwargs``) by the config
+    rule (:func:`medvit.config.check_arg_types`); a wrapper's ``backbone_args`` against the backbone it names, one
+    level down. Returns the converted arguments; ``error`` names ``source`` and the key."""
+    from medvit.config import ConfigError, check_arg_types
+
+    name = arch.split(".", 1)[0] if ("weight", arch) in REGISTRY else arch
+    try:
+        defaults = backbone_args(name, **model_args)
+    except (KeyError, TypeError) as e:
+        raise error(f"{source}: {where if isinstance(e, TypeError) else arch_key}: {e.args[0] if e.args else e}"
+                    ) from None
+    cls = REGISTRY.get(_model_kind(name), name)
+    inits = [c.__init__ for c in cls.__mro__ if issubclass(c, nn.Module) and c is not nn.Module]
+    try:
+        args = check_arg_types(model_args, inits, prefix=where)
+    except ConfigError as e:
+        raise error(f"{source}: {e}") from None
+    if args.get("backbone_pretrained") is not None:  # a wrapper's backbone weights: a path read from a file
+        raise error(f"{source}: {where}.backbone_pretrained: {args['backbone_pretrained']!r} is a weights path read "
+                    "from the file (refused: the checkpoint holds every weight); set it to null")
+    nested = defaults.get("backbone_args") if "backbone" in defaults else None
+    if isinstance(defaults.get("backbone"), str) and isinstance(nested or {}, Mapping):
+        # a wrapper (segmenter): its backbone's name and own arguments, one level down
+        checked = _checked_model_args(defaults["backbone"], nested or {}, f"{where}.backbone_args",
+                                      f"{where}.backbone", error, source)
+        if "backbone_args" in args:
+            args["backbone_args"] = checked
+    return args
+
+
 def model_builder(arch: str, model_args: Mapping[str, Any], source: str, prefix: str = "",
                   overrides: Mapping[str, Any] | None = None, error: type[ValueError] = CheckpointError,
                   ) -> Callable[[], nn.Module]:
     """``create_model(arch, **model_args, **overrides)`` as a callable, for an architecture and arguments read from
-    file ``source`` (keys ``<prefix>architecture`` / ``<prefix>model_args``). ``error`` names the file and the key:
-    for an unknown architecture or argument at once (before anything is read or built), for a value the
-    constructor refuses when called (``<source>: model_args.depth must be a positive int, got 'abc'``). A refusal
-    of one of the caller's ``overrides`` is raised as the constructor raised it (not the file's value)."""
+    file ``source`` (keys ``<prefix>architecture`` / ``<prefix>model_args``). ``error`` names the file and the key
+    at once (before anything is read or built) for an unknown architecture or argument and for a value of the wrong
+    type (``<source>: model_args.img_size: expected an integer, got 'abc'``; a wrapper's ``backbone_args`` are
+    checked against its backbone, ``model_args.backbone_args.depth``); when called, for a value the constructor
+    refuses (``<source>: model_args.depth must be a positive int, got 0``). A refusal of one of the caller's
+    ``overrides`` is raised as the constructor raised it (not the file's value)."""
     overrides = dict(overrides or {})
-    args = {**model_args, **overrides}
-    try:
-        backbone_args(arch.split(".", 1)[0] if ("weight", arch) in REGISTRY else arch, **model_args)
-    except (KeyError, TypeError) as e:
-        raise error(f"{source}: {prefix}{'model_args' if isinstance(e, TypeError) else 'architecture'}: "
-                    f"{e.args[0] if e.args else e}") from None
+    args = {**_checked_model_args(arch, model_args, f"{prefix}model_args", f"{prefix}architecture", error, source),
+            **overrides}
 
     def build() -> nn.Module:
         try:

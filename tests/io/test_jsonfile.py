@@ -209,10 +209,11 @@ def test_wrong_types_one_level_down_name_file_and_key(tmp_path, name, edit, reas
 
 
 @pytest.mark.parametrize("edit, reason", [
-    ({"model_args": {"depth": "abc"}}, r"model_args\.depth must be a positive int, got 'abc'"),
+    ({"model_args": {"depth": "abc"}}, r"model_args\.depth: expected an integer, got 'abc'"),
+    ({"model_args": {"depth": 0}}, r"model_args\.depth must be a positive int, got 0"),
     ({"model_args": {"nosuch_arg": 1}}, r"model_args: backbone 'vit_tiny_patch16_224' does not accept 'nosuch_arg'"),
     ({"architecture": "vit_tiny_patch16_22"}, r"architecture: unknown backbone 'vit_tiny_patch16_22'; did you mean"),
-], ids=["depth string", "unknown arg", "unknown architecture"])
+], ids=["depth string", "depth 0", "unknown arg", "unknown architecture"])
 def test_checkpoint_model_args_values_are_refused_naming_file_and_key(tmp_path, edit, reason):
     """recheck B4 residual: a value inside model_args was refused without the file (`depth must be a positive int,
     got 'abc'`; `backbone ... does not accept 'nosuch_arg'`)."""
@@ -230,6 +231,44 @@ def test_checkpoint_model_args_values_are_refused_naming_file_and_key(tmp_path, 
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=rf"m/config\.json: {reason}"):
         load_model(out)
+
+
+@pytest.mark.parametrize("keys, value, reason", [
+    (["img_size"], "abc", r"model_args\.img_size: 'abc' fits none of .*expected an integer, got 'abc'"),
+    (["num_labels"], "x", r"model_args\.num_labels: expected an integer, got 'x'"),
+    (["backbone_args", "depth"], "abc", r"model_args\.backbone_args\.depth: expected an integer, got 'abc'"),
+    (["backbone_args", "nosuch"], 1, r"model_args\.backbone_args: backbone 'vit_tiny_patch16_224' does not accept "
+                                     r"'nosuch'"),
+    (["backbone"], "nosuch_vit", r"model_args\.backbone: unknown backbone 'nosuch_vit'"),
+    (["backbone_pretrained"], "/etc/hostname", r"model_args\.backbone_pretrained: '/etc/hostname' is a weights path "
+                                               r"read from the file \(refused"),
+], ids=["img_size string", "num_labels string", "nested depth string", "nested unknown arg", "unknown backbone",
+        "backbone_pretrained path"])
+def test_model_args_are_checked_by_the_constructors_annotations_naming_the_key(tmp_path, keys, value, reason):
+    """review-fix D1: model_builder took the key from the first word of the constructor's message, so
+    img_size "abc" gave "model_args: invalid literal for int() ...", a segmenter's num_labels "x" a bare "'<' not
+    supported ...", backbone_args.nosuch was named "model_args.backbone", an unknown nested backbone was a raw
+    KeyError, and a backbone_pretrained path read from config.json was opened. Each is refused before any weight is
+    read, naming config.json and the key."""
+    import json
+    import shutil
+
+    from medvit.models import load_model
+    from medvit.models.checkpoint import CheckpointError
+
+    ck = tmp_path / "m"
+    shutil.copytree("pipelines/segmentation/model", ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    if keys == ["img_size"]:
+        cfg = {**cfg, "architecture": "vit_tiny_patch16_224", "model_args": {}}
+    t = cfg["model_args"]
+    for k in keys[:-1]:
+        t = t[k]
+    t[keys[-1]] = value
+    (ck / "config.json").write_text(json.dumps(cfg))
+    (ck / "model.safetensors").write_bytes(b"refused before this is read")
+    with pytest.raises(CheckpointError, match=rf"m/config\.json: {reason}"):
+        load_model(ck)
 
 
 def test_adapter_base_weights_path_is_followed_only_with_its_checksum(tmp_path):
@@ -274,7 +313,8 @@ def test_adapter_base_model_args_are_refused_naming_file_and_key(tmp_path):
         load_adapter(tmp_path)  # no sha recorded: the weights path would be refused next
     base.update(model_args={"depth": "abc"}, weights_sha256=sha256_file(target))
     (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
-    with pytest.raises(AdapterError, match=r"adapter_config\.json: base\.model_args\.depth must be a positive int"):
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: base\.model_args\.depth: expected an integer, "
+                                           r"got 'abc'"):
         load_adapter(tmp_path)
 
 

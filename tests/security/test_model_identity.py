@@ -80,8 +80,9 @@ def test_huge_model_args_refused_before_allocation(tmp_path):
     ({"depth": 200_000}, r"do not fit the weights: the config builds more than [\d,]+ (elements|modules)"),
     ({"img_size": -32}, r"config.json: model_args.img_size must be a positive int"),
     ({"patch_size": [16, 0]}, r"config.json: model_args.patch_size must be a positive int"),
-    ({"mlp_ratio": "NaN"}, r"config.json: model_args.mlp_ratio must be a finite number, got 'NaN'"),
-    ({"drop_rate": "x"}, r"config.json: model_args.drop_rate must be a finite number"),
+    # value types by the constructor's annotations, before anything is built (review-fix D1)
+    ({"mlp_ratio": "NaN"}, r"config.json: model_args.mlp_ratio: expected a number, got 'NaN'"),
+    ({"drop_rate": "x"}, r"config.json: model_args.drop_rate: expected a number, got 'x'"),
 ])
 def test_model_args_from_file_refused_fast_naming_the_key(tmp_path, args, match):
     model = make_model(tmp_path / "m")
