@@ -267,8 +267,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 
 #: numbers in exponent form that YAML 1.1 reads as strings (``1e9``, ``1.0e9``, ``.5E-3``); YAML 1.2 core schema
-#: (section 10.3.2) and JSON read them as floats. The 1.1 rules still cover every other form.
-_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+#: (section 10.3.2, its float pattern's exponent forms exactly: no ``_`` digit separators) and JSON read them as
+#: floats. The 1.1 rules still cover every other form.
+_EXP_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
 _yaml_classes: tuple[type, type] | None = None
 
 
@@ -280,7 +281,16 @@ def _yaml_pair() -> tuple[type, type]:
         import yaml
 
         class Loader(yaml.SafeLoader):
-            pass
+            def construct_object(self, node: Any, deep: bool = False) -> Any:
+                """A scalar its resolver matched but its constructor refuses (``0x_``, ``0b_``, the date
+                ``2024-13-45``: a bare ValueError from PyYAML) is a ``yaml.YAMLError`` naming the text and where it
+                stands, as every other YAML error is."""
+                try:
+                    return super().construct_object(node, deep)
+                except ValueError as e:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]} ({e}); quote it "
+                        "if it is text", node.start_mark) from None
 
         class Dumper(yaml.SafeDumper):
             pass

@@ -89,6 +89,30 @@ def test_exponent_numbers_are_numbers_in_overrides_and_files(tmp_path, text, val
     assert c.optim.lr == 1e-4 and c.epochs == 10
 
 
+@pytest.mark.parametrize("text", ["1__e5", "._e5", "1_0e5", "1e5_"])
+def test_exponent_forms_with_underscores_stay_text_as_in_yaml_1_2(text):
+    # review-fix D2: the exponent pattern took YAML 1.1's '_' separators ('1__e5' -> 100000.0) and '._e5' gave a
+    # bare "could not convert string to float: '.e5'" naming no key
+    from medvit.config import yaml_loads
+
+    assert yaml_loads(text) == text
+    with pytest.raises(ConfigError, match=rf"optim\.lr: expected a number, got '{text}'"):
+        from_dict(Cfg, apply_overrides({}, [f"optim.lr={text}"]))
+
+
+@pytest.mark.parametrize("text", ["0x_", "0b_", "2024-13-45"])
+def test_scalars_yaml_matches_but_cannot_convert_name_the_override_and_the_file(tmp_path, text):
+    # review-fix D2: PyYAML's constructor raised a bare ValueError for these ("invalid literal for int() with base
+    # 16: ''"), which neither parse_override nor load_yaml caught: no override, no file named
+    with pytest.raises(ConfigError, match=rf"(?s)override 'optim\.lr={text}': value is not valid YAML \('{text}' "
+                                          r"cannot be read as (int|timestamp) .*quote it if it is text"):
+        apply_overrides({}, [f"optim.lr={text}"])
+    (tmp_path / "c.yaml").write_text(f"optim:\n  lr: [1, {text}]\n")
+    with pytest.raises(ConfigError, match=rf"(?s)c\.yaml: not valid YAML \('{text}' cannot be read as "
+                                          r".*line 2, column 11"):
+        load_yaml(tmp_path / "c.yaml")
+
+
 def test_saved_strings_that_look_like_numbers_read_back_as_strings(tmp_path):
     c = from_dict(Cfg, {"name": "1e5", "weights": "2.5E3"})
     got = load_yaml(save_resolved(c, tmp_path))
