@@ -95,7 +95,8 @@ def parse_json(text: str, source: str, *, error: Callable[[str], Exception] = Va
         ``error``: ``"<source>: not valid JSON (<reason>, line L column C)"`` (also a number over the integer-string
         digit limit, nesting beyond the recursion limit), ``"<source>: contract.thresholds[0] is NaN, not a finite
         number (NaN/Infinity are not JSON)"``, ``"<source>: expected a JSON object, got array"``,
-        ``"<source>: format 'x' is not 'medvit-.../1'"``.
+        ``"<source>: format 'x' is not 'medvit-.../1'"``, ``"<source>: key 'format' missing (expected
+        'medvit-.../1'; ...)"``.
     """
     seen: list[str] = []
 
@@ -128,9 +129,12 @@ def parse_json(text: str, source: str, *, error: Callable[[str], Exception] = Va
             raise error(f"{source}: {where} is {literal}, not a finite number (NaN and Infinity are not JSON)")
     if expect is not None and not isinstance(doc, expect):
         raise error(f"{source}: expected a JSON {_json_name(expect)}, got {_json_name(type(doc))}")
-    if format_id is not None and (not isinstance(doc, dict) or doc.get("format") != format_id):
-        got = doc.get("format") if isinstance(doc, dict) else None
-        raise error(f"{source}: format {got!r} is not {format_id!r}")
+    if format_id is not None and not isinstance(doc, dict):
+        raise error(f"{source}: expected a JSON object with key 'format' {format_id!r}, got {_json_name(type(doc))}")
+    if format_id is not None and "format" not in doc:
+        raise error(f"{source}: key 'format' missing (expected {format_id!r}; is this a file medvit wrote?)")
+    if format_id is not None and doc["format"] != format_id:
+        raise error(f"{source}: format {doc['format']!r} is not {format_id!r}")
     return doc
 
 

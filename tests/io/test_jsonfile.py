@@ -40,8 +40,31 @@ def test_domain_error_type_and_any_top_level():
     with pytest.raises(MyError, match=r"<string>: not valid JSON"):
         parse_json("[1,", "<string>", error=MyError)
     assert parse_json("[1]", "s", expect=None) == [1]
-    with pytest.raises(MyError, match=r"s: format None is not 'f/1'"):
+    with pytest.raises(MyError, match=r"s: expected a JSON object with key 'format' 'f/1', got array"):
         parse_json("[1]", "s", error=MyError, expect=None, format_id="f/1")
+
+
+def test_a_missing_format_key_is_named_missing_not_format_none(tmp_path):
+    """review-fix D3: a checkpoint config.json without 'format' was reported as "format None is not
+    'medvit-checkpoint/1'"."""
+    import json
+    import shutil
+
+    from medvit.models import load_model
+    from medvit.models.checkpoint import CheckpointError
+
+    with pytest.raises(ValueError, match=r"^s: key 'format' missing \(expected 'f/1'; is this a file medvit "
+                                         r"wrote\?\)$"):
+        parse_json('{"v": 1}', "s", format_id="f/1")
+    with pytest.raises(ValueError, match=r"s: format None is not 'f/1'"):
+        parse_json('{"format": null}', "s", format_id="f/1")  # present but null: its value is named
+    ck = tmp_path / "m"
+    shutil.copytree("pipelines/demo/model", ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    del cfg["format"]
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"m/config\.json: key 'format' missing \(expected 'medvit-checkpoint/1'"):
+        load_model(ck)
 
 
 def _readers():
