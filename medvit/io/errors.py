@@ -146,6 +146,11 @@ class PixelBudgetError(MedicalIOError):
     """The header claims more pixels than the configured budget; refused before any decoding."""
 
 
+#: what :func:`file_problem` says of a path that is neither a regular file nor a directory (reading one may block or
+#: never end, so it is never opened)
+SPECIAL_FILE_PROBLEMS = frozenset({"is a FIFO (named pipe)", "is a socket", "is a device"})
+
+
 def file_problem(path: str | Path) -> str | None:
     """Why ``path`` is not a regular file to read (symbolic links followed), as the end of a message: ``"not
     found"``, ``"is a directory"``, ``"is a FIFO (named pipe)"``, ``"is a socket"``, ``"is a device"``, ``"is a
@@ -194,6 +199,7 @@ def check_file(path: str | Path, what: str = "image file") -> Path:
 
 
 __all__ = [
+    "SPECIAL_FILE_PROBLEMS",
     "CorruptFileError",
     "FrameIndexError",
     "InconsistentSeriesError",

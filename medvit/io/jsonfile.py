@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medvit.io.errors import printable_path
+from medvit.io.errors import file_problem, printable_path
 
 __all__ = ["json_type_name", "name_list_problem", "parse_json", "read_json"]
 
@@ -53,8 +54,8 @@ def name_list_problem(value: Any, *, allow_empty: bool = False) -> str | None:
         return f"must be a list of non-empty strings; item [{bad}] ({json.dumps(x)}) is {what}"
     if not value and not allow_empty:
         return "must name at least one label, got an empty list"
-    names = [x.strip() for x in value]  # "A" and "A " read as one name in a report or a CSV header
-    repeated = sorted({x for x in names if names.count(x) > 1})
+    counts = Counter(x.strip() for x in value)  # "A" and "A " read as one name in a report or a CSV header
+    repeated = sorted(x for x, n in counts.items() if n > 1)
     if repeated:
         return (f"must not repeat a name (one per output; surrounding spaces ignored), got "
                 f"{', '.join(map(repr, repeated))} more than once")
@@ -153,10 +154,8 @@ def read_json(path: str | Path, *, error: Callable[[str], Exception] = ValueErro
     name = printable_path(p)
     if not p.exists():
         raise FileNotFoundError(f"{name} not found{': ' + missing if missing else ''}")
-    if p.is_dir():
-        raise error(f"{name}: is a directory, not a JSON file")
-    if not p.is_file():
-        raise error(f"{name}: not a regular file (a device, FIFO or socket), not a JSON file")
+    if why := file_problem(p):  # a directory, FIFO, socket or device: named, never opened
+        raise error(f"{name}: {why}, not a JSON file")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medvit.io.errors import SPECIAL_FILE_PROBLEMS, file_problem
 from medvit.io.hashing import sha256_file  # re-exported: checkpoint users import it from here
 from medvit.io.jsonfile import json_type_name, read_json
 from medvit.io.safe_write import atomic_write
@@ -218,11 +219,13 @@ def _few(keys: list[str], n: int = 10) -> str:
 def special_file_problem(p: Path) -> str | None:
     """Why ``p``, which exists, cannot be a weights file without opening it: a device, FIFO or socket (reading one
     may block or never end), or a ``/proc`` / ``/sys`` pseudo-file (process or kernel state, never weights); None
-    otherwise, and when ``p`` does not exist. Links are followed."""
-    if not p.exists():
+    otherwise, and when ``p`` does not exist. Links are followed. The file kinds are
+    :func:`medvit.io.errors.file_problem`'s (one rule)."""
+    why = file_problem(p)
+    if why in SPECIAL_FILE_PROBLEMS:
+        return f"{why}, not a weights file"
+    if why not in (None, "is a directory"):  # missing (or a dangling link / loop): the callers' own messages
         return None
-    if not (p.is_dir() or p.is_file()):
-        return "not a regular file (a device, FIFO or socket), not a weights file"
     try:
         top = p.resolve().parts[1:2]
     except (OSError, RuntimeError):

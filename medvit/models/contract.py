@@ -106,13 +106,13 @@ class WeightContract:
     def _check_types(self) -> None:
         """Refuse values of the wrong JSON type before they are used (``"modalities": "DX"`` would otherwise be
         iterated letter by letter into a scope that selects nothing)."""
-        for key in ("modalities", "view_positions", "body_parts", "label_names"):
+        for key in ("modalities", "view_positions", "body_parts"):
             v = getattr(self, key)
             if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x.strip() for x in v):
                 raise ValueError(f"contract key {key!r} must be a list of non-empty strings (e.g. "
                                  f"{_EXAMPLES[key]}), got {type(v).__name__} {v!r:.80}")
-        if problem := name_list_problem(self.label_names, allow_empty=True):  # one name per output
-            raise ValueError(f"contract key 'label_names' {problem}")
+        if problem := name_list_problem(self.label_names, allow_empty=True):  # one distinct name per output
+            raise ValueError(f"contract key 'label_names' {problem} (e.g. {_EXAMPLES['label_names']})")
         for key in ("input_size", "mean", "std", "thresholds"):
             v = getattr(self, key)
             if not isinstance(v, list | tuple) or not all(_is_number(x) for x in v) or (key != "thresholds"

@@ -217,3 +217,17 @@ def test_phantom_folder_with_images_linked_into_an_outside_cache_needs_follow_li
             build_dataset("cxr_phantom", "all", **bad)
     assert check_phantom_args("cxr", {"n": 10, "follow_links": None}) == {"n": 10, "follow_links": None}
     assert len(build_dataset("cxr_phantom", "all", n=10, follow_links=None)) == 10
+
+
+@pytest.mark.parametrize("value, msg", [
+    ("Effusion", r"must be a list of non-empty strings, got string \(e\.g\. \["),
+    (["A", " "], r"must be a list of non-empty strings; item \[1\] \(\" \"\) is blank \(e\.g\. \["),
+    (["A", "A "], r"must not repeat a name .*'A' more than once \(e\.g\. \["),
+], ids=["string", "blank item", "repeated"])
+def test_contract_label_names_one_check_names_the_bad_item(value, msg):
+    """review-fix S3: label_names' type was checked twice (the scope-key loop, then name_list_problem); the loop's
+    message ("got list ['A', ' ']") did not name the bad item. One check serves, with the example kept."""
+    from medvit.models.contract import WeightContract
+
+    with pytest.raises(ValueError, match=r"contract key 'label_names' " + msg):
+        WeightContract(label_names=value)

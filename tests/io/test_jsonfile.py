@@ -166,7 +166,7 @@ def test_special_files_and_byte_order_mark(tmp_path):
 
     dev = tmp_path / "dev.json"
     os.symlink(os.devnull, dev)
-    with pytest.raises(ValueError, match=r"dev\.json: not a regular file"):
+    with pytest.raises(ValueError, match=r"dev\.json: is a device, not a JSON file"):
         read_json(dev)
     f = tmp_path / "bom.json"
     f.write_bytes(b"\xef\xbb\xbf" + b'{"v": 1}')
@@ -357,10 +357,10 @@ def test_adapter_base_weights_on_a_device_is_named_not_a_regular_file(tmp_path, 
         base["weights_sha256"] = sha
     doc = {"format": FORMAT, "method": "lora", "method_config": {}, "base": base, "tensors": {}}
     (tmp_path / "adapter_config.json").write_text(json.dumps(doc))
-    with pytest.raises(AdapterError, match=r"adapter_config\.json: key 'base\.weights': /dev/null: not a regular "
-                                           r"file \(a device, FIFO or socket\), not a weights file"):
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: key 'base\.weights': /dev/null: is a device, "
+                                           r"not a weights file"):
         load_adapter(tmp_path)
-    with pytest.raises(ValueError, match=r"/dev/null: not a regular file \(a device"):
+    with pytest.raises(ValueError, match=r"/dev/null: is a device, not a weights file"):
         create_model("vit_tiny_patch16_224", pretrained=os.devnull, img_size=32, depth=1, embed_dim=32, num_heads=2)
 
 
@@ -379,7 +379,7 @@ def test_adapter_base_weights_wording_names_the_config_key_and_what_the_path_is(
     os.mkfifo(ck / "model.safetensors")
     ad = tmp_path / "ad"
     ad.mkdir()
-    for weights, reason in [(str(ck), r"ck/model\.safetensors: not a regular file \(a device, FIFO or socket\)"),
+    for weights, reason in [(str(ck), r"ck/model\.safetensors: is a FIFO \(named pipe\), not a weights file"),
                             ("/proc/self/environ", r"/proc/self/environ: a /proc pseudo-file, not a weights file"),
                             ("base/model.safetensors", r"'base/model\.safetensors' is no file or folder \(a relative "
                                                        r"path is read from the current directory, .*\) nor a "
@@ -390,7 +390,7 @@ def test_adapter_base_weights_wording_names_the_config_key_and_what_the_path_is(
         monkeypatch.chdir(tmp_path)
         with pytest.raises(AdapterError, match=rf"ad/adapter_config\.json: key 'base\.weights': (\S*/)?{reason}"):
             load_adapter(ad)
-    with pytest.raises(ValueError, match=r"ck/model\.safetensors: not a regular file"):
+    with pytest.raises(ValueError, match=r"ck/model\.safetensors: is a FIFO \(named pipe\), not a weights file"):
         create_model("vit_tiny_patch16_224", pretrained=str(ck), img_size=32, depth=1, embed_dim=32, num_heads=2)
 
 
