@@ -308,6 +308,11 @@ def caveats(rows: list[dict[str, Any]]) -> str:
   about 4 in 10 positive training labels are then false), the model is selected and scored on true labels. This
   is what makes labels scarce at this scale (benchmarks/results/label_efficiency.md, probes); the session-32 rows
   on the same images with clean labels are kept in `benchmarks/results/paper_claims_s32/`.
+- Retina rows are session 32's (calibrated retina, 100 / 200 / 300 steps at 1 / 10 / 100 %): with the same steps
+  at every fraction 10 % of the retina labels is not well below 100 % (benchmarks/results/label_efficiency.md), so
+  the retina columns separate methods less than the chest ones and their 10 %-vs-100 % gap is partly the steps'.
+- CPU: the chest grid (7 arms × 5 seeds × 3 fractions × 1,000 steps) took about 68 CPU-min, above the issue's aim of
+  30 CPU-min per benchmark; `--arms` / `--fractions` split it into processes of 15–35 CPU-min.
 - Trainable fractions at this tiny scale are dominated by the classification head, so DVPT's "~0.5 %" cannot
   appear here; on ViT-B/16 the two readings train 0.50 % and 0.20 % (tests/peft/test_dvpt.py, issue 28).
 - A verdict "not separable at this budget" means the paired bootstrap CI over 5 seeds contains 0 (or the seeds
