@@ -34,6 +34,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
@@ -51,6 +52,17 @@ PATIENCE = 6
 #: the committed demo model (seed 0, 100 %, pipelines/demo/README.md): test mean AUROC
 DEMO_MODEL_AUROC = 0.9514
 SCHEDULES = ("steps", "epochs")
+
+
+def _claims() -> ModuleType:
+    """benchmarks/paper_claims.py, the sibling script whose knobs, phantom folders and arms the probes share
+    (imported on first use: it imports torch)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import paper_claims
+
+    return paper_claims
 
 
 def knob_overrides(knobs: dict[str, Any]) -> list[str]:
@@ -117,10 +129,7 @@ def run_tag(knobs: dict[str, Any]) -> str:
     """File-name suffix of a run's knob changes ("" for the demo's calibrated setting)."""
     if not knobs:
         return ""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from paper_claims import knob_tag
-
-    return "_" + knob_tag(knobs)
+    return "_" + _claims().knob_tag(knobs)
 
 
 def committed_row() -> dict[str, Any]:
@@ -165,8 +174,7 @@ def probe(fractions: list[float], steps: int, seed: int, knobs: list[str] | None
     its ``full_random`` arm, same phantoms folder and prompt_tune settings) with the same ``steps`` at every fraction
     (compute-matched) and optional phantom knobs (``NAME=VALUE``, replacing the default: the demo pipeline's
     calibrated knobs, no label noise)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import paper_claims as pc
+    pc = _claims()
 
     from medvit.cli.demo_cmd import pipeline_knobs
 
@@ -205,15 +213,14 @@ def probe_lines(probes: list[dict[str, Any]]) -> list[str]:
 def scale32_rows() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(problem, knobs, row) of every from-scratch (``full_random``) row run with the same steps at every fraction:
     the benchmark's own chest rows (paper_claims_cxr*.json of its setting) and the JSONs in ``SCALE32``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from paper_claims import KNOBS, knob_tag
+    pc = _claims()
 
     out = []
     paths = [p for p in sorted(RESULTS.glob("paper_claims_*.json")) if "verdicts" not in p.name]
     for path in paths + sorted(SCALE32.glob("*.json")):
         d = json.loads(path.read_text())
         prob = d.get("problem")
-        if path.parent == RESULTS and knob_tag(d.get("knobs") or {}) != knob_tag(KNOBS.get(prob, {})):
+        if path.parent == RESULTS and pc.knob_tag(d.get("knobs") or {}) != pc.knob_tag(pc.KNOBS.get(prob, {})):
             continue
         if len(set((d.get("steps") or {}).values())) != 1:  # not compute-matched
             continue
@@ -506,10 +513,7 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(1)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from paper_claims import parse_knobs
-
-        knobs = parse_knobs(args.knobs) if args.knobs else {}
+        knobs = _claims().parse_knobs(args.knobs) if args.knobs else {}
         for seed in args.seed:
             row = run_one(args.fraction, seed, args.schedule, Path(args.work), args.quick, knobs)
             print(f"f={args.fraction:g} {args.schedule} seed {seed}: test {row['test_mean_auroc']:.4f} "
@@ -527,10 +531,7 @@ def main() -> int:
         row = probe(args.fractions, args.steps, args.seed, args.knobs, args.n, Path(args.work))
         print(json.dumps(row["test"]), flush=True)
         PROBES.mkdir(parents=True, exist_ok=True)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from paper_claims import knob_tag
-
-        tag = knob_tag(row["knobs"])
+        tag = _claims().knob_tag(row["knobs"])
         (PROBES / f"cxr32_{tag}_n{args.n}_steps{args.steps}_s{args.seed}.json").write_text(json.dumps(row, indent=2))
         return 0
     if args.cmd == "committed":
