@@ -6,7 +6,11 @@ randomness) and ``(seed, kind, patient)`` (anatomy shared by all images of one p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -18,9 +22,59 @@ KIND_CODES = {"cxr": 11, "retina": 23}
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLITS = ("train", "val", "test")
 
+#: smallest side of a chest / retina phantom in pixels (the anatomy needs it)
+MIN_IMAGE_SIZE = 32
+#: largest side of a phantom in pixels: the generators draw their texture banks at twice the side on construction
+#: (4096 px: about 3 GB), so a value from a config or a call is never allowed to exhaust memory
+MAX_IMAGE_SIZE = 4096
+
 _GIVEN = ["Alex", "Sam", "Robin", "Kim", "Jo", "Noa", "Ari", "Lee", "Max", "Eli", "Ren", "Sky", "Ash", "Dani",
           "Remy", "Jules", "Quinn", "Sasha", "Toni", "Luca"]
 _FAMILY = ["Phantom", "Synthetic", "Testcase", "Mockup", "Simulant", "Model", "Replica", "Dummy"]
+
+
+def check_geometry(image_size: Any = None, fov_mm: Any = None, in_chans: Any = None, *, what: str = "phantoms",
+                   name: Callable[[str], str] = str) -> None:
+    """The one check of a phantom's geometry (the generators', the phantom datasets' and ``medvit run --dry-run``'s):
+    ``image_size`` a whole number of pixels in [:data:`MIN_IMAGE_SIZE`, :data:`MAX_IMAGE_SIZE`], ``fov_mm`` (detector
+    field of view in mm) a finite number > 0, ``in_chans`` 1 (grey) or 3 (grey repeated, for RGB backbones). A value
+    left ``None`` is not checked.
+
+    Raises:
+        ValueError: naming the argument (``name(arg)``, e.g. ``dataset_args.image_size``) and the value; ``what``
+            (e.g. "chest phantoms") says whose minimum size applies.
+    """
+    if image_size is not None:
+        v = image_size
+        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v != int(v):
+            raise ValueError(f"{name('image_size')} (pixels a side) must be a whole number, got {v!r}")
+        if v < MIN_IMAGE_SIZE:
+            raise ValueError(f"{name('image_size')} must be >= {MIN_IMAGE_SIZE} for {what}, got {v}")
+        if v > MAX_IMAGE_SIZE:
+            raise ValueError(f"{name('image_size')} (pixels a side) must be <= {MAX_IMAGE_SIZE:,} (more would not "
+                             f"fit in memory), got {int(v):,}")
+    if fov_mm is not None and (isinstance(fov_mm, bool) or not isinstance(fov_mm, Real)
+                               or not (math.isfinite(fov_mm) and fov_mm > 0)):
+        raise ValueError(f"{name('fov_mm')} (detector field of view in mm; sets the pixel spacing) must be a finite "
+                         f"number > 0, got {fov_mm!r}")
+    if in_chans is not None and (isinstance(in_chans, bool) or in_chans not in (1, 3)):
+        raise ValueError(f"{name('in_chans')} must be 1 (grey) or 3 (the grey channel repeated, for RGB "
+                         f"backbones), got {in_chans!r}")
+
+
+def check_probability(value: Any, key: str, name: Callable[[str], str] = str) -> float:
+    """``value`` as a float in [0, 1]; ``ValueError`` naming ``name(key)`` and the value otherwise (NaN too)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name(key)} (a probability) must lie in [0, 1], got {value!r}")
+    return float(value)
+
+
+def bound_args(cls: type, kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` completed with the defaults of ``cls.__init__`` (a generator's ``check_args``: the values its
+    constructor would see). ``TypeError`` for an argument the constructor does not take."""
+    b = inspect.signature(cls.__init__).bind(None, **kw)
+    b.apply_defaults()
+    return {k: v for k, v in b.arguments.items() if k != "self"}
 
 
 def image_rng(seed: int, kind: str, index: int) -> np.random.Generator:
@@ -267,3 +321,7 @@ class Difficulty:
     def label_rng(self, seed: int, kind: str, index: int) -> np.random.Generator:
         """Label-noise stream of image ``index`` (independent of the image's own stream)."""
         return np.random.default_rng([int(seed), KIND_CODES[kind], 3, int(index)])
+
+
+#: the :class:`Difficulty` fields in constructor order: the generators' knob arguments
+KNOB_ARGS: tuple[str, ...] = tuple(f.name for f in fields(Difficulty))

@@ -15,14 +15,19 @@ and quantum noise. Everything is vectorised numpy; lesions are drawn in their bo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from medvit.data.phantom_common import (
+    KNOB_ARGS,
     SPLITS,
     Difficulty,
+    bound_args,
+    check_geometry,
+    check_probability,
     image_rng,
     patient_meta,
     patient_rng,
@@ -75,7 +80,9 @@ class ChestPhantomGenerator:
         lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits: calibration knobs, see
             :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms).
     Raises:
-        ValueError: image_size < 32, a probability outside [0, 1] or a knob outside its range.
+        ValueError: image_size not a whole number in [32, 4096], fov_mm not a finite number > 0, a probability
+            outside [0, 1] or a knob outside its range, naming the argument
+            (:func:`~medvit.data.phantom_common.check_geometry`).
     """
 
     kind = "cxr"
@@ -86,13 +93,10 @@ class ChestPhantomGenerator:
                  lesion_contrast: float = 1.0, lesion_size: float = 1.0, anatomy: float = 1.0, noise: float = 1.0,
                  label_noise: float = 0.0,
                  label_noise_splits: tuple[str, ...] | list[str] = SPLITS):
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32 for chest phantoms, got {image_size}")
-        if not 0.0 <= prevalence <= 1.0 or not 0.0 <= healthy_fraction <= 1.0:
-            raise ValueError("prevalence and healthy_fraction must lie in [0, 1]")
+        self.difficulty = self._checked(image_size, prevalence, healthy_fraction, fov_mm,
+                                        (lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits))
         self.size, self.seed, self.prevalence = int(image_size), int(seed), float(prevalence)
         self.healthy_fraction, self.fov_mm, self.with_masks = float(healthy_fraction), float(fov_mm), with_masks
-        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits)
         s = self.size
         lin = ((np.arange(s, dtype=np.float32) + 0.5) / s * 2 - 1).astype(np.float32)
         self.v, self.u = np.meshgrid(lin, lin, indexing="ij")
@@ -105,6 +109,28 @@ class ChestPhantomGenerator:
         self.filaments = fil.reshape(3, 2 * s, f, 2 * s, f).mean((2, 4)).astype(np.float32)
         self.blobs = texture_bank(bank_rng, s, 2, (0.06, 0.25))
         self.px = 2.0 / s  # anatomical units per pixel (before pose scaling)
+
+    @staticmethod
+    def _checked(image_size: Any, prevalence: Any, healthy_fraction: Any, fov_mm: Any, knobs: tuple[Any, ...],
+                 name: Callable[[str], str] = str) -> Difficulty:
+        """The constructor's refusals (``ValueError`` naming ``name(arg)`` and the value), nothing drawn."""
+        check_geometry(image_size, fov_mm, what="chest phantoms", name=name)
+        check_probability(prevalence, "prevalence", name)
+        check_probability(healthy_fraction, "healthy_fraction", name)
+        return Difficulty(*knobs)
+
+    @classmethod
+    def check_args(cls, name: Callable[[str], str] = str, **kw: Any) -> None:
+        """Refuse what the constructor would refuse for keyword arguments ``kw``, by the same code, without drawing
+        the texture banks (config-time checks: ``medvit run --dry-run``, ``medvit data synth``).
+
+        Raises:
+            ValueError: as the constructor, naming ``name(arg)``.
+            TypeError: an argument the constructor does not take.
+        """
+        a = bound_args(cls, kw)
+        cls._checked(a["image_size"], a["prevalence"], a["healthy_fraction"], a["fov_mm"],
+                     tuple(a[k] for k in KNOB_ARGS), name)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _bbox(self, pose: tuple[float, ...], cx: float, cy: float, radius: float) -> tuple[slice, slice]:

@@ -10,7 +10,6 @@ From a folder (``root``): reads what ``medvit data synth`` wrote (``labels.csv``
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,14 @@ import torch
 from medvit.config import check_arg_types
 from medvit.data.datasets import ItemDataset, check_split, to_chw
 from medvit.data.own import inside
-from medvit.data.phantom_common import PHANTOM_KNOBS, SPLIT_KNOB, Difficulty, patient_meta, plan_patients
+from medvit.data.phantom_common import (
+    PHANTOM_KNOBS,
+    SPLIT_KNOB,
+    Difficulty,
+    check_geometry,
+    patient_meta,
+    plan_patients,
+)
 from medvit.data.phantom_cxr import CXR_LABELS, ChestPhantomGenerator
 from medvit.data.phantom_retina import AMD_STAGES, RETINA_BIOMARKERS, RetinaPhantomGenerator
 from medvit.io.errors import file_problem, printable_path
@@ -31,13 +37,39 @@ from medvit.registry import did_you_mean, register
 _SPLITS = ("train", "val", "test", "all")
 
 
+_GENERATORS: dict[str, type] = {"cxr": ChestPhantomGenerator, "retina": RetinaPhantomGenerator}
+
+
+def generator_class(kind: str) -> Any:
+    """The generator class of ``kind`` (``cxr`` or ``retina``); ``ValueError`` for another kind."""
+    if kind not in _GENERATORS:
+        raise ValueError(f"unknown phantom kind {kind!r}; use 'cxr' or 'retina'")
+    return _GENERATORS[kind]
+
+
 def make_generator(kind: str, image_size: int, seed: int, **kw: Any) -> Any:
-    """Generator for ``kind`` (``cxr`` or ``retina``)."""
-    if kind == "cxr":
-        return ChestPhantomGenerator(image_size=image_size, seed=seed, **kw)
-    if kind == "retina":
-        return RetinaPhantomGenerator(image_size=image_size, seed=seed, **kw)
-    raise ValueError(f"unknown phantom kind {kind!r}; use 'cxr' or 'retina'")
+    """Generator for ``kind`` (``cxr`` or ``retina``).
+
+    Raises:
+        ValueError: an unknown kind, a keyword the generator does not take (naming it, with the nearest name), or a
+            value the generator refuses (naming the argument)."""
+    gen = generator_class(kind)
+    _refuse_unknown(kind, kw, _params(gen.__init__), str)
+    return gen(image_size=image_size, seed=seed, **kw)
+
+
+def _refuse_unknown(kind: str, args: dict[str, Any], known: set[str], name: Callable[[str], str]) -> None:
+    """``ValueError`` naming the first key of ``args`` not in ``known``: a chest-only knob for retina, else the
+    nearest known name and the list of them (a Python call gave the constructor's bare TypeError)."""
+    for k in args:
+        if k in known:
+            continue
+        if k in PHANTOM_KNOBS:  # prevalence / healthy_fraction on retina
+            raise ValueError(f"{name(k)}: {k!r} is a chest-only knob; {kind} phantoms take "
+                             f"{[x for x in PHANTOM_KNOBS + (SPLIT_KNOB,) if x in known]}")
+        hint = did_you_mean(k, known)
+        raise ValueError(f"{name(k)}: {kind}_phantom takes no argument {k!r}"
+                         f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
 
 
 def visits(patient_of: np.ndarray) -> np.ndarray:
@@ -51,11 +83,22 @@ def visits(patient_of: np.ndarray) -> np.ndarray:
 
 class PhantomDataset(ItemDataset):
     """In-memory phantoms. Items follow :mod:`medvit.data.datasets`; ``with_masks`` adds ``masks`` (dict of
-    (H, W) bool tensors) and ``report`` (str) — leave it off for training (faster, collate-friendly)."""
+    (H, W) bool tensors) and ``report`` (str) — leave it off for training (faster, collate-friendly).
+
+    ``gen_kw``: the generator's arguments (knobs, ``prevalence``, ``fov_mm``, ...). A synth folder's argument
+    (``follow_links``, ``intensity``) set to ``None`` means "not given".
+
+    Raises:
+        ValueError: an unknown split or kind, a keyword neither this class nor the generator takes or only a synth
+            folder takes, ``in_chans`` other than 1 or 3, or a value the generator refuses, naming the argument."""
 
     def __init__(self, kind: str, split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 224,
                  in_chans: int = 1, with_masks: bool = False, transform: Any = None, **gen_kw: Any):
         check_split(split, _SPLITS, f"{kind}_phantom")
+        _memory_only(kind, gen_kw, str)
+        gen_kw = {k: v for k, v in gen_kw.items() if k not in _FOLDER_ONLY}  # None: not given
+        _refuse_unknown(kind, gen_kw, _params(PhantomDataset.__init__) | _params(generator_class(kind).__init__), str)
+        check_geometry(in_chans=in_chans)
         self.kind, self.split, self.in_chans, self.with_masks = kind, split, int(in_chans), with_masks
         self.gen = make_generator(kind, image_size, seed, with_masks=with_masks, **gen_kw)
         self.plan = plan_patients(n, seed, kind)
@@ -108,6 +151,7 @@ class PhantomFolderDataset(ItemDataset):
                  transform: Any = None, kind: str | None = None, intensity: dict[str, str] | None = None,
                  follow_links: bool = False):
         check_split(split, _SPLITS, "phantom folder")
+        check_geometry(in_chans=in_chans)
         self.root = Path(root)
         man = self.root / "manifest.json"
         self.manifest = read_json(man, missing=f"is {self.root} a folder written by `medvit data synth`?")
@@ -225,16 +269,12 @@ def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed
         folder = _params(PhantomFolderDataset.__init__)  # an in-memory argument set to null: not given
         return PhantomFolderDataset(root, split, image_size=image_size, kind=kind,
                                     **{k: v for k, v in kw.items() if k in folder or v is not None})
-    _memory_only(kind, kw, lambda k: k)
-    kw = {k: v for k, v in kw.items() if k not in _FOLDER_ONLY}  # null: not given
     return PhantomDataset(kind, split, n=1000 if n is None else n, seed=0 if seed is None else seed,
                           image_size=224 if image_size is None else image_size, **kw)
 
 
-#: upper bounds of in-memory phantom arguments (a config value is never allowed to exhaust memory): the generator
-#: draws its texture banks at twice ``image_size`` a side on construction (4096 px: about 3 GB), and the patient plan
-#: holds ``n`` integers
-MAX_IMAGE_SIZE = 4096
+#: upper bound of ``n`` in memory (a config value is never allowed to exhaust memory): the patient plan holds ``n``
+#: integers (the image size's bound is the generators' own, :data:`~medvit.data.phantom_common.MAX_IMAGE_SIZE`)
 MAX_N = 10_000_000
 
 
@@ -275,31 +315,6 @@ def _params(fn: Any) -> set[str]:
             if k not in ("self", "kind", "split") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
-def _check_in_chans(args: dict[str, Any], name: Callable[[str], str]) -> None:
-    if args.get("in_chans") is not None and args["in_chans"] not in (1, 3):  # 0 gave 1 channel, 1e9 ran out of memory
-        raise ValueError(f"{name('in_chans')} must be 1 (grey) or 3 (the grey channel repeated, for RGB "
-                         f"backbones), got {args['in_chans']}")
-
-
-def _check_memory_values(kind: str, args: dict[str, Any], name: Callable[[str], str]) -> None:
-    """In-memory values the generator and patient plan take without a clear error (or at all): upper bounds that
-    keep a config value from exhausting memory, a finite positive field of view, the chest prevalences named one by
-    one; ``ValueError`` naming the key."""
-    for k, hi, what in (("n", MAX_N, "number of phantom images"), ("image_size", MAX_IMAGE_SIZE, "pixels a side")):
-        v = args.get(k)  # the lower bounds are the plan's and the generator's own refusals
-        if v is not None and v > hi:
-            raise ValueError(f"{name(k)} ({what}) must be <= {hi:,} (more would not fit in memory), "
-                             f"got {v:,}")
-    fov = args.get("fov_mm")
-    if fov is not None and not (math.isfinite(fov) and fov > 0):
-        raise ValueError(f"{name('fov_mm')} (detector field of view in mm; sets the pixel spacing) must be a finite "
-                         f"number > 0, got {fov}")
-    for k in ("prevalence", "healthy_fraction"):
-        v = args.get(k)
-        if v is not None and not 0.0 <= v <= 1.0:  # NaN fails too
-            raise ValueError(f"{name(k)} (a probability) must lie in [0, 1], got {v}")
-
-
 def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], str] | None = None,
                        where: str = "dataset_args") -> dict[str, Any]:
     """Config-time check of a phantom dataset's ``dataset_args`` (``medvit run --dry-run``, via the registry meta
@@ -308,8 +323,9 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     generator nor a synth folder (``root``) takes, a chest-only knob for retina, a value of the wrong type, a
     calibration knob outside its range (:class:`Difficulty`); with ``root``, ``n`` / ``seed`` or an in-memory
     argument (a knob: the folder's were fixed when it was drawn); in memory, any value the run's generator and
-    patient plan refuse (``n < 1``, ``image_size < 32``, ``prevalence`` outside [0, 1], ...) and values beyond
-    :data:`MAX_N` / :data:`MAX_IMAGE_SIZE`, ``fov_mm <= 0``, ``in_chans`` other than 1 or 3: ``--dry-run`` refuses
+    patient plan refuse (``n < 1`` or beyond :data:`MAX_N`, ``image_size`` outside [32, 4096], ``fov_mm <= 0``,
+    ``prevalence`` outside [0, 1], ``in_chans`` other than 1 or 3, ...), by the generator's own checks
+    (``check_args``: nothing is drawn) and :func:`~medvit.data.phantom_common.check_geometry`: ``--dry-run`` refuses
     what the run refuses. ``transform`` is the task's, never a config value. Returns ``args`` with values converted
     as config fields are (``n: 1e3`` -> 1000)."""
     import dataclasses
@@ -318,16 +334,9 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
         def name(k: str) -> str:
             return f"dataset_args.{k}"
 
-    gen = ChestPhantomGenerator if kind == "cxr" else RetinaPhantomGenerator
+    gen = generator_class(kind)
     known = {"root"} | _params(PhantomFolderDataset.__init__) | _params(PhantomDataset.__init__) | _params(gen.__init__)
-    for k in args:
-        if k not in known:
-            if k in PHANTOM_KNOBS:  # prevalence / healthy_fraction on retina
-                raise ValueError(f"{name(k)}: {k!r} is a chest-only knob; {kind} phantoms take "
-                                 f"{[x for x in PHANTOM_KNOBS + (SPLIT_KNOB,) if x in known]}")
-            hint = did_you_mean(k, known)
-            raise ValueError(f"{name(k)}: {kind}_phantom takes no argument {k!r}"
-                             f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
+    _refuse_unknown(kind, args, known, name)
     if args.get("transform") is not None:
         raise ValueError(f"{name('transform')}: the transform is set by the task (its augmentation fields), not by "
                          f"a config value; remove it")
@@ -337,7 +346,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
         unset = {k: v for k, v in args.items() if v is None and k not in folder}  # dropped by the builder
         checked = check_arg_types({k: v for k, v in args.items() if k not in unset},
                                   [PhantomFolderDataset.__init__], name=name)
-        _check_in_chans(checked, name)
+        check_geometry(in_chans=checked.get("in_chans"), name=name)
         return {**checked, **unset}
     _memory_only(kind, args, name)
     knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
@@ -351,21 +360,22 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     unset = {k: args[k] for k in _FOLDER_ONLY if k in args}  # all null here: dropped by the builder
     args = check_arg_types({k: v for k, v in args.items() if k not in unset},
                            [builder, PhantomDataset.__init__, PhantomFolderDataset.__init__, gen.__init__], name=name)
-    # in memory: the run's own checks (n >= 1, image_size, prevalence, stage_probs, seed, ...), by the same code;
-    # the generator is built at the given image_size capped at 256 px (its textures are drawn on construction)
+    # in memory: the run's own checks (n >= 1, image_size, fov_mm, prevalence, stage_probs, in_chans, ...), by the
+    # same code, with nothing drawn (the generator's check_args, not its constructor)
     n, seed = (1000 if args.get(k) is None else args[k] for k in ("n", "seed"))
     if seed < 0:  # numpy's refusal ("expected non-negative integer") names no key
         raise ValueError(f"{name('seed')} must be >= 0 (a random seed), got {seed}")
-    _check_in_chans(args, name)
-    _check_memory_values(kind, args, name)
-    size = 224 if args.get("image_size") is None else args["image_size"]
-    gen_kw = {k: v for k, v in args.items() if k in _params(gen.__init__) and k not in ("image_size", "seed")}
-    try:
-        if n < 1:
-            plan_patients(n, seed, kind)  # refuses before drawing anything
-        make_generator(kind, min(size, 256), seed, **gen_kw)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{where}: {e}") from None
+    if n > MAX_N:
+        raise ValueError(f"{name('n')} (number of phantom images) must be <= {MAX_N:,} (more would not fit in "
+                         f"memory), got {n:,}")
+    if n < 1:
+        try:
+            plan_patients(n, seed, kind)  # the plan's own refusal
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    check_geometry(in_chans=args.get("in_chans"), name=name)
+    gen.check_args(name, **{k: v for k, v in args.items() if k in _params(gen.__init__)} | {
+        "image_size": 224 if args.get("image_size") is None else args["image_size"], "seed": seed})
     return {**args, **unset}
 
 

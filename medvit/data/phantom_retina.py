@@ -16,13 +16,17 @@ B-scans RetinaVLM trains on).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from medvit.data.phantom_common import (
+    KNOB_ARGS,
     SPLITS,
     Difficulty,
+    bound_args,
+    check_geometry,
     image_rng,
     patient_meta,
     patient_rng,
@@ -77,7 +81,8 @@ class RetinaPhantomGenerator:
             hyperreflective foci, never the drusen basal width: the width defines the stage (Beckman
             classification: small < 63 µm, medium 63–125 µm, large > 125 µm), so stage and report stay true.
     Raises:
-        ValueError: image_size < 32, bad stage_probs or a knob outside its range.
+        ValueError: image_size not a whole number in [32, 4096], bad stage_probs or a knob outside its range,
+            naming the argument (:func:`~medvit.data.phantom_common.check_geometry`).
     """
 
     kind = "retina"
@@ -88,13 +93,9 @@ class RetinaPhantomGenerator:
                  with_masks: bool = True, lesion_contrast: float = 1.0, lesion_size: float = 1.0,
                  anatomy: float = 1.0, noise: float = 1.0, label_noise: float = 0.0,
                  label_noise_splits: tuple[str, ...] | list[str] = SPLITS):
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32 for retina phantoms, got {image_size}")
-        probs = np.full(5, 0.2) if stage_probs is None else np.asarray(stage_probs, float)
-        if probs.shape != (5,) or (probs < 0).any() or not math.isclose(probs.sum(), 1.0, abs_tol=1e-6):
-            raise ValueError(f"stage_probs must be 5 non-negative numbers summing to 1, got {stage_probs}")
-        self.size, self.seed, self.probs, self.with_masks = int(image_size), int(seed), probs, with_masks
-        self.difficulty = Difficulty(lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits)
+        self.probs, self.difficulty = self._checked(
+            image_size, stage_probs, (lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits))
+        self.size, self.seed, self.with_masks = int(image_size), int(seed), with_masks
         s = self.size
         self.x = ((np.arange(s) + 0.5) / s).astype(np.float32)
         self.z = ((np.arange(s) + 0.5) / s).astype(np.float32)[:, None]
@@ -106,6 +107,32 @@ class RetinaPhantomGenerator:
         sp = brng.gamma(3.0, 1 / 3.0, size=(2, 2 * s * f, 2 * s * f)).astype(np.float32)
         self.speckle = sp.reshape(2, 2 * s, f, 2 * s, f).mean((2, 4))
         self.um_x, self.um_z = WIDTH_UM / s, DEPTH_UM / s
+
+    @staticmethod
+    def _checked(image_size: Any, stage_probs: Any, knobs: tuple[Any, ...],
+                 name: Callable[[str], str] = str) -> tuple[np.ndarray, Difficulty]:
+        """The constructor's refusals (``ValueError`` naming ``name(arg)`` and the value), nothing drawn: the
+        stage probabilities as a (5,) array and the knobs."""
+        check_geometry(image_size, what="retina phantoms", name=name)
+        try:
+            probs = np.full(5, 0.2) if stage_probs is None else np.asarray(stage_probs, float)
+        except (TypeError, ValueError):
+            probs = np.full(1, np.nan)  # not numbers: refused below
+        if probs.shape != (5,) or (probs < 0).any() or not math.isclose(probs.sum(), 1.0, abs_tol=1e-6):
+            raise ValueError(f"{name('stage_probs')} must be 5 non-negative numbers summing to 1, got {stage_probs}")
+        return probs, Difficulty(*knobs)
+
+    @classmethod
+    def check_args(cls, name: Callable[[str], str] = str, **kw: Any) -> None:
+        """Refuse what the constructor would refuse for keyword arguments ``kw``, by the same code, without drawing
+        the choroid texture and speckle (config-time checks: ``medvit run --dry-run``, ``medvit data synth``).
+
+        Raises:
+            ValueError: as the constructor, naming ``name(arg)``.
+            TypeError: an argument the constructor does not take.
+        """
+        a = bound_args(cls, kw)
+        cls._checked(a["image_size"], a["stage_probs"], tuple(a[k] for k in KNOB_ARGS), name)
 
     # -- biomarker plan --------------------------------------------------------------------------
     def _plan(self, ri: np.random.Generator) -> tuple[int, dict[str, Any]]:
