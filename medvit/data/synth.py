@@ -81,7 +81,15 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
 
     ``knobs``: the generator's calibration knobs (``lesion_contrast``, ``lesion_size``, ``anatomy``, ``noise``,
     ``label_noise``, ``label_noise_splits``; chest also ``prevalence``, ``healthy_fraction``; see
-    ``docs/phantoms.md``), recorded in ``manifest.json``; ``labels.csv`` holds each split's reported labels."""
+    ``docs/phantoms.md``), recorded in ``manifest.json``; ``labels.csv`` holds each split's reported labels.
+
+    ``manifest.json`` records every knob whatever its value, defaults included (``knobs``: the five numeric ones;
+    ``label_noise_splits``; ``population``: chest ``prevalence`` / ``healthy_fraction``, retina ``stage_probs``), so
+    a folder describes itself without the reader knowing this version's defaults. ``label_noise_splits`` is
+    recorded when ``knobs.label_noise`` is 0 too, where it has no effect: a folder's labels are noisy exactly on
+    the ``label_noise_splits`` when ``label_noise > 0`` and on none otherwise. Nothing in medvit reads the key back
+    (:class:`~medvit.data.phantom_datasets.PhantomFolderDataset` reads ``kind``, ``label_names``,
+    ``class_names``)."""
     if kind not in DEFAULT_SIZE:
         raise ValueError(f"unknown phantom kind {kind!r}; use 'cxr' or 'retina'")
     if fmt not in FORMATS:
