@@ -51,6 +51,7 @@ from medvit.data.datasets import ItemDataset, check_split, to_chw
 from medvit.data.nih import patient_hash_fraction
 from medvit.io.errors import file_problem, printable_path
 from medvit.io.jsonfile import name_list_problem
+from medvit.io.safe_write import resolved_inside
 from medvit.registry import register
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,10 @@ def inside(root: Path, rel: str, where: str, follow_links: bool = False, hint: s
     path = root / p
     if not follow_links:
         try:
-            target = path.resolve()
-            outside = not target.is_relative_to(Path(root).resolve())
-        except (OSError, RuntimeError) as e:  # a link loop (RuntimeError before Python 3.13)
-            raise ValueError(f"{where}: cannot resolve image path {rel!r} under {root} ({e})") from None
-        if outside:
+            target, ok = resolved_inside(root, path, shown=f"image path {rel!r}")
+        except ValueError as e:  # a link loop
+            raise ValueError(f"{where}: {e}") from None
+        if not ok:
             raise ValueError(f"{where}: {rel} leads through a symbolic link to {target}, outside {root} (refused"
                              f"{'; ' + hint if hint else ''})")
     return path

@@ -14,10 +14,12 @@ Hidden entries (names starting with ``.``) and the ``exclude`` folder (OUTPUT) a
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from medvit.io.errors import mode_problem
+from medvit.io.safe_write import resolved_inside
 
 WALK_STAGE = "walk"
 
@@ -36,11 +38,6 @@ def _rel(p: Path, root: Path) -> str:
         return p.relative_to(root).as_posix()
     except ValueError:
         return p.as_posix()
-
-
-def _inside(p: Path, root: Path) -> bool:
-    rp = p.resolve()
-    return rp == root or root in rp.parents
 
 
 def walk_inputs(root: Path, exclude: Path | None = None, follow_links: bool = False) -> Iterator[Path | WalkIssue]:
@@ -85,7 +82,7 @@ def _walk_dir(d: Path, root: Path, exclude: Path | None, follow: bool,
             if not p.exists():
                 yield WalkIssue(_rel(p, root), "skipped", "broken symbolic link")
                 continue
-            if not follow and not _inside(p, root):
+            if not follow and not resolved_inside(root, p)[1]:
                 yield WalkIssue(_rel(p, root) + ("/" if is_dir else ""), "skipped",
                                 "refused: symbolic link leading outside INPUT (use --follow-links to read it)")
                 continue
@@ -103,8 +100,8 @@ def _walk_dir(d: Path, root: Path, exclude: Path | None, follow: bool,
         except OSError as err:
             yield WalkIssue(_rel(p, root), "error", f"unreadable entry ({type(err).__name__})")
             continue
-        if not stat.S_ISREG(mode):
-            yield WalkIssue(_rel(p, root), "skipped", "not a regular file (FIFO, socket or device)")
+        if why := mode_problem(mode):  # reading a FIFO could block forever, a device never end
+            yield WalkIssue(_rel(p, root), "skipped", f"{why}, not a regular file")
             continue
         files.append(p)
     # the same order os.walk gave before (files of a folder, then its sub-folders), so resumes line up

@@ -157,7 +157,6 @@ def file_problem(path: str | Path) -> str | None:
     symbolic link to a missing target"``, ``"is a symbolic-link loop"``, ``"contains a NUL byte"``, ``"cannot be
     read (<reason>)"``; None when it is one. Nothing is opened (a FIFO is never waited on)."""
     import errno
-    import stat
 
     p = Path(path)
     try:
@@ -170,6 +169,14 @@ def file_problem(path: str | Path) -> str | None:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return "is a symbolic link to a missing target" if p.is_symlink() else "not found"
         return f"cannot be read ({e.strerror or e})"
+    return mode_problem(mode)
+
+
+def mode_problem(mode: int) -> str | None:
+    """Why a file of ``os.stat`` mode ``mode`` is not a regular file, worded as :func:`file_problem` (``"is a
+    directory"``, ``"is a FIFO (named pipe)"``, ``"is a socket"``, ``"is a device"``); None for a regular file."""
+    import stat
+
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):

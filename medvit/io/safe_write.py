@@ -9,6 +9,8 @@ systems. The rules here (see SECURITY.md):
   NUL bytes or 10 kB strings can never steer a write.
 * :func:`checked_path` — the final path (symlinks resolved) must lie inside ``root``; else
   :class:`UnsafePathError`.
+* :func:`resolved_inside` — the one containment rule of medvit's writes and reads (data folders, INPUT walks,
+  saved model directories): both sides resolved, so a root reached through a link is fine and a link out is seen.
 * :func:`atomic_write` — a temporary file created exclusively (``O_CREAT | O_EXCL | O_NOFOLLOW``, a random
   name, mode 0600 by default) in the target's folder, fsynced, then ``os.replace``: a planted symlink is
   never followed and a reader never sees half a file.
@@ -58,12 +60,34 @@ def checked_path(root: str | Path, path: str | Path) -> Path:
     A relative ``path`` is relative to the working directory, like ``root`` itself (callers build it as
     ``root / ...``; ``medvit infer -o results`` gives a relative root).
     """
-    r = Path(root).resolve()
     p = Path(path)
-    resolved = p.resolve()
-    if resolved != r and r not in resolved.parents:
-        raise UnsafePathError(f"refusing to write {p}: it resolves to {resolved}, outside {r}")
+    try:
+        resolved, ok = resolved_inside(root, p)
+    except ValueError as e:  # a link loop on the way
+        raise UnsafePathError(f"refusing to write {p}: {e}") from None
+    if not ok:
+        raise UnsafePathError(f"refusing to write {p}: it resolves to {resolved}, outside {Path(root).resolve()}")
     return p
+
+
+def resolved_inside(root: str | Path, path: str | Path, shown: str | None = None) -> tuple[Path, bool]:
+    """``(target, inside)``: ``path`` with every symbolic link resolved (the file itself or a folder on its way),
+    and whether it is ``root`` or lies below it. ``root`` is resolved too, so a root that is itself reached through
+    a link is fine. A relative path is relative to the working directory. Nothing is opened.
+
+    Raises:
+        ValueError: ``path`` cannot be resolved (a symbolic-link loop, a NUL byte, an OS error), naming it as
+            ``shown`` (default: the path) and the reason.
+    """
+    try:
+        r = Path(root).resolve()
+        target = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a loop: RuntimeError before Python 3.13; NUL: ValueError
+        from medvit.io.errors import printable_path
+
+        why = "contains a NUL byte" if isinstance(e, ValueError) else str(e)
+        raise ValueError(f"cannot resolve {shown or printable_path(path)} under {root} ({why})") from None
+    return target, target.is_relative_to(r)
 
 
 def make_dirs(root: str | Path, folder: str | Path, mode: int = 0o700) -> Path:

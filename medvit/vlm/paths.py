@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medvit.io.safe_write import resolved_inside
+
 CONFIG_NAME = "vlm_config.json"
 VISION_DIR = "vision"
 
@@ -23,8 +25,11 @@ def inside_model_dir(model_dir: str | Path, value: Any, key: str) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{cf}: key {key!r} must be a path relative to the model directory, got {value!r:.80}")
     p = Path(value)
-    target = (root / p).resolve()
-    if p.is_absolute() or not target.is_relative_to(root.resolve()):
+    try:
+        ok = not p.is_absolute() and resolved_inside(root, root / p, shown=repr(value))[1]
+    except ValueError as e:  # a link loop or a NUL byte
+        raise ValueError(f"{cf}: key {key!r}: {e}") from None
+    if not ok:
         raise ValueError(f"{cf}: key {key!r} is {value!r}, outside the model directory {root} (an absolute path or "
                          "one leading out of it is not followed); pass that checkpoint explicitly")
     return root / p
@@ -37,7 +42,7 @@ def bundle_checkpoint(src: str | Path, out_dir: Path, rel: str) -> str:
     if not s.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {s}")
     if s.resolve() != dst.resolve():
-        if s.resolve().is_relative_to(dst.resolve()):
+        if resolved_inside(dst, s)[1]:
             raise ValueError(f"cannot copy checkpoint {s} into {dst}: it lies inside the destination")
         if dst.exists():
             shutil.rmtree(dst)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from medvit.config import option
+from medvit.io.safe_write import resolved_inside
 from medvit.vlm.retina.guidelines import (
     GuidelineError,
     Guidelines,
@@ -265,7 +266,7 @@ def _row(
     img = root / image
     if not img.is_file():
         raise ValueError(f"image file {image} not found under the data root")
-    if not img.resolve().is_relative_to(root.resolve()):
+    if not resolved_inside(root, img)[1]:
         raise ValueError(f"image file {image} is a symbolic link leading outside the data root (refused)")
     if img.stat().st_size == 0:
         raise ValueError(f"image file {image} is empty (0 bytes)")
