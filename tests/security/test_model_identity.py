@@ -109,6 +109,29 @@ def test_contract_label_count_must_match_the_head(tmp_path, names):
         load_model(model)
 
 
+def test_empty_contract_label_list_on_a_classifier_is_refused_on_load(tmp_path):
+    """stop-33 leftover: an empty label list on a 3-output head loaded (read as "no named outputs"); batch infer
+    refused only later and the other load_model users (chat experts, viewer, export) would have had to repeat it.
+    An empty list stays legal for an encoder without a head (num_classes 0: MAE / SSL encoders)."""
+    import torch
+
+    from medvit.models import WeightContract, create_model, save_checkpoint
+
+    model = make_model(tmp_path / "m")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["contract"].update(label_names=[], thresholds=[])
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"m/config\.json: contract\.label_names is empty \(for an encoder "
+                                              r"without a classification head, num_classes 0\) but the model has 3 "
+                                              r"outputs"):
+        load_model(model)
+    torch.manual_seed(0)
+    enc = create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, embed_dim=16, depth=1, num_heads=2,
+                       in_chans=1, num_classes=0)
+    out = save_checkpoint(enc, tmp_path / "enc", contract=WeightContract(in_chans=1, input_size=(32, 32)))
+    assert load_model(out).contract.label_names == []
+
+
 def test_meta_build_is_stopped_when_it_registers_far_more_modules_than_the_file_has_tensors():
     from torch import nn
 
