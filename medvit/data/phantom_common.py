@@ -50,9 +50,7 @@ def check_geometry(image_size: Any = None, fov_mm: Any = None, in_chans: Any = N
             raise ValueError(f"{name('image_size')} (pixels a side) must be a whole number, got {v!r}")
         if v < MIN_IMAGE_SIZE:
             raise ValueError(f"{name('image_size')} must be >= {MIN_IMAGE_SIZE} for {what}, got {v}")
-        if v > MAX_IMAGE_SIZE:
-            raise ValueError(f"{name('image_size')} (pixels a side) must be <= {MAX_IMAGE_SIZE:,} (more would not "
-                             f"fit in memory), got {int(v):,}")
+        check_at_most(v, MAX_IMAGE_SIZE, "image_size", "pixels a side", name)
     if fov_mm is not None and (isinstance(fov_mm, bool) or not isinstance(fov_mm, Real)
                                or not (math.isfinite(fov_mm) and fov_mm > 0)):
         raise ValueError(f"{name('fov_mm')} (detector field of view in mm; sets the pixel spacing) must be a finite "
@@ -60,6 +58,14 @@ def check_geometry(image_size: Any = None, fov_mm: Any = None, in_chans: Any = N
     if in_chans is not None and (isinstance(in_chans, bool) or in_chans not in (1, 3)):
         raise ValueError(f"{name('in_chans')} must be 1 (grey) or 3 (the grey channel repeated, for RGB "
                          f"backbones), got {in_chans!r}")
+
+
+def check_at_most(value: Any, limit: int, key: str, what: str, name: Callable[[str], str] = str) -> None:
+    """``ValueError`` naming ``name(key)`` (``what`` it counts) when ``value`` exceeds ``limit``: a value from a
+    config or a call is never allowed to exhaust memory."""
+    if value > limit:
+        raise ValueError(f"{name(key)} ({what}) must be <= {limit:,} (more would not fit in memory), "
+                         f"got {int(value):,}")
 
 
 def check_probability(value: Any, key: str, name: Callable[[str], str] = str) -> float:
@@ -325,3 +331,29 @@ class Difficulty:
 
 #: the :class:`Difficulty` fields in constructor order: the generators' knob arguments
 KNOB_ARGS: tuple[str, ...] = tuple(f.name for f in fields(Difficulty))
+
+
+class PhantomGenerator:
+    """Base of the chest and retina generators: their argument check without the constructor's work.
+
+    A subclass's constructor starts with ``_checked(*values of CHECKED, knobs, name)`` (a static method that
+    refuses bad arguments and draws nothing); :meth:`check_args` runs the same method on keyword arguments."""
+
+    #: the constructor arguments ``_checked`` takes first, in order (the knobs follow as one tuple)
+    CHECKED: tuple[str, ...] = ()
+
+    @staticmethod
+    def _checked(*args: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def check_args(cls, name: Callable[[str], str] = str, **kw: Any) -> None:
+        """Refuse what the constructor would refuse for keyword arguments ``kw``, by the same code, without drawing
+        anything (config-time checks: ``medvit run --dry-run``, ``medvit data synth``).
+
+        Raises:
+            ValueError: as the constructor, naming ``name(arg)``.
+            TypeError: an argument the constructor does not take.
+        """
+        a = bound_args(cls, kw)
+        cls._checked(*(a[k] for k in cls.CHECKED), tuple(a[k] for k in KNOB_ARGS), name)

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from medvit.data.phantom_common import (
-    KNOB_ARGS,
     SPLITS,
     Difficulty,
-    bound_args,
+    PhantomGenerator,
     check_geometry,
     check_probability,
     image_rng,
@@ -67,7 +66,7 @@ class Phantom:
     target: int | None = None
 
 
-class ChestPhantomGenerator:
+class ChestPhantomGenerator(PhantomGenerator):
     """Deterministic generator: ``gen.sample(index, patient)`` → :class:`Phantom` (image (S, S)).
 
     Args:
@@ -87,6 +86,7 @@ class ChestPhantomGenerator:
 
     kind = "cxr"
     label_names = CXR_LABELS
+    CHECKED = ("image_size", "prevalence", "healthy_fraction", "fov_mm")
 
     def __init__(self, image_size: int = 512, seed: int = 0, prevalence: float = 0.22,
                  healthy_fraction: float = 0.3, fov_mm: float = 400.0, with_masks: bool = True,
@@ -113,24 +113,12 @@ class ChestPhantomGenerator:
     @staticmethod
     def _checked(image_size: Any, prevalence: Any, healthy_fraction: Any, fov_mm: Any, knobs: tuple[Any, ...],
                  name: Callable[[str], str] = str) -> Difficulty:
-        """The constructor's refusals (``ValueError`` naming ``name(arg)`` and the value), nothing drawn."""
+        """The constructor's refusals (``ValueError`` naming ``name(arg)`` and the value), nothing drawn; the
+        knobs. Also :meth:`check_args`."""
         check_geometry(image_size, fov_mm, what="chest phantoms", name=name)
         check_probability(prevalence, "prevalence", name)
         check_probability(healthy_fraction, "healthy_fraction", name)
         return Difficulty(*knobs)
-
-    @classmethod
-    def check_args(cls, name: Callable[[str], str] = str, **kw: Any) -> None:
-        """Refuse what the constructor would refuse for keyword arguments ``kw``, by the same code, without drawing
-        the texture banks (config-time checks: ``medvit run --dry-run``, ``medvit data synth``).
-
-        Raises:
-            ValueError: as the constructor, naming ``name(arg)``.
-            TypeError: an argument the constructor does not take.
-        """
-        a = bound_args(cls, kw)
-        cls._checked(a["image_size"], a["prevalence"], a["healthy_fraction"], a["fov_mm"],
-                     tuple(a[k] for k in KNOB_ARGS), name)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _bbox(self, pose: tuple[float, ...], cx: float, cy: float, radius: float) -> tuple[slice, slice]:

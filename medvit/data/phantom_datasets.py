@@ -24,6 +24,7 @@ from medvit.data.phantom_common import (
     PHANTOM_KNOBS,
     SPLIT_KNOB,
     Difficulty,
+    check_at_most,
     check_geometry,
     patient_meta,
     plan_patients,
@@ -365,9 +366,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     n, seed = (1000 if args.get(k) is None else args[k] for k in ("n", "seed"))
     if seed < 0:  # numpy's refusal ("expected non-negative integer") names no key
         raise ValueError(f"{name('seed')} must be >= 0 (a random seed), got {seed}")
-    if n > MAX_N:
-        raise ValueError(f"{name('n')} (number of phantom images) must be <= {MAX_N:,} (more would not fit in "
-                         f"memory), got {n:,}")
+    check_at_most(n, MAX_N, "n", "number of phantom images", name)
     if n < 1:
         try:
             plan_patients(n, seed, kind)  # the plan's own refusal

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from medvit.data.phantom_common import (
-    KNOB_ARGS,
     SPLITS,
     Difficulty,
-    bound_args,
+    PhantomGenerator,
     check_geometry,
     image_rng,
     patient_meta,
@@ -67,7 +66,7 @@ def _tabular(seed: int, index: int, stage: int, noise: float) -> dict[str, Any]:
     return {"va_logmar": round(va, 2), "quality_index": int(round(q))}
 
 
-class RetinaPhantomGenerator:
+class RetinaPhantomGenerator(PhantomGenerator):
     """Deterministic generator: ``gen.sample(index, patient)`` → :class:`Phantom` with ``target`` = stage.
 
     Args:
@@ -88,6 +87,7 @@ class RetinaPhantomGenerator:
     kind = "retina"
     label_names = RETINA_BIOMARKERS
     class_names = AMD_STAGES
+    CHECKED = ("image_size", "stage_probs")
 
     def __init__(self, image_size: int = 256, seed: int = 0, stage_probs: tuple[float, ...] | None = None,
                  with_masks: bool = True, lesion_contrast: float = 1.0, lesion_size: float = 1.0,
@@ -112,7 +112,7 @@ class RetinaPhantomGenerator:
     def _checked(image_size: Any, stage_probs: Any, knobs: tuple[Any, ...],
                  name: Callable[[str], str] = str) -> tuple[np.ndarray, Difficulty]:
         """The constructor's refusals (``ValueError`` naming ``name(arg)`` and the value), nothing drawn: the
-        stage probabilities as a (5,) array and the knobs."""
+        stage probabilities as a (5,) array and the knobs. Also :meth:`check_args`."""
         check_geometry(image_size, what="retina phantoms", name=name)
         try:
             probs = np.full(5, 0.2) if stage_probs is None else np.asarray(stage_probs, float)
@@ -121,18 +121,6 @@ class RetinaPhantomGenerator:
         if probs.shape != (5,) or (probs < 0).any() or not math.isclose(probs.sum(), 1.0, abs_tol=1e-6):
             raise ValueError(f"{name('stage_probs')} must be 5 non-negative numbers summing to 1, got {stage_probs}")
         return probs, Difficulty(*knobs)
-
-    @classmethod
-    def check_args(cls, name: Callable[[str], str] = str, **kw: Any) -> None:
-        """Refuse what the constructor would refuse for keyword arguments ``kw``, by the same code, without drawing
-        the choroid texture and speckle (config-time checks: ``medvit run --dry-run``, ``medvit data synth``).
-
-        Raises:
-            ValueError: as the constructor, naming ``name(arg)``.
-            TypeError: an argument the constructor does not take.
-        """
-        a = bound_args(cls, kw)
-        cls._checked(a["image_size"], a["stage_probs"], tuple(a[k] for k in KNOB_ARGS), name)
 
     # -- biomarker plan --------------------------------------------------------------------------
     def _plan(self, ri: np.random.Generator) -> tuple[int, dict[str, Any]]:
