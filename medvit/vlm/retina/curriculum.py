@@ -186,6 +186,17 @@ def safe_relpath(value: str, what: str) -> str:
     return str(p)
 
 
+def _file_inside(root: Path, rel: str, what: str) -> Path:
+    """``root / rel`` for a file named in the table (``rel`` from :func:`safe_relpath`): ``ValueError`` (the row is
+    skipped) when it is not a regular file or leads outside the data root through a symbolic link."""
+    p = root / rel
+    if not p.is_file():
+        raise ValueError(f"{what} {rel} not found under the data root")
+    if not resolved_inside(root, p)[1]:
+        raise ValueError(f"{what} {rel} is a symbolic link leading outside the data root (refused)")
+    return p
+
+
 def _tag_lookup(g: Guidelines) -> dict[str, str]:
     out = {}
     for n, b in g.biomarkers.items():
@@ -263,11 +274,7 @@ def _row(
     if not re.fullmatch(r"[\w.\-]{1,128}", iid):
         raise ValueError(f"image_id {iid!r} must be 1-128 letters, digits, '.', '_' or '-'")
     image = safe_relpath(get("image") or "", "image")
-    img = root / image
-    if not img.is_file():
-        raise ValueError(f"image file {image} not found under the data root")
-    if not resolved_inside(root, img)[1]:
-        raise ValueError(f"image file {image} is a symbolic link leading outside the data root (refused)")
+    img = _file_inside(root, image, "image file")
     if img.stat().st_size == 0:
         raise ValueError(f"image file {image} is empty (0 bytes)")
     f: dict[str, Any] = {}
@@ -320,10 +327,8 @@ def _row(
     if "report" in cols:
         report = get("report")
     elif "report_file" in cols:
-        rp = root / safe_relpath(get("report_file") or "", "report_file")
-        report = rp.read_text(encoding="utf-8") if rp.is_file() else None
-        if report is None:
-            raise ValueError(f"report file {rp.name} not found")
+        rp = _file_inside(root, safe_relpath(get("report_file") or "", "report_file"), "report file")
+        report = rp.read_text(encoding="utf-8")
     obs = observations_from_report(report, g) if report else None
     if obs is not None and "quality_index" in f:
         obs = normalize_observations({**obs, "image_quality": quality_label(f["quality_index"])}, g)

@@ -141,6 +141,28 @@ def test_bad_rows_skipped_with_reasons(data, g, tmp_path):
     assert man["images"]["part1"] == 44
 
 
+def test_files_linked_outside_the_data_root_are_refused(data, g, tmp_path):
+    """A report_file value was checked lexically only: a report linked to a file outside the data root was read
+    into the curriculum (the image had the link check; both now share one)."""
+    root = _edited_copy(data, tmp_path, {})
+    rows = list(csv.DictReader(open(root / "labels.csv")))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("SECRET-OUTSIDE-REPORT")
+    shutil.copy(root / rows[1]["file"], outside / "scan.png")
+    (root / rows[0]["report_file"]).unlink()
+    (root / rows[0]["report_file"]).symlink_to(outside / "secret.txt")
+    (root / rows[1]["file"]).unlink()
+    (root / rows[1]["file"]).symlink_to(outside / "scan.png")
+    generate_curriculum(root, tmp_path / "o", _cfg(), g)
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    reasons = {s["line"]: s["reason"] for s in man["skipped"]}
+    assert set(reasons) == {2, 3}
+    assert f"report file {rows[0]['report_file']} is a symbolic link leading outside the data root" in reasons[2]
+    assert f"image file {rows[1]['file']} is a symbolic link leading outside the data root" in reasons[3]
+    assert "SECRET-OUTSIDE-REPORT" not in "".join(f.read_text() for f in (tmp_path / "o").glob("*.jsonl"))
+
+
 def test_user_csv_with_column_mapping_and_tags(g, tmp_path):
     import numpy as np
     from PIL import Image
