@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from medvit.io.safe_write import resolved_inside
+
 logger = logging.getLogger(__name__)
 
 ENV_TOKEN = "MEDVIT_VIEWER_TOKEN"
@@ -82,7 +84,7 @@ def allowed_roots(paths: Iterable[Path | str | None], env: Mapping[str, str]) ->
 def check_folder(folder: str | Path, roots: list[Path]) -> Path:
     """``folder`` resolved, if inside one of ``roots``; else ``PermissionError`` naming the roots."""
     p = Path(folder).expanduser().resolve()
-    if any(p == r or r in p.parents for r in roots):
+    if any(resolved_inside(r, p)[1] for r in roots):
         return p
     shown = ", ".join(str(r) for r in roots) or "none configured"
     raise PermissionError(f"{folder} is outside the folders this viewer may open ({shown}); start it with "

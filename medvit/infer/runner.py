@@ -40,7 +40,7 @@ from medvit.infer.predictor import INT8_MIN_CALIBRATION_IMAGES, PRECISIONS, Pred
 from medvit.infer.preprocess import Preprocessor
 from medvit.infer.walk import WALK_STAGE, WalkIssue, walk_inputs
 from medvit.io.rules import SelectionRules
-from medvit.io.safe_write import atomic_write
+from medvit.io.safe_write import atomic_write, resolved_inside
 from medvit.io.text import header_text
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class InferConfig:
             raise FileNotFoundError(f"input {self.input} does not exist")
         inp, out = Path(self.input).resolve(), Path(self.output).resolve()
         in_root = inp.parent if inp.is_file() and inp.name.upper() == "DICOMDIR" else inp
-        if in_root.is_dir() and (out == in_root or in_root in out.parents):
+        if in_root.is_dir() and resolved_inside(in_root, out)[1]:
             raise ValueError(f"output {self.output} is inside input {self.input}: a later run would read its own "
                              "heatmaps and reports as inputs. Choose an output folder outside the input.")
 

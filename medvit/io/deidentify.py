@@ -45,6 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from medvit.io.safe_write import resolved_inside
 from medvit.io.uids import make_uid
 
 logger = logging.getLogger(__name__)
@@ -136,10 +137,8 @@ def load_or_create_key(key_file: str | Path, forbidden: Iterable[str | Path] = (
     the key and the outputs can re-identify patients by trying candidate identifiers.
     """
     p = Path(key_file).expanduser()
-    rp = p.resolve()
     for f in forbidden:
-        fr = Path(f).resolve()
-        if rp == fr or fr in rp.parents:
+        if resolved_inside(f, p)[1]:
             raise ValueError(f"de-identification key {p} lies inside {f}: keep keys outside the data (anyone "
                              "given the folder could re-identify patients). Name a key file elsewhere with "
                              "--deid-key or set MEDVIT_DEID_KEY_DIR.")
