@@ -358,9 +358,20 @@ class VisionLanguageModel(nn.Module):
 
         trained: which parts were trained so far (default: those trainable now); the vision encoder is saved
         unless it is a frozen, untrained verified checkpoint; the full LM only when it was tuned without LoRA.
+        Raises ``ValueError`` when ``out_dir`` is or lies inside the vision checkpoint or an expert checkpoint
+        (:func:`medvit.vlm.paths.refuse_output_inside`; nothing is written then).
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        cfg_d = asdict(self.cfg)
+        extra = dict(extra or {})
+        # the checkpoints travel with the model (relocatable); copied first, so an output folder inside one of
+        # them is refused (paths.refuse_output_inside) before anything is written
+        if self.cfg.vision_checkpoint:
+            cfg_d["vision_checkpoint"] = bundle_checkpoint(self.cfg.vision_checkpoint, out, VISION_DIR,
+                                                           "vision_checkpoint")
+        if extra.get("experts"):
+            extra["experts"] = bundle_expert_specs(extra["experts"], out)
         trained = dict(trained or self.trainable_parts())
         sd: dict[str, torch.Tensor] = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
         save_vision = trained.get("vision", False) or not self.vision_from_checkpoint
@@ -371,12 +382,6 @@ class VisionLanguageModel(nn.Module):
         write_safetensors(out / WEIGHTS_NAME, {k: v.detach().contiguous().cpu() for k, v in sd.items()})
         if self.lm_mode == "lora":
             self.lm.save_pretrained(out / ADAPTER_DIR)
-        cfg_d = asdict(self.cfg)
-        if self.cfg.vision_checkpoint:  # the architecture + contract travel with the model (relocatable)
-            cfg_d["vision_checkpoint"] = bundle_checkpoint(self.cfg.vision_checkpoint, out, VISION_DIR)
-        extra = dict(extra or {})
-        if extra.get("experts"):
-            extra["experts"] = bundle_expert_specs(extra["experts"], out)
         meta = {
             "format": FORMAT,
             "config": cfg_d,

@@ -35,15 +35,34 @@ def inside_model_dir(model_dir: str | Path, value: Any, key: str) -> Path:
     return root / p
 
 
-def bundle_checkpoint(src: str | Path, out_dir: Path, rel: str) -> str:
+def refuse_output_inside(out_dir: str | Path, checkpoint: str | Path, key: str) -> None:
+    """Raise ``ValueError`` when the output folder ``out_dir`` is the checkpoint folder ``checkpoint`` or lies
+    inside it (symbolic links resolved, :func:`medvit.io.safe_write.resolved_inside`): saving the model copies the
+    checkpoint into ``out_dir`` (:func:`bundle_checkpoint`), which would copy its own copy without end. The
+    message names ``key`` (the config key or argument holding the checkpoint). Training entry points call it
+    before any work, :func:`bundle_checkpoint` before any copy."""
+    try:
+        inside = resolved_inside(checkpoint, out_dir)[1]
+    except ValueError as e:  # a link loop / NUL byte in either path
+        raise ValueError(f"output folder {out_dir} vs {key} {checkpoint}: {e}") from None
+    if inside:
+        raise ValueError(f"output folder {out_dir} lies inside {key} {checkpoint}: the saved model copies that "
+                         "checkpoint into its own folder; choose an output folder outside the checkpoint")
+
+
+def bundle_checkpoint(src: str | Path, out_dir: Path, rel: str, key: str = "checkpoint") -> str:
     """Copy the checkpoint directory ``src`` (regular files and sub-folders; symlinks copied as the files they
-    point to) to ``out_dir / rel`` unless it is that directory already; returns ``rel`` (POSIX) for the config."""
+    point to) to ``out_dir / rel`` unless it is that directory already; returns ``rel`` (POSIX) for the config.
+    Raises ``FileNotFoundError`` when ``src`` is not a directory and ``ValueError`` when ``src`` lies inside the
+    destination or ``out_dir`` inside ``src`` (:func:`refuse_output_inside`, naming ``key``); nothing is copied
+    then."""
     s, dst = Path(src), out_dir / rel
     if not s.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {s}")
     if s.resolve() != dst.resolve():
         if resolved_inside(dst, s)[1]:
             raise ValueError(f"cannot copy checkpoint {s} into {dst}: it lies inside the destination")
+        refuse_output_inside(out_dir, s, key)
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(s, dst, symlinks=False)
@@ -86,8 +105,8 @@ def bundle_expert_specs(specs: Sequence[dict[str, Any]], out_dir: Path) -> list[
     out = []
     for i, spec in enumerate(specs):
         key, paths = _spec_paths(spec, i, str(out_dir))
-        rel = [bundle_checkpoint(pth, out_dir, f"experts/{spec['kind']}_{i}" + (f"_{j}" if len(paths) > 1 else ""))
-               for j, pth in enumerate(paths)]
+        rel = [bundle_checkpoint(pth, out_dir, f"experts/{spec['kind']}_{i}" + (f"_{j}" if len(paths) > 1 else ""),
+                                 f"experts[{i}].{key}") for j, pth in enumerate(paths)]
         out.append(spec_with_paths(spec, key, rel))
     return out
 

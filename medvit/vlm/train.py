@@ -44,6 +44,7 @@ from medvit.registry import register_task
 from medvit.train.config import TrainConfig
 from medvit.vlm.data import ConversationDataset, PackedConversationDataset, collate_conversations, collate_packed
 from medvit.vlm.model import CONFIG_NAME, VisionLanguageModel, VLMConfig
+from medvit.vlm.paths import refuse_output_inside
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,12 @@ class VilaM3Config:
             raise ValueError("stages: every stage that tunes the LM must use the same lm mode (full or lora)")
         if not self.stages:
             raise ValueError("stages: at least one stage")
+        # the saved models copy these checkpoints into output_dir: refused here, before any stage runs
+        if self.vlm.vision_checkpoint:
+            refuse_output_inside(self.output_dir, self.vlm.vision_checkpoint, "vlm.vision_checkpoint")
+        if not self.data.mixture:
+            for i, c in enumerate(self.data.phantom.expert_checkpoints):
+                refuse_output_inside(self.output_dir, c, f"data.phantom.expert_checkpoints[{i}]")
 
 
 def smollm2_dir() -> Path:

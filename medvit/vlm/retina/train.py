@@ -24,6 +24,7 @@ from medvit.config import option
 from medvit.registry import REGISTRY
 from medvit.vlm.data import ConversationDataset, collate_conversations, read_conversations
 from medvit.vlm.model import VisionLanguageModel, VLMConfig, count_parameters
+from medvit.vlm.paths import refuse_output_inside
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ class TrainConfig:
     log_every: int = option(10, "log the mean loss every N steps")
     threads: int = option(0, "torch CPU threads (0: torch default)")
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # each phase's checkpoint copies the vision checkpoint into output_dir: refused here, before training
+        vc = self.vlm.get("vision_checkpoint") if isinstance(self.vlm, dict) else None
+        if self.output_dir and vc:
+            refuse_output_inside(self.output_dir, vc, "vlm.vision_checkpoint")
 
 
 def build_model(cfg: TrainConfig) -> VisionLanguageModel:
