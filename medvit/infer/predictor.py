@@ -76,7 +76,10 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, WeightContract
                          "inference derives preprocessing and labels from it. Re-save with save_checkpoint(..., "
                          "contract=WeightContract(...)).")
     n_out = getattr(model, "num_classes", 0)
-    if not contract.label_names or n_out != len(contract.label_names):
+    if not n_out:
+        raise ValueError(f"model {model_ref} has no classification head (num_classes 0: an encoder); batch "
+                         "inference needs a classifier whose outputs the contract labels")
+    if n_out != len(contract.label_names):
         raise ValueError(f"model {model_ref}: {n_out} outputs but the contract names {len(contract.label_names)} "
                          "labels; batch inference needs a classifier whose outputs the contract labels")
     model.ood_reference = None

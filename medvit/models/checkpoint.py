@@ -74,6 +74,33 @@ def write_safetensors(
     return atomic_write(path, canonical_safetensors(data), mode=mode)
 
 
+def num_outputs(model: nn.Module | None) -> int | None:
+    """The classifier outputs of ``model`` (its ``num_classes``: 0 for an encoder without a classification head);
+    None when it records none (a segmentation network, an unknown module, None)."""
+    n = getattr(model, "num_classes", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
+
+def label_count_problem(contract: WeightContract | None, model: nn.Module | None) -> str | None:
+    """Why ``contract.label_names`` do not name each classifier output of ``model`` once, or None when they do:
+    one name per output (``num_classes`` > 0) and none for an encoder without a classification head
+    (``num_classes`` 0: a name there labels nothing). Not checked for a segmentation contract (its names are the
+    segments) or a model that records no ``num_classes``. The one rule of :func:`save_checkpoint` (refused before
+    writing) and :func:`medvit.models.load_model` (refused on load); the text follows ``contract.label_names``."""
+    if contract is None or contract.segmentation is not None:
+        return None
+    n_out, n_names = num_outputs(model), len(contract.label_names)
+    if n_out is None or n_out == n_names:
+        return None
+    if n_out == 0:
+        return (f"names {n_names} labels but the model has no classification head (model_args.num_classes 0): "
+                "an encoder's contract names no labels; drop them or save the classifier")
+    named = (f"names {n_names} labels" if n_names else
+             "is empty (for an encoder without a classification head, num_classes 0)")
+    return (f"{named} but the model has {n_out} outputs (model_args.num_classes): one name per output; fix the "
+            "contract or use the config.json saved with these weights")
+
+
 def save_checkpoint(
     model: nn.Module,
     out_dir: str | Path,
@@ -85,16 +112,23 @@ def save_checkpoint(
 
     The model must come from :func:`medvit.models.create_model` (it records ``arch_name`` and
     ``model_args``). ``extra`` is stored under ``"extra"`` in the config (e.g. training metadata).
+
+    Raises:
+        ValueError: no ``arch_name`` recorded; :class:`CheckpointError` (naming ``out_dir`` and
+            ``contract.label_names``) for a contract :func:`medvit.models.load_model` would refuse
+            (:func:`label_count_problem`). Nothing is written then.
     """
     arch = getattr(model, "arch_name", None)
     if arch is None:
         raise ValueError("save_checkpoint needs a model made by medvit.create_model (no arch_name recorded)")
+    contract = contract or getattr(model, "contract", None)
+    if problem := label_count_problem(contract, model):
+        raise CheckpointError(f"refusing to save checkpoint {out_dir}: contract.label_names {problem}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sd = state_dict if state_dict is not None else model.state_dict()
     sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
     write_safetensors(out / WEIGHTS_NAME, sd, metadata={"format": FORMAT, "architecture": arch})
-    contract = contract or getattr(model, "contract", None)
     cfg = {
         "format": FORMAT,
         "architecture": arch,

@@ -14,6 +14,7 @@ from medvit.models.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     CheckpointError,
+    label_count_problem,
     load_state_dict_checked,
     load_weights_into,
     read_config,
@@ -179,21 +180,15 @@ def model_builder(arch: str, model_args: Mapping[str, Any], source: str, prefix:
     return build
 
 
-def _num_outputs(model: nn.Module | None) -> int | None:
-    """The classifier outputs (``num_classes`` > 0) of ``model``; None for a model without a classification head
-    (or None)."""
-    n = getattr(model, "num_classes", None)
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
-
-
 def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     """Rebuild a model from a medvit checkpoint directory; ``model.contract`` holds its contract.
 
     ``overrides`` replace saved architecture arguments that do not change weight shapes (e.g.
     ``drop_path_rate``). Raises :class:`CheckpointError` naming ``config.json`` and the key for a config the
     reader or the architecture refuses (``format``, ``architecture``, ``model_args.<arg>``, ``contract``), a
-    classifier contract whose ``label_names`` do not name each output once (an empty list only for a model
-    without a classification head), or weights that do not fit it.
+    classifier contract whose ``label_names`` do not name each output once (none for a model without a
+    classification head: :func:`medvit.models.checkpoint.label_count_problem`, the rule save_checkpoint applies
+    too), or weights that do not fit it.
     """
     from medvit.models.verify import (
         check_arg_sizes,
@@ -216,15 +211,8 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     shapes = safetensors_shapes(f)
     check_arg_sizes(cfg["model_args"], shapes, str(cfg_file))
     meta_model = check_args_fit_weights(build, shapes, str(f))
-    if contract is not None and contract.segmentation is None:  # one name per classifier output, none for none
-        n_out = _num_outputs(meta_model)
-        if n_out is not None and n_out != len(contract.label_names):
-            named = (f"names {len(contract.label_names)} labels" if contract.label_names else
-                     "is empty (for an encoder without a classification head, num_classes 0)")
-            raise CheckpointError(
-                f"{cfg_file}: contract.label_names {named} but the model has {n_out} outputs "
-                "(model_args.num_classes): one name per output; fix the contract or use the config.json saved with "
-                "these weights")
+    if problem := label_count_problem(contract, meta_model):  # one name per classifier output, none for none
+        raise CheckpointError(f"{cfg_file}: contract.label_names {problem}")
     sd, sha = read_verified_safetensors(f, cfg.get("sha256"))
     if not cfg.get("sha256"):
         logger.warning("%s: config.json records no sha256; the weights' computed hash %s is reported", f, sha)

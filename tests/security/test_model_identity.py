@@ -132,6 +132,53 @@ def test_empty_contract_label_list_on_a_classifier_is_refused_on_load(tmp_path):
     assert load_model(out).contract.label_names == []
 
 
+def _tiny(num_classes):
+    import torch
+
+    from medvit.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("vit_tiny_patch16_224", img_size=32, patch_size=16, embed_dim=16, depth=1, num_heads=2,
+                        in_chans=1, num_classes=num_classes)
+
+
+@pytest.mark.parametrize("names", [[], ["A", "B"], ["A", "B", "C", "D"]])
+def test_save_checkpoint_refuses_a_label_list_load_model_would_refuse(tmp_path, names):
+    """breaker34 B11: save_checkpoint wrote [] / 2 / 4 names for a 3-output head, load_model refused it later (a
+    training run found out only when someone loaded its model). One rule (label_count_problem) on both sides."""
+    from medvit.models import WeightContract, save_checkpoint
+
+    with pytest.raises(CheckpointError, match=r"refusing to save checkpoint .*bad: contract\.label_names .* but the "
+                                              r"model has 3 outputs"):
+        save_checkpoint(_tiny(3), tmp_path / "bad", contract=WeightContract(in_chans=1, input_size=(32, 32),
+                                                                            label_names=names))
+    assert not (tmp_path / "bad").exists()  # nothing written
+    good = save_checkpoint(_tiny(3), tmp_path / "good", contract=WeightContract(
+        in_chans=1, input_size=(32, 32), label_names=["A", "B", "C"]))
+    assert load_model(good).contract.label_names == ["A", "B", "C"]
+
+
+def test_label_names_on_an_encoder_without_a_head_are_refused_on_save_and_load(tmp_path):
+    """breaker34 B12: num_classes 0 with three label names saved and loaded silently (only `medvit infer` refused,
+    saying "0 outputs but the contract names 0 labels" for a head-less encoder without names)."""
+    from medvit.infer.predictor import load_for_inference
+    from medvit.models import WeightContract, save_checkpoint
+
+    named = WeightContract(in_chans=1, input_size=(32, 32), label_names=["A", "B", "C"])
+    with pytest.raises(CheckpointError, match=r"contract\.label_names names 3 labels but the model has no "
+                                              r"classification head \(model_args\.num_classes 0\)"):
+        save_checkpoint(_tiny(0), tmp_path / "enc_named", contract=named)
+    enc = save_checkpoint(_tiny(0), tmp_path / "enc", contract=WeightContract(in_chans=1, input_size=(32, 32)))
+    with pytest.raises(ValueError, match=r"enc has no classification head \(num_classes 0"):
+        load_for_inference(enc)
+    cfg = json.loads((enc / "config.json").read_text())
+    cfg["contract"].update(label_names=["A", "B", "C"], thresholds=[0.5] * 3)
+    (enc / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"enc/config\.json: contract\.label_names names 3 labels but the model "
+                                              r"has no classification head"):
+        load_model(enc)
+
+
 def test_meta_build_is_stopped_when_it_registers_far_more_modules_than_the_file_has_tensors():
     from torch import nn
 
