@@ -193,10 +193,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
+        try:
+            f = float(value)
+        except OverflowError:  # an int beyond float range (math.isfinite raised it too)
+            f = math.inf
+        if not math.isfinite(f):
             raise ConfigError(f"{where} must be a finite number, got {_text(value)}"
-                              + (" (a number beyond ±1.8e308 reads as infinite)" if math.isinf(value) else ""))
-        return float(value)
+                              + (" (a number beyond ±1.8e308 reads as infinite)" if math.isinf(f) else ""))
+        return f
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected a string, got {value!r}"

@@ -10,7 +10,8 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from numbers import Real
+from decimal import Decimal
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -33,29 +34,61 @@ _GIVEN = ["Alex", "Sam", "Robin", "Kim", "Jo", "Noa", "Ari", "Lee", "Max", "Eli"
 _FAMILY = ["Phantom", "Synthetic", "Testcase", "Mockup", "Simulant", "Model", "Replica", "Dummy"]
 
 
-def check_geometry(image_size: Any = None, fov_mm: Any = None, in_chans: Any = None, *, what: str = "phantoms",
-                   name: Callable[[str], str] = str) -> None:
+#: an argument not passed to :func:`check_geometry` (None is a value, refused like any other non-number)
+_UNSET: Any = object()
+
+
+def whole_number(v: Any) -> int | None:
+    """``v`` as an ``int`` when it is a whole number (``int``, a numpy integer, a ``float`` / ``Fraction`` /
+    ``Decimal`` without a fractional part, however large); ``None`` otherwise (a bool, NaN, ±inf, 64.5, a string,
+    None, ...). Never raises (an int beyond float range is compared exactly, not converted to float)."""
+    if isinstance(v, bool | np.bool_) or not isinstance(v, Real | Decimal):
+        return None
+    if isinstance(v, Integral):
+        return int(v)
+    try:
+        i = int(v)
+    except (ValueError, OverflowError, ArithmeticError):  # NaN, ±inf, Decimal('sNaN')
+        return None
+    return i if i == v else None
+
+
+def finite_number(v: Any) -> float | None:
+    """``v`` as a finite ``float`` (an ``int``, numpy or ``Fraction`` / ``Decimal`` number); ``None`` for a bool,
+    NaN, ±inf, a number beyond float range (±1.8e308) or a non-number. Never raises."""
+    if isinstance(v, bool | np.bool_) or not isinstance(v, Real | Decimal):
+        return None
+    try:
+        f = float(v)
+    except (ValueError, OverflowError, ArithmeticError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def check_geometry(image_size: Any = _UNSET, fov_mm: Any = _UNSET, in_chans: Any = _UNSET, *,
+                   what: str = "phantoms", name: Callable[[str], str] = str) -> None:
     """The one check of a phantom's geometry (the generators', the phantom datasets' and ``medvit run --dry-run``'s):
     ``image_size`` a whole number of pixels in [:data:`MIN_IMAGE_SIZE`, :data:`MAX_IMAGE_SIZE`], ``fov_mm`` (detector
-    field of view in mm) a finite number > 0, ``in_chans`` 1 (grey) or 3 (grey repeated, for RGB backbones). A value
-    left ``None`` is not checked.
+    field of view in mm) a finite number > 0, ``in_chans`` 1 (grey) or 3 (grey
+    repeated, for RGB backbones). An argument not passed is not checked (``None`` passed is refused).
 
     Raises:
         ValueError: naming the argument (``name(arg)``, e.g. ``dataset_args.image_size``) and the value; ``what``
             (e.g. "chest phantoms") says whose minimum size applies.
     """
-    if image_size is not None:
-        v = image_size
-        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v != int(v):
-            raise ValueError(f"{name('image_size')} (pixels a side) must be a whole number, got {v!r}")
-        if v < MIN_IMAGE_SIZE:
-            raise ValueError(f"{name('image_size')} must be >= {MIN_IMAGE_SIZE} for {what}, got {v}")
-        check_at_most(v, MAX_IMAGE_SIZE, "image_size", "pixels a side", name)
-    if fov_mm is not None and (isinstance(fov_mm, bool) or not isinstance(fov_mm, Real)
-                               or not (math.isfinite(fov_mm) and fov_mm > 0)):
-        raise ValueError(f"{name('fov_mm')} (detector field of view in mm; sets the pixel spacing) must be a finite "
-                         f"number > 0, got {fov_mm!r}")
-    if in_chans is not None and (isinstance(in_chans, bool) or in_chans not in (1, 3)):
+    if image_size is not _UNSET:
+        size = whole_number(image_size)
+        if size is None:
+            raise ValueError(f"{name('image_size')} (pixels a side) must be a whole number, got {image_size!r}")
+        if size < MIN_IMAGE_SIZE:
+            raise ValueError(f"{name('image_size')} must be >= {MIN_IMAGE_SIZE} for {what}, got {image_size}")
+        check_at_most(image_size, MAX_IMAGE_SIZE, "image_size", "pixels a side", name)
+    if fov_mm is not _UNSET:
+        fov = finite_number(fov_mm)
+        if fov is None or not fov > 0:
+            raise ValueError(f"{name('fov_mm')} (detector field of view in mm; sets the pixel spacing) must be a "
+                             f"finite number > 0, got {fov_mm!r}")
+    if in_chans is not _UNSET and (isinstance(in_chans, bool | np.bool_) or whole_number(in_chans) not in (1, 3)):
         raise ValueError(f"{name('in_chans')} must be 1 (grey) or 3 (the grey channel repeated, for RGB "
                          f"backbones), got {in_chans!r}")
 
@@ -64,15 +97,16 @@ def check_at_most(value: Any, limit: int, key: str, what: str, name: Callable[[s
     """``ValueError`` naming ``name(key)`` (``what`` it counts) when ``value`` exceeds ``limit``: a value from a
     config or a call is never allowed to exhaust memory."""
     if value > limit:
-        raise ValueError(f"{name(key)} ({what}) must be <= {limit:,} (more would not fit in memory), "
-                         f"got {int(value):,}")
+        shown = f"{value:,}" if isinstance(value, Integral) else repr(value)
+        raise ValueError(f"{name(key)} ({what}) must be <= {limit:,} (more would not fit in memory), got {shown}")
 
 
 def check_probability(value: Any, key: str, name: Callable[[str], str] = str) -> float:
     """``value`` as a float in [0, 1]; ``ValueError`` naming ``name(key)`` and the value otherwise (NaN too)."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+    p = finite_number(value)
+    if p is None or not 0.0 <= p <= 1.0:
         raise ValueError(f"{name(key)} (a probability) must lie in [0, 1], got {value!r}")
-    return float(value)
+    return p
 
 
 def bound_args(cls: type, kw: dict[str, Any]) -> dict[str, Any]:

@@ -347,7 +347,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
         unset = {k: v for k, v in args.items() if v is None and k not in folder}  # dropped by the builder
         checked = check_arg_types({k: v for k, v in args.items() if k not in unset},
                                   [PhantomFolderDataset.__init__], name=name)
-        check_geometry(in_chans=checked.get("in_chans"), name=name)
+        check_geometry(**{k: checked[k] for k in ("in_chans",) if k in checked}, name=name)
         return {**checked, **unset}
     _memory_only(kind, args, name)
     knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
@@ -372,7 +372,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
             plan_patients(n, seed, kind)  # the plan's own refusal
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-    check_geometry(in_chans=args.get("in_chans"), name=name)
+    check_geometry(**{k: args[k] for k in ("in_chans",) if k in args}, name=name)
     gen.check_args(name, **{k: v for k, v in args.items() if k in _params(gen.__init__)} | {
         "image_size": 224 if args.get("image_size") is None else args["image_size"], "seed": seed})
     return {**args, **unset}

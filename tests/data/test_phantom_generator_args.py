@@ -4,6 +4,7 @@ path reuses), a Python call gets the refusal the config path gives, and the conf
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -108,3 +109,56 @@ def test_one_geometry_check_serves_the_generators_and_the_config():
         with pytest.raises(ValueError) as config:
             check_phantom_args("cxr", {"n": 4, **kw})
         assert str(config.value) == f"dataset_args.{direct.value}"
+
+
+BIG = 10**400  # an int beyond float range (a 401-digit YAML / argparse integer)
+
+
+def test_an_integer_beyond_float_range_is_refused_by_name_not_an_overflow_error(tmp_path, capsys):
+    """breaker34 B15 (regression of 188f19d): check_geometry called math.isfinite on the value before the upper
+    bound, so a 401-digit image_size raised OverflowError ("int too large to convert to float", a traceback) from
+    the generators, `medvit data synth --size` and `medvit run --dry-run`; fov_mm / prevalence of that size did the
+    same in the config's float check. Now each is the named refusal."""
+    from medvit.cli.main import main
+    from medvit.config import ConfigError, check_type
+    from medvit.data.phantom_common import check_geometry
+
+    too_big = r"image_size \(pixels a side\) must be <= 4,096 \(more would not fit in memory\), got 10,000,000,"
+    for kind in ("cxr", "retina"):
+        with pytest.raises(ValueError, match=rf"^{too_big}"):
+            GENERATORS[kind](image_size=BIG)
+        with pytest.raises(ValueError, match=rf"^dataset_args\.{too_big}"):
+            check_phantom_args(kind, {"n": 4, "image_size": BIG})
+    with pytest.raises(ValueError, match=r"^fov_mm \(detector field of view in mm.*got 1000000000"):
+        check_geometry(fov_mm=BIG)
+    with pytest.raises(ValueError, match=r"^prevalence \(a probability\) must lie in \[0, 1\], got 1000000000"):
+        ChestPhantomGenerator(image_size=32, prevalence=BIG)
+    for key in ("fov_mm", "prevalence"):
+        with pytest.raises(ConfigError, match=rf"^dataset_args\.{key} must be a finite number, got 1000000000.*"
+                                              r"\(a number beyond ±1\.8e308 reads as infinite\)$"):
+            check_phantom_args("cxr", {"n": 4, key: BIG})
+    with pytest.raises(ConfigError, match=r"^x must be a finite number"):
+        check_type(-BIG, float, "x")
+    out = tmp_path / "out"
+    assert main(["data", "synth", "--kind", "cxr", "--n", "2", "--out", str(out), "--size", str(BIG)]) == 2
+    assert "--size (pixels a side) must be <= 4,096" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_whole_decimal_or_fraction_is_a_whole_number():
+    """breaker34 B3 (regression of 188f19d): Decimal(64) was refused as "image_size must be a whole number" (it is
+    one; it is not a numbers.Real) and Decimal(400) as a bad fov_mm; both worked before. A Decimal / Fraction is now
+    read by its value: the same phantom as the int; 64.5 in any type is still refused."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    import numpy as np
+
+    ref = ChestPhantomGenerator(image_size=64, seed=1).sample(0).image
+    for size, fov in ((Decimal(64), Decimal(400)), (Fraction(128, 2), Fraction(400)), (np.int16(64), 400)):
+        assert np.array_equal(ChestPhantomGenerator(image_size=size, seed=1, fov_mm=fov).sample(0).image, ref)
+    for bad in (Decimal("64.5"), Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"), Fraction(129, 2)):
+        with pytest.raises(ValueError, match=rf"^image_size \(pixels a side\) must be a whole number, got "
+                                             rf"{re.escape(repr(bad))}$"):
+            RetinaPhantomGenerator(image_size=bad)
+    assert ChestPhantomGenerator.check_args(prevalence=Decimal("0.25"), image_size=Decimal(32)) is None
