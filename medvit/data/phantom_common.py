@@ -28,6 +28,11 @@ MIN_IMAGE_SIZE = 32
 #: largest side of a phantom in pixels: the generators draw their texture banks at twice the side on construction
 #: (4096 px: about 3 GB), so a value from a config or a call is never allowed to exhaust memory
 MAX_IMAGE_SIZE = 4096
+#: range of a chest phantom's detector field of view in mm (``fov_mm``: the whole thorax spans it, so it sets the pixel
+#: spacing and the lesions' size in pixels): a neonate's chest (~100 mm) to beyond the largest flat-panel detector
+#: (430 mm, 17 in), with margin either side. Outside it the DICOM Pixel Spacing (0028,0030) left the physical range
+#: (1e-300 mm was written as 0.0, which DICOM forbids: a reader computing mm divides by it)
+MIN_FOV_MM, MAX_FOV_MM = 50.0, 1000.0
 
 _GIVEN = ["Alex", "Sam", "Robin", "Kim", "Jo", "Noa", "Ari", "Lee", "Max", "Eli", "Ren", "Sky", "Ash", "Dani",
           "Remy", "Jules", "Quinn", "Sasha", "Toni", "Luca"]
@@ -69,7 +74,7 @@ def check_geometry(image_size: Any = _UNSET, fov_mm: Any = _UNSET, in_chans: Any
                    what: str = "phantoms", name: Callable[[str], str] = str) -> None:
     """The one check of a phantom's geometry (the generators', the phantom datasets' and ``medvit run --dry-run``'s):
     ``image_size`` a whole number of pixels in [:data:`MIN_IMAGE_SIZE`, :data:`MAX_IMAGE_SIZE`], ``fov_mm`` (detector
-    field of view in mm) a finite number > 0, ``in_chans`` 1 (grey) or 3 (grey
+    field of view in mm) a number in [:data:`MIN_FOV_MM`, :data:`MAX_FOV_MM`], ``in_chans`` 1 (grey) or 3 (grey
     repeated, for RGB backbones). An argument not passed is not checked (``None`` passed is refused).
 
     Raises:
@@ -85,9 +90,9 @@ def check_geometry(image_size: Any = _UNSET, fov_mm: Any = _UNSET, in_chans: Any
         check_at_most(image_size, MAX_IMAGE_SIZE, "image_size", "pixels a side", name)
     if fov_mm is not _UNSET:
         fov = finite_number(fov_mm)
-        if fov is None or not fov > 0:
+        if fov is None or not MIN_FOV_MM <= fov <= MAX_FOV_MM:
             raise ValueError(f"{name('fov_mm')} (detector field of view in mm; sets the pixel spacing) must be a "
-                             f"finite number > 0, got {fov_mm!r}")
+                             f"number in [{MIN_FOV_MM:g}, {MAX_FOV_MM:g}], got {fov_mm!r}")
     if in_chans is not _UNSET and (isinstance(in_chans, bool | np.bool_) or whole_number(in_chans) not in (1, 3)):
         raise ValueError(f"{name('in_chans')} must be 1 (grey) or 3 (the grey channel repeated, for RGB "
                          f"backbones), got {in_chans!r}")

@@ -74,12 +74,12 @@ class ChestPhantomGenerator(PhantomGenerator):
         seed: dataset seed; image ``index`` of seed ``seed`` is always the same image.
         prevalence: probability of each finding in a non-healthy image.
         healthy_fraction: probability that an image has no finding at all.
-        fov_mm: detector field of view (sets pixel spacing and lesion sizes in pixels).
+        fov_mm: detector field of view in mm, 50-1000 (sets pixel spacing and lesion sizes in pixels).
         with_masks: also return masks (slightly slower).
         lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits: calibration knobs, see
             :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms).
     Raises:
-        ValueError: image_size not a whole number in [32, 4096], fov_mm not a finite number > 0, a probability
+        ValueError: image_size not a whole number in [32, 4096], fov_mm not a number in [50, 1000], a probability
             outside [0, 1] or a knob outside its range, naming the argument
             (:func:`~medvit.data.phantom_common.check_geometry`).
     """

@@ -324,8 +324,8 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     generator nor a synth folder (``root``) takes, a chest-only knob for retina, a value of the wrong type, a
     calibration knob outside its range (:class:`Difficulty`); with ``root``, ``n`` / ``seed`` or an in-memory
     argument (a knob: the folder's were fixed when it was drawn); in memory, any value the run's generator and
-    patient plan refuse (``n < 1`` or beyond :data:`MAX_N`, ``image_size`` outside [32, 4096], ``fov_mm <= 0``,
-    ``prevalence`` outside [0, 1], ``in_chans`` other than 1 or 3, ...), by the generator's own checks
+    patient plan refuse (``n < 1`` or beyond :data:`MAX_N`, ``image_size`` outside [32, 4096], ``fov_mm`` outside
+    [50, 1000], ``prevalence`` outside [0, 1], ``in_chans`` other than 1 or 3, ...), by the generator's own checks
     (``check_args``: nothing is drawn) and :func:`~medvit.data.phantom_common.check_geometry`: ``--dry-run`` refuses
     what the run refuses. ``transform`` is the task's, never a config value. Returns ``args`` with values converted
     as config fields are (``n: 1e3`` -> 1000)."""

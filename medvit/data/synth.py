@@ -2,7 +2,7 @@
 
 Layout of ``out/``::
 
-    manifest.json            kind, n, seed, image_size, format, label/class names, encodings
+    manifest.json            kind, n, seed, image_size (chest: fov_mm), format, knobs, label/class names, encodings
     labels.csv               one row per image: ids, split, files, truth columns, mask names
     findings.jsonl           structured findings + metadata per image (sorted keys)
     images/<image_id>.dcm|.png|.nii.gz
@@ -151,8 +151,9 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
         "split_fractions_by_patient": [0.8, 0.1, 0.1], "knobs": gen.difficulty.as_dict(),
         "label_noise_splits": list(gen.difficulty.label_noise_splits),
     }
-    if kind == "cxr":  # the population knobs, recorded like the difficulty ones
+    if kind == "cxr":  # the population knobs, recorded like the difficulty ones, and the geometry a PNG lacks
         manifest["population"] = {"prevalence": gen.prevalence, "healthy_fraction": gen.healthy_fraction}
+        manifest["fov_mm"] = gen.fov_mm
     if kind == "retina":
         manifest["population"] = {"stage_probs": [float(x) for x in gen.probs]}
         manifest["class_names"] = list(gen.class_names)

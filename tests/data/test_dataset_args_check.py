@@ -121,10 +121,11 @@ def test_in_memory_args_set_to_null_are_dropped_when_reading_a_synth_folder(tmp_
 @pytest.mark.parametrize("override,match", [
     ("dataset_args.image_size=1e9", r"dataset_args\.image_size \(pixels a side\) must be <= 4,096 .*got 1,000,000,000"),
     ("dataset_args.n=1e9", r"dataset_args\.n \(number of phantom images\) must be <= 10,000,000"),
-    ("dataset_args.fov_mm=-1", r"dataset_args\.fov_mm \(detector field of view in mm.*\) must be a finite number > 0, "
-                               r"got -1"),
+    ("dataset_args.fov_mm=-1", r"dataset_args\.fov_mm \(detector field of view in mm.*\) must be a number in "
+                               r"\[50, 1000\], got -1"),
     ("dataset_args.fov_mm=.nan", r"dataset_args\.fov_mm\b.* must be a finite number"),
-    ("dataset_args.fov_mm=0", r"dataset_args\.fov_mm .* must be a finite number > 0, got 0"),
+    ("dataset_args.fov_mm=0", r"dataset_args\.fov_mm .* must be a number in \[50, 1000\], got 0"),
+    ("dataset_args.fov_mm=1e-300", r"dataset_args\.fov_mm .* must be a number in \[50, 1000\], got 1e-300"),
     ("dataset_args.in_chans=0", r"dataset_args\.in_chans must be 1 \(grey\) or 3 .*got 0"),
     ("dataset_args.in_chans=1e9", r"dataset_args\.in_chans must be 1 \(grey\) or 3"),
     ("dataset_args.transform=foo", r"dataset_args\.transform: the transform is set by the task"),

@@ -84,8 +84,8 @@ def test_generators_refuse_a_bad_image_size_naming_it(kind, size, msg):
 def test_chest_generator_refuses_a_bad_field_of_view_naming_it(fov, shown):
     """fov_mm NaN gave "cannot convert float NaN to integer", 0 a ZeroDivisionError when drawing, -400 a negative
     PixelSpacing."""
-    with pytest.raises(ValueError, match=rf"^fov_mm \(detector field of view in mm.*\) must be a finite number > 0, "
-                                         rf"got {shown}$"):
+    with pytest.raises(ValueError, match=rf"^fov_mm \(detector field of view in mm.*\) must be a number in "
+                                         rf"\[50, 1000\], got {shown}$"):
         ChestPhantomGenerator(image_size=32, fov_mm=fov)
 
 
@@ -162,3 +162,34 @@ def test_a_whole_decimal_or_fraction_is_a_whole_number():
                                              rf"{re.escape(repr(bad))}$"):
             RetinaPhantomGenerator(image_size=bad)
     assert ChestPhantomGenerator.check_args(prevalence=Decimal("0.25"), image_size=Decimal(32)) is None
+
+
+@pytest.mark.parametrize("fov", [1e-300, 49.9, 1000.5, 1e308])
+def test_a_field_of_view_outside_the_physical_range_is_refused_before_anything_is_written(tmp_path, fov):
+    """breaker34 B1: fov_mm only had to be finite and > 0, so write_synth(fov_mm=1e-300) wrote DICOM Pixel Spacing
+    0.0 (DICOM requires > 0) and 1e308 a spacing of 2.5e306 mm; the dry run accepted both too."""
+    from medvit.data.synth import write_synth
+
+    with pytest.raises(ValueError, match=r"^fov_mm \(detector field of view in mm; sets the pixel spacing\) must be a "
+                                         rf"number in \[50, 1000\], got {re.escape(repr(fov))}$"):
+        write_synth("cxr", 2, tmp_path / "s", image_size=32, masks=False, fov_mm=fov)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match=r"^dataset_args\.fov_mm .* must be a number in \[50, 1000\]"):
+        check_phantom_args("cxr", {"n": 4, "fov_mm": fov})
+
+
+def test_the_field_of_view_bounds_give_a_positive_pixel_spacing_recorded_in_the_manifest(tmp_path):
+    """breaker34 B1: at the bounds the DICOM Pixel Spacing stays a positive number, and a PNG folder (no spacing in
+    its files) records its fov_mm in manifest.json."""
+    import json
+
+    import pydicom
+
+    from medvit.data.synth import write_synth
+
+    for fov, size, spacing in ((50, 4096 // 64, 50 / 64), (1000.0, 32, 31.25)):
+        write_synth("cxr", 1, tmp_path / str(fov), image_size=size, masks=False, fov_mm=fov)
+        ds = pydicom.dcmread(next((tmp_path / str(fov) / "images").iterdir()))
+        assert [float(x) for x in ds.PixelSpacing] == [spacing, spacing]
+    write_synth("cxr", 1, tmp_path / "png", fmt="png", image_size=32, masks=False, fov_mm=250)
+    assert json.loads((tmp_path / "png" / "manifest.json").read_text())["fov_mm"] == 250.0
