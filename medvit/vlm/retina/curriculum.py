@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from medvit.config import option
+from medvit.io.errors import file_problem, printable_path
 from medvit.io.safe_write import resolved_inside
 from medvit.vlm.retina.guidelines import (
     GuidelineError,
@@ -188,13 +189,27 @@ def safe_relpath(value: str, what: str) -> str:
 
 def _file_inside(root: Path, rel: str, what: str) -> Path:
     """``root / rel`` for a file named in the table (``rel`` from :func:`safe_relpath`): ``ValueError`` (the row is
-    skipped) when it is not a regular file or leads outside the data root through a symbolic link."""
+    skipped) naming ``what`` and ``rel`` when it leads outside the data root through a symbolic link (checked
+    first, so a link out to a device is called that), cannot be resolved (a symbolic-link loop) or is not a
+    regular file (not found, a directory, FIFO, device: :func:`medvit.io.errors.file_problem`). Nothing is
+    opened."""
     p = root / rel
-    if not p.is_file():
-        raise ValueError(f"{what} {rel} not found under the data root")
-    if not resolved_inside(root, p)[1]:
-        raise ValueError(f"{what} {rel} is a symbolic link leading outside the data root (refused)")
+    shown = f"{what} {printable_path(rel)}"
+    if not resolved_inside(root, p, shown=shown)[1]:  # a loop: ValueError "cannot resolve <shown>: ..."
+        raise ValueError(f"{shown} is a symbolic link leading outside the data root (refused)")
+    if why := file_problem(p):
+        raise ValueError(f"{shown} {why}" + (" under the data root" if why == "not found" else ""))
     return p
+
+
+def _read_report(root: Path, rel: str) -> str:
+    """The text of the report file ``rel`` (:func:`_file_inside`); ``ValueError`` naming it when it is not UTF-8."""
+    p = _file_inside(root, rel, "report file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"report file {printable_path(rel)} is not UTF-8 text ({e.reason} at byte {e.start})"
+                         ) from None
 
 
 def _tag_lookup(g: Guidelines) -> dict[str, str]:
@@ -327,8 +342,7 @@ def _row(
     if "report" in cols:
         report = get("report")
     elif "report_file" in cols:
-        rp = _file_inside(root, safe_relpath(get("report_file") or "", "report_file"), "report file")
-        report = rp.read_text(encoding="utf-8")
+        report = _read_report(root, safe_relpath(get("report_file") or "", "report_file"))
     obs = observations_from_report(report, g) if report else None
     if obs is not None and "quality_index" in f:
         obs = normalize_observations({**obs, "image_quality": quality_label(f["quality_index"])}, g)

@@ -310,3 +310,39 @@ def test_missing_image_and_unknown_split_are_skipped_and_listed(data, g, tmp_pat
     assert man["images"]["part1"] == 45 and res is not None
     with pytest.raises(ValueError, match="part1_k"):
         _cfg(part1_k=-3)
+
+
+def test_report_and_image_problems_are_named(data, g, tmp_path):
+    """breaker34 B7: a report that was a FIFO, a directory, a link loop or a link out to a device was "not found
+    under the data root", and a non-UTF-8 report gave a codec message naming no file. The rows are still skipped,
+    nothing is opened (a FIFO is never waited on); the reasons now say what is there (io.errors.file_problem)."""
+    import os
+
+    root = _edited_copy(data, tmp_path, {})
+    rows = list(csv.DictReader(open(root / "labels.csv")))
+
+    def rep(i):
+        return root / rows[i]["report_file"]
+
+    rep(0).unlink()
+    os.mkfifo(rep(0))
+    rep(1).unlink()
+    rep(1).symlink_to(rep(1).name)  # a loop onto itself
+    rep(2).unlink()
+    rep(2).mkdir()
+    rep(3).write_bytes(b"Drusen \xff\xfe present")
+    rep(4).unlink()
+    rep(4).symlink_to("/dev/null")
+    (root / rows[5]["file"]).unlink()
+    os.mkfifo(root / rows[5]["file"])
+    generate_curriculum(root, tmp_path / "o", _cfg(), g)
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    reasons = {s["line"]: s["reason"] for s in man["skipped"]}
+    assert reasons == {
+        2: f"report file {rows[0]['report_file']} is a FIFO (named pipe)",
+        3: f"cannot resolve report file {rows[1]['report_file']}: symbolic-link loop",
+        4: f"report file {rows[2]['report_file']} is a directory",
+        5: f"report file {rows[3]['report_file']} is not UTF-8 text (invalid start byte at byte 7)",
+        6: f"report file {rows[4]['report_file']} is a symbolic link leading outside the data root (refused)",
+        7: f"image file {rows[5]['file']} is a FIFO (named pipe)",
+    }
