@@ -24,7 +24,8 @@ import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from medvit.io.safe_write import resolved_inside
+from medvit.io.errors import printable_path
+from medvit.io.safe_write import resolve_path, resolved_inside
 
 logger = logging.getLogger(__name__)
 
@@ -69,26 +70,42 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def _resolved(path: Path | str, shown: str) -> Path:
+    """``path`` with ``~`` expanded and links resolved; ``ValueError`` naming ``shown`` and why otherwise (an unknown
+    ``~user``, a symbolic-link loop, a NUL byte: :func:`medvit.io.safe_write.resolve_path`)."""
+    try:
+        p = Path(path).expanduser()
+    except RuntimeError:  # ~user of no known user
+        raise ValueError(f"cannot resolve {shown}: its ~ names no home folder") from None
+    return resolve_path(p, shown=shown)
+
+
 def allowed_roots(paths: Iterable[Path | str | None], env: Mapping[str, str]) -> list[Path]:
-    """The folders the viewer may open: ``paths`` (data, results, phantoms) plus ``MEDVIT_VIEWER_ROOTS``."""
-    roots = [Path(p) for p in paths if p]
-    roots += [Path(p) for p in env.get(ENV_ROOTS, "").split(os.pathsep) if p.strip()]
+    """The folders the viewer may open: ``paths`` (data, results, phantoms) plus ``MEDVIT_VIEWER_ROOTS``.
+
+    Raises ``ValueError`` naming the folder (and ``MEDVIT_VIEWER_ROOTS`` for one listed there) when it cannot be
+    resolved (a symbolic-link loop, a NUL byte)."""
+    roots = [(Path(p), f"viewer folder {printable_path(p)}") for p in paths if p]
+    roots += [(Path(p), f"{ENV_ROOTS} entry {printable_path(p)}")
+              for p in env.get(ENV_ROOTS, "").split(os.pathsep) if p.strip()]
     out: list[Path] = []
-    for r in roots:
-        rr = r.expanduser().resolve()
+    for r, shown in roots:
+        rr = _resolved(r, shown)
         if rr not in out:
             out.append(rr)
     return out
 
 
 def check_folder(folder: str | Path, roots: list[Path]) -> Path:
-    """``folder`` resolved, if inside one of ``roots``; else ``PermissionError`` naming the roots."""
-    p = Path(folder).expanduser().resolve()
+    """``folder`` resolved, if inside one of ``roots``; else ``PermissionError`` naming the roots, and
+    ``ValueError`` naming the folder when it cannot be resolved (a symbolic-link loop, a NUL byte, an unknown
+    ``~user``)."""
+    p = _resolved(folder, f"folder {printable_path(folder)}")
     if any(resolved_inside(r, p)[1] for r in roots):
         return p
-    shown = ", ".join(str(r) for r in roots) or "none configured"
-    raise PermissionError(f"{folder} is outside the folders this viewer may open ({shown}); start it with "
-                          f"--data DIR or add folders to {ENV_ROOTS}")
+    shown = ", ".join(printable_path(r) for r in roots) or "none configured"
+    raise PermissionError(f"{printable_path(folder)} is outside the folders this viewer may open ({shown}); start "
+                          f"it with --data DIR or add folders to {ENV_ROOTS}")
 
 
 def upload_root() -> Path:

@@ -136,7 +136,7 @@ def open_source(cfg: ViewerConfig) -> sources.Catalog | None:
             allowed = access.check_folder(folder.strip(), access.allowed_roots(
                 [cfg.data_dir, cfg.results_dir, PHANTOMS], os.environ))
             cat = scan(str(allowed))
-        except (FileNotFoundError, PermissionError) as e:
+        except (FileNotFoundError, PermissionError, ValueError) as e:  # ValueError: a link loop / NUL byte, named
             st.sidebar.error(str(e))
             return None
     if cat is not None and cat.skipped:

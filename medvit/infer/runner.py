@@ -39,8 +39,9 @@ from medvit.infer.outputs import (
 from medvit.infer.predictor import INT8_MIN_CALIBRATION_IMAGES, PRECISIONS, Predictor, load_for_inference
 from medvit.infer.preprocess import Preprocessor
 from medvit.infer.walk import WALK_STAGE, WalkIssue, walk_inputs
+from medvit.io.errors import printable_path
 from medvit.io.rules import SelectionRules
-from medvit.io.safe_write import atomic_write, resolved_inside
+from medvit.io.safe_write import atomic_write, resolve_path, resolved_inside
 from medvit.io.text import header_text
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ class InferConfig:
             raise ValueError(f"geometry must be pad, crop or squash (or None: the contract's), got {self.geometry!r}")
         if not Path(self.input).exists():
             raise FileNotFoundError(f"input {self.input} does not exist")
-        inp, out = Path(self.input).resolve(), Path(self.output).resolve()
+        inp = resolve_path(self.input, shown=f"input {printable_path(self.input)}")  # a link loop: named, no traceback
+        out = resolve_path(self.output, shown=f"output {printable_path(self.output)}")
         in_root = inp.parent if inp.is_file() and inp.name.upper() == "DICOMDIR" else inp
         if in_root.is_dir() and resolved_inside(in_root, out)[1]:
             raise ValueError(f"output {self.output} is inside input {self.input}: a later run would read its own "
@@ -308,7 +310,9 @@ class InferenceRun:
         env = os.environ.get("MEDVIT_DEID_KEY")
         if env:
             return env.encode()
-        return load_or_create_key(self.cfg.deid_key or default_key_file(), forbidden=(self.out, self.root))
+        what = ("de-identification key (--deid-key)" if self.cfg.deid_key else
+                "de-identification key (the per-site default, MEDVIT_DEID_KEY_DIR)")
+        return load_or_create_key(self.cfg.deid_key or default_key_file(), forbidden=(self.out, self.root), what=what)
 
     # ------------------------------------------------------------------ records
     def _base_record(self, d: Decoded, status: str) -> dict[str, Any]:
@@ -396,7 +400,7 @@ class InferenceRun:
             try:
                 rec["heatmap_png"] = write_heatmap_outputs(self.output_context(), d, h, rec)
             except Exception as e:  # a heatmap must never cost the prediction
-                from medvit.io.errors import printable_path, redact_values
+                from medvit.io.errors import redact_values
 
                 rec["heatmap_png"] = ""
                 rec["heatmap_error"] = f"{type(e).__name__}: {redact_values(str(e))}"
@@ -700,8 +704,6 @@ def heatmap_targets(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def _log_failed(d: Decoded, bar: Any) -> None:
-    from medvit.io.errors import printable_path
-
     reason = d.reason if len(d.reason) <= 160 else d.reason[:157] + "..."
     msg = f"FAILED {printable_path(d.rel)} at {d.stage}: {reason}"
     if bar is not None:

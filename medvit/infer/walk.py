@@ -6,7 +6,8 @@ Nothing is skipped silently (SECURITY.md §5):
 * a symlinked folder → followed only with ``follow_links`` (each real folder once, so link loops end), else a
   ``skipped`` row;
 * a file or folder whose link leads outside INPUT → refused (``skipped`` row) unless ``follow_links``;
-* FIFOs, sockets and device files → ``skipped`` rows (reading them could block forever or never end).
+* FIFOs, sockets and device files → ``skipped`` rows (reading them could block forever or never end); so are
+  symbolic-link loops (wording of :func:`medvit.io.errors.file_problem`).
 
 Hidden entries (names starting with ``.``) and the ``exclude`` folder (OUTPUT) are not walked.
 """
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from medvit.io.errors import mode_problem
+from medvit.io.errors import file_problem, mode_problem
 from medvit.io.safe_write import resolved_inside
 
 WALK_STAGE = "walk"
@@ -38,6 +39,15 @@ def _rel(p: Path, root: Path) -> str:
         return p.relative_to(root).as_posix()
     except ValueError:
         return p.as_posix()
+
+
+def _entry_issue(p: Path, root: Path) -> WalkIssue:
+    """The row of an entry that cannot be stat'ed, worded by :func:`medvit.io.errors.file_problem`: a symbolic-link
+    loop is ``skipped`` (like a broken link: nothing to read), any other OS error an ``error`` naming it."""
+    why = file_problem(p) or "changed while walked"
+    if why == "is a symbolic-link loop":
+        return WalkIssue(_rel(p, root), "skipped", f"{why}, not a regular file")
+    return WalkIssue(_rel(p, root), "error", f"unreadable entry ({why})")
 
 
 def walk_inputs(root: Path, exclude: Path | None = None, follow_links: bool = False) -> Iterator[Path | WalkIssue]:
@@ -75,8 +85,8 @@ def _walk_dir(d: Path, root: Path, exclude: Path | None, follow: bool,
         try:
             is_link = e.is_symlink()
             is_dir = e.is_dir(follow_symlinks=True)
-        except OSError as err:
-            yield WalkIssue(_rel(p, root), "error", f"unreadable entry ({type(err).__name__})")
+        except OSError:
+            yield _entry_issue(p, root)
             continue
         if is_link:
             if not p.exists():
@@ -97,8 +107,8 @@ def _walk_dir(d: Path, root: Path, exclude: Path | None, follow: bool,
             continue
         try:
             mode = p.stat().st_mode
-        except OSError as err:
-            yield WalkIssue(_rel(p, root), "error", f"unreadable entry ({type(err).__name__})")
+        except OSError:
+            yield _entry_issue(p, root)
             continue
         if why := mode_problem(mode):  # reading a FIFO could block forever, a device never end
             yield WalkIssue(_rel(p, root), "skipped", f"{why}, not a regular file")

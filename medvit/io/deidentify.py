@@ -130,34 +130,47 @@ def basic_profile() -> dict[str, str]:
     return {kw: a for t, a in exact.items() if (kw := keyword_for_tag(t))}
 
 
-def load_or_create_key(key_file: str | Path, forbidden: Iterable[str | Path] = ()) -> bytes:
+def load_or_create_key(key_file: str | Path, forbidden: Iterable[str | Path] = (),
+                       what: str = "de-identification key") -> bytes:
     """The pseudonymisation key in ``key_file`` (hex), created (0600, folder 0700) when absent.
 
-    Raises ``ValueError`` when ``key_file`` lies inside one of ``forbidden`` (OUTPUT, INPUT): whoever holds
-    the key and the outputs can re-identify patients by trying candidate identifiers.
+    ``what`` names the key in messages (the runner adds where it came from, e.g. ``--deid-key``).
+
+    Raises ``ValueError`` naming ``what`` and the file when ``key_file`` lies inside one of ``forbidden`` (OUTPUT,
+    INPUT): whoever holds the key and the outputs can re-identify patients by trying candidate identifiers; when it
+    or a forbidden folder cannot be resolved (a symbolic-link loop, a NUL byte: the message says which); when
+    something that is not a regular file is there (a directory, FIFO, device, loop, dangling link:
+    :func:`medvit.io.errors.file_problem`); or when the file is not hex text of at least 16 bytes.
     """
+    from medvit.io.errors import file_problem, printable_path
+
     p = Path(key_file).expanduser()
+    name = f"{what} {printable_path(p)}"
     for f in forbidden:
-        if resolved_inside(f, p)[1]:
-            raise ValueError(f"de-identification key {p} lies inside {f}: keep keys outside the data (anyone "
+        if resolved_inside(f, p, shown=name)[1]:
+            raise ValueError(f"{name} lies inside {printable_path(f)}: keep keys outside the data (anyone "
                              "given the folder could re-identify patients). Name a key file elsewhere with "
                              "--deid-key or set MEDVIT_DEID_KEY_DIR.")
-    if p.is_file():
+    why = file_problem(p)
+    if why is None:
         text = p.read_text().strip()
         try:
             key = bytes.fromhex(text)
         except ValueError:
-            raise ValueError(f"de-identification key {p} is not hex text") from None
+            raise ValueError(f"{name} is not hex text") from None
         if len(key) < 16:
-            raise ValueError(f"de-identification key {p} is too short ({len(key)} bytes; at least 16)")
+            raise ValueError(f"{name} is too short ({len(key)} bytes; at least 16)")
         return key
+    if why != "not found" or p.is_symlink():
+        raise ValueError(f"{name} {why}, not a key file: name a regular file (hex text), or a path where one can "
+                         "be created")
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(32)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(p, flags, 0o600)
-    except FileExistsError:  # created concurrently by another run: use that one
-        return load_or_create_key(p, forbidden)
+    except FileExistsError:  # created concurrently by another run: use that one (refused if not a regular file)
+        return load_or_create_key(p, forbidden, what)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex() + "\n")
     logger.info("created de-identification key %s (keep it; it maps identifiers consistently)", p)

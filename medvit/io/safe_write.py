@@ -58,16 +58,44 @@ def checked_path(root: str | Path, path: str | Path) -> Path:
     """``path`` if it resolves (symlinks followed) to ``root`` or below it; else :class:`UnsafePathError`.
 
     A relative ``path`` is relative to the working directory, like ``root`` itself (callers build it as
-    ``root / ...``; ``medvit infer -o results`` gives a relative root).
+    ``root / ...``; ``medvit infer -o results`` gives a relative root). Paths in the message are printable
+    (:func:`medvit.io.errors.printable_path`: no NUL byte or raw non-UTF-8 bytes reach a log or a CSV row).
     """
+    from medvit.io.errors import printable_path
+
     p = Path(path)
     try:
         resolved, ok = resolved_inside(root, p)
     except ValueError as e:  # a link loop on the way
-        raise UnsafePathError(f"refusing to write {p}: {e}") from None
+        raise UnsafePathError(f"refusing to write {printable_path(p)}: {e}") from None
     if not ok:
-        raise UnsafePathError(f"refusing to write {p}: it resolves to {resolved}, outside {Path(root).resolve()}")
+        raise UnsafePathError(f"refusing to write {printable_path(p)}: it resolves to {printable_path(resolved)}, "
+                              f"outside {printable_path(Path(root).resolve())}")
     return p
+
+
+def resolve_path(path: str | Path, shown: str | None = None) -> Path:
+    """``path`` with every symbolic link resolved (``Path.resolve``, non-strict: a missing tail is fine).
+
+    Raises:
+        ValueError: ``"cannot resolve <shown>: <why>"`` (default: the printable path), why being ``"symbolic-link
+            loop"``, ``"contains a NUL byte"`` or the OS error; never a bare ``RuntimeError`` (a loop before
+            Python 3.13) or ``"embedded null byte"``.
+    """
+    import errno
+
+    from medvit.io.errors import printable_path
+
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError, ValueError) as e:
+        if isinstance(e, ValueError):
+            why = "contains a NUL byte"
+        elif isinstance(e, RuntimeError) or e.errno == errno.ELOOP:
+            why = "symbolic-link loop"
+        else:
+            why = e.strerror or str(e)
+        raise ValueError(f"cannot resolve {shown or printable_path(path)}: {why}") from None
 
 
 def resolved_inside(root: str | Path, path: str | Path, shown: str | None = None) -> tuple[Path, bool]:
@@ -76,17 +104,17 @@ def resolved_inside(root: str | Path, path: str | Path, shown: str | None = None
     a link is fine. A relative path is relative to the working directory. Nothing is opened.
 
     Raises:
-        ValueError: ``path`` cannot be resolved (a symbolic-link loop, a NUL byte, an OS error), naming it as
-            ``shown`` (default: the path) and the reason.
+        ValueError: ``path`` or ``root`` cannot be resolved (:func:`resolve_path`: a symbolic-link loop, a NUL
+            byte, an OS error); the message says which side failed, naming ``path`` as ``shown`` (default: the
+            printable path).
     """
-    try:
-        r = Path(root).resolve()
-        target = Path(path).resolve()
-    except (OSError, RuntimeError, ValueError) as e:  # a loop: RuntimeError before Python 3.13; NUL: ValueError
-        from medvit.io.errors import printable_path
+    from medvit.io.errors import printable_path
 
-        why = "contains a NUL byte" if isinstance(e, ValueError) else str(e)
-        raise ValueError(f"cannot resolve {shown or printable_path(path)} under {root} ({why})") from None
+    target = resolve_path(path, shown)
+    try:
+        r = resolve_path(root)
+    except ValueError as e:
+        raise ValueError(f"{e} (checking whether {shown or printable_path(path)} lies inside it)") from None
     return target, target.is_relative_to(r)
 
 

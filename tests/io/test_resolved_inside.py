@@ -38,15 +38,33 @@ def test_resolved_inside_resolves_both_sides(tree):
     assert not resolved_inside(root, root / "dir_out" / "secret.dcm")[1]  # a folder link on the way
     assert resolved_inside(root, root)[1] and not resolved_inside(root, root / "..")[1]
     assert resolved_inside(root.parent / "root_link", root / "sub" / "a.dcm")[1]  # root reached through a link
-    with pytest.raises(ValueError, match=r"cannot resolve .*loop_a.* under .*root \("):
+    with pytest.raises(ValueError, match=r"^cannot resolve .*root/loop_a/x: symbolic-link loop$"):
         resolved_inside(root, root / "loop_a" / "x")
-    with pytest.raises(ValueError, match=r"cannot resolve 'bad' under .* \(contains a NUL byte\)"):
+    with pytest.raises(ValueError, match=r"^cannot resolve 'bad': contains a NUL byte$"):
         resolved_inside(root, str(root / "a\x00b"), shown="'bad'")
+
+
+def test_resolved_inside_says_which_side_failed_in_printable_text(tree):
+    """breaker34 B6/B9: a loop in the root was reported as "cannot resolve PATH under ROOT" (blaming the path), and
+    the root / the first path of checked_path's message went out raw (a NUL byte, non-UTF-8 bytes into logs)."""
+    from medvit.io.safe_write import resolved_inside
+
+    root, _ = tree
+    with pytest.raises(ValueError, match=r"^cannot resolve .*root/loop_a: symbolic-link loop \(checking whether "
+                                         r".*root/sub/a\.dcm lies inside it\)$"):
+        resolved_inside(root / "loop_a", root / "sub" / "a.dcm")
+    with pytest.raises(ValueError, match=r"^cannot resolve .*root\\x00: contains a NUL byte \(checking whether "):
+        resolved_inside(str(root) + "\x00", root / "sub" / "a.dcm")
+    with pytest.raises(UnsafePathError) as e:
+        checked_path(root, str(root) + "/a\x00\udcff")
+    assert "\x00" not in str(e.value) and "\udcff" not in str(e.value)
+    assert str(e.value).count("a\\x00\\xff") == 2  # both mentions printable
 
 
 def test_checked_path_refuses_a_link_loop_by_name(tree):
     root, _ = tree
-    with pytest.raises(UnsafePathError, match=r"refusing to write .*loop_a/x: cannot resolve .*loop_a/x under"):
+    with pytest.raises(UnsafePathError, match=r"refusing to write .*loop_a/x: cannot resolve .*loop_a/x: "
+                                              r"symbolic-link loop"):
         checked_path(root, root / "loop_a" / "x")
     with pytest.raises(UnsafePathError, match=r"refusing to write .*dir_out/new\.txt: it resolves to .*outside"):
         checked_path(root, root / "dir_out" / "new.txt")
@@ -54,8 +72,8 @@ def test_checked_path_refuses_a_link_loop_by_name(tree):
 
 
 @pytest.mark.parametrize("value, msg", [
-    ("loop_a/x", r"vlm_config\.json: key 'vision_checkpoint': cannot resolve 'loop_a/x' under .* \(.*loop"),
-    ("a\x00b", r"vlm_config\.json: key 'vision_checkpoint': cannot resolve .* \(contains a NUL byte\)"),
+    ("loop_a/x", r"vlm_config\.json: key 'vision_checkpoint': cannot resolve 'loop_a/x': symbolic-link loop"),
+    ("a\x00b", r"vlm_config\.json: key 'vision_checkpoint': cannot resolve .*: contains a NUL byte"),
     ("dir_out", r"vlm_config\.json: key 'vision_checkpoint' is 'dir_out', outside the model directory"),
 ], ids=["loop", "nul", "link out"])
 def test_model_dir_paths_name_the_file_and_key(tree, value, msg):
