@@ -161,7 +161,7 @@ def load_or_create_key(key_file: str | Path, forbidden: Iterable[str | Path] = (
         if len(key) < 16:
             raise ValueError(f"{name} is too short ({len(key)} bytes; at least 16)")
         return key
-    if why != "not found" or p.is_symlink():
+    if why != "not found":
         raise ValueError(f"{name} {why}, not a key file: name a regular file (hex text), or a path where one can "
                          "be created")
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
