@@ -33,6 +33,9 @@ MAX_IMAGE_SIZE = 4096
 #: (430 mm, 17 in), with margin either side. Outside it the DICOM Pixel Spacing (0028,0030) left the physical range
 #: (1e-300 mm was written as 0.0, which DICOM forbids: a reader computing mm divides by it)
 MIN_FOV_MM, MAX_FOV_MM = 50.0, 1000.0
+#: upper bound of ``n`` (phantom images over all splits; a value from a config or a call is never allowed to exhaust
+#: memory): the patient plan holds ``n`` integers
+MAX_N = 10_000_000
 
 _GIVEN = ["Alex", "Sam", "Robin", "Kim", "Jo", "Noa", "Ari", "Lee", "Max", "Eli", "Ren", "Sky", "Ash", "Dani",
           "Remy", "Jules", "Quinn", "Sasha", "Toni", "Luca"]
@@ -96,6 +99,31 @@ def check_geometry(image_size: Any = _UNSET, fov_mm: Any = _UNSET, in_chans: Any
     if in_chans is not _UNSET and (isinstance(in_chans, bool | np.bool_) or whole_number(in_chans) not in (1, 3)):
         raise ValueError(f"{name('in_chans')} must be 1 (grey) or 3 (the grey channel repeated, for RGB "
                          f"backbones), got {in_chans!r}")
+
+
+def check_count(n: Any, name: Callable[[str], str] = str) -> int:
+    """``n`` (number of phantom images) as an int: a whole number in [1, :data:`MAX_N`]; ``ValueError`` naming
+    ``name('n')`` and the value otherwise (``"2"``, 2.5, True, 0, 10**9)."""
+    v = whole_number(n)
+    if v is None:
+        raise ValueError(f"{name('n')} (number of phantom images) must be a whole number, got {n!r}")
+    if v < 1:
+        raise ValueError(f"{name('n')} (number of phantom images) must be >= 1, got {n}")
+    check_at_most(n, MAX_N, "n", "number of phantom images", name)
+    return v
+
+
+def check_draw(seed: Any, with_masks: Any, name: Callable[[str], str] = str) -> int:
+    """The generators' ``seed`` (a whole number >= 0, returned as an int: 1.5 was drawn as seed 1) and
+    ``with_masks`` (a bool: "yes" was taken as true); ``ValueError`` naming ``name(arg)`` and the value."""
+    v = whole_number(seed)
+    if v is None:
+        raise ValueError(f"{name('seed')} (a random seed) must be a whole number, got {seed!r}")
+    if v < 0:  # numpy's refusal ("expected non-negative integer") names no argument
+        raise ValueError(f"{name('seed')} must be >= 0 (a random seed), got {seed}")
+    if not isinstance(with_masks, bool | np.bool_):
+        raise ValueError(f"{name('with_masks')} must be true or false, got {with_masks!r}")
+    return v
 
 
 def check_at_most(value: Any, limit: int, key: str, what: str, name: Callable[[str], str] = str) -> None:
@@ -171,9 +199,12 @@ def plan_patients(n: int, seed: int, kind: str) -> PatientPlan:
 
     Splits are patient-disjoint by construction and deterministic for ``(n, seed, kind)``; the
     grouping of the first images does not depend on ``n`` (growing ``n`` appends patients).
+
+    Raises:
+        ValueError: ``n`` not a whole number in [1, :data:`MAX_N`] or ``seed`` not a whole number >= 0, naming it
+            (:func:`check_count`, :func:`check_draw`).
     """
-    if n < 1:
-        raise ValueError(f"n (number of phantom images) must be >= 1, got {n}")
+    n, seed = check_count(n), check_draw(seed, False)
     rng = np.random.default_rng([int(seed), KIND_CODES[kind], 3])
     counts = rng.choice([1, 2, 3], size=n, p=[0.5, 0.3, 0.2])  # at most n patients needed
     patient_of = np.repeat(np.arange(n), counts)[:n]
@@ -376,7 +407,8 @@ class PhantomGenerator:
     """Base of the chest and retina generators: their argument check without the constructor's work.
 
     A subclass's constructor starts with ``_checked(*values of CHECKED, knobs, name)`` (a static method that
-    refuses bad arguments and draws nothing); :meth:`check_args` runs the same method on keyword arguments."""
+    refuses bad arguments and draws nothing: :func:`check_geometry`, :func:`check_draw`, ...); :meth:`check_args`
+    runs the same method on keyword arguments."""
 
     #: the constructor arguments ``_checked`` takes first, in order (the knobs follow as one tuple)
     CHECKED: tuple[str, ...] = ()

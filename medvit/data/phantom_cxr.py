@@ -25,6 +25,7 @@ from medvit.data.phantom_common import (
     SPLITS,
     Difficulty,
     PhantomGenerator,
+    check_draw,
     check_geometry,
     check_probability,
     image_rng,
@@ -79,21 +80,22 @@ class ChestPhantomGenerator(PhantomGenerator):
         lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits: calibration knobs, see
             :class:`~medvit.data.phantom_common.Difficulty` (defaults: the original phantoms).
     Raises:
-        ValueError: image_size not a whole number in [32, 4096], fov_mm not a number in [50, 1000], a probability
-            outside [0, 1] or a knob outside its range, naming the argument
+        ValueError: image_size not a whole number in [32, 4096], fov_mm not a number in [50, 1000], seed not a
+            whole number >= 0, with_masks not a bool, a probability outside [0, 1] or a knob outside its range,
+            naming the argument
             (:func:`~medvit.data.phantom_common.check_geometry`).
     """
 
     kind = "cxr"
     label_names = CXR_LABELS
-    CHECKED = ("image_size", "prevalence", "healthy_fraction", "fov_mm")
+    CHECKED = ("image_size", "seed", "with_masks", "prevalence", "healthy_fraction", "fov_mm")
 
     def __init__(self, image_size: int = 512, seed: int = 0, prevalence: float = 0.22,
                  healthy_fraction: float = 0.3, fov_mm: float = 400.0, with_masks: bool = True,
                  lesion_contrast: float = 1.0, lesion_size: float = 1.0, anatomy: float = 1.0, noise: float = 1.0,
                  label_noise: float = 0.0,
                  label_noise_splits: tuple[str, ...] | list[str] = SPLITS):
-        self.difficulty = self._checked(image_size, prevalence, healthy_fraction, fov_mm,
+        self.difficulty = self._checked(image_size, seed, with_masks, prevalence, healthy_fraction, fov_mm,
                                         (lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits))
         self.size, self.seed, self.prevalence = int(image_size), int(seed), float(prevalence)
         self.healthy_fraction, self.fov_mm, self.with_masks = float(healthy_fraction), float(fov_mm), with_masks
@@ -111,11 +113,12 @@ class ChestPhantomGenerator(PhantomGenerator):
         self.px = 2.0 / s  # anatomical units per pixel (before pose scaling)
 
     @staticmethod
-    def _checked(image_size: Any, prevalence: Any, healthy_fraction: Any, fov_mm: Any, knobs: tuple[Any, ...],
-                 name: Callable[[str], str] = str) -> Difficulty:
+    def _checked(image_size: Any, seed: Any, with_masks: Any, prevalence: Any, healthy_fraction: Any, fov_mm: Any,
+                 knobs: tuple[Any, ...], name: Callable[[str], str] = str) -> Difficulty:
         """The constructor's refusals (``ValueError`` naming ``name(arg)`` and the value), nothing drawn; the
         knobs. Also :meth:`check_args`."""
         check_geometry(image_size, fov_mm, what="chest phantoms", name=name)
+        check_draw(seed, with_masks, name)
         check_probability(prevalence, "prevalence", name)
         check_probability(healthy_fraction, "healthy_fraction", name)
         return Difficulty(*knobs)

@@ -24,7 +24,7 @@ from medvit.data.phantom_common import (
     PHANTOM_KNOBS,
     SPLIT_KNOB,
     Difficulty,
-    check_at_most,
+    check_count,
     check_geometry,
     patient_meta,
     plan_patients,
@@ -91,7 +91,9 @@ class PhantomDataset(ItemDataset):
 
     Raises:
         ValueError: an unknown split or kind, a keyword neither this class nor the generator takes or only a synth
-            folder takes, ``in_chans`` other than 1 or 3, or a value the generator refuses, naming the argument."""
+            folder takes, ``in_chans`` other than 1 or 3, ``n`` not a whole number in [1,
+            :data:`~medvit.data.phantom_common.MAX_N`], or a value the generator refuses (``seed``, ``with_masks``,
+            ``image_size``, ...), naming the argument."""
 
     def __init__(self, kind: str, split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 224,
                  in_chans: int = 1, with_masks: bool = False, transform: Any = None, **gen_kw: Any):
@@ -100,9 +102,9 @@ class PhantomDataset(ItemDataset):
         gen_kw = {k: v for k, v in gen_kw.items() if k not in _FOLDER_ONLY}  # None: not given
         _refuse_unknown(kind, gen_kw, _params(PhantomDataset.__init__) | _params(generator_class(kind).__init__), str)
         check_geometry(in_chans=in_chans)
+        self.plan = plan_patients(n, seed, kind)  # n and seed refused before any texture is drawn
         self.kind, self.split, self.in_chans, self.with_masks = kind, split, int(in_chans), with_masks
         self.gen = make_generator(kind, image_size, seed, with_masks=with_masks, **gen_kw)
-        self.plan = plan_patients(n, seed, kind)
         self.indices = self.plan.indices(split)
         self.visit = visits(self.plan.patient_of)
         self.transform = transform
@@ -274,11 +276,6 @@ def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed
                           image_size=224 if image_size is None else image_size, **kw)
 
 
-#: upper bound of ``n`` in memory (a config value is never allowed to exhaust memory): the patient plan holds ``n``
-#: integers (the image size's bound is the generators' own, :data:`~medvit.data.phantom_common.MAX_IMAGE_SIZE`)
-MAX_N = 10_000_000
-
-
 def _folder_only(kind: str, args: dict[str, Any], name: Callable[[str], str]) -> None:
     """Refuse what a synth folder (``root``) does not take: ``n`` / ``seed`` and the in-memory arguments (the
     generator's knobs, ``with_masks``). A ``null`` value means "not given" (a preset's in-memory values switched off
@@ -324,11 +321,12 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     generator nor a synth folder (``root``) takes, a chest-only knob for retina, a value of the wrong type, a
     calibration knob outside its range (:class:`Difficulty`); with ``root``, ``n`` / ``seed`` or an in-memory
     argument (a knob: the folder's were fixed when it was drawn); in memory, any value the run's generator and
-    patient plan refuse (``n < 1`` or beyond :data:`MAX_N`, ``image_size`` outside [32, 4096], ``fov_mm`` outside
-    [50, 1000], ``prevalence`` outside [0, 1], ``in_chans`` other than 1 or 3, ...), by the generator's own checks
-    (``check_args``: nothing is drawn) and :func:`~medvit.data.phantom_common.check_geometry`: ``--dry-run`` refuses
-    what the run refuses. ``transform`` is the task's, never a config value. Returns ``args`` with values converted
-    as config fields are (``n: 1e3`` -> 1000)."""
+    patient plan refuse (``n < 1`` or beyond :data:`~medvit.data.phantom_common.MAX_N`, ``image_size`` outside
+    [32, 4096], ``fov_mm`` outside [50, 1000], ``prevalence`` outside [0, 1], ``in_chans`` other than 1 or 3,
+    ...), by the generator's own checks (``check_args``: nothing is drawn), the plan's
+    (:func:`~medvit.data.phantom_common.check_count`) and :func:`~medvit.data.phantom_common.check_geometry`:
+    ``--dry-run`` refuses what the run refuses. ``transform`` is the task's, never a config value. Returns ``args``
+    with values converted as config fields are (``n: 1e3`` -> 1000)."""
     import dataclasses
 
     if name is None:
@@ -364,14 +362,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     # in memory: the run's own checks (n >= 1, image_size, fov_mm, prevalence, stage_probs, in_chans, ...), by the
     # same code, with nothing drawn (the generator's check_args, not its constructor)
     n, seed = (1000 if args.get(k) is None else args[k] for k in ("n", "seed"))
-    if seed < 0:  # numpy's refusal ("expected non-negative integer") names no key
-        raise ValueError(f"{name('seed')} must be >= 0 (a random seed), got {seed}")
-    check_at_most(n, MAX_N, "n", "number of phantom images", name)
-    if n < 1:
-        try:
-            plan_patients(n, seed, kind)  # the plan's own refusal
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+    check_count(n, name)  # the patient plan's own check (seed: the generator's)
     check_geometry(**{k: args[k] for k in ("in_chans",) if k in args}, name=name)
     gen.check_args(name, **{k: v for k, v in args.items() if k in _params(gen.__init__)} | {
         "image_size": 224 if args.get("image_size") is None else args["image_size"], "seed": seed})

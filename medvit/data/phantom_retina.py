@@ -25,7 +25,9 @@ from medvit.data.phantom_common import (
     SPLITS,
     Difficulty,
     PhantomGenerator,
+    check_draw,
     check_geometry,
+    finite_number,
     image_rng,
     patient_meta,
     patient_rng,
@@ -80,21 +82,22 @@ class RetinaPhantomGenerator(PhantomGenerator):
             hyperreflective foci, never the drusen basal width: the width defines the stage (Beckman
             classification: small < 63 µm, medium 63–125 µm, large > 125 µm), so stage and report stay true.
     Raises:
-        ValueError: image_size not a whole number in [32, 4096], bad stage_probs or a knob outside its range,
+        ValueError: image_size not a whole number in [32, 4096], seed not a whole number >= 0, with_masks not a
+            bool, stage_probs not 5 numbers, or a knob outside its range,
             naming the argument (:func:`~medvit.data.phantom_common.check_geometry`).
     """
 
     kind = "retina"
     label_names = RETINA_BIOMARKERS
     class_names = AMD_STAGES
-    CHECKED = ("image_size", "stage_probs")
+    CHECKED = ("image_size", "seed", "with_masks", "stage_probs")
 
     def __init__(self, image_size: int = 256, seed: int = 0, stage_probs: tuple[float, ...] | None = None,
                  with_masks: bool = True, lesion_contrast: float = 1.0, lesion_size: float = 1.0,
                  anatomy: float = 1.0, noise: float = 1.0, label_noise: float = 0.0,
                  label_noise_splits: tuple[str, ...] | list[str] = SPLITS):
-        self.probs, self.difficulty = self._checked(
-            image_size, stage_probs, (lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits))
+        self.probs, self.difficulty = self._checked(image_size, seed, with_masks, stage_probs, (
+            lesion_contrast, lesion_size, anatomy, noise, label_noise, label_noise_splits))
         self.size, self.seed, self.with_masks = int(image_size), int(seed), with_masks
         s = self.size
         self.x = ((np.arange(s) + 0.5) / s).astype(np.float32)
@@ -109,15 +112,17 @@ class RetinaPhantomGenerator(PhantomGenerator):
         self.um_x, self.um_z = WIDTH_UM / s, DEPTH_UM / s
 
     @staticmethod
-    def _checked(image_size: Any, stage_probs: Any, knobs: tuple[Any, ...],
+    def _checked(image_size: Any, seed: Any, with_masks: Any, stage_probs: Any, knobs: tuple[Any, ...],
                  name: Callable[[str], str] = str) -> tuple[np.ndarray, Difficulty]:
         """The constructor's refusals (``ValueError`` naming ``name(arg)`` and the value), nothing drawn: the
         stage probabilities as a (5,) array and the knobs. Also :meth:`check_args`."""
         check_geometry(image_size, what="retina phantoms", name=name)
-        try:
-            probs = np.full(5, 0.2) if stage_probs is None else np.asarray(stage_probs, float)
-        except (TypeError, ValueError):
-            probs = np.full(1, np.nan)  # not numbers: refused below
+        check_draw(seed, with_masks, name)
+        try:  # numbers only ("0.2" was read as 0.2, True as 1)
+            values = [finite_number(p) for p in stage_probs] if stage_probs is not None else [0.2] * 5
+        except TypeError:  # not a sequence
+            values = [None]
+        probs = np.full(1, np.nan) if None in values else np.asarray(values, float)  # not numbers: refused below
         if probs.shape != (5,) or (probs < 0).any() or not math.isclose(probs.sum(), 1.0, abs_tol=1e-6):
             raise ValueError(f"{name('stage_probs')} must be 5 non-negative numbers summing to 1, got {stage_probs}")
         return probs, Difficulty(*knobs)

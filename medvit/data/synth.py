@@ -96,12 +96,19 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if monochrome1 and (kind != "cxr" or fmt != "dicom"):
         raise ValueError("monochrome1 applies to chest DICOM only (--kind cxr --format dicom)")
-    size = DEFAULT_SIZE[kind] if image_size is None else int(image_size)
+    if "with_masks" in knobs:  # the generator's name for this function's `masks` (it gave "multiple values")
+        raise ValueError(f"with_masks: write_synth takes masks=True/False (whether mask PNGs are written), got "
+                         f"with_masks={knobs['with_masks']!r}")
     out = Path(out)
-    gen = make_generator(kind, size, seed, with_masks=masks, **knobs)  # bad knobs refused before anything is written
+    # bad arguments refused before anything is written, by the generator's and the patient plan's own checks (64.5
+    # was truncated to 64 here, seed 1.5 drawn as 1 and recorded as 1.5)
+    plan = plan_patients(n, seed, kind)
+    n, seed = plan.n, plan.seed
+    gen = make_generator(kind, DEFAULT_SIZE[kind] if image_size is None else image_size, seed, with_masks=masks,
+                         **knobs)
+    size = gen.size
     for sub in ("images", "reports", "splits") + (("masks",) if masks else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    plan = plan_patients(n, seed, kind)
     visit = visits(plan.patient_of)
     t0 = time.perf_counter()
     rows, jsonl = [], io.StringIO()

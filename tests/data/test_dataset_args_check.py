@@ -29,7 +29,7 @@ DEMO = "pipelines/demo/cxr_phantom_demo.yaml"
 
 
 @pytest.mark.parametrize("path,override,match", [
-    (DEMO, "dataset_args.n=-5", r"dataset_args: n \(number of phantom images\) must be >= 1, got -5"),
+    (DEMO, "dataset_args.n=-5", r"dataset_args\.n \(number of phantom images\) must be >= 1, got -5"),
     (DEMO, "dataset_args.image_size=0", r"dataset_args\.image_size must be >= 32 for chest phantoms, got 0"),
     (DEMO, "dataset_args.prevalence=abc", r"dataset_args\.prevalence: expected a number, got 'abc'"),
     (DEMO, "dataset_args.prevalence=2", r"dataset_args\.prevalence \(a probability\) must lie in \[0, 1\], got 2"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 
 from medvit.data.phantom_cxr import ChestPhantomGenerator
@@ -152,8 +153,6 @@ def test_a_whole_decimal_or_fraction_is_a_whole_number():
     from decimal import Decimal
     from fractions import Fraction
 
-    import numpy as np
-
     ref = ChestPhantomGenerator(image_size=64, seed=1).sample(0).image
     for size, fov in ((Decimal(64), Decimal(400)), (Fraction(128, 2), Fraction(400)), (np.int16(64), 400)):
         assert np.array_equal(ChestPhantomGenerator(image_size=size, seed=1, fov_mm=fov).sample(0).image, ref)
@@ -193,3 +192,67 @@ def test_the_field_of_view_bounds_give_a_positive_pixel_spacing_recorded_in_the_
         assert [float(x) for x in ds.PixelSpacing] == [spacing, spacing]
     write_synth("cxr", 1, tmp_path / "png", fmt="png", image_size=32, masks=False, fov_mm=250)
     assert json.loads((tmp_path / "png" / "manifest.json").read_text())["fov_mm"] == 250.0
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"seed": 1.5}, r"^seed \(a random seed\) must be a whole number, got 1\.5$"),
+    ({"seed": "3"}, r"^seed \(a random seed\) must be a whole number, got '3'$"),
+    ({"seed": True}, r"^seed \(a random seed\) must be a whole number, got True$"),
+    ({"seed": -1}, r"^seed must be >= 0 \(a random seed\), got -1$"),
+    ({"n": "2"}, r"^n \(number of phantom images\) must be a whole number, got '2'$"),
+    ({"n": 2.5}, r"^n \(number of phantom images\) must be a whole number, got 2\.5$"),
+    ({"n": 0}, r"^n \(number of phantom images\) must be >= 1, got 0$"),
+    ({"n": 10**9}, r"^n \(number of phantom images\) must be <= 10,000,000 .*got 1,000,000,000$"),
+    ({"with_masks": "yes"}, r"^with_masks must be true or false, got 'yes'$"),
+    ({"in_chans": None}, r"^in_chans must be 1 \(grey\) or 3 .*got None$"),
+    ({"in_chans": np.True_}, r"^in_chans must be 1 \(grey\) or 3 .*got (np\.)?True_?$"),
+    ({"fov_mm": None}, r"^fov_mm \(detector field of view in mm.*got None$"),
+], ids=lambda v: repr(v) if isinstance(v, dict) else "")
+def test_python_calls_refuse_seed_n_and_flags_of_the_wrong_kind_by_name(kw, msg):
+    """breaker34 B2: the Python entry points took seed 1.5 (drawn as seed 1), "3", True and with_masks="yes"; seed -1
+    gave numpy's "expected non-negative integer", n "2" a bare TypeError from '<', None values float()/int()
+    TypeErrors, all naming nothing. Now the generators' / patient plan's shared checks refuse them by name, from
+    the builder as from the dataset."""
+    from medvit.data.phantom_datasets import cxr_phantom
+
+    with pytest.raises(ValueError, match=msg):
+        cxr_phantom(split="train", **{"n": 4, "seed": 0, "image_size": 32, **kw})
+
+
+def test_the_generators_shared_check_refuses_seed_and_with_masks_and_stage_probs_of_the_wrong_kind():
+    """breaker34 B2: check_args (the dry run's check) passed seed=-1, seed="x" and with_masks="yes" silently, and
+    retina took stage_probs ["0.2", ...] as numbers."""
+    for gen in GENERATORS.values():
+        with pytest.raises(ValueError, match=r"^image_size \(pixels a side\) must be a whole number, got None$"):
+            gen(image_size=None)
+        with pytest.raises(ValueError, match=r"^seed must be >= 0 \(a random seed\), got -1$"):
+            gen.check_args(seed=-1)
+        with pytest.raises(ValueError, match=r"^seed \(a random seed\) must be a whole number, got 'x'$"):
+            gen.check_args(seed="x", with_masks="yes")
+        with pytest.raises(ValueError, match=r"^dataset_args\.with_masks must be true or false, got 'yes'$"):
+            gen.check_args(lambda k: f"dataset_args.{k}", with_masks="yes")
+        gen.check_args(seed=np.int64(3), with_masks=np.False_, image_size=32.0)  # numpy / whole values are fine
+    for probs in ([0.2, 0.2, 0.2, 0.2, "0.2"], [0.2, 0.2, 0.2, 0.2, True], "0.2,0.2", 0.2):
+        with pytest.raises(ValueError, match=r"^stage_probs must be 5 non-negative numbers summing to 1"):
+            RetinaPhantomGenerator(image_size=32, stage_probs=probs)
+
+
+def test_write_synth_refuses_before_writing_and_records_the_seed_it_drew(tmp_path):
+    """breaker34 B2: write_synth(seed=1.5) drew seed 1 and wrote "seed": 1.5 into manifest.json; image_size 64.5 was
+    truncated to 64; with_masks=False gave "got multiple values for keyword argument 'with_masks'"; n "2" failed
+    after the folders were made. A numpy seed is recorded as a plain number."""
+    import json
+
+    from medvit.data.synth import write_synth
+
+    for kw, msg in (({"seed": 1.5}, r"^seed \(a random seed\) must be a whole number"),
+                    ({"image_size": 64.5}, r"^image_size \(pixels a side\) must be a whole number, got 64\.5"),
+                    ({"with_masks": False}, r"^with_masks: write_synth takes masks=True/False"),
+                    ({"n": "2"}, r"^n \(number of phantom images\) must be a whole number")):
+        with pytest.raises(ValueError, match=msg):
+            write_synth("retina", **{"n": 2, "out": tmp_path / "s", "image_size": 32, **kw})
+        assert not (tmp_path / "s").exists()
+    write_synth("retina", 2.0, tmp_path / "ok", fmt="png", seed=np.int64(3), image_size=32.0, masks=False)
+    man = json.loads((tmp_path / "ok" / "manifest.json").read_text())
+    assert (man["seed"], man["n"], man["image_size"]) == (3, 2, 32)
+    assert all(type(man[k]) is int for k in ("seed", "n", "image_size"))
