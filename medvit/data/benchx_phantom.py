@@ -11,7 +11,7 @@ fractions are drawn by the harness.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,23 @@ import torch
 
 from medvit.data.datasets import ItemDataset, check_split
 from medvit.data.phantom_cxr import CXR_LABELS
-from medvit.data.phantom_datasets import PhantomDataset
+from medvit.data.phantom_datasets import PhantomDataset, check_wrapper_args, refuse_unknown_wrapper_args
 from medvit.data.ptp import boxes_from_masks
 from medvit.registry import register
+
+#: the chest phantom arguments PhantomBenchX passes on (it draws them with masks, one grey channel)
+_FORWARDS = frozenset({"n", "seed", "image_size"})
+
+
+def check_mask_of(args: dict[str, Any], name: Callable[[str], str] = str) -> None:
+    """``mask_of`` (when in ``args``): a non-empty list of phantom mask-name prefixes (a bare string was split into
+    its letters); ``ValueError`` naming ``name('mask_of')`` otherwise (the constructor's and the dry run's check)."""
+    if "mask_of" not in args:
+        return
+    m = args["mask_of"]
+    if isinstance(m, str) or not isinstance(m, Sequence) or not m or not all(isinstance(x, str) and x for x in m):
+        raise ValueError(f"{name('mask_of')} must name at least one phantom mask prefix as a list (e.g. ['lung_'], "
+                         f"['heart']), got {m!r}")
 
 
 class PhantomBenchX(ItemDataset):
@@ -30,8 +44,7 @@ class PhantomBenchX(ItemDataset):
     def __init__(self, split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 64,
                  mask_of: Sequence[str] = ("lung_",), transform: Any = None):
         check_split(split, ("train", "val", "test", "all"), "cxr_phantom_benchx")
-        if not mask_of:
-            raise ValueError("mask_of must name at least one phantom mask prefix (e.g. 'lung_', 'heart')")
+        check_mask_of({"mask_of": mask_of})
         self.base = PhantomDataset("cxr", split, n=n, seed=seed, image_size=image_size, with_masks=True)
         self.mask_of = tuple(mask_of)
         self.label_names = list(CXR_LABELS)
@@ -60,7 +73,11 @@ class PhantomBenchX(ItemDataset):
           task="multilabel", in_chans=1, benchx=True,
           benchx_tasks=("classification", "segmentation", "report_generation", "retrieval"),
           splits=("train", "val", "test"),
+          check_args=lambda args: check_wrapper_args("cxr_phantom_benchx", args, PhantomBenchX.__init__, _FORWARDS,
+                                                     check_mask_of),
           description="chest phantoms with labels, lung masks and reports for the BenchX CPU preset")
 def cxr_phantom_benchx(split: str = "train", **kw: Any) -> PhantomBenchX:
-    """Chest phantoms for the four BenchX tasks (``n``, ``seed``, ``image_size``, ``mask_of``)."""
+    """Chest phantoms for the four BenchX tasks (``n``, ``seed``, ``image_size``, ``mask_of``). ``ValueError`` naming a
+    keyword neither this set nor the phantoms take, or a value they refuse."""
+    refuse_unknown_wrapper_args("cxr_phantom_benchx", kw, PhantomBenchX.__init__, _FORWARDS)
     return PhantomBenchX(split, **kw)

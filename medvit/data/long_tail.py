@@ -14,13 +14,15 @@ enough positives to measure per-finding AUROC — the balanced-evaluation conven
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from medvit.data.phantom_common import check_probability, finite_number, whole_number
 from medvit.data.phantom_cxr import CXR_LABELS
-from medvit.data.phantom_datasets import PhantomDataset
+from medvit.data.phantom_datasets import PhantomDataset, check_wrapper_args, refuse_unknown_wrapper_args
 from medvit.registry import register
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,28 @@ class LongTailSubset(torch.utils.data.Dataset):
         return [ids[j] for j in self.indices]
 
 
+def check_long_tail_args(args: dict[str, Any], name: Callable[[str], str] = str) -> None:
+    """``cxr_phantom_lt``'s own arguments present in ``args`` (its builder's and ``medvit run --dry-run``'s check):
+    ``imbalance`` a number >= 1, ``head`` a whole number >= 1 (or None), ``order`` every finding of
+    :data:`CXR_LABELS` once (or None / empty: label order), ``normal_fraction`` in [0, 1]; ``ValueError`` naming
+    ``name(key)`` otherwise."""
+    if "imbalance" in args and not (finite_number(args["imbalance"]) or 0) >= 1:
+        raise ValueError(f"{name('imbalance')} (head/tail ratio) must be a number >= 1, got {args['imbalance']!r}")
+    if args.get("head") is not None and not (whole_number(args["head"]) or 0) >= 1:
+        raise ValueError(f"{name('head')} (positives of the head finding) must be a whole number >= 1 or null, got "
+                         f"{args['head']!r}")
+    order = args.get("order")
+    if order and (isinstance(order, str) or not isinstance(order, list | tuple)
+                  or not all(isinstance(o, str) for o in order) or sorted(order) != sorted(CXR_LABELS)):
+        raise ValueError(f"{name('order')}: order must list every finding once ({list(CXR_LABELS)}); got {order!r}")
+    if "normal_fraction" in args:
+        check_probability(args["normal_fraction"], "normal_fraction", name)
+
+
 @register("dataset", "cxr_phantom_lt", mean=(0.524,), std=(0.290,), label_names=list(CXR_LABELS), task="multilabel",
-          in_chans=1, description="Chest phantoms with a long-tailed training split (findings 1:imbalance, head to "
+          in_chans=1, check_args=lambda args: check_wrapper_args("cxr_phantom_lt", args, cxr_phantom_lt,
+                                                                 values=check_long_tail_args),
+          description="Chest phantoms with a long-tailed training split (findings 1:imbalance, head to "
           "tail); val/test unchanged")
 def cxr_phantom_lt(split: str = "train", n: int = 5000, seed: int = 0, image_size: int = 224, imbalance: float = 100.0,
                    head: int | None = None, order: list[str] | None = None, normal_fraction: float = 0.5,
@@ -93,17 +115,15 @@ def cxr_phantom_lt(split: str = "train", n: int = 5000, seed: int = 0, image_siz
     """Long-tailed chest phantoms (in memory): ``n`` images over all splits as ``cxr_phantom``; the training split
     is subsampled to head-to-tail ratio ``imbalance`` with ``head`` positives of the first finding of ``order``
     (None: as many as the pool allows, i.e. the head finding's count in the pool; ``order`` None: the label order).
-    ValueError naming the argument for an unknown finding or a ratio below 1."""
+    ValueError naming the argument for one :func:`check_long_tail_args` refuses (on every split, as the dry run) or
+    one the chest phantoms do not take (:func:`~medvit.data.phantom_datasets.refuse_unknown_wrapper_args`)."""
+    refuse_unknown_wrapper_args("cxr_phantom_lt", kw, cxr_phantom_lt)
+    check_long_tail_args({"imbalance": imbalance, "head": head, "order": order, "normal_fraction": normal_fraction})
     base = PhantomDataset("cxr", split, n=n, seed=seed, image_size=image_size, **kw)
     if split != "train":
         return base
     names = list(base.label_names)
     order = list(order) if order else names
-    unknown = [o for o in order if o not in names]
-    if unknown or sorted(order) != sorted(names):
-        raise ValueError(f"cxr_phantom_lt: order must list every finding once ({names}); got {order}")
-    if imbalance < 1:
-        raise ValueError(f"cxr_phantom_lt: imbalance must be >= 1 (head/tail ratio), got {imbalance}")
     labels = np.stack([base.phantom(i).labels for i in range(len(base))]).astype(np.int64)
     idx_order = [names.index(o) for o in order]
     pool_head = int(labels[:, idx_order[0]].sum())

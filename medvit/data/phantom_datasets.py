@@ -59,17 +59,19 @@ def make_generator(kind: str, image_size: int, seed: int, **kw: Any) -> Any:
     return gen(image_size=image_size, seed=seed, **kw)
 
 
-def _refuse_unknown(kind: str, args: dict[str, Any], known: set[str], name: Callable[[str], str]) -> None:
+def _refuse_unknown(kind: str, args: dict[str, Any], known: set[str], name: Callable[[str], str],
+                    dataset: str | None = None) -> None:
     """``ValueError`` naming the first key of ``args`` not in ``known``: a chest-only knob for retina, else the
-    nearest known name and the list of them (a Python call gave the constructor's bare TypeError)."""
+    nearest known name and the list of them (a Python call gave the constructor's bare TypeError); ``dataset``: the
+    registered name the message gives (default ``<kind>_phantom``)."""
     for k in args:
         if k in known:
             continue
-        if k in PHANTOM_KNOBS:  # prevalence / healthy_fraction on retina
+        if k in PHANTOM_KNOBS and dataset is None:  # prevalence / healthy_fraction on retina
             raise ValueError(f"{name(k)}: {k!r} is a chest-only knob; {kind} phantoms take "
                              f"{[x for x in PHANTOM_KNOBS + (SPLIT_KNOB,) if x in known]}")
         hint = did_you_mean(k, known)
-        raise ValueError(f"{name(k)}: {kind}_phantom takes no argument {k!r}"
+        raise ValueError(f"{name(k)}: {dataset or kind + '_phantom'} takes no argument {k!r}"
                          f"{'; ' + hint if hint else ''} (it takes {sorted(known)})")
 
 
@@ -336,9 +338,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     gen = generator_class(kind)
     known = {"root"} | _params(PhantomFolderDataset.__init__) | _params(PhantomDataset.__init__) | _params(gen.__init__)
     _refuse_unknown(kind, args, known, name)
-    if args.get("transform") is not None:
-        raise ValueError(f"{name('transform')}: the transform is set by the task (its augmentation fields), not by "
-                         f"a config value; remove it")
+    _refuse_transform(args, name)
     if args.get("root") is not None:
         _folder_only(kind, args, name)
         folder = _params(PhantomFolderDataset.__init__)
@@ -369,11 +369,54 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
     return {**args, **unset}
 
 
+def _refuse_transform(args: dict[str, Any], name: Callable[[str], str]) -> None:
+    if args.get("transform") is not None:
+        raise ValueError(f"{name('transform')}: the transform is set by the task (its augmentation fields), not by "
+                         f"a config value; remove it")
+
+
+def _config_name(k: str) -> str:
+    return f"dataset_args.{k}"
+
+
+def refuse_unknown_wrapper_args(dataset: str, args: dict[str, Any], own: Callable[..., Any],
+                                forwards: frozenset[str] | None = None, name: Callable[[str], str] = str) -> None:
+    """``ValueError`` naming ``name(key)`` and ``dataset`` for a key of ``args`` that neither ``own`` (the wrapper's
+    builder or constructor) nor the in-memory chest phantoms it wraps take: ``forwards`` names the phantom
+    arguments it passes on (None: all of :class:`PhantomDataset`'s and the generator's, e.g. ``cxr_phantom_lt``'s
+    ``**kw``). A Python call gave the constructor's bare TypeError or a message naming ``cxr_phantom``."""
+    _refuse_unknown("cxr", args, _params(own) | (_IN_MEMORY if forwards is None else set(forwards)), name, dataset)
+
+
+def check_wrapper_args(dataset: str, args: dict[str, Any], own: Callable[..., Any],
+                       forwards: frozenset[str] | None = None,
+                       values: Callable[[dict[str, Any], Callable[[str], str]], None] | None = None) -> dict[str, Any]:
+    """Config-time check (registry meta ``check_args``, ``medvit run --dry-run``) of a dataset built on the in-memory
+    chest phantoms (``cxr_phantom_lt``, ``cxr_multiwindow_phantom``, ``cxr_phantom_benchx``), so the dry run refuses
+    what the run refuses: ``ValueError`` naming ``dataset_args.<key>`` for a key neither takes
+    (:func:`refuse_unknown_wrapper_args`), a value of the wrong type (by ``own``'s and the phantoms' annotations), a
+    phantom argument :func:`check_phantom_args` refuses (``n`` beyond :data:`~medvit.data.phantom_common.MAX_N`,
+    ``image_size`` outside [32, 4096], a knob outside its range, ...) and what ``values(args, name)`` (the wrapper's
+    own value check, also run by its builder) refuses. Returns the arguments with values converted as config fields
+    are (``n: 1e3`` -> 1000)."""
+    refuse_unknown_wrapper_args(dataset, args, own, forwards, _config_name)
+    _refuse_transform(args, _config_name)
+    checked = check_arg_types(args, [own, PhantomDataset.__init__, ChestPhantomGenerator.__init__],
+                              name=_config_name)
+    phantom = _IN_MEMORY if forwards is None else forwards
+    checked.update(check_phantom_args("cxr", {k: v for k, v in checked.items() if k in phantom}))
+    if values is not None:
+        values(checked, _config_name)
+    return checked
+
+
 #: the dataset_args a synth folder (``root``) takes (registry meta ``folder_args``: `medvit finetune --data DIR`
 #: drops a preset's in-memory arguments)
 _FOLDER_ARGS = frozenset({"root"} | _params(PhantomFolderDataset.__init__) - {"transform"})
 #: the arguments only a synth folder takes (refused in memory)
 _FOLDER_ONLY = frozenset(_params(PhantomFolderDataset.__init__) - _params(PhantomDataset.__init__) - {"root"})
+#: the arguments of the in-memory chest phantoms (:class:`PhantomDataset` and its generator)
+_IN_MEMORY = frozenset(_params(PhantomDataset.__init__) | _params(ChestPhantomGenerator.__init__))
 
 
 # mean/std: measured over 2,000 in-memory phantoms (seed 0, 224 px) by tests/data/test_phantom_datasets.py

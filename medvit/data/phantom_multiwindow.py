@@ -9,13 +9,14 @@ which makes the set a test bed for multi-channel models and for robustness to a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from medvit.data.datasets import ItemDataset
 from medvit.data.phantom_cxr import CXR_LABELS
-from medvit.data.phantom_datasets import PhantomDataset
+from medvit.data.phantom_datasets import PhantomDataset, check_wrapper_args, refuse_unknown_wrapper_args
 from medvit.registry import register
 
 #: window name -> (centre, width) on the phantom's [0, 1] radiograph intensity scale
@@ -33,6 +34,23 @@ def apply_window(image: torch.Tensor, centre: float, width: float) -> torch.Tens
     return ((image - (centre - width / 2)) / width).clamp(0.0, 1.0)
 
 
+#: the chest phantom arguments the multi-window set passes on (its images are the grey phantoms, one channel)
+_FORWARDS = frozenset({"n", "seed", "image_size"})
+
+
+def check_windows(args: dict[str, Any], name: Callable[[str], str] = str) -> None:
+    """``windows`` (when in ``args``): a non-empty list of :data:`CXR_WINDOWS` names; ``ValueError`` naming
+    ``name('windows')`` otherwise (the constructor's and ``medvit run --dry-run``'s check)."""
+    if "windows" not in args:
+        return
+    windows = args["windows"]
+    ok = isinstance(windows, list | tuple) and all(isinstance(w, str) for w in windows)
+    unknown = [w for w in windows if w not in CXR_WINDOWS] if ok else windows
+    if unknown or not windows:
+        raise ValueError(f"{name('windows')}: unknown windows {unknown or windows!r}; choose from "
+                         f"{list(CXR_WINDOWS)}")
+
+
 class MultiWindowPhantomDataset(ItemDataset):
     """Chest phantoms as (C, H, W) images, channel c = window ``windows[c]`` of the radiograph.
 
@@ -42,9 +60,7 @@ class MultiWindowPhantomDataset(ItemDataset):
 
     def __init__(self, split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 224,
                  windows: tuple[str, ...] = tuple(CXR_WINDOWS), transform: Any = None):
-        unknown = [w for w in windows if w not in CXR_WINDOWS]
-        if unknown or not windows:
-            raise ValueError(f"unknown windows {unknown or windows!r}; choose from {list(CXR_WINDOWS)}")
+        check_windows({"windows": windows})
         self.base = PhantomDataset("cxr", split, n=n, seed=seed, image_size=image_size, in_chans=1)
         self.windows = tuple(windows)
         self.channel_ids = torch.tensor([list(CXR_WINDOWS).index(w) for w in windows])
@@ -66,9 +82,13 @@ class MultiWindowPhantomDataset(ItemDataset):
 # mean/std per window: measured over 400 in-memory phantoms (seed 0, 224 px, all splits)
 @register("dataset", "cxr_multiwindow_phantom", mean=(0.696, 0.429, 0.106), std=(0.388, 0.418, 0.223),
           label_names=list(CXR_LABELS), task="multilabel",
-          in_chans=len(CXR_WINDOWS), description="Chest phantoms in lung / soft-tissue / bone intensity windows, "
+          in_chans=len(CXR_WINDOWS), check_args=lambda args: check_wrapper_args(
+              "cxr_multiwindow_phantom", args, MultiWindowPhantomDataset.__init__, _FORWARDS, check_windows),
+          description="Chest phantoms in lung / soft-tissue / bone intensity windows, "
           "one per channel (multi-channel and missing-channel studies)")
 def cxr_multiwindow_phantom(split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 224,
                             windows: tuple[str, ...] = tuple(CXR_WINDOWS), **kw: Any) -> ItemDataset:
-    """Multi-window chest phantoms, in memory (``n``, ``seed``, ``image_size``)."""
+    """Multi-window chest phantoms, in memory (``n``, ``seed``, ``image_size``, ``windows``). ``ValueError`` naming a
+    keyword neither this set nor the phantoms take, or a value they refuse."""
+    refuse_unknown_wrapper_args("cxr_multiwindow_phantom", kw, MultiWindowPhantomDataset.__init__, _FORWARDS)
     return MultiWindowPhantomDataset(split, n=n, seed=seed, image_size=image_size, windows=tuple(windows), **kw)

@@ -256,3 +256,64 @@ def test_write_synth_refuses_before_writing_and_records_the_seed_it_drew(tmp_pat
     man = json.loads((tmp_path / "ok" / "manifest.json").read_text())
     assert (man["seed"], man["n"], man["image_size"]) == (3, 2, 32)
     assert all(type(man[k]) is int for k in ("seed", "n", "image_size"))
+
+
+WRAPPERS = ("cxr_phantom_lt", "cxr_multiwindow_phantom", "cxr_phantom_benchx")
+
+
+@pytest.mark.parametrize("dataset", WRAPPERS)
+@pytest.mark.parametrize("override, msg", [
+    ("dataset_args.nois=1", r"^dataset_args\.nois: {ds} takes no argument 'nois'"),
+    ("dataset_args.image_size=5000", r"^dataset_args\.image_size \(pixels a side\) must be <= 4,096"),
+    ("dataset_args.n=2000000000", r"^dataset_args\.n \(number of phantom images\) must be <= 10,000,000"),
+    ("dataset_args.root=/tmp", r"^dataset_args\.root: {ds} takes no argument 'root'"),
+    ("dataset_args.transform=x", r"^dataset_args\.transform: the transform is set by the task"),
+], ids=["typo", "image_size", "n", "root", "transform"])
+def test_dry_run_of_a_wrapper_phantom_dataset_refuses_what_its_run_refuses(dataset, override, msg):
+    """breaker34 B13: cxr_phantom_lt / cxr_multiwindow_phantom / cxr_phantom_benchx registered no check_args, so
+    `medvit run --dry-run` accepted a misspelt key, image_size 5000 and n 2e9 (which the run refused, or, for n, did
+    not bound: a 16 GB patient plan)."""
+    from medvit.config import ConfigError
+    from medvit.tasks import build_config
+
+    with pytest.raises(ConfigError, match=msg.format(ds=dataset)):
+        build_config("pipelines/demo/cxr_phantom_demo.yaml",
+                     [f"dataset={dataset}", "dataset_args={n: 100, seed: 0, image_size: 64}", override])
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("dataset=cxr_phantom_lt dataset_args.imbalance=0.5", r"^dataset_args\.imbalance \(head/tail ratio\) must be"),
+    ("dataset=cxr_phantom_lt dataset_args.order=[Mass]", r"^dataset_args\.order: order must list every finding"),
+    ("dataset=cxr_phantom_lt dataset_args.normal_fraction=2", r"^dataset_args\.normal_fraction \(a probability\)"),
+    ("dataset=cxr_phantom_lt dataset_args.lesion_contrast=9", r"phantom knob lesion_contrast=9"),
+    ("dataset=cxr_multiwindow_phantom dataset_args.windows=[brain]", r"^dataset_args\.windows: unknown windows"),
+    ("dataset=cxr_phantom_benchx dataset_args.mask_of=lung_", r"^dataset_args\.mask_of must name at least one"),
+])
+def test_dry_run_of_a_wrapper_checks_its_own_arguments_with_the_runs_check(override, msg):
+    """breaker34 B13: each wrapper's own arguments (imbalance, order, windows, mask_of) were checked only when the run
+    built the data; the dry run now runs the same check (mask_of 'lung_' was split into its letters)."""
+    from medvit.config import ConfigError
+    from medvit.tasks import build_config
+
+    with pytest.raises(ConfigError, match=msg):
+        build_config("pipelines/demo/cxr_phantom_demo.yaml", ["dataset_args={n: 100, seed: 0, image_size: 64}",
+                                                              *override.split()])
+
+
+def test_wrapper_builders_refuse_a_keyword_and_an_unbounded_n_by_name():
+    """breaker34 B13: the builders gave a raw TypeError ("__init__() got an unexpected keyword argument 'nois'") or
+    named cxr_phantom instead of the dataset, and n = 2e9 reached plan_patients unbounded (now bounded there: the
+    shared path of every phantom dataset). The presets using the wrappers still pass the dry run."""
+    from medvit.data import build_dataset
+    from medvit.tasks import build_config
+
+    for ds in WRAPPERS:
+        with pytest.raises(ValueError, match=rf"^nois: {ds} takes no argument 'nois'"):
+            build_dataset(ds, "train", n=8, image_size=32, nois=1)
+        with pytest.raises(ValueError, match=r"^n \(number of phantom images\) must be <= 10,000,000"):
+            build_dataset(ds, "train", n=2_000_000_000, image_size=32)
+    with pytest.raises(ValueError, match=r"^mask_of must name at least one phantom mask prefix"):
+        build_dataset("cxr_phantom_benchx", "train", n=8, image_size=32, mask_of="lung_")
+    for preset in ("pipelines/distill20/cxr_lt_plain_tiny_cpu.yaml",
+                   "pipelines/general_vision/multiwindow_channelvit_tiny_cpu.yaml"):
+        build_config(preset, [])
