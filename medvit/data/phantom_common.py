@@ -74,9 +74,10 @@ def finite_number(v: Any) -> float | None:
 
 
 def check_geometry(image_size: Any = _UNSET, fov_mm: Any = _UNSET, in_chans: Any = _UNSET, *,
-                   what: str = "phantoms", name: Callable[[str], str] = str) -> None:
+                   what: str = "phantoms", name: Callable[[str], str] = str, min_size: int = MIN_IMAGE_SIZE) -> None:
     """The one check of a phantom's geometry (the generators', the phantom datasets' and ``medvit run --dry-run``'s):
-    ``image_size`` a whole number of pixels in [:data:`MIN_IMAGE_SIZE`, :data:`MAX_IMAGE_SIZE`], ``fov_mm`` (detector
+    ``image_size`` a whole number of pixels in [``min_size`` (default :data:`MIN_IMAGE_SIZE`: a phantom's anatomy
+    needs it; 1 for a synth folder's resize target), :data:`MAX_IMAGE_SIZE`], ``fov_mm`` (detector
     field of view in mm) a number in [:data:`MIN_FOV_MM`, :data:`MAX_FOV_MM`], ``in_chans`` 1 (grey) or 3 (grey
     repeated, for RGB backbones). An argument not passed is not checked (``None`` passed is refused).
 
@@ -88,8 +89,8 @@ def check_geometry(image_size: Any = _UNSET, fov_mm: Any = _UNSET, in_chans: Any
         size = whole_number(image_size)
         if size is None:
             raise ValueError(f"{name('image_size')} (pixels a side) must be a whole number, got {image_size!r}")
-        if size < MIN_IMAGE_SIZE:
-            raise ValueError(f"{name('image_size')} must be >= {MIN_IMAGE_SIZE} for {what}, got {image_size}")
+        if size < min_size:
+            raise ValueError(f"{name('image_size')} must be >= {min_size} for {what}, got {image_size}")
         check_at_most(image_size, MAX_IMAGE_SIZE, "image_size", "pixels a side", name)
     if fov_mm is not _UNSET:
         fov = finite_number(fov_mm)

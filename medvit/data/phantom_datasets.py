@@ -150,13 +150,15 @@ class PhantomFolderDataset(ItemDataset):
 
     Each ``labels.csv`` ``file`` must be a relative path inside ``root``; one that leads outside it through a
     symbolic link is refused (``ValueError`` naming the line) unless ``follow_links`` (a folder tracked by DVC or
-    git-annex stores each image as a link into a cache outside it). Every listed path is checked once, here."""
+    git-annex stores each image as a link into a cache outside it). Every listed path is checked once, here.
+    ``image_size`` (None: the stored size) resizes each image; it and ``in_chans`` are checked first
+    (:func:`folder_geometry`, ``ValueError`` naming them)."""
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None, in_chans: int = 1,
                  transform: Any = None, kind: str | None = None, intensity: dict[str, str] | None = None,
                  follow_links: bool = False):
         check_split(split, _SPLITS, "phantom folder")
-        check_geometry(in_chans=in_chans)
+        folder_geometry(image_size, in_chans)
         self.root = Path(root)
         man = self.root / "manifest.json"
         self.manifest = read_json(man, missing=f"is {self.root} a folder written by `medvit data synth`?")
@@ -203,7 +205,8 @@ class PhantomFolderDataset(ItemDataset):
             raise KeyError(f"{self.root}/splits/{split}.txt lists ids absent from labels.csv, e.g. {missing[:3]}")
         self.rows = [rows[i][0] for i in ids]
         self.paths = [rows[i][1] for i in ids]  # checked above: an item reads its path without a second check
-        self.image_size, self.in_chans, self.transform = image_size, int(in_chans), transform
+        self.image_size = None if image_size is None else int(image_size)  # checked above: a whole number
+        self.in_chans, self.transform = int(in_chans), transform
         self.intensity = intensity  # per-file-kind rules (None: medvit.data.preprocess.TRAINING_DEFAULT_INTENSITY)
 
     def _check_table(self, header: list[str], table: list[dict[str, str]]) -> None:
@@ -263,6 +266,15 @@ class PhantomFolderDataset(ItemDataset):
             item["label"] = torch.tensor([float(r[n]) for n in self.label_names])
             item["label_mask"] = torch.ones(len(self.label_names), dtype=torch.bool)
         return item
+
+
+def folder_geometry(image_size: Any, in_chans: Any, name: Callable[[str], str] = str) -> None:
+    """A synth folder's ``image_size`` (the resize target: None keeps the stored size, else a whole number of pixels
+    in [1, :data:`~medvit.data.phantom_common.MAX_IMAGE_SIZE`]: 100000 resized every item to 40 GB) and
+    ``in_chans`` (1 or 3), by :func:`~medvit.data.phantom_common.check_geometry`; ``ValueError`` naming
+    ``name(key)``. :class:`PhantomFolderDataset`'s check and the dry run's (:func:`check_phantom_args`)."""
+    check_geometry(**({} if image_size is None else {"image_size": image_size}), in_chans=in_chans,
+                   what="a synth folder's resize target", min_size=1, name=name)
 
 
 def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed: int | None,
@@ -345,7 +357,7 @@ def check_phantom_args(kind: str, args: dict[str, Any], name: Callable[[str], st
         unset = {k: v for k, v in args.items() if v is None and k not in folder}  # dropped by the builder
         checked = check_arg_types({k: v for k, v in args.items() if k not in unset},
                                   [PhantomFolderDataset.__init__], name=name)
-        check_geometry(**{k: checked[k] for k in ("in_chans",) if k in checked}, name=name)
+        folder_geometry(checked.get("image_size"), checked.get("in_chans", 1), name)
         return {**checked, **unset}
     _memory_only(kind, args, name)
     knobs = {f.name: args[f.name] for f in dataclasses.fields(Difficulty) if f.name in args}
