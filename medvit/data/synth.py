@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medvit.data.phantom_common import SPLITS, plan_patients
+from medvit.data.phantom_common import SPLITS, check_draw, plan_patients
 from medvit.data.phantom_datasets import make_generator, visits
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def write_synth(kind: str, n: int, out: str | Path, fmt: str = "dicom", seed: in
     if "with_masks" in knobs:  # the generator's name for this function's `masks` (it gave "multiple values")
         raise ValueError(f"with_masks: write_synth takes masks=True/False (whether mask PNGs are written), got "
                          f"with_masks={knobs['with_masks']!r}")
+    check_draw(seed, masks, lambda k: "masks" if k == "with_masks" else k)  # this function's names
     out = Path(out)
     # bad arguments refused before anything is written, by the generator's and the patient plan's own checks (64.5
     # was truncated to 64 here, seed 1.5 drawn as 1 and recorded as 1.5)

@@ -248,6 +248,7 @@ def test_write_synth_refuses_before_writing_and_records_the_seed_it_drew(tmp_pat
     for kw, msg in (({"seed": 1.5}, r"^seed \(a random seed\) must be a whole number"),
                     ({"image_size": 64.5}, r"^image_size \(pixels a side\) must be a whole number, got 64\.5"),
                     ({"with_masks": False}, r"^with_masks: write_synth takes masks=True/False"),
+                    ({"masks": "yes"}, r"^masks must be true or false, got 'yes'$"),
                     ({"n": "2"}, r"^n \(number of phantom images\) must be a whole number")):
         with pytest.raises(ValueError, match=msg):
             write_synth("retina", **{"n": 2, "out": tmp_path / "s", "image_size": 32, **kw})
