@@ -323,8 +323,10 @@ def caveats(rows: list[dict[str, Any]]) -> str:
   referral decision (late AMD: atrophy, fluid) stays learnable from ~150 B-scans, so referable AUROC separates the
   fractions less than the 5-stage QWK. Session 32's retina rows (clean labels, 100 / 200 / 300 steps at 1 / 10 /
   100 %) are kept in `benchmarks/results/paper_claims_s32/`.
-- CPU: the chest grid (7 arms × 5 seeds × 3 fractions × 1,000 steps) took about 68 CPU-min, above the issue's aim of
-  30 CPU-min per benchmark; `--arms` / `--fractions` split it into processes of 15–35 CPU-min.
+- CPU: the chest grid (7 arms × 5 seeds × 3 fractions × 1,000 steps) took about 68 CPU-min and the retina grid
+  (× 1,500 steps) about 96 CPU-min (1 torch thread), above the issue's aim of 30 CPU-min per benchmark: the
+  compute-matched budget that makes 10 % of the labels well below 100 % costs that much; `--arms` splits each grid
+  into processes of 14–40 CPU-min (the commands above).
 - Trainable fractions at this tiny scale are dominated by the classification head, so DVPT's "~0.5 %" cannot
   appear here; on ViT-B/16 the two readings train 0.50 % and 0.20 % (tests/peft/test_dvpt.py, issue 28).
 - A verdict "not separable at this budget" means the paired bootstrap CI over 5 seeds contains 0 (or the seeds
