@@ -316,7 +316,9 @@ def caveats(rows: list[dict[str, Any]]) -> str:
 - Chest labels: 10 % of the training labels are wrong (each finding flipped independently; at ~15 % prevalence
   about 4 in 10 positive training labels are then false), the model is selected and scored on true labels. This
   is what makes labels scarce at this scale (benchmarks/results/label_efficiency.md, probes); the session-32 rows
-  on the same images with clean labels are kept in `benchmarks/results/paper_claims_s32/`.
+  on the same images with clean labels are kept in `benchmarks/results/paper_claims_s32/`. At 1,000 steps the chest
+  100 % column is budget-bound: `full_random` with 2,000 steps at every fraction reaches 0.902 / 0.796 / 0.612 at
+  100 / 10 / 1 % (label_efficiency.md; 5 seeds), the grid was not rerun at that budget (CPU).
 - Retina labels: 20 % of the training stages are replaced by a neighbouring stage (a grader's adjacent-stage
   disagreement), the model is selected and scored on the true stages, with the same 1,500 steps at every fraction
   (600 left 100 % still improving and 10 % within 0.03 of it; docs/phantoms.md, "Benchmark setting, retina"). The
