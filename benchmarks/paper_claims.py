@@ -68,6 +68,9 @@ KNOBS: dict[str, dict[str, Any]] = {"cxr": {"lesion_contrast": 3.0, "lesion_size
 #: optimizer steps per run, the same at every label fraction (compute-matched: the 10 %-vs-100 % gap is the labels',
 #: not the budget's); retina needs more (its 100 % runs were still improving at 600 steps, docs/phantoms.md)
 STEPS: dict[str, int] = {"cxr": 1000, "retina": 1500}
+#: the benchmark's seeds and phantoms per problem (the report tables only JSONs run with these, STEPS and KNOBS)
+SEEDS: list[int] = [0, 1, 2, 3, 4]
+N_PHANTOMS = 2000
 #: retina: QWK of the 5 AMD stages (primary) and referable AUROC, P(stage >= 3) = late AMD (the phantoms' referral
 #: "routine"/"urgent"), the binary decision a graded screen serves
 PROBLEMS = {"cxr": dict(dataset="cxr_phantom", problem="multilabel", metric="mean_auroc"),
@@ -430,8 +433,8 @@ def main() -> int:
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--fractions", nargs="*", type=float, default=[0.01, 0.1, 1.0])
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--n", type=int, default=2000, help="phantoms per problem (all splits; 80/10/10 by patient)")
+    ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
+    ap.add_argument("--n", type=int, default=N_PHANTOMS, help="phantoms per problem (all splits; 80/10/10 by patient)")
     ap.add_argument("--steps", nargs="*", type=int, default=None,
                     help="optimizer steps per run: one number for every fraction, or one per --fractions entry "
                          "(default: the problem's benchmark budget STEPS at every fraction: "
@@ -484,6 +487,12 @@ def main() -> int:
             if knob_tag(d.get("knobs") or {}) != knob_tag(KNOBS[prob]):  # another phantom setting: not these tables
                 other.append(f"- `{f.name}`: knobs {d.get('knobs')} (not the benchmark's {prob} setting)")
                 continue
+            budget = (set((d.get("steps") or {}).values()), d.get("seeds"), d.get("n"))
+            if budget != ({STEPS[prob]}, SEEDS, N_PHANTOMS):  # a probe or another budget: never mixed into the tables
+                other.append(f"- `{f.name}`: steps {d.get('steps')}, seeds {d.get('seeds')}, n {d.get('n')} "
+                             f"(not the benchmark's {STEPS[prob]} steps at every fraction, seeds {SEEDS}, "
+                             f"{N_PHANTOMS} phantoms)")
+                continue
             for r in d["rows"]:  # one row per (problem, arm, fraction): the first process that ran it
                 key = (r["problem"], r["arm"], r["fraction"])
                 if key not in seen:
@@ -501,8 +510,10 @@ def main() -> int:
     meta = {"text": "Commands and budget (one process per problem and fraction group, 1 torch thread each, through "
                     "the shared CPU gate /work/cpu.sh, 2 cores shared with other helpers' jobs):\n\n"
                     + "\n".join(texts) + "\n\nOne row per (problem, arm, fraction): the first JSON in name order, "
-                    "among the JSONs of the benchmark's phantom setting (`KNOBS`)."
-                    + ("\n\nLeft out of the tables (other phantom settings):\n\n" + "\n".join(other) if other else "")}
+                    "among the JSONs of the benchmark's phantom setting (`KNOBS`) and budget (`STEPS` at every "
+                    "fraction, `SEEDS`, `N_PHANTOMS`)."
+                    + ("\n\nLeft out of the tables (other phantom settings or budgets):\n\n" + "\n".join(other)
+                       if other else "")}
     text, verdicts = report(rows, meta)
     text = text.replace("\n## ", "\n" + summary(verdicts) + "\n## ", 1) + "\n" + caveats(rows)
     (RESULTS / "paper_claims.md").write_text(text + "\n![test score vs label fraction](paper_claims.png)\n")
