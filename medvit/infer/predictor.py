@@ -43,7 +43,7 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, WeightContract
     label names), and ``FileNotFoundError`` naming where weights for a tag are expected.
     """
     from medvit.models import load_model
-    from medvit.models.checkpoint import sha256_file
+    from medvit.models.checkpoint import label_count_problem, sha256_file
     from medvit.registry import REGISTRY
 
     p = Path(model_ref)
@@ -75,13 +75,11 @@ def load_for_inference(model_ref: str | Path) -> tuple[nn.Module, WeightContract
         raise ValueError(f"model {model_ref}: checkpoint has no weight contract (config.json 'contract'); batch "
                          "inference derives preprocessing and labels from it. Re-save with save_checkpoint(..., "
                          "contract=WeightContract(...)).")
-    n_out = getattr(model, "num_classes", 0)
-    if not n_out:
+    if not getattr(model, "num_classes", 0):  # the inference-only rule; the label count is the shared one below
         raise ValueError(f"model {model_ref} has no classification head (num_classes 0: an encoder); batch "
                          "inference needs a classifier whose outputs the contract labels")
-    if n_out != len(contract.label_names):
-        raise ValueError(f"model {model_ref}: {n_out} outputs but the contract names {len(contract.label_names)} "
-                         "labels; batch inference needs a classifier whose outputs the contract labels")
+    if problem := label_count_problem(contract, model):
+        raise ValueError(f"model {model_ref}: contract.label_names {problem}")
     model.ood_reference = None
     if getattr(contract, "ood", None):
         if not p.is_dir():

@@ -85,8 +85,10 @@ def label_count_problem(contract: WeightContract | None, model: nn.Module | None
     """Why ``contract.label_names`` do not name each classifier output of ``model`` once, or None when they do:
     one name per output (``num_classes`` > 0) and none for an encoder without a classification head
     (``num_classes`` 0: a name there labels nothing). Not checked for a segmentation contract (its names are the
-    segments) or a model that records no ``num_classes``. The one rule of :func:`save_checkpoint` (refused before
-    writing) and :func:`medvit.models.load_model` (refused on load); the text follows ``contract.label_names``."""
+    segments) or a model that records no ``num_classes``. The one rule of :func:`save_checkpoint` and
+    :func:`medvit.peft.save_adapter` (refused before writing), :func:`medvit.models.load_model` (refused on load) and
+    :func:`medvit.infer.predictor.load_for_inference` (adapters, weight tags); the text follows
+    ``contract.label_names``. (``compress.stitch.save_stitched`` writes no contract.)"""
     if contract is None or contract.segmentation is not None:
         return None
     n_out, n_names = num_outputs(model), len(contract.label_names)

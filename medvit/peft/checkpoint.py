@@ -66,12 +66,19 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | 
 
     ``contract`` (a :class:`medvit.models.WeightContract`) makes the adapter deployable: ``medvit infer`` and the
     viewer load it onto its recorded base (checksums verified) and preprocess as the contract says.
+
+    Raises:
+        AdapterError: naming ``out_dir``, for a contract whose ``label_names`` do not name each output of the tuned
+            model once (:func:`medvit.models.checkpoint.label_count_problem`, the rule of ``save_checkpoint`` and
+            ``medvit infer``). Nothing is written then.
     """
     from medvit.io.safe_write import atomic_write
-    from medvit.models.checkpoint import FILE_MODE, sha256_file, write_safetensors
+    from medvit.models.checkpoint import FILE_MODE, label_count_problem, sha256_file, write_safetensors
     from medvit.version import __version__
 
     info = _info(model)
+    if problem := label_count_problem(contract, model):
+        raise AdapterError(f"refusing to save adapter {out_dir}: contract.label_names {problem}")
     tensors, tied = adapter_state(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
