@@ -19,7 +19,12 @@ import torch
 
 from medvit.data.datasets import ItemDataset, check_split
 from medvit.data.phantom_cxr import CXR_LABELS
-from medvit.data.phantom_datasets import PhantomDataset, check_wrapper_args, refuse_unknown_wrapper_args
+from medvit.data.phantom_datasets import (
+    PhantomDataset,
+    call_name,
+    check_wrapper_args,
+    refuse_unknown_wrapper_args,
+)
 from medvit.data.ptp import boxes_from_masks
 from medvit.registry import register
 
@@ -44,7 +49,7 @@ class PhantomBenchX(ItemDataset):
     def __init__(self, split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 64,
                  mask_of: Sequence[str] = ("lung_",), transform: Any = None):
         check_split(split, ("train", "val", "test", "all"), "cxr_phantom_benchx")
-        check_mask_of({"mask_of": mask_of})
+        check_mask_of({"mask_of": mask_of}, call_name("cxr_phantom_benchx"))
         self.base = PhantomDataset("cxr", split, n=n, seed=seed, image_size=image_size, with_masks=True)
         self.mask_of = tuple(mask_of)
         self.label_names = list(CXR_LABELS)

@@ -22,7 +22,12 @@ import torch
 
 from medvit.data.phantom_common import check_probability, finite_number, whole_number
 from medvit.data.phantom_cxr import CXR_LABELS
-from medvit.data.phantom_datasets import PhantomDataset, check_wrapper_args, refuse_unknown_wrapper_args
+from medvit.data.phantom_datasets import (
+    PhantomDataset,
+    call_name,
+    check_wrapper_args,
+    refuse_unknown_wrapper_args,
+)
 from medvit.registry import register
 
 logger = logging.getLogger(__name__)
@@ -99,7 +104,7 @@ def check_long_tail_args(args: dict[str, Any], name: Callable[[str], str] = str)
     order = args.get("order")
     if order and (isinstance(order, str) or not isinstance(order, list | tuple)
                   or not all(isinstance(o, str) for o in order) or sorted(order) != sorted(CXR_LABELS)):
-        raise ValueError(f"{name('order')}: order must list every finding once ({list(CXR_LABELS)}); got {order!r}")
+        raise ValueError(f"{name('order')} must list every finding once ({list(CXR_LABELS)}); got {order!r}")
     if "normal_fraction" in args:
         check_probability(args["normal_fraction"], "normal_fraction", name)
 
@@ -118,7 +123,8 @@ def cxr_phantom_lt(split: str = "train", n: int = 5000, seed: int = 0, image_siz
     ValueError naming the argument for one :func:`check_long_tail_args` refuses (on every split, as the dry run) or
     one the chest phantoms do not take (:func:`~medvit.data.phantom_datasets.refuse_unknown_wrapper_args`)."""
     refuse_unknown_wrapper_args("cxr_phantom_lt", kw, cxr_phantom_lt)
-    check_long_tail_args({"imbalance": imbalance, "head": head, "order": order, "normal_fraction": normal_fraction})
+    check_long_tail_args({"imbalance": imbalance, "head": head, "order": order, "normal_fraction": normal_fraction},
+                         call_name("cxr_phantom_lt"))
     base = PhantomDataset("cxr", split, n=n, seed=seed, image_size=image_size, **kw)
     if split != "train":
         return base

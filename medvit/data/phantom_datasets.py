@@ -391,6 +391,13 @@ def _config_name(k: str) -> str:
     return f"dataset_args.{k}"
 
 
+def call_name(dataset: str) -> Callable[[str], str]:
+    """How errors name key ``k`` of a Python call of the wrapper ``dataset`` (its builder or constructor):
+    ``"<dataset>: <k>"``. The dry run (:func:`check_wrapper_args`) names ``dataset_args.<k>`` instead; the value
+    checks (``values``) are the same functions, given one or the other."""
+    return lambda k: f"{dataset}: {k}"
+
+
 def refuse_unknown_wrapper_args(dataset: str, args: dict[str, Any], own: Callable[..., Any],
                                 forwards: frozenset[str] | None = None, name: Callable[[str], str] = str) -> None:
     """``ValueError`` naming ``name(key)`` and ``dataset`` for a key of ``args`` that neither ``own`` (the wrapper's

@@ -16,7 +16,12 @@ import torch
 
 from medvit.data.datasets import ItemDataset
 from medvit.data.phantom_cxr import CXR_LABELS
-from medvit.data.phantom_datasets import PhantomDataset, check_wrapper_args, refuse_unknown_wrapper_args
+from medvit.data.phantom_datasets import (
+    PhantomDataset,
+    call_name,
+    check_wrapper_args,
+    refuse_unknown_wrapper_args,
+)
 from medvit.registry import register
 
 #: window name -> (centre, width) on the phantom's [0, 1] radiograph intensity scale
@@ -60,7 +65,7 @@ class MultiWindowPhantomDataset(ItemDataset):
 
     def __init__(self, split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 224,
                  windows: tuple[str, ...] = tuple(CXR_WINDOWS), transform: Any = None):
-        check_windows({"windows": windows})
+        check_windows({"windows": windows}, call_name("cxr_multiwindow_phantom"))
         self.base = PhantomDataset("cxr", split, n=n, seed=seed, image_size=image_size, in_chans=1)
         self.windows = tuple(windows)
         self.channel_ids = torch.tensor([list(CXR_WINDOWS).index(w) for w in windows])

@@ -284,7 +284,7 @@ def test_dry_run_of_a_wrapper_phantom_dataset_refuses_what_its_run_refuses(datas
 
 @pytest.mark.parametrize("override, msg", [
     ("dataset=cxr_phantom_lt dataset_args.imbalance=0.5", r"^dataset_args\.imbalance \(head/tail ratio\) must be"),
-    ("dataset=cxr_phantom_lt dataset_args.order=[Mass]", r"^dataset_args\.order: order must list every finding"),
+    ("dataset=cxr_phantom_lt dataset_args.order=[Mass]", r"^dataset_args\.order must list every finding"),
     ("dataset=cxr_phantom_lt dataset_args.normal_fraction=2", r"^dataset_args\.normal_fraction \(a probability\)"),
     ("dataset=cxr_phantom_lt dataset_args.lesion_contrast=9", r"phantom knob lesion_contrast=9"),
     ("dataset=cxr_multiwindow_phantom dataset_args.windows=[brain]", r"^dataset_args\.windows: unknown windows"),
@@ -313,11 +313,29 @@ def test_wrapper_builders_refuse_a_keyword_and_an_unbounded_n_by_name():
             build_dataset(ds, "train", n=8, image_size=32, nois=1)
         with pytest.raises(ValueError, match=r"^n \(number of phantom images\) must be <= 10,000,000"):
             build_dataset(ds, "train", n=2_000_000_000, image_size=32)
-    with pytest.raises(ValueError, match=r"^mask_of must name at least one phantom mask prefix"):
+    with pytest.raises(ValueError, match=r"^cxr_phantom_benchx: mask_of must name at least one phantom mask prefix"):
         build_dataset("cxr_phantom_benchx", "train", n=8, image_size=32, mask_of="lung_")
     for preset in ("pipelines/distill20/cxr_lt_plain_tiny_cpu.yaml",
                    "pipelines/general_vision/multiwindow_channelvit_tiny_cpu.yaml"):
         build_config(preset, [])
+
+
+@pytest.mark.parametrize("ds, kw, msg", [
+    ("cxr_phantom_lt", dict(imbalance=0.5), r"^cxr_phantom_lt: imbalance \(head/tail ratio\) must be a number >= 1"),
+    ("cxr_phantom_lt", dict(order=["Mass"]), r"^cxr_phantom_lt: order must list every finding once \("),
+    ("cxr_phantom_lt", dict(normal_fraction=2), r"^cxr_phantom_lt: normal_fraction \(a probability\)"),
+    ("cxr_multiwindow_phantom", dict(windows=["brain"]), r"^cxr_multiwindow_phantom: windows: unknown windows"),
+    ("cxr_phantom_benchx", dict(mask_of=[]), r"^cxr_phantom_benchx: mask_of must name at least one phantom mask"),
+])
+def test_wrapper_value_errors_of_a_python_call_name_the_dataset_and_the_key(ds, kw, msg):
+    """review34 F3: a Python call of the wrappers said "order: order must list ..." / "imbalance ... must be" without
+    the dataset (the dry run names dataset_args.<key>, checked above)."""
+    from medvit.data import build_dataset
+
+    with pytest.raises(ValueError, match=msg) as e:
+        build_dataset(ds, "val", n=8, image_size=32, **kw)
+    key = next(iter(kw))
+    assert f"{key}: {key}" not in str(e.value)  # the key not repeated
 
 
 @pytest.mark.parametrize("size, msg", [
