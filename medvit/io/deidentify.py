@@ -140,7 +140,8 @@ def load_or_create_key(key_file: str | Path, forbidden: Iterable[str | Path] = (
     INPUT): whoever holds the key and the outputs can re-identify patients by trying candidate identifiers; when it
     or a forbidden folder cannot be resolved (a symbolic-link loop, a NUL byte: the message says which); when
     something that is not a regular file is there (a directory, FIFO, device, loop, dangling link:
-    :func:`medvit.io.errors.file_problem`); or when the file is not hex text of at least 16 bytes.
+    :func:`medvit.io.errors.file_problem`); when it is absent and cannot be created (a part of its path is a file,
+    not a folder — named —, no permission); or when the file is not hex text of at least 16 bytes.
     """
     from medvit.io.errors import file_problem, printable_path
 
@@ -164,17 +165,37 @@ def load_or_create_key(key_file: str | Path, forbidden: Iterable[str | Path] = (
     if why != "not found":
         raise ValueError(f"{name} {why}, not a key file: name a regular file (hex text), or a path where one can "
                          "be created")
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(32)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:  # a part of the path is a file (FileExistsError / NotADirectoryError), no permission, ...
+        raise ValueError(f"{name} cannot be created: {_folder_problem(p.parent, e)}; name a key file in a folder "
+                         "that exists or can be created (--deid-key, MEDVIT_DEID_KEY_DIR)") from None
     try:
         fd = os.open(p, flags, 0o600)
     except FileExistsError:  # created concurrently by another run: use that one (refused if not a regular file)
         return load_or_create_key(p, forbidden, what)
+    except OSError as e:
+        raise ValueError(f"{name} cannot be created ({e.strerror or e}); name a key file in a folder you may "
+                         "write (--deid-key, MEDVIT_DEID_KEY_DIR)") from None
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex() + "\n")
     logger.info("created de-identification key %s (keep it; it maps identifiers consistently)", p)
     return key
+
+
+def _folder_problem(folder: Path, error: OSError) -> str:
+    """Why ``folder`` could not be made, for a message: the nearest existing part of it that is not a folder (a
+    regular file, a FIFO, ...), else the error's reason."""
+    from medvit.io.errors import printable_path
+
+    for part in (folder, *folder.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                return f"{printable_path(part)} is not a folder"
+            break
+    return f"its folder {printable_path(folder)} cannot be made ({error.strerror or error})"
 
 
 def default_key_file() -> Path:

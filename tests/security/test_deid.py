@@ -178,3 +178,15 @@ def test_default_key_is_the_per_site_key(tmp_path, monkeypatch):
     run_inference(InferConfig(str(model), str(inp), str(tmp_path / "out"), workers=0, deidentify=True,
                               progress=False))
     assert Path(tmp_path / "keys" / "site.key").is_file()
+
+
+@pytest.mark.parametrize("under", ["k.key", "sub/k.key"])
+def test_key_path_under_a_regular_file_is_refused_naming_the_key(tmp_path, under):
+    """review34 F7: a key path below a regular file gave mkdir's bare FileExistsError / NotADirectoryError, naming
+    neither the key nor the file in the way."""
+    (tmp_path / "notes.txt").write_text("x")
+    key = tmp_path / "notes.txt" / under
+    with pytest.raises(ValueError, match=r"^de-identification key \(--deid-key\) .*notes\.txt/.*k\.key cannot be "
+                                         r"created: .*notes\.txt is not a folder"):
+        load_or_create_key(key, what="de-identification key (--deid-key)")
+    assert (tmp_path / "notes.txt").read_text() == "x"
