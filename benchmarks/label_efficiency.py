@@ -209,18 +209,21 @@ def probe_lines(probes: list[dict[str, Any]]) -> list[str]:
     return md
 
 
-def scale32_rows() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(problem, knobs, row) of every from-scratch (``full_random``) row run with the same steps at every fraction:
-    the benchmark's own chest rows (paper_claims_cxr*.json of its setting) and the JSONs in ``SCALE32``."""
+def scale32_docs() -> list[tuple[Path, dict[str, Any]]]:
+    """(path, JSON) of the paper_claims JSONs of the benchmark's own settings in ``RESULTS`` and of every JSON in
+    ``SCALE32``, each read once."""
     pc = _claims()
-
-    out = []
     paths = [p for p in sorted(RESULTS.glob("paper_claims_*.json")) if "verdicts" not in p.name]
-    for path in paths + sorted(SCALE32.glob("*.json")):
-        d = json.loads(path.read_text())
+    docs = [(p, json.loads(p.read_text())) for p in paths + sorted(SCALE32.glob("*.json"))]
+    return [(p, d) for p, d in docs if p.parent == SCALE32 or pc.is_benchmark_setting(d, d.get("problem"))]
+
+
+def scale32_rows(docs: list[tuple[Path, dict[str, Any]]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(problem, knobs, row) of every from-scratch (``full_random``) row of ``docs`` (:func:`scale32_docs`) run
+    with the same steps at every fraction."""
+    out = []
+    for _, d in docs:
         prob = d.get("problem")
-        if path.parent == RESULTS and pc.knob_tag(d.get("knobs") or {}) != pc.knob_tag(pc.KNOBS.get(prob, {})):
-            continue
         if len(set((d.get("steps") or {}).values())) != 1:  # not compute-matched
             continue
         out += [(prob, d.get("knobs") or {}, r) for r in d["rows"] if r["arm"] == "full_random"]
@@ -232,7 +235,8 @@ def scale32_lines() -> list[str]:
     steps at every fraction, seeds paired): mean ± sd per fraction and the paired gap to 100 % with its reading."""
     from medvit.eval.stats import compare
 
-    rows = scale32_rows()
+    docs = scale32_docs()
+    rows = scale32_rows(docs)
     if not rows:
         return []
     md = ["", "## From scratch at the paper-claims scale, same steps at every fraction (seeds paired)", "",
@@ -272,7 +276,7 @@ def scale32_lines() -> list[str]:
                             f"{st['n_positive']}/{st['n_positive'] + st['n_negative']}: {word}")
             md.append(f"| {prob} | {kn_s} | {steps} | {len(seeds)} | {label} | " + " | ".join(
                 _ms(cells[f]) if f in cells else "—" for f in (1.0, 0.1, 0.01)) + f" | {gaps[0]} | {gaps[1]} |")
-    cmds = sorted({json.loads(p.read_text())["command"] for p in SCALE32.glob("*.json")})
+    cmds = sorted({d["command"] for p, d in docs if p.parent == SCALE32})
     if cmds:
         md += ["", "Calibration runs (JSONs in `benchmarks/results/label_efficiency_scale32/`; the benchmark's own "
                "chest rows are in `paper_claims_cxr_*.json`):", ""] + [f"- `{c}`" for c in cmds]
