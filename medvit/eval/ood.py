@@ -131,8 +131,8 @@ class OODReference:
         return np.mean(list(self.distances(features).values()), axis=0).astype(np.float32)
 
     def flag(self, scores: np.ndarray) -> np.ndarray:
-        """(B,) bool: outside the training distribution (score >= threshold)."""
-        return np.asarray(scores) >= self.threshold
+        """(B,) bool: outside the training distribution (:func:`ood_flagged`)."""
+        return ood_flagged(scores, self.threshold)
 
     def score_call(self, model: nn.Module, call: Callable[[], Any]) -> tuple[Any, np.ndarray]:
         """(``call()``'s result, (B,) score) with ``model``'s blocks tapped during the call: one eager forward
@@ -140,6 +140,14 @@ class OODReference:
         with FeatureTap(model, self.blocks) as tap:
             out = call()
         return out, self.score(tap.arrays())
+
+
+def ood_flagged(scores: np.ndarray | float, threshold: float) -> np.ndarray:
+    """(B,) bool (0-d for a scalar): outside the training distribution — score >= ``threshold``, or a non-finite
+    score (non-finite features cannot be scored: fail closed). The one rule for infer, the VLM's experts and
+    :meth:`OODReference.flag`."""
+    s = np.asarray(scores, dtype=np.float64)
+    return ~np.isfinite(s) | (s >= threshold)
 
 
 def fit_reference(train_features: dict[str, np.ndarray], val_features: dict[str, np.ndarray],

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from medvit.eval.ood import ood_flagged
 from medvit.infer.context import RunOutputs
 from medvit.infer.decode import Decoded, DecodeSpec, decode_file, decode_in_worker, init_worker, stderr_to
 from medvit.infer.duplicates import DUPLICATE_STAGE, DuplicateTracker
@@ -340,7 +341,7 @@ class InferenceRun:
         scored = ood is not None and math.isfinite(float(ood))
         rec["ood_score"] = "" if ood is None else round(float(ood), 4) if scored else "non-finite"
         rec["ood_threshold"] = "" if ood is None else round(float(ref["threshold"]), 4)
-        rec["ood_flag"] = "" if ood is None else (not scored or bool(ood >= float(ref["threshold"])))
+        rec["ood_flag"] = "" if ood is None else bool(ood_flagged(float(ood), float(ref["threshold"])))
         return rec
 
     # ------------------------------------------------------------------ batches

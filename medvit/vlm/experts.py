@@ -417,7 +417,7 @@ class CXRExpert(Expert):
                 z, scores = ref.score_call(m, lambda m=m, t=t: m(t).float())
                 sc = float(scores[0])
                 o = {"score": sc, "threshold": float(ref.threshold),
-                     "flag": bool(not math.isfinite(sc) or sc >= ref.threshold)}  # unscorable: out of distribution
+                     "flag": bool(ref.flag(sc))}  # unscorable: out of distribution
             per_model.append(torch.sigmoid(z)[0].numpy())
             ood.append(o)
         probs = {lab: float(np.mean([per_model[i][self.labels[i].index(lab)] for i in idx]))
