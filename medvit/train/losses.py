@@ -454,12 +454,15 @@ class CrossEntropy(Loss):
                              "normal number)")
         self.label_smoothing = float(label_smoothing)
         self.register_buffer("weight", w32)
+        # only a class weight of 0 can make a batch's summed weight 0: without one, forward skips that check (a
+        # device-to-host sync on every step)
+        self._has_zero_weight = w32 is not None and bool((w32 == 0).any())
 
     def forward(self, output: Any, batch: dict[str, Any]) -> torch.Tensor:
         """Weighted mean over the batch; a batch whose labels all have class weight 0 gives loss 0 (no gradient),
         not 0/0 = NaN (``weight`` with a 0 for an "ignored" class and a batch holding only that class)."""
         logits, y = logits_of(output).float(), batch["label"].long()
-        if self.weight is not None and y.numel() and not bool(self.weight.to(y.device)[y].sum() > 0):
+        if self._has_zero_weight and y.numel() and not bool(self.weight.to(y.device)[y].sum() > 0):
             return logits.sum() * 0.0  # connected to the graph: every rank of a DDP step still reduces
         return F.cross_entropy(logits, y, weight=self.weight, label_smoothing=self.label_smoothing)
 
