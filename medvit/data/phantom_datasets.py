@@ -279,10 +279,8 @@ def folder_geometry(image_size: Any, in_chans: Any, name: Callable[[str], str] =
 
 def _phantom(kind: str, split: str, root: str | Path | None, n: int | None, seed: int | None,
              image_size: int | None, **kw: Any) -> ItemDataset:
-    if root is not None:
-        if n is not None or seed is not None:
-            raise ValueError(f"{kind}_phantom: give either root=DIR (a synth folder) or n=/seed= (in memory), "
-                             "not both")
+    if root is not None:  # the dry run's refusals (n / seed, knobs, in-memory arguments), named as call arguments
+        _folder_only(kind, {"root": root, "n": n, "seed": seed, **kw}, str)
         folder = _params(PhantomFolderDataset.__init__)  # an in-memory argument set to null: not given
         return PhantomFolderDataset(root, split, image_size=image_size, kind=kind,
                                     **{k: v for k, v in kw.items() if k in folder or v is not None})

@@ -364,3 +364,17 @@ def test_a_synth_folders_resize_target_is_checked_at_config_time_and_constructio
                      [f"dataset_args.root={tmp_path}", f"dataset_args.image_size={size}", *nulls])
     ok = build_dataset("cxr_phantom", "all", root=tmp_path, image_size=24.0)  # a whole float: 24 px
     assert ok[0]["image"].shape == (1, 24, 24)
+
+
+@pytest.mark.parametrize("kw, match", [({"lesion_contrast": 3.0}, r"lesion_contrast: a synth folder .* no knob"),
+                                       ({"with_masks": True}, r"with_masks: a synth folder .* takes no 'with_masks'"),
+                                       ({"n": 5}, r"give either root=DIR .* not both")])
+def test_a_python_call_on_a_synth_folder_refuses_in_memory_arguments_as_the_dry_run_does(tmp_path, kw, match):
+    """cxr_phantom(root=DIR, <knob>) from Python: the dry run's named refusal, not the folder class's TypeError."""
+    from medvit.data.phantom_datasets import cxr_phantom
+    from medvit.data.synth import write_synth
+
+    write_synth("cxr", 4, tmp_path / "f", fmt="png", seed=0, image_size=32, masks=False)
+    assert len(cxr_phantom("train", root=tmp_path / "f", lesion_contrast=None)) >= 1  # null = not given
+    with pytest.raises(ValueError, match=match):
+        cxr_phantom("train", root=tmp_path / "f", **kw)
