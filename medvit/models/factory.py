@@ -190,12 +190,7 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     classification head: :func:`medvit.models.checkpoint.label_count_problem`, the rule save_checkpoint applies
     too), or weights that do not fit it.
     """
-    from medvit.models.verify import (
-        check_arg_sizes,
-        check_args_fit_weights,
-        read_verified_safetensors,
-        safetensors_shapes,
-    )
+    from medvit.models.verify import check_config_fits_weights, read_verified_safetensors
 
     p = Path(path)
     cfg = read_config(p)
@@ -208,9 +203,7 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
         raise FileNotFoundError(f"checkpoint file not found: {f}")
     build = model_builder(cfg["architecture"], cfg["model_args"], str(cfg_file), overrides=overrides)
     # sizes first (header only, model on the meta device), then the weights, hashed as they are read
-    shapes = safetensors_shapes(f)
-    check_arg_sizes(cfg["model_args"], shapes, str(cfg_file))
-    meta_model = check_args_fit_weights(build, shapes, str(f))
+    meta_model = check_config_fits_weights(cfg["model_args"], build, f, str(cfg_file))
     if problem := label_count_problem(contract, meta_model):  # one name per classifier output, none for none
         raise CheckpointError(f"{cfg_file}: contract.label_names {problem}")
     sd, sha = read_verified_safetensors(f, cfg.get("sha256"))

@@ -136,6 +136,17 @@ def _bounded_build(build: Callable[[], Any], max_modules: int, max_elements: int
             h.remove()
 
 
+def check_config_fits_weights(model_args: dict[str, Any], build: Callable[[], Any], weights: str | Path,
+                              source: str, prefix: str = "", config: str = "model_args in config.json") -> Any:
+    """Both checks of a config against a safetensors file, header only: :func:`check_arg_sizes` then
+    :func:`check_args_fit_weights` (``source``: the config file named in messages, ``prefix`` before its keys).
+    Returns the model built on the meta device (None when it could not be built there); raises
+    :class:`CheckpointError` as they do. ``load_model`` and the PEFT adapter's base weights use it."""
+    shapes = safetensors_shapes(weights)
+    check_arg_sizes(model_args, shapes, source, prefix=prefix)
+    return check_args_fit_weights(build, shapes, str(weights), config=config)
+
+
 def check_args_fit_weights(build: Callable[[], Any], shapes: dict[str, tuple[int, ...]], source: str,
                            slack_elements: int = 1_000_000, config: str = "model_args in config.json") -> Any:
     """Build the model with ``build()`` on the meta device and compare it with the weights' ``shapes``.

@@ -188,12 +188,11 @@ def load_adapter(path: str | Path, base_model: nn.Module | None = None, check_ba
                                f"(sha256 {sha256_file(wfile)[:12]}… vs recorded {base['weights_sha256'][:12]}…)")
         if wfile is not None and wfile.suffix == ".safetensors":  # model_args sized against the verified file
             from medvit.models.checkpoint import CheckpointError
-            from medvit.models.verify import check_arg_sizes, check_args_fit_weights, safetensors_shapes
+            from medvit.models.verify import check_config_fits_weights
 
             try:
-                shapes = safetensors_shapes(wfile)
-                check_arg_sizes(base.get("model_args") or {}, shapes, str(p / ADAPTER_CONFIG), prefix="base.")
-                check_args_fit_weights(build_base, shapes, str(wfile), config="base.model_args in adapter_config.json")
+                check_config_fits_weights(base.get("model_args") or {}, build_base, wfile, str(p / ADAPTER_CONFIG),
+                                          prefix="base.", config="base.model_args in adapter_config.json")
             except CheckpointError as e:
                 raise AdapterError(str(e)) from None
         # encoder weights only (an MAE run folder, a checkpoint with another head...): the head is in the adapter
