@@ -243,7 +243,8 @@ def scale32_lines() -> list[str]:
           "The tiny ViT of benchmarks/paper_claims.py (32 px, patch 8, width 96, depth 4; arm `full_random`) on "
           "2,000 phantoms (1,573 / 1,551 training images for chest / retina): the same optimizer steps at 1 %, 10 % "
           "and 100 % of the labels, validation selection, the same seeds and label subsets at every fraction (5 "
-          "seeds for the settings carried to the benchmark, 3 for the session-34 retina probes). "
+          "seeds for the settings carried to the benchmark, 3 for the session-34 retina probes: with 3 seeds the sign "
+          "test cannot reach p < 0.1, so their gaps read \"not separable\" whatever their CI). "
           "Chest: test mean AUROC (7 findings); retina: QWK of the 5 AMD stages (the benchmark's metric) and "
           "referable AUROC (late AMD). Reading: **well below** = 100 % above the fraction by at least "
           f"{WELL_BELOW} and separable (paired bootstrap CI excludes 0, sign test p < 0.1).", "",

@@ -446,7 +446,7 @@ def main() -> int:
                          + ", ".join(f"{k} {v}" for k, v in STEPS.items()) + ")")
     ap.add_argument("--knobs", nargs="*", default=None, metavar="NAME=VALUE",
                     help="phantom knobs for this run instead of KNOBS[problem] (calibration; recorded in the JSON)")
-    add_run_args(ap, "/tmp/medvit_paper_claims", None, "smoke test: 1 seed, 200 images, 4 steps",
+    add_run_args(ap, "/tmp/medvit_paper_claims", None, "smoke test: 2 seeds, 300 phantoms, 4 steps",
                  "only rebuild md + png from the per-problem JSONs",
                  "suffix of this process's JSON (parallel processes per fraction)")
     args = parse_run_args(ap)
